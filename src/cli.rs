@@ -1,0 +1,246 @@
+//! The command line: `bootfactory serve`, `bootfactory schematic …`, `bootfactory config show`.
+//!
+//! Configuration flags are generated from [`crate::config::keys::KEYS`], so every config key
+//! has a `--flag` and a `BOOTFACTORY_*` variable without hand-written plumbing.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::parser::ValueSource;
+use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+
+use crate::config::{Config, Override, keys};
+
+const ABOUT: &str = "Self-hosted Talos Linux image factory and network-boot appliance.";
+
+const LONG_ABOUT: &str = "\
+bootfactory is a self-hosted Talos Linux image factory and network-boot appliance in one
+binary. It speaks Sidero Image Factory's HTTP API (schematics, /image, /pxe), keeps every
+artifact in a local content-addressed store, and (when configured) answers PXE clients.
+
+Quick start:
+  bootfactory serve --data-dir ./data            # HTTP on 0.0.0.0:8080
+  curl -X POST --data-binary @schematics/example.yaml http://127.0.0.1:8080/schematics
+  bootfactory schematic id schematics/example.yaml
+
+Every configuration key can be set in a YAML file (--config), an environment variable
+(BOOTFACTORY_*), or a flag; flags win over variables, variables over the file.";
+
+#[derive(Parser, Debug)]
+#[command(name = "bootfactory", version, about = ABOUT, long_about = LONG_ABOUT)]
+struct Cli {
+    /// YAML configuration file (keys as in `bootfactory config show`).
+    #[arg(long, global = true, env = "BOOTFACTORY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the appliance: HTTP factory API (and network-boot services when configured).
+    Serve,
+    /// Work with schematics offline.
+    #[command(subcommand)]
+    Schematic(SchematicCommand),
+    /// Inspect the configuration.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum SchematicCommand {
+    /// Print the schematic ID of a YAML/JSON schematic file (`-` or nothing reads stdin).
+    ///
+    /// The ID is the same one Sidero's Image Factory computes for the same schematic.
+    Id {
+        /// Schematic file, or `-` for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: Option<PathBuf>,
+    },
+    /// Print the canonical YAML of a schematic (the bytes its ID is the SHA-256 of).
+    Canonical {
+        /// Schematic file, or `-` for standard input.
+        #[arg(value_name = "FILE|-")]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigCommand {
+    /// Print the effective configuration (defaults, file, environment and flags merged).
+    Show,
+    /// List every configuration key with its flag and environment variable.
+    Keys,
+}
+
+/// Builds the full clap command, including one flag per configuration key.
+pub fn command() -> clap::Command {
+    let mut cmd = Cli::command();
+    for spec in keys::KEYS {
+        cmd = cmd.arg(
+            Arg::new(spec.key)
+                .long(spec.flag)
+                .env(spec.env())
+                .value_name("VALUE")
+                .help(spec.help)
+                .global(true)
+                .help_heading("Configuration (flag > BOOTFACTORY_* env > --config file)"),
+        );
+    }
+    cmd
+}
+
+/// Entry point used by `main`.
+pub fn main() -> ExitCode {
+    let matches = command().get_matches();
+    match run(&matches) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("bootfactory: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
+    let cli = Cli::from_arg_matches(matches)?;
+    let load_config = || -> anyhow::Result<Config> {
+        let overrides = collect_overrides(matches);
+        Ok(Config::load(cli.config.as_deref(), &overrides)?)
+    };
+    match &cli.command {
+        Command::Serve => {
+            let config = load_config()?;
+            crate::logging::init(&config.log);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .thread_name("bootfactory")
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(async {
+                let app = crate::server::App::open(config).await?;
+                app.run(crate::server::shutdown_signal()).await
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schematic(SchematicCommand::Id { file }) => {
+            let schematic = read_schematic(file.as_ref())?;
+            println!("{}", schematic.id());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Schematic(SchematicCommand::Canonical { file }) => {
+            let schematic = read_schematic(file.as_ref())?;
+            print!("{}", schematic.canonical_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Show) => {
+            print!("{}", load_config()?.to_yaml());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Config(ConfigCommand::Keys) => {
+            for spec in keys::KEYS {
+                println!(
+                    "{:<28} --{:<30} {}\n    {}",
+                    spec.key,
+                    spec.flag,
+                    spec.env(),
+                    spec.help
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Collects config overrides from the matched flags and environment variables, in key order.
+fn collect_overrides(matches: &ArgMatches) -> Vec<Override> {
+    let mut out = Vec::new();
+    for spec in keys::KEYS {
+        let (m, source) = match find_value(matches, spec.key) {
+            Some(found) => found,
+            None => continue,
+        };
+        if let Some(value) = m.get_one::<String>(spec.key) {
+            let source_name = match source {
+                ValueSource::EnvVariable => spec.env(),
+                _ => format!("--{}", spec.flag),
+            };
+            out.push(Override {
+                key: spec.key.to_string(),
+                value: value.clone(),
+                source_name,
+            });
+        }
+    }
+    out
+}
+
+/// Finds the deepest subcommand match that carries a value for `id` (global flags may be
+/// given before or after the subcommand).
+fn find_value<'a>(matches: &'a ArgMatches, id: &str) -> Option<(&'a ArgMatches, ValueSource)> {
+    let deeper = matches
+        .subcommand()
+        .and_then(|(_, sub)| find_value(sub, id));
+    if deeper.is_some() {
+        return deeper;
+    }
+    match matches.value_source(id) {
+        Some(ValueSource::DefaultValue) | None => None,
+        Some(source) => Some((matches, source)),
+    }
+}
+
+fn read_schematic(file: Option<&PathBuf>) -> anyhow::Result<crate::schematic::Schematic> {
+    let (name, bytes) = match file {
+        None => ("<stdin>".to_string(), read_stdin()?),
+        Some(p) if p.as_os_str() == "-" => ("<stdin>".to_string(), read_stdin()?),
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
+        ),
+    };
+    crate::schematic::parse(&bytes).with_context(|| format!("invalid schematic {name}"))
+}
+
+fn read_stdin() -> anyhow::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    std::io::stdin()
+        .take(crate::schematic::MAX_SCHEMATIC_BYTES as u64 + 1)
+        .read_to_end(&mut buf)
+        .context("cannot read standard input")?;
+    Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn flags_after_the_subcommand_become_overrides() {
+        let m = command()
+            .try_get_matches_from([
+                "bootfactory",
+                "serve",
+                "--data-dir",
+                "/x",
+                "--http-listen",
+                "127.0.0.1:1",
+            ])
+            .unwrap();
+        let o = collect_overrides(&m);
+        assert_eq!(o.len(), 2);
+        assert_eq!(o[0].key, "dataDir");
+        assert_eq!(o[0].value, "/x");
+        assert_eq!(o[0].source_name, "--data-dir");
+        assert_eq!(o[1].key, "http.listen");
+    }
+}

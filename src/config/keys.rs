@@ -1,0 +1,142 @@
+//! The table of configuration keys: dotted key, command-line flag, and help text.
+//!
+//! The environment variable of a key is `BOOTFACTORY_` + its flag in upper case with `-`
+//! replaced by `_` (`--http-listen` ↔ `BOOTFACTORY_HTTP_LISTEN`).
+
+use serde_yaml::Value;
+
+use super::Config;
+
+/// One configuration key.
+#[derive(Debug, Clone, Copy)]
+pub struct KeySpec {
+    /// Dotted key as written in the YAML file (`http.listen`).
+    pub key: &'static str,
+    /// Long flag without dashes (`http-listen`).
+    pub flag: &'static str,
+    /// One-line help.
+    pub help: &'static str,
+}
+
+impl KeySpec {
+    /// The environment variable that overrides this key.
+    pub fn env(&self) -> String {
+        format!("BOOTFACTORY_{}", self.flag.to_uppercase().replace('-', "_"))
+    }
+}
+
+/// Every configuration key. A unit test checks this list against [`Config`]'s fields.
+pub const KEYS: &[KeySpec] = &[
+    KeySpec {
+        key: "dataDir",
+        flag: "data-dir",
+        help: "Directory for the store (blobs + index), keys and caches",
+    },
+    KeySpec {
+        key: "log.level",
+        flag: "log-level",
+        help: "Log filter: error, warn, info, debug, trace, or per-module (bootfactory=debug)",
+    },
+    KeySpec {
+        key: "log.format",
+        flag: "log-format",
+        help: "Log format: text or json",
+    },
+    KeySpec {
+        key: "http.listen",
+        flag: "http-listen",
+        help: "HTTP listen address ADDR:PORT (factory API, registry, boot scripts, UI)",
+    },
+    KeySpec {
+        key: "http.externalURL",
+        flag: "http-external-url",
+        help: "Absolute URL clients reach this server at; default derived from --http-listen",
+    },
+    KeySpec {
+        key: "http.externalPXEURL",
+        flag: "http-external-pxe-url",
+        help: "Absolute URL used in iPXE scripts; default --http-external-url",
+    },
+    KeySpec {
+        key: "http.shutdownGraceSeconds",
+        flag: "http-shutdown-grace-seconds",
+        help: "Seconds in-flight requests get to finish on SIGTERM/SIGINT",
+    },
+    KeySpec {
+        key: "schematics.dir",
+        flag: "schematics-dir",
+        help: "Directory of schematic *.yaml files validated and stored at start",
+    },
+];
+
+/// Looks a key up by its dotted name.
+pub fn find(key: &str) -> Option<&'static KeySpec> {
+    KEYS.iter().find(|k| k.key == key)
+}
+
+/// The default value of a key, from `Config::default()`.
+pub fn default_value(key: &str) -> Option<Value> {
+    let mut node = serde_yaml::to_value(Config::default()).ok()?;
+    for part in key.split('.') {
+        node = node.as_mapping()?.get(part)?.clone();
+    }
+    Some(node)
+}
+
+/// All leaf keys of a YAML tree, dotted.
+pub fn leaf_keys(value: &Value) -> Vec<String> {
+    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Mapping(m) if !m.is_empty() => {
+                for (k, child) in m {
+                    let k = k.as_str().unwrap_or_default();
+                    let key = if prefix.is_empty() {
+                        k.to_string()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, child, out);
+                }
+            }
+            _ => out.push(prefix.to_string()),
+        }
+    }
+    let mut out = Vec::new();
+    walk("", value, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_config_field_has_a_documented_key_and_back() {
+        let leaves = leaf_keys(&serde_yaml::to_value(Config::default()).unwrap());
+        for leaf in &leaves {
+            assert!(
+                find(leaf).is_some(),
+                "config key {leaf} is missing from KEYS"
+            );
+        }
+        for spec in KEYS {
+            assert!(
+                leaves.iter().any(|l| l == spec.key),
+                "KEYS entry {} is not a config field",
+                spec.key
+            );
+        }
+    }
+
+    #[test]
+    fn flags_and_env_names_are_unique() {
+        let mut flags: Vec<_> = KEYS.iter().map(|k| k.flag).collect();
+        flags.sort();
+        flags.dedup();
+        assert_eq!(flags.len(), KEYS.len());
+        assert_eq!(
+            find("http.listen").unwrap().env(),
+            "BOOTFACTORY_HTTP_LISTEN"
+        );
+    }
+}

@@ -1,0 +1,415 @@
+//! Configuration: one YAML file, every key overridable by an environment variable
+//! (`BOOTFACTORY_<KEY>`) and a command-line flag (`--<key>`), in that order of precedence
+//! (flag > env > file > default).
+//!
+//! Keys are camelCase like upstream Image Factory's (`http.externalURL`, `build.maxConcurrency`,
+//! …). Every key has an entry in [`keys::KEYS`] with its flag name and help text; a unit test
+//! keeps that table and the structs in step, so a new key cannot ship undocumented.
+
+pub mod keys;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use serde_yaml::{Mapping, Value};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Config {
+    /// Where the store (blobs + index), keys and caches live.
+    pub data_dir: PathBuf,
+    /// Logging.
+    pub log: LogConfig,
+    /// The HTTP side: factory API, registry, boot scripts, UI, metrics.
+    pub http: HttpConfig,
+    /// Schematics loaded from a directory at start.
+    pub schematics: SchematicsConfig,
+}
+
+/// Logging settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct LogConfig {
+    /// A tracing filter: `info`, `debug`, `bootfactory=debug,tower_http=info`, …
+    pub level: String,
+    /// `text` (human) or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// JSON objects, one per line.
+    Json,
+}
+
+/// HTTP server settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct HttpConfig {
+    /// Listen address, `ADDR:PORT`.
+    pub listen: String,
+    /// The URL clients reach this server at (used in generated links); empty = derived from
+    /// `listen`.
+    #[serde(rename = "externalURL")]
+    pub external_url: String,
+    /// The URL PXE clients reach this server at (iPXE scripts); empty = `externalURL`.
+    #[serde(rename = "externalPXEURL")]
+    pub external_pxe_url: String,
+    /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Schematic settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct SchematicsConfig {
+    /// A directory whose `*.yaml` files are validated and stored at start; empty = none.
+    pub dir: PathBuf,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/bootfactory"),
+            log: LogConfig::default(),
+            http: HttpConfig::default(),
+            schematics: SchematicsConfig::default(),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: "info".to_string(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: "0.0.0.0:8080".to_string(),
+            external_url: String::new(),
+            external_pxe_url: String::new(),
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+impl Default for SchematicsConfig {
+    fn default() -> Self {
+        SchematicsConfig {
+            dir: PathBuf::new(),
+        }
+    }
+}
+
+/// A configuration problem, with enough context to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not valid, or names an unknown key.
+    #[error("config file {path}: {message}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// serde's description, which names the key and line.
+        message: String,
+    },
+    /// A flag or environment variable has a value of the wrong type.
+    #[error("{source_name} ({key}): {message}")]
+    Override {
+        /// `--flag` or `BOOTFACTORY_X`.
+        source_name: String,
+        /// The config key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The merged configuration is inconsistent.
+    #[error("invalid configuration: {key}: {message}")]
+    Invalid {
+        /// The config key.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// One override from the command line or the environment.
+#[derive(Debug, Clone)]
+pub struct Override {
+    /// Dotted config key, e.g. `http.listen`.
+    pub key: String,
+    /// The raw value.
+    pub value: String,
+    /// Where it came from, for error messages (`--http-listen`, `BOOTFACTORY_HTTP_LISTEN`).
+    pub source_name: String,
+}
+
+impl Config {
+    /// Loads the configuration: defaults, then `file` (if any), then `overrides` in order.
+    pub fn load(file: Option<&Path>, overrides: &[Override]) -> Result<Config, ConfigError> {
+        let mut tree = match file {
+            None => Value::Mapping(Mapping::new()),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                // Decode once on its own so errors point at the file's line and key.
+                serde_yaml::from_str::<Config>(&text).map_err(|e| ConfigError::File {
+                    path: path.to_path_buf(),
+                    message: e.to_string(),
+                })?;
+                match serde_yaml::from_str::<Value>(&text) {
+                    Ok(Value::Null) => Value::Mapping(Mapping::new()),
+                    Ok(v) => v,
+                    Err(e) => {
+                        return Err(ConfigError::File {
+                            path: path.to_path_buf(),
+                            message: e.to_string(),
+                        });
+                    }
+                }
+            }
+        };
+        for o in overrides {
+            apply_override(&mut tree, o)?;
+            // Check each override on its own so an error names the flag or variable.
+            serde_yaml::from_value::<Config>(tree.clone()).map_err(|e| ConfigError::Override {
+                source_name: o.source_name.clone(),
+                key: o.key.clone(),
+                message: e.to_string(),
+            })?;
+        }
+        let config: Config = serde_yaml::from_value(tree).map_err(|e| ConfigError::Invalid {
+            key: String::new(),
+            message: e.to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense together.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.to_string(),
+            message,
+        };
+        if self.data_dir.as_os_str().is_empty() {
+            return Err(invalid("dataDir", "must not be empty".into()));
+        }
+        self.http_listen_addr()
+            .map_err(|m| invalid("http.listen", m))?;
+        if !self.http.external_url.is_empty() {
+            validate_http_url(&self.http.external_url)
+                .map_err(|m| invalid("http.externalURL", m))?;
+        }
+        if !self.http.external_pxe_url.is_empty() {
+            validate_http_url(&self.http.external_pxe_url)
+                .map_err(|m| invalid("http.externalPXEURL", m))?;
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not a valid filter (try info, debug, warn)",
+                    self.log.level
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The parsed `http.listen` address.
+    pub fn http_listen_addr(&self) -> Result<SocketAddr, String> {
+        self.http.listen.parse().map_err(|_| {
+            format!(
+                "{:?} is not ADDR:PORT (e.g. 0.0.0.0:8080 or [::1]:8080)",
+                self.http.listen
+            )
+        })
+    }
+
+    /// The URL clients use to reach us: `http.externalURL`, or one derived from the listen
+    /// address (`0.0.0.0` becomes `127.0.0.1`). Always ends without a slash.
+    pub fn external_url(&self) -> String {
+        if !self.http.external_url.is_empty() {
+            return self.http.external_url.trim_end_matches('/').to_string();
+        }
+        match self.http_listen_addr() {
+            Ok(addr) => {
+                let host = match addr.ip() {
+                    ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
+                    ip if ip.is_unspecified() => "[::1]".to_string(),
+                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+                    std::net::IpAddr::V4(ip) => ip.to_string(),
+                };
+                format!("http://{host}:{}", addr.port())
+            }
+            Err(_) => "http://127.0.0.1:8080".to_string(),
+        }
+    }
+
+    /// The URL PXE clients use: `http.externalPXEURL`, else [`Config::external_url`].
+    pub fn external_pxe_url(&self) -> String {
+        if self.http.external_pxe_url.is_empty() {
+            self.external_url()
+        } else {
+            self.http.external_pxe_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    /// The configuration as YAML, for `bootfactory config show`.
+    pub fn to_yaml(&self) -> String {
+        serde_yaml::to_string(self).unwrap_or_default()
+    }
+}
+
+/// Accepts only absolute `http://` or `https://` URLs with a host.
+fn validate_http_url(url: &str) -> Result<(), String> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or_else(|| format!("{url:?} must be an absolute http:// or https:// URL"))?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if host.is_empty() || host.contains(char::is_whitespace) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+/// Sets one dotted key in the YAML tree, creating intermediate mappings. Values are typed like
+/// the key's default: strings are taken verbatim, everything else is parsed as YAML.
+fn apply_override(tree: &mut Value, o: &Override) -> Result<(), ConfigError> {
+    let spec = keys::find(&o.key).ok_or_else(|| ConfigError::Override {
+        source_name: o.source_name.clone(),
+        key: o.key.clone(),
+        message: "unknown configuration key".to_string(),
+    })?;
+    let default = keys::default_value(&o.key);
+    let value = match default {
+        Some(Value::String(_)) => Value::String(o.value.clone()),
+        Some(Value::Sequence(_)) if !o.value.trim_start().starts_with('[') => Value::Sequence(
+            o.value
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.to_string()))
+                .collect(),
+        ),
+        _ => serde_yaml::from_str::<Value>(&o.value).map_err(|e| ConfigError::Override {
+            source_name: o.source_name.clone(),
+            key: o.key.clone(),
+            message: e.to_string(),
+        })?,
+    };
+    let mut node = tree;
+    let parts: Vec<&str> = spec.key.split('.').collect();
+    for (i, part) in parts.iter().enumerate() {
+        if !node.is_mapping() {
+            *node = Value::Mapping(Mapping::new());
+        }
+        let map = node.as_mapping_mut().expect("just made a mapping");
+        let k = Value::String(part.to_string());
+        if i + 1 == parts.len() {
+            map.insert(k, value);
+            return Ok(());
+        }
+        node = map.entry(k).or_insert(Value::Mapping(Mapping::new()));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn ov(key: &str, value: &str) -> Override {
+        Override {
+            key: key.into(),
+            value: value.into(),
+            source_name: format!("--{}", keys::find(key).unwrap().flag),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.external_url(), "http://127.0.0.1:8080");
+    }
+
+    #[test]
+    fn file_then_overrides() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "dataDir: /srv/bf\nhttp:\n  listen: 127.0.0.1:9000\n").unwrap();
+        let c = Config::load(Some(f.path()), &[]).unwrap();
+        assert_eq!(c.data_dir, PathBuf::from("/srv/bf"));
+        assert_eq!(c.http.listen, "127.0.0.1:9000");
+        let c = Config::load(
+            Some(f.path()),
+            &[
+                ov("http.listen", "[::1]:7000"),
+                ov("http.shutdownGraceSeconds", "3"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.http.listen, "[::1]:7000");
+        assert_eq!(c.http.shutdown_grace_seconds, 3);
+        assert_eq!(c.data_dir, PathBuf::from("/srv/bf"));
+        assert_eq!(c.external_url(), "http://[::1]:7000");
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "http:\n  lisen: 127.0.0.1:9000\n").unwrap();
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("lisen"), "{e}");
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        writeln!(f, "bogus: 1\n").unwrap();
+        let e = Config::load(Some(f.path()), &[]).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let e = Config::load(None, &[ov("http.listen", "8080")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("http.listen"), "{e}");
+        let e = Config::load(None, &[ov("http.externalURL", "factory.example.com")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("absolute http"), "{e}");
+        let e = Config::load(None, &[ov("http.shutdownGraceSeconds", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--http-shutdown-grace-seconds"), "{e}");
+    }
+
+    #[test]
+    fn external_pxe_url_defaults_to_external_url() {
+        let c = Config::load(None, &[ov("http.externalURL", "https://factory.example/")]).unwrap();
+        assert_eq!(c.external_url(), "https://factory.example");
+        assert_eq!(c.external_pxe_url(), "https://factory.example");
+    }
+}

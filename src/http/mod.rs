@@ -1,0 +1,159 @@
+//! The HTTP side: axum routers only. Handlers are thin — they parse the request, call the
+//! module that owns the logic (schematics, store, …), and shape the response.
+
+pub mod error;
+mod schematics;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderName, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use tower_http::LatencyUnit;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+
+use crate::config::Config;
+use crate::schematic::{MAX_SCHEMATIC_BYTES, SchematicStore};
+use crate::store::Store;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    /// The effective configuration.
+    pub config: Arc<Config>,
+    /// The content-addressed store.
+    pub store: Store,
+    /// Schematics kept in the store.
+    pub schematics: SchematicStore,
+}
+
+/// The `Server` header value.
+pub fn server_header() -> String {
+    format!("bootfactory/{}", env!("CARGO_PKG_VERSION"))
+}
+
+/// Builds the whole application router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
+        .route("/schematics", post(schematics::create))
+        .route("/schematics/{id}", get(schematics::get))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_SCHEMATIC_BYTES))
+        .layer(middleware::from_fn(common_headers))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(make_span)
+                .on_request(())
+                .on_response(
+                    DefaultOnResponse::new()
+                        .level(Level::INFO)
+                        .latency_unit(LatencyUnit::Micros),
+                ),
+        )
+        .with_state(state)
+}
+
+async fn health() -> StatusCode {
+    StatusCode::OK
+}
+
+async fn not_found() -> Response {
+    error::plain_text(StatusCode::NOT_FOUND, "404 page not found")
+}
+
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Adds `Server` and `X-Request-ID` (echoed, or a fresh random ID) to every response.
+async fn common_headers(mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .filter(|v| v.len() <= 128)
+        .cloned()
+        .unwrap_or_else(|| {
+            let id = hex::encode(rand::random::<[u8; 16]>());
+            HeaderValue::from_str(&id).expect("hex is a valid header value")
+        });
+    request
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    if let Ok(server) = HeaderValue::from_str(&server_header()) {
+        headers.insert(header::SERVER, server);
+    }
+    headers.insert(X_REQUEST_ID.clone(), request_id);
+    response
+}
+
+fn make_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(&X_REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!(
+        "http",
+        method = %request.method(),
+        path = %request.uri().path(),
+        request_id = %request_id,
+    )
+}
+
+/// A JSON response encoded like Go's `encoding/json` (which upstream uses): `<`, `>`, `&`,
+/// U+2028 and U+2029 escaped, and a trailing newline.
+pub fn go_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
+    let text = match serde_json::to_string(value) {
+        Ok(t) => t,
+        Err(e) => return ApiError::internal(e).into_response(),
+    };
+    let mut body = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '<' => body.push_str("\\u003c"),
+            '>' => body.push_str("\\u003e"),
+            '&' => body.push_str("\\u0026"),
+            '\u{2028}' => body.push_str("\\u2028"),
+            '\u{2029}' => body.push_str("\\u2029"),
+            c => body.push(c),
+        }
+    }
+    body.push('\n');
+    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then gives in-flight requests
+/// `grace` to finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let (tx, mut rx) = tokio::sync::watch::channel(false);
+    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+        shutdown.await;
+        let _ = tx.send(true);
+    });
+    let deadline = async move {
+        let _ = rx.wait_for(|stopping| *stopping).await;
+        tokio::time::sleep(grace).await;
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish in time; closing");
+            Ok(())
+        }
+    }
+}

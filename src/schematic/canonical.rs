@@ -1,0 +1,310 @@
+//! The canonical YAML of a schematic: what upstream's `yaml.Marshal(schematic)` produces, and
+//! therefore what its ID hashes.
+
+use std::cmp::Ordering;
+
+use super::emit::{Out, emit_document};
+use super::model::{AnyValue, Customization, Overlay, Schematic};
+use super::unicode_tables::{DECIMAL_DIGITS, LETTERS, in_ranges};
+
+/// Renders the canonical YAML bytes (as a string; always valid UTF-8).
+pub fn canonical_yaml(s: &Schematic) -> String {
+    let mut root = Vec::new();
+    if !s.owner.is_empty() {
+        root.push((Out::string("owner"), Out::string(&s.owner)));
+    }
+    if !s.overlay.is_empty() {
+        root.push((Out::string("overlay"), overlay(&s.overlay)));
+    }
+    root.push((
+        Out::string("customization"),
+        customization(&s.customization),
+    ));
+    emit_document(&Out::Map(root))
+}
+
+fn string_seq(items: &[String]) -> Out {
+    Out::Seq(items.iter().map(|s| Out::string(s)).collect())
+}
+
+fn overlay(o: &Overlay) -> Out {
+    let mut m = vec![
+        (Out::string("image"), Out::string(&o.image)),
+        (Out::string("name"), Out::string(&o.name)),
+    ];
+    if !o.options.is_empty() {
+        m.push((Out::string("options"), string_map(&o.options)));
+    }
+    Out::Map(m)
+}
+
+fn customization(c: &Customization) -> Out {
+    let mut m = Vec::new();
+    if !c.embedded_machine_configuration.is_empty() {
+        m.push((
+            Out::string("embeddedMachineConfiguration"),
+            Out::string(&c.embedded_machine_configuration),
+        ));
+    }
+    if !c.extra_kernel_args.is_empty() {
+        m.push((
+            Out::string("extraKernelArgs"),
+            string_seq(&c.extra_kernel_args),
+        ));
+    }
+    if !c.meta.is_empty() {
+        let items = c
+            .meta
+            .iter()
+            .map(|mv| {
+                Out::Map(vec![
+                    (Out::string("key"), Out::plain(mv.key.to_string())),
+                    (Out::string("value"), Out::string(&mv.value)),
+                ])
+            })
+            .collect();
+        m.push((Out::string("meta"), Out::Seq(items)));
+    }
+    if !c.system_extensions.official_extensions.is_empty() {
+        m.push((
+            Out::string("systemExtensions"),
+            Out::Map(vec![(
+                Out::string("officialExtensions"),
+                string_seq(&c.system_extensions.official_extensions),
+            )]),
+        ));
+    }
+    if c.bootloader != Default::default() {
+        m.push((
+            Out::string("bootloader"),
+            Out::string(c.bootloader.as_str()),
+        ));
+    }
+    let sb = &c.secureboot;
+    if !sb.enroll_keys.is_empty() || sb.include_well_known_certificates {
+        let mut sbm = Vec::new();
+        if !sb.enroll_keys.is_empty() {
+            sbm.push((Out::string("enrollKeys"), Out::string(&sb.enroll_keys)));
+        }
+        if sb.include_well_known_certificates {
+            sbm.push((
+                Out::string("includeWellKnownCertificates"),
+                Out::plain("true"),
+            ));
+        }
+        m.push((Out::string("secureboot"), Out::Map(sbm)));
+    }
+    if c.disk_image.sector_size != 0 {
+        m.push((
+            Out::string("diskImage"),
+            Out::Map(vec![(
+                Out::string("sectorSize"),
+                Out::plain(c.disk_image.sector_size.to_string()),
+            )]),
+        ));
+    }
+    Out::Map(m)
+}
+
+fn string_map(entries: &[(String, AnyValue)]) -> Out {
+    let mut sorted: Vec<&(String, AnyValue)> = entries.iter().collect();
+    sorted.sort_by(|a, b| go_string_key_cmp(&a.0, &b.0));
+    Out::Map(
+        sorted
+            .into_iter()
+            .map(|(k, v)| (Out::string(k), any(v)))
+            .collect(),
+    )
+}
+
+fn any(v: &AnyValue) -> Out {
+    match v {
+        AnyValue::Null => Out::plain("null"),
+        AnyValue::Bool(b) => Out::plain(b.to_string()),
+        AnyValue::Int(i) => Out::plain(i.to_string()),
+        AnyValue::Uint(u) => Out::plain(u.to_string()),
+        AnyValue::Float(f) => Out::plain(go_format_float(*f)),
+        AnyValue::Timestamp(t) => Out::plain(t.clone()),
+        AnyValue::Str(s) => Out::string(s),
+        AnyValue::Seq(items) => Out::Seq(items.iter().map(any).collect()),
+        AnyValue::StrMap(entries) => string_map(entries),
+        AnyValue::AnyMap(entries) => {
+            let mut sorted: Vec<&(AnyValue, AnyValue)> = entries.iter().collect();
+            sorted.sort_by(|a, b| go_any_key_cmp(&a.0, &b.0));
+            Out::Map(sorted.into_iter().map(|(k, v)| (any(k), any(v))).collect())
+        }
+    }
+}
+
+/// Go's `strconv.FormatFloat(f, 'g', -1, 64)` with go-yaml's spellings of the specials.
+pub fn go_format_float(f: f64) -> String {
+    if f.is_nan() {
+        return ".nan".to_string();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { ".inf" } else { "-.inf" }.to_string();
+    }
+    // Shortest round-trip digits and decimal exponent.
+    let sci = format!("{:e}", f);
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    if !(-4..6).contains(&exp) {
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exp.abs())
+    } else {
+        format!("{f}")
+    }
+}
+
+/// go-yaml's `keyList.Less` for two string keys (a natural sort; see its `sorter.go`).
+fn go_string_less(a: &str, b: &str) -> bool {
+    let ar: Vec<char> = a.chars().collect();
+    let br: Vec<char> = b.chars().collect();
+    let is_digit = |c: char| c.is_ascii_digit() || (!c.is_ascii() && in_ranges(DECIMAL_DIGITS, c));
+    let is_letter = |c: char| c.is_ascii_alphabetic() || (!c.is_ascii() && in_ranges(LETTERS, c));
+    let mut digits = false;
+    let n = ar.len().min(br.len());
+    for i in 0..n {
+        if ar[i] == br[i] {
+            digits = is_digit(ar[i]);
+            continue;
+        }
+        let al = is_letter(ar[i]);
+        let bl = is_letter(br[i]);
+        if al && bl {
+            return ar[i] < br[i];
+        }
+        if al || bl {
+            return if digits { al } else { bl };
+        }
+        let (mut an, mut bn): (i64, i64) = (0, 0);
+        if ar[i] == '0' || br[i] == '0' {
+            let mut j = i;
+            while j > 0 && is_digit(ar[j - 1]) {
+                if ar[j - 1] != '0' {
+                    an = 1;
+                    bn = 1;
+                    break;
+                }
+                j -= 1;
+            }
+        }
+        let mut ai = i;
+        while ai < ar.len() && is_digit(ar[ai]) {
+            an = an.wrapping_mul(10).wrapping_add(ar[ai] as i64 - '0' as i64);
+            ai += 1;
+        }
+        let mut bi = i;
+        while bi < br.len() && is_digit(br[bi]) {
+            bn = bn.wrapping_mul(10).wrapping_add(br[bi] as i64 - '0' as i64);
+            bi += 1;
+        }
+        if an != bn {
+            return an < bn;
+        }
+        if ai != bi {
+            return ai < bi;
+        }
+        return ar[i] < br[i];
+    }
+    ar.len() < br.len()
+}
+
+fn less_to_ordering<T>(a: &T, b: &T, less: impl Fn(&T, &T) -> bool) -> Ordering {
+    if less(a, b) {
+        Ordering::Less
+    } else if less(b, a) {
+        Ordering::Greater
+    } else {
+        Ordering::Equal
+    }
+}
+
+fn go_string_key_cmp(a: &str, b: &str) -> Ordering {
+    less_to_ordering(&a, &b, |x, y| go_string_less(x, y))
+}
+
+/// Go `reflect.Kind` numbers of what a decoded `any` key can be, for go-yaml's mixed-key order.
+fn go_kind(v: &AnyValue) -> u8 {
+    match v {
+        AnyValue::Bool(_) => 1,
+        AnyValue::Int(_) => 2,
+        AnyValue::Uint(_) => 11,
+        AnyValue::Float(_) => 14,
+        AnyValue::Null => 20,
+        AnyValue::Seq(_) => 23,
+        AnyValue::StrMap(_) | AnyValue::AnyMap(_) => 21,
+        AnyValue::Str(_) => 24,
+        AnyValue::Timestamp(_) => 25,
+    }
+}
+
+fn key_float(v: &AnyValue) -> Option<f64> {
+    match v {
+        AnyValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        AnyValue::Int(i) => Some(*i as f64),
+        AnyValue::Uint(u) => Some(*u as f64),
+        AnyValue::Float(f) => Some(*f),
+        _ => None,
+    }
+}
+
+fn go_any_key_less(a: &AnyValue, b: &AnyValue) -> bool {
+    let (ak, bk) = (go_kind(a), go_kind(b));
+    if let (Some(af), Some(bf)) = (key_float(a), key_float(b)) {
+        if af != bf {
+            return af < bf;
+        }
+        if ak != bk {
+            return ak < bk;
+        }
+        return match (a, b) {
+            (AnyValue::Bool(x), AnyValue::Bool(y)) => !x & y,
+            (AnyValue::Int(x), AnyValue::Int(y)) => x < y,
+            (AnyValue::Uint(x), AnyValue::Uint(y)) => x < y,
+            (AnyValue::Float(x), AnyValue::Float(y)) => x < y,
+            _ => false,
+        };
+    }
+    match (a, b) {
+        (AnyValue::Str(x), AnyValue::Str(y)) => go_string_less(x, y),
+        _ => ak < bk,
+    }
+}
+
+fn go_any_key_cmp(a: &AnyValue, b: &AnyValue) -> Ordering {
+    less_to_ordering(a, b, go_any_key_less)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_float_formatting() {
+        assert_eq!(go_format_float(1000.0), "1000");
+        assert_eq!(go_format_float(1e6), "1e+06");
+        assert_eq!(go_format_float(1e21), "1e+21");
+        assert_eq!(go_format_float(0.00001), "1e-05");
+        assert_eq!(go_format_float(0.0001), "0.0001");
+        assert_eq!(go_format_float(123456789.0), "1.23456789e+08");
+        assert_eq!(go_format_float(1.5), "1.5");
+        assert_eq!(go_format_float(100000.0), "100000");
+        assert_eq!(go_format_float(-0.0), "-0");
+        assert_eq!(go_format_float(f64::NEG_INFINITY), "-.inf");
+    }
+
+    #[test]
+    fn natural_key_order() {
+        let mut keys = vec![
+            "b", "a10", "ab", "a2", "a_b", "a-b", "a", "B", "A", "10", "2", "1", "_x",
+        ];
+        keys.sort_by(|a, b| go_string_key_cmp(a, b));
+        assert_eq!(
+            keys,
+            vec![
+                "_x", "1", "2", "10", "A", "B", "a", "a-b", "a_b", "a2", "a10", "ab", "b"
+            ]
+        );
+    }
+}

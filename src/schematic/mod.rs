@@ -1,0 +1,207 @@
+//! Schematics: the upstream Image Factory model, parsing (YAML or JSON) with go-yaml's rules,
+//! the canonical YAML, and the ID (`sha256` of the canonical YAML), byte-identical to upstream.
+//!
+//! ```
+//! let s = bootfactory::schematic::parse(b"customization: {}").unwrap();
+//! assert_eq!(s.id().as_str(), "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba");
+//! ```
+
+mod canonical;
+mod decode;
+mod emit;
+pub mod model;
+mod resolve;
+pub mod storage;
+mod tree;
+mod unicode_tables;
+
+use std::fmt;
+use std::str::FromStr;
+
+use sha2::{Digest as _, Sha256};
+
+pub use decode::FieldError;
+pub use model::{
+    AnyValue, Bootloader, Customization, DiskImage, MetaValue, Overlay, Schematic, SecureBoot,
+    SystemExtensions,
+};
+pub use storage::SchematicStore;
+
+/// The largest schematic document accepted (the HTTP API's body limit as well).
+pub const MAX_SCHEMATIC_BYTES: usize = 1024 * 1024;
+
+/// A schematic ID: 64 lowercase hex digits, the SHA-256 of the canonical YAML.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SchematicId(String);
+
+impl SchematicId {
+    /// The ID as 64 lowercase hex characters.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The ID of the empty schematic (`customization: {}`), upstream's well-known default.
+    pub fn default_id() -> SchematicId {
+        Schematic::default().id()
+    }
+}
+
+impl fmt::Display for SchematicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl FromStr for SchematicId {
+    type Err = SchematicError;
+
+    /// Accepts exactly 64 lowercase hex digits (upstream treats anything else as not found).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+            Ok(SchematicId(s.to_string()))
+        } else {
+            Err(SchematicError::InvalidId(s.chars().take(80).collect()))
+        }
+    }
+}
+
+/// Why a schematic was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SchematicError {
+    /// The document is larger than [`MAX_SCHEMATIC_BYTES`].
+    #[error("schematic is larger than {limit} bytes")]
+    TooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The bytes are not UTF-8 text.
+    #[error("schematic is not valid UTF-8 text")]
+    NotUtf8,
+    /// The input holds no document (empty or only comments); upstream answers `EOF`.
+    #[error("EOF: the schematic document is empty")]
+    Empty,
+    /// The text is not valid YAML/JSON.
+    #[error("{0}")]
+    Syntax(String),
+    /// Unknown fields, wrong types, out-of-range values.
+    #[error("yaml: unmarshal errors:\n  {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
+    Fields(Vec<FieldError>),
+    /// `owner` is set: only upstream's enterprise edition supports it.
+    #[error("owner field is only supported in Enterprise edition")]
+    OwnerNotSupported,
+    /// A string that is not a schematic ID.
+    #[error("invalid schematic ID {0:?}: want 64 lowercase hex digits")]
+    InvalidId(String),
+}
+
+/// Parses a schematic from YAML or JSON bytes (JSON is YAML). Only the first document is read.
+/// The result is validated for this edition (see [`validate`]).
+pub fn parse(input: &[u8]) -> Result<Schematic, SchematicError> {
+    let schematic = decode(input)?;
+    validate(&schematic)?;
+    Ok(schematic)
+}
+
+/// Decodes a schematic exactly as upstream's decoder does, without this edition's validation
+/// (so an enterprise `owner` is kept). Prefer [`parse`].
+pub fn decode(input: &[u8]) -> Result<Schematic, SchematicError> {
+    if input.len() > MAX_SCHEMATIC_BYTES {
+        return Err(SchematicError::TooLarge {
+            limit: MAX_SCHEMATIC_BYTES,
+        });
+    }
+    let text = std::str::from_utf8(input).map_err(|_| SchematicError::NotUtf8)?;
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
+    let root = match tree::parse_first_document(text) {
+        Ok(tree::Document::Root(root)) => root,
+        Ok(tree::Document::Empty) => return Err(SchematicError::Empty),
+        Err(e) => return Err(SchematicError::Syntax(e.message)),
+    };
+    decode::decode_schematic(&root).map_err(SchematicError::Fields)
+}
+
+/// Checks what this (community) edition refuses: a non-empty `owner`, like upstream.
+pub fn validate(s: &Schematic) -> Result<(), SchematicError> {
+    if !s.owner.is_empty() {
+        return Err(SchematicError::OwnerNotSupported);
+    }
+    Ok(())
+}
+
+impl Schematic {
+    /// The canonical YAML: byte for byte what upstream's `yaml.Marshal` emits.
+    pub fn canonical_yaml(&self) -> String {
+        canonical::canonical_yaml(self)
+    }
+
+    /// The schematic ID: SHA-256 of the canonical YAML.
+    pub fn id(&self) -> SchematicId {
+        id_of_canonical(self.canonical_yaml().as_bytes())
+    }
+}
+
+/// The ID of already-canonical YAML bytes.
+pub fn id_of_canonical(canonical: &[u8]) -> SchematicId {
+    SchematicId(hex::encode(Sha256::digest(canonical)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(input: &str) -> String {
+        parse(input.as_bytes()).unwrap().id().to_string()
+    }
+
+    #[test]
+    fn upstream_vectors() {
+        let empty = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+        assert_eq!(id("customization: {}"), empty);
+        assert_eq!(id("{}"), empty);
+        assert_eq!(id(r#"customization: {"extraKernelArgs": []}"#), empty);
+        assert_eq!(
+            id(r#"{"customization": {"extraKernelArgs": ["noapic", "nolapic"]}}"#),
+            "9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c"
+        );
+        assert_eq!(
+            id(
+                r#"{"customization": {"meta": [{"key": 10, "value": "foo"}], "extraKernelArgs": [], "systemExtensions": {}}}"#
+            ),
+            "d308a2a5ee2277bed5fbaa104fcbc8d59122abfa737df987a95b4ca763459a7f"
+        );
+        assert_eq!(
+            id(
+                r#"{"overlay": {"name": "rpi_generic", "image": "siderolabs/sbc-raspberrypi"},"customization":{}}"#
+            ),
+            "ee21ef4a5ef808a9b7484cc0dda0f25075021691c8c09a276591eedb638ea1f9"
+        );
+    }
+
+    #[test]
+    fn errors_name_the_offending_field() {
+        let e = parse(b"something:").unwrap_err();
+        assert!(e.to_string().contains("field something not found"), "{e}");
+        let e = parse(b"customization:\n  meta:\n    - key: 256\n      value: x\n").unwrap_err();
+        let text = e.to_string();
+        assert!(text.contains("customization.meta[0].key"), "{text}");
+        assert!(text.contains("line 3"), "{text}");
+        assert_eq!(parse(b"").unwrap_err(), SchematicError::Empty);
+        assert_eq!(parse(b"# nothing\n").unwrap_err(), SchematicError::Empty);
+        assert_eq!(
+            parse(b"owner: alice").unwrap_err(),
+            SchematicError::OwnerNotSupported
+        );
+        assert!(matches!(
+            parse(b"customization: [").unwrap_err(),
+            SchematicError::Syntax(_)
+        ));
+    }
+
+    #[test]
+    fn ids_parse_strictly() {
+        assert!(SchematicId::from_str(&"a".repeat(64)).is_ok());
+        assert!(SchematicId::from_str(&"A".repeat(64)).is_err());
+        assert!(SchematicId::from_str("aaaa").is_err());
+        assert!(SchematicId::from_str(&format!("{}/", "a".repeat(63))).is_err());
+    }
+}

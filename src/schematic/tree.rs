@@ -1,0 +1,454 @@
+//! A YAML document parsed into a small node tree that keeps what go-yaml's decoder looks at:
+//! the scalar's source text, whether it was quoted (or written as a block), its tag, and the
+//! line it started on (for error messages). Aliases are expanded; only the first document of a
+//! stream is read, like `yaml.Decoder.Decode` does.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, Parser, Tag};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// How a scalar was written in the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScalarStyle {
+    /// A plain (unquoted) scalar: its type is resolved from its text.
+    Plain,
+    /// Single- or double-quoted, literal or folded: always a string.
+    Indicated,
+}
+
+/// One node of the parsed document.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// What the node holds.
+    pub kind: NodeKind,
+    /// 1-based line where the node starts.
+    pub line: usize,
+}
+
+/// The three YAML node kinds.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// A scalar with its text, style and short tag (`!!str`, `!!int`, …; `None` if untagged).
+    Scalar {
+        /// The scalar's value after YAML unescaping/folding.
+        value: String,
+        /// How the scalar was written.
+        style: ScalarStyle,
+        /// The explicit tag in short form, if any.
+        tag: Option<String>,
+    },
+    /// A sequence of nodes.
+    Sequence(Vec<Node>),
+    /// A mapping as ordered key/value pairs (duplicates kept; the decoder reports them).
+    Mapping(Vec<(Node, Node)>),
+}
+
+impl Node {
+    /// True for a scalar written as a string on purpose (quoted, block, or tagged `!!str`).
+    pub fn indicated_string(&self) -> bool {
+        match &self.kind {
+            NodeKind::Scalar { style, tag, .. } => match tag.as_deref() {
+                Some("!!str") => true,
+                None | Some("!") => *style == ScalarStyle::Indicated,
+                _ => false,
+            },
+            _ => false,
+        }
+    }
+
+    /// A short name of the node's YAML type, as go-yaml prints it in errors (`!!map`, …).
+    pub fn describe(&self) -> String {
+        match &self.kind {
+            NodeKind::Sequence(_) => "!!seq".to_string(),
+            NodeKind::Mapping(_) => "!!map".to_string(),
+            NodeKind::Scalar { value, .. } => {
+                let (tag, _) = crate::schematic::resolve::resolve_node(self);
+                let mut shown: String = value.chars().take(40).collect();
+                if shown.len() < value.len() {
+                    shown.push_str("...");
+                }
+                format!("{} `{}`", tag.as_str(), shown)
+            }
+        }
+    }
+}
+
+/// Why a document could not be parsed as YAML.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyntaxError {
+    /// Human-readable description, including the position.
+    pub message: String,
+}
+
+/// The result of reading the first document of a YAML stream.
+#[derive(Debug)]
+pub enum Document {
+    /// The stream held no document at all (empty or only comments): go-yaml reports `EOF`.
+    Empty,
+    /// The root node of the first document.
+    Root(Node),
+}
+
+/// Maximum nesting depth accepted, so hostile input cannot exhaust the stack.
+const MAX_DEPTH: usize = 64;
+/// Maximum number of nodes after alias expansion (a "billion laughs" guard).
+const MAX_NODES: usize = 100_000;
+
+/// Parses the first YAML document of `input` into a [`Node`] tree.
+///
+/// Besides the YAML syntax itself, this refuses what libyaml (and so go-yaml) refuses but the
+/// underlying Rust parser would let through: control characters in the stream, a `%YAML`
+/// directive other than 1.1, and double-quoted escapes outside YAML 1.1's set (`\/`, lone
+/// surrogates).
+pub fn parse_first_document(input: &str) -> Result<Document, SyntaxError> {
+    check_characters(input)?;
+    check_yaml_directive(input)?;
+    // libyaml treats CR, CRLF and NEL as line breaks like LF; the Rust parser only knows LF.
+    let normalized;
+    let input = if input.contains(['\r', '\u{85}']) {
+        normalized = input.replace("\r\n", "\n").replace(['\r', '\u{85}'], "\n");
+        normalized.as_str()
+    } else {
+        input
+    };
+    let mut parser = Parser::new_from_str(input);
+    let mut builder = Builder::default();
+    let document = parse_events(&mut parser, &mut builder)?;
+    check_double_quoted_escapes(input, &builder.double_quoted_starts)?;
+    Ok(document)
+}
+
+fn parse_events(
+    parser: &mut Parser<std::str::Chars<'_>>,
+    builder: &mut Builder,
+) -> Result<Document, SyntaxError> {
+    loop {
+        let (event, mark) = parser.next_token().map_err(|e| SyntaxError {
+            message: format!(
+                "yaml: line {}: {}",
+                e.marker().line(),
+                e.info().trim_end_matches('.')
+            ),
+        })?;
+        match event {
+            Event::StreamStart | Event::Nothing | Event::DocumentStart => {}
+            Event::StreamEnd => return Ok(Document::Empty),
+            Event::DocumentEnd => {
+                return match builder.root.take() {
+                    Some(root) => Ok(Document::Root(root)),
+                    None => Ok(Document::Empty),
+                };
+            }
+            other => builder.event(other, mark)?,
+        }
+    }
+}
+
+enum Open {
+    Sequence {
+        anchor: usize,
+        line: usize,
+        items: Vec<Node>,
+    },
+    Mapping {
+        anchor: usize,
+        line: usize,
+        entries: Vec<(Node, Node)>,
+        pending_key: Option<Node>,
+    },
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Open>,
+    anchors: HashMap<usize, Node>,
+    root: Option<Node>,
+    nodes: usize,
+    /// Character offsets of double-quoted scalars, checked against YAML 1.1's escapes.
+    double_quoted_starts: Vec<usize>,
+}
+
+impl Builder {
+    fn event(&mut self, event: Event, mark: Marker) -> Result<(), SyntaxError> {
+        let line = mark.line();
+        match event {
+            Event::Scalar(value, style, anchor, tag) => {
+                if style == TScalarStyle::DoubleQuoted {
+                    self.double_quoted_starts.push(mark.index());
+                }
+                let style = match style {
+                    TScalarStyle::Plain => ScalarStyle::Plain,
+                    _ => ScalarStyle::Indicated,
+                };
+                let node = Node {
+                    kind: NodeKind::Scalar {
+                        value,
+                        style,
+                        tag: tag.map(short_tag),
+                    },
+                    line,
+                };
+                self.finish(node, anchor)
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                    message: format!("yaml: line {line}: unknown anchor referenced"),
+                })?;
+                self.nodes += count_nodes(&node);
+                self.finish(node, 0)
+            }
+            Event::SequenceStart(anchor, _tag) => self.push(Open::Sequence {
+                anchor,
+                line,
+                items: Vec::new(),
+            }),
+            Event::MappingStart(anchor, _tag) => self.push(Open::Mapping {
+                anchor,
+                line,
+                entries: Vec::new(),
+                pending_key: None,
+            }),
+            Event::SequenceEnd | Event::MappingEnd => {
+                let open = self.stack.pop().ok_or_else(|| SyntaxError {
+                    message: "yaml: unbalanced collection end".to_string(),
+                })?;
+                let (node, anchor) = match open {
+                    Open::Sequence {
+                        anchor,
+                        line,
+                        items,
+                    } => (
+                        Node {
+                            kind: NodeKind::Sequence(items),
+                            line,
+                        },
+                        anchor,
+                    ),
+                    Open::Mapping {
+                        anchor,
+                        line,
+                        entries,
+                        ..
+                    } => (
+                        Node {
+                            kind: NodeKind::Mapping(entries),
+                            line,
+                        },
+                        anchor,
+                    ),
+                };
+                self.finish(node, anchor)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn push(&mut self, open: Open) -> Result<(), SyntaxError> {
+        if self.stack.len() >= MAX_DEPTH {
+            return Err(SyntaxError {
+                message: format!("yaml: document nested deeper than {MAX_DEPTH} levels"),
+            });
+        }
+        self.stack.push(open);
+        Ok(())
+    }
+
+    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
+        self.nodes += 1;
+        if self.nodes > MAX_NODES {
+            return Err(SyntaxError {
+                message: "yaml: document contains excessive aliasing or too many nodes".to_string(),
+            });
+        }
+        if anchor != 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Open::Sequence { items, .. }) => items.push(node),
+            Some(Open::Mapping {
+                entries,
+                pending_key,
+                ..
+            }) => match pending_key.take() {
+                None => *pending_key = Some(node),
+                Some(key) => entries.push((key, node)),
+            },
+        }
+        Ok(())
+    }
+}
+
+fn syntax(message: &str) -> SyntaxError {
+    SyntaxError {
+        message: format!("yaml: {message}"),
+    }
+}
+
+/// libyaml's reader accepts only these characters in a stream.
+fn check_characters(input: &str) -> Result<(), SyntaxError> {
+    let allowed = |c: char| {
+        matches!(c as u32,
+            0x09 | 0x0A | 0x0D | 0x20..=0x7E | 0x85 | 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+    };
+    if input.chars().all(allowed) {
+        Ok(())
+    } else {
+        Err(syntax("control characters are not allowed"))
+    }
+}
+
+/// go-yaml accepts only `%YAML 1.1` (or no directive).
+fn check_yaml_directive(input: &str) -> Result<(), SyntaxError> {
+    for line in input.lines() {
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            continue;
+        }
+        let Some(rest) = trimmed.strip_prefix("%YAML") else {
+            if trimmed.starts_with('%') {
+                continue;
+            }
+            break;
+        };
+        let version = rest.split('#').next().unwrap_or_default().trim();
+        if version != "1.1" {
+            return Err(syntax("found incompatible YAML document"));
+        }
+    }
+    Ok(())
+}
+
+/// Re-reads each double-quoted scalar from the source and refuses escapes YAML 1.1 lacks.
+fn check_double_quoted_escapes(input: &str, starts: &[usize]) -> Result<(), SyntaxError> {
+    if starts.is_empty() {
+        return Ok(());
+    }
+    let chars: Vec<char> = input.chars().collect();
+    for &start in starts {
+        let mut i = start;
+        if chars.get(i) != Some(&'"') {
+            continue;
+        }
+        i += 1;
+        while let Some(&c) = chars.get(i) {
+            match c {
+                '"' => break,
+                '\\' => {
+                    let Some(&e) = chars.get(i + 1) else { break };
+                    i += 2;
+                    let hex_len = match e {
+                        'x' => 2,
+                        'u' => 4,
+                        'U' => 8,
+                        '0' | 'a' | 'b' | 't' | '\t' | 'n' | 'v' | 'f' | 'r' | 'e' | ' ' | '"'
+                        | '\'' | '\\' | 'N' | '_' | 'L' | 'P' => 0,
+                        '\r' | '\n' | '\u{85}' | '\u{2028}' | '\u{2029}' => 0,
+                        _ => return Err(syntax("found unknown escape character")),
+                    };
+                    if hex_len > 0 {
+                        let digits: String = chars.iter().skip(i).take(hex_len).collect();
+                        let value = u32::from_str_radix(&digits, 16)
+                            .map_err(|_| syntax("did not find expected hexdecimal number"))?;
+                        if (0xD800..=0xDFFF).contains(&value) || value > 0x10FFFF {
+                            return Err(syntax("found invalid Unicode character escape code"));
+                        }
+                        i += hex_len;
+                    }
+                }
+                _ => i += 1,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn count_nodes(node: &Node) -> usize {
+    match &node.kind {
+        NodeKind::Scalar { .. } => 1,
+        NodeKind::Sequence(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
+        NodeKind::Mapping(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| count_nodes(k) + count_nodes(v))
+                .sum::<usize>()
+        }
+    }
+}
+
+/// Converts a parsed tag into go-yaml's short form (`tag:yaml.org,2002:int` → `!!int`).
+fn short_tag(tag: Tag) -> String {
+    const LONG: &str = "tag:yaml.org,2002:";
+    if tag.handle == "!!" || tag.handle == LONG {
+        format!("!!{}", tag.suffix)
+    } else if let Some(rest) = tag.suffix.strip_prefix(LONG) {
+        format!("!!{rest}")
+    } else {
+        format!("{}{}", tag.handle, tag.suffix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root(input: &str) -> Node {
+        match parse_first_document(input).unwrap() {
+            Document::Root(n) => n,
+            Document::Empty => panic!("empty"),
+        }
+    }
+
+    #[test]
+    fn empty_and_comment_only_streams_are_empty() {
+        assert!(matches!(parse_first_document("").unwrap(), Document::Empty));
+        assert!(matches!(
+            parse_first_document("# just a comment\n").unwrap(),
+            Document::Empty
+        ));
+    }
+
+    #[test]
+    fn only_the_first_document_is_read() {
+        let n = root("a: 1\n---\nb: [\n");
+        let NodeKind::Mapping(entries) = n.kind else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 1);
+    }
+
+    #[test]
+    fn aliases_are_expanded_and_styles_kept() {
+        let n = root("a: &x 'q'\nb: *x\nc: !!str 5\n");
+        let NodeKind::Mapping(entries) = n.kind else {
+            panic!()
+        };
+        assert!(entries[1].1.indicated_string());
+        assert!(entries[2].1.indicated_string());
+        assert_eq!(entries[2].1.line, 3);
+    }
+
+    #[test]
+    fn syntax_errors_carry_a_line() {
+        let e = parse_first_document("a: [1, 2\nb: c\n").unwrap_err();
+        assert!(e.message.starts_with("yaml: line "), "{}", e.message);
+    }
+
+    #[test]
+    fn libyaml_refusals() {
+        assert!(parse_first_document("a: \"x\\/y\"\n").is_err());
+        assert!(parse_first_document("a: \"\\ud83d\\ude00\"\n").is_err());
+        assert!(parse_first_document("a: [\"ok\\x41\", \"\\/\"]\n").is_err());
+        assert!(parse_first_document("a: \"ok \\x41 \\u00e9 \\U0001F600\"\n").is_ok());
+        assert!(parse_first_document("%YAML 1.2\n---\na: 1\n").is_err());
+        assert!(parse_first_document("%YAML 1.1\n---\na: 1\n").is_ok());
+        assert!(parse_first_document("a: \"x\u{7f}\"\n").is_err());
+    }
+
+    #[test]
+    fn deep_nesting_is_refused() {
+        let input = "[".repeat(200);
+        assert!(parse_first_document(&input).is_err());
+    }
+}

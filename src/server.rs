@@ -1,0 +1,143 @@
+//! `bootfactory serve`: opens the store, loads the schematics directory, and runs the
+//! services until SIGTERM/SIGINT.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use crate::config::Config;
+use crate::http::{self, AppState};
+use crate::schematic::SchematicStore;
+use crate::store::Store;
+
+/// Everything `serve` starts with, opened and ready.
+pub struct App {
+    /// The HTTP state shared by all handlers.
+    pub state: AppState,
+}
+
+impl App {
+    /// Opens the data directory and loads configured schematics.
+    pub async fn open(config: Config) -> anyhow::Result<App> {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!(
+                "cannot create data directory {} (set --data-dir to a writable directory)",
+                config.data_dir.display()
+            )
+        })?;
+        let store = Store::open(&config.data_dir)
+            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+        let schematics = SchematicStore::new(store.clone());
+        if !config.schematics.dir.as_os_str().is_empty() {
+            load_schematics_dir(&schematics, &config.schematics.dir).await?;
+        }
+        Ok(App {
+            state: AppState {
+                config: Arc::new(config),
+                store,
+                schematics,
+            },
+        })
+    }
+
+    /// Binds the listeners (so callers can learn the actual addresses before serving).
+    pub async fn bind(self) -> anyhow::Result<BoundApp> {
+        let addr = self
+            .state
+            .config
+            .http_listen_addr()
+            .map_err(anyhow::Error::msg)?;
+        let http = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+            format!(
+                "cannot listen on {addr} (is it in use? ports below 1024 need CAP_NET_BIND_SERVICE)"
+            )
+        })?;
+        Ok(BoundApp {
+            state: self.state,
+            http,
+        })
+    }
+
+    /// Binds and serves until `shutdown` resolves.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        self.bind().await?.serve(shutdown).await
+    }
+}
+
+/// An [`App`] whose listeners are bound.
+pub struct BoundApp {
+    state: AppState,
+    http: tokio::net::TcpListener,
+}
+
+impl BoundApp {
+    /// The HTTP listener's address.
+    pub fn http_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.http.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests for the grace period.
+    pub async fn serve(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let config = self.state.config.clone();
+        tracing::info!(
+            listen = %self.http.local_addr()?,
+            external_url = %config.external_url(),
+            data_dir = %config.data_dir.display(),
+            version = env!("CARGO_PKG_VERSION"),
+            "bootfactory serving"
+        );
+        let router = http::router(self.state);
+        http::serve(
+            self.http,
+            router,
+            shutdown,
+            Duration::from_secs(config.http.shutdown_grace_seconds),
+        )
+        .await?;
+        tracing::info!("bootfactory stopped");
+        Ok(())
+    }
+}
+
+async fn load_schematics_dir(
+    schematics: &SchematicStore,
+    dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let loaded = schematics
+        .load_dir(dir)
+        .await
+        .with_context(|| format!("cannot read schematics directory {}", dir.display()))?;
+    for file in loaded {
+        match file.result {
+            Ok(id) => {
+                tracing::info!(path = %file.path.display(), schematic = %id, "schematic loaded")
+            }
+            Err(e) => tracing::error!(path = %file.path.display(), error = %e, "schematic skipped"),
+        }
+    }
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown requested");
+}

@@ -1,0 +1,559 @@
+//! Writing blobs (async streams, bytes, a blocking writer) and reading them
+//! back with stamp-based verification.
+
+use std::fmt;
+use std::fs;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Weak};
+
+use serde::Serialize;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+use super::digest::{Digest, Hasher};
+use super::error::{Result, StoreError, io_ctx, join_err};
+use super::index::{BlobRecord, FileStamp, now_ms};
+use super::{Inner, Store, sync_dir};
+
+/// Size of the copy/hash buffers.
+const CHUNK: usize = 256 * 1024;
+
+/// How often a read retries when the file keeps changing under it.
+const READ_ATTEMPTS: usize = 3;
+
+/// A verified, open blob.
+#[derive(Debug)]
+pub struct Blob {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Content length in bytes.
+    pub size: u64,
+    /// Path of the blob file (e.g. for `sendfile`-style serving).
+    pub path: PathBuf,
+    /// The open file, positioned at the start.
+    pub file: tokio::fs::File,
+}
+
+/// A blob found corrupt by [`Store::verify_all`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CorruptBlob {
+    /// The digest the blob was stored under.
+    pub digest: Digest,
+    /// What its content hashed to.
+    pub actual: Digest,
+}
+
+/// Result of [`Store::verify_all`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    /// Number of index records examined.
+    pub checked: usize,
+    /// Blobs whose content matched their digest.
+    pub ok: usize,
+    /// Bytes hashed.
+    pub bytes_hashed: u64,
+    /// Blobs whose content did not match; they have been quarantined.
+    pub corrupt: Vec<CorruptBlob>,
+    /// Blobs whose file had disappeared; their records have been dropped.
+    pub missing: Vec<Digest>,
+    /// Blobs that could not be read (e.g. EIO), with the error; left alone.
+    pub errors: Vec<(Digest, String)>,
+}
+
+/// A temp file path that is deleted on drop unless disarmed.
+pub(crate) struct TempPath {
+    path: PathBuf,
+    armed: bool,
+}
+
+impl TempPath {
+    /// A fresh random name in `tmp_dir` (the file is not created).
+    fn new_in(tmp_dir: &Path) -> TempPath {
+        let name = format!("{:032x}.tmp", rand::random::<u128>());
+        TempPath {
+            path: tmp_dir.join(name),
+            armed: true,
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        if self.armed
+            && let Err(e) = fs::remove_file(&self.path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %self.path.display(), error = %e, "removing temp file failed");
+        }
+    }
+}
+
+/// Outcome of checking one blob against its record.
+pub(crate) enum Check {
+    /// Content matches; carries the size.
+    Good(u64),
+    /// No index record.
+    NoRecord,
+    /// The file was missing; the record has been dropped.
+    Missing,
+    /// The content hashed to another digest; the file is quarantined.
+    Corrupt(Digest),
+}
+
+impl Check {
+    fn into_result(self, d: &Digest) -> Result<u64> {
+        match self {
+            Check::Good(n) => Ok(n),
+            Check::NoRecord | Check::Missing => Err(StoreError::NotFound(*d)),
+            Check::Corrupt(actual) => Err(StoreError::Corrupt { digest: *d, actual }),
+        }
+    }
+}
+
+/// Hashes everything readable from `r`.
+fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
+    let mut hasher = Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut n_total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(&buf[..n]);
+        n_total += n as u64;
+    }
+    Ok((hasher.finish(), n_total))
+}
+
+impl Inner {
+    /// Moves a fully written, fsynced temp file holding content `digest` of
+    /// `size` bytes into place and records it. Blocking.
+    pub(crate) fn commit_temp(&self, mut tmp: TempPath, digest: Digest, size: u64) -> Result<()> {
+        {
+            let _gc = self.gc_shared();
+            let _stripe = self.stripe(&digest);
+            let dest = self.blob_file(&digest);
+            let existing = self.record(&digest)?;
+            let now = now_ms();
+            if let Some(rec) = &existing
+                && let Ok(m) = fs::metadata(&dest)
+                && FileStamp::of(&m) == rec.stamp
+            {
+                // Already stored and untouched since verified: keep it and
+                // just restart its GC grace period.
+                drop(tmp);
+                let rec = BlobRecord {
+                    touched_ms: now,
+                    ..rec.clone()
+                };
+                self.write_record(&digest, &rec)?;
+                return Ok(());
+            }
+            // New, or the stored file was tampered with / lost its record:
+            // our freshly hashed copy replaces it.
+            fs::rename(&tmp.path, &dest).map_err(|e| io_ctx("rename into place", &dest, e))?;
+            tmp.disarm();
+            sync_dir(&self.blobs_dir)?;
+            let m = fs::metadata(&dest).map_err(|e| io_ctx("stat", &dest, e))?;
+            let rec = BlobRecord {
+                size,
+                created: existing.map_or(now / 1000, |r| r.created),
+                touched_ms: now,
+                stamp: FileStamp::of(&m),
+            };
+            self.write_record(&digest, &rec)?;
+        }
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Checks the blob `d` against its record; with `force`, re-hashes even
+    /// when the stamp matches. Refreshes the stamp of good blobs, drops the
+    /// record of missing ones and quarantines corrupt ones. Blocking.
+    pub(crate) fn verify_one(&self, d: &Digest, force: bool) -> Result<Check> {
+        let _stripe = self.stripe(d);
+        let Some(rec) = self.record(d)? else {
+            return Ok(Check::NoRecord);
+        };
+        let path = self.blob_file(d);
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let file = match fs::File::open(&path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.remove_record(d)?;
+                    tracing::warn!(digest = %d, "blob file is missing; dropped its index record");
+                    return Ok(Check::Missing);
+                }
+                Err(e) => return Err(io_ctx("open blob", &path, e)),
+            };
+            let stat = |f: &fs::File| {
+                f.metadata()
+                    .map(|m| FileStamp::of(&m))
+                    .map_err(|e| io_ctx("stat blob", &path, e))
+            };
+            let before = stat(&file)?;
+            if !force && before == rec.stamp {
+                return Ok(Check::Good(rec.size));
+            }
+            let (actual, size) = hash_reader(&file).map_err(|e| io_ctx("read blob", &path, e))?;
+            let after = stat(&file)?;
+            let now_at_path = fs::metadata(&path).map(|m| FileStamp::of(&m)).ok();
+            if (before != after || now_at_path != Some(after)) && attempt < READ_ATTEMPTS {
+                // Modified or replaced while we hashed: look again.
+                continue;
+            }
+            if actual == *d {
+                if after != rec.stamp || size != rec.size {
+                    let rec = BlobRecord {
+                        size,
+                        stamp: after,
+                        ..rec
+                    };
+                    self.write_record(d, &rec)?;
+                }
+                return Ok(Check::Good(size));
+            }
+            let qpath = self.quarantine_dir.join(format!(
+                "{}.{}.{:08x}",
+                d.hex(),
+                now_ms(),
+                rand::random::<u32>()
+            ));
+            fs::rename(&path, &qpath).map_err(|e| io_ctx("quarantine blob", &path, e))?;
+            self.remove_record(d)?;
+            tracing::error!(
+                digest = %d,
+                actual = %actual,
+                quarantined = %qpath.display(),
+                "blob content does not match its digest; quarantined"
+            );
+            return Ok(Check::Corrupt(actual));
+        }
+    }
+}
+
+impl Store {
+    /// Runs [`Inner::verify_one`] on the blocking pool.
+    async fn verify_blocking(&self, d: &Digest, force: bool) -> Result<Check> {
+        let inner = self.inner.clone();
+        let d = *d;
+        tokio::task::spawn_blocking(move || inner.verify_one(&d, force))
+            .await
+            .map_err(join_err)?
+    }
+
+    /// Streams `r` into the store and returns its digest.
+    pub async fn put_stream<R: AsyncRead + Unpin>(&self, r: R) -> Result<Digest> {
+        self.put_stream_inner(r, None).await
+    }
+
+    /// Like [`Store::put_stream`], but the content must hash to `expected`;
+    /// otherwise nothing is stored and [`StoreError::DigestMismatch`] is
+    /// returned.
+    pub async fn put_stream_expect<R: AsyncRead + Unpin>(
+        &self,
+        r: R,
+        expected: &Digest,
+    ) -> Result<Digest> {
+        self.put_stream_inner(r, Some(expected)).await
+    }
+
+    async fn put_stream_inner<R: AsyncRead + Unpin>(
+        &self,
+        mut r: R,
+        expected: Option<&Digest>,
+    ) -> Result<Digest> {
+        // Armed from the start: removing a file that was never created is a
+        // harmless no-op.
+        let mut tmp = TempPath::new_in(&self.inner.tmp_dir);
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp.path)
+            .await
+            .map_err(|e| io_ctx("create temp file", &tmp.path, e))?;
+
+        let mut hasher = Hasher::new();
+        let mut size = 0u64;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = r.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            hasher.update(&buf[..n]);
+            file.write_all(&buf[..n])
+                .await
+                .map_err(|e| io_ctx("write temp file", &tmp.path, e))?;
+            size += n as u64;
+        }
+        file.flush()
+            .await
+            .map_err(|e| io_ctx("write temp file", &tmp.path, e))?;
+        file.sync_all()
+            .await
+            .map_err(|e| io_ctx("fsync temp file", &tmp.path, e))?;
+        drop(file);
+
+        let digest = hasher.finish();
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            tmp.disarm();
+            tokio::fs::remove_file(&tmp.path)
+                .await
+                .map_err(|e| io_ctx("remove temp file", &tmp.path, e))?;
+            return Err(StoreError::DigestMismatch {
+                expected: *expected,
+                actual: digest,
+            });
+        }
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.commit_temp(tmp, digest, size))
+            .await
+            .map_err(join_err)??;
+        Ok(digest)
+    }
+
+    /// Stores `data` and returns its digest.
+    pub async fn put_bytes(&self, data: &[u8]) -> Result<Digest> {
+        let data = data.to_vec();
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut w = store.writer()?;
+            w.write_all(&data).map_err(StoreError::Io)?;
+            w.commit()
+        })
+        .await
+        .map_err(join_err)?
+    }
+
+    /// A blocking, incremental writer for producing a blob from a blocking
+    /// thread. Call [`BlobWriter::commit`] when done; dropping it without
+    /// committing discards the data.
+    pub fn writer(&self) -> Result<BlobWriter> {
+        let tmp = TempPath::new_in(&self.inner.tmp_dir);
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&tmp.path)
+            .map_err(|e| io_ctx("create temp file", &tmp.path, e))?;
+        Ok(BlobWriter {
+            store: Arc::downgrade(&self.inner),
+            file: BufWriter::with_capacity(CHUNK, file),
+            hasher: Hasher::new(),
+            size: 0,
+            tmp,
+        })
+    }
+
+    /// Looks up `d`, checks its file stamp (re-hashing if it changed) and
+    /// returns the record, the path and, with `open`, the open file.
+    async fn checked(
+        &self,
+        d: &Digest,
+        open: bool,
+    ) -> Result<(BlobRecord, PathBuf, Option<tokio::fs::File>)> {
+        let path = self.inner.blob_file(d);
+        for _ in 0..READ_ATTEMPTS {
+            let rec = self.inner.record(d)?.ok_or(StoreError::NotFound(*d))?;
+            let found = if open {
+                match tokio::fs::File::open(&path).await {
+                    Ok(f) => {
+                        let m = f
+                            .metadata()
+                            .await
+                            .map_err(|e| io_ctx("stat blob", &path, e))?;
+                        Some((FileStamp::of(&m), Some(f)))
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io_ctx("open blob", &path, e)),
+                }
+            } else {
+                match tokio::fs::metadata(&path).await {
+                    Ok(m) => Some((FileStamp::of(&m), None)),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+                    Err(e) => return Err(io_ctx("stat blob", &path, e)),
+                }
+            };
+            if let Some((stamp, file)) = found
+                && stamp == rec.stamp
+            {
+                return Ok((rec, path, file));
+            }
+            // Changed or missing: let the slow path decide (it refreshes the
+            // record, drops it, or quarantines), then look again.
+            self.verify_blocking(d, false).await?.into_result(d)?;
+        }
+        Err(StoreError::Io(io::Error::other(format!(
+            "blob {d} keeps changing on disk"
+        ))))
+    }
+
+    /// Opens a verified blob for reading.
+    pub async fn open_blob(&self, d: &Digest) -> Result<Blob> {
+        let (rec, path, file) = self.checked(d, true).await?;
+        Ok(Blob {
+            digest: *d,
+            size: rec.size,
+            path,
+            file: file.expect("checked(open=true) returns the file"),
+        })
+    }
+
+    /// The path of a verified blob, for zero-copy serving.
+    pub async fn blob_path(&self, d: &Digest) -> Result<PathBuf> {
+        Ok(self.checked(d, false).await?.1)
+    }
+
+    /// Reads a whole (small) blob into memory. The bytes are hashed as
+    /// well, so even corruption that left the file stamp intact is caught.
+    pub async fn read_bytes(&self, d: &Digest) -> Result<Vec<u8>> {
+        for _ in 0..READ_ATTEMPTS {
+            let mut blob = self.open_blob(d).await?;
+            let mut data = Vec::with_capacity(usize::try_from(blob.size).unwrap_or(0));
+            blob.file
+                .read_to_end(&mut data)
+                .await
+                .map_err(|e| io_ctx("read blob", &blob.path, e))?;
+            if Digest::of_bytes(&data) == *d {
+                return Ok(data);
+            }
+            self.verify_blocking(d, true).await?.into_result(d)?;
+        }
+        Err(StoreError::Io(io::Error::other(format!(
+            "blob {d} keeps changing on disk"
+        ))))
+    }
+
+    /// Re-hashes every blob. Corrupt blobs are quarantined and reported;
+    /// records of missing files are dropped and reported; good blobs get
+    /// their stamp refreshed.
+    pub async fn verify_all(&self) -> Result<VerifyReport> {
+        let mut report = VerifyReport::default();
+        let digests: Vec<Digest> = self.inner.records()?.into_iter().map(|(d, _)| d).collect();
+        for d in digests {
+            match self.verify_blocking(&d, true).await {
+                Ok(Check::Good(n)) => {
+                    report.checked += 1;
+                    report.ok += 1;
+                    report.bytes_hashed += n;
+                }
+                Ok(Check::NoRecord) => {} // removed concurrently (e.g. GC)
+                Ok(Check::Missing) => {
+                    report.checked += 1;
+                    report.missing.push(d);
+                }
+                Ok(Check::Corrupt(actual)) => {
+                    report.checked += 1;
+                    report.corrupt.push(CorruptBlob { digest: d, actual });
+                }
+                Err(e @ (StoreError::Db(_) | StoreError::Index(_))) => return Err(e),
+                Err(e) => {
+                    report.checked += 1;
+                    report.errors.push((d, e.to_string()));
+                }
+            }
+        }
+        tracing::info!(
+            checked = report.checked,
+            corrupt = report.corrupt.len(),
+            missing = report.missing.len(),
+            errors = report.errors.len(),
+            "store verification finished"
+        );
+        Ok(report)
+    }
+}
+
+/// Blocking, incremental blob writer returned by [`Store::writer`].
+///
+/// Data is hashed as it is written into a temp file. [`BlobWriter::commit`]
+/// fsyncs it and moves it into the store; dropping the writer without
+/// committing deletes the temp file. The writer does not keep the store
+/// alive: committing after every [`Store`] handle was dropped fails with
+/// [`StoreError::Closed`].
+pub struct BlobWriter {
+    store: Weak<Inner>,
+    file: BufWriter<fs::File>,
+    hasher: Hasher,
+    size: u64,
+    tmp: TempPath,
+}
+
+impl fmt::Debug for BlobWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobWriter")
+            .field("temp", &self.tmp.path)
+            .field("size", &self.size)
+            .finish()
+    }
+}
+
+impl Write for BlobWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+impl BlobWriter {
+    /// Bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Finishes the blob and returns its digest.
+    pub fn commit(self) -> Result<Digest> {
+        self.finish(None)
+    }
+
+    /// Finishes the blob, which must hash to `expected`; otherwise nothing is
+    /// stored and [`StoreError::DigestMismatch`] is returned.
+    pub fn commit_expect(self, expected: &Digest) -> Result<Digest> {
+        self.finish(Some(expected))
+    }
+
+    fn finish(self, expected: Option<&Digest>) -> Result<Digest> {
+        let BlobWriter {
+            store,
+            file,
+            hasher,
+            size,
+            tmp,
+        } = self;
+        let file = file
+            .into_inner()
+            .map_err(|e| io_ctx("write temp file", &tmp.path, e.into_error()))?;
+        file.sync_all()
+            .map_err(|e| io_ctx("fsync temp file", &tmp.path, e))?;
+        drop(file);
+        let digest = hasher.finish();
+        if let Some(expected) = expected
+            && *expected != digest
+        {
+            return Err(StoreError::DigestMismatch {
+                expected: *expected,
+                actual: digest,
+            });
+        }
+        let inner = store.upgrade().ok_or(StoreError::Closed)?;
+        inner.commit_temp(tmp, digest, size)?;
+        Ok(digest)
+    }
+}

@@ -1,0 +1,75 @@
+//! Errors of the content-addressed store.
+
+use std::io;
+use std::path::Path;
+
+use super::digest::{Digest, ParseDigestError};
+
+/// Everything that can go wrong in the [`Store`](super::Store).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No blob with this digest is stored (or its file has disappeared).
+    #[error("blob {0} not found")]
+    NotFound(Digest),
+
+    /// The blob's content on disk no longer matches its digest. It has been
+    /// moved to quarantine and will not be served.
+    #[error("blob {digest} is corrupt (content hashes to {actual}); quarantined")]
+    Corrupt {
+        /// The digest the blob was stored under.
+        digest: Digest,
+        /// The digest of what was actually found on disk.
+        actual: Digest,
+    },
+
+    /// Written content did not hash to the digest the caller expected;
+    /// nothing was stored.
+    #[error("digest mismatch: expected {expected}, content hashes to {actual}")]
+    DigestMismatch {
+        /// The digest the caller announced.
+        expected: Digest,
+        /// The digest of the content actually received.
+        actual: Digest,
+    },
+
+    /// A malformed digest string.
+    #[error(transparent)]
+    InvalidDigest(#[from] ParseDigestError),
+
+    /// A ref kind or key failed validation.
+    #[error("invalid ref: {0}")]
+    InvalidRef(String),
+
+    /// A filesystem operation failed.
+    #[error("store i/o error: {0}")]
+    Io(#[from] io::Error),
+
+    /// The sled database failed.
+    #[error("store database error: {0}")]
+    Db(#[from] sled::Error),
+
+    /// An index record could not be decoded.
+    #[error("store index is damaged: {0}")]
+    Index(String),
+
+    /// The [`Store`](super::Store) a [`BlobWriter`](super::BlobWriter) belongs
+    /// to has been dropped.
+    #[error("the store has been closed")]
+    Closed,
+}
+
+/// Convenience alias used throughout the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Adds the operation and path to an I/O error, keeping its kind.
+pub(crate) fn io_ctx(op: &str, path: &Path, e: io::Error) -> StoreError {
+    StoreError::Io(io::Error::new(
+        e.kind(),
+        format!("{op} {}: {e}", path.display()),
+    ))
+}
+
+/// Maps a failed `spawn_blocking` join into an I/O error.
+pub(crate) fn join_err(e: tokio::task::JoinError) -> StoreError {
+    StoreError::Io(io::Error::other(format!("store worker task failed: {e}")))
+}

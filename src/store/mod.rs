@@ -1,0 +1,376 @@
+//! Content-addressed store.
+//!
+//! Blobs are identified by their SHA-256 [`Digest`] and live in a data
+//! directory:
+//!
+//! ```text
+//! <dir>/blobs/sha256/<64 hex>   blob content (immutable once renamed in)
+//! <dir>/tmp/                    in-progress writes; emptied by Store::open
+//! <dir>/quarantine/             blobs whose content stopped matching
+//! <dir>/index.sled              sled database: blob records, refs, pins,
+//!                               children (and other modules' own trees)
+//! ```
+//!
+//! Writes go to a random temp file while being hashed, are fsynced, checked,
+//! renamed into place (the directory is fsynced too) and only then recorded
+//! in the index. Each record remembers the file's (size, inode, mtime, ctime)
+//! at the time it was last hashed; reads compare that stamp with a fresh
+//! `stat` and re-hash only when it differs, so tampered or rewritten blobs
+//! are detected without hashing on every read. A blob whose content no longer
+//! matches is moved to `quarantine/`, dropped from the index and never served.
+//!
+//! Garbage collection keeps every blob that is pinned, named by a ref, a
+//! (transitive) child of a kept blob (see [`Store::set_children`]) or younger
+//! than the grace period; everything else is deleted.
+
+mod blob;
+mod digest;
+mod error;
+mod gc;
+mod index;
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
+
+use serde::Serialize;
+
+pub use blob::{Blob, BlobWriter, CorruptBlob, VerifyReport};
+pub use digest::{ALGORITHM, Digest, ParseDigestError};
+pub use error::{Result, StoreError};
+pub use gc::GcReport;
+
+use error::{io_ctx, join_err};
+use index::{decode_digest, decode_digest_list, ref_key};
+
+/// Number of lock stripes serialising index/file updates per digest.
+const STRIPES: usize = 64;
+
+/// Public information about one stored blob.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BlobInfo {
+    /// The blob's digest.
+    pub digest: Digest,
+    /// Content length in bytes.
+    pub size: u64,
+    /// When the blob was first stored, in unix seconds.
+    pub created: u64,
+    /// Whether the blob is pinned (never garbage collected).
+    pub pinned: bool,
+}
+
+/// A handle to the content-addressed store. Cheap to clone; all clones share
+/// one database and directory.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+/// Shared state behind [`Store`].
+pub(crate) struct Inner {
+    dir: PathBuf,
+    blobs_dir: PathBuf,
+    tmp_dir: PathBuf,
+    quarantine_dir: PathBuf,
+    db: sled::Db,
+    blobs: sled::Tree,
+    refs: sled::Tree,
+    pins: sled::Tree,
+    children: sled::Tree,
+    meta: sled::Tree,
+    /// Serialises everything that changes a digest's file or record.
+    stripes: Box<[Mutex<()>]>,
+    /// Shared by operations that can make a blob live (commits, refs, pins,
+    /// children); exclusive while GC decides what to delete.
+    gc_lock: RwLock<()>,
+}
+
+impl Inner {
+    /// Locks the stripe that serialises file/record changes of `d`.
+    fn stripe(&self, d: &Digest) -> MutexGuard<'_, ()> {
+        let i = usize::from(d.as_bytes()[0]) % self.stripes.len();
+        self.stripes[i].lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Shared GC lock: held by operations that make blobs live.
+    fn gc_shared(&self) -> RwLockReadGuard<'_, ()> {
+        self.gc_lock.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Where the content of `d` lives.
+    fn blob_file(&self, d: &Digest) -> PathBuf {
+        self.blobs_dir.join(d.hex())
+    }
+}
+
+impl fmt::Debug for Store {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish()
+    }
+}
+
+/// Empties `tmp/`: at open time nothing can legitimately be in progress
+/// (sled holds an exclusive lock on the database for the owning process).
+fn clean_tmp(tmp_dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for entry in fs::read_dir(tmp_dir).map_err(|e| io_ctx("read dir", tmp_dir, e))? {
+        let entry = entry.map_err(|e| io_ctx("read dir", tmp_dir, e))?;
+        let path = entry.path();
+        let res = match entry.file_type() {
+            Ok(t) if t.is_dir() => fs::remove_dir_all(&path),
+            _ => fs::remove_file(&path),
+        };
+        match res {
+            Ok(()) => removed += 1,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_ctx("remove stale temp file", &path, e)),
+        }
+    }
+    Ok(removed)
+}
+
+/// fsyncs a directory so that renames into it are durable.
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io_ctx("fsync dir", dir, e))
+}
+
+impl Store {
+    /// Opens (creating if needed) the store in `dir`.
+    ///
+    /// Creates the directory layout, opens the sled database and deletes
+    /// anything left in `tmp/` by a crash. It does not hash any blob.
+    pub fn open(dir: &Path) -> Result<Store> {
+        let blobs_dir = dir.join("blobs").join(digest::ALGORITHM);
+        let tmp_dir = dir.join("tmp");
+        let quarantine_dir = dir.join("quarantine");
+        for d in [&blobs_dir, &tmp_dir, &quarantine_dir] {
+            fs::create_dir_all(d).map_err(|e| io_ctx("create dir", d, e))?;
+        }
+        // Open the database first: it takes an exclusive lock, so a second
+        // process cannot wipe the temp files of the running one.
+        let db = sled::open(dir.join("index.sled"))?;
+        let stale = clean_tmp(&tmp_dir)?;
+        if stale > 0 {
+            tracing::info!(count = stale, dir = %tmp_dir.display(), "removed stale temp files");
+        }
+        let inner = Inner {
+            dir: dir.to_path_buf(),
+            blobs: db.open_tree(index::BLOBS_TREE)?,
+            refs: db.open_tree(index::REFS_TREE)?,
+            pins: db.open_tree(index::PINS_TREE)?,
+            children: db.open_tree(index::CHILDREN_TREE)?,
+            meta: db.open_tree(index::META_TREE)?,
+            db,
+            blobs_dir,
+            tmp_dir,
+            quarantine_dir,
+            stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            gc_lock: RwLock::new(()),
+        };
+        Ok(Store {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The data directory this store was opened on.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The sled database, for other modules' own trees. Tree names starting
+    /// with `store/` are reserved for the store.
+    pub fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
+    /// Flushes the database to disk. Blob writes already flush; refs, pins
+    /// and children are otherwise flushed by sled in the background.
+    pub async fn flush(&self) -> Result<()> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.db.flush())
+            .await
+            .map_err(join_err)??;
+        Ok(())
+    }
+
+    /// Whether the index has a record for `d`. Does not touch the file; use
+    /// [`Store::open_blob`] to find out whether it can actually be served.
+    pub fn contains(&self, d: &Digest) -> bool {
+        match self.inner.blobs.contains_key(d.as_bytes()) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(digest = %d, error = %e, "store index lookup failed");
+                false
+            }
+        }
+    }
+
+    /// Information about a stored blob, or `None` if it is not stored.
+    pub fn stat(&self, d: &Digest) -> Option<BlobInfo> {
+        match self.inner.record(d) {
+            Ok(Some(rec)) => Some(BlobInfo {
+                digest: *d,
+                size: rec.size,
+                created: rec.created,
+                pinned: self.is_pinned(d),
+            }),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::error!(digest = %d, error = %e, "store index lookup failed");
+                None
+            }
+        }
+    }
+
+    /// All stored blobs, ordered by digest.
+    pub fn list_blobs(&self) -> Result<Vec<BlobInfo>> {
+        self.inner
+            .records()?
+            .into_iter()
+            .map(|(digest, rec)| {
+                Ok(BlobInfo {
+                    digest,
+                    size: rec.size,
+                    created: rec.created,
+                    pinned: self.inner.pins.contains_key(digest.as_bytes())?,
+                })
+            })
+            .collect()
+    }
+
+    /// Sum of the sizes of all stored blobs (a counter maintained together
+    /// with the index records).
+    pub fn total_size(&self) -> u64 {
+        self.inner.total_size().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "reading store total size failed");
+            0
+        })
+    }
+
+    /// Pins `d` so that GC never removes it. The blob must be stored.
+    pub fn pin(&self, d: &Digest) -> Result<()> {
+        let _gc = self.inner.gc_shared();
+        if !self.inner.blobs.contains_key(d.as_bytes())? {
+            return Err(StoreError::NotFound(*d));
+        }
+        self.inner.pins.insert(d.as_bytes(), &[] as &[u8])?;
+        Ok(())
+    }
+
+    /// Removes the pin on `d` (no-op if it was not pinned).
+    pub fn unpin(&self, d: &Digest) -> Result<()> {
+        self.inner.pins.remove(d.as_bytes())?;
+        Ok(())
+    }
+
+    /// Whether `d` is pinned.
+    pub fn is_pinned(&self, d: &Digest) -> bool {
+        self.inner
+            .pins
+            .contains_key(d.as_bytes())
+            .unwrap_or_else(|e| {
+                tracing::error!(digest = %d, error = %e, "store pin lookup failed");
+                false
+            })
+    }
+
+    /// Points the ref `kind`/`key` at `d`, returning the previous target.
+    ///
+    /// `kind` must be non-empty without `/` or NUL; `key` must be non-empty
+    /// without NUL. The blob must be stored (so GC cannot race the ref).
+    pub fn set_ref(&self, kind: &str, key: &str, d: &Digest) -> Result<Option<Digest>> {
+        let k = ref_key(kind, key)?;
+        let _gc = self.inner.gc_shared();
+        if !self.inner.blobs.contains_key(d.as_bytes())? {
+            return Err(StoreError::NotFound(*d));
+        }
+        self.inner
+            .refs
+            .insert(k, &d.as_bytes()[..])?
+            .map(|v| decode_digest(&v))
+            .transpose()
+    }
+
+    /// The target of the ref `kind`/`key`, if set.
+    pub fn get_ref(&self, kind: &str, key: &str) -> Result<Option<Digest>> {
+        let k = ref_key(kind, key)?;
+        self.inner
+            .refs
+            .get(k)?
+            .map(|v| decode_digest(&v))
+            .transpose()
+    }
+
+    /// Deletes the ref `kind`/`key`, returning its target if it was set.
+    pub fn delete_ref(&self, kind: &str, key: &str) -> Result<Option<Digest>> {
+        let k = ref_key(kind, key)?;
+        self.inner
+            .refs
+            .remove(k)?
+            .map(|v| decode_digest(&v))
+            .transpose()
+    }
+
+    /// All refs of `kind` as `(key, target)`, sorted by key (bytewise).
+    pub fn list_refs(&self, kind: &str) -> Result<Vec<(String, Digest)>> {
+        // Validate the kind with a placeholder key.
+        let mut prefix = ref_key(kind, "-")?;
+        prefix.pop();
+        self.inner
+            .refs
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let key = std::str::from_utf8(&k[prefix.len()..])
+                    .map_err(|_| StoreError::Index("ref key is not UTF-8".into()))?;
+                Ok((key.to_owned(), decode_digest(&v)?))
+            })
+            .collect()
+    }
+
+    /// Declares that `parent` keeps `children` alive (e.g. an OCI manifest
+    /// and its config and layers), replacing any previous list. GC keeps
+    /// children of live blobs, transitively. The children need not be
+    /// stored yet; the parent must be. An empty list removes the entry.
+    pub fn set_children(&self, parent: &Digest, children: &[Digest]) -> Result<()> {
+        let _gc = self.inner.gc_shared();
+        if !self.inner.blobs.contains_key(parent.as_bytes())? {
+            return Err(StoreError::NotFound(*parent));
+        }
+        if children.is_empty() {
+            self.inner.children.remove(parent.as_bytes())?;
+        } else {
+            let v: Vec<u8> = children.iter().flat_map(|c| *c.as_bytes()).collect();
+            self.inner.children.insert(parent.as_bytes(), v)?;
+        }
+        Ok(())
+    }
+
+    /// The children declared for `parent` (empty if none).
+    pub fn children(&self, parent: &Digest) -> Result<Vec<Digest>> {
+        match self.inner.children.get(parent.as_bytes())? {
+            Some(v) => decode_digest_list(&v),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Deletes every blob that is not pinned, not the target of a ref, not a
+    /// (transitive) child of a kept blob, and was last put at least `grace`
+    /// ago. Blob files left without an index record by a crash are removed
+    /// by the same rules (age measured by mtime).
+    ///
+    /// This does blocking file I/O: call it from `spawn_blocking`. While it
+    /// decides what to delete, writers' commits and ref/pin/children updates
+    /// wait for it.
+    pub fn gc(&self, grace: std::time::Duration) -> Result<GcReport> {
+        self.inner.gc(grace)
+    }
+}

@@ -1,0 +1,191 @@
+//! The `bootfactory` binary as a user runs it.
+
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bootfactory"));
+    // Keep the user's environment from leaking config into the tests.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BOOTFACTORY_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+#[test]
+fn schematic_id_from_file_and_stdin() {
+    let example = support::repo_root().join("schematics/example.yaml");
+    let out = bin()
+        .args(["schematic", "id"])
+        .arg(&example)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "67fccca75e17620470675a886ee22dbcf05901de13a156a242a5b2f9a6f04a6e\n"
+    );
+
+    let mut child = bin()
+        .args(["schematic", "id", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"customization":{"secureboot":{"includeWellKnownCertificates":true}}}"#)
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap().trim(),
+        "fa8e05f142a851d3ee568eb0a8e5841eaf6b0ebc8df9a63df16ac5ed2c04f3e6"
+    );
+}
+
+#[test]
+fn schematic_canonical_prints_the_hashed_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("s.json");
+    std::fs::write(&f, r#"{"customization":{"diskImage":{"sectorSize":4096}}}"#).unwrap();
+    let out = bin()
+        .args(["schematic", "canonical"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "customization:\n    diskImage:\n        sectorSize: 4096\n"
+    );
+}
+
+#[test]
+fn invalid_schematic_fails_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("bad.yaml");
+    std::fs::write(&f, "customization:\n  extraKernelArg: [x]\n").unwrap();
+    let out = bin().args(["schematic", "id"]).arg(&f).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("bad.yaml"), "{err}");
+    assert!(err.contains("extraKernelArg"), "{err}");
+}
+
+#[test]
+fn version_and_help() {
+    let out = bin().arg("--version").output().unwrap();
+    assert!(
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .starts_with("bootfactory ")
+    );
+    let out = bin().args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for needle in ["--data-dir", "--http-listen", "BOOTFACTORY_HTTP_LISTEN"] {
+        assert!(help.contains(needle), "serve --help lacks {needle}");
+    }
+}
+
+#[test]
+fn config_errors_name_the_key_and_precedence_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(&cfg, "http:\n  listen: 127.0.0.1:1111\n  bogusKey: 1\n").unwrap();
+    let out = bin()
+        .args(["config", "show", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr).unwrap().contains("bogusKey"));
+
+    std::fs::write(
+        &cfg,
+        "http:\n  listen: 127.0.0.1:1111\nlog:\n  level: debug\n",
+    )
+    .unwrap();
+    let out = bin()
+        .args(["config", "show", "--config"])
+        .arg(&cfg)
+        .env("BOOTFACTORY_HTTP_LISTEN", "127.0.0.1:2222")
+        .env("BOOTFACTORY_LOG_LEVEL", "warn")
+        .args(["--log-level", "error"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.contains("listen: 127.0.0.1:2222"),
+        "env beats file: {shown}"
+    );
+    assert!(shown.contains("level: error"), "flag beats env: {shown}");
+}
+
+#[test]
+fn serve_runs_unprivileged_and_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = bin()
+        .args(["serve", "--data-dir"])
+        .arg(data.path())
+        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "server ignored SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(exit.success(), "clean exit after SIGTERM: {exit:?}");
+    assert!(data.path().join("index.sled").exists());
+}
+
+#[test]
+fn serve_with_unwritable_data_dir_explains() {
+    let out = bin()
+        .args([
+            "serve",
+            "--data-dir",
+            "/proc/forbidden/bootfactory",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("--data-dir"), "{err}");
+}

@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# The whole test suite, from a fresh Debian 12 machine: installs what the tests need (apt-get),
+# then checks formatting and lints and runs every test. This is the command README.md and
+# .ci/run use.
+#
+#   tests/run-all.sh            # everything
+#   SKIP_INSTALL=1 tests/run-all.sh   # assume the packages are already there
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$here"
+
+cache="${BOOTFACTORY_CACHE:-$HOME/.cache/bootfactory}"
+mkdir -p "$cache/apt-archives/partial"
+# Reuse one target directory across clones and runs (CI builds from a fresh clone each time).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+
+# Debian packages the tests use:
+#   golang-go, golang-gopkg-yaml.v3-dev  the schematic ID oracle (real go-yaml v3)
+packages=(golang-go golang-gopkg-yaml.v3-dev)
+
+install_packages() {
+    local missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+    done
+    [ "${#missing[@]}" -eq 0 ] && return 0
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    echo "==> apt-get install ${missing[*]}"
+    local apt_opts=(-o "Dir::Cache::archives=$cache/apt-archives" -y -q --no-install-recommends)
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get "${apt_opts[@]}" install "${missing[@]}" \
+        || { "${sudo[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get "${apt_opts[@]}" install "${missing[@]}"; }
+}
+
+[ "${SKIP_INSTALL:-0}" = 1 ] || install_packages
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo not found: install Rust (https://rustup.rs) first" >&2
+    exit 1
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "==> cargo test"
+export BOOTFACTORY_REQUIRE_ORACLE=1
+cargo test --all-targets --locked
+echo "==> doc tests"
+cargo test --doc --locked
+echo "==> all tests passed"

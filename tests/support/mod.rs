@@ -1,0 +1,98 @@
+//! Shared helpers for integration tests: an in-process bootfactory on a loopback port with a
+//! temporary data directory.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use bootfactory::config::{Config, Override};
+use bootfactory::server::App;
+
+/// A running in-process server; stopped when dropped.
+pub struct TestServer {
+    /// Base URL, e.g. `http://127.0.0.1:34567`.
+    pub url: String,
+    /// The listener address.
+    pub addr: SocketAddr,
+    /// The data directory (kept until drop).
+    pub data: tempfile::TempDir,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl TestServer {
+    /// Starts a server with `overrides` (`key`, `value`) on top of a loopback listener.
+    pub async fn start(overrides: &[(&str, &str)]) -> TestServer {
+        let data = tempfile::tempdir().expect("tempdir");
+        Self::start_in(data, overrides).await
+    }
+
+    /// Starts a server on an existing data directory.
+    pub async fn start_in(data: tempfile::TempDir, overrides: &[(&str, &str)]) -> TestServer {
+        let dir = data.path().to_string_lossy().to_string();
+        let mut all = vec![("dataDir", dir.as_str()), ("http.listen", "127.0.0.1:0")];
+        all.extend_from_slice(overrides);
+        let overrides: Vec<Override> = all
+            .iter()
+            .map(|(k, v)| Override {
+                key: k.to_string(),
+                value: v.to_string(),
+                source_name: format!("test {k}"),
+            })
+            .collect();
+        let config = Config::load(None, &overrides).expect("config");
+        let bound = App::open(config)
+            .await
+            .expect("open")
+            .bind()
+            .await
+            .expect("bind");
+        let addr = bound.http_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            bound
+                .serve(async {
+                    let _ = rx.await;
+                })
+                .await
+                .expect("serve");
+        });
+        TestServer {
+            url: format!("http://{addr}"),
+            addr,
+            data,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the server and waits for it; returns the data directory for a restart.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+        let data = std::mem::replace(&mut self.data, tempfile::tempdir().unwrap());
+        data
+    }
+
+    /// A path inside the data directory.
+    pub fn data_path(&self, rel: &str) -> PathBuf {
+        self.data.path().join(rel)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
