@@ -96,6 +96,7 @@ pub fn command() -> clap::Command {
 
 /// Entry point used by `main`.
 pub fn main() -> ExitCode {
+    crate::init_crypto();
     let matches = command().get_matches();
     match run(&matches) {
         Ok(code) => code,

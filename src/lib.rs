@@ -4,8 +4,21 @@
 
 pub mod cli;
 pub mod config;
+#[cfg(feature = "fixture")]
+pub mod fixture;
+pub mod formats;
 pub mod http;
 pub mod logging;
+pub mod oci;
 pub mod schematic;
 pub mod server;
 pub mod store;
+
+/// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client and server.
+/// Idempotent; call it before building an HTTP client.
+pub fn init_crypto() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}

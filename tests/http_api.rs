@@ -8,6 +8,7 @@ const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7
 const EXAMPLE_ID: &str = "67fccca75e17620470675a886ee22dbcf05901de13a156a242a5b2f9a6f04a6e";
 
 fn client() -> reqwest::Client {
+    bootfactory::init_crypto();
     reqwest::Client::new()
 }
 
