@@ -1,0 +1,1 @@
+//! File formats written by hand where no crate fits.

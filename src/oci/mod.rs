@@ -1,0 +1,3 @@
+//! OCI data model: references, media types, manifests, the local image catalog, layouts.
+
+pub mod layout;
