@@ -10,9 +10,11 @@ pub mod formats;
 pub mod http;
 pub mod logging;
 pub mod oci;
+pub mod registry;
 pub mod schematic;
 pub mod server;
 pub mod store;
+pub mod upstream;
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client and server.
 /// Idempotent; call it before building an HTTP client.

@@ -8,8 +8,10 @@ use anyhow::Context;
 
 use crate::config::Config;
 use crate::http::{self, AppState};
+use crate::oci::ImageCatalog;
 use crate::schematic::SchematicStore;
 use crate::store::Store;
+use crate::upstream::Mirror;
 
 /// Everything `serve` starts with, opened and ready.
 pub struct App {
@@ -26,17 +28,25 @@ impl App {
                 config.data_dir.display()
             )
         })?;
-        let store = Store::open(&config.data_dir)
-            .with_context(|| format!("cannot open the store in {}", config.data_dir.display()))?;
+        let store = Store::open(&config.data_dir).with_context(|| {
+            format!(
+                "cannot open the store in {} (if another bootfactory process uses this data directory, stop it first)",
+                config.data_dir.display()
+            )
+        })?;
         let schematics = SchematicStore::new(store.clone());
         if !config.schematics.dir.as_os_str().is_empty() {
             load_schematics_dir(&schematics, &config.schematics.dir).await?;
         }
+        let config = Arc::new(config);
+        let catalog = ImageCatalog::new(store.clone()).context("cannot open the image catalog")?;
+        let mirror = Arc::new(Mirror::new(config.clone(), catalog));
         Ok(App {
             state: AppState {
-                config: Arc::new(config),
+                config,
                 store,
                 schematics,
+                mirror,
             },
         })
     }

@@ -67,6 +67,86 @@ pub const KEYS: &[KeySpec] = &[
         flag: "schematics-dir",
         help: "Directory of schematic *.yaml files validated and stored at start",
     },
+    KeySpec {
+        key: "offline",
+        flag: "offline",
+        help: "Never contact upstream registries; serve only what is in the store (air-gapped)",
+    },
+    KeySpec {
+        key: "upstream.tagTTLSeconds",
+        flag: "upstream-tag-ttl-seconds",
+        help: "Seconds a tag->digest answer from an upstream is trusted before asking again",
+    },
+    KeySpec {
+        key: "upstream.timeoutSeconds",
+        flag: "upstream-timeout-seconds",
+        help: "Timeout of one upstream request (blobs: to first byte and between chunks)",
+    },
+    KeySpec {
+        key: "upstream.retries",
+        flag: "upstream-retries",
+        help: "Retries with backoff for transient upstream errors (connect, timeout, 429, 5xx)",
+    },
+    KeySpec {
+        key: "upstream.registries",
+        flag: "upstream-registries",
+        help: "Per-registry endpoint/insecure/username/password/token, as YAML: {ghcr.io: {endpoint: http://10.0.0.5:5000}}",
+    },
+    KeySpec {
+        key: "mirror.allow",
+        flag: "mirror-allow",
+        help: "Upstream registries clients may pull through the mirror (comma-separated)",
+    },
+    KeySpec {
+        key: "mirror.defaultRegistry",
+        flag: "mirror-default-registry",
+        help: "Registry meant by /v2/<repo>/... requests that name none (no ?ns=, no host prefix)",
+    },
+    KeySpec {
+        key: "artifacts.core.registry",
+        flag: "artifacts-registry",
+        help: "Registry of the Talos artifacts (imager, extensions, installers, overlays)",
+    },
+    KeySpec {
+        key: "artifacts.core.namespace",
+        flag: "artifacts-namespace",
+        help: "Path prefix of the artifacts inside that registry",
+    },
+    KeySpec {
+        key: "artifacts.core.insecure",
+        flag: "artifacts-insecure",
+        help: "Reach the artifacts registry over plain HTTP",
+    },
+    KeySpec {
+        key: "artifacts.core.components.installerBase",
+        flag: "artifacts-installer-base",
+        help: "Repository of installer-base (Talos >= 1.10)",
+    },
+    KeySpec {
+        key: "artifacts.core.components.installer",
+        flag: "artifacts-installer",
+        help: "Repository of installer (Talos < 1.10)",
+    },
+    KeySpec {
+        key: "artifacts.core.components.imager",
+        flag: "artifacts-imager",
+        help: "Repository of the imager",
+    },
+    KeySpec {
+        key: "artifacts.core.components.extensionManifest",
+        flag: "artifacts-extension-manifest",
+        help: "Repository of the extensions catalog",
+    },
+    KeySpec {
+        key: "artifacts.core.components.overlayManifest",
+        flag: "artifacts-overlay-manifest",
+        help: "Repository of the overlays catalog",
+    },
+    KeySpec {
+        key: "artifacts.core.components.talosctl",
+        flag: "artifacts-talosctl",
+        help: "Repository of talosctl-all",
+    },
 ];
 
 /// Looks a key up by its dotted name.

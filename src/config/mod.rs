@@ -26,6 +26,163 @@ pub struct Config {
     pub http: HttpConfig,
     /// Schematics loaded from a directory at start.
     pub schematics: SchematicsConfig,
+    /// Never contact upstream registries: only the store (imported bundles) is used.
+    pub offline: bool,
+    /// How upstream registries are reached.
+    pub upstream: UpstreamConfig,
+    /// The integrated registry mirror (`/v2/…`).
+    pub mirror: MirrorConfig,
+    /// Where Talos artifacts (imager, extensions, installers, overlays) come from.
+    pub artifacts: ArtifactsConfig,
+}
+
+/// Upstream registry access.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamConfig {
+    /// Seconds a tag → digest answer is trusted before the upstream is asked again.
+    #[serde(rename = "tagTTLSeconds")]
+    pub tag_ttl_seconds: u64,
+    /// Timeout of one upstream request (for blobs: until the response starts, and between
+    /// chunks).
+    pub timeout_seconds: u64,
+    /// Retries (with exponential backoff) for upstream errors that may pass: connection
+    /// failures, timeouts, 429 and 5xx.
+    pub retries: u32,
+    /// Per-registry settings, keyed by the registry host used in image names (`ghcr.io`).
+    pub registries: std::collections::BTreeMap<String, UpstreamRegistry>,
+}
+
+/// How to reach one upstream registry.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpstreamRegistry {
+    /// Base URL to contact instead of `https://<host>` (e.g. `http://127.0.0.1:5000`, or a
+    /// corporate mirror).
+    pub endpoint: String,
+    /// Use plain HTTP when no endpoint is given.
+    pub insecure: bool,
+    /// Basic-auth user name (sent to the registry's token service).
+    pub username: String,
+    /// Basic-auth password or token.
+    pub password: String,
+    /// A bearer token used as is.
+    pub token: String,
+}
+
+/// The integrated mirror.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MirrorConfig {
+    /// Upstream registries clients may pull through bootfactory; others are refused (content
+    /// already in the store is always served).
+    pub allow: Vec<String>,
+    /// The registry a request means when it names none (`/v2/<repo>/…` without `?ns=`).
+    pub default_registry: String,
+}
+
+/// Talos artifact sources, as upstream Image Factory's `artifacts.core`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ArtifactsConfig {
+    /// Registry, namespace and component names.
+    pub core: CoreArtifacts,
+}
+
+/// `artifacts.core`: `<registry>/<namespace>/<component>`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct CoreArtifacts {
+    /// Registry host of the Talos artifacts.
+    pub registry: String,
+    /// Optional path prefix inside that registry (e.g. a Harbor project).
+    pub namespace: String,
+    /// Reach the registry over plain HTTP.
+    pub insecure: bool,
+    /// Repository names of each component.
+    pub components: Components,
+}
+
+/// Component repositories.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct Components {
+    /// Installer base (Talos ≥ 1.10).
+    pub installer_base: String,
+    /// Installer (Talos < 1.10).
+    pub installer: String,
+    /// Imager (kernel, initramfs, boot stubs).
+    pub imager: String,
+    /// Extensions catalog.
+    pub extension_manifest: String,
+    /// Overlays catalog.
+    pub overlay_manifest: String,
+    /// talosctl binaries.
+    pub talosctl: String,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            tag_ttl_seconds: 300,
+            timeout_seconds: 30,
+            retries: 3,
+            registries: Default::default(),
+        }
+    }
+}
+
+impl Default for MirrorConfig {
+    fn default() -> Self {
+        MirrorConfig {
+            allow: [
+                "ghcr.io",
+                "registry.k8s.io",
+                "docker.io",
+                "quay.io",
+                "gcr.io",
+            ]
+            .map(String::from)
+            .to_vec(),
+            default_registry: "ghcr.io".to_string(),
+        }
+    }
+}
+
+impl Default for CoreArtifacts {
+    fn default() -> Self {
+        CoreArtifacts {
+            registry: "ghcr.io".to_string(),
+            namespace: String::new(),
+            insecure: false,
+            components: Components::default(),
+        }
+    }
+}
+
+impl Default for Components {
+    fn default() -> Self {
+        Components {
+            installer_base: "siderolabs/installer-base".to_string(),
+            installer: "siderolabs/installer".to_string(),
+            imager: "siderolabs/imager".to_string(),
+            extension_manifest: "siderolabs/extensions".to_string(),
+            overlay_manifest: "siderolabs/overlays".to_string(),
+            talosctl: "siderolabs/talosctl-all".to_string(),
+        }
+    }
+}
+
+impl CoreArtifacts {
+    /// The image name of a component: `<registry>/<namespace>/<component>`.
+    pub fn repository(&self, component: &str) -> String {
+        let ns = self.namespace.trim_matches('/');
+        if ns.is_empty() {
+            format!("{}/{}", self.registry, component)
+        } else {
+            format!("{}/{}/{}", self.registry, ns, component)
+        }
+    }
 }
 
 /// Logging settings.
@@ -80,6 +237,10 @@ impl Default for Config {
             log: LogConfig::default(),
             http: HttpConfig::default(),
             schematics: SchematicsConfig::default(),
+            offline: false,
+            upstream: UpstreamConfig::default(),
+            mirror: MirrorConfig::default(),
+            artifacts: ArtifactsConfig::default(),
         }
     }
 }
@@ -224,6 +385,33 @@ impl Config {
         if !self.http.external_pxe_url.is_empty() {
             validate_http_url(&self.http.external_pxe_url)
                 .map_err(|m| invalid("http.externalPXEURL", m))?;
+        }
+        for (host, reg) in &self.upstream.registries {
+            let key = format!("upstream.registries.{host}");
+            if !crate::oci::reference::is_valid_registry(host) {
+                return Err(invalid(
+                    &key,
+                    format!("{host:?} is not a registry host[:port]"),
+                ));
+            }
+            if !reg.endpoint.is_empty() {
+                validate_http_url(&reg.endpoint)
+                    .map_err(|m| invalid(&format!("{key}.endpoint"), m))?;
+            }
+        }
+        for host in self
+            .mirror
+            .allow
+            .iter()
+            .chain(std::iter::once(&self.mirror.default_registry))
+            .chain(std::iter::once(&self.artifacts.core.registry))
+        {
+            if !crate::oci::reference::is_valid_registry(host) {
+                return Err(invalid(
+                    "mirror.allow / mirror.defaultRegistry / artifacts.core.registry",
+                    format!("{host:?} is not a registry host[:port]"),
+                ));
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

@@ -2,6 +2,7 @@
 //! module that owns the logic (schematics, store, …), and shape the response.
 
 pub mod error;
+pub mod files;
 mod schematics;
 
 use std::sync::Arc;
@@ -19,8 +20,10 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::Config;
+use crate::registry::RegistryState;
 use crate::schematic::{MAX_SCHEMATIC_BYTES, SchematicStore};
 use crate::store::Store;
+use crate::upstream::Mirror;
 
 pub use error::ApiError;
 
@@ -33,6 +36,8 @@ pub struct AppState {
     pub store: Store,
     /// Schematics kept in the store.
     pub schematics: SchematicStore,
+    /// The registry mirror (store + upstreams).
+    pub mirror: Arc<Mirror>,
 }
 
 /// The `Server` header value.
@@ -42,11 +47,17 @@ pub fn server_header() -> String {
 
 /// Builds the whole application router.
 pub fn router(state: AppState) -> Router {
+    let registry = crate::registry::router(RegistryState {
+        mirror: state.mirror.clone(),
+        default_registry: state.config.mirror.default_registry.clone(),
+    });
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(health))
         .route("/schematics", post(schematics::create))
         .route("/schematics/{id}", get(schematics::get))
+        .with_state(state)
+        .merge(registry)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_SCHEMATIC_BYTES))
         .layer(middleware::from_fn(common_headers))
@@ -60,7 +71,6 @@ pub fn router(state: AppState) -> Router {
                         .latency_unit(LatencyUnit::Micros),
                 ),
         )
-        .with_state(state)
 }
 
 async fn health() -> StatusCode {

@@ -1,3 +1,12 @@
 //! OCI data model: references, media types, manifests, the local image catalog, layouts.
 
+pub mod catalog;
 pub mod layout;
+pub mod manifest;
+pub mod reference;
+
+pub use catalog::{CatalogEntry, CatalogError, ImageCatalog, ManifestRecord};
+pub use manifest::{
+    Descriptor, Manifest, ManifestError, ManifestKind, Platform, media, parse_manifest,
+};
+pub use reference::{ImageName, ImageRef, RefError, TagOrDigest};

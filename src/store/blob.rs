@@ -513,6 +513,13 @@ impl Write for BlobWriter {
 }
 
 impl BlobWriter {
+    /// The temp file being written. Readers may tail it (after [`Write::flush`]) while the
+    /// blob is in flight; once committed it is renamed into the store (an open handle stays
+    /// valid), and if abandoned it is deleted.
+    pub fn temp_path(&self) -> &Path {
+        &self.tmp.path
+    }
+
     /// Bytes written so far.
     pub fn size(&self) -> u64 {
         self.size

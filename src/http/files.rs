@@ -1,0 +1,193 @@
+//! Serving stored files over HTTP: streaming from disk with `Content-Length`, single `Range`
+//! requests (206 / 416), `HEAD`, and `ETag` / `If-None-Match`. Used for registry blobs and
+//! factory assets alike.
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio_util::io::ReaderStream;
+
+/// Read buffer for streaming files (large buffers keep syscalls per byte low).
+const STREAM_BUFFER: usize = 256 * 1024;
+
+/// A byte range resolved against a file size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RangeRequest {
+    /// No (usable) `Range` header: send everything.
+    Full,
+    /// One satisfiable range, inclusive bounds.
+    Partial {
+        /// First byte.
+        start: u64,
+        /// Last byte (inclusive).
+        end: u64,
+    },
+    /// The range cannot be satisfied (416).
+    Unsatisfiable,
+}
+
+/// Parses a `Range` header against `size` (RFC 9110 §14). Multiple ranges and unknown units
+/// fall back to the full body, which the RFC allows.
+pub fn parse_range(value: Option<&HeaderValue>, size: u64) -> RangeRequest {
+    let Some(text) = value.and_then(|v| v.to_str().ok()) else {
+        return RangeRequest::Full;
+    };
+    let Some(spec) = text.trim().strip_prefix("bytes=") else {
+        return RangeRequest::Full;
+    };
+    if spec.contains(',') {
+        return RangeRequest::Full;
+    }
+    let Some((a, b)) = spec.trim().split_once('-') else {
+        return RangeRequest::Full;
+    };
+    let (a, b) = (a.trim(), b.trim());
+    let parsed = if a.is_empty() {
+        // Suffix range: the last N bytes.
+        match b.parse::<u64>() {
+            Ok(0) | Err(_) => return RangeRequest::Unsatisfiable,
+            Ok(_) if size == 0 => return RangeRequest::Unsatisfiable,
+            Ok(n) => (size.saturating_sub(n), size - 1),
+        }
+    } else {
+        let Ok(start) = a.parse::<u64>() else {
+            return RangeRequest::Full;
+        };
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            match b.parse::<u64>() {
+                Ok(e) if e < start => return RangeRequest::Unsatisfiable,
+                Ok(e) => e.min(size.saturating_sub(1)),
+                Err(_) => return RangeRequest::Full,
+            }
+        };
+        if start >= size {
+            return RangeRequest::Unsatisfiable;
+        }
+        (start, end)
+    };
+    RangeRequest::Partial {
+        start: parsed.0,
+        end: parsed.1,
+    }
+}
+
+/// Builds the response for a file of `size` bytes: status, length and range headers from the
+/// request, body streamed from `file` (none for `HEAD`). `headers` are added as given (content
+/// type, digest, disposition, …); `etag` enables `If-None-Match`.
+pub async fn file_response(
+    method: &Method,
+    request_headers: &HeaderMap,
+    mut file: tokio::fs::File,
+    size: u64,
+    etag: Option<&str>,
+    headers: HeaderMap,
+) -> std::io::Result<Response> {
+    let mut builder = Response::builder();
+    {
+        let h = builder.headers_mut().expect("fresh builder");
+        h.extend(headers);
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        if let Some(tag) = etag.and_then(|t| HeaderValue::from_str(&format!("\"{t}\"")).ok()) {
+            h.insert(header::ETAG, tag);
+        }
+    }
+    if let (Some(tag), Some(inm)) = (etag, request_headers.get(header::IF_NONE_MATCH)) {
+        let inm = inm.to_str().unwrap_or_default();
+        if inm
+            .split(',')
+            .any(|t| t.trim().trim_matches('"') == tag || t.trim() == "*")
+        {
+            return Ok(builder
+                .status(StatusCode::NOT_MODIFIED)
+                .body(Body::empty())
+                .expect("valid response"));
+        }
+    }
+    let range = parse_range(request_headers.get(header::RANGE), size);
+    let (status, start, len) = match range {
+        RangeRequest::Full => (StatusCode::OK, 0, size),
+        RangeRequest::Partial { start, end } => {
+            let h = builder.headers_mut().expect("fresh builder");
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{size}")).expect("ascii"),
+            );
+            (StatusCode::PARTIAL_CONTENT, start, end - start + 1)
+        }
+        RangeRequest::Unsatisfiable => {
+            let h = builder.headers_mut().expect("fresh builder");
+            h.insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}")).expect("ascii"),
+            );
+            h.insert(header::CONTENT_LENGTH, HeaderValue::from(0u64));
+            return Ok(builder
+                .status(StatusCode::RANGE_NOT_SATISFIABLE)
+                .body(Body::empty())
+                .expect("valid response"));
+        }
+    };
+    builder = builder.status(status).header(header::CONTENT_LENGTH, len);
+    if method == Method::HEAD {
+        return Ok(builder.body(Body::empty()).expect("valid response"));
+    }
+    if start > 0 {
+        file.seek(std::io::SeekFrom::Start(start)).await?;
+    }
+    let stream = ReaderStream::with_capacity(file.take(len), STREAM_BUFFER);
+    Ok(builder
+        .body(Body::from_stream(stream))
+        .expect("valid response"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn r(v: &str, size: u64) -> RangeRequest {
+        parse_range(Some(&HeaderValue::from_str(v).unwrap()), size)
+    }
+
+    #[test]
+    fn ranges_as_the_conformance_suite_expects() {
+        use RangeRequest::*;
+        assert_eq!(
+            r("bytes=500-1499", 2048),
+            Partial {
+                start: 500,
+                end: 1499
+            }
+        );
+        assert_eq!(
+            r("bytes=500-", 2048),
+            Partial {
+                start: 500,
+                end: 2047
+            }
+        );
+        assert_eq!(
+            r("bytes=-500", 2048),
+            Partial {
+                start: 1548,
+                end: 2047
+            }
+        );
+        assert_eq!(
+            r("bytes=2000-5000", 2048),
+            Partial {
+                start: 2000,
+                end: 2047
+            }
+        );
+        assert_eq!(r("bytes=500-0", 2048), Unsatisfiable);
+        assert_eq!(r("bytes=5000-10000", 2048), Unsatisfiable);
+        assert_eq!(r("bytes=-0", 2048), Unsatisfiable);
+        assert_eq!(r("bytes=0-0,5-6", 2048), Full);
+        assert_eq!(r("items=0-1", 2048), Full);
+        assert_eq!(parse_range(None, 10), Full);
+        assert_eq!(r("bytes=0-", 0), Unsatisfiable);
+    }
+}

@@ -1,0 +1,337 @@
+//! The local image catalog: which manifests the store holds, under which names and tags.
+//!
+//! Manifests and blobs are ordinary store blobs. The catalog adds:
+//! - store refs `oci-tag/<registry>/<repo>:<tag>` and `oci-digest/<registry>/<repo>@<digest>`
+//!   (what keeps an image alive through GC, and what makes a repository "exist");
+//! - store children (manifest → config, layers, child manifests) so GC keeps whole images;
+//! - a sled tree `oci/manifests` (digest → media type, size) so manifests are served with the
+//!   type they arrived with;
+//! - a sled tree `oci/tag-checked` (tag key → unix time the upstream was last asked), for the
+//!   mirror's tag TTL.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::manifest::{Manifest, ManifestError, parse_manifest};
+use super::reference::ImageName;
+use crate::store::{Digest, Store, StoreError};
+
+const TAG_KIND: &str = "oci-tag";
+const DIGEST_KIND: &str = "oci-digest";
+
+/// What the catalog knows about a stored manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManifestRecord {
+    /// The media type it is served with.
+    pub media_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+/// A catalog failure.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The bytes are not a storable manifest.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// The index database failed.
+    #[error("catalog index: {0}")]
+    Db(#[from] sled::Error),
+}
+
+/// One named image in the catalog (for listings).
+#[derive(Debug, Clone, Serialize)]
+pub struct CatalogEntry {
+    /// `registry/repository:tag` or `registry/repository@digest`.
+    pub reference: String,
+    /// The manifest (or index) digest.
+    pub digest: Digest,
+    /// The manifest's media type.
+    pub media_type: String,
+    /// Bytes of every blob in the image that is present in the store.
+    pub stored_bytes: u64,
+    /// Blobs of the image that are missing from the store (a partial pull).
+    pub missing_blobs: usize,
+}
+
+/// The catalog over a [`Store`].
+#[derive(Clone)]
+pub struct ImageCatalog {
+    store: Store,
+    manifests: sled::Tree,
+    tag_checked: sled::Tree,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn tag_key(name: &ImageName, tag: &str) -> String {
+    format!("{name}:{tag}")
+}
+
+fn digest_key(name: &ImageName, digest: &Digest) -> String {
+    format!("{name}@{digest}")
+}
+
+impl ImageCatalog {
+    /// Opens the catalog's trees in the store's database.
+    pub fn new(store: Store) -> Result<ImageCatalog, CatalogError> {
+        let manifests = store.db().open_tree("oci/manifests")?;
+        let tag_checked = store.db().open_tree("oci/tag-checked")?;
+        Ok(ImageCatalog {
+            store,
+            manifests,
+            tag_checked,
+        })
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Stores manifest bytes for `name` (byte-exact), records its media type and children, and
+    /// names it by digest so it survives GC. Returns the digest and the parsed manifest.
+    pub async fn put_manifest(
+        &self,
+        name: &ImageName,
+        bytes: &[u8],
+        content_type: Option<&str>,
+    ) -> Result<(Digest, Manifest), CatalogError> {
+        let manifest = parse_manifest(bytes, content_type)?;
+        let digest = self.store.put_bytes(bytes).await?;
+        self.record_manifest(name, &digest, &manifest, bytes.len() as u64)?;
+        Ok((digest, manifest))
+    }
+
+    /// Records an already-stored manifest blob (e.g. imported from a layout).
+    pub fn record_manifest(
+        &self,
+        name: &ImageName,
+        digest: &Digest,
+        manifest: &Manifest,
+        size: u64,
+    ) -> Result<(), CatalogError> {
+        let record = ManifestRecord {
+            media_type: manifest.media_type.clone(),
+            size,
+        };
+        self.manifests.insert(
+            digest.as_bytes(),
+            serde_json::to_vec(&record).expect("record serialises"),
+        )?;
+        let children: Vec<Digest> = manifest.children().map(|d| d.digest).collect();
+        self.store.set_children(digest, &children)?;
+        self.store
+            .set_ref(DIGEST_KIND, &digest_key(name, digest), digest)?;
+        Ok(())
+    }
+
+    /// The record of a stored manifest, if the digest is a known manifest.
+    pub fn manifest(&self, digest: &Digest) -> Option<ManifestRecord> {
+        let raw = self.manifests.get(digest.as_bytes()).ok()??;
+        serde_json::from_slice(&raw).ok()
+    }
+
+    /// Points `name:tag` at a stored manifest and marks the tag as just checked.
+    pub fn set_tag(
+        &self,
+        name: &ImageName,
+        tag: &str,
+        digest: &Digest,
+    ) -> Result<(), CatalogError> {
+        let key = tag_key(name, tag);
+        self.store.set_ref(TAG_KIND, &key, digest)?;
+        self.tag_checked
+            .insert(key.as_bytes(), &now_secs().to_be_bytes())?;
+        Ok(())
+    }
+
+    /// Marks `name:tag` as checked against the upstream now.
+    pub fn touch_tag(&self, name: &ImageName, tag: &str) -> Result<(), CatalogError> {
+        self.tag_checked
+            .insert(tag_key(name, tag).as_bytes(), &now_secs().to_be_bytes())?;
+        Ok(())
+    }
+
+    /// The digest `name:tag` points at, and how many seconds ago the upstream confirmed it.
+    pub fn tag(&self, name: &ImageName, tag: &str) -> Result<Option<(Digest, u64)>, CatalogError> {
+        let key = tag_key(name, tag);
+        let Some(digest) = self.store.get_ref(TAG_KIND, &key)? else {
+            return Ok(None);
+        };
+        let checked = self
+            .tag_checked
+            .get(key.as_bytes())?
+            .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
+            .unwrap_or(0);
+        Ok(Some((digest, now_secs().saturating_sub(checked))))
+    }
+
+    /// Removes a tag (the content stays until GC).
+    pub fn delete_tag(&self, name: &ImageName, tag: &str) -> Result<(), CatalogError> {
+        let key = tag_key(name, tag);
+        self.store.delete_ref(TAG_KIND, &key)?;
+        self.tag_checked.remove(key.as_bytes())?;
+        Ok(())
+    }
+
+    /// Tags of a repository, sorted.
+    pub fn tags(&self, name: &ImageName) -> Result<Vec<String>, CatalogError> {
+        let prefix = format!("{name}:");
+        Ok(self
+            .store
+            .list_refs(TAG_KIND)?
+            .into_iter()
+            .filter_map(|(k, _)| k.strip_prefix(&prefix).map(str::to_string))
+            .filter(|t| !t.contains('/'))
+            .collect())
+    }
+
+    /// True if the repository has any tag or any manifest recorded.
+    pub fn has_repository(&self, name: &ImageName) -> Result<bool, CatalogError> {
+        let tag_prefix = format!("{name}:");
+        let digest_prefix = format!("{name}@");
+        Ok(self
+            .store
+            .list_refs(TAG_KIND)?
+            .iter()
+            .any(|(k, _)| k.starts_with(&tag_prefix))
+            || self
+                .store
+                .list_refs(DIGEST_KIND)?
+                .iter()
+                .any(|(k, _)| k.starts_with(&digest_prefix)))
+    }
+
+    /// Every blob (manifests included) reachable from `root`, each once, root first.
+    pub fn closure(&self, root: &Digest) -> Result<Vec<Digest>, CatalogError> {
+        let mut seen = HashSet::new();
+        let mut order = Vec::new();
+        let mut stack = vec![*root];
+        while let Some(d) = stack.pop() {
+            if !seen.insert(d) {
+                continue;
+            }
+            order.push(d);
+            let mut children = self.store.children(&d)?;
+            children.reverse();
+            stack.extend(children);
+        }
+        Ok(order)
+    }
+
+    /// All tagged images, plus manifests known only by digest that no tag reaches.
+    pub fn list(&self) -> Result<Vec<CatalogEntry>, CatalogError> {
+        let mut out = Vec::new();
+        let mut tagged_roots = BTreeSet::new();
+        let tags: BTreeMap<String, Digest> = self.store.list_refs(TAG_KIND)?.into_iter().collect();
+        for (reference, digest) in &tags {
+            tagged_roots.insert(*digest);
+            out.push(self.entry(reference.clone(), digest)?);
+        }
+        let mut reachable = HashSet::new();
+        for root in &tagged_roots {
+            reachable.extend(self.closure(root)?);
+        }
+        for (reference, digest) in self.store.list_refs(DIGEST_KIND)? {
+            if !reachable.contains(&digest) {
+                reachable.extend(self.closure(&digest)?);
+                out.push(self.entry(reference, &digest)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn entry(&self, reference: String, digest: &Digest) -> Result<CatalogEntry, CatalogError> {
+        let mut stored_bytes = 0;
+        let mut missing_blobs = 0;
+        for d in self.closure(digest)? {
+            match self.store.stat(&d) {
+                Some(info) => stored_bytes += info.size,
+                None => missing_blobs += 1,
+            }
+        }
+        Ok(CatalogEntry {
+            reference,
+            digest: *digest,
+            media_type: self
+                .manifest(digest)
+                .map(|r| r.media_type)
+                .unwrap_or_default(),
+            stored_bytes,
+            missing_blobs,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::manifest::media;
+
+    async fn catalog() -> (tempfile::TempDir, ImageCatalog) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        (dir, ImageCatalog::new(store).unwrap())
+    }
+
+    fn image_manifest(config: &Digest, layer: &Digest) -> Vec<u8> {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","config":{{"mediaType":"{}","digest":"{config}","size":2}},"layers":[{{"mediaType":"{}","digest":"{layer}","size":5}}]}}"#,
+            media::OCI_MANIFEST,
+            media::OCI_CONFIG,
+            media::OCI_LAYER_GZIP
+        )
+        .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn tags_manifests_closure_and_gc_liveness() {
+        let (_dir, cat) = catalog().await;
+        let store = cat.store().clone();
+        let config = store.put_bytes(b"{}").await.unwrap();
+        let layer = store.put_bytes(b"layer").await.unwrap();
+        let name = ImageName::new("ghcr.io", "siderolabs/test").unwrap();
+        let (digest, m) = cat
+            .put_manifest(&name, &image_manifest(&config, &layer), None)
+            .await
+            .unwrap();
+        assert_eq!(m.media_type, media::OCI_MANIFEST);
+        assert_eq!(
+            cat.manifest(&digest).unwrap().media_type,
+            media::OCI_MANIFEST
+        );
+        cat.set_tag(&name, "v1", &digest).unwrap();
+        let (d, age) = cat.tag(&name, "v1").unwrap().unwrap();
+        assert_eq!(d, digest);
+        assert!(age < 5);
+        assert_eq!(cat.tags(&name).unwrap(), vec!["v1".to_string()]);
+        assert!(cat.has_repository(&name).unwrap());
+        assert!(
+            !cat.has_repository(&ImageName::new("ghcr.io", "siderolabs/other").unwrap())
+                .unwrap()
+        );
+        assert_eq!(cat.closure(&digest).unwrap(), vec![digest, config, layer]);
+
+        // GC keeps the whole image: it is reachable from its tag and its digest ref.
+        let report = store.gc(std::time::Duration::ZERO).unwrap();
+        assert_eq!(report.removed, 0);
+        let list = cat.list().unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].reference, "ghcr.io/siderolabs/test:v1");
+        assert_eq!(list[0].missing_blobs, 0);
+        assert!(list[0].stored_bytes > 7);
+
+        cat.delete_tag(&name, "v1").unwrap();
+        assert!(cat.tag(&name, "v1").unwrap().is_none());
+    }
+}

@@ -1,0 +1,147 @@
+//! OCI distribution error documents: `{"errors":[{"code","message","detail"}]}`.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::upstream::{MirrorError, UpstreamError};
+
+/// An error answered by the registry API.
+#[derive(Debug, Clone)]
+pub struct RegistryError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// OCI error code (`MANIFEST_UNKNOWN`, …).
+    pub code: &'static str,
+    /// Human-readable message.
+    pub message: String,
+    /// Seconds for `Retry-After` (on 503).
+    pub retry_after: Option<u64>,
+}
+
+impl RegistryError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> RegistryError {
+        RegistryError {
+            status,
+            code,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 404 `MANIFEST_UNKNOWN`.
+    pub fn manifest_unknown(message: &str) -> RegistryError {
+        Self::new(StatusCode::NOT_FOUND, "MANIFEST_UNKNOWN", message)
+    }
+
+    /// 400 `DIGEST_INVALID`.
+    pub fn digest_invalid(digest: &str) -> RegistryError {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "DIGEST_INVALID",
+            format!("invalid digest {digest:?}: want sha256:<64 hex>"),
+        )
+    }
+
+    /// 400 `NAME_INVALID`.
+    pub fn name_invalid(message: &str) -> RegistryError {
+        Self::new(StatusCode::BAD_REQUEST, "NAME_INVALID", message)
+    }
+
+    /// 404 for a path that is not part of the API.
+    pub fn not_found_route(path: &str) -> RegistryError {
+        let shown: String = path.chars().take(200).collect();
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "NAME_UNKNOWN",
+            format!("unknown registry path {shown:?}"),
+        )
+    }
+
+    /// 405 `UNSUPPORTED`: this registry is pull-only.
+    pub fn unsupported() -> RegistryError {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "UNSUPPORTED",
+            "bootfactory's registry is pull-only: import images with `bootfactory mirror import` or pull them through the mirror",
+        )
+    }
+
+    /// 400 with any code.
+    pub fn bad_request(code: &'static str, message: &str) -> RegistryError {
+        Self::new(StatusCode::BAD_REQUEST, code, message)
+    }
+
+    /// 500; the cause is logged.
+    pub fn internal(cause: &str) -> RegistryError {
+        tracing::error!(error = %cause, "registry internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "UNKNOWN",
+            "internal error",
+        )
+    }
+
+    /// Maps a mirror failure; `unknown_code` is the code for "does not exist" on this route.
+    pub fn from_mirror(e: MirrorError, unknown_code: &'static str) -> RegistryError {
+        match e {
+            MirrorError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, unknown_code, m),
+            // Offline and not stored: it will not appear by retrying, so say so at once.
+            e @ MirrorError::Offline(_) => {
+                Self::new(StatusCode::NOT_FOUND, unknown_code, e.to_string())
+            }
+            e @ MirrorError::NotAllowed(_) => {
+                Self::new(StatusCode::FORBIDDEN, "DENIED", e.to_string())
+            }
+            MirrorError::Upstream(u) => match u {
+                UpstreamError::NotFound { message, .. } => {
+                    Self::new(StatusCode::NOT_FOUND, unknown_code, message)
+                }
+                UpstreamError::Denied { registry, message } => Self::new(
+                    StatusCode::FORBIDDEN,
+                    "DENIED",
+                    format!(
+                        "upstream {registry} refused access (configure credentials in upstream.registries): {message}"
+                    ),
+                ),
+                UpstreamError::Unavailable { registry, message } => RegistryError {
+                    retry_after: Some(30),
+                    ..Self::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "UNAVAILABLE",
+                        format!(
+                            "upstream {registry} is unavailable and the content is not cached: {message}"
+                        ),
+                    )
+                },
+                UpstreamError::Corrupt { message, .. }
+                | UpstreamError::Protocol { message, .. } => {
+                    Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
+                }
+            },
+            MirrorError::Catalog(c) => {
+                Self::new(StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", c.to_string())
+            }
+            MirrorError::Store(s) => Self::internal(&s.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for RegistryError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({
+            "errors": [{ "code": self.code, "message": self.message, "detail": null }]
+        })
+        .to_string();
+        let mut response = (self.status, body).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

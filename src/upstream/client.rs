@@ -1,0 +1,443 @@
+//! One upstream registry, reached through `oci-client`: tag resolution (HEAD), manifests,
+//! streamed blobs and tag lists, with the anonymous bearer-token flow (what ghcr.io needs) or
+//! configured credentials, per-request timeouts, and retries with backoff for transient errors.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::errors::OciDistributionError;
+use oci_client::secrets::RegistryAuth;
+use oci_client::{Client, Reference};
+
+use super::UpstreamError;
+use crate::config::{Config, UpstreamRegistry};
+use crate::oci::{TagOrDigest, media};
+use crate::store::Digest;
+
+/// How a registry host is reached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    /// The registry host as image names spell it (`ghcr.io`).
+    pub registry: String,
+    /// `host[:port]` actually contacted.
+    pub authority: String,
+    /// Plain HTTP instead of HTTPS.
+    pub plain_http: bool,
+}
+
+impl Endpoint {
+    /// Where `registry` is reached according to the configuration: an explicit
+    /// `upstream.registries.<host>.endpoint`, else `https://<host>` (`registry-1.docker.io` for
+    /// `docker.io`), over HTTP when marked insecure.
+    pub fn resolve(config: &Config, registry: &str) -> Endpoint {
+        let settings = config.upstream.registries.get(registry);
+        let insecure = settings.is_some_and(|s| s.insecure)
+            || (registry == config.artifacts.core.registry && config.artifacts.core.insecure);
+        if let Some(s) = settings.filter(|s| !s.endpoint.is_empty()) {
+            let (plain_http, rest) = match s.endpoint.strip_prefix("http://") {
+                Some(rest) => (true, rest),
+                None => (false, s.endpoint.trim_start_matches("https://")),
+            };
+            let authority = rest.split('/').next().unwrap_or(rest).to_string();
+            return Endpoint {
+                registry: registry.to_string(),
+                authority,
+                plain_http,
+            };
+        }
+        let authority = if registry == crate::oci::reference::DOCKER_HUB {
+            "registry-1.docker.io".to_string()
+        } else {
+            registry.to_string()
+        };
+        Endpoint {
+            registry: registry.to_string(),
+            authority,
+            plain_http: insecure,
+        }
+    }
+
+    /// `http(s)://authority` for messages.
+    pub fn url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.plain_http { "http" } else { "https" },
+            self.authority
+        )
+    }
+}
+
+/// A streamed upstream blob.
+pub struct BlobStream {
+    /// `Content-Length`, when the upstream sent one.
+    pub content_length: Option<u64>,
+    /// The bytes (not verified here; the caller verifies while storing).
+    pub stream: BoxStream<'static, std::io::Result<Bytes>>,
+}
+
+/// A client for one upstream registry.
+pub struct RegistryClient {
+    endpoint: Endpoint,
+    auth: RegistryAuth,
+    timeout: Duration,
+    retries: u32,
+    client: Mutex<Arc<Client>>,
+    /// After repeated connection failures the registry is considered down until this instant,
+    /// so requests that can fall back to the store do not each wait for timeouts.
+    down_until: Mutex<Option<Instant>>,
+}
+
+/// How long a registry stays marked unreachable after requests to it kept failing.
+const DOWN_PERIOD: Duration = Duration::from_secs(30);
+
+/// How hard a request tries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempts {
+    /// Retry transient errors with backoff (`upstream.retries`).
+    Patient,
+    /// One attempt, and none while the registry is marked down: for revalidations that can
+    /// fall back to a stored copy.
+    Quick,
+}
+
+impl RegistryClient {
+    /// Builds a client for `registry` from the configuration.
+    pub fn new(config: &Config, registry: &str) -> RegistryClient {
+        crate::init_crypto();
+        let endpoint = Endpoint::resolve(config, registry);
+        let settings = config
+            .upstream
+            .registries
+            .get(registry)
+            .cloned()
+            .unwrap_or_default();
+        let timeout = Duration::from_secs(config.upstream.timeout_seconds.max(1));
+        let client = Mutex::new(Arc::new(build_client(&endpoint, timeout)));
+        RegistryClient {
+            auth: auth_of(&settings),
+            endpoint,
+            timeout,
+            retries: config.upstream.retries,
+            client,
+            down_until: Mutex::new(None),
+        }
+    }
+
+    /// Where this client connects.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    fn reference(&self, repository: &str, target: &TagOrDigest) -> Reference {
+        match target {
+            TagOrDigest::Tag(t) => Reference::with_tag(
+                self.endpoint.authority.clone(),
+                repository.to_string(),
+                t.clone(),
+            ),
+            TagOrDigest::Digest(d) => Reference::with_digest(
+                self.endpoint.authority.clone(),
+                repository.to_string(),
+                d.to_string(),
+            ),
+        }
+    }
+
+    fn current(&self) -> Arc<Client> {
+        self.client.lock().expect("client lock").clone()
+    }
+
+    /// Drops cached tokens (a fresh `oci-client` instance), after an upstream 401.
+    fn reset(&self) {
+        *self.client.lock().expect("client lock") =
+            Arc::new(build_client(&self.endpoint, self.timeout));
+    }
+
+    /// Runs `op` with a timeout per attempt, retrying transient failures with exponential
+    /// backoff and re-authenticating once after a 401.
+    async fn call<T, F, Fut>(
+        &self,
+        what: &str,
+        attempts: Attempts,
+        op: F,
+    ) -> Result<T, UpstreamError>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
+    {
+        if attempts == Attempts::Quick {
+            if let Some(until) = *self.down_until.lock().expect("down lock") {
+                if Instant::now() < until {
+                    return Err(UpstreamError::Unavailable {
+                        registry: self.endpoint.registry.clone(),
+                        message: format!(
+                            "{what}: {} failed recently; not retrying yet",
+                            self.endpoint.url()
+                        ),
+                    });
+                }
+            }
+        }
+        let retries = if attempts == Attempts::Quick {
+            0
+        } else {
+            self.retries
+        };
+        let mut attempt = 0;
+        let mut reauthenticated = false;
+        loop {
+            let result = tokio::time::timeout(self.timeout, op(self.current())).await;
+            let err = match result {
+                Ok(Ok(v)) => {
+                    *self.down_until.lock().expect("down lock") = None;
+                    return Ok(v);
+                }
+                Ok(Err(e)) => classify(&self.endpoint, what, e),
+                Err(_) => UpstreamError::Unavailable {
+                    registry: self.endpoint.registry.clone(),
+                    message: format!(
+                        "{what}: no answer from {} within {:?}",
+                        self.endpoint.url(),
+                        self.timeout
+                    ),
+                },
+            };
+            match &err {
+                UpstreamError::Denied { .. } if !reauthenticated => {
+                    reauthenticated = true;
+                    self.reset();
+                }
+                UpstreamError::Unavailable { .. } if attempt < retries => {
+                    let backoff = Duration::from_millis(250 * 4u64.pow(attempt.min(5)));
+                    tracing::warn!(registry = %self.endpoint.registry, %what, error = %err, ?backoff, "upstream request failed; retrying");
+                    attempt += 1;
+                    tokio::time::sleep(backoff).await;
+                }
+                UpstreamError::Unavailable { .. } => {
+                    *self.down_until.lock().expect("down lock") =
+                        Some(Instant::now() + DOWN_PERIOD);
+                    return Err(err);
+                }
+                _ => {
+                    *self.down_until.lock().expect("down lock") = None;
+                    return Err(err);
+                }
+            }
+        }
+    }
+
+    /// Resolves a tag to its manifest digest (HEAD, falling back to GET).
+    pub async fn resolve_tag(
+        &self,
+        repository: &str,
+        tag: &str,
+        attempts: Attempts,
+    ) -> Result<Digest, UpstreamError> {
+        let reference = self.reference(repository, &TagOrDigest::Tag(tag.to_string()));
+        let what = format!("resolve {}/{repository}:{tag}", self.endpoint.registry);
+        let digest = self
+            .call(&what, attempts, |c| {
+                let r = reference.clone();
+                let auth = self.auth.clone();
+                async move { c.fetch_manifest_digest(&r, &auth).await }
+            })
+            .await?;
+        parse_digest(&self.endpoint, &digest)
+    }
+
+    /// Fetches manifest bytes (digest-verified by `oci-client` when asked by digest).
+    pub async fn fetch_manifest(
+        &self,
+        repository: &str,
+        target: &TagOrDigest,
+    ) -> Result<(Bytes, Digest), UpstreamError> {
+        let reference = self.reference(repository, target);
+        let what = format!("manifest {}/{repository}:{target}", self.endpoint.registry);
+        let (bytes, digest) = self
+            .call(&what, Attempts::Patient, |c| {
+                let r = reference.clone();
+                let auth = self.auth.clone();
+                async move { c.pull_manifest_raw(&r, &auth, &media::MANIFEST_TYPES).await }
+            })
+            .await?;
+        let digest = parse_digest(&self.endpoint, &digest)?;
+        if Digest::of_bytes(&bytes) != digest {
+            return Err(UpstreamError::Corrupt {
+                registry: self.endpoint.registry.clone(),
+                message: format!("{what}: body does not hash to {digest}"),
+            });
+        }
+        Ok((bytes, digest))
+    }
+
+    /// Opens a blob as a stream (the caller hashes and verifies it).
+    pub async fn open_blob(
+        &self,
+        repository: &str,
+        digest: &Digest,
+    ) -> Result<BlobStream, UpstreamError> {
+        let reference = self.reference(repository, &TagOrDigest::Digest(*digest));
+        let what = format!("blob {}/{repository}@{digest}", self.endpoint.registry);
+        let digest_text = digest.to_string();
+        let sized = self
+            .call(&what, Attempts::Patient, |c| {
+                let r = reference.clone();
+                let auth = self.auth.clone();
+                let d = digest_text.clone();
+                async move {
+                    // Authenticate first (pull_blob_stream reuses stored credentials only).
+                    c.store_auth_if_needed(r.resolve_registry(), &auth).await;
+                    c.pull_blob_stream(&r, d.as_str()).await
+                }
+            })
+            .await?;
+        Ok(BlobStream {
+            content_length: sized.content_length,
+            stream: sized.stream,
+        })
+    }
+
+    /// Lists all tags of a repository (following pagination).
+    pub async fn list_tags(&self, repository: &str) -> Result<Vec<String>, UpstreamError> {
+        let reference = self.reference(repository, &TagOrDigest::Tag("latest".into()));
+        let what = format!("tags of {}/{repository}", self.endpoint.registry);
+        let mut tags: Vec<String> = Vec::new();
+        loop {
+            let last = tags.last().cloned();
+            let page = self
+                .call(&what, Attempts::Quick, |c| {
+                    let r = reference.clone();
+                    let auth = self.auth.clone();
+                    let last = last.clone();
+                    async move { c.list_tags(&r, &auth, Some(1000), last.as_deref()).await }
+                })
+                .await?;
+            let n = page.tags.len();
+            tags.extend(page.tags);
+            if n < 1000 {
+                break;
+            }
+        }
+        tags.sort();
+        tags.dedup();
+        Ok(tags)
+    }
+}
+
+fn build_client(endpoint: &Endpoint, timeout: Duration) -> Client {
+    Client::new(ClientConfig {
+        protocol: if endpoint.plain_http {
+            ClientProtocol::Http
+        } else {
+            ClientProtocol::Https
+        },
+        connect_timeout: Some(timeout.min(Duration::from_secs(10))),
+        read_timeout: Some(timeout),
+        user_agent: concat!("bootfactory/", env!("CARGO_PKG_VERSION")),
+        ..Default::default()
+    })
+}
+
+fn auth_of(settings: &UpstreamRegistry) -> RegistryAuth {
+    if !settings.token.is_empty() {
+        RegistryAuth::Bearer(settings.token.clone())
+    } else if !settings.username.is_empty() {
+        RegistryAuth::Basic(settings.username.clone(), settings.password.clone())
+    } else {
+        RegistryAuth::Anonymous
+    }
+}
+
+fn parse_digest(endpoint: &Endpoint, text: &str) -> Result<Digest, UpstreamError> {
+    text.parse().map_err(|_| UpstreamError::Protocol {
+        registry: endpoint.registry.clone(),
+        message: format!("unsupported digest {text:?} (only sha256 is supported)"),
+    })
+}
+
+/// Maps `oci-client` errors onto what the mirror must do with them.
+fn classify(endpoint: &Endpoint, what: &str, e: OciDistributionError) -> UpstreamError {
+    let registry = endpoint.registry.clone();
+    let message = format!("{what}: {e}");
+    match &e {
+        OciDistributionError::RegistryError { envelope, .. } => {
+            let codes: Vec<String> = envelope
+                .errors
+                .iter()
+                .map(|err| format!("{:?}", err.code).to_uppercase())
+                .collect();
+            if codes
+                .iter()
+                .any(|c| c.contains("UNKNOWN") && !c.contains("UPLOAD"))
+            {
+                UpstreamError::NotFound { registry, message }
+            } else if codes
+                .iter()
+                .any(|c| c.contains("UNAUTHORIZED") || c.contains("DENIED"))
+            {
+                UpstreamError::Denied { registry, message }
+            } else if codes.iter().any(|c| c.contains("TOOMANYREQUESTS")) {
+                UpstreamError::Unavailable { registry, message }
+            } else {
+                UpstreamError::Protocol { registry, message }
+            }
+        }
+        OciDistributionError::ImageManifestNotFoundError(_) => {
+            UpstreamError::NotFound { registry, message }
+        }
+        OciDistributionError::ServerError { code, .. } => match code {
+            404 => UpstreamError::NotFound { registry, message },
+            401 | 403 => UpstreamError::Denied { registry, message },
+            408 | 429 | 500..=599 => UpstreamError::Unavailable { registry, message },
+            _ => UpstreamError::Protocol { registry, message },
+        },
+        OciDistributionError::UnauthorizedError { .. }
+        | OciDistributionError::AuthenticationFailure(_) => {
+            UpstreamError::Denied { registry, message }
+        }
+        OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
+            UpstreamError::Unavailable { registry, message }
+        }
+        OciDistributionError::DigestError(_) => UpstreamError::Corrupt { registry, message },
+        _ => UpstreamError::Protocol { registry, message },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_follow_configuration() {
+        let mut config = Config::default();
+        assert_eq!(
+            Endpoint::resolve(&config, "ghcr.io"),
+            Endpoint {
+                registry: "ghcr.io".into(),
+                authority: "ghcr.io".into(),
+                plain_http: false
+            }
+        );
+        assert_eq!(
+            Endpoint::resolve(&config, "docker.io").authority,
+            "registry-1.docker.io"
+        );
+        config.upstream.registries.insert(
+            "ghcr.io".into(),
+            UpstreamRegistry {
+                endpoint: "http://127.0.0.1:5000/".into(),
+                ..Default::default()
+            },
+        );
+        let e = Endpoint::resolve(&config, "ghcr.io");
+        assert_eq!(e.authority, "127.0.0.1:5000");
+        assert!(e.plain_http);
+        assert_eq!(e.url(), "http://127.0.0.1:5000");
+        config.artifacts.core.registry = "harbor.local".into();
+        config.artifacts.core.insecure = true;
+        assert!(Endpoint::resolve(&config, "harbor.local").plain_http);
+    }
+}
