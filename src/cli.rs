@@ -127,15 +127,25 @@ enum ConfigCommand {
 pub fn command() -> clap::Command {
     let mut cmd = Cli::command();
     for spec in keys::KEYS {
-        cmd = cmd.arg(
-            Arg::new(spec.key)
-                .long(spec.flag)
-                .env(spec.env())
-                .value_name("VALUE")
-                .help(spec.help)
-                .global(true)
-                .help_heading("Configuration (flag > BOOTFACTORY_* env > --config file)"),
-        );
+        let mut arg = Arg::new(spec.key)
+            .long(spec.flag)
+            .env(spec.env())
+            .value_name("VALUE")
+            .help(spec.help)
+            .global(true)
+            .help_heading("Configuration (flag > BOOTFACTORY_* env > --config file)");
+        if matches!(
+            keys::default_value(spec.key),
+            Some(serde_yaml::Value::Bool(_))
+        ) {
+            // `--offline` alone means true; `--offline=false` turns it off.
+            arg = arg
+                .value_name("BOOL")
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true");
+        }
+        cmd = cmd.arg(arg);
     }
     cmd
 }

@@ -18,7 +18,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 
 # Debian packages the tests use:
 #   golang-go, golang-gopkg-yaml.v3-dev  the schematic ID oracle (real go-yaml v3)
-packages=(golang-go golang-gopkg-yaml.v3-dev)
+#   docker-registry                      a real upstream registry (CNCF distribution)
+#   skopeo, podman                       real registry clients
+#   cpio                                 byte-exact comparison for our cpio writer
+packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio)
 
 install_packages() {
     local missing=()
@@ -46,7 +49,7 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "==> cargo test"
-export BOOTFACTORY_REQUIRE_ORACLE=1
+export BOOTFACTORY_REQUIRE_ORACLE=1 BOOTFACTORY_REQUIRE_TOOLS=1
 cargo test --all-targets --locked
 echo "==> doc tests"
 cargo test --doc --locked

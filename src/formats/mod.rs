@@ -1,1 +1,3 @@
 //! File formats written by hand where no crate fits.
+
+pub mod cpio;

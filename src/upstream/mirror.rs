@@ -176,11 +176,14 @@ impl Mirror {
     /// A stored manifest, if both its record and its bytes are present.
     fn local_manifest(&self, digest: &Digest) -> Option<ManifestHit> {
         let record = self.catalog.manifest(digest)?;
-        self.catalog.store().contains(digest).then_some(ManifestHit {
-            digest: *digest,
-            media_type: record.media_type,
-            size: record.size,
-        })
+        self.catalog
+            .store()
+            .contains(digest)
+            .then_some(ManifestHit {
+                digest: *digest,
+                media_type: record.media_type,
+                size: record.size,
+            })
     }
 
     /// Resolves a manifest by tag or digest (see the module docs for the policy).
