@@ -1,6 +1,7 @@
 //! OCI data model: references, media types, manifests, the local image catalog, layouts.
 
 pub mod catalog;
+pub mod flatten;
 pub mod layout;
 pub mod manifest;
 pub mod reference;
