@@ -56,7 +56,9 @@ fn main() {
             .parse()
             .ok()
             .filter(|n| *n >= 1)
-            .unwrap_or_else(|| panic!("BENCH_BLOB_MB must be a whole number of MiB >= 1, got {v:?}")),
+            .unwrap_or_else(|| {
+                panic!("BENCH_BLOB_MB must be a whole number of MiB >= 1, got {v:?}")
+            }),
         Err(_) => DEFAULT_BLOB_MB,
     };
     if let Ok(filter) = std::env::var("BENCH_LOG") {
@@ -71,58 +73,89 @@ fn main() {
         .enable_all()
         .build()
         .expect("tokio runtime");
+    // Everything that needs cleaning up (the registries' processes, bootfactory, temporary
+    // directories) is owned by the `bench` future, so Ctrl-C drops it and cleans up too.
+    let results = runtime.block_on(async {
+        tokio::select! {
+            results = bench(blob_mb) => Some(results),
+            _ = tokio::signal::ctrl_c() => None,
+        }
+    });
+    drop(runtime); // waits for blocking setup work that was still running
+    match results {
+        Some(results) => results.print(blob_mb),
+        None => {
+            eprintln!("interrupted: servers stopped, temporary files removed");
+            std::process::exit(130);
+        }
+    }
+}
 
+/// Runs `f` on the blocking pool (process starts, file writing, skopeo), re-raising its panic.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(v) => v,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Sets up the image, the upstream, both mirrors; measures; tears everything down.
+async fn bench(blob_mb: u64) -> Results {
     eprintln!("[setup] writing the test image ({blob_mb} MiB layer) as an OCI layout");
-    let image = TestImage::build(blob_mb << 20);
+    let image = blocking(move || TestImage::build(blob_mb << 20)).await;
 
     eprintln!("[setup] starting the upstream docker-registry and pushing the image");
-    let upstream = DockerRegistry::start(None);
+    let upstream = blocking(|| DockerRegistry::start(None)).await;
+    let layout = format!("oci:{}:{TAG}", image.dir.path().display());
     let upstream_ref = format!("docker://{}/{REPO}:{TAG}", upstream.addr);
-    skopeo_ok(&[
-        "copy",
-        // The layers are uncompressed on purpose (random bytes do not compress); without this
-        // skopeo would gzip them for the registry and change every digest.
-        "--preserve-digests",
-        "--dest-tls-verify=false",
-        &format!("oci:{}:{TAG}", image.dir.path().display()),
-        &upstream_ref,
-    ]);
-    let upstream_digest = skopeo_ok(&[
-        "inspect",
-        "--tls-verify=false",
-        "--format",
-        "{{.Digest}}",
-        &upstream_ref,
-    ]);
+    let upstream_digest = blocking(move || {
+        skopeo_ok(&[
+            "copy",
+            // The layers are uncompressed on purpose (random bytes do not compress); without
+            // this skopeo would gzip them for the registry and change every digest.
+            "--preserve-digests",
+            "--dest-tls-verify=false",
+            &layout,
+            &upstream_ref,
+        ]);
+        skopeo_ok(&[
+            "inspect",
+            "--tls-verify=false",
+            "--format",
+            "{{.Digest}}",
+            &upstream_ref,
+        ])
+    })
+    .await;
     assert_eq!(
         upstream_digest.trim(),
         image.manifest_digest,
-        "upstream docker-registry holds a different manifest than the one pushed"
+        "the upstream docker-registry holds a different manifest than the one pushed"
     );
 
     eprintln!("[setup] starting docker-registry in proxy mode");
-    let peer_registry = DockerRegistry::start(Some(&upstream.url()));
+    let upstream_url = upstream.url();
+    let peer_registry = blocking(move || DockerRegistry::start(Some(&upstream_url))).await;
 
-    let result = runtime.block_on(async {
-        let registries = format!("{{ghcr.io: {{endpoint: '{}'}}}}", upstream.url());
-        eprintln!("[setup] starting bootfactory");
-        let server = TestServer::start(&[
-            ("upstream.registries", registries.as_str()),
-            ("upstream.tagTTLSeconds", "300"),
-            ("mirror.defaultRegistry", "ghcr.io"),
-        ])
-        .await;
-        let peer = Target::new("docker-registry (proxy)", peer_registry.url());
-        let ours = Target::new("bootfactory", server.url.clone());
-        let results = run(&image, &peer, &ours).await;
-        server.stop().await;
-        results
-    });
+    eprintln!("[setup] starting bootfactory");
+    let registries = format!("{{ghcr.io: {{endpoint: '{}'}}}}", upstream.url());
+    let server = TestServer::start(&[
+        ("upstream.registries", registries.as_str()),
+        ("upstream.tagTTLSeconds", "300"),
+        ("mirror.defaultRegistry", "ghcr.io"),
+    ])
+    .await;
+
+    let direct = Target::new("upstream docker-registry", upstream.url());
+    let peer = Target::new("docker-registry (proxy)", peer_registry.url());
+    let ours = Target::new("bootfactory", server.url.clone());
+    let results = run(&image, &direct, &peer, &ours).await;
+
+    server.stop().await;
     drop(peer_registry);
     drop(upstream);
-    drop(image);
-
-    result.print(blob_mb);
+    blocking(move || drop(image)).await;
+    results
 }
 
 /// One server under test and its keep-alive client.
@@ -305,10 +338,7 @@ async fn get_manifest(t: &Target, reference: &str, expect: &TestImage) {
         .get("docker-content-digest")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let body = response
-        .bytes()
-        .await
-        .unwrap_or_else(|e| fail(t, &what, e));
+    let body = response.bytes().await.unwrap_or_else(|e| fail(t, &what, e));
     if status != reqwest::StatusCode::OK {
         fail(
             t,
@@ -356,7 +386,9 @@ async fn head_blob(t: &Target, blob: &BlobRef) -> bool {
             format!("Content-Length {length:?}, expected {}", blob.size),
         );
     }
-    response.headers().contains_key(reqwest::header::ACCEPT_RANGES)
+    response
+        .headers()
+        .contains_key(reqwest::header::ACCEPT_RANGES)
 }
 
 /// The outcome of one blob GET.
@@ -425,15 +457,16 @@ async fn get_small(t: &Target, client: &reqwest::Client, blob: &BlobRef) {
         .await
         .unwrap_or_else(|e| fail(t, &what, e));
     let status = response.status();
-    let body = response
-        .bytes()
-        .await
-        .unwrap_or_else(|e| fail(t, &what, e));
+    let body = response.bytes().await.unwrap_or_else(|e| fail(t, &what, e));
     if status != reqwest::StatusCode::OK || body.len() as u64 != blob.size {
         fail(
             t,
             &what,
-            format!("status {status}, {} bytes, expected {}", body.len(), blob.size),
+            format!(
+                "status {status}, {} bytes, expected {}",
+                body.len(),
+                blob.size
+            ),
         );
     }
 }
@@ -456,8 +489,11 @@ async fn pull_until_cached(t: &Target, blob: &BlobRef) -> usize {
 }
 
 /// Flushes dirty pages so that write-back of earlier steps does not land in a measurement.
-fn sync_disks() {
-    let _ = std::process::Command::new("sync").status();
+async fn sync_disks() {
+    blocking(|| {
+        let _ = std::process::Command::new("sync").status();
+    })
+    .await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -535,6 +571,7 @@ async fn concurrent_round(t: &Target, clients: &[reqwest::Client], blob: &BlobRe
 
 /// Everything measured, per server: index 0 is docker-registry, 1 is bootfactory.
 struct Results {
+    upstream_direct: f64,
     cold: [f64; 2],
     warm: [Vec<f64>; 2],
     warm_extra_pulls: [usize; 2],
@@ -544,14 +581,21 @@ struct Results {
     concurrent: [Vec<f64>; 2],
 }
 
-async fn run(image: &TestImage, peer: &Target, ours: &Target) -> Results {
+async fn run(image: &TestImage, direct: &Target, peer: &Target, ours: &Target) -> Results {
     let targets = [peer, ours];
 
     eprintln!("[check] manifest GET by tag through both");
     for t in targets {
         get_manifest(t, TAG, image).await;
     }
-    sync_disks();
+
+    // Reference: the same layer straight from the upstream (also puts it in the page cache, so
+    // that neither cold pull pays for the upstream's disk reads).
+    eprintln!("[reference] GET of the layer straight from the upstream");
+    let upstream_direct = pull_blob(direct, &direct.client, &image.big)
+        .await
+        .mb_per_s(image.big.size);
+    sync_disks().await;
 
     // 1. Cold: bootfactory first, because distribution keeps downloading in the background
     // after its client got the last byte (it fetches a missed blob twice: one stream for the
@@ -559,7 +603,10 @@ async fn run(image: &TestImage, peer: &Target, ours: &Target) -> Results {
     let mut cold = [0.0; 2];
     for k in [1, 0] {
         let t = targets[k];
-        eprintln!("[cold] {}: first GET of the {} byte layer", t.name, image.big.size);
+        eprintln!(
+            "[cold] {}: first GET of the {} byte layer",
+            t.name, image.big.size
+        );
         let pull = pull_blob(t, &t.client, &image.big).await;
         if pull.from_cache {
             fail(
@@ -574,9 +621,13 @@ async fn run(image: &TestImage, peer: &Target, ours: &Target) -> Results {
     // 2. Warm. One unmeasured pull each, repeated until it comes from the server's storage.
     let mut warm_extra_pulls = [0; 2];
     for (k, t) in targets.iter().enumerate() {
+        eprintln!(
+            "[warm] {}: unmeasured pulls until it serves from storage",
+            t.name
+        );
         warm_extra_pulls[k] = pull_until_cached(t, &image.big).await;
     }
-    sync_disks();
+    sync_disks().await;
     let mut warm = [Vec::new(), Vec::new()];
     for run in 0..WARM_RUNS {
         let order = if run % 2 == 0 { [0, 1] } else { [1, 0] };
@@ -634,6 +685,7 @@ async fn run(image: &TestImage, peer: &Target, ours: &Target) -> Results {
     }
 
     Results {
+        upstream_direct,
         cold,
         warm,
         warm_extra_pulls,
@@ -773,6 +825,10 @@ impl Results {
              storage in the background); bootfactory downloads it once into its store, streams it to the \
              client from the file being written, and releases the last 256 KiB only after the digest \
              verified and the file was fsynced."
+        );
+        println!(
+            "Reference: the same layer straight from the upstream docker-registry: {:.0} MB/s (the ceiling for a cold pull).",
+            self.upstream_direct
         );
         println!(
             "Warm pulls: after {} / {} unmeasured pull(s) it took until each server answered from its own storage.",

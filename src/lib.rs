@@ -4,11 +4,13 @@
 
 pub mod cli;
 pub mod config;
+pub mod factory;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod formats;
 pub mod http;
 pub mod logging;
+pub mod metrics;
 pub mod oci;
 pub mod registry;
 pub mod schematic;

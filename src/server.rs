@@ -7,7 +7,12 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::config::Config;
+use crate::factory::artifacts::Artifacts;
+use crate::factory::builder::Builder;
+use crate::factory::service::Factory;
+use crate::factory::signing::CacheSigner;
 use crate::http::{self, AppState};
+use crate::metrics::Metrics;
 use crate::oci::ImageCatalog;
 use crate::schematic::SchematicStore;
 use crate::store::Store;
@@ -41,12 +46,25 @@ impl App {
         let config = Arc::new(config);
         let catalog = ImageCatalog::new(store.clone()).context("cannot open the image catalog")?;
         let mirror = Arc::new(Mirror::new(config.clone(), catalog));
+        let metrics = Metrics::new();
+        let factory = Arc::new(open_factory(
+            &config,
+            &store,
+            &schematics,
+            &mirror,
+            &metrics,
+        )?);
+        if let Ok(ids) = schematics.list() {
+            metrics.schematic_cache_size.set(ids.len() as i64);
+        }
         Ok(App {
             state: AppState {
                 config,
                 store,
                 schematics,
                 mirror,
+                factory,
+                metrics,
             },
         })
     }
@@ -63,9 +81,26 @@ impl App {
                 "cannot listen on {addr} (is it in use? ports below 1024 need CAP_NET_BIND_SERVICE)"
             )
         })?;
+        let metrics = if self.state.config.metrics.listen.is_empty() {
+            None
+        } else {
+            let addr: std::net::SocketAddr =
+                self.state.config.metrics.listen.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "metrics.listen {:?} is not ADDR:PORT",
+                        self.state.config.metrics.listen
+                    )
+                })?;
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
+            )
+        };
         Ok(BoundApp {
             state: self.state,
             http,
+            metrics,
         })
     }
 
@@ -82,6 +117,7 @@ impl App {
 pub struct BoundApp {
     state: AppState,
     http: tokio::net::TcpListener,
+    metrics: Option<tokio::net::TcpListener>,
 }
 
 impl BoundApp {
@@ -103,6 +139,15 @@ impl BoundApp {
             version = env!("CARGO_PKG_VERSION"),
             "bootfactory serving"
         );
+        if let Some(listener) = self.metrics {
+            tracing::info!(listen = %listener.local_addr()?, "metrics serving");
+            let router = http::metrics_router(self.state.metrics.clone());
+            tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router).await {
+                    tracing::error!(error = %e, "metrics listener failed");
+                }
+            });
+        }
         let router = http::router(self.state);
         http::serve(
             self.http,
@@ -114,6 +159,46 @@ impl BoundApp {
         tracing::info!("bootfactory stopped");
         Ok(())
     }
+}
+
+fn open_factory(
+    config: &Arc<Config>,
+    store: &Store,
+    schematics: &SchematicStore,
+    mirror: &Arc<Mirror>,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Factory> {
+    let key_path = config.signing_key_path();
+    let signer = CacheSigner::load_or_generate(&key_path, config.cache.signing_key_path.is_empty())
+        .context("cannot load the cache signing key (cache.signingKeyPath)")?;
+    let cache_dir = config.data_dir.join("cache");
+    let builder = Builder::new(
+        store.clone(),
+        signer,
+        config.build.max_concurrency,
+        Duration::from_secs(config.build.timeout_seconds),
+        cache_dir.join("builds"),
+    )
+    .context("cannot open the asset builder")?
+    .on_built({
+        let metrics = metrics.clone();
+        move |_key, timing, _size| {
+            metrics
+                .assets_concurrency_latency
+                .observe(timing.queued.as_secs_f64());
+            metrics
+                .assets_build_latency
+                .observe(timing.built.as_secs_f64());
+        }
+    });
+    let artifacts = Arc::new(Artifacts::new(config.clone(), mirror.clone(), cache_dir));
+    Ok(Factory::new(
+        config.clone(),
+        schematics.clone(),
+        artifacts,
+        Arc::new(builder),
+        store.clone(),
+    ))
 }
 
 async fn load_schematics_dir(

@@ -147,6 +147,41 @@ pub const KEYS: &[KeySpec] = &[
         flag: "artifacts-talosctl",
         help: "Repository of talosctl-all",
     },
+    KeySpec {
+        key: "build.minTalosVersion",
+        flag: "build-min-talos-version",
+        help: "Oldest Talos version the factory serves",
+    },
+    KeySpec {
+        key: "build.brokenTalosVersions",
+        flag: "build-broken-talos-versions",
+        help: "Talos versions never served (comma-separated)",
+    },
+    KeySpec {
+        key: "build.maxConcurrency",
+        flag: "build-max-concurrency",
+        help: "Asset builds running at once (default: number of CPUs)",
+    },
+    KeySpec {
+        key: "build.timeoutSeconds",
+        flag: "build-timeout-seconds",
+        help: "Seconds one asset build may take",
+    },
+    KeySpec {
+        key: "build.versionRecheckSeconds",
+        flag: "build-version-recheck-seconds",
+        help: "Seconds the list of Talos versions is trusted before listing the imager's tags again",
+    },
+    KeySpec {
+        key: "cache.signingKeyPath",
+        flag: "cache-signing-key-path",
+        help: "PEM P-256 key signing cached assets (default <data-dir>/cache-signing-key.pem, generated)",
+    },
+    KeySpec {
+        key: "metrics.listen",
+        flag: "metrics-listen",
+        help: "Extra ADDR:PORT serving only /metrics (it is always on the main port too)",
+    },
 ];
 
 /// Looks a key up by its dotted name.

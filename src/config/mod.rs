@@ -34,6 +34,59 @@ pub struct Config {
     pub mirror: MirrorConfig,
     /// Where Talos artifacts (imager, extensions, installers, overlays) come from.
     pub artifacts: ArtifactsConfig,
+    /// Asset builds.
+    pub build: BuildConfig,
+    /// The asset cache.
+    pub cache: CacheConfig,
+    /// Prometheus metrics.
+    pub metrics: MetricsConfig,
+}
+
+/// Metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct MetricsConfig {
+    /// A separate `ADDR:PORT` serving only `/metrics` (it is always on the main port too).
+    pub listen: String,
+}
+
+/// Asset builds, as upstream's `build.*`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct BuildConfig {
+    /// The oldest Talos version served.
+    pub min_talos_version: String,
+    /// Versions never served (listed by `GET /versions?broken=true`).
+    pub broken_talos_versions: Vec<String>,
+    /// Builds running at once.
+    pub max_concurrency: usize,
+    /// Seconds a single build may take.
+    pub timeout_seconds: u64,
+    /// Seconds the list of versions is trusted before the imager's tags are listed again.
+    pub version_recheck_seconds: u64,
+}
+
+/// The asset cache.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct CacheConfig {
+    /// PEM P-256 private key signing cached assets; empty = `<dataDir>/cache-signing-key.pem`,
+    /// generated on first start.
+    pub signing_key_path: String,
+}
+
+impl Default for BuildConfig {
+    fn default() -> Self {
+        BuildConfig {
+            min_talos_version: "1.2.0".to_string(),
+            broken_talos_versions: Vec::new(),
+            max_concurrency: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            timeout_seconds: 1200,
+            version_recheck_seconds: 900,
+        }
+    }
 }
 
 /// Upstream registry access.
@@ -241,6 +294,9 @@ impl Default for Config {
             upstream: UpstreamConfig::default(),
             mirror: MirrorConfig::default(),
             artifacts: ArtifactsConfig::default(),
+            build: BuildConfig::default(),
+            cache: CacheConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -413,6 +469,21 @@ impl Config {
                 ));
             }
         }
+        if self.build.max_concurrency == 0 {
+            return Err(invalid("build.maxConcurrency", "must be at least 1".into()));
+        }
+        if format!("v{}", self.build.min_talos_version.trim_start_matches('v'))
+            .parse::<crate::factory::version::TalosVersion>()
+            .is_err()
+        {
+            return Err(invalid(
+                "build.minTalosVersion",
+                format!(
+                    "{:?} is not a version like 1.2.0",
+                    self.build.min_talos_version
+                ),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -461,6 +532,15 @@ impl Config {
             self.external_url()
         } else {
             self.http.external_pxe_url.trim_end_matches('/').to_string()
+        }
+    }
+
+    /// The cache signing key file.
+    pub fn signing_key_path(&self) -> PathBuf {
+        if self.cache.signing_key_path.is_empty() {
+            self.data_dir.join("cache-signing-key.pem")
+        } else {
+            PathBuf::from(&self.cache.signing_key_path)
         }
     }
 

@@ -2,6 +2,7 @@
 //! module that owns the logic (schematics, store, …), and shape the response.
 
 pub mod error;
+mod factory;
 pub mod files;
 mod schematics;
 
@@ -20,6 +21,8 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 
 use crate::config::Config;
+use crate::factory::service::Factory;
+use crate::metrics::Metrics;
 use crate::registry::RegistryState;
 use crate::schematic::{MAX_SCHEMATIC_BYTES, SchematicStore};
 use crate::store::Store;
@@ -38,6 +41,10 @@ pub struct AppState {
     pub schematics: SchematicStore,
     /// The registry mirror (store + upstreams).
     pub mirror: Arc<Mirror>,
+    /// The image factory.
+    pub factory: Arc<Factory>,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
 }
 
 /// The `Server` header value.
@@ -47,6 +54,7 @@ pub fn server_header() -> String {
 
 /// Builds the whole application router.
 pub fn router(state: AppState) -> Router {
+    let metrics = state.metrics.clone();
     let registry = crate::registry::router(RegistryState {
         mirror: state.mirror.clone(),
         default_registry: state.config.mirror.default_registry.clone(),
@@ -56,10 +64,30 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health))
         .route("/schematics", post(schematics::create))
         .route("/schematics/{id}", get(schematics::get))
+        .route("/versions", get(factory::versions))
+        .route(
+            "/version/{version}/extensions/official",
+            get(factory::official_extensions),
+        )
+        .route(
+            "/version/{version}/overlays/official",
+            get(factory::official_overlays),
+        )
+        .route(
+            "/image/{schematic}/{version}/{path}",
+            get(factory::image).head(factory::image),
+        )
+        .route("/pxe/{schematic}/{version}/{path}", get(factory::pxe))
+        .route("/oci/cosign/signing-key.pub", get(factory::signing_key))
+        .route("/metrics", get(metrics_text))
         .with_state(state)
         .merge(registry)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_SCHEMATIC_BYTES))
+        .layer(middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track_http,
+        ))
         .layer(middleware::from_fn(common_headers))
         .layer(
             TraceLayer::new_for_http()
@@ -71,6 +99,17 @@ pub fn router(state: AppState) -> Router {
                         .latency_unit(LatencyUnit::Micros),
                 ),
         )
+}
+
+async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    crate::metrics::handler(axum::extract::State(state.metrics.clone())).await
+}
+
+/// A router serving only `/metrics` (for `metrics.listen`).
+pub fn metrics_router(metrics: Arc<Metrics>) -> Router {
+    Router::new()
+        .route("/metrics", get(crate::metrics::handler))
+        .with_state(metrics)
 }
 
 async fn health() -> StatusCode {

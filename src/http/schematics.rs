@@ -40,6 +40,10 @@ pub async fn create(
         .map_err(ApiError::internal)?;
     if created {
         tracing::info!(schematic = %id, "schematic created");
+        state.metrics.schematic_create.inc();
+        state.metrics.schematic_cache_size.inc();
+    } else {
+        state.metrics.schematic_duplicate_create.inc();
     }
     let body = Created {
         id: id.to_string(),
@@ -53,6 +57,7 @@ pub async fn get(
     State(state): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    state.metrics.schematic_get.inc();
     let not_found = || ApiError::not_found("schematic not found");
     let id: SchematicId = id.parse().map_err(|_| not_found())?;
     let stored = state

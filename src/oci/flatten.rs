@@ -54,9 +54,15 @@ pub struct LayerFile {
 }
 
 /// The layer files of an image manifest, bottom first.
-pub async fn image_layers(catalog: &ImageCatalog, manifest: &Digest) -> Result<Vec<LayerFile>, FlattenError> {
+pub async fn image_layers(
+    catalog: &ImageCatalog,
+    manifest: &Digest,
+) -> Result<Vec<LayerFile>, FlattenError> {
     let store = catalog.store();
-    let bytes = store.read_bytes(manifest).await.map_err(CatalogError::from)?;
+    let bytes = store
+        .read_bytes(manifest)
+        .await
+        .map_err(CatalogError::from)?;
     let record = catalog.manifest(manifest);
     let m = parse_manifest(&bytes, record.as_ref().map(|r| r.media_type.as_str()))
         .map_err(CatalogError::from)?;
@@ -65,7 +71,10 @@ pub async fn image_layers(catalog: &ImageCatalog, manifest: &Digest) -> Result<V
     }
     let mut layers = Vec::with_capacity(m.layers.len());
     for l in &m.layers {
-        let path = store.blob_path(&l.digest).await.map_err(CatalogError::from)?;
+        let path = store
+            .blob_path(&l.digest)
+            .await
+            .map_err(CatalogError::from)?;
         layers.push(LayerFile {
             path,
             media_type: l.media_type.clone(),
@@ -75,8 +84,16 @@ pub async fn image_layers(catalog: &ImageCatalog, manifest: &Digest) -> Result<V
 }
 
 /// For an index, the manifest for `linux/<arch>`; for an image manifest, itself.
-pub async fn platform_manifest(catalog: &ImageCatalog, root: &Digest, arch: &str) -> Result<Option<Digest>, FlattenError> {
-    let bytes = catalog.store().read_bytes(root).await.map_err(CatalogError::from)?;
+pub async fn platform_manifest(
+    catalog: &ImageCatalog,
+    root: &Digest,
+    arch: &str,
+) -> Result<Option<Digest>, FlattenError> {
+    let bytes = catalog
+        .store()
+        .read_bytes(root)
+        .await
+        .map_err(CatalogError::from)?;
     let record = catalog.manifest(root);
     let m = parse_manifest(&bytes, record.as_ref().map(|r| r.media_type.as_str()))
         .map_err(CatalogError::from)?;
@@ -88,18 +105,23 @@ pub async fn platform_manifest(catalog: &ImageCatalog, root: &Digest, arch: &str
 
 /// Opens a layer as an uncompressed tar stream.
 fn open_layer(layer: &LayerFile) -> Result<Box<dyn Read>, FlattenError> {
-    let file = fs::File::open(&layer.path).map_err(io_err(format!("open {}", layer.path.display())))?;
+    let file =
+        fs::File::open(&layer.path).map_err(io_err(format!("open {}", layer.path.display())))?;
     let reader = BufReader::with_capacity(1 << 20, file);
     let mt = layer.media_type.as_str();
-    Ok(if mt.ends_with("+gzip") || mt.ends_with(".gzip") || mt == media::DOCKER_LAYER_GZIP {
-        Box::new(flate2::read::MultiGzDecoder::new(reader))
-    } else if mt.ends_with("+zstd") {
-        Box::new(zstd::stream::read::Decoder::with_buffer(reader).map_err(io_err("zstd layer"))?)
-    } else if mt.ends_with(".tar") || mt == media::OCI_LAYER_TAR || mt.ends_with("diff.tar") {
-        Box::new(reader)
-    } else {
-        return Err(FlattenError::UnsupportedLayer(layer.media_type.clone()));
-    })
+    Ok(
+        if mt.ends_with("+gzip") || mt.ends_with(".gzip") || mt == media::DOCKER_LAYER_GZIP {
+            Box::new(flate2::read::MultiGzDecoder::new(reader))
+        } else if mt.ends_with("+zstd") {
+            Box::new(
+                zstd::stream::read::Decoder::with_buffer(reader).map_err(io_err("zstd layer"))?,
+            )
+        } else if mt.ends_with(".tar") || mt == media::OCI_LAYER_TAR || mt.ends_with("diff.tar") {
+            Box::new(reader)
+        } else {
+            return Err(FlattenError::UnsupportedLayer(layer.media_type.clone()));
+        },
+    )
 }
 
 /// The safe relative path of a tar entry (`./a/b` → `a/b`), or an error for escapes.
@@ -153,7 +175,11 @@ fn remove_any(path: &Path) -> io::Result<()> {
 
 /// Applies `layers` (bottom first) into `dest`, keeping only entries under `prefix` (if any).
 /// Blocking; call from a blocking thread.
-pub fn flatten_layers(layers: &[LayerFile], dest: &Path, prefix: Option<&Path>) -> Result<(), FlattenError> {
+pub fn flatten_layers(
+    layers: &[LayerFile],
+    dest: &Path,
+    prefix: Option<&Path>,
+) -> Result<(), FlattenError> {
     fs::create_dir_all(dest).map_err(io_err(format!("create {}", dest.display())))?;
     for layer in layers {
         // Pass 1: whiteouts of this layer apply to the layers below it.
@@ -163,7 +189,9 @@ pub fn flatten_layers(layers: &[LayerFile], dest: &Path, prefix: Option<&Path>) 
         for entry in archive.entries().map_err(io_err("read layer"))? {
             let entry = entry.map_err(io_err("read layer entry"))?;
             let raw = entry.path().map_err(io_err("entry path"))?.into_owned();
-            let Some(rel) = clean_path(&raw)? else { continue };
+            let Some(rel) = clean_path(&raw)? else {
+                continue;
+            };
             let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if name == ".wh..wh..opq" {
                 opaque.push(rel.parent().map(Path::to_path_buf).unwrap_or_default());
@@ -190,7 +218,9 @@ pub fn flatten_layers(layers: &[LayerFile], dest: &Path, prefix: Option<&Path>) 
         for entry in archive.entries().map_err(io_err("read layer"))? {
             let mut entry = entry.map_err(io_err("read layer entry"))?;
             let raw = entry.path().map_err(io_err("entry path"))?.into_owned();
-            let Some(rel) = clean_path(&raw)? else { continue };
+            let Some(rel) = clean_path(&raw)? else {
+                continue;
+            };
             let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
             if name.starts_with(".wh.") || !wanted(&rel, prefix) {
                 continue;
@@ -200,20 +230,26 @@ pub fn flatten_layers(layers: &[LayerFile], dest: &Path, prefix: Option<&Path>) 
             let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
             let kind = entry.header().entry_type();
             if let Some(parent) = full.parent() {
-                fs::create_dir_all(parent).map_err(io_err(format!("create {}", parent.display())))?;
+                fs::create_dir_all(parent)
+                    .map_err(io_err(format!("create {}", parent.display())))?;
             }
             match kind {
                 tar::EntryType::Directory => {
                     if fs::symlink_metadata(&full).is_ok_and(|m| !m.is_dir()) {
                         remove_any(&full).map_err(io_err("replace with directory"))?;
                     }
-                    fs::create_dir_all(&full).map_err(io_err(format!("create {}", full.display())))?;
+                    fs::create_dir_all(&full)
+                        .map_err(io_err(format!("create {}", full.display())))?;
                     set_mode(&full, mode | 0o700)?;
                 }
-                tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                tar::EntryType::Regular
+                | tar::EntryType::Continuous
+                | tar::EntryType::GNUSparse => {
                     remove_any(&full).map_err(io_err("replace file"))?;
-                    let mut out = fs::File::create(&full).map_err(io_err(format!("create {}", full.display())))?;
-                    io::copy(&mut entry, &mut out).map_err(io_err(format!("write {}", full.display())))?;
+                    let mut out = fs::File::create(&full)
+                        .map_err(io_err(format!("create {}", full.display())))?;
+                    io::copy(&mut entry, &mut out)
+                        .map_err(io_err(format!("write {}", full.display())))?;
                     set_mode(&full, mode)?;
                 }
                 tar::EntryType::Symlink => {
@@ -223,7 +259,8 @@ pub fn flatten_layers(layers: &[LayerFile], dest: &Path, prefix: Option<&Path>) 
                         .map(|t| t.into_owned())
                         .unwrap_or_default();
                     remove_any(&full).map_err(io_err("replace symlink"))?;
-                    std::os::unix::fs::symlink(&target, &full).map_err(io_err(format!("symlink {}", full.display())))?;
+                    std::os::unix::fs::symlink(&target, &full)
+                        .map_err(io_err(format!("symlink {}", full.display())))?;
                 }
                 tar::EntryType::Link => {
                     let target = entry
@@ -254,7 +291,8 @@ pub fn flatten_layers(layers: &[LayerFile], dest: &Path, prefix: Option<&Path>) 
 
 fn set_mode(path: &Path, mode: u32) -> Result<(), FlattenError> {
     use std::os::unix::fs::PermissionsExt;
-    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err(format!("chmod {}", path.display())))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        .map_err(io_err(format!("chmod {}", path.display())))
 }
 
 /// Flattens an image manifest from the store into `dest` (optionally only under `prefix`).
@@ -295,7 +333,9 @@ pub async fn read_file(
             for entry in archive.entries().map_err(io_err("read layer"))? {
                 let mut entry = entry.map_err(io_err("read layer entry"))?;
                 let raw = entry.path().map_err(io_err("entry path"))?.into_owned();
-                let Some(rel) = clean_path(&raw)? else { continue };
+                let Some(rel) = clean_path(&raw)? else {
+                    continue;
+                };
                 let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
                 if name == ".wh..wh..opq" {
                     opaque_dirs.insert(rel.parent().map(Path::to_path_buf).unwrap_or_default());
@@ -425,13 +465,23 @@ mod tests {
             let mut h = tar::Header::new_gnu();
             h.set_entry_type(tar::EntryType::Link);
             h.set_size(0);
-            b.append_link(&mut h, "usr/install/amd64/copy", "usr/install/amd64/vmlinuz")
-                .unwrap();
+            b.append_link(
+                &mut h,
+                "usr/install/amd64/copy",
+                "usr/install/amd64/vmlinuz",
+            )
+            .unwrap();
         });
         let dest = tmp.path().join("out");
         flatten_layers(&[l], &dest, Some(Path::new("usr/install"))).unwrap();
-        assert_eq!(fs::read(dest.join("usr/install/amd64/vmlinuz")).unwrap(), b"kernel");
-        assert_eq!(fs::read(dest.join("usr/install/amd64/copy")).unwrap(), b"kernel");
+        assert_eq!(
+            fs::read(dest.join("usr/install/amd64/vmlinuz")).unwrap(),
+            b"kernel"
+        );
+        assert_eq!(
+            fs::read(dest.join("usr/install/amd64/copy")).unwrap(),
+            b"kernel"
+        );
         assert!(!dest.join("usr/bin/other").exists());
     }
 }

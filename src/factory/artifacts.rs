@@ -1,0 +1,514 @@
+//! Talos artifacts, as the factory sees them: the versions it can build (tags of the imager
+//! repository, filtered like upstream), each version's extensions and overlays catalogs, the
+//! imager's boot files, and flattened extension images. Everything comes through the mirror, so
+//! it works online (pull-through) and offline (imported bundles) alike.
+//!
+//! Flattened trees are derived data: they live under `<dataDir>/cache/` keyed by image manifest
+//! digest, extracted into a temp directory and renamed, so a killed extraction leaves nothing.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::version::{TalosVersion, filter_versions};
+use crate::config::Config;
+use crate::oci::flatten::{self, FlattenError};
+use crate::oci::{ImageName, ImageRef, TagOrDigest};
+use crate::store::Digest;
+use crate::upstream::mirror::Requester;
+use crate::upstream::{Mirror, MirrorError};
+
+/// Why an artifact is unavailable.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ArtifactError {
+    /// The version is not in the list the factory serves.
+    #[error("version {0} is not available")]
+    VersionNotAvailable(String),
+    /// An image needed for the build could not be fetched.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A catalog or image is malformed.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<MirrorError> for ArtifactError {
+    fn from(e: MirrorError) -> Self {
+        ArtifactError::Unavailable(e.to_string())
+    }
+}
+
+impl From<FlattenError> for ArtifactError {
+    fn from(e: FlattenError) -> Self {
+        ArtifactError::Invalid(e.to_string())
+    }
+}
+
+/// One official extension of a Talos version (`GET /version/{v}/extensions/official`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExtensionInfo {
+    /// Repository path, e.g. `siderolabs/gvisor` (the name schematics use).
+    pub name: String,
+    /// `<artifacts registry>/<repository>:<tag>`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Index digest from the catalog.
+    pub digest: String,
+    /// Author from `descriptions.yaml`.
+    pub author: String,
+    /// Description from `descriptions.yaml`.
+    pub description: String,
+}
+
+/// One official overlay of a Talos version (`GET /version/{v}/overlays/official`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OverlayInfo {
+    /// Overlay name (`rpi_generic`).
+    pub name: String,
+    /// Repository path (`siderolabs/sbc-raspberrypi`).
+    pub image: String,
+    /// Full tagged reference as in `overlays.yaml`.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// Index digest.
+    pub digest: String,
+}
+
+/// The boot files of the imager.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ImagerFile {
+    /// `vmlinuz`
+    Kernel,
+    /// `initramfs.xz`
+    Initramfs,
+    /// `systemd-boot.efi`
+    SdBoot,
+    /// `systemd-stub.efi`
+    SdStub,
+}
+
+impl ImagerFile {
+    fn file_name(self) -> &'static str {
+        match self {
+            ImagerFile::Kernel => "vmlinuz",
+            ImagerFile::Initramfs => "initramfs.xz",
+            ImagerFile::SdBoot => "systemd-boot.efi",
+            ImagerFile::SdStub => "systemd-stub.efi",
+        }
+    }
+}
+
+/// Upstream's extension alias table (`ExtensionNameAlias`).
+const EXTENSION_ALIASES: &[(&str, &str)] = &[
+    ("siderolabs/v4l-uvc", "siderolabs/v4l-uvc-drivers"),
+    ("siderolabs/usb-modem", "siderolabs/usb-modem-drivers"),
+    ("siderolabs/gasket", "siderolabs/gasket-driver"),
+    (
+        "siderolabs/talos-vmtoolsd",
+        "siderolabs/vmtoolsd-guest-agent",
+    ),
+    (
+        "siderolabs/xe-guest-utilities",
+        "siderolabs/xen-guest-agent",
+    ),
+    (
+        "siderolabs/nvidia-container-toolkit",
+        "siderolabs/nvidia-container-toolkit-lts",
+    ),
+    (
+        "siderolabs/nvidia-open-gpu-kernel-modules",
+        "siderolabs/nvidia-open-gpu-kernel-modules-lts",
+    ),
+    (
+        "siderolabs/nonfree-kmod-nvidia",
+        "siderolabs/nonfree-kmod-nvidia-lts",
+    ),
+    (
+        "siderolabs/nvidia-fabricmanager",
+        "siderolabs/nvidia-fabric-manager-lts",
+    ),
+    ("siderolabs/i915-ucode", "siderolabs/i915"),
+    ("siderolabs/amdgpu-firmware", "siderolabs/amdgpu"),
+];
+
+/// A version's extensions catalog.
+#[derive(Debug, Clone, Default)]
+pub struct ExtensionsCatalog {
+    /// Entries in catalog order.
+    pub entries: Vec<ExtensionInfo>,
+}
+
+impl ExtensionsCatalog {
+    /// Finds an extension by the name a schematic uses, trying upstream's aliases.
+    pub fn find(&self, name: &str) -> Option<&ExtensionInfo> {
+        self.entries.iter().find(|e| e.name == name).or_else(|| {
+            EXTENSION_ALIASES
+                .iter()
+                .find(|(alias, _)| *alias == name)
+                .and_then(|(_, real)| self.entries.iter().find(|e| e.name == *real))
+        })
+    }
+}
+
+/// The artifacts service.
+pub struct Artifacts {
+    config: Arc<Config>,
+    mirror: Arc<Mirror>,
+    cache_dir: PathBuf,
+    versions: Mutex<Option<(Instant, Vec<TalosVersion>)>>,
+    extensions: Mutex<HashMap<String, Arc<ExtensionsCatalog>>>,
+    overlays: Mutex<HashMap<String, Arc<Vec<OverlayInfo>>>>,
+    extract_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Artifacts {
+    /// The service; flattened trees go under `cache_dir`.
+    pub fn new(config: Arc<Config>, mirror: Arc<Mirror>, cache_dir: PathBuf) -> Artifacts {
+        Artifacts {
+            config,
+            mirror,
+            cache_dir,
+            versions: Mutex::new(None),
+            extensions: Mutex::new(HashMap::new()),
+            overlays: Mutex::new(HashMap::new()),
+            extract_locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn component(&self, component: &str) -> Result<ImageName, ArtifactError> {
+        let full = self.config.artifacts.core.repository(component);
+        let r: ImageRef = format!("{full}:latest")
+            .parse()
+            .map_err(|e| ArtifactError::Invalid(format!("artifacts repository {full}: {e}")))?;
+        Ok(r.name)
+    }
+
+    fn minimum(&self) -> TalosVersion {
+        let min = self.config.build.min_talos_version.trim_start_matches('v');
+        format!("v{min}")
+            .parse()
+            .unwrap_or_else(|_| "v1.2.0".parse().expect("valid"))
+    }
+
+    fn broken(&self) -> Vec<TalosVersion> {
+        self.config
+            .build
+            .broken_talos_versions
+            .iter()
+            .filter_map(|v| format!("v{}", v.trim_start_matches('v')).parse().ok())
+            .collect()
+    }
+
+    /// The versions the factory serves (cached for `build.versionRecheckSeconds`).
+    pub async fn versions(&self) -> Result<Vec<TalosVersion>, ArtifactError> {
+        let recheck = Duration::from_secs(self.config.build.version_recheck_seconds);
+        if let Some((at, list)) = self.versions.lock().expect("versions lock").as_ref() {
+            if at.elapsed() < recheck {
+                return Ok(list.clone());
+            }
+        }
+        let imager = self.component(&self.config.artifacts.core.components.imager)?;
+        let tags = self.mirror.tags(&imager, Requester::Internal).await?;
+        let list = filter_versions(&tags, &self.minimum(), &self.broken());
+        *self.versions.lock().expect("versions lock") = Some((Instant::now(), list.clone()));
+        Ok(list)
+    }
+
+    /// Versions listed as broken (`GET /versions?broken=true`).
+    pub fn broken_versions(&self) -> Vec<TalosVersion> {
+        self.broken()
+    }
+
+    /// Fails with "version X is not available" unless the factory serves `version`.
+    pub async fn check_version(&self, version: &TalosVersion) -> Result<(), ArtifactError> {
+        if self.versions().await?.contains(version) {
+            Ok(())
+        } else {
+            Err(ArtifactError::VersionNotAvailable(
+                version.to_string().trim_start_matches('v').to_string(),
+            ))
+        }
+    }
+
+    /// Resolves `name:tag` and picks `linux/<arch>` (the mirror fetches what is missing).
+    async fn platform_manifest(
+        &self,
+        name: &ImageName,
+        target: &TagOrDigest,
+        arch: &str,
+    ) -> Result<Digest, ArtifactError> {
+        let root = self
+            .mirror
+            .manifest(name, target, Requester::Internal)
+            .await?;
+        let child = flatten::platform_manifest(self.mirror.catalog(), &root.digest, arch)
+            .await?
+            .ok_or_else(|| {
+                ArtifactError::Invalid(format!("{name}:{target} has no linux/{arch} image"))
+            })?;
+        // Make sure that platform's whole image is present before flattening it.
+        let image = ImageRef {
+            name: name.clone(),
+            tag: None,
+            digest: Some(child),
+        };
+        self.mirror
+            .pull(&image, Requester::Internal, &|_| {})
+            .await?;
+        Ok(child)
+    }
+
+    /// Flattens an image manifest into the cache (once) and returns the directory.
+    async fn extracted(
+        &self,
+        manifest: &Digest,
+        prefix: Option<&str>,
+    ) -> Result<PathBuf, ArtifactError> {
+        let dir = self.cache_dir.join("images").join(manifest.hex());
+        if dir.exists() {
+            return Ok(dir);
+        }
+        let lock = self
+            .extract_locks
+            .lock()
+            .expect("extract locks")
+            .entry(*manifest)
+            .or_default()
+            .clone();
+        let _guard = lock.lock().await;
+        if dir.exists() {
+            return Ok(dir);
+        }
+        let tmp = self.cache_dir.join("tmp").join(format!(
+            "{}-{}",
+            manifest.hex(),
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let result =
+            flatten::flatten_image(self.mirror.catalog(), manifest, &tmp, prefix.map(Path::new))
+                .await;
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e.into());
+        }
+        std::fs::create_dir_all(dir.parent().expect("has parent"))
+            .and_then(|_| std::fs::rename(&tmp, &dir))
+            .map_err(|e| ArtifactError::Invalid(format!("cannot cache {manifest}: {e}")))?;
+        Ok(dir)
+    }
+
+    /// A boot file from the imager for `version` and `arch` (both arches come from the amd64
+    /// imager image, as upstream).
+    pub async fn imager_file(
+        &self,
+        version: &TalosVersion,
+        arch: &str,
+        file: ImagerFile,
+    ) -> Result<PathBuf, ArtifactError> {
+        let imager = self.component(&self.config.artifacts.core.components.imager)?;
+        let manifest = self
+            .platform_manifest(&imager, &TagOrDigest::Tag(version.to_string()), "amd64")
+            .await?;
+        let dir = self.extracted(&manifest, Some("usr/install")).await?;
+        let path = dir.join("usr/install").join(arch).join(file.file_name());
+        if path.is_file() {
+            Ok(path)
+        } else {
+            Err(ArtifactError::Invalid(format!(
+                "imager {imager}:{version} has no usr/install/{arch}/{}",
+                file.file_name()
+            )))
+        }
+    }
+
+    /// The extensions catalog of `version`.
+    pub async fn extensions(
+        &self,
+        version: &TalosVersion,
+    ) -> Result<Arc<ExtensionsCatalog>, ArtifactError> {
+        let key = version.to_string();
+        if let Some(c) = self.extensions.lock().expect("catalog lock").get(&key) {
+            return Ok(c.clone());
+        }
+        let name = self.component(&self.config.artifacts.core.components.extension_manifest)?;
+        let manifest = self
+            .platform_manifest(&name, &TagOrDigest::Tag(key.clone()), "amd64")
+            .await?;
+        let catalog = self.mirror.catalog();
+        let digests = flatten::read_file(catalog, &manifest, "image-digests", 16 << 20)
+            .await?
+            .ok_or_else(|| ArtifactError::Invalid(format!("{name}:{key} has no image-digests")))?;
+        let descriptions = flatten::read_file(catalog, &manifest, "descriptions.yaml", 16 << 20)
+            .await?
+            .unwrap_or_default();
+        let parsed = Arc::new(parse_extensions_catalog(
+            &String::from_utf8_lossy(&digests),
+            &String::from_utf8_lossy(&descriptions),
+            &self.config.artifacts.core.registry,
+        ));
+        self.extensions
+            .lock()
+            .expect("catalog lock")
+            .insert(key, parsed.clone());
+        Ok(parsed)
+    }
+
+    /// The overlays catalog of `version` (empty below 1.7).
+    pub async fn overlays(
+        &self,
+        version: &TalosVersion,
+    ) -> Result<Arc<Vec<OverlayInfo>>, ArtifactError> {
+        let key = version.to_string();
+        if !super::version::Quirks::new(version).supports_overlay() {
+            return Ok(Arc::new(Vec::new()));
+        }
+        if let Some(c) = self.overlays.lock().expect("catalog lock").get(&key) {
+            return Ok(c.clone());
+        }
+        let name = self.component(&self.config.artifacts.core.components.overlay_manifest)?;
+        let manifest = self
+            .platform_manifest(&name, &TagOrDigest::Tag(key.clone()), "amd64")
+            .await?;
+        let yaml = flatten::read_file(self.mirror.catalog(), &manifest, "overlays.yaml", 16 << 20)
+            .await?
+            .ok_or_else(|| ArtifactError::Invalid(format!("{name}:{key} has no overlays.yaml")))?;
+        let parsed = Arc::new(parse_overlays_catalog(&String::from_utf8_lossy(&yaml))?);
+        self.overlays
+            .lock()
+            .expect("catalog lock")
+            .insert(key, parsed.clone());
+        Ok(parsed)
+    }
+
+    /// A flattened extension image (a directory with `manifest.yaml` and `rootfs/`) for `arch`,
+    /// and its image manifest digest (the cache identity of its squashfs).
+    pub async fn extension_tree(
+        &self,
+        ext: &ExtensionInfo,
+        arch: &str,
+    ) -> Result<(PathBuf, Digest), ArtifactError> {
+        let r: ImageRef = ext
+            .reference
+            .parse()
+            .map_err(|e| ArtifactError::Invalid(format!("extension {}: {e}", ext.name)))?;
+        let digest: Digest = ext.digest.parse().map_err(|_| {
+            ArtifactError::Invalid(format!("extension {}: bad digest {}", ext.name, ext.digest))
+        })?;
+        let manifest = self
+            .platform_manifest(&r.name, &TagOrDigest::Digest(digest), arch)
+            .await?;
+        Ok((self.extracted(&manifest, None).await?, manifest))
+    }
+}
+
+/// Parses `image-digests` + `descriptions.yaml` (upstream §5.3): lines without `@` are ignored;
+/// `name` is the repository path; `ref` has the registry replaced by `registry`.
+pub fn parse_extensions_catalog(
+    digests: &str,
+    descriptions: &str,
+    registry: &str,
+) -> ExtensionsCatalog {
+    #[derive(Deserialize, Default)]
+    struct Description {
+        #[serde(default)]
+        author: String,
+        #[serde(default)]
+        description: String,
+    }
+    let descriptions: BTreeMap<String, Description> =
+        serde_yaml::from_str(descriptions).unwrap_or_default();
+    let mut entries = Vec::new();
+    for line in digests.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        let Some((tagged, digest)) = line.split_once('@') else {
+            continue;
+        };
+        let Ok(r) = tagged.parse::<ImageRef>() else {
+            continue;
+        };
+        let tag = r.tag.clone().unwrap_or_else(|| "latest".into());
+        let desc = descriptions.get(line);
+        entries.push(ExtensionInfo {
+            name: r.name.repository().to_string(),
+            reference: format!("{registry}/{}:{tag}", r.name.repository()),
+            digest: digest.to_string(),
+            author: desc.map(|d| d.author.clone()).unwrap_or_default(),
+            description: desc.map(|d| d.description.clone()).unwrap_or_default(),
+        });
+    }
+    ExtensionsCatalog { entries }
+}
+
+/// Parses `overlays.yaml` (`overlays: [{name, image, digest}]`).
+pub fn parse_overlays_catalog(yaml: &str) -> Result<Vec<OverlayInfo>, ArtifactError> {
+    #[derive(Deserialize)]
+    struct Raw {
+        #[serde(default)]
+        overlays: Vec<RawOverlay>,
+    }
+    #[derive(Deserialize)]
+    struct RawOverlay {
+        name: String,
+        image: String,
+        digest: String,
+    }
+    let raw: Raw = serde_yaml::from_str(yaml)
+        .map_err(|e| ArtifactError::Invalid(format!("overlays.yaml: {e}")))?;
+    Ok(raw
+        .overlays
+        .into_iter()
+        .map(|o| {
+            let repo = o
+                .image
+                .parse::<ImageRef>()
+                .map(|r| r.name.repository().to_string())
+                .unwrap_or_else(|_| o.image.clone());
+            OverlayInfo {
+                name: o.name,
+                image: repo,
+                reference: o.image,
+                digest: o.digest,
+            }
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalog_lines_names_and_aliases() {
+        let digests = "ghcr.io/siderolabs/gvisor:20231214.0@sha256:5ab365f2\nignored line\nghcr.io/siderolabs/i915:20240110@sha256:aa\n";
+        let descriptions = "ghcr.io/siderolabs/gvisor:20231214.0@sha256:5ab365f2:\n  author: Sidero Labs\n  description: |\n    [core] gVisor\n";
+        let c = parse_extensions_catalog(digests, descriptions, "mirror.local:5000");
+        assert_eq!(c.entries.len(), 2);
+        let g = c.find("siderolabs/gvisor").unwrap();
+        assert_eq!(
+            g.reference,
+            "mirror.local:5000/siderolabs/gvisor:20231214.0"
+        );
+        assert_eq!(g.digest, "sha256:5ab365f2");
+        assert_eq!(g.author, "Sidero Labs");
+        assert_eq!(g.description, "[core] gVisor\n");
+        assert_eq!(
+            c.find("siderolabs/i915-ucode").unwrap().name,
+            "siderolabs/i915"
+        );
+        assert!(c.find("siderolabs/nope").is_none());
+    }
+
+    #[test]
+    fn overlays_catalog() {
+        let o = parse_overlays_catalog(
+            "overlays:\n  - name: rpi_generic\n    image: ghcr.io/siderolabs/sbc-raspberrypi:v0.1.0\n    digest: sha256:ab\n",
+        )
+        .unwrap();
+        assert_eq!(o[0].image, "siderolabs/sbc-raspberrypi");
+        assert_eq!(o[0].reference, "ghcr.io/siderolabs/sbc-raspberrypi:v0.1.0");
+        assert!(parse_overlays_catalog("overlays: 5").is_err());
+    }
+}

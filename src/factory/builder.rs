@@ -1,0 +1,376 @@
+//! Building assets once: each asset key is built at most once at a time (concurrent requests
+//! share the build, which runs detached from any request), `build.maxConcurrency` bounds
+//! parallel builds, a timeout bounds each; the result goes to the store under a ref and a
+//! signature made with the cache signing key. A cached entry whose signature or content does
+//! not verify is rebuilt, never served. A build that fails, times out or is killed leaves
+//! nothing behind: its output is a temp file committed to the store only on success.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, watch};
+
+use super::signing::CacheSigner;
+use crate::store::{Digest, Store, StoreError};
+
+/// The store ref kind under which built assets are named.
+const ASSET_KIND: &str = "asset";
+
+/// A built asset in the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltAsset {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its size.
+    pub size: u64,
+    /// Whether it came from the cache (false: built for this request, or a shared build).
+    pub cached: bool,
+}
+
+/// Why an asset could not be produced.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BuildError {
+    /// The build itself failed; the message is for the client (400-class problems are
+    /// reported before a build starts).
+    #[error("{0}")]
+    Failed(String),
+    /// The build took longer than `build.timeoutSeconds`.
+    #[error("build timed out after {0:?}")]
+    TimedOut(Duration),
+    /// The store failed.
+    #[error("store: {0}")]
+    Store(String),
+}
+
+impl From<StoreError> for BuildError {
+    fn from(e: StoreError) -> Self {
+        BuildError::Store(e.to_string())
+    }
+}
+
+/// The future a build function returns: it writes the asset to the given path.
+pub type BuildFuture = Pin<Box<dyn Future<Output = Result<(), BuildError>> + Send>>;
+
+type Shared = watch::Receiver<Option<Result<BuiltAsset, BuildError>>>;
+
+/// Callback run after each successful build: asset key, timing, size.
+type OnBuilt = Arc<dyn Fn(&str, BuildTiming, u64) + Send + Sync>;
+
+/// Timings the metrics need.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildTiming {
+    /// Time spent waiting for a build slot.
+    pub queued: Duration,
+    /// Time spent building.
+    pub built: Duration,
+}
+
+/// The asset builder.
+pub struct Builder {
+    store: Store,
+    signer: CacheSigner,
+    signatures: sled::Tree,
+    slots: Arc<Semaphore>,
+    timeout: Duration,
+    work_root: PathBuf,
+    inflight: Mutex<HashMap<String, Shared>>,
+    on_built: Option<OnBuilt>,
+}
+
+fn signed_message(key: &str, digest: &Digest) -> Vec<u8> {
+    format!("bootfactory-asset-v1\n{key}\n{digest}\n").into_bytes()
+}
+
+impl Builder {
+    /// A builder over `store`, with `max_concurrency` build slots and a per-build timeout;
+    /// build work directories go under `work_root`.
+    pub fn new(
+        store: Store,
+        signer: CacheSigner,
+        max_concurrency: usize,
+        timeout: Duration,
+        work_root: PathBuf,
+    ) -> Result<Builder, StoreError> {
+        let signatures = store
+            .db()
+            .open_tree("factory/signatures")
+            .map_err(StoreError::Db)?;
+        // Leftovers of builds killed with the process.
+        let _ = std::fs::remove_dir_all(&work_root);
+        Ok(Builder {
+            store,
+            signer,
+            signatures,
+            slots: Arc::new(Semaphore::new(max_concurrency.max(1))),
+            timeout,
+            work_root,
+            inflight: Mutex::new(HashMap::new()),
+            on_built: None,
+        })
+    }
+
+    /// Registers a callback run after each successful build (key, timing, size).
+    pub fn on_built(mut self, f: impl Fn(&str, BuildTiming, u64) + Send + Sync + 'static) -> Self {
+        self.on_built = Some(Arc::new(f));
+        self
+    }
+
+    /// The signer (its public key is published).
+    pub fn signer(&self) -> &CacheSigner {
+        &self.signer
+    }
+
+    /// The cached asset for `key`, if its signature and content verify.
+    pub async fn cached(&self, key: &str) -> Option<BuiltAsset> {
+        let digest = self.store.get_ref(ASSET_KIND, key).ok()??;
+        let signature = self.signatures.get(key.as_bytes()).ok()??;
+        if !self
+            .signer
+            .verify(&signed_message(key, &digest), &signature)
+        {
+            tracing::warn!(asset = key, %digest, "cached asset signature does not verify; rebuilding");
+            return None;
+        }
+        match self.store.open_blob(&digest).await {
+            Ok(blob) => Some(BuiltAsset {
+                digest,
+                size: blob.size,
+                cached: true,
+            }),
+            Err(e) => {
+                tracing::warn!(asset = key, %digest, error = %e, "cached asset unusable; rebuilding");
+                None
+            }
+        }
+    }
+
+    /// Returns the asset for `key`, building it with `build` (which writes to the path it is
+    /// given) if it is not cached. Concurrent calls for one key share one build; the build
+    /// continues if every caller goes away.
+    pub async fn get_or_build(
+        self: &Arc<Self>,
+        key: &str,
+        build: impl FnOnce(PathBuf) -> BuildFuture + Send + 'static,
+    ) -> Result<BuiltAsset, BuildError> {
+        if let Some(hit) = self.cached(key).await {
+            return Ok(hit);
+        }
+        let mut rx = {
+            let mut inflight = self.inflight.lock().expect("inflight lock");
+            match inflight.get(key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(key.to_string(), rx.clone());
+                    let this = self.clone();
+                    let key = key.to_string();
+                    tokio::spawn(async move {
+                        let result = this.run_build(&key, build).await;
+                        this.inflight.lock().expect("inflight lock").remove(&key);
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        loop {
+            if let Some(result) = rx.borrow_and_update().clone() {
+                return result.map(|mut a| {
+                    a.cached = false;
+                    a
+                });
+            }
+            if rx.changed().await.is_err() {
+                return Err(BuildError::Failed(
+                    "build task ended without a result".into(),
+                ));
+            }
+        }
+    }
+
+    async fn run_build(
+        &self,
+        key: &str,
+        build: impl FnOnce(PathBuf) -> BuildFuture,
+    ) -> Result<BuiltAsset, BuildError> {
+        // Someone may have finished it between our cache check and taking the slot.
+        if let Some(hit) = self.cached(key).await {
+            return Ok(hit);
+        }
+        let queued_at = Instant::now();
+        let _slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| BuildError::Failed("builder shut down".into()))?;
+        let queued = queued_at.elapsed();
+        let started = Instant::now();
+        let work = WorkDir::create(&self.work_root)?;
+        let output = work.path().join("asset");
+        let result = tokio::time::timeout(self.timeout, build(output.clone())).await;
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(asset = key, error = %e, "build failed");
+                return Err(e);
+            }
+            Err(_) => {
+                tracing::warn!(asset = key, timeout = ?self.timeout, "build timed out");
+                return Err(BuildError::TimedOut(self.timeout));
+            }
+        }
+        let file = tokio::fs::File::open(&output)
+            .await
+            .map_err(|e| BuildError::Failed(format!("build produced no output: {e}")))?;
+        let digest = self.store.put_stream(file).await?;
+        let size = self.store.stat(&digest).map(|i| i.size).unwrap_or(0);
+        self.store.set_ref(ASSET_KIND, key, &digest)?;
+        self.signatures
+            .insert(
+                key.as_bytes(),
+                self.signer.sign(&signed_message(key, &digest)),
+            )
+            .map_err(|e| BuildError::Store(e.to_string()))?;
+        let timing = BuildTiming {
+            queued,
+            built: started.elapsed(),
+        };
+        tracing::info!(asset = key, %digest, size, build_ms = timing.built.as_millis() as u64, queued_ms = queued.as_millis() as u64, "asset built");
+        if let Some(cb) = &self.on_built {
+            cb(key, timing, size);
+        }
+        Ok(BuiltAsset {
+            digest,
+            size,
+            cached: false,
+        })
+    }
+}
+
+/// A per-build scratch directory, removed when dropped (also on failure or timeout).
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(root: &Path) -> Result<WorkDir, BuildError> {
+        std::fs::create_dir_all(root)
+            .map_err(|e| BuildError::Store(format!("{}: {e}", root.display())))?;
+        let dir = root.join(format!("build-{}", hex::encode(rand::random::<[u8; 8]>())));
+        std::fs::create_dir(&dir)
+            .map_err(|e| BuildError::Store(format!("{}: {e}", dir.display())))?;
+        Ok(WorkDir(dir))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn builder(dir: &Path, slots: usize, timeout: Duration) -> Arc<Builder> {
+        let store = Store::open(&dir.join("store")).unwrap();
+        let signer = CacheSigner::load_or_generate(&dir.join("key.pem"), true).unwrap();
+        Arc::new(Builder::new(store, signer, slots, timeout, dir.join("work")).unwrap())
+    }
+
+    fn writes(
+        bytes: &'static [u8],
+        count: Arc<AtomicUsize>,
+        delay_ms: u64,
+    ) -> impl FnOnce(PathBuf) -> BuildFuture {
+        move |out| {
+            Box::pin(async move {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                tokio::fs::write(out, bytes)
+                    .await
+                    .map_err(|e| BuildError::Failed(e.to_string()))
+            })
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_one_build_then_hit_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = builder(dir.path(), 2, Duration::from_secs(10));
+        let count = Arc::new(AtomicUsize::new(0));
+        let mut tasks = Vec::new();
+        for _ in 0..6 {
+            let b = b.clone();
+            let count = count.clone();
+            tasks.push(tokio::spawn(async move {
+                b.get_or_build("k", writes(b"data", count, 200)).await
+            }));
+        }
+        let mut digests = Vec::new();
+        for t in tasks {
+            digests.push(t.await.unwrap().unwrap().digest);
+        }
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+        assert!(digests.windows(2).all(|w| w[0] == w[1]));
+        let hit = b
+            .get_or_build("k", writes(b"other", count.clone(), 0))
+            .await
+            .unwrap();
+        assert!(hit.cached);
+        assert_eq!(count.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn tampered_signature_or_failed_build_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = builder(dir.path(), 1, Duration::from_secs(10));
+        let count = Arc::new(AtomicUsize::new(0));
+        b.get_or_build("k", writes(b"v1", count.clone(), 0))
+            .await
+            .unwrap();
+        b.signatures.insert("k", b"forged".to_vec()).unwrap();
+        let rebuilt = b
+            .get_or_build("k", writes(b"v1", count.clone(), 0))
+            .await
+            .unwrap();
+        assert!(!rebuilt.cached);
+        assert_eq!(count.load(Ordering::SeqCst), 2);
+
+        let failed = b
+            .get_or_build("bad", |_out| {
+                Box::pin(async { Err(BuildError::Failed("nope".into())) })
+            })
+            .await;
+        assert!(matches!(failed, Err(BuildError::Failed(m)) if m == "nope"));
+        assert!(b.cached("bad").await.is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("work")).unwrap().count(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn timeouts_are_reported_and_cleaned_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = builder(dir.path(), 1, Duration::from_millis(100));
+        let r = b
+            .get_or_build("slow", writes(b"x", Arc::new(AtomicUsize::new(0)), 2000))
+            .await;
+        assert!(matches!(r, Err(BuildError::TimedOut(_))));
+        assert!(b.cached("slow").await.is_none());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("work")).unwrap().count(),
+            0
+        );
+    }
+}

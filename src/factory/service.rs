@@ -1,0 +1,285 @@
+//! The factory service: turns `(schematic, version, asset path)` into a built, cached, signed
+//! asset, with upstream's validation order and error texts. HTTP handlers only call this.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
+use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
+use super::cmdline::{CmdlineInput, build_cmdline};
+use super::profile::{AssetProfile, OutputKind, parse_asset_path};
+use super::version::{Quirks, TalosVersion};
+use crate::config::Config;
+use crate::schematic::{SchematicId, SchematicStore, storage::StoredSchematic};
+use crate::store::Store;
+
+/// Bump when the bytes any builder produces change, so stale cache entries are not served.
+const BUILD_FORMAT: &str = "bf1";
+/// Fixed mtime for everything bootfactory writes into images (upstream's SOURCE_DATE_EPOCH).
+pub const SOURCE_DATE_EPOCH: u32 = 1_559_424_892;
+
+/// A factory failure with its HTTP meaning.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FactoryError {
+    /// 404 `schematic ID "<id>" not found`.
+    #[error("schematic ID {0:?} not found")]
+    SchematicNotFound(String),
+    /// 400: the version string is not a version.
+    #[error("invalid version {0:?}: want a Talos version like v1.11.6")]
+    BadVersion(String),
+    /// 400 `error parsing profile from path: …`.
+    #[error("error parsing profile from path: {0}")]
+    BadPath(String),
+    /// 404 `version X is not available`.
+    #[error("{0}")]
+    VersionNotAvailable(String),
+    /// 400 `error enhancing profile from schematic: …`.
+    #[error("error enhancing profile from schematic: {0}")]
+    Schematic(String),
+    /// 501: an asset kind this release does not build yet.
+    #[error("{0}")]
+    NotImplemented(String),
+    /// 503: an upstream image could not be fetched.
+    #[error("{0}")]
+    Unavailable(String),
+    /// 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ArtifactError> for FactoryError {
+    fn from(e: ArtifactError) -> Self {
+        match e {
+            ArtifactError::VersionNotAvailable(_) => {
+                FactoryError::VersionNotAvailable(e.to_string())
+            }
+            ArtifactError::Unavailable(m) => FactoryError::Unavailable(m),
+            ArtifactError::Invalid(m) => FactoryError::Internal(m),
+        }
+    }
+}
+
+impl From<BuildError> for FactoryError {
+    fn from(e: BuildError) -> Self {
+        match e {
+            BuildError::Failed(m) if m.starts_with("400:") => {
+                FactoryError::Schematic(m.trim_start_matches("400:").trim().to_string())
+            }
+            e => FactoryError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// A resolved request: schematic, version and profile.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The schematic.
+    pub schematic: StoredSchematic,
+    /// The Talos version.
+    pub version: TalosVersion,
+    /// The parsed asset path.
+    pub profile: AssetProfile,
+}
+
+/// The factory.
+pub struct Factory {
+    #[allow(dead_code)]
+    config: Arc<Config>,
+    schematics: SchematicStore,
+    artifacts: Arc<Artifacts>,
+    builder: Arc<Builder>,
+    store: Store,
+}
+
+impl Factory {
+    /// Wires the factory.
+    pub fn new(
+        config: Arc<Config>,
+        schematics: SchematicStore,
+        artifacts: Arc<Artifacts>,
+        builder: Arc<Builder>,
+        store: Store,
+    ) -> Factory {
+        Factory {
+            config,
+            schematics,
+            artifacts,
+            builder,
+            store,
+        }
+    }
+
+    /// The artifacts service (catalog handlers use it).
+    pub fn artifacts(&self) -> &Arc<Artifacts> {
+        &self.artifacts
+    }
+
+    /// The builder (its signer's public key is published).
+    pub fn builder(&self) -> &Arc<Builder> {
+        &self.builder
+    }
+
+    /// The store assets live in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Validates a request in upstream's order: schematic, version syntax, path, version
+    /// availability.
+    pub async fn resolve(
+        &self,
+        schematic: &str,
+        version: &str,
+        path: &str,
+    ) -> Result<Resolved, FactoryError> {
+        let stored = self.load_schematic(schematic).await?;
+        let version = parse_version(version)?;
+        let profile =
+            parse_asset_path(path, &version).map_err(|e| FactoryError::BadPath(e.to_string()))?;
+        self.artifacts.check_version(&version).await?;
+        Ok(Resolved {
+            schematic: stored,
+            version,
+            profile,
+        })
+    }
+
+    async fn load_schematic(&self, id: &str) -> Result<StoredSchematic, FactoryError> {
+        let not_found = || FactoryError::SchematicNotFound(id.to_string());
+        let parsed: SchematicId = id.parse().map_err(|_| not_found())?;
+        self.schematics
+            .get(&parsed)
+            .await
+            .map_err(|e| FactoryError::Internal(e.to_string()))?
+            .ok_or_else(not_found)
+    }
+
+    /// Checks what the schematic asks for against the version (upstream's enhancement step).
+    fn check_schematic(&self, r: &Resolved) -> Result<(), FactoryError> {
+        let quirks = Quirks::new(&r.version);
+        let c = &r.schematic.schematic.customization;
+        if r.profile.secure_boot {
+            return Err(FactoryError::Schematic("secure boot is disabled".into()));
+        }
+        let kind = r.profile.kind;
+        let uses_image_content = !matches!(kind, OutputKind::Kernel | OutputKind::Cmdline);
+        if uses_image_content
+            && !c.embedded_machine_configuration.is_empty()
+            && !quirks.supports_embedded_config()
+        {
+            return Err(FactoryError::Schematic(format!(
+                "embedding configuration is not supported for Talos version {}",
+                r.version
+            )));
+        }
+        if uses_image_content
+            && !r.schematic.schematic.overlay.is_empty()
+            && !quirks.supports_overlay()
+        {
+            return Err(FactoryError::Schematic(format!(
+                "overlay is not supported for Talos version {}",
+                r.version
+            )));
+        }
+        Ok(())
+    }
+
+    /// The kernel command line for a resolved request (`cmdline-*` assets, `/pxe` scripts).
+    pub fn cmdline(&self, r: &Resolved) -> String {
+        let c = &r.schematic.schematic.customization;
+        let quirks = Quirks::new(&r.version);
+        let meta: Vec<(u8, String)> = if r.profile.meta_applies() {
+            c.meta.iter().map(|m| (m.key, m.value.clone())).collect()
+        } else {
+            Vec::new()
+        };
+        let no_args: Vec<String> = Vec::new();
+        let extra = if r.profile.extra_kernel_args_apply(&quirks) {
+            &c.extra_kernel_args
+        } else {
+            &no_args
+        };
+        build_cmdline(&CmdlineInput {
+            platform: &r.profile.platform,
+            arch: r.profile.arch,
+            kind: r.profile.kind,
+            secure_boot: r.profile.secure_boot,
+            version: r.version.clone(),
+            extra_kernel_args: extra,
+            meta: &meta,
+            overlay_kernel_args: None,
+        })
+    }
+
+    fn asset_key(&self, r: &Resolved) -> String {
+        let p = &r.profile;
+        let schematic = match p.kind {
+            OutputKind::Kernel => "-",
+            _ => r.schematic.id.as_str(),
+        };
+        format!(
+            "{BUILD_FORMAT}/{:?}/{}/{}/{}/{}/{}",
+            p.kind,
+            r.version,
+            p.platform,
+            p.arch.as_str(),
+            if p.secure_boot { "sb" } else { "-" },
+            schematic
+        )
+    }
+
+    /// Produces (or finds) the asset for a resolved request.
+    pub async fn asset(&self, r: &Resolved) -> Result<BuiltAsset, FactoryError> {
+        self.check_schematic(r)?;
+        let key = self.asset_key(r);
+        match r.profile.kind {
+            OutputKind::Kernel => {
+                let kernel = self
+                    .artifacts
+                    .imager_file(&r.version, r.profile.arch.as_str(), ImagerFile::Kernel)
+                    .await?;
+                Ok(self.builder.get_or_build(&key, copy_file(kernel)).await?)
+            }
+            OutputKind::Cmdline => {
+                let text = self.cmdline(r);
+                Ok(self
+                    .builder
+                    .get_or_build(&key, move |out| {
+                        Box::pin(async move {
+                            tokio::fs::write(out, text)
+                                .await
+                                .map_err(|e| BuildError::Failed(e.to_string()))
+                        }) as BuildFuture
+                    })
+                    .await?)
+            }
+            other => Err(FactoryError::NotImplemented(format!(
+                "{} assets are not supported by this bootfactory release yet (kernel and cmdline are)",
+                format!("{other:?}").to_lowercase()
+            ))),
+        }
+    }
+}
+
+/// Parses a version as upstream does: `v` prepended when missing, then strict semver.
+pub fn parse_version(raw: &str) -> Result<TalosVersion, FactoryError> {
+    let with_v = if raw.starts_with('v') {
+        raw.to_string()
+    } else {
+        format!("v{raw}")
+    };
+    with_v
+        .parse()
+        .map_err(|_| FactoryError::BadVersion(raw.chars().take(64).collect()))
+}
+
+fn copy_file(src: PathBuf) -> impl FnOnce(PathBuf) -> BuildFuture + Send + 'static {
+    move |out| {
+        Box::pin(async move {
+            tokio::fs::copy(&src, &out)
+                .await
+                .map(|_| ())
+                .map_err(|e| BuildError::Failed(format!("copy {}: {e}", src.display())))
+        })
+    }
+}

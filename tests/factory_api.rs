@@ -1,0 +1,269 @@
+//! The factory over HTTP against the fixture Talos release imported offline: catalogs, kernel,
+//! cmdline, initramfs with extensions, /pxe scripts, error codes, one build per asset, metrics.
+
+mod support;
+
+use bootfactory::fixture::{FixtureOptions, FixtureRelease, write_release};
+use bootfactory::oci::ImageCatalog;
+use bootfactory::store::Store;
+use bootfactory::upstream::bundle::{self, NoProgress};
+use support::TestServer;
+
+const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+
+fn client() -> reqwest::Client {
+    bootfactory::init_crypto();
+    reqwest::Client::new()
+}
+
+/// A data directory holding the fixture release, and the release description.
+async fn data_with_fixture() -> (tempfile::TempDir, FixtureRelease) {
+    let layout = tempfile::tempdir().unwrap();
+    let release = write_release(layout.path(), &FixtureOptions::default()).expect("fixture");
+    let data = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open(data.path()).unwrap();
+        let catalog = ImageCatalog::new(store.clone()).unwrap();
+        let report = bundle::import(&catalog, layout.path(), None, &NoProgress)
+            .await
+            .unwrap();
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+        store.flush().await.unwrap();
+    }
+    // The layout directory is no longer needed once imported.
+    drop(layout);
+    (data, release)
+}
+
+async fn server() -> (TestServer, FixtureRelease) {
+    let (data, release) = data_with_fixture().await;
+    let server = TestServer::start_in(
+        data,
+        &[
+            ("offline", "true"),
+            ("http.externalURL", "http://factory.test:8080"),
+        ],
+    )
+    .await;
+    (server, release)
+}
+
+async fn post_schematic(server: &TestServer, body: &str) -> String {
+    let resp = client()
+        .post(format!("{}/schematics", server.url))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    json["id"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catalogs_kernel_cmdline_and_pxe() {
+    let (server, release) = server().await;
+    let id = post_schematic(&server, "customization: {}").await;
+    assert_eq!(id, EMPTY_ID);
+
+    let versions = client()
+        .get(format!("{}/versions", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        versions.headers()["content-type"],
+        "text/plain; charset=utf-8"
+    );
+    assert_eq!(versions.text().await.unwrap(), "[\"v1.8.4\",\"v1.11.6\"]\n");
+
+    let exts: serde_json::Value = client()
+        .get(format!("{}/version/1.11.6/extensions/official", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let v = release.version("v1.11.6").unwrap();
+    let gvisor = exts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "siderolabs/gvisor")
+        .expect("gvisor listed");
+    assert_eq!(gvisor["digest"], v.extensions["gvisor"].digest.to_string());
+    assert!(
+        gvisor["ref"]
+            .as_str()
+            .unwrap()
+            .starts_with("ghcr.io/siderolabs/gvisor:")
+    );
+    let overlays: serde_json::Value = client()
+        .get(format!("{}/version/v1.11.6/overlays/official", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(overlays[0]["name"], "rpi_generic");
+    assert_eq!(overlays[0]["image"], "siderolabs/sbc-raspberrypi");
+
+    // Kernel: the imager's vmlinuz, streamed with the upstream headers.
+    let url = format!("{}/image/{id}/v1.11.6/kernel-amd64", server.url);
+    let head = client().head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.headers()["content-type"], "application/octet-stream");
+    assert_eq!(
+        head.headers()["content-disposition"],
+        "attachment; filename=\"kernel-amd64\""
+    );
+    let len: u64 = head.headers()["content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let etag = head.headers()["etag"].to_str().unwrap().to_string();
+    let kernel = client()
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(kernel.len() as u64, len);
+    assert_eq!(&kernel[..2], b"MZ");
+    let ranged = client()
+        .get(&url)
+        .header("range", "bytes=0-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status(), 206);
+    assert_eq!(ranged.bytes().await.unwrap().as_ref(), b"MZ");
+    let not_modified = client()
+        .get(&url)
+        .header("if-none-match", &etag)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(not_modified.status(), 304);
+
+    // Cmdline and the PXE script, byte for byte.
+    let cmdline = client()
+        .get(format!(
+            "{}/image/{id}/v1.11.6/cmdline-metal-amd64",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let expected = "talos.platform=metal console=tty0 init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1";
+    assert_eq!(cmdline, expected);
+    for path in ["metal-amd64", "metal-x86_64"] {
+        let script = client()
+            .get(format!("{}/pxe/{id}/v1.11.6/{path}", server.url))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert_eq!(
+            script,
+            format!(
+                "#!ipxe\n\nimgfree\nkernel http://factory.test:8080/image/{id}/v1.11.6/kernel-amd64 {expected}\ninitrd http://factory.test:8080/image/{id}/v1.11.6/initramfs-amd64.xz\nboot\n"
+            )
+        );
+    }
+    let old = client()
+        .get(format!(
+            "{}/image/{id}/1.8.4/cmdline-metal-amd64",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(old.contains("ima_template=ima-ng"), "{old}");
+
+    let pubkey = client()
+        .get(format!("{}/oci/cosign/signing-key.pub", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(pubkey.starts_with("-----BEGIN PUBLIC KEY-----"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_use_upstream_status_codes() {
+    let (server, _) = server().await;
+    post_schematic(
+        &server,
+        "customization: {systemExtensions: {officialExtensions: [siderolabs/nope]}}",
+    )
+    .await;
+    post_schematic(&server, "customization: {}").await;
+    let cases: Vec<(String, u16, String)> = vec![
+        (
+            "/image/aaaaaaaaaaaa/v1.11.6/kernel-amd64".to_string(),
+            404,
+            "schematic ID \"aaaaaaaaaaaa\" not found\n".into(),
+        ),
+        (
+            format!("/image/{EMPTY_ID}/v1.11.6/metal-amd64.ssd"),
+            400,
+            "error parsing profile from path: invalid profile path: \"metal-amd64.ssd\"\n".into(),
+        ),
+        (
+            format!("/image/{EMPTY_ID}/v1.11.6/kernel-foo"),
+            400,
+            "error parsing profile from path: invalid architecture: \"foo\"\n".into(),
+        ),
+        (
+            format!("/image/{EMPTY_ID}/v1.99.0/kernel-amd64"),
+            404,
+            "version 1.99.0 is not available\n".into(),
+        ),
+        (
+            format!("/image/{EMPTY_ID}/v1.11.6/metal-amd64.iso"),
+            501,
+            "not supported".into(),
+        ),
+        (
+            format!("/image/{EMPTY_ID}/v1.11.6/cmdline-metal-amd64-secureboot"),
+            400,
+            "secure boot is disabled".into(),
+        ),
+        (
+            "/version/1.99.0/extensions/official".to_string(),
+            404,
+            "version 1.99.0 is not available".into(),
+        ),
+        (
+            format!("/pxe/{EMPTY_ID}/v1.11.6/metal-sparc"),
+            400,
+            "invalid architecture".into(),
+        ),
+    ];
+    for (path, status, body) in cases {
+        let resp = client()
+            .get(format!("{}{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{path}");
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(&body), "{path}: {text:?} lacks {body:?}");
+    }
+}

@@ -1,0 +1,337 @@
+//! Cross-module golden vectors for the pure factory logic, through the public API:
+//! asset path → profile → kernel command line (with META), as upstream Image Factory serves
+//! them (`/image/<id>/<v>/cmdline-*` bodies and the command lines in `/pxe` scripts).
+//!
+//! Sources: image-factory reference §4.2, §10.3–10.5; talos-formats §3.4, §4.4.
+
+use bootfactory::factory::cmdline::{CmdlineInput, build_cmdline};
+use bootfactory::factory::meta::{decode_meta, encode_meta};
+use bootfactory::factory::profile::{
+    Arch, AssetProfile, DiskFormat, OutFormat, OutputKind, content_type, parse_from_path,
+    parse_pxe_path,
+};
+use bootfactory::factory::version::{TalosVersion, filter_versions};
+
+const IMA: &str = "ima_template=ima-ng ima_appraise=fix ima_hash=sha512";
+const DEFAULTS: &str = "init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on";
+const META_ARG: &str =
+    "talos.environment=INSTALLER_META_BASE64=MHhhPXsiZXh0ZXJuYWxJUHMiOlsiMS4yLjMuNCJdfQ==";
+
+fn version(s: &str) -> TalosVersion {
+    s.parse().expect("valid version")
+}
+
+fn meta_values() -> Vec<(u8, String)> {
+    vec![(0x0a, r#"{"externalIPs":["1.2.3.4"]}"#.to_string())]
+}
+
+/// What the factory serves for `cmdline-<...>` or embeds in `/pxe/<...>`: the profile from the
+/// path, the schematic's customization where it applies, then the imager's cmdline.
+fn cmdline_for(
+    profile: &AssetProfile,
+    ver: &TalosVersion,
+    extra: &[String],
+    meta: &[(u8, String)],
+) -> String {
+    let quirks = ver.quirks();
+    let no_extra: &[String] = &[];
+    let no_meta: &[(u8, String)] = &[];
+    build_cmdline(&CmdlineInput {
+        platform: &profile.platform,
+        arch: profile.arch,
+        kind: profile.kind,
+        secure_boot: profile.secure_boot,
+        version: ver.clone(),
+        extra_kernel_args: if profile.extra_kernel_args_apply(&quirks) {
+            extra
+        } else {
+            no_extra
+        },
+        meta: if profile.meta_applies() {
+            meta
+        } else {
+            no_meta
+        },
+        overlay_kernel_args: None,
+    })
+}
+
+fn asset_cmdline(path: &str, ver: &str, extra: &[&str], meta: &[(u8, String)]) -> String {
+    let v = version(ver);
+    let profile = parse_from_path(path, &v).unwrap_or_else(|e| panic!("{path}: {e}"));
+    assert_eq!(profile.kind, OutputKind::Cmdline, "{path}");
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    cmdline_for(&profile, &v, &extra, meta)
+}
+
+fn pxe_cmdline(path: &str, ver: &str) -> String {
+    let v = version(ver);
+    let profile = parse_pxe_path(path, &v).unwrap_or_else(|e| panic!("{path}: {e}"));
+    cmdline_for(&profile, &v, &[], &[])
+}
+
+#[test]
+fn cmdline_assets_image_factory_10_4() {
+    assert_eq!(
+        asset_cmdline("cmdline-metal-amd64", "v1.5.1", &[], &[]),
+        format!("talos.platform=metal console=ttyS0 console=tty0 {DEFAULTS} {IMA}")
+    );
+    let aws = "talos.platform=aws console=tty1 console=ttyS0 net.ifnames=0";
+    assert_eq!(
+        asset_cmdline("cmdline-aws-arm64", "v1.5.1", &[], &[]),
+        format!("{aws} {DEFAULTS} {IMA}")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-aws-arm64", "v1.10.0", &[], &[]),
+        format!("{aws} {DEFAULTS} {IMA} selinux=1")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-aws-arm64", "v1.11.0", &[], &[]),
+        format!("{aws} {DEFAULTS} selinux=1")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-aws-arm64", "v1.12.0", &[], &[]),
+        format!("{aws} {DEFAULTS} selinux=1 module.sig_enforce=1")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-aws-arm64", "v1.13.0", &[], &[]),
+        format!("{aws} {DEFAULTS} selinux=1 module.sig_enforce=1 proc_mem.force_override=never")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-metal-amd64", "v1.8.0", &[], &[]),
+        format!("talos.platform=metal console=tty0 {DEFAULTS} {IMA}")
+    );
+    assert_eq!(
+        asset_cmdline(
+            "cmdline-metal-amd64",
+            "v1.11.0",
+            &["nolapic", "nomodeset"],
+            &[]
+        ),
+        format!("talos.platform=metal console=tty0 {DEFAULTS} selinux=1 nolapic nomodeset")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-metal-amd64", "v1.5.1", &[], &meta_values()),
+        format!("talos.platform=metal console=ttyS0 console=tty0 {DEFAULTS} {IMA} {META_ARG}")
+    );
+}
+
+#[test]
+fn pxe_script_cmdlines_image_factory_10_5() {
+    let v150 = format!("talos.platform=metal console=ttyS0 console=tty0 {DEFAULTS} {IMA}");
+    assert_eq!(pxe_cmdline("metal-amd64", "v1.5.0"), v150);
+    assert_eq!(pxe_cmdline("metal-x86_64", "v1.5.0"), v150);
+    assert_eq!(
+        pxe_cmdline("metal-amd64", "v1.11.0"),
+        format!("talos.platform=metal console=tty0 {DEFAULTS} selinux=1")
+    );
+    assert_eq!(
+        pxe_cmdline("equinixMetal-amd64", "v1.5.0"),
+        format!("talos.platform=equinixMetal console=ttyS1,115200n8 {DEFAULTS} {IMA}")
+    );
+    assert_eq!(
+        pxe_cmdline("metal-amd64-secureboot", "v1.5.0"),
+        format!("{v150} lockdown=confidentiality")
+    );
+    assert_eq!(
+        pxe_cmdline("metal-amd64-secureboot", "v1.11.0"),
+        format!("talos.platform=metal console=tty0 {DEFAULTS} selinux=1 lockdown=confidentiality")
+    );
+    assert_eq!(
+        pxe_cmdline("metal-arm64", "v1.11.0"),
+        format!("talos.platform=metal console=ttyAMA0 console=tty0 {DEFAULTS} selinux=1")
+    );
+}
+
+#[test]
+fn cmdline_golden_talos_formats_3_4() {
+    let v = version("v1.11.0");
+    let iso = parse_from_path("metal-amd64.iso", &v).unwrap();
+    assert_eq!(
+        cmdline_for(&iso, &v, &[], &[]),
+        format!("talos.platform=metal console=tty0 talos.halt_if_installed=1 {DEFAULTS} selinux=1")
+    );
+    // SecureBoot ISO with META and extra args: lockdown, then META, then extra args.
+    let sb_iso = parse_from_path("metal-amd64-secureboot.iso", &v).unwrap();
+    let extra = vec!["nolapic".to_string(), "nomodeset".to_string()];
+    assert_eq!(
+        cmdline_for(&sb_iso, &v, &extra, &meta_values()),
+        format!(
+            "talos.platform=metal console=tty0 talos.halt_if_installed=1 {DEFAULTS} selinux=1 lockdown=confidentiality {META_ARG} nolapic nomodeset"
+        )
+    );
+    // A disk image's cmdline never carries META.
+    let image = parse_from_path("metal-amd64.raw.zst", &v).unwrap();
+    assert_eq!(
+        cmdline_for(&image, &v, &extra, &meta_values()),
+        format!("talos.platform=metal console=tty0 {DEFAULTS} selinux=1 nolapic nomodeset")
+    );
+    // A non-SecureBoot installer for < 1.10 gets no extra args; ≥ 1.10 does.
+    let v19 = version("v1.9.0");
+    let inst = parse_from_path("installer-amd64.tar", &v19).unwrap();
+    assert_eq!(
+        cmdline_for(&inst, &v19, &extra, &meta_values()),
+        format!("talos.platform=metal console=tty0 {DEFAULTS} {IMA}")
+    );
+    let inst = parse_from_path("installer-amd64.tar", &v).unwrap();
+    assert_eq!(
+        cmdline_for(&inst, &v, &extra, &meta_values()),
+        format!("talos.platform=metal console=tty0 {DEFAULTS} selinux=1 nolapic nomodeset")
+    );
+}
+
+#[test]
+fn extra_arg_overrides() {
+    assert_eq!(
+        asset_cmdline(
+            "cmdline-metal-amd64",
+            "v1.7.0",
+            &["console=ttyS0,115200"],
+            &[]
+        ),
+        format!("talos.platform=metal console=ttyS0,115200 {DEFAULTS} {IMA}")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-metal-amd64", "v1.11.0", &["-selinux"], &[]),
+        format!("talos.platform=metal console=tty0 {DEFAULTS}")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-aws-amd64", "v1.11.0", &["-console"], &[]),
+        format!("talos.platform=aws net.ifnames=0 {DEFAULTS} selinux=1")
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-aws-amd64", "v1.11.0", &["net.ifnames=0"], &[]),
+        format!(
+            "talos.platform=aws console=tty1 console=ttyS0 net.ifnames=0 net.ifnames=0 {DEFAULTS} selinux=1"
+        )
+    );
+    assert_eq!(
+        asset_cmdline("cmdline-metal-amd64", "v1.11.0", &["-init_on_alloc=1"], &[]),
+        "talos.platform=metal console=tty0 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on selinux=1"
+    );
+}
+
+#[test]
+fn asset_paths_image_factory_4_2() {
+    let p = parse_from_path("aws-amd64-secureboot.qcow2.tar.gz", &version("v1.6.0")).unwrap();
+    assert_eq!(
+        (
+            p.kind,
+            p.platform.as_str(),
+            p.arch,
+            p.secure_boot,
+            p.out_format
+        ),
+        (
+            OutputKind::Image,
+            "aws",
+            Arch::Amd64,
+            true,
+            OutFormat::TarGz
+        )
+    );
+    let img = p.image.unwrap();
+    assert_eq!(
+        (
+            img.disk_format,
+            img.disk_size_mib,
+            img.disk_format_options.as_str()
+        ),
+        (DiskFormat::Qcow2, 8192, "cluster_size=8k")
+    );
+    let p = parse_from_path("azure-amd64.vhd", &version("v1.6.0")).unwrap();
+    let img = p.image.unwrap();
+    assert_eq!(
+        (
+            img.disk_format,
+            img.disk_size_mib,
+            img.disk_format_options.as_str()
+        ),
+        (DiskFormat::Vhd, 8192, "subformat=fixed,force_size")
+    );
+    let p = parse_from_path("metal-arm64.raw.xz", &version("v1.6.0")).unwrap();
+    assert_eq!(p.out_format, OutFormat::Xz);
+    assert_eq!(p.image.unwrap().disk_size_mib, 1246);
+    let p = parse_from_path("digital-ocean-installer-amd64.tar", &version("v1.10.0")).unwrap();
+    assert_eq!(
+        (p.kind, p.platform.as_str()),
+        (OutputKind::Installer, "digital-ocean")
+    );
+
+    let errors = [
+        ("kernel-foo", "v1.5.0", r#"invalid architecture: "foo""#),
+        (
+            "metal-rpi_generic-arm64.raw.xz",
+            "v1.7.0",
+            r#"invalid architecture: "rpi_generic-arm64""#,
+        ),
+        (
+            "metal-amd64.ssd",
+            "v1.5.0",
+            r#"invalid profile path: "metal-amd64.ssd""#,
+        ),
+        (
+            "metal-amd64.tar",
+            "v1.11.0",
+            r#"invalid profile path: "metal-amd64.tar""#,
+        ),
+    ];
+    for (path, ver, msg) in errors {
+        let err = parse_from_path(path, &version(ver)).unwrap_err();
+        assert_eq!(
+            format!("error parsing profile from path: {err}\n"),
+            format!("error parsing profile from path: {msg}\n")
+        );
+    }
+}
+
+#[test]
+fn content_types_image_factory_10_3() {
+    for (path, want) in [
+        ("metal-amd64.iso", "application/x-iso9660-image"),
+        ("metal-amd64.raw.xz", "application/x-xz"),
+        ("gcp-amd64.raw.tar.gz", "application/gzip"),
+        ("metal-amd64-uki.efi", "application/efi"),
+        ("kernel-amd64", "application/octet-stream"),
+        ("metal-amd64.qcow2", "application/x-qemu-disk"),
+    ] {
+        assert_eq!(content_type(path), want, "{path}");
+    }
+}
+
+#[test]
+fn meta_encoding() {
+    let q = version("v1.11.0").quirks();
+    assert_eq!(
+        encode_meta(&meta_values(), &q),
+        "MHhhPXsiZXh0ZXJuYWxJUHMiOlsiMS4yLjMuNCJdfQ=="
+    );
+    let long = vec![(0x0a, format!("{{\"hostnames\":[\"{}\"]}}", "n".repeat(400)))];
+    let gz = encode_meta(&long, &version("v1.6.3").quirks());
+    assert!(gz.starts_with("H4sIAAAAAAAC/"), "{gz}");
+    assert_eq!(decode_meta(&gz).unwrap(), long);
+    let plain = encode_meta(&long, &version("v1.6.2").quirks());
+    assert!(plain.starts_with("MHhhPX"), "{plain}");
+    assert_eq!(decode_meta(&plain).unwrap(), long);
+}
+
+#[test]
+fn versions_list() {
+    let tags: Vec<String> = [
+        "v1.8.0",
+        "v1.9.0-alpha.1",
+        "v1.9.0",
+        "v1.10.0-beta.0",
+        "v1.10.0-rc.1",
+        "v1.10.0-rc",
+        "junk",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let list: Vec<String> = filter_versions(&tags, &version("1.2.0"), &[])
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(list, ["v1.8.0", "v1.9.0", "v1.10.0-beta.0", "v1.10.0-rc.1"]);
+}
