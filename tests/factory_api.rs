@@ -3,6 +3,9 @@
 
 mod support;
 
+use std::sync::Arc;
+
+use bootfactory::factory::extensions::parse_initramfs;
 use bootfactory::fixture::{FixtureOptions, FixtureRelease, write_release};
 use bootfactory::oci::ImageCatalog;
 use bootfactory::store::Store;
@@ -208,7 +211,7 @@ async fn catalogs_kernel_cmdline_and_pxe() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_use_upstream_status_codes() {
     let (server, _) = server().await;
-    post_schematic(
+    let id = post_schematic(
         &server,
         "customization: {systemExtensions: {officialExtensions: [siderolabs/nope]}}",
     )
@@ -234,6 +237,12 @@ async fn errors_use_upstream_status_codes() {
             format!("/image/{EMPTY_ID}/v1.99.0/kernel-amd64"),
             404,
             "version 1.99.0 is not available\n".into(),
+        ),
+        (
+            format!("/image/{id}/v1.11.6/initramfs-amd64.xz"),
+            400,
+            "official extension \"siderolabs/nope\" is not available for Talos version v1.11.6"
+                .into(),
         ),
         (
             format!("/image/{EMPTY_ID}/v1.11.6/metal-amd64.iso"),
@@ -266,4 +275,148 @@ async fn errors_use_upstream_status_codes() {
         let text = resp.text().await.unwrap();
         assert!(text.contains(&body), "{path}: {text:?} lacks {body:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn initramfs_with_extensions_is_built_once_and_parses() {
+    let (server, _) = server().await;
+    let id = post_schematic(
+        &server,
+        "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor, siderolabs/amd-ucode, siderolabs/i915-ucode]\n",
+    )
+    .await;
+    let url = format!("{}/image/{id}/v1.11.6/initramfs-amd64.xz", server.url);
+    // Several clients at once share one build.
+    let tasks: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move {
+                client()
+                    .get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for t in tasks {
+        bodies.push(t.await.unwrap());
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    let metrics = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let built = metrics
+        .lines()
+        .find(|l| l.starts_with("image_factory_assets_built_total") && l.contains("initramfs"))
+        .expect("built counter");
+    assert!(built.ends_with(" 1"), "{built}");
+
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("initramfs.xz");
+    std::fs::write(&file, &bodies[0]).unwrap();
+    let parsed = parse_initramfs(&file).expect("parse");
+    let names: Vec<String> = parsed.layers.iter().map(|l| l.name.clone()).collect();
+    assert!(
+        parsed
+            .early
+            .iter()
+            .any(|n| n == "kernel/x86/microcode/AuthenticAMD.bin"),
+        "{:?}",
+        parsed.early
+    );
+    assert!(
+        parsed.entries.iter().any(|n| n == "extensions.yaml"),
+        "{:?}",
+        parsed.entries
+    );
+    assert_eq!(names.last().map(String::as_str), Some("schematic"));
+    assert_eq!(parsed.layers.last().unwrap().version, id);
+    assert!(names.iter().any(|n| n == "gvisor"), "{names:?}");
+
+    let _ = Arc::new(());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_modules_firmware_and_cache_reuse() {
+    if !support::tools::have("depmod") {
+        return;
+    }
+    let (server, _) = server().await;
+    let id = post_schematic(
+        &server,
+        "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gasket, siderolabs/i915, siderolabs/intel-ucode]\n",
+    )
+    .await;
+    let resp = client()
+        .get(format!(
+            "{}/image/{id}/v1.11.6/initramfs-amd64.xz",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("i.xz");
+    std::fs::write(&file, &body).unwrap();
+    let parsed = parse_initramfs(&file).unwrap();
+    let names: Vec<&str> = parsed.layers.iter().map(|l| l.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "gasket-driver",
+            "i915",
+            "intel-ucode",
+            "schematic",
+            "modules.dep"
+        ]
+    );
+    assert!(
+        parsed
+            .early
+            .iter()
+            .any(|n| n == "kernel/x86/microcode/GenuineIntel.bin")
+    );
+    // Firmware travels in the cpio, next to the squashfs images.
+    assert!(
+        parsed
+            .entries
+            .iter()
+            .any(|n| n.starts_with("usr/lib/firmware/i915/")),
+        "{:?}",
+        parsed.entries
+    );
+
+    // Another schematic with the same extensions reuses their squashfs images.
+    let id2 = post_schematic(
+        &server,
+        "customization:\n  extraKernelArgs: [x]\n  systemExtensions:\n    officialExtensions: [siderolabs/gasket, siderolabs/i915, siderolabs/intel-ucode]\n",
+    )
+    .await;
+    let again = client()
+        .get(format!(
+            "{}/image/{id2}/v1.11.6/initramfs-amd64.xz",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 200);
+    let file2 = tmp.path().join("j.xz");
+    std::fs::write(&file2, again.bytes().await.unwrap()).unwrap();
+    let parsed2 = parse_initramfs(&file2).unwrap();
+    assert_eq!(parsed2.layers.last().unwrap().name, "modules.dep");
+    assert_eq!(parsed2.layers[3].version, id2);
 }

@@ -21,7 +21,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   docker-registry                      a real upstream registry (CNCF distribution)
 #   skopeo, podman                       real registry clients
 #   cpio                                 byte-exact comparison for our cpio writer
-packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio)
+#   kmod, squashfs-tools                 depmod for the modules.dep layer; fixture checks
+packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools)
 
 install_packages() {
     local missing=()

@@ -27,8 +27,11 @@ pub struct BuiltAsset {
     pub digest: Digest,
     /// Its size.
     pub size: u64,
-    /// Whether it came from the cache (false: built for this request, or a shared build).
+    /// Whether it came from the cache.
     pub cached: bool,
+    /// Whether this request joined a build another request started (so it is not counted
+    /// as a build of its own).
+    pub shared: bool,
 }
 
 /// Why an asset could not be produced.
@@ -140,6 +143,7 @@ impl Builder {
                 digest,
                 size: blob.size,
                 cached: true,
+                shared: false,
             }),
             Err(e) => {
                 tracing::warn!(asset = key, %digest, error = %e, "cached asset unusable; rebuilding");
@@ -159,10 +163,10 @@ impl Builder {
         if let Some(hit) = self.cached(key).await {
             return Ok(hit);
         }
-        let mut rx = {
+        let (mut rx, shared) = {
             let mut inflight = self.inflight.lock().expect("inflight lock");
             match inflight.get(key) {
-                Some(rx) => rx.clone(),
+                Some(rx) => (rx.clone(), true),
                 None => {
                     let (tx, rx) = watch::channel(None);
                     inflight.insert(key.to_string(), rx.clone());
@@ -173,7 +177,7 @@ impl Builder {
                         this.inflight.lock().expect("inflight lock").remove(&key);
                         let _ = tx.send(Some(result));
                     });
-                    rx
+                    (rx, false)
                 }
             }
         };
@@ -181,6 +185,7 @@ impl Builder {
             if let Some(result) = rx.borrow_and_update().clone() {
                 return result.map(|mut a| {
                     a.cached = false;
+                    a.shared = shared;
                     a
                 });
             }
@@ -248,6 +253,7 @@ impl Builder {
             digest,
             size,
             cached: false,
+            shared: false,
         })
     }
 }

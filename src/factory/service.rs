@@ -1,12 +1,13 @@
 //! The factory service: turns `(schematic, version, asset path)` into a built, cached, signed
 //! asset, with upstream's validation order and error texts. HTTP handlers only call this.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, build_cmdline};
+use super::extensions::{self as initramfs, Compression, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, parse_asset_path};
 use super::version::{Quirks, TalosVersion};
 use crate::config::Config;
@@ -83,7 +84,6 @@ pub struct Resolved {
 
 /// The factory.
 pub struct Factory {
-    #[allow(dead_code)]
     config: Arc<Config>,
     schematics: SchematicStore,
     artifacts: Arc<Artifacts>,
@@ -253,11 +253,136 @@ impl Factory {
                     })
                     .await?)
             }
+            OutputKind::Initramfs => {
+                if let Some(hit) = self.builder.cached(&key).await {
+                    return Ok(hit);
+                }
+                let build = self.initramfs_build(r).await?;
+                Ok(self.builder.get_or_build(&key, build).await?)
+            }
             other => Err(FactoryError::NotImplemented(format!(
-                "{} assets are not supported by this bootfactory release yet (kernel and cmdline are)",
+                "{} assets are not supported by this bootfactory release yet (kernel, initramfs and cmdline are)",
                 format!("{other:?}").to_lowercase()
             ))),
         }
+    }
+
+    /// Resolves everything an initramfs build needs (catalog lookups, downloads and
+    /// extraction happen here, so unknown extensions are a 400 before any build starts) and
+    /// returns the build function.
+    async fn initramfs_build(
+        &self,
+        r: &Resolved,
+    ) -> Result<impl FnOnce(PathBuf) -> BuildFuture + Send + 'static, FactoryError> {
+        let arch = r.profile.arch.as_str();
+        let quirks = Quirks::new(&r.version);
+        let catalog = self.artifacts.extensions(&r.version).await?;
+        let mut trees = Vec::new();
+        for name in &r
+            .schematic
+            .schematic
+            .customization
+            .system_extensions
+            .official_extensions
+        {
+            let info = catalog.find(name).ok_or_else(|| {
+                FactoryError::Schematic(format!(
+                    "official extension {name:?} is not available for Talos version {}",
+                    r.version
+                ))
+            })?;
+            let (dir, manifest) = self.artifacts.extension_tree(info, arch).await?;
+            trees.push(ExtensionTree {
+                dir,
+                cache_key: Some(format!("{manifest}")),
+            });
+        }
+        if !r.schematic.schematic.overlay.is_empty() {
+            let overlays = self.artifacts.overlays(&r.version).await?;
+            let name = &r.schematic.schematic.overlay.name;
+            if !overlays.iter().any(|o| &o.name == name) {
+                return Err(FactoryError::Schematic(format!(
+                    "official overlay {name:?} is not available for Talos version {}",
+                    r.version
+                )));
+            }
+        }
+        let base = self
+            .artifacts
+            .imager_file(&r.version, arch, ImagerFile::Initramfs)
+            .await?;
+        let compression = if quirks.use_zstd_compression() {
+            Compression::Zstd
+        } else {
+            Compression::Xz
+        };
+        let options = InitramfsOptions {
+            talos_version: r.version.core(),
+            kernel_modules_path: quirks.kernel_modules_path().to_string(),
+            firmware_path: quirks.firmware_path().to_string(),
+            compression,
+            mtime: SOURCE_DATE_EPOCH,
+        };
+        let schematic_id = r.schematic.id.to_string();
+        let canonical = r.schematic.canonical.clone();
+        let external = self.config.http.external_url.clone();
+        let external = if external.is_empty() {
+            format!("{}/", self.config.external_url())
+        } else {
+            external
+        };
+        let supports_overlay = quirks.supports_overlay();
+        let cache = Arc::new(StoreSquashfsCache {
+            store: self.store.clone(),
+            handle: tokio::runtime::Handle::current(),
+        });
+        Ok(move |out: PathBuf| -> BuildFuture {
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
+                    let work = out
+                        .parent()
+                        .expect("build output has a parent")
+                        .join("work");
+                    let ext_dir = work.join("schematic-extension");
+                    initramfs::write_schematic_extension(
+                        &ext_dir,
+                        &schematic_id,
+                        &canonical,
+                        &external,
+                        supports_overlay,
+                    )
+                    .map_err(|e| BuildError::Failed(e.to_string()))?;
+                    trees.push(ExtensionTree {
+                        dir: ext_dir,
+                        cache_key: None,
+                    });
+                    let mut file = std::io::BufWriter::new(
+                        std::fs::File::create(&out)
+                            .map_err(|e| BuildError::Failed(e.to_string()))?,
+                    );
+                    initramfs::build_initramfs(
+                        &base,
+                        &trees,
+                        &options,
+                        Some(cache.as_ref()),
+                        &work.join("build"),
+                        &mut file,
+                    )
+                    .map_err(|e| match e {
+                        initramfs::InitramfsError::Extension { .. } => {
+                            BuildError::Failed(format!("400: {e}"))
+                        }
+                        e => BuildError::Failed(e.to_string()),
+                    })?;
+                    use std::io::Write as _;
+                    file.flush()
+                        .map_err(|e| BuildError::Failed(e.to_string()))?;
+                    Ok(())
+                })
+                .await
+                .map_err(|e| BuildError::Failed(format!("build task: {e}")))?
+            })
+        })
     }
 }
 
@@ -281,5 +406,30 @@ fn copy_file(src: PathBuf) -> impl FnOnce(PathBuf) -> BuildFuture + Send + 'stat
                 .map(|_| ())
                 .map_err(|e| BuildError::Failed(format!("copy {}: {e}", src.display())))
         })
+    }
+}
+
+/// Squashfs images of extensions, cached in the store by content identity and build
+/// parameters, so a new schematic reuses extensions built for another.
+struct StoreSquashfsCache {
+    store: Store,
+    handle: tokio::runtime::Handle,
+}
+
+impl initramfs::SquashfsCache for StoreSquashfsCache {
+    fn get(&self, key: &str) -> Option<PathBuf> {
+        let digest = self.store.get_ref("squashfs", key).ok()??;
+        self.handle.block_on(self.store.blob_path(&digest)).ok()
+    }
+
+    fn put(&self, key: &str, squashfs: &Path) -> std::io::Result<()> {
+        let mut writer = self.store.writer().map_err(std::io::Error::other)?;
+        let mut file = std::fs::File::open(squashfs)?;
+        std::io::copy(&mut file, &mut writer)?;
+        let digest = writer.commit().map_err(std::io::Error::other)?;
+        self.store
+            .set_ref("squashfs", key, &digest)
+            .map_err(std::io::Error::other)?;
+        Ok(())
     }
 }

@@ -135,7 +135,7 @@ pub async fn image(
         m.assets_cached_bytes
             .with_label_values(&labels)
             .inc_by(asset.size);
-    } else {
+    } else if !asset.shared {
         m.assets_cached_errors.with_label_values(&labels).inc();
         m.assets_built.with_label_values(&labels).inc();
         m.assets_built_bytes

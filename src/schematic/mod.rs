@@ -8,7 +8,7 @@
 
 mod canonical;
 mod decode;
-mod emit;
+pub mod emit;
 pub mod model;
 mod resolve;
 pub mod storage;
