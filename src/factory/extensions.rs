@@ -842,20 +842,12 @@ fn parse_compressed(
 ) -> Result<ParsedInitramfs, InitramfsError> {
     let decoder = zstd::stream::read::Decoder::new(data).map_err(other("zstd"))?;
     let mut cpio = CpioReader::new(decoder);
+    // Archives follow each other (base cpio, extension cpio): after each trailer go on with
+    // the next, as the kernel does, until one yields nothing.
     loop {
-        // Each archive ends with a trailer; the kernel (and we) go on with the next one.
-        cpio.continue_after_trailer();
-        let Some(h) = cpio.next_header().map_err(other("read cpio"))? else {
-            break;
-        };
-        if h.name == "extensions.yaml" {
-            let bytes = cpio.read_data().map_err(other("read extensions.yaml"))?;
-            parsed.layers = parse_layers(&bytes)?;
-        } else {
-            io::copy(&mut cpio.data(), &mut io::sink()).map_err(other("read cpio"))?;
-        }
-        parsed.entries.push(h.name.clone());
+        let mut read_any = false;
         while let Some(h) = cpio.next_header().map_err(other("read cpio"))? {
+            read_any = true;
             if h.name == "extensions.yaml" {
                 let bytes = cpio.read_data().map_err(other("read extensions.yaml"))?;
                 parsed.layers = parse_layers(&bytes)?;
@@ -864,6 +856,10 @@ fn parse_compressed(
             }
             parsed.entries.push(h.name.clone());
         }
+        if !read_any {
+            break;
+        }
+        cpio.continue_after_trailer();
     }
     Ok(parsed)
 }

@@ -65,18 +65,30 @@ pub async fn versions(
     Ok(sniffed_json(&list))
 }
 
+/// Parses `{version}` and checks the factory serves it.
+async fn served_version(
+    state: &AppState,
+    version: &str,
+) -> Result<crate::factory::version::TalosVersion, ApiError> {
+    let version = parse_version(version)?;
+    state
+        .factory
+        .artifacts()
+        .check_version(&version)
+        .await
+        .map_err(FactoryError::from)?;
+    Ok(version)
+}
+
 /// `GET /version/{version}/extensions/official`.
 pub async fn official_extensions(
     State(state): State<AppState>,
     Path(version): Path<String>,
 ) -> Result<Response, ApiError> {
-    let version = parse_version(&version)?;
-    let artifacts = state.factory.artifacts();
-    artifacts
-        .check_version(&version)
-        .await
-        .map_err(FactoryError::from)?;
-    let catalog = artifacts
+    let version = served_version(&state, &version).await?;
+    let catalog = state
+        .factory
+        .artifacts()
         .extensions(&version)
         .await
         .map_err(FactoryError::from)?;
@@ -88,13 +100,10 @@ pub async fn official_overlays(
     State(state): State<AppState>,
     Path(version): Path<String>,
 ) -> Result<Response, ApiError> {
-    let version = parse_version(&version)?;
-    let artifacts = state.factory.artifacts();
-    artifacts
-        .check_version(&version)
-        .await
-        .map_err(FactoryError::from)?;
-    let overlays = artifacts
+    let version = served_version(&state, &version).await?;
+    let overlays = state
+        .factory
+        .artifacts()
         .overlays(&version)
         .await
         .map_err(FactoryError::from)?;
