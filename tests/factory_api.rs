@@ -5,7 +5,7 @@ mod support;
 
 use std::sync::Arc;
 
-use bootfactory::factory::extensions::parse_initramfs;
+use bootfactory::factory::initramfs::parse_initramfs;
 use bootfactory::fixture::{FixtureOptions, FixtureRelease, write_release};
 use bootfactory::oci::ImageCatalog;
 use bootfactory::store::Store;
@@ -326,19 +326,15 @@ async fn initramfs_with_extensions_is_built_once_and_parses() {
     std::fs::write(&file, &bodies[0]).unwrap();
     let parsed = parse_initramfs(&file).expect("parse");
     let names: Vec<String> = parsed.layers.iter().map(|l| l.name.clone()).collect();
+    let early = &parsed.archives[0].entries;
     assert!(
-        parsed
-            .early
+        early
             .iter()
             .any(|n| n == "kernel/x86/microcode/AuthenticAMD.bin"),
-        "{:?}",
-        parsed.early
+        "{early:?}"
     );
-    assert!(
-        parsed.entries.iter().any(|n| n == "extensions.yaml"),
-        "{:?}",
-        parsed.entries
-    );
+    let last = &parsed.archives.last().unwrap().entries;
+    assert!(last.iter().any(|n| n == "extensions.yaml"), "{last:?}");
     assert_eq!(names.last().map(String::as_str), Some("schematic"));
     assert_eq!(parsed.layers.last().unwrap().version, id);
     assert!(names.iter().any(|n| n == "gvisor"), "{names:?}");
@@ -384,19 +380,16 @@ async fn kernel_modules_firmware_and_cache_reuse() {
         ]
     );
     assert!(
-        parsed
-            .early
+        parsed.archives[0]
+            .entries
             .iter()
             .any(|n| n == "kernel/x86/microcode/GenuineIntel.bin")
     );
     // Firmware travels in the cpio, next to the squashfs images.
+    let last = &parsed.archives.last().unwrap().entries;
     assert!(
-        parsed
-            .entries
-            .iter()
-            .any(|n| n.starts_with("usr/lib/firmware/i915/")),
-        "{:?}",
-        parsed.entries
+        last.iter().any(|n| n.starts_with("usr/lib/firmware/i915/")),
+        "{last:?}"
     );
 
     // Another schematic with the same extensions reuses their squashfs images.

@@ -10,7 +10,6 @@
 pub mod artifacts;
 pub mod builder;
 pub mod cmdline;
-pub mod extensions;
 pub mod initramfs;
 pub mod meta;
 pub mod profile;

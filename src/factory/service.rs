@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, build_cmdline};
-use super::extensions::{self as initramfs, Compression, ExtensionTree, InitramfsOptions};
+use super::initramfs::{self, Compression, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, parse_asset_path};
 use super::version::{Quirks, TalosVersion};
 use crate::config::Config;
@@ -320,7 +320,8 @@ impl Factory {
             talos_version: r.version.core(),
             kernel_modules_path: quirks.kernel_modules_path().to_string(),
             firmware_path: quirks.firmware_path().to_string(),
-            compression,
+            squashfs_compression: compression,
+            cpio_compression: compression,
             mtime: SOURCE_DATE_EPOCH,
         };
         let schematic_id = r.schematic.id.to_string();

@@ -1,0 +1,323 @@
+//! The `.xz` container, for Talos < 1.8 (xz-compressed initramfs archives).
+//!
+//! liblzma is not a direct dependency of this crate; backhand (which links it) compresses a
+//! buffer into a complete `.xz` stream. [`XzWriter`] compresses its input in independent
+//! chunks that way and splices the chunks' blocks into **one** stream with a combined index,
+//! because the kernel's initramfs unpacker expects each compressed archive to be a single
+//! stream. Block headers and checks are copied verbatim; the stream header, index and footer
+//! are ours (CRC32 from flate2).
+//!
+//! [`stream_start_before`] finds where the `.xz` stream that ends at a given offset begins,
+//! by reading its footer and index backwards: this delimits xz archives inside a concatenated
+//! initramfs without decoding them.
+
+use std::io::{self, Read, Seek, SeekFrom, Write};
+
+use backhand::compression::{CompressionAction, Compressor, DefaultCompressor};
+use backhand::{CompressionExtra, ExtraXz, FilesystemCompressor};
+
+/// `.xz` stream header magic.
+pub(crate) const XZ_MAGIC: &[u8; 6] = b"\xFD7zXZ\0";
+const FOOTER_MAGIC: &[u8; 2] = b"YZ";
+/// Input compressed per chunk (and the LZMA2 dictionary size).
+const CHUNK: usize = 1 << 20;
+
+fn crc32(data: &[u8]) -> u32 {
+    let mut c = flate2::Crc::new();
+    c.update(data);
+    c.sum()
+}
+
+fn invalid(msg: impl Into<String>) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, msg.into())
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(data: &[u8], pos: &mut usize) -> io::Result<u64> {
+    let mut v = 0u64;
+    for i in 0..9 {
+        let b = *data
+            .get(*pos)
+            .ok_or_else(|| invalid("truncated xz index"))?;
+        *pos += 1;
+        v |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(invalid("bad xz varint"))
+}
+
+fn round4(n: u64) -> u64 {
+    n.div_ceil(4) * 4
+}
+
+/// The parts of one complete `.xz` stream held in memory.
+struct StreamParts<'a> {
+    flags: [u8; 2],
+    blocks: &'a [u8],
+    records: Vec<(u64, u64)>,
+}
+
+fn split_stream(s: &[u8]) -> io::Result<StreamParts<'_>> {
+    if s.len() < 24 || &s[..6] != XZ_MAGIC || &s[s.len() - 2..] != FOOTER_MAGIC {
+        return Err(invalid("not a single xz stream"));
+    }
+    let footer = &s[s.len() - 12..];
+    let backward = u64::from(u32::from_le_bytes(
+        footer[4..8].try_into().expect("4 bytes"),
+    ));
+    let index_len = (backward + 1) * 4;
+    let index_start = (s.len() as u64)
+        .checked_sub(12 + index_len)
+        .filter(|&i| i >= 12)
+        .ok_or_else(|| invalid("bad xz backward size"))? as usize;
+    let index = &s[index_start..s.len() - 12];
+    if index[0] != 0 {
+        return Err(invalid("bad xz index indicator"));
+    }
+    let mut pos = 1;
+    let count = get_varint(index, &mut pos)?;
+    let mut records = Vec::new();
+    for _ in 0..count {
+        let unpadded = get_varint(index, &mut pos)?;
+        let uncompressed = get_varint(index, &mut pos)?;
+        records.push((unpadded, uncompressed));
+    }
+    let blocks = &s[12..index_start];
+    let total: u64 = records.iter().map(|r| round4(r.0)).sum();
+    if total != blocks.len() as u64 {
+        return Err(invalid("xz index does not match the blocks"));
+    }
+    Ok(StreamParts {
+        flags: [s[6], s[7]],
+        blocks,
+        records,
+    })
+}
+
+/// Streams `.xz` output: one stream, independent blocks of up to 1 MiB of input, CRC32 checks.
+pub(crate) struct XzWriter<W: Write> {
+    inner: W,
+    buf: Vec<u8>,
+    records: Vec<(u64, u64)>,
+    flags: Option<[u8; 2]>,
+    header_written: bool,
+    preset: u32,
+}
+
+impl<W: Write> XzWriter<W> {
+    /// A writer compressing with xz preset `preset` (0–9).
+    pub(crate) fn new(inner: W, preset: u32) -> XzWriter<W> {
+        XzWriter {
+            inner,
+            buf: Vec::with_capacity(CHUNK),
+            records: Vec::new(),
+            flags: None,
+            header_written: false,
+            preset,
+        }
+    }
+
+    fn compress_chunk(&mut self) -> io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let mut fc = FilesystemCompressor::new(Compressor::Xz, None).map_err(io::Error::other)?;
+        let mut extra = ExtraXz::default();
+        extra.level(self.preset).map_err(io::Error::other)?;
+        fc.extra(CompressionExtra::Xz(extra))
+            .map_err(io::Error::other)?;
+        let stream = DefaultCompressor
+            .compress(&self.buf, fc, CHUNK as u32)
+            .map_err(io::Error::other)?;
+        let parts = split_stream(&stream)?;
+        match self.flags {
+            None => self.flags = Some(parts.flags),
+            Some(f) if f != parts.flags => return Err(invalid("xz chunks with different checks")),
+            Some(_) => {}
+        }
+        self.write_header()?;
+        self.inner.write_all(parts.blocks)?;
+        self.records.extend(parts.records);
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn write_header(&mut self) -> io::Result<()> {
+        if self.header_written {
+            return Ok(());
+        }
+        // CRC32 check (what `xz -C crc32` and backhand use) unless a chunk told otherwise.
+        let flags = *self.flags.get_or_insert([0, 1]);
+        let mut h = XZ_MAGIC.to_vec();
+        h.extend_from_slice(&flags);
+        h.extend_from_slice(&crc32(&flags).to_le_bytes());
+        self.inner.write_all(&h)?;
+        self.header_written = true;
+        Ok(())
+    }
+
+    /// Compresses what is buffered, writes the index and footer; returns the inner writer.
+    pub(crate) fn finish(mut self) -> io::Result<W> {
+        self.compress_chunk()?;
+        self.write_header()?;
+        let mut index = vec![0u8];
+        put_varint(&mut index, self.records.len() as u64);
+        for (unpadded, uncompressed) in &self.records {
+            put_varint(&mut index, *unpadded);
+            put_varint(&mut index, *uncompressed);
+        }
+        while index.len() % 4 != 0 {
+            index.push(0);
+        }
+        let crc = crc32(&index);
+        index.extend_from_slice(&crc.to_le_bytes());
+        self.inner.write_all(&index)?;
+        let flags = self.flags.unwrap_or([0, 1]);
+        let backward = (index.len() as u32 / 4) - 1;
+        let mut tail = Vec::with_capacity(12);
+        tail.extend_from_slice(&backward.to_le_bytes());
+        tail.extend_from_slice(&flags);
+        let crc = crc32(&tail);
+        let mut footer = crc.to_le_bytes().to_vec();
+        footer.extend_from_slice(&tail);
+        footer.extend_from_slice(FOOTER_MAGIC);
+        self.inner.write_all(&footer)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: Write> Write for XzWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let n = data.len().min(CHUNK - self.buf.len());
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            self.compress_chunk()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// For the `.xz` stream whose footer ends at `end` in `r`, returns its start offset, or `None`
+/// if the bytes before `end` are not the end of an xz stream.
+pub(crate) fn stream_start_before<R: Read + Seek>(r: &mut R, end: u64) -> io::Result<Option<u64>> {
+    if end < 24 {
+        return Ok(None);
+    }
+    let mut footer = [0u8; 12];
+    r.seek(SeekFrom::Start(end - 12))?;
+    r.read_exact(&mut footer)?;
+    if &footer[10..] != FOOTER_MAGIC
+        || crc32(&footer[4..10]) != u32::from_le_bytes(footer[..4].try_into().expect("4"))
+    {
+        return Ok(None);
+    }
+    let backward = u64::from(u32::from_le_bytes(footer[4..8].try_into().expect("4")));
+    let index_len = (backward + 1) * 4;
+    let Some(index_start) = end.checked_sub(12 + index_len) else {
+        return Ok(None);
+    };
+    let mut index = vec![0u8; index_len as usize];
+    r.seek(SeekFrom::Start(index_start))?;
+    r.read_exact(&mut index)?;
+    if index[0] != 0 {
+        return Ok(None);
+    }
+    let mut pos = 1;
+    let count = get_varint(&index, &mut pos)?;
+    let mut blocks = 0u64;
+    for _ in 0..count {
+        let unpadded = get_varint(&index, &mut pos)?;
+        let _uncompressed = get_varint(&index, &mut pos)?;
+        blocks += round4(unpadded);
+    }
+    let Some(start) = index_start.checked_sub(blocks + 12) else {
+        return Ok(None);
+    };
+    let mut magic = [0u8; 6];
+    r.seek(SeekFrom::Start(start))?;
+    r.read_exact(&mut magic)?;
+    Ok((&magic == XZ_MAGIC).then_some(start))
+}
+
+/// Decodes one complete `.xz` stream held in memory.
+pub(crate) fn decode(stream: &[u8]) -> io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    DefaultCompressor
+        .decompress(stream, &mut out, Compressor::Xz)
+        .map_err(|e| invalid(format!("xz: {e}")))?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn sample(len: usize) -> Vec<u8> {
+        let mut x = 0x1234_5678u32;
+        (0..len)
+            .map(|i| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                if i % 3 == 0 {
+                    b'a' + (i % 7) as u8
+                } else {
+                    x as u8
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spliced_stream_round_trips() {
+        let data = sample(CHUNK * 2 + 12345);
+        let mut w = XzWriter::new(Vec::new(), 0);
+        for piece in data.chunks(100_000) {
+            w.write_all(piece).unwrap();
+        }
+        let xz = w.finish().unwrap();
+        split_stream(&xz).unwrap();
+        assert_eq!(decode(&xz).unwrap(), data);
+        // The stream is found from its end, also behind other bytes.
+        let mut cat = vec![1u8; 40];
+        cat.extend_from_slice(&xz);
+        let end = cat.len() as u64;
+        assert_eq!(
+            stream_start_before(&mut Cursor::new(&cat), end).unwrap(),
+            Some(40)
+        );
+        assert_eq!(
+            stream_start_before(&mut Cursor::new(&cat), end - 4).unwrap(),
+            None
+        );
+        if let Ok(mut child) = std::process::Command::new("xz")
+            .args(["-t", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+        {
+            child.stdin.take().unwrap().write_all(&xz).unwrap();
+            assert!(child.wait().unwrap().success(), "xz -t rejects the stream");
+        }
+    }
+
+    #[test]
+    fn empty_input_is_a_valid_stream() {
+        let xz = XzWriter::new(Vec::new(), 0).finish().unwrap();
+        assert_eq!(decode(&xz).unwrap(), b"");
+    }
+}
