@@ -172,6 +172,11 @@ impl Factory {
                 r.version
             )));
         }
+        if uses_image_content && !c.embedded_machine_configuration.is_empty() {
+            return Err(FactoryError::NotImplemented(
+                "embedding a machine configuration into assets is not supported by this bootfactory release yet".into(),
+            ));
+        }
         if uses_image_content
             && !r.schematic.schematic.overlay.is_empty()
             && !quirks.supports_overlay()
