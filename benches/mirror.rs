@@ -816,8 +816,8 @@ impl Results {
             rounds(&self.warm[1]),
         );
         println!(
-            "[*] docker-registry's proxy asks the upstream (a manifest HEAD) on every request by tag, while \
-             bootfactory trusts a tag for upstream.tagTTLSeconds (300 s here): this affects the \
+            "[*] docker-registry's proxy asks the upstream (a manifest HEAD) on every request by tag and \
+             rewrites its local tag link (with fsync), while bootfactory trusts a tag for upstream.tagTTLSeconds (300 s here): this affects the \
              \"manifest by tag\" row only; by-digest and blob hits are served from local storage by both."
         );
         println!(
@@ -836,7 +836,8 @@ impl Results {
         );
         println!(
             "bootfactory runs inside this benchmark's tokio runtime (sharing its threads with the client); \
-             docker-registry is a separate process. Expect a few percent of run-to-run noise, more on busy machines."
+             docker-registry is a separate process. Figures move between runs (by tens of percent on a busy \
+             machine): run it more than once and compare medians."
         );
     }
 }
