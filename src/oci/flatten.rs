@@ -147,6 +147,27 @@ fn wanted(rel: &Path, prefix: Option<&Path>) -> bool {
     }
 }
 
+/// An OCI whiteout entry: it deletes something from the layers below.
+enum Whiteout {
+    /// `.wh..wh..opq`: everything below this directory.
+    Opaque(PathBuf),
+    /// `.wh.<name>`: this path.
+    Delete(PathBuf),
+}
+
+/// Classifies a (clean, relative) entry path as a whiteout, if it is one.
+fn whiteout(rel: &Path) -> Option<Whiteout> {
+    let name = rel.file_name().and_then(|n| n.to_str())?;
+    if name == ".wh..wh..opq" {
+        Some(Whiteout::Opaque(
+            rel.parent().map(Path::to_path_buf).unwrap_or_default(),
+        ))
+    } else {
+        name.strip_prefix(".wh.")
+            .map(|target| Whiteout::Delete(rel.with_file_name(target)))
+    }
+}
+
 /// Makes sure no existing component of `rel` below `dest` is a symlink (writing through one
 /// could leave `dest`).
 fn check_no_symlink_parents(dest: &Path, rel: &Path) -> Result<(), FlattenError> {
@@ -192,11 +213,10 @@ pub fn flatten_layers(
             let Some(rel) = clean_path(&raw)? else {
                 continue;
             };
-            let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-            if name == ".wh..wh..opq" {
-                opaque.push(rel.parent().map(Path::to_path_buf).unwrap_or_default());
-            } else if let Some(target) = name.strip_prefix(".wh.") {
-                deleted.push(rel.with_file_name(target));
+            match whiteout(&rel) {
+                Some(Whiteout::Opaque(dir)) => opaque.push(dir),
+                Some(Whiteout::Delete(path)) => deleted.push(path),
+                None => {}
             }
         }
         for dir in opaque {
@@ -336,26 +356,26 @@ pub async fn read_file(
                 let Some(rel) = clean_path(&raw)? else {
                     continue;
                 };
-                let name = rel.file_name().and_then(|n| n.to_str()).unwrap_or_default();
-                if name == ".wh..wh..opq" {
-                    opaque_dirs.insert(rel.parent().map(Path::to_path_buf).unwrap_or_default());
-                } else if let Some(target) = name.strip_prefix(".wh.") {
-                    if rel.with_file_name(target) == wanted {
-                        whited_out = true;
+                match whiteout(&rel) {
+                    Some(Whiteout::Opaque(dir)) => {
+                        opaque_dirs.insert(dir);
                     }
-                } else if rel == wanted && entry.header().entry_type().is_file() {
-                    let mut buf = Vec::new();
-                    (&mut entry)
-                        .take(max_bytes + 1)
-                        .read_to_end(&mut buf)
-                        .map_err(io_err(format!("read {path}")))?;
-                    if buf.len() as u64 > max_bytes {
-                        return Err(FlattenError::Io {
-                            context: format!("read {path}"),
-                            source: io::Error::other(format!("larger than {max_bytes} bytes")),
-                        });
+                    Some(Whiteout::Delete(path)) => whited_out |= path == wanted,
+                    None if rel == wanted && entry.header().entry_type().is_file() => {
+                        let mut buf = Vec::new();
+                        (&mut entry)
+                            .take(max_bytes + 1)
+                            .read_to_end(&mut buf)
+                            .map_err(io_err(format!("read {path}")))?;
+                        if buf.len() as u64 > max_bytes {
+                            return Err(FlattenError::Io {
+                                context: format!("read {path}"),
+                                source: io::Error::other(format!("larger than {max_bytes} bytes")),
+                            });
+                        }
+                        found = Some(buf);
                     }
-                    found = Some(buf);
+                    None => {}
                 }
             }
             if found.is_some() {
