@@ -2,13 +2,16 @@
 //!
 //! The crate is organised one module per concern; `ARCHITECTURE.md` maps them.
 
+pub mod assign;
 pub mod cli;
 pub mod config;
+pub mod dhcp;
 pub mod factory;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod formats;
 pub mod http;
+pub mod ipxe;
 pub mod logging;
 pub mod metrics;
 pub mod oci;
@@ -16,6 +19,7 @@ pub mod registry;
 pub mod schematic;
 pub mod server;
 pub mod store;
+pub mod tftp;
 pub mod upstream;
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client and server.

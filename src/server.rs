@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use crate::assign::Assignments;
 use crate::config::Config;
 use crate::factory::artifacts::Artifacts;
 use crate::factory::builder::Builder;
@@ -57,6 +58,20 @@ impl App {
         if let Ok(ids) = schematics.list() {
             metrics.schematic_cache_size.set(ids.len() as i64);
         }
+        let assignments = Assignments::open(&store, config.pxe.unassigned)
+            .context("cannot open the assignment table")?;
+        if !config.assignments.file.as_os_str().is_empty() {
+            let known = |id: &str| {
+                id.parse::<crate::schematic::SchematicId>()
+                    .is_ok_and(|id| schematics.contains(&id))
+            };
+            let n = crate::assign::seed::apply(&config.assignments.file, &assignments, known)?;
+            tracing::info!(file = %config.assignments.file.display(), entries = n, "applied the assignments file");
+        }
+        let admin_token: Arc<str> =
+            crate::assign::token::load_or_create(&config.api.admin_token, &config.admin_token_path())
+                .context("cannot set up the admin API token")?
+                .into();
         Ok(App {
             state: AppState {
                 config,
@@ -65,6 +80,8 @@ impl App {
                 mirror,
                 factory,
                 metrics,
+                assignments,
+                admin_token,
             },
         })
     }

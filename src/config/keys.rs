@@ -182,6 +182,76 @@ pub const KEYS: &[KeySpec] = &[
         flag: "metrics-listen",
         help: "Extra ADDR:PORT serving only /metrics (it is always on the main port too)",
     },
+    KeySpec {
+        key: "pxe.enabled",
+        flag: "pxe",
+        help: "Run proxy-DHCP (67, 4011) and TFTP (69) for network boot (needs CAP_NET_BIND_SERVICE)",
+    },
+    KeySpec {
+        key: "pxe.interfaces",
+        flag: "pxe-interfaces",
+        help: "Interfaces to answer PXE clients on (comma-separated; needs CAP_NET_RAW); default all",
+    },
+    KeySpec {
+        key: "pxe.advertiseAddress",
+        flag: "pxe-advertise-address",
+        help: "IPv4 address PXE clients reach us at (default: first address of the first interface)",
+    },
+    KeySpec {
+        key: "pxe.dhcpPort",
+        flag: "pxe-dhcp-port",
+        help: "proxy-DHCP server port",
+    },
+    KeySpec {
+        key: "pxe.proxyPort",
+        flag: "pxe-proxy-port",
+        help: "PXE proxy (boot server) port",
+    },
+    KeySpec {
+        key: "pxe.clientPort",
+        flag: "pxe-client-port",
+        help: "Port DHCP replies are sent to",
+    },
+    KeySpec {
+        key: "pxe.tftpPort",
+        flag: "pxe-tftp-port",
+        help: "TFTP server port",
+    },
+    KeySpec {
+        key: "pxe.tftpDir",
+        flag: "pxe-tftp-dir",
+        help: "Extra directory served read-only over TFTP",
+    },
+    KeySpec {
+        key: "pxe.unassigned",
+        flag: "pxe-unassigned",
+        help: "Machines without an assignment: boot-default, ignore (no DHCP answer) or local-disk",
+    },
+    KeySpec {
+        key: "pxe.ipxeVariant",
+        flag: "pxe-ipxe-variant",
+        help: "Boot URLs over http or https (https chains iPXE builds without HTTPS to ours)",
+    },
+    KeySpec {
+        key: "pxe.efiBinary",
+        flag: "pxe-efi-binary",
+        help: "x86-64 UEFI network boot program: ipxe.efi or snponly.efi",
+    },
+    KeySpec {
+        key: "pxe.bootURL",
+        flag: "pxe-boot-url",
+        help: "IP-literal base URL for iPXE and UEFI HTTP boot (default http://<advertise>:<http port>)",
+    },
+    KeySpec {
+        key: "api.adminToken",
+        flag: "api-admin-token",
+        help: "Bearer token for /api/v1 (default: generated into <data-dir>/admin-token)",
+    },
+    KeySpec {
+        key: "assignments.file",
+        flag: "assignments-file",
+        help: "assignments.yaml applied at start (machines and default it names replace stored ones)",
+    },
 ];
 
 /// Looks a key up by its dotted name.

@@ -40,6 +40,105 @@ pub struct Config {
     pub cache: CacheConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
+    /// Network boot: proxy-DHCP, TFTP and the embedded iPXE binaries.
+    pub pxe: PxeConfig,
+    /// The admin API (`/api/v1/…`).
+    pub api: ApiConfig,
+    /// Per-MAC assignments.
+    pub assignments: AssignmentsConfig,
+}
+
+/// Network boot (proxy-DHCP + TFTP + iPXE).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct PxeConfig {
+    /// Run the proxy-DHCP and TFTP servers (needs CAP_NET_BIND_SERVICE; CAP_NET_RAW with
+    /// `interfaces`).
+    pub enabled: bool,
+    /// Interfaces to answer on (SO_BINDTODEVICE); empty = every interface.
+    pub interfaces: Vec<String>,
+    /// IPv4 address clients reach us at (DHCP option 54, TFTP next-server, boot URLs); empty =
+    /// the first IPv4 address of the first interface.
+    pub advertise_address: String,
+    /// DHCP server port (67).
+    pub dhcp_port: u16,
+    /// PXE proxy port (4011).
+    pub proxy_port: u16,
+    /// Port DHCP replies are sent to (68).
+    pub client_port: u16,
+    /// TFTP port (69).
+    pub tftp_port: u16,
+    /// Extra directory served read-only over TFTP after the embedded iPXE binaries.
+    pub tftp_dir: PathBuf,
+    /// What machines without an assignment get: `boot-default`, `ignore` or `local-disk`.
+    pub unassigned: UnassignedPolicy,
+    /// iPXE variant: `http` (boot URLs over HTTP) or `https` (require an iPXE with HTTPS).
+    pub ipxe_variant: IpxeVariant,
+    /// The x86-64 UEFI binary sent to firmware: `ipxe.efi` (all drivers) or `snponly.efi`.
+    pub efi_binary: String,
+    /// Base URL iPXE and UEFI HTTP-boot clients fetch from; must be an IP literal for HTTP
+    /// boot. Empty = `http(s)://<advertiseAddress>:<http port>`.
+    #[serde(rename = "bootURL")]
+    pub boot_url: String,
+}
+
+/// What a machine without an assignment gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnassignedPolicy {
+    /// The default assignment (or `local-disk` while there is none).
+    BootDefault,
+    /// No DHCP answer at all: the machine never sees us.
+    Ignore,
+    /// An iPXE script that exits, so the firmware boots the next device.
+    LocalDisk,
+}
+
+/// Which URLs the boot path uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IpxeVariant {
+    /// Plain HTTP.
+    Http,
+    /// HTTPS: iPXE builds without HTTPS are chained to ours first.
+    Https,
+}
+
+impl Default for PxeConfig {
+    fn default() -> Self {
+        PxeConfig {
+            enabled: false,
+            interfaces: Vec::new(),
+            advertise_address: String::new(),
+            dhcp_port: 67,
+            proxy_port: 4011,
+            client_port: 68,
+            tftp_port: 69,
+            tftp_dir: PathBuf::new(),
+            unassigned: UnassignedPolicy::BootDefault,
+            ipxe_variant: IpxeVariant::Http,
+            efi_binary: "ipxe.efi".to_string(),
+            boot_url: String::new(),
+        }
+    }
+}
+
+/// The admin API.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiConfig {
+    /// Bearer token for `/api/v1/…`; empty = generated on first start into
+    /// `<dataDir>/admin-token` (mode 0600).
+    pub admin_token: String,
+}
+
+/// Per-MAC assignments.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct AssignmentsConfig {
+    /// A seed file (`assignments.yaml`) applied at start: its machines and default replace the
+    /// stored ones with the same MAC; others are kept.
+    pub file: PathBuf,
 }
 
 /// Metrics.
@@ -297,6 +396,9 @@ impl Default for Config {
             build: BuildConfig::default(),
             cache: CacheConfig::default(),
             metrics: MetricsConfig::default(),
+            pxe: PxeConfig::default(),
+            api: ApiConfig::default(),
+            assignments: AssignmentsConfig::default(),
         }
     }
 }
@@ -484,6 +586,29 @@ impl Config {
                 ),
             ));
         }
+        if !self.pxe.advertise_address.is_empty()
+            && self.pxe.advertise_address.parse::<std::net::Ipv4Addr>().is_err()
+        {
+            return Err(invalid(
+                "pxe.advertiseAddress",
+                format!(
+                    "{:?} is not an IPv4 address like 192.0.2.10",
+                    self.pxe.advertise_address
+                ),
+            ));
+        }
+        if !self.pxe.boot_url.is_empty() {
+            validate_http_url(&self.pxe.boot_url).map_err(|m| invalid("pxe.bootURL", m))?;
+        }
+        if !["ipxe.efi", "snponly.efi"].contains(&self.pxe.efi_binary.as_str()) {
+            return Err(invalid(
+                "pxe.efiBinary",
+                format!(
+                    "{:?} is not one of ipxe.efi, snponly.efi",
+                    self.pxe.efi_binary
+                ),
+            ));
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -533,6 +658,11 @@ impl Config {
         } else {
             self.http.external_pxe_url.trim_end_matches('/').to_string()
         }
+    }
+
+    /// The admin token file used when `api.adminToken` is empty.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin-token")
     }
 
     /// The cache signing key file.

@@ -214,17 +214,15 @@ pub async fn pxe(
         resolved.schematic.id,
         resolved.version
     );
-    let arch = resolved.profile.arch.as_str();
-    let script = if resolved.profile.secure_boot {
-        format!(
-            "#!ipxe\n\nimgfree\nkernel {base}/{}-{arch}-secureboot-uki.efi {cmdline}\nboot\n",
-            resolved.profile.platform
-        )
-    } else {
-        format!(
-            "#!ipxe\n\nimgfree\nkernel {base}/kernel-{arch} {cmdline}\ninitrd {base}/initramfs-{arch}.xz\nboot\n"
-        )
-    };
+    let platform = resolved.profile.platform.to_string();
+    let script = crate::ipxe::script::PxeScript {
+        image_base: &base,
+        arch: resolved.profile.arch.as_str(),
+        platform: &platform,
+        cmdline: &cmdline,
+        secure_boot: resolved.profile.secure_boot,
+    }
+    .render();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         script,

@@ -4,6 +4,7 @@
 pub mod error;
 mod factory;
 pub mod files;
+mod machines;
 mod schematics;
 
 use std::sync::Arc;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub factory: Arc<Factory>,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
+    pub assignments: crate::assign::Assignments,
+    pub admin_token: Arc<str>,
 }
 
 /// The `Server` header value.
@@ -59,6 +62,24 @@ pub fn router(state: AppState) -> Router {
         mirror: state.mirror.clone(),
         default_registry: state.config.mirror.default_registry.clone(),
     });
+    let admin = Router::new()
+        .route("/api/v1/machines", get(machines::list))
+        .route(
+            "/api/v1/machines/{mac}",
+            get(machines::get_machine)
+                .put(machines::put_machine)
+                .delete(machines::delete_machine),
+        )
+        .route(
+            "/api/v1/default",
+            get(machines::get_default)
+                .put(machines::put_default)
+                .delete(machines::delete_default),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            machines::require_admin,
+        ));
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(health))
@@ -80,6 +101,12 @@ pub fn router(state: AppState) -> Router {
         .route("/pxe/{schematic}/{version}/{path}", get(factory::pxe))
         .route("/oci/cosign/signing-key.pub", get(factory::signing_key))
         .route("/metrics", get(metrics_text))
+        .route("/boot/{file}", get(machines::boot))
+        .route(
+            "/ipxe/{name}",
+            get(machines::ipxe_binary).head(machines::ipxe_binary),
+        )
+        .merge(admin)
         .with_state(state)
         .merge(registry)
         .fallback(not_found)
@@ -190,7 +217,8 @@ pub async fn serve(
     grace: Duration,
 ) -> std::io::Result<()> {
     let (tx, mut rx) = tokio::sync::watch::channel(false);
-    let server = axum::serve(listener, router).with_graceful_shutdown(async move {
+    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = tx.send(true);
     });

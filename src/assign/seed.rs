@@ -1,0 +1,148 @@
+//! `assignments.yaml`: a seed file applied at start (and on reload).
+//!
+//! ```yaml
+//! default:                      # optional: what unassigned machines boot (policy boot-default)
+//!   schematic: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba
+//!   version: v1.9.0
+//! machines:
+//!   "52:54:00:12:34:56":        # quote MACs: YAML 1.1 tools read 52:54:00 as a number
+//!     schematic: 376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba
+//!     version: v1.9.0
+//!     platform: metal           # default metal
+//!     arch: amd64               # default: from the firmware
+//!     extraKernelArgs: [console=ttyS0]
+//!     labels: {role: controlplane}
+//! ```
+//!
+//! The machines and the default it names replace the stored ones; machines it does not name
+//! keep what the API gave them.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::Deserialize;
+
+use super::{Assignment, Assignments, MacAddr};
+
+/// The parsed seed file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeedFile {
+    /// The default assignment.
+    #[serde(default)]
+    pub default: Option<Assignment>,
+    /// Per-MAC assignments (keys in any MAC spelling).
+    #[serde(default)]
+    pub machines: BTreeMap<String, Assignment>,
+}
+
+/// A seed file that cannot be applied, naming the file and the entry.
+#[derive(Debug, thiserror::Error)]
+#[error("assignments file {path}: {message}")]
+pub struct SeedError {
+    /// The file.
+    pub path: String,
+    /// What is wrong, and where.
+    pub message: String,
+}
+
+/// Parses `text` and checks every entry (syntax, and that each schematic is known).
+pub fn parse(
+    path: &Path,
+    text: &str,
+    schematic_known: impl Fn(&str) -> bool,
+) -> Result<Vec<(Option<MacAddr>, Assignment)>, SeedError> {
+    let err = |message: String| SeedError {
+        path: path.display().to_string(),
+        message,
+    };
+    let seed: SeedFile = if text.trim().is_empty() {
+        SeedFile::default()
+    } else {
+        serde_yaml::from_str(text).map_err(|e| err(e.to_string()))?
+    };
+    let mut out = Vec::new();
+    if let Some(d) = seed.default {
+        out.push((None, d));
+    }
+    for (key, a) in seed.machines {
+        let mac: MacAddr = key.parse().map_err(|e| err(format!("machines: {e}")))?;
+        out.push((Some(mac), a));
+    }
+    for (mac, a) in &out {
+        let name = mac.map_or("default".to_string(), |m| format!("machines.{m}"));
+        a.validate().map_err(|e| err(format!("{name}.{e}")))?;
+        if !schematic_known(&a.schematic) {
+            return Err(err(format!(
+                "{name}.schematic: schematic {} is not known (create it with POST /schematics or put it in schematics.dir)",
+                a.schematic
+            )));
+        }
+    }
+    Ok(out)
+}
+
+/// Reads, checks and applies the seed file; returns how many entries it set.
+pub fn apply(
+    path: &Path,
+    assignments: &Assignments,
+    schematic_known: impl Fn(&str) -> bool,
+) -> Result<usize, SeedError> {
+    let text = std::fs::read_to_string(path).map_err(|e| SeedError {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    let entries = parse(path, &text, schematic_known)?;
+    let n = entries.len();
+    for (mac, a) in entries {
+        let result = match mac {
+            Some(mac) => assignments.set(mac, &a),
+            None => assignments.set_default(Some(&a)),
+        };
+        result.map_err(|e| SeedError {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+
+    fn p(text: &str) -> Result<Vec<(Option<MacAddr>, Assignment)>, SeedError> {
+        parse(Path::new("assignments.yaml"), text, |id| id == ID)
+    }
+
+    #[test]
+    fn parses_default_and_machines() {
+        let text = format!(
+            "default:\n  schematic: {ID}\n  version: v1.9.0\nmachines:\n  \"52-54-00-12-34-56\":\n    schematic: {ID}\n    version: v1.8.4\n    extraKernelArgs: [console=ttyS0]\n"
+        );
+        let entries = p(&text).unwrap();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].0, None);
+        assert_eq!(entries[1].0.unwrap().to_string(), "52:54:00:12:34:56");
+        assert_eq!(entries[1].1.platform, "metal");
+        assert!(p("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn errors_name_the_entry() {
+        let unknown = "0".repeat(64);
+        let cases = [
+            ("machines: [", "assignments.yaml"),
+            ("machine: {}", "unknown field"),
+            (&*format!("machines:\n  nope:\n    schematic: {ID}\n    version: v1.9.0\n"), "\"nope\" is not a MAC"),
+            (&*format!("machines:\n  \"52:54:00:12:34:56\":\n    schematic: {ID}\n    version: latest\n"), "machines.52:54:00:12:34:56.version"),
+            (&*format!("default:\n  schematic: {unknown}\n  version: v1.9.0\n"), "default.schematic: schematic 0000"),
+        ];
+        for (text, want) in cases {
+            let e = p(text).unwrap_err().to_string();
+            assert!(e.contains(want), "{text:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,276 @@
+//! Network-boot routes: `/boot/{mac}.ipxe` (what our DHCP points iPXE at), `/ipxe/{name}`
+//! (the embedded binaries, for UEFI HTTP boot), and the admin API `/api/v1/machines…` and
+//! `/api/v1/default` (bearer token).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::assign::boot::{BootError, BootScript, boot_script};
+use crate::assign::{AssignError, Assignment, MachineRecord, MacAddr};
+use crate::factory::service::FactoryError;
+
+impl From<AssignError> for ApiError {
+    fn from(e: AssignError) -> Self {
+        ApiError::internal(e)
+    }
+}
+
+fn parse_mac(raw: &str) -> Result<MacAddr, ApiError> {
+    raw.parse::<MacAddr>()
+        .map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// `GET /boot/{mac}.ipxe[?arch=amd64]`: the machine's boot script.
+pub async fn boot(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+) -> Result<Response, ApiError> {
+    let raw = file.strip_suffix(".ipxe").ok_or_else(|| {
+        ApiError::not_found(format!("{file:?}: boot scripts are named <mac>.ipxe"))
+    })?;
+    let mac = parse_mac(raw)?;
+    let peer_ip = peer.map(|axum::Extension(ConnectInfo(a))| a.ip().to_string());
+    let result = boot_script(
+        &state.assignments,
+        &state.factory,
+        &state.config.external_pxe_url(),
+        mac,
+        query.get("arch").map(String::as_str),
+        peer_ip,
+    )
+    .await;
+    match result {
+        Ok(BootScript::Script(text)) => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response())
+        }
+        Ok(BootScript::Ignored) => Err(ApiError::not_found(format!(
+            "{mac} has no assignment (policy ignore)"
+        ))),
+        Err(BootError::Assign(e)) => Err(e.into()),
+        Err(BootError::Factory(e)) => Err(match e {
+            // The assignment points at something the factory refuses: the operator must fix
+            // the assignment, so say what is wrong rather than 404.
+            FactoryError::SchematicNotFound(_) | FactoryError::VersionNotAvailable(_) => {
+                ApiError::new(StatusCode::CONFLICT, format!("{mac}'s assignment: {e}"))
+            }
+            other => other.into(),
+        }),
+    }
+}
+
+/// `GET|HEAD /ipxe/{name}`: an embedded iPXE binary.
+pub async fn ipxe_binary(method: Method, Path(name): Path<String>) -> Result<Response, ApiError> {
+    let binary = crate::ipxe::binary(&name)
+        .ok_or_else(|| ApiError::not_found(format!("no iPXE binary named {name:?}")))?;
+    let headers = [
+        (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+        (header::ETAG, format!("\"{}\"", binary.sha256)),
+        (header::CONTENT_LENGTH, binary.data.len().to_string()),
+    ];
+    if method == Method::HEAD {
+        return Ok((headers, ()).into_response());
+    }
+    Ok((headers, Bytes::from_static(binary.data)).into_response())
+}
+
+/// Requires `Authorization: Bearer <admin token>` on the admin API.
+pub async fn require_admin(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !crate::assign::token::authorized(presented, &state.admin_token) {
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "the admin API needs Authorization: Bearer <token> (api.adminToken, or the admin-token file in the data directory)",
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"bootfactory\""),
+        );
+        return r;
+    }
+    next.run(request).await
+}
+
+/// One machine as the API shows it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineView {
+    /// The MAC.
+    pub mac: MacAddr,
+    /// Its own assignment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<Assignment>,
+    /// What the inventory knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<MachineRecord>,
+}
+
+/// `GET /api/v1/machines`: every assigned or seen machine, and the default.
+pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let a = &state.assignments;
+    let mut by_mac: std::collections::BTreeMap<MacAddr, MachineView> = Default::default();
+    for (mac, assignment) in a.list()? {
+        by_mac.entry(mac).or_insert_with(|| empty_view(mac)).assignment = Some(assignment);
+    }
+    for record in a.inventory()? {
+        let mac = record.mac;
+        by_mac.entry(mac).or_insert_with(|| empty_view(mac)).seen = Some(record);
+    }
+    #[derive(Serialize)]
+    struct ListBody {
+        machines: Vec<MachineView>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        default: Option<Assignment>,
+        unassigned: crate::config::UnassignedPolicy,
+    }
+    Ok(Json(ListBody {
+        machines: by_mac.into_values().collect(),
+        default: a.default_assignment()?,
+        unassigned: a.policy(),
+    })
+    .into_response())
+}
+
+fn empty_view(mac: MacAddr) -> MachineView {
+    MachineView {
+        mac,
+        assignment: None,
+        seen: None,
+    }
+}
+
+/// `GET /api/v1/machines/{mac}`.
+pub async fn get_machine(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&raw)?;
+    let view = MachineView {
+        mac,
+        assignment: state.assignments.get(mac)?,
+        seen: state.assignments.machine(mac)?,
+    };
+    if view.assignment.is_none() && view.seen.is_none() {
+        return Err(ApiError::not_found(format!(
+            "{mac} is neither assigned nor seen"
+        )));
+    }
+    Ok(Json(view).into_response())
+}
+
+/// `PUT /api/v1/machines/{mac}`: sets the machine's assignment (JSON [`Assignment`]).
+pub async fn put_machine(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&raw)?;
+    let assignment = checked_assignment(&state, &headers, &body).await?;
+    state.assignments.set(mac, &assignment)?;
+    tracing::info!(%mac, schematic = %assignment.schematic, version = %assignment.version, "machine assigned");
+    Ok(Json(MachineView {
+        mac,
+        assignment: Some(assignment),
+        seen: state.assignments.machine(mac)?,
+    })
+    .into_response())
+}
+
+/// `DELETE /api/v1/machines/{mac}`: removes the machine's assignment.
+pub async fn delete_machine(
+    State(state): State<AppState>,
+    Path(raw): Path<String>,
+) -> Result<Response, ApiError> {
+    let mac = parse_mac(&raw)?;
+    if !state.assignments.remove(mac)? {
+        return Err(ApiError::not_found(format!("{mac} has no assignment")));
+    }
+    tracing::info!(%mac, "machine unassigned");
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /api/v1/default`.
+pub async fn get_default(State(state): State<AppState>) -> Result<Response, ApiError> {
+    match state.assignments.default_assignment()? {
+        Some(a) => Ok(Json(a).into_response()),
+        None => Err(ApiError::not_found("no default assignment")),
+    }
+}
+
+/// `PUT /api/v1/default`.
+pub async fn put_default(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let assignment = checked_assignment(&state, &headers, &body).await?;
+    state.assignments.set_default(Some(&assignment))?;
+    Ok(Json(assignment).into_response())
+}
+
+/// `DELETE /api/v1/default`.
+pub async fn delete_default(State(state): State<AppState>) -> Result<Response, ApiError> {
+    if state.assignments.default_assignment()?.is_none() {
+        return Err(ApiError::not_found("no default assignment"));
+    }
+    state.assignments.set_default(None)?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Decodes and checks an assignment body: syntax, then that the factory knows the schematic
+/// and serves the version for that platform and architecture.
+async fn checked_assignment(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<Assignment, ApiError> {
+    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+        && !ct.starts_with("application/json")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send the assignment as application/json, not {ct}"),
+        ));
+    }
+    let assignment: Assignment = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid assignment: {e}")))?;
+    assignment
+        .validate()
+        .map_err(|e| ApiError::bad_request(format!("invalid assignment: {e}")))?;
+    let arch = assignment.arch.as_deref().unwrap_or("amd64");
+    let path = format!("cmdline-{}-{arch}", assignment.platform);
+    match state
+        .factory
+        .resolve(&assignment.schematic, &assignment.version, &path)
+        .await
+    {
+        Ok(_) => Ok(assignment),
+        Err(
+            e @ (FactoryError::SchematicNotFound(_)
+            | FactoryError::VersionNotAvailable(_)
+            | FactoryError::BadPath(_)
+            | FactoryError::BadVersion(_)),
+        ) => Err(ApiError::bad_request(format!("invalid assignment: {e}"))),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,1 @@
+//! Read-only TFTP server for the embedded iPXE binaries (filled in by the network-boot work).

@@ -1,0 +1,316 @@
+//! Per-MAC assignment over HTTP: the admin API (token, validation), `/boot/{mac}.ipxe` for
+//! each policy, the embedded iPXE binaries, the seed file and the `assign`/`machines` CLI.
+
+mod support;
+
+use bootfactory::fixture::{FixtureOptions, write_release};
+use bootfactory::oci::ImageCatalog;
+use bootfactory::store::Store;
+use bootfactory::upstream::bundle::{self, NoProgress};
+use support::TestServer;
+
+const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+const TOKEN: &str = "test-admin-token";
+const MAC1: &str = "52:54:00:00:00:01";
+const MAC2: &str = "52:54:00:00:00:02";
+
+fn client() -> reqwest::Client {
+    bootfactory::init_crypto();
+    reqwest::Client::new()
+}
+
+async fn data_with_fixture() -> tempfile::TempDir {
+    let layout = tempfile::tempdir().unwrap();
+    write_release(layout.path(), &FixtureOptions::default()).expect("fixture");
+    let data = tempfile::tempdir().unwrap();
+    let store = Store::open(data.path()).unwrap();
+    let catalog = ImageCatalog::new(store.clone()).unwrap();
+    bundle::import(&catalog, layout.path(), None, &NoProgress)
+        .await
+        .unwrap();
+    store.flush().await.unwrap();
+    data
+}
+
+async fn server(extra: &[(&str, &str)]) -> TestServer {
+    let data = data_with_fixture().await;
+    let mut overrides = vec![
+        ("offline", "true"),
+        ("api.adminToken", TOKEN),
+        ("http.externalPXEURL", "http://192.0.2.10:8080"),
+    ];
+    overrides.extend_from_slice(extra);
+    let server = TestServer::start_in(data, &overrides).await;
+    let r = client()
+        .post(format!("{}/schematics", server.url))
+        .body("customization: {}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    server
+}
+
+async fn put(server: &TestServer, path: &str, body: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client()
+        .put(format!("{}{path}", server.url))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+async fn get(server: &TestServer, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut req = client().get(format!("{}{path}", server.url));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let r = req.send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn assignment(version: &str) -> String {
+    format!(r#"{{"schematic":"{EMPTY_ID}","version":"{version}"}}"#)
+}
+
+#[tokio::test]
+async fn admin_api_needs_the_token_and_validates() {
+    let s = server(&[]).await;
+    let path = format!("/api/v1/machines/{MAC1}");
+    assert_eq!(put(&s, &path, &assignment("v1.11.6"), None).await.0, 401);
+    assert_eq!(put(&s, &path, &assignment("v1.11.6"), Some("wrong")).await.0, 401);
+    assert_eq!(get(&s, "/api/v1/machines", None).await.0, 401);
+
+    let cases = [
+        ("/api/v1/machines/not-a-mac", assignment("v1.11.6"), "is not a MAC address"),
+        (path.as_str(), assignment("v9.9.9"), "version 9.9.9 is not available"),
+        (path.as_str(), r#"{"schematic":"0000000000000000000000000000000000000000000000000000000000000000","version":"v1.11.6"}"#.to_string(), "not found"),
+        (path.as_str(), r#"{"schematic":"x","version":"v1.11.6"}"#.to_string(), "schematic: \"x\" is not a schematic ID"),
+        (path.as_str(), format!(r#"{{"schematic":"{EMPTY_ID}","version":"v1.11.6","extraKernelArgs":["a\nshell"]}}"#), "extraKernelArgs[0]"),
+        (path.as_str(), format!(r#"{{"schematic":"{EMPTY_ID}","version":"v1.11.6","arch":"riscv64"}}"#), "arch"),
+        (path.as_str(), format!(r#"{{"schematic":"{EMPTY_ID}","version":"v1.11.6","colour":"red"}}"#), "unknown field `colour`"),
+        (path.as_str(), "{".to_string(), "invalid assignment"),
+    ];
+    for (p, body, want) in cases {
+        let (status, text) = put(&s, p, &body, Some(TOKEN)).await;
+        assert_eq!(status, 400, "{body}: {text}");
+        assert!(text.contains(want), "{body}: {text}");
+    }
+    let (status, text) = put(&s, &path, &assignment("v1.11.6"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    let (status, text) = get(&s, &path, Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["assignment"]["version"], "v1.11.6");
+    assert_eq!(v["assignment"]["platform"], "metal");
+
+    // Delete, then it is gone.
+    let r = client()
+        .delete(format!("{}{path}", s.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(get(&s, &path, Some(TOKEN)).await.0, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn boot_scripts_chain_the_assigned_pxe_script_and_reveal_nothing_else() {
+    let s = server(&[]).await;
+    put(&s, &format!("/api/v1/machines/{MAC1}"), &assignment("v1.11.6"), Some(TOKEN)).await;
+    let body = format!(
+        r#"{{"schematic":"{EMPTY_ID}","version":"v1.8.4","arch":"arm64","extraKernelArgs":["bf.marker=two"]}}"#
+    );
+    let (status, text) = put(&s, &format!("/api/v1/machines/{MAC2}"), &body, Some(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+
+    // Any spelling of the MAC reaches the same machine.
+    let (status, script) = get(&s, "/boot/52-54-00-00-00-01.ipxe", None).await;
+    assert_eq!(status, 200, "{script}");
+    assert!(script.starts_with("#!ipxe\n"), "{script}");
+    let pxe = format!("http://192.0.2.10:8080/pxe/{EMPTY_ID}/v1.11.6/metal-amd64");
+    assert!(script.contains(&format!("chain --autofree {pxe} ")), "{script}");
+    assert!(!script.contains("v1.8.4"), "{script}");
+    // The chained script exists.
+    let (status, pxe_script) = get(&s, &format!("/pxe/{EMPTY_ID}/v1.11.6/metal-amd64"), None).await;
+    assert_eq!(status, 200, "{pxe_script}");
+
+    // Extra kernel args: the /pxe script itself, args appended to the kernel line.
+    let (status, script) = get(&s, &format!("/boot/{MAC2}.ipxe"), None).await;
+    assert_eq!(status, 200, "{script}");
+    let (_, upstream_shape) = get(&s, &format!("/pxe/{EMPTY_ID}/v1.8.4/metal-arm64"), None).await;
+    let kernel_line = upstream_shape.lines().find(|l| l.starts_with("kernel ")).unwrap();
+    assert_eq!(script, upstream_shape.replace(kernel_line, &format!("{kernel_line} bf.marker=two")));
+    assert!(!script.contains("v1.11.6"));
+
+    // Unassigned, no default: back to the firmware.
+    let (status, script) = get(&s, "/boot/52:54:00:00:00:09.ipxe", None).await;
+    assert_eq!(status, 200);
+    assert!(script.ends_with("exit\n"), "{script}");
+    assert!(script.contains("no default"), "{script}");
+    // With a default: the default, marked as such.
+    let (status, _) = put(&s, "/api/v1/default", &assignment("v1.8.4"), Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let (_, script) = get(&s, "/boot/52:54:00:00:00:09.ipxe?arch=arm64", None).await;
+    assert!(script.contains(&format!("/pxe/{EMPTY_ID}/v1.8.4/metal-arm64")), "{script}");
+    assert!(script.contains("(default assignment)"), "{script}");
+
+    for bad in ["/boot/nope.ipxe", "/boot/52:54:00:00:00:01", "/boot/..%2f..%2fetc%2fpasswd.ipxe"] {
+        let (status, text) = get(&s, bad, None).await;
+        assert!(status == 400 || status == 404, "{bad}: {status} {text}");
+    }
+
+    // The inventory recorded the machines that asked.
+    let (status, list) = get(&s, "/api/v1/machines", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    let machines = list["machines"].as_array().unwrap();
+    let m9 = machines.iter().find(|m| m["mac"] == "52:54:00:00:00:09").expect("seen machine");
+    assert_eq!(m9["seen"]["requests"], 2);
+    assert_eq!(m9["seen"]["ip"], "127.0.0.1");
+    assert!(m9.get("assignment").is_none());
+    assert_eq!(list["default"]["version"], "v1.8.4");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ignore_policy_answers_404_and_local_disk_exits() {
+    let s = server(&[("pxe.unassigned", "ignore")]).await;
+    put(&s, "/api/v1/default", &assignment("v1.8.4"), Some(TOKEN)).await;
+    assert_eq!(get(&s, "/boot/52:54:00:00:00:09.ipxe", None).await.0, 404);
+    put(&s, &format!("/api/v1/machines/{MAC1}"), &assignment("v1.11.6"), Some(TOKEN)).await;
+    assert_eq!(get(&s, &format!("/boot/{MAC1}.ipxe"), None).await.0, 200);
+    s.stop().await;
+
+    let s = server(&[("pxe.unassigned", "local-disk")]).await;
+    put(&s, "/api/v1/default", &assignment("v1.8.4"), Some(TOKEN)).await;
+    let (status, script) = get(&s, "/boot/52:54:00:00:00:09.ipxe", None).await;
+    assert_eq!(status, 200);
+    assert!(script.ends_with("exit\n") && script.contains("local-disk"), "{script}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn ipxe_binaries_are_served_over_http() {
+    let s = server(&[]).await;
+    for b in bootfactory::ipxe::BINARIES {
+        let r = client()
+            .get(format!("{}/ipxe/{}", s.url, b.name))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["etag"], format!("\"{}\"", b.sha256));
+        assert_eq!(&r.bytes().await.unwrap()[..], b.data, "{}", b.name);
+    }
+    assert_eq!(get(&s, "/ipxe/..%2fadmin-token", None).await.0, 404);
+    assert_eq!(get(&s, "/ipxe/nope.efi", None).await.0, 404);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn seed_file_is_applied_at_start_and_bad_ones_stop_the_start() {
+    let data = data_with_fixture().await;
+    let schematics = tempfile::tempdir().unwrap();
+    std::fs::write(schematics.path().join("empty.yaml"), "customization: {}\n").unwrap();
+    let seed = data.path().join("assignments.yaml");
+    std::fs::write(
+        &seed,
+        format!("machines:\n  \"{MAC1}\":\n    schematic: {EMPTY_ID}\n    version: v1.11.6\n    labels: {{role: worker}}\n"),
+    )
+    .unwrap();
+    let seed_s = seed.to_string_lossy().to_string();
+    let dir_s = schematics.path().to_string_lossy().to_string();
+    let s = TestServer::start_in(
+        data,
+        &[
+            ("offline", "true"),
+            ("api.adminToken", TOKEN),
+            ("schematics.dir", &dir_s),
+            ("assignments.file", &seed_s),
+        ],
+    )
+    .await;
+    let (status, text) = get(&s, &format!("/api/v1/machines/{MAC1}"), Some(TOKEN)).await;
+    assert_eq!(status, 200, "{text}");
+    assert!(text.contains("\"role\":\"worker\""), "{text}");
+    let data = s.stop().await;
+
+    std::fs::write(&seed, "machines:\n  \"52:54:00:00:00:01\":\n    version: v1.11.6\n").unwrap();
+    let overrides: Vec<bootfactory::config::Override> = [
+        ("dataDir", data.path().to_string_lossy().to_string()),
+        ("http.listen", "127.0.0.1:0".to_string()),
+        ("assignments.file", seed_s.clone()),
+    ]
+    .into_iter()
+    .map(|(k, v)| bootfactory::config::Override {
+        key: k.into(),
+        value: v,
+        source_name: k.into(),
+    })
+    .collect();
+    let config = bootfactory::config::Config::load(None, &overrides).unwrap();
+    let err = bootfactory::server::App::open(config).await.err().expect("a bad seed file stops the start");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("assignments.yaml") && msg.contains("schematic"), "{msg}");
+}
+
+#[tokio::test]
+async fn cli_assign_and_machines_use_the_running_server() {
+    let s = server(&[]).await;
+    let exe = env!("CARGO_BIN_EXE_bootfactory");
+    let run = move |args: Vec<String>| {
+        let out = std::process::Command::new(exe)
+            .args(&args)
+            .env_remove("BOOTFACTORY_ADMIN_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let common = |v: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = v.iter().map(|s| s.to_string()).collect();
+        a.extend(["--server".into(), s.url.clone(), "--token".into(), TOKEN.into()]);
+        a
+    };
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let args = common(&["assign", MAC1, "--schematic", EMPTY_ID, "--version", "v1.11.6", "--label", "role=cp"]);
+        move || run(args)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("\"role\": \"cp\""), "{out}");
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let args = common(&["machines"]);
+        move || run(args)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains(MAC1) && out.contains("v1.11.6"), "{out}");
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let args = common(&["assign", MAC1, "--schematic", EMPTY_ID, "--version", "v9.9.9"]);
+        move || run(args)
+    })
+    .await
+    .unwrap();
+    assert!(!ok);
+    assert!(err.contains("400") && err.contains("not available"), "{err}");
+    let (ok, _, err) = tokio::task::spawn_blocking({
+        let args = vec!["machines".to_string(), "--server".into(), s.url.clone(), "--token".into(), "nope".into()];
+        move || run(args)
+    })
+    .await
+    .unwrap();
+    assert!(!ok && err.contains("401"), "{err}");
+    s.stop().await;
+}
