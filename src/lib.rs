@@ -14,6 +14,7 @@ pub mod http;
 pub mod ipxe;
 pub mod logging;
 pub mod metrics;
+pub mod netboot;
 pub mod oci;
 pub mod registry;
 pub mod schematic;

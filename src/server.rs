@@ -114,10 +114,19 @@ impl App {
                     .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
             )
         };
+        let netboot = if self.state.config.pxe.enabled {
+            Some(
+                crate::netboot::Netboot::bind(&self.state.config, self.state.assignments.clone())
+                    .await?,
+            )
+        } else {
+            None
+        };
         Ok(BoundApp {
             state: self.state,
             http,
             metrics,
+            netboot,
         })
     }
 
@@ -135,6 +144,7 @@ pub struct BoundApp {
     state: AppState,
     http: tokio::net::TcpListener,
     metrics: Option<tokio::net::TcpListener>,
+    netboot: Option<crate::netboot::Netboot>,
 }
 
 impl BoundApp {
@@ -165,14 +175,27 @@ impl BoundApp {
                 }
             });
         }
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let netboot = self.netboot.map(|n| tokio::spawn(n.run(stop_rx)));
         let router = http::router(self.state);
-        http::serve(
+        let served = http::serve(
             self.http,
             router,
-            shutdown,
+            async move {
+                shutdown.await;
+                let _ = stop_tx.send(true);
+            },
             Duration::from_secs(config.http.shutdown_grace_seconds),
         )
-        .await?;
+        .await;
+        if let Some(task) = netboot {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "network boot stopped with an error"),
+                Err(e) => tracing::error!(error = %e, "network boot task failed"),
+            }
+        }
+        served?;
         tracing::info!("bootfactory stopped");
         Ok(())
     }

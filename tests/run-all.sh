@@ -22,7 +22,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   skopeo, podman                       real registry clients
 #   cpio                                 byte-exact comparison for our cpio writer
 #   kmod, squashfs-tools                 depmod for the modules.dep layer; fixture checks
-packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools)
+#   iproute2, dnsmasq-base               network-namespace labs; the "office" DHCP server and
+#                                        dnsmasq's TFTP/proxy-DHCP as benchmark peers
+#   qemu-system-x86, ovmf, seabios,      the machines of the end-to-end boot test (UEFI PXE and
+#   ipxe-qemu, busybox-static            SeaBIOS + iPXE NIC ROM) and their tiny userland
+#   atftp, tftp-hpa, curl                real TFTP/HTTP clients
+packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
+    iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl)
 
 install_packages() {
     local missing=()
@@ -38,7 +44,28 @@ install_packages() {
         || { "${sudo[@]}" apt-get update -q && DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get "${apt_opts[@]}" install "${missing[@]}"; }
 }
 
+# A real Debian kernel for the boot test: vmlinuz from the linux-image package that
+# linux-image-amd64 points at, extracted once into the cache.
+prepare_lab_kernel() {
+    local lab="$cache/lab"
+    [ -s "$lab/vmlinuz" ] && return 0
+    mkdir -p "$lab"
+    local pkg
+    pkg="$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')"
+    if [ -z "$pkg" ]; then
+        apt-get update -q >/dev/null
+        pkg="$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')"
+    fi
+    echo "==> extracting vmlinuz from $pkg"
+    (cd "$lab" && rm -f linux-image-*.deb && apt-get download -q "$pkg" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+    dpkg-deb --fsys-tarfile "$lab"/linux-image-*.deb | tar -x -C "$lab" --wildcards './boot/vmlinuz-*'
+    mv "$lab"/boot/vmlinuz-* "$lab/vmlinuz.tmp" && rmdir "$lab/boot" && mv "$lab/vmlinuz.tmp" "$lab/vmlinuz"
+    rm -f "$lab"/linux-image-*.deb
+}
+
 [ "${SKIP_INSTALL:-0}" = 1 ] || install_packages
+[ "${SKIP_INSTALL:-0}" = 1 ] || prepare_lab_kernel
+export BOOTFACTORY_LAB_KERNEL="${BOOTFACTORY_LAB_KERNEL:-$cache/lab/vmlinuz}"
 
 if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust (https://rustup.rs) first" >&2

@@ -1,1 +1,154 @@
-//! Read-only TFTP server for the embedded iPXE binaries (filled in by the network-boot work).
+//! Read-only TFTP server for the embedded iPXE binaries (and an optional extra directory).
+//!
+//! The protocol engine is [`async_tftp`] 0.4 (RFC 1350 plus the option extension RFC 2347,
+//! blksize RFC 2348, timeout/tsize RFC 2349 and windowsize RFC 7440). This module adds what a
+//! network-boot appliance needs around it:
+//!
+//! - **What is served** ([`TftpFiles`], [`files`]): the embedded files by name, then regular
+//!   files under [`TftpConfig::extra_dir`]. [`resolve_request`] is the path policy: one leading
+//!   `/` is tolerated, everything that could leave the served set is refused with TFTP error 2
+//!   (access violation). Unknown names get error 1 (file not found). Write requests get error 2.
+//! - **Options**: `blksize` is clamped to [`TftpConfig::max_block_size`] (by default derived
+//!   from the interface MTU: MTU − 20 IP − 8 UDP − 4 TFTP, and 1468 when the MTU is unknown or
+//!   the interface is loopback); `tsize` is answered with the real size; `windowsize` is
+//!   honoured up to [`TftpConfig::window_size_limit`]; a client `timeout` is honoured.
+//! - **Sockets** ([`net`]): `SO_BINDTODEVICE` when an interface is configured, a large receive
+//!   buffer for boot storms, and errors that name the missing capability.
+//! - **Accounting**: [`TftpStats`] counters and one `info` event per transfer.
+//!
+//! # Per-transfer sockets and the reply source address
+//!
+//! Like every standard TFTP server, async-tftp answers each request from a new socket
+//! (a new TID). It binds that socket to **the listening socket's local IP** with port 0
+//! (`async-tftp-0.4.2/src/server/read_req.rs`, `ReadRequest::init`; errors use the same
+//! address, `server.rs`, `send_error`). Consequences, checked by `tests/tftp_server.rs`
+//! (`multihomed_reply_source`, in network namespaces):
+//!
+//! - Listening on a **specific address** (e.g. `192.0.2.2:69`): every reply comes from exactly
+//!   that address. This is the configuration to use on multi-homed hosts — bind to the same
+//!   address the DHCP side advertises as `siaddr`/option 54 (one service per address).
+//! - Listening on the **wildcard** (`0.0.0.0:69`): the transfer socket is bound to `0.0.0.0`, so
+//!   the kernel picks the source address by route lookup — the preferred source of the route
+//!   to the client, usually the *primary* address of the outgoing interface. A client that
+//!   talked to a secondary address (or a VIP, or an address on another interface) gets its
+//!   data from a different IP, and firmware that filters by server IP (EDK2's MTFTP configures
+//!   its UDP child with the server address as remote address) drops it.
+//! - The per-transfer sockets are **not** bound to the interface (`SO_BINDTODEVICE` applies to
+//!   the listening socket only); replies follow the routing table.
+//!
+//! # Other async-tftp behaviour worth knowing
+//!
+//! - It ignores a client's ERROR packet during a read: EDK2 asks for `tsize` and then aborts
+//!   with an ERROR, and the abandoned transfer retransmits its OACK until it gives up. We limit
+//!   that to [`MAX_SEND_RETRIES`] retransmissions (the library default is 100).
+//! - A second request from the *same* client address and port while a transfer for it is in
+//!   progress is ignored until that transfer ends.
+//! - The negotiated options are not visible to the handler: the `blksize` in our transfer log is
+//!   observed from the engine's read size, and the window size is logged as the configured limit.
+//! - The TFTP error text for code 2 is the library's fixed "Permission denied" (the code is
+//!   what clients act on); code 1 reads "File not found".
+
+pub mod files;
+pub mod net;
+mod server;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+pub use files::{Refusal, TftpFiles, resolve_request};
+pub use server::TftpService;
+
+/// How many times a data window (or the OACK) is retransmitted before a transfer is abandoned.
+/// With the default 2 s timeout a dead client holds a transfer for about 12 s.
+pub const MAX_SEND_RETRIES: u32 = 5;
+
+/// Block size cap when none is configured and the interface MTU is unknown or the interface is
+/// loopback: what a 1500-byte Ethernet MTU carries without IP fragmentation.
+pub const DEFAULT_MAX_BLOCK_SIZE: u16 = 1468;
+
+/// TFTP server configuration.
+#[derive(Debug, Clone)]
+pub struct TftpConfig {
+    /// Listening address, e.g. `0.0.0.0:69`. On multi-homed hosts use the specific address the
+    /// clients are told to use: replies come from the listening address (see the module docs).
+    pub listen: SocketAddr,
+    /// Interface to bind with `SO_BINDTODEVICE` (needs `CAP_NET_RAW` on kernels before 5.7 or
+    /// when re-binding); its MTU sets the default block-size cap.
+    pub interface: Option<String>,
+    /// Largest `blksize` granted. `None`: derived from the interface MTU (MTU − 32, so 1468
+    /// for 1500), or [`DEFAULT_MAX_BLOCK_SIZE`] for loopback, an unknown MTU or no interface.
+    /// Values are clamped to the RFC 2348 range 8..=65464.
+    pub max_block_size: Option<u16>,
+    /// Largest `windowsize` granted (RFC 7440), e.g. 16. 1 disables windowing; 0 counts as 1.
+    pub window_size_limit: u16,
+    /// Retransmission timeout (a client's `timeout` option overrides it for its transfer).
+    pub timeout: Duration,
+    /// Optional directory served read-only after the embedded files.
+    pub extra_dir: Option<PathBuf>,
+}
+
+impl Default for TftpConfig {
+    /// `0.0.0.0:69`, no interface, MTU-derived block size, window limit 16, 2 s timeout, no
+    /// extra directory.
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 69)),
+            interface: None,
+            max_block_size: None,
+            window_size_limit: 16,
+            timeout: Duration::from_secs(2),
+            extra_dir: None,
+        }
+    }
+}
+
+/// Counters of a running TFTP service (monotonic, relaxed atomics).
+#[derive(Debug, Default)]
+pub struct TftpStats {
+    /// Read and write requests that reached the server (duplicates of an in-progress request
+    /// from the same address and port are dropped by the engine and not counted).
+    pub requests: AtomicU64,
+    /// Transfers that handed the whole file to the engine (the last block was sent).
+    pub served: AtomicU64,
+    /// Requests refused with an access violation: path policy, write requests, symlink
+    /// escapes, non-regular files.
+    pub refused: AtomicU64,
+    /// Requests for names that are neither embedded nor in the extra directory.
+    pub not_found: AtomicU64,
+    /// File bytes sent (each block counted once; retransmissions are not counted).
+    pub bytes_sent: AtomicU64,
+}
+
+/// A point-in-time copy of [`TftpStats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TftpStatsSnapshot {
+    /// See [`TftpStats::requests`].
+    pub requests: u64,
+    /// See [`TftpStats::served`].
+    pub served: u64,
+    /// See [`TftpStats::refused`].
+    pub refused: u64,
+    /// See [`TftpStats::not_found`].
+    pub not_found: u64,
+    /// See [`TftpStats::bytes_sent`].
+    pub bytes_sent: u64,
+}
+
+impl TftpStats {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> TftpStatsSnapshot {
+        TftpStatsSnapshot {
+            requests: self.requests.load(Ordering::Relaxed),
+            served: self.served.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
+            not_found: self.not_found.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn bump(counter: &AtomicU64, by: u64) {
+        counter.fetch_add(by, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,1206 @@
+//! Cached asset serving: bootfactory against nginx serving the same file from disk, on the same
+//! machine in the same run. It prints figures and ratios and never asserts on speed; it only
+//! fails when a server answers wrongly. See `benches/README.md`.
+//!
+//! `cargo bench --bench serve` writes the Realistic fixture release for Talos v1.11.6, imports
+//! it with `bootfactory mirror import`, starts the release `bootfactory serve` binary (a child
+//! process, `--offline`), creates a schematic with the `tailscale` extension and requests its
+//! `initramfs-amd64.xz` once (a build, ≈ 100 MB). The store keeps the result as a
+//! content-addressed blob, `<data>/blobs/sha256/<hex>`, whose hex is the response's `ETag`; a
+//! private nginx (child process, `worker_processes auto`, `sendfile on`, `access_log off`) serves
+//! that very file. Then, with one raw HTTP/1.1 client for both, alternating between the servers
+//! request by request:
+//!
+//! - TTFB of a full GET on a new connection, aborted after the first body byte;
+//! - TTFB of `Range: bytes=0-0` on a kept-alive connection;
+//! - full downloads on new connections and on a kept-alive connection (MB/s).
+//!
+//! Knobs: `BENCH_TTFB_REQUESTS` (default 300 per server and kind), `BENCH_DOWNLOADS` (default 7
+//! per server and kind), `BENCH_EXTENSIONS` (comma-separated official extensions of the
+//! schematic, default `tailscale`), `BENCH_LOG_LEVEL` (bootfactory's `--log-level`, default
+//! `info`, the shipped default). Needs `nginx` (Debian: `apt-get install -y nginx-light`);
+//! without it the benchmark prints a message and exits 0.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use bootfactory::fixture::{FixtureOptions, SizeProfile, write_release};
+use sha2::{Digest as _, Sha256};
+
+/// The Talos version of the fixture release.
+const VERSION: &str = "v1.11.6";
+/// The asset requested.
+const ASSET: &str = "initramfs-amd64.xz";
+/// Official extensions of the schematic unless `BENCH_EXTENSIONS` says otherwise: with the
+/// Realistic fixture, base (70.8 MB) plus tailscale gives an asset of ≈ 100 MB.
+const DEFAULT_EXTENSIONS: &str = "tailscale";
+/// TTFB samples per server and kind unless `BENCH_TTFB_REQUESTS` says otherwise.
+const DEFAULT_TTFB_REQUESTS: usize = 300;
+/// Unmeasured TTFB requests per server and kind before the measured ones.
+const TTFB_WARMUP: usize = 20;
+/// TTFB samples above this (µs) are counted as stalls in the report.
+const STALL_MICROS: f64 = 30_000.0;
+/// Full downloads per server and kind unless `BENCH_DOWNLOADS` says otherwise.
+const DEFAULT_DOWNLOADS: usize = 7;
+/// Read/write timeout of every client socket.
+const IO_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client read buffer.
+const READ_BUFFER: usize = 1 << 20;
+/// Longest wait for a server to come up, and for the first (building) request.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+const BUILD_TIMEOUT: Duration = Duration::from_secs(120);
+
+fn main() {
+    if !have("nginx") {
+        println!(
+            "serve benchmark skipped: it needs `nginx` on PATH (Debian: apt-get install -y nginx-light)"
+        );
+        return;
+    }
+    let settings = Settings::from_env();
+    spawn_signal_watcher();
+    let results = bench(&settings);
+    results.print(&settings);
+}
+
+/// Settings from the environment.
+struct Settings {
+    ttfb_requests: usize,
+    downloads: usize,
+    extensions: Vec<String>,
+    log_level: String,
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        let number = |name: &str, default: usize| match std::env::var(name) {
+            Ok(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n >= 1)
+                .unwrap_or_else(|| panic!("{name} must be a whole number >= 1, got {v:?}")),
+            Err(_) => default,
+        };
+        let extensions = std::env::var("BENCH_EXTENSIONS")
+            .unwrap_or_else(|_| DEFAULT_EXTENSIONS.to_string())
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.trim_start_matches("siderolabs/").to_string())
+            .collect();
+        Settings {
+            ttfb_requests: number("BENCH_TTFB_REQUESTS", DEFAULT_TTFB_REQUESTS),
+            downloads: number("BENCH_DOWNLOADS", DEFAULT_DOWNLOADS),
+            extensions,
+            log_level: std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
+        }
+    }
+}
+
+fn have(program: &str) -> bool {
+    Command::new(program)
+        .arg("-v")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cleanup: child processes and the temporary directory, also on Ctrl-C / SIGTERM
+
+/// What must go when the benchmark is interrupted: child PIDs and temporary directories.
+struct Registry {
+    pids: Vec<u32>,
+    dirs: Vec<PathBuf>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    pids: Vec::new(),
+    dirs: Vec::new(),
+});
+
+fn registry() -> std::sync::MutexGuard<'static, Registry> {
+    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Sends `signal` (`TERM`, `KILL`) to one process by PID.
+fn send_signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether `pid` is still running (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.trim_start().chars().next())
+            .is_some_and(|state| state != 'Z' && state != 'X'),
+        Err(_) => false,
+    }
+}
+
+/// On SIGINT or SIGTERM: stops the registered children, removes the registered directories and
+/// exits with 130. (Normal exits and panics clean up through `Drop`.)
+fn spawn_signal_watcher() {
+    std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("signal runtime");
+        runtime.block_on(async {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        });
+        let registry = registry();
+        for &pid in &registry.pids {
+            send_signal(pid, "TERM");
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while registry.pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for &pid in &registry.pids {
+            if alive(pid) {
+                send_signal(pid, "KILL");
+            }
+        }
+        for dir in &registry.dirs {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+        eprintln!("interrupted: servers stopped, temporary files removed");
+        std::process::exit(130);
+    });
+}
+
+/// A child process, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
+struct Proc {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdout and stderr going to `log`.
+    fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Proc {
+        let out = std::fs::File::create(log).expect("create log file");
+        let err = out.try_clone().expect("clone log file");
+        let mut registry = registry();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        registry.pids.push(child.id());
+        Proc {
+            name,
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The end of the log, for error messages.
+    fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Panics (with the log) if the process has exited.
+    fn check_running(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!(
+                "{} exited unexpectedly ({status}); its log ends with:\n{}",
+                self.name,
+                self.log_tail()
+            );
+        }
+    }
+
+    /// Waits for a process that is meant to end by itself; panics (with the log) on failure.
+    fn wait_success(mut self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) if status.success() => return,
+                Ok(Some(status)) => panic!(
+                    "{} failed ({status}); its log ends with:\n{}",
+                    self.name,
+                    self.log_tail()
+                ),
+                Ok(None) if Instant::now() > deadline => {
+                    panic!("{} did not finish within {timeout:?}", self.name)
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
+                Err(e) => panic!("waiting for {}: {e}", self.name),
+            }
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let pid = self.child.id();
+        if let Ok(None) = self.child.try_wait() {
+            send_signal(pid, "TERM");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if let Ok(None) = self.child.try_wait() {
+                eprintln!("{} ignored SIGTERM for 10 s; killing it", self.name);
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+            }
+        }
+        registry().pids.retain(|&p| p != pid);
+    }
+}
+
+/// The benchmark's temporary directory, removed when dropped.
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> Scratch {
+        let dir = tempfile::Builder::new()
+            .prefix("bootfactory-serve-bench.")
+            .tempdir()
+            .expect("temporary directory");
+        registry().dirs.push(dir.path().to_path_buf());
+        Scratch(dir)
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let path = self.0.path().to_path_buf();
+        registry().dirs.retain(|d| *d != path);
+        // TempDir's own drop removes the directory.
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
+
+// ---------------------------------------------------------------------------------------------
+// A raw HTTP/1.1 client (the same for every server)
+
+/// A server under test: where, and which path serves the asset.
+struct Target {
+    name: &'static str,
+    addr: SocketAddr,
+    path: String,
+}
+
+/// Why a request failed, naming the server.
+fn fail(t: &Target, what: &str, detail: impl std::fmt::Display) -> ! {
+    panic!("{} (http://{}{}): {what}: {detail}", t.name, t.addr, t.path)
+}
+
+/// A parsed response head.
+struct Head {
+    status: u16,
+    headers: Vec<(String, String)>,
+}
+
+impl Head {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn content_length(&self) -> Option<u64> {
+        self.header("content-length")?.parse().ok()
+    }
+
+    fn closes(&self) -> bool {
+        self.header("connection")
+            .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+    }
+}
+
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_nodelay(true)?;
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(stream)
+}
+
+/// A request head (plus body, if any).
+fn request_bytes(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body: &[u8],
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: serve-bench\r\n");
+    if !keep_alive {
+        r.push_str("Connection: close\r\n");
+    }
+    for (k, v) in extra {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        r.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    r.push_str("\r\n");
+    let mut bytes = r.into_bytes();
+    bytes.extend_from_slice(body);
+    bytes
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Reads until the end of the response head. Returns the head, where the body starts in `buf`
+/// and how many bytes of `buf` are filled.
+fn read_head(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<(Head, usize, usize)> {
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            return Err(std::io::Error::other("response head too large"));
+        }
+        let n = stream.read(&mut buf[filled..])?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "connection closed before the end of the response head",
+            ));
+        }
+        let searched_from = filled.saturating_sub(3);
+        filled += n;
+        if let Some(end) = find(&buf[searched_from..filled], b"\r\n\r\n") {
+            let end = searched_from + end;
+            let text = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let mut lines = text.split("\r\n");
+            let status = lines
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|s| s.parse().ok())
+                .ok_or_else(|| std::io::Error::other(format!("bad status line in {text:?}")))?;
+            let headers = lines
+                .filter_map(|l| l.split_once(':'))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                .collect();
+            return Ok((Head { status, headers }, end + 4, filled));
+        }
+    }
+}
+
+/// A small request on a new connection; returns the head and the whole body.
+fn small_request(
+    t: &Target,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> std::io::Result<(Head, Vec<u8>)> {
+    let mut stream = connect(t.addr)?;
+    stream.write_all(&request_bytes(t.addr, method, path, &[], body, false))?;
+    let mut buf = vec![0u8; 64 << 10];
+    let (head, start, filled) = read_head(&mut stream, &mut buf)?;
+    let mut body = buf[start..filled].to_vec();
+    stream.read_to_end(&mut body)?;
+    if let Some(len) = head.content_length() {
+        body.truncate(len as usize);
+    }
+    Ok((head, body))
+}
+
+/// Checks a full (200) response's head for the asset.
+fn check_full(t: &Target, head: &Head, size: u64, what: &str) {
+    if head.status != 200 || head.content_length() != Some(size) {
+        fail(
+            t,
+            what,
+            format!(
+                "status {}, Content-Length {:?}, expected 200 with {size}",
+                head.status,
+                head.content_length()
+            ),
+        );
+    }
+    if head.header("transfer-encoding").is_some() {
+        fail(t, what, "unexpected Transfer-Encoding");
+    }
+}
+
+/// TTFB of a full GET on a new connection, which is then dropped after the first body byte
+/// (the server sees a reset). Microseconds from writing the request to reading that byte.
+fn ttfb_new_connection(t: &Target, size: u64, buf: &mut [u8]) -> f64 {
+    let what = "GET (aborted after the first body byte)";
+    let mut stream = connect(t.addr).unwrap_or_else(|e| fail(t, what, e));
+    let request = request_bytes(t.addr, "GET", &t.path, &[], &[], false);
+    let started = Instant::now();
+    stream
+        .write_all(&request)
+        .unwrap_or_else(|e| fail(t, what, e));
+    let (head, start, mut filled) =
+        read_head(&mut stream, buf).unwrap_or_else(|e| fail(t, what, e));
+    while filled == start {
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => fail(t, what, "connection closed before the first body byte"),
+            Ok(n) => filled += n,
+            Err(e) => fail(t, what, e),
+        }
+    }
+    let micros = started.elapsed().as_secs_f64() * 1e6;
+    check_full(t, &head, size, what);
+    micros
+}
+
+/// TTFB of `Range: bytes=0-0` on the kept-alive `stream`; microseconds from writing the
+/// request to reading the one body byte.
+fn ttfb_range(t: &Target, stream: &mut TcpStream, size: u64, buf: &mut [u8]) -> f64 {
+    let what = "GET Range: bytes=0-0 (keep-alive)";
+    let request = request_bytes(t.addr, "GET", &t.path, &[("Range", "bytes=0-0")], &[], true);
+    let started = Instant::now();
+    stream
+        .write_all(&request)
+        .unwrap_or_else(|e| fail(t, what, e));
+    let (head, start, mut filled) = read_head(stream, buf).unwrap_or_else(|e| fail(t, what, e));
+    while filled == start {
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => fail(t, what, "connection closed before the body"),
+            Ok(n) => filled += n,
+            Err(e) => fail(t, what, e),
+        }
+    }
+    let micros = started.elapsed().as_secs_f64() * 1e6;
+    let expected_range = format!("bytes 0-0/{size}");
+    if head.status != 206
+        || head.content_length() != Some(1)
+        || head.header("content-range") != Some(expected_range.as_str())
+        || filled - start != 1
+        || head.closes()
+    {
+        fail(
+            t,
+            what,
+            format!(
+                "status {}, Content-Length {:?}, Content-Range {:?}, {} body bytes, Connection {:?}",
+                head.status,
+                head.content_length(),
+                head.header("content-range"),
+                filled - start,
+                head.header("connection")
+            ),
+        );
+    }
+    micros
+}
+
+/// A full GET of the asset, on `stream` (keep-alive) or on a new connection; the body is
+/// counted (and hashed into `hasher`, if given), never kept. Seconds from writing the request
+/// to reading the last byte, and the head.
+fn download(
+    t: &Target,
+    stream: Option<&mut TcpStream>,
+    size: u64,
+    buf: &mut [u8],
+    mut hasher: Option<&mut Sha256>,
+) -> (f64, Head) {
+    let what = "GET (full download)";
+    let keep_alive = stream.is_some();
+    let mut fresh;
+    let stream = match stream {
+        Some(s) => s,
+        None => {
+            fresh = connect(t.addr).unwrap_or_else(|e| fail(t, what, e));
+            &mut fresh
+        }
+    };
+    let request = request_bytes(t.addr, "GET", &t.path, &[], &[], keep_alive);
+    let started = Instant::now();
+    stream
+        .write_all(&request)
+        .unwrap_or_else(|e| fail(t, what, e));
+    let (head, start, filled) = read_head(stream, buf).unwrap_or_else(|e| fail(t, what, e));
+    check_full(t, &head, size, what);
+    if keep_alive && head.closes() {
+        fail(t, what, "the server closes a keep-alive connection");
+    }
+    let mut received = (filled - start) as u64;
+    if received > size {
+        fail(t, what, "more body bytes than Content-Length");
+    }
+    if let Some(h) = hasher.as_deref_mut() {
+        h.update(&buf[start..filled]);
+    }
+    while received < size {
+        let want = buf.len().min((size - received) as usize);
+        match stream.read(&mut buf[..want]) {
+            Ok(0) => fail(t, what, format!("connection closed after {received} bytes")),
+            Ok(n) => {
+                if let Some(h) = hasher.as_deref_mut() {
+                    h.update(&buf[..n]);
+                }
+                received += n as u64;
+            }
+            Err(e) => fail(t, what, format!("after {received} bytes: {e}")),
+        }
+    }
+    (started.elapsed().as_secs_f64(), head)
+}
+
+/// Polls `GET path` until it answers 200, or panics with the process's log.
+fn wait_ready(t: &Target, proc: &mut Proc, path: &str) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    loop {
+        proc.check_running();
+        if let Ok((head, _)) = small_request(t, "GET", path, &[])
+            && head.status == 200
+        {
+            return;
+        }
+        if Instant::now() > deadline {
+            fail(
+                t,
+                "start",
+                format!(
+                    "no 200 from {path} within {START_TIMEOUT:?}; log:\n{}",
+                    proc.log_tail()
+                ),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Setup
+
+/// The bootfactory binary built with this benchmark's profile (release settings).
+fn bootfactory_bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bootfactory"));
+    // Keep the user's environment from leaking configuration into the benchmark.
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BOOTFACTORY_") {
+            c.env_remove(k);
+        }
+    }
+    c
+}
+
+/// The nginx configuration: the blob directory as document root, `/nosendfile/` the same with
+/// `sendfile off` (a reference line).
+fn nginx_conf(prefix: &Path, port: u16, root: &Path) -> String {
+    let p = prefix.display();
+    let root = root.display();
+    // Running as root, workers would switch to `nobody`, who cannot enter the 0700 temp dir.
+    let is_root = std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0);
+    let user = if is_root { "user root;\n" } else { "" };
+    // Temp paths of the modules compiled in (the defaults are under /var/lib/nginx).
+    let version = Command::new("nginx")
+        .arg("-V")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .unwrap_or_default();
+    let mut temp_paths = format!("    client_body_temp_path {p}/tmp/body;\n");
+    for module in ["proxy", "fastcgi", "uwsgi", "scgi"] {
+        if !version.contains(&format!("--without-http_{module}_module")) {
+            temp_paths.push_str(&format!("    {module}_temp_path {p}/tmp/{module};\n"));
+        }
+    }
+    format!(
+        "{user}worker_processes auto;
+pid {p}/nginx.pid;
+error_log {p}/error.log warn;
+events {{
+    worker_connections 256;
+}}
+http {{
+    access_log off;
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_requests 100000;
+{temp_paths}    server {{
+        listen 127.0.0.1:{port};
+        root {root};
+        location / {{
+        }}
+        location = /ready {{
+            return 200;
+        }}
+        location /nosendfile/ {{
+            alias {root}/;
+            sendfile off;
+        }}
+    }}
+}}
+"
+    )
+}
+
+/// The servers and what they serve.
+struct Setup {
+    bootfactory: Proc,
+    nginx: Proc,
+    ours: Target,
+    peer: Target,
+    peer_no_sendfile: Target,
+    size: u64,
+    digest_hex: String,
+    fixture_seconds: f64,
+    import_seconds: f64,
+    build_seconds: f64,
+    blob_path: PathBuf,
+    /// Last: fields drop in order, so the processes stop before their files go.
+    _scratch: Scratch,
+}
+
+fn setup(settings: &Settings) -> Setup {
+    let scratch = Scratch::new();
+    let root = scratch.path();
+
+    eprintln!("[setup] writing the Realistic fixture release {VERSION}");
+    let layout = root.join("layout");
+    let started = Instant::now();
+    write_release(
+        &layout,
+        &FixtureOptions {
+            versions: vec![VERSION.into()],
+            profile: SizeProfile::Realistic,
+            ..FixtureOptions::default()
+        },
+    )
+    .expect("write the fixture release");
+    let fixture_seconds = started.elapsed().as_secs_f64();
+
+    eprintln!("[setup] bootfactory mirror import");
+    let data = root.join("data");
+    let started = Instant::now();
+    Proc::spawn(
+        "bootfactory mirror import",
+        bootfactory_bin()
+            .args(["mirror", "import"])
+            .arg(&layout)
+            .arg("--data-dir")
+            .arg(&data)
+            .arg("--offline"),
+        &root.join("import.log"),
+    )
+    .wait_success(Duration::from_secs(300));
+    let import_seconds = started.elapsed().as_secs_f64();
+    std::fs::remove_dir_all(&layout).expect("remove the fixture layout");
+
+    eprintln!("[setup] starting bootfactory serve");
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut bootfactory = Proc::spawn(
+        "bootfactory serve",
+        bootfactory_bin()
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--http-listen", &listen])
+            .arg("--offline")
+            .args(["--log-level", &settings.log_level]),
+        &root.join("bootfactory.log"),
+    );
+    let mut ours = Target {
+        name: "bootfactory",
+        addr: listen.parse().expect("socket address"),
+        path: String::new(),
+    };
+    wait_ready(&ours, &mut bootfactory, "/healthz");
+
+    let mut yaml = String::from("customization:\n  systemExtensions:\n    officialExtensions:\n");
+    for e in &settings.extensions {
+        yaml.push_str(&format!("      - siderolabs/{e}\n"));
+    }
+    let expected_id = bootfactory::schematic::parse(yaml.as_bytes())
+        .expect("schematic")
+        .id()
+        .to_string();
+    let (head, body) = small_request(&ours, "POST", "/schematics", yaml.as_bytes())
+        .unwrap_or_else(|e| fail(&ours, "POST /schematics", e));
+    let created: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        fail(
+            &ours,
+            "POST /schematics",
+            format!("status {}, body not JSON: {e}", head.status),
+        )
+    });
+    let id = created["id"].as_str().unwrap_or_default().to_string();
+    if !(head.status == 200 || head.status == 201) || id != expected_id {
+        fail(
+            &ours,
+            "POST /schematics",
+            format!("status {}, id {id:?}, expected {expected_id}", head.status),
+        );
+    }
+    ours.path = format!("/image/{id}/{VERSION}/{ASSET}");
+
+    // The first request builds the asset; read its size from a HEAD first, then GET it.
+    eprintln!("[setup] first request: building {}", ours.path);
+    let started = Instant::now();
+    let head = {
+        // A HEAD waits for the build too; a generous timeout for it.
+        let what = "HEAD (first request, builds the asset)";
+        let mut stream = connect(ours.addr).unwrap_or_else(|e| fail(&ours, what, e));
+        stream
+            .set_read_timeout(Some(BUILD_TIMEOUT))
+            .expect("set timeout");
+        stream
+            .write_all(&request_bytes(
+                ours.addr,
+                "HEAD",
+                &ours.path,
+                &[],
+                &[],
+                false,
+            ))
+            .unwrap_or_else(|e| fail(&ours, what, e));
+        let mut buf = vec![0u8; 64 << 10];
+        read_head(&mut stream, &mut buf)
+            .unwrap_or_else(|e| {
+                fail(
+                    &ours,
+                    what,
+                    format!("{e}; log:\n{}", bootfactory.log_tail()),
+                )
+            })
+            .0
+    };
+    let build_seconds = started.elapsed().as_secs_f64();
+    let size = match (head.status, head.content_length()) {
+        (200, Some(n)) => n,
+        (status, len) => fail(
+            &ours,
+            "HEAD (build)",
+            format!(
+                "status {status}, Content-Length {len:?}; log:\n{}",
+                bootfactory.log_tail()
+            ),
+        ),
+    };
+    let digest_hex = head
+        .header("etag")
+        .map(|e| e.trim_matches('"').to_string())
+        .filter(|e| e.len() == 64 && e.bytes().all(|b| b.is_ascii_hexdigit()))
+        .unwrap_or_else(|| fail(&ours, "HEAD", "no sha256 ETag"));
+
+    // The cached blob: content-addressed under the data directory.
+    let blobs = data.join("blobs").join("sha256");
+    let blob_path = blobs.join(&digest_hex);
+    let on_disk = std::fs::metadata(&blob_path)
+        .unwrap_or_else(|e| panic!("cached blob {}: {e}", blob_path.display()))
+        .len();
+    assert_eq!(
+        on_disk,
+        size,
+        "cached blob {} has another size than bootfactory's Content-Length",
+        blob_path.display()
+    );
+
+    eprintln!("[setup] starting nginx on the blob directory");
+    let prefix = root.join("nginx");
+    std::fs::create_dir_all(prefix.join("tmp")).expect("nginx prefix");
+    let nginx_port = free_port();
+    std::fs::write(
+        prefix.join("nginx.conf"),
+        nginx_conf(&prefix, nginx_port, &blobs),
+    )
+    .expect("write nginx.conf");
+    let mut nginx = Proc::spawn(
+        "nginx",
+        Command::new("nginx")
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(prefix.join("nginx.conf"))
+            .arg("-e")
+            .arg(prefix.join("error.log"))
+            .args(["-g", "daemon off;"]),
+        &prefix.join("stderr.log"),
+    );
+    let peer = Target {
+        name: "nginx",
+        addr: SocketAddr::from(([127, 0, 0, 1], nginx_port)),
+        path: format!("/{digest_hex}"),
+    };
+    let peer_no_sendfile = Target {
+        name: "nginx (sendfile off)",
+        addr: peer.addr,
+        path: format!("/nosendfile/{digest_hex}"),
+    };
+    wait_ready(&peer, &mut nginx, "/ready");
+
+    // Every server must send the very same bytes.
+    let mut buf = vec![0u8; READ_BUFFER];
+    for t in [&ours, &peer, &peer_no_sendfile] {
+        eprintln!("[check] {}: full GET, SHA-256 of the body", t.name);
+        let mut hasher = Sha256::new();
+        download(t, None, size, &mut buf, Some(&mut hasher));
+        let got = hex::encode(hasher.finalize());
+        if got != digest_hex {
+            fail(
+                t,
+                "GET",
+                format!("body SHA-256 {got}, expected {digest_hex}"),
+            );
+        }
+    }
+
+    Setup {
+        bootfactory,
+        nginx,
+        ours,
+        peer,
+        peer_no_sendfile,
+        size,
+        digest_hex,
+        fixture_seconds,
+        import_seconds,
+        build_seconds,
+        blob_path,
+        _scratch: scratch,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Measurements
+
+/// Everything measured: index 0 is nginx, 1 is bootfactory, 2 nginx with sendfile off.
+struct Results {
+    size: u64,
+    digest_hex: String,
+    blob_path: PathBuf,
+    fixture_seconds: f64,
+    import_seconds: f64,
+    build_seconds: f64,
+    ttfb_new: [Vec<f64>; 2],
+    ttfb_range: [Vec<f64>; 2],
+    /// MB/s.
+    new_connection: [Vec<f64>; 3],
+    keep_alive: [Vec<f64>; 3],
+    cached_deliveries: Option<u64>,
+    builds: Option<u64>,
+    elapsed: f64,
+}
+
+/// Alternates which server goes first, round by round.
+fn order<const N: usize>(round: usize) -> [usize; N] {
+    let mut o = [0; N];
+    for (i, slot) in o.iter_mut().enumerate() {
+        *slot = (i + round) % N;
+    }
+    o
+}
+
+/// Sums a counter's samples whose line contains `filter` in a Prometheus text exposition.
+fn counter_sum(metrics: &str, name: &str, filter: &str) -> Option<u64> {
+    let mut found = false;
+    let mut sum = 0.0;
+    for line in metrics.lines() {
+        if line.starts_with(name) && line[name.len()..].starts_with('{') && line.contains(filter) {
+            found = true;
+            sum += line
+                .rsplit(' ')
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(0.0);
+        }
+    }
+    found.then_some(sum as u64)
+}
+
+fn bench(settings: &Settings) -> Results {
+    let started = Instant::now();
+    let mut s = setup(settings);
+    let targets = [&s.peer, &s.ours];
+    let size = s.size;
+    let mut buf = vec![0u8; READ_BUFFER];
+
+    eprintln!(
+        "[ttfb] full GET on a new connection, aborted after the first byte: {TTFB_WARMUP} + {} per server",
+        settings.ttfb_requests
+    );
+    for round in 0..TTFB_WARMUP {
+        for k in order::<2>(round) {
+            ttfb_new_connection(targets[k], size, &mut buf);
+        }
+    }
+    let mut ttfb_new = [Vec::new(), Vec::new()];
+    for round in 0..settings.ttfb_requests {
+        for k in order::<2>(round) {
+            ttfb_new[k].push(ttfb_new_connection(targets[k], size, &mut buf));
+        }
+    }
+
+    eprintln!(
+        "[ttfb] Range: bytes=0-0 on a kept-alive connection: {TTFB_WARMUP} + {} per server",
+        settings.ttfb_requests
+    );
+    let mut conns = targets.map(|t| connect(t.addr).unwrap_or_else(|e| fail(t, "connect", e)));
+    for round in 0..TTFB_WARMUP {
+        for k in order::<2>(round) {
+            ttfb_range(targets[k], &mut conns[k], size, &mut buf);
+        }
+    }
+    let mut ttfb_range_samples = [Vec::new(), Vec::new()];
+    for round in 0..settings.ttfb_requests {
+        for k in order::<2>(round) {
+            ttfb_range_samples[k].push(ttfb_range(targets[k], &mut conns[k], size, &mut buf));
+        }
+    }
+
+    let all = [&s.peer, &s.ours, &s.peer_no_sendfile];
+    let mb_per_s = |seconds: f64| size as f64 / 1e6 / seconds;
+    eprintln!(
+        "[throughput] full downloads on new connections: {} per server",
+        settings.downloads
+    );
+    let mut new_connection = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..settings.downloads {
+        for k in order::<3>(round) {
+            let (seconds, _) = download(all[k], None, size, &mut buf, None);
+            new_connection[k].push(mb_per_s(seconds));
+        }
+    }
+    eprintln!(
+        "[throughput] full downloads on a kept-alive connection: {} per server",
+        settings.downloads
+    );
+    let mut keep_conns = all.map(|t| connect(t.addr).unwrap_or_else(|e| fail(t, "connect", e)));
+    let mut keep_alive = [Vec::new(), Vec::new(), Vec::new()];
+    for round in 0..settings.downloads {
+        for k in order::<3>(round) {
+            let (seconds, _) = download(all[k], Some(&mut keep_conns[k]), size, &mut buf, None);
+            keep_alive[k].push(mb_per_s(seconds));
+        }
+    }
+    drop(conns);
+    drop(keep_conns);
+
+    // Every measured bootfactory request must have been a cache hit.
+    s.bootfactory.check_running();
+    s.nginx.check_running();
+    let metrics = small_request(&s.ours, "GET", "/metrics", &[])
+        .map(|(_, body)| String::from_utf8_lossy(&body).into_owned())
+        .unwrap_or_default();
+    let builds = counter_sum(&metrics, "image_factory_assets_built_total", "initramfs");
+    let cached_deliveries = counter_sum(
+        &metrics,
+        "image_factory_assets_delivered_cached_total",
+        "initramfs",
+    );
+    if let Some(n) = builds
+        && n != 1
+    {
+        fail(
+            &s.ours,
+            "cache",
+            format!("{n} initramfs builds, expected exactly 1 (the setup request)"),
+        );
+    }
+
+    let results = Results {
+        size,
+        digest_hex: s.digest_hex.clone(),
+        blob_path: s.blob_path.clone(),
+        fixture_seconds: s.fixture_seconds,
+        import_seconds: s.import_seconds,
+        build_seconds: s.build_seconds,
+        ttfb_new,
+        ttfb_range: ttfb_range_samples,
+        new_connection,
+        keep_alive,
+        cached_deliveries,
+        builds,
+        elapsed: 0.0,
+    };
+    eprintln!("[teardown] stopping nginx and bootfactory, removing temporary files");
+    drop(s);
+    Results {
+        elapsed: started.elapsed().as_secs_f64(),
+        ..results
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+fn sorted(v: &[f64]) -> Vec<f64> {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn median(v: &[f64]) -> f64 {
+    let v = sorted(v);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// Nearest-rank percentile.
+fn percentile(v: &[f64], p: f64) -> f64 {
+    let v = sorted(v);
+    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
+    v[rank.clamp(1, v.len()) - 1]
+}
+
+impl Results {
+    fn print(&self, settings: &Settings) {
+        const W: [usize; 4] = [44, 15, 15, 24];
+        let row = |metric: &str, peer: String, ours: String, ratio: String| {
+            println!(
+                "{metric:<w0$}{peer:>w1$}{ours:>w2$}{ratio:>w3$}",
+                w0 = W[0],
+                w1 = W[1],
+                w2 = W[2],
+                w3 = W[3]
+            );
+        };
+        let ms = |us: f64| format!("{:.3}", us / 1000.0);
+        let latency = |metric: &str, s: &[Vec<f64>; 2]| {
+            let p50 = [percentile(&s[0], 50.0), percentile(&s[1], 50.0)];
+            let p99 = [percentile(&s[0], 99.0), percentile(&s[1], 99.0)];
+            row(
+                &format!("{metric} p50 (ms)"),
+                ms(p50[0]),
+                ms(p50[1]),
+                format!("{:.2} (nginx/bf)", p50[0] / p50[1]),
+            );
+            row(
+                &format!("{metric} p99 (ms)"),
+                ms(p99[0]),
+                ms(p99[1]),
+                format!("{:.2} (nginx/bf)", p99[0] / p99[1]),
+            );
+        };
+        let throughput = |metric: &str, s: &[Vec<f64>; 3]| {
+            let m = [median(&s[0]), median(&s[1])];
+            row(
+                metric,
+                format!("{:.0}", m[0]),
+                format!("{:.0}", m[1]),
+                format!("{:.2} (bf/nginx)", m[1] / m[0]),
+            );
+        };
+        let runs = |v: &[f64]| {
+            v.iter()
+                .map(|x| format!("{x:.0}"))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+
+        println!();
+        println!(
+            "serve benchmark: cached {ASSET} ({} bytes = {:.1} MB, sha256:{}…), schematic extensions [{}], Talos {VERSION}",
+            self.size,
+            self.size as f64 / 1e6,
+            &self.digest_hex[..12],
+            settings.extensions.join(", "),
+        );
+        row(
+            "metric",
+            "nginx".into(),
+            "bootfactory".into(),
+            "ratio (>1: bf better)".into(),
+        );
+        latency("TTFB full GET, new connection", &self.ttfb_new);
+        latency("TTFB Range 0-0, keep-alive", &self.ttfb_range);
+        throughput(
+            &format!("download, new connection (MB/s) n={}", settings.downloads),
+            &self.new_connection,
+        );
+        throughput(
+            &format!("download, keep-alive (MB/s) n={}", settings.downloads),
+            &self.keep_alive,
+        );
+        println!();
+        let p50 = percentile(&self.ttfb_new[1], 50.0) / 1000.0;
+        let ratio = median(&self.new_connection[1]) / median(&self.new_connection[0]);
+        println!(
+            "Targets: TTFB p50 < 5 ms: {} ({p50:.3} ms); throughput >= 0.9x nginx: {} ({ratio:.2}x, new connections).",
+            if p50 < 5.0 { "met" } else { "NOT met" },
+            if ratio >= 0.9 { "met" } else { "NOT met" },
+        );
+        println!(
+            "Reference, nginx with sendfile off (same file, same instance): {:.0} MB/s new connection, {:.0} MB/s keep-alive (medians).",
+            median(&self.new_connection[2]),
+            median(&self.keep_alive[2]),
+        );
+        println!(
+            "All downloads in MB/s, new connection: nginx {}; bootfactory {}; nginx sendfile off {}.",
+            runs(&self.new_connection[0]),
+            runs(&self.new_connection[1]),
+            runs(&self.new_connection[2]),
+        );
+        println!(
+            "All downloads in MB/s, keep-alive: nginx {}; bootfactory {}; nginx sendfile off {}.",
+            runs(&self.keep_alive[0]),
+            runs(&self.keep_alive[1]),
+            runs(&self.keep_alive[2]),
+        );
+        let stalls = |v: &[f64]| v.iter().filter(|&&us| us > STALL_MICROS).count();
+        println!(
+            "TTFB samples over {} ms: new connection nginx {}, bootfactory {}; keep-alive Range nginx {}, bootfactory {} \
+             (a 40 ms delayed-ACK wait behind Nagle shows up here).",
+            STALL_MICROS / 1000.0,
+            stalls(&self.ttfb_new[0]),
+            stalls(&self.ttfb_new[1]),
+            stalls(&self.ttfb_range[0]),
+            stalls(&self.ttfb_range[1]),
+        );
+        println!(
+            "MB = 10^6 bytes. TTFB: request written -> first body byte read, {} requests per server and kind after {TTFB_WARMUP} warm-up ones, \
+             alternating between the servers; connection setup not included. Downloads: request written -> last byte read.",
+            settings.ttfb_requests
+        );
+        println!(
+            "nginx serves bootfactory's cached blob file itself ({}): worker_processes auto, sendfile on, tcp_nopush on, access_log off. \
+             bootfactory: the release binary as a child process (`serve --offline`, log level {}, default runtime threads). \
+             Client: one blocking raw HTTP/1.1 client in this process, 1 MiB reads.",
+            self.blob_path.display(),
+            settings.log_level,
+        );
+        println!(
+            "bootfactory initramfs builds during the run: {} (the setup request only); cached deliveries counted: {}.",
+            self.builds.map_or("?".into(), |n| n.to_string()),
+            self.cached_deliveries.map_or("?".into(), |n| n.to_string()),
+        );
+        println!(
+            "Setup: fixture {:.1} s, import {:.1} s, first request (build + store) {:.1} s; whole run {:.1} s. \
+             Figures move between runs on a busy machine: run it more than once and compare medians.",
+            self.fixture_seconds, self.import_seconds, self.build_seconds, self.elapsed,
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! Network-boot services: the proxy-DHCP responder and the TFTP server, configured from
+//! `pxe.*` and wired to the per-MAC [`Assignments`](crate::assign::Assignments).
+//!
+//! The DHCP side asks the assignment table whether to answer a MAC (policy `ignore` keeps
+//! unassigned machines from ever seeing us) and records every PXE client in the inventory;
+//! TFTP serves the embedded iPXE binaries (and `pxe.tftpDir`).
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::assign::{Assignments, BootAnswer, MacAddr, Sighting};
+use crate::config::{Config, IpxeVariant};
+use crate::dhcp::{BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served};
+use crate::tftp::{TftpConfig, TftpFiles, TftpService};
+
+/// The DHCP [`ClientPolicy`] backed by the assignment table.
+pub struct AssignmentPolicy {
+    assignments: Assignments,
+}
+
+impl AssignmentPolicy {
+    /// Wraps the assignment table.
+    pub fn new(assignments: Assignments) -> AssignmentPolicy {
+        AssignmentPolicy { assignments }
+    }
+}
+
+impl ClientPolicy for AssignmentPolicy {
+    fn answer(&self, client: &ClientInfo) -> bool {
+        match self.assignments.answer_for(MacAddr(client.mac)) {
+            Ok(BootAnswer::Ignore) => false,
+            Ok(_) => true,
+            Err(e) => {
+                // Answering lets the machine reach /boot, which reports the problem; staying
+                // silent would hide it.
+                tracing::warn!(mac = %MacAddr(client.mac), error = %e, "assignment lookup failed");
+                true
+            }
+        }
+    }
+
+    fn observed(&self, client: &ClientInfo, served: Option<&Served>) {
+        let sighting = Sighting {
+            client_arch: Some(client.arch),
+            uuid: client.uuid.clone(),
+            ip: client.client_ip.map(|ip| ip.to_string()),
+            vendor_class: Some(client.vendor_class.clone()),
+            user_class: client.user_class.clone(),
+            served: match served {
+                Some(s) => format!("dhcp: {s}"),
+                None => "dhcp: nothing (not answered)".to_string(),
+            },
+        };
+        if let Err(e) = self.assignments.record(MacAddr(client.mac), sighting) {
+            tracing::warn!(mac = %MacAddr(client.mac), error = %e, "cannot record the machine in the inventory");
+        }
+    }
+}
+
+/// The address PXE clients reach us at: `pxe.advertiseAddress`, else the first IPv4 address
+/// of the first configured interface (or of any non-loopback interface).
+pub fn advertise_address(config: &Config) -> anyhow::Result<Ipv4Addr> {
+    if !config.pxe.advertise_address.is_empty() {
+        return Ok(config.pxe.advertise_address.parse()?);
+    }
+    let wanted = config.pxe.interfaces.first();
+    let addrs = nix::ifaddrs::getifaddrs().context("cannot list network interfaces")?;
+    for a in addrs {
+        if wanted.is_some_and(|w| *w != a.interface_name) {
+            continue;
+        }
+        let Some(ip) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()).map(|s| s.ip()) else {
+            continue;
+        };
+        if wanted.is_none() && ip.is_loopback() {
+            continue;
+        }
+        return Ok(ip);
+    }
+    match wanted {
+        Some(w) => bail!("interface {w} has no IPv4 address; set pxe.advertiseAddress"),
+        None => bail!("no interface has an IPv4 address; set pxe.advertiseAddress or pxe.interfaces"),
+    }
+}
+
+/// The base URL iPXE and UEFI HTTP-boot clients fetch from: `pxe.bootURL`, else
+/// `http://<advertise>:<http port>`.
+pub fn boot_url(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<String> {
+    if !config.pxe.boot_url.is_empty() {
+        return Ok(config.pxe.boot_url.trim_end_matches('/').to_string());
+    }
+    if config.pxe.ipxe_variant == IpxeVariant::Https {
+        bail!(
+            "pxe.ipxeVariant https needs pxe.bootURL: the https:// URL (IP literal) of the TLS proxy in front of bootfactory"
+        );
+    }
+    let port = config.http_listen_addr().map_err(anyhow::Error::msg)?.port();
+    Ok(format!("http://{advertise}:{port}"))
+}
+
+/// The bound network-boot services.
+pub struct Netboot {
+    dhcp: ProxyDhcp,
+    tftp: TftpService,
+}
+
+impl Netboot {
+    /// Binds proxy-DHCP and TFTP as `config.pxe` says.
+    pub async fn bind(config: &Config, assignments: Assignments) -> anyhow::Result<Netboot> {
+        let advertise = advertise_address(config)?;
+        let boot_url = boot_url(config, advertise)?;
+        let dhcp_config = ProxyDhcpConfig {
+            interfaces: config.pxe.interfaces.clone(),
+            server_ip: advertise,
+            dhcp_port: config.pxe.dhcp_port,
+            proxy_port: config.pxe.proxy_port,
+            client_port: config.pxe.client_port,
+            boot_url_base: boot_url.clone(),
+            require_https: config.pxe.ipxe_variant == IpxeVariant::Https,
+            boot_files: BootFiles {
+                bios: crate::ipxe::BIOS.to_string(),
+                efi_x64: config.pxe.efi_binary.clone(),
+                efi_arm64: crate::ipxe::EFI_ARM64.to_string(),
+                efi_ia32: None,
+            },
+            ..ProxyDhcpConfig::default()
+        };
+        let dhcp = ProxyDhcp::bind(dhcp_config, Arc::new(AssignmentPolicy::new(assignments)))
+            .await
+            .context("cannot start the proxy-DHCP server (pxe.*)")?;
+        let mut files = TftpFiles::new();
+        for b in crate::ipxe::BINARIES {
+            files.insert(b.name, bytes::Bytes::from_static(b.data));
+        }
+        let tftp_config = TftpConfig {
+            // Replies come from the listening address: listen on the advertised one.
+            listen: SocketAddr::from((advertise, config.pxe.tftp_port)),
+            interface: config.pxe.interfaces.first().cloned(),
+            max_block_size: None,
+            window_size_limit: 16,
+            timeout: Duration::from_secs(2),
+            extra_dir: (!config.pxe.tftp_dir.as_os_str().is_empty())
+                .then(|| config.pxe.tftp_dir.clone()),
+        };
+        let tftp = TftpService::bind(tftp_config, files)
+            .await
+            .context("cannot start the TFTP server (pxe.*)")?;
+        tracing::info!(
+            advertise = %advertise,
+            boot_url = %boot_url,
+            dhcp = ?dhcp.local_addrs(),
+            tftp = %tftp.local_addr(),
+            unassigned = ?config.pxe.unassigned,
+            "network boot ready"
+        );
+        Ok(Netboot { dhcp, tftp })
+    }
+
+    /// Runs both services until `shutdown` fires.
+    pub async fn run(self, mut shutdown: tokio::sync::watch::Receiver<bool>) -> anyhow::Result<()> {
+        let mut s2 = shutdown.clone();
+        let dhcp = self.dhcp.run(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        });
+        let tftp = self.tftp.run(async move {
+            let _ = s2.wait_for(|s| *s).await;
+        });
+        let (d, t) = tokio::join!(dhcp, tftp);
+        d.context("proxy-DHCP server")?;
+        t.context("TFTP server")?;
+        Ok(())
+    }
+}

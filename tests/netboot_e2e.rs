@@ -1,0 +1,269 @@
+//! End-to-end network boot in a namespace lab (DESIGN.md): an office DHCP server without PXE,
+//! bootfactory (proxy-DHCP + TFTP + HTTP) with the fixture release imported offline, and QEMU
+//! machines that PXE-boot a real Debian kernel with the factory's initramfs. The fixture's
+//! `/init` prints a marker, the kernel command line and the extensions it finds, then powers
+//! off.
+//!
+//! Cases, all in one lab (TCG machines are slow, so they run at once):
+//! - a UEFI (OVMF) machine assigned a schematic with extensions boots it;
+//! - a BIOS (SeaBIOS + iPXE NIC ROM) machine assigned another schematic boots that one;
+//! - an unassigned machine under policy `ignore` is offered an address by the office server
+//!   but gets no PXE answer from us (so its firmware moves on to the next boot device).
+//!
+//! Needs root, `ip`, `dnsmasq`, `qemu-system-x86_64`, OVMF, a static busybox and a Debian
+//! kernel (`tests/run-all.sh` prepares `~/.cache/bootfactory/lab/vmlinuz`).
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile, write_release};
+use support::lab::{BOOTFACTORY_IP, Firmware, Lab, can_make_namespaces, ovmf_code, serial, start_vm};
+use support::tools::have;
+
+const MARKER: &str = "BOOTFACTORY-E2E-MARKER";
+const TOKEN: &str = "e2e-admin-token";
+const UEFI_MAC: &str = "52:54:00:e2:e0:01";
+const BIOS_MAC: &str = "52:54:00:e2:e0:02";
+const STRANGER_MAC: &str = "52:54:00:e2:e0:03";
+
+/// The fixture's `/init`: everything goes to the first serial port.
+const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev
+/bin/busybox mount -t proc proc /proc
+/bin/busybox mount -t devtmpfs dev /dev
+exec >/dev/ttyS0 2>&1
+echo "BOOTFACTORY-E2E-MARKER"
+echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
+for f in /*.sqsh; do echo "SQUASHFS: $f"; done
+/bin/busybox grep -E 'name:' /extensions.yaml | while read -r line; do echo "EXTENSION: $line"; done
+echo "BOOTFACTORY-E2E-DONE"
+/bin/busybox sync
+/bin/busybox poweroff -f
+"#;
+
+fn require(tool: &str) -> bool {
+    have(tool)
+}
+
+fn kernel() -> Option<PathBuf> {
+    let path = std::env::var_os("BOOTFACTORY_LAB_KERNEL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfactory/lab/vmlinuz"))
+        })?;
+    if path.exists() {
+        Some(path)
+    } else {
+        assert!(
+            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{} is missing (tests/run-all.sh extracts it from Debian's linux-image package)",
+            path.display()
+        );
+        eprintln!("skipping: no kernel at {}", path.display());
+        None
+    }
+}
+
+fn schematic_id(yaml: &str) -> String {
+    bootfactory::schematic::parse(yaml.as_bytes())
+        .expect("schematic")
+        .id()
+        .to_string()
+}
+
+fn bootfactory(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "bootfactory {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+#[test]
+fn machines_pxe_boot_what_they_are_assigned() {
+    if !can_make_namespaces() {
+        assert!(
+            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "the network-boot lab needs root and iproute2"
+        );
+        eprintln!("skipping: needs root and iproute2 for network namespaces");
+        return;
+    }
+    for tool in ["dnsmasq", "qemu-system-x86_64", "curl"] {
+        if !require(tool) {
+            return;
+        }
+    }
+    let Some(kernel) = kernel() else { return };
+    let busybox = PathBuf::from("/bin/busybox");
+    assert!(ovmf_code().is_some(), "OVMF is required (apt-get install ovmf)");
+
+    // The fixture release with a bootable amd64 kernel and base initramfs.
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("layout");
+    let options = FixtureOptions {
+        versions: vec!["v1.11.6".into()],
+        amd64: BootOptions {
+            kernel: Some(FileSource::Path(kernel)),
+            init: Some(FileSource::Bytes(INIT.as_bytes().to_vec())),
+            initramfs_files: vec![InitramfsFile {
+                dest: "bin/busybox".into(),
+                source: FileSource::Path(busybox),
+                mode: Some(0o755),
+            }],
+        },
+        ..FixtureOptions::default()
+    };
+    write_release(&layout, &options).expect("fixture release");
+    let data = work.path().join("data");
+    let data_s = data.to_string_lossy().to_string();
+    bootfactory(&["mirror", "import", &layout.to_string_lossy(), "--data-dir", &data_s]);
+
+    // Two schematics: A with two extensions (one of them microcode), B with a third.
+    let schematics = work.path().join("schematics");
+    std::fs::create_dir_all(&schematics).unwrap();
+    let a = "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor, siderolabs/amd-ucode]\n";
+    let b = "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/i915-ucode]\n";
+    std::fs::write(schematics.join("a.yaml"), a).unwrap();
+    std::fs::write(schematics.join("b.yaml"), b).unwrap();
+    let (id_a, id_b) = (schematic_id(a), schematic_id(b));
+    let seed = work.path().join("assignments.yaml");
+    std::fs::write(
+        &seed,
+        format!(
+            "machines:\n  \"{UEFI_MAC}\":\n    schematic: {id_a}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyS0, bf.vm=uefi]\n  \"{BIOS_MAC}\":\n    schematic: {id_b}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyS0, bf.vm=bios]\n"
+        ),
+    )
+    .unwrap();
+    let config = work.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dataDir: {data_s}\noffline: true\nlog:\n  level: info,bootfactory=debug\nhttp:\n  listen: {BOOTFACTORY_IP}:8080\n  externalURL: http://{BOOTFACTORY_IP}:8080\nschematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: {TOKEN}\npxe:\n  enabled: true\n  interfaces: [b0]\n  unassigned: ignore\n",
+            schematics.display(),
+            seed.display()
+        ),
+    )
+    .unwrap();
+
+    let mut lab = Lab::new("e");
+    lab.start_office_dhcp();
+    lab.spawn(
+        "bf",
+        "bootfactory.log",
+        &[env!("CARGO_BIN_EXE_bootfactory"), "serve", "--config", &config.to_string_lossy()],
+    );
+    let api = |lab: &Lab, path: &str| -> String {
+        let out = lab.exec(
+            "bf",
+            &["curl", "-sf", "-H", &format!("Authorization: Bearer {TOKEN}"), &format!("http://{BOOTFACTORY_IP}:8080{path}")],
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let ready = lab.wait_for(Duration::from_secs(60), |lab| {
+        !api(lab, "/healthz").is_empty() || lab.log("bootfactory.log").contains("network boot ready")
+    });
+    assert!(ready, "bootfactory did not start:\n{}", lab.log("bootfactory.log"));
+    assert!(
+        lab.wait_for(Duration::from_secs(30), |lab| lab.log("bootfactory.log").contains("network boot ready")),
+        "network boot did not start:\n{}",
+        lab.log("bootfactory.log")
+    );
+
+    let uefi = start_vm(&mut lab, "uefi", Firmware::Uefi, UEFI_MAC);
+    let bios = start_vm(&mut lab, "bios", Firmware::Bios, BIOS_MAC);
+    let stranger = start_vm(&mut lab, "stranger", Firmware::Uefi, STRANGER_MAC);
+
+    let done = |lab: &Lab, name: &str| serial(lab, name).contains("BOOTFACTORY-E2E-DONE");
+    let finished = lab.wait_for(Duration::from_secs(420), |lab| {
+        let uefi_over = done(lab, "uefi") || !lab.running(&uefi);
+        let bios_over = done(lab, "bios") || !lab.running(&bios);
+        uefi_over && bios_over
+    });
+    let report = |lab: &Lab| {
+        format!(
+            "--- uefi serial ---\n{}\n--- bios serial ---\n{}\n--- stranger serial ---\n{}\n--- bootfactory ---\n{}\n--- office ---\n{}",
+            tail(&serial(lab, "uefi")),
+            tail(&serial(lab, "bios")),
+            tail(&serial(lab, "stranger")),
+            tail(&lab.log("bootfactory.log")),
+            tail(&lab.log("office-dnsmasq.log")),
+        )
+    };
+    assert!(finished, "machines did not finish booting in time\n{}", report(&lab));
+
+    // UEFI machine: schematic A, its kernel args, both extensions (plus the schematic one).
+    let out = serial(&lab, "uefi");
+    assert!(out.contains(MARKER), "UEFI machine did not boot\n{}", report(&lab));
+    let cmdline = line_after(&out, "CMDLINE: ");
+    assert!(cmdline.contains("talos.platform=metal") && cmdline.contains("bf.vm=uefi"), "{cmdline}");
+    let exts = lines_after(&out, "EXTENSION: ");
+    assert!(exts.iter().any(|l| l.contains("gvisor")), "{exts:?}");
+    assert!(exts.iter().any(|l| l.contains("amd-ucode")), "{exts:?}");
+    assert!(exts.iter().any(|l| l.contains("schematic")), "{exts:?}");
+    assert!(!exts.iter().any(|l| l.contains("i915")), "{exts:?}");
+
+    // BIOS machine: schematic B.
+    let out = serial(&lab, "bios");
+    assert!(out.contains(MARKER), "BIOS machine did not boot\n{}", report(&lab));
+    let cmdline = line_after(&out, "CMDLINE: ");
+    assert!(cmdline.contains("bf.vm=bios") && !cmdline.contains("bf.vm=uefi"), "{cmdline}");
+    let exts = lines_after(&out, "EXTENSION: ");
+    assert!(exts.iter().any(|l| l.contains("i915")), "{exts:?}");
+    assert!(!exts.iter().any(|l| l.contains("gvisor")), "{exts:?}");
+
+    // The stranger was offered an address by the office server (UEFI PXE firmware takes it
+    // only together with boot information, which it never got), was seen by us, and got no
+    // PXE answer.
+    let offered = lab.wait_for(Duration::from_secs(60), |lab| {
+        lab.log("office-dnsmasq.log")
+            .lines()
+            .any(|l| l.contains("DHCPOFFER") && l.contains(STRANGER_MAC))
+    });
+    assert!(offered, "the office server offered the unassigned machine no address\n{}", report(&lab));
+    let machines = api(&lab, "/api/v1/machines");
+    let list: serde_json::Value = serde_json::from_str(&machines).unwrap_or_default();
+    let seen = list["machines"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mac"] == STRANGER_MAC)
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        seen["seen"]["lastServed"].as_str().unwrap_or("").contains("nothing"),
+        "{machines}\n{}",
+        report(&lab)
+    );
+    assert!(seen.get("assignment").is_none());
+    assert!(!serial(&lab, "stranger").contains(MARKER));
+    // The assigned machines are in the inventory with what they were served.
+    for mac in [UEFI_MAC, BIOS_MAC] {
+        let m = list["machines"].as_array().unwrap().iter().find(|m| m["mac"] == mac).unwrap();
+        assert!(m["seen"]["requests"].as_u64().unwrap_or(0) >= 2, "{m}");
+    }
+    lab.kill(&stranger);
+}
+
+fn tail(text: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(60)..].join("\n")
+}
+
+fn line_after(text: &str, prefix: &str) -> String {
+    lines_after(text, prefix).into_iter().next().unwrap_or_default()
+}
+
+fn lines_after(text: &str, prefix: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.find(prefix).map(|i| l[i + prefix.len()..].trim().to_string()))
+        .collect()
+}

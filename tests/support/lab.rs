@@ -1,0 +1,295 @@
+//! A throw-away boot lab in network namespaces (DESIGN.md): a bridge namespace (the LAN) with
+//! an "office" DHCP server (dnsmasq, no PXE), a bootfactory namespace, and tap devices for QEMU
+//! machines. Addresses come from 192.0.2.0/24 and never leave the namespaces. Dropping the
+//! [`Lab`] kills every process it started (by PID) and deletes the namespaces.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The office DHCP server's address.
+pub const OFFICE_IP: &str = "192.0.2.1";
+/// bootfactory's address.
+pub const BOOTFACTORY_IP: &str = "192.0.2.10";
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &[&str]) -> String {
+    let out = Command::new(cmd[0])
+        .args(&cmd[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// True when this process may create network namespaces (root with `ip`).
+pub fn can_make_namespaces() -> bool {
+    nix::unistd::Uid::effective().is_root()
+        && Command::new("ip")
+            .arg("-V")
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+}
+
+/// The lab: namespaces, links and the processes started in them.
+pub struct Lab {
+    /// Name prefix of the namespaces (unique per test process).
+    pub prefix: String,
+    /// Scratch directory (logs, leases, disks).
+    pub dir: tempfile::TempDir,
+    namespaces: Vec<String>,
+    children: Vec<(String, Child)>,
+    taps: usize,
+}
+
+impl Lab {
+    /// Creates `<p>-lan` (bridge `br0`), `<p>-office` (192.0.2.1 on `o0`) and `<p>-bf`
+    /// (192.0.2.10 on `b0`).
+    pub fn new(tag: &str) -> Lab {
+        let prefix = format!("bf{tag}{}", std::process::id() % 100_000);
+        let mut lab = Lab {
+            prefix,
+            dir: tempfile::tempdir().unwrap(),
+            namespaces: Vec::new(),
+            children: Vec::new(),
+            taps: 0,
+        };
+        let lan = lab.ns("lan");
+        lab.add_ns(&lan);
+        run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
+        // Forward at once: no STP listening delay for new ports.
+        run(&["ip", "-n", &lan, "link", "set", "br0", "type", "bridge", "forward_delay", "0"]);
+        run(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
+        for (name, dev, ip) in [("office", "o0", OFFICE_IP), ("bf", "b0", BOOTFACTORY_IP)] {
+            let ns = lab.ns(name);
+            lab.add_ns(&ns);
+            let peer = format!("{dev}p");
+            run(&[
+                "ip", "-n", &lan, "link", "add", &peer, "type", "veth", "peer", "name", dev,
+                "netns", &ns,
+            ]);
+            run(&["ip", "-n", &lan, "link", "set", &peer, "master", "br0", "up"]);
+            run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            run(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+            run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        }
+        lab
+    }
+
+    /// The full name of namespace `name` (`lan`, `office`, `bf`).
+    pub fn ns(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    fn add_ns(&mut self, ns: &str) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", ns])
+            .stderr(Stdio::null())
+            .status();
+        run(&["ip", "netns", "add", ns]);
+        self.namespaces.push(ns.to_string());
+    }
+
+    /// Adds a tap device on the LAN bridge for a VM; returns its name.
+    pub fn add_tap(&mut self) -> String {
+        let lan = self.ns("lan");
+        let tap = format!("tap{}", self.taps);
+        self.taps += 1;
+        run(&["ip", "-n", &lan, "tuntap", "add", "dev", &tap, "mode", "tap"]);
+        run(&["ip", "-n", &lan, "link", "set", &tap, "master", "br0", "up"]);
+        tap
+    }
+
+    /// Starts `cmd` inside namespace `name`, stdout and stderr to `<dir>/<log>`.
+    pub fn spawn(&mut self, name: &str, log: &str, cmd: &[&str]) -> u32 {
+        let ns = self.ns(name);
+        let log_path = self.dir.path().join(log);
+        let file = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns])
+            .args(cmd)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        let pid = child.id();
+        self.children.push((log.to_string(), child));
+        pid
+    }
+
+    /// Runs `cmd` inside namespace `name` and returns its output (success or not).
+    pub fn exec(&self, name: &str, cmd: &[&str]) -> std::process::Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.ns(name)])
+            .args(cmd)
+            .output()
+            .unwrap()
+    }
+
+    /// The office DHCP server: addresses 192.0.2.100–199, no PXE options at all.
+    pub fn start_office_dhcp(&mut self) {
+        let leases = self.dir.path().join("office.leases");
+        let pid_file = self.dir.path().join("office.pid");
+        self.spawn(
+            "office",
+            "office-dnsmasq.log",
+            &[
+                "dnsmasq",
+                "--keep-in-foreground",
+                "--no-daemon",
+                "--conf-file=/dev/null",
+                "--port=0",
+                "--user=root",
+                "--interface=o0",
+                "--bind-interfaces",
+                "--dhcp-authoritative",
+                "--dhcp-range=192.0.2.100,192.0.2.199,255.255.255.0,1h",
+                &format!("--dhcp-leasefile={}", leases.display()),
+                &format!("--pid-file={}", pid_file.display()),
+                "--log-dhcp",
+            ],
+        );
+    }
+
+    /// The office server's lease file (one line per leased MAC).
+    pub fn office_leases(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("office.leases")).unwrap_or_default()
+    }
+
+    /// The text of a log written by [`Lab::spawn`].
+    pub fn log(&self, log: &str) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.dir.path().join(log)).unwrap_or_default())
+            .to_string()
+    }
+
+    /// Whether the process started with log name `log` is still running.
+    pub fn running(&mut self, log: &str) -> bool {
+        self.children
+            .iter_mut()
+            .find(|(l, _)| l == log)
+            .is_some_and(|(_, c)| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// Kills the process started with log name `log`.
+    pub fn kill(&mut self, log: &str) {
+        for (l, c) in &mut self.children {
+            if l == log {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+
+    /// Waits until `done(lab)` or the timeout; returns whether it happened.
+    pub fn wait_for(&mut self, timeout: Duration, mut done: impl FnMut(&mut Lab) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if done(self) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        done(self)
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for (_, c) in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for ns in self.namespaces.iter().rev() {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// How a QEMU machine starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// OVMF (Debian bookworm's build), firmware PXE over virtio-net (client arch 7).
+    Uefi,
+    /// SeaBIOS with QEMU's iPXE NIC ROM (user class `iPXE`, client arch 0).
+    Bios,
+}
+
+/// The OVMF code image, if installed.
+pub fn ovmf_code() -> Option<PathBuf> {
+    ["/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_CODE_4M.fd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.exists())
+}
+
+/// Starts a QEMU machine (TCG) with `mac` on a new tap; its serial console goes to
+/// `<dir>/<name>.serial`. Returns the log name to pass to [`Lab::running`] / [`Lab::kill`].
+pub fn start_vm(lab: &mut Lab, name: &str, firmware: Firmware, mac: &str) -> String {
+    let tap = lab.add_tap();
+    let serial = lab.dir.path().join(format!("{name}.serial"));
+    let mut args: Vec<String> = [
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-m",
+        "768",
+        "-smp",
+        "1",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-no-reboot",
+        "-serial",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    args.push(format!("file:{}", serial.display()));
+    args.extend(["-netdev".into(), format!("tap,id=n0,ifname={tap},script=no,downscript=no")]);
+    match firmware {
+        Firmware::Uefi => {
+            let code = ovmf_code().expect("OVMF");
+            let vars = lab.dir.path().join(format!("{name}-vars.fd"));
+            let template = Path::new("/usr/share/OVMF/OVMF_VARS.fd");
+            std::fs::copy(template, &vars).expect("OVMF_VARS.fd");
+            args.extend([
+                "-machine".into(),
+                "q35".into(),
+                "-drive".into(),
+                format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", vars.display()),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
+            ]);
+        }
+        Firmware::Bios => {
+            args.extend([
+                "-machine".into(),
+                "pc".into(),
+                "-boot".into(),
+                "n".into(),
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac}"),
+            ]);
+        }
+    }
+    let log = format!("{name}.qemu.log");
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.spawn("lan", &log, &argv);
+    log
+}
+
+/// The serial console output of VM `name` so far.
+pub fn serial(lab: &Lab, name: &str) -> String {
+    lab.log(&format!("{name}.serial"))
+}

@@ -1,0 +1,1365 @@
+//! The read-only TFTP server (`bootfactory::tftp`) against a small hand-written TFTP client
+//! (RFC 1350 + options: OACK, blksize, tsize, timeout, windowsize) on 127.0.0.1, and against
+//! real clients (`curl`, `atftp`) where installed.
+//!
+//! `multihomed_reply_source` builds two network namespaces joined by a veth pair
+//! (192.0.2.0/24) and runs server and client by re-executing this test binary inside them
+//! (`helper`); it needs root and `ip`. `privileged_port_error_names_capability` re-executes it
+//! under `setpriv` without `CAP_NET_BIND_SERVICE`.
+//!
+//! Tests that need a tool skip with a message unless `BOOTFACTORY_REQUIRE_TOOLS=1`
+//! (`tests/run-all.sh`), which turns a missing tool into a failure. `BF_TEST_LOG=info` shows
+//! the server's logs.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, UdpSocket};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bootfactory::tftp::{TftpConfig, TftpFiles, TftpService, TftpStats, TftpStatsSnapshot};
+use bytes::Bytes;
+
+/// Size of Debian trixie's `ipxe-amd64.efi` (an exact multiple of 512: the 512-byte transfer
+/// ends with an empty block).
+const IPXE_SIZE: usize = 996_864;
+const UNDI_SIZE: usize = 108_847;
+/// Exactly ten 1468-byte blocks.
+const EXACT_SIZE: usize = 1468 * 10;
+
+// ---------------------------------------------------------------------------------------------
+// Test data and server harness
+
+/// Deterministic pseudo-random bytes (xorshift64*).
+fn synthetic(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(len + 8);
+    while out.len() < len {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(len);
+    out
+}
+
+fn ipxe() -> Vec<u8> {
+    synthetic(IPXE_SIZE, 1)
+}
+
+fn embedded() -> TftpFiles {
+    let mut f = TftpFiles::new();
+    f.insert("ipxe.efi", Bytes::from(ipxe()));
+    f.insert("undionly.kpxe", Bytes::from(synthetic(UNDI_SIZE, 2)));
+    f.insert("exact.bin", Bytes::from(synthetic(EXACT_SIZE, 3)));
+    f.insert("empty.bin", Bytes::new());
+    f.insert("arm64/ipxe.efi", Bytes::from(synthetic(4000, 4)));
+    f
+}
+
+fn init_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if let Ok(filter) = std::env::var("BF_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
+    });
+}
+
+fn test_config() -> TftpConfig {
+    TftpConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        timeout: Duration::from_millis(300),
+        ..TftpConfig::default()
+    }
+}
+
+/// A running service on its own tokio runtime; stopped on drop.
+struct Server {
+    addr: SocketAddr,
+    stats: Arc<TftpStats>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    rt: tokio::runtime::Runtime,
+}
+
+impl Server {
+    fn start(config: TftpConfig, files: TftpFiles) -> Server {
+        init_log();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let svc = rt.block_on(TftpService::bind(config, files)).unwrap();
+        let addr = svc.local_addr();
+        let stats = svc.stats();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = rt.spawn(svc.run(async move {
+            let _ = rx.await;
+        }));
+        Server {
+            addr,
+            stats,
+            stop: Some(tx),
+            task: Some(task),
+            rt,
+        }
+    }
+
+    fn standard() -> Server {
+        Server::start(test_config(), embedded())
+    }
+
+    fn stats(&self) -> TftpStatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// Waits until `pred` holds for the counters (transfers are accounted for when the engine
+    /// has processed the final ACK, slightly after the client is done).
+    fn wait_stats(
+        &self,
+        what: &str,
+        pred: impl Fn(&TftpStatsSnapshot) -> bool,
+    ) -> TftpStatsSnapshot {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let s = self.stats();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stats never reached {what}: {s:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn shutdown(mut self) -> anyhow::Result<()> {
+        let _ = self.stop.take().unwrap().send(());
+        let task = self.task.take().unwrap();
+        self.rt
+            .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await })
+            .expect("run() did not return after shutdown")
+            .expect("run() panicked")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = self
+                .rt
+                .block_on(async { tokio::time::timeout(Duration::from_secs(10), task).await });
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A small TFTP client
+
+mod client {
+    use std::net::{SocketAddr, UdpSocket};
+    use std::time::{Duration, Instant};
+
+    pub const RRQ: u16 = 1;
+    pub const WRQ: u16 = 2;
+    const DATA: u16 = 3;
+    const ACK: u16 = 4;
+    const ERROR: u16 = 5;
+    const OACK: u16 = 6;
+
+    /// A decoded packet.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub enum Packet {
+        Data(u16, Vec<u8>),
+        Ack(u16),
+        Error(u16, String),
+        Oack(Vec<(String, String)>),
+        Other(Vec<u8>),
+    }
+
+    pub fn request(op: u16, name: &str, mode: &str, opts: &[(&str, &str)]) -> Vec<u8> {
+        let mut p = op.to_be_bytes().to_vec();
+        p.extend_from_slice(name.as_bytes());
+        p.push(0);
+        p.extend_from_slice(mode.as_bytes());
+        p.push(0);
+        for (k, v) in opts {
+            p.extend_from_slice(k.as_bytes());
+            p.push(0);
+            p.extend_from_slice(v.as_bytes());
+            p.push(0);
+        }
+        p
+    }
+
+    pub fn ack(block: u16) -> Vec<u8> {
+        let mut p = ACK.to_be_bytes().to_vec();
+        p.extend_from_slice(&block.to_be_bytes());
+        p
+    }
+
+    pub fn error(code: u16, msg: &str) -> Vec<u8> {
+        let mut p = ERROR.to_be_bytes().to_vec();
+        p.extend_from_slice(&code.to_be_bytes());
+        p.extend_from_slice(msg.as_bytes());
+        p.push(0);
+        p
+    }
+
+    pub fn parse(b: &[u8]) -> Packet {
+        if b.len() < 4 {
+            return Packet::Other(b.to_vec());
+        }
+        let op = u16::from_be_bytes([b[0], b[1]]);
+        let n = u16::from_be_bytes([b[2], b[3]]);
+        match op {
+            DATA => Packet::Data(n, b[4..].to_vec()),
+            ACK => Packet::Ack(n),
+            ERROR => {
+                let msg = &b[4..];
+                let end = msg.iter().position(|c| *c == 0).unwrap_or(msg.len());
+                Packet::Error(n, String::from_utf8_lossy(&msg[..end]).into_owned())
+            }
+            OACK => {
+                let mut fields = b[2..]
+                    .split(|c| *c == 0)
+                    .map(|s| String::from_utf8_lossy(s).into_owned());
+                let mut opts = Vec::new();
+                while let (Some(k), Some(v)) = (fields.next(), fields.next()) {
+                    if !k.is_empty() {
+                        opts.push((k.to_ascii_lowercase(), v));
+                    }
+                }
+                Packet::Oack(opts)
+            }
+            _ => Packet::Other(b.to_vec()),
+        }
+    }
+
+    /// A finished download.
+    #[derive(Debug)]
+    pub struct Fetched {
+        pub data: Vec<u8>,
+        pub oack: Option<Vec<(String, String)>>,
+        /// Where the transfer's packets came from (the server's TID).
+        pub tid: SocketAddr,
+        /// ACKs sent, the OACK's ACK 0 included.
+        pub acks: usize,
+        pub elapsed: Duration,
+    }
+
+    impl Fetched {
+        pub fn opt(&self, name: &str) -> Option<&str> {
+            self.oack
+                .as_ref()?
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        }
+    }
+
+    /// A TFTP error packet received instead of the file.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Refused {
+        pub code: u16,
+        pub msg: String,
+    }
+
+    /// Knobs for [`fetch_on`].
+    #[derive(Debug, Default, Clone)]
+    pub struct Plan {
+        /// DATA blocks to ignore the first time they arrive (simulated loss).
+        pub lose: Vec<u16>,
+        /// Send this request instead of an RRQ for the name (e.g. a WRQ).
+        pub raw_request: Option<Vec<u8>>,
+    }
+
+    pub fn fetch(
+        server: SocketAddr,
+        name: &str,
+        opts: &[(&str, &str)],
+    ) -> Result<Fetched, Refused> {
+        let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+        fetch_on(&sock, server, name, opts, &Plan::default())
+    }
+
+    /// Downloads `name`, with RFC 7440 window handling on the client side: ACK every
+    /// `windowsize` blocks, ACK the last in-order block once when a gap is seen, re-ACK on
+    /// timeout.
+    pub fn fetch_on(
+        sock: &UdpSocket,
+        server: SocketAddr,
+        name: &str,
+        opts: &[(&str, &str)],
+        plan: &Plan,
+    ) -> Result<Fetched, Refused> {
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(60);
+        sock.set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
+        let req = plan
+            .raw_request
+            .clone()
+            .unwrap_or_else(|| request(RRQ, name, "octet", opts));
+        let mut buf = vec![0u8; 70_000];
+        let mut lose = plan.lose.clone();
+
+        // First reply: OACK, DATA 1 or ERROR. Retransmit the request every second.
+        sock.send_to(&req, server).unwrap();
+        let mut last_req = Instant::now();
+        let (first, tid) = loop {
+            assert!(
+                Instant::now() < deadline,
+                "no reply to the request for {name:?}"
+            );
+            match sock.recv_from(&mut buf) {
+                Ok((n, from)) => break (parse(&buf[..n]), from),
+                Err(_) if last_req.elapsed() > Duration::from_secs(1) => {
+                    sock.send_to(&req, server).unwrap();
+                    last_req = Instant::now();
+                }
+                Err(_) => {}
+            }
+        };
+
+        let mut blksize = 512usize;
+        let mut window = 1usize;
+        let mut oack = None;
+        let mut data = Vec::new();
+        let mut expected: u16 = 1;
+        let mut in_window = 0usize;
+        let mut last_ack: u16 = 0;
+        let mut acks = 0usize;
+        let mut gap_acked = false;
+        let mut pending = Some(first);
+
+        loop {
+            let packet = match pending.take() {
+                Some(p) => p,
+                None => {
+                    assert!(
+                        Instant::now() < deadline,
+                        "transfer of {name:?} took too long"
+                    );
+                    match sock.recv_from(&mut buf) {
+                        Ok((n, from)) if from == tid => parse(&buf[..n]),
+                        Ok((_, from)) => {
+                            // Not our server's TID (RFC 1350: answer with error 5).
+                            sock.send_to(&error(5, "unknown transfer ID"), from)
+                                .unwrap();
+                            continue;
+                        }
+                        Err(_) => {
+                            // Timeout: repeat the last ACK.
+                            sock.send_to(&ack(last_ack), tid).unwrap();
+                            acks += 1;
+                            continue;
+                        }
+                    }
+                }
+            };
+            match packet {
+                Packet::Oack(o) if expected == 1 && data.is_empty() => {
+                    for (k, v) in &o {
+                        match k.as_str() {
+                            "blksize" => blksize = v.parse().unwrap(),
+                            "windowsize" => window = v.parse().unwrap(),
+                            _ => {}
+                        }
+                    }
+                    oack = Some(o);
+                    sock.send_to(&ack(0), tid).unwrap();
+                    acks += 1;
+                }
+                Packet::Data(block, payload) => {
+                    if let Some(i) = lose.iter().position(|b| *b == block) {
+                        lose.remove(i);
+                        continue;
+                    }
+                    if block == expected {
+                        gap_acked = false;
+                        let last = payload.len() < blksize;
+                        assert!(
+                            payload.len() <= blksize,
+                            "block {block} larger than blksize"
+                        );
+                        data.extend_from_slice(&payload);
+                        expected = expected.wrapping_add(1);
+                        in_window += 1;
+                        if last || in_window == window {
+                            sock.send_to(&ack(block), tid).unwrap();
+                            acks += 1;
+                            last_ack = block;
+                            in_window = 0;
+                        }
+                        if last {
+                            return Ok(Fetched {
+                                data,
+                                oack,
+                                tid,
+                                acks,
+                                elapsed: start.elapsed(),
+                            });
+                        }
+                    } else if !gap_acked {
+                        let ackno = expected.wrapping_sub(1);
+                        sock.send_to(&ack(ackno), tid).unwrap();
+                        acks += 1;
+                        last_ack = ackno;
+                        in_window = 0;
+                        gap_acked = true;
+                    }
+                }
+                Packet::Error(code, msg) => return Err(Refused { code, msg }),
+                Packet::Oack(_) => {
+                    // A retransmitted OACK: our ACK 0 was lost or late.
+                    if data.is_empty() {
+                        sock.send_to(&ack(0), tid).unwrap();
+                        acks += 1;
+                    }
+                }
+                other => panic!("unexpected packet {other:?}"),
+            }
+        }
+    }
+}
+
+use client::{Plan, Refused, fetch, fetch_on};
+
+// ---------------------------------------------------------------------------------------------
+// Tool helpers
+
+/// True if `tool` is on PATH. Panics when it is missing and tools are required.
+fn have(tool: &str) -> bool {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{tool} is required (tests/run-all.sh installs it)"
+        );
+        eprintln!("skipping: {tool} is not installed");
+    }
+    found
+}
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// True if network namespaces can be used (root and `ip`); otherwise skips, or fails when
+/// tools are required.
+fn can_use_netns() -> bool {
+    if !have("ip") {
+        return false;
+    }
+    if !is_root() {
+        assert!(
+            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "network-namespace tests need root"
+        );
+        eprintln!("skipping: network-namespace tests need root");
+        return false;
+    }
+    true
+}
+
+// ---------------------------------------------------------------------------------------------
+// Transfers
+
+#[test]
+fn plain_rfc1350_transfer_without_options() {
+    let server = Server::standard();
+    let got = fetch(server.addr, "ipxe.efi", &[]).unwrap();
+    assert!(got.oack.is_none(), "no options asked, no OACK expected");
+    assert_eq!(got.data.len(), IPXE_SIZE);
+    assert!(got.data == ipxe(), "content differs");
+    // 996864 / 512 = 1947 full blocks + the empty final block, one ACK each.
+    assert_eq!(got.acks, 1948);
+    let s = server.wait_stats("served 1", |s| s.served == 1);
+    assert_eq!(s.requests, 1);
+    assert_eq!(s.bytes_sent, IPXE_SIZE as u64);
+    assert_eq!((s.refused, s.not_found), (0, 0));
+}
+
+#[test]
+fn whole_file_blksize_512_1468_and_windowsize_8() {
+    let server = Server::standard();
+    let want = ipxe();
+
+    let got = fetch(server.addr, "ipxe.efi", &[("blksize", "512")]).unwrap();
+    assert_eq!(got.opt("blksize"), Some("512"));
+    assert!(got.data == want, "blksize 512: content differs");
+
+    let got = fetch(server.addr, "ipxe.efi", &[("blksize", "1468")]).unwrap();
+    assert_eq!(got.opt("blksize"), Some("1468"));
+    assert_eq!(got.opt("windowsize"), None);
+    assert!(got.data == want, "blksize 1468: content differs");
+    // 680 data blocks + ACK 0.
+    assert_eq!(got.acks, 681);
+
+    let got = fetch(
+        server.addr,
+        "ipxe.efi",
+        &[("blksize", "1468"), ("windowsize", "8")],
+    )
+    .unwrap();
+    assert_eq!(got.opt("blksize"), Some("1468"));
+    assert_eq!(got.opt("windowsize"), Some("8"));
+    assert!(got.data == want, "windowsize 8: content differs");
+    // ceil(680 / 8) = 85 window ACKs + ACK 0.
+    assert_eq!(got.acks, 86);
+
+    let s = server.wait_stats("served 3", |s| s.served == 3);
+    assert_eq!(s.bytes_sent, 3 * IPXE_SIZE as u64);
+}
+
+#[test]
+fn tsize_is_the_real_size() {
+    let server = Server::standard();
+    for (name, size) in [
+        ("ipxe.efi", IPXE_SIZE),
+        ("undionly.kpxe", UNDI_SIZE),
+        ("empty.bin", 0),
+    ] {
+        let got = fetch(server.addr, name, &[("tsize", "0"), ("blksize", "1468")]).unwrap();
+        assert_eq!(got.opt("tsize"), Some(size.to_string().as_str()), "{name}");
+        assert_eq!(got.data.len(), size, "{name}");
+    }
+}
+
+#[test]
+fn options_are_clamped() {
+    let server = Server::standard();
+    // Above the loopback/default cap of 1468.
+    let got = fetch(
+        server.addr,
+        "undionly.kpxe",
+        &[("blksize", "65464"), ("windowsize", "64"), ("timeout", "1")],
+    )
+    .unwrap();
+    assert_eq!(got.opt("blksize"), Some("1468"));
+    assert_eq!(got.opt("windowsize"), Some("16"));
+    assert_eq!(got.opt("timeout"), Some("1"));
+    assert!(got.data == synthetic(UNDI_SIZE, 2));
+
+    // Smaller than the cap: granted as asked.
+    let got = fetch(server.addr, "undionly.kpxe", &[("blksize", "1024")]).unwrap();
+    assert_eq!(got.opt("blksize"), Some("1024"));
+    drop(server);
+
+    // A configured cap and window limit.
+    let server = Server::start(
+        TftpConfig {
+            max_block_size: Some(1000),
+            window_size_limit: 4,
+            ..test_config()
+        },
+        embedded(),
+    );
+    let got = fetch(
+        server.addr,
+        "undionly.kpxe",
+        &[("blksize", "1468"), ("windowsize", "8")],
+    )
+    .unwrap();
+    assert_eq!(got.opt("blksize"), Some("1000"));
+    assert_eq!(got.opt("windowsize"), Some("4"));
+    assert!(got.data == synthetic(UNDI_SIZE, 2));
+}
+
+#[test]
+fn exact_multiples_empty_files_and_leading_slash() {
+    let server = Server::standard();
+    let got = fetch(server.addr, "exact.bin", &[("blksize", "1468")]).unwrap();
+    assert!(got.data == synthetic(EXACT_SIZE, 3));
+    // 10 full blocks + empty block 11 + ACK 0.
+    assert_eq!(got.acks, 12);
+    let got = fetch(
+        server.addr,
+        "exact.bin",
+        &[("blksize", "1468"), ("windowsize", "4")],
+    )
+    .unwrap();
+    assert!(got.data == synthetic(EXACT_SIZE, 3));
+    let got = fetch(server.addr, "empty.bin", &[]).unwrap();
+    assert!(got.data.is_empty());
+    let got = fetch(server.addr, "/ipxe.efi", &[("blksize", "1468")]).unwrap();
+    assert!(got.data == ipxe(), "/ipxe.efi");
+    let got = fetch(server.addr, "/arm64/ipxe.efi", &[]).unwrap();
+    assert!(got.data == synthetic(4000, 4));
+    let s = server.wait_stats("served 5", |s| s.served == 5);
+    assert_eq!(s.refused, 0);
+}
+
+#[test]
+fn lost_packets_are_retransmitted() {
+    let server = Server::standard();
+    let want = ipxe();
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    // Window 1: losing block 7 means the server times out (300 ms) and resends it.
+    let plan = Plan {
+        lose: vec![7, 300],
+        ..Plan::default()
+    };
+    let got = fetch_on(
+        &sock,
+        server.addr,
+        "ipxe.efi",
+        &[("blksize", "1468")],
+        &plan,
+    )
+    .unwrap();
+    assert!(got.data == want, "window 1 with loss");
+
+    // Window 8: a gap in the middle of a window is ACKed at once and the server resends from
+    // the gap; a lost last block of a window is recovered by the timeout.
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let plan = Plan {
+        lose: vec![3, 16, 17, 400, 680],
+        ..Plan::default()
+    };
+    let got = fetch_on(
+        &sock,
+        server.addr,
+        "ipxe.efi",
+        &[("blksize", "1468"), ("windowsize", "8")],
+        &plan,
+    )
+    .unwrap();
+    assert!(got.data == want, "window 8 with loss");
+    server.wait_stats("served 2", |s| s.served == 2);
+}
+
+#[test]
+fn concurrent_transfers() {
+    let server = Server::standard();
+    let addr = server.addr;
+    let want = Arc::new(ipxe());
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let want = Arc::clone(&want);
+            std::thread::spawn(move || {
+                let opts: &[(&str, &str)] = match i % 3 {
+                    0 => &[],
+                    1 => &[("blksize", "1468")],
+                    _ => &[("blksize", "1468"), ("windowsize", "8"), ("tsize", "0")],
+                };
+                let got = fetch(addr, "ipxe.efi", opts).unwrap();
+                assert!(got.data == *want, "client {i}");
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let s = server.wait_stats("served 8", |s| s.served == 8);
+    assert_eq!(s.bytes_sent, 8 * IPXE_SIZE as u64);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Refusals
+
+#[test]
+fn path_policy_refusals_get_access_violation() {
+    let server = Server::standard();
+    let refused = [
+        "../ipxe.efi",
+        "../../../../etc/passwd",
+        "/../etc/passwd",
+        "arm64/../../etc/passwd",
+        "//etc/passwd",
+        "///ipxe.efi",
+        "..\\..\\windows\\win.ini",
+        "a\\ipxe.efi",
+        "%2e%2e/%2e%2e/etc/passwd",
+        "..%2f..%2fetc%2fpasswd",
+        "%2fetc%2fpasswd",
+        "C:/Windows/win.ini",
+        "c:ipxe.efi",
+        "ipxe.efi\n",
+        "\x1b]0;x\x07",
+        "./ipxe.efi",
+        "arm64//ipxe.efi",
+        "arm64/",
+        "/",
+    ];
+    for name in refused {
+        let err = fetch(server.addr, name, &[("blksize", "1468")]).unwrap_err();
+        assert_eq!(err.code, 2, "{name:?}: {err:?}");
+    }
+    for name in [
+        "nope.efi",
+        "IPXE.EFI",
+        "ipxe.efi.bak",
+        "arm64",
+        "arm64/nope",
+    ] {
+        let err = fetch(server.addr, name, &[]).unwrap_err();
+        assert_eq!(err.code, 1, "{name:?}: {err:?}");
+    }
+    let s = server.wait_stats("all refusals counted", |s| {
+        s.refused == refused.len() as u64 && s.not_found == 5
+    });
+    assert_eq!(s.requests, refused.len() as u64 + 5);
+    assert_eq!((s.served, s.bytes_sent), (0, 0));
+}
+
+#[test]
+fn write_requests_are_refused() {
+    let server = Server::standard();
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    for name in ["ipxe.efi", "new.bin", "../evil"] {
+        let plan = Plan {
+            raw_request: Some(client::request(
+                client::WRQ,
+                name,
+                "octet",
+                &[("tsize", "10")],
+            )),
+            ..Plan::default()
+        };
+        let err = fetch_on(&sock, server.addr, name, &[], &plan).unwrap_err();
+        assert_eq!(err.code, 2, "WRQ {name}: {err:?}");
+    }
+    let s = server.wait_stats("3 refused", |s| s.refused == 3);
+    assert_eq!(s.requests, 3);
+    // The embedded file is untouched.
+    assert!(fetch(server.addr, "ipxe.efi", &[]).unwrap().data == ipxe());
+}
+
+#[test]
+fn extra_dir_is_served_and_escapes_refused() {
+    use std::os::unix::fs::symlink;
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret"), b"top secret").unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let script = b"#!ipxe\nchain http://192.0.2.1:8080/pxe/script\n";
+    std::fs::write(dir.join("boot.ipxe"), script).unwrap();
+    std::fs::create_dir(dir.join("menus")).unwrap();
+    let big = synthetic(300_000, 9);
+    std::fs::write(dir.join("menus/big.bin"), &big).unwrap();
+    // Shadowed by the embedded file of the same name.
+    std::fs::write(dir.join("ipxe.efi"), b"not the embedded one").unwrap();
+    symlink("boot.ipxe", dir.join("alias.ipxe")).unwrap();
+    symlink(outside.path().join("secret"), dir.join("escape")).unwrap();
+    symlink(outside.path(), dir.join("escape-dir")).unwrap();
+    symlink("/etc", dir.join("etc")).unwrap();
+
+    let server = Server::start(
+        TftpConfig {
+            extra_dir: Some(dir.to_path_buf()),
+            ..test_config()
+        },
+        embedded(),
+    );
+    let got = fetch(server.addr, "boot.ipxe", &[("tsize", "0")]).unwrap();
+    assert_eq!(got.data, script);
+    assert_eq!(got.opt("tsize"), Some(script.len().to_string().as_str()));
+    let got = fetch(server.addr, "/alias.ipxe", &[]).unwrap();
+    assert_eq!(got.data, script);
+    let got = fetch(
+        server.addr,
+        "menus/big.bin",
+        &[("blksize", "1468"), ("windowsize", "8"), ("tsize", "0")],
+    )
+    .unwrap();
+    assert!(got.data == big, "menus/big.bin");
+    assert_eq!(got.opt("tsize"), Some("300000"));
+    let got = fetch(server.addr, "ipxe.efi", &[]).unwrap();
+    assert!(got.data == ipxe(), "embedded files come first");
+
+    for name in [
+        "escape",
+        "escape-dir/secret",
+        "etc/passwd",
+        "menus",
+        "../secret",
+    ] {
+        let err = fetch(server.addr, name, &[]).unwrap_err();
+        assert_eq!(err.code, 2, "{name}: {err:?}");
+    }
+    let err = fetch(server.addr, "menus/none", &[]).unwrap_err();
+    assert_eq!(err.code, 1);
+    let s = server.wait_stats("extra-dir counts", |s| s.served == 4 && s.refused == 5);
+    assert_eq!(s.not_found, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client behaviour seen in firmware
+
+/// EDK2 asks for `tsize`, gets the OACK and aborts with an ERROR, then asks again for the file
+/// (from a new port). The abandoned transfer must not disturb the real one.
+#[test]
+fn tsize_probe_abort_then_fetch() {
+    let server = Server::standard();
+    let probe = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let req = client::request(
+        client::RRQ,
+        "ipxe.efi",
+        "octet",
+        &[("tsize", "0"), ("blksize", "1468")],
+    );
+    probe.send_to(&req, server.addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, tid) = probe.recv_from(&mut buf).unwrap();
+    match client::parse(&buf[..n]) {
+        client::Packet::Oack(o) => {
+            assert!(
+                o.contains(&("tsize".into(), IPXE_SIZE.to_string())),
+                "{o:?}"
+            );
+        }
+        other => panic!("expected OACK, got {other:?}"),
+    }
+    probe
+        .send_to(&client::error(8, "User aborted the transfer"), tid)
+        .unwrap();
+
+    let got = fetch(server.addr, "ipxe.efi", &[("blksize", "1468")]).unwrap();
+    assert!(got.data == ipxe());
+    // The probe's transfer ends on its own (async-tftp ignores the ERROR and gives up after
+    // its retransmissions); it does not count as served.
+    let s = server.wait_stats("probe ended", |s| s.served == 1 && s.requests == 2);
+    assert_eq!(s.served, 1);
+}
+
+/// Characterises a limitation of async-tftp 0.4: while a transfer for a client address and
+/// port is alive, a new request from the same address and port is ignored, and when the old
+/// transfer gives up its "Max retries reached" ERROR reaches the port that is now waiting for
+/// the new request. A client that re-uses its port after an abort therefore sees one error
+/// before its retransmitted request is served.
+#[test]
+fn same_port_rerequest_waits_for_the_abandoned_transfer() {
+    let server = Server::standard();
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let req = client::request(client::RRQ, "undionly.kpxe", "octet", &[("tsize", "0")]);
+    sock.send_to(&req, server.addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let (_, tid) = sock.recv_from(&mut buf).unwrap();
+    sock.send_to(&client::error(8, "abort"), tid).unwrap();
+
+    let started = Instant::now();
+    let result = fetch_on(&sock, server.addr, "undionly.kpxe", &[], &Plan::default());
+    let waited = started.elapsed();
+    match result {
+        Err(Refused { code: 0, msg }) => {
+            assert!(msg.contains("retries"), "{msg}");
+            // 300 ms timeout × (1 + MAX_SEND_RETRIES) before the old transfer gives up.
+            assert!(waited >= Duration::from_millis(1500), "{waited:?}");
+            // The client's next request (same port) is then served.
+            let got = fetch_on(&sock, server.addr, "undionly.kpxe", &[], &Plan::default()).unwrap();
+            assert!(got.data == synthetic(UNDI_SIZE, 2));
+        }
+        Ok(got) => {
+            // If a future async-tftp handles the ERROR, the re-request is simply served.
+            assert!(got.data == synthetic(UNDI_SIZE, 2));
+            eprintln!("note: same-port re-request served directly after {waited:?}");
+        }
+        Err(other) => panic!("unexpected {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lifecycle
+
+#[test]
+fn shutdown_stops_and_releases_the_port() {
+    let server = Server::standard();
+    let addr = server.addr;
+    assert!(fetch(addr, "empty.bin", &[]).is_ok());
+    server.shutdown().unwrap();
+    // The port is free again and nothing answers on it any more.
+    let again = UdpSocket::bind(addr).expect("port still bound after shutdown");
+    drop(again);
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    sock.send_to(
+        &client::request(client::RRQ, "empty.bin", "octet", &[]),
+        addr,
+    )
+    .unwrap();
+    let mut buf = [0u8; 600];
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "a stopped server answered"
+    );
+}
+
+#[test]
+fn bind_errors_are_explicit() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let taken = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let err = rt
+        .block_on(TftpService::bind(
+            TftpConfig {
+                listen: taken.local_addr().unwrap(),
+                ..test_config()
+            },
+            TftpFiles::new(),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("already in use"), "{err}");
+    let err = rt
+        .block_on(TftpService::bind(
+            TftpConfig {
+                interface: Some("bf-nosuch0".into()),
+                ..test_config()
+            },
+            TftpFiles::new(),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("no such interface"), "{err}");
+    let err = rt
+        .block_on(TftpService::bind(
+            TftpConfig {
+                extra_dir: Some("/nonexistent/bootfactory-tftp".into()),
+                ..test_config()
+            },
+            TftpFiles::new(),
+        ))
+        .unwrap_err();
+    assert!(err.to_string().contains("extra directory"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Real clients
+
+fn curl(args: &[&str]) -> std::process::Output {
+    Command::new("curl")
+        .args(["--silent", "--show-error", "--max-time", "60"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn curl_fetches() {
+    if !have("curl") {
+        return;
+    }
+    let server = Server::standard();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let out_s = out.to_str().unwrap();
+    let url = format!("tftp://{}/ipxe.efi", server.addr);
+    let want = ipxe();
+    for extra in [
+        &["--tftp-blksize", "1468"][..],
+        &["--tftp-blksize", "512"][..],
+        &["--tftp-no-options"][..],
+        // Above the cap: clamped in the OACK, curl follows it.
+        &["--tftp-blksize", "8192"][..],
+    ] {
+        let _ = std::fs::remove_file(&out);
+        let mut args = extra.to_vec();
+        args.extend(["-o", out_s, url.as_str()]);
+        let o = curl(&args);
+        assert!(
+            o.status.success(),
+            "curl {extra:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "curl {extra:?}: content differs"
+        );
+    }
+    // curl's exit codes: 68 = TFTP file not found, 69 = TFTP permission problem.
+    let o = curl(&["-o", out_s, &format!("tftp://{}/nope.efi", server.addr)]);
+    assert_eq!(
+        o.status.code(),
+        Some(68),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = curl(&[
+        "--path-as-is",
+        "-o",
+        out_s,
+        &format!("tftp://{}/../../etc/passwd", server.addr),
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    server.wait_stats("curl counts", |s| {
+        s.served == 4 && s.not_found == 1 && s.refused == 1
+    });
+}
+
+fn atftp_get(
+    server: SocketAddr,
+    remote: &str,
+    local: &Path,
+    options: &[&str],
+) -> std::process::Output {
+    let mut cmd = Command::new("atftp");
+    cmd.args([
+        "--get",
+        "--verbose",
+        "-r",
+        remote,
+        "-l",
+        local.to_str().unwrap(),
+    ]);
+    for o in options {
+        cmd.args(["--option", o]);
+    }
+    cmd.arg(server.ip().to_string())
+        .arg(server.port().to_string());
+    cmd.output().unwrap()
+}
+
+#[test]
+fn atftp_fetches() {
+    if !have("atftp") {
+        return;
+    }
+    let server = Server::standard();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let want = ipxe();
+    for options in [
+        &["blksize 1468"][..],
+        &["blksize 1468", "windowsize 8"][..],
+        &["blksize 512", "tsize 0"][..],
+        &[][..],
+    ] {
+        let _ = std::fs::remove_file(&out);
+        let o = atftp_get(server.addr, "ipxe.efi", &out, options);
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert!(o.status.success(), "atftp {options:?}: {log}");
+        assert!(
+            std::fs::read(&out).unwrap() == want,
+            "atftp {options:?}: content differs\n{log}"
+        );
+        if options.contains(&"windowsize 8") {
+            assert!(
+                log.contains("windowsize") && log.contains('8'),
+                "windowsize not negotiated:\n{log}"
+            );
+        }
+    }
+    let o = atftp_get(server.addr, "../etc/passwd", &out, &[]);
+    assert!(!o.status.success());
+    server.wait_stats("atftp counts", |s| s.served == 4 && s.refused == 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network namespaces: which address the replies come from
+
+/// Deletes the namespaces it created on drop.
+struct Netns(Vec<String>);
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let o = Command::new("ip").args(args).output().unwrap();
+    assert!(
+        o.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+/// Runs this test binary's `helper` inside `ns` with `env`.
+fn helper_in(ns: &str, env: &[(&str, &str)]) -> Command {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns]).arg(exe).args([
+        "--exact",
+        "helper",
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+/// Lines the helper prints start with this.
+const MARK: &str = "BFTFTP ";
+
+fn marked_lines(out: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(out)
+        .lines()
+        .filter_map(|l| l.strip_prefix(MARK).map(str::to_owned))
+        .collect()
+}
+
+/// A helper server; stopped by closing its stdin, killed (by PID) if it lingers.
+struct HelperServer(Child);
+
+impl HelperServer {
+    fn start(ns: &str, listen: &str, interface: Option<&str>) -> HelperServer {
+        let mut env = vec![("BF_TFTP_HELPER", "server"), ("BF_TFTP_LISTEN", listen)];
+        if let Some(i) = interface {
+            env.push(("BF_TFTP_IFACE", i));
+        }
+        let mut child = helper_in(ns, &env)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        loop {
+            let line = lines
+                .next()
+                .expect("helper server exited before it was ready")
+                .unwrap();
+            if line.starts_with(&format!("{MARK}READY")) {
+                break;
+            }
+        }
+        // Keep draining its stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        HelperServer(child)
+    }
+}
+
+impl Drop for HelperServer {
+    fn drop(&mut self) {
+        drop(self.0.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Fetches from inside `ns`; returns (first reply's source, negotiated blksize).
+fn helper_fetch(ns: &str, server: &str) -> (SocketAddr, String) {
+    let o = helper_in(
+        ns,
+        &[("BF_TFTP_HELPER", "client"), ("BF_TFTP_SERVER", server)],
+    )
+    .output()
+    .unwrap();
+    let lines = marked_lines(&o.stdout);
+    assert!(
+        o.status.success() && !lines.is_empty(),
+        "helper client failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let fields: Vec<&str> = lines[0].split_whitespace().collect();
+    assert_eq!(fields[0], "FETCHED", "{lines:?}");
+    (fields[1].parse().unwrap(), fields[2].to_owned())
+}
+
+/// Server namespace: `vs0` with 192.0.2.1/24 (primary) and 192.0.2.2/24 (secondary), MTU
+/// 1400. Client namespace: `vc0` with 192.0.2.10/24. The client always talks to 192.0.2.2.
+#[test]
+fn multihomed_reply_source() {
+    if !can_use_netns() {
+        return;
+    }
+    let tag = format!("bftftp{}", std::process::id());
+    let (s, c) = (format!("{tag}s"), format!("{tag}c"));
+    let _guard = Netns(vec![s.clone(), c.clone()]);
+    ip(&["netns", "add", &s]);
+    ip(&["netns", "add", &c]);
+    ip(&[
+        "-n", &s, "link", "add", "vs0", "type", "veth", "peer", "name", "vc0", "netns", &c,
+    ]);
+    ip(&["-n", &s, "link", "set", "lo", "up"]);
+    ip(&["-n", &c, "link", "set", "lo", "up"]);
+    ip(&["-n", &s, "link", "set", "vs0", "mtu", "1400", "up"]);
+    ip(&["-n", &c, "link", "set", "vc0", "mtu", "1400", "up"]);
+    ip(&["-n", &s, "addr", "add", "192.0.2.1/24", "dev", "vs0"]);
+    ip(&["-n", &s, "addr", "add", "192.0.2.2/24", "dev", "vs0"]);
+    ip(&["-n", &c, "addr", "add", "192.0.2.10/24", "dev", "vc0"]);
+
+    // Bound to the address the client uses: replies come from it.
+    {
+        let _srv = HelperServer::start(&s, "192.0.2.2:69", None);
+        let (from, blksize) = helper_fetch(&c, "192.0.2.2:69");
+        assert_eq!(from.ip().to_string(), "192.0.2.2");
+        assert_eq!(blksize, "1468", "no interface configured: the default cap");
+    }
+    // Same, with SO_BINDTODEVICE: the cap follows the interface MTU (1400 - 32).
+    {
+        let _srv = HelperServer::start(&s, "192.0.2.2:69", Some("vs0"));
+        let (from, blksize) = helper_fetch(&c, "192.0.2.2:69");
+        assert_eq!(from.ip().to_string(), "192.0.2.2");
+        assert_eq!(blksize, "1368");
+    }
+    // Wildcard: the transfer socket is bound to 0.0.0.0 and the kernel picks the route's
+    // preferred source, the primary address — not the address the client talked to.
+    for iface in [None, Some("vs0")] {
+        let _srv = HelperServer::start(&s, "0.0.0.0:69", iface);
+        let (from, _) = helper_fetch(&c, "192.0.2.2:69");
+        assert_eq!(
+            from.ip().to_string(),
+            "192.0.2.1",
+            "wildcard listen (interface {iface:?}): async-tftp's reply source changed; \
+             update the docs in src/tftp/mod.rs"
+        );
+    }
+}
+
+/// Binding port 69 without `CAP_NET_BIND_SERVICE` names the capability.
+#[test]
+fn privileged_port_error_names_capability() {
+    if !is_root() || !have("setpriv") {
+        eprintln!("skipping: needs root and setpriv");
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let o = Command::new("setpriv")
+        .args([
+            "--bounding-set",
+            "-net_bind_service",
+            "--inh-caps",
+            "-net_bind_service",
+        ])
+        .arg(exe)
+        .args([
+            "--exact",
+            "helper",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("BF_TFTP_HELPER", "bind-low")
+        .output()
+        .unwrap();
+    let lines = marked_lines(&o.stdout);
+    if !o.status.success() && lines.is_empty() {
+        // setpriv itself failed (e.g. no CAP_SETPCAP in this container).
+        eprintln!(
+            "skipping: setpriv could not drop the capability: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        return;
+    }
+    let line = lines.first().cloned().unwrap_or_default();
+    if line.starts_with("OK") {
+        eprintln!("skipping: port 69 is bindable without CAP_NET_BIND_SERVICE here");
+        return;
+    }
+    assert!(
+        line.starts_with("ERR ") && line.contains("CAP_NET_BIND_SERVICE"),
+        "{line:?}"
+    );
+}
+
+/// Not a test: the process side of the namespace and capability tests (see above). Does
+/// nothing unless `BF_TFTP_HELPER` is set.
+#[test]
+#[ignore]
+fn helper() {
+    let Ok(role) = std::env::var("BF_TFTP_HELPER") else {
+        return;
+    };
+    let mut stdout = std::io::stdout();
+    match role.as_str() {
+        "server" => {
+            let listen = std::env::var("BF_TFTP_LISTEN").unwrap().parse().unwrap();
+            let config = TftpConfig {
+                listen,
+                interface: std::env::var("BF_TFTP_IFACE").ok(),
+                ..test_config()
+            };
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async {
+                let svc = TftpService::bind(config, embedded()).await.unwrap();
+                writeln!(stdout, "{MARK}READY {}", svc.local_addr()).unwrap();
+                stdout.flush().unwrap();
+                let stdin_closed = tokio::task::spawn_blocking(|| {
+                    let mut sink = Vec::new();
+                    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+                });
+                svc.run(async {
+                    let _ = stdin_closed.await;
+                })
+                .await
+                .unwrap();
+            });
+        }
+        "client" => {
+            let server: SocketAddr = std::env::var("BF_TFTP_SERVER").unwrap().parse().unwrap();
+            let sock = UdpSocket::bind(("0.0.0.0", 0)).unwrap();
+            let got = fetch_on(
+                &sock,
+                server,
+                "ipxe.efi",
+                &[("blksize", "1468")],
+                &Plan::default(),
+            )
+            .unwrap();
+            assert!(got.data == ipxe(), "content differs");
+            writeln!(
+                stdout,
+                "{MARK}FETCHED {} {}",
+                got.tid,
+                got.opt("blksize").unwrap_or("512")
+            )
+            .unwrap();
+        }
+        "bind-low" => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let config = TftpConfig {
+                listen: "127.0.0.1:69".parse().unwrap(),
+                ..test_config()
+            };
+            match rt.block_on(TftpService::bind(config, TftpFiles::new())) {
+                Ok(_) => writeln!(stdout, "{MARK}OK bound").unwrap(),
+                Err(e) => writeln!(stdout, "{MARK}ERR {e}").unwrap(),
+            }
+        }
+        other => panic!("unknown helper role {other}"),
+    }
+}
