@@ -72,7 +72,12 @@ pub fn advertise_address(config: &Config) -> anyhow::Result<Ipv4Addr> {
         if wanted.is_some_and(|w| *w != a.interface_name) {
             continue;
         }
-        let Some(ip) = a.address.as_ref().and_then(|s| s.as_sockaddr_in()).map(|s| s.ip()) else {
+        let Some(ip) = a
+            .address
+            .as_ref()
+            .and_then(|s| s.as_sockaddr_in())
+            .map(|s| s.ip())
+        else {
             continue;
         };
         if wanted.is_none() && ip.is_loopback() {
@@ -82,7 +87,9 @@ pub fn advertise_address(config: &Config) -> anyhow::Result<Ipv4Addr> {
     }
     match wanted {
         Some(w) => bail!("interface {w} has no IPv4 address; set pxe.advertiseAddress"),
-        None => bail!("no interface has an IPv4 address; set pxe.advertiseAddress or pxe.interfaces"),
+        None => {
+            bail!("no interface has an IPv4 address; set pxe.advertiseAddress or pxe.interfaces")
+        }
     }
 }
 
@@ -97,8 +104,95 @@ pub fn boot_url(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<String> 
             "pxe.ipxeVariant https needs pxe.bootURL: the https:// URL (IP literal) of the TLS proxy in front of bootfactory"
         );
     }
-    let port = config.http_listen_addr().map_err(anyhow::Error::msg)?.port();
+    let port = config
+        .http_listen_addr()
+        .map_err(anyhow::Error::msg)?
+        .port();
     Ok(format!("http://{advertise}:{port}"))
+}
+
+/// Name, help and labels of the network-boot metrics.
+const NETBOOT_METRICS: [(&str, &str, &[&str]); 3] = [
+    (
+        "bootfactory_dhcp_packets_total",
+        "DHCP packets received by the proxy-DHCP responder, and what became of them",
+        &["outcome"],
+    ),
+    (
+        "bootfactory_tftp_requests_total",
+        "TFTP read requests, by outcome",
+        &["outcome"],
+    ),
+    (
+        "bootfactory_tftp_sent_bytes_total",
+        "Bytes sent by the TFTP server",
+        &[],
+    ),
+];
+
+/// Exposes the proxy-DHCP and TFTP counters as `bootfactory_dhcp_packets_total{outcome}` and
+/// `bootfactory_tftp_*_total`, read at scrape time.
+struct NetbootCollector {
+    dhcp: Arc<crate::dhcp::DhcpStats>,
+    tftp: Arc<crate::tftp::TftpStats>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl NetbootCollector {
+    fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        use prometheus::core::Collector;
+        let d = self.dhcp.snapshot();
+        let t = self.tftp.snapshot();
+        let dhcp = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(NETBOOT_METRICS[0].0, NETBOOT_METRICS[0].1),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for (outcome, n) in [
+            ("received", d.received),
+            ("offer", d.offers),
+            ("ack", d.acks),
+            ("ignored_not_pxe", d.ignored),
+            ("silenced_by_policy", d.silenced),
+            ("dropped_malformed", d.dropped_malformed),
+            ("rate_limited", d.rate_limited),
+            ("no_binary_for_arch", d.no_binary_for_arch),
+            ("unknown_arch", d.unknown_arch),
+            ("send_error", d.send_errors),
+        ] {
+            dhcp.with_label_values(&[outcome]).inc_by(n);
+        }
+        let tftp = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(NETBOOT_METRICS[1].0, NETBOOT_METRICS[1].1),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        for (outcome, n) in [
+            ("received", t.requests),
+            ("served", t.served),
+            ("refused", t.refused),
+            ("not_found", t.not_found),
+        ] {
+            tftp.with_label_values(&[outcome]).inc_by(n);
+        }
+        let bytes = prometheus::IntCounter::new(NETBOOT_METRICS[2].0, NETBOOT_METRICS[2].1)
+            .expect("valid metric");
+        bytes.inc_by(t.bytes_sent);
+        let mut out = dhcp.collect();
+        out.extend(tftp.collect());
+        out.extend(bytes.collect());
+        out
+    }
+}
+
+impl prometheus::core::Collector for NetbootCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.families()
+    }
 }
 
 /// The bound network-boot services.
@@ -109,7 +203,11 @@ pub struct Netboot {
 
 impl Netboot {
     /// Binds proxy-DHCP and TFTP as `config.pxe` says.
-    pub async fn bind(config: &Config, assignments: Assignments) -> anyhow::Result<Netboot> {
+    pub async fn bind(
+        config: &Config,
+        assignments: Assignments,
+        metrics: &crate::metrics::Metrics,
+    ) -> anyhow::Result<Netboot> {
         let advertise = advertise_address(config)?;
         let boot_url = boot_url(config, advertise)?;
         let dhcp_config = ProxyDhcpConfig {
@@ -148,6 +246,24 @@ impl Netboot {
         let tftp = TftpService::bind(tftp_config, files)
             .await
             .context("cannot start the TFTP server (pxe.*)")?;
+        let collector = NetbootCollector {
+            dhcp: dhcp.stats(),
+            tftp: tftp.stats(),
+            descs: NETBOOT_METRICS
+                .iter()
+                .map(|(name, help, labels)| {
+                    let labels = labels.iter().map(|l| l.to_string()).collect();
+                    prometheus::core::Desc::new(
+                        name.to_string(),
+                        help.to_string(),
+                        labels,
+                        Default::default(),
+                    )
+                    .expect("valid metric description")
+                })
+                .collect(),
+        };
+        metrics.register_collector(Box::new(collector));
         tracing::info!(
             advertise = %advertise,
             boot_url = %boot_url,

@@ -68,10 +68,12 @@ impl App {
             let n = crate::assign::seed::apply(&config.assignments.file, &assignments, known)?;
             tracing::info!(file = %config.assignments.file.display(), entries = n, "applied the assignments file");
         }
-        let admin_token: Arc<str> =
-            crate::assign::token::load_or_create(&config.api.admin_token, &config.admin_token_path())
-                .context("cannot set up the admin API token")?
-                .into();
+        let admin_token: Arc<str> = crate::assign::token::load_or_create(
+            &config.api.admin_token,
+            &config.admin_token_path(),
+        )
+        .context("cannot set up the admin API token")?
+        .into();
         Ok(App {
             state: AppState {
                 config,
@@ -116,8 +118,12 @@ impl App {
         };
         let netboot = if self.state.config.pxe.enabled {
             Some(
-                crate::netboot::Netboot::bind(&self.state.config, self.state.assignments.clone())
-                    .await?,
+                crate::netboot::Netboot::bind(
+                    &self.state.config,
+                    self.state.assignments.clone(),
+                    &self.state.metrics,
+                )
+                .await?,
             )
         } else {
             None
@@ -191,7 +197,9 @@ impl BoundApp {
         if let Some(task) = netboot {
             match task.await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %format!("{e:#}"), "network boot stopped with an error"),
+                Ok(Err(e)) => {
+                    tracing::error!(error = %format!("{e:#}"), "network boot stopped with an error")
+                }
                 Err(e) => tracing::error!(error = %e, "network boot task failed"),
             }
         }

@@ -250,6 +250,19 @@ fn machines_pxe_boot_what_they_are_assigned() {
         let m = list["machines"].as_array().unwrap().iter().find(|m| m["mac"] == mac).unwrap();
         assert!(m["seen"]["requests"].as_u64().unwrap_or(0) >= 2, "{m}");
     }
+    // The network-boot counters saw it all.
+    let metrics = api(&lab, "/metrics");
+    let counter = |name: &str| -> u64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    assert!(counter("bootfactory_dhcp_packets_total{outcome=\"offer\"}") >= 2, "{metrics}");
+    assert!(counter("bootfactory_dhcp_packets_total{outcome=\"silenced_by_policy\"}") >= 1, "{metrics}");
+    assert!(counter("bootfactory_tftp_requests_total{outcome=\"served\"}") >= 1, "{metrics}");
     lab.kill(&stranger);
 }
 

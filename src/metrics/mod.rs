@@ -185,6 +185,13 @@ impl Metrics {
         })
     }
 
+    /// Adds a collector that reads its values at scrape time (e.g. the network-boot counters).
+    pub fn register_collector(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "cannot register a metrics collector");
+        }
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
