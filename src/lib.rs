@@ -20,6 +20,7 @@ pub mod registry;
 pub mod schematic;
 pub mod server;
 pub mod store;
+pub mod systemd;
 pub mod tftp;
 pub mod upstream;
 

@@ -41,9 +41,6 @@ impl App {
             )
         })?;
         let schematics = SchematicStore::new(store.clone());
-        if !config.schematics.dir.as_os_str().is_empty() {
-            load_schematics_dir(&schematics, &config.schematics.dir).await?;
-        }
         let config = Arc::new(config);
         let catalog = ImageCatalog::new(store.clone()).context("cannot open the image catalog")?;
         let mirror = Arc::new(Mirror::new(config.clone(), catalog));
@@ -55,37 +52,30 @@ impl App {
             &mirror,
             &metrics,
         )?);
-        if let Ok(ids) = schematics.list() {
-            metrics.schematic_cache_size.set(ids.len() as i64);
-        }
         let assignments = Assignments::open(&store, config.pxe.unassigned)
             .context("cannot open the assignment table")?;
-        if !config.assignments.file.as_os_str().is_empty() {
-            let known = |id: &str| {
-                id.parse::<crate::schematic::SchematicId>()
-                    .is_ok_and(|id| schematics.contains(&id))
-            };
-            let n = crate::assign::seed::apply(&config.assignments.file, &assignments, known)?;
-            tracing::info!(file = %config.assignments.file.display(), entries = n, "applied the assignments file");
-        }
         let admin_token: Arc<str> = crate::assign::token::load_or_create(
             &config.api.admin_token,
             &config.admin_token_path(),
         )
         .context("cannot set up the admin API token")?
         .into();
-        Ok(App {
-            state: AppState {
-                config,
-                store,
-                schematics,
-                mirror,
-                factory,
-                metrics,
-                assignments,
-                admin_token,
-            },
-        })
+        let state = AppState {
+            config,
+            store,
+            schematics,
+            mirror,
+            factory,
+            metrics,
+            assignments,
+            admin_token,
+        };
+        // The schematics directory and the assignments file, exactly as SIGHUP reloads them.
+        reload(&state).await?;
+        if let Ok(ids) = state.schematics.list() {
+            state.metrics.schematic_cache_size.set(ids.len() as i64);
+        }
+        Ok(App { state })
     }
 
     /// Binds the listeners (so callers can learn the actual addresses before serving).
@@ -182,18 +172,34 @@ impl BoundApp {
             });
         }
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let status = match &self.netboot {
+            Some(_) => format!(
+                "serving HTTP on {} and network boot (proxy-DHCP, TFTP)",
+                self.http.local_addr()?
+            ),
+            None => format!("serving HTTP on {}", self.http.local_addr()?),
+        };
         let netboot = self.netboot.map(|n| tokio::spawn(n.run(stop_rx)));
+        let reloader = spawn_reload_on_sighup(self.state.clone(), status.clone());
+        crate::systemd::spawn_watchdog();
+        crate::systemd::ready(&status);
         let router = http::router(self.state);
         let served = http::serve(
             self.http,
             router,
             async move {
                 shutdown.await;
+                crate::systemd::stopping();
                 let _ = stop_tx.send(true);
             },
             Duration::from_secs(config.http.shutdown_grace_seconds),
         )
         .await;
+        // The reloader holds the state (and so the store): end it with the server.
+        if let Some(task) = reloader {
+            task.abort();
+            let _ = task.await;
+        }
         if let Some(task) = netboot {
             match task.await {
                 Ok(Ok(())) => {}
@@ -264,6 +270,50 @@ async fn load_schematics_dir(
             }
             Err(e) => tracing::error!(path = %file.path.display(), error = %e, "schematic skipped"),
         }
+    }
+    Ok(())
+}
+
+/// Re-reads the schematics directory and the assignments file on every SIGHUP. A bad
+/// assignments file is reported and changes nothing (the previous assignments stay).
+fn spawn_reload_on_sighup(state: AppState, status: String) -> Option<tokio::task::JoinHandle<()>> {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot listen for SIGHUP; reload by restarting");
+        return None;
+    };
+    Some(tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            crate::systemd::reloading();
+            match reload(&state).await {
+                Ok(()) => {
+                    if let Ok(ids) = state.schematics.list() {
+                        state.metrics.schematic_cache_size.set(ids.len() as i64);
+                    }
+                    tracing::info!("reloaded the schematics directory and assignments file")
+                }
+                Err(e) => {
+                    tracing::error!(error = %format!("{e:#}"), "reload failed; keeping what was loaded")
+                }
+            }
+            crate::systemd::ready(&status);
+        }
+    }))
+}
+
+/// What SIGHUP reloads: the schematics directory, then the assignments file.
+pub async fn reload(state: &AppState) -> anyhow::Result<()> {
+    let config = &state.config;
+    if !config.schematics.dir.as_os_str().is_empty() {
+        load_schematics_dir(&state.schematics, &config.schematics.dir).await?;
+    }
+    if !config.assignments.file.as_os_str().is_empty() {
+        let schematics = &state.schematics;
+        let known = |id: &str| {
+            id.parse::<crate::schematic::SchematicId>()
+                .is_ok_and(|id| schematics.contains(&id))
+        };
+        let n = crate::assign::seed::apply(&config.assignments.file, &state.assignments, known)?;
+        tracing::info!(file = %config.assignments.file.display(), entries = n, "applied the assignments file");
     }
     Ok(())
 }

@@ -314,3 +314,63 @@ async fn cli_assign_and_machines_use_the_running_server() {
     assert!(!ok && err.contains("401"), "{err}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn sighup_reloads_the_assignments_file_and_a_bad_one_changes_nothing() {
+    let data = data_with_fixture().await;
+    let schematics = tempfile::tempdir().unwrap();
+    std::fs::write(schematics.path().join("empty.yaml"), "customization: {}\n").unwrap();
+    let seed = data.path().join("assignments.yaml");
+    let entry = |mac: &str| format!("  \"{mac}\":\n    schematic: {EMPTY_ID}\n    version: v1.11.6\n");
+    std::fs::write(&seed, format!("machines:\n{}", entry(MAC1))).unwrap();
+    let port = support::tools::free_port();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["serve", "--offline", "--api-admin-token", TOKEN])
+        .arg("--data-dir")
+        .arg(data.path())
+        .arg("--http-listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--schematics-dir")
+        .arg(schematics.path())
+        .arg("--assignments-file")
+        .arg(&seed)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    support::tools::wait_listening(format!("127.0.0.1:{port}").parse().unwrap());
+    let base = format!("http://127.0.0.1:{port}");
+    let status = |mac: &'static str| {
+        let url = format!("{base}/api/v1/machines/{mac}");
+        async move {
+            client()
+                .get(url)
+                .bearer_auth(TOKEN)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let hup_and_wait = || async {
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    };
+    assert_eq!(status(MAC1).await, 200);
+    assert_eq!(status(MAC2).await, 404);
+
+    std::fs::write(&seed, format!("machines:\n{}{}", entry(MAC1), entry(MAC2))).unwrap();
+    hup_and_wait().await;
+    assert_eq!(status(MAC2).await, 200, "SIGHUP did not reload the file");
+
+    // A broken file: reported, and nothing changes (the server keeps running).
+    std::fs::write(&seed, format!("machines:\n{}  \"52:54:00:00:00:03\": {{version: v1.11.6}}\n", entry(MAC1))).unwrap();
+    hup_and_wait().await;
+    assert_eq!(status("52:54:00:00:00:03").await, 404);
+    assert_eq!(status(MAC2).await, 200);
+    assert!(child.try_wait().unwrap().is_none(), "a bad reload stopped the server");
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let code = child.wait().unwrap();
+    assert!(code.success(), "{code:?}");
+}
