@@ -13,6 +13,20 @@ use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{Config, Override, keys};
 
+/// `bootfactory --version`: version, commit, linkage and capabilities.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BOOTFACTORY_COMMIT"),
+    ", ",
+    env!("BOOTFACTORY_LINKAGE"),
+    ", ipxe ",
+    env!("BOOTFACTORY_IPXE_VERSION"),
+    ", features: ",
+    env!("BOOTFACTORY_FEATURES"),
+    ")"
+);
+
 const ABOUT: &str = "Self-hosted Talos Linux image factory and network-boot appliance.";
 
 const LONG_ABOUT: &str = "\
@@ -29,7 +43,7 @@ Every configuration key can be set in a YAML file (--config), an environment var
 (BOOTFACTORY_*), or a flag; flags win over variables, variables over the file.";
 
 #[derive(Parser, Debug)]
-#[command(name = "bootfactory", version, about = ABOUT, long_about = LONG_ABOUT)]
+#[command(name = "bootfactory", version = VERSION, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
     /// YAML configuration file (keys as in `bootfactory config show`).
     #[arg(long, global = true, env = "BOOTFACTORY_CONFIG", value_name = "FILE")]
@@ -81,7 +95,12 @@ struct ServerArgs {
     #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// Admin token (default: api.adminToken, else <data-dir>/admin-token).
-    #[arg(long, env = "BOOTFACTORY_ADMIN_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "BOOTFACTORY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     token: Option<String>,
 }
 
@@ -335,7 +354,10 @@ where
     F: FnOnce(crate::assign::client::AdminClient) -> Fut + 'a,
     Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
 {
-    let base = server.server.clone().unwrap_or_else(|| config.external_url());
+    let base = server
+        .server
+        .clone()
+        .unwrap_or_else(|| config.external_url());
     let token = match &server.token {
         Some(t) => t.clone(),
         None => crate::assign::token::read(&config.api.admin_token, &config.admin_token_path())

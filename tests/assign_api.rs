@@ -81,7 +81,12 @@ async fn admin_api_needs_the_token_and_validates() {
     let s = server(&[]).await;
     let path = format!("/api/v1/machines/{MAC1}");
     assert_eq!(put(&s, &path, &assignment("v1.11.6"), None).await.0, 401);
-    assert_eq!(put(&s, &path, &assignment("v1.11.6"), Some("wrong")).await.0, 401);
+    assert_eq!(
+        put(&s, &path, &assignment("v1.11.6"), Some("wrong"))
+            .await
+            .0,
+        401
+    );
     assert_eq!(get(&s, "/api/v1/machines", None).await.0, 401);
 
     let cases = [
@@ -122,7 +127,13 @@ async fn admin_api_needs_the_token_and_validates() {
 #[tokio::test]
 async fn boot_scripts_chain_the_assigned_pxe_script_and_reveal_nothing_else() {
     let s = server(&[]).await;
-    put(&s, &format!("/api/v1/machines/{MAC1}"), &assignment("v1.11.6"), Some(TOKEN)).await;
+    put(
+        &s,
+        &format!("/api/v1/machines/{MAC1}"),
+        &assignment("v1.11.6"),
+        Some(TOKEN),
+    )
+    .await;
     let body = format!(
         r#"{{"schematic":"{EMPTY_ID}","version":"v1.8.4","arch":"arm64","extraKernelArgs":["bf.marker=two"]}}"#
     );
@@ -134,7 +145,10 @@ async fn boot_scripts_chain_the_assigned_pxe_script_and_reveal_nothing_else() {
     assert_eq!(status, 200, "{script}");
     assert!(script.starts_with("#!ipxe\n"), "{script}");
     let pxe = format!("http://192.0.2.10:8080/pxe/{EMPTY_ID}/v1.11.6/metal-amd64");
-    assert!(script.contains(&format!("chain --autofree {pxe} ")), "{script}");
+    assert!(
+        script.contains(&format!("chain --autofree {pxe} ")),
+        "{script}"
+    );
     assert!(!script.contains("v1.8.4"), "{script}");
     // The chained script exists.
     let (status, pxe_script) = get(&s, &format!("/pxe/{EMPTY_ID}/v1.11.6/metal-amd64"), None).await;
@@ -144,8 +158,14 @@ async fn boot_scripts_chain_the_assigned_pxe_script_and_reveal_nothing_else() {
     let (status, script) = get(&s, &format!("/boot/{MAC2}.ipxe"), None).await;
     assert_eq!(status, 200, "{script}");
     let (_, upstream_shape) = get(&s, &format!("/pxe/{EMPTY_ID}/v1.8.4/metal-arm64"), None).await;
-    let kernel_line = upstream_shape.lines().find(|l| l.starts_with("kernel ")).unwrap();
-    assert_eq!(script, upstream_shape.replace(kernel_line, &format!("{kernel_line} bf.marker=two")));
+    let kernel_line = upstream_shape
+        .lines()
+        .find(|l| l.starts_with("kernel "))
+        .unwrap();
+    assert_eq!(
+        script,
+        upstream_shape.replace(kernel_line, &format!("{kernel_line} bf.marker=two"))
+    );
     assert!(!script.contains("v1.11.6"));
 
     // Unassigned, no default: back to the firmware.
@@ -157,10 +177,17 @@ async fn boot_scripts_chain_the_assigned_pxe_script_and_reveal_nothing_else() {
     let (status, _) = put(&s, "/api/v1/default", &assignment("v1.8.4"), Some(TOKEN)).await;
     assert_eq!(status, 200);
     let (_, script) = get(&s, "/boot/52:54:00:00:00:09.ipxe?arch=arm64", None).await;
-    assert!(script.contains(&format!("/pxe/{EMPTY_ID}/v1.8.4/metal-arm64")), "{script}");
+    assert!(
+        script.contains(&format!("/pxe/{EMPTY_ID}/v1.8.4/metal-arm64")),
+        "{script}"
+    );
     assert!(script.contains("(default assignment)"), "{script}");
 
-    for bad in ["/boot/nope.ipxe", "/boot/52:54:00:00:00:01", "/boot/..%2f..%2fetc%2fpasswd.ipxe"] {
+    for bad in [
+        "/boot/nope.ipxe",
+        "/boot/52:54:00:00:00:01",
+        "/boot/..%2f..%2fetc%2fpasswd.ipxe",
+    ] {
         let (status, text) = get(&s, bad, None).await;
         assert!(status == 400 || status == 404, "{bad}: {status} {text}");
     }
@@ -170,7 +197,10 @@ async fn boot_scripts_chain_the_assigned_pxe_script_and_reveal_nothing_else() {
     assert_eq!(status, 200);
     let list: serde_json::Value = serde_json::from_str(&list).unwrap();
     let machines = list["machines"].as_array().unwrap();
-    let m9 = machines.iter().find(|m| m["mac"] == "52:54:00:00:00:09").expect("seen machine");
+    let m9 = machines
+        .iter()
+        .find(|m| m["mac"] == "52:54:00:00:00:09")
+        .expect("seen machine");
     assert_eq!(m9["seen"]["requests"], 2);
     assert_eq!(m9["seen"]["ip"], "127.0.0.1");
     assert!(m9.get("assignment").is_none());
@@ -183,7 +213,13 @@ async fn ignore_policy_answers_404_and_local_disk_exits() {
     let s = server(&[("pxe.unassigned", "ignore")]).await;
     put(&s, "/api/v1/default", &assignment("v1.8.4"), Some(TOKEN)).await;
     assert_eq!(get(&s, "/boot/52:54:00:00:00:09.ipxe", None).await.0, 404);
-    put(&s, &format!("/api/v1/machines/{MAC1}"), &assignment("v1.11.6"), Some(TOKEN)).await;
+    put(
+        &s,
+        &format!("/api/v1/machines/{MAC1}"),
+        &assignment("v1.11.6"),
+        Some(TOKEN),
+    )
+    .await;
     assert_eq!(get(&s, &format!("/boot/{MAC1}.ipxe"), None).await.0, 200);
     s.stop().await;
 
@@ -191,7 +227,10 @@ async fn ignore_policy_answers_404_and_local_disk_exits() {
     put(&s, "/api/v1/default", &assignment("v1.8.4"), Some(TOKEN)).await;
     let (status, script) = get(&s, "/boot/52:54:00:00:00:09.ipxe", None).await;
     assert_eq!(status, 200);
-    assert!(script.ends_with("exit\n") && script.contains("local-disk"), "{script}");
+    assert!(
+        script.ends_with("exit\n") && script.contains("local-disk"),
+        "{script}"
+    );
     s.stop().await;
 }
 
@@ -241,7 +280,11 @@ async fn seed_file_is_applied_at_start_and_bad_ones_stop_the_start() {
     assert!(text.contains("\"role\":\"worker\""), "{text}");
     let data = s.stop().await;
 
-    std::fs::write(&seed, "machines:\n  \"52:54:00:00:00:01\":\n    version: v1.11.6\n").unwrap();
+    std::fs::write(
+        &seed,
+        "machines:\n  \"52:54:00:00:00:01\":\n    version: v1.11.6\n",
+    )
+    .unwrap();
     let overrides: Vec<bootfactory::config::Override> = [
         ("dataDir", data.path().to_string_lossy().to_string()),
         ("http.listen", "127.0.0.1:0".to_string()),
@@ -255,9 +298,15 @@ async fn seed_file_is_applied_at_start_and_bad_ones_stop_the_start() {
     })
     .collect();
     let config = bootfactory::config::Config::load(None, &overrides).unwrap();
-    let err = bootfactory::server::App::open(config).await.err().expect("a bad seed file stops the start");
+    let err = bootfactory::server::App::open(config)
+        .await
+        .err()
+        .expect("a bad seed file stops the start");
     let msg = format!("{err:#}");
-    assert!(msg.contains("assignments.yaml") && msg.contains("schematic"), "{msg}");
+    assert!(
+        msg.contains("assignments.yaml") && msg.contains("schematic"),
+        "{msg}"
+    );
 }
 
 #[tokio::test]
@@ -278,11 +327,25 @@ async fn cli_assign_and_machines_use_the_running_server() {
     };
     let common = |v: &[&str]| -> Vec<String> {
         let mut a: Vec<String> = v.iter().map(|s| s.to_string()).collect();
-        a.extend(["--server".into(), s.url.clone(), "--token".into(), TOKEN.into()]);
+        a.extend([
+            "--server".into(),
+            s.url.clone(),
+            "--token".into(),
+            TOKEN.into(),
+        ]);
         a
     };
     let (ok, out, err) = tokio::task::spawn_blocking({
-        let args = common(&["assign", MAC1, "--schematic", EMPTY_ID, "--version", "v1.11.6", "--label", "role=cp"]);
+        let args = common(&[
+            "assign",
+            MAC1,
+            "--schematic",
+            EMPTY_ID,
+            "--version",
+            "v1.11.6",
+            "--label",
+            "role=cp",
+        ]);
         move || run(args)
     })
     .await
@@ -298,15 +361,31 @@ async fn cli_assign_and_machines_use_the_running_server() {
     assert!(ok, "{err}");
     assert!(out.contains(MAC1) && out.contains("v1.11.6"), "{out}");
     let (ok, _, err) = tokio::task::spawn_blocking({
-        let args = common(&["assign", MAC1, "--schematic", EMPTY_ID, "--version", "v9.9.9"]);
+        let args = common(&[
+            "assign",
+            MAC1,
+            "--schematic",
+            EMPTY_ID,
+            "--version",
+            "v9.9.9",
+        ]);
         move || run(args)
     })
     .await
     .unwrap();
     assert!(!ok);
-    assert!(err.contains("400") && err.contains("not available"), "{err}");
+    assert!(
+        err.contains("400") && err.contains("not available"),
+        "{err}"
+    );
     let (ok, _, err) = tokio::task::spawn_blocking({
-        let args = vec!["machines".to_string(), "--server".into(), s.url.clone(), "--token".into(), "nope".into()];
+        let args = vec![
+            "machines".to_string(),
+            "--server".into(),
+            s.url.clone(),
+            "--token".into(),
+            "nope".into(),
+        ];
         move || run(args)
     })
     .await
@@ -321,7 +400,8 @@ async fn sighup_reloads_the_assignments_file_and_a_bad_one_changes_nothing() {
     let schematics = tempfile::tempdir().unwrap();
     std::fs::write(schematics.path().join("empty.yaml"), "customization: {}\n").unwrap();
     let seed = data.path().join("assignments.yaml");
-    let entry = |mac: &str| format!("  \"{mac}\":\n    schematic: {EMPTY_ID}\n    version: v1.11.6\n");
+    let entry =
+        |mac: &str| format!("  \"{mac}\":\n    schematic: {EMPTY_ID}\n    version: v1.11.6\n");
     std::fs::write(&seed, format!("machines:\n{}", entry(MAC1))).unwrap();
     let port = support::tools::free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
@@ -365,11 +445,21 @@ async fn sighup_reloads_the_assignments_file_and_a_bad_one_changes_nothing() {
     assert_eq!(status(MAC2).await, 200, "SIGHUP did not reload the file");
 
     // A broken file: reported, and nothing changes (the server keeps running).
-    std::fs::write(&seed, format!("machines:\n{}  \"52:54:00:00:00:03\": {{version: v1.11.6}}\n", entry(MAC1))).unwrap();
+    std::fs::write(
+        &seed,
+        format!(
+            "machines:\n{}  \"52:54:00:00:00:03\": {{version: v1.11.6}}\n",
+            entry(MAC1)
+        ),
+    )
+    .unwrap();
     hup_and_wait().await;
     assert_eq!(status("52:54:00:00:00:03").await, 404);
     assert_eq!(status(MAC2).await, 200);
-    assert!(child.try_wait().unwrap().is_none(), "a bad reload stopped the server");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "a bad reload stopped the server"
+    );
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let code = child.wait().unwrap();
     assert!(code.success(), "{code:?}");

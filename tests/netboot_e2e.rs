@@ -20,7 +20,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile, write_release};
-use support::lab::{BOOTFACTORY_IP, Firmware, Lab, can_make_namespaces, ovmf_code, serial, start_vm};
+use support::lab::{
+    BOOTFACTORY_IP, Firmware, Lab, can_make_namespaces, ovmf_code, serial, start_vm,
+};
 use support::tools::have;
 
 const MARKER: &str = "BOOTFACTORY-E2E-MARKER";
@@ -52,7 +54,8 @@ fn kernel() -> Option<PathBuf> {
     let path = std::env::var_os("BOOTFACTORY_LAB_KERNEL")
         .map(PathBuf::from)
         .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfactory/lab/vmlinuz"))
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/bootfactory/lab/vmlinuz"))
         })?;
     if path.exists() {
         Some(path)
@@ -104,7 +107,10 @@ fn machines_pxe_boot_what_they_are_assigned() {
     }
     let Some(kernel) = kernel() else { return };
     let busybox = PathBuf::from("/bin/busybox");
-    assert!(ovmf_code().is_some(), "OVMF is required (apt-get install ovmf)");
+    assert!(
+        ovmf_code().is_some(),
+        "OVMF is required (apt-get install ovmf)"
+    );
 
     // The fixture release with a bootable amd64 kernel and base initramfs.
     let work = tempfile::tempdir().unwrap();
@@ -125,13 +131,20 @@ fn machines_pxe_boot_what_they_are_assigned() {
     write_release(&layout, &options).expect("fixture release");
     let data = work.path().join("data");
     let data_s = data.to_string_lossy().to_string();
-    bootfactory(&["mirror", "import", &layout.to_string_lossy(), "--data-dir", &data_s]);
+    bootfactory(&[
+        "mirror",
+        "import",
+        &layout.to_string_lossy(),
+        "--data-dir",
+        &data_s,
+    ]);
 
     // Two schematics: A with two extensions (one of them microcode), B with a third.
     let schematics = work.path().join("schematics");
     std::fs::create_dir_all(&schematics).unwrap();
     let a = "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor, siderolabs/amd-ucode]\n";
-    let b = "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/i915-ucode]\n";
+    let b =
+        "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/i915-ucode]\n";
     std::fs::write(schematics.join("a.yaml"), a).unwrap();
     std::fs::write(schematics.join("b.yaml"), b).unwrap();
     let (id_a, id_b) = (schematic_id(a), schematic_id(b));
@@ -159,21 +172,39 @@ fn machines_pxe_boot_what_they_are_assigned() {
     lab.spawn(
         "bf",
         "bootfactory.log",
-        &[env!("CARGO_BIN_EXE_bootfactory"), "serve", "--config", &config.to_string_lossy()],
+        &[
+            env!("CARGO_BIN_EXE_bootfactory"),
+            "serve",
+            "--config",
+            &config.to_string_lossy(),
+        ],
     );
     let api = |lab: &Lab, path: &str| -> String {
         let out = lab.exec(
             "bf",
-            &["curl", "-sf", "-H", &format!("Authorization: Bearer {TOKEN}"), &format!("http://{BOOTFACTORY_IP}:8080{path}")],
+            &[
+                "curl",
+                "-sf",
+                "-H",
+                &format!("Authorization: Bearer {TOKEN}"),
+                &format!("http://{BOOTFACTORY_IP}:8080{path}"),
+            ],
         );
         String::from_utf8_lossy(&out.stdout).to_string()
     };
     let ready = lab.wait_for(Duration::from_secs(60), |lab| {
-        !api(lab, "/healthz").is_empty() || lab.log("bootfactory.log").contains("network boot ready")
+        !api(lab, "/healthz").is_empty()
+            || lab.log("bootfactory.log").contains("network boot ready")
     });
-    assert!(ready, "bootfactory did not start:\n{}", lab.log("bootfactory.log"));
     assert!(
-        lab.wait_for(Duration::from_secs(30), |lab| lab.log("bootfactory.log").contains("network boot ready")),
+        ready,
+        "bootfactory did not start:\n{}",
+        lab.log("bootfactory.log")
+    );
+    assert!(
+        lab.wait_for(Duration::from_secs(30), |lab| lab
+            .log("bootfactory.log")
+            .contains("network boot ready")),
         "network boot did not start:\n{}",
         lab.log("bootfactory.log")
     );
@@ -198,13 +229,24 @@ fn machines_pxe_boot_what_they_are_assigned() {
             tail(&lab.log("office-dnsmasq.log")),
         )
     };
-    assert!(finished, "machines did not finish booting in time\n{}", report(&lab));
+    assert!(
+        finished,
+        "machines did not finish booting in time\n{}",
+        report(&lab)
+    );
 
     // UEFI machine: schematic A, its kernel args, both extensions (plus the schematic one).
     let out = serial(&lab, "uefi");
-    assert!(out.contains(MARKER), "UEFI machine did not boot\n{}", report(&lab));
+    assert!(
+        out.contains(MARKER),
+        "UEFI machine did not boot\n{}",
+        report(&lab)
+    );
     let cmdline = line_after(&out, "CMDLINE: ");
-    assert!(cmdline.contains("talos.platform=metal") && cmdline.contains("bf.vm=uefi"), "{cmdline}");
+    assert!(
+        cmdline.contains("talos.platform=metal") && cmdline.contains("bf.vm=uefi"),
+        "{cmdline}"
+    );
     let exts = lines_after(&out, "EXTENSION: ");
     assert!(exts.iter().any(|l| l.contains("gvisor")), "{exts:?}");
     assert!(exts.iter().any(|l| l.contains("amd-ucode")), "{exts:?}");
@@ -213,9 +255,16 @@ fn machines_pxe_boot_what_they_are_assigned() {
 
     // BIOS machine: schematic B.
     let out = serial(&lab, "bios");
-    assert!(out.contains(MARKER), "BIOS machine did not boot\n{}", report(&lab));
+    assert!(
+        out.contains(MARKER),
+        "BIOS machine did not boot\n{}",
+        report(&lab)
+    );
     let cmdline = line_after(&out, "CMDLINE: ");
-    assert!(cmdline.contains("bf.vm=bios") && !cmdline.contains("bf.vm=uefi"), "{cmdline}");
+    assert!(
+        cmdline.contains("bf.vm=bios") && !cmdline.contains("bf.vm=uefi"),
+        "{cmdline}"
+    );
     let exts = lines_after(&out, "EXTENSION: ");
     assert!(exts.iter().any(|l| l.contains("i915")), "{exts:?}");
     assert!(!exts.iter().any(|l| l.contains("gvisor")), "{exts:?}");
@@ -228,7 +277,11 @@ fn machines_pxe_boot_what_they_are_assigned() {
             .lines()
             .any(|l| l.contains("DHCPOFFER") && l.contains(STRANGER_MAC))
     });
-    assert!(offered, "the office server offered the unassigned machine no address\n{}", report(&lab));
+    assert!(
+        offered,
+        "the office server offered the unassigned machine no address\n{}",
+        report(&lab)
+    );
     let machines = api(&lab, "/api/v1/machines");
     let list: serde_json::Value = serde_json::from_str(&machines).unwrap_or_default();
     let seen = list["machines"]
@@ -239,7 +292,10 @@ fn machines_pxe_boot_what_they_are_assigned() {
         .cloned()
         .unwrap_or_default();
     assert!(
-        seen["seen"]["lastServed"].as_str().unwrap_or("").contains("nothing"),
+        seen["seen"]["lastServed"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nothing"),
         "{machines}\n{}",
         report(&lab)
     );
@@ -247,7 +303,12 @@ fn machines_pxe_boot_what_they_are_assigned() {
     assert!(!serial(&lab, "stranger").contains(MARKER));
     // The assigned machines are in the inventory with what they were served.
     for mac in [UEFI_MAC, BIOS_MAC] {
-        let m = list["machines"].as_array().unwrap().iter().find(|m| m["mac"] == mac).unwrap();
+        let m = list["machines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["mac"] == mac)
+            .unwrap();
         assert!(m["seen"]["requests"].as_u64().unwrap_or(0) >= 2, "{m}");
     }
     // The network-boot counters saw it all.
@@ -260,9 +321,18 @@ fn machines_pxe_boot_what_they_are_assigned() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0)
     };
-    assert!(counter("bootfactory_dhcp_packets_total{outcome=\"offer\"}") >= 2, "{metrics}");
-    assert!(counter("bootfactory_dhcp_packets_total{outcome=\"silenced_by_policy\"}") >= 1, "{metrics}");
-    assert!(counter("bootfactory_tftp_requests_total{outcome=\"served\"}") >= 1, "{metrics}");
+    assert!(
+        counter("bootfactory_dhcp_packets_total{outcome=\"offer\"}") >= 2,
+        "{metrics}"
+    );
+    assert!(
+        counter("bootfactory_dhcp_packets_total{outcome=\"silenced_by_policy\"}") >= 1,
+        "{metrics}"
+    );
+    assert!(
+        counter("bootfactory_tftp_requests_total{outcome=\"served\"}") >= 1,
+        "{metrics}"
+    );
     lab.kill(&stranger);
 }
 
@@ -272,11 +342,17 @@ fn tail(text: &str) -> String {
 }
 
 fn line_after(text: &str, prefix: &str) -> String {
-    lines_after(text, prefix).into_iter().next().unwrap_or_default()
+    lines_after(text, prefix)
+        .into_iter()
+        .next()
+        .unwrap_or_default()
 }
 
 fn lines_after(text: &str, prefix: &str) -> Vec<String> {
     text.lines()
-        .filter_map(|l| l.find(prefix).map(|i| l[i + prefix.len()..].trim().to_string()))
+        .filter_map(|l| {
+            l.find(prefix)
+                .map(|i| l[i + prefix.len()..].trim().to_string())
+        })
         .collect()
 }

@@ -52,13 +52,15 @@ pub async fn boot_script(
             assignment,
             from_default,
         } => {
-            let known_arch = assignments
-                .machine(mac)?
-                .and_then(|m| m.arch);
+            let known_arch = assignments.machine(mac)?.and_then(|m| m.arch);
             let arch = assignment
                 .arch
                 .clone()
-                .or_else(|| arch_hint.filter(|a| *a == "amd64" || *a == "arm64").map(str::to_string))
+                .or_else(|| {
+                    arch_hint
+                        .filter(|a| *a == "amd64" || *a == "arm64")
+                        .map(str::to_string)
+                })
                 .or(known_arch)
                 .unwrap_or_else(|| "amd64".to_string());
             let path = format!("{}-{arch}", assignment.platform);
@@ -70,7 +72,11 @@ pub async fn boot_script(
                 "{mac} boots schematic {} Talos {} {path}{}",
                 assignment.schematic,
                 assignment.version,
-                if from_default { " (default assignment)" } else { "" }
+                if from_default {
+                    " (default assignment)"
+                } else {
+                    ""
+                }
             );
             if assignment.extra_kernel_args.is_empty() {
                 (script::chain(&comment, &pxe_url), pxe_url)
@@ -101,7 +107,13 @@ pub async fn boot_script(
                     secure_boot: false,
                 }
                 .render();
-                (text, format!("{pxe_url} + {} extra kernel args", assignment.extra_kernel_args.len()))
+                (
+                    text,
+                    format!(
+                        "{pxe_url} + {} extra kernel args",
+                        assignment.extra_kernel_args.len()
+                    ),
+                )
             }
         }
     };

@@ -28,12 +28,17 @@ impl AdminClient {
         })
     }
 
-    async fn send(&self, req: reqwest::RequestBuilder, what: &str) -> anyhow::Result<Option<Value>> {
-        let resp = req
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .with_context(|| format!("cannot reach bootfactory at {} (is `bootfactory serve` running? set --server)", self.base))?;
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        what: &str,
+    ) -> anyhow::Result<Option<Value>> {
+        let resp = req.bearer_auth(&self.token).send().await.with_context(|| {
+            format!(
+                "cannot reach bootfactory at {} (is `bootfactory serve` running? set --server)",
+                self.base
+            )
+        })?;
         let status = resp.status();
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
@@ -42,7 +47,9 @@ impl AdminClient {
         if text.trim().is_empty() {
             return Ok(None);
         }
-        Ok(Some(serde_json::from_str(&text).with_context(|| format!("{what}: the server answered something that is not JSON"))?))
+        Ok(Some(serde_json::from_str(&text).with_context(|| {
+            format!("{what}: the server answered something that is not JSON")
+        })?))
     }
 
     /// `PUT /api/v1/machines/{mac}`.
@@ -51,26 +58,40 @@ impl AdminClient {
             .http
             .put(format!("{}/api/v1/machines/{mac}", self.base))
             .json(a);
-        Ok(self.send(req, &format!("assigning {mac}")).await?.unwrap_or_default())
+        Ok(self
+            .send(req, &format!("assigning {mac}"))
+            .await?
+            .unwrap_or_default())
     }
 
     /// `DELETE /api/v1/machines/{mac}`.
     pub async fn unassign(&self, mac: MacAddr) -> anyhow::Result<()> {
-        let req = self.http.delete(format!("{}/api/v1/machines/{mac}", self.base));
+        let req = self
+            .http
+            .delete(format!("{}/api/v1/machines/{mac}", self.base));
         self.send(req, &format!("unassigning {mac}")).await?;
         Ok(())
     }
 
     /// `PUT /api/v1/default`.
     pub async fn set_default(&self, a: &Assignment) -> anyhow::Result<Value> {
-        let req = self.http.put(format!("{}/api/v1/default", self.base)).json(a);
-        Ok(self.send(req, "setting the default").await?.unwrap_or_default())
+        let req = self
+            .http
+            .put(format!("{}/api/v1/default", self.base))
+            .json(a);
+        Ok(self
+            .send(req, "setting the default")
+            .await?
+            .unwrap_or_default())
     }
 
     /// `GET /api/v1/machines`.
     pub async fn machines(&self) -> anyhow::Result<Value> {
         let req = self.http.get(format!("{}/api/v1/machines", self.base));
-        Ok(self.send(req, "listing machines").await?.unwrap_or_default())
+        Ok(self
+            .send(req, "listing machines")
+            .await?
+            .unwrap_or_default())
     }
 }
 
@@ -81,11 +102,20 @@ pub fn machines_table(list: &Value) -> String {
         "MAC", "ARCH", "SCHEMATIC", "VERSION", "IP", "LAST SEEN", "LAST SERVED"
     );
     let s = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("-").to_string();
-    for m in list.get("machines").and_then(Value::as_array).into_iter().flatten() {
+    for m in list
+        .get("machines")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         let a = m.get("assignment").cloned().unwrap_or(Value::Null);
         let seen = m.get("seen").cloned().unwrap_or(Value::Null);
         let schematic: String = s(&a, "schematic").chars().take(12).collect();
-        let arch = a.get("arch").or_else(|| seen.get("arch")).and_then(Value::as_str).unwrap_or("-");
+        let arch = a
+            .get("arch")
+            .or_else(|| seen.get("arch"))
+            .and_then(Value::as_str)
+            .unwrap_or("-");
         out.push_str(&format!(
             "{:<17}  {:<6}  {:<12}  {:<8}  {:<15}  {:<20}  {}\n",
             s(m, "mac"),
@@ -98,7 +128,11 @@ pub fn machines_table(list: &Value) -> String {
         ));
     }
     if let Some(d) = list.get("default").filter(|d| !d.is_null()) {
-        out.push_str(&format!("default: schematic {} version {}\n", s(d, "schematic"), s(d, "version")));
+        out.push_str(&format!(
+            "default: schematic {} version {}\n",
+            s(d, "schematic"),
+            s(d, "version")
+        ));
     }
     if let Some(p) = list.get("unassigned").and_then(Value::as_str) {
         out.push_str(&format!("unassigned machines: {p}\n"));

@@ -78,7 +78,12 @@ mod tests {
     #[test]
     fn parses_the_usual_spellings() {
         let want = MacAddr([0x52, 0x54, 0, 0x12, 0x34, 0xab]);
-        for s in ["52:54:00:12:34:ab", "52-54-00-12-34-AB", "5254001234Ab", " 52:54:00:12:34:ab "] {
+        for s in [
+            "52:54:00:12:34:ab",
+            "52-54-00-12-34-AB",
+            "5254001234Ab",
+            " 52:54:00:12:34:ab ",
+        ] {
             assert_eq!(s.parse::<MacAddr>(), Ok(want), "{s}");
         }
         assert_eq!(want.to_string(), "52:54:00:12:34:ab");

@@ -172,9 +172,9 @@ impl Assignments {
                     assignment,
                     from_default: true,
                 },
-                None => BootAnswer::LocalDisk(format!(
-                    "{mac} has no assignment and no default is set"
-                )),
+                None => {
+                    BootAnswer::LocalDisk(format!("{mac} has no assignment and no default is set"))
+                }
             },
         })
     }
@@ -183,23 +183,27 @@ impl Assignments {
     pub fn record(&self, mac: MacAddr, sighting: Sighting) -> Result<MachineRecord, AssignError> {
         let now = now_rfc3339();
         // Read-modify-write under a lock: DHCP and HTTP may report the same machine at once.
-        let _guard = self.inventory_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let mut record = match decode_opt::<MachineRecord>(&mac.to_string(), self.inventory.get(mac.0)?)? {
-            Some(r) => r,
-            None => MachineRecord {
-                mac,
-                client_arch: None,
-                arch: None,
-                uuid: None,
-                ip: None,
-                vendor_class: String::new(),
-                user_class: None,
-                first_seen: now.clone(),
-                last_seen: now.clone(),
-                last_served: String::new(),
-                requests: 0,
-            },
-        };
+        let _guard = self
+            .inventory_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut record =
+            match decode_opt::<MachineRecord>(&mac.to_string(), self.inventory.get(mac.0)?)? {
+                Some(r) => r,
+                None => MachineRecord {
+                    mac,
+                    client_arch: None,
+                    arch: None,
+                    uuid: None,
+                    ip: None,
+                    vendor_class: String::new(),
+                    user_class: None,
+                    first_seen: now.clone(),
+                    last_seen: now.clone(),
+                    last_served: String::new(),
+                    requests: 0,
+                },
+            };
         if let Some(a) = sighting.client_arch {
             record.client_arch = Some(a);
             record.arch = talos_arch_for_client_arch(a).map(str::to_string);
@@ -307,7 +311,10 @@ mod tests {
                 from_default: false
             }
         );
-        assert!(matches!(a.answer_for(M2).unwrap(), BootAnswer::LocalDisk(_)));
+        assert!(matches!(
+            a.answer_for(M2).unwrap(),
+            BootAnswer::LocalDisk(_)
+        ));
         a.set_default(Some(&assignment("v1.8.4"))).unwrap();
         assert_eq!(
             a.answer_for(M2).unwrap(),
@@ -328,7 +335,9 @@ mod tests {
         assert_eq!(a.answer_for(M2).unwrap(), BootAnswer::Ignore);
         let (_d, a) = open(UnassignedPolicy::LocalDisk);
         a.set_default(Some(&assignment("v1.8.4"))).unwrap();
-        assert!(matches!(a.answer_for(M2).unwrap(), BootAnswer::LocalDisk(m) if m.contains("52:54:00:00:00:02")));
+        assert!(
+            matches!(a.answer_for(M2).unwrap(), BootAnswer::LocalDisk(m) if m.contains("52:54:00:00:00:02"))
+        );
     }
 
     #[test]

@@ -84,7 +84,10 @@ impl Assignment {
         {
             return Err(invalid(
                 "platform",
-                format!("{:?} is not a platform name like metal", truncate(&self.platform)),
+                format!(
+                    "{:?} is not a platform name like metal",
+                    truncate(&self.platform)
+                ),
             ));
         }
         if let Some(arch) = &self.arch
@@ -205,21 +208,36 @@ mod tests {
 
     #[test]
     fn rejects_each_bad_field_by_name() {
-        let cases: Vec<(Box<dyn Fn(&mut Assignment)>, &str)> = vec![
+        type Mutation = Box<dyn Fn(&mut Assignment)>;
+        let cases: Vec<(Mutation, &str)> = vec![
             (Box::new(|a| a.schematic = "xyz".into()), "schematic"),
             (Box::new(|a| a.schematic = "A".repeat(64)), "schematic"),
             (Box::new(|a| a.version = "latest".into()), "version"),
             (Box::new(|a| a.platform = "Metal".into()), "platform"),
             (Box::new(|a| a.platform = String::new()), "platform"),
             (Box::new(|a| a.arch = Some("riscv64".into())), "arch"),
-            (Box::new(|a| a.extra_kernel_args = vec!["a b".into()]), "extraKernelArgs[0]"),
+            (
+                Box::new(|a| a.extra_kernel_args = vec!["a b".into()]),
+                "extraKernelArgs[0]",
+            ),
             (
                 Box::new(|a| a.extra_kernel_args = vec!["x".into(), "a\nshell".into()]),
                 "extraKernelArgs[1]",
             ),
-            (Box::new(|a| a.extra_kernel_args = vec!["${net0/mac}".into()]), "extraKernelArgs[0]"),
-            (Box::new(|a| a.extra_kernel_args = vec![String::new()]), "extraKernelArgs[0]"),
-            (Box::new(|a| { a.labels.insert(String::new(), "v".into()); }), "labels."),
+            (
+                Box::new(|a| a.extra_kernel_args = vec!["${net0/mac}".into()]),
+                "extraKernelArgs[0]",
+            ),
+            (
+                Box::new(|a| a.extra_kernel_args = vec![String::new()]),
+                "extraKernelArgs[0]",
+            ),
+            (
+                Box::new(|a| {
+                    a.labels.insert(String::new(), "v".into());
+                }),
+                "labels.",
+            ),
         ];
         for (mutate, field) in cases {
             let mut a = good();
@@ -240,7 +258,14 @@ mod tests {
 
     #[test]
     fn client_arch_mapping() {
-        for (code, arch) in [(0, "amd64"), (7, "amd64"), (9, "amd64"), (16, "amd64"), (11, "arm64"), (19, "arm64")] {
+        for (code, arch) in [
+            (0, "amd64"),
+            (7, "amd64"),
+            (9, "amd64"),
+            (16, "amd64"),
+            (11, "arm64"),
+            (19, "arm64"),
+        ] {
             assert_eq!(talos_arch_for_client_arch(code), Some(arch));
         }
         assert_eq!(talos_arch_for_client_arch(2), None);

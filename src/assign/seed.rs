@@ -136,9 +136,20 @@ mod tests {
         let cases = [
             ("machines: [", "assignments.yaml"),
             ("machine: {}", "unknown field"),
-            (&*format!("machines:\n  nope:\n    schematic: {ID}\n    version: v1.9.0\n"), "\"nope\" is not a MAC"),
-            (&*format!("machines:\n  \"52:54:00:12:34:56\":\n    schematic: {ID}\n    version: latest\n"), "machines.52:54:00:12:34:56.version"),
-            (&*format!("default:\n  schematic: {unknown}\n  version: v1.9.0\n"), "default.schematic: schematic 0000"),
+            (
+                &*format!("machines:\n  nope:\n    schematic: {ID}\n    version: v1.9.0\n"),
+                "\"nope\" is not a MAC",
+            ),
+            (
+                &*format!(
+                    "machines:\n  \"52:54:00:12:34:56\":\n    schematic: {ID}\n    version: latest\n"
+                ),
+                "machines.52:54:00:12:34:56.version",
+            ),
+            (
+                &*format!("default:\n  schematic: {unknown}\n  version: v1.9.0\n"),
+                "default.schematic: schematic 0000",
+            ),
         ];
         for (text, want) in cases {
             let e = p(text).unwrap_err().to_string();

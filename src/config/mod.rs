@@ -587,7 +587,11 @@ impl Config {
             ));
         }
         if !self.pxe.advertise_address.is_empty()
-            && self.pxe.advertise_address.parse::<std::net::Ipv4Addr>().is_err()
+            && self
+                .pxe
+                .advertise_address
+                .parse::<std::net::Ipv4Addr>()
+                .is_err()
         {
             return Err(invalid(
                 "pxe.advertiseAddress",

@@ -124,7 +124,11 @@ mod tests {
         let (bytes, m) = reply(&c, Port::Dhcp, &r);
         assert!(bytes.len() >= MIN_BOOTP_LEN);
         assert_eq!(bytes[0], 2, "BOOTREPLY");
-        assert_eq!(&bytes[108..117], b"ipxe.efi\0", "file header, NUL-terminated");
+        assert_eq!(
+            &bytes[108..117],
+            b"ipxe.efi\0",
+            "file header, NUL-terminated"
+        );
         assert_eq!(&bytes[44..55], b"192.0.2.10\0", "sname header");
         assert_eq!(m.opcode(), Opcode::BootReply);
         assert_eq!(m.xid(), r.xid);

@@ -205,10 +205,10 @@ impl Artifacts {
     /// The versions the factory serves (cached for `build.versionRecheckSeconds`).
     pub async fn versions(&self) -> Result<Vec<TalosVersion>, ArtifactError> {
         let recheck = Duration::from_secs(self.config.build.version_recheck_seconds);
-        if let Some((at, list)) = self.versions.lock().expect("versions lock").as_ref() {
-            if at.elapsed() < recheck {
-                return Ok(list.clone());
-            }
+        if let Some((at, list)) = self.versions.lock().expect("versions lock").as_ref()
+            && at.elapsed() < recheck
+        {
+            return Ok(list.clone());
         }
         let imager = self.component(&self.config.artifacts.core.components.imager)?;
         let tags = self.mirror.tags(&imager, Requester::Internal).await?;

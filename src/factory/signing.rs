@@ -83,10 +83,10 @@ impl CacheSigner {
             }
             Err(e) => return Err(io(e)),
         };
-        if let Ok(meta) = std::fs::metadata(path) {
-            if meta.permissions().mode() & 0o077 != 0 {
-                tracing::warn!(path = %shown, "cache signing key is readable by others; chmod 600 it");
-            }
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(path = %shown, "cache signing key is readable by others; chmod 600 it");
         }
         Ok(Self::from_key(key))
     }

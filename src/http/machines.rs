@@ -16,7 +16,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::assign::boot::{BootError, BootScript, boot_script};
-use crate::assign::{AssignError, Assignment, MachineRecord, MacAddr};
+use crate::assign::{AssignError, Assignment, MacAddr, MachineRecord};
 use crate::factory::service::FactoryError;
 
 impl From<AssignError> for ApiError {
@@ -129,7 +129,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let a = &state.assignments;
     let mut by_mac: std::collections::BTreeMap<MacAddr, MachineView> = Default::default();
     for (mac, assignment) in a.list()? {
-        by_mac.entry(mac).or_insert_with(|| empty_view(mac)).assignment = Some(assignment);
+        by_mac
+            .entry(mac)
+            .or_insert_with(|| empty_view(mac))
+            .assignment = Some(assignment);
     }
     for record in a.inventory()? {
         let mac = record.mac;
@@ -244,7 +247,9 @@ async fn checked_assignment(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Assignment, ApiError> {
-    if let Some(ct) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
         && !ct.starts_with("application/json")
     {
         return Err(ApiError::new(

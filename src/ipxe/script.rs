@@ -112,10 +112,17 @@ mod tests {
 
     #[test]
     fn chain_script_retries_then_exits() {
-        let s = chain("52:54:00:00:00:01 → x", "http://192.0.2.10:8080/pxe/a/v1.8.4/metal-amd64");
+        let s = chain(
+            "52:54:00:00:00:01 → x",
+            "http://192.0.2.10:8080/pxe/a/v1.8.4/metal-amd64",
+        );
         assert!(s.starts_with("#!ipxe\n"));
-        assert!(s.contains("chain --autofree http://192.0.2.10:8080/pxe/a/v1.8.4/metal-amd64 && goto bf-done ||\n"));
-        assert!(s.contains(&format!("iseq ${{bf-attempt}} {CHAIN_ATTEMPTS} && goto bf-failed")));
+        assert!(s.contains(
+            "chain --autofree http://192.0.2.10:8080/pxe/a/v1.8.4/metal-amd64 && goto bf-done ||\n"
+        ));
+        assert!(s.contains(&format!(
+            "iseq ${{bf-attempt}} {CHAIN_ATTEMPTS} && goto bf-failed"
+        )));
         assert!(s.contains("exit 1\n"));
     }
 

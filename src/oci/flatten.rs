@@ -175,10 +175,10 @@ fn check_no_symlink_parents(dest: &Path, rel: &Path) -> Result<(), FlattenError>
     if let Some(parent) = rel.parent() {
         for c in parent.components() {
             cur.push(c);
-            if let Ok(meta) = fs::symlink_metadata(&cur) {
-                if meta.file_type().is_symlink() {
-                    return Err(FlattenError::UnsafePath(rel.display().to_string()));
-                }
+            if let Ok(meta) = fs::symlink_metadata(&cur)
+                && meta.file_type().is_symlink()
+            {
+                return Err(FlattenError::UnsafePath(rel.display().to_string()));
             }
         }
     }

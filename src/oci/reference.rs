@@ -263,10 +263,10 @@ pub fn is_valid_registry(host: &str) -> bool {
             None => (host, None),
         }
     };
-    if let Some(p) = port {
-        if p.parse::<u16>().is_err() {
-            return false;
-        }
+    if let Some(p) = port
+        && p.parse::<u16>().is_err()
+    {
+        return false;
     }
     if name.starts_with('[') {
         return name.ends_with(']')

@@ -183,32 +183,30 @@ pub fn resolve_plain(s: &str) -> (ShortTag, Resolved) {
             if let Some(i) = parse_go_int_base0(&plain) {
                 return (ShortTag::Int, int_value(i));
             }
-            if is_yaml_style_float(&plain) {
-                if let Some(f) = parse_finite_f64(&plain) {
-                    return (ShortTag::Float, Resolved::Float(f));
-                }
+            if is_yaml_style_float(&plain)
+                && let Some(f) = parse_finite_f64(&plain)
+            {
+                return (ShortTag::Float, Resolved::Float(f));
             }
             if let Some(rest) = plain.strip_prefix("0b") {
                 if let Some(i) = parse_signed_radix(rest, 2) {
                     return (ShortTag::Int, int_value(i));
                 }
-            } else if let Some(rest) = plain.strip_prefix("-0b") {
-                if let Some(i) = parse_signed_radix(&format!("-{rest}"), 2) {
-                    if i >= i64::MIN as i128 {
-                        return (ShortTag::Int, int_value(i));
-                    }
-                }
+            } else if let Some(rest) = plain.strip_prefix("-0b")
+                && let Some(i) = parse_signed_radix(&format!("-{rest}"), 2)
+                && i >= i64::MIN as i128
+            {
+                return (ShortTag::Int, int_value(i));
             }
             if let Some(rest) = plain.strip_prefix("0o") {
                 if let Some(i) = parse_signed_radix(rest, 8) {
                     return (ShortTag::Int, int_value(i));
                 }
-            } else if let Some(rest) = plain.strip_prefix("-0o") {
-                if let Some(i) = parse_signed_radix(&format!("-{rest}"), 8) {
-                    if i >= i64::MIN as i128 {
-                        return (ShortTag::Int, int_value(i));
-                    }
-                }
+            } else if let Some(rest) = plain.strip_prefix("-0o")
+                && let Some(i) = parse_signed_radix(&format!("-{rest}"), 8)
+                && i >= i64::MIN as i128
+            {
+                return (ShortTag::Int, int_value(i));
             }
             str_result()
         }

@@ -101,7 +101,7 @@ pub(crate) fn decode_digest(v: &[u8]) -> Result<Digest> {
 }
 
 pub(crate) fn decode_digest_list(v: &[u8]) -> Result<Vec<Digest>> {
-    if v.len() % 32 != 0 {
+    if !v.len().is_multiple_of(32) {
         return Err(StoreError::Index(format!(
             "bad digest list of {} bytes",
             v.len()

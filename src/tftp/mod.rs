@@ -41,8 +41,12 @@
 //! - It ignores a client's ERROR packet during a read: EDK2 asks for `tsize` and then aborts
 //!   with an ERROR, and the abandoned transfer retransmits its OACK until it gives up. We limit
 //!   that to [`MAX_SEND_RETRIES`] retransmissions (the library default is 100).
-//! - A second request from the *same* client address and port while a transfer for it is in
-//!   progress is ignored until that transfer ends.
+//! - A request from a client address and port that already has a live transfer is ignored. A
+//!   client that re-uses its port after aborting a `tsize` probe therefore receives the
+//!   abandoned transfer's next OACK retransmission (one timeout later) and, accepting it,
+//!   continues *that* transfer with the probe's options — the file arrives intact, but late and
+//!   at the probe's block size (`same_port_rerequest_after_abort_continues_the_old_transfer`).
+//!   Clients that open a fresh socket per request (curl, atftp) are unaffected.
 //! - The negotiated options are not visible to the handler: the `blksize` in our transfer log is
 //!   observed from the engine's read size, and the window size is logged as the configured limit.
 //! - The TFTP error text for code 2 is the library's fixed "Permission denied" (the code is

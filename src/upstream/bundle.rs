@@ -170,12 +170,11 @@ async fn import_dir_blobs(
         if !seen.insert(d.digest) {
             continue;
         }
-        if media::is_manifest(&d.media_type) {
-            if let Ok(bytes) = std::fs::read(blob_file(dir, &d.digest)) {
-                if let Ok(m) = parse_manifest(&bytes, Some(&d.media_type)) {
-                    queue.extend(m.children().filter(|c| c.urls.is_none()).cloned());
-                }
-            }
+        if media::is_manifest(&d.media_type)
+            && let Ok(bytes) = std::fs::read(blob_file(dir, &d.digest))
+            && let Ok(m) = parse_manifest(&bytes, Some(&d.media_type))
+        {
+            queue.extend(m.children().filter(|c| c.urls.is_none()).cloned());
         }
         needed.push(d);
     }
@@ -394,12 +393,11 @@ async fn record_images(
 fn name_of(d: &Descriptor, fallback: Option<&ImageName>) -> Option<(ImageName, Option<String>)> {
     let annotations = d.annotations.clone().unwrap_or_default();
     for key in [CONTAINERD_NAME, REF_NAME] {
-        if let Some(value) = annotations.get(key) {
-            if value.contains('/') {
-                if let Ok(r) = value.parse::<ImageRef>() {
-                    return Some((r.name, r.tag));
-                }
-            }
+        if let Some(value) = annotations.get(key)
+            && value.contains('/')
+            && let Ok(r) = value.parse::<ImageRef>()
+        {
+            return Some((r.name, r.tag));
         }
     }
     let fallback = fallback?.clone();

@@ -168,18 +168,17 @@ impl RegistryClient {
         F: Fn(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
     {
-        if attempts == Attempts::Quick {
-            if let Some(until) = *self.down_until.lock().expect("down lock") {
-                if Instant::now() < until {
-                    return Err(UpstreamError::Unavailable {
-                        registry: self.endpoint.registry.clone(),
-                        message: format!(
-                            "{what}: {} failed recently; not retrying yet",
-                            self.endpoint.url()
-                        ),
-                    });
-                }
-            }
+        if attempts == Attempts::Quick
+            && let Some(until) = *self.down_until.lock().expect("down lock")
+            && Instant::now() < until
+        {
+            return Err(UpstreamError::Unavailable {
+                registry: self.endpoint.registry.clone(),
+                message: format!(
+                    "{what}: {} failed recently; not retrying yet",
+                    self.endpoint.url()
+                ),
+            });
         }
         let retries = if attempts == Attempts::Quick {
             0

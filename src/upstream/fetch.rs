@@ -281,13 +281,13 @@ async fn download(
         match tokio::time::timeout(idle_timeout, blob.stream.next()).await {
             Ok(Some(Ok(chunk))) => {
                 received += chunk.len() as u64;
-                if let Some(total) = blob.content_length {
-                    if received > total {
-                        failure = Some(format!(
-                            "upstream sent more than the announced {total} bytes"
-                        ));
-                        break;
-                    }
+                if let Some(total) = blob.content_length
+                    && received > total
+                {
+                    failure = Some(format!(
+                        "upstream sent more than the announced {total} bytes"
+                    ));
+                    break;
                 }
                 if tx.send(chunk).await.is_err() {
                     failure = Some("local writer stopped".to_string());
@@ -305,12 +305,11 @@ async fn download(
             }
         }
     }
-    if failure.is_none() {
-        if let Some(total) = blob.content_length {
-            if received != total {
-                failure = Some(format!("upstream sent {received} of {total} bytes"));
-            }
-        }
+    if failure.is_none()
+        && let Some(total) = blob.content_length
+        && received != total
+    {
+        failure = Some(format!("upstream sent {received} of {total} bytes"));
     }
     if let Some(message) = failure {
         // Dropping the sender ends the writer loop; aborting the task drops the writer, which

@@ -210,18 +210,17 @@ impl Mirror {
             return Ok(hit);
         }
         // Blobs imported without a record (or stored as plain blobs) can still be manifests.
-        if self.catalog.store().contains(digest) {
-            if let Ok(bytes) = self.catalog.store().read_bytes(digest).await {
-                if let Ok(m) = parse_manifest(&bytes, None) {
-                    self.catalog
-                        .record_manifest(name, digest, &m, bytes.len() as u64)?;
-                    return Ok(ManifestHit {
-                        digest: *digest,
-                        media_type: m.media_type,
-                        size: bytes.len() as u64,
-                    });
-                }
-            }
+        if self.catalog.store().contains(digest)
+            && let Ok(bytes) = self.catalog.store().read_bytes(digest).await
+            && let Ok(m) = parse_manifest(&bytes, None)
+        {
+            self.catalog
+                .record_manifest(name, digest, &m, bytes.len() as u64)?;
+            return Ok(ManifestHit {
+                digest: *digest,
+                media_type: m.media_type,
+                size: bytes.len() as u64,
+            });
         }
         let client = self.upstream(name, who).map_err(|e| match e {
             MirrorError::Offline(_) => MirrorError::Offline(format!("{name}@{digest}")),
@@ -251,10 +250,10 @@ impl Mirror {
             .catalog
             .tag(name, tag)?
             .and_then(|(d, age)| self.local_manifest(&d).map(|hit| (hit, age)));
-        if let Some((hit, age)) = &local {
-            if Duration::from_secs(*age) < ttl {
-                return Ok(hit.clone());
-            }
+        if let Some((hit, age)) = &local
+            && Duration::from_secs(*age) < ttl
+        {
+            return Ok(hit.clone());
         }
         let client = match self.upstream(name, who) {
             Ok(c) => c,

@@ -224,10 +224,10 @@ async fn v2(
             if delay > 0 {
                 tokio::time::sleep(std::time::Duration::from_millis(delay as u64)).await;
             }
-            if s.corrupt.lock().unwrap().iter().any(|d| d == reference) {
-                if let Some(b) = bytes.last_mut() {
-                    *b ^= 0xff;
-                }
+            if s.corrupt.lock().unwrap().iter().any(|d| d == reference)
+                && let Some(b) = bytes.last_mut()
+            {
+                *b ^= 0xff;
             }
             let builder = Response::builder()
                 .status(StatusCode::OK)

@@ -65,7 +65,18 @@ impl Lab {
         lab.add_ns(&lan);
         run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
         // Forward at once: no STP listening delay for new ports.
-        run(&["ip", "-n", &lan, "link", "set", "br0", "type", "bridge", "forward_delay", "0"]);
+        run(&[
+            "ip",
+            "-n",
+            &lan,
+            "link",
+            "set",
+            "br0",
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+        ]);
         run(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
         for (name, dev, ip) in [("office", "o0", OFFICE_IP), ("bf", "b0", BOOTFACTORY_IP)] {
             let ns = lab.ns(name);
@@ -75,8 +86,19 @@ impl Lab {
                 "ip", "-n", &lan, "link", "add", &peer, "type", "veth", "peer", "name", dev,
                 "netns", &ns,
             ]);
-            run(&["ip", "-n", &lan, "link", "set", &peer, "master", "br0", "up"]);
-            run(&["ip", "-n", &ns, "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            run(&[
+                "ip", "-n", &lan, "link", "set", &peer, "master", "br0", "up",
+            ]);
+            run(&[
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ip}/24"),
+                "dev",
+                dev,
+            ]);
             run(&["ip", "-n", &ns, "link", "set", dev, "up"]);
             run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         }
@@ -102,7 +124,9 @@ impl Lab {
         let lan = self.ns("lan");
         let tap = format!("tap{}", self.taps);
         self.taps += 1;
-        run(&["ip", "-n", &lan, "tuntap", "add", "dev", &tap, "mode", "tap"]);
+        run(&[
+            "ip", "-n", &lan, "tuntap", "add", "dev", &tap, "mode", "tap",
+        ]);
         run(&["ip", "-n", &lan, "link", "set", &tap, "master", "br0", "up"]);
         tap
     }
@@ -224,10 +248,13 @@ pub enum Firmware {
 
 /// The OVMF code image, if installed.
 pub fn ovmf_code() -> Option<PathBuf> {
-    ["/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_CODE_4M.fd"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.exists())
+    [
+        "/usr/share/OVMF/OVMF_CODE.fd",
+        "/usr/share/OVMF/OVMF_CODE_4M.fd",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
 }
 
 /// Starts a QEMU machine (TCG) with `mac` on a new tap; its serial console goes to
@@ -254,7 +281,10 @@ pub fn start_vm(lab: &mut Lab, name: &str, firmware: Firmware, mac: &str) -> Str
     .map(|s| s.to_string())
     .collect();
     args.push(format!("file:{}", serial.display()));
-    args.extend(["-netdev".into(), format!("tap,id=n0,ifname={tap},script=no,downscript=no")]);
+    args.extend([
+        "-netdev".into(),
+        format!("tap,id=n0,ifname={tap},script=no,downscript=no"),
+    ]);
     match firmware {
         Firmware::Uefi => {
             let code = ovmf_code().expect("OVMF");

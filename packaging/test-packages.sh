@@ -1,0 +1,83 @@
+#!/usr/bin/env bash
+# Installs the built .deb on this machine and checks it like an operator would, then purges
+# it; inspects the .rpm with rpm. Run as root after packaging/release.sh.
+#
+#   packaging/test-packages.sh [DIST_DIR]
+set -euo pipefail
+dist="$(cd "${1:-dist}" && pwd)"
+deb="$(ls "$dist"/bootfactory_*.deb | head -1)"
+rpm="$(ls "$dist"/bootfactory-*.rpm | head -1)"
+fail() { echo "package test FAILED: $*" >&2; exit 1; }
+pid=""
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    dpkg --purge bootfactory >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+echo "==> .deb metadata"
+dpkg-deb --info "$deb" | sed -n '1,40p'
+dpkg-deb --contents "$deb"
+for f in ./usr/bin/bootfactory ./etc/bootfactory/config.yaml ./lib/systemd/system/bootfactory.service \
+    ./usr/lib/sysusers.d/bootfactory.conf ./usr/share/bootfactory/schematics/example.yaml \
+    ./usr/share/doc/bootfactory/README.md ./usr/share/doc/bootfactory/bootfactory-help.txt; do
+    dpkg-deb --contents "$deb" | grep -q " $f\$" || fail "$f missing from $deb"
+done
+dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -q conffiles || fail "no conffiles"
+dpkg-deb -e "$deb" /tmp/bootfactory-deb-ctrl.$$
+grep -qx /etc/bootfactory/config.yaml /tmp/bootfactory-deb-ctrl.$$/conffiles || fail "config.yaml is not a conffile"
+rm -rf /tmp/bootfactory-deb-ctrl.$$
+
+echo "==> dpkg -i"
+dpkg --purge bootfactory >/dev/null 2>&1 || true
+dpkg -i "$deb"
+getent passwd bootfactory >/dev/null || fail "no bootfactory user"
+[ "$(stat -c '%U:%G %a' /var/lib/bootfactory)" = "bootfactory:bootfactory 750" ] || fail "state dir: $(stat -c '%U:%G %a' /var/lib/bootfactory)"
+[ "$(stat -c '%U:%G %a' /etc/bootfactory/config.yaml)" = "root:bootfactory 640" ] || fail "config: $(stat -c '%U:%G %a' /etc/bootfactory/config.yaml)"
+[ "$(stat -c '%U %a' /usr/bin/bootfactory)" = "root 755" ] || fail "binary mode"
+if ldd /usr/bin/bootfactory >/dev/null 2>&1; then fail "installed binary is dynamically linked"; fi
+/usr/bin/bootfactory --version | grep -q "static" || fail "--version does not say static"
+unit=/lib/systemd/system/bootfactory.service
+grep -qx 'AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW' "$unit" || fail "unit capabilities"
+grep -qx 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW' "$unit" || fail "unit bounding set"
+systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
+# Enabled, not started: the wants symlink exists.
+[ -L /etc/systemd/system/multi-user.target.wants/bootfactory.service ] || fail "service not enabled"
+echo "exposure: $(systemd-analyze security --offline=true "$unit" 2>/dev/null | grep -o 'Overall exposure level.*')"
+
+echo "==> the installed binary serves with the packaged config, as the service user"
+port=18931
+runuser -u bootfactory -- /usr/bin/bootfactory serve --config /etc/bootfactory/config.yaml \
+    --http-listen "127.0.0.1:$port" --offline >/tmp/bootfactory-pkg.$$.log 2>&1 &
+pid=$!
+for _ in $(seq 1 100); do
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+    sleep 0.2
+done
+curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || { cat /tmp/bootfactory-pkg.$$.log; fail "no /healthz"; }
+id=$(curl -sf -X POST --data-binary @/usr/share/bootfactory/schematics/example.yaml "http://127.0.0.1:$port/schematics")
+echo "$id" | grep -q '"id":"' || fail "POST /schematics: $id"
+[ "$(stat -c '%U %a' /var/lib/bootfactory/admin-token)" = "bootfactory 600" ] || fail "admin token file"
+kill -TERM "$pid"; wait "$pid" || fail "serve did not stop cleanly on SIGTERM"
+pid=""
+rm -f /tmp/bootfactory-pkg.$$.log
+
+echo "==> dpkg --purge"
+dpkg --purge bootfactory
+for p in /usr/bin/bootfactory /etc/bootfactory /var/lib/bootfactory /lib/systemd/system/bootfactory.service \
+    /etc/systemd/system/multi-user.target.wants/bootfactory.service; do
+    [ ! -e "$p" ] || fail "$p left after purge"
+done
+! getent passwd bootfactory >/dev/null || fail "user left after purge"
+
+echo "==> .rpm"
+rpm -qip "$rpm"
+rpm -qlp "$rpm" | tee /tmp/bootfactory-rpm-files.$$
+for f in /usr/bin/bootfactory /etc/bootfactory/config.yaml /usr/lib/systemd/system/bootfactory.service \
+    /usr/lib/sysusers.d/bootfactory.conf; do
+    grep -qx "$f" /tmp/bootfactory-rpm-files.$$ || fail "$f missing from $rpm"
+done
+rpm -qp --configfiles "$rpm" | grep -qx /etc/bootfactory/config.yaml || fail "config.yaml is not a config file in the rpm"
+rpm -qp --scripts "$rpm" | grep -q "systemctl enable bootfactory.service" || fail "rpm does not enable the service"
+rm -f /tmp/bootfactory-rpm-files.$$
+echo "package tests passed"
