@@ -15,16 +15,14 @@ here="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$here"
 out="$(mkdir -p "${1:-dist}" && cd "${1:-dist}" && pwd)"
 target="${BOOTFACTORY_TARGET:-x86_64-unknown-linux-gnu}"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
+# A target directory of its own (different flags from the test builds, so sharing one would
+# only make each invalidate the other).
+export CARGO_TARGET_DIR="${BOOTFACTORY_RELEASE_TARGET_DIR:-$here/target/release-build}"
 export PATH="${BOOTFACTORY_TOOLS:-$HOME/.cache/bootfactory/tools}/bin:$PATH"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 export BOOTFACTORY_COMMIT="${BOOTFACTORY_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
 # With an explicit --target these flags reach only the shipped binary, not build scripts.
 export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$here=/build/bootfactory --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
-
-for tool in cargo-deb cargo-generate-rpm; do
-    command -v "$tool" >/dev/null || { echo "release: $tool not found (cargo install $tool)" >&2; exit 1; }
-done
 
 echo "==> static binary ($target)"
 cargo build --release --locked --target "$target" --bin bootfactory
@@ -50,6 +48,9 @@ echo "==> --help reference"
 } > "$CARGO_TARGET_DIR/$target/release/bootfactory-help.txt"
 
 echo "==> packages"
+for tool in cargo-deb cargo-generate-rpm; do
+    command -v "$tool" >/dev/null || { echo "release: $tool not found (cargo install $tool)" >&2; exit 1; }
+done
 rm -f "$out"/bootfactory*.deb "$out"/bootfactory*.rpm
 cargo deb --no-build --no-strip --target "$target" --output "$out/"
 cargo generate-rpm --target "$target" --target-dir "$CARGO_TARGET_DIR" --output "$out/"

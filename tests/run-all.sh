@@ -27,8 +27,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   qemu-system-x86, ovmf, seabios,      the machines of the end-to-end boot test (UEFI PXE and
 #   ipxe-qemu, busybox-static            SeaBIOS + iPXE NIC ROM) and their tiny userland
 #   atftp, tftp-hpa, curl                real TFTP/HTTP clients
+#   rpm, systemd, adduser                inspecting the .rpm; systemd-analyze for the unit;
+#                                        the .deb's maintainer scripts
 packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
-    iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl)
+    iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl
+    rpm systemd adduser)
 
 install_packages() {
     local missing=()
@@ -63,6 +66,15 @@ prepare_lab_kernel() {
     rm -f "$lab"/linux-image-*.deb
 }
 
+# cargo-deb and cargo-generate-rpm, built once into the cache (crates.io).
+install_packaging_tools() {
+    local tools="$cache/tools"
+    [ -x "$tools/bin/cargo-deb" ] && [ -x "$tools/bin/cargo-generate-rpm" ] && return 0
+    echo "==> cargo install cargo-deb cargo-generate-rpm"
+    CARGO_TARGET_DIR="$cache/tools-target" cargo install --locked --root "$tools" \
+        cargo-deb@3.8.0 cargo-generate-rpm@0.21.1
+}
+
 [ "${SKIP_INSTALL:-0}" = 1 ] || install_packages
 [ "${SKIP_INSTALL:-0}" = 1 ] || prepare_lab_kernel
 export BOOTFACTORY_LAB_KERNEL="${BOOTFACTORY_LAB_KERNEL:-$cache/lab/vmlinuz}"
@@ -84,4 +96,10 @@ export BOOTFACTORY_REQUIRE_ORACLE=1 BOOTFACTORY_REQUIRE_TOOLS=1
 cargo test --locked --lib --bins --tests
 echo "==> doc tests"
 cargo test --doc --locked
+echo "==> release: static binary, .deb, .rpm (packaging/release.sh)"
+[ "${SKIP_INSTALL:-0}" = 1 ] || install_packaging_tools
+export BOOTFACTORY_TOOLS="$cache/tools"
+BOOTFACTORY_RELEASE_TARGET_DIR="$cache/release-target" packaging/release.sh "$cache/dist"
+echo "==> package tests (dpkg -i, purge; rpm -qip/-qlp)"
+packaging/test-packages.sh "$cache/dist"
 echo "==> all tests passed"
