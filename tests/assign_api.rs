@@ -32,6 +32,16 @@ async fn data_with_fixture() -> tempfile::TempDir {
     data
 }
 
+/// A fixture data directory, a schematics directory holding the empty schematic, and the
+/// path of an assignments file in the data directory (not written yet).
+async fn data_with_schematics_dir() -> (tempfile::TempDir, tempfile::TempDir, std::path::PathBuf) {
+    let data = data_with_fixture().await;
+    let schematics = tempfile::tempdir().unwrap();
+    std::fs::write(schematics.path().join("empty.yaml"), "customization: {}\n").unwrap();
+    let seed = data.path().join("assignments.yaml");
+    (data, schematics, seed)
+}
+
 async fn server(extra: &[(&str, &str)]) -> TestServer {
     let data = data_with_fixture().await;
     let mut overrides = vec![
@@ -254,10 +264,7 @@ async fn ipxe_binaries_are_served_over_http() {
 
 #[tokio::test]
 async fn seed_file_is_applied_at_start_and_bad_ones_stop_the_start() {
-    let data = data_with_fixture().await;
-    let schematics = tempfile::tempdir().unwrap();
-    std::fs::write(schematics.path().join("empty.yaml"), "customization: {}\n").unwrap();
-    let seed = data.path().join("assignments.yaml");
+    let (data, schematics, seed) = data_with_schematics_dir().await;
     std::fs::write(
         &seed,
         format!("machines:\n  \"{MAC1}\":\n    schematic: {EMPTY_ID}\n    version: v1.11.6\n    labels: {{role: worker}}\n"),
@@ -396,10 +403,7 @@ async fn cli_assign_and_machines_use_the_running_server() {
 
 #[tokio::test]
 async fn sighup_reloads_the_assignments_file_and_a_bad_one_changes_nothing() {
-    let data = data_with_fixture().await;
-    let schematics = tempfile::tempdir().unwrap();
-    std::fs::write(schematics.path().join("empty.yaml"), "customization: {}\n").unwrap();
-    let seed = data.path().join("assignments.yaml");
+    let (data, schematics, seed) = data_with_schematics_dir().await;
     let entry =
         |mac: &str| format!("  \"{mac}\":\n    schematic: {EMPTY_ID}\n    version: v1.11.6\n");
     std::fs::write(&seed, format!("machines:\n{}", entry(MAC1))).unwrap();
