@@ -27,6 +27,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bootfactory::fixture::{FixtureOptions, SizeProfile, write_release};
@@ -63,6 +64,16 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
+    // Once interrupted, requests fail because the servers are going away: stay quiet and let
+    // the signal watcher finish its cleanup and exit (unwinding cleans up too if it does not).
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if INTERRUPTED.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(10));
+        } else {
+            default_hook(info);
+        }
+    }));
     spawn_signal_watcher();
     let results = bench(&settings);
     results.print(&settings);
@@ -121,6 +132,9 @@ struct Registry {
     dirs: Vec<PathBuf>,
 }
 
+/// Set by the signal watcher before it cleans up.
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     pids: Vec::new(),
     dirs: Vec::new(),
@@ -167,6 +181,7 @@ fn spawn_signal_watcher() {
                 _ = term.recv() => {}
             }
         });
+        INTERRUPTED.store(true, Ordering::SeqCst);
         let registry = registry();
         for &pid in &registry.pids {
             send_signal(pid, "TERM");
