@@ -27,11 +27,13 @@ export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$here=/build
 echo "==> static binary ($target)"
 cargo build --release --locked --target "$target" --bin bootfactory
 bin="$CARGO_TARGET_DIR/$target/release/bootfactory"
-if ldd "$bin" >/dev/null 2>&1; then
+# glibc's ldd says "not a dynamic executable" (static) or "statically linked" (static-pie).
+if ! ldd "$bin" 2>&1 | grep -qE "not a dynamic executable|statically linked"; then
     echo "release: $bin is dynamically linked:" >&2
     ldd "$bin" >&2
     exit 1
 fi
+echo "ldd: $(ldd "$bin" 2>&1 | tr -d '\t')"
 "$bin" --version
 
 echo "==> --help reference"

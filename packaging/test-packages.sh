@@ -17,13 +17,13 @@ trap cleanup EXIT
 
 echo "==> .deb metadata"
 dpkg-deb --info "$deb" | sed -n '1,40p'
-dpkg-deb --contents "$deb"
-for f in ./usr/bin/bootfactory ./etc/bootfactory/config.yaml ./lib/systemd/system/bootfactory.service \
+contents="$(dpkg-deb --contents "$deb")"
+echo "$contents"
+for f in ./usr/bin/bootfactory ./etc/bootfactory/config.yaml ./usr/lib/systemd/system/bootfactory.service \
     ./usr/lib/sysusers.d/bootfactory.conf ./usr/share/bootfactory/schematics/example.yaml \
     ./usr/share/doc/bootfactory/README.md ./usr/share/doc/bootfactory/bootfactory-help.txt; do
-    dpkg-deb --contents "$deb" | grep -q " $f\$" || fail "$f missing from $deb"
+    grep -q " $f\$" <<<"$contents" || fail "$f missing from $deb"
 done
-dpkg-deb --ctrl-tarfile "$deb" | tar -t | grep -q conffiles || fail "no conffiles"
 dpkg-deb -e "$deb" /tmp/bootfactory-deb-ctrl.$$
 grep -qx /etc/bootfactory/config.yaml /tmp/bootfactory-deb-ctrl.$$/conffiles || fail "config.yaml is not a conffile"
 rm -rf /tmp/bootfactory-deb-ctrl.$$
@@ -35,9 +35,9 @@ getent passwd bootfactory >/dev/null || fail "no bootfactory user"
 [ "$(stat -c '%U:%G %a' /var/lib/bootfactory)" = "bootfactory:bootfactory 750" ] || fail "state dir: $(stat -c '%U:%G %a' /var/lib/bootfactory)"
 [ "$(stat -c '%U:%G %a' /etc/bootfactory/config.yaml)" = "root:bootfactory 640" ] || fail "config: $(stat -c '%U:%G %a' /etc/bootfactory/config.yaml)"
 [ "$(stat -c '%U %a' /usr/bin/bootfactory)" = "root 755" ] || fail "binary mode"
-if ldd /usr/bin/bootfactory >/dev/null 2>&1; then fail "installed binary is dynamically linked"; fi
-/usr/bin/bootfactory --version | grep -q "static" || fail "--version does not say static"
-unit=/lib/systemd/system/bootfactory.service
+grep -qE "not a dynamic executable|statically linked" <<<"$(ldd /usr/bin/bootfactory 2>&1)" || fail "installed binary is dynamically linked"
+grep -q "static" <<<"$(/usr/bin/bootfactory --version)" || fail "--version does not say static"
+unit=/usr/lib/systemd/system/bootfactory.service
 grep -qx 'AmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW' "$unit" || fail "unit capabilities"
 grep -qx 'CapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_NET_RAW' "$unit" || fail "unit bounding set"
 systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
@@ -47,7 +47,8 @@ echo "exposure: $(systemd-analyze security --offline=true "$unit" 2>/dev/null | 
 
 echo "==> the installed binary serves with the packaged config, as the service user"
 port=18931
-runuser -u bootfactory -- /usr/bin/bootfactory serve --config /etc/bootfactory/config.yaml \
+# setpriv execs (no parent process in between), so SIGTERM reaches bootfactory itself.
+setpriv --reuid bootfactory --regid bootfactory --init-groups -- /usr/bin/bootfactory serve --config /etc/bootfactory/config.yaml \
     --http-listen "127.0.0.1:$port" --offline >/tmp/bootfactory-pkg.$$.log 2>&1 &
 pid=$!
 for _ in $(seq 1 100); do
@@ -64,7 +65,7 @@ rm -f /tmp/bootfactory-pkg.$$.log
 
 echo "==> dpkg --purge"
 dpkg --purge bootfactory
-for p in /usr/bin/bootfactory /etc/bootfactory /var/lib/bootfactory /lib/systemd/system/bootfactory.service \
+for p in /usr/bin/bootfactory /etc/bootfactory /var/lib/bootfactory /usr/lib/systemd/system/bootfactory.service \
     /etc/systemd/system/multi-user.target.wants/bootfactory.service; do
     [ ! -e "$p" ] || fail "$p left after purge"
 done
@@ -77,7 +78,7 @@ for f in /usr/bin/bootfactory /etc/bootfactory/config.yaml /usr/lib/systemd/syst
     /usr/lib/sysusers.d/bootfactory.conf; do
     grep -qx "$f" /tmp/bootfactory-rpm-files.$$ || fail "$f missing from $rpm"
 done
-rpm -qp --configfiles "$rpm" | grep -qx /etc/bootfactory/config.yaml || fail "config.yaml is not a config file in the rpm"
-rpm -qp --scripts "$rpm" | grep -q "systemctl enable bootfactory.service" || fail "rpm does not enable the service"
+grep -qx /etc/bootfactory/config.yaml <<<"$(rpm -qp --configfiles "$rpm")" || fail "config.yaml is not a config file in the rpm"
+grep -q "systemctl enable bootfactory.service" <<<"$(rpm -qp --scripts "$rpm")" || fail "rpm does not enable the service"
 rm -f /tmp/bootfactory-rpm-files.$$
 echo "package tests passed"
