@@ -81,32 +81,15 @@ pub async fn boot_script(
             if assignment.extra_kernel_args.is_empty() {
                 (script::chain(&comment, &pxe_url), pxe_url)
             } else {
-                let resolved = factory
-                    .resolve(
+                let text = factory
+                    .pxe_script(
                         &assignment.schematic,
                         &assignment.version,
-                        &format!("cmdline-{path}"),
+                        &path,
+                        pxe_base,
+                        &assignment.extra_kernel_args,
                     )
                     .await?;
-                factory.asset(&resolved).await?;
-                let mut cmdline = factory.cmdline(&resolved);
-                for arg in &assignment.extra_kernel_args {
-                    cmdline.push(' ');
-                    cmdline.push_str(arg);
-                }
-                let image_base = format!(
-                    "{pxe_base}/image/{}/{}",
-                    resolved.schematic.id, resolved.version
-                );
-                let platform = resolved.profile.platform.to_string();
-                let text = script::PxeScript {
-                    image_base: &image_base,
-                    arch: resolved.profile.arch.as_str(),
-                    platform: &platform,
-                    cmdline: &cmdline,
-                    secure_boot: false,
-                }
-                .render();
                 (
                     text,
                     format!(

@@ -233,6 +233,41 @@ impl Factory {
         )
     }
 
+    /// The `/pxe/{schematic}/{version}/{path}` iPXE script, with `extra_args` appended to the
+    /// kernel command line (per-machine arguments; none for the plain `/pxe` route). URLs start
+    /// at `pxe_base` (`http.externalPXEURL`). The cmdline asset is validated and cached first.
+    pub async fn pxe_script(
+        &self,
+        schematic: &str,
+        version: &str,
+        path: &str,
+        pxe_base: &str,
+        extra_args: &[String],
+    ) -> Result<String, FactoryError> {
+        let resolved = self
+            .resolve(schematic, version, &format!("cmdline-{path}"))
+            .await?;
+        self.asset(&resolved).await?;
+        let mut cmdline = self.cmdline(&resolved);
+        for arg in extra_args {
+            cmdline.push(' ');
+            cmdline.push_str(arg);
+        }
+        let image_base = format!(
+            "{pxe_base}/image/{}/{}",
+            resolved.schematic.id, resolved.version
+        );
+        let platform = resolved.profile.platform.to_string();
+        Ok(crate::ipxe::script::PxeScript {
+            image_base: &image_base,
+            arch: resolved.profile.arch.as_str(),
+            platform: &platform,
+            cmdline: &cmdline,
+            secure_boot: resolved.profile.secure_boot,
+        }
+        .render())
+    }
+
     /// Produces (or finds) the asset for a resolved request.
     pub async fn asset(&self, r: &Resolved) -> Result<BuiltAsset, FactoryError> {
         self.check_schematic(r)?;

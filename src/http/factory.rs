@@ -201,28 +201,16 @@ pub async fn pxe(
     State(state): State<AppState>,
     Path((schematic, version, path)): Path<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let factory = &state.factory;
-    let resolved = factory
-        .resolve(&schematic, &version, &format!("cmdline-{path}"))
+    let script = state
+        .factory
+        .pxe_script(
+            &schematic,
+            &version,
+            &path,
+            &state.config.external_pxe_url(),
+            &[],
+        )
         .await?;
-    // Validate like the cmdline asset would (and cache it as one).
-    factory.asset(&resolved).await?;
-    let cmdline = factory.cmdline(&resolved);
-    let base = format!(
-        "{}/image/{}/{}",
-        state.config.external_pxe_url(),
-        resolved.schematic.id,
-        resolved.version
-    );
-    let platform = resolved.profile.platform.to_string();
-    let script = crate::ipxe::script::PxeScript {
-        image_base: &base,
-        arch: resolved.profile.arch.as_str(),
-        platform: &platform,
-        cmdline: &cmdline,
-        secure_boot: resolved.profile.secure_boot,
-    }
-    .render();
     Ok((
         [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
         script,
