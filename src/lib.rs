@@ -5,6 +5,7 @@
 pub mod assign;
 pub mod cli;
 pub mod config;
+pub mod contained;
 pub mod dhcp;
 pub mod factory;
 #[cfg(feature = "fixture")]

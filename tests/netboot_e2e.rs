@@ -125,6 +125,7 @@ fn machines_pxe_boot_what_they_are_assigned() {
                 source: FileSource::Path(busybox),
                 mode: Some(0o755),
             }],
+            ..BootOptions::default()
         },
         ..FixtureOptions::default()
     };

@@ -87,6 +87,7 @@ fn boot(
         kernel: kernel.map(FileSource::Path),
         init: init.map(FileSource::Path),
         initramfs_files: initramfs_files(files)?,
+        kernel_link: None,
     })
 }
 

@@ -33,6 +33,15 @@ pub enum ArtifactError {
     /// A catalog or image is malformed.
     #[error("{0}")]
     Invalid(String),
+    /// The image holds no regular file at `path` (missing, or a link leading out of it): for
+    /// example a release without arm64 boot files.
+    #[error("{image} has no {path}")]
+    MissingFile {
+        /// The image reference.
+        image: String,
+        /// The path inside the image.
+        path: String,
+    },
 }
 
 impl From<MirrorError> for ArtifactError {
@@ -314,15 +323,12 @@ impl Artifacts {
             .platform_manifest(&imager, &TagOrDigest::Tag(version.to_string()), "amd64")
             .await?;
         let dir = self.extracted(&manifest, Some("usr/install")).await?;
-        let path = dir.join("usr/install").join(arch).join(file.file_name());
-        if path.is_file() {
-            Ok(path)
-        } else {
-            Err(ArtifactError::Invalid(format!(
-                "imager {imager}:{version} has no usr/install/{arch}/{}",
-                file.file_name()
-            )))
-        }
+        // Resolved as the image sees its own files: a symlink never leads out of the tree.
+        let rel = Path::new("usr/install").join(arch).join(file.file_name());
+        crate::contained::regular_file(&dir, &rel).ok_or_else(|| ArtifactError::MissingFile {
+            image: format!("{imager}:{version}"),
+            path: rel.display().to_string(),
+        })
     }
 
     /// The extensions catalog of `version`.

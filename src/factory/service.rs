@@ -34,6 +34,9 @@ pub enum FactoryError {
     /// 404 `version X is not available`.
     #[error("{0}")]
     VersionNotAvailable(String),
+    /// 404: the release does not have what the asset is built from (e.g. no arm64 kernel).
+    #[error("{0}")]
+    AssetSourceMissing(String),
     /// 400 `error enhancing profile from schematic: …`.
     #[error("error enhancing profile from schematic: {0}")]
     Schematic(String),
@@ -56,6 +59,7 @@ impl From<ArtifactError> for FactoryError {
             }
             ArtifactError::Unavailable(m) => FactoryError::Unavailable(m),
             ArtifactError::Invalid(m) => FactoryError::Internal(m),
+            ArtifactError::MissingFile { .. } => FactoryError::AssetSourceMissing(e.to_string()),
         }
     }
 }

@@ -17,9 +17,9 @@ use crate::factory::service::{FactoryError, parse_version};
 impl From<FactoryError> for ApiError {
     fn from(e: FactoryError) -> Self {
         let status = match &e {
-            FactoryError::SchematicNotFound(_) | FactoryError::VersionNotAvailable(_) => {
-                StatusCode::NOT_FOUND
-            }
+            FactoryError::SchematicNotFound(_)
+            | FactoryError::VersionNotAvailable(_)
+            | FactoryError::AssetSourceMissing(_) => StatusCode::NOT_FOUND,
             FactoryError::BadVersion(_) | FactoryError::BadPath(_) | FactoryError::Schematic(_) => {
                 StatusCode::BAD_REQUEST
             }

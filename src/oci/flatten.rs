@@ -126,17 +126,12 @@ fn open_layer(layer: &LayerFile) -> Result<Box<dyn Read>, FlattenError> {
 
 /// The safe relative path of a tar entry (`./a/b` → `a/b`), or an error for escapes.
 fn clean_path(raw: &Path) -> Result<Option<PathBuf>, FlattenError> {
-    let mut out = PathBuf::new();
-    for c in raw.components() {
-        match c {
-            Component::Normal(p) => out.push(p),
-            Component::CurDir => {}
-            Component::RootDir | Component::Prefix(_) | Component::ParentDir => {
-                return Err(FlattenError::UnsafePath(raw.display().to_string()));
-            }
-        }
+    if raw.components().all(|c| c == Component::CurDir) {
+        return Ok(None);
     }
-    Ok((!out.as_os_str().is_empty()).then_some(out))
+    crate::contained::clean_relative(raw)
+        .map(Some)
+        .ok_or_else(|| FlattenError::UnsafePath(raw.display().to_string()))
 }
 
 /// True if `rel` is under `prefix` (or `prefix` is empty), or is an ancestor directory of it.
@@ -171,18 +166,8 @@ fn whiteout(rel: &Path) -> Option<Whiteout> {
 /// Makes sure no existing component of `rel` below `dest` is a symlink (writing through one
 /// could leave `dest`).
 fn check_no_symlink_parents(dest: &Path, rel: &Path) -> Result<(), FlattenError> {
-    let mut cur = dest.to_path_buf();
-    if let Some(parent) = rel.parent() {
-        for c in parent.components() {
-            cur.push(c);
-            if let Ok(meta) = fs::symlink_metadata(&cur)
-                && meta.file_type().is_symlink()
-            {
-                return Err(FlattenError::UnsafePath(rel.display().to_string()));
-            }
-        }
-    }
-    Ok(())
+    crate::contained::check_no_symlink_parents(dest, rel)
+        .map_err(|_| FlattenError::UnsafePath(rel.display().to_string()))
 }
 
 fn remove_any(path: &Path) -> io::Result<()> {

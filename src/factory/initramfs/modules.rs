@@ -109,7 +109,16 @@ fn extract_squashfs_subtree(
         if !node.fullpath.starts_with(&want) {
             continue;
         }
-        let dest = dest_root.join(rel);
+        // Image content is untrusted: no `..`, and never write through a symlink that an
+        // earlier image (the base, another extension) put on the path.
+        let rel =
+            crate::contained::clean_relative(rel).ok_or_else(|| InitramfsError::Squashfs {
+                context: format!("reading {}", image.display()),
+                message: format!("unsafe path {:?}", node.fullpath),
+            })?;
+        crate::contained::check_no_symlink_parents(dest_root, &rel)
+            .map_err(io_err(format!("extract {}", image.display())))?;
+        let dest = dest_root.join(&rel);
         match &node.inner {
             InnerNode::Dir(_) => {
                 fs::create_dir_all(&dest).map_err(io_err(format!("create {}", dest.display())))?;

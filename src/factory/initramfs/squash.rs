@@ -466,15 +466,26 @@ pub(crate) fn build_bundle(
     if let Some(md) = &fw_md {
         for e in scan_tree(&fw_dir, None)? {
             let parts: Vec<&[u8]> = e.rel.iter().map(|c| c.as_bytes()).collect();
-            let is_file = matches!(e.kind, EntryKind::File { .. })
-                || (matches!(e.kind, EntryKind::Symlink { .. }) && e.source.is_file());
-            match parts.as_slice() {
-                [b"intel-ucode", _] if is_file => intel.push(e),
-                [b"amd-ucode", name]
-                    if is_file && name.starts_with(b"microcode_amd") && name.ends_with(b".bin") =>
-                {
-                    amd.push(e)
+            // A microcode symlink is read through, but resolved as the extension sees its own
+            // files: never out of its rootfs (see `crate::contained`).
+            let file_source = match e.kind {
+                EntryKind::File { .. } => Some(e.source.clone()),
+                EntryKind::Symlink { .. } => {
+                    crate::contained::regular_file(rootfs, &layout.firmware.join(&e.rel))
                 }
+                _ => None,
+            };
+            let is_microcode = match parts.as_slice() {
+                [b"intel-ucode", _] => Some(&mut intel),
+                [b"amd-ucode", name]
+                    if name.starts_with(b"microcode_amd") && name.ends_with(b".bin") =>
+                {
+                    Some(&mut amd)
+                }
+                _ => None,
+            };
+            match (is_microcode, file_source) {
+                (Some(list), Some(source)) => list.push(ScanEntry { source, ..e }),
                 _ => firmware.push(e),
             }
         }
@@ -690,6 +701,35 @@ mod tests {
             .map(|e| e.rel.display().to_string())
             .collect();
         assert_eq!(names, ["a", "a/a", "a/b", "a-c"]);
+    }
+
+    /// Issue 10, defect 2: a microcode symlink is read as the extension sees it, never
+    /// through the host's filesystem.
+    #[test]
+    fn microcode_symlinks_stay_inside_the_extension() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = tmp.path().join("secret.pem");
+        fs::write(&secret, b"PRIVATE KEY").unwrap();
+        let rootfs = tmp.path().join("rootfs");
+        tree(&rootfs);
+        let ucode = rootfs.join("usr/lib/firmware/intel-ucode");
+        symlink(&secret, ucode.join("06-ff-01")).unwrap();
+        // A link inside the tree is still followed, absolute targets from the rootfs' `/`.
+        symlink(
+            "/usr/lib/firmware/intel-ucode/06-8e-09",
+            ucode.join("06-ff-02"),
+        )
+        .unwrap();
+        let dest = tmp.path().join("x.bundle");
+        let b = build_bundle(&rootfs, &layout(), &params(), &dest).unwrap();
+        let span = b.index.intel_ucode.unwrap();
+        let mut f = File::open(&dest).unwrap();
+        f.seek(SeekFrom::Start(span.offset)).unwrap();
+        let mut got = vec![0; span.len as usize];
+        f.read_exact(&mut got).unwrap();
+        assert_eq!(got, b"INTEL1INTEL2INTEL1");
+        let bytes = fs::read(&dest).unwrap();
+        assert!(!bytes.windows(11).any(|w| w == b"PRIVATE KEY"));
     }
 
     #[test]

@@ -1,0 +1,105 @@
+//! What a stranger can send or smuggle in: crafted images (symlinks out of the tree), hostile
+//! asset paths, floods of new machines. Each test names the defect of issue 10 it pins.
+
+mod support;
+
+use std::path::Path;
+
+use bootfactory::fixture::{BootOptions, FixtureOptions, write_release};
+use bootfactory::oci::ImageCatalog;
+use bootfactory::store::Store;
+use bootfactory::upstream::bundle::{self, NoProgress};
+use support::TestServer;
+
+const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+
+fn client() -> reqwest::Client {
+    bootfactory::init_crypto();
+    reqwest::Client::new()
+}
+
+/// Writes the fixture release with `options` and imports it into `data`.
+async fn import_fixture(data: &Path, options: &FixtureOptions) {
+    let layout = tempfile::tempdir().unwrap();
+    write_release(layout.path(), options).expect("fixture");
+    let store = Store::open(data).unwrap();
+    let catalog = ImageCatalog::new(store.clone()).unwrap();
+    let report = bundle::import(&catalog, layout.path(), None, &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    store.flush().await.unwrap();
+}
+
+async fn offline_server(data: tempfile::TempDir) -> TestServer {
+    TestServer::start_in(data, &[("offline", "true")]).await
+}
+
+async fn post_schematic(server: &TestServer, body: &str) -> String {
+    let resp = client()
+        .post(format!("{}/schematics", server.url))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    json["id"].as_str().unwrap().to_string()
+}
+
+/// Defect 2: an imager whose `usr/install/amd64/vmlinuz` is a symlink to the appliance's
+/// signing key must not serve the key as a kernel; defect 7: a release without an arm64
+/// kernel answers 404 with the reason, not 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symlinked_kernel_never_leaves_the_image() {
+    let data = tempfile::tempdir().unwrap();
+    let key_path = data.path().join("cache-signing-key.pem");
+    let options = FixtureOptions {
+        versions: vec!["v1.11.6".into()],
+        amd64: BootOptions {
+            kernel_link: Some(key_path.to_string_lossy().into_owned()),
+            ..BootOptions::default()
+        },
+        arm64: BootOptions {
+            kernel_link: Some("vmlinuz-missing".into()),
+            ..BootOptions::default()
+        },
+        ..FixtureOptions::default()
+    };
+    import_fixture(data.path(), &options).await;
+    let server = offline_server(data).await;
+    post_schematic(&server, "customization: {}").await;
+    let key = std::fs::read_to_string(&key_path).expect("the server generated its key");
+    assert!(key.contains("PRIVATE KEY"));
+
+    for (arch, want) in [
+        ("amd64", "has no usr/install/amd64/vmlinuz"),
+        ("arm64", "has no usr/install/arm64/vmlinuz"),
+    ] {
+        let resp = client()
+            .get(format!(
+                "{}/image/{EMPTY_ID}/v1.11.6/kernel-{arch}",
+                server.url
+            ))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("PRIVATE KEY"), "{arch}: served the key");
+        assert_eq!(status, 404, "{arch}: {body}");
+        assert!(body.contains(want), "{arch}: {body}");
+    }
+    // Nothing was copied from the link either: no blob in the store holds the key's bytes.
+    use sha2::Digest as _;
+    let key_hex = hex::encode(sha2::Sha256::digest(key.as_bytes()));
+    assert!(
+        !server
+            .data
+            .path()
+            .join("blobs/sha256")
+            .join(&key_hex)
+            .exists(),
+        "the signing key was copied into the store"
+    );
+}
