@@ -52,7 +52,14 @@ impl App {
             &mirror,
             &metrics,
         )?);
-        let assignments = Assignments::open(&store, config.pxe.unassigned)
+        let limits = crate::assign::InventoryLimits {
+            max_machines: config.assignments.inventory_max_machines,
+            max_age_secs: config
+                .assignments
+                .inventory_max_age_days
+                .saturating_mul(86_400),
+        };
+        let assignments = Assignments::open_with_limits(&store, config.pxe.unassigned, limits)
             .context("cannot open the assignment table")?;
         let admin_token: Arc<str> = crate::assign::token::load_or_create(
             &config.api.admin_token,

@@ -103,3 +103,60 @@ async fn symlinked_kernel_never_leaves_the_image() {
         "the signing key was copied into the store"
     );
 }
+
+/// Number of blobs in the store of a data directory.
+fn blob_count(data: &Path) -> usize {
+    std::fs::read_dir(data.join("blobs/sha256"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Defects 6 and 7: made-up platforms are refused with 400 before any work (no blob, ref or
+/// signature per name), a NUL in the platform is 400 rather than 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_platforms_are_refused_before_any_work() {
+    let data = tempfile::tempdir().unwrap();
+    let options = FixtureOptions {
+        versions: vec!["v1.11.6".into()],
+        ..FixtureOptions::default()
+    };
+    import_fixture(data.path(), &options).await;
+    let server = offline_server(data).await;
+    post_schematic(&server, "customization: {}").await;
+    let get = |path: String| {
+        let url = format!("{}/image/{EMPTY_ID}/v1.11.6/{path}", server.url);
+        async move {
+            let resp = client().get(url).send().await.unwrap();
+            (resp.status().as_u16(), resp.text().await.unwrap())
+        }
+    };
+    // A known platform works and stores its cmdline once.
+    let (status, body) = get("cmdline-metal-amd64".into()).await;
+    assert_eq!(status, 200, "{body}");
+    let before = blob_count(server.data.path());
+
+    let long = "p".repeat(8_000);
+    for (platform, shown) in [
+        ("nosuchcloud", "\"nosuchcloud\""),
+        ("a%00b", "\"a\\x00b\""),
+        (long.as_str(), "\"pppp"),
+    ] {
+        let (status, body) = get(format!("cmdline-{platform}-amd64")).await;
+        assert_eq!(status, 400, "{platform:.20}: {body:.200}");
+        assert!(body.starts_with("unknown platform: "), "{body:.200}");
+        assert!(body.contains(shown), "{body:.200}");
+        assert!(body.len() < 200, "the error echoes the whole name");
+        for kind in ["iso", "raw.xz"] {
+            let (status, _) = get(format!("{platform}-amd64.{kind}")).await;
+            assert_eq!(status, 400, "{platform:.20}.{kind}");
+        }
+        let (status, _) = client()
+            .get(format!("{}/pxe/{EMPTY_ID}/v1.11.6/{platform}-amd64", server.url))
+            .send()
+            .await
+            .map(|r| (r.status().as_u16(), ()))
+            .unwrap();
+        assert_eq!(status, 400, "/pxe {platform:.20}");
+    }
+    assert_eq!(blob_count(server.data.path()), before, "refused requests stored blobs");
+}

@@ -2,10 +2,17 @@
 //! boots; the policy for machines without one; and the inventory of every machine that asked.
 //!
 //! Everything lives in the store's sled database (trees `assign/machines`,
-//! `assign/inventory`, `assign/settings`), so it survives restarts and travels with the data
-//! directory. The DHCP server asks [`Assignments::answer_for`] whether to answer a MAC at all,
+//! `assign/inventory`, `assign/inventory-seen`, `assign/settings`), so it survives restarts and
+//! travels with the data directory. The DHCP server asks [`Assignments::answer_for`] whether to answer a MAC at all,
 //! the HTTP side asks it what `/boot/{mac}.ipxe` returns, and both record what they served in
 //! the inventory.
+//!
+//! Any machine on the segment — or anyone forging DHCP packets or requesting
+//! `/boot/<random-mac>.ipxe` — creates an inventory record, so the inventory is bounded
+//! ([`InventoryLimits`]): at most `max_machines` records, the least recently seen machine
+//! *without an assignment* making room for a new one, and unassigned machines not seen for
+//! `max_age` forgotten. Assigned machines are never evicted. `assign/inventory-seen` indexes
+//! records by (last seen, MAC) so both are a walk from the oldest entry.
 
 pub mod boot;
 pub mod client;
@@ -24,6 +31,10 @@ pub use model::{Assignment, InvalidAssignment, MachineRecord, talos_arch_for_cli
 
 const MACHINES_TREE: &str = "assign/machines";
 const INVENTORY_TREE: &str = "assign/inventory";
+/// Index of the inventory by last sighting: key `secs (u64 BE) ‖ MAC`, empty value.
+const SEEN_TREE: &str = "assign/inventory-seen";
+/// Shortest time between two age-out walks.
+const PRUNE_EVERY_SECS: i64 = 60;
 const SETTINGS_TREE: &str = "assign/settings";
 const DEFAULT_KEY: &[u8] = b"default";
 
@@ -33,6 +44,9 @@ pub enum AssignError {
     /// The database failed.
     #[error("assignment database: {0}")]
     Db(#[from] sled::Error),
+    /// The inventory is full of assigned machines: nothing can be evicted for a new one.
+    #[error("inventory full: {0} machines, all assigned (raise assignments.inventoryMaxMachines)")]
+    InventoryFull(usize),
     /// A stored record could not be decoded (a damaged database).
     #[error("stored record for {key} is damaged: {message}")]
     Corrupt {
@@ -76,27 +90,128 @@ pub struct Sighting {
     pub served: String,
 }
 
+/// How big the inventory may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InventoryLimits {
+    /// Most machine records kept; `0` = unbounded.
+    pub max_machines: usize,
+    /// Unassigned machines not seen for this many seconds are forgotten; `0` = never.
+    pub max_age_secs: u64,
+}
+
+impl Default for InventoryLimits {
+    fn default() -> Self {
+        InventoryLimits {
+            max_machines: 10_000,
+            max_age_secs: 90 * 86_400,
+        }
+    }
+}
+
+/// What the inventory lock guards besides the read-modify-write of records.
+#[derive(Debug)]
+struct InventoryState {
+    /// Records in `assign/inventory` (sled's `len` is a full scan).
+    count: usize,
+    /// When unassigned machines were last aged out (Unix seconds).
+    last_prune: i64,
+}
+
 /// The assignment table, the default, the unassigned policy and the inventory.
 #[derive(Clone)]
 pub struct Assignments {
     machines: sled::Tree,
     inventory: sled::Tree,
+    seen: sled::Tree,
     settings: sled::Tree,
     policy: UnassignedPolicy,
-    inventory_lock: Arc<std::sync::Mutex<()>>,
+    limits: InventoryLimits,
+    inventory_lock: Arc<std::sync::Mutex<InventoryState>>,
 }
 
 impl Assignments {
-    /// Opens the trees in `store`'s database.
+    /// Opens the trees in `store`'s database with the default [`InventoryLimits`].
     pub fn open(store: &Store, policy: UnassignedPolicy) -> Result<Assignments, AssignError> {
+        Self::open_with_limits(store, policy, InventoryLimits::default())
+    }
+
+    /// Opens the trees in `store`'s database. Rebuilds the last-seen index if it is missing
+    /// (a database from before it existed).
+    pub fn open_with_limits(
+        store: &Store,
+        policy: UnassignedPolicy,
+        limits: InventoryLimits,
+    ) -> Result<Assignments, AssignError> {
         let db = store.db();
+        let inventory = db.open_tree(INVENTORY_TREE)?;
+        let seen = db.open_tree(SEEN_TREE)?;
+        let mut count = 0;
+        let mut indexed = 0;
+        for item in inventory.iter() {
+            let (k, v) = item?;
+            count += 1;
+            let mac = mac_from_key(&k)?;
+            let record: MachineRecord = decode(&mac.to_string(), &v)?;
+            if seen.insert(seen_key(&record), &[])?.is_none() {
+                indexed += 1;
+            }
+        }
+        if indexed > 0 && indexed != count {
+            tracing::warn!(indexed, count, "inventory index was incomplete; rebuilt");
+        }
         Ok(Assignments {
             machines: db.open_tree(MACHINES_TREE)?,
-            inventory: db.open_tree(INVENTORY_TREE)?,
+            inventory,
+            seen,
             settings: db.open_tree(SETTINGS_TREE)?,
             policy,
-            inventory_lock: Arc::new(std::sync::Mutex::new(())),
+            limits,
+            inventory_lock: Arc::new(std::sync::Mutex::new(InventoryState {
+                count,
+                last_prune: 0,
+            })),
         })
+    }
+
+    /// Forgets unassigned machines last seen before `cutoff` (Unix seconds); returns how many.
+    fn prune_older_than(
+        &self,
+        state: &mut InventoryState,
+        cutoff: i64,
+    ) -> Result<usize, AssignError> {
+        let mut removed = 0;
+        let end = (cutoff.max(0) as u64).to_be_bytes();
+        for item in self.seen.range(..end.as_slice()) {
+            let (key, _) = item?;
+            let mac = &key[8..];
+            if self.machines.contains_key(mac)? {
+                continue;
+            }
+            self.forget(state, &key)?;
+            removed += 1;
+        }
+        Ok(removed)
+    }
+
+    /// Removes the record behind a last-seen index key.
+    fn forget(&self, state: &mut InventoryState, seen_key: &[u8]) -> Result<(), AssignError> {
+        self.seen.remove(seen_key)?;
+        if self.inventory.remove(&seen_key[8..])?.is_some() {
+            state.count = state.count.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// Makes room for one new record: evicts the least recently seen unassigned machine.
+    fn evict_one(&self, state: &mut InventoryState) -> Result<bool, AssignError> {
+        for item in self.seen.iter() {
+            let (key, _) = item?;
+            if !self.machines.contains_key(&key[8..])? {
+                self.forget(state, &key)?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
     }
 
     /// The policy for machines without an assignment.
@@ -181,29 +296,49 @@ impl Assignments {
 
     /// Records a sighting of `mac` in the inventory.
     pub fn record(&self, mac: MacAddr, sighting: Sighting) -> Result<MachineRecord, AssignError> {
-        let now = now_rfc3339();
+        let now_time = chrono::Utc::now();
+        let now = now_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         // Read-modify-write under a lock: DHCP and HTTP may report the same machine at once.
-        let _guard = self
+        let mut state = self
             .inventory_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let mut record =
-            match decode_opt::<MachineRecord>(&mac.to_string(), self.inventory.get(mac.0)?)? {
-                Some(r) => r,
-                None => MachineRecord {
-                    mac,
-                    client_arch: None,
-                    arch: None,
-                    uuid: None,
-                    ip: None,
-                    vendor_class: String::new(),
-                    user_class: None,
-                    first_seen: now.clone(),
-                    last_seen: now.clone(),
-                    last_served: String::new(),
-                    requests: 0,
-                },
-            };
+        let now_secs = now_time.timestamp();
+        if self.limits.max_age_secs > 0 && now_secs - state.last_prune >= PRUNE_EVERY_SECS {
+            state.last_prune = now_secs;
+            let cutoff = now_secs.saturating_sub(self.limits.max_age_secs as i64);
+            let removed = self.prune_older_than(&mut state, cutoff)?;
+            if removed > 0 {
+                tracing::info!(removed, "forgot unassigned machines not seen for a while");
+            }
+        }
+        let existing = decode_opt::<MachineRecord>(&mac.to_string(), self.inventory.get(mac.0)?)?;
+        if existing.is_none()
+            && self.limits.max_machines > 0
+            && state.count >= self.limits.max_machines
+            && !self.evict_one(&mut state)?
+        {
+            return Err(AssignError::InventoryFull(state.count));
+        }
+        if let Some(old) = &existing {
+            self.seen.remove(seen_key(old))?;
+        }
+        let mut record = match existing {
+            Some(r) => r,
+            None => MachineRecord {
+                mac,
+                client_arch: None,
+                arch: None,
+                uuid: None,
+                ip: None,
+                vendor_class: String::new(),
+                user_class: None,
+                first_seen: now.clone(),
+                last_seen: now.clone(),
+                last_served: String::new(),
+                requests: 0,
+            },
+        };
         if let Some(a) = sighting.client_arch {
             record.client_arch = Some(a);
             record.arch = talos_arch_for_client_arch(a).map(str::to_string);
@@ -223,7 +358,10 @@ impl Assignments {
         record.last_seen = now;
         record.last_served = sighting.served;
         record.requests += 1;
-        self.inventory.insert(mac.0, encode(&record))?;
+        if self.inventory.insert(mac.0, encode(&record))?.is_none() {
+            state.count += 1;
+        }
+        self.seen.insert(seen_key(&record), &[])?;
         Ok(record)
     }
 
@@ -242,6 +380,18 @@ impl Assignments {
         }
         Ok(out)
     }
+}
+
+/// The last-seen index key of a record: its `last_seen` in Unix seconds (big-endian, so keys
+/// sort by time) followed by the MAC.
+fn seen_key(record: &MachineRecord) -> [u8; 14] {
+    let secs = chrono::DateTime::parse_from_rfc3339(&record.last_seen)
+        .map(|t| t.timestamp().max(0) as u64)
+        .unwrap_or(0);
+    let mut key = [0u8; 14];
+    key[..8].copy_from_slice(&secs.to_be_bytes());
+    key[8..].copy_from_slice(&record.mac.0);
+    key
 }
 
 fn mac_from_key(k: &[u8]) -> Result<MacAddr, AssignError> {
@@ -371,6 +521,77 @@ mod tests {
         assert_eq!(second.ip.as_deref(), Some("192.0.2.50"));
         assert_eq!(second.last_served, "script");
         assert_eq!(a.inventory().unwrap().len(), 1);
+    }
+
+    /// Issue 10, defect 6: a flood of new MACs cannot grow the inventory without bound, and
+    /// never pushes out an assigned machine.
+    #[test]
+    fn inventory_is_bounded_and_keeps_assigned_machines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let limits = InventoryLimits {
+            max_machines: 3,
+            max_age_secs: 0,
+        };
+        let a = Assignments::open_with_limits(&store, UnassignedPolicy::Ignore, limits).unwrap();
+        let mac = |i: u8| MacAddr([0x52, 0x54, 0, 0, 1, i]);
+        a.set(mac(0), &assignment("v1.11.6")).unwrap();
+        for i in 0..=200u8 {
+            a.record(mac(i), Sighting::default()).unwrap();
+        }
+        let inv = a.inventory().unwrap();
+        assert_eq!(inv.len(), 3, "{inv:?}");
+        assert!(
+            inv.iter().any(|r| r.mac == mac(0)),
+            "assigned machine evicted"
+        );
+        assert!(
+            inv.iter().any(|r| r.mac == mac(200)),
+            "newest machine missing"
+        );
+        assert_eq!(a.seen.len(), 3);
+
+        // Full of assigned machines: a new one is refused, nothing is evicted.
+        for i in 1..=2u8 {
+            a.set(mac(i), &assignment("v1.11.6")).unwrap();
+            a.record(mac(i), Sighting::default()).unwrap();
+        }
+        let err = a.record(mac(250), Sighting::default()).unwrap_err();
+        assert!(matches!(err, AssignError::InventoryFull(3)), "{err}");
+        assert_eq!(a.inventory().unwrap().len(), 3);
+
+        // The count and the index survive a reopen.
+        drop(a);
+        let a = Assignments::open_with_limits(&store, UnassignedPolicy::Ignore, limits).unwrap();
+        assert_eq!(a.inventory_lock.lock().unwrap().count, 3);
+    }
+
+    #[test]
+    fn unassigned_machines_age_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let limits = InventoryLimits {
+            max_machines: 0,
+            max_age_secs: 3600,
+        };
+        let a = Assignments::open_with_limits(&store, UnassignedPolicy::Ignore, limits).unwrap();
+        let old_unassigned = MacAddr([2, 0, 0, 0, 0, 1]);
+        let old_assigned = MacAddr([2, 0, 0, 0, 0, 2]);
+        a.set(old_assigned, &assignment("v1.11.6")).unwrap();
+        // Two machines last seen two hours ago (written as the record would have been).
+        for mac in [old_unassigned, old_assigned] {
+            let mut r = a.record(mac, Sighting::default()).unwrap();
+            a.seen.remove(seen_key(&r)).unwrap();
+            r.last_seen = (chrono::Utc::now() - chrono::Duration::hours(2))
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            a.inventory.insert(mac.0, encode(&r)).unwrap();
+            a.seen.insert(seen_key(&r), &[]).unwrap();
+        }
+        a.inventory_lock.lock().unwrap().last_prune = 0;
+        a.record(MacAddr([2, 0, 0, 0, 0, 3]), Sighting::default())
+            .unwrap();
+        let macs: Vec<MacAddr> = a.inventory().unwrap().iter().map(|r| r.mac).collect();
+        assert_eq!(macs, [old_assigned, MacAddr([2, 0, 0, 0, 0, 3])]);
     }
 
     #[test]

@@ -252,6 +252,16 @@ pub const KEYS: &[KeySpec] = &[
         flag: "assignments-file",
         help: "assignments.yaml applied at start (machines and default it names replace stored ones)",
     },
+    KeySpec {
+        key: "assignments.inventoryMaxMachines",
+        flag: "inventory-max-machines",
+        help: "Most machines in the inventory; the least recently seen unassigned one is evicted (0 = unbounded)",
+    },
+    KeySpec {
+        key: "assignments.inventoryMaxAgeDays",
+        flag: "inventory-max-age-days",
+        help: "Forget unassigned machines not seen for this many days (0 = never)",
+    },
 ];
 
 /// Looks a key up by its dotted name.

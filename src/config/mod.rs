@@ -133,12 +133,27 @@ pub struct ApiConfig {
 }
 
 /// Per-MAC assignments.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct AssignmentsConfig {
     /// A seed file (`assignments.yaml`) applied at start: its machines and default replace the
     /// stored ones with the same MAC; others are kept.
     pub file: PathBuf,
+    /// Most machines kept in the inventory; the least recently seen unassigned one makes room
+    /// for a new one (assigned machines are never evicted). 0 = unbounded.
+    pub inventory_max_machines: usize,
+    /// Unassigned machines not seen for this many days are forgotten. 0 = never.
+    pub inventory_max_age_days: u64,
+}
+
+impl Default for AssignmentsConfig {
+    fn default() -> Self {
+        AssignmentsConfig {
+            file: PathBuf::new(),
+            inventory_max_machines: 10_000,
+            inventory_max_age_days: 90,
+        }
+    }
 }
 
 /// Metrics.

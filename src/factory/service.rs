@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
-use super::cmdline::{CmdlineInput, build_cmdline};
+use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
 use super::initramfs::{self, Compression, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, parse_asset_path};
 use super::version::{Quirks, TalosVersion};
@@ -34,6 +34,10 @@ pub enum FactoryError {
     /// 404 `version X is not available`.
     #[error("{0}")]
     VersionNotAvailable(String),
+    /// 400 `unknown platform: "<name>"`: refused before any work, so a stranger cannot make
+    /// the factory build and store one asset per made-up platform name.
+    #[error("{0}")]
+    UnknownPlatform(String),
     /// 404: the release does not have what the asset is built from (e.g. no arm64 kernel).
     #[error("{0}")]
     AssetSourceMissing(String),
@@ -140,6 +144,12 @@ impl Factory {
         let version = parse_version(version)?;
         let profile =
             parse_asset_path(path, &version).map_err(|e| FactoryError::BadPath(e.to_string()))?;
+        if platform_name(&profile.platform).is_none() {
+            let shown: String = profile.platform.chars().take(64).collect();
+            return Err(FactoryError::UnknownPlatform(
+                UnknownPlatform(shown).to_string(),
+            ));
+        }
         self.artifacts.check_version(&version).await?;
         Ok(Resolved {
             schematic: stored,

@@ -20,9 +20,10 @@ impl From<FactoryError> for ApiError {
             FactoryError::SchematicNotFound(_)
             | FactoryError::VersionNotAvailable(_)
             | FactoryError::AssetSourceMissing(_) => StatusCode::NOT_FOUND,
-            FactoryError::BadVersion(_) | FactoryError::BadPath(_) | FactoryError::Schematic(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            FactoryError::BadVersion(_)
+            | FactoryError::BadPath(_)
+            | FactoryError::UnknownPlatform(_)
+            | FactoryError::Schematic(_) => StatusCode::BAD_REQUEST,
             FactoryError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             FactoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             FactoryError::Internal(_) => return ApiError::internal(e),

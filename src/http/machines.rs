@@ -274,6 +274,7 @@ async fn checked_assignment(
             e @ (FactoryError::SchematicNotFound(_)
             | FactoryError::VersionNotAvailable(_)
             | FactoryError::BadPath(_)
+            | FactoryError::UnknownPlatform(_)
             | FactoryError::BadVersion(_)),
         ) => Err(ApiError::bad_request(format!("invalid assignment: {e}"))),
         Err(e) => Err(e.into()),
