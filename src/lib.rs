@@ -17,6 +17,7 @@ pub mod logging;
 pub mod metrics;
 pub mod netboot;
 pub mod oci;
+pub mod ratelimit;
 pub mod registry;
 pub mod schematic;
 pub mod server;

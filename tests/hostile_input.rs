@@ -151,12 +151,67 @@ async fn unknown_platforms_are_refused_before_any_work() {
             assert_eq!(status, 400, "{platform:.20}.{kind}");
         }
         let (status, _) = client()
-            .get(format!("{}/pxe/{EMPTY_ID}/v1.11.6/{platform}-amd64", server.url))
+            .get(format!(
+                "{}/pxe/{EMPTY_ID}/v1.11.6/{platform}-amd64",
+                server.url
+            ))
             .send()
             .await
             .map(|r| (r.status().as_u16(), ()))
             .unwrap();
         assert_eq!(status, 400, "/pxe {platform:.20}");
     }
-    assert_eq!(blob_count(server.data.path()), before, "refused requests stored blobs");
+    assert_eq!(
+        blob_count(server.data.path()),
+        before,
+        "refused requests stored blobs"
+    );
+}
+
+/// Defect 6: one client cannot start new builds as fast as it can ask; cached assets stay
+/// free and other clients have their own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_builds_are_rate_limited_per_client() {
+    let data = tempfile::tempdir().unwrap();
+    let options = FixtureOptions {
+        versions: vec!["v1.11.6".into()],
+        ..FixtureOptions::default()
+    };
+    import_fixture(data.path(), &options).await;
+    let server = TestServer::start_in(
+        data,
+        &[
+            ("offline", "true"),
+            ("build.perClientBurst", "2"),
+            ("build.perClientPerMinute", "1"),
+        ],
+    )
+    .await;
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let body = format!("customization: {{extraKernelArgs: [\"x={i}\"]}}");
+        ids.push(post_schematic(&server, &body).await);
+    }
+    let get = |id: &str| {
+        let url = format!("{}/image/{id}/v1.11.6/cmdline-metal-amd64", server.url);
+        async move { client().get(url).send().await.unwrap() }
+    };
+    assert_eq!(get(&ids[0]).await.status(), 200);
+    assert_eq!(get(&ids[1]).await.status(), 200);
+    let refused = get(&ids[2]).await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    let text = refused.text().await.unwrap();
+    assert!(text.contains("too many new builds"), "{text}");
+    // Cached assets are not limited.
+    for _ in 0..5 {
+        assert_eq!(get(&ids[0]).await.status(), 200);
+    }
+    // The /pxe script of a new schematic needs a build too.
+    let pxe = client()
+        .get(format!("{}/pxe/{}/v1.11.6/metal-amd64", server.url, ids[2]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pxe.status(), 429);
 }

@@ -88,6 +88,8 @@ pub async fn boot_script(
                         &path,
                         pxe_base,
                         &assignment.extra_kernel_args,
+                        // What an assignment boots was chosen by the operator: not limited.
+                        None,
                     )
                     .await?;
                 (

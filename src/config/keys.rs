@@ -173,6 +173,16 @@ pub const KEYS: &[KeySpec] = &[
         help: "Seconds the list of Talos versions is trusted before listing the imager's tags again",
     },
     KeySpec {
+        key: "build.perClientBurst",
+        flag: "build-per-client-burst",
+        help: "New asset builds one client address may start at once; cached assets are free (0 = no limit)",
+    },
+    KeySpec {
+        key: "build.perClientPerMinute",
+        flag: "build-per-client-per-minute",
+        help: "New asset builds per minute a client address is allowed after its burst (0 = no limit)",
+    },
+    KeySpec {
         key: "cache.signingKeyPath",
         flag: "cache-signing-key-path",
         help: "PEM P-256 key signing cached assets (default <data-dir>/cache-signing-key.pem, generated)",

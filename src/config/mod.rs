@@ -178,6 +178,11 @@ pub struct BuildConfig {
     pub timeout_seconds: u64,
     /// Seconds the list of versions is trusted before the imager's tags are listed again.
     pub version_recheck_seconds: u64,
+    /// New builds one client address may start at once (cached assets and joining a running
+    /// build are free). 0 disables the limit.
+    pub per_client_burst: u32,
+    /// New builds per minute a client's budget refills by. 0 disables the limit.
+    pub per_client_per_minute: u32,
 }
 
 /// The asset cache.
@@ -199,6 +204,8 @@ impl Default for BuildConfig {
                 .unwrap_or(2),
             timeout_seconds: 1200,
             version_recheck_seconds: 900,
+            per_client_burst: 20,
+            per_client_per_minute: 20,
         }
     }
 }

@@ -85,7 +85,6 @@
 
 mod client;
 mod decide;
-mod ratelimit;
 mod reply;
 mod server;
 pub mod testkit;

@@ -14,9 +14,9 @@ use tracing::{debug, info, warn};
 
 use super::client;
 use super::decide::{self, NoAnswer, Port, ReplyKind};
-use super::ratelimit::RateLimiter;
 use super::reply;
 use super::{ClientPolicy, DhcpStats, ProxyDhcpConfig, Served, format_mac};
+use crate::ratelimit::RateLimiter;
 
 /// Largest datagram read; DHCP requests are far smaller (a longer one is truncated and then
 /// rejected by the parser).
@@ -49,12 +49,12 @@ pub(crate) struct Responder {
     cfg: ProxyDhcpConfig,
     policy: Arc<dyn ClientPolicy>,
     stats: Arc<DhcpStats>,
-    limiter: RateLimiter,
+    limiter: RateLimiter<[u8; 6]>,
 }
 
 impl Responder {
     pub(crate) fn new(cfg: ProxyDhcpConfig, policy: Arc<dyn ClientPolicy>) -> Responder {
-        let limiter = RateLimiter::new(cfg.per_mac_burst, cfg.per_mac_per_second);
+        let limiter = RateLimiter::new(cfg.per_mac_burst, f64::from(cfg.per_mac_per_second));
         Responder {
             cfg,
             policy,

@@ -152,6 +152,14 @@ impl Builder {
         }
     }
 
+    /// True while a build of `key` is running (a request for it joins that build).
+    pub fn in_flight(&self, key: &str) -> bool {
+        self.inflight
+            .lock()
+            .expect("inflight lock")
+            .contains_key(key)
+    }
+
     /// Returns the asset for `key`, building it with `build` (which writes to the path it is
     /// given) if it is not cached. Concurrent calls for one key share one build; the build
     /// continues if every caller goes away.

@@ -1,8 +1,10 @@
 //! The factory service: turns `(schematic, version, asset path)` into a built, cached, signed
 //! asset, with upstream's validation order and error texts. HTTP handlers only call this.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
@@ -11,6 +13,7 @@ use super::initramfs::{self, Compression, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, parse_asset_path};
 use super::version::{Quirks, TalosVersion};
 use crate::config::Config;
+use crate::ratelimit::RateLimiter;
 use crate::schematic::{SchematicId, SchematicStore, storage::StoredSchematic};
 use crate::store::Store;
 
@@ -38,6 +41,10 @@ pub enum FactoryError {
     /// the factory build and store one asset per made-up platform name.
     #[error("{0}")]
     UnknownPlatform(String),
+    /// 429: this client started too many new builds recently (`build.perClientBurst`,
+    /// `build.perClientPerMinute`); cached assets and joining a running build are not limited.
+    #[error("{0}")]
+    TooManyBuilds(String),
     /// 404: the release does not have what the asset is built from (e.g. no arm64 kernel).
     #[error("{0}")]
     AssetSourceMissing(String),
@@ -97,6 +104,9 @@ pub struct Factory {
     artifacts: Arc<Artifacts>,
     builder: Arc<Builder>,
     store: Store,
+    /// New builds per client address: an anonymous client cannot make the factory build (and
+    /// store) one asset after another as fast as it can ask.
+    build_limiter: RateLimiter<IpAddr>,
 }
 
 impl Factory {
@@ -108,12 +118,17 @@ impl Factory {
         builder: Arc<Builder>,
         store: Store,
     ) -> Factory {
+        let build_limiter = RateLimiter::new(
+            config.build.per_client_burst,
+            f64::from(config.build.per_client_per_minute) / 60.0,
+        );
         Factory {
             config,
             schematics,
             artifacts,
             builder,
             store,
+            build_limiter,
         }
     }
 
@@ -257,11 +272,12 @@ impl Factory {
         path: &str,
         pxe_base: &str,
         extra_args: &[String],
+        client: Option<IpAddr>,
     ) -> Result<String, FactoryError> {
         let resolved = self
             .resolve(schematic, version, &format!("cmdline-{path}"))
             .await?;
-        self.asset(&resolved).await?;
+        self.asset(&resolved, client).await?;
         let mut cmdline = self.cmdline(&resolved);
         for arg in extra_args {
             cmdline.push(' ');
@@ -282,10 +298,27 @@ impl Factory {
         .render())
     }
 
-    /// Produces (or finds) the asset for a resolved request.
-    pub async fn asset(&self, r: &Resolved) -> Result<BuiltAsset, FactoryError> {
+    /// Produces (or finds) the asset for a resolved request. A request from `client` that
+    /// would start a new build (not cached, not running) takes a token from the client's
+    /// build budget first; `None` (the appliance itself) is not limited.
+    pub async fn asset(
+        &self,
+        r: &Resolved,
+        client: Option<IpAddr>,
+    ) -> Result<BuiltAsset, FactoryError> {
         self.check_schematic(r)?;
         let key = self.asset_key(r);
+        if let Some(hit) = self.builder.cached(&key).await {
+            return Ok(hit);
+        }
+        if let Some(ip) = client
+            && !self.builder.in_flight(&key)
+            && !self.build_limiter.allow(canonical_ip(ip), Instant::now())
+        {
+            return Err(FactoryError::TooManyBuilds(format!(
+                "too many new builds requested from {ip}; retry in a minute (cached assets are not limited)"
+            )));
+        }
         match r.profile.kind {
             OutputKind::Kernel => {
                 let kernel = self
@@ -308,9 +341,6 @@ impl Factory {
                     .await?)
             }
             OutputKind::Initramfs => {
-                if let Some(hit) = self.builder.cached(&key).await {
-                    return Ok(hit);
-                }
                 let build = self.initramfs_build(r).await?;
                 Ok(self.builder.get_or_build(&key, build).await?)
             }
@@ -438,6 +468,21 @@ impl Factory {
                 .map_err(|e| BuildError::Failed(format!("build task: {e}")))?
             })
         })
+    }
+}
+
+/// One bucket per IPv4 client, and per /64 for IPv6 (a host owns a whole /64). IPv4-mapped
+/// IPv6 addresses count as the IPv4 address.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
     }
 }
 

@@ -41,7 +41,21 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        plain_text(self.status, self.message)
+        let status = self.status;
+        let mut response = plain_text(status, self.message);
+        // Rate limits and a full store are temporary: tell well-behaved clients when to retry.
+        let retry = match status {
+            StatusCode::TOO_MANY_REQUESTS => Some("60"),
+            StatusCode::SERVICE_UNAVAILABLE => Some("30"),
+            StatusCode::INSUFFICIENT_STORAGE => Some("300"),
+            _ => None,
+        };
+        if let Some(secs) = retry {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static(secs));
+        }
+        response
     }
 }
 

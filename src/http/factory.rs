@@ -3,8 +3,9 @@
 //! `/pxe/{schematic}/{version}/{path}`, `/oci/cosign/signing-key.pub`.
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -25,6 +26,7 @@ impl From<FactoryError> for ApiError {
             | FactoryError::UnknownPlatform(_)
             | FactoryError::Schematic(_) => StatusCode::BAD_REQUEST,
             FactoryError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            FactoryError::TooManyBuilds(_) => StatusCode::TOO_MANY_REQUESTS,
             FactoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             FactoryError::Internal(_) => return ApiError::internal(e),
         };
@@ -118,6 +120,7 @@ pub async fn image(
     Query(query): Query<HashMap<String, String>>,
     method: Method,
     headers: HeaderMap,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     let (path, checksum) = match path.rsplit_once('.') {
         Some((base, "sha256")) => (base.to_string(), Some(Checksum::Sha256)),
@@ -132,7 +135,7 @@ pub async fn image(
     }
     let factory = &state.factory;
     let resolved = factory.resolve(&schematic, &version, &path).await?;
-    let asset = factory.asset(&resolved).await?;
+    let asset = factory.asset(&resolved, peer_ip(peer)).await?;
     let labels = [
         resolved.version.to_string(),
         format!("{:?}", resolved.profile.kind).to_lowercase(),
@@ -201,6 +204,7 @@ pub async fn image(
 pub async fn pxe(
     State(state): State<AppState>,
     Path((schematic, version, path)): Path<(String, String, String)>,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
     let script = state
         .factory
@@ -210,6 +214,7 @@ pub async fn pxe(
             &path,
             &state.config.external_pxe_url(),
             &[],
+            peer_ip(peer),
         )
         .await?;
     Ok((
@@ -256,4 +261,10 @@ impl Checksum {
             }
         })
     }
+}
+
+/// The client's address, for per-client limits (absent when the router runs without a
+/// listener, as in unit tests).
+fn peer_ip(peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>) -> Option<IpAddr> {
+    peer.map(|axum::Extension(ConnectInfo(a))| a.ip())
 }

@@ -1,15 +1,18 @@
-//! Per-MAC token bucket: how often one client is answered.
+//! A token bucket per client: how often one client (a MAC for DHCP, an IP address for asset
+//! builds) is served.
 //!
-//! Memory is bounded: at most [`MAX_TRACKED`] MACs are tracked. When the table is full, MACs
-//! whose bucket has refilled (idle clients, indistinguishable from new ones) are forgotten; if
-//! that frees nothing (a flood of forged MACs), new MACs are refused until buckets refill.
+//! Memory is bounded: at most [`MAX_TRACKED`] clients are tracked. When the table is full,
+//! clients whose bucket has refilled (idle clients, indistinguishable from new ones) are
+//! forgotten; if that frees nothing (a flood of forged MACs or addresses), new clients are
+//! refused until buckets refill.
 
 use std::collections::HashMap;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Most MACs tracked at once.
-pub(crate) const MAX_TRACKED: usize = 16_384;
+pub const MAX_TRACKED: usize = 16_384;
 /// Shortest time between two prunes of a full table.
 const PRUNE_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -20,30 +23,31 @@ struct Bucket {
 }
 
 #[derive(Debug)]
-struct Table {
-    buckets: HashMap<[u8; 6], Bucket>,
+struct Table<K> {
+    buckets: HashMap<K, Bucket>,
     last_prune: Option<Instant>,
 }
 
-/// A token bucket per MAC: `burst` tokens, refilled at `per_second`.
+/// A token bucket per client key: `burst` tokens, refilled at `per_second`.
 #[derive(Debug)]
-pub(crate) struct RateLimiter {
+pub struct RateLimiter<K> {
     burst: f64,
     per_second: f64,
     max_tracked: usize,
-    table: Mutex<Table>,
+    table: Mutex<Table<K>>,
 }
 
-impl RateLimiter {
-    /// A limiter; `burst == 0` or `per_second == 0` disables it (everything is allowed).
-    pub(crate) fn new(burst: u32, per_second: u32) -> RateLimiter {
+impl<K: Hash + Eq + Copy> RateLimiter<K> {
+    /// A limiter; `burst == 0` or `per_second <= 0` disables it (everything is allowed).
+    pub fn new(burst: u32, per_second: f64) -> RateLimiter<K> {
         Self::with_capacity(burst, per_second, MAX_TRACKED)
     }
 
-    pub(crate) fn with_capacity(burst: u32, per_second: u32, max_tracked: usize) -> RateLimiter {
+    /// [`RateLimiter::new`] tracking at most `max_tracked` clients.
+    pub fn with_capacity(burst: u32, per_second: f64, max_tracked: usize) -> RateLimiter<K> {
         RateLimiter {
             burst: f64::from(burst),
-            per_second: f64::from(per_second),
+            per_second: per_second.max(0.0),
             max_tracked,
             table: Mutex::new(Table {
                 buckets: HashMap::new(),
@@ -56,13 +60,13 @@ impl RateLimiter {
         self.burst == 0.0 || self.per_second == 0.0
     }
 
-    /// Takes a token for `mac` at `now`; `false` = over the limit.
-    pub(crate) fn allow(&self, mac: [u8; 6], now: Instant) -> bool {
+    /// Takes a token for `client` at `now`; `false` = over the limit.
+    pub fn allow(&self, client: K, now: Instant) -> bool {
         if self.disabled() {
             return true;
         }
         let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if !t.buckets.contains_key(&mac) && t.buckets.len() >= self.max_tracked {
+        if !t.buckets.contains_key(&client) && t.buckets.len() >= self.max_tracked {
             let due = t
                 .last_prune
                 .is_none_or(|p| now.saturating_duration_since(p) >= PRUNE_INTERVAL);
@@ -76,7 +80,7 @@ impl RateLimiter {
                 return false;
             }
         }
-        let b = t.buckets.entry(mac).or_insert(Bucket {
+        let b = t.buckets.entry(client).or_insert(Bucket {
             tokens: self.burst,
             updated: now,
         });
@@ -91,7 +95,7 @@ impl RateLimiter {
         }
     }
 
-    /// MACs currently tracked.
+    /// Clients currently tracked.
     #[cfg(test)]
     pub(crate) fn tracked(&self) -> usize {
         self.table.lock().unwrap().buckets.len()
@@ -107,7 +111,7 @@ mod tests {
 
     #[test]
     fn burst_then_refill_per_mac() {
-        let rl = RateLimiter::new(3, 2);
+        let rl = RateLimiter::new(3, 2.0);
         let t0 = Instant::now();
         assert!(rl.allow(A, t0));
         assert!(rl.allow(A, t0));
@@ -129,7 +133,7 @@ mod tests {
     #[test]
     fn zero_disables() {
         let t0 = Instant::now();
-        for rl in [RateLimiter::new(0, 10), RateLimiter::new(10, 0)] {
+        for rl in [RateLimiter::new(0, 10.0), RateLimiter::new(10, 0.0)] {
             for _ in 0..1000 {
                 assert!(rl.allow(A, t0));
             }
@@ -139,7 +143,7 @@ mod tests {
 
     #[test]
     fn table_is_bounded() {
-        let rl = RateLimiter::with_capacity(2, 1, 4);
+        let rl = RateLimiter::with_capacity(2, 1.0, 4);
         let t0 = Instant::now();
         for i in 0..4u8 {
             assert!(rl.allow([2, 0, 0, 0, 0, i], t0));
