@@ -70,6 +70,14 @@ pub struct PxeConfig {
     pub tftp_port: u16,
     /// Extra directory served read-only over TFTP after the embedded iPXE binaries.
     pub tftp_dir: PathBuf,
+    /// TFTP transfers in progress at most; over it requests get a TFTP "server busy" error.
+    /// Also held to an eighth of the process's file-descriptor limit.
+    pub tftp_max_sessions: usize,
+    /// TFTP transfers in progress from one client IP address at most.
+    pub tftp_max_sessions_per_client: usize,
+    /// TFTP retransmission timeout in seconds (1–10). Clients' `timeout` options are not
+    /// accepted; an abandoned transfer ends after 6 × this.
+    pub tftp_timeout_seconds: u64,
     /// What machines without an assignment get: `boot-default`, `ignore` or `local-disk`.
     pub unassigned: UnassignedPolicy,
     /// iPXE variant: `http` (boot URLs over HTTP) or `https` (require an iPXE with HTTPS).
@@ -115,6 +123,9 @@ impl Default for PxeConfig {
             client_port: 68,
             tftp_port: 69,
             tftp_dir: PathBuf::new(),
+            tftp_max_sessions: crate::tftp::DEFAULT_MAX_SESSIONS,
+            tftp_max_sessions_per_client: crate::tftp::DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            tftp_timeout_seconds: 2,
             unassigned: UnassignedPolicy::BootDefault,
             ipxe_variant: IpxeVariant::Http,
             efi_binary: "ipxe.efi".to_string(),
@@ -598,6 +609,25 @@ impl Config {
                 format!(
                     "{:?} is not an IPv4 address like 192.0.2.10",
                     self.pxe.advertise_address
+                ),
+            ));
+        }
+        if self.pxe.tftp_max_sessions == 0 {
+            return Err(invalid("pxe.tftpMaxSessions", "must be at least 1".into()));
+        }
+        if self.pxe.tftp_max_sessions_per_client == 0 {
+            return Err(invalid(
+                "pxe.tftpMaxSessionsPerClient",
+                "must be at least 1".into(),
+            ));
+        }
+        let max_timeout = crate::tftp::MAX_TIMEOUT.as_secs();
+        if !(1..=max_timeout).contains(&self.pxe.tftp_timeout_seconds) {
+            return Err(invalid(
+                "pxe.tftpTimeoutSeconds",
+                format!(
+                    "{} is not between 1 and {max_timeout} seconds",
+                    self.pxe.tftp_timeout_seconds
                 ),
             ));
         }
