@@ -46,13 +46,13 @@ pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
         setrlimit(Resource::RLIMIT_NOFILE, target, hard).map_err(io::Error::from)?;
         return Ok(NofileLimit {
             soft: target,
-            hard: hard,
+            hard,
             raised_from: Some(soft),
         });
     }
     Ok(NofileLimit {
-        soft: soft,
-        hard: hard,
+        soft,
+        hard,
         raised_from: None,
     })
 }
