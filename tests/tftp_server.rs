@@ -1248,6 +1248,17 @@ fn rrq_flood_does_not_starve_http_under_a_low_fd_limit() {
         "fds: baseline {baseline}, max {max_fds}"
     );
 
+    // Busy refusals are logged at most every 10 s, not once per request.
+    let log = std::fs::read_to_string(tmp.path().join("server.log")).unwrap();
+    let busy_lines = log
+        .lines()
+        .filter(|l| l.contains("TFTP request refused: busy"))
+        .count();
+    assert!(
+        (1..=2).contains(&busy_lines),
+        "{busy_lines} busy log lines for {busy} refusals"
+    );
+
     // The abandoned transfers end after 6 × 2 s; then a real download works.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {

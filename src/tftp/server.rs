@@ -8,7 +8,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_tftp::packet;
 use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use super::files::{DirLookup, ExtraDir, Refusal, TftpFiles, resolve_request};
 use super::net::{effective_max_block_size, link_info, listen_socket, validate_ifname};
-use super::sessions::{Permit, Sessions};
+use super::sessions::{Busy, Permit, Sessions};
 use super::{MAX_SEND_RETRIES, MAX_TIMEOUT, TftpConfig, TftpStats, fd_session_cap};
 
 /// A bound, not yet running, TFTP server.
@@ -114,6 +114,7 @@ impl TftpService {
             stats: Arc::clone(&stats),
             sessions,
             window_limit,
+            busy_log: BusyLog::default(),
         };
         let server = TftpServerBuilder::with_handler(handler)
             .std_socket(socket)?
@@ -199,9 +200,43 @@ struct BootHandler {
     stats: Arc<TftpStats>,
     sessions: Arc<Sessions>,
     window_limit: u16,
+    busy_log: BusyLog,
 }
 
+/// Busy refusals come in floods: one log line per [`BUSY_LOG_INTERVAL`] at most, with the count
+/// of the ones not logged (the exact figures are in the metrics).
+#[derive(Debug, Default)]
+struct BusyLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+const BUSY_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 impl BootHandler {
+    fn log_busy(&mut self, client: &SocketAddr, name: &str, busy: &Busy) {
+        let now = Instant::now();
+        match self.busy_log.last {
+            Some(last) if now.duration_since(last) < BUSY_LOG_INTERVAL => {
+                self.busy_log.suppressed += 1;
+            }
+            _ => {
+                warn!(
+                    peer = %client,
+                    file = %name,
+                    reason = %busy,
+                    not_logged_since_last = self.busy_log.suppressed,
+                    "TFTP request refused: busy (logged at most every 10 s; see \
+                     bootfactory_tftp_requests_total)"
+                );
+                self.busy_log = BusyLog {
+                    last: Some(now),
+                    suppressed: 0,
+                };
+            }
+        }
+    }
+
     fn refuse(&self, client: &SocketAddr, requested: &str, why: Refusal) -> packet::Error {
         TftpStats::bump(&self.stats.refused, 1);
         warn!(peer = %client, file = ?requested, reason = %why, "TFTP request refused");
@@ -209,7 +244,7 @@ impl BootHandler {
     }
 
     fn open(
-        &self,
+        &mut self,
         client: &SocketAddr,
         path: &Path,
     ) -> Result<(TransferReader, Option<u64>), packet::Error> {
@@ -226,7 +261,7 @@ impl BootHandler {
         let permit = match self.sessions.try_admit(client.ip()) {
             Ok(permit) => permit,
             Err(busy) => {
-                warn!(peer = %client, file = %name, reason = %busy, "TFTP request refused: busy");
+                self.log_busy(client, &name, &busy);
                 return Err(packet::Error::Msg(busy.to_string()));
             }
         };
