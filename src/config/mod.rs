@@ -839,6 +839,42 @@ mod tests {
     }
 
     #[test]
+    fn tftp_limits() {
+        let c = Config::default();
+        assert_eq!(
+            (
+                c.pxe.tftp_max_sessions,
+                c.pxe.tftp_max_sessions_per_client,
+                c.pxe.tftp_timeout_seconds
+            ),
+            (512, 8, 2)
+        );
+        let c = Config::load(
+            None,
+            &[
+                ov("pxe.tftpMaxSessions", "64"),
+                ov("pxe.tftpMaxSessionsPerClient", "2"),
+                ov("pxe.tftpTimeoutSeconds", "10"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.pxe.tftp_max_sessions, 64);
+        assert_eq!(c.pxe.tftp_max_sessions_per_client, 2);
+        assert_eq!(c.pxe.tftp_timeout_seconds, 10);
+        for (key, value, want) in [
+            ("pxe.tftpMaxSessions", "0", "at least 1"),
+            ("pxe.tftpMaxSessionsPerClient", "0", "at least 1"),
+            ("pxe.tftpTimeoutSeconds", "0", "between 1 and 10"),
+            ("pxe.tftpTimeoutSeconds", "255", "between 1 and 10"),
+        ] {
+            let e = Config::load(None, &[ov(key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(want), "{key}={value}: {e}");
+        }
+    }
+
+    #[test]
     fn external_pxe_url_defaults_to_external_url() {
         let c = Config::load(None, &[ov("http.externalURL", "https://factory.example/")]).unwrap();
         assert_eq!(c.external_url(), "https://factory.example");
