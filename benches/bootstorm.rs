@@ -15,7 +15,8 @@
 //!    starts the release `bootfactory serve` binary (the one cargo builds for this benchmark,
 //!    `CARGO_BIN_EXE_bootfactory`, i.e. `target/release/bootfactory`) in the `bf` namespace:
 //!    `pxe.enabled`, `pxe.interfaces: [bs0]`, `pxe.unassigned: boot-default`, HTTP on
-//!    192.0.2.10:8080, shipped defaults otherwise.
+//!    192.0.2.10:8080, `pxe.tftpMaxSessionsPerClient` raised to `BENCH_CLIENTS` (every
+//!    simulated machine uses the one client address), shipped defaults otherwise.
 //! 3. From a thread that joined the `cl` namespace, runs `BENCH_CLIENTS` (default 200)
 //!    machines as tokio tasks, all started at once, each with its own MAC and UUID:
 //!    - **dhcp** (firmware): DHCPDISCOVER broadcast to port 67 (option 60
@@ -1571,11 +1572,16 @@ fn bench(lab: &mut Lab, settings: &Settings) -> (Vec<StormResult>, SetupInfo) {
     std::fs::write(
         &config,
         format!(
-            "dataDir: {}\noffline: true\nlog:\n  level: {}\nhttp:\n  listen: {SERVER_IP}:{HTTP_PORT}\n  externalURL: http://{SERVER_IP}:{HTTP_PORT}\nschematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: bootstorm-admin-token\npxe:\n  enabled: true\n  interfaces: [{SERVER_IF}]\n  unassigned: boot-default\n",
+            "dataDir: {}\noffline: true\nlog:\n  level: {}\nhttp:\n  listen: {SERVER_IP}:{HTTP_PORT}\n  externalURL: http://{SERVER_IP}:{HTTP_PORT}\nschematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: bootstorm-admin-token\npxe:\n  enabled: true\n  interfaces: [{SERVER_IF}]\n  unassigned: boot-default\n  tftpMaxSessions: {}\n  tftpMaxSessionsPerClient: {}\n",
             data.display(),
             settings.log_level,
             schematics.display(),
-            seed.display()
+            seed.display(),
+            // All simulated machines share one client address (real machines each have
+            // their own), so the per-client TFTP cap must admit all of them; the global cap
+            // too when BENCH_CLIENTS exceeds its default.
+            settings.clients.max(bootfactory::tftp::DEFAULT_MAX_SESSIONS),
+            settings.clients,
         ),
     )
     .expect("write config.yaml");

@@ -246,6 +246,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Serve => {
             let config = load_config()?;
             crate::logging::init(&config.log);
+            crate::limits::init_fd_budget();
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .thread_name("bootfactory")

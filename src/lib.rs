@@ -13,6 +13,7 @@ pub mod fixture;
 pub mod formats;
 pub mod http;
 pub mod ipxe;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod netboot;

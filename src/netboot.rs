@@ -112,7 +112,7 @@ pub fn boot_url(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<String> 
 }
 
 /// Name, help and labels of the network-boot metrics.
-const NETBOOT_METRICS: [(&str, &str, &[&str]); 3] = [
+const NETBOOT_METRICS: [(&str, &str, &[&str]); 5] = [
     (
         "bootfactory_dhcp_packets_total",
         "DHCP packets received by the proxy-DHCP responder, and what became of them",
@@ -120,12 +120,23 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 3] = [
     ),
     (
         "bootfactory_tftp_requests_total",
-        "TFTP read requests, by outcome",
+        "TFTP read requests, by outcome (refused_busy: the session cap was reached; \
+         refused_client_busy: the per-client cap)",
         &["outcome"],
     ),
     (
         "bootfactory_tftp_sent_bytes_total",
         "Bytes sent by the TFTP server",
+        &[],
+    ),
+    (
+        "bootfactory_tftp_sessions",
+        "TFTP transfers in progress",
+        &[],
+    ),
+    (
+        "bootfactory_tftp_sessions_max",
+        "Cap on TFTP transfers in progress (pxe.tftpMaxSessions, held to 1/8 of the fd limit)",
         &[],
     ),
 ];
@@ -135,6 +146,7 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 3] = [
 struct NetbootCollector {
     dhcp: Arc<crate::dhcp::DhcpStats>,
     tftp: Arc<crate::tftp::TftpStats>,
+    tftp_max_sessions: usize,
     descs: Vec<prometheus::core::Desc>,
 }
 
@@ -172,15 +184,25 @@ impl NetbootCollector {
             ("served", t.served),
             ("refused", t.refused),
             ("not_found", t.not_found),
+            ("refused_busy", t.refused_busy),
+            ("refused_client_busy", t.refused_client_busy),
         ] {
             tftp.with_label_values(&[outcome]).inc_by(n);
         }
         let bytes = prometheus::IntCounter::new(NETBOOT_METRICS[2].0, NETBOOT_METRICS[2].1)
             .expect("valid metric");
         bytes.inc_by(t.bytes_sent);
+        let sessions = prometheus::IntGauge::new(NETBOOT_METRICS[3].0, NETBOOT_METRICS[3].1)
+            .expect("valid metric");
+        sessions.set(i64::try_from(t.in_progress).unwrap_or(i64::MAX));
+        let sessions_max = prometheus::IntGauge::new(NETBOOT_METRICS[4].0, NETBOOT_METRICS[4].1)
+            .expect("valid metric");
+        sessions_max.set(i64::try_from(self.tftp_max_sessions).unwrap_or(i64::MAX));
         let mut out = dhcp.collect();
         out.extend(tftp.collect());
         out.extend(bytes.collect());
+        out.extend(sessions.collect());
+        out.extend(sessions_max.collect());
         out
     }
 }
@@ -239,9 +261,11 @@ impl Netboot {
             interface: config.pxe.interfaces.first().cloned(),
             max_block_size: None,
             window_size_limit: 16,
-            timeout: Duration::from_secs(2),
+            timeout: Duration::from_secs(config.pxe.tftp_timeout_seconds),
             extra_dir: (!config.pxe.tftp_dir.as_os_str().is_empty())
                 .then(|| config.pxe.tftp_dir.clone()),
+            max_sessions: config.pxe.tftp_max_sessions,
+            max_sessions_per_client: config.pxe.tftp_max_sessions_per_client,
         };
         let tftp = TftpService::bind(tftp_config, files)
             .await
@@ -249,6 +273,7 @@ impl Netboot {
         let collector = NetbootCollector {
             dhcp: dhcp.stats(),
             tftp: tftp.stats(),
+            tftp_max_sessions: tftp.max_sessions(),
             descs: NETBOOT_METRICS
                 .iter()
                 .map(|(name, help, labels)| {

@@ -573,7 +573,8 @@ fn options_are_clamped() {
     .unwrap();
     assert_eq!(got.opt("blksize"), Some("1468"));
     assert_eq!(got.opt("windowsize"), Some("16"));
-    assert_eq!(got.opt("timeout"), Some("1"));
+    // Client timeouts are never accepted (see `client_timeout_option_is_not_accepted`).
+    assert_eq!(got.opt("timeout"), None);
     assert!(got.data == synthetic(UNDI_SIZE, 2));
 
     // Smaller than the cap: granted as asked.
@@ -903,6 +904,383 @@ fn same_port_rerequest_after_abort_continues_the_old_transfer() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Admission control and bounded session lifetime (issue 10, defect 3)
+
+/// Sends an RRQ for `ipxe.efi` (no options) from a fresh socket bound to `from` and returns
+/// the socket and the first reply; the caller never ACKs, so an admitted transfer stays alive
+/// until the server gives up on it.
+fn start_session(server: SocketAddr, from: &str) -> (UdpSocket, client::Packet) {
+    let sock = UdpSocket::bind((from, 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(
+        &client::request(client::RRQ, "ipxe.efi", "octet", &[]),
+        server,
+    )
+    .unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).expect("no reply to the RRQ");
+    (sock, client::parse(&buf[..n]))
+}
+
+fn assert_data1(p: &client::Packet, what: &str) {
+    assert!(
+        matches!(p, client::Packet::Data(1, d) if d.len() == 512),
+        "{what}: expected DATA 1, got {p:?}"
+    );
+}
+
+/// More abandoned transfers than the caps allow: the extra requests get TFTP error 0 with a
+/// clear message (per client first, then globally), are counted, and once the abandoned
+/// transfers time out (6 × the 1 s timeout) the slots are free again.
+#[test]
+fn session_caps_refuse_with_busy_error_and_free_abandoned_slots() {
+    let server = Server::start(
+        TftpConfig {
+            max_sessions: 6,
+            max_sessions_per_client: 4,
+            ..test_config()
+        },
+        embedded(),
+    );
+    let mut held = Vec::new();
+    for i in 0..4 {
+        let (sock, p) = start_session(server.addr, "127.0.0.1");
+        assert_data1(&p, &format!("127.0.0.1 session {i}"));
+        held.push(sock);
+    }
+    // Per-client cap.
+    let (_, p) = start_session(server.addr, "127.0.0.1");
+    match &p {
+        client::Packet::Error(0, msg) => assert!(
+            msg.contains("too many TFTP transfers from 127.0.0.1"),
+            "{msg}"
+        ),
+        other => panic!("5th transfer from one client: expected ERROR 0, got {other:?}"),
+    }
+    // Another client still gets in, up to the global cap.
+    for i in 0..2 {
+        let (sock, p) = start_session(server.addr, "127.0.0.2");
+        assert_data1(&p, &format!("127.0.0.2 session {i}"));
+        held.push(sock);
+    }
+    let last_admitted = Instant::now();
+    let (_, p) = start_session(server.addr, "127.0.0.3");
+    match &p {
+        client::Packet::Error(0, msg) => assert!(msg.contains("server busy"), "{msg}"),
+        other => panic!("over the global cap: expected ERROR 0, got {other:?}"),
+    }
+    let s = server.stats();
+    assert_eq!(
+        (s.in_progress, s.refused_busy, s.refused_client_busy),
+        (6, 1, 1),
+        "{s:?}"
+    );
+    assert_eq!(s.requests, 8);
+
+    // Nobody ACKs: each transfer is given up after 1 + 5 retransmissions, 1 s apart.
+    let s = server.wait_stats("abandoned transfers released", |s| s.in_progress == 0);
+    let released = last_admitted.elapsed();
+    assert!(
+        released <= Duration::from_secs(9),
+        "abandoned transfers held their slots for {released:?}"
+    );
+    assert_eq!(s.served, 0);
+    drop(held);
+
+    // Free slots: whole transfers succeed for both a capped client and a refused one.
+    let got = fetch(server.addr, "undionly.kpxe", &[("blksize", "1468")]).unwrap();
+    assert!(got.data == synthetic(UNDI_SIZE, 2));
+    let sock = UdpSocket::bind(("127.0.0.3", 0)).unwrap();
+    let got = fetch_on(&sock, server.addr, "ipxe.efi", &[], &Plan::default()).unwrap();
+    assert!(got.data == ipxe());
+    let s = server.wait_stats("served 2", |s| s.served == 2 && s.in_progress == 0);
+    assert_eq!((s.refused_busy, s.refused_client_busy), (1, 1));
+}
+
+/// A client asking for `timeout 255` does not get it: the OACK leaves the option out
+/// (RFC 2349: the server either echoes the value or omits the option), the server retransmits
+/// at its own 1 s, and the abandoned transfer ends after its 5 retransmissions instead of
+/// holding a socket for 6 × 255 s.
+#[test]
+fn client_timeout_option_is_not_accepted() {
+    let server = Server::standard();
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(4))).unwrap();
+    let req = client::request(
+        client::RRQ,
+        "ipxe.efi",
+        "octet",
+        &[("timeout", "255"), ("tsize", "0"), ("blksize", "1468")],
+    );
+    sock.send_to(&req, server.addr).unwrap();
+    let mut buf = [0u8; 2048];
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    let first = Instant::now();
+    match client::parse(&buf[..n]) {
+        client::Packet::Oack(o) => {
+            assert!(
+                !o.iter().any(|(k, _)| k == "timeout"),
+                "timeout acknowledged: {o:?}"
+            );
+            assert!(
+                o.contains(&("tsize".into(), IPXE_SIZE.to_string())),
+                "{o:?}"
+            );
+            assert!(o.contains(&("blksize".into(), "1468".into())), "{o:?}");
+        }
+        other => panic!("expected OACK, got {other:?}"),
+    }
+    // Never ACK: count the OACK retransmissions and their spacing. When the engine gives up
+    // it sends one ERROR.
+    let mut arrivals = vec![Duration::ZERO];
+    let mut gave_up = None;
+    while let Ok((n, _)) = sock.recv_from(&mut buf) {
+        match client::parse(&buf[..n]) {
+            client::Packet::Oack(_) if gave_up.is_none() => arrivals.push(first.elapsed()),
+            client::Packet::Error(code, msg) if gave_up.is_none() => {
+                gave_up = Some((first.elapsed(), code, msg));
+            }
+            other => panic!("unexpected {other:?} after {arrivals:?}, {gave_up:?}"),
+        }
+    }
+    let (ended, _, _) = gave_up.expect("no ERROR when the transfer was given up");
+    assert!(ended < Duration::from_secs(9), "given up after {ended:?}");
+    assert_eq!(
+        arrivals.len(),
+        1 + bootfactory::tftp::MAX_SEND_RETRIES as usize,
+        "OACK sent at {arrivals:?}"
+    );
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= Duration::from_millis(800) && gap <= Duration::from_millis(2500),
+            "retransmission gap {gap:?} (server timeout 1 s): {arrivals:?}"
+        );
+    }
+    let s = server.wait_stats("transfer given up", |s| s.in_progress == 0);
+    assert_eq!(s.served, 0);
+    assert!(
+        first.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        first.elapsed()
+    );
+}
+
+/// The issue's scenario end to end, on the real binary: `bootfactory serve` with PXE on
+/// loopback ports, started with `ulimit -n 256`, is flooded with read requests that are never
+/// acknowledged, from 64 loopback addresses and thousands of ports. TFTP must stay within its
+/// share of the descriptors (an eighth of the limit: 32 transfers) and `/healthz` must answer
+/// 200 throughout. Before the caps, every request pinned a socket for 12 s, the process ran out
+/// of descriptors within a second, and HTTP accepts failed (`Too many open files`).
+#[test]
+fn rrq_flood_does_not_starve_http_under_a_low_fd_limit() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    const NOFILE: usize = 256;
+    let tmp = tempfile::tempdir().unwrap();
+    let free_udp = || {
+        UdpSocket::bind("0.0.0.0:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let http_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let tftp_port = free_udp();
+    let config = tmp.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "dataDir: {}\noffline: true\nlog:\n  level: warn\nhttp:\n  listen: 127.0.0.1:{http_port}\n\
+             pxe:\n  enabled: true\n  advertiseAddress: 127.0.0.1\n  dhcpPort: {}\n  proxyPort: {}\n  \
+             clientPort: {}\n  tftpPort: {tftp_port}\n",
+            tmp.path().join("data").display(),
+            free_udp(),
+            free_udp(),
+            free_udp(),
+        ),
+    )
+    .unwrap();
+    let log = std::fs::File::create(tmp.path().join("server.log")).unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        &format!("ulimit -n {NOFILE} && exec \"$0\" serve --config \"$1\""),
+    ])
+    .arg(env!("CARGO_BIN_EXE_bootfactory"))
+    .arg(&config)
+    .stdout(Stdio::null())
+    .stderr(log);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("BOOTFACTORY_") {
+            cmd.env_remove(k);
+        }
+    }
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Kill(cmd.spawn().unwrap());
+    let pid = child.0.id();
+    let fds = move || {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    let http = SocketAddr::from(([127, 0, 0, 1], http_port));
+    let get = move |path: &str| -> Option<(u16, String)> {
+        let mut s = std::net::TcpStream::connect_timeout(&http, Duration::from_secs(3)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok()?;
+        s.set_write_timeout(Some(Duration::from_secs(3))).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .ok()?;
+        let mut body = String::new();
+        std::io::Read::read_to_string(&mut s, &mut body).ok()?;
+        let status = body.split(' ').nth(1)?.parse().ok()?;
+        Some((status, body))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while get("/healthz").map(|r| r.0) != Some(200) {
+        assert!(
+            Instant::now() < deadline,
+            "server did not come up: {}",
+            std::fs::read_to_string(tmp.path().join("server.log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    assert!(
+        limits
+            .lines()
+            .any(|l| l.starts_with("Max open files") && l.contains(&format!(" {NOFILE} "))),
+        "{limits}"
+    );
+    let baseline = fds();
+
+    // Flood for 5 s: a fresh socket per request, dropped at once (the server keeps
+    // retransmitting to it, like to a client that went away).
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicUsize::new(0));
+    let flood = {
+        let (stop, sent) = (Arc::clone(&stop), Arc::clone(&sent));
+        std::thread::spawn(move || {
+            let tftp = SocketAddr::from(([127, 0, 0, 1], tftp_port));
+            let rrq = client::request(client::RRQ, "ipxe.efi", "octet", &[("timeout", "255")]);
+            let mut host = 2u8;
+            while !stop.load(Ordering::Relaxed) {
+                let sock = UdpSocket::bind((std::net::Ipv4Addr::new(127, 0, 0, host), 0)).unwrap();
+                let _ = sock.send_to(&rrq, tftp);
+                sent.fetch_add(1, Ordering::Relaxed);
+                host = if host >= 65 { 2 } else { host + 1 };
+                if sent.load(Ordering::Relaxed) % 8 == 0 {
+                    // At most ~8,000 RRQs/s: far more than the 256 in 12 s that exhaust the
+                    // descriptors without the caps, and gentle on a shared CI machine.
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        })
+    };
+    let flood_start = Instant::now();
+    let mut max_fds = baseline;
+    let mut checks = 0;
+    while flood_start.elapsed() < Duration::from_secs(5) {
+        max_fds = max_fds.max(fds());
+        let started = Instant::now();
+        let got = get("/healthz").map(|r| r.0);
+        assert_eq!(
+            got,
+            Some(200),
+            "/healthz during the flood (after {:?}, {} RRQs sent, {} fds open; took {:?})",
+            flood_start.elapsed(),
+            sent.load(Ordering::Relaxed),
+            fds(),
+            started.elapsed()
+        );
+        checks += 1;
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    let sent = sent.load(Ordering::Relaxed);
+    max_fds = max_fds.max(fds());
+
+    let metric = |body: &str, name: &str| -> u64 {
+        body.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map(|v| v as u64)
+            .unwrap_or_else(|| panic!("{name} missing from /metrics"))
+    };
+    let (status, body) = get("/metrics").expect("/metrics after the flood");
+    assert_eq!(status, 200);
+    let busy = metric(
+        &body,
+        "bootfactory_tftp_requests_total{outcome=\"refused_busy\"}",
+    );
+    let client_busy = metric(
+        &body,
+        "bootfactory_tftp_requests_total{outcome=\"refused_client_busy\"}",
+    );
+    let cap = metric(&body, "bootfactory_tftp_sessions_max");
+    let in_progress = metric(&body, "bootfactory_tftp_sessions ");
+    eprintln!(
+        "flood: {sent} RRQs in 5 s from 64 addresses; fds baseline {baseline}, max {max_fds} \
+         (limit {NOFILE}); session cap {cap}; refused busy {busy}, per-client {client_busy}; \
+         {in_progress} in progress after; {checks} /healthz checks all 200"
+    );
+    assert_eq!(cap, (NOFILE / 8) as u64, "cap held to 1/8 of the fd limit");
+    assert!(in_progress <= cap);
+    assert!(busy + client_busy > 0, "the flood never reached a cap");
+    // TFTP's share: one socket per admitted transfer, plus a transient socket per refusal.
+    assert!(
+        max_fds <= baseline + cap as usize + 16,
+        "fds: baseline {baseline}, max {max_fds}"
+    );
+
+    // Busy refusals are logged at most every 10 s, not once per request.
+    let log = std::fs::read_to_string(tmp.path().join("server.log")).unwrap();
+    let busy_lines = log
+        .lines()
+        .filter(|l| l.contains("TFTP request refused: busy"))
+        .count();
+    assert!(
+        (1..=2).contains(&busy_lines),
+        "{busy_lines} busy log lines for {busy} refusals"
+    );
+
+    // The abandoned transfers end after 6 × 2 s; then a real download works.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, body) = get("/metrics").expect("/metrics");
+        if metric(&body, "bootfactory_tftp_sessions ") == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "transfers still in progress");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let got = fetch(
+        SocketAddr::from(([127, 0, 0, 1], tftp_port)),
+        "ipxe.efi",
+        &[("blksize", "1468")],
+    )
+    .unwrap();
+    let want = bootfactory::ipxe::binary(bootfactory::ipxe::EFI_X64).unwrap();
+    assert!(got.data == want.data, "ipxe.efi after the flood");
+    drop(child);
+}
+
+// ---------------------------------------------------------------------------------------------
 // Lifecycle
 
 #[test]
@@ -1074,6 +1452,8 @@ fn atftp_fetches() {
         &["blksize 1468", "windowsize 8"][..],
         &["blksize 512", "tsize 0"][..],
         &[][..],
+        // Not acknowledged (the OACK leaves it out); atftp keeps its own timer.
+        &["blksize 1468", "timeout 255"][..],
     ] {
         let _ = std::fs::remove_file(&out);
         let o = atftp_get(server.addr, "ipxe.efi", &out, options);
@@ -1101,6 +1481,7 @@ fn atftp_fetches() {
             assert_acks(acks, 86, "atftp windowsize 8");
         } else if options.contains(&"blksize 1468") {
             assert!(oack.contains("blksize: 1468"), "OACK: {oack:?}");
+            assert!(!oack.contains("timeout"), "OACK: {oack:?}");
             assert_acks(acks, 681, "atftp blksize 1468");
         } else if options.contains(&"tsize 0") {
             assert!(
@@ -1111,7 +1492,7 @@ fn atftp_fetches() {
     }
     let o = atftp_get(server.addr, "../etc/passwd", &out, &[]);
     assert!(!o.status.success());
-    server.wait_stats("atftp counts", |s| s.served == 4 && s.refused == 1);
+    server.wait_stats("atftp counts", |s| s.served == 5 && s.refused == 1);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -233,6 +233,21 @@ pub const KEYS: &[KeySpec] = &[
         help: "Extra directory served read-only over TFTP",
     },
     KeySpec {
+        key: "pxe.tftpMaxSessions",
+        flag: "pxe-tftp-max-sessions",
+        help: "TFTP transfers in progress at most (more get a 'server busy' error; also held to 1/8 of the fd limit)",
+    },
+    KeySpec {
+        key: "pxe.tftpMaxSessionsPerClient",
+        flag: "pxe-tftp-max-sessions-per-client",
+        help: "TFTP transfers in progress from one client IP address at most",
+    },
+    KeySpec {
+        key: "pxe.tftpTimeoutSeconds",
+        flag: "pxe-tftp-timeout-seconds",
+        help: "TFTP retransmission timeout, 1-10 s (client timeout options are not accepted)",
+    },
+    KeySpec {
         key: "pxe.unassigned",
         flag: "pxe-unassigned",
         help: "Machines without an assignment: boot-default, ignore (no DHCP answer) or local-disk",

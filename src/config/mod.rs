@@ -70,6 +70,14 @@ pub struct PxeConfig {
     pub tftp_port: u16,
     /// Extra directory served read-only over TFTP after the embedded iPXE binaries.
     pub tftp_dir: PathBuf,
+    /// TFTP transfers in progress at most; over it requests get a TFTP "server busy" error.
+    /// Also held to an eighth of the process's file-descriptor limit.
+    pub tftp_max_sessions: usize,
+    /// TFTP transfers in progress from one client IP address at most.
+    pub tftp_max_sessions_per_client: usize,
+    /// TFTP retransmission timeout in seconds (1–10). Clients' `timeout` options are not
+    /// accepted; an abandoned transfer ends after 6 × this.
+    pub tftp_timeout_seconds: u64,
     /// What machines without an assignment get: `boot-default`, `ignore` or `local-disk`.
     pub unassigned: UnassignedPolicy,
     /// iPXE variant: `http` (boot URLs over HTTP) or `https` (require an iPXE with HTTPS).
@@ -115,6 +123,9 @@ impl Default for PxeConfig {
             client_port: 68,
             tftp_port: 69,
             tftp_dir: PathBuf::new(),
+            tftp_max_sessions: crate::tftp::DEFAULT_MAX_SESSIONS,
+            tftp_max_sessions_per_client: crate::tftp::DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            tftp_timeout_seconds: 2,
             unassigned: UnassignedPolicy::BootDefault,
             ipxe_variant: IpxeVariant::Http,
             efi_binary: "ipxe.efi".to_string(),
@@ -623,6 +634,25 @@ impl Config {
                 ),
             ));
         }
+        if self.pxe.tftp_max_sessions == 0 {
+            return Err(invalid("pxe.tftpMaxSessions", "must be at least 1".into()));
+        }
+        if self.pxe.tftp_max_sessions_per_client == 0 {
+            return Err(invalid(
+                "pxe.tftpMaxSessionsPerClient",
+                "must be at least 1".into(),
+            ));
+        }
+        let max_timeout = crate::tftp::MAX_TIMEOUT.as_secs();
+        if !(1..=max_timeout).contains(&self.pxe.tftp_timeout_seconds) {
+            return Err(invalid(
+                "pxe.tftpTimeoutSeconds",
+                format!(
+                    "{} is not between 1 and {max_timeout} seconds",
+                    self.pxe.tftp_timeout_seconds
+                ),
+            ));
+        }
         if !self.pxe.boot_url.is_empty() {
             validate_http_url(&self.pxe.boot_url).map_err(|m| invalid("pxe.bootURL", m))?;
         }
@@ -828,6 +858,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--http-shutdown-grace-seconds"), "{e}");
+    }
+
+    #[test]
+    fn tftp_limits() {
+        let c = Config::default();
+        assert_eq!(
+            (
+                c.pxe.tftp_max_sessions,
+                c.pxe.tftp_max_sessions_per_client,
+                c.pxe.tftp_timeout_seconds
+            ),
+            (512, 8, 2)
+        );
+        let c = Config::load(
+            None,
+            &[
+                ov("pxe.tftpMaxSessions", "64"),
+                ov("pxe.tftpMaxSessionsPerClient", "2"),
+                ov("pxe.tftpTimeoutSeconds", "10"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.pxe.tftp_max_sessions, 64);
+        assert_eq!(c.pxe.tftp_max_sessions_per_client, 2);
+        assert_eq!(c.pxe.tftp_timeout_seconds, 10);
+        for (key, value, want) in [
+            ("pxe.tftpMaxSessions", "0", "at least 1"),
+            ("pxe.tftpMaxSessionsPerClient", "0", "at least 1"),
+            ("pxe.tftpTimeoutSeconds", "0", "between 1 and 10"),
+            ("pxe.tftpTimeoutSeconds", "255", "between 1 and 10"),
+        ] {
+            let e = Config::load(None, &[ov(key, value)])
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(key) && e.contains(want), "{key}={value}: {e}");
+        }
     }
 
     #[test]

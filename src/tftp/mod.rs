@@ -11,10 +11,34 @@
 //! - **Options**: `blksize` is clamped to [`TftpConfig::max_block_size`] (by default derived
 //!   from the interface MTU: MTU − 20 IP − 8 UDP − 4 TFTP, and 1468 when the MTU is unknown or
 //!   the interface is loopback); `tsize` is answered with the real size; `windowsize` is
-//!   honoured up to [`TftpConfig::window_size_limit`]; a client `timeout` is honoured.
+//!   honoured up to [`TftpConfig::window_size_limit`]; a client `timeout` option is **not**
+//!   accepted (see below).
 //! - **Sockets** ([`net`]): `SO_BINDTODEVICE` when an interface is configured, a large receive
 //!   buffer for boot storms, and errors that name the missing capability.
+//! - **Admission** ([`sessions`]): at most [`TftpConfig::max_sessions`] transfers in progress,
+//!   and at most [`TftpConfig::max_sessions_per_client`] per client IP address. A request over
+//!   either cap gets TFTP error 0 with a "server busy"/"too many transfers from …" message,
+//!   before any file or socket is opened for it, and is counted in
+//!   [`TftpStats::refused_busy`] / [`TftpStats::refused_client_busy`]. The global cap is also
+//!   held to an eighth of the process's `RLIMIT_NOFILE` ([`fd_session_cap`]): a transfer holds at
+//!   most two descriptors (its socket and, for the extra directory, the file), so TFTP can never
+//!   take more than a quarter of the descriptors and starve the HTTP side.
 //! - **Accounting**: [`TftpStats`] counters and one `info` event per transfer.
+//!
+//! # Bounded session lifetime
+//!
+//! async-tftp keeps a transfer alive while it retransmits to a silent client: (retries + 1) ×
+//! timeout. RFC 2349 lets a client set that timeout to up to 255 s, and the engine would use the
+//! client's value for its own retransmissions — 1,000 requests with `timeout 255` would pin
+//! 1,000 descriptors for 25 minutes. The engine can only honour or ignore the option for every
+//! request (RFC 2349 has the server either echo the client's value in the OACK or leave the
+//! option out; it cannot answer a smaller one), so the service runs it with
+//! `ignore_client_timeout`: the option is left out of the OACK and the server's own
+//! [`TftpConfig::timeout`] (at most [`MAX_TIMEOUT`]) paces retransmissions. A client keeps its own
+//! timer for its own retransmissions, as RFC 2349 allows when the option is not acknowledged.
+//! An abandoned transfer (the client stopped answering, or sent an ERROR, which the engine
+//! ignores) therefore frees its slot and descriptors after at most
+//! `(MAX_SEND_RETRIES + 1) × timeout`: 12 s with the default 2 s, 60 s at the 10 s maximum.
 //!
 //! # Per-transfer sockets and the reply source address
 //!
@@ -55,6 +79,7 @@
 pub mod files;
 pub mod net;
 mod server;
+pub mod sessions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,10 +88,32 @@ use std::time::Duration;
 
 pub use files::{Refusal, TftpFiles, resolve_request};
 pub use server::TftpService;
+pub use sessions::Busy;
 
 /// How many times a data window (or the OACK) is retransmitted before a transfer is abandoned.
 /// With the default 2 s timeout a dead client holds a transfer for about 12 s.
 pub const MAX_SEND_RETRIES: u32 = 5;
+
+/// Largest retransmission timeout the server uses: it bounds how long an abandoned transfer
+/// holds its slot, `(MAX_SEND_RETRIES + 1) × timeout` = 60 s.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default cap on transfers in progress. A PXE machine holds one or two at a time (UEFI firmware
+/// probes `tsize`, aborts and asks again, and the aborted transfer lingers until it times out),
+/// so 512 lets a storm of 200–250 machines boot at once, while each transfer costs one or two
+/// descriptors and a few KB.
+pub const DEFAULT_MAX_SESSIONS: usize = 512;
+
+/// Default cap on transfers in progress from one client address: the firmware's two, plus a
+/// retry or two while aborted transfers linger. One host can take at most 8 of the 512 slots.
+pub const DEFAULT_MAX_SESSIONS_PER_CLIENT: usize = 8;
+
+/// The session cap the descriptor budget allows: an eighth of the soft `RLIMIT_NOFILE`
+/// (`nofile`), at least 1. A transfer holds at most two descriptors, so TFTP stays within a
+/// quarter of the budget.
+pub fn fd_session_cap(nofile: u64) -> usize {
+    usize::try_from(nofile / 8).unwrap_or(usize::MAX).max(1)
+}
 
 /// Block size cap when none is configured and the interface MTU is unknown or the interface is
 /// loopback: what a 1500-byte Ethernet MTU carries without IP fragmentation.
@@ -87,15 +134,21 @@ pub struct TftpConfig {
     pub max_block_size: Option<u16>,
     /// Largest `windowsize` granted (RFC 7440), e.g. 16. 1 disables windowing; 0 counts as 1.
     pub window_size_limit: u16,
-    /// Retransmission timeout (a client's `timeout` option overrides it for its transfer).
+    /// Retransmission timeout, clamped to [`MAX_TIMEOUT`]. A client's `timeout` option is not
+    /// accepted (module docs).
     pub timeout: Duration,
     /// Optional directory served read-only after the embedded files.
     pub extra_dir: Option<PathBuf>,
+    /// Transfers in progress at most (at least 1; also held to [`fd_session_cap`]).
+    pub max_sessions: usize,
+    /// Transfers in progress from one client IP address at most (at least 1, at most
+    /// `max_sessions`).
+    pub max_sessions_per_client: usize,
 }
 
 impl Default for TftpConfig {
     /// `0.0.0.0:69`, no interface, MTU-derived block size, window limit 16, 2 s timeout, no
-    /// extra directory.
+    /// extra directory, [`DEFAULT_MAX_SESSIONS`] and [`DEFAULT_MAX_SESSIONS_PER_CLIENT`].
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 69)),
@@ -104,6 +157,8 @@ impl Default for TftpConfig {
             window_size_limit: 16,
             timeout: Duration::from_secs(2),
             extra_dir: None,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            max_sessions_per_client: DEFAULT_MAX_SESSIONS_PER_CLIENT,
         }
     }
 }
@@ -123,6 +178,13 @@ pub struct TftpStats {
     pub not_found: AtomicU64,
     /// File bytes sent (each block counted once; retransmissions are not counted).
     pub bytes_sent: AtomicU64,
+    /// Requests refused because [`TftpConfig::max_sessions`] transfers were in progress.
+    pub refused_busy: AtomicU64,
+    /// Requests refused because their client address had
+    /// [`TftpConfig::max_sessions_per_client`] transfers in progress.
+    pub refused_client_busy: AtomicU64,
+    /// Transfers in progress now (a gauge: admitted and not yet ended).
+    pub in_progress: AtomicU64,
 }
 
 /// A point-in-time copy of [`TftpStats`].
@@ -138,6 +200,12 @@ pub struct TftpStatsSnapshot {
     pub not_found: u64,
     /// See [`TftpStats::bytes_sent`].
     pub bytes_sent: u64,
+    /// See [`TftpStats::refused_busy`].
+    pub refused_busy: u64,
+    /// See [`TftpStats::refused_client_busy`].
+    pub refused_client_busy: u64,
+    /// See [`TftpStats::in_progress`].
+    pub in_progress: u64,
 }
 
 impl TftpStats {
@@ -149,6 +217,9 @@ impl TftpStats {
             refused: self.refused.load(Ordering::Relaxed),
             not_found: self.not_found.load(Ordering::Relaxed),
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            refused_busy: self.refused_busy.load(Ordering::Relaxed),
+            refused_client_busy: self.refused_client_busy.load(Ordering::Relaxed),
+            in_progress: self.in_progress.load(Ordering::Relaxed),
         }
     }
 

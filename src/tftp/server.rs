@@ -8,7 +8,7 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use async_tftp::packet;
 use async_tftp::server::{Handler, TftpServer, TftpServerBuilder};
@@ -18,7 +18,8 @@ use tracing::{info, warn};
 
 use super::files::{DirLookup, ExtraDir, Refusal, TftpFiles, resolve_request};
 use super::net::{effective_max_block_size, link_info, listen_socket, validate_ifname};
-use super::{MAX_SEND_RETRIES, TftpConfig, TftpStats};
+use super::sessions::{Busy, Permit, Sessions};
+use super::{MAX_SEND_RETRIES, MAX_TIMEOUT, TftpConfig, TftpStats, fd_session_cap};
 
 /// A bound, not yet running, TFTP server.
 ///
@@ -28,6 +29,7 @@ pub struct TftpService {
     server: TftpServer<BootHandler>,
     local_addr: SocketAddr,
     stats: Arc<TftpStats>,
+    max_sessions: usize,
 }
 
 impl std::fmt::Debug for TftpService {
@@ -54,16 +56,47 @@ impl TftpService {
         let max_block = effective_max_block_size(config.max_block_size, link);
         let window_limit = config.window_size_limit.max(1);
         let extra = config.extra_dir.as_deref().map(ExtraDir::new).transpose()?;
+        let timeout = config.timeout.min(MAX_TIMEOUT);
+        if timeout < config.timeout {
+            warn!(
+                configured_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
+                used_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+                "TFTP timeout above the maximum; using the maximum"
+            );
+        }
+        let nofile = crate::limits::nofile_soft_limit();
+        let mut max_sessions = config.max_sessions.max(1);
+        if let Some(nofile) = nofile {
+            let fd_cap = fd_session_cap(nofile);
+            if fd_cap < max_sessions {
+                warn!(
+                    configured = max_sessions,
+                    used = fd_cap,
+                    nofile,
+                    "TFTP session cap lowered to an eighth of the file-descriptor limit so TFTP \
+                     cannot starve HTTP; raise LimitNOFILE to allow more"
+                );
+                max_sessions = fd_cap;
+            }
+        }
         let socket = listen_socket(config.listen, config.interface.as_deref())?;
         let local_addr = socket.local_addr()?;
         let stats = Arc::new(TftpStats::default());
+        let sessions = Arc::new(Sessions::new(
+            max_sessions,
+            config.max_sessions_per_client,
+            Arc::clone(&stats),
+        ));
         info!(
             listen = %local_addr,
             interface = config.interface.as_deref().unwrap_or("-"),
             mtu = ?link.and_then(|l| l.mtu),
             max_blksize = max_block,
             window_limit,
-            timeout_ms = u64::try_from(config.timeout.as_millis()).unwrap_or(u64::MAX),
+            timeout_ms = u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            max_sessions = sessions.max_total(),
+            max_sessions_per_client = sessions.max_per_client(),
+            nofile = ?nofile,
             embedded = files.len(),
             extra_dir = ?extra.as_ref().map(|d| d.root().to_path_buf()),
             "TFTP server bound"
@@ -79,11 +112,16 @@ impl TftpService {
             files: Arc::new(files),
             extra,
             stats: Arc::clone(&stats),
+            sessions,
             window_limit,
+            busy_log: BusyLog::default(),
         };
         let server = TftpServerBuilder::with_handler(handler)
             .std_socket(socket)?
-            .timeout(config.timeout)
+            .timeout(timeout)
+            // A client's `timeout` (up to 255 s) would also become the engine's retransmission
+            // timeout and keep an abandoned transfer alive for 25 minutes (module docs).
+            .ignore_client_timeout()
             .block_size_limit(max_block)
             .window_size_limit(window_limit)
             .max_send_retries(MAX_SEND_RETRIES)
@@ -93,12 +131,19 @@ impl TftpService {
             server,
             local_addr,
             stats,
+            max_sessions,
         })
     }
 
     /// The bound address (with the real port when `listen` asked for port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The cap on transfers in progress actually enforced: [`TftpConfig::max_sessions`], held
+    /// to [`fd_session_cap`] of the file-descriptor limit.
+    pub fn max_sessions(&self) -> usize {
+        self.max_sessions
     }
 
     /// The live counters; they stay readable after [`TftpService::run`] returns.
@@ -153,10 +198,45 @@ struct BootHandler {
     files: Arc<TftpFiles>,
     extra: Option<ExtraDir>,
     stats: Arc<TftpStats>,
+    sessions: Arc<Sessions>,
     window_limit: u16,
+    busy_log: BusyLog,
 }
 
+/// Busy refusals come in floods: one log line per [`BUSY_LOG_INTERVAL`] at most, with the count
+/// of the ones not logged (the exact figures are in the metrics).
+#[derive(Debug, Default)]
+struct BusyLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+const BUSY_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
 impl BootHandler {
+    fn log_busy(&mut self, client: &SocketAddr, name: &str, busy: &Busy) {
+        let now = Instant::now();
+        match self.busy_log.last {
+            Some(last) if now.duration_since(last) < BUSY_LOG_INTERVAL => {
+                self.busy_log.suppressed += 1;
+            }
+            _ => {
+                warn!(
+                    peer = %client,
+                    file = %name,
+                    reason = %busy,
+                    not_logged_since_last = self.busy_log.suppressed,
+                    "TFTP request refused: busy (logged at most every 10 s; see \
+                     bootfactory_tftp_requests_total)"
+                );
+                self.busy_log = BusyLog {
+                    last: Some(now),
+                    suppressed: 0,
+                };
+            }
+        }
+    }
+
     fn refuse(&self, client: &SocketAddr, requested: &str, why: Refusal) -> packet::Error {
         TftpStats::bump(&self.stats.refused, 1);
         warn!(peer = %client, file = ?requested, reason = %why, "TFTP request refused");
@@ -164,7 +244,7 @@ impl BootHandler {
     }
 
     fn open(
-        &self,
+        &mut self,
         client: &SocketAddr,
         path: &Path,
     ) -> Result<(TransferReader, Option<u64>), packet::Error> {
@@ -176,6 +256,15 @@ impl BootHandler {
             Ok(name) => name,
             Err(why) => return Err(self.refuse(client, requested, why)),
         };
+        // Admission before anything is opened: the engine binds the transfer's socket only
+        // after this returns a reader, and the permit lives in the reader.
+        let permit = match self.sessions.try_admit(client.ip()) {
+            Ok(permit) => permit,
+            Err(busy) => {
+                self.log_busy(client, &name, &busy);
+                return Err(packet::Error::Msg(busy.to_string()));
+            }
+        };
         if let Some(data) = self.files.get(&name) {
             let size = data.len() as u64;
             let reader = self.reader(
@@ -184,13 +273,15 @@ impl BootHandler {
                 "embedded",
                 Source::Memory(data.clone()),
                 size,
+                permit,
             );
             return Ok((reader, Some(size)));
         }
         if let Some(dir) = &self.extra {
             match dir.open(&name) {
                 DirLookup::Found(file, size) => {
-                    let reader = self.reader(*client, name, "extra_dir", Source::File(file), size);
+                    let reader =
+                        self.reader(*client, name, "extra_dir", Source::File(file), size, permit);
                     return Ok((reader, Some(size)));
                 }
                 DirLookup::NotFound => {}
@@ -213,8 +304,10 @@ impl BootHandler {
         origin: &'static str,
         source: Source,
         size: u64,
+        permit: Permit,
     ) -> TransferReader {
         TransferReader {
+            _permit: permit,
             source,
             size,
             pos: 0,
@@ -276,6 +369,9 @@ pub(crate) struct TransferReader {
     eof: bool,
     window_limit: u16,
     stats: Arc<TftpStats>,
+    /// The transfer's admission slot, freed when the engine drops the reader (after it has
+    /// closed the transfer's socket).
+    _permit: Permit,
 }
 
 impl AsyncRead for TransferReader {
