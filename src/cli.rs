@@ -69,6 +69,9 @@ enum Command {
     /// the same directory first.
     #[command(subcommand)]
     Mirror(MirrorCommand),
+    /// Check the store (stop a running `bootfactory serve` on the same directory first).
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// Assign what a machine boots (talks to the running server's admin API).
     Assign(AssignArgs),
     /// Remove a machine's assignment (admin API).
@@ -167,6 +170,19 @@ enum MirrorCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum StoreCommand {
+    /// Re-hash every blob against its digest; corrupt ones are quarantined, missing ones
+    /// dropped from the index. Exits non-zero if any was found.
+    Verify {
+        /// Rebuild a lost or replaced index.sled from the blob files: every blob is re-hashed
+        /// and indexed, schematics are recovered from their content; image names and built
+        /// assets cannot be (re-run `mirror import`; assets are rebuilt on demand).
+        #[arg(long)]
+        rebuild_index: bool,
     },
 }
 
@@ -271,6 +287,18 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Config(ConfigCommand::Show) => {
             print!("{}", load_config()?.to_yaml());
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Store(StoreCommand::Verify { rebuild_index }) => {
+            let config = load_config()?;
+            crate::logging::init(&crate::config::LogConfig {
+                level: "warn".into(),
+                ..config.log.clone()
+            });
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(store_verify(&config, *rebuild_index))
         }
         Command::Mirror(cmd) => {
             let config = load_config()?;
@@ -410,6 +438,66 @@ impl crate::upstream::bundle::Progress for Bar {
 
 fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
+}
+
+async fn store_verify(config: &Config, rebuild_index: bool) -> anyhow::Result<ExitCode> {
+    use crate::store::Store;
+    let dir = &config.data_dir;
+    if rebuild_index {
+        let store = Store::open_for_rebuild(dir)
+            .with_context(|| format!("cannot open the store in {}", dir.display()))?;
+        let rebuild = {
+            let store = store.clone();
+            tokio::task::spawn_blocking(move || store.rebuild_index()).await??
+        };
+        let schematics = crate::schematic::SchematicStore::new(store.clone())
+            .recover_refs()
+            .await?;
+        store.flush().await?;
+        println!(
+            "re-indexed {} blobs ({} new to the index, {}), {} quarantined, {} files ignored",
+            rebuild.indexed,
+            rebuild.added,
+            human_bytes(rebuild.bytes),
+            rebuild.quarantined.len(),
+            rebuild.ignored.len()
+        );
+        for q in &rebuild.quarantined {
+            eprintln!("quarantined: {q} (content does not match its name)");
+        }
+        println!("recovered {schematics} schematics");
+        println!(
+            "image names and built assets are not recoverable from content: re-run `bootfactory mirror import` for your bundles (stored blobs are not copied again); assets are rebuilt on demand"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let store =
+        Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
+    let report = store.verify_all().await?;
+    println!(
+        "checked {} blobs ({} hashed): {} ok, {} corrupt (quarantined), {} missing, {} errors",
+        report.checked,
+        human_bytes(report.bytes_hashed),
+        report.ok,
+        report.corrupt.len(),
+        report.missing.len(),
+        report.errors.len()
+    );
+    for c in &report.corrupt {
+        eprintln!("corrupt: {} (content hashes to {})", c.digest, c.actual);
+    }
+    for m in &report.missing {
+        eprintln!("missing: {m}");
+    }
+    for (d, e) in &report.errors {
+        eprintln!("error: {d}: {e}");
+    }
+    let clean = report.corrupt.is_empty() && report.missing.is_empty() && report.errors.is_empty();
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
 async fn mirror_command(config: Config, cmd: &MirrorCommand) -> anyhow::Result<ExitCode> {

@@ -78,6 +78,31 @@ impl SchematicStore {
         }))
     }
 
+    /// After the store's index was rebuilt from its blob files: re-creates the ref of every
+    /// blob that is a canonical schematic (its digest is its ID, and parsing it gives back the
+    /// same bytes). Returns how many refs were recovered.
+    pub async fn recover_refs(&self) -> Result<usize, StoreError> {
+        let mut recovered = 0;
+        for info in self.store.list_blobs()? {
+            if info.size > super::MAX_SCHEMATIC_BYTES as u64 {
+                continue;
+            }
+            let bytes = self.store.read_bytes(&info.digest).await?;
+            let Ok(schematic) = parse(&bytes) else {
+                continue;
+            };
+            if schematic.canonical_yaml().as_bytes() != bytes.as_slice() {
+                continue;
+            }
+            let id = info.digest.hex();
+            if self.store.get_ref(REF_KIND, &id)?.is_none() {
+                self.store.set_ref(REF_KIND, &id, &info.digest)?;
+                recovered += 1;
+            }
+        }
+        Ok(recovered)
+    }
+
     /// True if the schematic is known.
     pub fn contains(&self, id: &SchematicId) -> bool {
         matches!(self.store.get_ref(REF_KIND, id.as_str()), Ok(Some(_)))

@@ -115,7 +115,7 @@ impl Check {
 }
 
 /// Hashes everything readable from `r`.
-fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
+pub(crate) fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
     let mut hasher = Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     let mut n_total = 0u64;

@@ -52,6 +52,13 @@ pub enum StoreError {
     #[error("store index is damaged: {0}")]
     Index(String),
 
+    /// The index does not belong to the blobs beside it (deleted, recreated or replaced):
+    /// opening it would silently forget every schematic and image.
+    #[error(
+        "{0}; refusing to start with an index that would forget them. Run `bootfactory store verify --rebuild-index` (with the server stopped) to re-index the blobs and recover what their content allows"
+    )]
+    IndexProblem(super::identity::IndexProblem),
+
     /// The [`Store`](super::Store) a [`BlobWriter`](super::BlobWriter) belongs
     /// to has been dropped.
     #[error("the store has been closed")]

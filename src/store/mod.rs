@@ -9,6 +9,8 @@
 //! <dir>/quarantine/             blobs whose content stopped matching
 //! <dir>/index.sled              sled database: blob records, refs, pins,
 //!                               children (and other modules' own trees)
+//! <dir>/store-id                the store's identity, also kept in the index
+//!                               (see `identity`: a lost index is detected)
 //! ```
 //!
 //! Writes go to a random temp file while being hashed, are fsynced, checked,
@@ -27,6 +29,7 @@ mod blob;
 mod digest;
 mod error;
 mod gc;
+mod identity;
 mod index;
 #[cfg(test)]
 mod tests;
@@ -43,6 +46,7 @@ pub use blob::{Blob, BlobWriter, CorruptBlob, VerifyReport};
 pub use digest::{ALGORITHM, Digest, ParseDigestError};
 pub use error::{Result, StoreError};
 pub use gc::GcReport;
+pub use identity::{IndexProblem, RebuildReport};
 
 use error::{io_ctx, join_err};
 use index::{decode_digest, decode_digest_list, ref_key};
@@ -148,6 +152,16 @@ impl Store {
     /// Creates the directory layout, opens the sled database and deletes
     /// anything left in `tmp/` by a crash. It does not hash any blob.
     pub fn open(dir: &Path) -> Result<Store> {
+        Self::open_inner(dir, false)
+    }
+
+    /// Opens the store for [`Store::rebuild_index`]: like [`Store::open`], but an index that
+    /// does not belong to the blobs (see [`IndexProblem`]) is accepted.
+    pub fn open_for_rebuild(dir: &Path) -> Result<Store> {
+        Self::open_inner(dir, true)
+    }
+
+    fn open_inner(dir: &Path, rebuilding: bool) -> Result<Store> {
         let blobs_dir = dir.join("blobs").join(digest::ALGORITHM);
         let tmp_dir = dir.join("tmp");
         let quarantine_dir = dir.join("quarantine");
@@ -156,6 +170,7 @@ impl Store {
         }
         // Open the database first: it takes an exclusive lock, so a second
         // process cannot wipe the temp files of the running one.
+        let index_existed = dir.join("index.sled").exists();
         let db = sled::open(dir.join("index.sled"))?;
         let stale = clean_tmp(&tmp_dir)?;
         if stale > 0 {
@@ -175,6 +190,9 @@ impl Store {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             gc_lock: RwLock::new(()),
         };
+        if !rebuilding {
+            identity::check(&inner, index_existed)?;
+        }
         Ok(Store {
             inner: Arc::new(inner),
         })

@@ -1,0 +1,129 @@
+//! Issue 10, defect 7: deleting or replacing `index.sled` under a store must not silently
+//! forget every schematic; `store verify --rebuild-index` recovers what the blobs allow.
+
+use std::path::Path;
+use std::process::Command;
+
+use bootfactory::schematic::{SchematicStore, parse};
+use bootfactory::store::{IndexProblem, Store, StoreError};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_bootfactory"));
+    c.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+    c
+}
+
+/// A store holding one schematic and one other blob; returns the schematic's ID.
+async fn populate(dir: &Path) -> String {
+    let store = Store::open(dir).unwrap();
+    let schematics = SchematicStore::new(store.clone());
+    let s = parse(b"customization: {extraKernelArgs: [console=ttyS0]}").unwrap();
+    let (id, new) = schematics.put(&s).await.unwrap();
+    assert!(new);
+    store.put_bytes(b"some other blob").await.unwrap();
+    store.flush().await.unwrap();
+    id.to_string()
+}
+
+fn problem(result: Result<Store, StoreError>) -> IndexProblem {
+    match result {
+        Err(StoreError::IndexProblem(p)) => p,
+        Err(e) => panic!("unexpected error {e}"),
+        Ok(_) => panic!("a store with a lost index opened"),
+    }
+}
+
+#[tokio::test]
+async fn deleted_index_is_detected_and_rebuilt() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = populate(dir.path()).await;
+    std::fs::remove_dir_all(dir.path().join("index.sled")).unwrap();
+
+    let err = Store::open(dir.path()).expect_err("refused");
+    assert!(
+        err.to_string().contains("store verify --rebuild-index"),
+        "{err}"
+    );
+    // Still refused the second time (the first attempt created an empty index.sled).
+    assert_eq!(
+        problem(Store::open(dir.path())),
+        IndexProblem::Missing { blobs: 2 }
+    );
+    // The server refuses to start with a message naming the way out.
+    let out = bin()
+        .args([
+            "serve",
+            "--http-listen",
+            "127.0.0.1:0",
+            "--offline",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--rebuild-index"), "{stderr}");
+
+    let out = bin()
+        .args(["store", "verify", "--rebuild-index", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("re-indexed 2 blobs"), "{stdout}");
+    assert!(stdout.contains("recovered 1 schematics"), "{stdout}");
+
+    let store = Store::open(dir.path()).expect("rebuilt index opens");
+    let schematics = SchematicStore::new(store.clone());
+    let got = schematics.get(&id.parse().unwrap()).await.unwrap();
+    assert_eq!(got.expect("schematic recovered").id.to_string(), id);
+    drop((store, schematics));
+    // Plain verify is clean afterwards.
+    let out = bin()
+        .args(["store", "verify", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn index_of_another_store_is_refused() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    populate(a.path()).await;
+    populate(b.path()).await;
+    std::fs::remove_dir_all(a.path().join("index.sled")).unwrap();
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(b.path().join("index.sled"))
+        .arg(a.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(problem(Store::open(a.path())), IndexProblem::Replaced);
+}
+
+#[tokio::test]
+async fn new_and_older_stores_open() {
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+    // A store from before identities: no store-id file (the index's own id is kept and the
+    // file rewritten), and a fresh empty directory gets an identity.
+    std::fs::remove_file(dir.path().join("store-id")).unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    assert!(dir.path().join("store-id").exists());
+    drop(Store::open(dir.path()).unwrap());
+}
