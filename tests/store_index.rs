@@ -127,3 +127,27 @@ async fn new_and_older_stores_open() {
     assert!(dir.path().join("store-id").exists());
     drop(Store::open(dir.path()).unwrap());
 }
+
+/// Defect 7: outside systemd (umask 022) blobs and the index were created world-readable.
+#[tokio::test]
+async fn blobs_and_index_are_private_whatever_the_umask() {
+    use std::os::unix::fs::PermissionsExt;
+    // The default umask of a login shell; the store must not rely on systemd's UMask=0077.
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
+    let dir = tempfile::tempdir().unwrap();
+    populate(dir.path()).await;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    for d in ["blobs", "blobs/sha256", "tmp", "quarantine", "index.sled"] {
+        assert_eq!(mode(&dir.path().join(d)), 0o700, "{d}");
+    }
+    for entry in std::fs::read_dir(dir.path().join("blobs/sha256")).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    for entry in std::fs::read_dir(dir.path().join("index.sled")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            assert_eq!(mode(&path), 0o600, "{}", path.display());
+        }
+    }
+}

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::fs;
 use std::io::{self, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
@@ -17,6 +18,9 @@ use super::{Inner, Store, sync_dir};
 
 /// Size of the copy/hash buffers.
 const CHUNK: usize = 256 * 1024;
+/// Blob files are readable by the service user only, whatever the umask (the store holds
+/// schematics with embedded machine configuration, and cached assets).
+pub(crate) const BLOB_FILE_MODE: u32 = 0o600;
 
 /// How often a read retries when the file keeps changing under it.
 const READ_ATTEMPTS: usize = 3;
@@ -278,6 +282,7 @@ impl Store {
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(BLOB_FILE_MODE)
             .open(&tmp.path)
             .await
             .map_err(|e| io_ctx("create temp file", &tmp.path, e))?;
@@ -345,6 +350,7 @@ impl Store {
         let file = fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(BLOB_FILE_MODE)
             .open(&tmp.path)
             .map_err(|e| io_ctx("create temp file", &tmp.path, e))?;
         Ok(BlobWriter {

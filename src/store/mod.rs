@@ -139,6 +139,34 @@ fn clean_tmp(tmp_dir: &Path) -> Result<usize> {
     Ok(removed)
 }
 
+/// Sets `path`'s permission bits to `mode` unless they are already no wider.
+fn restrict(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(path).map_err(|e| io_ctx("stat", path, e))?;
+    if meta.permissions().mode() & 0o777 & !mode != 0 {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+            .map_err(|e| io_ctx("chmod", path, e))?;
+    }
+    Ok(())
+}
+
+/// sled creates its files with the process umask: directory 0700, files 0600.
+fn restrict_tree(dir: &Path) -> Result<()> {
+    restrict(dir, 0o700)?;
+    for entry in fs::read_dir(dir).map_err(|e| io_ctx("read dir", dir, e))? {
+        let entry = entry.map_err(|e| io_ctx("read dir", dir, e))?;
+        let ft = entry
+            .file_type()
+            .map_err(|e| io_ctx("stat", &entry.path(), e))?;
+        if ft.is_dir() {
+            restrict_tree(&entry.path())?;
+        } else if ft.is_file() {
+            restrict(&entry.path(), 0o600)?;
+        }
+    }
+    Ok(())
+}
+
 /// fsyncs a directory so that renames into it are durable.
 fn sync_dir(dir: &Path) -> Result<()> {
     fs::File::open(dir)
@@ -168,10 +196,15 @@ impl Store {
         for d in [&blobs_dir, &tmp_dir, &quarantine_dir] {
             fs::create_dir_all(d).map_err(|e| io_ctx("create dir", d, e))?;
         }
+        // Private whatever the umask: blobs and the index are the service user's only.
+        for d in [&dir.join("blobs"), &blobs_dir, &tmp_dir, &quarantine_dir] {
+            restrict(d, 0o700)?;
+        }
         // Open the database first: it takes an exclusive lock, so a second
         // process cannot wipe the temp files of the running one.
         let index_existed = dir.join("index.sled").exists();
         let db = sled::open(dir.join("index.sled"))?;
+        restrict_tree(&dir.join("index.sled"))?;
         let stale = clean_tmp(&tmp_dir)?;
         if stale > 0 {
             tracing::info!(count = stale, dir = %tmp_dir.display(), "removed stale temp files");
