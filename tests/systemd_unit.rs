@@ -21,6 +21,13 @@ fn unit_for_test(dir: &Path) -> std::path::PathBuf {
         text.contains("ExecStart=/usr/bin/bootfactory serve"),
         "{text}"
     );
+    // Resource backstops (issue 10, defect 6): memory and thread caps stay in the unit.
+    for line in ["MemoryMax=", "MemoryHigh=", "TasksMax=", "LimitNOFILE="] {
+        assert!(
+            text.lines().any(|l| l.starts_with(line)),
+            "unit lacks {line}"
+        );
+    }
     let path = dir.join("bootfactory.service");
     std::fs::write(
         &path,
