@@ -61,19 +61,14 @@ impl BuildError {
     /// A build step failed with `e`: [`BuildError::NoSpace`] if an I/O error in its source
     /// chain says the filesystem is full, [`BuildError::Failed`] otherwise.
     pub fn from_error(e: &(dyn std::error::Error + 'static)) -> BuildError {
-        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
-        while let Some(c) = cause {
-            if let Some(io) = c.downcast_ref::<std::io::Error>()
-                && crate::store::is_no_space(io)
-            {
-                return BuildError::NoSpace {
-                    path: PathBuf::new(),
-                    detail: e.to_string(),
-                };
+        if crate::store::caused_by_no_space(e) {
+            BuildError::NoSpace {
+                path: PathBuf::new(),
+                detail: e.to_string(),
             }
-            cause = c.source();
+        } else {
+            BuildError::Failed(e.to_string())
         }
-        BuildError::Failed(e.to_string())
     }
 }
 

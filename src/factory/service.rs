@@ -59,6 +59,7 @@ impl From<ArtifactError> for FactoryError {
             }
             ArtifactError::Unavailable(m) => FactoryError::Unavailable(m),
             ArtifactError::Invalid(m) => FactoryError::Internal(m),
+            ArtifactError::NoSpace(m) => FactoryError::NoSpace(m),
         }
     }
 }

@@ -108,6 +108,22 @@ pub fn is_no_space(e: &io::Error) -> bool {
     )
 }
 
+/// Whether `e` or any error in its source chain is a [`StoreError::NoSpace`] or an I/O error
+/// that [`is_no_space`] — for callers whose errors wrap store or file-system errors.
+pub fn caused_by_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_no_space)
+            || c.downcast_ref::<io::Error>().is_some_and(is_no_space)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
+
 /// Adds the operation and path to an I/O error, keeping its kind.
 pub(crate) fn io_ctx(op: &str, path: &Path, e: io::Error) -> StoreError {
     StoreError::Io(io::Error::new(

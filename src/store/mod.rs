@@ -41,7 +41,7 @@ use serde::Serialize;
 
 pub use blob::{Blob, BlobWriter, CorruptBlob, VerifyReport};
 pub use digest::{ALGORITHM, Digest, ParseDigestError};
-pub use error::{Result, StoreError, is_no_space};
+pub use error::{Result, StoreError, caused_by_no_space, is_no_space};
 pub use gc::GcReport;
 
 use error::{io_ctx, join_err};
