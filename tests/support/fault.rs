@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use bootfactory::store::Store;
 
-use super::tools::{free_port, wait_listening};
+use super::tools::free_port;
 
 /// The `bootfactory` binary with no `BOOTFACTORY_*` variables from the environment.
 pub fn bin() -> Command {
@@ -80,6 +80,22 @@ pub fn largest_file(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether `GET /healthz` answers 200.
+fn healthy(addr: SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    if s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
 /// A `bootfactory serve` child process on a loopback port. Killed (SIGKILL) when dropped.
 pub struct Daemon {
     /// `http://127.0.0.1:<port>`.
@@ -93,9 +109,19 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    /// Starts `bootfactory serve --data-dir <data>` plus `args`, and waits until it listens.
-    /// Its log goes to `<log_dir>/serve-<port>.log`.
+    /// Starts `bootfactory serve --data-dir <data>` plus `args`, and waits until it answers.
+    /// Its log goes to `<log_dir>/serve-<port>.log`. A port taken between picking and binding
+    /// (other tests run in parallel) is retried with another.
     pub fn start(data: &Path, log_dir: &Path, args: &[&str]) -> Daemon {
+        for _ in 0..5 {
+            if let Some(d) = Daemon::try_start(data, log_dir, args) {
+                return d;
+            }
+        }
+        panic!("no free port for bootfactory serve");
+    }
+
+    fn try_start(data: &Path, log_dir: &Path, args: &[&str]) -> Option<Daemon> {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let log = log_dir.join(format!("serve-{port}.log"));
@@ -116,16 +142,22 @@ impl Daemon {
             child: Some(child),
             log,
         };
+        // Listening comes before the serve loop (and its SIGTERM handler) runs; a request
+        // answered means both are up.
         let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(addr).is_err() {
+        while !healthy(addr) {
             if let Some(status) = d.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("bootfactory serve exited with {status}:\n{}", d.log_text());
+                d.child = None;
+                let log = d.log_text();
+                if log.contains("in use") {
+                    return None;
+                }
+                panic!("bootfactory serve exited with {status}:\n{log}");
             }
             assert!(Instant::now() < deadline, "serve did not come up");
             std::thread::sleep(Duration::from_millis(20));
         }
-        wait_listening(addr);
-        d
+        Some(d)
     }
 
     /// The process ID.
