@@ -528,6 +528,83 @@ async fn full_disk_during_build_answers_507_and_recovers() {
     check_store(&data).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_during_pull_through_commits_nothing_and_recovers() {
+    if !can_mount() {
+        return;
+    }
+    let fake = FakeRegistry::start().await;
+    let layer = noise(24 * MIB as usize, 11);
+    let (_, layer_digest) = fake.add_image("siderolabs/big", "v1", &layer);
+    let digest: Digest = layer_digest.parse().unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(16 * MIB);
+    let data = fs.path().join("data");
+    let registries = format!("{{ghcr.io: {{endpoint: 'http://{}'}}}}", fake.addr);
+    let upstream = [
+        "--upstream-registries",
+        registries.as_str(),
+        "--upstream-retries",
+        "0",
+    ];
+
+    // `mirror pull` says why.
+    let out = support::fault::bin()
+        .args(["mirror", "pull", "--data-dir"])
+        .arg(&data)
+        .args(upstream)
+        .arg("ghcr.io/siderolabs/big:v1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!("no space left on {}", data.display())),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("unavailable"), "{stderr}");
+
+    // A client pulling through never gets the blob whole; nothing is committed.
+    let mut server = Daemon::start(&data, work.path(), &upstream);
+    let url = format!(
+        "{}/v2/siderolabs/big/blobs/{layer_digest}?ns=ghcr.io",
+        server.url
+    );
+    let resp = client().get(&url).send().await.unwrap();
+    let status = resp.status();
+    let body = resp.bytes().await;
+    assert!(
+        status != 200 || body.as_ref().map(|b| b.len() < layer.len()).unwrap_or(true),
+        "a blob that did not fit was delivered whole ({status})"
+    );
+    if status != 200 {
+        assert_eq!(status, 507, "{}", server.log_text());
+    }
+    wait_until(
+        "the partial download to be removed",
+        Duration::from_secs(10),
+        || entries(&data.join("tmp")).is_empty(),
+    );
+    assert!(
+        server
+            .log_text()
+            .contains(&format!("no space left on {}", data.display())),
+        "the log names the cause"
+    );
+
+    // Space freed: the same request succeeds, without a restart.
+    fs.resize(64 * MIB);
+    let resp = client().get(&url).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap() == layer);
+    server.stop();
+    check_store(&data).await;
+    assert_eq!(
+        stored_bytes(&data, &digest).await.as_deref(),
+        Some(&layer[..])
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // Corruption
 
