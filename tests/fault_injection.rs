@@ -577,6 +577,7 @@ async fn full_disk_during_pull_through_commits_nothing_and_recovers() {
         status != 200 || body.as_ref().map(|b| b.len() < layer.len()).unwrap_or(true),
         "a blob that did not fit was delivered whole ({status})"
     );
+    eprintln!("pull-through on a full disk: {status}");
     if status != 200 {
         assert_eq!(status, 507, "{}", server.log_text());
     }
@@ -591,6 +592,31 @@ async fn full_disk_during_pull_through_commits_nothing_and_recovers() {
             .contains(&format!("no space left on {}", data.display())),
         "the log names the cause"
     );
+
+    // A manifest is stored before it is answered: with no space at all, the client gets a
+    // 507 OCI error naming the cause.
+    fake.add_image("siderolabs/small", "v1", b"small layer");
+    let filler = fs.path().join("filler");
+    fs.fill(&filler, 0);
+    let resp = client()
+        .get(format!(
+            "{}/v2/siderolabs/small/manifests/v1?ns=ghcr.io",
+            server.url
+        ))
+        .header("accept", media::OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 507, "{}", server.log_text());
+    let error: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        error["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("no space left on {}", data.display())),
+        "{error}"
+    );
+    std::fs::remove_file(&filler).unwrap();
 
     // Space freed: the same request succeeds, without a restart.
     fs.resize(64 * MIB);
@@ -721,6 +747,7 @@ async fn corrupt_blob_and_built_asset_are_never_served() {
         status, 200,
         "offline, a corrupt blob cannot be served at all"
     );
+    eprintln!("corrupt mirrored blob, offline: {status}");
     assert!(quarantined(&data, &layer), "corrupt blob quarantined");
     assert!(!layer_file.exists());
 

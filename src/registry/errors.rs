@@ -121,6 +121,9 @@ impl RegistryError {
                     Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
                 }
             },
+            MirrorError::Catalog(c) if crate::store::caused_by_no_space(&c) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", c.to_string())
+            }
             MirrorError::Catalog(c) => {
                 Self::new(StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", c.to_string())
             }
