@@ -42,11 +42,20 @@ pub enum ArtifactError {
         /// The path inside the image.
         path: String,
     },
+    /// The data directory's filesystem is full (`no space left on <dataDir>`).
+    #[error("{0}")]
+    NoSpace(String),
 }
 
 impl From<MirrorError> for ArtifactError {
     fn from(e: MirrorError) -> Self {
-        ArtifactError::Unavailable(e.to_string())
+        match e {
+            MirrorError::Store(s) if s.is_no_space() => ArtifactError::NoSpace(s.to_string()),
+            MirrorError::Upstream(u @ crate::upstream::UpstreamError::NoSpace { .. }) => {
+                ArtifactError::NoSpace(u.to_string())
+            }
+            e => ArtifactError::Unavailable(e.to_string()),
+        }
     }
 }
 
@@ -300,13 +309,31 @@ impl Artifacts {
         let result =
             flatten::flatten_image(self.mirror.catalog(), manifest, &tmp, prefix.map(Path::new))
                 .await;
+        let no_space = |e: &(dyn std::error::Error + 'static)| {
+            tracing::warn!(%manifest, error = %e, "cannot extract image");
+            ArtifactError::NoSpace(format!(
+                "no space left on {}",
+                self.config.data_dir.display()
+            ))
+        };
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e.into());
+            return Err(if crate::store::caused_by_no_space(&e) {
+                no_space(&e)
+            } else {
+                e.into()
+            });
         }
         std::fs::create_dir_all(dir.parent().expect("has parent"))
             .and_then(|_| std::fs::rename(&tmp, &dir))
-            .map_err(|e| ArtifactError::Invalid(format!("cannot cache {manifest}: {e}")))?;
+            .map_err(|e| {
+                let _ = std::fs::remove_dir_all(&tmp);
+                if crate::store::is_no_space(&e) {
+                    no_space(&e)
+                } else {
+                    ArtifactError::Invalid(format!("cannot cache {manifest}: {e}"))
+                }
+            })?;
         Ok(dir)
     }
 

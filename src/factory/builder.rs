@@ -47,11 +47,40 @@ pub enum BuildError {
     /// The store failed.
     #[error("store: {0}")]
     Store(String),
+    /// The filesystem of the data directory (`path`; the builder fills it in) is full.
+    #[error("no space left on {}", path.display())]
+    NoSpace {
+        /// The data directory.
+        path: PathBuf,
+        /// The failed operation, for the log.
+        detail: String,
+    },
+}
+
+impl BuildError {
+    /// A build step failed with `e`: [`BuildError::NoSpace`] if an I/O error in its source
+    /// chain says the filesystem is full, [`BuildError::Failed`] otherwise.
+    pub fn from_error(e: &(dyn std::error::Error + 'static)) -> BuildError {
+        if crate::store::caused_by_no_space(e) {
+            BuildError::NoSpace {
+                path: PathBuf::new(),
+                detail: e.to_string(),
+            }
+        } else {
+            BuildError::Failed(e.to_string())
+        }
+    }
 }
 
 impl From<StoreError> for BuildError {
     fn from(e: StoreError) -> Self {
-        BuildError::Store(e.to_string())
+        match e {
+            StoreError::NoSpace { path, source } => BuildError::NoSpace {
+                path,
+                detail: source.to_string(),
+            },
+            e => BuildError::Store(e.to_string()),
+        }
     }
 }
 
@@ -223,11 +252,25 @@ impl Builder {
             .map_err(|_| BuildError::Failed("builder shut down".into()))?;
         let queued = queued_at.elapsed();
         let started = Instant::now();
-        let work = WorkDir::create(&self.work_root)?;
+        let work = WorkDir::create(&self.work_root).map_err(|e| match e {
+            BuildError::NoSpace { detail, .. } => BuildError::NoSpace {
+                path: self.store.dir().to_path_buf(),
+                detail,
+            },
+            e => e,
+        })?;
         let output = work.path().join("asset");
         let result = tokio::time::timeout(self.timeout, build(output.clone())).await;
         match result {
             Ok(Ok(())) => {}
+            Ok(Err(BuildError::NoSpace { detail, .. })) => {
+                let e = BuildError::NoSpace {
+                    path: self.store.dir().to_path_buf(),
+                    detail,
+                };
+                tracing::warn!(asset = key, error = %e, "build failed");
+                return Err(e);
+            }
             Ok(Err(e)) => {
                 tracing::warn!(asset = key, error = %e, "build failed");
                 return Err(e);
@@ -271,11 +314,20 @@ struct WorkDir(PathBuf);
 
 impl WorkDir {
     fn create(root: &Path) -> Result<WorkDir, BuildError> {
-        std::fs::create_dir_all(root)
-            .map_err(|e| BuildError::Store(format!("{}: {e}", root.display())))?;
+        let failed = |dir: &Path, e: std::io::Error| {
+            let detail = format!("{}: {e}", dir.display());
+            if crate::store::is_no_space(&e) {
+                BuildError::NoSpace {
+                    path: PathBuf::new(),
+                    detail,
+                }
+            } else {
+                BuildError::Store(detail)
+            }
+        };
+        std::fs::create_dir_all(root).map_err(|e| failed(root, e))?;
         let dir = root.join(format!("build-{}", hex::encode(rand::random::<[u8; 8]>())));
-        std::fs::create_dir(&dir)
-            .map_err(|e| BuildError::Store(format!("{}: {e}", dir.display())))?;
+        std::fs::create_dir(&dir).map_err(|e| failed(&dir, e))?;
         Ok(WorkDir(dir))
     }
 

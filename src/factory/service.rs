@@ -57,6 +57,9 @@ pub enum FactoryError {
     /// 503: an upstream image could not be fetched.
     #[error("{0}")]
     Unavailable(String),
+    /// 507: the data directory's filesystem is full (`no space left on <dataDir>`).
+    #[error("{0}")]
+    NoSpace(String),
     /// 500.
     #[error("{0}")]
     Internal(String),
@@ -71,6 +74,7 @@ impl From<ArtifactError> for FactoryError {
             ArtifactError::Unavailable(m) => FactoryError::Unavailable(m),
             ArtifactError::Invalid(m) => FactoryError::Internal(m),
             ArtifactError::MissingFile { .. } => FactoryError::AssetSourceMissing(e.to_string()),
+            ArtifactError::NoSpace(m) => FactoryError::NoSpace(m),
         }
     }
 }
@@ -81,6 +85,7 @@ impl From<BuildError> for FactoryError {
             BuildError::Failed(m) if m.starts_with("400:") => {
                 FactoryError::Schematic(m.trim_start_matches("400:").trim().to_string())
             }
+            e @ BuildError::NoSpace { .. } => FactoryError::NoSpace(e.to_string()),
             e => FactoryError::Internal(e.to_string()),
         }
     }
@@ -335,7 +340,7 @@ impl Factory {
                         Box::pin(async move {
                             tokio::fs::write(out, text)
                                 .await
-                                .map_err(|e| BuildError::Failed(e.to_string()))
+                                .map_err(|e| BuildError::from_error(&e))
                         }) as BuildFuture
                     })
                     .await?)
@@ -436,14 +441,13 @@ impl Factory {
                         &external,
                         supports_overlay,
                     )
-                    .map_err(|e| BuildError::Failed(e.to_string()))?;
+                    .map_err(|e| BuildError::from_error(&e))?;
                     trees.push(ExtensionTree {
                         dir: ext_dir,
                         cache_key: None,
                     });
                     let mut file = std::io::BufWriter::new(
-                        std::fs::File::create(&out)
-                            .map_err(|e| BuildError::Failed(e.to_string()))?,
+                        std::fs::File::create(&out).map_err(|e| BuildError::from_error(&e))?,
                     );
                     initramfs::build_initramfs(
                         &base,
@@ -457,11 +461,10 @@ impl Factory {
                         initramfs::InitramfsError::Extension { .. } => {
                             BuildError::Failed(format!("400: {e}"))
                         }
-                        e => BuildError::Failed(e.to_string()),
+                        e => BuildError::from_error(&e),
                     })?;
                     use std::io::Write as _;
-                    file.flush()
-                        .map_err(|e| BuildError::Failed(e.to_string()))?;
+                    file.flush().map_err(|e| BuildError::from_error(&e))?;
                     Ok(())
                 })
                 .await
@@ -504,7 +507,10 @@ fn copy_file(src: PathBuf) -> impl FnOnce(PathBuf) -> BuildFuture + Send + 'stat
             tokio::fs::copy(&src, &out)
                 .await
                 .map(|_| ())
-                .map_err(|e| BuildError::Failed(format!("copy {}: {e}", src.display())))
+                .map_err(|e| match BuildError::from_error(&e) {
+                    e @ BuildError::NoSpace { .. } => e,
+                    _ => BuildError::Failed(format!("copy {}: {e}", src.display())),
+                })
         })
     }
 }

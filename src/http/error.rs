@@ -4,6 +4,8 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::store::StoreError;
+
 /// An error answered to the client.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -32,10 +34,28 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, message)
     }
 
+    /// 507 Insufficient Storage: the data directory's filesystem is full. The message names
+    /// the directory so the operator knows where to free space; the request can be retried.
+    pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
+        let message = message.into();
+        tracing::error!(error = %message, "out of storage space");
+        ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message)
+    }
+
     /// 500 with a generic body; the cause goes to the log, not to the client.
     pub fn internal(cause: impl std::fmt::Display) -> ApiError {
         tracing::error!(error = %cause, "internal error");
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        if e.is_no_space() {
+            ApiError::insufficient_storage(e.to_string())
+        } else {
+            ApiError::internal(e)
+        }
     }
 }
 

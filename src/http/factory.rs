@@ -28,6 +28,7 @@ impl From<FactoryError> for ApiError {
             FactoryError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             FactoryError::TooManyBuilds(_) => StatusCode::TOO_MANY_REQUESTS,
             FactoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            FactoryError::NoSpace(_) => return ApiError::insufficient_storage(e.to_string()),
             FactoryError::Internal(_) => return ApiError::internal(e),
         };
         ApiError::new(status, e.to_string())

@@ -37,7 +37,7 @@ pub async fn create(
         .schematics
         .put(&parsed)
         .await
-        .map_err(ApiError::internal)?;
+        .map_err(ApiError::from)?;
     if created {
         tracing::info!(schematic = %id, "schematic created");
         state.metrics.schematic_create.inc();
@@ -64,7 +64,7 @@ pub async fn get(
         .schematics
         .get(&id)
         .await
-        .map_err(ApiError::internal)?
+        .map_err(ApiError::from)?
         .ok_or_else(not_found)?;
     Ok((
         [(header::CONTENT_TYPE, "application/yaml")],

@@ -113,13 +113,22 @@ impl RegistryError {
                         ),
                     )
                 },
+                UpstreamError::NoSpace { message, .. } => {
+                    Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", message)
+                }
                 UpstreamError::Corrupt { message, .. }
                 | UpstreamError::Protocol { message, .. } => {
                     Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
                 }
             },
+            MirrorError::Catalog(c) if crate::store::caused_by_no_space(&c) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", c.to_string())
+            }
             MirrorError::Catalog(c) => {
                 Self::new(StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", c.to_string())
+            }
+            MirrorError::Store(s) if s.is_no_space() => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", s.to_string())
             }
             MirrorError::Store(s) => Self::internal(&s.to_string()),
         }

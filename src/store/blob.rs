@@ -162,7 +162,8 @@ impl Inner {
             }
             // New, or the stored file was tampered with / lost its record:
             // our freshly hashed copy replaces it.
-            fs::rename(&tmp.path, &dest).map_err(|e| io_ctx("rename into place", &dest, e))?;
+            fs::rename(&tmp.path, &dest)
+                .map_err(|e| StoreError::from_write(&self.dir, "rename into place", &dest, e))?;
             tmp.disarm();
             sync_dir(&self.blobs_dir)?;
             let m = fs::metadata(&dest).map_err(|e| io_ctx("stat", &dest, e))?;
@@ -174,7 +175,7 @@ impl Inner {
             };
             self.write_record(&digest, &rec)?;
         }
-        self.db.flush()?;
+        self.db.flush().map_err(|e| self.db_write_err(e))?;
         Ok(())
     }
 
@@ -285,7 +286,9 @@ impl Store {
             .mode(BLOB_FILE_MODE)
             .open(&tmp.path)
             .await
-            .map_err(|e| io_ctx("create temp file", &tmp.path, e))?;
+            .map_err(|e| {
+                StoreError::from_write(&self.inner.dir, "create temp file", &tmp.path, e)
+            })?;
 
         let mut hasher = Hasher::new();
         let mut size = 0u64;
@@ -296,17 +299,17 @@ impl Store {
                 break;
             }
             hasher.update(&buf[..n]);
-            file.write_all(&buf[..n])
-                .await
-                .map_err(|e| io_ctx("write temp file", &tmp.path, e))?;
+            file.write_all(&buf[..n]).await.map_err(|e| {
+                StoreError::from_write(&self.inner.dir, "write temp file", &tmp.path, e)
+            })?;
             size += n as u64;
         }
-        file.flush()
-            .await
-            .map_err(|e| io_ctx("write temp file", &tmp.path, e))?;
-        file.sync_all()
-            .await
-            .map_err(|e| io_ctx("fsync temp file", &tmp.path, e))?;
+        file.flush().await.map_err(|e| {
+            StoreError::from_write(&self.inner.dir, "write temp file", &tmp.path, e)
+        })?;
+        file.sync_all().await.map_err(|e| {
+            StoreError::from_write(&self.inner.dir, "fsync temp file", &tmp.path, e)
+        })?;
         drop(file);
 
         let digest = hasher.finish();
@@ -335,7 +338,7 @@ impl Store {
         let store = self.clone();
         tokio::task::spawn_blocking(move || {
             let mut w = store.writer()?;
-            w.write_all(&data).map_err(StoreError::Io)?;
+            w.write_all(&data).map_err(|e| w.write_error(e))?;
             w.commit()
         })
         .await
@@ -352,9 +355,12 @@ impl Store {
             .create_new(true)
             .mode(BLOB_FILE_MODE)
             .open(&tmp.path)
-            .map_err(|e| io_ctx("create temp file", &tmp.path, e))?;
+            .map_err(|e| {
+                StoreError::from_write(&self.inner.dir, "create temp file", &tmp.path, e)
+            })?;
         Ok(BlobWriter {
             store: Arc::downgrade(&self.inner),
+            dir: self.inner.dir.clone(),
             file: BufWriter::with_capacity(CHUNK, file),
             hasher: Hasher::new(),
             size: 0,
@@ -490,6 +496,7 @@ impl Store {
 /// [`StoreError::Closed`].
 pub struct BlobWriter {
     store: Weak<Inner>,
+    dir: PathBuf,
     file: BufWriter<fs::File>,
     hasher: Hasher,
     size: u64,
@@ -531,6 +538,13 @@ impl BlobWriter {
         self.size
     }
 
+    /// Classifies an error returned by this writer's [`Write`] methods:
+    /// [`StoreError::NoSpace`] when the filesystem is full, [`StoreError::Io`]
+    /// naming the temp file otherwise.
+    pub fn write_error(&self, e: io::Error) -> StoreError {
+        StoreError::from_write(&self.dir, "write temp file", &self.tmp.path, e)
+    }
+
     /// Finishes the blob and returns its digest.
     pub fn commit(self) -> Result<Digest> {
         self.finish(None)
@@ -545,16 +559,17 @@ impl BlobWriter {
     fn finish(self, expected: Option<&Digest>) -> Result<Digest> {
         let BlobWriter {
             store,
+            dir,
             file,
             hasher,
             size,
             tmp,
         } = self;
-        let file = file
-            .into_inner()
-            .map_err(|e| io_ctx("write temp file", &tmp.path, e.into_error()))?;
+        let file = file.into_inner().map_err(|e| {
+            StoreError::from_write(&dir, "write temp file", &tmp.path, e.into_error())
+        })?;
         file.sync_all()
-            .map_err(|e| io_ctx("fsync temp file", &tmp.path, e))?;
+            .map_err(|e| StoreError::from_write(&dir, "fsync temp file", &tmp.path, e))?;
         drop(file);
         let digest = hasher.finish();
         if let Some(expected) = expected

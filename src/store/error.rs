@@ -1,7 +1,7 @@
 //! Errors of the content-addressed store.
 
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::digest::{Digest, ParseDigestError};
 
@@ -40,6 +40,19 @@ pub enum StoreError {
     #[error("invalid ref: {0}")]
     InvalidRef(String),
 
+    /// The filesystem holding the data directory is full (`ENOSPC`) or the
+    /// user's quota on it is exhausted (`EDQUOT`). Nothing was stored: the
+    /// partial temp file has been removed, and the same write succeeds once
+    /// space is freed.
+    #[error("no space left on {path}")]
+    NoSpace {
+        /// The store's data directory (the filesystem to free space on).
+        path: PathBuf,
+        /// The failed operation (`write temp file <path>: …`).
+        #[source]
+        source: io::Error,
+    },
+
     /// A filesystem operation failed.
     #[error("store i/o error: {0}")]
     Io(#[from] io::Error),
@@ -67,6 +80,56 @@ pub enum StoreError {
 
 /// Convenience alias used throughout the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl StoreError {
+    /// Whether this is [`StoreError::NoSpace`] (callers map it to "insufficient storage"
+    /// rather than to an internal error or to a problem with the input).
+    pub fn is_no_space(&self) -> bool {
+        matches!(self, StoreError::NoSpace { .. })
+    }
+
+    /// Classifies an I/O error from writing under the data directory `dir`:
+    /// [`StoreError::NoSpace`] for a full filesystem or exhausted quota (see
+    /// [`is_no_space`]), [`StoreError::Io`] with the operation and path otherwise.
+    pub fn from_write(dir: &Path, op: &str, path: &Path, e: io::Error) -> StoreError {
+        if is_no_space(&e) {
+            StoreError::NoSpace {
+                path: dir.to_path_buf(),
+                source: io::Error::new(e.kind(), format!("{op} {}: {e}", path.display())),
+            }
+        } else {
+            io_ctx(op, path, e)
+        }
+    }
+}
+
+/// Whether an I/O error means the filesystem is full (`ENOSPC`) or the quota is exhausted
+/// (`EDQUOT`).
+pub fn is_no_space(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded
+    ) || matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::libc::ENOSPC || code == nix::libc::EDQUOT
+    )
+}
+
+/// Whether `e` or any error in its source chain is a [`StoreError::NoSpace`] or an I/O error
+/// that [`is_no_space`] — for callers whose errors wrap store or file-system errors.
+pub fn caused_by_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        if c.downcast_ref::<StoreError>()
+            .is_some_and(StoreError::is_no_space)
+            || c.downcast_ref::<io::Error>().is_some_and(is_no_space)
+        {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
+}
 
 /// Adds the operation and path to an I/O error, keeping its kind.
 pub(crate) fn io_ctx(op: &str, path: &Path, e: io::Error) -> StoreError {

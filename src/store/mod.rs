@@ -44,7 +44,7 @@ use serde::Serialize;
 
 pub use blob::{Blob, BlobWriter, CorruptBlob, VerifyReport};
 pub use digest::{ALGORITHM, Digest, ParseDigestError};
-pub use error::{Result, StoreError};
+pub use error::{Result, StoreError, caused_by_no_space, is_no_space};
 pub use gc::GcReport;
 pub use identity::{IndexProblem, RebuildReport};
 
@@ -108,6 +108,17 @@ impl Inner {
     /// Where the content of `d` lives.
     fn blob_file(&self, d: &Digest) -> PathBuf {
         self.blobs_dir.join(d.hex())
+    }
+
+    /// A failed database write: [`StoreError::NoSpace`] when sled ran out of
+    /// space, [`StoreError::Db`] otherwise.
+    fn db_write_err(&self, e: sled::Error) -> StoreError {
+        match e {
+            sled::Error::Io(io) if error::is_no_space(&io) => {
+                StoreError::from_write(&self.dir, "write index", &self.dir.join("index.sled"), io)
+            }
+            e => StoreError::Db(e),
+        }
     }
 }
 

@@ -834,3 +834,35 @@ async fn gc_removes_old_orphan_files() {
     assert_eq!(store.total_size(), 500);
     assert_eq!(store.read_bytes(&young_d).await.unwrap(), young);
 }
+
+#[test]
+fn no_space_is_a_distinct_error_naming_the_data_dir() {
+    let dir = Path::new("/var/lib/bootfactory");
+    let file = dir.join("tmp/x.tmp");
+    for errno in [nix::libc::ENOSPC, nix::libc::EDQUOT] {
+        let e = StoreError::from_write(
+            dir,
+            "write temp file",
+            &file,
+            std::io::Error::from_raw_os_error(errno),
+        );
+        assert!(e.is_no_space(), "{e:?}");
+        assert_eq!(e.to_string(), "no space left on /var/lib/bootfactory");
+        let source = std::error::Error::source(&e).expect("source kept");
+        assert!(
+            source
+                .to_string()
+                .contains("/var/lib/bootfactory/tmp/x.tmp")
+        );
+        assert!(caused_by_no_space(&e));
+    }
+    let other = StoreError::from_write(
+        dir,
+        "write temp file",
+        &file,
+        std::io::Error::from_raw_os_error(nix::libc::EIO),
+    );
+    assert!(matches!(other, StoreError::Io(_)), "{other:?}");
+    assert!(!other.is_no_space());
+    assert!(!caused_by_no_space(&other));
+}

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::oci::{
     Descriptor, ImageCatalog, ImageName, ImageRef, ManifestKind, media, parse_manifest,
 };
-use crate::store::{Digest, Store};
+use crate::store::{BlobWriter, Digest, Store, StoreError};
 
 /// The annotation naming an image in an OCI layout's `index.json`.
 pub const REF_NAME: &str = "org.opencontainers.image.ref.name";
@@ -194,14 +194,51 @@ async fn import_dir_blobs(
         store
             .put_stream_expect(file, &d.digest)
             .await
-            .map_err(|e| {
-                BundleError::Layout(format!("blob {} in the layout is damaged: {e}", d.digest))
-            })?;
+            .map_err(|e| damaged_or_store(e, &d.digest, "layout"))?;
         report.blobs_written += 1;
         report.bytes_written += d.size;
         progress.advance(d.size);
     }
     Ok(())
+}
+
+/// A failed blob write during import: content that does not hash to its name means the
+/// bundle is damaged; anything else (a full disk, an I/O error of the store) is the store's
+/// problem and is reported as such, never blamed on the bundle.
+fn damaged_or_store(e: StoreError, digest: &Digest, what: &str) -> BundleError {
+    match e {
+        e @ StoreError::DigestMismatch { .. } => {
+            BundleError::Layout(format!("blob {digest} in the {what} is damaged: {e}"))
+        }
+        e => BundleError::Store(e),
+    }
+}
+
+/// Which side of a copy failed.
+enum CopyError {
+    /// Reading the bundle.
+    Read(std::io::Error),
+    /// Writing the store.
+    Write(StoreError),
+}
+
+/// Copies a tar entry into a blob writer, telling read failures (the bundle) from write
+/// failures (the store, e.g. no space left).
+fn copy_entry(r: &mut impl Read, w: &mut BlobWriter) -> Result<u64, CopyError> {
+    use std::io::Write as _;
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        w.write_all(&buf[..n])
+            .map_err(|e| CopyError::Write(w.write_error(e)))?;
+        total += n as u64;
+    }
 }
 
 /// Wraps a reader, reporting the bytes read (batched) through a channel.
@@ -316,13 +353,13 @@ async fn import_tar_blobs(
                             continue;
                         }
                         let mut writer = store.writer()?;
-                        let n = std::io::copy(&mut entry, &mut writer)
-                            .map_err(|e| read_err(format!("reading {rel}: {e}")))?;
-                        writer.commit_expect(&digest).map_err(|e| {
-                            BundleError::Layout(format!(
-                                "blob {digest} in the bundle is damaged: {e}"
-                            ))
+                        let n = copy_entry(&mut entry, &mut writer).map_err(|e| match e {
+                            CopyError::Read(e) => read_err(format!("reading {rel}: {e}")),
+                            CopyError::Write(e) => BundleError::Store(e),
                         })?;
+                        writer
+                            .commit_expect(&digest)
+                            .map_err(|e| damaged_or_store(e, &digest, "bundle"))?;
                         counts.blobs_written += 1;
                         counts.bytes_written += n;
                     }

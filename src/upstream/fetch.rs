@@ -241,9 +241,18 @@ async fn download(
     state: &watch::Sender<FetchState>,
 ) -> Result<u64, UpstreamError> {
     let registry = client.endpoint().registry.clone();
-    let local = |e: StoreError| UpstreamError::Unavailable {
-        registry: registry.clone(),
-        message: format!("cannot store {digest}: {e}"),
+    let local = |e: StoreError| {
+        if e.is_no_space() {
+            UpstreamError::NoSpace {
+                registry: registry.clone(),
+                message: format!("cannot store {digest}: {e}"),
+            }
+        } else {
+            UpstreamError::Unavailable {
+                registry: registry.clone(),
+                message: format!("cannot store {digest}: {e}"),
+            }
+        }
     };
     let mut blob = client.open_blob(repository, digest).await?;
     let mut writer = store.writer().map_err(local)?;
@@ -261,19 +270,22 @@ async fn download(
     let state_for_writer = state.clone();
     let expected = *digest;
     type Written = (u64, Result<Digest, StoreError>);
-    let writer_task = tokio::task::spawn_blocking(move || -> std::io::Result<Option<Written>> {
-        let mut written = 0u64;
-        while let Some(chunk) = rx.blocking_recv() {
-            writer.write_all(&chunk)?;
-            writer.flush()?;
-            written += chunk.len() as u64;
-            state_for_writer.send_modify(|s| s.written = written);
-        }
-        if abort_for_writer.load(Ordering::SeqCst) {
-            return Ok(None);
-        }
-        Ok(Some((written, writer.commit_expect(&expected))))
-    });
+    let writer_task =
+        tokio::task::spawn_blocking(move || -> Result<Option<Written>, StoreError> {
+            let mut written = 0u64;
+            while let Some(chunk) = rx.blocking_recv() {
+                writer
+                    .write_all(&chunk)
+                    .and_then(|()| writer.flush())
+                    .map_err(|e| writer.write_error(e))?;
+                written += chunk.len() as u64;
+                state_for_writer.send_modify(|s| s.written = written);
+            }
+            if abort_for_writer.load(Ordering::SeqCst) {
+                return Ok(None);
+            }
+            Ok(Some((written, writer.commit_expect(&expected))))
+        });
 
     let mut received = 0u64;
     let mut failure = None;
@@ -290,8 +302,15 @@ async fn download(
                     break;
                 }
                 if tx.send(chunk).await.is_err() {
-                    failure = Some("local writer stopped".to_string());
-                    break;
+                    // The writer failed (e.g. the disk is full): its error is the cause.
+                    drop(tx);
+                    return match writer_task.await {
+                        Ok(Err(e)) => Err(local(e)),
+                        _ => Err(UpstreamError::Unavailable {
+                            registry,
+                            message: format!("{digest}: local writer stopped"),
+                        }),
+                    };
                 }
             }
             Ok(Some(Err(e))) => {
@@ -329,10 +348,7 @@ async fn download(
             registry: registry.clone(),
             message: format!("writer task failed: {e}"),
         })?
-        .map_err(|e| UpstreamError::Unavailable {
-            registry: registry.clone(),
-            message: format!("cannot write {digest}: {e}"),
-        })?
+        .map_err(local)?
         .expect("not aborted");
     match committed {
         Ok(_) => Ok(written),

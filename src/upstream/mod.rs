@@ -55,6 +55,15 @@ pub enum UpstreamError {
         /// Details.
         message: String,
     },
+    /// The download could not be stored: the data directory's filesystem is full
+    /// (`no space left on <dataDir>`). Nothing was committed.
+    #[error("{message}")]
+    NoSpace {
+        /// Registry host.
+        registry: String,
+        /// Details.
+        message: String,
+    },
     /// The upstream answered something that is not a valid registry response.
     #[error("{message}")]
     Protocol {

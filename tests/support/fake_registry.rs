@@ -29,6 +29,11 @@ pub struct FakeState {
     pub require_token: AtomicBool,
     /// Delay each blob response by this many milliseconds.
     pub blob_delay_ms: AtomicUsize,
+    /// Send blob bodies at about this many bytes per second (0: as fast as possible).
+    pub blob_bytes_per_sec: AtomicUsize,
+    /// Die mid-blob: after this many body bytes, abort the connection (the full
+    /// `Content-Length` having been announced). 0: off.
+    pub blob_cut_after: AtomicUsize,
     /// Requests per "METHOD path" (query dropped).
     pub hits: Mutex<HashMap<String, usize>>,
     /// Token requests received (with their query string).
@@ -233,10 +238,14 @@ async fn v2(
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
                 .header(header::CONTENT_LENGTH, bytes.len());
+            let rate = s.blob_bytes_per_sec.load(Ordering::SeqCst);
+            let cut = s.blob_cut_after.load(Ordering::SeqCst);
             if method == Method::HEAD {
                 builder.body(Body::empty()).unwrap()
-            } else {
+            } else if rate == 0 && cut == 0 {
                 builder.body(Body::from(bytes)).unwrap()
+            } else {
+                builder.body(paced_body(bytes, rate, cut)).unwrap()
             }
         }
         "tags" => {
@@ -261,4 +270,36 @@ async fn v2(
         }
         _ => not_found("NAME_UNKNOWN"),
     }
+}
+
+/// A body sent in 64 KiB chunks, about `rate` bytes per second (0: unpaced), that fails (the
+/// connection is aborted) after `cut` bytes (0: never).
+fn paced_body(bytes: Vec<u8>, rate: usize, cut: usize) -> Body {
+    const CHUNK: usize = 64 * 1024;
+    let bytes = bytes::Bytes::from(bytes);
+    let stream = futures_util::stream::unfold(0usize, move |pos| {
+        let bytes = bytes.clone();
+        async move {
+            if pos >= bytes.len() {
+                return None;
+            }
+            if cut > 0 && pos >= cut {
+                let e = std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "fake upstream died",
+                );
+                return Some((Err(e), usize::MAX));
+            }
+            let mut end = (pos + CHUNK).min(bytes.len());
+            if cut > 0 {
+                end = end.min(cut);
+            }
+            if rate > 0 {
+                let secs = (end - pos) as f64 / rate as f64;
+                tokio::time::sleep(std::time::Duration::from_secs_f64(secs)).await;
+            }
+            Some((Ok::<_, std::io::Error>(bytes.slice(pos..end)), end))
+        }
+    });
+    Body::from_stream(stream)
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fake_registry;
+pub mod fault;
 pub mod lab;
 pub mod tools;
 
