@@ -261,18 +261,17 @@ async fn kill9_during_30_concurrent_initramfs_builds_then_rebuild() {
     let builds = data.join("cache/builds");
     let mut finished = BTreeMap::new();
     let deadline = Instant::now() + Duration::from_secs(120);
-    while finished.len() < 5 {
-        assert!(Instant::now() < deadline, "builds did not finish");
+    while finished.len() < 5 || entries(&builds).is_empty() {
+        assert!(
+            Instant::now() < deadline && finished.len() < 30,
+            "never saw builds running after some had finished"
+        );
         if let Ok(Some((i, Ok(bytes)))) =
-            tokio::time::timeout(Duration::from_millis(50), done_rx.recv()).await
+            tokio::time::timeout(Duration::from_millis(5), done_rx.recv()).await
         {
             finished.insert(i, bytes);
         }
     }
-    assert!(
-        !entries(&builds).is_empty(),
-        "builds still running at the kill"
-    );
     server.kill9();
     while let Ok((i, r)) = done_rx.try_recv() {
         if let Ok(bytes) = r {

@@ -116,7 +116,7 @@ pub fn is_no_space(e: &io::Error) -> bool {
 }
 
 /// Whether `e` or any error in its source chain is a [`StoreError::NoSpace`] or an I/O error
-/// that [`is_no_space`] — for callers whose errors wrap store or file-system errors.
+/// for which [`is_no_space`] holds — for callers whose errors wrap store or file-system errors.
 pub fn caused_by_no_space(e: &(dyn std::error::Error + 'static)) -> bool {
     let mut cause = Some(e);
     while let Some(c) = cause {
