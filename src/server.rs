@@ -40,6 +40,10 @@ impl App {
                 config.data_dir.display()
             )
         })?;
+        store.set_quota(crate::store::Quota {
+            max_bytes: config.store.max_bytes,
+            min_free_bytes: config.store.min_free_bytes,
+        });
         let schematics = SchematicStore::new(store.clone());
         let config = Arc::new(config);
         let catalog = ImageCatalog::new(store.clone()).context("cannot open the image catalog")?;

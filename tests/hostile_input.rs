@@ -215,3 +215,20 @@ async fn new_builds_are_rate_limited_per_client() {
         .unwrap();
     assert_eq!(pxe.status(), 429);
 }
+
+/// Defect 6: past the store quota, new content is refused with 507 naming the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_quota_answers_507() {
+    let server = TestServer::start(&[("store.maxBytes", "40")]).await;
+    let resp = client()
+        .post(format!("{}/schematics", server.url))
+        .body("customization: {extraKernelArgs: [a-rather-long-argument-to-exceed-the-quota=1]}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 507);
+    assert_eq!(resp.headers()["retry-after"], "300");
+    let text = resp.text().await.unwrap();
+    assert!(text.contains("store quota reached"), "{text}");
+    assert!(text.contains("store.maxBytes"), "{text}");
+}

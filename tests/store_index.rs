@@ -151,3 +151,41 @@ async fn blobs_and_index_are_private_whatever_the_umask() {
         }
     }
 }
+
+/// Defect 6: the store refuses new content past `store.maxBytes` and below
+/// `store.minFreeBytes`, with a message naming the limit; what is stored stays readable.
+#[tokio::test]
+async fn quotas_refuse_new_content_and_keep_the_old() {
+    use bootfactory::store::Quota;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_quota(Quota {
+        max_bytes: 1000,
+        min_free_bytes: 0,
+    });
+    let kept = store.put_bytes(&[1u8; 600]).await.unwrap();
+    // Over the limit at commit time: refused, and no temp file is left.
+    let err = store.put_bytes(&[2u8; 600]).await.unwrap_err();
+    assert!(err.is_no_space(), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("store quota reached"), "{text}");
+    assert!(text.contains("store.maxBytes is 1000"), "{text}");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+    // The same content again is not new: accepted.
+    assert_eq!(store.put_bytes(&[1u8; 600]).await.unwrap(), kept);
+    assert_eq!(store.read_bytes(&kept).await.unwrap(), vec![1u8; 600]);
+    // The blocking writer refuses up front once the store is full.
+    store.put_bytes(&[3u8; 400]).await.unwrap();
+    assert!(store.writer().unwrap_err().is_no_space());
+
+    // A free-space reserve larger than any filesystem refuses everything new.
+    store.set_quota(Quota {
+        max_bytes: 0,
+        min_free_bytes: u64::MAX / 2,
+    });
+    let err = store.put_bytes(b"new").await.unwrap_err();
+    assert!(err.to_string().contains("store.minFreeBytes"), "{err}");
+}

@@ -278,6 +278,16 @@ pub const KEYS: &[KeySpec] = &[
         help: "assignments.yaml applied at start (machines and default it names replace stored ones)",
     },
     KeySpec {
+        key: "store.maxBytes",
+        flag: "store-max-bytes",
+        help: "Most bytes of content the store holds; new content past it is refused with 507 (0 = no limit)",
+    },
+    KeySpec {
+        key: "store.minFreeBytes",
+        flag: "store-min-free-bytes",
+        help: "Bytes kept free on the data directory's filesystem; new content is refused with 507 below it (0 = none)",
+    },
+    KeySpec {
         key: "assignments.inventoryMaxMachines",
         flag: "inventory-max-machines",
         help: "Most machines in the inventory; the least recently seen unassigned one is evicted (0 = unbounded)",

@@ -46,6 +46,28 @@ pub struct Config {
     pub api: ApiConfig,
     /// Per-MAC assignments.
     pub assignments: AssignmentsConfig,
+    /// Limits on what the store holds.
+    pub store: StoreConfig,
+}
+
+/// Store quotas: anonymous clients can make the appliance store schematics, built assets and
+/// pull-through images, so the store refuses new content (507, naming the limit) past these.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreConfig {
+    /// Most bytes of blob content the store holds; 0 = no limit.
+    pub max_bytes: u64,
+    /// Bytes that must stay free on the data directory's filesystem; 0 = none.
+    pub min_free_bytes: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_bytes: 0,
+            min_free_bytes: 1 << 30,
+        }
+    }
 }
 
 /// Network boot (proxy-DHCP + TFTP + iPXE).
@@ -432,6 +454,7 @@ impl Default for Config {
             pxe: PxeConfig::default(),
             api: ApiConfig::default(),
             assignments: AssignmentsConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 }

@@ -79,6 +79,10 @@ impl From<StoreError> for BuildError {
                 path,
                 detail: source.to_string(),
             },
+            StoreError::QuotaReached { ref path, .. } => BuildError::NoSpace {
+                path: path.clone(),
+                detail: e.to_string(),
+            },
             e => BuildError::Store(e.to_string()),
         }
     }

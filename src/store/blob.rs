@@ -160,6 +160,10 @@ impl Inner {
                 self.write_record(&digest, &rec)?;
                 return Ok(());
             }
+            if existing.is_none() {
+                // New content: the limits apply (dropping `tmp` removes the temp file).
+                self.check_quota(size)?;
+            }
             // New, or the stored file was tampered with / lost its record:
             // our freshly hashed copy replaces it.
             fs::rename(&tmp.path, &dest)
@@ -279,6 +283,7 @@ impl Store {
     ) -> Result<Digest> {
         // Armed from the start: removing a file that was never created is a
         // harmless no-op.
+        self.inner.check_quota(0)?;
         let mut tmp = TempPath::new_in(&self.inner.tmp_dir);
         let mut file = tokio::fs::OpenOptions::new()
             .write(true)
@@ -349,6 +354,7 @@ impl Store {
     /// thread. Call [`BlobWriter::commit`] when done; dropping it without
     /// committing discards the data.
     pub fn writer(&self) -> Result<BlobWriter> {
+        self.inner.check_quota(0)?;
         let tmp = TempPath::new_in(&self.inner.tmp_dir);
         let file = fs::OpenOptions::new()
             .write(true)

@@ -53,6 +53,15 @@ pub enum StoreError {
         source: io::Error,
     },
 
+    /// A store quota ([`Quota`](super::Quota)) would be exceeded: nothing new is stored.
+    #[error("no space left on {path}: store quota reached ({detail})")]
+    QuotaReached {
+        /// The store's data directory.
+        path: PathBuf,
+        /// Which limit, with the figures.
+        detail: String,
+    },
+
     /// A filesystem operation failed.
     #[error("store i/o error: {0}")]
     Io(#[from] io::Error),
@@ -85,7 +94,10 @@ impl StoreError {
     /// Whether this is [`StoreError::NoSpace`] (callers map it to "insufficient storage"
     /// rather than to an internal error or to a problem with the input).
     pub fn is_no_space(&self) -> bool {
-        matches!(self, StoreError::NoSpace { .. })
+        matches!(
+            self,
+            StoreError::NoSpace { .. } | StoreError::QuotaReached { .. }
+        )
     }
 
     /// Classifies an I/O error from writing under the data directory `dir`:

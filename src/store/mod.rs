@@ -31,6 +31,7 @@ mod error;
 mod gc;
 mod identity;
 mod index;
+mod quota;
 #[cfg(test)]
 mod tests;
 
@@ -47,6 +48,7 @@ pub use digest::{ALGORITHM, Digest, ParseDigestError};
 pub use error::{Result, StoreError, caused_by_no_space, is_no_space};
 pub use gc::GcReport;
 pub use identity::{IndexProblem, RebuildReport};
+pub use quota::Quota;
 
 use error::{io_ctx, join_err};
 use index::{decode_digest, decode_digest_list, ref_key};
@@ -88,6 +90,8 @@ pub(crate) struct Inner {
     meta: sled::Tree,
     /// Serialises everything that changes a digest's file or record.
     stripes: Box<[Mutex<()>]>,
+    /// Limits on what the store may hold.
+    quota: quota::QuotaState,
     /// Shared by operations that can make a blob live (commits, refs, pins,
     /// children); exclusive while GC decides what to delete.
     gc_lock: RwLock<()>,
@@ -233,6 +237,7 @@ impl Store {
             quarantine_dir,
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             gc_lock: RwLock::new(()),
+            quota: quota::QuotaState::default(),
         };
         if !rebuilding {
             identity::check(&inner, index_existed)?;
@@ -240,6 +245,11 @@ impl Store {
         Ok(Store {
             inner: Arc::new(inner),
         })
+    }
+
+    /// Sets the limits new content is checked against (see [`Quota`]).
+    pub fn set_quota(&self, quota: Quota) {
+        self.inner.quota.set(quota);
     }
 
     /// The data directory this store was opened on.

@@ -12,7 +12,9 @@ use bootfactory::store::Store;
 
 use super::tools::free_port;
 
-/// The `bootfactory` binary with no `BOOTFACTORY_*` variables from the environment.
+/// The `bootfactory` binary with no `BOOTFACTORY_*` variables from the environment, and no
+/// free-space reserve (`store.minFreeBytes`: these tests fill small filesystems on purpose, to
+/// reach the kernel's ENOSPC).
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_bootfactory"));
     for (k, _) in std::env::vars() {
@@ -20,6 +22,7 @@ pub fn bin() -> Command {
             c.env_remove(k);
         }
     }
+    c.env("BOOTFACTORY_STORE_MIN_FREE_BYTES", "0");
     c
 }
 
