@@ -74,7 +74,7 @@ impl Inner {
         if q.min_free_bytes > 0
             && let Ok(st) = nix::sys::statvfs::statvfs(&self.dir)
         {
-            let free = u64::from(st.blocks_available()).saturating_mul(st.fragment_size());
+            let free = st.blocks_available().saturating_mul(st.fragment_size());
             if free < q.min_free_bytes.saturating_add(incoming) {
                 return Err(StoreError::QuotaReached {
                     path: self.dir.clone(),
