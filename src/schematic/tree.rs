@@ -79,6 +79,18 @@ impl Node {
 pub struct SyntaxError {
     /// Human-readable description, including the position.
     pub message: String,
+    /// True when the text is valid YAML but exceeds a resource limit (nesting depth, node
+    /// count, or expanded size through aliases) rather than being malformed.
+    pub limit: bool,
+}
+
+impl SyntaxError {
+    fn limit(message: String) -> SyntaxError {
+        SyntaxError {
+            message,
+            limit: true,
+        }
+    }
 }
 
 /// The result of reading the first document of a YAML stream.
@@ -93,7 +105,12 @@ pub enum Document {
 /// Maximum nesting depth accepted, so hostile input cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
 /// Maximum number of nodes after alias expansion (a "billion laughs" guard).
-const MAX_NODES: usize = 100_000;
+pub const MAX_NODES: usize = 100_000;
+/// Maximum total size in bytes of the scalar text (values and tags) after alias expansion:
+/// an alias counts as many bytes as the node it repeats, checked *before* it is copied.
+/// Without aliases the scalar text of a document is never longer than the document itself,
+/// so this equals the document limit.
+pub const MAX_EXPANDED_BYTES: usize = crate::schematic::MAX_SCHEMATIC_BYTES;
 
 /// Parses the first YAML document of `input` into a [`Node`] tree.
 ///
@@ -130,6 +147,7 @@ fn parse_events(
                 e.marker().line(),
                 e.info().trim_end_matches('.')
             ),
+            limit: false,
         })?;
         match event {
             Event::StreamStart | Event::Nothing | Event::DocumentStart => {}
@@ -159,12 +177,25 @@ enum Open {
     },
 }
 
+/// An anchored node with its size, so an alias is charged before it is copied.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    bytes: usize,
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Anchored>,
     root: Option<Node>,
+    /// Nodes so far, aliases counted at their expanded size.
     nodes: usize,
+    /// Scalar bytes (values and tags) so far, aliases counted at their expanded size.
+    bytes: usize,
+    /// Nodes and bytes copied into the anchor table (nested anchors copy their subtrees
+    /// again), bounded by the same limits separately.
+    anchor_copies: (usize, usize),
     /// Character offsets of double-quoted scalars, checked against YAML 1.1's escapes.
     double_quoted_starts: Vec<usize>,
 }
@@ -181,21 +212,24 @@ impl Builder {
                     TScalarStyle::Plain => ScalarStyle::Plain,
                     _ => ScalarStyle::Indicated,
                 };
+                let tag = tag.map(short_tag);
+                self.charge(0, value.len() + tag.as_ref().map_or(0, String::len))?;
                 let node = Node {
-                    kind: NodeKind::Scalar {
-                        value,
-                        style,
-                        tag: tag.map(short_tag),
-                    },
+                    kind: NodeKind::Scalar { value, style, tag },
                     line,
                 };
                 self.finish(node, anchor)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let anchored = self.anchors.get(&id).ok_or_else(|| SyntaxError {
                     message: format!("yaml: line {line}: unknown anchor referenced"),
+                    limit: false,
                 })?;
-                self.nodes += count_nodes(&node);
+                let (nodes, bytes) = (anchored.nodes, anchored.bytes);
+                // Charge the whole expansion first: copying is what a hostile document
+                // multiplies (issue 10: 40,000 aliases of an 800 KB string).
+                self.charge(nodes.saturating_sub(1), bytes)?;
+                let node = self.anchors[&id].node.clone();
                 self.finish(node, 0)
             }
             Event::SequenceStart(anchor, _tag) => self.push(Open::Sequence {
@@ -212,6 +246,7 @@ impl Builder {
             Event::SequenceEnd | Event::MappingEnd => {
                 let open = self.stack.pop().ok_or_else(|| SyntaxError {
                     message: "yaml: unbalanced collection end".to_string(),
+                    limit: false,
                 })?;
                 let (node, anchor) = match open {
                     Open::Sequence {
@@ -246,23 +281,56 @@ impl Builder {
 
     fn push(&mut self, open: Open) -> Result<(), SyntaxError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(SyntaxError {
-                message: format!("yaml: document nested deeper than {MAX_DEPTH} levels"),
-            });
+            return Err(SyntaxError::limit(format!(
+                "yaml: document nested deeper than {MAX_DEPTH} levels"
+            )));
         }
         self.stack.push(open);
         Ok(())
     }
 
-    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
-        self.nodes += 1;
+    /// Adds `nodes` nodes and `bytes` scalar bytes to the document's expanded size, refusing
+    /// it once a limit is passed.
+    fn charge(&mut self, nodes: usize, bytes: usize) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
-            return Err(SyntaxError {
-                message: "yaml: document contains excessive aliasing or too many nodes".to_string(),
-            });
+            return Err(SyntaxError::limit(format!(
+                "yaml: document contains excessive aliasing or too many nodes (limit {MAX_NODES})"
+            )));
         }
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(SyntaxError::limit(format!(
+                "yaml: document expands to more than {MAX_EXPANDED_BYTES} bytes of text \
+                 (aliases count as often as they are used)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
+        self.charge(1, 0)?;
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let (nodes, bytes) = size_of(&node);
+            let copied = (
+                self.anchor_copies.0.saturating_add(nodes),
+                self.anchor_copies.1.saturating_add(bytes),
+            );
+            if copied.0 > MAX_NODES || copied.1 > MAX_EXPANDED_BYTES {
+                return Err(SyntaxError::limit(
+                    "yaml: document contains excessive aliasing (anchored nodes too large)"
+                        .to_string(),
+                ));
+            }
+            self.anchor_copies = copied;
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    node: node.clone(),
+                    nodes,
+                    bytes,
+                },
+            );
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -283,6 +351,7 @@ impl Builder {
 fn syntax(message: &str) -> SyntaxError {
     SyntaxError {
         message: format!("yaml: {message}"),
+        limit: false,
     }
 }
 
@@ -364,16 +433,21 @@ fn check_double_quoted_escapes(input: &str, starts: &[usize]) -> Result<(), Synt
     Ok(())
 }
 
-fn count_nodes(node: &Node) -> usize {
+/// The number of nodes and the scalar bytes (values and tags) of a subtree, as
+/// [`Builder::charge`] counts them.
+fn size_of(node: &Node) -> (usize, usize) {
+    let add = |(n1, b1): (usize, usize), (n2, b2): (usize, usize)| {
+        (n1.saturating_add(n2), b1.saturating_add(b2))
+    };
     match &node.kind {
-        NodeKind::Scalar { .. } => 1,
-        NodeKind::Sequence(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        NodeKind::Mapping(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| count_nodes(k) + count_nodes(v))
-                .sum::<usize>()
+        NodeKind::Scalar { value, tag, .. } => {
+            (1, value.len() + tag.as_ref().map_or(0, String::len))
         }
+        NodeKind::Sequence(items) => items.iter().map(size_of).fold((1, 0), add),
+        NodeKind::Mapping(entries) => entries
+            .iter()
+            .map(|(k, v)| add(size_of(k), size_of(v)))
+            .fold((1, 0), add),
     }
 }
 
