@@ -129,8 +129,23 @@ pub fn parse_first_document(input: &str) -> Result<Document, SyntaxError> {
     } else {
         input
     };
+    // LS and PS are line breaks to libyaml too, but, unlike LF, they stay in the scalar as
+    // themselves. go-yaml writes them raw (`'a\u{2028}    b'`), so reading canonical YAML back
+    // needs this: each becomes a sentinel followed by LF, and scalars map sentinels back.
+    let sentinels = Sentinels::for_input(input)?;
+    let marked;
+    let input = match &sentinels {
+        Some(s) => {
+            marked = s.mark(input);
+            marked.as_str()
+        }
+        None => input,
+    };
     let mut parser = Parser::new_from_str(input);
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        sentinels,
+        ..Builder::default()
+    };
     let document = parse_events(&mut parser, &mut builder)?;
     check_double_quoted_escapes(input, &builder.double_quoted_starts)?;
     Ok(document)
@@ -198,6 +213,94 @@ struct Builder {
     anchor_copies: (usize, usize),
     /// Character offsets of double-quoted scalars, checked against YAML 1.1's escapes.
     double_quoted_starts: Vec<usize>,
+    /// Set when the input has raw LS/PS line breaks.
+    sentinels: Option<Sentinels>,
+}
+
+/// Stand-ins for the raw line separators U+2028 (LS) and U+2029 (PS), which libyaml treats as
+/// line breaks that a scalar keeps as they are (never folded into a space), while yaml-rust2
+/// treats them as ordinary characters. Each becomes `sentinel + LF` for parsing; a scalar's
+/// value then maps the sentinel and what the LF turned into back to the separator. Sentinels
+/// are private-use characters absent from the input.
+struct Sentinels {
+    ls: char,
+    ps: char,
+}
+
+impl Sentinels {
+    fn for_input(input: &str) -> Result<Option<Sentinels>, SyntaxError> {
+        if !input.contains(['\u{2028}', '\u{2029}']) {
+            return Ok(None);
+        }
+        let used: std::collections::HashSet<char> = input
+            .chars()
+            .filter(|c| matches!(*c as u32, 0xE000..=0xF8FF | 0xF0000..=0x10FFFD))
+            .collect();
+        let mut free = (0xE000..=0xF8FF)
+            .chain(0xF0000..=0x10FFFD)
+            .filter_map(char::from_u32)
+            .filter(|c| !used.contains(c));
+        match (free.next(), free.next()) {
+            (Some(ls), Some(ps)) => Ok(Some(Sentinels { ls, ps })),
+            _ => Err(syntax(
+                "raw U+2028/U+2029 line breaks cannot be read together with every \
+                 private-use character",
+            )),
+        }
+    }
+
+    fn mark(&self, input: &str) -> String {
+        let mut out = String::with_capacity(input.len() + 16);
+        for c in input.chars() {
+            match c {
+                '\u{2028}' => {
+                    out.push(self.ls);
+                    out.push('\n');
+                }
+                '\u{2029}' => {
+                    out.push(self.ps);
+                    out.push('\n');
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// libyaml keeps the separator where the break was. In a literal block the LF that
+    /// followed the sentinel is that break; in other styles the LF was folded into a space
+    /// (dropped here) or, before empty lines, left out (the line feeds that follow are the
+    /// empty lines, kept). A sentinel that ends the value was a break that ended the scalar.
+    fn unmark(&self, value: String, literal: bool) -> String {
+        if !value.contains([self.ls, self.ps]) {
+            return value;
+        }
+        let mut out = String::with_capacity(value.len());
+        let mut chars = value.chars().peekable();
+        while let Some(c) = chars.next() {
+            let separator = if c == self.ls {
+                '\u{2028}'
+            } else if c == self.ps {
+                '\u{2029}'
+            } else {
+                out.push(c);
+                continue;
+            };
+            match chars.peek() {
+                None => {}
+                Some('\n') if literal => {
+                    chars.next();
+                    out.push(separator);
+                }
+                Some(' ') if !literal => {
+                    chars.next();
+                    out.push(separator);
+                }
+                Some(_) => out.push(separator),
+            }
+        }
+        out
+    }
 }
 
 impl Builder {
@@ -208,6 +311,10 @@ impl Builder {
                 if style == TScalarStyle::DoubleQuoted {
                     self.double_quoted_starts.push(mark.index());
                 }
+                let value = match &self.sentinels {
+                    Some(s) => s.unmark(value, style == TScalarStyle::Literal),
+                    None => value,
+                };
                 let style = match style {
                     TScalarStyle::Plain => ScalarStyle::Plain,
                     _ => ScalarStyle::Indicated,
@@ -518,6 +625,42 @@ mod tests {
         assert!(parse_first_document("%YAML 1.2\n---\na: 1\n").is_err());
         assert!(parse_first_document("%YAML 1.1\n---\na: 1\n").is_ok());
         assert!(parse_first_document("a: \"x\u{7f}\"\n").is_err());
+    }
+
+    fn scalar(input: &str) -> String {
+        let NodeKind::Mapping(entries) = root(input).kind else {
+            panic!("not a mapping")
+        };
+        match &entries[0].1.kind {
+            NodeKind::Scalar { value, .. } => value.clone(),
+            NodeKind::Sequence(items) => match &items[0].kind {
+                NodeKind::Scalar { value, .. } => value.clone(),
+                _ => panic!("not a scalar"),
+            },
+            _ => panic!("not a scalar"),
+        }
+    }
+
+    #[test]
+    fn raw_line_separators_are_line_breaks_kept_in_the_value() {
+        // What go-yaml writes for "a\u{2028}b" in each style, read as libyaml does.
+        assert_eq!(scalar("k: 'a\u{2028}    b'\n"), "a\u{2028}b");
+        assert_eq!(scalar("k:\n    - 'a\u{2029}      b'\n"), "a\u{2029}b");
+        assert_eq!(scalar("k: |-\n    a\u{2028}    b\n"), "a\u{2028}b");
+        assert_eq!(scalar("k: |\n    a\u{2028}    \tb\n"), "a\u{2028}\tb\n");
+        assert_eq!(scalar("k: 'a\u{2028}\n\n    b'\n"), "a\u{2028}\n\nb");
+        assert_eq!(scalar("k: a\u{2028}  b\n"), "a\u{2028}b");
+        // A plain scalar ends at the break; the next line is the next key.
+        let NodeKind::Mapping(entries) = root("a: x\u{2028}b: y\n").kind else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 2);
+        // Escaped forms are unchanged, and sentinels never leak.
+        assert_eq!(scalar("k: \"a\\Lb\"\n"), "a\u{2028}b");
+        assert_eq!(
+            scalar("k: 'a\u{2028}    \u{E000}b'\n"),
+            "a\u{2028}\u{E000}b"
+        );
     }
 
     #[test]
