@@ -290,3 +290,34 @@ impl SchematicStore {
         Ok(loaded)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(n: usize, size: usize) -> StoredSchematic {
+        StoredSchematic {
+            id: SchematicId(format!("{n:064x}")),
+            schematic: Schematic::default(),
+            canonical: "x".repeat(size),
+        }
+    }
+
+    #[test]
+    fn cache_is_bounded_in_bytes_and_forgets_the_oldest() {
+        let mut cache = Cache::default();
+        let size = CACHE_BYTES / 8;
+        for n in 0..10 {
+            cache.insert(stored(n, size));
+            assert!(cache.bytes <= CACHE_BYTES);
+        }
+        assert!(cache.get(&stored(0, 0).id).is_none());
+        assert!(cache.get(&stored(9, 0).id).is_some());
+        assert_eq!(cache.entries.len(), cache.order.len());
+        // Too large to cache at all: not kept, nothing evicted for it.
+        let before = cache.entries.len();
+        cache.insert(stored(99, CACHE_BYTES));
+        assert!(cache.get(&stored(99, 0).id).is_none());
+        assert_eq!(cache.entries.len(), before);
+    }
+}
