@@ -14,7 +14,8 @@ use super::profile::{AssetProfile, OutputKind, parse_asset_path};
 use super::version::{Quirks, TalosVersion};
 use crate::config::Config;
 use crate::ratelimit::RateLimiter;
-use crate::schematic::{SchematicId, SchematicStore, storage::StoredSchematic};
+use crate::schematic::storage::{SchematicStoreError, StoredSchematic};
+use crate::schematic::{SchematicId, SchematicStore};
 use crate::store::Store;
 
 /// Bump when the bytes any builder produces change, so stale cache entries are not served.
@@ -184,7 +185,11 @@ impl Factory {
         self.schematics
             .get(&parsed)
             .await
-            .map_err(|e| FactoryError::Internal(e.to_string()))?
+            .map_err(|e| match e {
+                // Stored by an older version and not decodable: say so (400), not 500.
+                SchematicStoreError::Unreadable { .. } => FactoryError::Schematic(e.to_string()),
+                e => FactoryError::Internal(e.to_string()),
+            })?
             .ok_or_else(not_found)
     }
 

@@ -9,7 +9,22 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::schematic::storage::SchematicStoreError;
 use crate::schematic::{self, MAX_SCHEMATIC_BYTES, SchematicId};
+
+/// Refused input is the client's error (400); a stored schematic that an older version could
+/// not read back is reported as such (422), never as an internal error.
+fn store_error(e: SchematicStoreError) -> ApiError {
+    match e {
+        SchematicStoreError::Invalid(e) => ApiError::bad_request(e.to_string()),
+        e @ SchematicStoreError::Unreadable { .. } => {
+            tracing::warn!(error = %e, "stored schematic cannot be used");
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+        }
+        // A full disk or store quota is 507; anything else is ours (500).
+        SchematicStoreError::Store(e) => ApiError::from(e),
+    }
+}
 
 #[derive(Serialize)]
 struct Created {
@@ -33,11 +48,7 @@ pub async fn create(
         }
     })?;
     let parsed = schematic::parse(&body).map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let (id, created) = state
-        .schematics
-        .put(&parsed)
-        .await
-        .map_err(ApiError::from)?;
+    let (id, created) = state.schematics.put(&parsed).await.map_err(store_error)?;
     if created {
         tracing::info!(schematic = %id, "schematic created");
         state.metrics.schematic_create.inc();
@@ -60,15 +71,12 @@ pub async fn get(
     state.metrics.schematic_get.inc();
     let not_found = || ApiError::not_found("schematic not found");
     let id: SchematicId = id.parse().map_err(|_| not_found())?;
-    let stored = state
+    // The stored bytes as they are: serving never depends on decoding them again.
+    let canonical = state
         .schematics
-        .get(&id)
+        .get_canonical(&id)
         .await
-        .map_err(ApiError::from)?
+        .map_err(store_error)?
         .ok_or_else(not_found)?;
-    Ok((
-        [(header::CONTENT_TYPE, "application/yaml")],
-        stored.canonical,
-    )
-        .into_response())
+    Ok(([(header::CONTENT_TYPE, "application/yaml")], canonical).into_response())
 }

@@ -3,12 +3,18 @@
 
 use std::cmp::Ordering;
 
-use super::emit::{Out, emit_document};
+use super::emit::{Out, emit_document_limited};
 use super::model::{AnyValue, Customization, Overlay, Schematic};
 use super::unicode_tables::{DECIMAL_DIGITS, LETTERS, in_ranges};
 
 /// Renders the canonical YAML bytes (as a string; always valid UTF-8).
 pub fn canonical_yaml(s: &Schematic) -> String {
+    canonical_yaml_limited(s, usize::MAX).unwrap_or_default()
+}
+
+/// Renders the canonical YAML, or `None` if it would be longer than `limit` bytes (never
+/// building more than `limit` bytes of output).
+pub fn canonical_yaml_limited(s: &Schematic, limit: usize) -> Option<String> {
     let mut root = Vec::new();
     if !s.owner.is_empty() {
         root.push((Out::string("owner"), Out::string(&s.owner)));
@@ -20,7 +26,7 @@ pub fn canonical_yaml(s: &Schematic) -> String {
         Out::string("customization"),
         customization(&s.customization),
     ));
-    emit_document(&Out::Map(root))
+    emit_document_limited(&Out::Map(root), limit)
 }
 
 fn string_seq(items: &[String]) -> Out {

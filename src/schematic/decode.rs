@@ -4,6 +4,8 @@
 //! dropped from string lists), integers accept YAML 1.1 spellings, merge keys and aliases work.
 //! Every problem is reported with its line and the path of the offending field.
 
+use std::collections::{HashMap, HashSet};
+
 use super::model::{AnyValue, Bootloader, Customization, MetaValue, Overlay, Schematic};
 use super::resolve::{Resolved, ShortTag, resolve_node_checked};
 use super::tree::{Node, NodeKind};
@@ -45,6 +47,13 @@ pub fn decode_schematic(root: &Node) -> Result<Schematic, Vec<FieldError>> {
             _ => false,
         },
     );
+    if d.suppressed > 0 {
+        d.errors.push(FieldError {
+            line: 0,
+            path: String::new(),
+            message: format!("{} more errors not shown", d.suppressed),
+        });
+    }
     if d.errors.is_empty() {
         Ok(s)
     } else {
@@ -52,9 +61,14 @@ pub fn decode_schematic(root: &Node) -> Result<Schematic, Vec<FieldError>> {
     }
 }
 
+/// At most this many field errors are reported (a hostile document can have millions of
+/// duplicate keys); the rest are counted.
+const MAX_FIELD_ERRORS: usize = 100;
+
 #[derive(Default)]
 struct Decoder {
     errors: Vec<FieldError>,
+    suppressed: usize,
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -110,10 +124,7 @@ fn merged_entries<'a>(
         NodeKind::Sequence(items) => items.iter().collect(),
         NodeKind::Scalar { .. } => vec![merge],
     };
-    let mut seen: Vec<String> = own
-        .iter()
-        .filter_map(|(k, _)| scalar_value(k).map(str::to_string))
-        .collect();
+    let mut seen: HashSet<&str> = own.iter().filter_map(|(k, _)| scalar_value(k)).collect();
     for source in sources {
         let NodeKind::Mapping(src_entries) = &source.kind else {
             errors.push(FieldError {
@@ -124,9 +135,8 @@ fn merged_entries<'a>(
             continue;
         };
         for entry in merged_entries(src_entries, errors, path) {
-            let key = scalar_value(&entry.0).unwrap_or_default().to_string();
-            if !seen.contains(&key) {
-                seen.push(key);
+            let key = scalar_value(&entry.0).unwrap_or_default();
+            if seen.insert(key) {
                 own.push(entry);
             }
         }
@@ -136,6 +146,10 @@ fn merged_entries<'a>(
 
 impl Decoder {
     fn error(&mut self, node: &Node, path: &str, message: impl Into<String>) {
+        if self.errors.len() >= MAX_FIELD_ERRORS {
+            self.suppressed += 1;
+            return;
+        }
         self.errors.push(FieldError {
             line: node.line,
             path: path.to_string(),
@@ -148,28 +162,43 @@ impl Decoder {
         self.error(node, path, msg);
     }
 
-    /// Reports keys that appear twice in one mapping (go-yaml's unique-keys check).
+    /// Reports keys that appear twice in one mapping (go-yaml's unique-keys check: same kind
+    /// and same text, so any two collection keys clash), in go-yaml's order: for each key,
+    /// every later key equal to it. Linear in the number of keys plus reported errors.
     fn check_duplicates(&mut self, entries: &[(Node, Node)], path: &str) -> bool {
-        let mut ok = true;
-        for (i, (ki, _)) in entries.iter().enumerate() {
-            for (kj, _) in &entries[i + 1..] {
-                let same = match (&ki.kind, &kj.kind) {
-                    (NodeKind::Scalar { value: a, .. }, NodeKind::Scalar { value: b, .. }) => {
-                        a == b
-                    }
-                    (NodeKind::Sequence(_), NodeKind::Sequence(_))
-                    | (NodeKind::Mapping(_), NodeKind::Mapping(_)) => true,
-                    _ => false,
-                };
-                if same {
-                    let name = scalar_value(kj).unwrap_or_default();
-                    let msg = format!("mapping key {name:?} already defined at line {}", ki.line);
-                    self.error(kj, path, msg);
-                    ok = false;
-                }
+        fn identity(node: &Node) -> (u8, &str) {
+            match &node.kind {
+                NodeKind::Scalar { value, .. } => (0, value.as_str()),
+                NodeKind::Sequence(_) => (1, ""),
+                NodeKind::Mapping(_) => (2, ""),
             }
         }
-        ok
+        let mut groups: HashMap<(u8, &str), Vec<usize>> = HashMap::new();
+        // Where each key sits in its group.
+        let mut rank = Vec::with_capacity(entries.len());
+        for (i, (k, _)) in entries.iter().enumerate() {
+            let group = groups.entry(identity(k)).or_default();
+            rank.push(group.len());
+            group.push(i);
+        }
+        if groups.len() == entries.len() {
+            return true;
+        }
+        for (i, (ki, _)) in entries.iter().enumerate() {
+            let group = &groups[&identity(ki)];
+            let at = rank[i];
+            for &j in &group[at + 1..] {
+                if self.errors.len() >= MAX_FIELD_ERRORS {
+                    self.suppressed += group.len() - at - 1;
+                    break;
+                }
+                let kj = &entries[j].0;
+                let name = scalar_value(kj).unwrap_or_default();
+                let msg = format!("mapping key {name:?} already defined at line {}", ki.line);
+                self.error(kj, path, msg);
+            }
+        }
+        false
     }
 
     /// Decodes a mapping into a struct: `field` returns false for names the struct lacks.

@@ -57,8 +57,16 @@ impl Out {
 
 /// Emits `root` as a whole YAML document (always ending in a newline).
 pub fn emit_document(root: &Out) -> String {
+    emit_document_limited(root, usize::MAX).unwrap_or_default()
+}
+
+/// Emits `root` like [`emit_document`], or `None` as soon as the output would exceed
+/// `limit` bytes (the output never grows past the limit, whatever the tree).
+pub fn emit_document_limited(root: &Out, limit: usize) -> Option<String> {
     let mut e = Emitter {
         out: String::new(),
+        limit,
+        overflow: false,
         column: 0,
         indent: -1,
         indents: Vec::new(),
@@ -70,7 +78,7 @@ pub fn emit_document(root: &Out) -> String {
     // Document end: an implicit end still terminates the last line.
     e.indent = -1;
     e.write_indent();
-    e.out
+    (!e.overflow).then_some(e.out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +255,9 @@ fn analyze(value: &str) -> Analysis {
 
 struct Emitter {
     out: String,
+    /// The most bytes `out` may hold; past it `overflow` is set and nothing more is written.
+    limit: usize,
+    overflow: bool,
     /// Current column in characters.
     column: usize,
     indent: i32,
@@ -276,13 +287,22 @@ impl Emitter {
         self.indent = self.indents.pop().unwrap_or(-1);
     }
 
+    /// Appends `c` unless that would pass the output limit.
+    fn push(&mut self, c: char) {
+        if self.overflow || self.out.len() + c.len_utf8() > self.limit {
+            self.overflow = true;
+        } else {
+            self.out.push(c);
+        }
+    }
+
     fn put(&mut self, c: char) {
-        self.out.push(c);
+        self.push(c);
         self.column += 1;
     }
 
     fn put_break(&mut self) {
-        self.out.push('\n');
+        self.push('\n');
         self.column = 0;
         self.indention = true;
     }
@@ -291,7 +311,7 @@ impl Emitter {
         if c == '\n' {
             self.put_break();
         } else {
-            self.out.push(c);
+            self.push(c);
             self.column = 0;
             self.indention = true;
         }
@@ -648,6 +668,15 @@ mod tests {
             emit_document(&doc),
             "a:\n    list:\n        - x\n        - - \"y\"\n          - z\n    maps:\n        - p: 1\n          q:\n            r: []\n    empty: {}\n"
         );
+    }
+
+    #[test]
+    fn output_limit_stops_early() {
+        let doc = Out::Map(vec![(Out::string("k"), Out::string(&"x".repeat(100)))]);
+        let full = emit_document(&doc);
+        assert_eq!(emit_document_limited(&doc, full.len()), Some(full.clone()));
+        assert_eq!(emit_document_limited(&doc, full.len() - 1), None);
+        assert_eq!(emit_document_limited(&doc, 0), None);
     }
 
     #[test]

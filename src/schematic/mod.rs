@@ -30,6 +30,15 @@ pub use storage::SchematicStore;
 /// The largest schematic document accepted (the HTTP API's body limit as well).
 pub const MAX_SCHEMATIC_BYTES: usize = 1024 * 1024;
 
+/// The largest canonical YAML accepted: what is stored, hashed into the ID and served.
+/// Indentation and escapes can make it longer than the document it came from, so it is
+/// checked separately (while emitting, never building more than this).
+pub const MAX_CANONICAL_BYTES: usize = MAX_SCHEMATIC_BYTES;
+
+/// The most text a document may expand to through aliases: scalar values and tags, each alias
+/// counted at the size of what it repeats (see also the 100,000-node limit).
+pub const MAX_EXPANDED_BYTES: usize = tree::MAX_EXPANDED_BYTES;
+
 /// A schematic ID: 64 lowercase hex digits, the SHA-256 of the canonical YAML.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SchematicId(String);
@@ -83,6 +92,23 @@ pub enum SchematicError {
     /// The text is not valid YAML/JSON.
     #[error("{0}")]
     Syntax(String),
+    /// Valid YAML that passes a resource limit once read: nesting depth, node count, or the
+    /// text it expands to through aliases ([`MAX_EXPANDED_BYTES`]).
+    #[error("{0}")]
+    Limit(String),
+    /// The canonical YAML would be longer than [`MAX_CANONICAL_BYTES`].
+    #[error("schematic is refused: its canonical YAML would be larger than {limit} bytes")]
+    CanonicalTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The canonical YAML (go-yaml's encoding, which the ID hashes) does not read back as the
+    /// same schematic, so it could be stored but never served; upstream has the same problem.
+    #[error(
+        "schematic is refused: its canonical YAML does not read back as the same schematic \
+         ({0}); values that start with spaces, tabs or line breaks are the usual cause"
+    )]
+    NotRoundTrip(String),
     /// Unknown fields, wrong types, out-of-range values.
     #[error("yaml: unmarshal errors:\n  {}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n  "))]
     Fields(Vec<FieldError>),
@@ -95,10 +121,25 @@ pub enum SchematicError {
 }
 
 /// Parses a schematic from YAML or JSON bytes (JSON is YAML). Only the first document is read.
-/// The result is validated for this edition (see [`validate`]).
+/// The result is validated for this edition (see [`validate`]) and its canonical YAML is
+/// checked with [`Schematic::checked_canonical`], so whatever `parse` accepts can be stored
+/// and read back.
+///
+/// A fuzz target checks the round trip with public functions only:
+///
+/// ```
+/// use bootfactory::schematic::{parse, id_of_canonical};
+/// let s = parse(b"customization: {extraKernelArgs: [' a']}").unwrap();
+/// let canonical = s.canonical_yaml();
+/// let again = parse(canonical.as_bytes()).unwrap();
+/// assert_eq!(again.canonical_yaml(), canonical);
+/// assert_eq!(again.id(), s.id());
+/// assert_eq!(id_of_canonical(canonical.as_bytes()), s.id());
+/// ```
 pub fn parse(input: &[u8]) -> Result<Schematic, SchematicError> {
     let schematic = decode(input)?;
     validate(&schematic)?;
+    schematic.checked_canonical()?;
     Ok(schematic)
 }
 
@@ -115,6 +156,7 @@ pub fn decode(input: &[u8]) -> Result<Schematic, SchematicError> {
     let root = match tree::parse_first_document(text) {
         Ok(tree::Document::Root(root)) => root,
         Ok(tree::Document::Empty) => return Err(SchematicError::Empty),
+        Err(e) if e.limit => return Err(SchematicError::Limit(e.message)),
         Err(e) => return Err(SchematicError::Syntax(e.message)),
     };
     decode::decode_schematic(&root).map_err(SchematicError::Fields)
@@ -138,6 +180,70 @@ impl Schematic {
     pub fn id(&self) -> SchematicId {
         id_of_canonical(self.canonical_yaml().as_bytes())
     }
+
+    /// The canonical YAML, checked for storage: at most [`MAX_CANONICAL_BYTES`] (never
+    /// building more), and it reads back ([`decode`]) as this schematic with the same bytes,
+    /// so the same ID. go-yaml writes some values (e.g. a line break then a tab, or a leading
+    /// space in a list item) as block scalars that no YAML reader, go-yaml included, reads
+    /// back; such schematics are refused with [`SchematicError::NotRoundTrip`].
+    pub fn checked_canonical(&self) -> Result<String, SchematicError> {
+        self.checked().map(|(canonical, _)| canonical)
+    }
+
+    /// [`Self::checked_canonical`] and the schematic as read back from it (what a later read
+    /// of the stored bytes gives: overlay options in canonical order, `1000.0` as `1000`).
+    pub(crate) fn checked(&self) -> Result<(String, Schematic), SchematicError> {
+        let canonical = canonical::canonical_yaml_limited(self, MAX_CANONICAL_BYTES).ok_or(
+            SchematicError::CanonicalTooLarge {
+                limit: MAX_CANONICAL_BYTES,
+            },
+        )?;
+        let back = decode(canonical.as_bytes())
+            .map_err(|e| SchematicError::NotRoundTrip(e.to_string()))?;
+        if let Some(field) = first_difference(self, &back) {
+            return Err(SchematicError::NotRoundTrip(format!(
+                "{field} reads back differently"
+            )));
+        }
+        if canonical::canonical_yaml_limited(&back, MAX_CANONICAL_BYTES).as_deref()
+            != Some(canonical.as_str())
+        {
+            return Err(SchematicError::NotRoundTrip(
+                "reading it back changes the canonical YAML and the ID".to_string(),
+            ));
+        }
+        Ok((canonical, back))
+    }
+}
+
+/// The first typed field that differs between two schematics (overlay options are compared
+/// through their canonical form by the caller: their order and number types may change).
+fn first_difference(a: &Schematic, b: &Schematic) -> Option<&'static str> {
+    let (ca, cb) = (&a.customization, &b.customization);
+    [
+        ("owner", a.owner == b.owner),
+        ("overlay.image", a.overlay.image == b.overlay.image),
+        ("overlay.name", a.overlay.name == b.overlay.name),
+        (
+            "customization.embeddedMachineConfiguration",
+            ca.embedded_machine_configuration == cb.embedded_machine_configuration,
+        ),
+        (
+            "customization.extraKernelArgs",
+            ca.extra_kernel_args == cb.extra_kernel_args,
+        ),
+        ("customization.meta", ca.meta == cb.meta),
+        (
+            "customization.systemExtensions",
+            ca.system_extensions == cb.system_extensions,
+        ),
+        ("customization.bootloader", ca.bootloader == cb.bootloader),
+        ("customization.secureboot", ca.secureboot == cb.secureboot),
+        ("customization.diskImage", ca.disk_image == cb.disk_image),
+    ]
+    .into_iter()
+    .find(|(_, same)| !same)
+    .map(|(field, _)| field)
 }
 
 /// The ID of already-canonical YAML bytes.

@@ -79,6 +79,18 @@ impl Node {
 pub struct SyntaxError {
     /// Human-readable description, including the position.
     pub message: String,
+    /// True when the text is valid YAML but exceeds a resource limit (nesting depth, node
+    /// count, or expanded size through aliases) rather than being malformed.
+    pub limit: bool,
+}
+
+impl SyntaxError {
+    fn limit(message: String) -> SyntaxError {
+        SyntaxError {
+            message,
+            limit: true,
+        }
+    }
 }
 
 /// The result of reading the first document of a YAML stream.
@@ -93,7 +105,12 @@ pub enum Document {
 /// Maximum nesting depth accepted, so hostile input cannot exhaust the stack.
 const MAX_DEPTH: usize = 64;
 /// Maximum number of nodes after alias expansion (a "billion laughs" guard).
-const MAX_NODES: usize = 100_000;
+pub const MAX_NODES: usize = 100_000;
+/// Maximum total size in bytes of the scalar text (values and tags) after alias expansion:
+/// an alias counts as many bytes as the node it repeats, checked *before* it is copied.
+/// Without aliases the scalar text of a document is never longer than the document itself,
+/// so this equals the document limit.
+pub const MAX_EXPANDED_BYTES: usize = crate::schematic::MAX_SCHEMATIC_BYTES;
 
 /// Parses the first YAML document of `input` into a [`Node`] tree.
 ///
@@ -112,8 +129,23 @@ pub fn parse_first_document(input: &str) -> Result<Document, SyntaxError> {
     } else {
         input
     };
+    // LS and PS are line breaks to libyaml too, but, unlike LF, they stay in the scalar as
+    // themselves. go-yaml writes them raw (`'a\u{2028}    b'`), so reading canonical YAML back
+    // needs this: each becomes a sentinel followed by LF, and scalars map sentinels back.
+    let sentinels = Sentinels::for_input(input)?;
+    let marked;
+    let input = match &sentinels {
+        Some(s) => {
+            marked = s.mark(input);
+            marked.as_str()
+        }
+        None => input,
+    };
     let mut parser = Parser::new_from_str(input);
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        sentinels,
+        ..Builder::default()
+    };
     let document = parse_events(&mut parser, &mut builder)?;
     check_double_quoted_escapes(input, &builder.double_quoted_starts)?;
     Ok(document)
@@ -130,6 +162,7 @@ fn parse_events(
                 e.marker().line(),
                 e.info().trim_end_matches('.')
             ),
+            limit: false,
         })?;
         match event {
             Event::StreamStart | Event::Nothing | Event::DocumentStart => {}
@@ -159,14 +192,115 @@ enum Open {
     },
 }
 
+/// An anchored node with its size, so an alias is charged before it is copied.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    bytes: usize,
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    anchors: HashMap<usize, Anchored>,
     root: Option<Node>,
+    /// Nodes so far, aliases counted at their expanded size.
     nodes: usize,
+    /// Scalar bytes (values and tags) so far, aliases counted at their expanded size.
+    bytes: usize,
+    /// Nodes and bytes copied into the anchor table (nested anchors copy their subtrees
+    /// again), bounded by the same limits separately.
+    anchor_copies: (usize, usize),
     /// Character offsets of double-quoted scalars, checked against YAML 1.1's escapes.
     double_quoted_starts: Vec<usize>,
+    /// Set when the input has raw LS/PS line breaks.
+    sentinels: Option<Sentinels>,
+}
+
+/// Stand-ins for the raw line separators U+2028 (LS) and U+2029 (PS), which libyaml treats as
+/// line breaks that a scalar keeps as they are (never folded into a space), while yaml-rust2
+/// treats them as ordinary characters. Each becomes `sentinel + LF` for parsing; a scalar's
+/// value then maps the sentinel and what the LF turned into back to the separator. Sentinels
+/// are private-use characters absent from the input.
+struct Sentinels {
+    ls: char,
+    ps: char,
+}
+
+impl Sentinels {
+    fn for_input(input: &str) -> Result<Option<Sentinels>, SyntaxError> {
+        if !input.contains(['\u{2028}', '\u{2029}']) {
+            return Ok(None);
+        }
+        let used: std::collections::HashSet<char> = input
+            .chars()
+            .filter(|c| matches!(*c as u32, 0xE000..=0xF8FF | 0xF0000..=0x10FFFD))
+            .collect();
+        let mut free = (0xE000..=0xF8FF)
+            .chain(0xF0000..=0x10FFFD)
+            .filter_map(char::from_u32)
+            .filter(|c| !used.contains(c));
+        match (free.next(), free.next()) {
+            (Some(ls), Some(ps)) => Ok(Some(Sentinels { ls, ps })),
+            _ => Err(syntax(
+                "raw U+2028/U+2029 line breaks cannot be read together with every \
+                 private-use character",
+            )),
+        }
+    }
+
+    fn mark(&self, input: &str) -> String {
+        let mut out = String::with_capacity(input.len() + 16);
+        for c in input.chars() {
+            match c {
+                '\u{2028}' => {
+                    out.push(self.ls);
+                    out.push('\n');
+                }
+                '\u{2029}' => {
+                    out.push(self.ps);
+                    out.push('\n');
+                }
+                c => out.push(c),
+            }
+        }
+        out
+    }
+
+    /// libyaml keeps the separator where the break was. In a literal block the LF that
+    /// followed the sentinel is that break; in other styles the LF was folded into a space
+    /// (dropped here) or, before empty lines, left out (the line feeds that follow are the
+    /// empty lines, kept). A sentinel that ends the value was a break that ended the scalar.
+    fn unmark(&self, value: String, literal: bool) -> String {
+        if !value.contains([self.ls, self.ps]) {
+            return value;
+        }
+        let mut out = String::with_capacity(value.len());
+        let mut chars = value.chars().peekable();
+        while let Some(c) = chars.next() {
+            let separator = if c == self.ls {
+                '\u{2028}'
+            } else if c == self.ps {
+                '\u{2029}'
+            } else {
+                out.push(c);
+                continue;
+            };
+            match chars.peek() {
+                None => {}
+                Some('\n') if literal => {
+                    chars.next();
+                    out.push(separator);
+                }
+                Some(' ') if !literal => {
+                    chars.next();
+                    out.push(separator);
+                }
+                Some(_) => out.push(separator),
+            }
+        }
+        out
+    }
 }
 
 impl Builder {
@@ -177,25 +311,32 @@ impl Builder {
                 if style == TScalarStyle::DoubleQuoted {
                     self.double_quoted_starts.push(mark.index());
                 }
+                let value = match &self.sentinels {
+                    Some(s) => s.unmark(value, style == TScalarStyle::Literal),
+                    None => value,
+                };
                 let style = match style {
                     TScalarStyle::Plain => ScalarStyle::Plain,
                     _ => ScalarStyle::Indicated,
                 };
+                let tag = tag.map(short_tag);
+                self.charge(0, value.len() + tag.as_ref().map_or(0, String::len))?;
                 let node = Node {
-                    kind: NodeKind::Scalar {
-                        value,
-                        style,
-                        tag: tag.map(short_tag),
-                    },
+                    kind: NodeKind::Scalar { value, style, tag },
                     line,
                 };
                 self.finish(node, anchor)
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let anchored = self.anchors.get(&id).ok_or_else(|| SyntaxError {
                     message: format!("yaml: line {line}: unknown anchor referenced"),
+                    limit: false,
                 })?;
-                self.nodes += count_nodes(&node);
+                let (nodes, bytes) = (anchored.nodes, anchored.bytes);
+                // Charge the whole expansion first: copying is what a hostile document
+                // multiplies (issue 10: 40,000 aliases of an 800 KB string).
+                self.charge(nodes.saturating_sub(1), bytes)?;
+                let node = self.anchors[&id].node.clone();
                 self.finish(node, 0)
             }
             Event::SequenceStart(anchor, _tag) => self.push(Open::Sequence {
@@ -212,6 +353,7 @@ impl Builder {
             Event::SequenceEnd | Event::MappingEnd => {
                 let open = self.stack.pop().ok_or_else(|| SyntaxError {
                     message: "yaml: unbalanced collection end".to_string(),
+                    limit: false,
                 })?;
                 let (node, anchor) = match open {
                     Open::Sequence {
@@ -246,23 +388,56 @@ impl Builder {
 
     fn push(&mut self, open: Open) -> Result<(), SyntaxError> {
         if self.stack.len() >= MAX_DEPTH {
-            return Err(SyntaxError {
-                message: format!("yaml: document nested deeper than {MAX_DEPTH} levels"),
-            });
+            return Err(SyntaxError::limit(format!(
+                "yaml: document nested deeper than {MAX_DEPTH} levels"
+            )));
         }
         self.stack.push(open);
         Ok(())
     }
 
-    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
-        self.nodes += 1;
+    /// Adds `nodes` nodes and `bytes` scalar bytes to the document's expanded size, refusing
+    /// it once a limit is passed.
+    fn charge(&mut self, nodes: usize, bytes: usize) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(nodes);
+        self.bytes = self.bytes.saturating_add(bytes);
         if self.nodes > MAX_NODES {
-            return Err(SyntaxError {
-                message: "yaml: document contains excessive aliasing or too many nodes".to_string(),
-            });
+            return Err(SyntaxError::limit(format!(
+                "yaml: document contains excessive aliasing or too many nodes (limit {MAX_NODES})"
+            )));
         }
+        if self.bytes > MAX_EXPANDED_BYTES {
+            return Err(SyntaxError::limit(format!(
+                "yaml: document expands to more than {MAX_EXPANDED_BYTES} bytes of text \
+                 (aliases count as often as they are used)"
+            )));
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
+        self.charge(1, 0)?;
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let (nodes, bytes) = size_of(&node);
+            let copied = (
+                self.anchor_copies.0.saturating_add(nodes),
+                self.anchor_copies.1.saturating_add(bytes),
+            );
+            if copied.0 > MAX_NODES || copied.1 > MAX_EXPANDED_BYTES {
+                return Err(SyntaxError::limit(
+                    "yaml: document contains excessive aliasing (anchored nodes too large)"
+                        .to_string(),
+                ));
+            }
+            self.anchor_copies = copied;
+            self.anchors.insert(
+                anchor,
+                Anchored {
+                    node: node.clone(),
+                    nodes,
+                    bytes,
+                },
+            );
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -283,6 +458,7 @@ impl Builder {
 fn syntax(message: &str) -> SyntaxError {
     SyntaxError {
         message: format!("yaml: {message}"),
+        limit: false,
     }
 }
 
@@ -364,16 +540,21 @@ fn check_double_quoted_escapes(input: &str, starts: &[usize]) -> Result<(), Synt
     Ok(())
 }
 
-fn count_nodes(node: &Node) -> usize {
+/// The number of nodes and the scalar bytes (values and tags) of a subtree, as
+/// [`Builder::charge`] counts them.
+fn size_of(node: &Node) -> (usize, usize) {
+    let add = |(n1, b1): (usize, usize), (n2, b2): (usize, usize)| {
+        (n1.saturating_add(n2), b1.saturating_add(b2))
+    };
     match &node.kind {
-        NodeKind::Scalar { .. } => 1,
-        NodeKind::Sequence(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        NodeKind::Mapping(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| count_nodes(k) + count_nodes(v))
-                .sum::<usize>()
+        NodeKind::Scalar { value, tag, .. } => {
+            (1, value.len() + tag.as_ref().map_or(0, String::len))
         }
+        NodeKind::Sequence(items) => items.iter().map(size_of).fold((1, 0), add),
+        NodeKind::Mapping(entries) => entries
+            .iter()
+            .map(|(k, v)| add(size_of(k), size_of(v)))
+            .fold((1, 0), add),
     }
 }
 
@@ -444,6 +625,42 @@ mod tests {
         assert!(parse_first_document("%YAML 1.2\n---\na: 1\n").is_err());
         assert!(parse_first_document("%YAML 1.1\n---\na: 1\n").is_ok());
         assert!(parse_first_document("a: \"x\u{7f}\"\n").is_err());
+    }
+
+    fn scalar(input: &str) -> String {
+        let NodeKind::Mapping(entries) = root(input).kind else {
+            panic!("not a mapping")
+        };
+        match &entries[0].1.kind {
+            NodeKind::Scalar { value, .. } => value.clone(),
+            NodeKind::Sequence(items) => match &items[0].kind {
+                NodeKind::Scalar { value, .. } => value.clone(),
+                _ => panic!("not a scalar"),
+            },
+            _ => panic!("not a scalar"),
+        }
+    }
+
+    #[test]
+    fn raw_line_separators_are_line_breaks_kept_in_the_value() {
+        // What go-yaml writes for "a\u{2028}b" in each style, read as libyaml does.
+        assert_eq!(scalar("k: 'a\u{2028}    b'\n"), "a\u{2028}b");
+        assert_eq!(scalar("k:\n    - 'a\u{2029}      b'\n"), "a\u{2029}b");
+        assert_eq!(scalar("k: |-\n    a\u{2028}    b\n"), "a\u{2028}b");
+        assert_eq!(scalar("k: |\n    a\u{2028}    \tb\n"), "a\u{2028}\tb\n");
+        assert_eq!(scalar("k: 'a\u{2028}\n\n    b'\n"), "a\u{2028}\n\nb");
+        assert_eq!(scalar("k: a\u{2028}  b\n"), "a\u{2028}b");
+        // A plain scalar ends at the break; the next line is the next key.
+        let NodeKind::Mapping(entries) = root("a: x\u{2028}b: y\n").kind else {
+            panic!()
+        };
+        assert_eq!(entries.len(), 2);
+        // Escaped forms are unchanged, and sentinels never leak.
+        assert_eq!(scalar("k: \"a\\Lb\"\n"), "a\u{2028}b");
+        assert_eq!(
+            scalar("k: 'a\u{2028}    \u{E000}b'\n"),
+            "a\u{2028}\u{E000}b"
+        );
     }
 
     #[test]
