@@ -218,10 +218,13 @@ async fn kill9_during_30_concurrent_initramfs_builds_then_rebuild() {
     let data = work.path().join("data");
     let _layout = import_fixture(&data).await;
     // A fixed external URL: it is part of the assets, and the restarted server has a new port.
+    // One client starting 30 new builds at once is this test's load: no per-client budget.
     let args = [
         "--offline",
         "--http-external-url",
         "http://factory.test:8080",
+        "--build-per-client-burst",
+        "0",
     ];
     let mut server = Daemon::start(&data, work.path(), &args);
 
