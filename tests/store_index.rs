@@ -189,3 +189,26 @@ async fn quotas_refuse_new_content_and_keep_the_old() {
     let err = store.put_bytes(b"new").await.unwrap_err();
     assert!(err.to_string().contains("store.minFreeBytes"), "{err}");
 }
+
+/// Review finding: a huge stream stops at the limit, not at a full disk.
+#[tokio::test]
+async fn quota_stops_a_stream_in_progress() {
+    use bootfactory::store::Quota;
+    use tokio::io::AsyncReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_quota(Quota {
+        max_bytes: 10 << 20,
+        min_free_bytes: 0,
+    });
+    let total: u64 = 512 << 20;
+    let mut reader = tokio::io::repeat(7).take(total);
+    let err = store.put_stream(&mut reader).await.unwrap_err();
+    assert!(err.is_no_space(), "{err}");
+    let read = total - reader.limit();
+    assert!(read <= 65 << 20, "read {read} bytes of a refused stream");
+    assert_eq!(
+        std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+        0
+    );
+}

@@ -12,7 +12,8 @@
 //! ([`InventoryLimits`]): at most `max_machines` records, the least recently seen machine
 //! *without an assignment* making room for a new one, and unassigned machines not seen for
 //! `max_age` forgotten. Assigned machines are never evicted. `assign/inventory-seen` indexes
-//! records by (last seen, MAC) so both are a walk from the oldest entry.
+//! the unassigned machines' records by (last seen, MAC), so both are a walk from the oldest
+//! entry that never passes an assigned machine.
 
 pub mod boot;
 pub mod client;
@@ -143,24 +144,24 @@ impl Assignments {
         limits: InventoryLimits,
     ) -> Result<Assignments, AssignError> {
         let db = store.db();
+        let machines = db.open_tree(MACHINES_TREE)?;
         let inventory = db.open_tree(INVENTORY_TREE)?;
         let seen = db.open_tree(SEEN_TREE)?;
+        // The eviction index holds the unassigned machines; rebuilt here so it matches the
+        // inventory after any crash (or a database from before it existed).
+        seen.clear()?;
         let mut count = 0;
-        let mut indexed = 0;
         for item in inventory.iter() {
             let (k, v) = item?;
             count += 1;
             let mac = mac_from_key(&k)?;
             let record: MachineRecord = decode(&mac.to_string(), &v)?;
-            if seen.insert(seen_key(&record), &[])?.is_none() {
-                indexed += 1;
+            if !machines.contains_key(&k)? {
+                seen.insert(seen_key(&record), &[])?;
             }
         }
-        if indexed > 0 && indexed != count {
-            tracing::warn!(indexed, count, "inventory index was incomplete; rebuilt");
-        }
         Ok(Assignments {
-            machines: db.open_tree(MACHINES_TREE)?,
+            machines,
             inventory,
             seen,
             settings: db.open_tree(SETTINGS_TREE)?,
@@ -226,16 +227,32 @@ impl Assignments {
 
     /// Sets (or replaces) a machine's assignment. The caller validated it.
     pub fn set(&self, mac: MacAddr, assignment: &Assignment) -> Result<(), AssignError> {
+        let _state = self.lock_inventory();
         self.machines.insert(mac.0, encode(assignment))?;
+        // Assigned machines are never evicted: keep them out of the eviction index, so
+        // making room never walks past them.
+        if let Some(record) = self.machine(mac)? {
+            self.seen.remove(seen_key(&record))?;
+        }
         self.machines.flush()?;
         Ok(())
     }
 
     /// Removes a machine's assignment; false when it had none.
     pub fn remove(&self, mac: MacAddr) -> Result<bool, AssignError> {
+        let _state = self.lock_inventory();
         let had = self.machines.remove(mac.0)?.is_some();
+        if let Some(record) = self.machine(mac)? {
+            self.seen.insert(seen_key(&record), &[])?;
+        }
         self.machines.flush()?;
         Ok(had)
+    }
+
+    fn lock_inventory(&self) -> std::sync::MutexGuard<'_, InventoryState> {
+        self.inventory_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Every machine's own assignment, by MAC.
@@ -299,14 +316,12 @@ impl Assignments {
         let now_time = chrono::Utc::now();
         let now = now_time.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         // Read-modify-write under a lock: DHCP and HTTP may report the same machine at once.
-        let mut state = self
-            .inventory_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut state = self.lock_inventory();
         let now_secs = now_time.timestamp();
         if self.limits.max_age_secs > 0 && now_secs - state.last_prune >= PRUNE_EVERY_SECS {
             state.last_prune = now_secs;
-            let cutoff = now_secs.saturating_sub(self.limits.max_age_secs as i64);
+            let max_age = i64::try_from(self.limits.max_age_secs).unwrap_or(i64::MAX);
+            let cutoff = now_secs.saturating_sub(max_age);
             let removed = self.prune_older_than(&mut state, cutoff)?;
             if removed > 0 {
                 tracing::info!(removed, "forgot unassigned machines not seen for a while");
@@ -361,7 +376,9 @@ impl Assignments {
         if self.inventory.insert(mac.0, encode(&record))?.is_none() {
             state.count += 1;
         }
-        self.seen.insert(seen_key(&record), &[])?;
+        if !self.machines.contains_key(mac.0)? {
+            self.seen.insert(seen_key(&record), &[])?;
+        }
         Ok(record)
     }
 
@@ -549,7 +566,8 @@ mod tests {
             inv.iter().any(|r| r.mac == mac(200)),
             "newest machine missing"
         );
-        assert_eq!(a.seen.len(), 3);
+        // Only unassigned machines are in the eviction index.
+        assert_eq!(a.seen.len(), 2);
 
         // Full of assigned machines: a new one is refused, nothing is evicted.
         for i in 1..=2u8 {

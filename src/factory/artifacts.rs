@@ -264,8 +264,9 @@ impl Artifacts {
             .await?;
         let child = flatten::platform_manifest(self.mirror.catalog(), &root.digest, arch)
             .await?
-            .ok_or_else(|| {
-                ArtifactError::Invalid(format!("{name}:{target} has no linux/{arch} image"))
+            .ok_or_else(|| ArtifactError::MissingFile {
+                image: format!("{name}:{target}"),
+                path: format!("linux/{arch} image"),
             })?;
         // Make sure that platform's whole image is present before flattening it.
         let image = ImageRef {
@@ -300,6 +301,12 @@ impl Artifacts {
         if dir.exists() {
             return Ok(dir);
         }
+        // The cache lives on the store's filesystem: its limits apply to extraction too.
+        self.mirror
+            .catalog()
+            .store()
+            .check_quota()
+            .map_err(|e| ArtifactError::NoSpace(e.to_string()))?;
         let tmp = self.cache_dir.join("tmp").join(format!(
             "{}-{}",
             manifest.hex(),

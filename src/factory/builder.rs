@@ -47,6 +47,9 @@ pub enum BuildError {
     /// The store failed.
     #[error("store: {0}")]
     Store(String),
+    /// A store quota (`store.maxBytes`, `store.minFreeBytes`) refused the result.
+    #[error("{0}")]
+    Quota(String),
     /// The filesystem of the data directory (`path`; the builder fills it in) is full.
     #[error("no space left on {}", path.display())]
     NoSpace {
@@ -79,10 +82,7 @@ impl From<StoreError> for BuildError {
                 path,
                 detail: source.to_string(),
             },
-            StoreError::QuotaReached { ref path, .. } => BuildError::NoSpace {
-                path: path.clone(),
-                detail: e.to_string(),
-            },
+            e @ StoreError::QuotaReached { .. } => BuildError::Quota(e.to_string()),
             e => BuildError::Store(e.to_string()),
         }
     }
@@ -256,6 +256,9 @@ impl Builder {
             .map_err(|_| BuildError::Failed("builder shut down".into()))?;
         let queued = queued_at.elapsed();
         let started = Instant::now();
+        // Scratch space is on the store's filesystem: do not start a build the store would
+        // refuse to keep.
+        self.store.check_quota()?;
         let work = WorkDir::create(&self.work_root).map_err(|e| match e {
             BuildError::NoSpace { detail, .. } => BuildError::NoSpace {
                 path: self.store.dir().to_path_buf(),

@@ -86,7 +86,9 @@ impl From<BuildError> for FactoryError {
             BuildError::Failed(m) if m.starts_with("400:") => {
                 FactoryError::Schematic(m.trim_start_matches("400:").trim().to_string())
             }
-            e @ BuildError::NoSpace { .. } => FactoryError::NoSpace(e.to_string()),
+            e @ (BuildError::NoSpace { .. } | BuildError::Quota(_)) => {
+                FactoryError::NoSpace(e.to_string())
+            }
             e => FactoryError::Internal(e.to_string()),
         }
     }
@@ -321,6 +323,12 @@ impl Factory {
         if let Some(hit) = self.builder.cached(&key).await {
             return Ok(hit);
         }
+        if !matches!(
+            r.profile.kind,
+            OutputKind::Kernel | OutputKind::Cmdline | OutputKind::Initramfs
+        ) {
+            return Err(not_implemented(r.profile.kind));
+        }
         if let Some(ip) = client
             && !self.builder.in_flight(&key)
             && !self.build_limiter.allow(canonical_ip(ip), Instant::now())
@@ -354,10 +362,7 @@ impl Factory {
                 let build = self.initramfs_build(r).await?;
                 Ok(self.builder.get_or_build(&key, build).await?)
             }
-            other => Err(FactoryError::NotImplemented(format!(
-                "{} assets are not supported by this bootfactory release yet (kernel, initramfs and cmdline are)",
-                format!("{other:?}").to_lowercase()
-            ))),
+            other => Err(not_implemented(other)),
         }
     }
 
@@ -477,6 +482,14 @@ impl Factory {
             })
         })
     }
+}
+
+/// 501 for asset kinds this release does not build (checked before any budget is spent).
+fn not_implemented(kind: OutputKind) -> FactoryError {
+    FactoryError::NotImplemented(format!(
+        "{} assets are not supported by this bootfactory release yet (kernel, initramfs and cmdline are)",
+        format!("{kind:?}").to_lowercase()
+    ))
 }
 
 /// One bucket per IPv4 client, and per /64 for IPv6 (a host owns a whole /64). IPv4-mapped

@@ -162,7 +162,7 @@ impl Inner {
             }
             if existing.is_none() {
                 // New content: the limits apply (dropping `tmp` removes the temp file).
-                self.check_quota(size)?;
+                self.check_quota(size.max(1))?;
             }
             // New, or the stored file was tampered with / lost its record:
             // our freshly hashed copy replaces it.
@@ -307,7 +307,11 @@ impl Store {
             file.write_all(&buf[..n]).await.map_err(|e| {
                 StoreError::from_write(&self.inner.dir, "write temp file", &tmp.path, e)
             })?;
+            let before = size;
             size += n as u64;
+            if before / super::quota::CHECK_EVERY != size / super::quota::CHECK_EVERY {
+                self.inner.check_quota(size)?;
+            }
         }
         file.flush().await.map_err(|e| {
             StoreError::from_write(&self.inner.dir, "write temp file", &tmp.path, e)
@@ -522,7 +526,14 @@ impl Write for BlobWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.file.write(buf)?;
         self.hasher.update(&buf[..n]);
+        let before = self.size;
         self.size += n as u64;
+        if before / super::quota::CHECK_EVERY != self.size / super::quota::CHECK_EVERY
+            && let Some(inner) = self.store.upgrade()
+            && let Err(e) = inner.check_quota(self.size)
+        {
+            return Err(io::Error::new(io::ErrorKind::QuotaExceeded, e.to_string()));
+        }
         Ok(n)
     }
 

@@ -252,6 +252,12 @@ impl Store {
         self.inner.quota.set(quota);
     }
 
+    /// Fails with [`StoreError::QuotaReached`] if new content would be refused now: for work
+    /// that fills the data directory outside the store (extracting an image into the cache).
+    pub fn check_quota(&self) -> Result<()> {
+        self.inner.check_quota(0)
+    }
+
     /// The data directory this store was opened on.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

@@ -8,9 +8,9 @@
 //! callers treat like a full disk (`507 Insufficient Storage`, naming the limit): content
 //! already stored keeps being served.
 //!
-//! Checked when a write starts (nothing is read from the client when already over) and again
-//! when it is committed, with the blob's size: the store overshoots by at most the writes in
-//! flight.
+//! Checked when a write starts (nothing is read from the client when already over), every
+//! [`CHECK_EVERY`] bytes while it streams (a 20 GB pull-through layer stops at the limit, not
+//! at a full disk), and when it is committed.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -48,18 +48,21 @@ impl QuotaState {
     }
 }
 
+/// How often a write in progress re-checks the limits.
+pub(crate) const CHECK_EVERY: u64 = 64 << 20;
+
 impl Inner {
-    /// Refuses a write of `incoming` more bytes that would break a limit.
-    pub(crate) fn check_quota(&self, incoming: u64) -> Result<()> {
+    /// Refuses a write that would break a limit: `written` bytes of it are already in the
+    /// temp file (they count against `store.maxBytes`; the filesystem's free space already
+    /// reflects them). At the start of a write (`written` 0) a full store refuses.
+    pub(crate) fn check_quota(&self, written: u64) -> Result<()> {
         let q = self.quota.get();
         if q.max_bytes > 0 {
             let used = self.total_size()?;
-            // At the start of a write (`incoming` 0) a full store refuses; at commit, the
-            // blob must fit.
-            let over = if incoming == 0 {
+            let over = if written == 0 {
                 used >= q.max_bytes
             } else {
-                used.saturating_add(incoming) > q.max_bytes
+                used.saturating_add(written) > q.max_bytes
             };
             if over {
                 return Err(StoreError::QuotaReached {
@@ -75,7 +78,7 @@ impl Inner {
             && let Ok(st) = nix::sys::statvfs::statvfs(&self.dir)
         {
             let free = st.blocks_available().saturating_mul(st.fragment_size());
-            if free < q.min_free_bytes.saturating_add(incoming) {
+            if free < q.min_free_bytes {
                 return Err(StoreError::QuotaReached {
                     path: self.dir.clone(),
                     detail: format!(

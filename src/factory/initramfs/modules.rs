@@ -154,6 +154,35 @@ fn extract_squashfs_subtree(
     Ok(files)
 }
 
+/// Removes every entry of the kernel's module directory that depmod would write through and
+/// that is not a regular file: `modules.*` (its outputs and their `.tmp` files) as symlinks,
+/// directories or anything else an image put there.
+fn remove_planted_links(kver_dir: &Path) -> Result<(), InitramfsError> {
+    let read = fs::read_dir(kver_dir).map_err(io_err(format!("list {}", kver_dir.display())))?;
+    for e in read {
+        let e = e.map_err(io_err(format!("list {}", kver_dir.display())))?;
+        let name = e.file_name();
+        if !name.to_string_lossy().starts_with("modules.") {
+            continue;
+        }
+        let ft = e
+            .file_type()
+            .map_err(io_err(format!("stat {}", e.path().display())))?;
+        if ft.is_file() {
+            continue;
+        }
+        let path = e.path();
+        tracing::warn!(path = %path.display(), "removing a non-file modules.* entry from image content before depmod");
+        let removed = if ft.is_dir() {
+            fs::remove_dir_all(&path)
+        } else {
+            fs::remove_file(&path)
+        };
+        removed.map_err(io_err(format!("remove {}", path.display())))?;
+    }
+    Ok(())
+}
+
 /// Builds `modules.dep.sqsh` in `work` from the base initramfs and the bundles of the
 /// extensions that carry kernel modules.
 pub(crate) fn build_modules_dep(
@@ -196,6 +225,13 @@ pub(crate) fn build_modules_dep(
     for b in bundles {
         extract_squashfs_subtree(&b.path, &kver_rel, &root)?;
     }
+    // depmod writes `<kver dir>/modules.*.tmp` (following symlinks) and renames them over
+    // `modules.*`: the directories on the way must be real, and no image may plant a link
+    // there that points out of the tree.
+    crate::contained::check_no_symlink_parents(&root, &kver_rel.join("modules.dep")).map_err(
+        io_err(format!("kernel modules directory /{}", kver_rel.display())),
+    )?;
+    remove_planted_links(&root.join(&kver_rel))?;
 
     // depmod looks in `<basedir>/lib/modules/<kver>`: the basedir keeps any prefix before
     // `lib/modules` (`/usr` on Talos ≥ 1.10).
@@ -268,4 +304,42 @@ pub(crate) fn build_modules_dep(
         squashfs,
         kernel_version: kver,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 10, defect 2 (review finding): an image that plants `modules.dep.tmp → <a file of
+    /// the appliance>` must not make depmod overwrite that file.
+    #[test]
+    fn planted_modules_links_are_removed_before_depmod() {
+        let tmp = tempfile::tempdir().unwrap();
+        let secret = tmp.path().join("cache-signing-key.pem");
+        fs::write(&secret, "KEY").unwrap();
+        let kver = tmp.path().join("root/usr/lib/modules/6.12.57-talos");
+        fs::create_dir_all(kver.join("modules.alias.tmp")).unwrap();
+        fs::write(kver.join("modules.order"), "kernel/a.ko\n").unwrap();
+        symlink(&secret, kver.join("modules.dep.tmp")).unwrap();
+        symlink(&secret, kver.join("modules.dep")).unwrap();
+        remove_planted_links(&kver).unwrap();
+        let mut left: Vec<_> = fs::read_dir(&kver)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["modules.order"]);
+        assert_eq!(fs::read_to_string(&secret).unwrap(), "KEY");
+    }
+
+    #[test]
+    fn a_symlinked_modules_directory_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("root");
+        fs::create_dir_all(root.join("usr/lib")).unwrap();
+        fs::create_dir_all(tmp.path().join("elsewhere/6.12.57-talos")).unwrap();
+        symlink(tmp.path().join("elsewhere"), root.join("usr/lib/modules")).unwrap();
+        let rel = Path::new("usr/lib/modules/6.12.57-talos/modules.dep");
+        assert!(crate::contained::check_no_symlink_parents(&root, rel).is_err());
+    }
 }
