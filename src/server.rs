@@ -12,12 +12,16 @@ use crate::factory::artifacts::Artifacts;
 use crate::factory::builder::Builder;
 use crate::factory::service::Factory;
 use crate::factory::signing::CacheSigner;
+use crate::http::listener::{self, ConnMetrics, Endpoint, Limits};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::oci::ImageCatalog;
 use crate::schematic::SchematicStore;
 use crate::store::Store;
 use crate::upstream::Mirror;
+
+/// Connections the separate metrics listener accepts at once (scrapers, not clients).
+const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// Everything `serve` starts with, opened and ready.
 pub struct App {
@@ -162,16 +166,42 @@ impl BoundApp {
             version = env!("CARGO_PKG_VERSION"),
             "bootfactory serving"
         );
-        if let Some(listener) = self.metrics {
-            tracing::info!(listen = %listener.local_addr()?, "metrics serving");
-            let router = http::metrics_router(self.state.metrics.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            });
+        let mut limits = Limits::from_config(&config.http);
+        let fd_limit = listener::raise_fd_limit();
+        if let Some(max) = limits.fit_fd_limit(fd_limit) {
+            tracing::warn!(
+                configured = config.http.max_connections,
+                used = max,
+                fd_limit,
+                "http.maxConnections lowered to fit the open-file limit (raise LimitNOFILE)"
+            );
         }
+        let conn_metrics = ConnMetrics::register(&self.state.metrics);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_server = match self.metrics {
+            Some(listener) => {
+                tracing::info!(listen = %listener.local_addr()?, "metrics serving");
+                let endpoint = Endpoint {
+                    listener,
+                    router: http::metrics_router(self.state.metrics.clone()),
+                    tls: None,
+                };
+                let mut stop = stop_rx.clone();
+                Some(tokio::spawn(listener::serve(
+                    vec![endpoint],
+                    Limits {
+                        max_connections: METRICS_MAX_CONNECTIONS,
+                        ..limits
+                    },
+                    conn_metrics.clone(),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                    Duration::from_secs(1),
+                )))
+            }
+            None => None,
+        };
         let status = match &self.netboot {
             Some(_) => format!(
                 "serving HTTP on {} and network boot (proxy-DHCP, TFTP)",
@@ -184,9 +214,15 @@ impl BoundApp {
         crate::systemd::spawn_watchdog();
         crate::systemd::ready(&status);
         let router = http::router(self.state);
-        let served = http::serve(
-            self.http,
+        let endpoint = Endpoint {
+            listener: self.http,
             router,
+            tls: None,
+        };
+        let served = listener::serve(
+            vec![endpoint],
+            limits,
+            conn_metrics,
             async move {
                 shutdown.await;
                 crate::systemd::stopping();
@@ -198,6 +234,9 @@ impl BoundApp {
         // The reloader holds the state (and so the store): end it with the server.
         if let Some(task) = reloader {
             task.abort();
+            let _ = task.await;
+        }
+        if let Some(task) = metrics_server {
             let _ = task.await;
         }
         if let Some(task) = netboot {

@@ -63,6 +63,26 @@ pub const KEYS: &[KeySpec] = &[
         help: "Seconds in-flight requests get to finish on SIGTERM/SIGINT",
     },
     KeySpec {
+        key: "http.headerReadTimeoutSeconds",
+        flag: "http-header-read-timeout-seconds",
+        help: "Seconds a client has to send a request head (slowloris defence; includes TLS handshake)",
+    },
+    KeySpec {
+        key: "http.idleTimeoutSeconds",
+        flag: "http-idle-timeout-seconds",
+        help: "Seconds an idle keep-alive connection (or a response the client stopped reading) is kept",
+    },
+    KeySpec {
+        key: "http.bodyReadTimeoutSeconds",
+        flag: "http-body-read-timeout-seconds",
+        help: "Seconds a client has to send a whole request body",
+    },
+    KeySpec {
+        key: "http.maxConnections",
+        flag: "http-max-connections",
+        help: "HTTP connections open at once; at the cap the oldest idle one is closed, or 503",
+    },
+    KeySpec {
         key: "schematics.dir",
         flag: "schematics-dir",
         help: "Directory of schematic *.yaml files validated and stored at start",

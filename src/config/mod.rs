@@ -372,6 +372,17 @@ pub struct HttpConfig {
     pub external_pxe_url: String,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
+    /// Seconds a client has to send a complete request head (from accept, or from the first
+    /// byte of the next request on a kept-alive connection; includes the TLS handshake).
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a kept-alive connection may stay idle between requests; also how long a
+    /// response may stay blocked on a client that stopped reading.
+    pub idle_timeout_seconds: u64,
+    /// Seconds a client has to send a whole request body (from the end of the head).
+    pub body_read_timeout_seconds: u64,
+    /// HTTP connections open at once (all listeners); at the cap the oldest connection without
+    /// a request in flight is closed, or the new one gets 503 when all are busy.
+    pub max_connections: usize,
 }
 
 /// Schematic settings.
@@ -419,6 +430,10 @@ impl Default for HttpConfig {
             external_url: String::new(),
             external_pxe_url: String::new(),
             shutdown_grace_seconds: 10,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            body_read_timeout_seconds: 30,
+            max_connections: 1024,
         }
     }
 }
@@ -536,6 +551,22 @@ impl Config {
         }
         self.http_listen_addr()
             .map_err(|m| invalid("http.listen", m))?;
+        for (key, value) in [
+            (
+                "http.headerReadTimeoutSeconds",
+                self.http.header_read_timeout_seconds,
+            ),
+            ("http.idleTimeoutSeconds", self.http.idle_timeout_seconds),
+            (
+                "http.bodyReadTimeoutSeconds",
+                self.http.body_read_timeout_seconds,
+            ),
+            ("http.maxConnections", self.http.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
         if !self.http.external_url.is_empty() {
             validate_http_url(&self.http.external_url)
                 .map_err(|m| invalid("http.externalURL", m))?;

@@ -4,11 +4,11 @@
 pub mod error;
 mod factory;
 pub mod files;
+pub mod listener;
 mod machines;
 mod schematics;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -206,37 +206,4 @@ pub fn go_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
     body.push('\n');
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then gives in-flight requests
-/// `grace` to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    use axum::serve::ListenerExt;
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Without TCP_NODELAY a response whose headers and body go out in two writes waits for
-    // the client's delayed ACK (40 ms stalls on kept-alive connections).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let deadline = async move {
-        let _ = rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish in time; closing");
-            Ok(())
-        }
-    }
 }
