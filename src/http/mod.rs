@@ -58,6 +58,7 @@ pub fn server_header() -> String {
 /// Builds the whole application router.
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
+    let hsts = state.config.http.tls.enabled() && state.config.http.tls.hsts;
     let registry = crate::registry::router(RegistryState {
         mirror: state.mirror.clone(),
         default_registry: state.config.mirror.default_registry.clone(),
@@ -116,6 +117,10 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track_http,
         ))
         .layer(middleware::from_fn(common_headers))
+        .layer(middleware::from_fn_with_state(
+            hsts,
+            strict_transport_security,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
@@ -169,6 +174,27 @@ async fn common_headers(mut request: Request, next: Next) -> Response {
         headers.insert(header::SERVER, server);
     }
     headers.insert(X_REQUEST_ID.clone(), request_id);
+    response
+}
+
+/// `Strict-Transport-Security` on HTTPS responses when `http.tls.hsts` is on.
+async fn strict_transport_security(
+    axum::extract::State(enabled): axum::extract::State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let over_tls = enabled
+        && request
+            .extensions()
+            .get::<listener::ConnInfo>()
+            .is_some_and(|c| c.tls);
+    let mut response = next.run(request).await;
+    if over_tls {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
     response
 }
 
