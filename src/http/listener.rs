@@ -500,8 +500,7 @@ impl Conn {
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(None)
-            .keep_alive(true)
-            .max_buf_size(64 * 1024);
+            .keep_alive(true);
         let mut conn = builder.serve_connection(io, service);
         let watchdog = watchdog(&state, self.limits);
         tokio::pin!(watchdog);
