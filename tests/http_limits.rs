@@ -132,6 +132,41 @@ async fn idle_keep_alive_connections_are_closed_and_active_ones_kept() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_a_response_is_dropped_after_the_idle_timeout() {
+    let server = TestServer::start(&[("http.idleTimeoutSeconds", "1")]).await;
+    let addr = server.addr;
+    // Pipelined downloads of the embedded iPXE binary, never read: the server's writes block
+    // once the socket buffers are full.
+    let stuck = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_nodelay(true).unwrap();
+        let request = format!("GET /ipxe/ipxe.efi HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+        for _ in 0..64 {
+            if s.write_all(request.as_bytes()).is_err() {
+                break;
+            }
+        }
+        s
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(6);
+    let stalled = loop {
+        let n = metric(
+            &server.url,
+            "bootfactory_http_timeouts_total{phase=\"write\"}",
+        )
+        .await;
+        if n >= Some(1.0) || Instant::now() > deadline {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    drop(stuck);
+    assert_eq!(stalled, Some(1.0), "a blocked response is cut");
+}
+
 /// Sends a POST head announcing `len` bytes and `sent` of them, then stalls.
 fn stalled_post(addr: SocketAddr, len: usize, sent: usize) -> TcpStream {
     let mut s = TcpStream::connect(addr).unwrap();

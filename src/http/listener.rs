@@ -221,8 +221,10 @@ impl ConnState {
         }
     }
 
+    /// A request is in flight, or a response is still waiting to be written out (hyper may
+    /// hold the end of a finished body in its write buffer).
     fn busy(&self) -> bool {
-        self.inflight.load(Ordering::Acquire) > 0
+        self.inflight.load(Ordering::Acquire) > 0 || self.write_blocked.load(Ordering::Acquire) != 0
     }
 }
 
