@@ -25,6 +25,7 @@ pub mod server;
 pub mod store;
 pub mod systemd;
 pub mod tftp;
+pub mod tls;
 pub mod upstream;
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client and server.

@@ -3,8 +3,9 @@
 //! Every socket, file and `sled` handle is a file descriptor, and when the process runs out of
 //! them the HTTP listener can no longer accept connections (`Too many open files`). At start-up
 //! `serve` raises the soft `RLIMIT_NOFILE` to the hard limit ([`raise_nofile_limit`]) and logs
-//! the budget; services that open descriptors on behalf of unauthenticated clients (TFTP) size
-//! their caps from [`nofile_soft_limit`] so they can never use more than a fixed share of it.
+//! the budget; services that open descriptors on behalf of unauthenticated clients size their
+//! caps from [`nofile_soft_limit`] so they can never use more than a fixed share of it: HTTP
+//! connections at most half ([`http_connection_budget`]), TFTP transfers at most a quarter.
 
 use std::io;
 
@@ -55,6 +56,13 @@ pub fn raise_nofile_limit() -> io::Result<NofileLimit> {
         hard,
         raised_from: None,
     })
+}
+
+/// How many HTTP connections the descriptor budget allows: half of the soft limit (TFTP
+/// keeps to a quarter, see `tftp::fd_session_cap`; the last quarter is for files, the store
+/// and upstream connections), so neither service can starve the other.
+pub fn http_connection_budget(soft_limit: u64) -> u64 {
+    (soft_limit / 2).max(16)
 }
 
 /// The soft `RLIMIT_NOFILE` in force, or `None` if it cannot be read. `RLIM_INFINITY` reads

@@ -104,11 +104,8 @@ pub fn boot_url(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<String> 
             "pxe.ipxeVariant https needs pxe.bootURL: the https:// URL (IP literal) of the TLS proxy in front of bootfactory"
         );
     }
-    let port = config
-        .http_listen_addr()
-        .map_err(anyhow::Error::msg)?
-        .port();
-    Ok(format!("http://{advertise}:{port}"))
+    let (scheme, port) = config.boot_scheme_port().map_err(anyhow::Error::msg)?;
+    Ok(format!("{scheme}://{advertise}:{port}"))
 }
 
 /// Name, help and labels of the network-boot metrics.

@@ -12,12 +12,16 @@ use crate::factory::artifacts::Artifacts;
 use crate::factory::builder::Builder;
 use crate::factory::service::Factory;
 use crate::factory::signing::CacheSigner;
+use crate::http::listener::{self, ConnMetrics, Endpoint, Limits};
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::oci::ImageCatalog;
 use crate::schematic::SchematicStore;
 use crate::store::Store;
 use crate::upstream::Mirror;
+
+/// Connections the separate metrics listener accepts at once (scrapers, not clients).
+const METRICS_MAX_CONNECTIONS: usize = 64;
 
 /// Everything `serve` starts with, opened and ready.
 pub struct App {
@@ -101,6 +105,25 @@ impl App {
                 "cannot listen on {addr} (is it in use? ports below 1024 need CAP_NET_BIND_SERVICE)"
             )
         })?;
+        let tls = crate::tls::Tls::from_config(&self.state.config)
+            .context("cannot set up TLS (http.tls)")?
+            .map(Arc::new);
+        let plain = if self.state.config.http.plain_listen.is_empty() {
+            None
+        } else {
+            let addr: std::net::SocketAddr =
+                self.state.config.http.plain_listen.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "http.plainListen {:?} is not ADDR:PORT",
+                        self.state.config.http.plain_listen
+                    )
+                })?;
+            Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (http.plainListen)"))?,
+            )
+        };
         let metrics = if self.state.config.metrics.listen.is_empty() {
             None
         } else {
@@ -132,6 +155,8 @@ impl App {
         Ok(BoundApp {
             state: self.state,
             http,
+            plain,
+            tls,
             metrics,
             netboot,
         })
@@ -150,6 +175,8 @@ impl App {
 pub struct BoundApp {
     state: AppState,
     http: tokio::net::TcpListener,
+    plain: Option<tokio::net::TcpListener>,
+    tls: Option<Arc<crate::tls::Tls>>,
     metrics: Option<tokio::net::TcpListener>,
     netboot: Option<crate::netboot::Netboot>,
 }
@@ -160,6 +187,11 @@ impl BoundApp {
         self.http.local_addr()
     }
 
+    /// The plain-HTTP listener's address (`http.plainListen`), if any.
+    pub fn plain_addr(&self) -> Option<std::net::SocketAddr> {
+        self.plain.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// Serves until `shutdown` resolves, then drains in-flight requests for the grace period.
     pub async fn serve(
         self,
@@ -168,36 +200,94 @@ impl BoundApp {
         let config = self.state.config.clone();
         tracing::info!(
             listen = %self.http.local_addr()?,
+            tls = self.tls.is_some(),
             external_url = %config.external_url(),
             data_dir = %config.data_dir.display(),
             version = env!("CARGO_PKG_VERSION"),
             "bootfactory serving"
         );
-        if let Some(listener) = self.metrics {
-            tracing::info!(listen = %listener.local_addr()?, "metrics serving");
-            let router = http::metrics_router(self.state.metrics.clone());
-            tokio::spawn(async move {
-                if let Err(e) = axum::serve(listener, router).await {
-                    tracing::error!(error = %e, "metrics listener failed");
-                }
-            });
+        let mut limits = Limits::from_config(&config.http);
+        // `serve` raised the soft limit at start (`limits::init_fd_budget`).
+        let fd_limit = crate::limits::nofile_soft_limit().unwrap_or(1024);
+        if let Some(max) = limits.fit_fd_limit(fd_limit) {
+            tracing::warn!(
+                configured = config.http.max_connections,
+                used = max,
+                fd_limit,
+                "http.maxConnections lowered to fit the open-file limit (raise LimitNOFILE)"
+            );
         }
+        let conn_metrics = ConnMetrics::register(&self.state.metrics);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let metrics_server = match self.metrics {
+            Some(listener) => {
+                tracing::info!(listen = %listener.local_addr()?, "metrics serving");
+                let endpoint = Endpoint {
+                    listener,
+                    router: http::metrics_router(self.state.metrics.clone()),
+                    tls: None,
+                };
+                let mut stop = stop_rx.clone();
+                Some(tokio::spawn(listener::serve(
+                    vec![endpoint],
+                    Limits {
+                        max_connections: METRICS_MAX_CONNECTIONS,
+                        ..limits
+                    },
+                    conn_metrics.clone(),
+                    async move {
+                        let _ = stop.wait_for(|s| *s).await;
+                    },
+                    Duration::from_secs(1),
+                )))
+            }
+            None => None,
+        };
+        if let Some(tls) = &self.tls {
+            match tls.ca_path() {
+                Some(ca) => tracing::info!(
+                    ca = %ca.display(),
+                    "HTTPS with the appliance CA: clients trust this CA certificate (curl --cacert, skopeo/podman --cert-dir)"
+                ),
+                None => {
+                    let (cert, key) = tls.files();
+                    tracing::info!(cert = %cert.display(), key = %key.display(), "HTTPS with the configured certificate");
+                }
+            }
+        }
+        if let Some(plain) = &self.plain {
+            tracing::info!(listen = %plain.local_addr()?, "plain HTTP for the boot path");
+        }
+        let scheme = if self.tls.is_some() { "HTTPS" } else { "HTTP" };
         let status = match &self.netboot {
             Some(_) => format!(
-                "serving HTTP on {} and network boot (proxy-DHCP, TFTP)",
+                "serving {scheme} on {} and network boot (proxy-DHCP, TFTP)",
                 self.http.local_addr()?
             ),
-            None => format!("serving HTTP on {}", self.http.local_addr()?),
+            None => format!("serving {scheme} on {}", self.http.local_addr()?),
         };
         let netboot = self.netboot.map(|n| tokio::spawn(n.run(stop_rx)));
-        let reloader = spawn_reload_on_sighup(self.state.clone(), status.clone());
+        let reloader = spawn_reload_on_sighup(self.state.clone(), self.tls.clone(), status.clone());
+        let tls_watch = self.tls.clone().map(|t| t.spawn_watch());
         crate::systemd::spawn_watchdog();
         crate::systemd::ready(&status);
         let router = http::router(self.state);
-        let served = http::serve(
-            self.http,
-            router,
+        let mut endpoints = vec![Endpoint {
+            listener: self.http,
+            router: router.clone(),
+            tls: self.tls.as_ref().map(|t| t.acceptor()),
+        }];
+        if let Some(plain) = self.plain {
+            endpoints.push(Endpoint {
+                listener: plain,
+                router,
+                tls: None,
+            });
+        }
+        let served = listener::serve(
+            endpoints,
+            limits,
+            conn_metrics,
             async move {
                 shutdown.await;
                 crate::systemd::stopping();
@@ -209,6 +299,12 @@ impl BoundApp {
         // The reloader holds the state (and so the store): end it with the server.
         if let Some(task) = reloader {
             task.abort();
+            let _ = task.await;
+        }
+        if let Some(task) = tls_watch {
+            task.abort();
+        }
+        if let Some(task) = metrics_server {
             let _ = task.await;
         }
         if let Some(task) = netboot {
@@ -285,9 +381,14 @@ async fn load_schematics_dir(
     Ok(())
 }
 
-/// Re-reads the schematics directory and the assignments file on every SIGHUP. A bad
-/// assignments file is reported and changes nothing (the previous assignments stay).
-fn spawn_reload_on_sighup(state: AppState, status: String) -> Option<tokio::task::JoinHandle<()>> {
+/// Re-reads the schematics directory, the assignments file and the TLS certificate files on
+/// every SIGHUP. A bad assignments file or certificate is reported and changes nothing (the
+/// previous ones stay).
+fn spawn_reload_on_sighup(
+    state: AppState,
+    tls: Option<Arc<crate::tls::Tls>>,
+    status: String,
+) -> Option<tokio::task::JoinHandle<()>> {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot listen for SIGHUP; reload by restarting");
         return None;
@@ -295,6 +396,9 @@ fn spawn_reload_on_sighup(state: AppState, status: String) -> Option<tokio::task
     Some(tokio::spawn(async move {
         while hup.recv().await.is_some() {
             crate::systemd::reloading();
+            if let Some(tls) = &tls {
+                tls.reload_logged("SIGHUP");
+            }
             match reload(&state).await {
                 Ok(()) => {
                     if let Ok(ids) = state.schematics.list() {

@@ -29,9 +29,10 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   atftp, tftp-hpa, curl                real TFTP/HTTP clients
 #   rpm, systemd, adduser                inspecting the .rpm; systemd-analyze for the unit;
 #                                        the .deb's maintainer scripts
+#   openssl, python3                     TLS tests (certificates, s_client); urllib's upload
 packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
     iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl
-    rpm systemd adduser)
+    rpm systemd adduser openssl python3)
 
 install_packages() {
     local missing=()

@@ -45,9 +45,13 @@ pub fn read(configured: &str, path: &Path) -> Option<String> {
         .filter(|t| !t.is_empty())
 }
 
-/// Compares a presented `Authorization` header value with the token in constant time.
+/// Compares a presented `Authorization` header value with the token in constant time. The
+/// scheme name is case-insensitive (RFC 9110 §11.1): `Bearer`, `bearer`, `BEARER`.
 pub fn authorized(header: Option<&str>, token: &str) -> bool {
-    let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+    let Some(presented) = header.and_then(|h| {
+        let (scheme, credentials) = h.trim_start().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then_some(credentials)
+    }) else {
         return false;
     };
     let (a, b) = (presented.trim().as_bytes(), token.as_bytes());
@@ -78,6 +82,10 @@ mod tests {
     #[test]
     fn bearer_check() {
         assert!(authorized(Some("Bearer abc"), "abc"));
+        assert!(authorized(Some("bearer abc"), "abc"));
+        assert!(authorized(Some("BEARER  abc"), "abc"));
+        assert!(!authorized(Some("Basic abc"), "abc"));
+        assert!(!authorized(Some("Bearerabc"), "abc"));
         assert!(!authorized(Some("Bearer abd"), "abc"));
         assert!(!authorized(Some("Bearer ab"), "abc"));
         assert!(!authorized(Some("abc"), "abc"));

@@ -63,6 +63,61 @@ pub const KEYS: &[KeySpec] = &[
         help: "Seconds in-flight requests get to finish on SIGTERM/SIGINT",
     },
     KeySpec {
+        key: "http.headerReadTimeoutSeconds",
+        flag: "http-header-read-timeout-seconds",
+        help: "Seconds a client has to send a request head (slowloris defence; includes TLS handshake)",
+    },
+    KeySpec {
+        key: "http.idleTimeoutSeconds",
+        flag: "http-idle-timeout-seconds",
+        help: "Seconds an idle keep-alive connection (or a response the client stopped reading) is kept",
+    },
+    KeySpec {
+        key: "http.bodyReadTimeoutSeconds",
+        flag: "http-body-read-timeout-seconds",
+        help: "Seconds a client has to send a whole request body",
+    },
+    KeySpec {
+        key: "http.maxConnections",
+        flag: "http-max-connections",
+        help: "HTTP connections open at once; at the cap the oldest idle one is closed, or 503",
+    },
+    KeySpec {
+        key: "http.plainListen",
+        flag: "http-plain-listen",
+        help: "With TLS: extra plain-HTTP listener ADDR:PORT for the boot path (firmware, iPXE)",
+    },
+    KeySpec {
+        key: "http.tls.certFile",
+        flag: "http-tls-cert-file",
+        help: "PEM certificate chain for HTTPS on --http-listen (reloaded on SIGHUP and change)",
+    },
+    KeySpec {
+        key: "http.tls.keyFile",
+        flag: "http-tls-key-file",
+        help: "PEM private key for --http-tls-cert-file",
+    },
+    KeySpec {
+        key: "http.tls.selfSigned",
+        flag: "http-tls-self-signed",
+        help: "HTTPS with a generated appliance CA (<dataDir>/tls/ca.pem is what clients trust)",
+    },
+    KeySpec {
+        key: "http.tls.extraNames",
+        flag: "http-tls-extra-names",
+        help: "Extra DNS names/IPs for the self-signed server certificate (comma-separated)",
+    },
+    KeySpec {
+        key: "http.tls.hsts",
+        flag: "http-tls-hsts",
+        help: "Send Strict-Transport-Security on HTTPS responses",
+    },
+    KeySpec {
+        key: "http.tls.adminOverPlain",
+        flag: "http-tls-admin-over-plain",
+        help: "With TLS: accept the admin token over plain HTTP from non-loopback clients",
+    },
+    KeySpec {
         key: "schematics.dir",
         flag: "schematics-dir",
         help: "Directory of schematic *.yaml files validated and stored at start",

@@ -427,6 +427,46 @@ pub struct HttpConfig {
     pub external_pxe_url: String,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
+    /// Seconds a client has to send a complete request head (from accept, or from the first
+    /// byte of the next request on a kept-alive connection; includes the TLS handshake).
+    pub header_read_timeout_seconds: u64,
+    /// Seconds a kept-alive connection may stay idle between requests; also how long a
+    /// response may stay blocked on a client that stopped reading.
+    pub idle_timeout_seconds: u64,
+    /// Seconds a client has to send a whole request body (from the end of the head).
+    pub body_read_timeout_seconds: u64,
+    /// HTTP connections open at once (all listeners); at the cap the oldest connection without
+    /// a request in flight is closed, or the new one gets 503 when all are busy.
+    pub max_connections: usize,
+    /// With TLS: an extra plain-HTTP listener `ADDR:PORT` for the boot path (firmware, iPXE).
+    pub plain_listen: String,
+    /// HTTPS on `listen`.
+    pub tls: TlsConfig,
+}
+
+/// TLS on the main HTTP listener.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct TlsConfig {
+    /// PEM certificate chain (reloaded on SIGHUP and when the file changes).
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Generate a per-appliance CA and a server certificate under `<dataDir>/tls/`.
+    pub self_signed: bool,
+    /// Extra DNS names or IP addresses for the self-signed server certificate.
+    pub extra_names: Vec<String>,
+    /// Send `Strict-Transport-Security` on HTTPS responses.
+    pub hsts: bool,
+    /// Accept the admin token over plain HTTP from non-loopback clients.
+    pub admin_over_plain: bool,
+}
+
+impl TlsConfig {
+    /// Whether the main listener speaks HTTPS.
+    pub fn enabled(&self) -> bool {
+        self.self_signed || !self.cert_file.as_os_str().is_empty()
+    }
 }
 
 /// Schematic settings.
@@ -475,6 +515,12 @@ impl Default for HttpConfig {
             external_url: String::new(),
             external_pxe_url: String::new(),
             shutdown_grace_seconds: 10,
+            header_read_timeout_seconds: 10,
+            idle_timeout_seconds: 60,
+            body_read_timeout_seconds: 30,
+            max_connections: 1024,
+            plain_listen: String::new(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -592,6 +638,61 @@ impl Config {
         }
         self.http_listen_addr()
             .map_err(|m| invalid("http.listen", m))?;
+        for (key, value) in [
+            (
+                "http.headerReadTimeoutSeconds",
+                self.http.header_read_timeout_seconds,
+            ),
+            ("http.idleTimeoutSeconds", self.http.idle_timeout_seconds),
+            (
+                "http.bodyReadTimeoutSeconds",
+                self.http.body_read_timeout_seconds,
+            ),
+            ("http.maxConnections", self.http.max_connections as u64),
+        ] {
+            if value == 0 {
+                return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        let tls = &self.http.tls;
+        if tls.cert_file.as_os_str().is_empty() != tls.key_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "http.tls.certFile / http.tls.keyFile",
+                "set both (PEM certificate chain and private key) or neither".into(),
+            ));
+        }
+        if tls.self_signed && !tls.cert_file.as_os_str().is_empty() {
+            return Err(invalid(
+                "http.tls.selfSigned",
+                "cannot be combined with http.tls.certFile/keyFile".into(),
+            ));
+        }
+        for name in &tls.extra_names {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || ".-:*".contains(c))
+            {
+                return Err(invalid(
+                    "http.tls.extraNames",
+                    format!("{name:?} is not a DNS name or IP address"),
+                ));
+            }
+        }
+        if !self.http.plain_listen.is_empty() {
+            if !tls.enabled() {
+                return Err(invalid(
+                    "http.plainListen",
+                    "is the plain-HTTP listener next to HTTPS: set http.tls too, or use http.listen".into(),
+                ));
+            }
+            self.http.plain_listen.parse::<SocketAddr>().map_err(|_| {
+                invalid(
+                    "http.plainListen",
+                    format!("{:?} is not ADDR:PORT", self.http.plain_listen),
+                )
+            })?;
+        }
         if !self.http.external_url.is_empty() {
             validate_http_url(&self.http.external_url)
                 .map_err(|m| invalid("http.externalURL", m))?;
@@ -700,6 +801,23 @@ impl Config {
         Ok(())
     }
 
+    /// The scheme and port boot URLs use when `pxe.bootURL` is not set: the plain listener
+    /// when there is one, else the main listener (`https` when it has TLS).
+    pub fn boot_scheme_port(&self) -> Result<(&'static str, u16), String> {
+        if let Ok(plain) = self.http.plain_listen.parse::<SocketAddr>() {
+            return Ok(("http", plain.port()));
+        }
+        let port = self.http_listen_addr()?.port();
+        Ok((
+            if self.http.tls.enabled() {
+                "https"
+            } else {
+                "http"
+            },
+            port,
+        ))
+    }
+
     /// The parsed `http.listen` address.
     pub fn http_listen_addr(&self) -> Result<SocketAddr, String> {
         self.http.listen.parse().map_err(|_| {
@@ -724,7 +842,12 @@ impl Config {
                     std::net::IpAddr::V6(ip) => format!("[{ip}]"),
                     std::net::IpAddr::V4(ip) => ip.to_string(),
                 };
-                format!("http://{host}:{}", addr.port())
+                let scheme = if self.http.tls.enabled() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{host}:{}", addr.port())
             }
             Err(_) => "http://127.0.0.1:8080".to_string(),
         }
@@ -733,6 +856,18 @@ impl Config {
     /// The URL PXE clients use: `http.externalPXEURL`, else [`Config::external_url`].
     pub fn external_pxe_url(&self) -> String {
         if self.http.external_pxe_url.is_empty() {
+            // With HTTPS and a plain listener, boot files go over plain HTTP (iPXE and
+            // firmware often cannot do TLS, or not with our CA).
+            if let Ok(plain) = self.http.plain_listen.parse::<SocketAddr>() {
+                let external = self.external_url();
+                let rest = external.split_once("://").map_or("", |(_, r)| r);
+                let authority = rest.split('/').next().unwrap_or_default();
+                let host = match authority.rsplit_once(':') {
+                    Some((h, p)) if !h.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => h,
+                    _ => authority,
+                };
+                return format!("http://{host}:{}", plain.port());
+            }
             self.external_url()
         } else {
             self.http.external_pxe_url.trim_end_matches('/').to_string()

@@ -173,7 +173,7 @@ pub async fn image(
     let filename = query
         .get("filename")
         .filter(|f| !f.is_empty())
-        .cloned()
+        .map(|f| super::files::safe_filename(f))
         .unwrap_or_else(|| path.clone());
     if let Some(kind) = checksum {
         let bytes_path = blob.path.clone();
@@ -192,9 +192,10 @@ pub async fn image(
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(&path)),
     );
-    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
-        extra.insert(header::CONTENT_DISPOSITION, v);
-    }
+    extra.insert(
+        header::CONTENT_DISPOSITION,
+        super::files::content_disposition(&filename),
+    );
     let etag = asset.digest.hex();
     file_response(&method, &headers, blob.file, blob.size, Some(&etag), extra)
         .await

@@ -143,9 +143,79 @@ pub async fn file_response(
         .expect("valid response"))
 }
 
+/// Longest file name put in a `Content-Disposition` header or a checksum line (bytes).
+const MAX_FILENAME: usize = 255;
+
+/// A client-chosen file name made safe to echo: control characters become `_` and the name is
+/// cut at [`MAX_FILENAME`] bytes (on a character boundary). Used in checksum lines.
+pub fn safe_filename(name: &str) -> String {
+    let mut out = String::with_capacity(name.len().min(MAX_FILENAME));
+    for c in name.chars() {
+        let c = if c.is_control() { '_' } else { c };
+        if out.len() + c.len_utf8() > MAX_FILENAME {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `attachment; filename="…"` for a client-chosen name (RFC 6266): the name is a quoted string
+/// with `"` and `\` escaped, so it can never add parameters; a name with non-ASCII characters
+/// also gets `filename*=UTF-8''<percent-encoded>` (RFC 8187) with an ASCII fallback (`_` for
+/// each non-ASCII character) in `filename`.
+pub fn content_disposition(name: &str) -> HeaderValue {
+    let name = safe_filename(name);
+    let mut value = String::from("attachment; filename=\"");
+    for c in name.chars() {
+        match c {
+            '"' | '\\' => {
+                value.push('\\');
+                value.push(c);
+            }
+            c if c.is_ascii() => value.push(c),
+            _ => value.push('_'),
+        }
+    }
+    value.push('"');
+    if !name.is_ascii() {
+        value.push_str("; filename*=UTF-8''");
+        for b in name.bytes() {
+            // RFC 8187 attr-char: ALPHA / DIGIT / "!#$&+-.^_`|~"
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                value.push(b as char);
+            } else {
+                value.push_str(&format!("%{b:02X}"));
+            }
+        }
+    }
+    HeaderValue::from_str(&value).expect("printable ASCII without CR/LF is a valid header value")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn content_disposition_cannot_gain_parameters() {
+        let v = |n: &str| content_disposition(n).to_str().unwrap().to_string();
+        assert_eq!(v("kernel-amd64"), "attachment; filename=\"kernel-amd64\"");
+        assert_eq!(
+            v("a\"; size=1; x=\"y"),
+            r#"attachment; filename="a\"; size=1; x=\"y""#
+        );
+        assert_eq!(v("a\\"), r#"attachment; filename="a\\""#);
+        assert_eq!(v("x\ty\u{7f}"), "attachment; filename=\"x_y_\"");
+        assert_eq!(
+            v("tälos.iso"),
+            "attachment; filename=\"t_los.iso\"; filename*=UTF-8''t%C3%A4los.iso"
+        );
+        assert_eq!(
+            v(&"a".repeat(1000)).len(),
+            "attachment; filename=\"\"".len() + 255
+        );
+        assert_eq!(safe_filename("a\nb  c"), "a_b  c");
+    }
 
     fn r(v: &str, size: u64) -> RangeRequest {
         parse_range(Some(&HeaderValue::from_str(v).unwrap()), size)

@@ -85,12 +85,34 @@ pub async fn ipxe_binary(method: Method, Path(name): Path<String>) -> Result<Res
     Ok((headers, Bytes::from_static(binary.data)).into_response())
 }
 
-/// Requires `Authorization: Bearer <admin token>` on the admin API.
+/// Requires `Authorization: Bearer <admin token>` on the admin API. With TLS configured, the
+/// token is refused over plain HTTP from non-loopback clients (403) unless
+/// `http.tls.adminOverPlain` allows it.
 pub async fn require_admin(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
+    let tls = &state.config.http.tls;
+    if tls.enabled() && !tls.admin_over_plain {
+        let conn = request
+            .extensions()
+            .get::<super::listener::ConnInfo>()
+            .copied();
+        if let Some(conn) = conn
+            && !conn.tls
+            && !conn.peer.ip().to_canonical().is_loopback()
+        {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the admin API is only available over HTTPS from other hosts: use {} (http.tls.adminOverPlain: true allows plain HTTP)",
+                    state.config.external_url()
+                ),
+            )
+            .into_response();
+        }
+    }
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -4,11 +4,11 @@
 pub mod error;
 mod factory;
 pub mod files;
+pub mod listener;
 mod machines;
 mod schematics;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -58,6 +58,7 @@ pub fn server_header() -> String {
 /// Builds the whole application router.
 pub fn router(state: AppState) -> Router {
     let metrics = state.metrics.clone();
+    let hsts = state.config.http.tls.enabled() && state.config.http.tls.hsts;
     let registry = crate::registry::router(RegistryState {
         mirror: state.mirror.clone(),
         default_registry: state.config.mirror.default_registry.clone(),
@@ -116,6 +117,10 @@ pub fn router(state: AppState) -> Router {
             crate::metrics::track_http,
         ))
         .layer(middleware::from_fn(common_headers))
+        .layer(middleware::from_fn_with_state(
+            hsts,
+            strict_transport_security,
+        ))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
@@ -172,6 +177,27 @@ async fn common_headers(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// `Strict-Transport-Security` on HTTPS responses when `http.tls.hsts` is on.
+async fn strict_transport_security(
+    axum::extract::State(enabled): axum::extract::State<bool>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let over_tls = enabled
+        && request
+            .extensions()
+            .get::<listener::ConnInfo>()
+            .is_some_and(|c| c.tls);
+    let mut response = next.run(request).await;
+    if over_tls {
+        response.headers_mut().insert(
+            header::STRICT_TRANSPORT_SECURITY,
+            HeaderValue::from_static("max-age=31536000"),
+        );
+    }
+    response
+}
+
 fn make_span(request: &Request) -> tracing::Span {
     let request_id = request
         .headers()
@@ -206,37 +232,4 @@ pub fn go_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
     }
     body.push('\n');
     (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then gives in-flight requests
-/// `grace` to finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    router: Router,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-    grace: Duration,
-) -> std::io::Result<()> {
-    let (tx, mut rx) = tokio::sync::watch::channel(false);
-    use axum::serve::ListenerExt;
-    let service = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
-    // Without TCP_NODELAY a response whose headers and body go out in two writes waits for
-    // the client's delayed ACK (40 ms stalls on kept-alive connections).
-    let listener = listener.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    let server = axum::serve(listener, service).with_graceful_shutdown(async move {
-        shutdown.await;
-        let _ = tx.send(true);
-    });
-    let deadline = async move {
-        let _ = rx.wait_for(|stopping| *stopping).await;
-        tokio::time::sleep(grace).await;
-    };
-    tokio::select! {
-        result = server => result,
-        () = deadline => {
-            tracing::warn!(grace_seconds = grace.as_secs(), "in-flight requests did not finish in time; closing");
-            Ok(())
-        }
-    }
 }

@@ -1,0 +1,455 @@
+//! TLS for the HTTP listener (rustls with ring).
+//!
+//! Two sources of certificates:
+//! - `http.tls.certFile` / `http.tls.keyFile` (PEM): loaded at start and reloaded on SIGHUP and
+//!   whenever either file changes (polled). A reload that fails keeps the certificate in use
+//!   and logs the error.
+//! - `http.tls.selfSigned`: a per-appliance CA and a server certificate signed by it, created
+//!   once under `<dataDir>/tls/` (keys 0600). The CA certificate `<dataDir>/tls/ca.pem` is what
+//!   clients trust. The server certificate is re-issued by the same CA when the names it must
+//!   cover change (`http.externalURL` host, `pxe.advertiseAddress`, `http.tls.extraNames`,
+//!   `localhost`, `127.0.0.1`, `::1`) or when it nears expiry.
+//!
+//! The acceptor's certificate resolver swaps an `Arc<CertifiedKey>`: handshakes in progress
+//! keep the certificate they started with, new ones get the new one.
+
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::Config;
+
+/// How often the certificate files are checked for changes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(2);
+/// Validity of the self-signed CA and of the server certificates it issues.
+const CA_YEARS: i64 = 20;
+const SERVER_DAYS: i64 = 825;
+/// The server certificate is re-issued when it expires within this many days.
+const RENEW_DAYS: i64 = 30;
+
+/// A TLS setup problem.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A PEM file holds no usable certificate or key.
+    #[error("{path}: {message}")]
+    Pem {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// The key does not fit the certificate or is of an unsupported type.
+    #[error("{cert} / {key}: {message}")]
+    Pair {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Generating the self-signed CA or server certificate failed.
+    #[error("cannot generate the self-signed certificate: {0}")]
+    Generate(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> TlsError + '_ {
+    move |source| TlsError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where the certificate comes from.
+#[derive(Debug, Clone)]
+enum Source {
+    Files { cert: PathBuf, key: PathBuf },
+    SelfSigned { dir: PathBuf },
+}
+
+/// The TLS side of the HTTP server: an acceptor and what reloads its certificate.
+pub struct Tls {
+    resolver: Arc<Resolver>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    source: Source,
+    /// (mtime, size, inode) of the certificate and key files at the last (attempted) load.
+    stamp: std::sync::Mutex<Option<FileStamps>>,
+}
+
+type FileStamps = [(i64, i64, u64, u64); 2];
+
+#[derive(Debug)]
+struct Resolver {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for Resolver {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().expect("certificate lock").clone())
+    }
+}
+
+impl Tls {
+    /// Sets TLS up from the configuration; `None` when TLS is not configured.
+    pub fn from_config(config: &Config) -> Result<Option<Tls>, TlsError> {
+        let tls = &config.http.tls;
+        let source = if tls.self_signed {
+            let dir = config.data_dir.join("tls");
+            ensure_self_signed(&dir, &server_names(config))?;
+            Source::SelfSigned { dir }
+        } else if !tls.cert_file.as_os_str().is_empty() {
+            Source::Files {
+                cert: tls.cert_file.clone(),
+                key: tls.key_file.clone(),
+            }
+        } else {
+            return Ok(None);
+        };
+        let (cert, key) = source.paths();
+        let stamp = stamps(&cert, &key);
+        let certified = load_pair(&cert, &key)?;
+        let resolver = Arc::new(Resolver {
+            current: RwLock::new(Arc::new(certified)),
+        });
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| TlsError::Generate(e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(resolver.clone());
+        server.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Some(Tls {
+            resolver,
+            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            source,
+            stamp: std::sync::Mutex::new(stamp),
+        }))
+    }
+
+    /// The acceptor for the HTTPS listener.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        self.acceptor.clone()
+    }
+
+    /// The CA certificate clients should trust, for a self-signed setup.
+    pub fn ca_path(&self) -> Option<PathBuf> {
+        match &self.source {
+            Source::SelfSigned { dir } => Some(dir.join("ca.pem")),
+            Source::Files { .. } => None,
+        }
+    }
+
+    /// The certificate and key files in use.
+    pub fn files(&self) -> (PathBuf, PathBuf) {
+        self.source.paths()
+    }
+
+    /// Loads the certificate files again and swaps them in. On error the certificate in use
+    /// stays.
+    pub fn reload(&self) -> Result<(), TlsError> {
+        let (cert, key) = self.source.paths();
+        *self.stamp.lock().expect("stamp lock") = stamps(&cert, &key);
+        let certified = load_pair(&cert, &key)?;
+        *self.resolver.current.write().expect("certificate lock") = Arc::new(certified);
+        Ok(())
+    }
+
+    /// Reloads and logs the outcome.
+    pub fn reload_logged(&self, why: &str) {
+        let (cert, key) = self.source.paths();
+        match self.reload() {
+            Ok(()) => {
+                tracing::info!(cert = %cert.display(), key = %key.display(), why, "TLS certificate reloaded")
+            }
+            Err(e) => {
+                tracing::error!(error = %e, why, "TLS certificate reload failed; keeping the certificate in use")
+            }
+        }
+    }
+
+    /// Reloads whenever the certificate or key file changes (checked every 2 s).
+    pub fn spawn_watch(self: Arc<Self>) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(WATCH_INTERVAL);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                let (cert, key) = self.source.paths();
+                let now = stamps(&cert, &key);
+                let changed = *self.stamp.lock().expect("stamp lock") != now;
+                if changed && now.is_some() {
+                    self.reload_logged("file changed");
+                }
+            }
+        })
+    }
+}
+
+impl Source {
+    fn paths(&self) -> (PathBuf, PathBuf) {
+        match self {
+            Source::Files { cert, key } => (cert.clone(), key.clone()),
+            Source::SelfSigned { dir } => (dir.join("server.pem"), dir.join("server-key.pem")),
+        }
+    }
+}
+
+/// (mtime, ctime, size, inode) of both files (follows symlinks, so a swapped link counts).
+fn stamps(cert: &Path, key: &Path) -> Option<FileStamps> {
+    let one = |p: &Path| {
+        std::fs::metadata(p).ok().map(|m| {
+            (
+                m.mtime_nsec() + m.mtime() * 1_000_000_000,
+                m.ctime(),
+                m.size(),
+                m.ino(),
+            )
+        })
+    };
+    Some([one(cert)?, one(key)?])
+}
+
+/// Reads a PEM certificate chain and private key and checks that they belong together.
+fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
+    let cert_pem = std::fs::read(cert).map_err(io_err(cert))?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: cert.to_path_buf(),
+            message: format!("not a PEM certificate chain: {e}"),
+        })?;
+    if chain.is_empty() {
+        return Err(TlsError::Pem {
+            path: cert.to_path_buf(),
+            message: "no CERTIFICATE block".into(),
+        });
+    }
+    let key_pem = std::fs::read(key).map_err(io_err(key))?;
+    let private = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| TlsError::Pem {
+        path: key.to_path_buf(),
+        message: format!("no usable PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"),
+    })?;
+    let pair = |message: String| TlsError::Pair {
+        cert: cert.to_path_buf(),
+        key: key.to_path_buf(),
+        message,
+    };
+    let signing = rustls::crypto::ring::sign::any_supported_type(&private)
+        .map_err(|e| pair(format!("unsupported key: {e}")))?;
+    let certified = CertifiedKey::new(chain, signing);
+    certified
+        .keys_match()
+        .map_err(|e| pair(format!("the key does not match the certificate: {e}")))?;
+    Ok(certified)
+}
+
+/// The names the self-signed server certificate covers.
+pub fn server_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+    if let Some(host) = url_host(&config.external_url()) {
+        names.push(host);
+    }
+    if !config.http.external_pxe_url.is_empty()
+        && let Some(host) = url_host(&config.http.external_pxe_url)
+    {
+        names.push(host);
+    }
+    if !config.pxe.advertise_address.is_empty() {
+        names.push(config.pxe.advertise_address.clone());
+    }
+    names.extend(config.http.tls.extra_names.iter().cloned());
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        let n = n.trim().trim_matches(['[', ']']).to_ascii_lowercase();
+        if !n.is_empty() && !out.contains(&n) {
+            out.push(n);
+        }
+    }
+    out
+}
+
+/// The host of an absolute URL, without port or IPv6 brackets.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split_once(']')?.0
+    } else {
+        authority.split(':').next()?
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// Creates the CA (once) and a server certificate for `names` in `dir`.
+fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let generate = |e: rcgen::Error| TlsError::Generate(e.to_string());
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let ca_cert = dir.join("ca.pem");
+    let ca_key = dir.join("ca-key.pem");
+    let now = time::OffsetDateTime::now_utc();
+    if !ca_cert.exists() || !ca_key.exists() {
+        let key = KeyPair::generate().map_err(generate)?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params.distinguished_name.push(
+            DnType::CommonName,
+            format!(
+                "bootfactory appliance CA {}",
+                hex::encode(rand::random::<[u8; 4]>())
+            ),
+        );
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "bootfactory");
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        params.not_before = now - time::Duration::days(1);
+        params.not_after = now + time::Duration::days(365 * CA_YEARS);
+        let cert = params.self_signed(&key).map_err(generate)?;
+        write_private(&ca_key, key.serialize_pem().as_bytes())?;
+        write_file(&ca_cert, cert.pem().as_bytes(), 0o644)?;
+        // A new CA invalidates any server certificate left from an older one.
+        let _ = std::fs::remove_file(dir.join("server.pem"));
+        tracing::info!(ca = %ca_cert.display(), "generated the appliance TLS CA");
+    }
+    let names_file = dir.join("server.names");
+    let wanted = names.join("\n") + "\n";
+    let server_cert = dir.join("server.pem");
+    let server_key = dir.join("server-key.pem");
+    let current_names = std::fs::read_to_string(&names_file).unwrap_or_default();
+    let expires_soon = std::fs::read_to_string(dir.join("server.expires"))
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .is_none_or(|t| t < (now + time::Duration::days(RENEW_DAYS)).unix_timestamp());
+    if server_cert.exists() && server_key.exists() && current_names == wanted && !expires_soon {
+        return Ok(());
+    }
+    let ca_key_pem = std::fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
+    let ca_cert_pem = std::fs::read_to_string(&ca_cert).map_err(io_err(&ca_cert))?;
+    let ca_signer = KeyPair::from_pem(&ca_key_pem).map_err(generate)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_signer).map_err(generate)?;
+    let key = KeyPair::generate().map_err(generate)?;
+    let mut params = CertificateParams::new(names.to_vec()).map_err(generate)?;
+    params.distinguished_name.push(
+        DnType::CommonName,
+        names.last().cloned().unwrap_or_default(),
+    );
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = now - time::Duration::days(1);
+    let not_after = now + time::Duration::days(SERVER_DAYS);
+    params.not_after = not_after;
+    let cert = params.signed_by(&key, &issuer).map_err(generate)?;
+    write_private(&server_key, key.serialize_pem().as_bytes())?;
+    write_file(&server_cert, cert.pem().as_bytes(), 0o644)?;
+    write_file(
+        &dir.join("server.expires"),
+        format!("{}\n", not_after.unix_timestamp()).as_bytes(),
+        0o644,
+    )?;
+    write_file(&names_file, wanted.as_bytes(), 0o644)?;
+    tracing::info!(names = ?names, cert = %server_cert.display(), "issued the TLS server certificate");
+    Ok(())
+}
+
+fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
+    write_file(path, data, 0o600)
+}
+
+/// Writes `data` to a temporary file with `mode` (regardless of umask), fsyncs, renames.
+fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err(&tmp))?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))
+        .map_err(io_err(&tmp))?;
+    f.write_all(data).map_err(io_err(&tmp))?;
+    f.sync_all().map_err(io_err(&tmp))?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_from_urls() {
+        assert_eq!(
+            url_host("https://factory.example:8443/x").as_deref(),
+            Some("factory.example")
+        );
+        assert_eq!(url_host("http://[fd00::1]:80").as_deref(), Some("fd00::1"));
+        assert_eq!(url_host("http://192.0.2.1").as_deref(), Some("192.0.2.1"));
+        assert_eq!(url_host("nope"), None);
+    }
+
+    #[test]
+    fn self_signed_is_created_once_private_and_reissued_for_new_names() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        let names = vec!["localhost".to_string(), "192.0.2.10".to_string()];
+        ensure_self_signed(&tls, &names).unwrap();
+        for key in ["ca-key.pem", "server-key.pem"] {
+            let mode = std::fs::metadata(tls.join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key}");
+        }
+        let ca = std::fs::read(tls.join("ca.pem")).unwrap();
+        let server = std::fs::read(tls.join("server.pem")).unwrap();
+        load_pair(&tls.join("server.pem"), &tls.join("server-key.pem")).unwrap();
+        ensure_self_signed(&tls, &names).unwrap();
+        assert_eq!(std::fs::read(tls.join("server.pem")).unwrap(), server);
+        let more = vec!["factory.example".to_string()];
+        ensure_self_signed(&tls, &more).unwrap();
+        assert_eq!(std::fs::read(tls.join("ca.pem")).unwrap(), ca, "CA kept");
+        assert_ne!(std::fs::read(tls.join("server.pem")).unwrap(), server);
+    }
+
+    #[test]
+    fn mismatched_or_garbage_files_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        ensure_self_signed(&a, &["a.example".to_string()]).unwrap();
+        ensure_self_signed(&b, &["b.example".to_string()]).unwrap();
+        let e = load_pair(&a.join("server.pem"), &b.join("server-key.pem")).unwrap_err();
+        assert!(e.to_string().contains("does not match"), "{e}");
+        let junk = dir.path().join("junk.pem");
+        std::fs::write(&junk, "hello").unwrap();
+        let e = load_pair(&junk, &a.join("server-key.pem")).unwrap_err();
+        assert!(e.to_string().contains("CERTIFICATE"), "{e}");
+    }
+}
