@@ -269,8 +269,10 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(async {
+                // Handlers first: a SIGTERM at any point from here on is a graceful stop.
+                let shutdown = crate::server::shutdown_signal();
                 let app = crate::server::App::open(config).await?;
-                app.run(crate::server::shutdown_signal()).await
+                app.run(shutdown).await
             })?;
             Ok(ExitCode::SUCCESS)
         }
@@ -290,27 +292,11 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         }
         Command::Store(StoreCommand::Verify { rebuild_index }) => {
             let config = load_config()?;
-            crate::logging::init(&crate::config::LogConfig {
-                level: "warn".into(),
-                ..config.log.clone()
-            });
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(store_verify(&config, *rebuild_index))
+            store_runtime(&config)?.block_on(store_verify(&config, *rebuild_index))
         }
         Command::Mirror(cmd) => {
             let config = load_config()?;
-            crate::logging::init(&crate::config::LogConfig {
-                level: "warn".into(),
-                ..config.log.clone()
-            });
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(mirror_command(config, cmd))
+            store_runtime(&config)?.block_on(mirror_command(config, cmd))
         }
         Command::Assign(args) => {
             let config = load_config()?;
@@ -438,6 +424,19 @@ impl crate::upstream::bundle::Progress for Bar {
 
 fn human_bytes(n: u64) -> String {
     indicatif::HumanBytes(n).to_string()
+}
+
+/// Logging (warnings only, progress goes to the terminal) and a runtime for the commands that
+/// open the data directory themselves (`mirror`, `store`).
+fn store_runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
+    crate::logging::init(&crate::config::LogConfig {
+        level: "warn".into(),
+        ..config.log.clone()
+    });
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
 }
 
 async fn store_verify(config: &Config, rebuild_index: bool) -> anyhow::Result<ExitCode> {

@@ -108,38 +108,8 @@ impl App {
         let tls = crate::tls::Tls::from_config(&self.state.config)
             .context("cannot set up TLS (http.tls)")?
             .map(Arc::new);
-        let plain = if self.state.config.http.plain_listen.is_empty() {
-            None
-        } else {
-            let addr: std::net::SocketAddr =
-                self.state.config.http.plain_listen.parse().map_err(|_| {
-                    anyhow::anyhow!(
-                        "http.plainListen {:?} is not ADDR:PORT",
-                        self.state.config.http.plain_listen
-                    )
-                })?;
-            Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (http.plainListen)"))?,
-            )
-        };
-        let metrics = if self.state.config.metrics.listen.is_empty() {
-            None
-        } else {
-            let addr: std::net::SocketAddr =
-                self.state.config.metrics.listen.parse().map_err(|_| {
-                    anyhow::anyhow!(
-                        "metrics.listen {:?} is not ADDR:PORT",
-                        self.state.config.metrics.listen
-                    )
-                })?;
-            Some(
-                tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr} (metrics.listen)"))?,
-            )
-        };
+        let plain = bind_optional(&self.state.config.http.plain_listen, "http.plainListen").await?;
+        let metrics = bind_optional(&self.state.config.metrics.listen, "metrics.listen").await?;
         let netboot = if self.state.config.pxe.enabled {
             Some(
                 crate::netboot::Netboot::bind(
@@ -169,6 +139,20 @@ impl App {
     ) -> anyhow::Result<()> {
         self.bind().await?.serve(shutdown).await
     }
+}
+
+/// Binds an optional extra listener given as `ADDR:PORT` in the configuration key `key`.
+async fn bind_optional(value: &str, key: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    let addr: std::net::SocketAddr = value
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{key} {value:?} is not ADDR:PORT"))?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+    Ok(Some(listener))
 }
 
 /// An [`App`] whose listeners are bound.
@@ -433,19 +417,27 @@ pub async fn reload(state: &AppState) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Resolves on SIGTERM or SIGINT.
-pub async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// A future that resolves on SIGTERM or SIGINT. The handlers are installed when this is
+/// *called* (inside the runtime), not when the future is first polled: `serve` reports READY
+/// before it waits for shutdown, and a SIGTERM in between must stop it gracefully rather than
+/// kill it with the default action.
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let terminate = signal(SignalKind::terminate()).ok();
+    let interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(interrupt) => {}
+            () = wait(terminate) => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = terminate => {}
+        tracing::info!("shutdown requested");
     }
-    tracing::info!("shutdown requested");
 }

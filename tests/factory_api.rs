@@ -6,10 +6,7 @@ mod support;
 use std::sync::Arc;
 
 use bootfactory::factory::initramfs::parse_initramfs;
-use bootfactory::fixture::{FixtureOptions, FixtureRelease, write_release};
-use bootfactory::oci::ImageCatalog;
-use bootfactory::store::Store;
-use bootfactory::upstream::bundle::{self, NoProgress};
+use bootfactory::fixture::{FixtureOptions, FixtureRelease};
 use support::TestServer;
 
 const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
@@ -21,20 +18,9 @@ fn client() -> reqwest::Client {
 
 /// A data directory holding the fixture release, and the release description.
 async fn data_with_fixture() -> (tempfile::TempDir, FixtureRelease) {
-    let layout = tempfile::tempdir().unwrap();
-    let release = write_release(layout.path(), &FixtureOptions::default()).expect("fixture");
     let data = tempfile::tempdir().unwrap();
-    {
-        let store = Store::open(data.path()).unwrap();
-        let catalog = ImageCatalog::new(store.clone()).unwrap();
-        let report = bundle::import(&catalog, layout.path(), None, &NoProgress)
-            .await
-            .unwrap();
-        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-        store.flush().await.unwrap();
-    }
     // The layout directory is no longer needed once imported.
-    drop(layout);
+    let (_layout, release) = support::import_fixture(data.path(), &FixtureOptions::default()).await;
     (data, release)
 }
 

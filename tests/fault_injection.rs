@@ -14,11 +14,9 @@ use std::time::{Duration, Instant};
 
 use bootfactory::factory::initramfs::parse_initramfs;
 use bootfactory::fixture::{FixtureOptions, FixtureRelease, write_release};
-use bootfactory::oci::ImageCatalog;
 use bootfactory::oci::layout::{ImageConfig, Layer, LayoutWriter};
 use bootfactory::oci::media;
 use bootfactory::store::{Digest, Store};
-use bootfactory::upstream::bundle::{self, NoProgress};
 use support::fake_registry::FakeRegistry;
 use support::fault::{
     Daemon, Tmpfs, can_mount, check_store, entries, largest_file, mirror_import, mirror_list,
@@ -98,16 +96,7 @@ fn tar_layout(dir: &Path, out: &Path) {
 
 /// Imports the Small fixture release into `data` in-process.
 async fn import_fixture(data: &Path) -> (tempfile::TempDir, FixtureRelease) {
-    let layout = tempfile::tempdir().unwrap();
-    let release = write_release(layout.path(), &FixtureOptions::default()).expect("fixture");
-    let store = Store::open(data).unwrap();
-    let catalog = ImageCatalog::new(store.clone()).unwrap();
-    let report = bundle::import(&catalog, layout.path(), None, &NoProgress)
-        .await
-        .unwrap();
-    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-    store.flush().await.unwrap();
-    (layout, release)
+    support::import_fixture(data, &FixtureOptions::default()).await
 }
 
 /// Reads a stored blob of a stopped server's data directory.

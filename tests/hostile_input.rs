@@ -5,10 +5,7 @@ mod support;
 
 use std::path::Path;
 
-use bootfactory::fixture::{BootOptions, FixtureOptions, write_release};
-use bootfactory::oci::ImageCatalog;
-use bootfactory::store::Store;
-use bootfactory::upstream::bundle::{self, NoProgress};
+use bootfactory::fixture::{BootOptions, FixtureOptions};
 use support::TestServer;
 
 const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
@@ -18,17 +15,8 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-/// Writes the fixture release with `options` and imports it into `data`.
 async fn import_fixture(data: &Path, options: &FixtureOptions) {
-    let layout = tempfile::tempdir().unwrap();
-    write_release(layout.path(), options).expect("fixture");
-    let store = Store::open(data).unwrap();
-    let catalog = ImageCatalog::new(store.clone()).unwrap();
-    let report = bundle::import(&catalog, layout.path(), None, &NoProgress)
-        .await
-        .unwrap();
-    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
-    store.flush().await.unwrap();
+    support::import_fixture(data, options).await;
 }
 
 async fn offline_server(data: tempfile::TempDir) -> TestServer {

@@ -8,7 +8,7 @@ pub mod lab;
 pub mod tools;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bootfactory::config::{Config, Override};
 use bootfactory::server::App;
@@ -121,4 +121,24 @@ pub async fn raw_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// Writes the fixture release with `options` into a temporary layout and imports it into the
+/// store in `data` (in-process, the store closed afterwards). Returns the layout (for
+/// re-imports) and the release description.
+pub async fn import_fixture(
+    data: &Path,
+    options: &bootfactory::fixture::FixtureOptions,
+) -> (tempfile::TempDir, bootfactory::fixture::FixtureRelease) {
+    use bootfactory::upstream::bundle::{self, NoProgress};
+    let layout = tempfile::tempdir().unwrap();
+    let release = bootfactory::fixture::write_release(layout.path(), options).expect("fixture");
+    let store = bootfactory::store::Store::open(data).unwrap();
+    let catalog = bootfactory::oci::ImageCatalog::new(store.clone()).unwrap();
+    let report = bundle::import(&catalog, layout.path(), None, &NoProgress)
+        .await
+        .unwrap();
+    assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    store.flush().await.unwrap();
+    (layout, release)
 }
