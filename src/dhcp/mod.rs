@@ -83,10 +83,10 @@
 //! served, or `None` when it stayed silent. Both are called on the receive path and must not
 //! block.
 
-mod client;
-mod decide;
+pub(crate) mod client;
+pub(crate) mod decide;
 mod ratelimit;
-mod reply;
+pub(crate) mod reply;
 mod server;
 pub mod testkit;
 

@@ -83,6 +83,11 @@ pub use manifest::ExtensionMetadata;
 pub use modules::depmod_available;
 pub use parse::{ArchiveCompression, ArchiveInfo, LayerInfo, ParsedInitramfs, parse_initramfs};
 pub use squash::SQUASHFS_BLOCK_SIZE;
+// The fuzzing harnesses (`crate::fuzzing`) drive these two readers of imported content.
+#[cfg(feature = "fuzzing")]
+pub(crate) use manifest::parse_manifest as fuzz_parse_manifest;
+#[cfg(feature = "fuzzing")]
+pub(crate) use modules::extract_squashfs_subtree as fuzz_extract_squashfs_subtree;
 
 /// zstd level of the extension squashfs images (Talos: 18).
 ///

@@ -89,7 +89,7 @@ fn extract_rootfs_sqsh(base: &Path, magic: Magic, dest: &Path) -> Result<(), Ini
 
 /// Extracts every entry of the squashfs `image` under `/<prefix>` into `dest_root/<prefix>`
 /// (files replace existing ones). Returns the number of files written.
-fn extract_squashfs_subtree(
+pub(crate) fn extract_squashfs_subtree(
     image: &Path,
     prefix: &Path,
     dest_root: &Path,
