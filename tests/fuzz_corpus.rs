@@ -436,6 +436,10 @@ fn squashfs_image(build: impl FnOnce(&mut backhand::FilesystemWriter)) -> Vec<u8
     let mut fs = backhand::FilesystemWriter::default();
     fs.set_time(0);
     fs.set_no_padding();
+    // Uncompressed metadata and data: names and inodes are plain bytes the fuzzer can mutate.
+    fs.set_compressor(
+        backhand::FilesystemCompressor::new(backhand::compression::Compressor::None, None).unwrap(),
+    );
     build(&mut fs);
     let mut out = std::io::Cursor::new(Vec::new());
     fs.write(&mut out).unwrap();
@@ -474,6 +478,22 @@ fn squashfs_seeds() -> Vec<u8> {
             fs.push_symlink("/etc", "usr/etc", h).unwrap();
         }),
     );
+    // Two directory entries with the same name, a symlink out and a directory with a file:
+    // written as `zzlnk` and `zzdir`, then the symlink's name bytes are patched to `zzdir`.
+    let mut dup = squashfs_image(|fs| {
+        fs.push_dir_all("usr/lib/modules/zzdir", h).unwrap();
+        fs.push_file(
+            std::io::Cursor::new(b"x".to_vec()),
+            "usr/lib/modules/zzdir/secret",
+            h,
+        )
+        .unwrap();
+        fs.push_symlink("../../../../outside", "usr/lib/modules/zzlnk", h)
+            .unwrap();
+    });
+    let at = dup.windows(5).position(|w| w == b"zzlnk").unwrap();
+    dup[at..at + 5].copy_from_slice(b"zzdir");
+    s.put("duplicate-name-symlink.sqsh", &dup);
     modules
 }
 

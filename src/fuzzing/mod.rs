@@ -30,9 +30,12 @@ pub mod tftp;
 
 mod sandbox;
 
+/// A property check: panics when `data` violates a property.
+pub type Check = fn(&[u8]);
+
 /// Every target: its name (the `fuzz/fuzz_targets/<name>.rs` file and `fuzz/corpus/<name>/`
 /// directory) and its check.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("schematic_roundtrip", schematic::check),
     ("asset_path", asset_path::check),
     ("dhcp_request", dhcp::check),
