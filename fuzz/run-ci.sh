@@ -12,12 +12,15 @@
 #                     (default $HOME/.cache/bootfactory/tools, `cargo install --root`)
 #   FUZZ_WORK_DIR     scratch corpus and crash artifacts (default: a new temp dir, kept only
 #                     when something crashed)
+#   FUZZ_BUILD_FLAGS  cargo-fuzz build flags (default "-O": release without debug assertions;
+#                     "-a" adds debug assertions and overflow checks, a separate full build)
 #   CARGO_TARGET_DIR  honoured (cargo-fuzz otherwise builds into fuzz/target)
 # Needs a nightly toolchain (`rustup toolchain install nightly`).
 set -eu
 
 FUZZ_SECONDS=${FUZZ_SECONDS:-20}
 FUZZ_TOOLS_DIR=${FUZZ_TOOLS_DIR:-${HOME:-/root}/.cache/bootfactory/tools}
+FUZZ_BUILD_FLAGS=${FUZZ_BUILD_FLAGS:--O}
 CARGO_FUZZ_VERSION=0.13.2
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -40,14 +43,15 @@ else
     targets=$(cargo +nightly fuzz list)
 fi
 
+# shellcheck disable=SC2086 # FUZZ_BUILD_FLAGS is a list of flags
 start=$(date +%s)
 echo "run-ci.sh: building $(echo "$targets" | wc -w) targets"
 if [ $# -gt 0 ]; then
     for t in $targets; do
-        cargo +nightly fuzz build "$t"
+        cargo +nightly fuzz build $FUZZ_BUILD_FLAGS "$t"
     done
 else
-    cargo +nightly fuzz build
+    cargo +nightly fuzz build $FUZZ_BUILD_FLAGS
 fi
 built=$(date +%s)
 echo "run-ci.sh: build took $((built - start)) s"
@@ -60,7 +64,7 @@ for t in $targets; do
     set -- "$work/corpus/$t" "corpus/$t"
     [ -d "regressions/$t" ] && set -- "$@" "regressions/$t"
     echo "run-ci.sh: fuzzing $t for ${FUZZ_SECONDS}s"
-    if ! cargo +nightly fuzz run "$t" "$@" -- \
+    if ! cargo +nightly fuzz run $FUZZ_BUILD_FLAGS "$t" "$@" -- \
         -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$work/artifacts/$t/" -print_final_stats=1 \
         >"$work/$t.log" 2>&1; then
