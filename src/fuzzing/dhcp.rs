@@ -114,7 +114,9 @@ pub fn check(data: &[u8]) {
                     plan.served.as_str().as_bytes().to_vec()
                 ))
             );
-            if let Some(id) = &req.machine_id {
+            // A zero-length option 97 (invalid, RFC 4578 wants 17 bytes) has nothing to echo:
+            // dhcproto writes no option for empty data.
+            if let Some(id) = req.machine_id.as_ref().filter(|id| !id.is_empty()) {
                 assert_eq!(
                     m.opts().get(OptionCode::ClientMachineIdentifier),
                     Some(&DhcpOption::ClientMachineIdentifier(id.clone())),
