@@ -234,6 +234,26 @@ pub enum InitramfsError {
     },
 }
 
+/// Checks what backhand 0.23 indexes without a bounds check when a file's data is read: its
+/// fragment index must name an entry of the fragment table (a hostile squashfs otherwise
+/// panics the reading thread). Call before `FilesystemReader::file(..).reader()`.
+pub(crate) fn check_squashfs_file(
+    fs: &backhand::FilesystemReader,
+    file: &backhand::SquashfsFileReader,
+) -> Result<(), String> {
+    let index = file.frag_index();
+    if index == 0xffff_ffff {
+        return Ok(());
+    }
+    match &fs.fragments {
+        Some(table) if index >= table.len() => Err(format!(
+            "corrupt squashfs: fragment index {index} beyond the fragment table ({} entries)",
+            table.len()
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> InitramfsError {
     let context = context.into();
     move |source| InitramfsError::Io { context, source }

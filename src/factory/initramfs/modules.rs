@@ -119,6 +119,10 @@ pub(crate) fn extract_squashfs_subtree(
                     fs::create_dir_all(parent)
                         .map_err(io_err(format!("create {}", parent.display())))?;
                 }
+                super::check_squashfs_file(&fs, f).map_err(|message| InitramfsError::Squashfs {
+                    context: format!("reading {}", image.display()),
+                    message,
+                })?;
                 let _ = fs::remove_file(&dest);
                 let mut out =
                     File::create(&dest).map_err(io_err(format!("create {}", dest.display())))?;

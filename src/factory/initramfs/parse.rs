@@ -383,6 +383,8 @@ impl ParsedInitramfs {
             if node.fullpath == Path::new(path)
                 && let InnerNode::File(file) = &node.inner
             {
+                super::check_squashfs_file(&fs, file)
+                    .map_err(|m| format_err(format!("{sqsh}: {m}")))?;
                 let mut data = Vec::new();
                 fs.file(file)
                     .reader()
