@@ -234,6 +234,27 @@ pub enum InitramfsError {
     },
 }
 
+/// Runs `read`, which reads a squashfs image with backhand, turning a panic into an
+/// [`InitramfsError::Squashfs`]. backhand 0.23 indexes several on-disk values without bounds
+/// checks (a fragment's index and its offset, found by fuzzing), and these images come from
+/// imported, untrusted content: a corrupt one must fail the build, not panic its thread.
+pub(crate) fn contain_squashfs_panic<T>(
+    context: impl FnOnce() -> String,
+    read: impl FnOnce() -> Result<T, InitramfsError>,
+) -> Result<T, InitramfsError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        Err(InitramfsError::Squashfs {
+            context: context(),
+            message: format!("corrupt squashfs (reader failed: {why})"),
+        })
+    })
+}
+
 /// Checks what backhand 0.23 indexes without a bounds check when a file's data is read: its
 /// fragment index must name an entry of the fragment table (a hostile squashfs otherwise
 /// panics the reading thread). Call before `FilesystemReader::file(..).reader()`.

@@ -94,6 +94,13 @@ pub(crate) fn extract_squashfs_subtree(
     prefix: &Path,
     dest_root: &Path,
 ) -> Result<usize, InitramfsError> {
+    super::contain_squashfs_panic(
+        || format!("reading {}", image.display()),
+        || extract_subtree(image, prefix, dest_root),
+    )
+}
+
+fn extract_subtree(image: &Path, prefix: &Path, dest_root: &Path) -> Result<usize, InitramfsError> {
     let sq_err = |e: backhand::BackhandError| InitramfsError::Squashfs {
         context: format!("reading {}", image.display()),
         message: e.to_string(),

@@ -543,3 +543,25 @@ fn squashfs_fragment_index_out_of_range_is_an_error() {
     }
     assert!(refused > 0, "no file of {sqsh:?} hit the fragment check");
 }
+
+/// Found by the `squashfs_extract` fuzz target: a fragment offset beyond the fragment made
+/// backhand 0.23 panic (slice range out of bounds) while the modules.dep builder extracted an
+/// imported squashfs. Any backhand panic is now contained and reported as a corrupt squashfs.
+#[test]
+fn squashfs_reader_panic_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("image.sqsh");
+    fs::write(
+        &image,
+        include_bytes!(
+            "../../../fuzz/regressions/squashfs_extract/fragment-offset-out-of-range.sqsh"
+        ),
+    )
+    .unwrap();
+    let err = modules::extract_squashfs_subtree(&image, Path::new(""), &tmp.path().join("out"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, InitramfsError::Squashfs { message, .. } if message.contains("corrupt squashfs")),
+        "{err}"
+    );
+}
