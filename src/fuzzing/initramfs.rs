@@ -18,7 +18,11 @@ pub fn check(data: &[u8]) {
     let sandbox = Sandbox::new("initramfs");
     let path = sandbox.input("initramfs.xz");
     std::fs::write(&path, data).expect("write initramfs");
-    let Ok(parsed) = parse_initramfs(&path) else {
+    super::with_contained_panics(|| check_file(data, &path));
+}
+
+fn check_file(data: &[u8], path: &std::path::Path) {
+    let Ok(parsed) = parse_initramfs(path) else {
         return;
     };
     let len = data.len() as u64;

@@ -55,3 +55,25 @@ pub const TARGETS: &[(&str, Check)] = &[
 pub(crate) fn same<T: PartialEq + std::fmt::Debug>(a: &T, b: &T) -> bool {
     a == b || format!("{a:?}") == format!("{b:?}")
 }
+
+/// Runs `f` with the default panic hook instead of libFuzzer's, which aborts the process on
+/// every panic, even one the code under test catches on purpose (`contain_squashfs_panic`
+/// turns backhand panics on corrupt images into errors). A panic that escapes `f` is re-raised
+/// after libFuzzer's hook is back, so it is still reported as a crash.
+pub(crate) fn with_contained_panics<T>(f: impl FnOnce() -> T) -> T {
+    let fuzzer_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(f));
+    std::panic::set_hook(fuzzer_hook);
+    match result {
+        Ok(v) => v,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| panic.downcast_ref::<&str>().copied())
+                .unwrap_or("panic");
+            panic!("uncontained panic: {why}")
+        }
+    }
+}
