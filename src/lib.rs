@@ -11,6 +11,8 @@ pub mod factory;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod formats;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod http;
 pub mod ipxe;
 pub mod limits;

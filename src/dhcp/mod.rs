@@ -83,9 +83,9 @@
 //! served, or `None` when it stayed silent. Both are called on the receive path and must not
 //! block.
 
-mod client;
-mod decide;
-mod reply;
+pub(crate) mod client;
+pub(crate) mod decide;
+pub(crate) mod reply;
 mod server;
 pub mod testkit;
 

@@ -282,8 +282,11 @@ pub fn flatten_layers(
             }
         }
         // Hard links become copies of their target (resolved after the whole layer is out).
+        // Both paths are checked again here: later entries of the layer may have replaced a
+        // parent directory of either with a symlink since the link entry was read.
         for (rel, target) in hardlinks {
             check_no_symlink_parents(dest, &target)?;
+            check_no_symlink_parents(dest, &rel)?;
             let (from, to) = (dest.join(&target), dest.join(&rel));
             if fs::symlink_metadata(&from).is_ok_and(|m| m.is_file()) {
                 remove_any(&to).map_err(io_err("replace hardlink"))?;
@@ -488,5 +491,34 @@ mod tests {
             b"kernel"
         );
         assert!(!dest.join("usr/bin/other").exists());
+    }
+    /// Found by the `layer_tar` fuzz target: a hard link is resolved after the whole layer is
+    /// out, so an entry later in the same layer can replace the link's parent directory with a
+    /// symlink, and the copy then lands (and an existing file is first removed) outside `dest`.
+    #[test]
+    fn hardlink_parent_replaced_by_a_later_symlink_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let outside = tmp.path().join("outside");
+        fs::create_dir(&outside).unwrap();
+        fs::write(outside.join("secret"), b"secret").unwrap();
+        let l = layer(tmp.path(), "l", |b| {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_size(0);
+            h.set_mode(0o755);
+            b.append_data(&mut h, "a/", &b""[..]).unwrap();
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Link);
+            h.set_size(0);
+            b.append_link(&mut h, "a/secret", "f").unwrap();
+            file(b, "f", b"overwritten");
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_size(0);
+            b.append_link(&mut h, "a", "../outside").unwrap();
+        });
+        let err = flatten_layers(&[l], &tmp.path().join("out"), None).unwrap_err();
+        assert!(matches!(err, FlattenError::UnsafePath(_)), "{err}");
+        assert_eq!(fs::read(outside.join("secret")).unwrap(), b"secret");
     }
 }

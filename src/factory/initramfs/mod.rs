@@ -83,6 +83,11 @@ pub use manifest::ExtensionMetadata;
 pub use modules::depmod_available;
 pub use parse::{ArchiveCompression, ArchiveInfo, LayerInfo, ParsedInitramfs, parse_initramfs};
 pub use squash::SQUASHFS_BLOCK_SIZE;
+// The fuzzing harnesses (`crate::fuzzing`) drive these two readers of imported content.
+#[cfg(feature = "fuzzing")]
+pub(crate) use manifest::parse_manifest as fuzz_parse_manifest;
+#[cfg(feature = "fuzzing")]
+pub(crate) use modules::extract_squashfs_subtree as fuzz_extract_squashfs_subtree;
 
 /// zstd level of the extension squashfs images (Talos: 18).
 ///
@@ -227,6 +232,47 @@ pub enum InitramfsError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Runs `read`, which reads a squashfs image with backhand, turning a panic into an
+/// [`InitramfsError::Squashfs`]. backhand 0.23 indexes several on-disk values without bounds
+/// checks (a fragment's index and its offset, found by fuzzing), and these images come from
+/// imported, untrusted content: a corrupt one must fail the build, not panic its thread.
+pub(crate) fn contain_squashfs_panic<T>(
+    context: impl FnOnce() -> String,
+    read: impl FnOnce() -> Result<T, InitramfsError>,
+) -> Result<T, InitramfsError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let why = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or("panic");
+        Err(InitramfsError::Squashfs {
+            context: context(),
+            message: format!("corrupt squashfs (reader failed: {why})"),
+        })
+    })
+}
+
+/// Checks what backhand 0.23 indexes without a bounds check when a file's data is read: its
+/// fragment index must name an entry of the fragment table (a hostile squashfs otherwise
+/// panics the reading thread). Call before `FilesystemReader::file(..).reader()`.
+pub(crate) fn check_squashfs_file(
+    fs: &backhand::FilesystemReader,
+    file: &backhand::SquashfsFileReader,
+) -> Result<(), String> {
+    let index = file.frag_index();
+    if index == 0xffff_ffff {
+        return Ok(());
+    }
+    match &fs.fragments {
+        Some(table) if index >= table.len() => Err(format!(
+            "corrupt squashfs: fragment index {index} beyond the fragment table ({} entries)",
+            table.len()
+        )),
+        _ => Ok(()),
+    }
 }
 
 pub(crate) fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> InitramfsError {

@@ -89,11 +89,18 @@ fn extract_rootfs_sqsh(base: &Path, magic: Magic, dest: &Path) -> Result<(), Ini
 
 /// Extracts every entry of the squashfs `image` under `/<prefix>` into `dest_root/<prefix>`
 /// (files replace existing ones). Returns the number of files written.
-fn extract_squashfs_subtree(
+pub(crate) fn extract_squashfs_subtree(
     image: &Path,
     prefix: &Path,
     dest_root: &Path,
 ) -> Result<usize, InitramfsError> {
+    super::contain_squashfs_panic(
+        || format!("reading {}", image.display()),
+        || extract_subtree(image, prefix, dest_root),
+    )
+}
+
+fn extract_subtree(image: &Path, prefix: &Path, dest_root: &Path) -> Result<usize, InitramfsError> {
     let sq_err = |e: backhand::BackhandError| InitramfsError::Squashfs {
         context: format!("reading {}", image.display()),
         message: e.to_string(),
@@ -128,6 +135,10 @@ fn extract_squashfs_subtree(
                     fs::create_dir_all(parent)
                         .map_err(io_err(format!("create {}", parent.display())))?;
                 }
+                super::check_squashfs_file(&fs, f).map_err(|message| InitramfsError::Squashfs {
+                    context: format!("reading {}", image.display()),
+                    message,
+                })?;
                 let _ = fs::remove_file(&dest);
                 let mut out =
                     File::create(&dest).map_err(io_err(format!("create {}", dest.display())))?;

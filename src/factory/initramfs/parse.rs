@@ -366,23 +366,37 @@ impl ParsedInitramfs {
     /// backhand and lists its paths (absolute, `/` first), in backhand's order.
     pub fn squashfs_paths(&self, sqsh: &str) -> Result<Vec<String>, InitramfsError> {
         let image = self.read_entry(self.archives.len().saturating_sub(1), sqsh)?;
-        let fs = FilesystemReader::from_reader(Cursor::new(image))
-            .map_err(|e| format_err(format!("{sqsh}: {e}")))?;
-        Ok(fs
-            .files()
-            .map(|n| n.fullpath.display().to_string())
-            .collect())
+        super::contain_squashfs_panic(
+            || sqsh.to_string(),
+            || {
+                let fs = FilesystemReader::from_reader(Cursor::new(image))
+                    .map_err(|e| format_err(format!("{sqsh}: {e}")))?;
+                Ok(fs
+                    .files()
+                    .map(|n| n.fullpath.display().to_string())
+                    .collect())
+            },
+        )
     }
 
     /// Reads the regular file `path` (absolute) from the squashfs `sqsh` of the last archive.
     pub fn squashfs_file(&self, sqsh: &str, path: &str) -> Result<Vec<u8>, InitramfsError> {
         let image = self.read_entry(self.archives.len().saturating_sub(1), sqsh)?;
+        super::contain_squashfs_panic(
+            || format!("{sqsh}:{path}"),
+            || Self::squashfs_file_in(image, sqsh, path),
+        )
+    }
+
+    fn squashfs_file_in(image: Vec<u8>, sqsh: &str, path: &str) -> Result<Vec<u8>, InitramfsError> {
         let fs = FilesystemReader::from_reader(Cursor::new(image))
             .map_err(|e| format_err(format!("{sqsh}: {e}")))?;
         for node in fs.files() {
             if node.fullpath == Path::new(path)
                 && let InnerNode::File(file) = &node.inner
             {
+                super::check_squashfs_file(&fs, file)
+                    .map_err(|m| format_err(format!("{sqsh}: {m}")))?;
                 let mut data = Vec::new();
                 fs.file(file)
                     .reader()

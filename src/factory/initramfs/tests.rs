@@ -501,3 +501,67 @@ fn schematic_extension_matches_the_factory() {
     );
     assert!(write_schematic_extension(&old, "../x", "", "", true).is_err());
 }
+
+/// Found by the `initramfs_parse` fuzz target: a squashfs whose file inode names a fragment
+/// beyond the fragment table made backhand 0.23 panic (index out of bounds) when the file was
+/// read — in `squashfs_file` and in the modules.dep builder's `extract_squashfs_subtree`, which
+/// reads imported rootfs and extension squashfs images. Both now refuse it with an error.
+#[test]
+fn squashfs_fragment_index_out_of_range_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("initramfs");
+    fs::write(
+        &path,
+        include_bytes!(
+            "../../../fuzz/regressions/initramfs_parse/squashfs-fragment-index-out-of-range"
+        ),
+    )
+    .unwrap();
+    let parsed = parse_initramfs(&path).unwrap();
+    let index = parsed.archives.len() - 1;
+    let sqsh: Vec<String> = parsed.archives[index]
+        .entries
+        .iter()
+        .filter(|e| e.ends_with(".sqsh"))
+        .cloned()
+        .collect();
+    let mut refused = 0;
+    for name in &sqsh {
+        let Ok(paths) = parsed.squashfs_paths(name) else {
+            continue;
+        };
+        for p in &paths {
+            if let Err(e) = parsed.squashfs_file(name, p) {
+                refused += usize::from(e.to_string().contains("fragment index"));
+            }
+        }
+        let image = tmp.path().join(name);
+        fs::write(&image, parsed.read_entry(index, name).unwrap()).unwrap();
+        let dest = tmp.path().join(format!("{name}.out"));
+        let err = modules::extract_squashfs_subtree(&image, Path::new(""), &dest).unwrap_err();
+        assert!(err.to_string().contains("fragment index"), "{err}");
+    }
+    assert!(refused > 0, "no file of {sqsh:?} hit the fragment check");
+}
+
+/// Found by the `squashfs_extract` fuzz target: a fragment offset beyond the fragment made
+/// backhand 0.23 panic (slice range out of bounds) while the modules.dep builder extracted an
+/// imported squashfs. Any backhand panic is now contained and reported as a corrupt squashfs.
+#[test]
+fn squashfs_reader_panic_is_an_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let image = tmp.path().join("image.sqsh");
+    fs::write(
+        &image,
+        include_bytes!(
+            "../../../fuzz/regressions/squashfs_extract/fragment-offset-out-of-range.sqsh"
+        ),
+    )
+    .unwrap();
+    let err = modules::extract_squashfs_subtree(&image, Path::new(""), &tmp.path().join("out"))
+        .unwrap_err();
+    assert!(
+        matches!(&err, InitramfsError::Squashfs { message, .. } if message.contains("corrupt squashfs")),
+        "{err}"
+    );
+}

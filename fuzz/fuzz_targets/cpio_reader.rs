@@ -1,0 +1,6 @@
+#![no_main]
+//! See `bootfactory::fuzzing::cpio` for the properties checked.
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| bootfactory::fuzzing::cpio::check(data));

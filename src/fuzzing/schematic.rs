@@ -1,0 +1,33 @@
+//! Schematic parser + canonical emitter: whatever parses must emit canonical YAML that parses
+//! back to the same schematic with the same ID (issue 10, defect 5: a stored schematic that
+//! cannot be read back answers 500 forever).
+
+use crate::schematic;
+
+/// Parses `data` as a `POST /schematics` body; if accepted, checks the canonical round trip.
+pub fn check(data: &[u8]) {
+    let Ok(parsed) = schematic::parse(data) else {
+        return;
+    };
+    let canonical = parsed.canonical_yaml();
+    let id = parsed.id();
+    assert_eq!(
+        id,
+        schematic::id_of_canonical(canonical.as_bytes()),
+        "the ID is the hash of the canonical YAML"
+    );
+    let again = match schematic::parse(canonical.as_bytes()) {
+        Ok(s) => s,
+        Err(e) => panic!("canonical YAML does not parse back: {e}\n--- canonical ---\n{canonical}"),
+    };
+    assert!(
+        super::same(&again, &parsed),
+        "canonical YAML parses to a different schematic\n--- canonical ---\n{canonical}\n--- first ---\n{parsed:?}\n--- second ---\n{again:?}"
+    );
+    let canonical_again = again.canonical_yaml();
+    assert_eq!(
+        canonical_again, canonical,
+        "canonical YAML is not a fixed point"
+    );
+    assert_eq!(again.id(), id, "the ID changes after a round trip");
+}
