@@ -116,6 +116,10 @@ fn extract_subtree(image: &Path, prefix: &Path, dest_root: &Path) -> Result<usiz
         if !node.fullpath.starts_with(&want) {
             continue;
         }
+        if rel.as_os_str().is_empty() {
+            // The image's root directory: `dest_root` itself.
+            continue;
+        }
         // Image content is untrusted: no `..`, and never write through a symlink that an
         // earlier image (the base, another extension) put on the path.
         let rel =
