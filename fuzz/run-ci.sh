@@ -14,6 +14,8 @@
 #                     when something crashed)
 #   FUZZ_BUILD_FLAGS  cargo-fuzz build flags (default "-O": release without debug assertions;
 #                     "-a" adds debug assertions and overflow checks, a separate full build)
+#   FUZZ_SEED         libFuzzer seed (default: random); a fixed seed makes a CI run repeat
+#                     the same mutations for the same build
 #   CARGO_TARGET_DIR  honoured (cargo-fuzz otherwise builds into fuzz/target)
 # Needs a nightly toolchain (`rustup toolchain install nightly`).
 set -eu
@@ -65,7 +67,7 @@ for t in $targets; do
     [ -d "regressions/$t" ] && set -- "$@" "regressions/$t"
     echo "run-ci.sh: fuzzing $t for ${FUZZ_SECONDS}s"
     if ! cargo +nightly fuzz run $FUZZ_BUILD_FLAGS "$t" "$@" -- \
-        -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+        -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 ${FUZZ_SEED:+-seed=$FUZZ_SEED} \
         -artifact_prefix="$work/artifacts/$t/" -print_final_stats=1 \
         >"$work/$t.log" 2>&1; then
         failed="$failed $t"
