@@ -38,15 +38,7 @@ async fn server() -> (TestServer, FixtureRelease) {
 }
 
 async fn post_schematic(server: &TestServer, body: &str) -> String {
-    let resp = client()
-        .post(format!("{}/schematics", server.url))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let json: serde_json::Value = resp.json().await.unwrap();
-    json["id"].as_str().unwrap().to_string()
+    support::post_schematic(&server.url, body).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

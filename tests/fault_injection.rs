@@ -21,6 +21,7 @@ use support::fake_registry::FakeRegistry;
 use support::fault::{
     Daemon, Tmpfs, can_mount, check_store, entries, largest_file, mirror_import, mirror_list,
 };
+use support::post_schematic;
 
 const MIB: u64 = 1024 * 1024;
 
@@ -103,18 +104,6 @@ async fn import_fixture(data: &Path) -> (tempfile::TempDir, FixtureRelease) {
 async fn stored_bytes(data: &Path, digest: &Digest) -> Option<Vec<u8>> {
     let store = Store::open(data).unwrap();
     store.read_bytes(digest).await.ok()
-}
-
-async fn post_schematic(url: &str, body: &str) -> String {
-    let resp = client()
-        .post(format!("{url}/schematics"))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let json: serde_json::Value = resp.json().await.unwrap();
-    json["id"].as_str().unwrap().to_string()
 }
 
 /// Asserts an initramfs parses and carries schematic `id`.

@@ -24,15 +24,7 @@ async fn offline_server(data: tempfile::TempDir) -> TestServer {
 }
 
 async fn post_schematic(server: &TestServer, body: &str) -> String {
-    let resp = client()
-        .post(format!("{}/schematics", server.url))
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 201);
-    let json: serde_json::Value = resp.json().await.unwrap();
-    json["id"].as_str().unwrap().to_string()
+    support::post_schematic(&server.url, body).await
 }
 
 /// Defect 2: an imager whose `usr/install/amd64/vmlinuz` is a symlink to the appliance's

@@ -142,3 +142,17 @@ pub async fn import_fixture(
     store.flush().await.unwrap();
     (layout, release)
 }
+
+/// `POST <url>/schematics` with `body`; asserts 201 and returns the schematic ID.
+pub async fn post_schematic(url: &str, body: &str) -> String {
+    bootfactory::init_crypto();
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/schematics"))
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+    let json: serde_json::Value = resp.json().await.unwrap();
+    json["id"].as_str().unwrap().to_string()
+}
