@@ -438,7 +438,8 @@ fn squashfs_image(build: impl FnOnce(&mut backhand::FilesystemWriter)) -> Vec<u8
     fs.set_no_padding();
     // Uncompressed metadata and data: names and inodes are plain bytes the fuzzer can mutate.
     fs.set_compressor(
-        backhand::FilesystemCompressor::new(backhand::compression::Compressor::None, None).unwrap(),
+        backhand::FilesystemCompressor::new(backhand::compression::Compressor::Uncompressed, None)
+            .unwrap(),
     );
     build(&mut fs);
     let mut out = std::io::Cursor::new(Vec::new());

@@ -61,6 +61,7 @@ mod manifest;
 mod modules;
 mod parse;
 mod squash;
+mod untrusted;
 mod xz;
 mod yaml;
 
@@ -235,9 +236,11 @@ pub enum InitramfsError {
 }
 
 /// Runs `read`, which reads a squashfs image with backhand, turning a panic into an
-/// [`InitramfsError::Squashfs`]. backhand 0.23 indexes several on-disk values without bounds
+/// [`InitramfsError::Squashfs`]. backhand 0.23 indexed several on-disk values without bounds
 /// checks (a fragment's index and its offset, found by fuzzing), and these images come from
 /// imported, untrusted content: a corrupt one must fail the build, not panic its thread.
+/// A stack overflow is not a panic and cannot be caught here: open images with
+/// [`untrusted::open`], which bounds the recursion depth first.
 pub(crate) fn contain_squashfs_panic<T>(
     context: impl FnOnce() -> String,
     read: impl FnOnce() -> Result<T, InitramfsError>,
@@ -255,9 +258,9 @@ pub(crate) fn contain_squashfs_panic<T>(
     })
 }
 
-/// Checks what backhand 0.23 indexes without a bounds check when a file's data is read: its
-/// fragment index must name an entry of the fragment table (a hostile squashfs otherwise
-/// panics the reading thread). Call before `FilesystemReader::file(..).reader()`.
+/// Checks what backhand 0.23 indexed without a bounds check when a file's data is read (0.25
+/// checks it; kept so that a regression cannot bring the panic back): its fragment index must
+/// name an entry of the fragment table. Call before `FilesystemReader::file(..).reader()`.
 pub(crate) fn check_squashfs_file(
     fs: &backhand::FilesystemReader,
     file: &backhand::SquashfsFileReader,

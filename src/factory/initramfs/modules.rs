@@ -3,13 +3,13 @@
 //! through `depmod`, and the resulting `modules.*` files squashed into `modules.dep.sqsh`.
 
 use std::fs::{self, File};
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufReader, Read, Write};
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use backhand::InnerNode;
 use backhand::compression::{CompressionAction, Compressor, DefaultCompressor};
-use backhand::{FilesystemReader, InnerNode};
 
 use super::squash::{Bundle, PosWriter, ScanEntry, SquashParams, scan_tree, write_squashfs};
 use super::{InitramfsError, Magic, io_err};
@@ -101,12 +101,12 @@ pub(crate) fn extract_squashfs_subtree(
 }
 
 fn extract_subtree(image: &Path, prefix: &Path, dest_root: &Path) -> Result<usize, InitramfsError> {
-    let sq_err = |e: backhand::BackhandError| InitramfsError::Squashfs {
+    let sq_err = |message: String| InitramfsError::Squashfs {
         context: format!("reading {}", image.display()),
-        message: e.to_string(),
+        message,
     };
     let file = File::open(image).map_err(io_err(format!("open {}", image.display())))?;
-    let fs = FilesystemReader::from_reader(BufReader::new(file)).map_err(sq_err)?;
+    let fs = super::untrusted::open(BufReader::new(file)).map_err(sq_err)?;
     let want = Path::new("/").join(prefix);
     let mut files = 0;
     for node in fs.files() {
@@ -146,8 +146,13 @@ fn extract_subtree(image: &Path, prefix: &Path, dest_root: &Path) -> Result<usiz
                 let _ = fs::remove_file(&dest);
                 let mut out =
                     File::create(&dest).map_err(io_err(format!("create {}", dest.display())))?;
-                io::copy(&mut fs.file(f).reader(), &mut out)
-                    .map_err(io_err(format!("extract {}", node.fullpath.display())))?;
+                copy_out(&mut fs.file(f).reader(), &mut out).map_err(|e| match e {
+                    CopyError::Read(e) => InitramfsError::Squashfs {
+                        context: format!("reading {}", image.display()),
+                        message: format!("corrupt squashfs: {}: {e}", node.fullpath.display()),
+                    },
+                    CopyError::Write(e) => io_err(format!("write {}", dest.display()))(e),
+                })?;
                 fs::set_permissions(
                     &dest,
                     fs::Permissions::from_mode(u32::from(node.header.permissions) | 0o600),
@@ -167,6 +172,28 @@ fn extract_subtree(image: &Path, prefix: &Path, dest_root: &Path) -> Result<usiz
         }
     }
     Ok(files)
+}
+
+enum CopyError {
+    Read(io::Error),
+    Write(io::Error),
+}
+
+/// `io::copy` that tells a read failure (the image's data is corrupt) from a write failure
+/// (our disk: ENOSPC and friends keep their kind).
+fn copy_out(from: &mut impl Read, to: &mut impl Write) -> Result<u64, CopyError> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) => return Ok(total),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(CopyError::Read(e)),
+        };
+        to.write_all(&buf[..n]).map_err(CopyError::Write)?;
+        total += n as u64;
+    }
 }
 
 /// Removes every entry of the kernel's module directory that depmod would write through and

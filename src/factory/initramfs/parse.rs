@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{self, BufReader, Cursor, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use backhand::{FilesystemReader, InnerNode};
+use backhand::InnerNode;
 use yaml_rust2::{Yaml, YamlLoader};
 
 use super::{InitramfsError, Magic, io_err, magic_of, xz};
@@ -369,7 +369,7 @@ impl ParsedInitramfs {
         super::contain_squashfs_panic(
             || sqsh.to_string(),
             || {
-                let fs = FilesystemReader::from_reader(Cursor::new(image))
+                let fs = super::untrusted::open(Cursor::new(image))
                     .map_err(|e| format_err(format!("{sqsh}: {e}")))?;
                 Ok(fs
                     .files()
@@ -389,7 +389,7 @@ impl ParsedInitramfs {
     }
 
     fn squashfs_file_in(image: Vec<u8>, sqsh: &str, path: &str) -> Result<Vec<u8>, InitramfsError> {
-        let fs = FilesystemReader::from_reader(Cursor::new(image))
+        let fs = super::untrusted::open(Cursor::new(image))
             .map_err(|e| format_err(format!("{sqsh}: {e}")))?;
         for node in fs.files() {
             if node.fullpath == Path::new(path)

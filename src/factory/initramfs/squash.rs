@@ -191,6 +191,11 @@ thread_local! {
 }
 
 impl CompressionAction for ZstdAction {
+    type Error = BackhandError;
+    type Compressor = Compressor;
+    type FilesystemCompressor = FilesystemCompressor;
+    type SuperBlock = SuperBlock;
+
     fn decompress(
         &self,
         bytes: &[u8],
@@ -221,7 +226,7 @@ impl CompressionAction for ZstdAction {
         superblock: &mut SuperBlock,
         kind: &Kind,
         fs_compressor: FilesystemCompressor,
-    ) -> Result<Vec<u8>, BackhandError> {
+    ) -> Result<Option<Vec<u8>>, BackhandError> {
         DefaultCompressor.compression_options(superblock, kind, fs_compressor)
     }
 }
@@ -331,7 +336,7 @@ pub(crate) fn write_squashfs(
     let compressor = match params.compression {
         Compression::Zstd => {
             let level = params.zstd_level.clamp(1, 22);
-            fs.set_kind(Kind::new(&ZSTD_ACTIONS[level as usize - 1]));
+            fs.set_kind(Kind::new_v4(&ZSTD_ACTIONS[level as usize - 1]));
             FilesystemCompressor::new(
                 Compressor::Zstd,
                 Some(CompressionOptions::Zstd(Zstd {
