@@ -8,11 +8,13 @@ pub mod config;
 pub mod contained;
 pub mod dhcp;
 pub mod factory;
+pub mod file_response;
 #[cfg(feature = "fixture")]
 pub mod fixture;
 pub mod formats;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
+pub mod gocompat;
 pub mod http;
 pub mod ipxe;
 pub mod limits;
@@ -29,6 +31,7 @@ pub mod systemd;
 pub mod tftp;
 pub mod tls;
 pub mod upstream;
+pub mod version;
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client and server.
 /// Idempotent; call it before building an HTTP client.

@@ -10,7 +10,8 @@ use bootfactory::factory::profile::{
     Arch, AssetProfile, DiskFormat, OutFormat, OutputKind, content_type, parse_from_path,
     parse_pxe_path,
 };
-use bootfactory::factory::version::{TalosVersion, filter_versions};
+use bootfactory::factory::quirks::{Quirks, filter_versions};
+use bootfactory::version::TalosVersion;
 
 const IMA: &str = "ima_template=ima-ng ima_appraise=fix ima_hash=sha512";
 const DEFAULTS: &str = "init_on_alloc=1 slab_nomerge pti=on consoleblank=0 nvme_core.io_timeout=4294967295 printk.devkmsg=on";
@@ -33,7 +34,7 @@ fn cmdline_for(
     extra: &[String],
     meta: &[(u8, String)],
 ) -> String {
-    let quirks = ver.quirks();
+    let quirks = Quirks::new(&ver);
     let no_extra: &[String] = &[];
     let no_meta: &[(u8, String)] = &[];
     build_cmdline(&CmdlineInput {
@@ -301,16 +302,16 @@ fn content_types_image_factory_10_3() {
 
 #[test]
 fn meta_encoding() {
-    let q = version("v1.11.0").quirks();
+    let q = Quirks::new(&version("v1.11.0"));
     assert_eq!(
         encode_meta(&meta_values(), &q),
         "MHhhPXsiZXh0ZXJuYWxJUHMiOlsiMS4yLjMuNCJdfQ=="
     );
     let long = vec![(0x0a, format!("{{\"hostnames\":[\"{}\"]}}", "n".repeat(400)))];
-    let gz = encode_meta(&long, &version("v1.6.3").quirks());
+    let gz = encode_meta(&long, &Quirks::new(&version("v1.6.3")));
     assert!(gz.starts_with("H4sIAAAAAAAC/"), "{gz}");
     assert_eq!(decode_meta(&gz).unwrap(), long);
-    let plain = encode_meta(&long, &version("v1.6.2").quirks());
+    let plain = encode_meta(&long, &Quirks::new(&version("v1.6.2")));
     assert!(plain.starts_with("MHhhPX"), "{plain}");
     assert_eq!(decode_meta(&plain).unwrap(), long);
 }

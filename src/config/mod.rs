@@ -732,7 +732,7 @@ impl Config {
             return Err(invalid("build.maxConcurrency", "must be at least 1".into()));
         }
         if format!("v{}", self.build.min_talos_version.trim_start_matches('v'))
-            .parse::<crate::factory::version::TalosVersion>()
+            .parse::<crate::version::TalosVersion>()
             .is_err()
         {
             return Err(invalid(

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use super::version::{TalosVersion, filter_versions};
+use super::quirks::filter_versions;
 use crate::config::Config;
 use crate::oci::flatten::{self, FlattenError};
 use crate::oci::{ImageName, ImageRef, TagOrDigest};
 use crate::store::Digest;
 use crate::upstream::mirror::Requester;
 use crate::upstream::{Mirror, MirrorError};
+use crate::version::TalosVersion;
 
 /// Why an artifact is unavailable.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -403,7 +404,7 @@ impl Artifacts {
         version: &TalosVersion,
     ) -> Result<Arc<Vec<OverlayInfo>>, ArtifactError> {
         let key = version.to_string();
-        if !super::version::Quirks::new(version).supports_overlay() {
+        if !super::quirks::Quirks::new(version).supports_overlay() {
             return Ok(Arc::new(Vec::new()));
         }
         if let Some(c) = self.overlays.lock().expect("catalog lock").get(&key) {

@@ -18,7 +18,8 @@ use std::fmt;
 
 use super::meta;
 use super::profile::{Arch, OutputKind};
-use super::version::{Quirks, TalosVersion};
+use super::quirks::Quirks;
+use crate::version::TalosVersion;
 
 /// A kernel command line with go-procfs semantics: an ordered list of keys, each with an ordered
 /// list of values (a value of `""` renders as the bare key).
@@ -210,7 +211,7 @@ impl<'a> CmdlineInput<'a> {
 
 /// A platform name Talos does not know (`unknown platform: "<name>"`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown platform: {}", super::profile::go_quote(.0))]
+#[error("unknown platform: {}", crate::gocompat::strconv::quote(.0))]
 pub struct UnknownPlatform(pub String);
 
 /// The value of `talos.platform` for a platform name (`Platform.Name()`): the name itself for
@@ -369,7 +370,7 @@ pub fn secure_boot_kernel_args(quirks: &Quirks) -> Vec<&'static str> {
 /// An unknown platform renders `talos.platform=<as given>` without platform args; use
 /// [`try_build_cmdline`] to refuse it as Talos does.
 pub fn build_cmdline(input: &CmdlineInput) -> String {
-    let quirks = input.version.quirks();
+    let quirks = Quirks::new(&input.version);
     let name = platform_name(input.platform).unwrap_or(input.platform);
 
     let mut c = Cmdline::new();
@@ -800,7 +801,7 @@ mod tests {
     #[test]
     fn platform_table() {
         use Arch::*;
-        let q = v("v1.11.0").quirks();
+        let q = Quirks::new(&v("v1.11.0"));
         let line = |p: &str, a: Arch| platform_kernel_args(p, a, &q).join(" ");
         assert_eq!(
             line("oracle", Amd64),

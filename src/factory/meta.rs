@@ -7,8 +7,8 @@
 //! with padding.
 //!
 //! ```
-//! use bootfactory::factory::{meta, version::TalosVersion};
-//! let q = "v1.11.0".parse::<TalosVersion>().unwrap().quirks();
+//! use bootfactory::{factory::meta, factory::quirks::Quirks, version::TalosVersion};
+//! let q = Quirks::new(&"v1.11.0".parse::<TalosVersion>().unwrap());
 //! let s = meta::encode_meta(&[(0x0a, r#"{"externalIPs":["1.2.3.4"]}"#.to_string())], &q);
 //! assert_eq!(s, "MHhhPXsiZXh0ZXJuYWxJUHMiOlsiMS4yLjMuNCJdfQ==");
 //! assert_eq!(meta::decode_meta(&s).unwrap()[0].0, 0x0a);
@@ -18,7 +18,7 @@ use std::io::{Read, Write};
 
 use flate2::{Compression, GzBuilder, read::GzDecoder};
 
-use super::version::Quirks;
+use super::quirks::Quirks;
 
 /// Texts longer than this many bytes are gzipped (when the target supports it).
 pub const GZIP_THRESHOLD: usize = 256;
@@ -289,10 +289,10 @@ fn base64_decode(s: &str) -> Result<Vec<u8>, MetaError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::factory::version::TalosVersion;
+    use crate::version::TalosVersion;
 
     fn q(v: &str) -> Quirks {
-        v.parse::<TalosVersion>().unwrap().quirks()
+        Quirks::new(&v.parse::<TalosVersion>().unwrap())
     }
 
     #[test]

@@ -13,6 +13,6 @@ pub mod cmdline;
 pub mod initramfs;
 pub mod meta;
 pub mod profile;
+pub mod quirks;
 pub mod service;
 pub mod signing;
-pub mod version;

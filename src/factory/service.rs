@@ -11,12 +11,13 @@ use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
 use super::initramfs::{self, Compression, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, parse_asset_path};
-use super::version::{Quirks, TalosVersion};
+use super::quirks::Quirks;
 use crate::config::Config;
 use crate::ratelimit::RateLimiter;
 use crate::schematic::storage::{SchematicStoreError, StoredSchematic};
 use crate::schematic::{SchematicId, SchematicStore};
 use crate::store::Store;
+use crate::version::TalosVersion;
 
 /// Bump when the bytes any builder produces change, so stale cache entries are not served.
 const BUILD_FORMAT: &str = "bf1";

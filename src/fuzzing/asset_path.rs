@@ -10,7 +10,7 @@ use crate::factory::profile::{
     AssetProfile, DiskFormat, OutputKind, content_type, parse_from_path, parse_pxe_path,
     platform_image_defaults,
 };
-use crate::factory::version::TalosVersion;
+use crate::version::TalosVersion;
 
 /// Versions tried when the input's version line does not parse: both sides of the 1.7
 /// overlay cut (legacy boards) and a current release.

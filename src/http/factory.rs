@@ -11,9 +11,9 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use super::files::file_response;
 use crate::factory::profile::content_type;
 use crate::factory::service::{FactoryError, parse_version};
+use crate::file_response::file_response;
 
 impl From<FactoryError> for ApiError {
     fn from(e: FactoryError) -> Self {
@@ -73,7 +73,7 @@ pub async fn versions(
 async fn served_version(
     state: &AppState,
     version: &str,
-) -> Result<crate::factory::version::TalosVersion, ApiError> {
+) -> Result<crate::version::TalosVersion, ApiError> {
     let version = parse_version(version)?;
     state
         .factory
@@ -173,7 +173,7 @@ pub async fn image(
     let filename = query
         .get("filename")
         .filter(|f| !f.is_empty())
-        .map(|f| super::files::safe_filename(f))
+        .map(|f| crate::file_response::safe_filename(f))
         .unwrap_or_else(|| path.clone());
     if let Some(kind) = checksum {
         let bytes_path = blob.path.clone();
@@ -194,7 +194,7 @@ pub async fn image(
     );
     extra.insert(
         header::CONTENT_DISPOSITION,
-        super::files::content_disposition(&filename),
+        crate::file_response::content_disposition(&filename),
     );
     let etag = asset.digest.hex();
     file_response(&method, &headers, blob.file, blob.size, Some(&etag), extra)

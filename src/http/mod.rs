@@ -3,7 +3,6 @@
 
 pub mod error;
 mod factory;
-pub mod files;
 pub mod listener;
 mod machines;
 mod schematics;
@@ -212,24 +211,11 @@ fn make_span(request: &Request) -> tracing::Span {
     )
 }
 
-/// A JSON response encoded like Go's `encoding/json` (which upstream uses): `<`, `>`, `&`,
-/// U+2028 and U+2029 escaped, and a trailing newline.
+/// A JSON response encoded like Go's `encoding/json` (which upstream uses; see
+/// [`crate::gocompat::json::marshal`]).
 pub fn go_json<T: Serialize>(status: StatusCode, value: &T) -> Response {
-    let text = match serde_json::to_string(value) {
-        Ok(t) => t,
-        Err(e) => return ApiError::internal(e).into_response(),
-    };
-    let mut body = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '<' => body.push_str("\\u003c"),
-            '>' => body.push_str("\\u003e"),
-            '&' => body.push_str("\\u0026"),
-            '\u{2028}' => body.push_str("\\u2028"),
-            '\u{2029}' => body.push_str("\\u2029"),
-            c => body.push(c),
-        }
+    match crate::gocompat::json::marshal(value) {
+        Ok(body) => (status, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(e) => ApiError::internal(e).into_response(),
     }
-    body.push('\n');
-    (status, [(header::CONTENT_TYPE, "application/json")], body).into_response()
 }

@@ -22,7 +22,7 @@ use axum::routing::any;
 
 pub use errors::RegistryError;
 
-use crate::http::files::file_response;
+use crate::file_response::file_response;
 use crate::oci::{ImageName, Manifest, ManifestKind, TagOrDigest, media, parse_manifest};
 use crate::store::Digest;
 use crate::upstream::mirror::Requester;

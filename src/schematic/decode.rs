@@ -7,8 +7,8 @@
 use std::collections::{HashMap, HashSet};
 
 use super::model::{AnyValue, Bootloader, Customization, MetaValue, Overlay, Schematic};
-use super::resolve::{Resolved, ShortTag, resolve_node_checked};
-use super::tree::{Node, NodeKind};
+use super::tree::{Node, NodeKind, resolve_node_checked};
+use crate::gocompat::yaml::resolve::{Resolved, ShortTag};
 
 /// One decoding problem.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,12 +8,9 @@
 
 mod canonical;
 mod decode;
-pub mod emit;
 pub mod model;
-mod resolve;
 pub mod storage;
 mod tree;
-mod unicode_tables;
 
 use std::fmt;
 use std::str::FromStr;

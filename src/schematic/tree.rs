@@ -5,6 +5,8 @@
 
 use std::collections::HashMap;
 
+use crate::gocompat::yaml::resolve::{Resolved, ShortTag, resolve_plain};
+
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
@@ -63,7 +65,7 @@ impl Node {
             NodeKind::Sequence(_) => "!!seq".to_string(),
             NodeKind::Mapping(_) => "!!map".to_string(),
             NodeKind::Scalar { value, .. } => {
-                let (tag, _) = crate::schematic::resolve::resolve_node(self);
+                let (tag, _) = resolve_node(self);
                 let mut shown: String = value.chars().take(40).collect();
                 if shown.len() < value.len() {
                     shown.push_str("...");
@@ -567,6 +569,77 @@ fn short_tag(tag: Tag) -> String {
         format!("!!{rest}")
     } else {
         format!("{}{}", tag.handle, tag.suffix)
+    }
+}
+
+/// Why an explicitly tagged scalar could not be decoded (`!!int abc`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TagMismatch {
+    /// The message, worded like go-yaml's.
+    pub message: String,
+}
+
+/// Resolves a scalar node the way go-yaml's decoder does, honouring quoting and explicit tags.
+pub fn resolve_node(node: &Node) -> (ShortTag, Resolved) {
+    match resolve_node_checked(node) {
+        Ok(r) => r,
+        Err(_) => (ShortTag::Str, Resolved::Str(scalar_text(node).to_string())),
+    }
+}
+
+/// Like [`resolve_node`] but reports a value that contradicts its explicit tag.
+pub fn resolve_node_checked(node: &Node) -> Result<(ShortTag, Resolved), TagMismatch> {
+    let NodeKind::Scalar { value, tag, .. } = &node.kind else {
+        return Ok((ShortTag::Other, Resolved::Str(String::new())));
+    };
+    if node.indicated_string() {
+        return Ok((ShortTag::Str, Resolved::Str(value.clone())));
+    }
+    match tag.as_deref() {
+        None | Some("!") => Ok(resolve_plain(value)),
+        Some(t) => {
+            let wanted = ShortTag::parse(t);
+            match wanted {
+                ShortTag::Null
+                | ShortTag::Bool
+                | ShortTag::Int
+                | ShortTag::Float
+                | ShortTag::Timestamp => {
+                    let (got, v) = resolve_plain(value);
+                    if got == wanted {
+                        return Ok((got, v));
+                    }
+                    if wanted == ShortTag::Float {
+                        match v {
+                            Resolved::Int(i) => {
+                                return Ok((ShortTag::Float, Resolved::Float(i as f64)));
+                            }
+                            Resolved::Uint(u) => {
+                                return Ok((ShortTag::Float, Resolved::Float(u as f64)));
+                            }
+                            _ => {}
+                        }
+                    }
+                    Err(TagMismatch {
+                        message: format!(
+                            "cannot decode {} `{}` as a {}",
+                            got.as_str(),
+                            value,
+                            wanted.as_str()
+                        ),
+                    })
+                }
+                ShortTag::Binary => Ok((ShortTag::Binary, Resolved::Str(value.clone()))),
+                _ => Ok((ShortTag::Other, Resolved::Str(value.clone()))),
+            }
+        }
+    }
+}
+
+fn scalar_text(node: &Node) -> &str {
+    match &node.kind {
+        NodeKind::Scalar { value, .. } => value,
+        _ => "",
     }
 }
 

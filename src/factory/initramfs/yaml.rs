@@ -1,9 +1,9 @@
 //! The two YAML documents this module writes, extension `manifest.yaml` and
 //! `extensions.yaml`, as Go `gopkg.in/yaml.v3` writes them (4-space indent, sequences indented
 //! under their key, list-of-map continuation lines at dash column + 2, go-yaml's scalar styles),
-//! through the crate's yaml.v3-compatible emitter (`crate::schematic::emit`).
+//! through the crate's yaml.v3-compatible emitter (`crate::gocompat::yaml::emit`).
 
-use crate::schematic::emit::{Out, emit_document};
+use crate::gocompat::yaml::emit::{Out, emit_document};
 
 /// A node of the documents we emit: string scalars, mappings with fixed keys, sequences.
 #[derive(Debug, Clone)]

@@ -5,8 +5,6 @@
 //! string is double-quoted). The rules are go-yaml's, not the YAML 1.2 core schema: YAML 1.1
 //! octals (`010`), `0b`/`0o` prefixes, `_` separators and a handful of timestamp layouts.
 
-use super::tree::{Node, NodeKind};
-
 /// A resolved scalar value.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Resolved {
@@ -65,7 +63,7 @@ impl ShortTag {
         }
     }
 
-    fn parse(tag: &str) -> ShortTag {
+    pub fn parse(tag: &str) -> ShortTag {
         match tag {
             "!!null" => ShortTag::Null,
             "!!bool" => ShortTag::Bool,
@@ -77,77 +75,6 @@ impl ShortTag {
             "!!merge" => ShortTag::Merge,
             _ => ShortTag::Other,
         }
-    }
-}
-
-/// Why an explicitly tagged scalar could not be decoded (`!!int abc`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TagMismatch {
-    /// The message, worded like go-yaml's.
-    pub message: String,
-}
-
-/// Resolves a scalar node the way go-yaml's decoder does, honouring quoting and explicit tags.
-pub fn resolve_node(node: &Node) -> (ShortTag, Resolved) {
-    match resolve_node_checked(node) {
-        Ok(r) => r,
-        Err(_) => (ShortTag::Str, Resolved::Str(scalar_text(node).to_string())),
-    }
-}
-
-/// Like [`resolve_node`] but reports a value that contradicts its explicit tag.
-pub fn resolve_node_checked(node: &Node) -> Result<(ShortTag, Resolved), TagMismatch> {
-    let NodeKind::Scalar { value, tag, .. } = &node.kind else {
-        return Ok((ShortTag::Other, Resolved::Str(String::new())));
-    };
-    if node.indicated_string() {
-        return Ok((ShortTag::Str, Resolved::Str(value.clone())));
-    }
-    match tag.as_deref() {
-        None | Some("!") => Ok(resolve_plain(value)),
-        Some(t) => {
-            let wanted = ShortTag::parse(t);
-            match wanted {
-                ShortTag::Null
-                | ShortTag::Bool
-                | ShortTag::Int
-                | ShortTag::Float
-                | ShortTag::Timestamp => {
-                    let (got, v) = resolve_plain(value);
-                    if got == wanted {
-                        return Ok((got, v));
-                    }
-                    if wanted == ShortTag::Float {
-                        match v {
-                            Resolved::Int(i) => {
-                                return Ok((ShortTag::Float, Resolved::Float(i as f64)));
-                            }
-                            Resolved::Uint(u) => {
-                                return Ok((ShortTag::Float, Resolved::Float(u as f64)));
-                            }
-                            _ => {}
-                        }
-                    }
-                    Err(TagMismatch {
-                        message: format!(
-                            "cannot decode {} `{}` as a {}",
-                            got.as_str(),
-                            value,
-                            wanted.as_str()
-                        ),
-                    })
-                }
-                ShortTag::Binary => Ok((ShortTag::Binary, Resolved::Str(value.clone()))),
-                _ => Ok((ShortTag::Other, Resolved::Str(value.clone()))),
-            }
-        }
-    }
-}
-
-fn scalar_text(node: &Node) -> &str {
-    match &node.kind {
-        NodeKind::Scalar { value, .. } => value,
-        _ => "",
     }
 }
 

@@ -1,6 +1,7 @@
 //! Serving stored files over HTTP: streaming from disk with `Content-Length`, single `Range`
 //! requests (206 / 416), `HEAD`, and `ETag` / `If-None-Match`. Used for registry blobs and
-//! factory assets alike.
+//! factory assets alike, so it sits beside both (`http` routes the factory, `registry` the
+//! OCI API) and depends on neither.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
