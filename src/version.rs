@@ -8,10 +8,11 @@
 //! * [`TalosVersion::from_str`] — the factory's request parsing: a `v` is prepended when missing,
 //!   then the version is parsed *strictly* (`semver.Parse`): exactly `MAJOR.MINOR.PATCH`, no
 //!   leading zeroes, optional `-pre.release` and `+build.meta`. `1.9` and `v1.9` are errors.
-//! * [`TalosVersion::parse_tolerant`] — `semver.ParseTolerant`, used for registry tags (§5.2) and
-//!   by `quirks.New`: surrounding whitespace trimmed, one leading `v` removed, leading zeroes
-//!   removed from each of the first three dot-separated parts, and a missing minor/patch padded
-//!   with `0` (only when the shortened version carries no pre-release/build part).
+//! * [`TalosVersion::parse_tolerant`] — `semver.ParseTolerant`, used for registry tags
+//!   (`docs/image-factory-api.md` §The versions list) and by `quirks.New`: surrounding whitespace
+//!   trimmed, one leading `v` removed, leading zeroes removed from each of the first three
+//!   dot-separated parts, and a missing minor/patch padded with `0` (only when the shortened
+//!   version carries no pre-release/build part).
 //!
 //! ```
 //! use bootfactory::version::TalosVersion;

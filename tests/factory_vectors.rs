@@ -2,7 +2,10 @@
 //! asset path → profile → kernel command line (with META), as upstream Image Factory serves
 //! them (`/image/<id>/<v>/cmdline-*` bodies and the command lines in `/pxe` scripts).
 //!
-//! Sources: image-factory reference §4.2, §10.3–10.5; talos-formats §3.4, §4.4.
+//! Sources (upstream Image Factory `internal/profile/profile_test.go`,
+//! `internal/integration/download_test.go` and `pxe_test.go`, Talos `pkg/imager/imager_test.go`):
+//! `docs/image-factory-api.md` §Asset paths, §PXE scripts; `docs/formats.md` §Golden strings,
+//! §META.
 
 use bootfactory::factory::cmdline::{CmdlineInput, build_cmdline};
 use bootfactory::factory::meta::{decode_meta, encode_meta};

@@ -1,8 +1,7 @@
-//! End-to-end network boot in a namespace lab (DESIGN.md): an office DHCP server without PXE,
-//! bootfactory (proxy-DHCP + TFTP + HTTP) with the fixture release imported offline, and QEMU
-//! machines that PXE-boot a real Debian kernel with the factory's initramfs. The fixture's
-//! `/init` prints a marker, the kernel command line and the extensions it finds, then powers
-//! off.
+//! End-to-end network boot in a namespace lab (`docs/boot-lab.md`): an office DHCP server without
+//! PXE, bootfactory (proxy-DHCP + TFTP + HTTP) with the fixture release imported offline, and QEMU
+//! machines that PXE-boot a real Debian kernel with the factory's initramfs. The fixture's `/init`
+//! prints a marker, the kernel command line and the extensions it finds, then powers off.
 //!
 //! Cases, all in one lab (TCG machines are slow, so they run at once):
 //! - a UEFI (OVMF) machine assigned a schematic with extensions boots it;

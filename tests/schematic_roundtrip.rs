@@ -19,10 +19,10 @@ use rand::rngs::StdRng;
 
 use schematic_gen::{EDGES, Flavor, PIECES, oracle_or_skip, run_oracle, schematic_of, to_input};
 
-/// The one known gap (see `/work/notes/schem-docs.md`): go-yaml writes a raw LS/PS line break
-/// and then, with no indentation, a closing quote, another separator, or (in a literal block)
-/// the next line. libyaml reads that back; yaml-rust2 wants the continuation line indented
-/// (or takes the separator line as the end of the block), so such schematics are refused
+/// The one known gap (ARCHITECTURE.md §Schematic IDs, "Known deviations"): go-yaml writes a raw
+/// LS/PS line break and then, with no indentation, a closing quote, another separator, or (in a
+/// literal block) the next line. libyaml reads that back; yaml-rust2 wants the continuation line
+/// indented (or takes the separator line as the end of the block), so such schematics are refused
 /// (400) although go-yaml could serve them. All need a raw U+2028/U+2029 in a value.
 fn separator_at_line_start(canonical: &str) -> bool {
     ["\u{2028}", "\u{2029}"].iter().any(|sep| {

@@ -446,8 +446,9 @@ impl Artifacts {
     }
 }
 
-/// Parses `image-digests` + `descriptions.yaml` (upstream §5.3): lines without `@` are ignored;
-/// `name` is the repository path; `ref` has the registry replaced by `registry`.
+/// Parses `image-digests` + `descriptions.yaml` (`docs/formats.md` §Extensions catalog): lines
+/// without `@` are ignored; `name` is the repository path; `ref` has the registry replaced by
+/// `registry`.
 pub fn parse_extensions_catalog(
     digests: &str,
     descriptions: &str,

@@ -37,8 +37,11 @@ pub struct BuiltAsset {
 /// Why an asset could not be produced.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BuildError {
-    /// The build itself failed; the message is for the client (400-class problems are
-    /// reported before a build starts).
+    /// The build itself failed; the message is for the client. Most 400-class problems are
+    /// found before a build starts, but not all: a message starting with `400:` marks a
+    /// problem with the request found while building (an extension the initramfs builder
+    /// refuses, in `service.rs`), which `FactoryError::from` maps to a 400 with the prefix
+    /// removed; every other message is a 500.
     #[error("{0}")]
     Failed(String),
     /// The build took longer than `build.timeoutSeconds`.

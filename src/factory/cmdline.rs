@@ -1,7 +1,7 @@
 //! Kernel command lines: the `go-procfs` model Talos uses (`siderolabs/go-procfs:procfs/cmdline.go`)
 //! and the imager's construction algorithm (`siderolabs/talos:pkg/imager/imager.go`
-//! `buildCmdline`, talos-formats §3), as run by Image Factory: the Talos code linked into the
-//! factory, switched by the *target* version's quirks.
+//! `buildCmdline`, `docs/formats.md` §Kernel command line), as run by Image Factory: the Talos
+//! code linked into the factory, switched by the *target* version's quirks.
 //!
 //! ```
 //! use bootfactory::factory::cmdline::{build_cmdline, CmdlineInput};
@@ -246,7 +246,8 @@ pub fn platform_name(platform: &str) -> Option<&'static str> {
     KNOWN.iter().copied().find(|p| *p == platform)
 }
 
-/// The platform's own kernel args (`platform.KernelArgs(arch, quirks)`, talos-formats §3.3),
+/// The platform's own kernel args (`platform.KernelArgs(arch, quirks)`, `docs/formats.md`
+/// §Platform args),
 /// for the Talos code the factory links (so e.g. vmware's args apply to every target).
 /// Unknown platforms have none.
 pub fn platform_kernel_args(platform: &str, arch: Arch, quirks: &Quirks) -> Vec<&'static str> {
@@ -307,8 +308,8 @@ pub fn platform_kernel_args(platform: &str, arch: Arch, quirks: &Quirks) -> Vec<
         _ => vec![],
     };
     if name == "aws" && quirks.nvme_io_timeout_aws_only() {
-        // ≥ 1.14: the NVMe timeout is AWS-only (image-factory §4.5). The notes do not say where
-        // it is emitted; we place it with AWS's platform args.
+        // ≥ 1.14: the NVMe timeout is AWS-only (`docs/formats.md` §Default args). Upstream's
+        // rule does not say where it is emitted; we place it with AWS's platform args.
         args.push(NVME_IO_TIMEOUT);
     }
     args
@@ -316,7 +317,7 @@ pub fn platform_kernel_args(platform: &str, arch: Arch, quirks: &Quirks) -> Vec<
 
 const NVME_IO_TIMEOUT: &str = "nvme_core.io_timeout=4294967295";
 
-/// `kernel.DefaultArgs(quirks)` (talos-formats §3.2, image-factory §4.5): `init_on_alloc=1`
+/// `kernel.DefaultArgs(quirks)` (`docs/formats.md` §Default args): `init_on_alloc=1`
 /// (dropped ≥ 1.14), `slab_nomerge`, `pti=on`, `consoleblank=0`,
 /// `nvme_core.io_timeout=4294967295` (AWS-only ≥ 1.14, see [`platform_kernel_args`]),
 /// `printk.devkmsg=on`; then IMA args (≤ 1.10.99), `selinux=1` (≥ 1.10),
@@ -355,12 +356,12 @@ pub fn secure_boot_kernel_args(quirks: &Quirks) -> Vec<&'static str> {
     }
 }
 
-/// The imager's `buildCmdline` (talos-formats §3.1):
+/// The imager's `buildCmdline` (`docs/formats.md` §Construction):
 ///
 /// 1. `talos.platform=<Name()>`;
 /// 2. `SetAll(platform args)`;
 /// 3. ISO and Talos ≥ 1.8: `talos.halt_if_installed=1`;
-/// 4. (legacy boards, Talos < 1.7: not modelled — their args are not in the reference);
+/// 4. (legacy boards, Talos < 1.7: not modelled — `docs/formats.md` does not record their args);
 /// 5. overlay: `SetAll(overlay kernel args)`;
 /// 6. `AppendAll(DefaultArgs(quirks))`;
 /// 7. SecureBoot: `AppendAll(SecureBootArgs(quirks))`;

@@ -1,6 +1,6 @@
 //! META values as text: the `INSTALLER_META_BASE64` encoding Talos uses on the kernel command
 //! line (`siderolabs/talos:pkg/machinery/meta/meta.go` `Values.Encode`/`DecodeValues`,
-//! talos-formats §4.4).
+//! `docs/formats.md` §META).
 //!
 //! Encoding: `0x<key hex>=<value>` joined by `;`; when the target supports it (Talos ≥ 1.6.3)
 //! and the text is longer than 256 bytes it is gzipped (best compression); then standard base64

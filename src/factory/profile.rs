@@ -1,6 +1,6 @@
 //! Asset paths → imager profile (upstream `internal/profile/profile.go` `ParseFromPath`,
-//! image-factory §4.1), the iPXE `/pxe` path form, platform disk-image defaults, and the
-//! `Content-Type` of assets (`internal/mime/mime.go`, §4.6).
+//! `docs/image-factory-api.md` §Asset paths), the iPXE `/pxe` path form, platform disk-image
+//! defaults, and the `Content-Type` of assets (`internal/mime/mime.go`, §Content-Type).
 //!
 //! ```
 //! use bootfactory::factory::profile::{parse_from_path, Arch, OutputKind};
@@ -185,7 +185,8 @@ pub struct AssetProfile {
 }
 
 impl AssetProfile {
-    /// Whether the schematic's `extraKernelArgs` apply to this asset (image-factory §4.4):
+    /// Whether the schematic's `extraKernelArgs` apply to this asset (`docs/image-factory-api.md`
+    /// §What a schematic changes per asset):
     /// cmdline, ISO and disk images always; installer and UKI only with SecureBoot or for
     /// Talos ≥ 1.10; kernel and initramfs never.
     pub fn extra_kernel_args_apply(&self, quirks: &Quirks) -> bool {
@@ -317,7 +318,8 @@ fn from_platform_arch(kind: OutputKind, pa: PlatformArch) -> AssetProfile {
     }
 }
 
-/// Upstream's `ParseFromPath`, checks in upstream's order (image-factory §4.1):
+/// Upstream's `ParseFromPath`, checks in upstream's order (`docs/image-factory-api.md` §Parsing
+/// under §Asset paths):
 ///
 /// 1. `kernel-<arch>`; 2. `cmdline-<platform>-<arch>[-secureboot]`; 3. `initramfs-<arch>.xz`;
 /// 4. `<platform>-<arch>[-secureboot].iso`; 5. `<platform>-<arch>[-secureboot]-uki.efi`;
@@ -545,7 +547,8 @@ mod tests {
         Option<(DiskFormat, u64, &'static str)>,
     );
 
-    /// image-factory §4.2 (upstream `TestParseFromPath`) and §10.3.
+    /// Upstream's `TestParseFromPath` and derived cases (`docs/image-factory-api.md`
+    /// §Asset paths).
     #[test]
     fn upstream_vectors() {
         use Arch::*;
@@ -687,7 +690,7 @@ mod tests {
                     Some((DiskFormat::Raw, DEFAULT_RAW_DISK_SIZE_MIB, "")),
                 ),
             ),
-            // §10.3 extras and derived cases.
+            // Derived cases (`docs/image-factory-api.md` §Asset paths).
             (
                 "metal-x86_64.iso",
                 "v1.11.0",
@@ -1000,7 +1003,7 @@ mod tests {
             ("file.tar.gz", "application/gzip"),
             ("file.qcow2", "application/x-qemu-disk"),
             ("file.xz", "application/x-xz"),
-            // §10.3
+            // Asset names (`docs/image-factory-api.md` §Content-Type).
             ("metal-amd64.iso", "application/x-iso9660-image"),
             ("metal-amd64.raw.xz", "application/x-xz"),
             ("gcp-amd64.raw.tar.gz", "application/gzip"),

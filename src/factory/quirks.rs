@@ -196,9 +196,9 @@ impl Quirks {
     }
 
     /// `module.sig_enforce=1` in the default cmdline (Talos
-    /// `SupportsDisablingModuleSignatureVerification`): ≥ 1.12.0. The reference's §10.4 says
-    /// "+ ` module.sig_enforce=1` for ≥ 1.12"; the "1.12 only" in talos-formats §3.2 marks code
-    /// that first appeared in the 1.12 sources, not a 1.12.x-only rule.
+    /// `SupportsDisablingModuleSignatureVerification`): ≥ 1.12.0. Upstream's integration
+    /// expectations add ` module.sig_enforce=1` for every version from 1.12; the rule first
+    /// appears in the 1.12 sources and is not 1.12.x-only (`docs/formats.md` §Default args).
     pub fn module_sig_enforce(&self) -> bool {
         self.at_least((1, 12, 0), true)
     }
@@ -223,14 +223,15 @@ impl Quirks {
         self.at_least((1, 14, 0), true)
     }
 
-    /// SecureBoot cmdlines get `lockdown=confidentiality`: < 1.14.0 (image-factory §4.5:
-    /// "no forced `lockdown=confidentiality`" from 1.14.0; latest → `false`).
+    /// SecureBoot cmdlines get `lockdown=confidentiality`: < 1.14.0 (no longer forced from
+    /// 1.14.0, `docs/formats.md` §Target version and quirks; latest → `false`).
     pub fn secure_boot_forces_lockdown(&self) -> bool {
         !self.at_least((1, 14, 0), true)
     }
 }
 
-/// Upstream's `/versions` selection (image-factory §5.2) over registry tags.
+/// Upstream's `/versions` selection (`docs/image-factory-api.md` §The versions list) over registry
+/// tags.
 ///
 /// Tags are parsed with [`TalosVersion::parse_tolerant`] (unparsable tags are skipped); `max`
 /// is the highest parsed version. A version is kept iff it is ≥ `min`, not equal (by

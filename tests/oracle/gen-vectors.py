@@ -4,9 +4,10 @@
 Every expected value in the corpus (ok, canonical, id, error) is produced by
 running tests/oracle/schematic-oracle (real gopkg.in/yaml.v3 v3.0.1). This
 script only builds the *inputs*, runs the oracle once over all of them and
-writes the results. It also checks the handful of IDs that are published in
-/work/shared/reference/image-factory.md (sections 3.4 / 3.5) and aborts if the
-oracle disagrees with any of them.
+writes the results. It also checks the handful of published IDs written below
+(upstream's pkg/schematic/schematic_test.go and earlier go-yaml runs, see
+docs/image-factory-api.md, "Test vectors") and aborts if the oracle disagrees
+with any of them.
 
 Usage (from the repository root):
 
@@ -41,13 +42,13 @@ EMPTY_ID = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba"
 CASES: list[tuple[str, str]] = []
 _NAMES: set[str] = set()
 
-# name -> expected ID, taken verbatim from the reference document.
+# name -> expected ID, as published (upstream tests and docs, earlier go-yaml runs).
 EXPECTED_IDS: dict[str, str] = {}
-# name -> expected canonical bytes, taken verbatim from the reference document.
+# name -> expected canonical bytes, as published.
 EXPECTED_CANONICAL: dict[str, str] = {}
-# name -> substring the canonical form must contain (reference snippets).
+# name -> substring the canonical form must contain (published snippets).
 EXPECTED_SNIPPET: dict[str, str] = {}
-# name -> expected error (reference document).
+# name -> expected error (published).
 EXPECTED_ERROR: dict[str, str] = {}
 # groups of case names whose inputs are written to mean the same schematic
 # (checks the hand-written inputs, not go-yaml).
@@ -123,11 +124,12 @@ def ydq(s: str) -> str:
 
 
 # --------------------------------------------------------------------------
-# 1. reference vectors (§3.4 / §3.5, go-yaml v3.0.1 column) + brief extras
+# 1. published vectors (upstream tests, then the ref/3.x groups of
+#    docs/image-factory-api.md "Test vectors", go-yaml v3.0.1) + hand-picked extras
 # --------------------------------------------------------------------------
 
 def reference_vectors() -> None:
-    # §3.4 TestID (struct -> ID), expressed as equivalent input documents.
+    # Upstream TestID (struct -> ID), expressed as equivalent input documents.
     add("ref/TestID/empty", "{}", id=EMPTY_ID, canonical="customization: {}\n")
     add("ref/TestID/config1", "customization:\n  extraKernelArgs: [noapic, nolapic]",
         id="9cba8e32753f91a16c1837ab8abf356af021706ef284aef07380780177d9a06c",
@@ -142,7 +144,7 @@ def reference_vectors() -> None:
         id="92833e9ddd9bb9e11b2464fa5525429f01866306d52ebd882ee08d7918f6d1ea",
         canonical="customization:\n    diskImage:\n        sectorSize: 4096\n")
 
-    # §3.4 TestUnmarshalID, inputs verbatim.
+    # Upstream TestUnmarshalID, inputs verbatim.
     tu = [
         ("empty-flow-map", "{}", EMPTY_ID),
         ("customization-empty", "customization: {}", EMPTY_ID),
@@ -171,7 +173,7 @@ def reference_vectors() -> None:
         id="eea1f9534c46d95c4715a2f13d17eacb927c13a42ef087c79b22c3bd0c49d073",
         canonical="customization:\n    extraKernelArgs:\n        - vga=791\n")
 
-    # §3.5 additional vectors.
+    # ref/3.5: additional vectors computed with go-yaml v3.0.1 (quoting, order).
     def ext(lst):
         return j({"customization": {"systemExtensions": {"officialExtensions": lst}}})
 
@@ -314,7 +316,7 @@ def reference_vectors() -> None:
         error="auto does not belong to BootloaderKind values")
     add("ref/3.2/empty-input", "", error="EOF")
 
-    # Extra vectors requested by the brief.
+    # Hand-picked extra vectors.
     add("brief/customization-empty", "customization: {}", id=EMPTY_ID)
     add("brief/empty-map", "{}", id=EMPTY_ID)
     add("brief/customization-empty-extraKernelArgs", 'customization: {"extraKernelArgs": []}', id=EMPTY_ID)

@@ -1,6 +1,6 @@
-//! A throw-away boot lab in network namespaces (DESIGN.md): a bridge namespace (the LAN) with
-//! an "office" DHCP server (dnsmasq, no PXE), a bootfactory namespace, and tap devices for QEMU
-//! machines. Addresses come from 192.0.2.0/24 and never leave the namespaces. Dropping the
+//! A throw-away boot lab in network namespaces (`docs/boot-lab.md`): a bridge namespace (the LAN)
+//! with an "office" DHCP server (dnsmasq, no PXE), a bootfactory namespace, and tap devices for
+//! QEMU machines. Addresses come from 192.0.2.0/24 and never leave the namespaces. Dropping the
 //! [`Lab`] kills every process it started (by PID) and deletes the namespaces.
 #![allow(dead_code)]
 

@@ -1,6 +1,7 @@
 //! The staging tree of the appended archives and its cpio listing (Talos `Compress`, steps 7–9
-//! of `talos-formats.md` §2.4), kept virtual: entries point at bundle byte ranges and files in
-//! the work directory, and are streamed into the archives, never copied into a directory.
+//! of `docs/formats.md` §Initramfs with extensions), kept virtual: entries point at bundle byte
+//! ranges and files in the work directory, and are streamed into the archives, never copied
+//! into a directory.
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -1,6 +1,6 @@
 //! The initramfs with system extensions: a pure-Rust rebuild of Talos's imager step
 //! (`pkg/imager/imager.go` `buildInitramfs`, `pkg/imager/extensions`, `internal/pkg/extensions`;
-//! `talos-formats.md` §2.4).
+//! `docs/formats.md` §Initramfs with extensions).
 //!
 //! [`build_initramfs`] takes the base `initramfs.xz` and flattened extension trees
 //! (`manifest.yaml` + `rootfs/`) and streams:
@@ -771,7 +771,7 @@ fn schematic_author(external_url: &str) -> String {
 }
 
 /// Writes the virtual `schematic` extension (image-factory `internal/artifacts/schematic.go`,
-/// `talos-formats.md` §2.3) into `dir` (created; must not hold another extension):
+/// `docs/formats.md` §Schematic extension) into `dir` (created; must not hold another extension):
 /// `manifest.yaml` (yaml.v3 `Marshal` of the manifest: name `schematic`, version = the ID,
 /// author `Image Factory (<external_url>)`, constraint `>= 1.0.0`, and the canonical schematic
 /// YAML as `extraInfo` when the target Talos supports overlays, i.e. ≥ 1.7) and the empty file

@@ -460,7 +460,7 @@ fn schematic_extension_matches_the_factory() {
         true,
     )
     .unwrap();
-    // image-factory.md §5.5, byte for byte.
+    // docs/formats.md §Schematic extension, byte for byte.
     assert_eq!(
         fs::read_to_string(dir.join("manifest.yaml")).unwrap(),
         "version: v1alpha1\nmetadata:\n    name: schematic\n    \

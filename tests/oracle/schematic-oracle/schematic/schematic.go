@@ -1,6 +1,6 @@
 // Package schematic is a field-for-field replica of the data model of
-// siderolabs/image-factory pkg/schematic (see
-// /work/shared/reference/image-factory.md section 3.1).
+// siderolabs/image-factory pkg/schematic (see docs/image-factory-api.md,
+// section "Model").
 //
 // The package name matches upstream so that go-yaml error messages name the
 // same types (e.g. "field foo not found in type schematic.Customization").
