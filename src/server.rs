@@ -343,6 +343,7 @@ fn open_factory(
         artifacts,
         Arc::new(builder),
         store.clone(),
+        metrics.clone(),
     ))
 }
 
@@ -406,12 +407,12 @@ pub async fn reload(state: &AppState) -> anyhow::Result<()> {
         load_schematics_dir(&state.schematics, &config.schematics.dir).await?;
     }
     if !config.assignments.file.as_os_str().is_empty() {
-        let schematics = &state.schematics;
-        let known = |id: &str| {
-            id.parse::<crate::schematic::SchematicId>()
-                .is_ok_and(|id| schematics.contains(&id))
-        };
-        let n = crate::assign::seed::apply(&config.assignments.file, &state.assignments, known)?;
+        let n = crate::assign::seed::apply(
+            &config.assignments.file,
+            &state.assignments,
+            &state.factory,
+        )
+        .await?;
         tracing::info!(file = %config.assignments.file.display(), entries = n, "applied the assignments file");
     }
     Ok(())

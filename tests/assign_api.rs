@@ -314,6 +314,40 @@ async fn seed_file_is_applied_at_start_and_bad_ones_stop_the_start() {
         msg.contains("assignments.yaml") && msg.contains("schematic"),
         "{msg}"
     );
+
+    // The file is checked by the same code as the admin API: what the factory refuses (an
+    // unknown schematic, a version it does not serve, an unknown platform) stops the start.
+    let unknown = "0".repeat(64);
+    let cases = [
+        (
+            format!("default:\n  schematic: {unknown}\n  version: v1.11.6\n"),
+            "default.schematic: schematic 0000",
+        ),
+        (
+            format!("machines:\n  \"{MAC1}\":\n    schematic: {EMPTY_ID}\n    version: v1.99.0\n"),
+            "machines.52:54:00:00:00:01.version: version 1.99.0 is not available",
+        ),
+        (
+            format!("default:\n  schematic: {EMPTY_ID}\n  version: v1.11.6\n  platform: nosuch\n"),
+            "default.platform: unknown platform: \"nosuch\"",
+        ),
+    ];
+    for (text, want) in cases {
+        std::fs::write(&seed, &text).unwrap();
+        let mut overrides = overrides.clone();
+        overrides.push(bootfactory::config::Override {
+            key: "offline".into(),
+            value: "true".into(),
+            source_name: "offline".into(),
+        });
+        let config = bootfactory::config::Config::load(None, &overrides).unwrap();
+        let err = bootfactory::server::App::open(config)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{text:?} was accepted"));
+        let msg = format!("{err:#}");
+        assert!(msg.contains(want), "{text:?}: {msg}");
+    }
 }
 
 #[tokio::test]

@@ -16,6 +16,7 @@
 //! entry that never passes an assigned machine.
 
 pub mod boot;
+pub mod check;
 pub mod client;
 pub mod mac;
 pub mod model;

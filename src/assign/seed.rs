@@ -22,7 +22,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::check::{CheckError, check};
 use super::{Assignment, Assignments, MacAddr};
+use crate::factory::service::Factory;
 
 /// The parsed seed file.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -46,12 +48,9 @@ pub struct SeedError {
     pub message: String,
 }
 
-/// Parses `text` and checks every entry (syntax, and that each schematic is known).
-pub fn parse(
-    path: &Path,
-    text: &str,
-    schematic_known: impl Fn(&str) -> bool,
-) -> Result<Vec<(Option<MacAddr>, Assignment)>, SeedError> {
+/// Parses `text` and checks every entry on its own ([`Assignment::validate`]); entry names
+/// are `default` and `machines.<mac>`.
+pub fn parse(path: &Path, text: &str) -> Result<Vec<(Option<MacAddr>, Assignment)>, SeedError> {
     let err = |message: String| SeedError {
         path: path.display().to_string(),
         message,
@@ -70,39 +69,60 @@ pub fn parse(
         out.push((Some(mac), a));
     }
     for (mac, a) in &out {
-        let name = mac.map_or("default".to_string(), |m| format!("machines.{m}"));
-        a.validate().map_err(|e| err(format!("{name}.{e}")))?;
-        if !schematic_known(&a.schematic) {
-            return Err(err(format!(
-                "{name}.schematic: schematic {} is not known (create it with POST /schematics or put it in schematics.dir)",
-                a.schematic
-            )));
-        }
+        a.validate()
+            .map_err(|e| err(format!("{}.{e}", entry_name(*mac))))?;
     }
     Ok(out)
 }
 
-/// Reads, checks and applies the seed file; returns how many entries it set.
-pub fn apply(
+fn entry_name(mac: Option<MacAddr>) -> String {
+    mac.map_or("default".to_string(), |m| format!("machines.{m}"))
+}
+
+/// Reads the seed file, checks every entry with the same check as the admin API
+/// ([`check`]: the schematic exists, the version is served, the platform is known) and
+/// applies it; returns how many entries it set. Nothing is applied if an entry is refused.
+/// An entry that cannot be checked because an upstream is unreachable (no version list yet)
+/// is applied with a warning, so an appliance still starts without its upstream.
+pub async fn apply(
     path: &Path,
     assignments: &Assignments,
-    schematic_known: impl Fn(&str) -> bool,
+    factory: &Factory,
 ) -> Result<usize, SeedError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SeedError {
+    let err = |message: String| SeedError {
         path: path.display().to_string(),
-        message: e.to_string(),
-    })?;
-    let entries = parse(path, &text, schematic_known)?;
+        message,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let entries = parse(path, &text)?;
+    for (mac, a) in &entries {
+        let name = entry_name(*mac);
+        match check(factory, a).await {
+            Ok(()) => {}
+            Err(CheckError::Invalid(e)) => return Err(err(format!("{name}.{e}"))),
+            Err(CheckError::Refused {
+                field: "schematic", ..
+            }) => {
+                return Err(err(format!(
+                    "{name}.schematic: schematic {} is not known (create it with POST /schematics or put it in schematics.dir)",
+                    a.schematic
+                )));
+            }
+            Err(CheckError::Refused { field, error }) => {
+                return Err(err(format!("{name}.{field}: {error}")));
+            }
+            Err(CheckError::Unchecked(e)) => {
+                tracing::warn!(file = %path.display(), entry = %name, error = %e, "assignment applied unchecked");
+            }
+        }
+    }
     let n = entries.len();
     for (mac, a) in entries {
         let result = match mac {
             Some(mac) => assignments.set(mac, &a),
             None => assignments.set_default(Some(&a)),
         };
-        result.map_err(|e| SeedError {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
+        result.map_err(|e| err(e.to_string()))?;
     }
     Ok(n)
 }
@@ -114,7 +134,7 @@ mod tests {
     const ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
 
     fn p(text: &str) -> Result<Vec<(Option<MacAddr>, Assignment)>, SeedError> {
-        parse(Path::new("assignments.yaml"), text, |id| id == ID)
+        parse(Path::new("assignments.yaml"), text)
     }
 
     #[test]
@@ -132,7 +152,6 @@ mod tests {
 
     #[test]
     fn errors_name_the_entry() {
-        let unknown = "0".repeat(64);
         let cases = [
             ("machines: [", "assignments.yaml"),
             ("machine: {}", "unknown field"),
@@ -145,10 +164,6 @@ mod tests {
                     "machines:\n  \"52:54:00:12:34:56\":\n    schematic: {ID}\n    version: latest\n"
                 ),
                 "machines.52:54:00:12:34:56.version",
-            ),
-            (
-                &*format!("default:\n  schematic: {unknown}\n  version: v1.9.0\n"),
-                "default.schematic: schematic 0000",
             ),
         ];
         for (text, want) in cases {

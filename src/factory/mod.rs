@@ -10,6 +10,7 @@
 pub mod artifacts;
 pub mod builder;
 pub mod cmdline;
+pub mod delivery;
 pub mod initramfs;
 pub mod meta;
 pub mod profile;

@@ -13,6 +13,7 @@ use super::initramfs::{self, Compression, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, parse_asset_path};
 use super::quirks::Quirks;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::schematic::storage::{SchematicStoreError, StoredSchematic};
 use crate::schematic::{SchematicId, SchematicStore};
@@ -53,6 +54,9 @@ pub enum FactoryError {
     /// 400 `error enhancing profile from schematic: …`.
     #[error("error enhancing profile from schematic: {0}")]
     Schematic(String),
+    /// 402: a route of the Image Factory's enterprise edition (signature bundles).
+    #[error("{0}")]
+    EnterpriseOnly(String),
     /// 501: an asset kind this release does not build yet.
     #[error("{0}")]
     NotImplemented(String),
@@ -116,6 +120,8 @@ pub struct Factory {
     /// New builds per client address: an anonymous client cannot make the factory build (and
     /// store) one asset after another as fast as it can ask.
     build_limiter: RateLimiter<IpAddr>,
+    /// Upstream's asset metrics, counted where assets are delivered.
+    metrics: Arc<Metrics>,
 }
 
 impl Factory {
@@ -126,6 +132,7 @@ impl Factory {
         artifacts: Arc<Artifacts>,
         builder: Arc<Builder>,
         store: Store,
+        metrics: Arc<Metrics>,
     ) -> Factory {
         let build_limiter = RateLimiter::new(
             config.build.per_client_burst,
@@ -138,7 +145,13 @@ impl Factory {
             builder,
             store,
             build_limiter,
+            metrics,
         }
+    }
+
+    /// The metrics the factory counts into.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The artifacts service (catalog handlers use it).

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::factory::profile::content_type;
+use crate::factory::delivery::Delivery;
 use crate::factory::service::{FactoryError, parse_version};
 use crate::file_response::file_response;
 
@@ -26,6 +26,7 @@ impl From<FactoryError> for ApiError {
             | FactoryError::UnknownPlatform(_)
             | FactoryError::Schematic(_) => StatusCode::BAD_REQUEST,
             FactoryError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            FactoryError::EnterpriseOnly(_) => StatusCode::PAYMENT_REQUIRED,
             FactoryError::TooManyBuilds(_) => StatusCode::TOO_MANY_REQUESTS,
             FactoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             FactoryError::NoSpace(_) => return ApiError::insufficient_storage(e.to_string()),
@@ -123,83 +124,35 @@ pub async fn image(
     headers: HeaderMap,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
-    let (path, checksum) = match path.rsplit_once('.') {
-        Some((base, "sha256")) => (base.to_string(), Some(Checksum::Sha256)),
-        Some((base, "sha512")) => (base.to_string(), Some(Checksum::Sha512)),
-        _ => (path, None),
-    };
-    if path.ends_with(".sigstore.json") {
-        return Err(ApiError::new(
-            StatusCode::PAYMENT_REQUIRED,
-            "enterprise signing is not enabled: signature endpoint is not available",
-        ));
-    }
-    let factory = &state.factory;
-    let resolved = factory.resolve(&schematic, &version, &path).await?;
-    let asset = factory.asset(&resolved, peer_ip(peer)).await?;
-    let labels = [
-        resolved.version.to_string(),
-        format!("{:?}", resolved.profile.kind).to_lowercase(),
-        resolved.profile.arch.as_str().to_string(),
-    ];
-    let labels = [labels[0].as_str(), labels[1].as_str(), labels[2].as_str()];
-    let m = &state.metrics;
-    if asset.cached {
-        m.assets_delivered_cached.with_label_values(&labels).inc();
-        m.assets_cached_bytes
-            .with_label_values(&labels)
-            .inc_by(asset.size);
-    } else if !asset.shared {
-        m.assets_cached_errors.with_label_values(&labels).inc();
-        m.assets_built.with_label_values(&labels).inc();
-        m.assets_built_bytes
-            .with_label_values(&labels)
-            .inc_by(asset.size);
-        for ext in &resolved
-            .schematic
-            .schematic
-            .customization
-            .system_extensions
-            .official_extensions
-        {
-            m.extension_hits.with_label_values(&[ext.as_str()]).inc();
-        }
-    }
-    let store = factory.store();
-    let blob = store
-        .open_blob(&asset.digest)
-        .await
-        .map_err(ApiError::internal)?;
     let filename = query
         .get("filename")
         .filter(|f| !f.is_empty())
-        .map(|f| crate::file_response::safe_filename(f))
-        .unwrap_or_else(|| path.clone());
-    if let Some(kind) = checksum {
-        let bytes_path = blob.path.clone();
-        let hex = tokio::task::spawn_blocking(move || kind.of_file(&bytes_path))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)?;
-        return Ok((
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("{hex}  {filename}\n"),
-        )
-            .into_response());
+        .map(|f| crate::file_response::safe_filename(f));
+    let delivery = state
+        .factory
+        .deliver(&schematic, &version, &path, filename, peer_ip(peer))
+        .await?;
+    match delivery {
+        Delivery::Checksum(line) => {
+            Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], line).into_response())
+        }
+        Delivery::File {
+            blob,
+            content_type,
+            filename,
+            etag,
+        } => {
+            let mut extra = HeaderMap::new();
+            extra.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            extra.insert(
+                header::CONTENT_DISPOSITION,
+                crate::file_response::content_disposition(&filename),
+            );
+            file_response(&method, &headers, blob.file, blob.size, Some(&etag), extra)
+                .await
+                .map_err(ApiError::internal)
+        }
     }
-    let mut extra = HeaderMap::new();
-    extra.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(content_type(&path)),
-    );
-    extra.insert(
-        header::CONTENT_DISPOSITION,
-        crate::file_response::content_disposition(&filename),
-    );
-    let etag = asset.digest.hex();
-    file_response(&method, &headers, blob.file, blob.size, Some(&etag), extra)
-        .await
-        .map_err(ApiError::internal)
 }
 
 /// `GET /pxe/{schematic}/{version}/{platform}-{arch}[-secureboot]`: the iPXE script.
@@ -238,31 +191,6 @@ pub async fn signing_key(State(state): State<AppState>) -> Response {
             .to_string(),
     )
         .into_response()
-}
-
-#[derive(Clone, Copy)]
-enum Checksum {
-    Sha256,
-    Sha512,
-}
-
-impl Checksum {
-    fn of_file(self, path: &std::path::Path) -> std::io::Result<String> {
-        use sha2::Digest as _;
-        let mut file = std::io::BufReader::new(std::fs::File::open(path)?);
-        Ok(match self {
-            Checksum::Sha256 => {
-                let mut h = sha2::Sha256::new();
-                std::io::copy(&mut file, &mut h)?;
-                hex::encode(h.finalize())
-            }
-            Checksum::Sha512 => {
-                let mut h = sha2::Sha512::new();
-                std::io::copy(&mut file, &mut h)?;
-                hex::encode(h.finalize())
-            }
-        })
-    }
 }
 
 /// The client's address, for per-client limits (absent when the router runs without a

@@ -16,6 +16,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::assign::boot::{BootError, BootScript, boot_script};
+use crate::assign::check::{CheckError, check};
 use crate::assign::{AssignError, Assignment, MacAddr, MachineRecord};
 use crate::factory::service::FactoryError;
 
@@ -262,8 +263,7 @@ pub async fn delete_default(State(state): State<AppState>) -> Result<Response, A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Decodes and checks an assignment body: syntax, then that the factory knows the schematic
-/// and serves the version for that platform and architecture.
+/// Decodes an assignment body and checks it ([`crate::assign::check`]).
 async fn checked_assignment(
     state: &AppState,
     headers: &HeaderMap,
@@ -281,24 +281,11 @@ async fn checked_assignment(
     }
     let assignment: Assignment = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid assignment: {e}")))?;
-    assignment
-        .validate()
-        .map_err(|e| ApiError::bad_request(format!("invalid assignment: {e}")))?;
-    let arch = assignment.arch.as_deref().unwrap_or("amd64");
-    let path = format!("cmdline-{}-{arch}", assignment.platform);
-    match state
-        .factory
-        .resolve(&assignment.schematic, &assignment.version, &path)
-        .await
-    {
-        Ok(_) => Ok(assignment),
-        Err(
-            e @ (FactoryError::SchematicNotFound(_)
-            | FactoryError::VersionNotAvailable(_)
-            | FactoryError::BadPath(_)
-            | FactoryError::UnknownPlatform(_)
-            | FactoryError::BadVersion(_)),
-        ) => Err(ApiError::bad_request(format!("invalid assignment: {e}"))),
-        Err(e) => Err(e.into()),
+    match check(&state.factory, &assignment).await {
+        Ok(()) => Ok(assignment),
+        Err(e @ (CheckError::Invalid(_) | CheckError::Refused { .. })) => {
+            Err(ApiError::bad_request(format!("invalid assignment: {e}")))
+        }
+        Err(CheckError::Unchecked(e)) => Err(e.into()),
     }
 }

@@ -1,0 +1,58 @@
+//! The one check an assignment passes before it is stored, whoever sets it: the admin API
+//! (`PUT /api/v1/machines/{mac}`, `PUT /api/v1/default`) and the assignments file.
+//!
+//! First the assignment on its own ([`Assignment::validate`]: schematic ID syntax, version
+//! syntax, platform and architecture names, kernel arguments), then against the factory, the
+//! way a boot would use it: the schematic exists, the version is served, the platform is one
+//! Talos knows — i.e. the `cmdline-<platform>-<arch>` asset of the assignment resolves.
+
+use super::Assignment;
+use super::model::InvalidAssignment;
+use crate::factory::service::{Factory, FactoryError};
+
+/// Why an assignment was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// The assignment is malformed.
+    #[error(transparent)]
+    Invalid(#[from] InvalidAssignment),
+    /// The factory refuses what it names (unknown schematic, version not served, unknown
+    /// platform); `field` is the assignment field at fault.
+    #[error("{error}")]
+    Refused {
+        /// `schematic`, `version` or `platform`.
+        field: &'static str,
+        /// The factory's answer, worded like upstream's.
+        error: FactoryError,
+    },
+    /// The check itself could not be made (an upstream is unavailable, the store failed).
+    #[error(transparent)]
+    Unchecked(FactoryError),
+}
+
+/// Checks `a` on its own and against `factory`.
+pub async fn check(factory: &Factory, a: &Assignment) -> Result<(), CheckError> {
+    a.validate()?;
+    let arch = a.arch.as_deref().unwrap_or("amd64");
+    let path = format!("cmdline-{}-{arch}", a.platform);
+    match factory.resolve(&a.schematic, &a.version, &path).await {
+        Ok(_) => Ok(()),
+        Err(error) => Err(match error {
+            FactoryError::SchematicNotFound(_) => CheckError::Refused {
+                field: "schematic",
+                error,
+            },
+            FactoryError::VersionNotAvailable(_) | FactoryError::BadVersion(_) => {
+                CheckError::Refused {
+                    field: "version",
+                    error,
+                }
+            }
+            FactoryError::BadPath(_) | FactoryError::UnknownPlatform(_) => CheckError::Refused {
+                field: "platform",
+                error,
+            },
+            other => CheckError::Unchecked(other),
+        }),
+    }
+}
