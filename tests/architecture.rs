@@ -1,0 +1,352 @@
+//! Checks the invariants `ARCHITECTURE.md` lists under "Invariants": the layering of the
+//! crate's top-level modules, what `http` may do, and where test support lives. Plain Rust over
+//! the source text (no dependencies), so it runs with every `cargo test`.
+//!
+//! How module dependencies are found: every `crate::<module>` path (also inside
+//! `use crate::{a, b::c}` groups) and every `super::` chain that climbs to the crate root, in
+//! code with comments removed. A file's top-level module is its first path component under
+//! `src/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// The layers, lowest first. A module may import only modules of a strictly lower layer, so
+/// the graph has no cycles and a layer never reaches up. Keep in sync with ARCHITECTURE.md.
+const LAYERS: &[(&str, &[&str])] = &[
+    (
+        "leaves",
+        &[
+            "contained",
+            "file_response",
+            "formats",
+            "gocompat",
+            "ipxe",
+            "limits",
+            "metrics",
+            "ratelimit",
+            "store",
+            "systemd",
+        ],
+    ),
+    ("version", &["version"]),
+    ("formats and protocols", &["dhcp", "oci", "schematic", "tftp"]),
+    ("configuration", &["config"]),
+    ("configured plumbing", &["logging", "tls", "upstream"]),
+    ("factory", &["factory"]),
+    ("services on the factory", &["assign", "registry"]),
+    ("network boot", &["netboot"]),
+    ("http", &["http"]),
+    ("server", &["server"]),
+    ("cli", &["cli"]),
+    ("test support", &["fixture", "fuzzing"]),
+];
+
+/// Modules only tests, benches and fuzzing may use; the library itself never imports them.
+const TEST_SUPPORT: &[(&str, &str)] = &[("fixture", "fixture"), ("fuzzing", "fuzzing")];
+
+/// What handlers must not do themselves (the owning service module does it).
+const HTTP_FORBIDDEN: &[&str] = &[
+    "std::fs",
+    "tokio::fs",
+    "sha2::",
+    "std::process",
+    "tokio::process",
+    "serde_yaml::",
+    "sled::",
+];
+
+fn src() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("src")
+}
+
+fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// The source with `//` comments (line and doc) and `/* */` blocks removed. String literals
+/// are kept; a `//` inside one (a URL) cuts the rest of that line, which is harmless here.
+fn code_only(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut in_block = false;
+    for line in text.lines() {
+        let mut line = line;
+        if in_block {
+            match line.find("*/") {
+                Some(i) => {
+                    line = &line[i + 2..];
+                    in_block = false;
+                }
+                None => {
+                    out.push('\n');
+                    continue;
+                }
+            }
+        }
+        if let Some(i) = line.find("/*")
+            && !line[..i].contains("//")
+        {
+            in_block = !line[i..].contains("*/");
+            line = &line[..i];
+        }
+        let code = match line.find("//") {
+            Some(i) => &line[..i],
+            None => line,
+        };
+        out.push_str(code);
+        out.push('\n');
+    }
+    out
+}
+
+/// The module path of a file under `src/` (`["factory", "initramfs", "squash"]`);
+/// `mod.rs` and `lib.rs` name their directory.
+fn module_path(file: &Path) -> Vec<String> {
+    let rel = file.strip_prefix(src()).unwrap();
+    let mut parts: Vec<String> = rel
+        .components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect();
+    let last = parts.pop().unwrap();
+    let stem = last.trim_end_matches(".rs");
+    if stem != "mod" && stem != "lib" && stem != "main" {
+        parts.push(stem.to_string());
+    }
+    parts
+}
+
+fn is_ident_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '_'
+}
+
+/// The crate-level modules a piece of code names.
+fn crate_modules(code: &str, depth: usize) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let mut prefixes = vec!["crate::".to_string()];
+    if depth > 0 {
+        prefixes.push("super::".repeat(depth));
+    }
+    for prefix in &prefixes {
+        let mut rest = code;
+        while let Some(i) = rest.find(prefix.as_str()) {
+            let before = rest[..i].chars().next_back();
+            rest = &rest[i + prefix.len()..];
+            if before.is_some_and(|c| is_ident_char(c) || c == ':') {
+                continue;
+            }
+            if let Some(group) = rest.strip_prefix('{') {
+                let end = matching_brace(group);
+                for item in split_top_level(&group[..end]) {
+                    let name: String = item.trim().chars().take_while(|&c| is_ident_char(c)).collect();
+                    if !name.is_empty() {
+                        found.insert(name);
+                    }
+                }
+            } else {
+                let name: String = rest.chars().take_while(|&c| is_ident_char(c)).collect();
+                if !name.is_empty() {
+                    found.insert(name);
+                }
+            }
+        }
+    }
+    found.remove("self");
+    found.remove("super");
+    found
+}
+
+fn matching_brace(s: &str) -> usize {
+    let mut depth = 1;
+    for (i, c) in s.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => {
+                depth -= 1;
+                if depth == 0 {
+                    return i;
+                }
+            }
+            _ => {}
+        }
+    }
+    s.len()
+}
+
+fn split_top_level(s: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let (mut depth, mut start) = (0, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&s[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&s[start..]);
+    parts
+}
+
+/// `module -> (modules it imports -> one file that does)`.
+fn dependency_graph() -> BTreeMap<String, BTreeMap<String, PathBuf>> {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut graph: BTreeMap<String, BTreeMap<String, PathBuf>> = BTreeMap::new();
+    for file in files {
+        let path = module_path(&file);
+        let Some(top) = path.first().cloned() else {
+            continue; // lib.rs, main.rs
+        };
+        if top == "bin" {
+            continue; // separate binaries, not part of the library's layering
+        }
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        for dep in crate_modules(&code, path.len()) {
+            if dep != top {
+                graph
+                    .entry(top.clone())
+                    .or_default()
+                    .entry(dep)
+                    .or_insert_with(|| file.clone());
+            }
+        }
+    }
+    graph
+}
+
+fn layer_of(module: &str) -> Option<usize> {
+    LAYERS
+        .iter()
+        .position(|(_, modules)| modules.contains(&module))
+}
+
+#[test]
+fn every_top_level_module_has_a_layer() {
+    let mut missing = Vec::new();
+    for entry in std::fs::read_dir(src()).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let module = name.trim_end_matches(".rs");
+        if ["lib", "main", "bin"].contains(&module) {
+            continue;
+        }
+        if layer_of(module).is_none() {
+            missing.push(module.to_string());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "modules with no layer in tests/architecture.rs (and ARCHITECTURE.md, Invariants): {missing:?}"
+    );
+}
+
+#[test]
+fn modules_import_only_lower_layers() {
+    let mut violations = Vec::new();
+    for (module, deps) in dependency_graph() {
+        let Some(own) = layer_of(&module) else {
+            continue; // reported by every_top_level_module_has_a_layer
+        };
+        for (dep, file) in deps {
+            match layer_of(&dep) {
+                // Items of the crate root (`crate::init_crypto`).
+                None => {}
+                Some(layer) if layer < own => {}
+                Some(layer) => violations.push(format!(
+                    "{module} ({}) imports {dep} ({}) in {}",
+                    LAYERS[own].0,
+                    LAYERS[layer].0,
+                    file.strip_prefix(src()).unwrap().display()
+                )),
+            }
+        }
+    }
+    assert!(
+        violations.is_empty(),
+        "layering broken (a module may import only lower layers; ARCHITECTURE.md, Invariants):\n{}",
+        violations.join("\n")
+    );
+}
+
+#[test]
+fn test_support_is_feature_gated_and_unused_by_the_library() {
+    let lib = std::fs::read_to_string(src().join("lib.rs")).unwrap();
+    for (module, feature) in TEST_SUPPORT {
+        let gated = format!("#[cfg(feature = \"{feature}\")]\npub mod {module};");
+        assert!(
+            lib.contains(&gated),
+            "src/lib.rs must declare `{module}` only with feature `{feature}`"
+        );
+    }
+    for (module, deps) in dependency_graph() {
+        if TEST_SUPPORT.iter().any(|(m, _)| *m == module) {
+            continue;
+        }
+        for (m, _) in TEST_SUPPORT {
+            assert!(
+                !deps.contains_key(*m),
+                "{module} imports test support `{m}` ({})",
+                deps[*m].display()
+            );
+        }
+    }
+}
+
+#[test]
+fn http_holds_routing_extraction_and_response_mapping_only() {
+    let mut files = Vec::new();
+    rust_files(&src().join("http"), &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        let code = code_only(&std::fs::read_to_string(&file).unwrap());
+        for needle in HTTP_FORBIDDEN {
+            let used = code.match_indices(needle).any(|(i, _)| {
+                !code[..i]
+                    .chars()
+                    .next_back()
+                    .is_some_and(|c| is_ident_char(c) || c == ':')
+            });
+            if used {
+                found.push(format!(
+                    "{} uses {needle}",
+                    file.strip_prefix(src()).unwrap().display()
+                ));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "http handlers do file, process, hashing or database work themselves; move it to the \
+         service module that owns it (ARCHITECTURE.md, Invariants):\n{}",
+        found.join("\n")
+    );
+}
+
+/// The checker itself: it must see the imports it claims to see.
+#[test]
+fn the_import_scanner_finds_paths_groups_and_super_chains() {
+    let code = code_only(
+        "use crate::{store::Store, oci::{a, b}, version};\n\
+         // use crate::commented_out;\n\
+         let x = crate::limits::fd();\n\
+         use super::super::config::Config;\n\
+         fn f() -> mycrate::other {}\n",
+    );
+    let deps = crate_modules(&code, 2);
+    let want: BTreeSet<String> = ["store", "oci", "version", "limits", "config"]
+        .into_iter()
+        .map(String::from)
+        .collect();
+    assert_eq!(deps, want);
+    // One `super::` from a nested file stays inside its own top-level module.
+    assert!(crate_modules("use super::config;", 2).is_empty());
+}
