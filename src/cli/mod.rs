@@ -1,17 +1,56 @@
-//! The command line: `bootfactory serve`, `bootfactory schematic …`, `bootfactory config show`.
+//! The command line: nouns with verbs, one file per command group.
+//!
+//! ```text
+//! bootfactory serve                          run the appliance (HTTP factory API, registry
+//!                                            mirror, boot scripts, PXE when configured)
+//! bootfactory config show [--reveal-secrets] the effective configuration (secrets redacted)
+//! bootfactory config keys                    every key with its flag and BOOTFACTORY_* variable
+//! bootfactory schematic id [FILE|-]          a schematic's ID (Image Factory's)
+//! bootfactory schematic canonical [FILE|-]   the canonical YAML the ID is the SHA-256 of
+//! bootfactory mirror import|export|pull|list air-gap bundles and prefetching (opens the store)
+//! bootfactory store verify [--rebuild-index] re-hash every blob (opens the store)
+//! bootfactory store gc [--dry-run]           delete unreferenced blobs (opens the store)
+//! bootfactory machine assign|unassign|list   per-MAC assignments (the running server's admin API)
+//! ```
+//!
+//! | File | Commands |
+//! |------|----------|
+//! | `serve.rs` | `serve` |
+//! | `config.rs` | `config show`, `config keys` |
+//! | `schematic.rs` | `schematic id`, `schematic canonical` |
+//! | `mirror.rs` | `mirror import`, `mirror export`, `mirror pull`, `mirror list` |
+//! | `store.rs` | `store verify`, `store gc` |
+//! | `machine.rs` | `machine assign`, `machine unassign`, `machine list` (and the old spellings) |
+//! | `flags.rs` | configuration flags and the overrides they make |
 //!
 //! Configuration flags are generated from [`crate::config::keys::KEYS`], so every config key
-//! has a `--flag` and a `BOOTFACTORY_*` variable without hand-written plumbing.
+//! has a `--flag` and a `BOOTFACTORY_*` variable without hand-written plumbing. `serve` and
+//! `config` take (and `--help` lists) all of them; the other commands take only the few they
+//! use (see [`flags`]). Every `BOOTFACTORY_*` variable applies to every command that loads
+//! the configuration, and for compatibility every flag is still accepted, unlisted, before the
+//! subcommand (`bootfactory --data-dir D mirror list`).
+//!
+//! Old spellings kept for one release as hidden subcommands (they print a note on stderr):
+//! `assign` → `machine assign`, `unassign` → `machine unassign`, `machines` → `machine list`.
+//!
+//! Commands that open the data directory themselves (`mirror`, `store`) take the store's
+//! lock, so they refuse to run while `bootfactory serve` uses the same directory.
 
-use std::io::Read;
-use std::path::PathBuf;
+mod config;
+mod flags;
+mod machine;
+mod mirror;
+mod schematic;
+mod serve;
+mod store;
+
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::Context;
-use clap::parser::ValueSource;
-use clap::{Arg, ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::config::{Config, Override, keys};
+use crate::config::Config;
+use flags::Keys;
 
 /// `bootfactory --version`: version, commit, linkage and capabilities.
 pub const VERSION: &str = concat!(
@@ -40,7 +79,8 @@ Quick start:
   bootfactory schematic id schematics/example.yaml
 
 Every configuration key can be set in a YAML file (--config), an environment variable
-(BOOTFACTORY_*), or a flag; flags win over variables, variables over the file.";
+(BOOTFACTORY_*), or a flag; flags win over variables, variables over the file.
+`bootfactory serve --help` lists the flags, `bootfactory config keys` the keys and variables.";
 
 #[derive(Parser, Debug)]
 #[command(name = "bootfactory", version = VERSION, about = ABOUT, long_about = LONG_ABOUT)]
@@ -57,186 +97,60 @@ struct Cli {
 enum Command {
     /// Run the appliance: HTTP factory API (and network-boot services when configured).
     Serve,
-    /// Work with schematics offline.
-    #[command(subcommand)]
-    Schematic(SchematicCommand),
     /// Inspect the configuration.
     #[command(subcommand)]
-    Config(ConfigCommand),
+    Config(config::ConfigCommand),
+    /// Work with schematics offline.
+    #[command(subcommand)]
+    Schematic(schematic::SchematicCommand),
     /// Manage the image store: import and export air-gap bundles, prefetch, list.
     ///
     /// These commands open the data directory directly; stop a running `bootfactory serve` on
     /// the same directory first.
     #[command(subcommand)]
-    Mirror(MirrorCommand),
-    /// Check the store (stop a running `bootfactory serve` on the same directory first).
+    Mirror(mirror::MirrorCommand),
+    /// Check the store and reclaim space (stop a running `bootfactory serve` on the same
+    /// directory first).
     #[command(subcommand)]
-    Store(StoreCommand),
-    /// Assign what a machine boots (talks to the running server's admin API).
-    Assign(AssignArgs),
-    /// Remove a machine's assignment (admin API).
-    Unassign {
-        /// The machine's MAC address (52:54:00:12:34:56).
-        mac: String,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
-    /// List assigned machines and every machine that asked to boot (admin API).
-    Machines {
-        /// Print the API's JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-        #[command(flatten)]
-        server: ServerArgs,
-    },
+    Store(store::StoreCommand),
+    /// Assign what machines boot and list them (talks to the running server's admin API).
+    #[command(subcommand)]
+    Machine(machine::MachineCommand),
+    /// Old spelling of `machine assign`.
+    #[command(hide = true)]
+    Assign(machine::AssignArgs),
+    /// Old spelling of `machine unassign`.
+    #[command(hide = true)]
+    Unassign(machine::UnassignArgs),
+    /// Old spelling of `machine list`.
+    #[command(hide = true)]
+    Machines(machine::ListArgs),
 }
 
-/// Where the admin API is and how to authenticate.
-#[derive(clap::Args, Debug)]
-struct ServerArgs {
-    /// The running server's URL (default: http.externalURL, else from http.listen).
-    #[arg(long, value_name = "URL")]
-    server: Option<String>,
-    /// Admin token (default: api.adminToken, else <data-dir>/admin-token).
-    #[arg(
-        long,
-        env = "BOOTFACTORY_ADMIN_TOKEN",
-        value_name = "TOKEN",
-        hide_env_values = true
-    )]
-    token: Option<String>,
-}
-
-#[derive(clap::Args, Debug)]
-struct AssignArgs {
-    /// The machine's MAC address (52:54:00:12:34:56), or `default` for unassigned machines.
-    mac: String,
-    /// Schematic ID.
-    #[arg(long)]
-    schematic: String,
-    /// Talos version (v1.9.0).
-    #[arg(long)]
-    version: String,
-    /// Platform.
-    #[arg(long, default_value = "metal")]
-    platform: String,
-    /// amd64 or arm64 (default: what the firmware reports).
-    #[arg(long)]
-    arch: Option<String>,
-    /// A kernel argument to append (repeatable).
-    #[arg(long = "extra-kernel-arg", value_name = "ARG")]
-    extra_kernel_args: Vec<String>,
-    /// A label KEY=VALUE (repeatable).
-    #[arg(long = "label", value_name = "KEY=VALUE")]
-    labels: Vec<String>,
-    #[command(flatten)]
-    server: ServerArgs,
-}
-
-#[derive(Subcommand, Debug)]
-enum MirrorCommand {
-    /// Import an OCI image layout (directory, or tar/tar.gz/tar.zst of one) into the store.
-    ///
-    /// Accepts what `skopeo copy … oci:DIR` / `oci-archive:FILE`, `talosctl image
-    /// cache-create`, crane and oras write. Images are recorded under the names in the
-    /// layout's index.json (`org.opencontainers.image.ref.name` or `io.containerd.image.name`);
-    /// entries that carry only a tag need --name. Restartable: blobs already stored are
-    /// skipped, and an image is only listed once all its blobs are in.
-    Import {
-        /// Layout directory or archive.
-        path: PathBuf,
-        /// Repository for entries that name only a tag, e.g. ghcr.io/siderolabs/imager.
-        #[arg(long, value_name = "REGISTRY/REPOSITORY")]
-        name: Option<String>,
-    },
-    /// Write stored images to a tar of an OCI image layout (for another site's import).
-    Export {
-        /// Output file (written atomically).
-        #[arg(long, short)]
-        out: PathBuf,
-        /// Images, e.g. ghcr.io/siderolabs/imager:v1.11.6 (missing content is pulled first
-        /// unless offline).
-        #[arg(required = true, value_name = "IMAGE")]
-        images: Vec<String>,
-    },
-    /// Prefetch images (all platforms) from their upstream registries into the store.
-    Pull {
-        /// Images, e.g. ghcr.io/siderolabs/installer:v1.11.6.
-        #[arg(required = true, value_name = "IMAGE")]
-        images: Vec<String>,
-    },
-    /// List stored images with their sizes.
-    List {
-        /// Print JSON instead of a table.
-        #[arg(long)]
-        json: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum StoreCommand {
-    /// Re-hash every blob against its digest; corrupt ones are quarantined, missing ones
-    /// dropped from the index. Exits non-zero if any was found.
-    Verify {
-        /// Rebuild a lost or replaced index.sled from the blob files: every blob is re-hashed
-        /// and indexed, schematics are recovered from their content; image names and built
-        /// assets cannot be (re-run `mirror import`; assets are rebuilt on demand).
-        #[arg(long)]
-        rebuild_index: bool,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum SchematicCommand {
-    /// Print the schematic ID of a YAML/JSON schematic file (`-` or nothing reads stdin).
-    ///
-    /// The ID is the same one Sidero's Image Factory computes for the same schematic.
-    Id {
-        /// Schematic file, or `-` for standard input.
-        #[arg(value_name = "FILE|-")]
-        file: Option<PathBuf>,
-    },
-    /// Print the canonical YAML of a schematic (the bytes its ID is the SHA-256 of).
-    Canonical {
-        /// Schematic file, or `-` for standard input.
-        #[arg(value_name = "FILE|-")]
-        file: Option<PathBuf>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum ConfigCommand {
-    /// Print the effective configuration (defaults, file, environment and flags merged).
-    Show,
-    /// List every configuration key with its flag and environment variable.
-    Keys,
-}
-
-/// Builds the full clap command, including one flag per configuration key.
+/// Builds the full clap command, with each command's configuration flags.
 pub fn command() -> clap::Command {
-    let mut cmd = Cli::command();
-    for spec in keys::KEYS {
-        let mut arg = Arg::new(spec.key)
-            .long(spec.flag)
-            .env(spec.env())
-            .value_name("VALUE")
-            .help(spec.help)
-            .global(true)
-            .help_heading("Configuration (flag > BOOTFACTORY_* env > --config file)");
-        if matches!(
-            keys::default_value(spec.key),
-            Some(serde_yaml::Value::Bool(_))
-        ) {
-            // `--offline` alone means true; `--offline=false` turns it off.
-            arg = arg
-                .value_name("BOOL")
-                .num_args(0..=1)
-                .require_equals(true)
-                .default_missing_value("true");
-        }
-        cmd = cmd.arg(arg);
-    }
-    cmd
+    // Hidden on the top level: the flags' old position (before the subcommand) and their
+    // BOOTFACTORY_* variables for every command.
+    let cmd = flags::add(Cli::command(), Keys::All, flags::Show::Hidden);
+    cmd.mut_subcommand("serve", |c| flags::add(c, Keys::All, flags::Show::Listed))
+        .mut_subcommand("config", |c| flags::add(c, Keys::All, flags::Show::Listed))
+        .mut_subcommand("mirror", |c| {
+            flags::add(c, Keys::Only(flags::MIRROR_KEYS), flags::Show::Listed)
+        })
+        .mut_subcommand("store", |c| {
+            flags::add(c, Keys::Only(flags::STORE_KEYS), flags::Show::Listed)
+        })
+        .mut_subcommand("machine", |c| {
+            flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
+        })
+        // The old spellings accept every flag they accepted before, unlisted.
+        .mut_subcommand("assign", |c| flags::add(c, Keys::All, flags::Show::Hidden))
+        .mut_subcommand("unassign", |c| {
+            flags::add(c, Keys::All, flags::Show::Hidden)
+        })
+        .mut_subcommand("machines", |c| {
+            flags::add(c, Keys::All, flags::Show::Hidden)
+        })
 }
 
 /// Entry point used by `main`.
@@ -252,174 +166,58 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// What every command may need besides its own arguments.
+struct Context<'a> {
+    matches: &'a ArgMatches,
+    config_file: Option<&'a Path>,
+}
+
+impl Context<'_> {
+    /// The configuration: defaults, `--config` file, `BOOTFACTORY_*` variables and flags.
+    fn load_config(&self) -> anyhow::Result<Config> {
+        let overrides = flags::collect_overrides(self.matches);
+        Ok(Config::load(self.config_file, &overrides)?)
+    }
+}
+
 fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let cli = Cli::from_arg_matches(matches)?;
-    let load_config = || -> anyhow::Result<Config> {
-        let overrides = collect_overrides(matches);
-        Ok(Config::load(cli.config.as_deref(), &overrides)?)
+    let cx = Context {
+        matches,
+        config_file: cli.config.as_deref(),
     };
     match &cli.command {
-        Command::Serve => {
-            let config = load_config()?;
-            crate::logging::init(&config.log);
-            crate::limits::init_fd_budget();
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .thread_name("bootfactory")
-                .build()
-                .context("cannot start the async runtime")?;
-            runtime.block_on(async {
-                // Handlers first: a SIGTERM at any point from here on is a graceful stop.
-                let shutdown = crate::server::shutdown_signal();
-                let app = crate::server::App::open(config).await?;
-                app.run(shutdown).await
-            })?;
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Schematic(SchematicCommand::Id { file }) => {
-            let schematic = read_schematic(file.as_ref())?;
-            println!("{}", schematic.id());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Schematic(SchematicCommand::Canonical { file }) => {
-            let schematic = read_schematic(file.as_ref())?;
-            print!("{}", schematic.canonical_yaml());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Config(ConfigCommand::Show) => {
-            print!("{}", load_config()?.to_yaml());
-            Ok(ExitCode::SUCCESS)
-        }
-        Command::Store(StoreCommand::Verify { rebuild_index }) => {
-            let config = load_config()?;
-            store_runtime(&config)?.block_on(store_verify(&config, *rebuild_index))
-        }
-        Command::Mirror(cmd) => {
-            let config = load_config()?;
-            store_runtime(&config)?.block_on(mirror_command(config, cmd))
-        }
+        Command::Serve => serve::run(&cx),
+        Command::Config(cmd) => config::run(&cx, cmd),
+        Command::Schematic(cmd) => schematic::run(cmd),
+        Command::Mirror(cmd) => mirror::run(&cx, cmd),
+        Command::Store(cmd) => store::run(&cx, cmd),
+        Command::Machine(cmd) => machine::run(&cx, cmd),
         Command::Assign(args) => {
-            let config = load_config()?;
-            admin_command(&config, &args.server, |client| async move {
-                let mut labels = std::collections::BTreeMap::new();
-                for l in &args.labels {
-                    let (k, v) = l
-                        .split_once('=')
-                        .ok_or_else(|| anyhow::anyhow!("--label {l:?}: write KEY=VALUE"))?;
-                    labels.insert(k.to_string(), v.to_string());
-                }
-                let assignment = crate::assign::Assignment {
-                    schematic: args.schematic.clone(),
-                    version: args.version.clone(),
-                    platform: args.platform.clone(),
-                    arch: args.arch.clone(),
-                    extra_kernel_args: args.extra_kernel_args.clone(),
-                    labels,
-                };
-                assignment.validate()?;
-                let answer = if args.mac == "default" {
-                    client.set_default(&assignment).await?
-                } else {
-                    let mac: crate::assign::MacAddr = args.mac.parse()?;
-                    client.assign(mac, &assignment).await?
-                };
-                println!("{}", serde_json::to_string_pretty(&answer)?);
-                Ok(())
-            })
+            deprecated("assign", "machine assign");
+            machine::assign(&cx, args)
         }
-        Command::Unassign { mac, server } => {
-            let config = load_config()?;
-            let mac: crate::assign::MacAddr = mac.parse()?;
-            admin_command(&config, server, |client| async move {
-                client.unassign(mac).await?;
-                println!("{mac}: assignment removed");
-                Ok(())
-            })
+        Command::Unassign(args) => {
+            deprecated("unassign", "machine unassign");
+            machine::unassign(&cx, args)
         }
-        Command::Machines { json, server } => {
-            let config = load_config()?;
-            admin_command(&config, server, |client| async move {
-                let list = client.machines().await?;
-                if *json {
-                    println!("{}", serde_json::to_string_pretty(&list)?);
-                } else {
-                    print!("{}", crate::assign::client::machines_table(&list));
-                }
-                Ok(())
-            })
-        }
-        Command::Config(ConfigCommand::Keys) => {
-            for spec in keys::KEYS {
-                println!(
-                    "{:<28} --{:<30} {}\n    {}",
-                    spec.key,
-                    spec.flag,
-                    spec.env(),
-                    spec.help
-                );
-            }
-            Ok(ExitCode::SUCCESS)
+        Command::Machines(args) => {
+            deprecated("machines", "machine list");
+            machine::list(&cx, args)
         }
     }
 }
 
-/// Runs `f` with an admin API client built from `--server`/`--token` and the configuration.
-fn admin_command<'a, F, Fut>(config: &Config, server: &ServerArgs, f: F) -> anyhow::Result<ExitCode>
-where
-    F: FnOnce(crate::assign::client::AdminClient) -> Fut + 'a,
-    Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
-{
-    let base = server
-        .server
-        .clone()
-        .unwrap_or_else(|| config.external_url());
-    let token = match &server.token {
-        Some(t) => t.clone(),
-        None => crate::assign::token::read(&config.api.admin_token, &config.admin_token_path())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no admin token: pass --token, set api.adminToken, or run where {} is readable",
-                    config.admin_token_path().display()
-                )
-            })?,
-    };
-    let client = crate::assign::client::AdminClient::new(&base, &token)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(f(client))?;
-    Ok(ExitCode::SUCCESS)
+/// The note an old spelling prints (on stderr, so scripts reading stdout are unaffected).
+fn deprecated(old: &str, new: &str) {
+    eprintln!(
+        "bootfactory: `bootfactory {old}` is deprecated and goes away in the next release; use `bootfactory {new}`"
+    );
 }
 
-/// A terminal progress bar for long store operations (hidden when stderr is not a terminal).
-struct Bar(indicatif::ProgressBar);
-
-impl Bar {
-    fn new(prefix: &str) -> Bar {
-        let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(prefix.to_string());
-        Bar(bar)
-    }
-}
-
-impl crate::upstream::bundle::Progress for Bar {
-    fn set_total(&self, bytes: u64) {
-        self.0.set_length(bytes);
-    }
-    fn advance(&self, bytes: u64) {
-        self.0.inc(bytes);
-    }
-    fn message(&self, text: &str) {
-        self.0.println(text);
-    }
+/// A size for people and for scripts: `1.50 MiB (1572864 bytes)`.
+fn sized(bytes: u64) -> String {
+    format!("{} ({bytes} bytes)", human_bytes(bytes))
 }
 
 fn human_bytes(n: u64) -> String {
@@ -429,6 +227,7 @@ fn human_bytes(n: u64) -> String {
 /// Logging (warnings only, progress goes to the terminal) and a runtime for the commands that
 /// open the data directory themselves (`mirror`, `store`).
 fn store_runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
+    use anyhow::Context as _;
     crate::logging::init(&crate::config::LogConfig {
         level: "warn".into(),
         ..config.log.clone()
@@ -437,250 +236,6 @@ fn store_runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-async fn store_verify(config: &Config, rebuild_index: bool) -> anyhow::Result<ExitCode> {
-    use crate::store::Store;
-    let dir = &config.data_dir;
-    if rebuild_index {
-        let store = Store::open_for_rebuild(dir)
-            .with_context(|| format!("cannot open the store in {}", dir.display()))?;
-        let rebuild = {
-            let store = store.clone();
-            tokio::task::spawn_blocking(move || store.rebuild_index()).await??
-        };
-        let schematics = crate::schematic::SchematicStore::new(store.clone())
-            .recover_refs()
-            .await?;
-        store.flush().await?;
-        println!(
-            "re-indexed {} blobs ({} new to the index, {}), {} quarantined, {} files ignored",
-            rebuild.indexed,
-            rebuild.added,
-            human_bytes(rebuild.bytes),
-            rebuild.quarantined.len(),
-            rebuild.ignored.len()
-        );
-        for q in &rebuild.quarantined {
-            eprintln!("quarantined: {q} (content does not match its name)");
-        }
-        println!("recovered {schematics} schematics");
-        println!(
-            "image names and built assets are not recoverable from content: re-run `bootfactory mirror import` for your bundles (stored blobs are not copied again); assets are rebuilt on demand"
-        );
-        return Ok(ExitCode::SUCCESS);
-    }
-    let store =
-        Store::open(dir).with_context(|| format!("cannot open the store in {}", dir.display()))?;
-    let report = store.verify_all().await?;
-    println!(
-        "checked {} blobs ({} hashed): {} ok, {} corrupt (quarantined), {} missing, {} errors",
-        report.checked,
-        human_bytes(report.bytes_hashed),
-        report.ok,
-        report.corrupt.len(),
-        report.missing.len(),
-        report.errors.len()
-    );
-    for c in &report.corrupt {
-        eprintln!("corrupt: {} (content hashes to {})", c.digest, c.actual);
-    }
-    for m in &report.missing {
-        eprintln!("missing: {m}");
-    }
-    for (d, e) in &report.errors {
-        eprintln!("error: {d}: {e}");
-    }
-    let clean = report.corrupt.is_empty() && report.missing.is_empty() && report.errors.is_empty();
-    Ok(if clean {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-async fn mirror_command(config: Config, cmd: &MirrorCommand) -> anyhow::Result<ExitCode> {
-    use crate::oci::ImageRef;
-    use crate::upstream::bundle;
-    use crate::upstream::mirror::{PullProgress, Requester};
-
-    let app = crate::server::App::open(config).await?;
-    let mirror = app.state.mirror.clone();
-    let catalog = mirror.catalog().clone();
-    match cmd {
-        MirrorCommand::Import { path, name } => {
-            let name = match name {
-                Some(n) => {
-                    let r: ImageRef = n.parse().with_context(|| format!("invalid --name {n:?}"))?;
-                    if r.tag.is_some() || r.digest.is_some() {
-                        anyhow::bail!(
-                            "--name takes a repository without tag or digest, e.g. ghcr.io/siderolabs/imager"
-                        );
-                    }
-                    Some(r.name)
-                }
-                None => None,
-            };
-            let bar = Bar::new("import");
-            let report = bundle::import(&catalog, path, name.as_ref(), &bar).await;
-            bar.0.finish_and_clear();
-            let report = report.with_context(|| format!("cannot import {}", path.display()))?;
-            catalog.store().flush().await?;
-            for image in &report.images {
-                println!("imported {} {}", image.reference, image.digest);
-            }
-            for skipped in &report.skipped {
-                eprintln!("skipped: {skipped}");
-            }
-            println!(
-                "{} images; {} blobs written ({}), {} already present",
-                report.images.len(),
-                report.blobs_written,
-                human_bytes(report.bytes_written),
-                report.blobs_skipped
-            );
-            Ok(if report.images.is_empty() {
-                ExitCode::FAILURE
-            } else {
-                ExitCode::SUCCESS
-            })
-        }
-        MirrorCommand::Export { out, images } => {
-            let mut roots = Vec::new();
-            for text in images {
-                let r: ImageRef = text
-                    .parse()
-                    .with_context(|| format!("invalid image {text:?}"))?;
-                let report = mirror
-                    .pull(&r, Requester::Internal, &|_| {})
-                    .await
-                    .with_context(|| format!("cannot export {r}"))?;
-                roots.push((r, report.digest.expect("pull reports the root")));
-            }
-            let bar = Bar::new("export");
-            let written = bundle::export(&catalog, &roots, out, &bar).await;
-            bar.0.finish_and_clear();
-            let written = written?;
-            println!(
-                "wrote {} ({} images, {} of blobs)",
-                out.display(),
-                roots.len(),
-                human_bytes(written)
-            );
-            Ok(ExitCode::SUCCESS)
-        }
-        MirrorCommand::Pull { images } => {
-            for text in images {
-                let r: ImageRef = text
-                    .parse()
-                    .with_context(|| format!("invalid image {text:?}"))?;
-                let bar = Bar::new("pull");
-                let progress = |p: PullProgress| match p {
-                    PullProgress::Planned { bytes, .. } => bar.0.set_length(bytes),
-                    PullProgress::BlobDone { size, .. } => bar.0.inc(size),
-                };
-                let report = mirror.pull(&r, Requester::Internal, &progress).await;
-                bar.0.finish_and_clear();
-                let report = report.with_context(|| format!("cannot pull {r}"))?;
-                println!(
-                    "pulled {r} {}: {} manifests, {} blobs fetched ({}), {} already stored",
-                    report.digest.map(|d| d.to_string()).unwrap_or_default(),
-                    report.manifests,
-                    report.blobs_fetched,
-                    human_bytes(report.bytes_fetched),
-                    report.blobs_cached
-                );
-            }
-            catalog.store().flush().await?;
-            Ok(ExitCode::SUCCESS)
-        }
-        MirrorCommand::List { json } => {
-            let entries = catalog.list()?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&entries)?);
-            } else {
-                println!("{:<70} {:>10}  DIGEST", "IMAGE", "SIZE");
-                for e in &entries {
-                    let partial = if e.missing_blobs > 0 {
-                        format!(" (partial: {} blobs missing)", e.missing_blobs)
-                    } else {
-                        String::new()
-                    };
-                    println!(
-                        "{:<70} {:>10}  {}{partial}",
-                        e.reference,
-                        human_bytes(e.stored_bytes),
-                        e.digest
-                    );
-                }
-                println!(
-                    "{} images, store total {}",
-                    entries.len(),
-                    human_bytes(catalog.store().total_size())
-                );
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-    }
-}
-
-/// Collects config overrides from the matched flags and environment variables, in key order.
-fn collect_overrides(matches: &ArgMatches) -> Vec<Override> {
-    let mut out = Vec::new();
-    for spec in keys::KEYS {
-        let (m, source) = match find_value(matches, spec.key) {
-            Some(found) => found,
-            None => continue,
-        };
-        if let Some(value) = m.get_one::<String>(spec.key) {
-            let source_name = match source {
-                ValueSource::EnvVariable => spec.env(),
-                _ => format!("--{}", spec.flag),
-            };
-            out.push(Override {
-                key: spec.key.to_string(),
-                value: value.clone(),
-                source_name,
-            });
-        }
-    }
-    out
-}
-
-/// Finds the deepest subcommand match that carries a value for `id` (global flags may be
-/// given before or after the subcommand).
-fn find_value<'a>(matches: &'a ArgMatches, id: &str) -> Option<(&'a ArgMatches, ValueSource)> {
-    let deeper = matches
-        .subcommand()
-        .and_then(|(_, sub)| find_value(sub, id));
-    if deeper.is_some() {
-        return deeper;
-    }
-    match matches.value_source(id) {
-        Some(ValueSource::DefaultValue) | None => None,
-        Some(source) => Some((matches, source)),
-    }
-}
-
-fn read_schematic(file: Option<&PathBuf>) -> anyhow::Result<crate::schematic::Schematic> {
-    let (name, bytes) = match file {
-        None => ("<stdin>".to_string(), read_stdin()?),
-        Some(p) if p.as_os_str() == "-" => ("<stdin>".to_string(), read_stdin()?),
-        Some(p) => (
-            p.display().to_string(),
-            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?,
-        ),
-    };
-    crate::schematic::parse(&bytes).with_context(|| format!("invalid schematic {name}"))
-}
-
-fn read_stdin() -> anyhow::Result<Vec<u8>> {
-    let mut buf = Vec::new();
-    std::io::stdin()
-        .take(crate::schematic::MAX_SCHEMATIC_BYTES as u64 + 1)
-        .read_to_end(&mut buf)
-        .context("cannot read standard input")?;
-    Ok(buf)
 }
 
 #[cfg(test)]
@@ -692,23 +247,26 @@ mod tests {
         command().debug_assert();
     }
 
+    fn help(args: &[&str]) -> String {
+        let mut cmd = command();
+        let mut path = args.iter();
+        let mut sub = &mut cmd;
+        for name in &mut path {
+            sub = sub.find_subcommand_mut(name).expect("subcommand");
+        }
+        sub.render_long_help().to_string()
+    }
+
     #[test]
-    fn flags_after_the_subcommand_become_overrides() {
-        let m = command()
-            .try_get_matches_from([
-                "bootfactory",
-                "serve",
-                "--data-dir",
-                "/x",
-                "--http-listen",
-                "127.0.0.1:1",
-            ])
-            .unwrap();
-        let o = collect_overrides(&m);
-        assert_eq!(o.len(), 2);
-        assert_eq!(o[0].key, "dataDir");
-        assert_eq!(o[0].value, "/x");
-        assert_eq!(o[0].source_name, "--data-dir");
-        assert_eq!(o[1].key, "http.listen");
+    fn configuration_flags_are_listed_where_they_are_used() {
+        let serve = help(&["serve"]);
+        assert!(serve.contains("--pxe-interfaces") && serve.contains("--http-listen"));
+        assert!(help(&["config"]).contains("--http-listen"));
+        let id = help(&["schematic", "id"]);
+        assert!(!id.contains("--pxe-") && !id.contains("--http-"), "{id}");
+        let gc = help(&["store"]);
+        assert!(gc.contains("--data-dir") && !gc.contains("--http-"), "{gc}");
+        let top = help(&[]);
+        assert!(!top.contains("--http-listen"), "{top}");
     }
 }
