@@ -378,6 +378,7 @@ async fn cli_assign_and_machines_use_the_running_server() {
     };
     let (ok, out, err) = tokio::task::spawn_blocking({
         let args = common(&[
+            "machine",
             "assign",
             MAC1,
             "--schematic",
@@ -394,7 +395,7 @@ async fn cli_assign_and_machines_use_the_running_server() {
     assert!(ok, "{out}{err}");
     assert!(out.contains("\"role\": \"cp\""), "{out}");
     let (ok, out, err) = tokio::task::spawn_blocking({
-        let args = common(&["machines"]);
+        let args = common(&["machine", "list"]);
         move || run(args)
     })
     .await
@@ -432,6 +433,16 @@ async fn cli_assign_and_machines_use_the_running_server() {
     .await
     .unwrap();
     assert!(!ok && err.contains("401"), "{err}");
+    // The old spellings (`assign` above, `machines` here) still work, with a note.
+    assert!(err.contains("use `bootfactory machine list`"), "{err}");
+    let (ok, out, err) = tokio::task::spawn_blocking({
+        let args = common(&["machine", "unassign", MAC1]);
+        move || run(args)
+    })
+    .await
+    .unwrap();
+    assert!(ok, "{err}");
+    assert!(out.contains("assignment removed"), "{out}");
     s.stop().await;
 }
 

@@ -189,3 +189,100 @@ fn serve_with_unwritable_data_dir_explains() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("--data-dir"), "{err}");
 }
+
+#[test]
+fn configuration_flags_are_listed_only_where_they_are_used() {
+    let help = |args: &[&str]| {
+        let out = bin().args(args).arg("--help").output().unwrap();
+        assert!(out.status.success(), "{args:?} --help");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let id = help(&["schematic", "id"]);
+    assert!(!id.contains("--pxe-") && !id.contains("--http-"), "{id}");
+    assert!(id.lines().count() < 40, "{id}");
+    let serve = help(&["serve"]);
+    assert!(
+        serve.contains("--pxe-interfaces") && serve.contains("--http-listen"),
+        "{serve}"
+    );
+    assert!(help(&["config", "show"]).contains("--http-listen"));
+    let gc = help(&["store", "gc"]);
+    assert!(
+        gc.contains("--data-dir") && gc.contains("--dry-run"),
+        "{gc}"
+    );
+    assert!(!gc.contains("--http-") && !gc.contains("--pxe-"), "{gc}");
+    let top = help(&[]);
+    for command in ["machine", "store", "mirror", "schematic", "config", "serve"] {
+        assert!(top.contains(&format!("  {command} ")), "{top}");
+    }
+    // The old spellings work but are not listed.
+    assert!(
+        !top.contains("  machines ") && !top.contains("  assign "),
+        "{top}"
+    );
+    assert!(help(&["machines"]).contains("--json"));
+
+    // Flags before the subcommand (their old place) and variables still apply.
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["config", "show"])
+        .env("BOOTFACTORY_HTTP_LISTEN", "127.0.0.1:3333")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        shown.contains(&format!("dataDir: {}", dir.path().display())),
+        "{shown}"
+    );
+    assert!(shown.contains("listen: 127.0.0.1:3333"), "{shown}");
+}
+
+#[test]
+fn config_show_redacts_secrets_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("config.yaml");
+    std::fs::write(
+        &cfg,
+        "api:\n  adminToken: file-admin-secret\nupstream:\n  registries:\n    ghcr.io:\n      username: robot\n      password: file-registry-password\n    registry.example:\n      token: file-registry-token\n",
+    )
+    .unwrap();
+    let show = |extra: &[&str]| {
+        let out = bin()
+            .args(["config", "show", "--config"])
+            .arg(&cfg)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let shown = show(&[]);
+    for secret in [
+        "file-admin-secret",
+        "file-registry-password",
+        "file-registry-token",
+    ] {
+        assert!(!shown.contains(secret), "{shown}");
+    }
+    assert_eq!(shown.matches("<redacted>").count(), 3, "{shown}");
+    assert!(shown.contains("username: robot"), "{shown}");
+    // A secret from a flag is redacted too.
+    assert!(!show(&["--api-admin-token", "flag-secret"]).contains("flag-secret"));
+
+    let revealed = show(&["--reveal-secrets"]);
+    for secret in [
+        "file-admin-secret",
+        "file-registry-password",
+        "file-registry-token",
+    ] {
+        assert!(revealed.contains(secret), "{revealed}");
+    }
+    assert!(!revealed.contains("<redacted>"), "{revealed}");
+}

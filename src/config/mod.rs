@@ -572,6 +572,9 @@ pub enum ConfigError {
     },
 }
 
+/// What [`Config::redacted`] shows instead of a secret.
+pub const REDACTED: &str = "<redacted>";
+
 /// One override from the command line or the environment.
 #[derive(Debug, Clone)]
 pub struct Override {
@@ -892,6 +895,23 @@ impl Config {
     pub fn to_yaml(&self) -> String {
         serde_yaml::to_string(self).unwrap_or_default()
     }
+
+    /// A copy with every secret that is set (`api.adminToken`, and each upstream registry's
+    /// `password` and `token`) replaced by [`REDACTED`], for showing the configuration.
+    pub fn redacted(&self) -> Config {
+        fn redact(secret: &mut String) {
+            if !secret.is_empty() {
+                *secret = REDACTED.to_string();
+            }
+        }
+        let mut config = self.clone();
+        redact(&mut config.api.admin_token);
+        for registry in config.upstream.registries.values_mut() {
+            redact(&mut registry.password);
+            redact(&mut registry.token);
+        }
+        config
+    }
 }
 
 /// Accepts only absolute `http://` or `https://` URLs with a host.
@@ -960,6 +980,29 @@ mod tests {
             value: value.into(),
             source_name: format!("--{}", keys::find(key).unwrap().flag),
         }
+    }
+
+    #[test]
+    fn redacted_hides_set_secrets_only() {
+        let c = Config::load(
+            None,
+            &[
+                ov("api.adminToken", "s3cret-admin"),
+                ov(
+                    "upstream.registries",
+                    "{ghcr.io: {username: me, password: pw1}, r.example: {token: tk1}, plain.example: {insecure: true}}",
+                ),
+            ],
+        )
+        .unwrap();
+        let shown = c.redacted().to_yaml();
+        for secret in ["s3cret-admin", "pw1", "tk1"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert_eq!(shown.matches(REDACTED).count(), 3, "{shown}");
+        assert!(shown.contains("username: me"), "{shown}");
+        assert_eq!(c.redacted().upstream.registries["plain.example"].token, "");
+        assert!(c.to_yaml().contains("s3cret-admin"));
     }
 
     #[test]

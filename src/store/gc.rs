@@ -86,11 +86,13 @@ impl Inner {
 
     /// The mark-and-sweep, run under the exclusive GC lock. Files to delete
     /// are appended to `trash` so they can be unlinked after the lock is
-    /// released.
+    /// released. With `dry_run`, nothing is moved or unindexed: the report
+    /// says what a real run would remove.
     fn gc_locked(
         &self,
         grace_ms: u64,
         orphan_candidates: Vec<Digest>,
+        dry_run: bool,
         trash: &mut Vec<PathBuf>,
     ) -> Result<GcReport> {
         let mut report = GcReport::default();
@@ -120,6 +122,11 @@ impl Inner {
             let Some(rec) = self.record(d)? else {
                 continue;
             };
+            if dry_run {
+                report.removed += 1;
+                report.freed_bytes += rec.size;
+                continue;
+            }
             match self.to_trash(d) {
                 Ok(Some((path, _))) => trash.push(path),
                 Ok(None) => {}
@@ -141,12 +148,22 @@ impl Inner {
             if self.blobs.contains_key(d.as_bytes())? {
                 continue;
             }
-            let age_ms = fs::metadata(self.blob_file(d))
-                .and_then(|m| m.modified())
+            let meta = fs::metadata(self.blob_file(d));
+            let age_ms = meta
+                .as_ref()
                 .ok()
+                .and_then(|m| m.modified().ok())
                 .and_then(|t| now_sys.duration_since(t).ok())
                 .map_or(0, |a| a.as_millis() as u64);
             if age_ms < grace_ms {
+                continue;
+            }
+            if dry_run {
+                if let Ok(m) = meta {
+                    report.removed += 1;
+                    report.orphans += 1;
+                    report.freed_bytes += m.len();
+                }
                 continue;
             }
             match self.to_trash(d) {
@@ -163,6 +180,9 @@ impl Inner {
             }
         }
 
+        if dry_run {
+            return Ok(report);
+        }
         // Drop children lists of parents that are neither live nor stored.
         for kv in self.children.iter() {
             let parent = decode_digest(&kv?.0)?;
@@ -173,8 +193,8 @@ impl Inner {
         Ok(report)
     }
 
-    /// See [`Store::gc`](super::Store::gc).
-    pub(crate) fn gc(&self, grace: Duration) -> Result<GcReport> {
+    /// See [`Store::gc`](super::Store::gc) and [`Store::gc_dry_run`](super::Store::gc_dry_run).
+    pub(crate) fn gc(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
         let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         // The directory walk can be slow; do it before taking the lock and
         // re-check each candidate under it.
@@ -182,7 +202,7 @@ impl Inner {
         let mut trash = Vec::new();
         let result = {
             let _gc = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
-            self.gc_locked(grace_ms, orphan_candidates, &mut trash)
+            self.gc_locked(grace_ms, orphan_candidates, dry_run, &mut trash)
         };
         // Unlink outside the lock; anything left over is removed from tmp/
         // at the next open.
@@ -192,6 +212,9 @@ impl Inner {
             }
         }
         let report = result?;
+        if dry_run {
+            return Ok(report);
+        }
         self.db.flush()?;
         if report.removed > 0 {
             tracing::info!(

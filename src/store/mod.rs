@@ -449,6 +449,12 @@ impl Store {
     /// decides what to delete, writers' commits and ref/pin/children updates
     /// wait for it.
     pub fn gc(&self, grace: std::time::Duration) -> Result<GcReport> {
-        self.inner.gc(grace)
+        self.inner.gc(grace, false)
+    }
+
+    /// What [`Store::gc`] with the same `grace` would delete now, deleting nothing: the
+    /// report counts the blobs and bytes a real run would remove.
+    pub fn gc_dry_run(&self, grace: std::time::Duration) -> Result<GcReport> {
+        self.inner.gc(grace, true)
     }
 }

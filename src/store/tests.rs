@@ -790,6 +790,10 @@ async fn gc_grace_zero_removes_unreferenced_only() {
     let kept = store.put_bytes(b"kept").await.unwrap();
     let gone = store.put_bytes(b"gone!").await.unwrap();
     store.set_ref("k", "v", &kept).unwrap();
+    let planned = store.gc_dry_run(Duration::ZERO).unwrap();
+    assert_eq!((planned.removed, planned.freed_bytes), (1, 5));
+    assert!(store.contains(&gone), "a dry run deletes nothing");
+    assert_eq!(store.total_size(), 9);
     let r = store.gc(Duration::ZERO).unwrap();
     assert_eq!((r.removed, r.freed_bytes), (1, 5));
     assert!(store.contains(&kept) && !store.contains(&gone));
@@ -816,6 +820,8 @@ async fn gc_removes_old_orphan_files() {
     fs::write(blob_file(dir.path(), &young_d), &young).unwrap();
     fs::write(dir.path().join("blobs/sha256/not-a-digest"), b"x").unwrap();
 
+    let planned = store.gc_dry_run(HOUR).unwrap();
+    assert!(old_path.exists(), "a dry run deletes nothing");
     let r = store.gc(HOUR).unwrap();
     assert_eq!(
         r,
@@ -825,6 +831,7 @@ async fn gc_removes_old_orphan_files() {
             orphans: 1
         }
     );
+    assert_eq!(planned, r, "the dry run reports what the real run does");
     assert!(!old_path.exists());
     assert!(blob_file(dir.path(), &young_d).exists());
     assert!(dir.path().join("blobs/sha256/not-a-digest").exists());

@@ -1,0 +1,176 @@
+//! `bootfactory machine assign|unassign|list`: per-MAC assignments through the running
+//! server's admin API (`/api/v1/machines`), authenticated with the admin token.
+//!
+//! The old spellings `assign`, `unassign` and `machines` (hidden, for one release) call the
+//! same functions.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Subcommand;
+
+use super::Context;
+use crate::assign::client::AdminClient;
+use crate::config::Config;
+
+#[derive(Subcommand, Debug)]
+pub(super) enum MachineCommand {
+    /// Assign what a machine boots (or, with `default`, what unassigned machines boot).
+    Assign(AssignArgs),
+    /// Remove a machine's assignment.
+    Unassign(UnassignArgs),
+    /// List assigned machines and every machine that asked to boot.
+    List(ListArgs),
+}
+
+/// Where the admin API is and how to authenticate.
+#[derive(clap::Args, Debug)]
+pub(super) struct ServerArgs {
+    /// The running server's URL (default: http.externalURL, else from http.listen).
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// Admin token (default: api.adminToken, else <data-dir>/admin-token).
+    #[arg(
+        long,
+        env = "BOOTFACTORY_ADMIN_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub(super) struct AssignArgs {
+    /// The machine's MAC address (52:54:00:12:34:56), or `default` for unassigned machines.
+    mac: String,
+    /// Schematic ID.
+    #[arg(long)]
+    schematic: String,
+    /// Talos version (v1.9.0).
+    #[arg(long)]
+    version: String,
+    /// Platform.
+    #[arg(long, default_value = "metal")]
+    platform: String,
+    /// amd64 or arm64 (default: what the firmware reports).
+    #[arg(long)]
+    arch: Option<String>,
+    /// A kernel argument to append (repeatable).
+    #[arg(long = "extra-kernel-arg", value_name = "ARG")]
+    extra_kernel_args: Vec<String>,
+    /// A label KEY=VALUE (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    labels: Vec<String>,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(super) struct UnassignArgs {
+    /// The machine's MAC address (52:54:00:12:34:56).
+    mac: String,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub(super) struct ListArgs {
+    /// Print the API's JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+pub(super) fn run(cx: &Context, cmd: &MachineCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        MachineCommand::Assign(args) => assign(cx, args),
+        MachineCommand::Unassign(args) => unassign(cx, args),
+        MachineCommand::List(args) => list(cx, args),
+    }
+}
+
+/// `machine assign` (and the old `assign`).
+pub(super) fn assign(cx: &Context, args: &AssignArgs) -> anyhow::Result<ExitCode> {
+    let config = cx.load_config()?;
+    admin_command(&config, &args.server, |client| async move {
+        let mut labels = std::collections::BTreeMap::new();
+        for l in &args.labels {
+            let (k, v) = l
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--label {l:?}: write KEY=VALUE"))?;
+            labels.insert(k.to_string(), v.to_string());
+        }
+        let assignment = crate::assign::Assignment {
+            schematic: args.schematic.clone(),
+            version: args.version.clone(),
+            platform: args.platform.clone(),
+            arch: args.arch.clone(),
+            extra_kernel_args: args.extra_kernel_args.clone(),
+            labels,
+        };
+        assignment.validate()?;
+        let answer = if args.mac == "default" {
+            client.set_default(&assignment).await?
+        } else {
+            let mac: crate::assign::MacAddr = args.mac.parse()?;
+            client.assign(mac, &assignment).await?
+        };
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+        Ok(())
+    })
+}
+
+/// `machine unassign` (and the old `unassign`).
+pub(super) fn unassign(cx: &Context, args: &UnassignArgs) -> anyhow::Result<ExitCode> {
+    let config = cx.load_config()?;
+    let mac: crate::assign::MacAddr = args.mac.parse()?;
+    admin_command(&config, &args.server, |client| async move {
+        client.unassign(mac).await?;
+        println!("{mac}: assignment removed");
+        Ok(())
+    })
+}
+
+/// `machine list` (and the old `machines`).
+pub(super) fn list(cx: &Context, args: &ListArgs) -> anyhow::Result<ExitCode> {
+    let config = cx.load_config()?;
+    admin_command(&config, &args.server, |client| async move {
+        let list = client.machines().await?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        } else {
+            print!("{}", crate::assign::client::machines_table(&list));
+        }
+        Ok(())
+    })
+}
+
+/// Runs `f` with an admin API client built from `--server`/`--token` and the configuration.
+fn admin_command<'a, F, Fut>(config: &Config, server: &ServerArgs, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(AdminClient) -> Fut + 'a,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
+{
+    let base = server
+        .server
+        .clone()
+        .unwrap_or_else(|| config.external_url());
+    let token = match &server.token {
+        Some(t) => t.clone(),
+        None => crate::assign::token::read(&config.api.admin_token, &config.admin_token_path())
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no admin token: pass --token, set api.adminToken, or run where {} is readable",
+                    config.admin_token_path().display()
+                )
+            })?,
+    };
+    let client = AdminClient::new(&base, &token)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(f(client))?;
+    Ok(ExitCode::SUCCESS)
+}
