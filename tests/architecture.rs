@@ -29,7 +29,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("version", &["version"]),
-    ("formats and protocols", &["dhcp", "oci", "schematic", "tftp"]),
+    (
+        "formats and protocols",
+        &["dhcp", "oci", "schematic", "tftp"],
+    ),
     ("configuration", &["config"]),
     ("configured plumbing", &["logging", "tls", "upstream"]),
     ("factory", &["factory"]),
@@ -143,7 +146,11 @@ fn crate_modules(code: &str, depth: usize) -> BTreeSet<String> {
             if let Some(group) = rest.strip_prefix('{') {
                 let end = matching_brace(group);
                 for item in split_top_level(&group[..end]) {
-                    let name: String = item.trim().chars().take_while(|&c| is_ident_char(c)).collect();
+                    let name: String = item
+                        .trim()
+                        .chars()
+                        .take_while(|&c| is_ident_char(c))
+                        .collect();
                     if !name.is_empty() {
                         found.insert(name);
                     }
