@@ -215,3 +215,51 @@ async fn schematics_persist_across_restarts_and_load_from_a_directory() {
         .unwrap();
     assert_eq!(resp.status(), 200, "schematic survives a restart");
 }
+
+/// Every request is logged with its request ID, also when the client sent none (the ID is
+/// assigned before the request's span is created), and a client's own ID is kept.
+#[test]
+fn requests_are_logged_with_their_request_id() {
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut daemon = support::fault::Daemon::start(data.path(), logs.path(), &[]);
+    let get = |id: Option<&str>| {
+        let mut cmd = std::process::Command::new("curl");
+        cmd.args(["-sS", "-o", "/dev/null", "-D", "-"]);
+        if let Some(id) = id {
+            cmd.args(["-H", &format!("X-Request-ID: {id}")]);
+        }
+        let out = cmd
+            .arg(format!("{}/schematics/{EMPTY_ID}", daemon.url))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let headers = get(None);
+    let generated = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("x-request-id on the response")
+        .trim()
+        .to_string();
+    assert_eq!(generated.len(), 32, "{headers}");
+    get(Some("client-chosen-id-1"));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = daemon.log_text();
+        let logged = |id: &str| {
+            log.lines().any(|l| {
+                l.contains(&format!("request_id={id}")) && l.contains("finished processing request")
+            })
+        };
+        if logged(&generated) && logged("client-chosen-id-1") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request IDs not logged:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    daemon.stop();
+}

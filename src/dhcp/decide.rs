@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::client::{ClientInfo, DHCPDISCOVER, DHCPINFORM, DHCPREQUEST, NotPxe, Request, feature};
-use super::{BootFiles, ProxyDhcpConfig, Served, format_mac};
+use super::{BootFiles, ProxyDhcpConfig, Served};
 
 /// Which listening port a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -145,7 +145,11 @@ pub(crate) fn ipxe_can_run_script(req: &Request, require_https: bool) -> bool {
 
 /// The boot script URL for a MAC: `{base}/boot/{mac}.ipxe`.
 pub(crate) fn script_url(cfg: &ProxyDhcpConfig, mac: &[u8; 6]) -> String {
-    format!("{}/boot/{}.ipxe", base(cfg), format_mac(mac))
+    format!(
+        "{}{}",
+        base(cfg),
+        crate::ipxe::script::boot_script_path(mac)
+    )
 }
 
 fn base(cfg: &ProxyDhcpConfig) -> &str {

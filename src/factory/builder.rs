@@ -37,13 +37,14 @@ pub struct BuiltAsset {
 /// Why an asset could not be produced.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BuildError {
-    /// The build itself failed; the message is for the client. Most 400-class problems are
-    /// found before a build starts, but not all: a message starting with `400:` marks a
-    /// problem with the request found while building (an extension the initramfs builder
-    /// refuses, in `service.rs`), which `FactoryError::from` maps to a 400 with the prefix
-    /// removed; every other message is a 500.
+    /// The build itself failed (a 500); the message is for the log and the client.
     #[error("{0}")]
     Failed(String),
+    /// The build found a problem with the *request* that could not be seen before building
+    /// (an extension the initramfs builder refuses): a 400 with this message. Most such
+    /// problems are found before a build starts (`service.rs`).
+    #[error("{0}")]
+    Rejected(String),
     /// The build took longer than `build.timeoutSeconds`.
     #[error("build timed out after {0:?}")]
     TimedOut(Duration),

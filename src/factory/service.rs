@@ -88,9 +88,7 @@ impl From<ArtifactError> for FactoryError {
 impl From<BuildError> for FactoryError {
     fn from(e: BuildError) -> Self {
         match e {
-            BuildError::Failed(m) if m.starts_with("400:") => {
-                FactoryError::Schematic(m.trim_start_matches("400:").trim().to_string())
-            }
+            BuildError::Rejected(m) => FactoryError::Schematic(m),
             e @ (BuildError::NoSpace { .. } | BuildError::Quota(_)) => {
                 FactoryError::NoSpace(e.to_string())
             }
@@ -483,7 +481,7 @@ impl Factory {
                     )
                     .map_err(|e| match e {
                         initramfs::InitramfsError::Extension { .. } => {
-                            BuildError::Failed(format!("400: {e}"))
+                            BuildError::Rejected(e.to_string())
                         }
                         e => BuildError::from_error(&e),
                     })?;

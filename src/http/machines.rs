@@ -38,7 +38,7 @@ pub async fn boot(
     Query(query): Query<HashMap<String, String>>,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
 ) -> Result<Response, ApiError> {
-    let raw = file.strip_suffix(".ipxe").ok_or_else(|| {
+    let raw = crate::ipxe::script::boot_script_mac(&file).ok_or_else(|| {
         ApiError::not_found(format!("{file:?}: boot scripts are named <mac>.ipxe"))
     })?;
     let mac = parse_mac(raw)?;

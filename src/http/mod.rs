@@ -101,7 +101,7 @@ pub fn router(state: AppState) -> Router {
         .route("/pxe/{schematic}/{version}/{path}", get(factory::pxe))
         .route("/oci/cosign/signing-key.pub", get(factory::signing_key))
         .route("/metrics", get(metrics_text))
-        .route("/boot/{file}", get(machines::boot))
+        .route(crate::ipxe::script::BOOT_SCRIPT_ROUTE, get(machines::boot))
         .route(
             "/ipxe/{name}",
             get(machines::ipxe_binary).head(machines::ipxe_binary),
@@ -130,6 +130,7 @@ pub fn router(state: AppState) -> Router {
                         .latency_unit(LatencyUnit::Micros),
                 ),
         )
+        .layer(middleware::from_fn(request_id))
 }
 
 async fn metrics_text(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
@@ -153,12 +154,17 @@ async fn not_found() -> Response {
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// Adds `Server` and `X-Request-ID` (echoed, or a fresh random ID) to every response.
-async fn common_headers(mut request: Request, next: Next) -> Response {
+/// Gives every request its `X-Request-ID` before anything logs it (this layer sits outside
+/// the trace layer, so the request's span and every line logged in it carry the ID): the
+/// client's own (up to 128 visible ASCII characters) or a fresh random one. Echoed on the
+/// response.
+async fn request_id(mut request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get(&X_REQUEST_ID)
-        .filter(|v| v.len() <= 128)
+        .filter(|v| {
+            !v.is_empty() && v.len() <= 128 && v.as_bytes().iter().all(|b| b.is_ascii_graphic())
+        })
         .cloned()
         .unwrap_or_else(|| {
             let id = hex::encode(rand::random::<[u8; 16]>());
@@ -168,11 +174,18 @@ async fn common_headers(mut request: Request, next: Next) -> Response {
         .headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
     let mut response = next.run(request).await;
-    let headers = response.headers_mut();
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id);
+    response
+}
+
+/// Adds `Server` to every response.
+async fn common_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
     if let Ok(server) = HeaderValue::from_str(&server_header()) {
-        headers.insert(header::SERVER, server);
+        response.headers_mut().insert(header::SERVER, server);
     }
-    headers.insert(X_REQUEST_ID.clone(), request_id);
     response
 }
 

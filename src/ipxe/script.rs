@@ -41,6 +41,21 @@ impl PxeScript<'_> {
 /// How many times a machine's script retries fetching its boot script before giving up.
 pub const CHAIN_ATTEMPTS: u32 = 5;
 
+/// The HTTP route of the per-machine boot script, `/boot/<mac>.ipxe`. Proxy-DHCP hands out
+/// [`boot_script_path`] and the HTTP side serves this route: both take the name from here.
+pub const BOOT_SCRIPT_ROUTE: &str = "/boot/{file}";
+
+/// The path of a machine's boot script: `/boot/aa:bb:cc:dd:ee:ff.ipxe`.
+pub fn boot_script_path(mac: &[u8; 6]) -> String {
+    let hex: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+    format!("/boot/{}.ipxe", hex.join(":"))
+}
+
+/// The MAC text of a [`BOOT_SCRIPT_ROUTE`] file name (`<mac>.ipxe` → `<mac>`), unparsed.
+pub fn boot_script_mac(file: &str) -> Option<&str> {
+    file.strip_suffix(".ipxe")
+}
+
 /// A script that chains `url` (the assigned `/pxe/…` script), retrying a few times — the
 /// first request for a new schematic may wait for a build, and networks blink.
 pub fn chain(comment: &str, url: &str) -> String {
@@ -86,6 +101,16 @@ fn one_line(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn boot_script_names_round_trip() {
+        let path = boot_script_path(&[0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
+        assert_eq!(path, "/boot/52:54:00:ab:cd:ef.ipxe");
+        let file = path.strip_prefix("/boot/").unwrap();
+        assert_eq!(boot_script_mac(file), Some("52:54:00:ab:cd:ef"));
+        assert_eq!(boot_script_mac("52:54:00:ab:cd:ef"), None);
+        assert!(BOOT_SCRIPT_ROUTE.starts_with("/boot/"));
+    }
 
     #[test]
     fn pxe_script_matches_upstream_shape() {
