@@ -11,6 +11,11 @@ mod decode;
 pub mod model;
 pub mod storage;
 mod tree;
+/// The bounded, go-yaml-compatible YAML reader schematics are parsed with, for other YAML
+/// that comes from strangers (extension manifests).
+pub(crate) mod yaml_tree {
+    pub(crate) use super::tree::{Document, Node, NodeKind, parse_first_document, resolve_node};
+}
 
 use std::fmt;
 use std::str::FromStr;

@@ -5,7 +5,10 @@
 use std::fs;
 use std::path::Path;
 
-use yaml_rust2::{Yaml, YamlLoader};
+use crate::gocompat::yaml::resolve::ShortTag;
+use crate::schematic::yaml_tree::{
+    Document, Node as YamlNode, NodeKind, parse_first_document, resolve_node,
+};
 
 use super::constraint::{Range, Version};
 use super::yaml::Node;
@@ -66,42 +69,73 @@ impl ExtensionMetadata {
     }
 }
 
-/// A scalar as go-yaml decodes it into a Go `string` field (the scalar's text; null → "").
-fn string_field(y: &Yaml, field: &str) -> Result<String, String> {
-    Ok(match y {
-        Yaml::String(s) | Yaml::Real(s) => s.clone(),
-        Yaml::Integer(i) => i.to_string(),
-        Yaml::Boolean(b) => b.to_string(),
-        Yaml::Null | Yaml::BadValue => String::new(),
-        Yaml::Array(_) | Yaml::Hash(_) | Yaml::Alias(_) => {
-            return Err(format!("manifest.yaml: {field} must be a string"));
+/// A scalar as go-yaml decodes it into a Go `string` field: the scalar's text as written
+/// (`0x10` stays `0x10`), null → "", a missing field → "".
+fn string_field(node: Option<&YamlNode>, field: &str) -> Result<String, String> {
+    let Some(node) = node else {
+        return Ok(String::new());
+    };
+    match &node.kind {
+        NodeKind::Scalar { value, .. } => Ok(match resolve_node(node).0 {
+            ShortTag::Null => String::new(),
+            _ => value.clone(),
+        }),
+        NodeKind::Sequence(_) | NodeKind::Mapping(_) => {
+            Err(format!("manifest.yaml: {field} must be a string"))
         }
-    })
+    }
+}
+
+/// The value of `key` in a mapping node (the last one, if repeated); `None` if `node` is not a
+/// mapping or has no such key.
+fn get<'a>(node: Option<&'a YamlNode>, key: &str) -> Option<&'a YamlNode> {
+    let NodeKind::Mapping(entries) = &node?.kind else {
+        return None;
+    };
+    entries
+        .iter()
+        .rev()
+        .find(|(k, _)| matches!(&k.kind, NodeKind::Scalar { value, .. } if value == key))
+        .map(|(_, v)| v)
+}
+
+fn is_null(node: &YamlNode) -> bool {
+    matches!(node.kind, NodeKind::Scalar { .. }) && resolve_node(node).0 == ShortTag::Null
 }
 
 /// Parses `manifest.yaml` text: `(manifest version, metadata)`.
+///
+/// The text comes from an imported extension image, so it is read with the same bounded,
+/// go-yaml-compatible reader as schematics ([`crate::schematic::yaml_tree`]): aliases are
+/// expanded with node and byte limits (a "billion laughs" manifest is refused, not
+/// expanded), and line breaks (LF, CR, NEL, LS, PS) fold like libyaml's, so the values are
+/// the ones Talos reads with go-yaml.
 pub(crate) fn parse_manifest(text: &str) -> Result<(String, ExtensionMetadata), String> {
-    let docs = YamlLoader::load_from_str(text)
-        .map_err(|e| format!("manifest.yaml is not valid YAML: {e}"))?;
-    let Some(doc) = docs.into_iter().next() else {
-        return Err("manifest.yaml is empty".to_string());
+    let root = match parse_first_document(text) {
+        Ok(Document::Root(root)) => root,
+        Ok(Document::Empty) => return Err("manifest.yaml is empty".to_string()),
+        Err(e) => return Err(format!("manifest.yaml is not valid YAML: {}", e.message)),
     };
-    if !matches!(doc, Yaml::Hash(_)) {
+    if !matches!(root.kind, NodeKind::Mapping(_)) {
         return Err("manifest.yaml is not a mapping".to_string());
     }
-    let version = string_field(&doc["version"], "version")?;
-    let md = &doc["metadata"];
-    if !matches!(md, Yaml::Hash(_) | Yaml::Null | Yaml::BadValue) {
+    let doc = Some(&root);
+    let version = string_field(get(doc, "version"), "version")?;
+    let md = get(doc, "metadata");
+    if let Some(md) = md
+        && !matches!(md.kind, NodeKind::Mapping(_))
+        && !is_null(md)
+    {
         return Err("manifest.yaml: metadata must be a mapping".to_string());
     }
-    let talos = &md["compatibility"]["talos"]["version"];
+    let talos = get(get(get(md, "compatibility"), "talos"), "version");
     let metadata = ExtensionMetadata {
-        name: string_field(&md["name"], "metadata.name")?,
-        version: string_field(&md["version"], "metadata.version")?,
-        author: string_field(&md["author"], "metadata.author")?,
-        description: string_field(&md["description"], "metadata.description")?,
+        name: string_field(get(md, "name"), "metadata.name")?,
+        version: string_field(get(md, "version"), "metadata.version")?,
+        author: string_field(get(md, "author"), "metadata.author")?,
+        description: string_field(get(md, "description"), "metadata.description")?,
         talos_version_constraint: string_field(talos, "metadata.compatibility.talos.version")?,
-        extra_info: string_field(&md["extraInfo"], "metadata.extraInfo")?,
+        extra_info: string_field(get(md, "extraInfo"), "metadata.extraInfo")?,
     };
     Ok((version, metadata))
 }
@@ -194,6 +228,36 @@ mod tests {
     const GVISOR: &str = "version: v1alpha1\nmetadata:\n  name: gvisor\n  version: \"20250505.0\"\n  \
                           author: Sidero Labs\n  description: |\n    [extra] gVisor.\n  \
                           compatibility:\n    talos:\n      version: \">= v1.9.0\"\n";
+
+    /// Values read as Talos reads them with go-yaml (checked against gopkg.in/yaml.v3
+    /// v3.0.1): a scalar's text as written, null as "", LS folding like a line break.
+    #[test]
+    fn values_read_like_go_yaml() {
+        let (_, md) = parse_manifest(
+            "version: v1alpha1\nmetadata:\n  name: 0x10\n  version: 1.50\n  author: ~\n  \
+             description: 'a\u{2028}        b'\n  extraInfo: yes\n",
+        )
+        .unwrap();
+        assert_eq!(md.name, "0x10");
+        assert_eq!(md.version, "1.50");
+        assert_eq!(md.author, "");
+        assert_eq!(md.description, "a\u{2028}b");
+        assert_eq!(md.extra_info, "yes");
+    }
+
+    /// A manifest comes from an imported image: alias expansion is bounded like a schematic's
+    /// (yaml-rust2's loader, used before, copied every alias without a limit).
+    #[test]
+    fn an_alias_bomb_manifest_is_refused() {
+        let mut text = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..9 {
+            let prev = format!("*a{}", i - 1);
+            text.push_str(&format!("a{i}: &a{i} [{}]\n", vec![prev; 10].join(", ")));
+        }
+        text.push_str("version: v1alpha1\nmetadata:\n  name: bomb\n");
+        let err = parse_manifest(&text).unwrap_err();
+        assert!(err.contains("not valid YAML"), "{err}");
+    }
 
     fn ext(dir: &Path, manifest: &str) {
         fs::create_dir_all(dir.join("rootfs")).unwrap();
