@@ -77,7 +77,6 @@ impl App {
         .into();
         let state = AppState {
             config,
-            store,
             schematics,
             mirror,
             factory,

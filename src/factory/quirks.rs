@@ -4,16 +4,8 @@
 
 use std::cmp::Ordering;
 
+use super::initramfs::Compression;
 use crate::version::TalosVersion;
-
-/// Compression used for extension squashfs images and the rebuilt initramfs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Compression {
-    /// zstd (Talos ≥ 1.8).
-    Zstd,
-    /// xz (Talos < 1.8).
-    Xz,
-}
 
 /// Version-dependent behaviour for a target Talos version (Talos `quirks.Quirks`).
 ///

@@ -9,7 +9,7 @@ use std::time::Instant;
 use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
-use super::initramfs::{self, Compression, ExtensionTree, InitramfsOptions};
+use super::initramfs::{self, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, parse_asset_path};
 use super::quirks::Quirks;
 use crate::config::Config;
@@ -422,11 +422,7 @@ impl Factory {
             .artifacts
             .imager_file(&r.version, arch, ImagerFile::Initramfs)
             .await?;
-        let compression = if quirks.use_zstd_compression() {
-            Compression::Zstd
-        } else {
-            Compression::Xz
-        };
+        let compression = quirks.extension_compression();
         let options = InitramfsOptions {
             talos_version: r.version.core(),
             kernel_modules_path: quirks.kernel_modules_path().to_string(),

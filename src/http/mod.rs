@@ -25,7 +25,6 @@ use crate::factory::service::Factory;
 use crate::metrics::Metrics;
 use crate::registry::RegistryState;
 use crate::schematic::{MAX_SCHEMATIC_BYTES, SchematicStore};
-use crate::store::Store;
 use crate::upstream::Mirror;
 
 pub use error::ApiError;
@@ -35,8 +34,6 @@ pub use error::ApiError;
 pub struct AppState {
     /// The effective configuration.
     pub config: Arc<Config>,
-    /// The content-addressed store.
-    pub store: Store,
     /// Schematics kept in the store.
     pub schematics: SchematicStore,
     /// The registry mirror (store + upstreams).

@@ -155,13 +155,6 @@ impl ImageCatalog {
         Ok(())
     }
 
-    /// Marks `name:tag` as checked against the upstream now.
-    pub fn touch_tag(&self, name: &ImageName, tag: &str) -> Result<(), CatalogError> {
-        self.tag_checked
-            .insert(tag_key(name, tag).as_bytes(), &now_secs().to_be_bytes())?;
-        Ok(())
-    }
-
     /// The digest `name:tag` points at, and how many seconds ago the upstream confirmed it.
     pub fn tag(&self, name: &ImageName, tag: &str) -> Result<Option<(Digest, u64)>, CatalogError> {
         let key = tag_key(name, tag);
@@ -174,14 +167,6 @@ impl ImageCatalog {
             .and_then(|v| v.as_ref().try_into().ok().map(u64::from_be_bytes))
             .unwrap_or(0);
         Ok(Some((digest, now_secs().saturating_sub(checked))))
-    }
-
-    /// Removes a tag (the content stays until GC).
-    pub fn delete_tag(&self, name: &ImageName, tag: &str) -> Result<(), CatalogError> {
-        let key = tag_key(name, tag);
-        self.store.delete_ref(TAG_KIND, &key)?;
-        self.tag_checked.remove(key.as_bytes())?;
-        Ok(())
     }
 
     /// Tags of a repository, sorted.
@@ -330,8 +315,5 @@ mod tests {
         assert_eq!(list[0].reference, "ghcr.io/siderolabs/test:v1");
         assert_eq!(list[0].missing_blobs, 0);
         assert!(list[0].stored_bytes > 7);
-
-        cat.delete_tag(&name, "v1").unwrap();
-        assert!(cat.tag(&name, "v1").unwrap().is_none());
     }
 }

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::model::{AnyValue, Bootloader, Customization, MetaValue, Overlay, Schematic};
 use super::tree::{Node, NodeKind, resolve_node_checked};
-use crate::gocompat::yaml::resolve::{Resolved, ShortTag};
+use crate::gocompat::yaml::resolve::{ScalarValue, ShortTag};
 
 /// One decoding problem.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -293,9 +293,9 @@ impl Decoder {
             }
         };
         let value = match resolved {
-            Resolved::Int(i) if i >= 0 => Some(i as u64),
-            Resolved::Uint(u) => Some(u),
-            Resolved::Float(f) if f <= u64::MAX as f64 => Some(go_amd64_float_to_u64(f)),
+            ScalarValue::Int(i) if i >= 0 => Some(i as u64),
+            ScalarValue::Uint(u) => Some(u),
+            ScalarValue::Float(f) if f <= u64::MAX as f64 => Some(go_amd64_float_to_u64(f)),
             _ => None,
         };
         match value {
@@ -314,8 +314,8 @@ impl Decoder {
         }
         match resolve_node_checked(node) {
             Ok((ShortTag::Null, _)) => {}
-            Ok((_, Resolved::Bool(b))) => *out = b,
-            Ok((_, Resolved::Str(s))) => match s.as_str() {
+            Ok((_, ScalarValue::Bool(b))) => *out = b,
+            Ok((_, ScalarValue::Str(s))) => match s.as_str() {
                 "y" | "Y" | "yes" | "Yes" | "YES" | "on" | "On" | "ON" => *out = true,
                 "n" | "N" | "no" | "No" | "NO" | "off" | "Off" | "OFF" => *out = false,
                 _ => self.mismatch(node, path, "bool"),
@@ -375,12 +375,12 @@ impl Decoder {
     fn any(&mut self, node: &Node, path: &str) -> Option<AnyValue> {
         match &node.kind {
             NodeKind::Scalar { value, tag, .. } => match resolve_node_checked(node) {
-                Ok((_, Resolved::Null)) => Some(AnyValue::Null),
-                Ok((_, Resolved::Bool(b))) => Some(AnyValue::Bool(b)),
-                Ok((_, Resolved::Int(i))) => Some(AnyValue::Int(i)),
-                Ok((_, Resolved::Uint(u))) => Some(AnyValue::Uint(u)),
-                Ok((_, Resolved::Float(f))) => Some(AnyValue::Float(f)),
-                Ok((_, Resolved::Timestamp(t))) => Some(AnyValue::Timestamp(t)),
+                Ok((_, ScalarValue::Null)) => Some(AnyValue::Null),
+                Ok((_, ScalarValue::Bool(b))) => Some(AnyValue::Bool(b)),
+                Ok((_, ScalarValue::Int(i))) => Some(AnyValue::Int(i)),
+                Ok((_, ScalarValue::Uint(u))) => Some(AnyValue::Uint(u)),
+                Ok((_, ScalarValue::Float(f))) => Some(AnyValue::Float(f)),
+                Ok((_, ScalarValue::Timestamp(t))) => Some(AnyValue::Timestamp(t)),
                 Ok((ShortTag::Binary, _)) if tag.as_deref() == Some("!!binary") => {
                     match decode_base64(value) {
                         Some(s) => Some(AnyValue::Str(s)),
@@ -390,7 +390,7 @@ impl Decoder {
                         }
                     }
                 }
-                Ok((_, Resolved::Str(s))) => Some(AnyValue::Str(s)),
+                Ok((_, ScalarValue::Str(s))) => Some(AnyValue::Str(s)),
                 Err(e) => {
                     self.error(node, path, e.message);
                     None

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use crate::gocompat::yaml::resolve::{Resolved, ShortTag, resolve_plain};
+use crate::gocompat::yaml::resolve::{ScalarValue, ShortTag, resolve_plain};
 
 use yaml_rust2::parser::{Event, Parser, Tag};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
@@ -580,20 +580,23 @@ pub struct TagMismatch {
 }
 
 /// Resolves a scalar node the way go-yaml's decoder does, honouring quoting and explicit tags.
-pub fn resolve_node(node: &Node) -> (ShortTag, Resolved) {
+pub fn resolve_node(node: &Node) -> (ShortTag, ScalarValue) {
     match resolve_node_checked(node) {
         Ok(r) => r,
-        Err(_) => (ShortTag::Str, Resolved::Str(scalar_text(node).to_string())),
+        Err(_) => (
+            ShortTag::Str,
+            ScalarValue::Str(scalar_text(node).to_string()),
+        ),
     }
 }
 
 /// Like [`resolve_node`] but reports a value that contradicts its explicit tag.
-pub fn resolve_node_checked(node: &Node) -> Result<(ShortTag, Resolved), TagMismatch> {
+pub fn resolve_node_checked(node: &Node) -> Result<(ShortTag, ScalarValue), TagMismatch> {
     let NodeKind::Scalar { value, tag, .. } = &node.kind else {
-        return Ok((ShortTag::Other, Resolved::Str(String::new())));
+        return Ok((ShortTag::Other, ScalarValue::Str(String::new())));
     };
     if node.indicated_string() {
-        return Ok((ShortTag::Str, Resolved::Str(value.clone())));
+        return Ok((ShortTag::Str, ScalarValue::Str(value.clone())));
     }
     match tag.as_deref() {
         None | Some("!") => Ok(resolve_plain(value)),
@@ -611,11 +614,11 @@ pub fn resolve_node_checked(node: &Node) -> Result<(ShortTag, Resolved), TagMism
                     }
                     if wanted == ShortTag::Float {
                         match v {
-                            Resolved::Int(i) => {
-                                return Ok((ShortTag::Float, Resolved::Float(i as f64)));
+                            ScalarValue::Int(i) => {
+                                return Ok((ShortTag::Float, ScalarValue::Float(i as f64)));
                             }
-                            Resolved::Uint(u) => {
-                                return Ok((ShortTag::Float, Resolved::Float(u as f64)));
+                            ScalarValue::Uint(u) => {
+                                return Ok((ShortTag::Float, ScalarValue::Float(u as f64)));
                             }
                             _ => {}
                         }
@@ -629,8 +632,8 @@ pub fn resolve_node_checked(node: &Node) -> Result<(ShortTag, Resolved), TagMism
                         ),
                     })
                 }
-                ShortTag::Binary => Ok((ShortTag::Binary, Resolved::Str(value.clone()))),
-                _ => Ok((ShortTag::Other, Resolved::Str(value.clone()))),
+                ShortTag::Binary => Ok((ShortTag::Binary, ScalarValue::Str(value.clone()))),
+                _ => Ok((ShortTag::Other, ScalarValue::Str(value.clone()))),
             }
         }
     }

@@ -7,7 +7,7 @@
 
 /// A resolved scalar value.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Resolved {
+pub enum ScalarValue {
     /// `null`, `~`, the empty plain scalar.
     Null,
     /// `true`/`false` in three spellings each.
@@ -79,32 +79,32 @@ impl ShortTag {
 }
 
 /// Resolves the text of an untagged plain scalar (go-yaml's `resolve("", s)`).
-pub fn resolve_plain(s: &str) -> (ShortTag, Resolved) {
+pub fn resolve_plain(s: &str) -> (ShortTag, ScalarValue) {
     let Some(&first) = s.as_bytes().first() else {
-        return (ShortTag::Null, Resolved::Null);
+        return (ShortTag::Null, ScalarValue::Null);
     };
     match s {
-        "true" | "True" | "TRUE" => return (ShortTag::Bool, Resolved::Bool(true)),
-        "false" | "False" | "FALSE" => return (ShortTag::Bool, Resolved::Bool(false)),
-        "~" | "null" | "Null" | "NULL" => return (ShortTag::Null, Resolved::Null),
-        ".nan" | ".NaN" | ".NAN" => return (ShortTag::Float, Resolved::Float(f64::NAN)),
+        "true" | "True" | "TRUE" => return (ShortTag::Bool, ScalarValue::Bool(true)),
+        "false" | "False" | "FALSE" => return (ShortTag::Bool, ScalarValue::Bool(false)),
+        "~" | "null" | "Null" | "NULL" => return (ShortTag::Null, ScalarValue::Null),
+        ".nan" | ".NaN" | ".NAN" => return (ShortTag::Float, ScalarValue::Float(f64::NAN)),
         ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
-            return (ShortTag::Float, Resolved::Float(f64::INFINITY));
+            return (ShortTag::Float, ScalarValue::Float(f64::INFINITY));
         }
         "-.inf" | "-.Inf" | "-.INF" => {
-            return (ShortTag::Float, Resolved::Float(f64::NEG_INFINITY));
+            return (ShortTag::Float, ScalarValue::Float(f64::NEG_INFINITY));
         }
         _ => {}
     }
-    let str_result = || (ShortTag::Str, Resolved::Str(s.to_string()));
+    let str_result = || (ShortTag::Str, ScalarValue::Str(s.to_string()));
     match first {
         b'.' => match parse_dot_float(s) {
-            Some(f) => (ShortTag::Float, Resolved::Float(f)),
+            Some(f) => (ShortTag::Float, ScalarValue::Float(f)),
             None => str_result(),
         },
         b'0'..=b'9' | b'+' | b'-' => {
             if let Some(ts) = parse_timestamp(s) {
-                return (ShortTag::Timestamp, Resolved::Timestamp(ts));
+                return (ShortTag::Timestamp, ScalarValue::Timestamp(ts));
             }
             let plain: String = s.chars().filter(|&c| c != '_').collect();
             if let Some(i) = parse_go_int_base0(&plain) {
@@ -113,7 +113,7 @@ pub fn resolve_plain(s: &str) -> (ShortTag, Resolved) {
             if is_yaml_style_float(&plain)
                 && let Some(f) = parse_finite_f64(&plain)
             {
-                return (ShortTag::Float, Resolved::Float(f));
+                return (ShortTag::Float, ScalarValue::Float(f));
             }
             if let Some(rest) = plain.strip_prefix("0b") {
                 if let Some(i) = parse_signed_radix(rest, 2) {
@@ -141,11 +141,11 @@ pub fn resolve_plain(s: &str) -> (ShortTag, Resolved) {
     }
 }
 
-fn int_value(i: i128) -> Resolved {
+fn int_value(i: i128) -> ScalarValue {
     if i > i64::MAX as i128 {
-        Resolved::Uint(i as u64)
+        ScalarValue::Uint(i as u64)
     } else {
-        Resolved::Int(i as i64)
+        ScalarValue::Int(i as i64)
     }
 }
 
@@ -579,31 +579,31 @@ mod tests {
 
     #[test]
     fn integers_in_go_yaml_spellings() {
-        assert_eq!(resolve_plain("0xa").1, Resolved::Int(10));
-        assert_eq!(resolve_plain("010").1, Resolved::Int(8));
-        assert_eq!(resolve_plain("0o12").1, Resolved::Int(10));
-        assert_eq!(resolve_plain("0b11").1, Resolved::Int(3));
-        assert_eq!(resolve_plain("1_0").1, Resolved::Int(10));
-        assert_eq!(resolve_plain("1__").1, Resolved::Int(1));
-        assert_eq!(resolve_plain("-0x10").1, Resolved::Int(-16));
+        assert_eq!(resolve_plain("0xa").1, ScalarValue::Int(10));
+        assert_eq!(resolve_plain("010").1, ScalarValue::Int(8));
+        assert_eq!(resolve_plain("0o12").1, ScalarValue::Int(10));
+        assert_eq!(resolve_plain("0b11").1, ScalarValue::Int(3));
+        assert_eq!(resolve_plain("1_0").1, ScalarValue::Int(10));
+        assert_eq!(resolve_plain("1__").1, ScalarValue::Int(1));
+        assert_eq!(resolve_plain("-0x10").1, ScalarValue::Int(-16));
         assert_eq!(
             resolve_plain("18446744073709551615").1,
-            Resolved::Uint(u64::MAX)
+            ScalarValue::Uint(u64::MAX)
         );
         assert_eq!(tag("18446744073709551616"), ShortTag::Float);
         assert_eq!(tag("08"), ShortTag::Float);
         assert_eq!(tag("0x"), ShortTag::Str);
-        assert_eq!(resolve_plain("0b-1").1, Resolved::Int(-1));
+        assert_eq!(resolve_plain("0b-1").1, ScalarValue::Int(-1));
         assert_eq!(tag("+"), ShortTag::Str);
         assert_eq!(tag("-"), ShortTag::Str);
     }
 
     #[test]
     fn floats() {
-        assert_eq!(resolve_plain("1.").1, Resolved::Float(1.0));
-        assert_eq!(resolve_plain(".5").1, Resolved::Float(0.5));
-        assert_eq!(resolve_plain(".5_0").1, Resolved::Float(0.5));
-        assert_eq!(resolve_plain("1e3").1, Resolved::Float(1000.0));
+        assert_eq!(resolve_plain("1.").1, ScalarValue::Float(1.0));
+        assert_eq!(resolve_plain(".5").1, ScalarValue::Float(0.5));
+        assert_eq!(resolve_plain(".5_0").1, ScalarValue::Float(0.5));
+        assert_eq!(resolve_plain("1e3").1, ScalarValue::Float(1000.0));
         assert_eq!(tag("1e999"), ShortTag::Str);
         assert_eq!(tag("._5"), ShortTag::Str);
         assert_eq!(tag("1.5.6"), ShortTag::Str);
