@@ -30,9 +30,9 @@ use bootfactory::fixture::{
     EXAMPLE_SCHEMATIC_EXTENSIONS, FixtureOptions, SizeProfile, write_release,
 };
 use bootfactory::oci::ImageCatalog;
+use bootfactory::oci::bundle::{self, NoProgress};
 use bootfactory::oci::flatten::{flatten_image, platform_manifest};
 use bootfactory::store::Store;
-use bootfactory::upstream::bundle::{self, NoProgress};
 
 const VERSION: &str = "v1.11.6";
 const MTIME: u32 = 1_559_424_892;

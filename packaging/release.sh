@@ -39,7 +39,8 @@ echo "ldd: $(ldd "$bin" 2>&1 | tr -d '\t')"
 echo "==> --help reference"
 {
     "$bin" --help
-    for cmd in serve assign unassign machines "schematic id" "schematic canonical" "config show" \
+    for cmd in serve "machine assign" "machine unassign" "machine list" "store verify" "store gc" \
+        "schematic id" "schematic canonical" "config show" \
         "config keys" "mirror import" "mirror export" "mirror pull" "mirror list"; do
         printf '\n\n======== bootfactory %s ========\n\n' "$cmd"
         # shellcheck disable=SC2086

@@ -3,6 +3,7 @@
 //! The crate is organised one module per concern; `ARCHITECTURE.md` maps them.
 
 pub mod assign;
+pub mod atomic_file;
 pub mod cli;
 pub mod config;
 pub mod contained;

@@ -13,8 +13,7 @@
 //! The acceptor's certificate resolver swaps an `Arc<CertifiedKey>`: handshakes in progress
 //! keep the certificate they started with, new ones get the new one.
 
-use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -380,22 +379,9 @@ fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
     write_file(path, data, 0o600)
 }
 
-/// Writes `data` to a temporary file with `mode` (regardless of umask), fsyncs, renames.
+/// Writes `data` atomically with `mode` ([`crate::atomic_file`]).
 fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(&tmp)
-        .map_err(io_err(&tmp))?;
-    f.set_permissions(std::fs::Permissions::from_mode(mode))
-        .map_err(io_err(&tmp))?;
-    f.write_all(data).map_err(io_err(&tmp))?;
-    f.sync_all().map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
+    crate::atomic_file::write(path, data, mode).map_err(io_err(path))
 }
 
 #[cfg(test)]

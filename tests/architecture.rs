@@ -16,6 +16,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "leaves",
         &[
+            "atomic_file",
             "contained",
             "file_response",
             "formats",

@@ -5,8 +5,8 @@ mod support;
 
 use bootfactory::fixture::{FixtureOptions, write_release};
 use bootfactory::oci::ImageCatalog;
+use bootfactory::oci::bundle::{self, NoProgress};
 use bootfactory::store::Store;
-use bootfactory::upstream::bundle::{self, NoProgress};
 use support::TestServer;
 
 const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";

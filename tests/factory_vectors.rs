@@ -37,7 +37,7 @@ fn cmdline_for(
     extra: &[String],
     meta: &[(u8, String)],
 ) -> String {
-    let quirks = Quirks::new(&ver);
+    let quirks = Quirks::new(ver);
     let no_extra: &[String] = &[];
     let no_meta: &[(u8, String)] = &[];
     build_cmdline(&CmdlineInput {

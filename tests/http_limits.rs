@@ -453,8 +453,8 @@ async fn the_bearer_scheme_is_case_insensitive() {
 async fn filename_cannot_add_content_disposition_parameters() {
     use bootfactory::fixture::{FixtureOptions, write_release};
     use bootfactory::oci::ImageCatalog;
+    use bootfactory::oci::bundle::{self, NoProgress};
     use bootfactory::store::Store;
-    use bootfactory::upstream::bundle::{self, NoProgress};
     let layout = tempfile::tempdir().unwrap();
     write_release(layout.path(), &FixtureOptions::default()).expect("fixture");
     let data = tempfile::tempdir().unwrap();

@@ -15,9 +15,9 @@ use bootfactory::factory::initramfs::{
 };
 use bootfactory::fixture::{BAD_EXTENSIONS, FixtureOptions, FixtureRelease, write_release};
 use bootfactory::oci::ImageCatalog;
+use bootfactory::oci::bundle::{self, NoProgress};
 use bootfactory::oci::flatten::{flatten_image, platform_manifest};
 use bootfactory::store::Store;
-use bootfactory::upstream::bundle::{self, NoProgress};
 
 const MTIME: u32 = 1_559_424_892;
 static NEXT_DIR: AtomicUsize = AtomicUsize::new(0);

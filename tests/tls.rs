@@ -315,8 +315,8 @@ fn provided_certificate_is_reloaded_on_sighup_and_on_file_change() {
 async fn data_with_fixture() -> tempfile::TempDir {
     use bootfactory::fixture::{FixtureOptions, write_release};
     use bootfactory::oci::ImageCatalog;
+    use bootfactory::oci::bundle::{self, NoProgress};
     use bootfactory::store::Store;
-    use bootfactory::upstream::bundle::{self, NoProgress};
     let layout = tempfile::tempdir().unwrap();
     write_release(layout.path(), &FixtureOptions::default()).expect("fixture");
     let data = tempfile::tempdir().unwrap();

@@ -1,8 +1,6 @@
 //! The admin bearer token for `/api/v1/…`: from the config, or generated on first start into
 //! `<dataDir>/admin-token` (mode 0600) and reused afterwards.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::Context;
@@ -19,17 +17,8 @@ pub fn load_or_create(configured: &str, path: &Path) -> anyhow::Result<String> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let token = hex::encode(rand::random::<[u8; 32]>());
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("creating {}", tmp.display()))?;
-    f.write_all(format!("{token}\n").as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))?;
+    crate::atomic_file::write_private(path, format!("{token}\n").as_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
     tracing::info!(path = %path.display(), "generated the admin API token");
     Ok(token)
 }

@@ -75,7 +75,7 @@ impl Bar {
     }
 }
 
-impl crate::upstream::bundle::Progress for Bar {
+impl crate::oci::bundle::Progress for Bar {
     fn set_total(&self, bytes: u64) {
         self.0.set_length(bytes);
     }
@@ -89,7 +89,7 @@ impl crate::upstream::bundle::Progress for Bar {
 
 async fn mirror_command(config: Config, cmd: &MirrorCommand) -> anyhow::Result<ExitCode> {
     use crate::oci::ImageRef;
-    use crate::upstream::bundle;
+    use crate::oci::bundle;
     use crate::upstream::mirror::{PullProgress, Requester};
 
     let app = crate::server::App::open(config).await?;

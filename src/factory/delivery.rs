@@ -17,7 +17,7 @@ pub enum Delivery {
     /// The asset itself.
     File {
         /// The stored blob, open.
-        blob: Blob,
+        blob: Box<Blob>,
         /// `Content-Type` (upstream's, by extension).
         content_type: &'static str,
         /// The name the client should save it under (`?filename=` or the asset name).
@@ -106,7 +106,7 @@ impl Factory {
             etag: asset.digest.hex(),
             content_type: content_type(path),
             filename,
-            blob,
+            blob: Box::new(blob),
         })
     }
 }

@@ -4,8 +4,7 @@
 //! -noout`, as upstream), or is generated on first start and kept with mode 0600 in the data
 //! directory.
 
-use std::io::Write;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use p256::ecdsa::signature::{Signer as _, Verifier as _};
@@ -65,19 +64,7 @@ impl CacheSigner {
                 if let Some(dir) = path.parent() {
                     std::fs::create_dir_all(dir).map_err(io)?;
                 }
-                let tmp = path.with_extension("tmp");
-                {
-                    let mut f = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create(true)
-                        .truncate(true)
-                        .mode(0o600)
-                        .open(&tmp)
-                        .map_err(io)?;
-                    f.write_all(pem.as_bytes()).map_err(io)?;
-                    f.sync_all().map_err(io)?;
-                }
-                std::fs::rename(&tmp, path).map_err(io)?;
+                crate::atomic_file::write_private(path, pem.as_bytes()).map_err(io)?;
                 tracing::info!(path = %shown, "generated a new cache signing key");
                 key
             }

@@ -1,5 +1,7 @@
-//! OCI data model: references, media types, manifests, the local image catalog, layouts.
+//! OCI data model: references, media types, manifests, the local image catalog, layouts, and
+//! offline bundles (`bundle`: OCI layouts imported into and exported from the catalog).
 
+pub mod bundle;
 pub mod catalog;
 pub mod flatten;
 pub mod layout;

@@ -1,13 +1,11 @@
 //! Getting images from upstream registries into the store, online through the integrated
-//! mirror or offline from bundles.
+//! mirror (offline bundles are `oci::bundle`: they never talk to an upstream).
 //!
 //! - [`client`]: one upstream registry through `oci-client` (auth, timeouts, retries).
 //! - [`mirror`]: the pull-through logic shared by the `/v2` server, the factory and the CLI —
 //!   tags with a TTL, manifests and blobs fetched once, verified, stored, served from disk.
 //! - [`fetch`]: a blob download in flight, which several readers can follow while it is written.
-//! - [`bundle`]: OCI image layouts (directories or tars) in and out of the store.
 
-pub mod bundle;
 pub mod client;
 pub mod fetch;
 pub mod mirror;

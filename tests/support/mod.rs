@@ -130,7 +130,7 @@ pub async fn import_fixture(
     data: &Path,
     options: &bootfactory::fixture::FixtureOptions,
 ) -> (tempfile::TempDir, bootfactory::fixture::FixtureRelease) {
-    use bootfactory::upstream::bundle::{self, NoProgress};
+    use bootfactory::oci::bundle::{self, NoProgress};
     let layout = tempfile::tempdir().unwrap();
     let release = bootfactory::fixture::write_release(layout.path(), options).expect("fixture");
     let store = bootfactory::store::Store::open(data).unwrap();
