@@ -4,12 +4,14 @@
 //! emitter.
 //!
 //! Properties: no panic; metadata that was read can be written and read back unchanged,
-//! except where go-yaml itself loses data: a value made only of `n` line feeds is written as
-//! an empty `|4+` block scalar with `n` line breaks after the indicator, which reads back as
-//! `n - 1` line feeds (gopkg.in/yaml.v3 v3.0.1: `"\n"` → `v: |4+` → `""`). The emitter
-//! reproduces upstream's bytes, so upstream's initramfs carries the same loss.
+//! except where go-yaml itself loses data. go-yaml writes a value that starts with a line feed
+//! as a literal block scalar (`|4-`, `|4+`) whose first line break is taken as the indicator's
+//! own, so reading it back drops exactly that one leading line feed (gopkg.in/yaml.v3
+//! v3.0.1: `"\n"` → `v: |4+` → `""`; `"\n!"` → `v: |4-` / `!` → `"!"`; `"\n\na"` → `"\na"`).
+//! The emitter reproduces upstream's bytes, so upstream's initramfs carries the same loss; the
+//! check allows that loss, for a field written as a block scalar, and nothing else.
 
-use crate::factory::initramfs::fuzz_parse_manifest;
+use crate::factory::initramfs::{ExtensionMetadata, fuzz_parse_manifest};
 
 /// Checks one `manifest.yaml`.
 pub fn check(data: &[u8]) {
@@ -24,28 +26,26 @@ pub fn check(data: &[u8]) {
         panic!("written manifest does not parse back: {e}\n--- written ---\n{written}")
     });
     assert_eq!(version, "v1alpha1");
-    assert_eq!(
-        again,
-        as_go_yaml_reads_back(metadata),
-        "written manifest reads back differently\n--- written ---\n{written}"
-    );
+    for ((key, wrote), (_, read)) in fields(&metadata).into_iter().zip(fields(&again)) {
+        let go_yaml_loss = wrote.strip_prefix('\n') == Some(read)
+            && written
+                .lines()
+                .any(|l| l.trim_start().starts_with(&format!("{key}: |")));
+        assert!(
+            read == wrote || go_yaml_loss,
+            "written manifest reads back differently: {key} {wrote:?} → {read:?}\n\
+             --- written ---\n{written}"
+        );
+    }
 }
 
-/// What gopkg.in/yaml.v3 reads back after writing `metadata` (see the module docs).
-fn as_go_yaml_reads_back(
-    mut metadata: crate::factory::initramfs::ExtensionMetadata,
-) -> crate::factory::initramfs::ExtensionMetadata {
-    for value in [
-        &mut metadata.name,
-        &mut metadata.version,
-        &mut metadata.author,
-        &mut metadata.description,
-        &mut metadata.talos_version_constraint,
-        &mut metadata.extra_info,
-    ] {
-        if !value.is_empty() && value.bytes().all(|b| b == b'\n') {
-            value.pop();
-        }
-    }
-    metadata
+fn fields(m: &ExtensionMetadata) -> [(&'static str, &str); 6] {
+    [
+        ("name", &m.name),
+        ("version", &m.version),
+        ("author", &m.author),
+        ("description", &m.description),
+        ("version", &m.talos_version_constraint),
+        ("extraInfo", &m.extra_info),
+    ]
 }
