@@ -74,37 +74,102 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The source with `//` comments (line and doc) and `/* */` blocks removed. String literals
-/// are kept; a `//` inside one (a URL) cuts the rest of that line, which is harmless here.
+/// The source with comments (line, doc and nested block comments) removed and the contents
+/// of string and char literals blanked, so that neither a comment nor a string (`"*/*"`,
+/// `"crate::x"`) is mistaken for code. Line breaks are kept.
 fn code_only(text: &str) -> String {
+    let c: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut in_block = false;
-    for line in text.lines() {
-        let mut line = line;
-        if in_block {
-            match line.find("*/") {
-                Some(i) => {
-                    line = &line[i + 2..];
-                    in_block = false;
-                }
-                None => {
-                    out.push('\n');
-                    continue;
+    let mut i = 0;
+    let at = |i: usize, s: &str| {
+        s.chars()
+            .enumerate()
+            .all(|(k, ch)| c.get(i + k) == Some(&ch))
+    };
+    while i < c.len() {
+        if at(i, "//") {
+            while i < c.len() && c[i] != '\n' {
+                i += 1;
+            }
+        } else if at(i, "/*") {
+            let mut depth = 0;
+            while i < c.len() {
+                if at(i, "/*") {
+                    depth += 1;
+                    i += 2;
+                } else if at(i, "*/") {
+                    depth -= 1;
+                    i += 2;
+                    if depth == 0 {
+                        break;
+                    }
+                } else {
+                    if c[i] == '\n' {
+                        out.push('\n');
+                    }
+                    i += 1;
                 }
             }
-        }
-        if let Some(i) = line.find("/*")
-            && !line[..i].contains("//")
+        } else if c[i] == 'r'
+            && (at(i + 1, "\"") || at(i + 1, "#"))
+            && !c[..i].last().is_some_and(|&p| is_ident_char(p))
         {
-            in_block = !line[i..].contains("*/");
-            line = &line[..i];
+            // Raw string r"…", r#"…"#.
+            let mut j = i + 1;
+            let mut hashes = 0;
+            while c.get(j) == Some(&'#') {
+                hashes += 1;
+                j += 1;
+            }
+            if c.get(j) != Some(&'"') {
+                out.push(c[i]);
+                i += 1;
+                continue;
+            }
+            let close: String = std::iter::once('"')
+                .chain(std::iter::repeat_n('#', hashes))
+                .collect();
+            i = j + 1;
+            while i < c.len() && !at(i, &close) {
+                if c[i] == '\n' {
+                    out.push('\n');
+                }
+                i += 1;
+            }
+            i += close.chars().count();
+            out.push_str("\"\"");
+        } else if c[i] == '"' {
+            i += 1;
+            while i < c.len() && c[i] != '"' {
+                if c[i] == '\\' {
+                    i += 1;
+                }
+                if c.get(i) == Some(&'\n') {
+                    out.push('\n');
+                }
+                i += 1;
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if c[i] == '\''
+            && (at(i + 2, "'")
+                || (c.get(i + 1) == Some(&'\\') && c[i + 2..].iter().take(10).any(|&x| x == '\'')))
+        {
+            // A char literal ('"', '\'', '\u{..}'); a lifetime has no closing quote.
+            i += 1;
+            if c[i] == '\\' {
+                i += 1;
+            }
+            i += 1;
+            while i < c.len() && c[i] != '\'' {
+                i += 1;
+            }
+            i += 1;
+            out.push_str("' '");
+        } else {
+            out.push(c[i]);
+            i += 1;
         }
-        let code = match line.find("//") {
-            Some(i) => &line[..i],
-            None => line,
-        };
-        out.push_str(code);
-        out.push('\n');
     }
     out
 }
@@ -345,6 +410,9 @@ fn the_import_scanner_finds_paths_groups_and_super_chains() {
     let code = code_only(
         "use crate::{store::Store, oci::{a, b}, version};\n\
          // use crate::commented_out;\n\
+         let accept = \"*/*\"; let q = '\"'; let s = \"crate::in_a_string\";\n\
+         /* use crate::in_a_block; /* nested */ crate::still_comment */\n\
+         let r = r#\"crate::raw\"#; fn f<'a>(x: &'a str) {}\n\
          let x = crate::limits::fd();\n\
          use super::super::config::Config;\n\
          fn f() -> mycrate::other {}\n",

@@ -30,12 +30,36 @@ pub enum CheckError {
     Unchecked(FactoryError),
 }
 
-/// Checks `a` on its own and against `factory`.
+/// Checks `a` on its own and against `factory`, including that the factory serves its
+/// version (which may ask the upstream registry). The admin API's check.
 pub async fn check(factory: &Factory, a: &Assignment) -> Result<(), CheckError> {
+    check_with(factory, a, true).await
+}
+
+/// [`check`] without the version-availability step: what the appliance decides on its own.
+/// The assignments file is checked with this at start and on SIGHUP, so that a start never
+/// waits for (or fails because of) an unreachable upstream; a version that turns out not to be
+/// served is reported when the machine boots (`/boot/<mac>.ipxe` answers 409 naming it).
+pub async fn check_locally(factory: &Factory, a: &Assignment) -> Result<(), CheckError> {
+    check_with(factory, a, false).await
+}
+
+async fn check_with(
+    factory: &Factory,
+    a: &Assignment,
+    availability: bool,
+) -> Result<(), CheckError> {
     a.validate()?;
     let arch = a.arch.as_deref().unwrap_or("amd64");
     let path = format!("cmdline-{}-{arch}", a.platform);
-    match factory.resolve(&a.schematic, &a.version, &path).await {
+    let resolved = if availability {
+        factory.resolve(&a.schematic, &a.version, &path).await
+    } else {
+        factory
+            .resolve_locally(&a.schematic, &a.version, &path)
+            .await
+    };
+    match resolved {
         Ok(_) => Ok(()),
         Err(error) => Err(match error {
             FactoryError::SchematicNotFound(_) => CheckError::Refused {

@@ -22,7 +22,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::check::{CheckError, check};
+use super::check::{CheckError, check_locally};
 use super::{Assignment, Assignments, MacAddr};
 use crate::factory::service::Factory;
 
@@ -79,11 +79,12 @@ fn entry_name(mac: Option<MacAddr>) -> String {
     mac.map_or("default".to_string(), |m| format!("machines.{m}"))
 }
 
-/// Reads the seed file, checks every entry with the same check as the admin API
-/// ([`check`]: the schematic exists, the version is served, the platform is known) and
-/// applies it; returns how many entries it set. Nothing is applied if an entry is refused.
-/// An entry that cannot be checked because an upstream is unreachable (no version list yet)
-/// is applied with a warning, so an appliance still starts without its upstream.
+/// Reads the seed file, checks every entry with the admin API's check minus the step that may
+/// ask an upstream ([`check_locally`]: syntax, the schematic exists, the version is a version,
+/// the platform is known) and applies it; returns how many entries it set. Nothing is applied
+/// if an entry is refused. Whether the factory serves an entry's version is not checked here,
+/// so a start never waits for an unreachable upstream: a machine booting with a version that
+/// is not served gets a 409 naming it.
 pub async fn apply(
     path: &Path,
     assignments: &Assignments,
@@ -97,7 +98,7 @@ pub async fn apply(
     let entries = parse(path, &text)?;
     for (mac, a) in &entries {
         let name = entry_name(*mac);
-        match check(factory, a).await {
+        match check_locally(factory, a).await {
             Ok(()) => {}
             Err(CheckError::Invalid(e)) => return Err(err(format!("{name}.{e}"))),
             Err(CheckError::Refused {

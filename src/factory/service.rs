@@ -175,6 +175,20 @@ impl Factory {
         version: &str,
         path: &str,
     ) -> Result<Resolved, FactoryError> {
+        let resolved = self.resolve_locally(schematic, version, path).await?;
+        self.artifacts.check_version(&resolved.version).await?;
+        Ok(resolved)
+    }
+
+    /// [`Factory::resolve`] without the version-availability step, which may ask an upstream:
+    /// everything this appliance can decide on its own (schematic, version syntax, path,
+    /// platform).
+    pub async fn resolve_locally(
+        &self,
+        schematic: &str,
+        version: &str,
+        path: &str,
+    ) -> Result<Resolved, FactoryError> {
         let stored = self.load_schematic(schematic).await?;
         let version = parse_version(version)?;
         let profile =
@@ -185,7 +199,6 @@ impl Factory {
                 UnknownPlatform(shown).to_string(),
             ));
         }
-        self.artifacts.check_version(&version).await?;
         Ok(Resolved {
             schematic: stored,
             version,

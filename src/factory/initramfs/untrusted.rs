@@ -11,9 +11,16 @@
 //!
 //! [`open`] therefore reads the superblock, inode and directory tables with backhand
 //! (`Squashfs::from_reader`, which does not recurse) and walks the directory table
-//! **iteratively** before handing the image to the recursive tree builder: every directory is
-//! visited once, and a tree deeper than [`MAX_DEPTH`] or with more than [`MAX_ENTRIES`]
-//! directory entries is refused.
+//! **iteratively** before handing the image to the recursive tree builder. It refuses:
+//!
+//! - a directory reached twice (backhand refuses it too, but only *after* recursing down the
+//!   first path to it, so a walk that merely skipped repeats could measure a shorter path than
+//!   backhand recurses along); what remains is a tree, whose depths are unambiguous;
+//! - a tree deeper than [`MAX_DEPTH`];
+//! - more than [`MAX_ENTRIES`] entries, a name longer than [`MAX_NAME_LEN`], or more than
+//!   [`MAX_TREE_BYTES`] of full paths and symlink targets together: backhand copies the full
+//!   path into every node and the target into every symlink entry, so a small image with many
+//!   entries and long names would otherwise expand to gigabytes.
 //!
 //! # The directory table (squashfs 4.0)
 //!
@@ -47,11 +54,23 @@ pub(crate) const MAX_DEPTH: usize = 256;
 /// thousands.
 pub(crate) const MAX_ENTRIES: usize = 2_000_000;
 
+/// Longest entry name accepted (squashfs allows 256 bytes; the on-disk field could say 65,536).
+pub(crate) const MAX_NAME_LEN: usize = 256;
+
+/// Most bytes of full paths plus symlink targets backhand's tree may hold for one image.
+pub(crate) const MAX_TREE_BYTES: usize = 128 << 20;
+
+/// What a symlink entry adds at most (backhand refuses targets of 256 bytes or more).
+const SYMLINK_TARGET_MAX: usize = 256;
+
 const DIR_HEADER_LEN: usize = 12;
 const DIR_ENTRY_FIXED_LEN: usize = 8;
-const MAX_RUN_ENTRIES: u32 = 256;
+/// backhand's `Dir` asserts `count <= 256`: a run holds at most 257 entries (`count + 1`).
+const MAX_RUN_COUNT: u32 = 256;
 const TYPE_BASIC_DIRECTORY: u16 = 1;
 const TYPE_EXTENDED_DIRECTORY: u16 = 8;
+const TYPE_BASIC_SYMLINK: u16 = 3;
+const TYPE_EXTENDED_SYMLINK: u16 = 10;
 
 /// Reads an untrusted squashfs image: backhand's reader, after the directory tree's shape has
 /// been checked without recursion. Errors are messages for the caller's context.
@@ -64,22 +83,35 @@ pub(crate) fn open<'b>(reader: impl BufReadSeek + 'b) -> Result<FilesystemReader
 /// Walks the directory table from the root, iteratively, and refuses a tree that would make
 /// backhand's recursive reader exhaust the stack or spend unbounded work.
 pub(crate) fn check_tree_shape(squashfs: &Squashfs<'_>) -> Result<(), String> {
-    let mut visited = HashSet::new();
-    let mut entries = 0usize;
-    let mut pending: Vec<(&Inode, usize)> = vec![(&squashfs.root_inode, 0)];
-    while let Some((dir, depth)) = pending.pop() {
-        if !visited.insert(dir.header.inode_number) {
-            // backhand refuses a directory reached twice (a cycle); leave that error to it.
-            continue;
-        }
+    let corrupt = |what: String| Err(format!("corrupt squashfs: {what}"));
+    let mut reached = HashSet::from([squashfs.root_inode.header.inode_number]);
+    let (mut entries, mut bytes) = (0usize, 0usize);
+    // (directory inode, depth, length of its full path)
+    let mut pending: Vec<(&Inode, usize, usize)> = vec![(&squashfs.root_inode, 0, 1)];
+    while let Some((dir, depth, path_len)) = pending.pop() {
         let Some(listing) = listing(squashfs, dir) else {
             continue;
         };
         for child in read_listing(listing) {
             entries += 1;
             if entries > MAX_ENTRIES {
-                return Err(format!(
-                    "corrupt squashfs: more than {MAX_ENTRIES} directory entries"
+                return corrupt(format!("more than {MAX_ENTRIES} directory entries"));
+            }
+            if child.name_len > MAX_NAME_LEN {
+                return corrupt(format!(
+                    "an entry name of {} bytes (at most {MAX_NAME_LEN})",
+                    child.name_len
+                ));
+            }
+            let child_path_len = path_len + 1 + child.name_len;
+            bytes += child_path_len;
+            if matches!(child.kind, TYPE_BASIC_SYMLINK | TYPE_EXTENDED_SYMLINK) {
+                bytes += SYMLINK_TARGET_MAX;
+            }
+            if bytes > MAX_TREE_BYTES {
+                return corrupt(format!(
+                    "more than {} MiB of paths in the directory tree",
+                    MAX_TREE_BYTES >> 20
                 ));
             }
             if child.kind != TYPE_BASIC_DIRECTORY && child.kind != TYPE_EXTENDED_DIRECTORY {
@@ -89,12 +121,15 @@ pub(crate) fn check_tree_shape(squashfs: &Squashfs<'_>) -> Result<(), String> {
                 // backhand fails on a dangling entry too; nothing to descend into.
                 continue;
             };
-            if depth + 1 > MAX_DEPTH {
-                return Err(format!(
-                    "corrupt squashfs: directories nested deeper than {MAX_DEPTH} levels"
-                ));
+            if !reached.insert(inode.header.inode_number) {
+                return corrupt(
+                    "a directory is reachable twice (a cycle or a hard-linked directory)".into(),
+                );
             }
-            pending.push((inode, depth + 1));
+            if depth + 1 > MAX_DEPTH {
+                return corrupt(format!("directories nested deeper than {MAX_DEPTH} levels"));
+            }
+            pending.push((inode, depth + 1, child_path_len));
         }
     }
     Ok(())
@@ -131,6 +166,7 @@ fn listing<'a>(squashfs: &'a Squashfs<'_>, dir: &Inode) -> Option<&'a [u8]> {
 struct Child {
     inode: u32,
     kind: u16,
+    name_len: usize,
 }
 
 /// Decodes a listing's runs until one does not decode, like backhand. Entries whose inode
@@ -140,7 +176,7 @@ fn read_listing(mut bytes: &[u8]) -> Vec<Child> {
     while let Some((header, rest)) = bytes.split_first_chunk::<DIR_HEADER_LEN>() {
         let count = u32_at(header, 0);
         let base = u32_at(header, 8);
-        if count >= MAX_RUN_ENTRIES {
+        if count > MAX_RUN_COUNT {
             break;
         }
         let mut run = Vec::new();
@@ -162,7 +198,11 @@ fn read_listing(mut bytes: &[u8]) -> Vec<Child> {
             // backhand: `(inode_num as i32 + inode_offset as i32).try_into::<u32>()`.
             let number = (base as i32).wrapping_add(i32::from(inode_offset));
             if let Ok(inode) = u32::try_from(number) {
-                run.push(Child { inode, kind });
+                run.push(Child {
+                    inode,
+                    kind,
+                    name_len,
+                });
             }
         }
         if !complete {
@@ -258,23 +298,78 @@ mod tests {
         assert_eq!(
             read_listing(&bytes),
             vec![
-                Child { inode: 10, kind: 1 },
-                Child { inode: 11, kind: 2 },
-                Child { inode: 19, kind: 8 },
+                Child {
+                    inode: 10,
+                    kind: 1,
+                    name_len: 1
+                },
+                Child {
+                    inode: 11,
+                    kind: 2,
+                    name_len: 2
+                },
+                Child {
+                    inode: 19,
+                    kind: 8,
+                    name_len: 1
+                },
             ]
         );
     }
 
+    /// Found in review: backhand refuses a directory reached twice only after recursing down
+    /// the first path to it, so the walk must refuse it outright rather than skip it.
     #[test]
-    fn a_run_with_more_than_256_entries_ends_the_listing() {
+    fn a_directory_reachable_twice_is_refused() {
+        let mut fs = backhand::FilesystemWriter::default();
+        fs.set_time(0);
+        fs.set_compressor(
+            backhand::FilesystemCompressor::new(
+                backhand::compression::Compressor::Uncompressed,
+                None,
+            )
+            .unwrap(),
+        );
+        let h = backhand::NodeHeader::new(0o755, 0, 0, 0);
+        fs.push_dir("aaaa", h).unwrap();
+        fs.push_dir("bbbb", h).unwrap();
+        let mut out = std::io::Cursor::new(Vec::new());
+        fs.write(&mut out).unwrap();
+        let mut squashfs = Squashfs::from_reader(std::io::Cursor::new(out.into_inner())).unwrap();
+        check_tree_shape(&squashfs).unwrap();
+        // Point the `bbbb` entry at `aaaa`'s inode (same run, so the same base number).
+        let table = &mut squashfs.dir_blocks.1;
+        let at = |name: &[u8]| table.windows(4).position(|w| w == name).unwrap();
+        let (a, b) = (at(b"aaaa"), at(b"bbbb"));
+        let offset = [table[a - 6], table[a - 5]];
+        table[b - 6..b - 4].copy_from_slice(&offset);
+        let err = check_tree_shape(&squashfs).unwrap_err();
+        assert!(err.contains("reachable twice"), "{err}");
+    }
+
+    /// backhand accepts runs of up to 257 entries (`count <= 256`); the walk must read them
+    /// all (found in review: stopping at 256 let a root listing hide the whole tree).
+    #[test]
+    fn runs_of_257_entries_are_read_and_longer_ones_end_the_listing() {
+        let names: Vec<String> = (0..257).map(|i| format!("d{i}")).collect();
+        let entries: Vec<(i16, u16, &str)> = names.iter().map(|n| (0, 1, n.as_str())).collect();
+        let bytes = run(1, &entries);
+        assert_eq!(read_listing(&bytes).len(), 257);
         let mut bytes = run(1, &[(0, 1, "a")]);
-        bytes[..4].copy_from_slice(&256u32.to_le_bytes());
+        bytes[..4].copy_from_slice(&257u32.to_le_bytes());
         assert!(read_listing(&bytes).is_empty());
     }
 
     #[test]
     fn negative_inode_numbers_are_skipped() {
         let bytes = run(0, &[(-1, 1, "a"), (2, 1, "b")]);
-        assert_eq!(read_listing(&bytes), vec![Child { inode: 2, kind: 1 }]);
+        assert_eq!(
+            read_listing(&bytes),
+            vec![Child {
+                inode: 2,
+                kind: 1,
+                name_len: 1
+            }]
+        );
     }
 }
