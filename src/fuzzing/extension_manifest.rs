@@ -9,9 +9,10 @@
 //! own, so reading it back drops exactly that one leading line feed (gopkg.in/yaml.v3
 //! v3.0.1: `"\n"` → `v: |4+` → `""`; `"\n!"` → `v: |4-` / `!` → `"!"`; `"\n\na"` → `"\na"`).
 //! The emitter reproduces upstream's bytes, so upstream's initramfs carries the same loss; the
-//! check allows that loss, for a field written as a block scalar, and nothing else.
+//! check allows that loss, for a field written as a block scalar, and nothing else. Metadata
+//! whose written form does not read back at all is refused by the builder (`check_writable`).
 
-use crate::factory::initramfs::{ExtensionMetadata, fuzz_parse_manifest};
+use crate::factory::initramfs::{ExtensionMetadata, fuzz_check_writable, fuzz_parse_manifest};
 
 /// Checks one `manifest.yaml`.
 pub fn check(data: &[u8]) {
@@ -21,6 +22,11 @@ pub fn check(data: &[u8]) {
     let Ok((_, metadata)) = fuzz_parse_manifest(text) else {
         return;
     };
+    // Metadata whose written form does not read back is refused when a build loads the
+    // extension (`check_writable`); everything else must round-trip.
+    if fuzz_check_writable(&metadata).is_err() {
+        return;
+    }
     let written = metadata.manifest_yaml();
     let (version, again) = fuzz_parse_manifest(&written).unwrap_or_else(|e| {
         panic!("written manifest does not parse back: {e}\n--- written ---\n{written}")

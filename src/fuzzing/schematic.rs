@@ -20,13 +20,17 @@ pub fn check(data: &[u8]) {
         Ok(s) => s,
         Err(e) => panic!("canonical YAML does not parse back: {e}\n--- canonical ---\n{canonical}"),
     };
-    // Overlay options are a map: the model keeps the input's order, the canonical YAML
-    // sorts it, so compare them as maps.
+    // Overlay options are maps (at every level): the model keeps the input's order, the
+    // canonical YAML sorts them, so compare them as maps. (A fuzz finding: nested maps were
+    // compared in order.)
     let as_map = |s: &schematic::Schematic| {
         let mut s = s.clone();
         s.overlay
             .options
             .sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+        for (_, v) in &mut s.overlay.options {
+            sort_maps(v);
+        }
         s
     };
     assert!(
@@ -39,4 +43,25 @@ pub fn check(data: &[u8]) {
         "canonical YAML is not a fixed point"
     );
     assert_eq!(again.id(), id, "the ID changes after a round trip");
+}
+
+/// Sorts every string-keyed map inside `v` by key, recursively (maps with other keys keep
+/// their order: go-yaml's order for mixed keys is checked by the canonical fixed point).
+fn sort_maps(v: &mut schematic::AnyValue) {
+    match v {
+        schematic::AnyValue::StrMap(entries) => {
+            entries.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+            for (_, v) in entries {
+                sort_maps(v);
+            }
+        }
+        schematic::AnyValue::AnyMap(entries) => {
+            for (k, v) in entries {
+                sort_maps(k);
+                sort_maps(v);
+            }
+        }
+        schematic::AnyValue::Seq(items) => items.iter_mut().for_each(sort_maps),
+        _ => {}
+    }
 }

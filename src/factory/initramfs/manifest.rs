@@ -140,6 +140,17 @@ pub(crate) fn parse_manifest(text: &str) -> Result<(String, ExtensionMetadata), 
     Ok((version, metadata))
 }
 
+/// Checks that `metadata`, written the way Talos writes it into `extensions.yaml` (go-yaml's
+/// bytes), can be read back. go-yaml writes some values it cannot read (a raw U+2028 in a
+/// single-quoted scalar followed by spaces: "invalid indentation in quoted scalar"); an
+/// initramfs carrying such an `extensions.yaml` would fail at boot, so the extension is refused
+/// when the build starts instead (found by fuzzing).
+pub(crate) fn check_writable(metadata: &ExtensionMetadata) -> Result<(), String> {
+    parse_manifest(&metadata.manifest_yaml())
+        .map(|_| ())
+        .map_err(|e| format!("its metadata cannot be written as YAML that reads back ({e})"))
+}
+
 /// What is wrong with an extension directory, and the name to report it under (the manifest's
 /// `metadata.name` when it could be read).
 #[derive(Debug)]
@@ -179,6 +190,7 @@ pub(crate) fn load_extension(
     };
     let (version, metadata) = parsed;
     let name = (!metadata.name.is_empty()).then_some(metadata.name.as_str());
+    check_writable(&metadata).map_err(|e| reject(name, e))?;
 
     for n in &names {
         if n != "manifest.yaml" && n != "rootfs" {
@@ -257,6 +269,27 @@ mod tests {
         text.push_str("version: v1alpha1\nmetadata:\n  name: bomb\n");
         let err = parse_manifest(&text).unwrap_err();
         assert!(err.contains("not valid YAML"), "{err}");
+    }
+
+    /// Found by fuzzing: go-yaml writes this name (a raw U+2028 in a single-quoted scalar,
+    /// then spaces) in a form it cannot read back; the extension is refused, not built into an
+    /// `extensions.yaml` that would fail at boot.
+    #[test]
+    fn metadata_that_cannot_be_written_back_is_refused() {
+        let text = include_str!(
+            "../../../fuzz/regressions/extension_manifest/line-separator-breaks-quoted-indentation.yaml"
+        );
+        let (_, md) = parse_manifest(text).unwrap();
+        let err = check_writable(&md).unwrap_err();
+        assert!(err.contains("cannot be written"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        ext(dir.path(), text);
+        let rejection = load_extension(dir.path(), (1, 11, 6)).unwrap_err();
+        assert!(
+            rejection.reason.contains("cannot be written"),
+            "{}",
+            rejection.reason
+        );
     }
 
     fn ext(dir: &Path, manifest: &str) {

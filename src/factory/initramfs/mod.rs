@@ -86,6 +86,8 @@ pub use parse::{ArchiveCompression, ArchiveInfo, LayerInfo, ParsedInitramfs, par
 pub use squash::SQUASHFS_BLOCK_SIZE;
 // The fuzzing harnesses (`crate::fuzzing`) drive these two readers of imported content.
 #[cfg(feature = "fuzzing")]
+pub(crate) use manifest::check_writable as fuzz_check_writable;
+#[cfg(feature = "fuzzing")]
 pub(crate) use manifest::parse_manifest as fuzz_parse_manifest;
 #[cfg(feature = "fuzzing")]
 pub(crate) use modules::extract_squashfs_subtree as fuzz_extract_squashfs_subtree;

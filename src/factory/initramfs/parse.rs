@@ -227,6 +227,20 @@ pub fn parse_initramfs(path: &Path) -> Result<ParsedInitramfs, InitramfsError> {
                 )));
             }
         };
+        // A header can claim more than the file holds (a zstd frame's block sizes, a cpio
+        // entry's size): such an archive is truncated, not an archive (found by fuzzing).
+        if archive
+            .offset
+            .checked_add(archive.len)
+            .is_none_or(|end| end > len)
+        {
+            return Err(format_err(format!(
+                "truncated archive at offset {pos} of {}: it claims {} bytes, the file has {}",
+                path.display(),
+                archive.len,
+                len - pos
+            )));
+        }
         pos = archive.offset + archive.len.max(1);
         archives.push(archive);
     }
