@@ -45,8 +45,8 @@ pub fn check(data: &[u8]) {
     assert_eq!(again.id(), id, "the ID changes after a round trip");
 }
 
-/// Sorts every string-keyed map inside `v` by key, recursively (maps with other keys keep
-/// their order: go-yaml's order for mixed keys is checked by the canonical fixed point).
+/// Sorts every map inside `v` by key, recursively, so two values compare as maps (go-yaml's
+/// own key order is checked separately: the canonical YAML must be a fixed point).
 fn sort_maps(v: &mut schematic::AnyValue) {
     match v {
         schematic::AnyValue::StrMap(entries) => {
@@ -56,10 +56,12 @@ fn sort_maps(v: &mut schematic::AnyValue) {
             }
         }
         schematic::AnyValue::AnyMap(entries) => {
-            for (k, v) in entries {
+            for (k, v) in entries.iter_mut() {
                 sort_maps(k);
                 sort_maps(v);
             }
+            // Any total order will do for comparing: the keys' debug text.
+            entries.sort_by_cached_key(|(k, _)| format!("{k:?}"));
         }
         schematic::AnyValue::Seq(items) => items.iter_mut().for_each(sort_maps),
         _ => {}
