@@ -45,8 +45,9 @@ pub fn check(data: &[u8]) {
     assert_eq!(again.id(), id, "the ID changes after a round trip");
 }
 
-/// Sorts every map inside `v` by key, recursively, so two values compare as maps (go-yaml's
-/// own key order is checked separately: the canonical YAML must be a fixed point).
+/// Puts `v` in the form go-yaml reads back: every map sorted by key, recursively, so two
+/// values compare as maps (go-yaml's own key order is checked separately: the canonical YAML
+/// must be a fixed point), and integral floats as the integers they are written as.
 fn sort_maps(v: &mut schematic::AnyValue) {
     match v {
         schematic::AnyValue::StrMap(entries) => {
@@ -64,6 +65,17 @@ fn sort_maps(v: &mut schematic::AnyValue) {
             entries.sort_by_cached_key(|(k, _)| format!("{k:?}"));
         }
         schematic::AnyValue::Seq(items) => items.iter_mut().for_each(sort_maps),
+        // go-yaml writes a float with Go's `FormatFloat(f, 'g', -1, 64)`: an integral value
+        // such as 82.0 becomes `82`, which reads back as an integer (the canonical text, and
+        // so the ID, is the same; upstream behaves alike). Compare what it reads back as.
+        schematic::AnyValue::Float(f) => {
+            let text = crate::gocompat::yaml::format_float(*f);
+            if let Ok(i) = text.parse::<i64>() {
+                *v = schematic::AnyValue::Int(i);
+            } else if let Ok(u) = text.parse::<u64>() {
+                *v = schematic::AnyValue::Uint(u);
+            }
+        }
         _ => {}
     }
 }
