@@ -61,6 +61,23 @@ fn sort_maps(v: &mut schematic::AnyValue) {
                 sort_maps(k);
                 sort_maps(v);
             }
+            // A `map[any]any` whose keys all decoded as strings is written with string keys
+            // and reads back as `map[string]any`: compare it as one.
+            if entries
+                .iter()
+                .all(|(k, _)| matches!(k, schematic::AnyValue::Str(_)))
+            {
+                let mut as_str: Vec<(String, schematic::AnyValue)> = std::mem::take(entries)
+                    .into_iter()
+                    .map(|(k, v)| match k {
+                        schematic::AnyValue::Str(k) => (k, v),
+                        _ => unreachable!("checked above"),
+                    })
+                    .collect();
+                as_str.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+                *v = schematic::AnyValue::StrMap(as_str);
+                return;
+            }
             // Any total order will do for comparing: the keys' debug text.
             entries.sort_by_cached_key(|(k, _)| format!("{k:?}"));
         }
