@@ -237,8 +237,8 @@ mod tests {
         out
     }
 
-    /// An uncompressed image of `depth` nested directories `d/d/d/…` (with a file at the bottom).
-    fn nested(depth: usize) -> Vec<u8> {
+    /// An uncompressed image (plain bytes a test can patch) built by `build`.
+    fn image(build: impl FnOnce(&mut backhand::FilesystemWriter, backhand::NodeHeader)) -> Vec<u8> {
         let mut fs = backhand::FilesystemWriter::default();
         fs.set_time(0);
         fs.set_compressor(
@@ -249,19 +249,26 @@ mod tests {
             .unwrap(),
         );
         let h = backhand::NodeHeader::new(0o755, 0, 0, 0);
-        let mut path = String::new();
-        for _ in 0..depth {
-            if !path.is_empty() {
-                path.push('/');
-            }
-            path.push('d');
-            fs.push_dir(&path, h).unwrap();
-        }
-        fs.push_file(std::io::Cursor::new(b"x".to_vec()), format!("{path}/f"), h)
-            .unwrap();
+        build(&mut fs, h);
         let mut out = std::io::Cursor::new(Vec::new());
         fs.write(&mut out).unwrap();
         out.into_inner()
+    }
+
+    /// An image of `depth` nested directories `d/d/d/…` (with a file at the bottom).
+    fn nested(depth: usize) -> Vec<u8> {
+        image(|fs, h| {
+            let mut path = String::new();
+            for _ in 0..depth {
+                if !path.is_empty() {
+                    path.push('/');
+                }
+                path.push('d');
+                fs.push_dir(&path, h).unwrap();
+            }
+            fs.push_file(std::io::Cursor::new(b"x".to_vec()), format!("{path}/f"), h)
+                .unwrap();
+        })
     }
 
     #[test]
@@ -321,21 +328,11 @@ mod tests {
     /// the first path to it, so the walk must refuse it outright rather than skip it.
     #[test]
     fn a_directory_reachable_twice_is_refused() {
-        let mut fs = backhand::FilesystemWriter::default();
-        fs.set_time(0);
-        fs.set_compressor(
-            backhand::FilesystemCompressor::new(
-                backhand::compression::Compressor::Uncompressed,
-                None,
-            )
-            .unwrap(),
-        );
-        let h = backhand::NodeHeader::new(0o755, 0, 0, 0);
-        fs.push_dir("aaaa", h).unwrap();
-        fs.push_dir("bbbb", h).unwrap();
-        let mut out = std::io::Cursor::new(Vec::new());
-        fs.write(&mut out).unwrap();
-        let mut squashfs = Squashfs::from_reader(std::io::Cursor::new(out.into_inner())).unwrap();
+        let bytes = image(|fs, h| {
+            fs.push_dir("aaaa", h).unwrap();
+            fs.push_dir("bbbb", h).unwrap();
+        });
+        let mut squashfs = Squashfs::from_reader(std::io::Cursor::new(bytes)).unwrap();
         check_tree_shape(&squashfs).unwrap();
         // Point the `bbbb` entry at `aaaa`'s inode (same run, so the same base number).
         let table = &mut squashfs.dir_blocks.1;
