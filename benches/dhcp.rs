@@ -23,16 +23,21 @@
 //! Run with `cargo bench --bench dhcp` as root with `ip` (iproute2) and `dnsmasq`
 //! (`apt-get install -y dnsmasq-base`); otherwise it prints why it is skipped.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bootfactory::dhcp::testkit::PxeRequest;
 use bootfactory::dhcp::{AnswerAll, ProxyDhcp, ProxyDhcpConfig};
 use socket2::{Domain, Protocol, Socket, Type};
+use support::guard::{Netns, Proc, ip, is_root, spawn_signal_watcher};
+use support::stats::{env_number, median, percentile};
 
 const ROLE_ENV: &str = "BFDHCP_BENCH_ROLE";
 const SERVER_IF: &str = "bfd0";
@@ -59,7 +64,8 @@ fn main() {
         println!("dhcp benchmark skipped: {why}");
         return;
     }
-    let ns = match Netns::create() {
+    spawn_signal_watcher();
+    let ns = match Lab::create() {
         Ok(ns) => ns,
         Err(e) => {
             println!("dhcp benchmark skipped: cannot create network namespaces: {e}");
@@ -108,7 +114,9 @@ fn main() {
         }
     }
 
-    let med = |s: Server, f: fn(&RoundResult) -> f64| median(results[&s].iter().map(f).collect());
+    let med = |s: Server, f: fn(&RoundResult) -> f64| {
+        median(&results[&s].iter().map(f).collect::<Vec<_>>())
+    };
     let columns: [fn(&RoundResult) -> f64; 7] = [
         |r| r.p50_us,
         |r| r.p99_us,
@@ -148,51 +156,8 @@ fn main() {
     drop(ns);
 }
 
-fn env_number(name: &str, default: usize) -> usize {
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .ok()
-            .filter(|n| *n >= 1)
-            .unwrap_or_else(|| panic!("{name} must be a whole number >= 1, got {v:?}")),
-        Err(_) => default,
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n == 0 {
-        return f64::NAN;
-    }
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile (sorts `v`); NaN when empty.
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let idx = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[idx.clamp(1, v.len()) - 1]
-}
-
 fn missing_prerequisite() -> Option<String> {
-    let root = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false);
-    if !root {
+    if !is_root() {
         return Some("needs root (network namespaces, ports 67/68)".into());
     }
     for (tool, arg, pkg) in [
@@ -243,98 +208,58 @@ struct RoundResult {
     seq_answered: usize,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("running ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
+/// The two namespaces joined by a veth pair; deleted on drop.
+struct Lab {
+    server: Netns,
+    client: Netns,
 }
 
-/// The two namespaces; deleted (with the veth) on drop.
-struct Netns {
-    server: String,
-    client: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
+impl Lab {
+    fn create() -> Result<Lab, String> {
         let pid = std::process::id();
-        let ns = Netns {
-            server: format!("bfdhcp-{pid}-bsrv"),
-            client: format!("bfdhcp-{pid}-bcli"),
+        let lab = Lab {
+            server: Netns::create(&format!("bfdhcp-{pid}-bsrv"))?,
+            client: Netns::create(&format!("bfdhcp-{pid}-bcli"))?,
         };
-        let (s, c) = (ns.server.as_str(), ns.client.as_str());
-        ip(&["netns", "add", s])?;
-        ip(&["netns", "add", c])?;
+        let (s, c) = (lab.server.name(), lab.client.name());
         ip(&[
             "-n", s, "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF, "netns",
             c,
         ])?;
         ip(&["-n", s, "addr", "add", "192.0.2.10/24", "dev", SERVER_IF])?;
         ip(&["-n", c, "addr", "add", "192.0.2.1/24", "dev", CLIENT_IF])?;
-        for (n, dev) in [(s, SERVER_IF), (c, CLIENT_IF), (s, "lo"), (c, "lo")] {
+        for (n, dev) in [(s, SERVER_IF), (c, CLIENT_IF)] {
             ip(&["-n", n, "link", "set", dev, "up"])?;
         }
-        Ok(ns)
+        Ok(lab)
     }
 
     /// This bench binary re-executed in `ns` with `role`.
-    fn child(&self, ns: &str, role: &str) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(std::env::current_exe().unwrap())
-            .env(ROLE_ENV, role);
+    fn child(ns: &Netns, role: &str) -> Command {
+        let mut cmd = ns.exec(std::env::current_exe().unwrap());
+        cmd.env(ROLE_ENV, role);
         cmd
     }
 }
 
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in [&self.server, &self.client] {
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
-}
-
-/// A server process, killed (by PID) if still running when dropped.
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        if let Ok(None) = self.0.try_wait() {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-}
-
-fn run_round(ns: &Netns, server: Server, round: usize, burst: usize) -> RoundResult {
+fn run_round(ns: &Lab, server: Server, round: usize, burst: usize) -> RoundResult {
     let log = std::env::temp_dir().join(format!(
         "bfdhcp-bench-{}-{}.log",
         std::process::id(),
         server.name()
     ));
     let mut child = match server {
-        Server::Bootfactory => KillOnDrop(
-            ns.child(&ns.server, "server")
+        Server::Bootfactory => Proc::start(
+            "the bootfactory server child",
+            Lab::child(&ns.server, "server")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("start the bootfactory server child"),
+                .stderr(std::fs::File::create(&log).unwrap()),
         ),
-        Server::Dnsmasq => KillOnDrop(
-            Command::new("ip")
-                .args(["netns", "exec", &ns.server, "dnsmasq"])
+        Server::Dnsmasq => Proc::start(
+            "dnsmasq",
+            ns.server
+                .exec("dnsmasq")
                 .args([
                     "-d",
                     "--conf-file=/dev/null",
@@ -349,14 +274,11 @@ fn run_round(ns: &Netns, server: Server, round: usize, burst: usize) -> RoundRes
                 ])
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .expect("start dnsmasq"),
+                .stderr(std::fs::File::create(&log).unwrap()),
         ),
     };
-    let drops_before = udp_rcvbuf_errors(&ns.server);
-    let gen_out = ns
-        .child(&ns.client, "gen")
+    let drops_before = udp_rcvbuf_errors(ns.server.name());
+    let gen_out = Lab::child(&ns.client, "gen")
         .env("BFDHCP_BENCH_BURST", burst.to_string())
         .env(
             "BFDHCP_BENCH_SEED",
@@ -365,14 +287,12 @@ fn run_round(ns: &Netns, server: Server, round: usize, burst: usize) -> RoundRes
         .stdin(Stdio::null())
         .output()
         .expect("run the generator");
-    let kernel_drops = udp_rcvbuf_errors(&ns.server).saturating_sub(drops_before);
-    // Stop the server: bootfactory exits when its stdin closes, dnsmasq is killed.
-    drop(child.0.stdin.take());
+    let kernel_drops = udp_rcvbuf_errors(ns.server.name()).saturating_sub(drops_before);
+    // Stop the server: bootfactory exits when its stdin closes; dnsmasq (and a child that
+    // does not exit) gets SIGTERM when the guard drops.
+    drop(child.take_stdin());
     let deadline = Instant::now() + Duration::from_secs(5);
-    while matches!(child.0.try_wait(), Ok(None)) && Instant::now() < deadline {
-        if server == Server::Dnsmasq {
-            let _ = child.0.kill();
-        }
+    while server == Server::Bootfactory && child.exited().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     drop(child);
@@ -626,13 +546,13 @@ fn child_generator() {
         "BFDHCP-RESULT answered={} p50_us={:.1} p99_us={:.1} offers_per_s={:.0} send_ms={:.2} \
          seq_answered={} seq_p50_us={:.1} seq_p99_us={:.1}",
         lat.len(),
-        percentile(&mut lat, 50.0),
-        percentile(&mut lat, 99.0),
+        percentile(&lat, 50.0),
+        percentile(&lat, 99.0),
         lat.len() as f64 / span,
         send_ms,
         seq.len(),
-        percentile(&mut seq, 50.0),
-        percentile(&mut seq, 99.0),
+        percentile(&seq, 50.0),
+        percentile(&seq, 99.0),
     );
     std::io::stdout().flush().unwrap();
 }

@@ -16,6 +16,9 @@
 //! Figures are printed, never asserted. `BENCH_RUNS` (default 3) sets the repetitions; medians
 //! are reported. Needs `squashfs-tools cpio zstd time` (Debian packages) for the peer.
 
+#[path = "support/stats.rs"]
+mod stats;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
@@ -33,6 +36,7 @@ use bootfactory::oci::ImageCatalog;
 use bootfactory::oci::bundle::{self, NoProgress};
 use bootfactory::oci::flatten::{flatten_image, platform_manifest};
 use bootfactory::store::Store;
+use stats::median;
 
 const VERSION: &str = "v1.11.6";
 const MTIME: u32 = 1_559_424_892;
@@ -422,16 +426,6 @@ fn ours(
     (m, stats, bytes)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if let Some(i) = args.iter().position(|a| a == "--child-build") {
@@ -538,17 +532,17 @@ fn main() {
     }
 
     let peer_wall = median(
-        rows["1 peer (mksquashfs -18, cpio, zstd -T0 -18)"]
+        &rows["1 peer (mksquashfs -18, cpio, zstd -T0 -18)"]
             .iter()
             .map(|m| m.wall)
-            .collect(),
+            .collect::<Vec<_>>(),
     );
     println!("\nmedian of {runs} run(s):");
     println!("| pipeline | wall (s) | × peer | peak RSS (MiB) |");
     println!("|---|---:|---:|---:|");
     for (name, ms) in &rows {
-        let wall = median(ms.iter().map(|m| m.wall).collect());
-        let rss = median(ms.iter().map(|m| m.rss_kib as f64).collect()) / 1024.0;
+        let wall = median(&ms.iter().map(|m| m.wall).collect::<Vec<_>>());
+        let rss = median(&ms.iter().map(|m| m.rss_kib as f64).collect::<Vec<_>>()) / 1024.0;
         println!(
             "| {} | {wall:.2} | {:.3} | {rss:.0} |",
             &name[..],

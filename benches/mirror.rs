@@ -7,6 +7,8 @@
 //! (default 512), `BENCH_LOG` (a tracing filter such as `bootfactory=info`) shows the
 //! in-process bootfactory's logs on stderr.
 
+#[path = "support/stats.rs"]
+mod stats;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -15,6 +17,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sha2::{Digest as _, Sha256};
+use stats::{median, percentile, sorted};
 use support::TestServer;
 use support::tools::{DockerRegistry, have, skopeo_ok};
 
@@ -698,29 +701,6 @@ async fn run(image: &TestImage, direct: &Target, peer: &Target, ours: &Target) -
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-fn median(v: &[f64]) -> f64 {
-    let v = sorted(v);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let v = sorted(v);
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
 
 impl Results {
     fn print(&self, blob_mb: u64) {

@@ -21,17 +21,20 @@
 //! `info`, the shipped default). Needs `nginx` (Debian: `apt-get install -y nginx-light`);
 //! without it the benchmark prints a message and exits 0.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bootfactory::fixture::{FixtureOptions, SizeProfile, write_release};
 use sha2::{Digest as _, Sha256};
+use support::guard::{Proc, Scratch, have, quiet_panics_once_interrupted, spawn_signal_watcher};
+use support::stats::{env_number, median, percentile};
 
 /// The Talos version of the fixture release.
 const VERSION: &str = "v1.11.6";
@@ -64,16 +67,7 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
-    // Once interrupted, requests fail because the servers are going away: stay quiet and let
-    // the signal watcher finish its cleanup and exit (unwinding cleans up too if it does not).
-    let default_hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        if INTERRUPTED.load(Ordering::SeqCst) {
-            std::thread::sleep(Duration::from_secs(10));
-        } else {
-            default_hook(info);
-        }
-    }));
+    quiet_panics_once_interrupted();
     spawn_signal_watcher();
     let results = bench(&settings);
     results.print(&settings);
@@ -89,15 +83,6 @@ struct Settings {
 
 impl Settings {
     fn from_env() -> Settings {
-        let number = |name: &str, default: usize| match std::env::var(name) {
-            Ok(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 1)
-                .unwrap_or_else(|| panic!("{name} must be a whole number >= 1, got {v:?}")),
-            Err(_) => default,
-        };
         let extensions = std::env::var("BENCH_EXTENSIONS")
             .unwrap_or_else(|_| DEFAULT_EXTENSIONS.to_string())
             .split(',')
@@ -106,211 +91,11 @@ impl Settings {
             .map(|s| s.trim_start_matches("siderolabs/").to_string())
             .collect();
         Settings {
-            ttfb_requests: number("BENCH_TTFB_REQUESTS", DEFAULT_TTFB_REQUESTS),
-            downloads: number("BENCH_DOWNLOADS", DEFAULT_DOWNLOADS),
+            ttfb_requests: env_number("BENCH_TTFB_REQUESTS", DEFAULT_TTFB_REQUESTS),
+            downloads: env_number("BENCH_DOWNLOADS", DEFAULT_DOWNLOADS),
             extensions,
             log_level: std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
         }
-    }
-}
-
-fn have(program: &str) -> bool {
-    Command::new(program)
-        .arg("-v")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok()
-}
-
-// ---------------------------------------------------------------------------------------------
-// Cleanup: child processes and the temporary directory, also on Ctrl-C / SIGTERM
-
-/// What must go when the benchmark is interrupted: child PIDs and temporary directories.
-struct Registry {
-    pids: Vec<u32>,
-    dirs: Vec<PathBuf>,
-}
-
-/// Set by the signal watcher before it cleans up.
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
-
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    pids: Vec::new(),
-    dirs: Vec::new(),
-});
-
-fn registry() -> std::sync::MutexGuard<'static, Registry> {
-    REGISTRY.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// Sends `signal` (`TERM`, `KILL`) to one process by PID.
-fn send_signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .stderr(Stdio::null())
-        .status();
-}
-
-/// Whether `pid` is still running (not gone, not a zombie).
-fn alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next())
-            .is_some_and(|state| state != 'Z' && state != 'X'),
-        Err(_) => false,
-    }
-}
-
-/// On SIGINT or SIGTERM: stops the registered children, removes the registered directories and
-/// exits with 130. (Normal exits and panics clean up through `Drop`.)
-fn spawn_signal_watcher() {
-    std::thread::spawn(|| {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("signal runtime");
-        runtime.block_on(async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        });
-        INTERRUPTED.store(true, Ordering::SeqCst);
-        let registry = registry();
-        for &pid in &registry.pids {
-            send_signal(pid, "TERM");
-        }
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while registry.pids.iter().any(|&p| alive(p)) && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for &pid in &registry.pids {
-            if alive(pid) {
-                send_signal(pid, "KILL");
-            }
-        }
-        for dir in &registry.dirs {
-            let _ = std::fs::remove_dir_all(dir);
-        }
-        eprintln!("interrupted: servers stopped, temporary files removed");
-        std::process::exit(130);
-    });
-}
-
-/// A child process, stopped (SIGTERM, then SIGKILL after 10 s) when dropped.
-struct Proc {
-    name: &'static str,
-    child: Child,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Starts `cmd` with stdout and stderr going to `log`.
-    fn spawn(name: &'static str, cmd: &mut Command, log: &Path) -> Proc {
-        let out = std::fs::File::create(log).expect("create log file");
-        let err = out.try_clone().expect("clone log file");
-        let mut registry = registry();
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-        registry.pids.push(child.id());
-        Proc {
-            name,
-            child,
-            log: log.to_path_buf(),
-        }
-    }
-
-    /// The end of the log, for error messages.
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// Panics (with the log) if the process has exited.
-    fn check_running(&mut self) {
-        if let Ok(Some(status)) = self.child.try_wait() {
-            panic!(
-                "{} exited unexpectedly ({status}); its log ends with:\n{}",
-                self.name,
-                self.log_tail()
-            );
-        }
-    }
-
-    /// Waits for a process that is meant to end by itself; panics (with the log) on failure.
-    fn wait_success(mut self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => return,
-                Ok(Some(status)) => panic!(
-                    "{} failed ({status}); its log ends with:\n{}",
-                    self.name,
-                    self.log_tail()
-                ),
-                Ok(None) if Instant::now() > deadline => {
-                    panic!("{} did not finish within {timeout:?}", self.name)
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => panic!("waiting for {}: {e}", self.name),
-            }
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = self.child.id();
-        if let Ok(None) = self.child.try_wait() {
-            send_signal(pid, "TERM");
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if let Ok(None) = self.child.try_wait() {
-                eprintln!("{} ignored SIGTERM for 10 s; killing it", self.name);
-                let _ = self.child.kill();
-                let _ = self.child.wait();
-            }
-        }
-        registry().pids.retain(|&p| p != pid);
-    }
-}
-
-/// The benchmark's temporary directory, removed when dropped.
-struct Scratch(tempfile::TempDir);
-
-impl Scratch {
-    fn new() -> Scratch {
-        let dir = tempfile::Builder::new()
-            .prefix("bootfactory-serve-bench.")
-            .tempdir()
-            .expect("temporary directory");
-        registry().dirs.push(dir.path().to_path_buf());
-        Scratch(dir)
-    }
-
-    fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let path = self.0.path().to_path_buf();
-        registry().dirs.retain(|d| *d != path);
-        // TempDir's own drop removes the directory.
     }
 }
 
@@ -603,7 +388,7 @@ fn wait_ready(t: &Target, proc: &mut Proc, path: &str) {
                 "start",
                 format!(
                     "no 200 from {path} within {START_TIMEOUT:?}; log:\n{}",
-                    proc.log_tail()
+                    proc.log_tail(30)
                 ),
             );
         }
@@ -696,7 +481,7 @@ struct Setup {
 }
 
 fn setup(settings: &Settings) -> Setup {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("bootfactory-serve-bench.");
     let root = scratch.path();
 
     eprintln!("[setup] writing the Realistic fixture release {VERSION}");
@@ -804,7 +589,7 @@ fn setup(settings: &Settings) -> Setup {
                 fail(
                     &ours,
                     what,
-                    format!("{e}; log:\n{}", bootfactory.log_tail()),
+                    format!("{e}; log:\n{}", bootfactory.log_tail(30)),
                 )
             })
             .0
@@ -817,7 +602,7 @@ fn setup(settings: &Settings) -> Setup {
             "HEAD (build)",
             format!(
                 "status {status}, Content-Length {len:?}; log:\n{}",
-                bootfactory.log_tail()
+                bootfactory.log_tail(30)
             ),
         ),
     };
@@ -1067,29 +852,6 @@ fn bench(settings: &Settings) -> Results {
 
 // ---------------------------------------------------------------------------------------------
 // Report
-
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-fn median(v: &[f64]) -> f64 {
-    let v = sorted(v);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// Nearest-rank percentile.
-fn percentile(v: &[f64], p: f64) -> f64 {
-    let v = sorted(v);
-    let rank = ((p / 100.0) * v.len() as f64).ceil() as usize;
-    v[rank.clamp(1, v.len()) - 1]
-}
 
 impl Results {
     fn print(&self, settings: &Settings) {

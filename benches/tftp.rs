@@ -14,14 +14,19 @@
 //! Run with `cargo bench --bench tftp`; `BENCH_RUNS` (default 7, at least 5) sets the fetches
 //! per server and case. Needs `dnsmasq` (Debian `dnsmasq-base`), `atftp` and/or `curl`, `ip`.
 
+#[path = "support/mod.rs"]
+mod support;
+
 use std::fs;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use bootfactory::tftp::{TftpConfig, TftpFiles, TftpService};
 use bytes::Bytes;
+use support::guard::{Netns, Proc, have, is_root, run, spawn_signal_watcher};
+use support::stats::median;
 
 /// Size of Debian trixie's `ipxe-amd64.efi`.
 const FILE_SIZE: usize = 996_864;
@@ -50,16 +55,20 @@ fn main() {
         );
         return;
     }
-    let ns = format!("bftftpbench{}", std::process::id());
-    let _guard = Netns::create(&ns);
+    spawn_signal_watcher();
+    let ns = Netns::create(&format!("bftftpbench{}", std::process::id()))
+        .unwrap_or_else(|e| panic!("{e}"));
     let exe = std::env::current_exe().expect("current_exe");
-    let status = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(exe)
+    let status = ns
+        .exec(exe)
         .env(INSIDE_ENV, "1")
         .status()
         .expect("running the bench inside the namespace");
-    assert!(status.success(), "benchmark failed inside namespace {ns}");
+    assert!(
+        status.success(),
+        "benchmark failed inside namespace {}",
+        ns.name()
+    );
 }
 
 /// Everything below runs inside the namespace.
@@ -105,7 +114,7 @@ fn inside() {
 
     // dnsmasq, TFTP only.
     let dnsmasq_addr = SocketAddr::from(([127, 0, 0, 1], DNSMASQ_PORT));
-    let dnsmasq = Dnsmasq::start(&root, tmp.path());
+    let dnsmasq = start_dnsmasq(&root, tmp.path());
     let version = Command::new("dnsmasq")
         .arg("--version")
         .output()
@@ -178,7 +187,12 @@ fn inside() {
                 }
             }
         }
-        let (m_ours, m_peer) = (median(&mut t_ours), median(&mut t_peer));
+        let median_time = |t: &[Duration]| {
+            Duration::from_secs_f64(median(
+                &t.iter().map(Duration::as_secs_f64).collect::<Vec<_>>(),
+            ))
+        };
+        let (m_ours, m_peer) = (median_time(&t_ours), median_time(&t_peer));
         let mbps = |d: Duration| FILE_SIZE as f64 / d.as_secs_f64() / 1e6;
         println!(
             "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
@@ -272,55 +286,23 @@ impl Case {
     }
 }
 
-/// dnsmasq with TFTP only (no DNS, no DHCP) on 127.0.0.1:69; killed (by PID) on drop.
-struct Dnsmasq(Child);
-
-impl Dnsmasq {
-    fn start(root: &Path, dir: &Path) -> Dnsmasq {
-        let log = fs::File::create(dir.join("dnsmasq.log")).unwrap();
-        let child = Command::new("dnsmasq")
-            .args([
-                "--keep-in-foreground",
-                "--conf-file=/dev/null",
-                "--port=0",
-                "--enable-tftp",
-                "--listen-address=127.0.0.1",
-                "--bind-interfaces",
-                "--user=root",
-                "--quiet-tftp",
-                "--log-facility=-",
-            ])
-            .arg(format!("--tftp-root={}", root.display()))
-            .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()))
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("starting dnsmasq");
-        Dnsmasq(child)
-    }
-}
-
-impl Drop for Dnsmasq {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Deletes the namespace on drop.
-struct Netns(String);
-
-impl Netns {
-    fn create(name: &str) -> Netns {
-        run(&["ip", "netns", "add", name]);
-        Netns(name.to_owned())
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
+/// dnsmasq with TFTP only (no DNS, no DHCP) on 127.0.0.1:69; stopped (by PID) on drop.
+fn start_dnsmasq(root: &Path, dir: &Path) -> Proc {
+    let mut cmd = Command::new("dnsmasq");
+    cmd.args([
+        "--keep-in-foreground",
+        "--conf-file=/dev/null",
+        "--port=0",
+        "--enable-tftp",
+        "--listen-address=127.0.0.1",
+        "--bind-interfaces",
+        "--user=root",
+        "--quiet-tftp",
+        "--log-facility=-",
+    ])
+    .arg(format!("--tftp-root={}", root.display()))
+    .arg(format!("--pid-file={}", dir.join("dnsmasq.pid").display()));
+    Proc::spawn("dnsmasq", &mut cmd, &dir.join("dnsmasq.log"))
 }
 
 /// Retries a tiny fetch until the server answers (or panics after 20 s).
@@ -377,11 +359,6 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Ran {
     }
 }
 
-fn median(v: &mut [Duration]) -> Duration {
-    v.sort_unstable();
-    v[v.len() / 2]
-}
-
 fn random_bytes(len: usize) -> Vec<u8> {
     use rand::RngCore;
     let mut v = vec![0u8; len];
@@ -392,30 +369,4 @@ fn random_bytes(len: usize) -> Vec<u8> {
 fn set_mode(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).unwrap();
-}
-
-fn run(args: &[&str]) {
-    let o = Command::new(args[0]).args(&args[1..]).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false)
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
 }
