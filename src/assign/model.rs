@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::mac::MacAddr;
+use crate::factory::profile::{Arch, AssetProfile};
 
 /// What one machine (or every unassigned machine, as the default) boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,8 +92,7 @@ impl Assignment {
             ));
         }
         if let Some(arch) = &self.arch
-            && arch != "amd64"
-            && arch != "arm64"
+            && Arch::from_name(arch).is_none()
         {
             return Err(invalid(
                 "arch",
@@ -134,6 +134,19 @@ impl Assignment {
             }
         }
         Ok(())
+    }
+
+    /// The factory asset this assignment boots with: the `cmdline` of its platform on its
+    /// architecture, or on `fallback` when it names none (the firmware's, the inventory's).
+    /// Meaningful for a [validated](Assignment::validate) assignment; an `arch` that is not
+    /// `amd64` or `arm64` counts as none.
+    pub fn cmdline_profile(&self, fallback: Arch) -> AssetProfile {
+        let arch = self
+            .arch
+            .as_deref()
+            .and_then(Arch::from_name)
+            .unwrap_or(fallback);
+        AssetProfile::cmdline(&self.platform, arch)
     }
 }
 

@@ -168,7 +168,6 @@ pub async fn pxe(
             &version,
             &path,
             &state.config.external_pxe_url(),
-            &[],
             peer_ip(peer),
         )
         .await?;
