@@ -154,6 +154,21 @@ fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
 }
 
+/// One machine as the admin API shows it: its own assignment and what the inventory knows,
+/// either of which may be missing (not both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineView {
+    /// The MAC.
+    pub mac: MacAddr,
+    /// Its own assignment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<Assignment>,
+    /// What the inventory knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<MachineRecord>,
+}
+
 /// What the inventory knows about a machine that asked to boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
