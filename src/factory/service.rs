@@ -181,6 +181,14 @@ impl Factory {
         self.served(resolved).await
     }
 
+    /// Parses a `{version}` of a route and checks that the factory serves it (400 for bad
+    /// syntax, 404 when not served; the catalog routes).
+    pub async fn served_version(&self, version: &str) -> Result<TalosVersion, FactoryError> {
+        let version = parse_version(version)?;
+        self.artifacts.check_version(&version).await?;
+        Ok(version)
+    }
+
     /// [`Factory::resolve`] for a profile already known (an assignment's
     /// [`AssetProfile::cmdline`]): schematic, version syntax, platform, version availability.
     pub async fn resolve_profile(
