@@ -106,6 +106,9 @@ async fn admin_api_needs_the_token_and_validates() {
         (path.as_str(), r#"{"schematic":"x","version":"v1.11.6"}"#.to_string(), "schematic: \"x\" is not a schematic ID"),
         (path.as_str(), format!(r#"{{"schematic":"{EMPTY_ID}","version":"v1.11.6","extraKernelArgs":["a\nshell"]}}"#), "extraKernelArgs[0]"),
         (path.as_str(), format!(r#"{{"schematic":"{EMPTY_ID}","version":"v1.11.6","arch":"riscv64"}}"#), "arch"),
+        // The platform is checked as the name it is, not re-read from a `cmdline-…` path (where
+        // `metal-secureboot` on amd64 read as platform `metal`, architecture `secureboot-amd64`).
+        (path.as_str(), format!(r#"{{"schematic":"{EMPTY_ID}","version":"v1.11.6","platform":"metal-secureboot"}}"#), "invalid assignment: unknown platform: \"metal-secureboot\""),
         (path.as_str(), format!(r#"{{"schematic":"{EMPTY_ID}","version":"v1.11.6","colour":"red"}}"#), "unknown field `colour`"),
         (path.as_str(), "{".to_string(), "invalid assignment"),
     ];

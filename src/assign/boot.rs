@@ -6,6 +6,7 @@
 //! itself with those arguments appended to its `kernel` line. Machines under `local-disk`
 //! get a script that exits to the firmware; under `ignore`, nothing (404).
 
+use crate::factory::profile::Arch;
 use crate::factory::service::{Factory, FactoryError};
 use crate::ipxe::script;
 
@@ -53,17 +54,12 @@ pub async fn boot_script(
             from_default,
         } => {
             let known_arch = assignments.machine(mac)?.and_then(|m| m.arch);
-            let arch = assignment
-                .arch
-                .clone()
-                .or_else(|| {
-                    arch_hint
-                        .filter(|a| *a == "amd64" || *a == "arm64")
-                        .map(str::to_string)
-                })
-                .or(known_arch)
-                .unwrap_or_else(|| "amd64".to_string());
-            let path = format!("{}-{arch}", assignment.platform);
+            let fallback = arch_hint
+                .and_then(Arch::from_name)
+                .or_else(|| known_arch.as_deref().and_then(Arch::from_name))
+                .unwrap_or(Arch::Amd64);
+            let profile = assignment.cmdline_profile(fallback);
+            let path = profile.pxe_path();
             let pxe_url = format!(
                 "{pxe_base}/pxe/{}/{}/{path}",
                 assignment.schematic, assignment.version
@@ -82,10 +78,10 @@ pub async fn boot_script(
                 (script::chain(&comment, &pxe_url), pxe_url)
             } else {
                 let text = factory
-                    .pxe_script(
+                    .profile_pxe_script(
                         &assignment.schematic,
                         &assignment.version,
-                        &path,
+                        profile,
                         pxe_base,
                         &assignment.extra_kernel_args,
                         // What an assignment boots was chosen by the operator: not limited.

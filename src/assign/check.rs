@@ -4,10 +4,12 @@
 //! First the assignment on its own ([`Assignment::validate`]: schematic ID syntax, version
 //! syntax, platform and architecture names, kernel arguments), then against the factory, the
 //! way a boot would use it: the schematic exists, the version is served, the platform is one
-//! Talos knows — i.e. the `cmdline-<platform>-<arch>` asset of the assignment resolves.
+//! Talos knows — i.e. the assignment's `cmdline` asset ([`Assignment::cmdline_profile`],
+//! `amd64` unless it names an architecture) resolves.
 
 use super::Assignment;
 use super::model::InvalidAssignment;
+use crate::factory::profile::Arch;
 use crate::factory::service::{Factory, FactoryError};
 
 /// Why an assignment was not accepted.
@@ -50,13 +52,14 @@ async fn check_with(
     availability: bool,
 ) -> Result<(), CheckError> {
     a.validate()?;
-    let arch = a.arch.as_deref().unwrap_or("amd64");
-    let path = format!("cmdline-{}-{arch}", a.platform);
+    let profile = a.cmdline_profile(Arch::Amd64);
     let resolved = if availability {
-        factory.resolve(&a.schematic, &a.version, &path).await
+        factory
+            .resolve_profile(&a.schematic, &a.version, profile)
+            .await
     } else {
         factory
-            .resolve_locally(&a.schematic, &a.version, &path)
+            .resolve_profile_locally(&a.schematic, &a.version, profile)
             .await
     };
     match resolved {

@@ -29,7 +29,9 @@ use crate::config::UnassignedPolicy;
 use crate::store::Store;
 
 pub use mac::MacAddr;
-pub use model::{Assignment, InvalidAssignment, MachineRecord, talos_arch_for_client_arch};
+pub use model::{
+    Assignment, InvalidAssignment, MachineRecord, MachineView, talos_arch_for_client_arch,
+};
 
 const MACHINES_TREE: &str = "assign/machines";
 const INVENTORY_TREE: &str = "assign/inventory";
@@ -273,6 +275,13 @@ impl Assignments {
         decode_opt("default", self.settings.get(DEFAULT_KEY)?)
     }
 
+    /// Removes the default assignment; false when there was none.
+    pub fn remove_default(&self) -> Result<bool, AssignError> {
+        let had = self.settings.remove(DEFAULT_KEY)?.is_some();
+        self.settings.flush()?;
+        Ok(had)
+    }
+
     /// Sets or clears the default assignment.
     pub fn set_default(&self, assignment: Option<&Assignment>) -> Result<(), AssignError> {
         match assignment {
@@ -388,6 +397,34 @@ impl Assignments {
         decode_opt(&mac.to_string(), self.inventory.get(mac.0)?)
     }
 
+    /// Every machine that is assigned or was seen, by MAC, with its assignment and inventory
+    /// record side by side.
+    pub fn machines(&self) -> Result<Vec<MachineView>, AssignError> {
+        let mut by_mac: std::collections::BTreeMap<MacAddr, MachineView> = Default::default();
+        for (mac, assignment) in self.list()? {
+            by_mac
+                .entry(mac)
+                .or_insert_with(|| empty_view(mac))
+                .assignment = Some(assignment);
+        }
+        for record in self.inventory()? {
+            let mac = record.mac;
+            by_mac.entry(mac).or_insert_with(|| empty_view(mac)).seen = Some(record);
+        }
+        Ok(by_mac.into_values().collect())
+    }
+
+    /// One machine's assignment and inventory record; `None` when it is neither assigned nor
+    /// seen.
+    pub fn machine_view(&self, mac: MacAddr) -> Result<Option<MachineView>, AssignError> {
+        let view = MachineView {
+            mac,
+            assignment: self.get(mac)?,
+            seen: self.machine(mac)?,
+        };
+        Ok((view.assignment.is_some() || view.seen.is_some()).then_some(view))
+    }
+
     /// Every machine in the inventory, by MAC.
     pub fn inventory(&self) -> Result<Vec<MachineRecord>, AssignError> {
         let mut out = Vec::new();
@@ -438,6 +475,14 @@ fn decode_opt<T: serde::de::DeserializeOwned>(
     bytes.map(|b| decode(key, &b)).transpose()
 }
 
+fn empty_view(mac: MacAddr) -> MachineView {
+    MachineView {
+        mac,
+        assignment: None,
+        seen: None,
+    }
+}
+
 /// The current time as RFC 3339 UTC with seconds (`2026-11-29T17:04:05Z`).
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
@@ -467,6 +512,34 @@ mod tests {
 
     const M1: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
     const M2: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+
+    #[test]
+    fn machines_merge_assignments_and_inventory_by_mac() {
+        let (_d, a) = open(UnassignedPolicy::BootDefault);
+        let m3 = MacAddr([0x52, 0x54, 0, 0, 0, 3]);
+        a.set(m3, &assignment("v1.9.0")).unwrap();
+        a.record(m3, Sighting::default()).unwrap();
+        a.record(M2, Sighting::default()).unwrap();
+        a.set(M1, &assignment("v1.8.4")).unwrap();
+        let all = a.machines().unwrap();
+        let shape: Vec<(MacAddr, bool, bool)> = all
+            .iter()
+            .map(|v| (v.mac, v.assignment.is_some(), v.seen.is_some()))
+            .collect();
+        assert_eq!(
+            shape,
+            [(M1, true, false), (M2, false, true), (m3, true, true)]
+        );
+        assert_eq!(a.machine_view(m3).unwrap().as_ref(), all.get(2));
+        assert_eq!(a.machine_view(M2).unwrap().as_ref(), all.get(1));
+        assert_eq!(a.machine_view(MacAddr([2, 0, 0, 0, 0, 9])).unwrap(), None);
+
+        assert!(!a.remove_default().unwrap());
+        a.set_default(Some(&assignment("v1.9.0"))).unwrap();
+        assert!(a.remove_default().unwrap());
+        assert_eq!(a.default_assignment().unwrap(), None);
+        assert!(!a.remove_default().unwrap());
+    }
 
     #[test]
     fn assigned_machines_boot_their_own_assignment_only() {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::mac::MacAddr;
+use crate::factory::profile::{Arch, AssetProfile};
 
 /// What one machine (or every unassigned machine, as the default) boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,8 +92,7 @@ impl Assignment {
             ));
         }
         if let Some(arch) = &self.arch
-            && arch != "amd64"
-            && arch != "arm64"
+            && Arch::from_name(arch).is_none()
         {
             return Err(invalid(
                 "arch",
@@ -135,10 +135,38 @@ impl Assignment {
         }
         Ok(())
     }
+
+    /// The factory asset this assignment boots with: the `cmdline` of its platform on its
+    /// architecture, or on `fallback` when it names none (the firmware's, the inventory's).
+    /// Meaningful for a [validated](Assignment::validate) assignment; an `arch` that is not
+    /// `amd64` or `arm64` counts as none.
+    pub fn cmdline_profile(&self, fallback: Arch) -> AssetProfile {
+        let arch = self
+            .arch
+            .as_deref()
+            .and_then(Arch::from_name)
+            .unwrap_or(fallback);
+        AssetProfile::cmdline(&self.platform, arch)
+    }
 }
 
 fn truncate(s: &str) -> String {
     s.chars().take(80).collect()
+}
+
+/// One machine as the admin API shows it: its own assignment and what the inventory knows,
+/// either of which may be missing (not both).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MachineView {
+    /// The MAC.
+    pub mac: MacAddr,
+    /// Its own assignment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub assignment: Option<Assignment>,
+    /// What the inventory knows.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seen: Option<MachineRecord>,
 }
 
 /// What the inventory knows about a machine that asked to boot.

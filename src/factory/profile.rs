@@ -82,6 +82,17 @@ impl Arch {
             Arch::Arm64 => "arm64",
         }
     }
+
+    /// The architecture named exactly `amd64` or `arm64` (an assignment's `arch`, the
+    /// `/boot` `?arch=` hint, the inventory); unlike [`parse_arch`], the path-only spellings
+    /// `x86_64` and `i386` are not names.
+    pub fn from_name(name: &str) -> Option<Arch> {
+        match name {
+            "amd64" => Some(Arch::Amd64),
+            "arm64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for Arch {
@@ -185,6 +196,20 @@ pub struct AssetProfile {
 }
 
 impl AssetProfile {
+    /// The `cmdline-<platform>-<arch>` asset of a platform and architecture already known (an
+    /// assignment's): what [`parse_from_path`] makes of that path, without the round trip
+    /// through text. `platform` is taken whole, dashes and all.
+    pub fn cmdline(platform: &str, arch: Arch) -> AssetProfile {
+        simple(OutputKind::Cmdline, platform, arch, false)
+    }
+
+    /// The `/pxe/<schematic>/<version>/<path>` path that boots this profile:
+    /// `<platform>-<arch>[-secureboot]`, which [`parse_pxe_path`] reads back.
+    pub fn pxe_path(&self) -> String {
+        let secure_boot = if self.secure_boot { "-secureboot" } else { "" };
+        format!("{}-{}{secure_boot}", self.platform, self.arch)
+    }
+
     /// Whether the schematic's `extraKernelArgs` apply to this asset (`docs/image-factory-api.md`
     /// §What a schematic changes per asset):
     /// cmdline, ISO and disk images always; installer and UKI only with SecureBoot or for
@@ -971,6 +996,29 @@ mod tests {
             parse_pxe_path("metal-mips", &v).unwrap_err().to_string(),
             r#"invalid architecture: "mips""#
         );
+    }
+
+    #[test]
+    fn typed_cmdline_profiles_are_what_their_pxe_paths_parse_to() {
+        let v = ver("v1.11.0");
+        for platform in ["metal", "aws", "digital-ocean", "equinixMetal"] {
+            for arch in [Arch::Amd64, Arch::Arm64] {
+                let p = AssetProfile::cmdline(platform, arch);
+                assert_eq!(p.pxe_path(), format!("{platform}-{arch}"));
+                assert_eq!(parse_pxe_path(&p.pxe_path(), &v).unwrap(), p);
+                assert_eq!(
+                    parse_from_path(&format!("cmdline-{platform}-{arch}"), &v).unwrap(),
+                    p
+                );
+            }
+        }
+        let sb = parse_pxe_path("metal-arm64-secureboot", &v).unwrap();
+        assert_eq!(sb.pxe_path(), "metal-arm64-secureboot");
+        assert_eq!(Arch::from_name("amd64"), Some(Arch::Amd64));
+        assert_eq!(Arch::from_name("arm64"), Some(Arch::Arm64));
+        for not_a_name in ["x86_64", "i386", "AMD64", "", "riscv64"] {
+            assert_eq!(Arch::from_name(not_a_name), None, "{not_a_name:?}");
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
-use super::profile::{AssetProfile, OutputKind, parse_asset_path};
+use super::profile::{AssetProfile, OutputKind, ProfileError, parse_asset_path, parse_pxe_path};
 use super::quirks::Quirks;
 use crate::config::Config;
 use crate::metrics::Metrics;
@@ -167,32 +167,65 @@ impl Factory {
         &self.store
     }
 
-    /// Validates a request in upstream's order: schematic, version syntax, path, version
-    /// availability.
+    /// Validates an `/image/…` request in upstream's order: schematic, version syntax, asset
+    /// path, version availability.
     pub async fn resolve(
         &self,
         schematic: &str,
         version: &str,
         path: &str,
     ) -> Result<Resolved, FactoryError> {
-        let resolved = self.resolve_locally(schematic, version, path).await?;
-        self.artifacts.check_version(&resolved.version).await?;
-        Ok(resolved)
+        let resolved = self
+            .resolve_with(schematic, version, |v| parse_asset_path(path, v))
+            .await?;
+        self.served(resolved).await
     }
 
-    /// [`Factory::resolve`] without the version-availability step, which may ask an upstream:
-    /// everything this appliance can decide on its own (schematic, version syntax, path,
-    /// platform).
-    pub async fn resolve_locally(
+    /// Parses a `{version}` of a route and checks that the factory serves it (400 for bad
+    /// syntax, 404 when not served; the catalog routes).
+    pub async fn served_version(&self, version: &str) -> Result<TalosVersion, FactoryError> {
+        let version = parse_version(version)?;
+        self.artifacts.check_version(&version).await?;
+        Ok(version)
+    }
+
+    /// [`Factory::resolve`] for a profile already known (an assignment's
+    /// [`AssetProfile::cmdline`]): schematic, version syntax, platform, version availability.
+    pub async fn resolve_profile(
         &self,
         schematic: &str,
         version: &str,
-        path: &str,
+        profile: AssetProfile,
+    ) -> Result<Resolved, FactoryError> {
+        let resolved = self
+            .resolve_profile_locally(schematic, version, profile)
+            .await?;
+        self.served(resolved).await
+    }
+
+    /// [`Factory::resolve_profile`] without the version-availability step, which may ask an
+    /// upstream: everything this appliance can decide on its own (schematic, version syntax,
+    /// platform).
+    pub async fn resolve_profile_locally(
+        &self,
+        schematic: &str,
+        version: &str,
+        profile: AssetProfile,
+    ) -> Result<Resolved, FactoryError> {
+        self.resolve_with(schematic, version, |_| Ok(profile)).await
+    }
+
+    /// The local steps in upstream's order: the schematic exists, the version parses, then
+    /// `profile` (the path parser, which may depend on the version) and the platform check.
+    async fn resolve_with(
+        &self,
+        schematic: &str,
+        version: &str,
+        profile: impl FnOnce(&TalosVersion) -> Result<AssetProfile, ProfileError>,
     ) -> Result<Resolved, FactoryError> {
         let stored = self.load_schematic(schematic).await?;
         let version = parse_version(version)?;
-        let profile =
-            parse_asset_path(path, &version).map_err(|e| FactoryError::BadPath(e.to_string()))?;
+        let profile = profile(&version).map_err(|e| FactoryError::BadPath(e.to_string()))?;
         if platform_name(&profile.platform).is_none() {
             let shown: String = profile.platform.chars().take(64).collect();
             return Err(FactoryError::UnknownPlatform(
@@ -204,6 +237,12 @@ impl Factory {
             version,
             profile,
         })
+    }
+
+    /// The last step of a resolve: the version is one the factory serves (may ask an upstream).
+    async fn served(&self, resolved: Resolved) -> Result<Resolved, FactoryError> {
+        self.artifacts.check_version(&resolved.version).await?;
+        Ok(resolved)
     }
 
     async fn load_schematic(&self, id: &str) -> Result<StoredSchematic, FactoryError> {
@@ -299,23 +338,56 @@ impl Factory {
         )
     }
 
-    /// The `/pxe/{schematic}/{version}/{path}` iPXE script, with `extra_args` appended to the
-    /// kernel command line (per-machine arguments; none for the plain `/pxe` route). URLs start
-    /// at `pxe_base` (`http.externalPXEURL`). The cmdline asset is validated and cached first.
+    /// The `/pxe/{schematic}/{version}/{path}` iPXE script, `path` being
+    /// `<platform>-<arch>[-secureboot]` ([`parse_pxe_path`]). URLs start at `pxe_base`
+    /// (`http.externalPXEURL`). The cmdline asset is validated and cached first.
     pub async fn pxe_script(
         &self,
         schematic: &str,
         version: &str,
         path: &str,
         pxe_base: &str,
-        extra_args: &[String],
         client: Option<IpAddr>,
     ) -> Result<String, FactoryError> {
         let resolved = self
-            .resolve(schematic, version, &format!("cmdline-{path}"))
+            .resolve_with(schematic, version, |v| parse_pxe_path(path, v))
             .await?;
-        self.asset(&resolved, client).await?;
-        let mut cmdline = self.cmdline(&resolved);
+        let resolved = self.served(resolved).await?;
+        self.render_pxe_script(&resolved, pxe_base, &[], client)
+            .await
+    }
+
+    /// The `/pxe` script of a cmdline profile already known (an assignment's
+    /// [`AssetProfile::cmdline`]), with `extra_args` appended to the kernel command line
+    /// (per-machine arguments). Validated in [`Factory::resolve_profile`]'s order.
+    pub async fn profile_pxe_script(
+        &self,
+        schematic: &str,
+        version: &str,
+        cmdline: AssetProfile,
+        pxe_base: &str,
+        extra_args: &[String],
+        client: Option<IpAddr>,
+    ) -> Result<String, FactoryError> {
+        debug_assert_eq!(
+            cmdline.kind,
+            OutputKind::Cmdline,
+            "a /pxe script boots a cmdline"
+        );
+        let resolved = self.resolve_profile(schematic, version, cmdline).await?;
+        self.render_pxe_script(&resolved, pxe_base, extra_args, client)
+            .await
+    }
+
+    async fn render_pxe_script(
+        &self,
+        resolved: &Resolved,
+        pxe_base: &str,
+        extra_args: &[String],
+        client: Option<IpAddr>,
+    ) -> Result<String, FactoryError> {
+        self.asset(resolved, client).await?;
+        let mut cmdline = self.cmdline(resolved);
         for arg in extra_args {
             cmdline.push(' ');
             cmdline.push_str(arg);
@@ -324,11 +396,10 @@ impl Factory {
             "{pxe_base}/image/{}/{}",
             resolved.schematic.id, resolved.version
         );
-        let platform = resolved.profile.platform.to_string();
         Ok(crate::ipxe::script::PxeScript {
             image_base: &image_base,
             arch: resolved.profile.arch.as_str(),
-            platform: &platform,
+            platform: &resolved.profile.platform,
             cmdline: &cmdline,
             secure_boot: resolved.profile.secure_boot,
         }

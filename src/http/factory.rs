@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 use super::AppState;
 use super::error::ApiError;
 use crate::factory::delivery::Delivery;
-use crate::factory::service::{FactoryError, parse_version};
+use crate::factory::service::FactoryError;
 use crate::file_response::file_response;
 
 impl From<FactoryError> for ApiError {
@@ -70,27 +70,12 @@ pub async fn versions(
     Ok(sniffed_json(&list))
 }
 
-/// Parses `{version}` and checks the factory serves it.
-async fn served_version(
-    state: &AppState,
-    version: &str,
-) -> Result<crate::version::TalosVersion, ApiError> {
-    let version = parse_version(version)?;
-    state
-        .factory
-        .artifacts()
-        .check_version(&version)
-        .await
-        .map_err(FactoryError::from)?;
-    Ok(version)
-}
-
 /// `GET /version/{version}/extensions/official`.
 pub async fn official_extensions(
     State(state): State<AppState>,
     Path(version): Path<String>,
 ) -> Result<Response, ApiError> {
-    let version = served_version(&state, &version).await?;
+    let version = state.factory.served_version(&version).await?;
     let catalog = state
         .factory
         .artifacts()
@@ -105,7 +90,7 @@ pub async fn official_overlays(
     State(state): State<AppState>,
     Path(version): Path<String>,
 ) -> Result<Response, ApiError> {
-    let version = served_version(&state, &version).await?;
+    let version = state.factory.served_version(&version).await?;
     let overlays = state
         .factory
         .artifacts()
@@ -168,7 +153,6 @@ pub async fn pxe(
             &version,
             &path,
             &state.config.external_pxe_url(),
-            &[],
             peer_ip(peer),
         )
         .await?;

@@ -17,7 +17,7 @@ use super::AppState;
 use super::error::ApiError;
 use crate::assign::boot::{BootError, BootScript, boot_script};
 use crate::assign::check::{CheckError, check};
-use crate::assign::{AssignError, Assignment, MacAddr, MachineRecord};
+use crate::assign::{AssignError, Assignment, MacAddr, MachineView};
 use crate::factory::service::FactoryError;
 
 impl From<AssignError> for ApiError {
@@ -133,34 +133,9 @@ pub async fn require_admin(
     next.run(request).await
 }
 
-/// One machine as the API shows it.
-#[derive(Debug, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct MachineView {
-    /// The MAC.
-    pub mac: MacAddr,
-    /// Its own assignment.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub assignment: Option<Assignment>,
-    /// What the inventory knows.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub seen: Option<MachineRecord>,
-}
-
 /// `GET /api/v1/machines`: every assigned or seen machine, and the default.
 pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
     let a = &state.assignments;
-    let mut by_mac: std::collections::BTreeMap<MacAddr, MachineView> = Default::default();
-    for (mac, assignment) in a.list()? {
-        by_mac
-            .entry(mac)
-            .or_insert_with(|| empty_view(mac))
-            .assignment = Some(assignment);
-    }
-    for record in a.inventory()? {
-        let mac = record.mac;
-        by_mac.entry(mac).or_insert_with(|| empty_view(mac)).seen = Some(record);
-    }
     #[derive(Serialize)]
     struct ListBody {
         machines: Vec<MachineView>,
@@ -169,19 +144,11 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
         unassigned: crate::config::UnassignedPolicy,
     }
     Ok(Json(ListBody {
-        machines: by_mac.into_values().collect(),
+        machines: a.machines()?,
         default: a.default_assignment()?,
         unassigned: a.policy(),
     })
     .into_response())
-}
-
-fn empty_view(mac: MacAddr) -> MachineView {
-    MachineView {
-        mac,
-        assignment: None,
-        seen: None,
-    }
 }
 
 /// `GET /api/v1/machines/{mac}`.
@@ -190,17 +157,12 @@ pub async fn get_machine(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&raw)?;
-    let view = MachineView {
-        mac,
-        assignment: state.assignments.get(mac)?,
-        seen: state.assignments.machine(mac)?,
-    };
-    if view.assignment.is_none() && view.seen.is_none() {
-        return Err(ApiError::not_found(format!(
+    match state.assignments.machine_view(mac)? {
+        Some(view) => Ok(Json(view).into_response()),
+        None => Err(ApiError::not_found(format!(
             "{mac} is neither assigned nor seen"
-        )));
+        ))),
     }
-    Ok(Json(view).into_response())
 }
 
 /// `PUT /api/v1/machines/{mac}`: sets the machine's assignment (JSON [`Assignment`]).
@@ -256,10 +218,9 @@ pub async fn put_default(
 
 /// `DELETE /api/v1/default`.
 pub async fn delete_default(State(state): State<AppState>) -> Result<Response, ApiError> {
-    if state.assignments.default_assignment()?.is_none() {
+    if !state.assignments.remove_default()? {
         return Err(ApiError::not_found("no default assignment"));
     }
-    state.assignments.set_default(None)?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
