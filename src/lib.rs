@@ -10,7 +10,7 @@ pub mod contained;
 pub mod dhcp;
 pub mod factory;
 pub mod file_response;
-#[cfg(feature = "fixture")]
+#[cfg(feature = "testkit")]
 pub mod fixture;
 pub mod formats;
 #[cfg(feature = "fuzzing")]

@@ -87,6 +87,7 @@ pub(crate) mod client;
 pub(crate) mod decide;
 pub(crate) mod reply;
 mod server;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 use std::net::Ipv4Addr;

@@ -4,6 +4,7 @@
 pub mod bundle;
 pub mod catalog;
 pub mod flatten;
+#[cfg(feature = "testkit")]
 pub mod layout;
 pub mod manifest;
 pub mod reference;
