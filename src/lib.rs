@@ -20,6 +20,7 @@ pub mod http;
 pub mod ipxe;
 pub mod limits;
 pub mod logging;
+pub mod mac;
 pub mod metrics;
 pub mod netboot;
 pub mod oci;

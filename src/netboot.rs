@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::assign::{Assignments, BootAnswer, MacAddr, Sighting};
+use crate::assign::{Assignments, BootAnswer, Sighting};
+use crate::mac::MacAddr;
 use crate::config::{Config, IpxeVariant};
 use crate::dhcp::{BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served};
 use crate::tftp::{TftpConfig, TftpFiles, TftpService};

@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "gocompat",
             "ipxe",
             "limits",
+            "mac",
             "metrics",
             "ratelimit",
             "store",

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bootfactory::dhcp::testkit::PxeRequest;
+use bootfactory::mac::MacAddr;
 use bootfactory::dhcp::{
-    BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served, format_mac,
+    BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served,
 };
 use dhcproto::Decodable;
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
@@ -648,7 +649,7 @@ fn netns_child_client() {
     let (m, _) = exchange(&sock, &witness, &i, bcast);
     assert_eq!(
         header_str(m.fname()),
-        format!("http://192.0.2.10:8080/boot/{}.ipxe", format_mac(&mac))
+        format!("http://192.0.2.10:8080/boot/{}.ipxe", MacAddr(mac))
     );
     println!("BFDHCP-CLIENT-OK");
 }

@@ -18,7 +18,6 @@
 pub mod boot;
 pub mod check;
 pub mod client;
-pub mod mac;
 pub mod model;
 pub mod seed;
 pub mod token;
@@ -26,9 +25,9 @@ pub mod token;
 use std::sync::Arc;
 
 use crate::config::UnassignedPolicy;
+use crate::mac::MacAddr;
 use crate::store::Store;
 
-pub use mac::MacAddr;
 pub use model::{Assignment, InvalidAssignment, MachineRecord, talos_arch_for_client_arch};
 
 const MACHINES_TREE: &str = "assign/machines";

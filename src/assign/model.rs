@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::mac::MacAddr;
+use crate::mac::MacAddr;
 
 /// What one machine (or every unassigned machine, as the default) boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -17,7 +17,8 @@ use super::AppState;
 use super::error::ApiError;
 use crate::assign::boot::{BootError, BootScript, boot_script};
 use crate::assign::check::{CheckError, check};
-use crate::assign::{AssignError, Assignment, MacAddr, MachineRecord};
+use crate::assign::{AssignError, Assignment, MachineRecord};
+use crate::mac::MacAddr;
 use crate::factory::service::FactoryError;
 
 impl From<AssignError> for ApiError {
