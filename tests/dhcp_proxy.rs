@@ -20,10 +20,8 @@ use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bootfactory::dhcp::testkit::PxeRequest;
+use bootfactory::dhcp::{BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served};
 use bootfactory::mac::MacAddr;
-use bootfactory::dhcp::{
-    BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served,
-};
 use dhcproto::Decodable;
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use socket2::{Domain, Protocol, Socket, Type};

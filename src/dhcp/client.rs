@@ -8,7 +8,6 @@
 
 use std::net::Ipv4Addr;
 
-
 /// The DHCP magic cookie that starts the options (RFC 2131).
 pub(crate) const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Fixed BOOTP header plus magic cookie.

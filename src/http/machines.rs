@@ -18,8 +18,8 @@ use super::error::ApiError;
 use crate::assign::boot::{BootError, BootScript, boot_script};
 use crate::assign::check::{CheckError, check};
 use crate::assign::{AssignError, Assignment, MachineRecord};
-use crate::mac::MacAddr;
 use crate::factory::service::FactoryError;
+use crate::mac::MacAddr;
 
 impl From<AssignError> for ApiError {
     fn from(e: AssignError) -> Self {

@@ -214,7 +214,10 @@ impl<W: Write> Write for XzWriter<W> {
 #[cfg(any(feature = "testkit", feature = "fuzzing"))]
 /// For the `.xz` stream whose footer ends at `end` in `r`, returns its start offset, or `None`
 /// if the bytes before `end` are not the end of an xz stream.
-pub(crate) fn stream_start_before<R: io::Read + io::Seek>(r: &mut R, end: u64) -> io::Result<Option<u64>> {
+pub(crate) fn stream_start_before<R: io::Read + io::Seek>(
+    r: &mut R,
+    end: u64,
+) -> io::Result<Option<u64>> {
     if end < 24 {
         return Ok(None);
     }
