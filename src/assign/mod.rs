@@ -28,7 +28,7 @@ use crate::config::UnassignedPolicy;
 use crate::mac::MacAddr;
 use crate::store::Store;
 
-pub use model::{Assignment, InvalidAssignment, MachineRecord, talos_arch_for_client_arch};
+pub use model::{Assignment, MachineRecord, talos_arch_for_client_arch};
 
 const MACHINES_TREE: &str = "assign/machines";
 const INVENTORY_TREE: &str = "assign/inventory";
@@ -435,11 +435,6 @@ fn decode_opt<T: serde::de::DeserializeOwned>(
     bytes: Option<sled::IVec>,
 ) -> Result<Option<T>, AssignError> {
     bytes.map(|b| decode(key, &b)).transpose()
-}
-
-/// The current time as RFC 3339 UTC with seconds (`2026-11-29T17:04:05Z`).
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]
