@@ -2,36 +2,37 @@
 //!
 //! The crate is organised one module per concern; `ARCHITECTURE.md` maps them.
 
-pub mod assign;
-pub mod atomic_file;
+pub(crate) mod assign;
+pub(crate) mod atomic_file;
 pub mod cli;
 pub mod config;
-pub mod contained;
+pub(crate) mod contained;
 pub mod dhcp;
 pub mod factory;
-pub mod file_response;
-#[cfg(feature = "fixture")]
+pub(crate) mod file_response;
+#[cfg(feature = "testkit")]
 pub mod fixture;
 pub mod formats;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod gocompat;
-pub mod http;
+pub(crate) mod gocompat;
+pub(crate) mod http;
 pub mod ipxe;
-pub mod limits;
-pub mod logging;
-pub mod metrics;
-pub mod netboot;
+pub(crate) mod limits;
+pub(crate) mod logging;
+pub mod mac;
+pub(crate) mod metrics;
+pub(crate) mod netboot;
 pub mod oci;
-pub mod ratelimit;
-pub mod registry;
+pub(crate) mod ratelimit;
+pub(crate) mod registry;
 pub mod schematic;
 pub mod server;
 pub mod store;
-pub mod systemd;
+pub(crate) mod systemd;
 pub mod tftp;
-pub mod tls;
-pub mod upstream;
+pub(crate) mod tls;
+pub(crate) mod upstream;
 pub mod version;
 
 /// Installs the process-wide TLS crypto provider (ring) used by every HTTPS client and server.

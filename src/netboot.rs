@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::assign::{Assignments, BootAnswer, MacAddr, Sighting};
+use crate::assign::{Assignments, BootAnswer, Sighting};
 use crate::config::{Config, IpxeVariant};
 use crate::dhcp::{BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served};
+use crate::mac::MacAddr;
 use crate::tftp::{TftpConfig, TftpFiles, TftpService};
 
 /// The DHCP [`ClientPolicy`] backed by the assignment table.

@@ -170,11 +170,6 @@ impl BoundApp {
         self.http.local_addr()
     }
 
-    /// The plain-HTTP listener's address (`http.plainListen`), if any.
-    pub fn plain_addr(&self) -> Option<std::net::SocketAddr> {
-        self.plain.as_ref().and_then(|l| l.local_addr().ok())
-    }
-
     /// Serves until `shutdown` resolves, then drains in-flight requests for the grace period.
     pub async fn serve(
         self,

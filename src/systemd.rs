@@ -17,11 +17,6 @@ pub fn ready(status: &str) {
     notify(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
-/// Updates the status line shown by `systemctl status`.
-pub fn status(status: &str) {
-    notify(&[NotifyState::Status(status)]);
-}
-
 /// Tells systemd a reload started (`ready` ends it).
 pub fn reloading() {
     let mut states = vec![NotifyState::Reloading, NotifyState::Status("reloading")];

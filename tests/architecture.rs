@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "gocompat",
             "ipxe",
             "limits",
+            "mac",
             "metrics",
             "ratelimit",
             "store",
@@ -46,7 +47,20 @@ const LAYERS: &[(&str, &[&str])] = &[
 ];
 
 /// Modules only tests, benches and fuzzing may use; the library itself never imports them.
-const TEST_SUPPORT: &[(&str, &str)] = &[("fixture", "fixture"), ("fuzzing", "fuzzing")];
+const TEST_SUPPORT: &[(&str, &str)] = &[("fixture", "testkit"), ("fuzzing", "fuzzing")];
+
+/// Test support inside library modules: (the file under `src/` that declares it, the module,
+/// the `#[cfg]` every declaration must carry). Without the feature the release build does not
+/// compile the file.
+const GATED_SUBMODULES: &[(&str, &str, &str)] = &[
+    ("dhcp/mod.rs", "testkit", r#"#[cfg(feature = "testkit")]"#),
+    ("oci/mod.rs", "layout", r#"#[cfg(feature = "testkit")]"#),
+    (
+        "factory/initramfs/mod.rs",
+        "parse",
+        r#"#[cfg(any(feature = "testkit", feature = "fuzzing"))]"#,
+    ),
+];
 
 /// What handlers must not do themselves (the owning service module does it).
 const HTTP_FORBIDDEN: &[&str] = &[
@@ -369,6 +383,37 @@ fn test_support_is_feature_gated_and_unused_by_the_library() {
                 !deps.contains_key(*m),
                 "{module} imports test support `{m}` ({})",
                 deps[*m].display()
+            );
+        }
+    }
+}
+
+#[test]
+fn test_support_submodules_are_declared_only_under_their_feature() {
+    for (file, module, cfg) in GATED_SUBMODULES {
+        let text = std::fs::read_to_string(src().join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let declarations: Vec<usize> = lines
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| {
+                let decl = l
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub ");
+                decl == format!("mod {module};") || decl.starts_with(&format!("mod {module} "))
+            })
+            .map(|(i, _)| i)
+            .collect();
+        assert!(
+            !declarations.is_empty(),
+            "src/{file} no longer declares `{module}`: update GATED_SUBMODULES"
+        );
+        for i in declarations {
+            assert!(
+                i > 0 && lines[i - 1] == *cfg,
+                "src/{file}:{}: `{module}` is test support and must be declared under `{cfg}` \
+                 (ARCHITECTURE.md, Invariants)",
+                i + 1
             );
         }
     }

@@ -15,17 +15,19 @@
 
 use std::io::{BufRead, BufReader, Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket as StdUdpSocket};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use bootfactory::dhcp::testkit::PxeRequest;
-use bootfactory::dhcp::{
-    BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served, format_mac,
-};
+use bootfactory::dhcp::{BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served};
+use bootfactory::mac::MacAddr;
 use dhcproto::Decodable;
 use dhcproto::v4::{DhcpOption, Message, MessageType, Opcode, OptionCode};
 use socket2::{Domain, Protocol, Socket, Type};
+
+mod support;
+use support::netns::{Netns, can_use_netns};
 
 const MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x12, 0x34, 0x56];
 const GUID: [u8; 16] = [
@@ -335,96 +337,13 @@ const SERVER_IF: &str = "bfd0";
 const CLIENT_IF: &str = "bfd1";
 const CHILD_ENV: &str = "BFDHCP_CHILD";
 
-fn tools_required() -> bool {
-    std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() == Ok("1")
-}
-
 /// Skips (or fails under `BOOTFACTORY_REQUIRE_TOOLS=1`) with `why`.
 fn skip(why: &str) {
-    assert!(!tools_required(), "netns test cannot run: {why}");
+    assert!(
+        std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "netns test cannot run: {why}"
+    );
     eprintln!("skipping the network-namespace proxy-DHCP test: {why}");
-}
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("running ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// Two namespaces joined by a veth pair; deleted on drop (which also removes the veth).
-struct Netns {
-    server: String,
-    client: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        let pid = std::process::id();
-        let ns = Netns {
-            server: format!("bfdhcp-{pid}-srv"),
-            client: format!("bfdhcp-{pid}-cli"),
-        };
-        // From here on, drop cleans up whatever was created.
-        let (s, c) = (ns.server.as_str(), ns.client.as_str());
-        ip(&["netns", "add", s])?;
-        ip(&["netns", "add", c])?;
-        ip(&[
-            "-n", s, "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF, "netns",
-            c,
-        ])?;
-        ip(&["-n", s, "addr", "add", "192.0.2.10/24", "dev", SERVER_IF])?;
-        ip(&["-n", c, "addr", "add", "192.0.2.1/24", "dev", CLIENT_IF])?;
-        for (n, dev) in [(s, SERVER_IF), (c, CLIENT_IF), (s, "lo"), (c, "lo")] {
-            ip(&["-n", n, "link", "set", dev, "up"])?;
-        }
-        Ok(ns)
-    }
-
-    /// This test binary re-executed inside `ns`, running only the child test `name`.
-    fn child(&self, ns: &str, name: &str, role: &str) -> Command {
-        let exe = std::env::current_exe().unwrap();
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", ns])
-            .arg(exe)
-            .args([
-                name,
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, role);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in [&self.server, &self.client] {
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
 }
 
 /// Kills the child (by its PID) if it is still running when dropped.
@@ -441,19 +360,21 @@ impl Drop for KillOnDrop {
 
 #[test]
 fn netns_broadcast_discover_gets_broadcast_offer() {
-    if !is_root() {
-        return skip("needs root (network namespaces, ports 67/68/4011)");
+    if !can_use_netns() {
+        return;
     }
-    if Command::new("ip").arg("-V").output().is_err() {
-        return skip("`ip` (iproute2) is not installed");
-    }
-    let ns = match Netns::create() {
+    let ns = match Netns::pair(
+        "bfdhcp",
+        (SERVER_IF, &["192.0.2.10/24"]),
+        (CLIENT_IF, &["192.0.2.1/24"]),
+    ) {
         Ok(ns) => ns,
         Err(e) => return skip(&format!("cannot create network namespaces: {e}")),
     };
 
     let mut server = KillOnDrop(
-        ns.child(&ns.server, "netns_child_server", "server")
+        ns.this_test(&ns.server, "netns_child_server")
+            .env(CHILD_ENV, "server")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -482,7 +403,8 @@ fn netns_broadcast_discover_gets_broadcast_offer() {
     }
 
     let client = ns
-        .child(&ns.client, "netns_child_client", "client")
+        .this_test(&ns.client, "netns_child_client")
+        .env(CHILD_ENV, "client")
         .stdin(Stdio::null())
         .output()
         .expect("run the client child");
@@ -648,7 +570,7 @@ fn netns_child_client() {
     let (m, _) = exchange(&sock, &witness, &i, bcast);
     assert_eq!(
         header_str(m.fname()),
-        format!("http://192.0.2.10:8080/boot/{}.ipxe", format_mac(&mac))
+        format!("http://192.0.2.10:8080/boot/{}.ipxe", MacAddr(mac))
     );
     println!("BFDHCP-CLIENT-OK");
 }

@@ -10,8 +10,7 @@
 use bootfactory::factory::cmdline::{CmdlineInput, build_cmdline};
 use bootfactory::factory::meta::{decode_meta, encode_meta};
 use bootfactory::factory::profile::{
-    Arch, AssetProfile, DiskFormat, OutFormat, OutputKind, content_type, parse_from_path,
-    parse_pxe_path,
+    AssetProfile, OutputKind, content_type, parse_from_path, parse_pxe_path,
 };
 use bootfactory::factory::quirks::{Quirks, filter_versions};
 use bootfactory::version::TalosVersion;
@@ -215,52 +214,161 @@ fn extra_arg_overrides() {
     );
 }
 
+/// A profile on one line: `platform[/board] arch kind [secureboot] out_format [disk size options]`.
+fn describe(p: &AssetProfile) -> String {
+    let mut s = p.platform.clone();
+    if let Some(board) = &p.board {
+        s += &format!("/{board}");
+    }
+    s += &format!(" {:?} {:?}", p.arch, p.kind);
+    if p.secure_boot {
+        s += " secureboot";
+    }
+    s += &format!(" {:?}", p.out_format);
+    if let Some(i) = &p.image {
+        s += &format!(
+            " {:?} {} {}",
+            i.disk_format, i.disk_size_mib, i.disk_format_options
+        );
+    }
+    s.trim_end().to_string()
+}
+
+/// Upstream's `TestParseFromPath` and derived cases (`docs/image-factory-api.md` §Asset paths):
+/// the profile of every asset path shape, disk defaults per platform (1246 MiB minimum raw size,
+/// 8192 MiB default), and the error texts (the HTTP body is `error parsing profile from path:
+/// <text>\n`).
 #[test]
 fn asset_paths_image_factory_4_2() {
-    let p = parse_from_path("aws-amd64-secureboot.qcow2.tar.gz", &version("v1.6.0")).unwrap();
-    assert_eq!(
+    let ok = [
+        ("kernel-amd64", "v1.5.0", "metal Amd64 Kernel Raw"),
+        ("kernel-arm64", "v1.5.0", "metal Arm64 Kernel Raw"),
+        ("cmdline-metal-arm64", "v1.5.0", "metal Arm64 Cmdline Raw"),
         (
-            p.kind,
-            p.platform.as_str(),
-            p.arch,
-            p.secure_boot,
-            p.out_format
+            "cmdline-aws-amd64-secureboot",
+            "v1.6.0",
+            "aws Amd64 Cmdline secureboot Raw",
+        ),
+        ("initramfs-amd64.xz", "v1.6.0", "metal Amd64 Initramfs Raw"),
+        (
+            "metal-arm64-secureboot.iso",
+            "v1.6.0",
+            "metal Arm64 Iso secureboot Raw",
         ),
         (
-            OutputKind::Image,
-            "aws",
-            Arch::Amd64,
-            true,
-            OutFormat::TarGz
-        )
-    );
-    let img = p.image.unwrap();
-    assert_eq!(
-        (
-            img.disk_format,
-            img.disk_size_mib,
-            img.disk_format_options.as_str()
+            "metal-amd64-secureboot-uki.efi",
+            "v1.6.0",
+            "metal Amd64 Uki secureboot Raw",
         ),
-        (DiskFormat::Qcow2, 8192, "cluster_size=8k")
-    );
-    let p = parse_from_path("azure-amd64.vhd", &version("v1.6.0")).unwrap();
-    let img = p.image.unwrap();
-    assert_eq!(
+        ("metal-amd64-uki.efi", "v1.6.0", "metal Amd64 Uki Raw"),
+        ("installer-amd64.tar", "v1.6.0", "metal Amd64 Installer Raw"),
         (
-            img.disk_format,
-            img.disk_size_mib,
-            img.disk_format_options.as_str()
+            "metal-installer-amd64.tar",
+            "v1.10.0",
+            "metal Amd64 Installer Raw",
         ),
-        (DiskFormat::Vhd, 8192, "subformat=fixed,force_size")
-    );
-    let p = parse_from_path("metal-arm64.raw.xz", &version("v1.6.0")).unwrap();
-    assert_eq!(p.out_format, OutFormat::Xz);
-    assert_eq!(p.image.unwrap().disk_size_mib, 1246);
-    let p = parse_from_path("digital-ocean-installer-amd64.tar", &version("v1.10.0")).unwrap();
-    assert_eq!(
-        (p.kind, p.platform.as_str()),
-        (OutputKind::Installer, "digital-ocean")
-    );
+        (
+            "digital-ocean-installer-amd64.tar",
+            "v1.10.0",
+            "digital-ocean Amd64 Installer Raw",
+        ),
+        (
+            "metal-arm64.raw.xz",
+            "v1.6.0",
+            "metal Arm64 Image Xz Raw 1246",
+        ),
+        (
+            "metal-arm64.raw.zst",
+            "v1.8.0",
+            "metal Arm64 Image Zst Raw 1246",
+        ),
+        (
+            "aws-amd64-secureboot.qcow2.tar.gz",
+            "v1.6.0",
+            "aws Amd64 Image secureboot TarGz Qcow2 8192 cluster_size=8k",
+        ),
+        (
+            "azure-amd64.vhd",
+            "v1.6.0",
+            "azure Amd64 Image Raw Vhd 8192 subformat=fixed,force_size",
+        ),
+        (
+            "digital-ocean-amd64.raw.gz",
+            "v1.6.0",
+            "digital-ocean Amd64 Image Gz Raw 8192",
+        ),
+        // Derived cases.
+        ("metal-x86_64.iso", "v1.11.0", "metal Amd64 Iso Raw"),
+        ("kernel-x86_64", "v1.11.0", "metal Amd64 Kernel Raw"),
+        ("cmdline-metal-i386", "v1.11.0", "metal Amd64 Cmdline Raw"),
+        (
+            "aws-installer-arm64-secureboot.tar",
+            "v1.11.0",
+            "aws Arm64 Installer secureboot Raw",
+        ),
+        (
+            "installer-arm64-secureboot.tar",
+            "v1.11.0",
+            "metal Arm64 Installer secureboot Raw",
+        ),
+        (
+            "gcp-amd64.raw.tar.gz",
+            "v1.11.0",
+            "gcp Amd64 Image TarGz Raw 8192",
+        ),
+        (
+            "vmware-amd64.ova",
+            "v1.11.0",
+            "vmware Amd64 Image Raw Ova 8192",
+        ),
+        (
+            "exoscale-amd64.qcow2",
+            "v1.11.0",
+            "exoscale Amd64 Image Raw Qcow2 10240 cluster_size=8k",
+        ),
+        (
+            "exoscale-arm64.raw",
+            "v1.11.0",
+            "exoscale Arm64 Image Raw Raw 10240 cluster_size=8k",
+        ),
+        (
+            "alibabacloud-amd64.qcow2",
+            "v1.14.0",
+            "alibabacloud Amd64 Image Raw Qcow2 1246 cluster_size=8k",
+        ),
+        (
+            "azure-arm64-secureboot.vhd.xz",
+            "v1.11.0",
+            "azure Arm64 Image secureboot Xz Vhd 8192 subformat=fixed,force_size",
+        ),
+        (
+            "metal-amd64.qcow2",
+            "v1.11.0",
+            "metal Amd64 Image Raw Qcow2 1246 cluster_size=8k",
+        ),
+        (
+            "equinixMetal-amd64.raw.xz",
+            "v1.11.0",
+            "equinixMetal Amd64 Image Xz Raw 8192",
+        ),
+        (
+            "someplatform-arm64.raw",
+            "v1.11.0",
+            "someplatform Arm64 Image Raw Raw 8192",
+        ),
+        // Legacy boards (Talos < 1.7).
+        (
+            "metal-rpi_generic-arm64.raw.xz",
+            "v1.6.0",
+            "metal/rpi_generic Arm64 Image Xz Raw 1246",
+        ),
+        // `initramfs-` without `.xz` falls through.
+        ("initramfs-amd64.iso", "v1.11.0", "initramfs Amd64 Iso Raw"),
+    ];
+    for (path, ver, want) in ok {
+        let p = parse_from_path(path, &version(ver)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_eq!(describe(&p), want, "{path} ({ver})");
+    }
 
     let errors = [
         ("kernel-foo", "v1.5.0", r#"invalid architecture: "foo""#),
@@ -279,13 +387,58 @@ fn asset_paths_image_factory_4_2() {
             "v1.11.0",
             r#"invalid profile path: "metal-amd64.tar""#,
         ),
+        (
+            "metal-amd64.tar.xz",
+            "v1.11.0",
+            r#"invalid profile path: "metal-amd64.tar""#,
+        ),
+        ("metal.iso", "v1.11.0", r#"invalid platform-arch: "metal""#),
+        (
+            "metal-secureboot.iso",
+            "v1.11.0",
+            r#"invalid platform-arch: "metal""#,
+        ),
+        (
+            "cmdline-metal",
+            "v1.11.0",
+            r#"invalid platform-arch: "metal""#,
+        ),
+        (
+            "metal-riscv64.iso",
+            "v1.11.0",
+            r#"invalid architecture: "riscv64""#,
+        ),
+        (
+            "kernel-amd64.iso",
+            "v1.11.0",
+            r#"invalid architecture: "amd64.iso""#,
+        ),
+        (
+            "installer-foo.tar",
+            "v1.11.0",
+            r#"invalid architecture: "foo""#,
+        ),
+        (
+            "initramfs-amd64",
+            "v1.11.0",
+            r#"invalid profile path: "initramfs-amd64""#,
+        ),
+        ("initramfs-x.xz", "v1.11.0", r#"invalid architecture: "x""#),
+        (
+            "metal-AMD64.raw",
+            "v1.11.0",
+            r#"invalid architecture: "AMD64""#,
+        ),
+        ("", "v1.11.0", r#"invalid profile path: """#),
+        (
+            "metal-amd64.raw\n",
+            "v1.11.0",
+            "invalid profile path: \"metal-amd64.raw\\n\"",
+        ),
     ];
     for (path, ver, msg) in errors {
         let err = parse_from_path(path, &version(ver)).unwrap_err();
-        assert_eq!(
-            format!("error parsing profile from path: {err}\n"),
-            format!("error parsing profile from path: {msg}\n")
-        );
+        assert_eq!(err.to_string(), msg, "{path:?} ({ver})");
     }
 }
 

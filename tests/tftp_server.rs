@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 use bootfactory::tftp::{TftpConfig, TftpFiles, TftpService, TftpStats, TftpStatsSnapshot};
 use bytes::Bytes;
 
+mod support;
+use support::netns::{Netns, can_use_netns, ip, is_root};
+use support::tools::have;
+
 /// Size of Debian trixie's `ipxe-amd64.efi` (an exact multiple of 512: the 512-byte transfer
 /// ends with an empty block).
 const IPXE_SIZE: usize = 996_864;
@@ -453,49 +457,6 @@ use client::{Plan, fetch, fetch_on};
 
 // ---------------------------------------------------------------------------------------------
 // Tool helpers
-
-/// True if `tool` is on PATH. Panics when it is missing and tools are required.
-fn have(tool: &str) -> bool {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .stdout(Stdio::null())
-        .status()
-        .map(|s| s.success())
-        .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{tool} is required (tests/run-all.sh installs it)"
-        );
-        eprintln!("skipping: {tool} is not installed");
-    }
-    found
-}
-
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// True if network namespaces can be used (root and `ip`); otherwise skips, or fails when
-/// tools are required.
-fn can_use_netns() -> bool {
-    if !have("ip") {
-        return false;
-    }
-    if !is_root() {
-        assert!(
-            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "network-namespace tests need root"
-        );
-        eprintln!("skipping: network-namespace tests need root");
-        return false;
-    }
-    true
-}
 
 // ---------------------------------------------------------------------------------------------
 // Transfers
@@ -1501,40 +1462,10 @@ fn atftp_fetches() {
 // ---------------------------------------------------------------------------------------------
 // Network namespaces: which address the replies come from
 
-/// Deletes the namespaces it created on drop.
-struct Netns(Vec<String>);
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn ip(args: &[&str]) {
-    let o = Command::new("ip").args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-}
-
-/// Runs this test binary's `helper` inside `ns` with `env`.
-fn helper_in(ns: &str, env: &[(&str, &str)]) -> Command {
-    let exe = std::env::current_exe().unwrap();
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", ns]).arg(exe).args([
-        "--exact",
-        "helper",
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
+/// Runs this test binary's `helper` inside the namespace `ns` of `netns` with `env`.
+fn helper_in(netns: &Netns, ns: &str, env: &[(&str, &str)]) -> Command {
+    let mut cmd = netns.this_test(ns, "helper");
+    cmd.envs(env.iter().copied());
     cmd
 }
 
@@ -1552,12 +1483,13 @@ fn marked_lines(out: &[u8]) -> Vec<String> {
 struct HelperServer(Child);
 
 impl HelperServer {
-    fn start(ns: &str, listen: &str, interface: Option<&str>) -> HelperServer {
+    fn start(netns: &Netns, listen: &str, interface: Option<&str>) -> HelperServer {
+        let ns = netns.server.as_str();
         let mut env = vec![("BF_TFTP_HELPER", "server"), ("BF_TFTP_LISTEN", listen)];
         if let Some(i) = interface {
             env.push(("BF_TFTP_IFACE", i));
         }
-        let mut child = helper_in(ns, &env)
+        let mut child = helper_in(netns, ns, &env)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -1599,9 +1531,10 @@ impl Drop for HelperServer {
 }
 
 /// Fetches from inside `ns`; returns (first reply's source, negotiated blksize).
-fn helper_fetch(ns: &str, server: &str) -> (SocketAddr, String) {
+fn helper_fetch(netns: &Netns, server: &str) -> (SocketAddr, String) {
     let o = helper_in(
-        ns,
+        netns,
+        &netns.client,
         &[("BF_TFTP_HELPER", "client"), ("BF_TFTP_SERVER", server)],
     )
     .output()
@@ -1625,41 +1558,35 @@ fn multihomed_reply_source() {
     if !can_use_netns() {
         return;
     }
-    let tag = format!("bftftp{}", std::process::id());
-    let (s, c) = (format!("{tag}s"), format!("{tag}c"));
-    let _guard = Netns(vec![s.clone(), c.clone()]);
-    ip(&["netns", "add", &s]);
-    ip(&["netns", "add", &c]);
-    ip(&[
-        "-n", &s, "link", "add", "vs0", "type", "veth", "peer", "name", "vc0", "netns", &c,
-    ]);
-    ip(&["-n", &s, "link", "set", "lo", "up"]);
-    ip(&["-n", &c, "link", "set", "lo", "up"]);
-    ip(&["-n", &s, "link", "set", "vs0", "mtu", "1400", "up"]);
-    ip(&["-n", &c, "link", "set", "vc0", "mtu", "1400", "up"]);
-    ip(&["-n", &s, "addr", "add", "192.0.2.1/24", "dev", "vs0"]);
-    ip(&["-n", &s, "addr", "add", "192.0.2.2/24", "dev", "vs0"]);
-    ip(&["-n", &c, "addr", "add", "192.0.2.10/24", "dev", "vc0"]);
+    let ns = Netns::pair(
+        "bftftp",
+        ("vs0", &["192.0.2.1/24", "192.0.2.2/24"]),
+        ("vc0", &["192.0.2.10/24"]),
+    )
+    .unwrap();
+    for (n, dev) in [(&ns.server, "vs0"), (&ns.client, "vc0")] {
+        ip(&["-n", n, "link", "set", dev, "mtu", "1400"]).unwrap();
+    }
 
     // Bound to the address the client uses: replies come from it.
     {
-        let _srv = HelperServer::start(&s, "192.0.2.2:69", None);
-        let (from, blksize) = helper_fetch(&c, "192.0.2.2:69");
+        let _srv = HelperServer::start(&ns, "192.0.2.2:69", None);
+        let (from, blksize) = helper_fetch(&ns, "192.0.2.2:69");
         assert_eq!(from.ip().to_string(), "192.0.2.2");
         assert_eq!(blksize, "1468", "no interface configured: the default cap");
     }
     // Same, with SO_BINDTODEVICE: the cap follows the interface MTU (1400 - 32).
     {
-        let _srv = HelperServer::start(&s, "192.0.2.2:69", Some("vs0"));
-        let (from, blksize) = helper_fetch(&c, "192.0.2.2:69");
+        let _srv = HelperServer::start(&ns, "192.0.2.2:69", Some("vs0"));
+        let (from, blksize) = helper_fetch(&ns, "192.0.2.2:69");
         assert_eq!(from.ip().to_string(), "192.0.2.2");
         assert_eq!(blksize, "1368");
     }
     // Wildcard: the transfer socket is bound to 0.0.0.0 and the kernel picks the route's
     // preferred source, the primary address — not the address the client talked to.
     for iface in [None, Some("vs0")] {
-        let _srv = HelperServer::start(&s, "0.0.0.0:69", iface);
-        let (from, _) = helper_fetch(&c, "192.0.2.2:69");
+        let _srv = HelperServer::start(&ns, "0.0.0.0:69", iface);
+        let (from, _) = helper_fetch(&ns, "192.0.2.2:69");
         assert_eq!(
             from.ip().to_string(),
             "192.0.2.1",

@@ -11,6 +11,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use support::TestServer;
+use support::netns::{Netns, can_use_netns};
 use support::tools::{free_port, have, podman, skopeo};
 
 fn bin() -> Command {
@@ -412,62 +413,6 @@ async fn skopeo_and_podman_use_the_registry_over_tls_with_cert_dir() {
     }
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = run(Command::new("ip").args(args));
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
-/// A server and a client namespace joined by a veth pair (192.0.2.10 ↔ 192.0.2.1); deleted
-/// on drop.
-struct Netns {
-    server: String,
-    client: String,
-}
-
-impl Netns {
-    fn create() -> Result<Netns, String> {
-        let pid = std::process::id();
-        let ns = Netns {
-            server: format!("bftls-{pid}-srv"),
-            client: format!("bftls-{pid}-cli"),
-        };
-        let (s, c) = (ns.server.as_str(), ns.client.as_str());
-        ip(&["netns", "add", s])?;
-        ip(&["netns", "add", c])?;
-        ip(&[
-            "-n", s, "link", "add", "bft0", "type", "veth", "peer", "name", "bft1", "netns", c,
-        ])?;
-        ip(&["-n", s, "addr", "add", "192.0.2.10/24", "dev", "bft0"])?;
-        ip(&["-n", c, "addr", "add", "192.0.2.1/24", "dev", "bft1"])?;
-        for (n, dev) in [(s, "bft0"), (c, "bft1"), (s, "lo"), (c, "lo")] {
-            ip(&["-n", n, "link", "set", dev, "up"])?;
-        }
-        Ok(ns)
-    }
-
-    fn exec(&self, ns: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", ns]);
-        c
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in [&self.server, &self.client] {
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
-}
-
 /// The HTTP status curl got inside `ns`.
 fn curl_in(ns: &Netns, name: &str, args: &[&str]) -> String {
     let out = run(ns
@@ -488,16 +433,15 @@ fn curl_in(ns: &Netns, name: &str, args: &[&str]) -> String {
 
 #[test]
 fn admin_token_is_refused_over_plain_http_from_another_host() {
-    let root = nix::unistd::geteuid().is_root();
-    if !root || !have("ip") || !have("curl") {
-        assert!(
-            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "needs root, ip and curl"
-        );
-        eprintln!("skipping: needs root, ip and curl");
+    if !can_use_netns() || !have("curl") {
         return;
     }
-    let ns = Netns::create().expect("network namespaces");
+    let ns = Netns::pair(
+        "bftls",
+        ("bft0", &["192.0.2.10/24"]),
+        ("bft1", &["192.0.2.1/24"]),
+    )
+    .expect("network namespaces");
     let data = tempfile::tempdir().unwrap();
     let mut child = ns
         .exec(&ns.server)

@@ -18,7 +18,6 @@
 pub mod boot;
 pub mod check;
 pub mod client;
-pub mod mac;
 pub mod model;
 pub mod seed;
 pub mod token;
@@ -26,12 +25,10 @@ pub mod token;
 use std::sync::Arc;
 
 use crate::config::UnassignedPolicy;
+use crate::mac::MacAddr;
 use crate::store::Store;
 
-pub use mac::MacAddr;
-pub use model::{
-    Assignment, InvalidAssignment, MachineRecord, MachineView, talos_arch_for_client_arch,
-};
+pub use model::{Assignment, MachineRecord, MachineView, talos_arch_for_client_arch};
 
 const MACHINES_TREE: &str = "assign/machines";
 const INVENTORY_TREE: &str = "assign/inventory";
@@ -481,11 +478,6 @@ fn empty_view(mac: MacAddr) -> MachineView {
         assignment: None,
         seen: None,
     }
-}
-
-/// The current time as RFC 3339 UTC with seconds (`2026-11-29T17:04:05Z`).
-pub fn now_rfc3339() -> String {
-    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[cfg(test)]

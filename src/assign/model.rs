@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::mac::MacAddr;
 use crate::factory::profile::{Arch, AssetProfile};
+use crate::mac::MacAddr;
 
 /// What one machine (or every unassigned machine, as the default) boots.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

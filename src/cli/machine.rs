@@ -113,7 +113,7 @@ pub(super) fn assign(cx: &Context, args: &AssignArgs) -> anyhow::Result<ExitCode
         let answer = if args.mac == "default" {
             client.set_default(&assignment).await?
         } else {
-            let mac: crate::assign::MacAddr = args.mac.parse()?;
+            let mac: crate::mac::MacAddr = args.mac.parse()?;
             client.assign(mac, &assignment).await?
         };
         println!("{}", serde_json::to_string_pretty(&answer)?);
@@ -124,7 +124,7 @@ pub(super) fn assign(cx: &Context, args: &AssignArgs) -> anyhow::Result<ExitCode
 /// `machine unassign` (and the old `unassign`).
 pub(super) fn unassign(cx: &Context, args: &UnassignArgs) -> anyhow::Result<ExitCode> {
     let config = cx.load_config()?;
-    let mac: crate::assign::MacAddr = args.mac.parse()?;
+    let mac: crate::mac::MacAddr = args.mac.parse()?;
     admin_command(&config, &args.server, |client| async move {
         client.unassign(mac).await?;
         println!("{mac}: assignment removed");

@@ -368,32 +368,32 @@ pub fn default_value(key: &str) -> Option<Value> {
     Some(node)
 }
 
-/// All leaf keys of a YAML tree, dotted.
-pub fn leaf_keys(value: &Value) -> Vec<String> {
-    fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
-        match v {
-            Value::Mapping(m) if !m.is_empty() => {
-                for (k, child) in m {
-                    let k = k.as_str().unwrap_or_default();
-                    let key = if prefix.is_empty() {
-                        k.to_string()
-                    } else {
-                        format!("{prefix}.{k}")
-                    };
-                    walk(&key, child, out);
-                }
-            }
-            _ => out.push(prefix.to_string()),
-        }
-    }
-    let mut out = Vec::new();
-    walk("", value, &mut out);
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// All leaf keys of a YAML tree, dotted.
+    fn leaf_keys(value: &Value) -> Vec<String> {
+        fn walk(prefix: &str, v: &Value, out: &mut Vec<String>) {
+            match v {
+                Value::Mapping(m) if !m.is_empty() => {
+                    for (k, child) in m {
+                        let k = k.as_str().unwrap_or_default();
+                        let key = if prefix.is_empty() {
+                            k.to_string()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, child, out);
+                    }
+                }
+                _ => out.push(prefix.to_string()),
+            }
+        }
+        let mut out = Vec::new();
+        walk("", value, &mut out);
+        out
+    }
 
     #[test]
     fn every_config_field_has_a_documented_key_and_back() {

@@ -6,7 +6,7 @@
 //! …). Every key has an entry in [`keys::KEYS`] with its flag name and help text; a unit test
 //! keeps that table and the structs in step, so a new key cannot ship undocumented.
 
-pub mod keys;
+pub(crate) mod keys;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

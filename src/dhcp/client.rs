@@ -8,8 +8,6 @@
 
 use std::net::Ipv4Addr;
 
-use super::format_mac;
-
 /// The DHCP magic cookie that starts the options (RFC 2131).
 pub(crate) const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
 /// Fixed BOOTP header plus magic cookie.
@@ -243,13 +241,6 @@ pub struct ClientInfo {
     pub http_boot: bool,
 }
 
-impl ClientInfo {
-    /// The MAC as `52:54:00:12:34:56`.
-    pub fn mac_string(&self) -> String {
-        format_mac(&self.mac)
-    }
-}
-
 /// Option 77 as text: RFC 3004 (length-prefixed classes) when it parses as such, else the raw
 /// bytes (iPXE sends a bare `iPXE`).
 fn user_class_string(raw: &[u8]) -> String {
@@ -437,7 +428,7 @@ mod tests {
         assert_eq!(req.arch, Some(7));
         assert_eq!(req.xid, r.xid);
         let info = req.client_info().unwrap();
-        assert_eq!(info.mac_string(), "52:54:00:12:34:56");
+        assert_eq!(info.mac, [0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
         assert_eq!(info.arch, 7);
         assert_eq!(
             info.uuid.as_deref(),

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use super::client::{ClientInfo, DHCPDISCOVER, DHCPINFORM, DHCPREQUEST, NotPxe, Request, feature};
 use super::{BootFiles, ProxyDhcpConfig, Served};
+use crate::mac::MacAddr;
 
 /// Which listening port a request arrived on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,7 +149,7 @@ pub(crate) fn script_url(cfg: &ProxyDhcpConfig, mac: &[u8; 6]) -> String {
     format!(
         "{}{}",
         base(cfg),
-        crate::ipxe::script::boot_script_path(mac)
+        crate::ipxe::script::boot_script_path(MacAddr(*mac))
     )
 }
 

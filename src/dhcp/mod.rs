@@ -87,10 +87,13 @@ pub(crate) mod client;
 pub(crate) mod decide;
 pub(crate) mod reply;
 mod server;
+#[cfg(feature = "testkit")]
 pub mod testkit;
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::mac::MacAddr;
 
 pub use client::ClientInfo;
 pub use server::ProxyDhcp;
@@ -220,17 +223,10 @@ impl ClientPolicy for AnswerAll {
     fn observed(&self, _client: &ClientInfo, _served: Option<&Served>) {}
 }
 
-/// Formats a MAC address as `52:54:00:12:34:56` (lowercase, colon-separated).
+/// Formats a MAC address as `52:54:00:12:34:56` (lowercase, colon-separated): the text of
+/// [`MacAddr`](crate::mac::MacAddr), for callers holding the raw bytes of [`ClientInfo::mac`].
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    let mut s = String::with_capacity(17);
-    for (i, b) in mac.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        s.push(char::from_digit(u32::from(b >> 4), 16).unwrap_or('0'));
-        s.push(char::from_digit(u32::from(b & 0xf), 16).unwrap_or('0'));
-    }
-    s
+    MacAddr(*mac).to_string()
 }
 
 /// Counters of the responder, updated atomically by the receive loops.
@@ -310,18 +306,6 @@ impl DhcpStats {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mac_is_lowercase_colon_separated() {
-        assert_eq!(
-            format_mac(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
-            "52:54:00:12:34:56"
-        );
-        assert_eq!(
-            format_mac(&[0xAB, 0xCD, 0xEF, 0x0A, 0xFF, 0x00]),
-            "ab:cd:ef:0a:ff:00"
-        );
-    }
 
     #[test]
     fn served_as_str_and_display() {

@@ -15,7 +15,7 @@ use tracing::{debug, info, warn};
 use super::client;
 use super::decide::{self, NoAnswer, Port, ReplyKind};
 use super::reply;
-use super::{ClientPolicy, DhcpStats, ProxyDhcpConfig, Served, format_mac};
+use super::{ClientPolicy, DhcpStats, MacAddr, ProxyDhcpConfig, Served};
 use crate::ratelimit::RateLimiter;
 
 /// Largest datagram read; DHCP requests are far smaller (a longer one is truncated and then
@@ -94,7 +94,7 @@ impl Responder {
                 return None;
             }
         };
-        let mac = format_mac(&client.mac);
+        let mac = MacAddr(client.mac);
         if !self.limiter.allow(client.mac, now) {
             DhcpStats::bump(&stats.rate_limited);
             debug!(?port, %src, %mac, "dhcp: rate limited");
@@ -336,7 +336,7 @@ async fn serve(l: Listener, responder: Arc<Responder>) -> anyhow::Result<()> {
                     }
                 };
                 info!(
-                    mac = %format_mac(&out.mac),
+                    mac = %MacAddr(out.mac),
                     arch = out.arch,
                     served = %out.served,
                     dest = %out.dest,

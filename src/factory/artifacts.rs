@@ -103,10 +103,6 @@ pub enum ImagerFile {
     Kernel,
     /// `initramfs.xz`
     Initramfs,
-    /// `systemd-boot.efi`
-    SdBoot,
-    /// `systemd-stub.efi`
-    SdStub,
 }
 
 impl ImagerFile {
@@ -114,8 +110,6 @@ impl ImagerFile {
         match self {
             ImagerFile::Kernel => "vmlinuz",
             ImagerFile::Initramfs => "initramfs.xz",
-            ImagerFile::SdBoot => "systemd-boot.efi",
-            ImagerFile::SdStub => "systemd-stub.efi",
         }
     }
 }

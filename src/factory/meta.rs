@@ -76,14 +76,6 @@ pub fn encode_meta(values: &[(u8, String)], quirks: &Quirks) -> String {
     }
 }
 
-/// The kernel argument carrying META: `talos.environment=INSTALLER_META_BASE64=<encoded>`.
-pub fn meta_kernel_arg(values: &[(u8, String)], quirks: &Quirks) -> String {
-    format!(
-        "{ENVIRONMENT_KEY}={INSTALLER_META_ENV}={}",
-        encode_meta(values, quirks)
-    )
-}
-
 /// Decodes `INSTALLER_META_BASE64` (Talos `DecodeValues`): base64; gunzip when the data is at
 /// least 10 bytes and starts with `1f 8b`; split on `;`; each part `key=value` split at the
 /// first `=`, the key parsed like Go's `strconv.ParseUint(key, 0, 8)` (`0x..`, `0o..`, `0b..`,
@@ -308,10 +300,6 @@ mod tests {
                 "MHhhPXsiZXh0ZXJuYWxJUHMiOlsiMS4yLjMuNCJdfQ=="
             );
         }
-        assert_eq!(
-            meta_kernel_arg(&values, &q("v1.11.0")),
-            "talos.environment=INSTALLER_META_BASE64=MHhhPXsiZXh0ZXJuYWxJUHMiOlsiMS4yLjMuNCJdfQ=="
-        );
         assert_eq!(
             decode_meta("MHhhPXsiZXh0ZXJuYWxJUHMiOlsiMS4yLjMuNCJdfQ==").unwrap(),
             values

@@ -7,13 +7,13 @@
 //! - [`builder`], [`signing`]: build once, cache in the store, sign.
 //! - [`service`]: the request → asset pipeline the HTTP handlers call.
 
-pub mod artifacts;
-pub mod builder;
+pub(crate) mod artifacts;
+pub(crate) mod builder;
 pub mod cmdline;
-pub mod delivery;
+pub(crate) mod delivery;
 pub mod initramfs;
 pub mod meta;
 pub mod profile;
 pub mod quirks;
-pub mod service;
-pub mod signing;
+pub(crate) mod service;
+pub(crate) mod signing;

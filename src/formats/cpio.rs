@@ -148,11 +148,6 @@ impl<W: Write> CpioWriter<W> {
         self.block_size = block_size;
     }
 
-    /// Sets the next automatic inode number.
-    pub fn set_next_inode(&mut self, ino: u32) {
-        self.next_ino = ino;
-    }
-
     /// Bytes written so far.
     pub fn offset(&self) -> u64 {
         self.offset

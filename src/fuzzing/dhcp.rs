@@ -79,7 +79,7 @@ pub fn check(data: &[u8]) {
                     url,
                     &format!(
                         "http://192.0.2.10:8080/boot/{}.ipxe",
-                        crate::dhcp::format_mac(&info.mac)
+                        crate::mac::MacAddr(info.mac)
                     )
                 );
                 assert!(decide::ipxe_can_run_script(&req, require_https));

@@ -17,8 +17,9 @@ use super::AppState;
 use super::error::ApiError;
 use crate::assign::boot::{BootError, BootScript, boot_script};
 use crate::assign::check::{CheckError, check};
-use crate::assign::{AssignError, Assignment, MacAddr, MachineView};
+use crate::assign::{AssignError, Assignment, MachineView};
 use crate::factory::service::FactoryError;
+use crate::mac::MacAddr;
 
 impl From<AssignError> for ApiError {
     fn from(e: AssignError) -> Self {

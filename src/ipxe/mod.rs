@@ -4,7 +4,7 @@
 //! them against `ipxe/SHA256SUMS` and embeds them, so they are served from memory by TFTP and
 //! by `GET /ipxe/{name}` (UEFI HTTP boot) without touching the disk.
 
-pub mod script;
+pub(crate) mod script;
 
 /// One embedded iPXE binary.
 #[derive(Debug, Clone, Copy)]

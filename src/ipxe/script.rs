@@ -45,10 +45,10 @@ pub const CHAIN_ATTEMPTS: u32 = 5;
 /// [`boot_script_path`] and the HTTP side serves this route: both take the name from here.
 pub const BOOT_SCRIPT_ROUTE: &str = "/boot/{file}";
 
-/// The path of a machine's boot script: `/boot/aa:bb:cc:dd:ee:ff.ipxe`.
-pub fn boot_script_path(mac: &[u8; 6]) -> String {
-    let hex: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
-    format!("/boot/{}.ipxe", hex.join(":"))
+/// The path of a machine's boot script: `/boot/aa:bb:cc:dd:ee:ff.ipxe` (`mac` is a
+/// `crate::mac::MacAddr`, written in its one text form).
+pub fn boot_script_path(mac: impl std::fmt::Display) -> String {
+    format!("/boot/{mac}.ipxe")
 }
 
 /// The MAC text of a [`BOOT_SCRIPT_ROUTE`] file name (`<mac>.ipxe` → `<mac>`), unparsed.
@@ -104,7 +104,7 @@ mod tests {
 
     #[test]
     fn boot_script_names_round_trip() {
-        let path = boot_script_path(&[0x52, 0x54, 0, 0xab, 0xcd, 0xef]);
+        let path = boot_script_path("52:54:00:ab:cd:ef");
         assert_eq!(path, "/boot/52:54:00:ab:cd:ef.ipxe");
         let file = path.strip_prefix("/boot/").unwrap();
         assert_eq!(boot_script_mac(file), Some("52:54:00:ab:cd:ef"));

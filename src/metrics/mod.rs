@@ -42,8 +42,6 @@ pub struct Metrics {
     pub schematic_duplicate_create: IntCounter,
     /// Schematics in the store.
     pub schematic_cache_size: IntGauge,
-    /// Blob downloads from upstream registries, by registry and outcome.
-    pub mirror_fetches: IntCounterVec,
     http_duration: HistogramVec,
     http_size: HistogramVec,
     http_inflight: IntGaugeVec,
@@ -173,11 +171,6 @@ impl Metrics {
                 "Number of schematics posted that already existed.",
             ),
             schematic_cache_size,
-            mirror_fetches: counter_vec(
-                "bootfactory_mirror_blob_fetches_total",
-                "Blob downloads from upstream registries.",
-                &["registry", "outcome"],
-            ),
             registry,
             http_duration,
             http_size,

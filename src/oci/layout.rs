@@ -23,7 +23,8 @@
 //! full document types, these should move there and be shared rather than duplicated.
 //!
 //! Blobs are written to a temporary file under `blobs/` and renamed into place; nothing is
-//! fsynced (layouts written here are test fixtures and export artefacts, not a database).
+//! fsynced (layouts written here are test fixtures, not a database). Test support: compiled
+//! only with the `testkit` feature (`oci::bundle` reads and writes layouts on its own).
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -24,8 +24,6 @@ pub mod media {
     pub const DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
     /// OCI gzip layer.
     pub const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
-    /// OCI zstd layer.
-    pub const OCI_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+zstd";
     /// OCI uncompressed layer.
     pub const OCI_LAYER_TAR: &str = "application/vnd.oci.image.layer.v1.tar";
     /// Docker gzip layer.

@@ -2,11 +2,12 @@
 //! offline bundles (`bundle`: OCI layouts imported into and exported from the catalog).
 
 pub mod bundle;
-pub mod catalog;
+pub(crate) mod catalog;
 pub mod flatten;
+#[cfg(feature = "testkit")]
 pub mod layout;
-pub mod manifest;
-pub mod reference;
+pub(crate) mod manifest;
+pub(crate) mod reference;
 
 pub use catalog::{CatalogEntry, CatalogError, ImageCatalog, ManifestRecord};
 pub use manifest::{

@@ -8,7 +8,7 @@
 
 mod canonical;
 mod decode;
-pub mod model;
+pub(crate) mod model;
 pub mod storage;
 mod tree;
 /// The bounded, go-yaml-compatible YAML reader schematics are parsed with, for other YAML
@@ -49,11 +49,6 @@ impl SchematicId {
     /// The ID as 64 lowercase hex characters.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// The ID of the empty schematic (`customization: {}`), upstream's well-known default.
-    pub fn default_id() -> SchematicId {
-        Schematic::default().id()
     }
 }
 

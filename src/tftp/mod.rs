@@ -76,10 +76,10 @@
 //! - The TFTP error text for code 2 is the library's fixed "Permission denied" (the code is
 //!   what clients act on); code 1 reads "File not found".
 
-pub mod files;
-pub mod net;
+pub(crate) mod files;
+pub(crate) mod net;
 mod server;
-pub mod sessions;
+pub(crate) mod sessions;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

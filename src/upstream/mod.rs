@@ -13,7 +13,7 @@ pub mod mirror;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-pub use client::{Endpoint, RegistryClient};
+pub use client::RegistryClient;
 pub use mirror::{BlobHit, ManifestHit, Mirror, MirrorError};
 
 use crate::config::Config;

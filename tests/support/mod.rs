@@ -5,6 +5,7 @@
 pub mod fake_registry;
 pub mod fault;
 pub mod lab;
+pub mod netns;
 pub mod tools;
 
 use std::net::SocketAddr;

@@ -59,6 +59,7 @@ mod assemble;
 mod constraint;
 mod manifest;
 mod modules;
+#[cfg(any(feature = "testkit", feature = "fuzzing"))]
 mod parse;
 mod squash;
 mod untrusted;
@@ -82,6 +83,7 @@ use yaml::Node;
 
 pub use manifest::ExtensionMetadata;
 pub use modules::depmod_available;
+#[cfg(any(feature = "testkit", feature = "fuzzing"))]
 pub use parse::{ArchiveCompression, ArchiveInfo, LayerInfo, ParsedInitramfs, parse_initramfs};
 pub use squash::SQUASHFS_BLOCK_SIZE;
 // The fuzzing harnesses (`crate::fuzzing`) drive these two readers of imported content.

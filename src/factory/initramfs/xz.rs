@@ -11,7 +11,7 @@
 //! by reading its footer and index backwards: this delimits xz archives inside a concatenated
 //! initramfs without decoding them.
 
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Write};
 
 use backhand::compression::{CompressionAction, Compressor, DefaultCompressor};
 use backhand::{CompressionExtra, ExtraXz, FilesystemCompressor};
@@ -211,14 +211,18 @@ impl<W: Write> Write for XzWriter<W> {
     }
 }
 
+#[cfg(any(feature = "testkit", feature = "fuzzing"))]
 /// For the `.xz` stream whose footer ends at `end` in `r`, returns its start offset, or `None`
 /// if the bytes before `end` are not the end of an xz stream.
-pub(crate) fn stream_start_before<R: Read + Seek>(r: &mut R, end: u64) -> io::Result<Option<u64>> {
+pub(crate) fn stream_start_before<R: io::Read + io::Seek>(
+    r: &mut R,
+    end: u64,
+) -> io::Result<Option<u64>> {
     if end < 24 {
         return Ok(None);
     }
     let mut footer = [0u8; 12];
-    r.seek(SeekFrom::Start(end - 12))?;
+    r.seek(io::SeekFrom::Start(end - 12))?;
     r.read_exact(&mut footer)?;
     if &footer[10..] != FOOTER_MAGIC
         || crc32(&footer[4..10]) != u32::from_le_bytes(footer[..4].try_into().expect("4"))
@@ -231,7 +235,7 @@ pub(crate) fn stream_start_before<R: Read + Seek>(r: &mut R, end: u64) -> io::Re
         return Ok(None);
     };
     let mut index = vec![0u8; index_len as usize];
-    r.seek(SeekFrom::Start(index_start))?;
+    r.seek(io::SeekFrom::Start(index_start))?;
     r.read_exact(&mut index)?;
     if index[0] != 0 {
         return Ok(None);
@@ -248,12 +252,13 @@ pub(crate) fn stream_start_before<R: Read + Seek>(r: &mut R, end: u64) -> io::Re
         return Ok(None);
     };
     let mut magic = [0u8; 6];
-    r.seek(SeekFrom::Start(start))?;
+    r.seek(io::SeekFrom::Start(start))?;
     r.read_exact(&mut magic)?;
     Ok((&magic == XZ_MAGIC).then_some(start))
 }
 
 /// Decodes one complete `.xz` stream held in memory.
+#[cfg(any(feature = "testkit", feature = "fuzzing"))]
 pub(crate) fn decode(stream: &[u8]) -> io::Result<Vec<u8>> {
     let mut out = Vec::new();
     DefaultCompressor

@@ -1,4 +1,6 @@
-//! MAC addresses as machines are named by: `52:54:00:12:34:56`.
+//! MAC addresses as machines are named by: `52:54:00:12:34:56`. The one MAC type and text form:
+//! the proxy-DHCP responder writes client MACs with it (boot script URLs, logs) and `assign`
+//! stores, parses and shows them with it. A leaf, so both layers can use it.
 
 use std::fmt;
 use std::str::FromStr;
@@ -87,6 +89,10 @@ mod tests {
             assert_eq!(s.parse::<MacAddr>(), Ok(want), "{s}");
         }
         assert_eq!(want.to_string(), "52:54:00:12:34:ab");
+        assert_eq!(
+            MacAddr([0xAB, 0xCD, 0xEF, 0x0A, 0xFF, 0x00]).to_string(),
+            "ab:cd:ef:0a:ff:00"
+        );
     }
 
     #[test]
