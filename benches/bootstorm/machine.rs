@@ -152,7 +152,7 @@ pub(crate) async fn machine(
     let started = Instant::now();
     let mut r = MachineReport::default();
     let mac = machine_mac(idx);
-    let mac_text = bootfactory::dhcp::format_mac(&mac);
+    let mac_text = bootfactory::mac::MacAddr(mac).to_string();
     let broadcast = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::BROADCAST, 67));
     let proxy = SocketAddr::V4(SocketAddrV4::new(SERVER_IP, 4011));
     let ipxe = bootfactory::ipxe::EFI_X64;

@@ -223,12 +223,6 @@ impl ClientPolicy for AnswerAll {
     fn observed(&self, _client: &ClientInfo, _served: Option<&Served>) {}
 }
 
-/// Formats a MAC address as `52:54:00:12:34:56` (lowercase, colon-separated): the text of
-/// [`MacAddr`](crate::mac::MacAddr), for callers holding the raw bytes of [`ClientInfo::mac`].
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    MacAddr(*mac).to_string()
-}
-
 /// Counters of the responder, updated atomically by the receive loops.
 #[derive(Debug, Default)]
 pub struct DhcpStats {
