@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub mod contained;
 pub mod dhcp;
+pub mod errors;
 pub mod factory;
 pub mod file_response;
 #[cfg(feature = "fixture")]

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, &[&str])] = &[
         &[
             "atomic_file",
             "contained",
+            "errors",
             "file_response",
             "formats",
             "gocompat",

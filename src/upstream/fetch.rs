@@ -129,6 +129,7 @@ impl BlobFetch {
         UpstreamError::Unavailable {
             registry: self.registry.clone(),
             message: format!("download of {} stopped", self.digest),
+            cause: None,
         }
     }
 
@@ -246,11 +247,13 @@ async fn download(
             UpstreamError::NoSpace {
                 registry: registry.clone(),
                 message: format!("cannot store {digest}: {e}"),
+                cause: None,
             }
         } else {
             UpstreamError::Unavailable {
                 registry: registry.clone(),
                 message: format!("cannot store {digest}: {e}"),
+                cause: None,
             }
         }
     };
@@ -309,6 +312,7 @@ async fn download(
                         _ => Err(UpstreamError::Unavailable {
                             registry,
                             message: format!("{digest}: local writer stopped"),
+                            cause: None,
                         }),
                     };
                 }
@@ -339,6 +343,7 @@ async fn download(
         return Err(UpstreamError::Unavailable {
             registry,
             message: format!("{digest}: {message}"),
+            cause: None,
         });
     }
     drop(tx);
@@ -347,6 +352,7 @@ async fn download(
         .map_err(|e| UpstreamError::Unavailable {
             registry: registry.clone(),
             message: format!("writer task failed: {e}"),
+            cause: None,
         })?
         .map_err(local)?
         .expect("not aborted");
@@ -357,6 +363,7 @@ async fn download(
             message: format!(
                 "blob {repository}@{expected} from upstream hashes to {actual}: rejected, nothing cached"
             ),
+            cause: None,
         }),
         Err(e) => Err(local(e)),
     }

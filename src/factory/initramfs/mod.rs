@@ -227,7 +227,7 @@ pub enum InitramfsError {
     #[error("{0}")]
     Format(String),
     /// A file operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -467,7 +467,7 @@ fn resolve_bundles(
                             },
                             other => InitramfsError::Extension {
                                 extension: describe(i, Some(&l.metadata.name), &l.tree.dir),
-                                reason: other.to_string(),
+                                reason: crate::errors::chain(&other),
                             },
                         });
                     let failed = r.is_err();
