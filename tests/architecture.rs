@@ -13,12 +13,12 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A module may import only modules of a strictly lower layer, so
 /// the graph has no cycles and a layer never reaches up. Keep in sync with ARCHITECTURE.md.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("error chains", &["errors"]),
     (
         "leaves",
         &[
             "atomic_file",
             "contained",
-            "errors",
             "file_response",
             "formats",
             "gocompat",

@@ -191,7 +191,7 @@ impl Builder {
                 shared: false,
             }),
             Err(e) => {
-                tracing::warn!(asset = key, %digest, error = %e, "cached asset unusable; rebuilding");
+                tracing::warn!(asset = key, %digest, error = %crate::errors::chain(&e), "cached asset unusable; rebuilding");
                 None
             }
         }

@@ -75,7 +75,7 @@ impl BlobFetch {
                     "blob fetched from upstream"
                 ),
                 Err(e) => {
-                    tracing::warn!(%registry, %repository, %digest, error = %e, "blob fetch failed")
+                    tracing::warn!(%registry, %repository, %digest, error = %crate::errors::chain(e), "blob fetch failed")
                 }
             }
             tx.send_modify(|s| s.outcome = Some(result.map(|_| ())));
@@ -160,7 +160,7 @@ impl BlobFetch {
                 loop {
                     let s = self.rx.borrow_and_update().clone();
                     if let Some(Err(e)) = &s.outcome {
-                        return Err(std::io::Error::other(e.to_string()));
+                        return Err(std::io::Error::other(e.clone()));
                     }
                     let verified = matches!(s.outcome, Some(Ok(())));
                     let allowed = if verified {
@@ -191,7 +191,7 @@ impl BlobFetch {
                         return Ok(None);
                     }
                     if self.rx.changed().await.is_err() && self.rx.borrow().outcome.is_none() {
-                        return Err(std::io::Error::other(self.fetch.vanished().to_string()));
+                        return Err(std::io::Error::other(self.fetch.vanished()));
                     }
                 }
             }
@@ -229,7 +229,7 @@ async fn open_for_reading(
     let path = store
         .blob_path(digest)
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(std::io::Error::other)?;
     tokio::fs::File::open(path).await
 }
 
