@@ -37,7 +37,7 @@ impl ClientPolicy for AssignmentPolicy {
             Err(e) => {
                 // Answering lets the machine reach /boot, which reports the problem; staying
                 // silent would hide it.
-                tracing::warn!(mac = %MacAddr(client.mac), error = %e, "assignment lookup failed");
+                tracing::warn!(mac = %MacAddr(client.mac), error = %crate::errors::chain(&e), "assignment lookup failed");
                 true
             }
         }
@@ -56,7 +56,7 @@ impl ClientPolicy for AssignmentPolicy {
             },
         };
         if let Err(e) = self.assignments.record(MacAddr(client.mac), sighting) {
-            tracing::warn!(mac = %MacAddr(client.mac), error = %e, "cannot record the machine in the inventory");
+            tracing::warn!(mac = %MacAddr(client.mac), error = %crate::errors::chain(&e), "cannot record the machine in the inventory");
         }
     }
 }

@@ -291,7 +291,9 @@ impl BoundApp {
                 Ok(Err(e)) => {
                     tracing::error!(error = %format!("{e:#}"), "network boot stopped with an error")
                 }
-                Err(e) => tracing::error!(error = %e, "network boot task failed"),
+                Err(e) => {
+                    tracing::error!(error = %crate::errors::chain(&e), "network boot task failed")
+                }
             }
         }
         served?;

@@ -37,7 +37,7 @@ const RENEW_DAYS: i64 = 30;
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}")]
     Io {
         /// The file.
         path: PathBuf,
@@ -176,7 +176,7 @@ impl Tls {
                 tracing::info!(cert = %cert.display(), key = %key.display(), why, "TLS certificate reloaded")
             }
             Err(e) => {
-                tracing::error!(error = %e, why, "TLS certificate reload failed; keeping the certificate in use")
+                tracing::error!(error = %crate::errors::chain(&e), why, "TLS certificate reload failed; keeping the certificate in use")
             }
         }
     }

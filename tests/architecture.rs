@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first. A module may import only modules of a strictly lower layer, so
 /// the graph has no cycles and a layer never reaches up. Keep in sync with ARCHITECTURE.md.
 const LAYERS: &[(&str, &[&str])] = &[
+    ("error chains", &["errors"]),
     (
         "leaves",
         &[
@@ -445,6 +446,92 @@ fn http_holds_routing_extraction_and_response_mapping_only() {
         found.is_empty(),
         "http handlers do file, process, hashing or database work themselves; move it to the \
          service module that owns it (ARCHITECTURE.md, Invariants):\n{}",
+        found.join("\n")
+    );
+}
+
+/// The `#[error(...)]` attributes of `text` that show a source's message while exposing it as
+/// the source too (`{0}` on a `#[from]`/`#[source]` tuple field, or `{source}`), so a chain
+/// printer (anyhow's `{:#}`, `errors::chain`) would print that cause twice.
+fn errors_showing_their_source(text: &str) -> Vec<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < lines.len() {
+        let start = i;
+        if !lines[i].trim_start().starts_with("#[error(") {
+            i += 1;
+            continue;
+        }
+        let mut attr = lines[i].trim().to_string();
+        while !attr.ends_with(")]") && i + 1 < lines.len() {
+            i += 1;
+            attr.push_str(lines[i].trim());
+        }
+        i += 1;
+        // The variant (or field) the attribute is on.
+        let item = lines[i..]
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| !l.starts_with("#[") && !l.starts_with("//"))
+            .unwrap_or("");
+        let shows_field0 = attr.contains("{0}") || attr.contains("{0:");
+        let field0_is_source = item.contains("(#[from]") || item.contains("(#[source]");
+        if (shows_field0 && field0_is_source) || attr.contains("{source}") {
+            found.push(format!("line {}: {attr} {item}", start + 1));
+        }
+    }
+    found
+}
+
+/// Errors keep their sources and show each once: a layer either forwards its source
+/// (`#[error(transparent)]`) or shows its own context and exposes the source, never both.
+#[test]
+fn errors_do_not_show_a_source_they_expose() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    let mut found = Vec::new();
+    for file in files {
+        for hit in errors_showing_their_source(&std::fs::read_to_string(&file).unwrap()) {
+            found.push(format!(
+                "{}: {hit}",
+                file.strip_prefix(src()).unwrap().display()
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "an error shows its source's message and exposes it as source() too, so logs and the \
+         CLI print the cause twice; use #[error(transparent)] or a context-only message \
+         (ARCHITECTURE.md, Invariants; src/errors.rs):\n{}",
+        found.join("\n")
+    );
+    // The checker sees both forms.
+    let bad = "#[error(\"{0}\")]\n    Store(#[from] StoreError),\n\
+               #[error(\"cannot read {path}: {source}\")]\n    Read { path: PathBuf, source: io::Error },\n\
+               #[error(transparent)]\n    Io(#[from] io::Error),\n\
+               #[error(\"{source_name}: {0}\")]\n    Other(String),\n";
+    assert_eq!(errors_showing_their_source(bad).len(), 2, "{bad}");
+}
+
+/// Failures answered over HTTP are logged once, by the trace layer, with the request ID: the
+/// error mappings put the cause chain on the response and do not log themselves.
+#[test]
+fn http_error_mappings_do_not_log() {
+    let mut found = Vec::new();
+    for rel in ["http/error.rs", "http/factory.rs", "registry/errors.rs"] {
+        let code = code_only(&std::fs::read_to_string(src().join(rel)).unwrap());
+        for level in ["error!", "warn!"] {
+            if code.contains(level) {
+                found.push(format!("{rel} logs with {level}"));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "the one log line of a failed request is written by the trace layer (src/http/mod.rs, \
+         log_response) from errors::LoggedCause; a second line from the mapping duplicates \
+         it:\n{}",
         found.join("\n")
     );
 }

@@ -286,3 +286,51 @@ fn config_show_redacts_secrets_unless_asked() {
     }
     assert!(!revealed.contains("<redacted>"), "{revealed}");
 }
+
+/// A failure is printed once, with every cause below it once: the mirror, the upstream
+/// client and the connection error each add their part and none repeats another's
+/// (`src/errors.rs`).
+#[test]
+fn unreachable_upstream_error_names_each_cause_once() {
+    // A loopback port nobody listens on.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let registries = format!("{{ghcr.io: {{endpoint: 'http://127.0.0.1:{port}'}}}}");
+    let out = bin()
+        .args(["mirror", "pull", "--data-dir"])
+        .arg(data.path())
+        .args([
+            "--upstream-registries",
+            &registries,
+            "--upstream-retries",
+            "0",
+        ])
+        .arg("ghcr.io/siderolabs/unreachable:v1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("bootfactory: "))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.starts_with("bootfactory: cannot pull ghcr.io/siderolabs/unreachable:v1: "),
+        "{line}"
+    );
+    for part in [
+        "resolve ghcr.io/siderolabs/unreachable:v1",
+        "error sending request",
+        "Connection refused",
+    ] {
+        assert_eq!(line.matches(part).count(), 1, "{part:?} once in: {line}");
+    }
+    // No part of the chain repeats the part before it.
+    let parts: Vec<&str> = line.split(": ").collect();
+    for pair in parts.windows(2) {
+        assert_ne!(pair[0], pair[1], "{line}");
+    }
+}

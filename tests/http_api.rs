@@ -216,6 +216,90 @@ async fn schematics_persist_across_restarts_and_load_from_a_directory() {
     assert_eq!(resp.status(), 200, "schematic survives a restart");
 }
 
+/// A 5xx is logged once: one ERROR line in the request's span (so with its request ID)
+/// carrying the whole cause chain down to the root cause; no second line from the trace
+/// layer or the handler. The client's text is unchanged (the upstream client's message).
+#[test]
+fn a_server_error_is_logged_once_with_its_cause_and_request_id() {
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    // A loopback port nobody listens on stands in for the upstream registry.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let registries = format!("{{ghcr.io: {{endpoint: 'http://127.0.0.1:{port}'}}}}");
+    let mut daemon = support::fault::Daemon::start(
+        data.path(),
+        logs.path(),
+        &[
+            "--upstream-registries",
+            &registries,
+            "--upstream-retries",
+            "0",
+        ],
+    );
+    let id = "server-error-once-1";
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "-D", "-", "-H", &format!("X-Request-ID: {id}")])
+        .arg(format!("{}/versions", daemon.url))
+        .output()
+        .unwrap();
+    let response = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(response.starts_with("HTTP/1.1 503"), "{response}");
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or_default();
+    assert!(
+        body.starts_with("tags of ghcr.io/siderolabs/imager: error sending request for url"),
+        "{body:?}"
+    );
+    assert!(
+        !body.contains("Connection refused"),
+        "client text unchanged: {body:?}"
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let lines = loop {
+        let log = daemon.log_text();
+        let lines: Vec<String> = log
+            .lines()
+            .filter(|l| l.contains(&format!("request_id={id}")))
+            .map(str::to_string)
+            .collect();
+        if !lines.is_empty() {
+            // Give a second line (there must be none) the chance to be written.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            break daemon
+                .log_text()
+                .lines()
+                .filter(|l| l.contains(&format!("request_id={id}")))
+                .map(str::to_string)
+                .collect::<Vec<_>>();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "request not logged:\n{log}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    daemon.stop();
+    let log = daemon.log_text();
+    assert_eq!(lines.len(), 1, "one line for the failed request:\n{log}");
+    let line = &lines[0];
+    for part in [
+        "ERROR",
+        "status=503",
+        "tags of ghcr.io/siderolabs/imager",
+        "Connection refused",
+    ] {
+        assert!(line.contains(part), "{part:?} in {line}");
+    }
+    assert_eq!(line.matches("error sending request").count(), 1, "{line}");
+    assert_eq!(
+        log.lines().filter(|l| l.contains("ERROR")).count(),
+        1,
+        "no other ERROR line:\n{log}"
+    );
+}
+
 /// Every request is logged with its request ID, also when the client sent none (the ID is
 /// assigned before the request's span is created), and a client's own ID is kept.
 #[test]

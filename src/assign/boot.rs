@@ -109,6 +109,6 @@ fn record(assignments: &Assignments, mac: MacAddr, ip: Option<String>, served: S
         ..Default::default()
     };
     if let Err(e) = assignments.record(mac, sighting) {
-        tracing::warn!(%mac, error = %e, "cannot record the machine in the inventory");
+        tracing::warn!(%mac, error = %crate::errors::chain(&e), "cannot record the machine in the inventory");
     }
 }

@@ -43,7 +43,7 @@ const DEFAULT_KEY: &[u8] = b"default";
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
     /// The database failed.
-    #[error("assignment database: {0}")]
+    #[error("assignment database")]
     Db(#[from] sled::Error),
     /// The inventory is full of assigned machines: nothing can be evicted for a new one.
     #[error("inventory full: {0} machines, all assigned (raise assignments.inventoryMaxMachines)")]

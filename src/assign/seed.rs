@@ -113,7 +113,7 @@ pub async fn apply(
                 return Err(err(format!("{name}.{field}: {error}")));
             }
             Err(CheckError::Unchecked(e)) => {
-                tracing::warn!(file = %path.display(), entry = %name, error = %e, "assignment applied unchecked");
+                tracing::warn!(file = %path.display(), entry = %name, error = %crate::errors::chain(&e), "assignment applied unchecked");
             }
         }
     }

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::quirks::filter_versions;
 use crate::config::Config;
+use crate::errors::{self, SharedError};
 use crate::oci::flatten::{self, FlattenError};
 use crate::oci::{ImageName, ImageRef, TagOrDigest};
 use crate::store::Digest;
@@ -22,18 +23,19 @@ use crate::upstream::mirror::Requester;
 use crate::upstream::{Mirror, MirrorError};
 use crate::version::TalosVersion;
 
-/// Why an artifact is unavailable.
+/// Why an artifact is unavailable. `Clone` (catalogs and extractions are shared), so sources
+/// are shared ([`SharedError`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ArtifactError {
     /// The version is not in the list the factory serves.
     #[error("version {0} is not available")]
     VersionNotAvailable(String),
     /// An image needed for the build could not be fetched.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(Arc<MirrorError>),
     /// A catalog or image is malformed.
-    #[error("{0}")]
-    Invalid(String),
+    #[error(transparent)]
+    Invalid(SharedError),
     /// The image holds no regular file at `path` (missing, or a link leading out of it): for
     /// example a release without arm64 boot files.
     #[error("{image} has no {path}")]
@@ -44,25 +46,28 @@ pub enum ArtifactError {
         path: String,
     },
     /// The data directory's filesystem is full (`no space left on <dataDir>`).
-    #[error("{0}")]
-    NoSpace(String),
+    #[error(transparent)]
+    NoSpace(SharedError),
 }
 
 impl From<MirrorError> for ArtifactError {
     fn from(e: MirrorError) -> Self {
-        match e {
-            MirrorError::Store(s) if s.is_no_space() => ArtifactError::NoSpace(s.to_string()),
-            MirrorError::Upstream(u @ crate::upstream::UpstreamError::NoSpace { .. }) => {
-                ArtifactError::NoSpace(u.to_string())
-            }
-            e => ArtifactError::Unavailable(e.to_string()),
+        let no_space = match &e {
+            MirrorError::Store(s) => s.is_no_space(),
+            MirrorError::Upstream(u) => matches!(u, crate::upstream::UpstreamError::NoSpace { .. }),
+            _ => false,
+        };
+        if no_space {
+            ArtifactError::NoSpace(Arc::new(e))
+        } else {
+            ArtifactError::Unavailable(Arc::new(e))
         }
     }
 }
 
 impl From<FlattenError> for ArtifactError {
     fn from(e: FlattenError) -> Self {
-        ArtifactError::Invalid(e.to_string())
+        ArtifactError::Invalid(Arc::new(e))
     }
 }
 
@@ -193,9 +198,9 @@ impl Artifacts {
 
     fn component(&self, component: &str) -> Result<ImageName, ArtifactError> {
         let full = self.config.artifacts.core.repository(component);
-        let r: ImageRef = format!("{full}:latest")
-            .parse()
-            .map_err(|e| ArtifactError::Invalid(format!("artifacts repository {full}: {e}")))?;
+        let r: ImageRef = format!("{full}:latest").parse().map_err(|e| {
+            ArtifactError::Invalid(errors::context(format!("artifacts repository {full}"), e))
+        })?;
         Ok(r.name)
     }
 
@@ -301,7 +306,7 @@ impl Artifacts {
             .catalog()
             .store()
             .check_quota()
-            .map_err(|e| ArtifactError::NoSpace(e.to_string()))?;
+            .map_err(|e| ArtifactError::NoSpace(Arc::new(e)))?;
         let tmp = self.cache_dir.join("tmp").join(format!(
             "{}-{}",
             manifest.hex(),
@@ -311,17 +316,16 @@ impl Artifacts {
         let result =
             flatten::flatten_image(self.mirror.catalog(), manifest, &tmp, prefix.map(Path::new))
                 .await;
-        let no_space = |e: &(dyn std::error::Error + 'static)| {
-            tracing::warn!(%manifest, error = %e, "cannot extract image");
-            ArtifactError::NoSpace(format!(
-                "no space left on {}",
-                self.config.data_dir.display()
+        let no_space = |e: SharedError| {
+            ArtifactError::NoSpace(errors::context(
+                format!("no space left on {}", self.config.data_dir.display()),
+                errors::context(format!("cannot extract {manifest}"), e),
             ))
         };
         if let Err(e) = result {
             let _ = std::fs::remove_dir_all(&tmp);
             return Err(if crate::store::caused_by_no_space(&e) {
-                no_space(&e)
+                no_space(Arc::new(e))
             } else {
                 e.into()
             });
@@ -331,9 +335,9 @@ impl Artifacts {
             .map_err(|e| {
                 let _ = std::fs::remove_dir_all(&tmp);
                 if crate::store::is_no_space(&e) {
-                    no_space(&e)
+                    no_space(Arc::new(e))
                 } else {
-                    ArtifactError::Invalid(format!("cannot cache {manifest}: {e}"))
+                    ArtifactError::Invalid(errors::context(format!("cannot cache {manifest}"), e))
                 }
             })?;
         Ok(dir)
@@ -376,7 +380,11 @@ impl Artifacts {
         let catalog = self.mirror.catalog();
         let digests = flatten::read_file(catalog, &manifest, "image-digests", 16 << 20)
             .await?
-            .ok_or_else(|| ArtifactError::Invalid(format!("{name}:{key} has no image-digests")))?;
+            .ok_or_else(|| {
+                ArtifactError::Invalid(errors::message(format!(
+                    "{name}:{key} has no image-digests"
+                )))
+            })?;
         let descriptions = flatten::read_file(catalog, &manifest, "descriptions.yaml", 16 << 20)
             .await?
             .unwrap_or_default();
@@ -410,7 +418,11 @@ impl Artifacts {
             .await?;
         let yaml = flatten::read_file(self.mirror.catalog(), &manifest, "overlays.yaml", 16 << 20)
             .await?
-            .ok_or_else(|| ArtifactError::Invalid(format!("{name}:{key} has no overlays.yaml")))?;
+            .ok_or_else(|| {
+                ArtifactError::Invalid(errors::message(format!(
+                    "{name}:{key} has no overlays.yaml"
+                )))
+            })?;
         let parsed = Arc::new(parse_overlays_catalog(&String::from_utf8_lossy(&yaml))?);
         self.overlays
             .lock()
@@ -426,12 +438,14 @@ impl Artifacts {
         ext: &ExtensionInfo,
         arch: &str,
     ) -> Result<(PathBuf, Digest), ArtifactError> {
-        let r: ImageRef = ext
-            .reference
-            .parse()
-            .map_err(|e| ArtifactError::Invalid(format!("extension {}: {e}", ext.name)))?;
+        let r: ImageRef = ext.reference.parse().map_err(|e| {
+            ArtifactError::Invalid(errors::context(format!("extension {}", ext.name), e))
+        })?;
         let digest: Digest = ext.digest.parse().map_err(|_| {
-            ArtifactError::Invalid(format!("extension {}: bad digest {}", ext.name, ext.digest))
+            ArtifactError::Invalid(errors::message(format!(
+                "extension {}: bad digest {}",
+                ext.name, ext.digest
+            )))
         })?;
         let manifest = self
             .platform_manifest(&r.name, &TagOrDigest::Digest(digest), arch)
@@ -492,7 +506,7 @@ pub fn parse_overlays_catalog(yaml: &str) -> Result<Vec<OverlayInfo>, ArtifactEr
         digest: String,
     }
     let raw: Raw = serde_yaml::from_str(yaml)
-        .map_err(|e| ArtifactError::Invalid(format!("overlays.yaml: {e}")))?;
+        .map_err(|e| ArtifactError::Invalid(errors::context("overlays.yaml", e)))?;
     Ok(raw
         .overlays
         .into_iter()

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Semaphore, watch};
 
 use super::signing::CacheSigner;
+use crate::errors::{self, SharedError};
 use crate::store::{Digest, Store, StoreError};
 
 /// The store ref kind under which built assets are named.
@@ -34,12 +35,13 @@ pub struct BuiltAsset {
     pub shared: bool,
 }
 
-/// Why an asset could not be produced.
+/// Why an asset could not be produced. `Clone` (every request that joined a build gets its
+/// result), so sources are shared ([`SharedError`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BuildError {
-    /// The build itself failed (a 500); the message is for the log and the client.
-    #[error("{0}")]
-    Failed(String),
+    /// The build itself failed (a 500; the chain goes to the log).
+    #[error(transparent)]
+    Failed(SharedError),
     /// The build found a problem with the *request* that could not be seen before building
     /// (an extension the initramfs builder refuses): a 400 with this message. Most such
     /// problems are found before a build starts (`service.rs`).
@@ -49,33 +51,39 @@ pub enum BuildError {
     #[error("build timed out after {0:?}")]
     TimedOut(Duration),
     /// The store failed.
-    #[error("store: {0}")]
-    Store(String),
+    #[error("store")]
+    Store(#[source] SharedError),
     /// A store quota (`store.maxBytes`, `store.minFreeBytes`) refused the result.
-    #[error("{0}")]
-    Quota(String),
+    #[error(transparent)]
+    Quota(Arc<StoreError>),
     /// The filesystem of the data directory (`path`; the builder fills it in) is full.
     #[error("no space left on {}", path.display())]
     NoSpace {
         /// The data directory.
         path: PathBuf,
-        /// The failed operation, for the log.
-        detail: String,
+        /// The failed operation.
+        #[source]
+        source: SharedError,
     },
 }
 
 impl BuildError {
     /// A build step failed with `e`: [`BuildError::NoSpace`] if an I/O error in its source
     /// chain says the filesystem is full, [`BuildError::Failed`] otherwise.
-    pub fn from_error(e: &(dyn std::error::Error + 'static)) -> BuildError {
-        if crate::store::caused_by_no_space(e) {
+    pub fn from_error(e: impl std::error::Error + Send + Sync + 'static) -> BuildError {
+        if crate::store::caused_by_no_space(&e) {
             BuildError::NoSpace {
                 path: PathBuf::new(),
-                detail: e.to_string(),
+                source: Arc::new(e),
             }
         } else {
-            BuildError::Failed(e.to_string())
+            BuildError::Failed(Arc::new(e))
         }
+    }
+
+    /// A build failure that is only a message.
+    pub fn failed(message: impl Into<String>) -> BuildError {
+        BuildError::Failed(errors::message(message))
     }
 }
 
@@ -84,10 +92,10 @@ impl From<StoreError> for BuildError {
         match e {
             StoreError::NoSpace { path, source } => BuildError::NoSpace {
                 path,
-                detail: source.to_string(),
+                source: Arc::new(source),
             },
-            e @ StoreError::QuotaReached { .. } => BuildError::Quota(e.to_string()),
-            e => BuildError::Store(e.to_string()),
+            e @ StoreError::QuotaReached { .. } => BuildError::Quota(Arc::new(e)),
+            e => BuildError::Store(Arc::new(e)),
         }
     }
 }
@@ -183,7 +191,7 @@ impl Builder {
                 shared: false,
             }),
             Err(e) => {
-                tracing::warn!(asset = key, %digest, error = %e, "cached asset unusable; rebuilding");
+                tracing::warn!(asset = key, %digest, error = %crate::errors::chain(&e), "cached asset unusable; rebuilding");
                 None
             }
         }
@@ -235,9 +243,7 @@ impl Builder {
                 });
             }
             if rx.changed().await.is_err() {
-                return Err(BuildError::Failed(
-                    "build task ended without a result".into(),
-                ));
+                return Err(BuildError::failed("build task ended without a result"));
             }
         }
     }
@@ -257,16 +263,16 @@ impl Builder {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| BuildError::Failed("builder shut down".into()))?;
+            .map_err(|_| BuildError::failed("builder shut down"))?;
         let queued = queued_at.elapsed();
         let started = Instant::now();
         // Scratch space is on the store's filesystem: do not start a build the store would
         // refuse to keep.
         self.store.check_quota()?;
         let work = WorkDir::create(&self.work_root).map_err(|e| match e {
-            BuildError::NoSpace { detail, .. } => BuildError::NoSpace {
+            BuildError::NoSpace { source, .. } => BuildError::NoSpace {
                 path: self.store.dir().to_path_buf(),
-                detail,
+                source,
             },
             e => e,
         })?;
@@ -274,26 +280,27 @@ impl Builder {
         let result = tokio::time::timeout(self.timeout, build(output.clone())).await;
         match result {
             Ok(Ok(())) => {}
-            Ok(Err(BuildError::NoSpace { detail, .. })) => {
+            // Failures are logged where they are answered (once per request, with its ID).
+            Ok(Err(BuildError::NoSpace { source, .. })) => {
                 let e = BuildError::NoSpace {
                     path: self.store.dir().to_path_buf(),
-                    detail,
+                    source,
                 };
-                tracing::warn!(asset = key, error = %e, "build failed");
+                tracing::debug!(asset = key, error = %errors::chain(&e), "build failed");
                 return Err(e);
             }
             Ok(Err(e)) => {
-                tracing::warn!(asset = key, error = %e, "build failed");
+                tracing::debug!(asset = key, error = %errors::chain(&e), "build failed");
                 return Err(e);
             }
             Err(_) => {
-                tracing::warn!(asset = key, timeout = ?self.timeout, "build timed out");
+                tracing::debug!(asset = key, timeout = ?self.timeout, "build timed out");
                 return Err(BuildError::TimedOut(self.timeout));
             }
         }
         let file = tokio::fs::File::open(&output)
             .await
-            .map_err(|e| BuildError::Failed(format!("build produced no output: {e}")))?;
+            .map_err(|e| BuildError::Failed(errors::context("build produced no output", e)))?;
         let digest = self.store.put_stream(file).await?;
         let size = self.store.stat(&digest).map(|i| i.size).unwrap_or(0);
         self.store.set_ref(ASSET_KIND, key, &digest)?;
@@ -302,7 +309,7 @@ impl Builder {
                 key.as_bytes(),
                 self.signer.sign(&signed_message(key, &digest)),
             )
-            .map_err(|e| BuildError::Store(e.to_string()))?;
+            .map_err(|e| BuildError::Store(Arc::new(e)))?;
         let timing = BuildTiming {
             queued,
             built: started.elapsed(),
@@ -326,14 +333,15 @@ struct WorkDir(PathBuf);
 impl WorkDir {
     fn create(root: &Path) -> Result<WorkDir, BuildError> {
         let failed = |dir: &Path, e: std::io::Error| {
-            let detail = format!("{}: {e}", dir.display());
-            if crate::store::is_no_space(&e) {
+            let no_space = crate::store::is_no_space(&e);
+            let source = errors::context(dir.display().to_string(), e);
+            if no_space {
                 BuildError::NoSpace {
                     path: PathBuf::new(),
-                    detail,
+                    source,
                 }
             } else {
-                BuildError::Store(detail)
+                BuildError::Store(source)
             }
         };
         std::fs::create_dir_all(root).map_err(|e| failed(root, e))?;
@@ -375,7 +383,7 @@ mod tests {
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 tokio::fs::write(out, bytes)
                     .await
-                    .map_err(|e| BuildError::Failed(e.to_string()))
+                    .map_err(BuildError::from_error)
             })
         }
     }
@@ -425,10 +433,10 @@ mod tests {
 
         let failed = b
             .get_or_build("bad", |_out| {
-                Box::pin(async { Err(BuildError::Failed("nope".into())) })
+                Box::pin(async { Err(BuildError::failed("nope")) })
             })
             .await;
-        assert!(matches!(failed, Err(BuildError::Failed(m)) if m == "nope"));
+        assert!(matches!(failed, Err(BuildError::Failed(m)) if m.to_string() == "nope"));
         assert!(b.cached("bad").await.is_none());
         assert_eq!(
             std::fs::read_dir(dir.path().join("work")).unwrap().count(),

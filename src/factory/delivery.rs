@@ -4,9 +4,11 @@
 //! The HTTP layer only maps a [`Delivery`] to a response.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use super::profile::content_type;
 use super::service::{Factory, FactoryError, Resolved};
+use crate::errors;
 use crate::factory::builder::BuiltAsset;
 use crate::metrics::Metrics;
 use crate::store::Blob;
@@ -92,14 +94,16 @@ impl Factory {
             .store()
             .open_blob(&asset.digest)
             .await
-            .map_err(|e| FactoryError::Internal(e.to_string()))?;
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
         let filename = filename.unwrap_or_else(|| path.to_string());
         if let Some(kind) = checksum {
             let bytes_path = blob.path.clone();
             let hex = tokio::task::spawn_blocking(move || kind.of_file(&bytes_path))
                 .await
-                .map_err(|e| FactoryError::Internal(e.to_string()))?
-                .map_err(|e| FactoryError::Internal(format!("reading {}: {e}", path)))?;
+                .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+                .map_err(|e| {
+                    FactoryError::Internal(errors::context(format!("reading {path}"), e))
+                })?;
             return Ok(Delivery::Checksum(format!("{hex}  {filename}\n")));
         }
         Ok(Delivery::File {

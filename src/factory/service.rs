@@ -13,11 +13,13 @@ use super::initramfs::{self, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, ProfileError, parse_asset_path, parse_pxe_path};
 use super::quirks::Quirks;
 use crate::config::Config;
+use crate::errors::{self, SharedError};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::schematic::storage::{SchematicStoreError, StoredSchematic};
 use crate::schematic::{SchematicId, SchematicStore};
 use crate::store::Store;
+use crate::upstream::MirrorError;
 use crate::version::TalosVersion;
 
 /// Bump when the bytes any builder produces change, so stale cache entries are not served.
@@ -61,14 +63,14 @@ pub enum FactoryError {
     #[error("{0}")]
     NotImplemented(String),
     /// 503: an upstream image could not be fetched.
-    #[error("{0}")]
-    Unavailable(String),
+    #[error(transparent)]
+    Unavailable(Arc<MirrorError>),
     /// 507: the data directory's filesystem is full (`no space left on <dataDir>`).
-    #[error("{0}")]
-    NoSpace(String),
-    /// 500.
-    #[error("{0}")]
-    Internal(String),
+    #[error(transparent)]
+    NoSpace(SharedError),
+    /// 500 (the client sees no details; the chain goes to the log).
+    #[error(transparent)]
+    Internal(SharedError),
 }
 
 impl From<ArtifactError> for FactoryError {
@@ -90,9 +92,9 @@ impl From<BuildError> for FactoryError {
         match e {
             BuildError::Rejected(m) => FactoryError::Schematic(m),
             e @ (BuildError::NoSpace { .. } | BuildError::Quota(_)) => {
-                FactoryError::NoSpace(e.to_string())
+                FactoryError::NoSpace(Arc::new(e))
             }
-            e => FactoryError::Internal(e.to_string()),
+            e => FactoryError::Internal(Arc::new(e)),
         }
     }
 }
@@ -254,7 +256,7 @@ impl Factory {
             .map_err(|e| match e {
                 // Stored by an older version and not decodable: say so (400), not 500.
                 SchematicStoreError::Unreadable { .. } => FactoryError::Schematic(e.to_string()),
-                e => FactoryError::Internal(e.to_string()),
+                e => FactoryError::Internal(Arc::new(e)),
             })?
             .ok_or_else(not_found)
     }
@@ -449,7 +451,7 @@ impl Factory {
                         Box::pin(async move {
                             tokio::fs::write(out, text)
                                 .await
-                                .map_err(|e| BuildError::from_error(&e))
+                                .map_err(BuildError::from_error)
                         }) as BuildFuture
                     })
                     .await?)
@@ -543,13 +545,13 @@ impl Factory {
                         &external,
                         supports_overlay,
                     )
-                    .map_err(|e| BuildError::from_error(&e))?;
+                    .map_err(BuildError::from_error)?;
                     trees.push(ExtensionTree {
                         dir: ext_dir,
                         cache_key: None,
                     });
                     let mut file = std::io::BufWriter::new(
-                        std::fs::File::create(&out).map_err(|e| BuildError::from_error(&e))?,
+                        std::fs::File::create(&out).map_err(BuildError::from_error)?,
                     );
                     initramfs::build_initramfs(
                         &base,
@@ -563,14 +565,14 @@ impl Factory {
                         initramfs::InitramfsError::Extension { .. } => {
                             BuildError::Rejected(e.to_string())
                         }
-                        e => BuildError::from_error(&e),
+                        e => BuildError::from_error(e),
                     })?;
                     use std::io::Write as _;
-                    file.flush().map_err(|e| BuildError::from_error(&e))?;
+                    file.flush().map_err(BuildError::from_error)?;
                     Ok(())
                 })
                 .await
-                .map_err(|e| BuildError::Failed(format!("build task: {e}")))?
+                .map_err(|e| BuildError::Failed(errors::context("build task", e)))?
             })
         })
     }
@@ -614,13 +616,13 @@ pub fn parse_version(raw: &str) -> Result<TalosVersion, FactoryError> {
 fn copy_file(src: PathBuf) -> impl FnOnce(PathBuf) -> BuildFuture + Send + 'static {
     move |out| {
         Box::pin(async move {
-            tokio::fs::copy(&src, &out)
-                .await
-                .map(|_| ())
-                .map_err(|e| match BuildError::from_error(&e) {
-                    e @ BuildError::NoSpace { .. } => e,
-                    _ => BuildError::Failed(format!("copy {}: {e}", src.display())),
-                })
+            tokio::fs::copy(&src, &out).await.map(|_| ()).map_err(|e| {
+                if crate::store::is_no_space(&e) {
+                    BuildError::from_error(e)
+                } else {
+                    BuildError::Failed(errors::context(format!("copy {}", src.display()), e))
+                }
+            })
         })
     }
 }

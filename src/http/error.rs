@@ -1,9 +1,12 @@
 //! The error type HTTP handlers return: a status and a plain-text message, written the way
 //! upstream's Go server writes errors (`text/plain; charset=utf-8`, body ends with `\n`).
 
+use std::sync::Arc;
+
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::errors::{LoggedCause, chain};
 use crate::store::StoreError;
 
 /// An error answered to the client.
@@ -13,6 +16,8 @@ pub struct ApiError {
     pub status: StatusCode,
     /// Message sent as the body.
     pub message: String,
+    /// For a 5xx: the full cause chain, logged once with the request (not sent).
+    pub cause: Option<Arc<str>>,
 }
 
 impl ApiError {
@@ -21,7 +26,15 @@ impl ApiError {
         ApiError {
             status,
             message: message.into(),
+            cause: None,
         }
+    }
+
+    /// Keeps `e`'s cause chain for the request's log line (5xx responses only are logged
+    /// with it; see [`LoggedCause`]).
+    pub fn caused_by(mut self, e: &(dyn std::error::Error + 'static)) -> ApiError {
+        self.cause = Some(chain(e).into());
+        self
     }
 
     /// 400 Bad Request.
@@ -37,22 +50,19 @@ impl ApiError {
     /// 507 Insufficient Storage: the data directory's filesystem is full. The message names
     /// the directory so the operator knows where to free space; the request can be retried.
     pub fn insufficient_storage(message: impl Into<String>) -> ApiError {
-        let message = message.into();
-        tracing::error!(error = %message, "out of storage space");
         ApiError::new(StatusCode::INSUFFICIENT_STORAGE, message)
     }
 
-    /// 500 with a generic body; the cause goes to the log, not to the client.
-    pub fn internal(cause: impl std::fmt::Display) -> ApiError {
-        tracing::error!(error = %cause, "internal error");
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error")
+    /// 500 with a generic body; the cause chain goes to the log, not to the client.
+    pub fn internal(e: impl std::error::Error + 'static) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal server error").caused_by(&e)
     }
 }
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         if e.is_no_space() {
-            ApiError::insufficient_storage(e.to_string())
+            ApiError::insufficient_storage(e.to_string()).caused_by(&e)
         } else {
             ApiError::internal(e)
         }
@@ -62,7 +72,13 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
+        let cause = status
+            .is_server_error()
+            .then(|| self.cause.unwrap_or_else(|| self.message.as_str().into()));
         let mut response = plain_text(status, self.message);
+        if let Some(cause) = cause {
+            response.extensions_mut().insert(LoggedCause(cause));
+        }
         // Rate limits and a full store are temporary: tell well-behaved clients when to retry.
         let retry = match status {
             StatusCode::TOO_MANY_REQUESTS => Some("60"),

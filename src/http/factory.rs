@@ -29,10 +29,12 @@ impl From<FactoryError> for ApiError {
             FactoryError::EnterpriseOnly(_) => StatusCode::PAYMENT_REQUIRED,
             FactoryError::TooManyBuilds(_) => StatusCode::TOO_MANY_REQUESTS,
             FactoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            FactoryError::NoSpace(_) => return ApiError::insufficient_storage(e.to_string()),
+            FactoryError::NoSpace(_) => {
+                return ApiError::insufficient_storage(e.to_string()).caused_by(&e);
+            }
             FactoryError::Internal(_) => return ApiError::internal(e),
         };
-        ApiError::new(status, e.to_string())
+        ApiError::new(status, e.to_string()).caused_by(&e)
     }
 }
 

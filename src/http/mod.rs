@@ -8,6 +8,7 @@ mod machines;
 mod schematics;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -16,11 +17,11 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
-use tower_http::LatencyUnit;
-use tower_http::trace::{DefaultOnResponse, TraceLayer};
-use tracing::Level;
+use tower_http::classify::ServerErrorsFailureClass;
+use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
+use crate::errors::LoggedCause;
 use crate::factory::service::Factory;
 use crate::metrics::Metrics;
 use crate::registry::RegistryState;
@@ -121,11 +122,8 @@ pub fn router(state: AppState) -> Router {
             TraceLayer::new_for_http()
                 .make_span_with(make_span)
                 .on_request(())
-                .on_response(
-                    DefaultOnResponse::new()
-                        .level(Level::INFO)
-                        .latency_unit(LatencyUnit::Micros),
-                ),
+                .on_response(log_response)
+                .on_failure(log_body_failure),
         )
         .layer(middleware::from_fn(request_id))
 }
@@ -219,6 +217,32 @@ fn make_span(request: &Request) -> tracing::Span {
         path = %request.uri().path(),
         request_id = %request_id,
     )
+}
+
+/// One line per request, inside its span (so with its request ID): INFO, or for a 5xx ERROR
+/// with the cause chain the error mapping left on the response ([`LoggedCause`]). Handlers
+/// and error mappings do not log the failures they answer; this is the one place.
+fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
+    let status = response.status();
+    let latency = format_args!("{} μs", latency.as_micros());
+    if status.is_server_error() {
+        let cause = response
+            .extensions()
+            .get::<LoggedCause>()
+            .map_or("", |c| &c.0);
+        tracing::error!(status = status.as_u16(), %latency, error = cause, "request failed");
+    } else {
+        tracing::info!(status = status.as_u16(), %latency, "finished processing request");
+    }
+}
+
+/// A response body that failed while streaming (the status line was already logged by
+/// [`log_response`]); a 5xx status is not logged again here.
+fn log_body_failure(class: ServerErrorsFailureClass, latency: Duration, _span: &tracing::Span) {
+    if let ServerErrorsFailureClass::Error(error) = class {
+        let latency = format_args!("{} μs", latency.as_micros());
+        tracing::error!(%latency, %error, "response body failed");
+    }
 }
 
 /// A JSON response encoded like Go's `encoding/json` (which upstream uses; see

@@ -39,7 +39,7 @@ pub enum CatalogError {
     #[error(transparent)]
     Manifest(#[from] ManifestError),
     /// The index database failed.
-    #[error("catalog index: {0}")]
+    #[error("catalog index")]
     Db(#[from] sled::Error),
 }
 

@@ -27,7 +27,7 @@ pub enum FlattenError {
     #[error("unsupported layer media type {0}")]
     UnsupportedLayer(String),
     /// Reading or writing failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,

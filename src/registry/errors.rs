@@ -3,6 +3,9 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use std::sync::Arc;
+
+use crate::errors::{LoggedCause, chain};
 use crate::upstream::{MirrorError, UpstreamError};
 
 /// An error answered by the registry API.
@@ -16,6 +19,8 @@ pub struct RegistryError {
     pub message: String,
     /// Seconds for `Retry-After` (on 503).
     pub retry_after: Option<u64>,
+    /// For a 5xx: the full cause chain, logged once with the request (not sent).
+    pub cause: Option<Arc<str>>,
 }
 
 impl RegistryError {
@@ -25,6 +30,7 @@ impl RegistryError {
             code,
             message: message.into(),
             retry_after: None,
+            cause: None,
         }
     }
 
@@ -71,19 +77,25 @@ impl RegistryError {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    /// 500; the cause is logged.
-    pub fn internal(cause: &str) -> RegistryError {
-        tracing::error!(error = %cause, "registry internal error");
+    /// 500; the cause chain is logged with the request.
+    pub fn internal(cause: &(dyn std::error::Error + 'static)) -> RegistryError {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "UNKNOWN",
             "internal error",
         )
+        .caused_by(cause)
+    }
+
+    fn caused_by(mut self, e: &(dyn std::error::Error + 'static)) -> RegistryError {
+        self.cause = Some(chain(e).into());
+        self
     }
 
     /// Maps a mirror failure; `unknown_code` is the code for "does not exist" on this route.
     pub fn from_mirror(e: MirrorError, unknown_code: &'static str) -> RegistryError {
-        match e {
+        let cause: Arc<str> = chain(&e).into();
+        let mut mapped = match e {
             MirrorError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, unknown_code, m),
             // Offline and not stored: it will not appear by retrying, so say so at once.
             e @ MirrorError::Offline(_) => {
@@ -96,14 +108,18 @@ impl RegistryError {
                 UpstreamError::NotFound { message, .. } => {
                     Self::new(StatusCode::NOT_FOUND, unknown_code, message)
                 }
-                UpstreamError::Denied { registry, message } => Self::new(
+                UpstreamError::Denied {
+                    registry, message, ..
+                } => Self::new(
                     StatusCode::FORBIDDEN,
                     "DENIED",
                     format!(
                         "upstream {registry} refused access (configure credentials in upstream.registries): {message}"
                     ),
                 ),
-                UpstreamError::Unavailable { registry, message } => RegistryError {
+                UpstreamError::Unavailable {
+                    registry, message, ..
+                } => RegistryError {
                     retry_after: Some(30),
                     ..Self::new(
                         StatusCode::SERVICE_UNAVAILABLE,
@@ -121,17 +137,22 @@ impl RegistryError {
                     Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
                 }
             },
+            // The text clients have always seen: the catalog error with its sources.
             MirrorError::Catalog(c) if crate::store::caused_by_no_space(&c) => {
-                Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", c.to_string())
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", chain(&c))
             }
             MirrorError::Catalog(c) => {
-                Self::new(StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", c.to_string())
+                Self::new(StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", chain(&c))
             }
             MirrorError::Store(s) if s.is_no_space() => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", s.to_string())
             }
-            MirrorError::Store(s) => Self::internal(&s.to_string()),
+            MirrorError::Store(s) => Self::internal(&s),
+        };
+        if mapped.status.is_server_error() {
+            mapped.cause = Some(cause);
         }
+        mapped
     }
 }
 
@@ -142,6 +163,10 @@ impl IntoResponse for RegistryError {
         })
         .to_string();
         let mut response = (self.status, body).into_response();
+        if self.status.is_server_error() {
+            let cause = self.cause.unwrap_or_else(|| self.message.as_str().into());
+            response.extensions_mut().insert(LoggedCause(cause));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),

@@ -311,7 +311,7 @@ async fn blob(
             extra,
         )
         .await
-        .map_err(|e| RegistryError::internal(&e.to_string())),
+        .map_err(|e| RegistryError::internal(&e)),
         BlobHit::Remote { fetch, size } => {
             // A cache miss: the full blob as it arrives (Range is ignored, which RFC 9110
             // allows); the next request is served from the store with ranges.

@@ -63,11 +63,11 @@ pub enum StoreError {
     },
 
     /// A filesystem operation failed.
-    #[error("store i/o error: {0}")]
+    #[error("store i/o error")]
     Io(#[from] io::Error),
 
     /// The sled database failed.
-    #[error("store database error: {0}")]
+    #[error("store database error")]
     Db(#[from] sled::Error),
 
     /// An index record could not be decoded.

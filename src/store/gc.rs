@@ -131,7 +131,7 @@ impl Inner {
                 Ok(Some((path, _))) => trash.push(path),
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(digest = %d, error = %e, "gc: cannot remove blob; keeping it");
+                    tracing::warn!(digest = %d, error = %crate::errors::chain(&e), "gc: cannot remove blob; keeping it");
                     continue;
                 }
             }
@@ -175,7 +175,7 @@ impl Inner {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    tracing::warn!(digest = %d, error = %e, "gc: cannot remove orphan blob file");
+                    tracing::warn!(digest = %d, error = %crate::errors::chain(&e), "gc: cannot remove orphan blob file");
                 }
             }
         }
@@ -208,7 +208,7 @@ impl Inner {
         // at the next open.
         for path in trash {
             if let Err(e) = fs::remove_file(&path) {
-                tracing::warn!(path = %path.display(), error = %e, "gc: unlink failed");
+                tracing::warn!(path = %path.display(), error = %crate::errors::chain(&e), "gc: unlink failed");
             }
         }
         let report = result?;

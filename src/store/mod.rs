@@ -285,7 +285,7 @@ impl Store {
         match self.inner.blobs.contains_key(d.as_bytes()) {
             Ok(v) => v,
             Err(e) => {
-                tracing::error!(digest = %d, error = %e, "store index lookup failed");
+                tracing::error!(digest = %d, error = %crate::errors::chain(&e), "store index lookup failed");
                 false
             }
         }
@@ -302,7 +302,7 @@ impl Store {
             }),
             Ok(None) => None,
             Err(e) => {
-                tracing::error!(digest = %d, error = %e, "store index lookup failed");
+                tracing::error!(digest = %d, error = %crate::errors::chain(&e), "store index lookup failed");
                 None
             }
         }
@@ -328,7 +328,7 @@ impl Store {
     /// with the index records).
     pub fn total_size(&self) -> u64 {
         self.inner.total_size().unwrap_or_else(|e| {
-            tracing::error!(error = %e, "reading store total size failed");
+            tracing::error!(error = %crate::errors::chain(&e), "reading store total size failed");
             0
         })
     }
@@ -355,7 +355,7 @@ impl Store {
             .pins
             .contains_key(d.as_bytes())
             .unwrap_or_else(|e| {
-                tracing::error!(digest = %d, error = %e, "store pin lookup failed");
+                tracing::error!(digest = %d, error = %crate::errors::chain(&e), "store pin lookup failed");
                 false
             })
     }

@@ -287,7 +287,7 @@ impl BootHandler {
                 DirLookup::NotFound => {}
                 DirLookup::Refused(why) => return Err(self.refuse(client, requested, why)),
                 DirLookup::Error(e) => {
-                    warn!(peer = %client, file = %name, error = %e, "TFTP: cannot open file");
+                    warn!(peer = %client, file = %name, error = %crate::errors::chain(&e), "TFTP: cannot open file");
                     return Err(packet::Error::Msg("cannot read file".into()));
                 }
             }

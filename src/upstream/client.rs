@@ -14,6 +14,7 @@ use oci_client::{Client, Reference};
 
 use super::UpstreamError;
 use crate::config::{Config, UpstreamRegistry};
+use crate::errors::SourcesOf;
 use crate::oci::{TagOrDigest, media};
 use crate::store::Digest;
 
@@ -178,6 +179,7 @@ impl RegistryClient {
                     "{what}: {} failed recently; not retrying yet",
                     self.endpoint.url()
                 ),
+                cause: None,
             });
         }
         let retries = if attempts == Attempts::Quick {
@@ -202,6 +204,7 @@ impl RegistryClient {
                         self.endpoint.url(),
                         self.timeout
                     ),
+                    cause: None,
                 },
             };
             match &err {
@@ -211,7 +214,7 @@ impl RegistryClient {
                 }
                 UpstreamError::Unavailable { .. } if attempt < retries => {
                     let backoff = Duration::from_millis(250 * 4u64.pow(attempt.min(5)));
-                    tracing::warn!(registry = %self.endpoint.registry, %what, error = %err, ?backoff, "upstream request failed; retrying");
+                    tracing::warn!(registry = %self.endpoint.registry, %what, error = %crate::errors::chain(&err), ?backoff, "upstream request failed; retrying");
                     attempt += 1;
                     tokio::time::sleep(backoff).await;
                 }
@@ -267,6 +270,7 @@ impl RegistryClient {
             return Err(UpstreamError::Corrupt {
                 registry: self.endpoint.registry.clone(),
                 message: format!("{what}: body does not hash to {digest}"),
+                cause: None,
             });
         }
         Ok((bytes, digest))
@@ -354,6 +358,7 @@ fn parse_digest(endpoint: &Endpoint, text: &str) -> Result<Digest, UpstreamError
     text.parse().map_err(|_| UpstreamError::Protocol {
         registry: endpoint.registry.clone(),
         message: format!("unsupported digest {text:?} (only sha256 is supported)"),
+        cause: None,
     })
 }
 
@@ -361,7 +366,11 @@ fn parse_digest(endpoint: &Endpoint, text: &str) -> Result<Digest, UpstreamError
 fn classify(endpoint: &Endpoint, what: &str, e: OciDistributionError) -> UpstreamError {
     let registry = endpoint.registry.clone();
     let message = format!("{what}: {e}");
-    match &e {
+    let e = Arc::new(e);
+    // The client's own text is in `message`; what lies below it (a refused connection, a
+    // DNS failure) stays reachable as the source.
+    let cause = SourcesOf::new(&message, e.clone());
+    match &*e {
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<String> = envelope
                 .errors
@@ -372,36 +381,84 @@ fn classify(endpoint: &Endpoint, what: &str, e: OciDistributionError) -> Upstrea
                 .iter()
                 .any(|c| c.contains("UNKNOWN") && !c.contains("UPLOAD"))
             {
-                UpstreamError::NotFound { registry, message }
+                UpstreamError::NotFound {
+                    registry,
+                    message,
+                    cause,
+                }
             } else if codes
                 .iter()
                 .any(|c| c.contains("UNAUTHORIZED") || c.contains("DENIED"))
             {
-                UpstreamError::Denied { registry, message }
+                UpstreamError::Denied {
+                    registry,
+                    message,
+                    cause,
+                }
             } else if codes.iter().any(|c| c.contains("TOOMANYREQUESTS")) {
-                UpstreamError::Unavailable { registry, message }
+                UpstreamError::Unavailable {
+                    registry,
+                    message,
+                    cause,
+                }
             } else {
-                UpstreamError::Protocol { registry, message }
+                UpstreamError::Protocol {
+                    registry,
+                    message,
+                    cause,
+                }
             }
         }
-        OciDistributionError::ImageManifestNotFoundError(_) => {
-            UpstreamError::NotFound { registry, message }
-        }
+        OciDistributionError::ImageManifestNotFoundError(_) => UpstreamError::NotFound {
+            registry,
+            message,
+            cause,
+        },
         OciDistributionError::ServerError { code, .. } => match code {
-            404 => UpstreamError::NotFound { registry, message },
-            401 | 403 => UpstreamError::Denied { registry, message },
-            408 | 429 | 500..=599 => UpstreamError::Unavailable { registry, message },
-            _ => UpstreamError::Protocol { registry, message },
+            404 => UpstreamError::NotFound {
+                registry,
+                message,
+                cause,
+            },
+            401 | 403 => UpstreamError::Denied {
+                registry,
+                message,
+                cause,
+            },
+            408 | 429 | 500..=599 => UpstreamError::Unavailable {
+                registry,
+                message,
+                cause,
+            },
+            _ => UpstreamError::Protocol {
+                registry,
+                message,
+                cause,
+            },
         },
         OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => {
-            UpstreamError::Denied { registry, message }
-        }
+        | OciDistributionError::AuthenticationFailure(_) => UpstreamError::Denied {
+            registry,
+            message,
+            cause,
+        },
         OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
-            UpstreamError::Unavailable { registry, message }
+            UpstreamError::Unavailable {
+                registry,
+                message,
+                cause,
+            }
         }
-        OciDistributionError::DigestError(_) => UpstreamError::Corrupt { registry, message },
-        _ => UpstreamError::Protocol { registry, message },
+        OciDistributionError::DigestError(_) => UpstreamError::Corrupt {
+            registry,
+            message,
+            cause,
+        },
+        _ => UpstreamError::Protocol {
+            registry,
+            message,
+            cause,
+        },
     }
 }
 

@@ -75,7 +75,7 @@ impl BlobFetch {
                     "blob fetched from upstream"
                 ),
                 Err(e) => {
-                    tracing::warn!(%registry, %repository, %digest, error = %e, "blob fetch failed")
+                    tracing::warn!(%registry, %repository, %digest, error = %crate::errors::chain(e), "blob fetch failed")
                 }
             }
             tx.send_modify(|s| s.outcome = Some(result.map(|_| ())));
@@ -129,6 +129,7 @@ impl BlobFetch {
         UpstreamError::Unavailable {
             registry: self.registry.clone(),
             message: format!("download of {} stopped", self.digest),
+            cause: None,
         }
     }
 
@@ -159,7 +160,7 @@ impl BlobFetch {
                 loop {
                     let s = self.rx.borrow_and_update().clone();
                     if let Some(Err(e)) = &s.outcome {
-                        return Err(std::io::Error::other(e.to_string()));
+                        return Err(std::io::Error::other(e.clone()));
                     }
                     let verified = matches!(s.outcome, Some(Ok(())));
                     let allowed = if verified {
@@ -190,7 +191,7 @@ impl BlobFetch {
                         return Ok(None);
                     }
                     if self.rx.changed().await.is_err() && self.rx.borrow().outcome.is_none() {
-                        return Err(std::io::Error::other(self.fetch.vanished().to_string()));
+                        return Err(std::io::Error::other(self.fetch.vanished()));
                     }
                 }
             }
@@ -228,7 +229,7 @@ async fn open_for_reading(
     let path = store
         .blob_path(digest)
         .await
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
+        .map_err(std::io::Error::other)?;
     tokio::fs::File::open(path).await
 }
 
@@ -246,11 +247,13 @@ async fn download(
             UpstreamError::NoSpace {
                 registry: registry.clone(),
                 message: format!("cannot store {digest}: {e}"),
+                cause: None,
             }
         } else {
             UpstreamError::Unavailable {
                 registry: registry.clone(),
                 message: format!("cannot store {digest}: {e}"),
+                cause: None,
             }
         }
     };
@@ -309,6 +312,7 @@ async fn download(
                         _ => Err(UpstreamError::Unavailable {
                             registry,
                             message: format!("{digest}: local writer stopped"),
+                            cause: None,
                         }),
                     };
                 }
@@ -339,6 +343,7 @@ async fn download(
         return Err(UpstreamError::Unavailable {
             registry,
             message: format!("{digest}: {message}"),
+            cause: None,
         });
     }
     drop(tx);
@@ -347,6 +352,7 @@ async fn download(
         .map_err(|e| UpstreamError::Unavailable {
             registry: registry.clone(),
             message: format!("writer task failed: {e}"),
+            cause: None,
         })?
         .map_err(local)?
         .expect("not aborted");
@@ -357,6 +363,7 @@ async fn download(
             message: format!(
                 "blob {repository}@{expected} from upstream hashes to {actual}: rejected, nothing cached"
             ),
+            cause: None,
         }),
         Err(e) => Err(local(e)),
     }

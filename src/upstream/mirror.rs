@@ -73,13 +73,13 @@ pub enum MirrorError {
     #[error("registry {0} is not mirrored here (see mirror.allow)")]
     NotAllowed(String),
     /// The upstream failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Upstream(#[from] UpstreamError),
     /// Invalid manifest content.
-    #[error("{0}")]
+    #[error(transparent)]
     Catalog(#[from] CatalogError),
     /// The local store failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
 }
 
@@ -289,7 +289,7 @@ impl Mirror {
             ))),
             Err(e) => match local {
                 Some((hit, age)) => {
-                    tracing::warn!(image = %format!("{name}:{tag}"), error = %e, age_seconds = age, "upstream unavailable; serving the stored tag");
+                    tracing::warn!(image = %format!("{name}:{tag}"), error = %crate::errors::chain(&e), age_seconds = age, "upstream unavailable; serving the stored tag");
                     Ok(hit)
                 }
                 None => Err(e.into()),
@@ -380,7 +380,7 @@ impl Mirror {
                     return Err(MirrorError::NotFound(format!("repository {name} unknown")));
                 }
                 Err(e) if local_repo => {
-                    tracing::warn!(repository = %name, error = %e, "upstream tag list unavailable; listing stored tags");
+                    tracing::warn!(repository = %name, error = %crate::errors::chain(&e), "upstream tag list unavailable; listing stored tags");
                 }
                 Err(e) => return Err(e.into()),
             },

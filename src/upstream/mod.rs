@@ -17,6 +17,7 @@ pub use client::RegistryClient;
 pub use mirror::{BlobHit, ManifestHit, Mirror, MirrorError};
 
 use crate::config::Config;
+use crate::errors::SourcesOf;
 
 /// Why an upstream request failed, in the terms the mirror acts on.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -26,32 +27,44 @@ pub enum UpstreamError {
     NotFound {
         /// Registry host.
         registry: String,
-        /// Details.
+        /// Details (the text clients see).
         message: String,
+        /// What lies below `message`, if anything.
+        #[source]
+        cause: Option<SourcesOf>,
     },
     /// Authentication or authorization failed.
     #[error("{message}")]
     Denied {
         /// Registry host.
         registry: String,
-        /// Details.
+        /// Details (the text clients see).
         message: String,
+        /// What lies below `message`, if anything.
+        #[source]
+        cause: Option<SourcesOf>,
     },
     /// The upstream could not be reached, timed out, or is overloaded (worth retrying later).
     #[error("{message}")]
     Unavailable {
         /// Registry host.
         registry: String,
-        /// Details.
+        /// Details (the text clients see).
         message: String,
+        /// What lies below `message`, if anything.
+        #[source]
+        cause: Option<SourcesOf>,
     },
     /// The upstream sent content that does not match its digest.
     #[error("{message}")]
     Corrupt {
         /// Registry host.
         registry: String,
-        /// Details.
+        /// Details (the text clients see).
         message: String,
+        /// What lies below `message`, if anything.
+        #[source]
+        cause: Option<SourcesOf>,
     },
     /// The download could not be stored: the data directory's filesystem is full
     /// (`no space left on <dataDir>`). Nothing was committed.
@@ -59,16 +72,22 @@ pub enum UpstreamError {
     NoSpace {
         /// Registry host.
         registry: String,
-        /// Details.
+        /// Details (the text clients see).
         message: String,
+        /// What lies below `message`, if anything.
+        #[source]
+        cause: Option<SourcesOf>,
     },
     /// The upstream answered something that is not a valid registry response.
     #[error("{message}")]
     Protocol {
         /// Registry host.
         registry: String,
-        /// Details.
+        /// Details (the text clients see).
         message: String,
+        /// What lies below `message`, if anything.
+        #[source]
+        cause: Option<SourcesOf>,
     },
 }
 

@@ -229,7 +229,7 @@ pub enum InitramfsError {
     #[error("{0}")]
     Format(String),
     /// A file operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         /// What was being done.
         context: String,
@@ -469,7 +469,7 @@ fn resolve_bundles(
                             },
                             other => InitramfsError::Extension {
                                 extension: describe(i, Some(&l.metadata.name), &l.tree.dir),
-                                reason: other.to_string(),
+                                reason: crate::errors::chain(&other),
                             },
                         });
                     let failed = r.is_err();
