@@ -528,15 +528,10 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Parses a version as upstream does: `v` prepended when missing, then strict semver.
+/// Parses a version from a request as upstream does ([`crate::version::parse_user_version`]),
+/// with upstream's error.
 pub fn parse_version(raw: &str) -> Result<TalosVersion, FactoryError> {
-    let with_v = if raw.starts_with('v') {
-        raw.to_string()
-    } else {
-        format!("v{raw}")
-    };
-    with_v
-        .parse()
+    crate::version::parse_user_version(raw)
         .map_err(|_| FactoryError::BadVersion(raw.chars().take(64).collect()))
 }
 
