@@ -446,12 +446,7 @@ impl Factory {
         };
         let schematic_id = r.schematic.id.to_string();
         let canonical = r.schematic.canonical.clone();
-        let external = self.config.http.external_url.clone();
-        let external = if external.is_empty() {
-            format!("{}/", self.config.external_url())
-        } else {
-            external
-        };
+        let external = self.config.external_url_as_written();
         let supports_overlay = quirks.supports_overlay();
         let cache = Arc::new(StoreSquashfsCache {
             store: self.store.clone(),
