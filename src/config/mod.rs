@@ -744,16 +744,26 @@ impl Config {
                 ));
             }
         }
-        for host in self
+        let hosts = self
             .mirror
             .allow
             .iter()
-            .chain(std::iter::once(&self.mirror.default_registry))
-            .chain(std::iter::once(&self.artifacts.core.registry))
-        {
+            .enumerate()
+            .map(|(i, host)| (format!("mirror.allow entry {i}"), host))
+            .chain([
+                (
+                    "mirror.defaultRegistry".to_string(),
+                    &self.mirror.default_registry,
+                ),
+                (
+                    "artifacts.core.registry".to_string(),
+                    &self.artifacts.core.registry,
+                ),
+            ]);
+        for (key, host) in hosts {
             if !crate::oci::reference::is_valid_registry(host) {
                 return Err(invalid(
-                    "mirror.allow / mirror.defaultRegistry / artifacts.core.registry",
+                    &key,
                     format!("{host:?} is not a registry host[:port]"),
                 ));
             }
@@ -1240,6 +1250,19 @@ mod tests {
             "{ghcr.io: {endpoint: '127.0.0.1:5000'}}",
         )]);
         assert!(e.contains("endpoint") && e.contains("absolute http"), "{e}");
+    }
+
+    #[test]
+    fn registry_hosts_are_named_by_key() {
+        let e = load_err(&[ov("mirror.allow", "ghcr.io,bad host")]);
+        assert!(
+            e.contains("mirror.allow entry 1") && e.contains("bad host"),
+            "{e}"
+        );
+        let e = load_err(&[ov("mirror.defaultRegistry", "-x")]);
+        assert!(e.contains("mirror.defaultRegistry:"), "{e}");
+        let e = load_err(&[ov("artifacts.core.registry", "")]);
+        assert!(e.contains("artifacts.core.registry:"), "{e}");
     }
 
     #[test]
