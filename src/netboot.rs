@@ -64,8 +64,8 @@ impl ClientPolicy for AssignmentPolicy {
 /// The address PXE clients reach us at: `pxe.advertiseAddress`, else the first IPv4 address
 /// of the first configured interface (or of any non-loopback interface).
 pub fn advertise_address(config: &Config) -> anyhow::Result<Ipv4Addr> {
-    if !config.pxe.advertise_address.is_empty() {
-        return Ok(config.pxe.advertise_address.parse()?);
+    if let Some(address) = config.pxe.advertise_address {
+        return Ok(address);
     }
     let wanted = config.pxe.interfaces.first();
     let addrs = nix::ifaddrs::getifaddrs().context("cannot list network interfaces")?;
@@ -97,15 +97,15 @@ pub fn advertise_address(config: &Config) -> anyhow::Result<Ipv4Addr> {
 /// The base URL iPXE and UEFI HTTP-boot clients fetch from: `pxe.bootURL`, else
 /// `http://<advertise>:<http port>`.
 pub fn boot_url(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<String> {
-    if !config.pxe.boot_url.is_empty() {
-        return Ok(config.pxe.boot_url.trim_end_matches('/').to_string());
+    if let Some(url) = &config.pxe.boot_url {
+        return Ok(url.base().to_string());
     }
     if config.pxe.ipxe_variant == IpxeVariant::Https {
         bail!(
             "pxe.ipxeVariant https needs pxe.bootURL: the https:// URL (IP literal) of the TLS proxy in front of bootfactory"
         );
     }
-    let (scheme, port) = config.boot_scheme_port().map_err(anyhow::Error::msg)?;
+    let (scheme, port) = config.boot_scheme_port();
     Ok(format!("{scheme}://{advertise}:{port}"))
 }
 
@@ -240,7 +240,7 @@ impl Netboot {
             require_https: config.pxe.ipxe_variant == IpxeVariant::Https,
             boot_files: BootFiles {
                 bios: crate::ipxe::BIOS.to_string(),
-                efi_x64: config.pxe.efi_binary.clone(),
+                efi_x64: config.pxe.efi_binary.file_name().to_string(),
                 efi_arm64: crate::ipxe::EFI_ARM64.to_string(),
                 efi_ia32: None,
             },
@@ -260,8 +260,7 @@ impl Netboot {
             max_block_size: None,
             window_size_limit: 16,
             timeout: Duration::from_secs(config.pxe.tftp_timeout_seconds),
-            extra_dir: (!config.pxe.tftp_dir.as_os_str().is_empty())
-                .then(|| config.pxe.tftp_dir.clone()),
+            extra_dir: config.pxe.tftp_dir.clone(),
             max_sessions: config.pxe.tftp_max_sessions,
             max_sessions_per_client: config.pxe.tftp_max_sessions_per_client,
         };

@@ -70,7 +70,7 @@ impl App {
         let assignments = Assignments::open_with_limits(&store, config.pxe.unassigned, limits)
             .context("cannot open the assignment table")?;
         let admin_token: Arc<str> = crate::assign::token::load_or_create(
-            &config.api.admin_token,
+            config.api.admin_token.as_deref(),
             &config.admin_token_path(),
         )
         .context("cannot set up the admin API token")?
@@ -94,11 +94,7 @@ impl App {
 
     /// Binds the listeners (so callers can learn the actual addresses before serving).
     pub async fn bind(self) -> anyhow::Result<BoundApp> {
-        let addr = self
-            .state
-            .config
-            .http_listen_addr()
-            .map_err(anyhow::Error::msg)?;
+        let addr = self.state.config.http.listen;
         let http = tokio::net::TcpListener::bind(addr).await.with_context(|| {
             format!(
                 "cannot listen on {addr} (is it in use? ports below 1024 need CAP_NET_BIND_SERVICE)"
@@ -107,8 +103,8 @@ impl App {
         let tls = crate::tls::Tls::from_config(&self.state.config)
             .context("cannot set up TLS (http.tls)")?
             .map(Arc::new);
-        let plain = bind_optional(&self.state.config.http.plain_listen, "http.plainListen").await?;
-        let metrics = bind_optional(&self.state.config.metrics.listen, "metrics.listen").await?;
+        let plain = bind_optional(self.state.config.http.plain_listen, "http.plainListen").await?;
+        let metrics = bind_optional(self.state.config.metrics.listen, "metrics.listen").await?;
         let netboot = if self.state.config.pxe.enabled {
             Some(
                 crate::netboot::Netboot::bind(
@@ -140,14 +136,14 @@ impl App {
     }
 }
 
-/// Binds an optional extra listener given as `ADDR:PORT` in the configuration key `key`.
-async fn bind_optional(value: &str, key: &str) -> anyhow::Result<Option<tokio::net::TcpListener>> {
-    if value.is_empty() {
+/// Binds an optional extra listener, the address of the configuration key `key`.
+async fn bind_optional(
+    addr: Option<std::net::SocketAddr>,
+    key: &str,
+) -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let Some(addr) = addr else {
         return Ok(None);
-    }
-    let addr: std::net::SocketAddr = value
-        .parse()
-        .map_err(|_| anyhow::anyhow!("{key} {value:?} is not ADDR:PORT"))?;
+    };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ({key})"))?;
@@ -310,7 +306,7 @@ fn open_factory(
     metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Factory> {
     let key_path = config.signing_key_path();
-    let signer = CacheSigner::load_or_generate(&key_path, config.cache.signing_key_path.is_empty())
+    let signer = CacheSigner::load_or_generate(&key_path, config.cache.signing_key_path.is_none())
         .context("cannot load the cache signing key (cache.signingKeyPath)")?;
     let cache_dir = config.data_dir.join("cache");
     let builder = Builder::new(
@@ -399,17 +395,12 @@ fn spawn_reload_on_sighup(
 /// What SIGHUP reloads: the schematics directory, then the assignments file.
 pub async fn reload(state: &AppState) -> anyhow::Result<()> {
     let config = &state.config;
-    if !config.schematics.dir.as_os_str().is_empty() {
-        load_schematics_dir(&state.schematics, &config.schematics.dir).await?;
+    if let Some(dir) = &config.schematics.dir {
+        load_schematics_dir(&state.schematics, dir).await?;
     }
-    if !config.assignments.file.as_os_str().is_empty() {
-        let n = crate::assign::seed::apply(
-            &config.assignments.file,
-            &state.assignments,
-            &state.factory,
-        )
-        .await?;
-        tracing::info!(file = %config.assignments.file.display(), entries = n, "applied the assignments file");
+    if let Some(file) = &config.assignments.file {
+        let n = crate::assign::seed::apply(file, &state.assignments, &state.factory).await?;
+        tracing::info!(file = %file.display(), entries = n, "applied the assignments file");
     }
     Ok(())
 }

@@ -111,10 +111,10 @@ impl Tls {
             let dir = config.data_dir.join("tls");
             ensure_self_signed(&dir, &server_names(config))?;
             Source::SelfSigned { dir }
-        } else if !tls.cert_file.as_os_str().is_empty() {
+        } else if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
             Source::Files {
-                cert: tls.cert_file.clone(),
-                key: tls.key_file.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
             }
         } else {
             return Ok(None);
@@ -260,16 +260,12 @@ fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
 /// The names the self-signed server certificate covers.
 pub fn server_names(config: &Config) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-    if let Some(host) = url_host(&config.external_url()) {
-        names.push(host);
+    names.push(config.external_host());
+    if let Some(url) = &config.http.external_pxe_url {
+        names.push(url.host());
     }
-    if !config.http.external_pxe_url.is_empty()
-        && let Some(host) = url_host(&config.http.external_pxe_url)
-    {
-        names.push(host);
-    }
-    if !config.pxe.advertise_address.is_empty() {
-        names.push(config.pxe.advertise_address.clone());
+    if let Some(address) = config.pxe.advertise_address {
+        names.push(address.to_string());
     }
     names.extend(config.http.tls.extra_names.iter().cloned());
     let mut out: Vec<String> = Vec::new();
@@ -280,19 +276,6 @@ pub fn server_names(config: &Config) -> Vec<String> {
         }
     }
     out
-}
-
-/// The host of an absolute URL, without port or IPv6 brackets.
-fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split_once(']')?.0
-    } else {
-        authority.split(':').next()?
-    };
-    (!host.is_empty()).then(|| host.to_string())
 }
 
 /// Creates the CA (once) and a server certificate for `names` in `dir`.
@@ -387,17 +370,6 @@ fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), TlsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_from_urls() {
-        assert_eq!(
-            url_host("https://factory.example:8443/x").as_deref(),
-            Some("factory.example")
-        );
-        assert_eq!(url_host("http://[fd00::1]:80").as_deref(), Some("fd00::1"));
-        assert_eq!(url_host("http://192.0.2.1").as_deref(), Some("192.0.2.1"));
-        assert_eq!(url_host("nope"), None);
-    }
 
     #[test]
     fn self_signed_is_created_once_private_and_reissued_for_new_names() {

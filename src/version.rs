@@ -5,7 +5,8 @@
 //!
 //! Two parsers exist, as upstream has two:
 //!
-//! * [`TalosVersion::from_str`] — the factory's request parsing: a `v` is prepended when missing,
+//! * [`parse_user_version`] (also `TalosVersion::from_str`) — every version a user gives (request
+//!   paths, assignments, the configuration): a `v` is prepended when missing,
 //!   then the version is parsed *strictly* (`semver.Parse`): exactly `MAJOR.MINOR.PATCH`, no
 //!   leading zeroes, optional `-pre.release` and `+build.meta`. `1.9` and `v1.9` are errors.
 //! * [`TalosVersion::parse_tolerant`] — `semver.ParseTolerant`, used for registry tags
@@ -318,8 +319,18 @@ impl FromStr for TalosVersion {
     /// the `v`. So exactly one optional lowercase `v` is accepted; `1.9`, `v1.9`, `V1.9.0` and
     /// ` 1.9.0` are errors.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        TalosVersion::parse_strict(s.strip_prefix('v').unwrap_or(s))
+        parse_user_version(s)
     }
+}
+
+/// Parses a version a user gave: in a request path, an assignment or the configuration
+/// (`build.minTalosVersion`, `build.brokenTalosVersions`). Upstream's rule: a `v` is prepended
+/// when missing, then the version is parsed strictly; so `1.9.0` and `v1.9.0` are the same
+/// version, and `1.9`, `vv1.9.0`, `V1.9.0` and ` 1.9.0` are errors. Registry tags are parsed
+/// with [`TalosVersion::parse_tolerant`] instead. Every version string that comes from a user
+/// goes through here (`TalosVersion::from_str` is this function).
+pub fn parse_user_version(raw: &str) -> Result<TalosVersion, VersionError> {
+    TalosVersion::parse_strict(raw.strip_prefix('v').unwrap_or(raw))
 }
 
 impl Serialize for TalosVersion {

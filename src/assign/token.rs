@@ -6,8 +6,8 @@ use std::path::Path;
 use anyhow::Context;
 
 /// Returns the configured token, or the one in `path`, generating it there when missing.
-pub fn load_or_create(configured: &str, path: &Path) -> anyhow::Result<String> {
-    if !configured.is_empty() {
+pub fn load_or_create(configured: Option<&str>, path: &Path) -> anyhow::Result<String> {
+    if let Some(configured) = configured {
         return Ok(configured.to_string());
     }
     match std::fs::read_to_string(path) {
@@ -24,8 +24,8 @@ pub fn load_or_create(configured: &str, path: &Path) -> anyhow::Result<String> {
 }
 
 /// Reads the token a CLI should use: `configured`, else the file (without creating it).
-pub fn read(configured: &str, path: &Path) -> Option<String> {
-    if !configured.is_empty() {
+pub fn read(configured: Option<&str>, path: &Path) -> Option<String> {
+    if let Some(configured) = configured {
         return Some(configured.to_string());
     }
     std::fs::read_to_string(path)
@@ -59,13 +59,13 @@ mod tests {
     fn generated_once_kept_private_and_reused() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("admin-token");
-        let t1 = load_or_create("", &path).unwrap();
+        let t1 = load_or_create(None, &path).unwrap();
         assert_eq!(t1.len(), 64);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(load_or_create("", &path).unwrap(), t1);
-        assert_eq!(read("", &path), Some(t1.clone()));
-        assert_eq!(load_or_create("fixed", &path).unwrap(), "fixed");
+        assert_eq!(load_or_create(None, &path).unwrap(), t1);
+        assert_eq!(read(None, &path), Some(t1.clone()));
+        assert_eq!(load_or_create(Some("fixed"), &path).unwrap(), "fixed");
     }
 
     #[test]

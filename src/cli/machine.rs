@@ -158,13 +158,16 @@ where
         .unwrap_or_else(|| config.external_url());
     let token = match &server.token {
         Some(t) => t.clone(),
-        None => crate::assign::token::read(&config.api.admin_token, &config.admin_token_path())
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no admin token: pass --token, set api.adminToken, or run where {} is readable",
-                    config.admin_token_path().display()
-                )
-            })?,
+        None => crate::assign::token::read(
+            config.api.admin_token.as_deref(),
+            &config.admin_token_path(),
+        )
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no admin token: pass --token, set api.adminToken, or run where {} is readable",
+                config.admin_token_path().display()
+            )
+        })?,
     };
     let client = AdminClient::new(&base, &token)?;
     let runtime = tokio::runtime::Builder::new_current_thread()

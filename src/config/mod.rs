@@ -7,12 +7,17 @@
 //! keeps that table and the structs in step, so a new key cannot ship undocumented.
 
 pub(crate) mod keys;
+pub mod value;
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 use serde_yaml::{Mapping, Value};
+
+pub use value::{EfiBinary, HttpUrl};
+
+use crate::version::TalosVersion;
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -79,9 +84,10 @@ pub struct PxeConfig {
     pub enabled: bool,
     /// Interfaces to answer on (SO_BINDTODEVICE); empty = every interface.
     pub interfaces: Vec<String>,
-    /// IPv4 address clients reach us at (DHCP option 54, TFTP next-server, boot URLs); empty =
-    /// the first IPv4 address of the first interface.
-    pub advertise_address: String,
+    /// IPv4 address clients reach us at (DHCP option 54, TFTP next-server, boot URLs); unset
+    /// (empty) = the first IPv4 address of the first interface.
+    #[serde(with = "value::optional")]
+    pub advertise_address: Option<Ipv4Addr>,
     /// DHCP server port (67).
     pub dhcp_port: u16,
     /// PXE proxy port (4011).
@@ -90,8 +96,10 @@ pub struct PxeConfig {
     pub client_port: u16,
     /// TFTP port (69).
     pub tftp_port: u16,
-    /// Extra directory served read-only over TFTP after the embedded iPXE binaries.
-    pub tftp_dir: PathBuf,
+    /// Extra directory served read-only over TFTP after the embedded iPXE binaries; unset
+    /// (empty) = none.
+    #[serde(with = "value::optional")]
+    pub tftp_dir: Option<PathBuf>,
     /// TFTP transfers in progress at most; over it requests get a TFTP "server busy" error.
     /// Also held to an eighth of the process's file-descriptor limit.
     pub tftp_max_sessions: usize,
@@ -105,11 +113,11 @@ pub struct PxeConfig {
     /// iPXE variant: `http` (boot URLs over HTTP) or `https` (require an iPXE with HTTPS).
     pub ipxe_variant: IpxeVariant,
     /// The x86-64 UEFI binary sent to firmware: `ipxe.efi` (all drivers) or `snponly.efi`.
-    pub efi_binary: String,
+    pub efi_binary: EfiBinary,
     /// Base URL iPXE and UEFI HTTP-boot clients fetch from; must be an IP literal for HTTP
-    /// boot. Empty = `http(s)://<advertiseAddress>:<http port>`.
-    #[serde(rename = "bootURL")]
-    pub boot_url: String,
+    /// boot. Unset (empty) = `http(s)://<advertiseAddress>:<http port>`.
+    #[serde(rename = "bootURL", with = "value::optional")]
+    pub boot_url: Option<HttpUrl>,
 }
 
 /// What a machine without an assignment gets.
@@ -139,19 +147,19 @@ impl Default for PxeConfig {
         PxeConfig {
             enabled: false,
             interfaces: Vec::new(),
-            advertise_address: String::new(),
+            advertise_address: None,
             dhcp_port: 67,
             proxy_port: 4011,
             client_port: 68,
             tftp_port: 69,
-            tftp_dir: PathBuf::new(),
+            tftp_dir: None,
             tftp_max_sessions: crate::tftp::DEFAULT_MAX_SESSIONS,
             tftp_max_sessions_per_client: crate::tftp::DEFAULT_MAX_SESSIONS_PER_CLIENT,
             tftp_timeout_seconds: 2,
             unassigned: UnassignedPolicy::BootDefault,
             ipxe_variant: IpxeVariant::Http,
-            efi_binary: "ipxe.efi".to_string(),
-            boot_url: String::new(),
+            efi_binary: EfiBinary::IpxeEfi,
+            boot_url: None,
         }
     }
 }
@@ -160,9 +168,10 @@ impl Default for PxeConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApiConfig {
-    /// Bearer token for `/api/v1/…`; empty = generated on first start into
+    /// Bearer token for `/api/v1/…`; unset (empty) = generated on first start into
     /// `<dataDir>/admin-token` (mode 0600).
-    pub admin_token: String,
+    #[serde(with = "value::optional")]
+    pub admin_token: Option<String>,
 }
 
 /// Per-MAC assignments.
@@ -170,8 +179,9 @@ pub struct ApiConfig {
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct AssignmentsConfig {
     /// A seed file (`assignments.yaml`) applied at start: its machines and default replace the
-    /// stored ones with the same MAC; others are kept.
-    pub file: PathBuf,
+    /// stored ones with the same MAC; others are kept. Unset (empty) = none.
+    #[serde(with = "value::optional")]
+    pub file: Option<PathBuf>,
     /// Most machines kept in the inventory; the least recently seen unassigned one makes room
     /// for a new one (assigned machines are never evicted). 0 = unbounded.
     pub inventory_max_machines: usize,
@@ -182,7 +192,7 @@ pub struct AssignmentsConfig {
 impl Default for AssignmentsConfig {
     fn default() -> Self {
         AssignmentsConfig {
-            file: PathBuf::new(),
+            file: None,
             inventory_max_machines: 10_000,
             inventory_max_age_days: 90,
         }
@@ -193,18 +203,22 @@ impl Default for AssignmentsConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct MetricsConfig {
-    /// A separate `ADDR:PORT` serving only `/metrics` (it is always on the main port too).
-    pub listen: String,
+    /// A separate `ADDR:PORT` serving only `/metrics` (it is always on the main port too);
+    /// unset (empty) = none.
+    #[serde(with = "value::optional")]
+    pub listen: Option<SocketAddr>,
 }
 
 /// Asset builds, as upstream's `build.*`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct BuildConfig {
-    /// The oldest Talos version served.
-    pub min_talos_version: String,
+    /// The oldest Talos version served (written with or without the `v`).
+    #[serde(with = "value::required")]
+    pub min_talos_version: TalosVersion,
     /// Versions never served (listed by `GET /versions?broken=true`).
-    pub broken_talos_versions: Vec<String>,
+    #[serde(with = "value::list")]
+    pub broken_talos_versions: Vec<TalosVersion>,
     /// Builds running at once.
     pub max_concurrency: usize,
     /// Seconds a single build may take.
@@ -222,15 +236,16 @@ pub struct BuildConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct CacheConfig {
-    /// PEM P-256 private key signing cached assets; empty = `<dataDir>/cache-signing-key.pem`,
-    /// generated on first start.
-    pub signing_key_path: String,
+    /// PEM P-256 private key signing cached assets; unset (empty) =
+    /// `<dataDir>/cache-signing-key.pem`, generated on first start.
+    #[serde(with = "value::optional")]
+    pub signing_key_path: Option<PathBuf>,
 }
 
 impl Default for BuildConfig {
     fn default() -> Self {
         BuildConfig {
-            min_talos_version: "1.2.0".to_string(),
+            min_talos_version: TalosVersion::new(1, 2, 0),
             broken_talos_versions: Vec::new(),
             max_concurrency: std::thread::available_parallelism()
                 .map(|n| n.get())
@@ -265,16 +280,20 @@ pub struct UpstreamConfig {
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpstreamRegistry {
     /// Base URL to contact instead of `https://<host>` (e.g. `http://127.0.0.1:5000`, or a
-    /// corporate mirror).
-    pub endpoint: String,
+    /// corporate mirror); unset (empty) = `https://<host>`.
+    #[serde(with = "value::optional")]
+    pub endpoint: Option<HttpUrl>,
     /// Use plain HTTP when no endpoint is given.
     pub insecure: bool,
-    /// Basic-auth user name (sent to the registry's token service).
-    pub username: String,
+    /// Basic-auth user name (sent to the registry's token service); unset (empty) = none.
+    #[serde(with = "value::optional")]
+    pub username: Option<String>,
     /// Basic-auth password or token.
-    pub password: String,
-    /// A bearer token used as is.
-    pub token: String,
+    #[serde(with = "value::optional")]
+    pub password: Option<String>,
+    /// A bearer token used as is; unset (empty) = none.
+    #[serde(with = "value::optional")]
+    pub token: Option<String>,
 }
 
 /// The integrated mirror.
@@ -390,6 +409,31 @@ impl CoreArtifacts {
             format!("{}/{}/{}", self.registry, ns, component)
         }
     }
+
+    /// The parsed image name of a component ([`CoreArtifacts::repository`]). Every configured
+    /// component's name is checked when the configuration is loaded.
+    pub fn image_name(
+        &self,
+        component: &str,
+    ) -> Result<crate::oci::reference::ImageName, crate::oci::reference::RefError> {
+        format!("{}:latest", self.repository(component))
+            .parse::<crate::oci::reference::ImageRef>()
+            .map(|r| r.name)
+    }
+}
+
+impl Components {
+    /// Each component with its key under `artifacts.core.components`.
+    pub fn named(&self) -> [(&'static str, &str); 6] {
+        [
+            ("installerBase", &self.installer_base),
+            ("installer", &self.installer),
+            ("imager", &self.imager),
+            ("extensionManifest", &self.extension_manifest),
+            ("overlayManifest", &self.overlay_manifest),
+            ("talosctl", &self.talosctl),
+        ]
+    }
 }
 
 /// Logging settings.
@@ -417,14 +461,16 @@ pub enum LogFormat {
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct HttpConfig {
     /// Listen address, `ADDR:PORT`.
-    pub listen: String,
-    /// The URL clients reach this server at (used in generated links); empty = derived from
-    /// `listen`.
-    #[serde(rename = "externalURL")]
-    pub external_url: String,
-    /// The URL PXE clients reach this server at (iPXE scripts); empty = `externalURL`.
-    #[serde(rename = "externalPXEURL")]
-    pub external_pxe_url: String,
+    #[serde(with = "value::required")]
+    pub listen: SocketAddr,
+    /// The URL clients reach this server at (used in generated links); unset (empty) = derived
+    /// from `listen` ([`Config::external_url`]).
+    #[serde(rename = "externalURL", with = "value::optional")]
+    pub external_url: Option<HttpUrl>,
+    /// The URL PXE clients reach this server at (iPXE scripts); unset (empty) = `externalURL`
+    /// ([`Config::external_pxe_url`]).
+    #[serde(rename = "externalPXEURL", with = "value::optional")]
+    pub external_pxe_url: Option<HttpUrl>,
     /// Seconds to let in-flight requests finish after SIGTERM/SIGINT.
     pub shutdown_grace_seconds: u64,
     /// Seconds a client has to send a complete request head (from accept, or from the first
@@ -438,8 +484,10 @@ pub struct HttpConfig {
     /// HTTP connections open at once (all listeners); at the cap the oldest connection without
     /// a request in flight is closed, or the new one gets 503 when all are busy.
     pub max_connections: usize,
-    /// With TLS: an extra plain-HTTP listener `ADDR:PORT` for the boot path (firmware, iPXE).
-    pub plain_listen: String,
+    /// With TLS: an extra plain-HTTP listener `ADDR:PORT` for the boot path (firmware, iPXE);
+    /// unset (empty) = none.
+    #[serde(with = "value::optional")]
+    pub plain_listen: Option<SocketAddr>,
     /// HTTPS on `listen`.
     pub tls: TlsConfig,
 }
@@ -448,10 +496,13 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct TlsConfig {
-    /// PEM certificate chain (reloaded on SIGHUP and when the file changes).
-    pub cert_file: PathBuf,
+    /// PEM certificate chain (reloaded on SIGHUP and when the file changes); unset (empty) =
+    /// none.
+    #[serde(with = "value::optional")]
+    pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 or SEC1).
-    pub key_file: PathBuf,
+    #[serde(with = "value::optional")]
+    pub key_file: Option<PathBuf>,
     /// Generate a per-appliance CA and a server certificate under `<dataDir>/tls/`.
     pub self_signed: bool,
     /// Extra DNS names or IP addresses for the self-signed server certificate.
@@ -465,16 +516,17 @@ pub struct TlsConfig {
 impl TlsConfig {
     /// Whether the main listener speaks HTTPS.
     pub fn enabled(&self) -> bool {
-        self.self_signed || !self.cert_file.as_os_str().is_empty()
+        self.self_signed || self.cert_file.is_some()
     }
 }
 
 /// Schematic settings.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct SchematicsConfig {
-    /// A directory whose `*.yaml` files are validated and stored at start; empty = none.
-    pub dir: PathBuf,
+    /// A directory whose `*.yaml` files are validated and stored at start; unset (empty) = none.
+    #[serde(with = "value::optional")]
+    pub dir: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -511,24 +563,16 @@ impl Default for LogConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
-            listen: "0.0.0.0:8080".to_string(),
-            external_url: String::new(),
-            external_pxe_url: String::new(),
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            external_url: None,
+            external_pxe_url: None,
             shutdown_grace_seconds: 10,
             header_read_timeout_seconds: 10,
             idle_timeout_seconds: 60,
             body_read_timeout_seconds: 30,
             max_connections: 1024,
-            plain_listen: String::new(),
+            plain_listen: None,
             tls: TlsConfig::default(),
-        }
-    }
-}
-
-impl Default for SchematicsConfig {
-    fn default() -> Self {
-        SchematicsConfig {
-            dir: PathBuf::new(),
         }
     }
 }
@@ -615,22 +659,26 @@ impl Config {
         };
         for o in overrides {
             apply_override(&mut tree, o)?;
-            // Check each override on its own so an error names the flag or variable.
-            serde_yaml::from_value::<Config>(tree.clone()).map_err(|e| ConfigError::Override {
+            // Check each override on its own so an error names the flag or variable (and the
+            // key inside it, for a value given as YAML).
+            decode(tree.clone()).map_err(|(path, message)| ConfigError::Override {
                 source_name: o.source_name.clone(),
                 key: o.key.clone(),
-                message: e.to_string(),
+                message: if path == o.key || path.is_empty() {
+                    message
+                } else {
+                    format!("{path}: {message}")
+                },
             })?;
         }
-        let config: Config = serde_yaml::from_value(tree).map_err(|e| ConfigError::Invalid {
-            key: String::new(),
-            message: e.to_string(),
-        })?;
+        let config =
+            decode(tree).map_err(|(key, message)| ConfigError::Invalid { key, message })?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Checks values that parse but make no sense together.
+    /// Checks values that parse but make no sense (alone or together). Single values were
+    /// parsed into their types while loading ([`value`]).
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: &str, message: String| ConfigError::Invalid {
             key: key.to_string(),
@@ -639,8 +687,6 @@ impl Config {
         if self.data_dir.as_os_str().is_empty() {
             return Err(invalid("dataDir", "must not be empty".into()));
         }
-        self.http_listen_addr()
-            .map_err(|m| invalid("http.listen", m))?;
         for (key, value) in [
             (
                 "http.headerReadTimeoutSeconds",
@@ -658,13 +704,13 @@ impl Config {
             }
         }
         let tls = &self.http.tls;
-        if tls.cert_file.as_os_str().is_empty() != tls.key_file.as_os_str().is_empty() {
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
             return Err(invalid(
                 "http.tls.certFile / http.tls.keyFile",
                 "set both (PEM certificate chain and private key) or neither".into(),
             ));
         }
-        if tls.self_signed && !tls.cert_file.as_os_str().is_empty() {
+        if tls.self_signed && tls.cert_file.is_some() {
             return Err(invalid(
                 "http.tls.selfSigned",
                 "cannot be combined with http.tls.certFile/keyFile".into(),
@@ -682,29 +728,14 @@ impl Config {
                 ));
             }
         }
-        if !self.http.plain_listen.is_empty() {
-            if !tls.enabled() {
-                return Err(invalid(
-                    "http.plainListen",
-                    "is the plain-HTTP listener next to HTTPS: set http.tls too, or use http.listen".into(),
-                ));
-            }
-            self.http.plain_listen.parse::<SocketAddr>().map_err(|_| {
-                invalid(
-                    "http.plainListen",
-                    format!("{:?} is not ADDR:PORT", self.http.plain_listen),
-                )
-            })?;
+        if self.http.plain_listen.is_some() && !tls.enabled() {
+            return Err(invalid(
+                "http.plainListen",
+                "is the plain-HTTP listener next to HTTPS: set http.tls too, or use http.listen"
+                    .into(),
+            ));
         }
-        if !self.http.external_url.is_empty() {
-            validate_http_url(&self.http.external_url)
-                .map_err(|m| invalid("http.externalURL", m))?;
-        }
-        if !self.http.external_pxe_url.is_empty() {
-            validate_http_url(&self.http.external_pxe_url)
-                .map_err(|m| invalid("http.externalPXEURL", m))?;
-        }
-        for (host, reg) in &self.upstream.registries {
+        for host in self.upstream.registries.keys() {
             let key = format!("upstream.registries.{host}");
             if !crate::oci::reference::is_valid_registry(host) {
                 return Err(invalid(
@@ -712,54 +743,45 @@ impl Config {
                     format!("{host:?} is not a registry host[:port]"),
                 ));
             }
-            if !reg.endpoint.is_empty() {
-                validate_http_url(&reg.endpoint)
-                    .map_err(|m| invalid(&format!("{key}.endpoint"), m))?;
-            }
         }
-        for host in self
+        let hosts = self
             .mirror
             .allow
             .iter()
-            .chain(std::iter::once(&self.mirror.default_registry))
-            .chain(std::iter::once(&self.artifacts.core.registry))
-        {
+            .enumerate()
+            .map(|(i, host)| (format!("mirror.allow entry {i}"), host))
+            .chain([
+                (
+                    "mirror.defaultRegistry".to_string(),
+                    &self.mirror.default_registry,
+                ),
+                (
+                    "artifacts.core.registry".to_string(),
+                    &self.artifacts.core.registry,
+                ),
+            ]);
+        for (key, host) in hosts {
             if !crate::oci::reference::is_valid_registry(host) {
                 return Err(invalid(
-                    "mirror.allow / mirror.defaultRegistry / artifacts.core.registry",
+                    &key,
                     format!("{host:?} is not a registry host[:port]"),
                 ));
             }
         }
+        let core = &self.artifacts.core;
+        for (name, component) in core.components.named() {
+            core.image_name(component).map_err(|e| {
+                invalid(
+                    &format!("artifacts.core.components.{name}"),
+                    format!(
+                        "{:?} is not a valid image name ({e})",
+                        core.repository(component)
+                    ),
+                )
+            })?;
+        }
         if self.build.max_concurrency == 0 {
             return Err(invalid("build.maxConcurrency", "must be at least 1".into()));
-        }
-        if format!("v{}", self.build.min_talos_version.trim_start_matches('v'))
-            .parse::<crate::version::TalosVersion>()
-            .is_err()
-        {
-            return Err(invalid(
-                "build.minTalosVersion",
-                format!(
-                    "{:?} is not a version like 1.2.0",
-                    self.build.min_talos_version
-                ),
-            ));
-        }
-        if !self.pxe.advertise_address.is_empty()
-            && self
-                .pxe
-                .advertise_address
-                .parse::<std::net::Ipv4Addr>()
-                .is_err()
-        {
-            return Err(invalid(
-                "pxe.advertiseAddress",
-                format!(
-                    "{:?} is not an IPv4 address like 192.0.2.10",
-                    self.pxe.advertise_address
-                ),
-            ));
         }
         if self.pxe.tftp_max_sessions == 0 {
             return Err(invalid("pxe.tftpMaxSessions", "must be at least 1".into()));
@@ -780,18 +802,6 @@ impl Config {
                 ),
             ));
         }
-        if !self.pxe.boot_url.is_empty() {
-            validate_http_url(&self.pxe.boot_url).map_err(|m| invalid("pxe.bootURL", m))?;
-        }
-        if !["ipxe.efi", "snponly.efi"].contains(&self.pxe.efi_binary.as_str()) {
-            return Err(invalid(
-                "pxe.efiBinary",
-                format!(
-                    "{:?} is not one of ipxe.efi, snponly.efi",
-                    self.pxe.efi_binary
-                ),
-            ));
-        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -806,74 +816,73 @@ impl Config {
 
     /// The scheme and port boot URLs use when `pxe.bootURL` is not set: the plain listener
     /// when there is one, else the main listener (`https` when it has TLS).
-    pub fn boot_scheme_port(&self) -> Result<(&'static str, u16), String> {
-        if let Ok(plain) = self.http.plain_listen.parse::<SocketAddr>() {
-            return Ok(("http", plain.port()));
-        }
-        let port = self.http_listen_addr()?.port();
-        Ok((
-            if self.http.tls.enabled() {
-                "https"
-            } else {
-                "http"
-            },
-            port,
-        ))
-    }
-
-    /// The parsed `http.listen` address.
-    pub fn http_listen_addr(&self) -> Result<SocketAddr, String> {
-        self.http.listen.parse().map_err(|_| {
-            format!(
-                "{:?} is not ADDR:PORT (e.g. 0.0.0.0:8080 or [::1]:8080)",
-                self.http.listen
-            )
-        })
-    }
-
-    /// The URL clients use to reach us: `http.externalURL`, or one derived from the listen
-    /// address (`0.0.0.0` becomes `127.0.0.1`). Always ends without a slash.
-    pub fn external_url(&self) -> String {
-        if !self.http.external_url.is_empty() {
-            return self.http.external_url.trim_end_matches('/').to_string();
-        }
-        match self.http_listen_addr() {
-            Ok(addr) => {
-                let host = match addr.ip() {
-                    ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_string(),
-                    ip if ip.is_unspecified() => "[::1]".to_string(),
-                    std::net::IpAddr::V6(ip) => format!("[{ip}]"),
-                    std::net::IpAddr::V4(ip) => ip.to_string(),
-                };
-                let scheme = if self.http.tls.enabled() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{host}:{}", addr.port())
-            }
-            Err(_) => "http://127.0.0.1:8080".to_string(),
+    pub fn boot_scheme_port(&self) -> (&'static str, u16) {
+        match self.http.plain_listen {
+            Some(plain) => ("http", plain.port()),
+            None => (self.http_scheme(), self.http.listen.port()),
         }
     }
 
-    /// The URL PXE clients use: `http.externalPXEURL`, else [`Config::external_url`].
-    pub fn external_pxe_url(&self) -> String {
-        if self.http.external_pxe_url.is_empty() {
-            // With HTTPS and a plain listener, boot files go over plain HTTP (iPXE and
-            // firmware often cannot do TLS, or not with our CA).
-            if let Ok(plain) = self.http.plain_listen.parse::<SocketAddr>() {
-                let external = self.external_url();
-                let rest = external.split_once("://").map_or("", |(_, r)| r);
-                let authority = rest.split('/').next().unwrap_or_default();
-                let host = match authority.rsplit_once(':') {
-                    Some((h, p)) if !h.is_empty() && p.chars().all(|c| c.is_ascii_digit()) => h,
-                    _ => authority,
-                };
-                return format!("http://{host}:{}", plain.port());
-            }
-            self.external_url()
+    /// `https` when the main listener has TLS, else `http`.
+    fn http_scheme(&self) -> &'static str {
+        if self.http.tls.enabled() {
+            "https"
         } else {
-            self.http.external_pxe_url.trim_end_matches('/').to_string()
+            "http"
+        }
+    }
+
+    /// The URL clients use to reach us, without a trailing slash: `http.externalURL`, or one
+    /// derived from `http.listen` (`0.0.0.0` becomes `127.0.0.1`, `::` becomes `[::1]`). The one
+    /// place this URL is derived; generated links, messages and the CLI's default server use it.
+    pub fn external_url(&self) -> String {
+        match &self.http.external_url {
+            Some(url) => url.base().to_string(),
+            None => format!(
+                "{}://{}:{}",
+                self.http_scheme(),
+                value::url_host_of(&self.http.listen),
+                self.http.listen.port()
+            ),
+        }
+    }
+
+    /// The external URL as upstream prints it in the schematic extension's author
+    /// (`Image Factory (<url>)`): `http.externalURL` as written, else the derived URL with a
+    /// trailing slash (Go's `url.URL.String()` of a base URL).
+    pub fn external_url_as_written(&self) -> String {
+        match &self.http.external_url {
+            Some(url) => url.as_str().to_string(),
+            None => format!("{}/", self.external_url()),
+        }
+    }
+
+    /// The host of [`Config::external_url`], without port or IPv6 brackets.
+    pub fn external_host(&self) -> String {
+        match &self.http.external_url {
+            Some(url) => url.host(),
+            None => value::url_host_of(&self.http.listen)
+                .trim_matches(['[', ']'])
+                .to_string(),
+        }
+    }
+
+    /// The URL PXE clients use, without a trailing slash: `http.externalPXEURL`; else, with
+    /// HTTPS and a plain listener, `http://<external host>:<plain port>` (iPXE and firmware
+    /// often cannot do TLS, or not with our CA); else [`Config::external_url`].
+    pub fn external_pxe_url(&self) -> String {
+        if let Some(url) = &self.http.external_pxe_url {
+            return url.base().to_string();
+        }
+        match self.http.plain_listen {
+            Some(plain) => {
+                let host = match &self.http.external_url {
+                    Some(url) => url.host_for_url(),
+                    None => value::url_host_of(&self.http.listen),
+                };
+                format!("http://{host}:{}", plain.port())
+            }
+            None => self.external_url(),
         }
     }
 
@@ -884,10 +893,9 @@ impl Config {
 
     /// The cache signing key file.
     pub fn signing_key_path(&self) -> PathBuf {
-        if self.cache.signing_key_path.is_empty() {
-            self.data_dir.join("cache-signing-key.pem")
-        } else {
-            PathBuf::from(&self.cache.signing_key_path)
+        match &self.cache.signing_key_path {
+            Some(path) => path.clone(),
+            None => self.data_dir.join("cache-signing-key.pem"),
         }
     }
 
@@ -899,9 +907,9 @@ impl Config {
     /// A copy with every secret that is set (`api.adminToken`, and each upstream registry's
     /// `password` and `token`) replaced by [`REDACTED`], for showing the configuration.
     pub fn redacted(&self) -> Config {
-        fn redact(secret: &mut String) {
-            if !secret.is_empty() {
-                *secret = REDACTED.to_string();
+        fn redact(secret: &mut Option<String>) {
+            if secret.is_some() {
+                *secret = Some(REDACTED.to_string());
             }
         }
         let mut config = self.clone();
@@ -914,17 +922,14 @@ impl Config {
     }
 }
 
-/// Accepts only absolute `http://` or `https://` URLs with a host.
-fn validate_http_url(url: &str) -> Result<(), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .or_else(|| url.strip_prefix("https://"))
-        .ok_or_else(|| format!("{url:?} must be an absolute http:// or https:// URL"))?;
-    let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    if host.is_empty() || host.contains(char::is_whitespace) {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok(())
+/// Decodes (and so parses every value of) a configuration tree; an error comes with the dotted
+/// path of the value it is about.
+fn decode(tree: Value) -> Result<Config, (String, String)> {
+    serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        (path, e.into_inner().to_string())
+    })
 }
 
 /// Sets one dotted key in the YAML tree, creating intermediate mappings. Values are typed like
@@ -1001,7 +1006,10 @@ mod tests {
         }
         assert_eq!(shown.matches(REDACTED).count(), 3, "{shown}");
         assert!(shown.contains("username: me"), "{shown}");
-        assert_eq!(c.redacted().upstream.registries["plain.example"].token, "");
+        assert_eq!(
+            c.redacted().upstream.registries["plain.example"].token,
+            None
+        );
         assert!(c.to_yaml().contains("s3cret-admin"));
     }
 
@@ -1018,7 +1026,7 @@ mod tests {
         writeln!(f, "dataDir: /srv/bf\nhttp:\n  listen: 127.0.0.1:9000\n").unwrap();
         let c = Config::load(Some(f.path()), &[]).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/srv/bf"));
-        assert_eq!(c.http.listen, "127.0.0.1:9000");
+        assert_eq!(c.http.listen, "127.0.0.1:9000".parse().unwrap());
         let c = Config::load(
             Some(f.path()),
             &[
@@ -1027,7 +1035,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.http.listen, "[::1]:7000");
+        assert_eq!(c.http.listen, "[::1]:7000".parse().unwrap());
         assert_eq!(c.http.shutdown_grace_seconds, 3);
         assert_eq!(c.data_dir, PathBuf::from("/srv/bf"));
         assert_eq!(c.external_url(), "http://[::1]:7000");
@@ -1102,5 +1110,196 @@ mod tests {
         let c = Config::load(None, &[ov("http.externalURL", "https://factory.example/")]).unwrap();
         assert_eq!(c.external_url(), "https://factory.example");
         assert_eq!(c.external_pxe_url(), "https://factory.example");
+    }
+
+    fn load_err(overrides: &[Override]) -> String {
+        Config::load(None, overrides).unwrap_err().to_string()
+    }
+
+    fn load_file_err(yaml: &str) -> String {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(yaml.as_bytes()).unwrap();
+        Config::load(Some(f.path()), &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn talos_versions_are_parsed_at_load() {
+        let c = Config::load(
+            None,
+            &[
+                ov("build.minTalosVersion", "v1.9.0"),
+                ov("build.brokenTalosVersions", "1.10.1, v1.11.0-beta.1"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.build.min_talos_version, TalosVersion::new(1, 9, 0));
+        assert_eq!(
+            c.build.broken_talos_versions,
+            vec![
+                TalosVersion::new(1, 10, 1),
+                "1.11.0-beta.1".parse().unwrap()
+            ]
+        );
+        // Shown without the `v`, as the default is written, and read back the same.
+        let shown = c.to_yaml();
+        assert!(shown.contains("minTalosVersion: 1.9.0"), "{shown}");
+        assert!(shown.contains("- 1.11.0-beta.1"), "{shown}");
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(shown.as_bytes()).unwrap();
+        assert_eq!(Config::load(Some(f.path()), &[]).unwrap(), c);
+    }
+
+    #[test]
+    fn bad_broken_talos_versions_entries_are_rejected_naming_key_and_entry() {
+        let e = load_err(&[ov("build.brokenTalosVersions", "1.10.1,1.10")]);
+        assert!(
+            e.contains("build.brokenTalosVersions")
+                && e.contains("entry 1")
+                && e.contains("\"1.10\""),
+            "{e}"
+        );
+        let e = load_file_err("build:\n  brokenTalosVersions: [v1.9.0, banana]\n");
+        assert!(
+            e.contains("brokenTalosVersions") && e.contains("entry 1") && e.contains("banana"),
+            "{e}"
+        );
+        for bad in ["1.9", "vv1.9.0", "V1.9.0", ""] {
+            let e = load_err(&[ov("build.minTalosVersion", bad)]);
+            assert!(e.contains("build.minTalosVersion"), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn bad_listen_addresses_are_rejected_at_load() {
+        for key in ["metrics.listen", "http.listen"] {
+            let e = load_err(&[ov(key, "localhost:9100")]);
+            assert!(e.contains(key) && e.contains("ADDR:PORT"), "{key}: {e}");
+        }
+        let e = load_file_err("metrics:\n  listen: 9100\n");
+        assert!(e.contains("metrics.listen"), "{e}");
+        let e = load_err(&[
+            ov("http.tls.selfSigned", "true"),
+            ov("http.plainListen", "0.0.0.0"),
+        ]);
+        assert!(
+            e.contains("http.plainListen") && e.contains("ADDR:PORT"),
+            "{e}"
+        );
+        let c = Config::load(None, &[ov("metrics.listen", "127.0.0.1:9100")]).unwrap();
+        assert_eq!(c.metrics.listen, Some("127.0.0.1:9100".parse().unwrap()));
+    }
+
+    #[test]
+    fn efi_binary_is_a_closed_set() {
+        let c = Config::load(None, &[ov("pxe.efiBinary", "snponly.efi")]).unwrap();
+        assert_eq!(c.pxe.efi_binary, EfiBinary::SnponlyEfi);
+        assert_eq!(c.pxe.efi_binary.file_name(), "snponly.efi");
+        assert!(c.to_yaml().contains("efiBinary: snponly.efi"));
+        let e = load_err(&[ov("pxe.efiBinary", "undionly.kpxe")]);
+        assert!(
+            e.contains("pxe.efiBinary") && e.contains("ipxe.efi") && e.contains("snponly.efi"),
+            "{e}"
+        );
+        let e = load_file_err("pxe:\n  efiBinary: IPXE.EFI\n");
+        assert!(
+            e.contains("pxe.efiBinary") && e.contains("snponly.efi"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn empty_strings_mean_unset() {
+        let c = Config::load(
+            None,
+            &[
+                ov("metrics.listen", ""),
+                ov("http.externalURL", ""),
+                ov("pxe.advertiseAddress", ""),
+                ov("pxe.bootURL", ""),
+                ov("api.adminToken", ""),
+                ov("cache.signingKeyPath", ""),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c, Config::default());
+        // And unset values are shown as empty strings again.
+        let shown = Config::default().to_yaml();
+        for line in [
+            "externalURL: ''",
+            "plainListen: ''",
+            "advertiseAddress: ''",
+            "bootURL: ''",
+            "adminToken: ''",
+            "signingKeyPath: ''",
+        ] {
+            assert!(shown.contains(line), "{line}: {shown}");
+        }
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(shown.as_bytes()).unwrap();
+        assert_eq!(
+            Config::load(Some(f.path()), &[]).unwrap(),
+            Config::default()
+        );
+        let e = load_err(&[ov("pxe.advertiseAddress", "fd00::1")]);
+        assert!(
+            e.contains("pxe.advertiseAddress") && e.contains("IPv4"),
+            "{e}"
+        );
+        let e = load_err(&[ov(
+            "upstream.registries",
+            "{ghcr.io: {endpoint: '127.0.0.1:5000'}}",
+        )]);
+        assert!(e.contains("endpoint") && e.contains("absolute http"), "{e}");
+    }
+
+    #[test]
+    fn registry_hosts_are_named_by_key() {
+        let e = load_err(&[ov("mirror.allow", "ghcr.io,bad host")]);
+        assert!(
+            e.contains("mirror.allow entry 1") && e.contains("bad host"),
+            "{e}"
+        );
+        let e = load_err(&[ov("mirror.defaultRegistry", "-x")]);
+        assert!(e.contains("mirror.defaultRegistry:"), "{e}");
+        let e = load_err(&[ov("artifacts.core.registry", "")]);
+        assert!(e.contains("artifacts.core.registry:"), "{e}");
+    }
+
+    #[test]
+    fn artifact_component_names_are_checked_at_load() {
+        let e = load_err(&[ov("artifacts.core.components.imager", "Siderolabs/Imager")]);
+        assert!(e.contains("artifacts.core.components.imager"), "{e}");
+        let c = Config::default();
+        let name = c.artifacts.core.image_name("siderolabs/imager").unwrap();
+        assert_eq!(name.to_string(), "ghcr.io/siderolabs/imager");
+    }
+
+    #[test]
+    fn external_urls_are_derived_in_one_place() {
+        let c = Config::load(None, &[ov("http.listen", "0.0.0.0:9000")]).unwrap();
+        assert_eq!(c.external_url(), "http://127.0.0.1:9000");
+        assert_eq!(c.external_url_as_written(), "http://127.0.0.1:9000/");
+        assert_eq!(c.external_pxe_url(), "http://127.0.0.1:9000");
+        assert_eq!(c.external_host(), "127.0.0.1");
+        let c = Config::load(None, &[ov("http.listen", "[::]:9000")]).unwrap();
+        assert_eq!(c.external_url(), "http://[::1]:9000");
+        assert_eq!(c.external_host(), "::1");
+        let c = Config::load(
+            None,
+            &[
+                ov("http.externalURL", "https://[fd00::1]:8443/"),
+                ov("http.tls.selfSigned", "true"),
+                ov("http.plainListen", "0.0.0.0:8080"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.external_url(), "https://[fd00::1]:8443");
+        assert_eq!(c.external_url_as_written(), "https://[fd00::1]:8443/");
+        assert_eq!(c.external_host(), "fd00::1");
+        assert_eq!(c.external_pxe_url(), "http://[fd00::1]:8080");
+        assert_eq!(c.boot_scheme_port(), ("http", 8080));
+        let c = Config::load(None, &[ov("http.tls.selfSigned", "true")]).unwrap();
+        assert_eq!(c.external_url(), "https://127.0.0.1:8080");
+        assert_eq!(c.boot_scheme_port(), ("https", 8080));
     }
 }

@@ -197,27 +197,13 @@ impl Artifacts {
     }
 
     fn component(&self, component: &str) -> Result<ImageName, ArtifactError> {
-        let full = self.config.artifacts.core.repository(component);
-        let r: ImageRef = format!("{full}:latest").parse().map_err(|e| {
-            ArtifactError::Invalid(errors::context(format!("artifacts repository {full}"), e))
-        })?;
-        Ok(r.name)
-    }
-
-    fn minimum(&self) -> TalosVersion {
-        let min = self.config.build.min_talos_version.trim_start_matches('v');
-        format!("v{min}")
-            .parse()
-            .unwrap_or_else(|_| "v1.2.0".parse().expect("valid"))
-    }
-
-    fn broken(&self) -> Vec<TalosVersion> {
-        self.config
-            .build
-            .broken_talos_versions
-            .iter()
-            .filter_map(|v| format!("v{}", v.trim_start_matches('v')).parse().ok())
-            .collect()
+        let core = &self.config.artifacts.core;
+        core.image_name(component).map_err(|e| {
+            ArtifactError::Invalid(errors::context(
+                format!("artifacts repository {}", core.repository(component)),
+                e,
+            ))
+        })
     }
 
     /// The versions the factory serves (cached for `build.versionRecheckSeconds`).
@@ -230,14 +216,19 @@ impl Artifacts {
         }
         let imager = self.component(&self.config.artifacts.core.components.imager)?;
         let tags = self.mirror.tags(&imager, Requester::Internal).await?;
-        let list = filter_versions(&tags, &self.minimum(), &self.broken());
+        let build = &self.config.build;
+        let list = filter_versions(
+            &tags,
+            &build.min_talos_version,
+            &build.broken_talos_versions,
+        );
         *self.versions.lock().expect("versions lock") = Some((Instant::now(), list.clone()));
         Ok(list)
     }
 
     /// Versions listed as broken (`GET /versions?broken=true`).
     pub fn broken_versions(&self) -> Vec<TalosVersion> {
-        self.broken()
+        self.config.build.broken_talos_versions.clone()
     }
 
     /// Fails with "version X is not available" unless the factory serves `version`.

@@ -519,12 +519,7 @@ impl Factory {
         };
         let schematic_id = r.schematic.id.to_string();
         let canonical = r.schematic.canonical.clone();
-        let external = self.config.http.external_url.clone();
-        let external = if external.is_empty() {
-            format!("{}/", self.config.external_url())
-        } else {
-            external
-        };
+        let external = self.config.external_url_as_written();
         let supports_overlay = quirks.supports_overlay();
         let cache = Arc::new(StoreSquashfsCache {
             store: self.store.clone(),
@@ -601,15 +596,10 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Parses a version as upstream does: `v` prepended when missing, then strict semver.
+/// Parses a version from a request as upstream does ([`crate::version::parse_user_version`]),
+/// with upstream's error.
 pub fn parse_version(raw: &str) -> Result<TalosVersion, FactoryError> {
-    let with_v = if raw.starts_with('v') {
-        raw.to_string()
-    } else {
-        format!("v{raw}")
-    };
-    with_v
-        .parse()
+    crate::version::parse_user_version(raw)
         .map_err(|_| FactoryError::BadVersion(raw.chars().take(64).collect()))
 }
 

@@ -37,16 +37,11 @@ impl Endpoint {
         let settings = config.upstream.registries.get(registry);
         let insecure = settings.is_some_and(|s| s.insecure)
             || (registry == config.artifacts.core.registry && config.artifacts.core.insecure);
-        if let Some(s) = settings.filter(|s| !s.endpoint.is_empty()) {
-            let (plain_http, rest) = match s.endpoint.strip_prefix("http://") {
-                Some(rest) => (true, rest),
-                None => (false, s.endpoint.trim_start_matches("https://")),
-            };
-            let authority = rest.split('/').next().unwrap_or(rest).to_string();
+        if let Some(endpoint) = settings.and_then(|s| s.endpoint.as_ref()) {
             return Endpoint {
                 registry: registry.to_string(),
-                authority,
-                plain_http,
+                authority: endpoint.authority(),
+                plain_http: !endpoint.is_https(),
             };
         }
         let authority = if registry == crate::oci::reference::DOCKER_HUB {
@@ -345,10 +340,13 @@ fn build_client(endpoint: &Endpoint, timeout: Duration) -> Client {
 }
 
 fn auth_of(settings: &UpstreamRegistry) -> RegistryAuth {
-    if !settings.token.is_empty() {
-        RegistryAuth::Bearer(settings.token.clone())
-    } else if !settings.username.is_empty() {
-        RegistryAuth::Basic(settings.username.clone(), settings.password.clone())
+    if let Some(token) = &settings.token {
+        RegistryAuth::Bearer(token.clone())
+    } else if let Some(username) = &settings.username {
+        RegistryAuth::Basic(
+            username.clone(),
+            settings.password.clone().unwrap_or_default(),
+        )
     } else {
         RegistryAuth::Anonymous
     }
@@ -484,7 +482,7 @@ mod tests {
         config.upstream.registries.insert(
             "ghcr.io".into(),
             UpstreamRegistry {
-                endpoint: "http://127.0.0.1:5000/".into(),
+                endpoint: Some("http://127.0.0.1:5000/".parse().unwrap()),
                 ..Default::default()
             },
         );
