@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 use bootfactory::dhcp::testkit::PxeRequest;
 use bootfactory::dhcp::{AnswerAll, ProxyDhcp, ProxyDhcpConfig};
 use socket2::{Domain, Protocol, Socket, Type};
-use support::guard::{Netns, Proc, ip, is_root, spawn_signal_watcher};
+use support::guard::{Netns, NetnsPair, Proc, is_root, spawn_signal_watcher};
 use support::stats::{env_number, median, percentile};
 
 const ROLE_ENV: &str = "BFDHCP_BENCH_ROLE";
@@ -208,30 +208,17 @@ struct RoundResult {
     seq_answered: usize,
 }
 
-/// The two namespaces joined by a veth pair; deleted on drop.
-struct Lab {
-    server: Netns,
-    client: Netns,
-}
+/// The server and generator namespaces joined by a veth pair; deleted on drop.
+struct Lab(NetnsPair);
 
 impl Lab {
     fn create() -> Result<Lab, String> {
         let pid = std::process::id();
-        let lab = Lab {
-            server: Netns::create(&format!("bfdhcp-{pid}-bsrv"))?,
-            client: Netns::create(&format!("bfdhcp-{pid}-bcli"))?,
-        };
-        let (s, c) = (lab.server.name(), lab.client.name());
-        ip(&[
-            "-n", s, "link", "add", SERVER_IF, "type", "veth", "peer", "name", CLIENT_IF, "netns",
-            c,
-        ])?;
-        ip(&["-n", s, "addr", "add", "192.0.2.10/24", "dev", SERVER_IF])?;
-        ip(&["-n", c, "addr", "add", "192.0.2.1/24", "dev", CLIENT_IF])?;
-        for (n, dev) in [(s, SERVER_IF), (c, CLIENT_IF)] {
-            ip(&["-n", n, "link", "set", dev, "up"])?;
-        }
-        Ok(lab)
+        NetnsPair::create(
+            (&format!("bfdhcp-{pid}-bsrv"), SERVER_IF, &["192.0.2.10/24"]),
+            (&format!("bfdhcp-{pid}-bcli"), CLIENT_IF, &["192.0.2.1/24"]),
+        )
+        .map(Lab)
     }
 
     /// This bench binary re-executed in `ns` with `role`.
@@ -251,14 +238,14 @@ fn run_round(ns: &Lab, server: Server, round: usize, burst: usize) -> RoundResul
     let mut child = match server {
         Server::Bootfactory => Proc::start(
             "the bootfactory server child",
-            Lab::child(&ns.server, "server")
+            Lab::child(&ns.0.server, "server")
                 .stdin(Stdio::piped())
                 .stdout(Stdio::null())
                 .stderr(std::fs::File::create(&log).unwrap()),
         ),
         Server::Dnsmasq => Proc::start(
             "dnsmasq",
-            ns.server
+            ns.0.server
                 .exec("dnsmasq")
                 .args([
                     "-d",
@@ -277,8 +264,8 @@ fn run_round(ns: &Lab, server: Server, round: usize, burst: usize) -> RoundResul
                 .stderr(std::fs::File::create(&log).unwrap()),
         ),
     };
-    let drops_before = udp_rcvbuf_errors(ns.server.name());
-    let gen_out = Lab::child(&ns.client, "gen")
+    let drops_before = udp_rcvbuf_errors(ns.0.server.name());
+    let gen_out = Lab::child(&ns.0.client, "gen")
         .env("BFDHCP_BENCH_BURST", burst.to_string())
         .env(
             "BFDHCP_BENCH_SEED",
@@ -287,7 +274,7 @@ fn run_round(ns: &Lab, server: Server, round: usize, burst: usize) -> RoundResul
         .stdin(Stdio::null())
         .output()
         .expect("run the generator");
-    let kernel_drops = udp_rcvbuf_errors(ns.server.name()).saturating_sub(drops_before);
+    let kernel_drops = udp_rcvbuf_errors(ns.0.server.name()).saturating_sub(drops_before);
     // Stop the server: bootfactory exits when its stdin closes; dnsmasq (and a child that
     // does not exit) gets SIGTERM when the guard drops.
     drop(child.take_stdin());

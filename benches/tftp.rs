@@ -59,20 +59,17 @@ fn main() {
     let ns = Netns::create(&format!("bftftpbench{}", std::process::id()))
         .unwrap_or_else(|e| panic!("{e}"));
     let exe = std::env::current_exe().expect("current_exe");
-    let status = ns
-        .exec(exe)
-        .env(INSIDE_ENV, "1")
-        .status()
-        .expect("running the bench inside the namespace");
-    assert!(
-        status.success(),
-        "benchmark failed inside namespace {}",
-        ns.name()
-    );
+    // A registered child: stopped (and it stops its dnsmasq) if this process is interrupted.
+    Proc::start(
+        "the benchmark inside the namespace",
+        ns.exec(exe).env(INSIDE_ENV, "1"),
+    )
+    .wait_success(Duration::from_secs(3600));
 }
 
 /// Everything below runs inside the namespace.
 fn inside() {
+    spawn_signal_watcher();
     let runs: usize = std::env::var("BENCH_RUNS")
         .ok()
         .and_then(|v| v.trim().parse().ok())

@@ -5,6 +5,9 @@
 //! ([`spawn_signal_watcher`], exit status 130) and the deadline watchdog ([`spawn_watchdog`],
 //! exit status 2), so a benchmark that hangs or is interrupted does not outlive its budget or
 //! leave a server or namespace running. Processes are ended by PID, only the ones started here.
+//!
+//! The integration tests use the namespace helpers too (`tests/support/netns.rs`, through
+//! `tests/support/mod.rs`), so there is one implementation of them.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -22,12 +25,16 @@ struct Registry {
     pids: Vec<u32>,
     namespaces: Vec<String>,
     dirs: Vec<PathBuf>,
+    /// Set by [`cleanup`]: from then on nothing new is started or created (it would be
+    /// missed by the cleanup already under way).
+    closed: bool,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     pids: Vec::new(),
     namespaces: Vec::new(),
     dirs: Vec::new(),
+    closed: false,
 });
 
 fn registry() -> std::sync::MutexGuard<'static, Registry> {
@@ -58,6 +65,7 @@ pub fn signal(pid: u32, sig: Signal) {
 pub fn cleanup() {
     let (pids, namespaces, dirs) = {
         let mut r = registry();
+        r.closed = true;
         (
             std::mem::take(&mut r.pids),
             std::mem::take(&mut r.namespaces),
@@ -161,6 +169,7 @@ impl Proc {
     pub fn start(name: &str, cmd: &mut Command) -> Proc {
         // Registered under the lock, so the signal watcher cannot miss a process that started.
         let mut registry = registry();
+        assert!(!registry.closed, "shutting down: {name} not started");
         let child = cmd
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
@@ -190,9 +199,19 @@ impl Proc {
             .unwrap_or_default()
     }
 
-    /// The exit status if the process has exited.
+    /// The exit status if the process has exited (it is reaped then, and its PID is no
+    /// longer ours to signal).
     pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        let status = self.child.try_wait().ok().flatten();
+        if status.is_some() {
+            self.unregister();
+        }
+        status
+    }
+
+    fn unregister(&self) {
+        let pid = self.child.id();
+        registry().pids.retain(|&p| p != pid);
     }
 
     /// Panics (with the log) if the process has exited.
@@ -210,18 +229,17 @@ impl Proc {
     pub fn wait_success(mut self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) if status.success() => return,
-                Ok(Some(status)) => panic!(
+            match self.exited().ok_or(()) {
+                Ok(status) if status.success() => return,
+                Ok(status) => panic!(
                     "{} failed ({status}); its log ends with:\n{}",
                     self.name,
                     self.log_tail(30)
                 ),
-                Ok(None) if Instant::now() > deadline => {
+                Err(()) if Instant::now() > deadline => {
                     panic!("{} did not finish within {timeout:?}", self.name)
                 }
-                Ok(None) => std::thread::sleep(Duration::from_millis(50)),
-                Err(e) => panic!("waiting for {}: {e}", self.name),
+                Err(()) => std::thread::sleep(Duration::from_millis(50)),
             }
         }
     }
@@ -230,7 +248,7 @@ impl Proc {
 impl Drop for Proc {
     fn drop(&mut self) {
         let pid = self.child.id();
-        if let Ok(None) = self.child.try_wait() {
+        if self.exited().is_none() {
             signal(pid, Signal::SIGTERM);
             let deadline = Instant::now() + TERM_GRACE;
             while matches!(self.child.try_wait(), Ok(None)) && Instant::now() < deadline {
@@ -242,7 +260,7 @@ impl Drop for Proc {
                 let _ = self.child.wait();
             }
         }
-        registry().pids.retain(|&p| p != pid);
+        self.unregister();
     }
 }
 
@@ -279,10 +297,18 @@ pub struct Netns(String);
 impl Netns {
     /// Creates namespace `name` (deleting a leftover of that name first) with `lo` up.
     pub fn create(name: &str) -> Result<Netns, String> {
+        {
+            // Registered before it exists, so no cleanup can miss it.
+            let mut registry = registry();
+            if registry.closed {
+                return Err(format!("shutting down: namespace {name} not created"));
+            }
+            registry.namespaces.push(name.to_string());
+        }
+        // From here on, drop deletes it (and a leftover of the same name goes first).
+        let ns = Netns(name.to_string());
         delete_namespace(name);
         ip(&["netns", "add", name])?;
-        registry().namespaces.push(name.to_string());
-        let ns = Netns(name.to_string());
         ip(&["-n", name, "link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -304,6 +330,38 @@ impl Drop for Netns {
     fn drop(&mut self) {
         delete_namespace(&self.0);
         registry().namespaces.retain(|n| *n != self.0);
+    }
+}
+
+/// Two namespaces joined by a veth pair (`server_if` in `server`, `client_if` in `client`),
+/// both up, with the given addresses (`192.0.2.10/24`, …) on each end; deleted on drop, which
+/// also removes the veth.
+pub struct NetnsPair {
+    pub server: Netns,
+    pub client: Netns,
+}
+
+impl NetnsPair {
+    pub fn create(
+        (server, server_if, server_addrs): (&str, &str, &[&str]),
+        (client, client_if, client_addrs): (&str, &str, &[&str]),
+    ) -> Result<NetnsPair, String> {
+        let pair = NetnsPair {
+            server: Netns::create(server)?,
+            client: Netns::create(client)?,
+        };
+        let (s, c) = (pair.server.name(), pair.client.name());
+        ip(&[
+            "-n", s, "link", "add", server_if, "type", "veth", "peer", "name", client_if, "netns",
+            c,
+        ])?;
+        for (n, dev, addrs) in [(s, server_if, server_addrs), (c, client_if, client_addrs)] {
+            for addr in addrs {
+                ip(&["-n", n, "addr", "add", addr, "dev", dev])?;
+            }
+            ip(&["-n", n, "link", "set", dev, "up"])?;
+        }
+        Ok(pair)
     }
 }
 

@@ -42,9 +42,9 @@ const DEFAULT_KEY: &[u8] = b"default";
 /// An error reading or writing assignments.
 #[derive(Debug, thiserror::Error)]
 pub enum AssignError {
-    /// The database failed.
-    #[error("assignment database")]
-    Db(#[from] sled::Error),
+    /// The database failed (shown, not exposed as a source: it is the root cause).
+    #[error("assignment database: {0}")]
+    Db(sled::Error),
     /// The inventory is full of assigned machines: nothing can be evicted for a new one.
     #[error("inventory full: {0} machines, all assigned (raise assignments.inventoryMaxMachines)")]
     InventoryFull(usize),
@@ -56,6 +56,12 @@ pub enum AssignError {
         /// The decoder's message.
         message: String,
     },
+}
+
+impl From<sled::Error> for AssignError {
+    fn from(e: sled::Error) -> Self {
+        AssignError::Db(e)
+    }
 }
 
 /// What a machine gets when it asks to boot.

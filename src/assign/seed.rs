@@ -123,7 +123,7 @@ pub async fn apply(
             Some(mac) => assignments.set(mac, &a),
             None => assignments.set_default(Some(&a)),
         };
-        result.map_err(|e| err(e.to_string()))?;
+        result.map_err(|e| err(crate::errors::chain(&e)))?;
     }
     Ok(n)
 }

@@ -280,21 +280,23 @@ impl Builder {
         let result = tokio::time::timeout(self.timeout, build(output.clone())).await;
         match result {
             Ok(Ok(())) => {}
-            // Failures are logged where they are answered (once per request, with its ID).
+            // The build's own failure is logged once, here: it may have no request left to
+            // answer (builds are detached from their clients). Each request that gets the
+            // failure is logged by the HTTP layer with its ID.
             Ok(Err(BuildError::NoSpace { source, .. })) => {
                 let e = BuildError::NoSpace {
                     path: self.store.dir().to_path_buf(),
                     source,
                 };
-                tracing::debug!(asset = key, error = %errors::chain(&e), "build failed");
+                tracing::warn!(asset = key, error = %errors::chain(&e), "build failed");
                 return Err(e);
             }
             Ok(Err(e)) => {
-                tracing::debug!(asset = key, error = %errors::chain(&e), "build failed");
+                tracing::warn!(asset = key, error = %errors::chain(&e), "build failed");
                 return Err(e);
             }
             Err(_) => {
-                tracing::debug!(asset = key, timeout = ?self.timeout, "build timed out");
+                tracing::warn!(asset = key, timeout = ?self.timeout, "build timed out");
                 return Err(BuildError::TimedOut(self.timeout));
             }
         }

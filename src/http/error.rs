@@ -18,6 +18,8 @@ pub struct ApiError {
     pub message: String,
     /// For a 5xx: the full cause chain, logged once with the request (not sent).
     pub cause: Option<Arc<str>>,
+    /// A 4xx that points at our own data, not at the request: logged at WARN with `cause`.
+    pub warn: bool,
 }
 
 impl ApiError {
@@ -27,6 +29,16 @@ impl ApiError {
             status,
             message: message.into(),
             cause: None,
+            warn: false,
+        }
+    }
+
+    /// A 4xx caused by our own data (a stored schematic this version cannot read), not by
+    /// the request: the request's log line is a WARN with `e`'s cause chain.
+    pub fn warn_with(self, e: &(dyn std::error::Error + 'static)) -> ApiError {
+        ApiError {
+            warn: true,
+            ..self.caused_by(e)
         }
     }
 
@@ -72,8 +84,7 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status;
-        let cause = status
-            .is_server_error()
+        let cause = (status.is_server_error() || self.warn)
             .then(|| self.cause.unwrap_or_else(|| self.message.as_str().into()));
         let mut response = plain_text(status, self.message);
         if let Some(cause) = cause {

@@ -211,7 +211,9 @@ fn make_span(request: &Request) -> tracing::Span {
         .get(&X_REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    tracing::info_span!(
+    // At ERROR level, so the span (and its request ID) is there for the request's line
+    // whatever `log.level` lets through.
+    tracing::error_span!(
         "http",
         method = %request.method(),
         path = %request.uri().path(),
@@ -220,8 +222,9 @@ fn make_span(request: &Request) -> tracing::Span {
 }
 
 /// One line per request, inside its span (so with its request ID): INFO, or for a 5xx ERROR
-/// with the cause chain the error mapping left on the response ([`LoggedCause`]). Handlers
-/// and error mappings do not log the failures they answer; this is the one place.
+/// with the cause chain the error mapping left on the response ([`LoggedCause`]); a 4xx that
+/// carries a cause (our own data at fault, [`ApiError::warn_with`]) is a WARN with it.
+/// Handlers and error mappings do not log the failures they answer; this is the one place.
 fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span: &tracing::Span) {
     let status = response.status();
     let latency = format_args!("{} μs", latency.as_micros());
@@ -231,6 +234,9 @@ fn log_response<B>(response: &axum::http::Response<B>, latency: Duration, _span:
             .get::<LoggedCause>()
             .map_or("", |c| &c.0);
         tracing::error!(status = status.as_u16(), %latency, error = cause, "request failed");
+    } else if let Some(cause) = response.extensions().get::<LoggedCause>() {
+        let cause: &str = &cause.0;
+        tracing::warn!(status = status.as_u16(), %latency, error = cause, "request refused");
     } else {
         tracing::info!(status = status.as_u16(), %latency, "finished processing request");
     }

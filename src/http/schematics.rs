@@ -18,8 +18,7 @@ fn store_error(e: SchematicStoreError) -> ApiError {
     match e {
         SchematicStoreError::Invalid(e) => ApiError::bad_request(e.to_string()),
         e @ SchematicStoreError::Unreadable { .. } => {
-            tracing::warn!(error = %e, "stored schematic cannot be used");
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string())
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()).warn_with(&e)
         }
         // A full disk or store quota is 507; anything else is ours (500).
         SchematicStoreError::Store(e) => ApiError::from(e),

@@ -38,9 +38,15 @@ pub enum CatalogError {
     /// The bytes are not a storable manifest.
     #[error(transparent)]
     Manifest(#[from] ManifestError),
-    /// The index database failed.
-    #[error("catalog index")]
-    Db(#[from] sled::Error),
+    /// The index database failed (shown, not exposed as a source: it is the root cause).
+    #[error("catalog index: {0}")]
+    Db(sled::Error),
+}
+
+impl From<sled::Error> for CatalogError {
+    fn from(e: sled::Error) -> Self {
+        CatalogError::Db(e)
+    }
 }
 
 /// One named image in the catalog (for listings).

@@ -137,12 +137,12 @@ impl RegistryError {
                     Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
                 }
             },
-            // The text clients have always seen: the catalog error with its sources.
+            // `no space left on <dataDir>`, as for blobs below; the OS error stays in the log.
             MirrorError::Catalog(c) if crate::store::caused_by_no_space(&c) => {
-                Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", chain(&c))
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", c.to_string())
             }
             MirrorError::Catalog(c) => {
-                Self::new(StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", chain(&c))
+                Self::new(StatusCode::BAD_GATEWAY, "MANIFEST_INVALID", c.to_string())
             }
             MirrorError::Store(s) if s.is_no_space() => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", s.to_string())

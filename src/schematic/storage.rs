@@ -307,7 +307,7 @@ impl SchematicStore {
                         .put(&s)
                         .await
                         .map(|(id, _)| id)
-                        .map_err(|e| e.to_string()),
+                        .map_err(|e| crate::errors::chain(&e)),
                 },
             };
             loaded.push(LoadedFile { path, result });

@@ -482,7 +482,7 @@ impl Store {
                 Err(e @ (StoreError::Db(_) | StoreError::Index(_))) => return Err(e),
                 Err(e) => {
                     report.checked += 1;
-                    report.errors.push((d, e.to_string()));
+                    report.errors.push((d, crate::errors::chain(&e)));
                 }
             }
         }

@@ -62,13 +62,14 @@ pub enum StoreError {
         detail: String,
     },
 
-    /// A filesystem operation failed.
-    #[error("store i/o error")]
-    Io(#[from] io::Error),
+    /// A filesystem operation failed. The I/O error is shown, not exposed as a source: it is
+    /// the root cause, and the text (which callers and clients see) names it.
+    #[error("store i/o error: {0}")]
+    Io(io::Error),
 
-    /// The sled database failed.
-    #[error("store database error")]
-    Db(#[from] sled::Error),
+    /// The sled database failed (shown, not exposed, like `Io`).
+    #[error("store database error: {0}")]
+    Db(sled::Error),
 
     /// An index record could not be decoded.
     #[error("store index is damaged: {0}")]
@@ -154,4 +155,16 @@ pub(crate) fn io_ctx(op: &str, path: &Path, e: io::Error) -> StoreError {
 /// Maps a failed `spawn_blocking` join into an I/O error.
 pub(crate) fn join_err(e: tokio::task::JoinError) -> StoreError {
     StoreError::Io(io::Error::other(format!("store worker task failed: {e}")))
+}
+
+impl From<io::Error> for StoreError {
+    fn from(e: io::Error) -> Self {
+        StoreError::Io(e)
+    }
+}
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Db(e)
+    }
 }

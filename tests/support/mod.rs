@@ -4,6 +4,8 @@
 
 pub mod fake_registry;
 pub mod fault;
+#[path = "../../benches/support/guard.rs"]
+pub mod guard;
 pub mod lab;
 pub mod netns;
 pub mod tools;

@@ -1,16 +1,15 @@
 //! Two network namespaces joined by a veth pair, for tests that need real interfaces, broadcasts
 //! or privileged ports. Addresses come from 192.0.2.0/24 and never leave the namespaces; the
-//! namespaces are deleted on drop. Needs root and `ip` (iproute2).
+//! namespaces are deleted on drop. Needs root and `ip` (iproute2). Built on the benchmarks'
+//! namespace guards (`benches/support/guard.rs`), the one implementation of them.
 #![allow(dead_code)]
 
 use std::process::Command;
 
+use super::guard::NetnsPair;
+#[allow(unused_imports)] // each test uses a part
+pub use super::guard::{ip, is_root};
 use super::tools::have;
-
-/// True when this process runs as root.
-pub fn is_root() -> bool {
-    nix::unistd::Uid::effective().is_root()
-}
 
 /// True if network namespaces can be used (root and `ip`). Otherwise says why it skips, and fails
 /// instead under `BOOTFACTORY_REQUIRE_TOOLS=1` (`tests/run-all.sh`).
@@ -29,23 +28,6 @@ pub fn can_use_netns() -> bool {
     true
 }
 
-/// Runs `ip <args>`; the error names the command and carries its stderr.
-pub fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("running ip: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
-
 /// A server and a client namespace (`<tag>-<pid>-srv`, `<tag>-<pid>-cli`) joined by a veth
 /// pair; deleted on drop, which also removes the veth.
 pub struct Netns {
@@ -53,6 +35,7 @@ pub struct Netns {
     pub server: String,
     /// The client namespace's name.
     pub client: String,
+    _pair: NetnsPair,
 }
 
 impl Netns {
@@ -64,26 +47,15 @@ impl Netns {
         (client_if, client_addrs): (&str, &[&str]),
     ) -> Result<Netns, String> {
         let pid = std::process::id();
-        let ns = Netns {
-            server: format!("{tag}-{pid}-srv"),
-            client: format!("{tag}-{pid}-cli"),
-        };
-        // From here on, drop cleans up whatever was created.
-        let (s, c) = (ns.server.as_str(), ns.client.as_str());
-        ip(&["netns", "add", s])?;
-        ip(&["netns", "add", c])?;
-        ip(&[
-            "-n", s, "link", "add", server_if, "type", "veth", "peer", "name", client_if, "netns",
-            c,
-        ])?;
-        for (n, dev, addrs) in [(s, server_if, server_addrs), (c, client_if, client_addrs)] {
-            for addr in addrs {
-                ip(&["-n", n, "addr", "add", addr, "dev", dev])?;
-            }
-            ip(&["-n", n, "link", "set", dev, "up"])?;
-            ip(&["-n", n, "link", "set", "lo", "up"])?;
-        }
-        Ok(ns)
+        let pair = NetnsPair::create(
+            (&format!("{tag}-{pid}-srv"), server_if, server_addrs),
+            (&format!("{tag}-{pid}-cli"), client_if, client_addrs),
+        )?;
+        Ok(Netns {
+            server: pair.server.name().to_string(),
+            client: pair.client.name().to_string(),
+            _pair: pair,
+        })
     }
 
     /// `ip netns exec <ns>`, to which the caller adds the program and its arguments.
@@ -105,13 +77,5 @@ impl Netns {
             "--test-threads=1",
         ]);
         cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        for n in [&self.server, &self.client] {
-            let _ = ip(&["netns", "del", n]);
-        }
     }
 }
