@@ -91,7 +91,9 @@ use machine::*;
 use procstat::*;
 use report::*;
 use storm::*;
-use support::guard::{Netns, Proc, Scratch, run, spawn_signal_watcher, spawn_watchdog, tail};
+use support::guard::{
+    Netns, Proc, Scratch, add_bridge, join_bridge, spawn_signal_watcher, spawn_watchdog, tail,
+};
 use tftp_client::*;
 
 /// The Talos version of the fixture release.
@@ -160,42 +162,10 @@ impl Lab {
             prefix: format!("bfstorm{}", std::process::id()),
         };
         let lan = lab.add_ns("lan");
-        run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
-        // Forward at once: no STP listening delay for new ports.
-        run(&[
-            "ip",
-            "-n",
-            &lan,
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "forward_delay",
-            "0",
-        ]);
-        run(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
+        add_bridge(&lan);
         for (name, dev, ip) in [("bf", SERVER_IF, SERVER_IP), ("cl", CLIENT_IF, CLIENT_IP)] {
             let ns = lab.add_ns(name);
-            let peer = format!("{dev}p");
-            run(&[
-                "ip", "-n", &lan, "link", "add", &peer, "type", "veth", "peer", "name", dev,
-                "netns", &ns,
-            ]);
-            run(&[
-                "ip", "-n", &lan, "link", "set", &peer, "master", "br0", "up",
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                dev,
-            ]);
-            run(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+            join_bridge(&lan, &ns, dev, &format!("{ip}/24"));
         }
         lab
     }

@@ -365,6 +365,37 @@ impl NetnsPair {
     }
 }
 
+/// Creates bridge `br0` in namespace `lan`, up and forwarding at once (no STP listening delay
+/// for new ports): the LAN of a lab.
+pub fn add_bridge(lan: &str) {
+    run(&["ip", "-n", lan, "link", "add", "br0", "type", "bridge"]);
+    run(&[
+        "ip",
+        "-n",
+        lan,
+        "link",
+        "set",
+        "br0",
+        "type",
+        "bridge",
+        "forward_delay",
+        "0",
+    ]);
+    run(&["ip", "-n", lan, "link", "set", "br0", "up"]);
+}
+
+/// Joins namespace `ns` to the bridge of [`add_bridge`] in `lan` by a veth pair: `dev` inside
+/// `ns` with address `addr` (`192.0.2.10/24`), up; `<dev>p` a port of `br0`.
+pub fn join_bridge(lan: &str, ns: &str, dev: &str, addr: &str) {
+    let peer = format!("{dev}p");
+    run(&[
+        "ip", "-n", lan, "link", "add", &peer, "type", "veth", "peer", "name", dev, "netns", ns,
+    ]);
+    run(&["ip", "-n", lan, "link", "set", &peer, "master", "br0", "up"]);
+    run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+    run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+}
+
 fn delete_namespace(name: &str) {
     let _ = Command::new("ip")
         .args(["netns", "del", name])
@@ -389,8 +420,8 @@ pub fn ip(args: &[&str]) -> Result<(), String> {
     }
 }
 
-/// Runs a command, panicking with its output when it fails.
-pub fn run(cmd: &[&str]) {
+/// Runs a command; its standard output. Panics with its output when it fails.
+pub fn run(cmd: &[&str]) -> String {
     let out = Command::new(cmd[0])
         .args(&cmd[1..])
         .output()
@@ -401,6 +432,7 @@ pub fn run(cmd: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Whether `tool` is on the `PATH`.

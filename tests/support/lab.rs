@@ -13,20 +13,8 @@ pub const OFFICE_IP: &str = "192.0.2.1";
 /// bootfactory's address.
 pub const BOOTFACTORY_IP: &str = "192.0.2.10";
 
-/// Runs a command, panicking with its output when it fails.
-pub fn run(cmd: &[&str]) -> String {
-    let out = Command::new(cmd[0])
-        .args(&cmd[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
+pub use super::guard::run;
+use super::guard::{add_bridge, join_bridge};
 
 /// True when this process may create network namespaces (root with `ip`).
 pub fn can_make_namespaces() -> bool {
@@ -63,43 +51,11 @@ impl Lab {
         };
         let lan = lab.ns("lan");
         lab.add_ns(&lan);
-        run(&["ip", "-n", &lan, "link", "add", "br0", "type", "bridge"]);
-        // Forward at once: no STP listening delay for new ports.
-        run(&[
-            "ip",
-            "-n",
-            &lan,
-            "link",
-            "set",
-            "br0",
-            "type",
-            "bridge",
-            "forward_delay",
-            "0",
-        ]);
-        run(&["ip", "-n", &lan, "link", "set", "br0", "up"]);
+        add_bridge(&lan);
         for (name, dev, ip) in [("office", "o0", OFFICE_IP), ("bf", "b0", BOOTFACTORY_IP)] {
             let ns = lab.ns(name);
             lab.add_ns(&ns);
-            let peer = format!("{dev}p");
-            run(&[
-                "ip", "-n", &lan, "link", "add", &peer, "type", "veth", "peer", "name", dev,
-                "netns", &ns,
-            ]);
-            run(&[
-                "ip", "-n", &lan, "link", "set", &peer, "master", "br0", "up",
-            ]);
-            run(&[
-                "ip",
-                "-n",
-                &ns,
-                "addr",
-                "add",
-                &format!("{ip}/24"),
-                "dev",
-                dev,
-            ]);
-            run(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+            join_bridge(&lan, &ns, dev, &format!("{ip}/24"));
             run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
         }
         lab
