@@ -360,99 +360,78 @@ fn parse_digest(endpoint: &Endpoint, text: &str) -> Result<Digest, UpstreamError
     })
 }
 
+/// What the mirror must do with an upstream failure.
+#[derive(Clone, Copy)]
+enum Kind {
+    NotFound,
+    Denied,
+    Unavailable,
+    Corrupt,
+    Protocol,
+}
+
 /// Maps `oci-client` errors onto what the mirror must do with them.
 fn classify(endpoint: &Endpoint, what: &str, e: OciDistributionError) -> UpstreamError {
-    let registry = endpoint.registry.clone();
-    let message = format!("{what}: {e}");
-    let e = Arc::new(e);
-    // The client's own text is in `message`; what lies below it (a refused connection, a
-    // DNS failure) stays reachable as the source.
-    let cause = SourcesOf::new(&message, e.clone());
-    match &*e {
+    let kind = match &e {
         OciDistributionError::RegistryError { envelope, .. } => {
             let codes: Vec<String> = envelope
                 .errors
                 .iter()
                 .map(|err| format!("{:?}", err.code).to_uppercase())
                 .collect();
-            if codes
-                .iter()
-                .any(|c| c.contains("UNKNOWN") && !c.contains("UPLOAD"))
-            {
-                UpstreamError::NotFound {
-                    registry,
-                    message,
-                    cause,
-                }
-            } else if codes
-                .iter()
-                .any(|c| c.contains("UNAUTHORIZED") || c.contains("DENIED"))
-            {
-                UpstreamError::Denied {
-                    registry,
-                    message,
-                    cause,
-                }
-            } else if codes.iter().any(|c| c.contains("TOOMANYREQUESTS")) {
-                UpstreamError::Unavailable {
-                    registry,
-                    message,
-                    cause,
-                }
+            let any = |f: &dyn Fn(&str) -> bool| codes.iter().any(|c| f(c));
+            if any(&|c| c.contains("UNKNOWN") && !c.contains("UPLOAD")) {
+                Kind::NotFound
+            } else if any(&|c| c.contains("UNAUTHORIZED") || c.contains("DENIED")) {
+                Kind::Denied
+            } else if any(&|c| c.contains("TOOMANYREQUESTS")) {
+                Kind::Unavailable
             } else {
-                UpstreamError::Protocol {
-                    registry,
-                    message,
-                    cause,
-                }
+                Kind::Protocol
             }
         }
-        OciDistributionError::ImageManifestNotFoundError(_) => UpstreamError::NotFound {
-            registry,
-            message,
-            cause,
-        },
+        OciDistributionError::ImageManifestNotFoundError(_) => Kind::NotFound,
         OciDistributionError::ServerError { code, .. } => match code {
-            404 => UpstreamError::NotFound {
-                registry,
-                message,
-                cause,
-            },
-            401 | 403 => UpstreamError::Denied {
-                registry,
-                message,
-                cause,
-            },
-            408 | 429 | 500..=599 => UpstreamError::Unavailable {
-                registry,
-                message,
-                cause,
-            },
-            _ => UpstreamError::Protocol {
-                registry,
-                message,
-                cause,
-            },
+            404 => Kind::NotFound,
+            401 | 403 => Kind::Denied,
+            408 | 429 | 500..=599 => Kind::Unavailable,
+            _ => Kind::Protocol,
         },
         OciDistributionError::UnauthorizedError { .. }
-        | OciDistributionError::AuthenticationFailure(_) => UpstreamError::Denied {
-            registry,
-            message,
-            cause,
-        },
+        | OciDistributionError::AuthenticationFailure(_) => Kind::Denied,
         OciDistributionError::RequestError(_) | OciDistributionError::IoError(_) => {
-            UpstreamError::Unavailable {
-                registry,
-                message,
-                cause,
-            }
+            Kind::Unavailable
         }
-        OciDistributionError::DigestError(_) => UpstreamError::Corrupt {
+        OciDistributionError::DigestError(_) => Kind::Corrupt,
+        _ => Kind::Protocol,
+    };
+    let registry = endpoint.registry.clone();
+    let message = format!("{what}: {e}");
+    // The client's own text is in `message`; what lies below it (a refused connection, a
+    // DNS failure) stays reachable as the source.
+    let cause = SourcesOf::new(&message, Arc::new(e));
+    match kind {
+        Kind::NotFound => UpstreamError::NotFound {
             registry,
             message,
             cause,
         },
-        _ => UpstreamError::Protocol {
+        Kind::Denied => UpstreamError::Denied {
+            registry,
+            message,
+            cause,
+        },
+        Kind::Unavailable => UpstreamError::Unavailable {
+            registry,
+            message,
+            cause,
+        },
+        Kind::Corrupt => UpstreamError::Corrupt {
+            registry,
+            message,
+            cause,
+        },
+        Kind::Protocol => UpstreamError::Protocol {
             registry,
             message,
             cause,
