@@ -256,13 +256,16 @@ impl<'a> PeImage<'a> {
     ///
     /// [`parse`]: PeImage::parse
     pub fn section_data(&self, s: &Section) -> &'a [u8] {
-        let len = s.size_of_raw_data.min(s.virtual_size) as usize;
-        let start = s.pointer_to_raw_data as usize;
-        &self.bytes[start..start + len]
+        let raw = self.raw_data(s);
+        &raw[..raw.len().min(s.virtual_size as usize)]
     }
 
     /// The whole raw data of a section, padding included (what the assembled image copies).
     fn raw_data(&self, s: &Section) -> &'a [u8] {
+        if s.size_of_raw_data == 0 {
+            // No file data; its pointer is meaningless (and not checked).
+            return &[];
+        }
         let start = s.pointer_to_raw_data as usize;
         &self.bytes[start..start + s.size_of_raw_data as usize]
     }
@@ -401,12 +404,11 @@ impl Layout {
             to32(headers_len, "headers")?,
         );
         let (end_section, _) = sections.last().expect("at least the stub's");
-        let image_base = le64(&optional, OPT_IMAGE_BASE);
+        // align(ImageBase + end, SA) − ImageBase, computed without overflow for any base:
+        // only the base's offset from an SA boundary matters.
+        let base_offset = le64(&optional, OPT_IMAGE_BASE) % sa;
         let end = u64::from(end_section.virtual_address) + u64::from(end_section.virtual_size);
-        let size_of_image = image_base
-            .checked_add(end)
-            .map(|top| align(top, sa) - image_base)
-            .ok_or_else(|| too_large("image base"))?;
+        let size_of_image = align(base_offset + end, sa) - base_offset;
         put32(
             &mut optional,
             OPT_SIZE_OF_IMAGE,
@@ -704,6 +706,38 @@ mod tests {
         assert_eq!(le32(&out, 0x84 + COFF_POINTER_TO_SYMBOL_TABLE), 0);
         assert_eq!(le32(&out, 0x84 + COFF_NUMBER_OF_SYMBOLS), 0);
         assert!(!out.windows(0x40).any(|w| w == [0x5a; 0x40]));
+    }
+
+    #[test]
+    fn edge_values_in_an_accepted_stub_neither_overflow_nor_panic() {
+        let opt = 0xc4 + COFF_LEN;
+        let table = opt + OPTIONAL_LEN;
+        // An image base at the top of the address space; .sbat without file data and with a
+        // pointer far past the end (not checked, not used).
+        let mut b = stub();
+        b[opt + OPT_IMAGE_BASE..opt + OPT_IMAGE_BASE + 8]
+            .copy_from_slice(&(u64::MAX - 0x10).to_le_bytes());
+        put32(&mut b, table + 40 + 16, 0);
+        put32(&mut b, table + 40 + 20, 0xffff_0000);
+        let image = PeImage::parse(&b).unwrap();
+        assert_eq!(image.section_data(&image.sections()[1]), b"");
+        let out = assemble(&b, &[(".linux", b"k")]);
+        let uki = PeImage::parse(&out).unwrap();
+        assert_eq!(uki.section_data(uki.section(".linux").unwrap()), b"k");
+        // A last section at the top of the 32-bit address space: no room to append.
+        let mut b = stub();
+        put32(&mut b, table + 40 + 12, 0xffff_f000);
+        let image = PeImage::parse(&b).unwrap();
+        let err = Layout::new(
+            &image,
+            &[Appended {
+                name: ".linux".into(),
+                len: 1,
+            }],
+            0,
+        )
+        .unwrap_err();
+        assert!(matches!(err, PeError::TooLarge(_)), "{err}");
     }
 
     #[test]
