@@ -33,6 +33,13 @@ fn objdump_and_objcopy_read_a_uki_assembled_on_debians_stub() {
     }
     let stub_bytes = std::fs::read(STUB).unwrap();
     let stub = PeImage::parse(&stub_bytes).unwrap();
+    // COFF PointerToSymbolTable and NumberOfSymbols (PE header at e_lfanew, COFF after it).
+    let le32 = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let coff = le32(&stub_bytes, 0x3c) as usize + 4;
+    assert!(
+        le32(&stub_bytes, coff + 8) != 0 && le32(&stub_bytes, coff + 12) != 0,
+        "Debian's stub is expected to carry a COFF symbol table (the case this test covers)"
+    );
     // Contents with lengths that are not multiples of the file alignment.
     let linux: Vec<u8> = (0..300_001u32).map(|i| (i * 7 % 251) as u8).collect();
     let initrd: Vec<u8> = (0..123_457u32).map(|i| (i * 13 % 241) as u8).collect();
@@ -90,7 +97,11 @@ fn objdump_and_objcopy_read_a_uki_assembled_on_debians_stub() {
         .map(|s| {
             (
                 String::from_utf8_lossy(s.name()).into_owned(),
-                u64::from(s.virtual_size),
+                // BFD shows the file size when the memory size is larger (or zero).
+                u64::from(match s.virtual_size {
+                    0 => s.size_of_raw_data,
+                    v => v.min(s.size_of_raw_data),
+                }),
                 image_base + u64::from(s.virtual_address),
                 u64::from(s.pointer_to_raw_data),
             )
@@ -125,6 +136,7 @@ fn objdump_and_objcopy_read_a_uki_assembled_on_debians_stub() {
     }
 
     // The stub's symbol table is gone; our own parser reads the result back the same way.
+    assert_eq!((le32(&uki, 0x84 + 8), le32(&uki, 0x84 + 12)), (0, 0));
     let back = PeImage::parse(&uki).unwrap();
     assert_eq!(back.timestamp(), 1_559_424_892);
     assert_eq!(

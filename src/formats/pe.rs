@@ -51,6 +51,9 @@ const PE32_PLUS_MAGIC: u16 = 0x20b;
 const SECTION_HEADER_LEN: usize = 40;
 /// The PE format's own limit on sections.
 pub const MAX_SECTIONS: usize = 96;
+/// The PE format's bounds on FileAlignment.
+const MIN_FILE_ALIGNMENT: u32 = 512;
+const MAX_FILE_ALIGNMENT: u32 = 64 * 1024;
 
 /// Section flag: the section holds code.
 pub const SCN_CNT_CODE: u32 = 0x0000_0020;
@@ -204,7 +207,11 @@ impl<'a> PeImage<'a> {
         }
         let section_alignment = le32(&optional, OPT_SECTION_ALIGNMENT);
         let file_alignment = le32(&optional, OPT_FILE_ALIGNMENT);
+        // The PE format's bounds: FileAlignment a power of two from 512 to 64 KiB (which also
+        // keeps the zero padding of a hostile stub small, and leaves room for the PE signature
+        // that SizeOfHeaders does not count), SectionAlignment a power of two at least as large.
         if !file_alignment.is_power_of_two()
+            || !(MIN_FILE_ALIGNMENT..=MAX_FILE_ALIGNMENT).contains(&file_alignment)
             || !section_alignment.is_power_of_two()
             || section_alignment < file_alignment
         {
@@ -486,7 +493,17 @@ impl Layout {
         for (s, source) in &self.sections {
             let written = match source {
                 Source::Stub(i) => {
-                    let data = stub.raw_data(&stub.sections[*i]);
+                    let data = stub
+                        .sections
+                        .get(*i)
+                        .map(|section| stub.raw_data(section))
+                        .filter(|data| data.len() as u64 == u64::from(s.size_of_raw_data))
+                        .ok_or_else(|| {
+                            io::Error::new(
+                                io::ErrorKind::InvalidInput,
+                                "not the stub this layout was made from",
+                            )
+                        })?;
                     out.write_all(data)?;
                     data.len() as u64
                 }
@@ -555,10 +572,12 @@ mod tests {
 
     /// A minimal stub the way linkers lay out EFI applications: a DOS header with a DOS
     /// program, PE headers at 0xc0, file alignment 0x200, section alignment 0x1000, `.text`
-    /// (code) and `.sbat` (data) sections.
+    /// (code) and `.sbat` (data) sections at 0x600 and 0x800 (the output moves them), an image
+    /// base off the section alignment.
     fn stub() -> Vec<u8> {
-        let mut b = vec![0u8; 0x800];
+        let mut b = vec![0u8; 0xa00];
         b[0..2].copy_from_slice(b"MZ");
+        b[2..0x3c].fill(0x11); // DOS header fields, copied as they are
         b[0x40..0x48].copy_from_slice(b"DOSPROGR");
         let pe = 0xc0usize;
         b[0x3c..0x40].copy_from_slice(&(pe as u32).to_le_bytes());
@@ -579,11 +598,11 @@ mod tests {
         b[opt + OPT_MINOR_LINKER] = 38;
         put32(&mut b, opt + 16, 0x1000); // AddressOfEntryPoint
         b[opt + OPT_IMAGE_BASE..opt + OPT_IMAGE_BASE + 8]
-            .copy_from_slice(&0x1_0000_0000u64.to_le_bytes());
+            .copy_from_slice(&0x1_0000_0800u64.to_le_bytes());
         put32(&mut b, opt + OPT_SECTION_ALIGNMENT, 0x1000);
         put32(&mut b, opt + OPT_FILE_ALIGNMENT, 0x200);
         put32(&mut b, opt + OPT_SIZE_OF_IMAGE, 0x3000);
-        put32(&mut b, opt + OPT_SIZE_OF_HEADERS, 0x400);
+        put32(&mut b, opt + OPT_SIZE_OF_HEADERS, 0x600);
         put32(&mut b, opt + OPT_CHECKSUM, 0xdead);
         put16(&mut b, opt + 68, 10); // Subsystem: EFI application
         put32(&mut b, opt + OPT_NUMBER_OF_RVA_AND_SIZES, 16);
@@ -594,7 +613,7 @@ mod tests {
             virtual_size: 0x150,
             virtual_address: 0x1000,
             size_of_raw_data: 0x200,
-            pointer_to_raw_data: 0x400,
+            pointer_to_raw_data: 0x600,
             characteristics: SCN_CNT_CODE | 0x6000_0000,
         };
         let sbat = Section {
@@ -602,15 +621,15 @@ mod tests {
             virtual_size: 0x30,
             virtual_address: 0x2000,
             size_of_raw_data: 0x200,
-            pointer_to_raw_data: 0x600,
+            pointer_to_raw_data: 0x800,
             characteristics: SCN_CNT_INITIALIZED_DATA | SCN_MEM_READ,
         };
         let mut text_header = text.encode();
         put32(&mut text_header, 24, 0x77); // PointerToRelocations: dropped on assembly
         b[table..table + 40].copy_from_slice(&text_header);
         b[table + 40..table + 80].copy_from_slice(&sbat.encode());
-        b[0x400..0x550].fill(0xcc);
-        b[0x600..0x630].copy_from_slice(&[b's'; 0x30]);
+        b[0x600..0x750].fill(0xcc);
+        b[0x800..0x830].copy_from_slice(&[b's'; 0x30]);
         b
     }
 
@@ -647,6 +666,7 @@ mod tests {
         );
         // DOS header kept, program dropped, PE at 0x80.
         assert_eq!(&out[0..2], b"MZ");
+        assert_eq!(&out[2..0x3c], &stub[2..0x3c]);
         assert_eq!(le32(&out, 0x3c), 0x80);
         assert!(out[0x40..0x80].iter().all(|&b| b == 0));
         assert_eq!(&out[0x80..0x84], b"PE\0\0");
@@ -685,11 +705,12 @@ mod tests {
         let opt = uki.optional_header();
         assert_eq!((opt[OPT_MAJOR_LINKER], opt[OPT_MINOR_LINKER]), (0, 0));
         assert_eq!(le32(opt, OPT_CHECKSUM), 0);
-        // 0x80 + 20 + 240 + 5 * 40 = 0x24c → 0x400.
+        // 0x80 + 20 + 240 + 5 * 40 = 0x24c → 0x400 (the stub's was 0x600).
         assert_eq!(le32(opt, OPT_SIZE_OF_HEADERS), 0x400);
         assert_eq!(le32(opt, OPT_SIZE_OF_CODE), 0x200);
         assert_eq!(le32(opt, OPT_SIZE_OF_INITIALIZED_DATA), 0x200 * 3 + 0x1400);
-        assert_eq!(le32(opt, OPT_SIZE_OF_IMAGE), 0x7000);
+        // align(base + 0x6234, 0x1000) − base with base = 0x1_0000_0800.
+        assert_eq!(le32(opt, OPT_SIZE_OF_IMAGE), 0x6800);
         // Data directories unchanged.
         assert_eq!(le32(opt, 112 + 5 * 8), 0x2000);
     }
@@ -699,7 +720,7 @@ mod tests {
         let mut stub = stub();
         let coff = 0xc4;
         // After the last section, where linkers put it.
-        put32(&mut stub, coff + COFF_POINTER_TO_SYMBOL_TABLE, 0x800);
+        put32(&mut stub, coff + COFF_POINTER_TO_SYMBOL_TABLE, 0xa00);
         put32(&mut stub, coff + COFF_NUMBER_OF_SYMBOLS, 3);
         stub.extend_from_slice(&[0x5a; 0x40]);
         let out = assemble(&stub, &[(".initrd", b"abc")]);
@@ -794,6 +815,17 @@ mod tests {
                 "alignments",
             ),
             (
+                Box::new(move |b| put32(b, opt + OPT_FILE_ALIGNMENT, 4)),
+                "alignments",
+            ),
+            (
+                Box::new(move |b| {
+                    put32(b, opt + OPT_FILE_ALIGNMENT, 1 << 31);
+                    put32(b, opt + OPT_SECTION_ALIGNMENT, 1 << 31);
+                }),
+                "alignments",
+            ),
+            (
                 Box::new(move |b| put16(b, coff + COFF_NUMBER_OF_SECTIONS, 0)),
                 "0 sections",
             ),
@@ -847,8 +879,8 @@ mod tests {
         /// accepts can always be laid out and written, or refused as too large.
         #[test]
         fn arbitrary_bytes_never_panic(
-            mutations in proptest::collection::vec((0usize..0x800, any::<u8>()), 0..64),
-            cut in 0usize..0x900,
+            mutations in proptest::collection::vec((0usize..0xa00, any::<u8>()), 0..64),
+            cut in 0usize..0xb00,
         ) {
             let mut b = stub();
             for (at, v) in mutations {
@@ -864,6 +896,11 @@ mod tests {
                     let mut out = Vec::new();
                     layout.write(&image, &mut [&mut r], &mut out).unwrap();
                     prop_assert_eq!(out.len() as u64, layout.len());
+                    // The output reads back with the section table the layout announced.
+                    let back = PeImage::parse(&out).unwrap();
+                    prop_assert!(back.sections().iter().eq(layout.sections()));
+                    let linux = back.sections().last().unwrap();
+                    prop_assert_eq!(back.section_data(linux), b"abc");
                 }
             }
         }
