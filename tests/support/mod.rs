@@ -49,12 +49,23 @@ impl TestServer {
             })
             .collect();
         let config = Config::load(None, &overrides).expect("config");
-        let bound = App::open(config)
-            .await
-            .expect("open")
-            .bind()
-            .await
-            .expect("bind");
+        // sled releases a data directory's lock when its flusher thread notices the last
+        // handle is gone, which can lag a drop in this same process (a test that stopped a
+        // server or closed a store just before): wait for it rather than fail.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let app = loop {
+            match App::open(config.clone()).await {
+                Ok(app) => break app,
+                Err(e)
+                    if format!("{e:#}").contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("open: {e:?}"),
+            }
+        };
+        let bound = app.bind().await.expect("bind");
         let addr = bound.http_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
