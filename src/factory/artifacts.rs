@@ -180,6 +180,21 @@ pub struct Artifacts {
     extensions: Mutex<HashMap<String, Arc<ExtensionsCatalog>>>,
     overlays: Mutex<HashMap<String, Arc<Vec<OverlayInfo>>>>,
     extract_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
+    talosctl_lists: Mutex<HashMap<Digest, Arc<Vec<String>>>>,
+}
+
+/// The most `talosctl-*` downloads listed for one version (the real image has nine).
+pub const MAX_TALOSCTL_FILES: usize = 256;
+
+/// The flattened `talosctl-all` image of one version.
+#[derive(Debug, Clone)]
+pub struct TalosctlTree {
+    /// The image reference (`ghcr.io/siderolabs/talosctl-all:v1.11.6`).
+    pub image: String,
+    /// The flattened tree (untrusted content: read it through `crate::contained`).
+    pub root: PathBuf,
+    /// The linux/amd64 image manifest it was flattened from.
+    pub manifest: Digest,
 }
 
 impl Artifacts {
@@ -193,6 +208,7 @@ impl Artifacts {
             extensions: Mutex::new(HashMap::new()),
             overlays: Mutex::new(HashMap::new()),
             extract_locks: Mutex::new(HashMap::new()),
+            talosctl_lists: Mutex::new(HashMap::new()),
         }
     }
 
@@ -422,6 +438,56 @@ impl Artifacts {
         Ok(parsed)
     }
 
+    /// The `talosctl-all` image of `version` (`artifacts.core.components.talosctl`), its
+    /// linux/amd64 image as upstream pulls it, flattened into the cache once.
+    pub async fn talosctl_tree(
+        &self,
+        version: &TalosVersion,
+    ) -> Result<TalosctlTree, ArtifactError> {
+        let name = self.component(&self.config.artifacts.core.components.talosctl)?;
+        let tag = version.to_string();
+        let manifest = self
+            .platform_manifest(&name, &TagOrDigest::Tag(tag.clone()), "amd64")
+            .await?;
+        let root = self.extracted(&manifest, None).await?;
+        Ok(TalosctlTree {
+            image: format!("{name}:{tag}"),
+            root,
+            manifest,
+        })
+    }
+
+    /// The downloads a `talosctl-all` tree offers, sorted: regular files directly at its root
+    /// (a symlink counts if it resolves to a regular file inside the tree) whose names follow
+    /// [`super::talosctl::is_download_name`]; at most [`MAX_TALOSCTL_FILES`] (the first in byte order).
+    /// Listed once per image.
+    pub async fn talosctl_files(
+        &self,
+        tree: &TalosctlTree,
+    ) -> Result<Arc<Vec<String>>, ArtifactError> {
+        if let Some(list) = self
+            .talosctl_lists
+            .lock()
+            .expect("talosctl lock")
+            .get(&tree.manifest)
+        {
+            return Ok(list.clone());
+        }
+        let root = tree.root.clone();
+        let list = tokio::task::spawn_blocking(move || list_talosctl_files(&root))
+            .await
+            .map_err(|e| ArtifactError::Invalid(errors::context("listing talosctl-all", e)))?
+            .map_err(|e| {
+                ArtifactError::Invalid(errors::context(format!("cannot list {}", tree.image), e))
+            })?;
+        let list = Arc::new(list);
+        self.talosctl_lists
+            .lock()
+            .expect("talosctl lock")
+            .insert(tree.manifest, list.clone());
+        Ok(list)
+    }
+
     /// A flattened extension image (a directory with `manifest.yaml` and `rootfs/`) for `arch`,
     /// and its image manifest digest (the cache identity of its squashfs).
     pub async fn extension_tree(
@@ -443,6 +509,26 @@ impl Artifacts {
             .await?;
         Ok((self.extracted(&manifest, None).await?, manifest))
     }
+}
+
+fn list_talosctl_files(root: &Path) -> std::io::Result<Vec<String>> {
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(root)? {
+        let entry = entry?;
+        let Ok(name) = entry.file_name().into_string() else {
+            continue;
+        };
+        if !super::talosctl::is_download_name(&name)
+            || crate::contained::regular_file(root, Path::new(&name)).is_none()
+        {
+            continue;
+        }
+        names.insert(name);
+        if names.len() > MAX_TALOSCTL_FILES {
+            names.pop_last();
+        }
+    }
+    Ok(names.into_iter().collect())
 }
 
 /// Parses `image-digests` + `descriptions.yaml` (`docs/formats.md` §Extensions catalog): lines

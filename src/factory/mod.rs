@@ -6,6 +6,7 @@
 //! - [`initramfs`]: the initramfs-with-extensions builder.
 //! - [`builder`], [`signing`]: build once, cache in the store, sign.
 //! - [`service`]: the request → asset pipeline the HTTP handlers call.
+//! - [`talosctl`]: talosctl downloads from the `talosctl-all` image.
 
 pub(crate) mod artifacts;
 pub(crate) mod builder;
@@ -17,3 +18,4 @@ pub mod profile;
 pub mod quirks;
 pub(crate) mod service;
 pub(crate) mod signing;
+pub(crate) mod talosctl;

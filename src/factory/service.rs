@@ -53,6 +53,12 @@ pub enum FactoryError {
     /// 404: the release does not have what the asset is built from (e.g. no arm64 kernel).
     #[error("{0}")]
     AssetSourceMissing(String),
+    /// 400: a talosctl download name that is not a plain file name.
+    #[error("{0}")]
+    BadFileName(String),
+    /// 404: the `talosctl-all` image has no such file (upstream's `stat` text, no host path).
+    #[error("{0}")]
+    FileNotFound(String),
     /// 400 `error enhancing profile from schematic: …`.
     #[error("error enhancing profile from schematic: {0}")]
     Schematic(String),

@@ -6,6 +6,7 @@
 //!
 //! - [`strconv`]: `strconv.Quote` (`%q`), used in upstream's error texts.
 //! - [`json`]: `encoding/json` encoding (HTML-safe escapes, trailing newline).
+//! - [`mime`]: `mime.TypeByExtension` with Go's built-in table, `filepath.Ext`.
 //! - [`yaml`]: gopkg.in/yaml.v3 v3.0.1 — scalar resolution (`resolve.go`), the emitter
 //!   (`emitterc.go`: styles, indentation, line folding), float formatting and key order
 //!   (`sorter.go`), with the Unicode tables they need. The reader that mimics go-yaml's
@@ -13,5 +14,6 @@
 //!   schematic's).
 
 pub mod json;
+pub mod mime;
 pub mod strconv;
 pub mod yaml;

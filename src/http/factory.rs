@@ -1,6 +1,7 @@
 //! Image Factory routes: `/versions`, `/version/{v}/extensions/official`,
 //! `/version/{v}/overlays/official`, `/image/{schematic}/{version}/{path}`,
-//! `/pxe/{schematic}/{version}/{path}`, `/oci/cosign/signing-key.pub`.
+//! `/pxe/{schematic}/{version}/{path}`, `/talosctl/{version}`, `/talosctl/{version}/{path}`,
+//! `/oci/cosign/signing-key.pub`.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -20,10 +21,12 @@ impl From<FactoryError> for ApiError {
         let status = match &e {
             FactoryError::SchematicNotFound(_)
             | FactoryError::VersionNotAvailable(_)
-            | FactoryError::AssetSourceMissing(_) => StatusCode::NOT_FOUND,
+            | FactoryError::AssetSourceMissing(_)
+            | FactoryError::FileNotFound(_) => StatusCode::NOT_FOUND,
             FactoryError::BadVersion(_)
             | FactoryError::BadPath(_)
             | FactoryError::UnknownPlatform(_)
+            | FactoryError::BadFileName(_)
             | FactoryError::Schematic(_) => StatusCode::BAD_REQUEST,
             FactoryError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             FactoryError::EnterpriseOnly(_) => StatusCode::PAYMENT_REQUIRED,
@@ -163,6 +166,48 @@ pub async fn pxe(
         script,
     )
         .into_response())
+}
+
+/// `GET /talosctl/{version}`: the download URLs, as JSON (`application/json`, as upstream
+/// sets it).
+pub async fn talosctl_list(
+    State(state): State<AppState>,
+    Path(version): Path<String>,
+) -> Result<Response, ApiError> {
+    let urls = state
+        .factory
+        .talosctl_downloads(&version, &state.config.external_url())
+        .await?;
+    Ok(super::go_json(StatusCode::OK, &urls))
+}
+
+/// `GET|HEAD /talosctl/{version}/{path}`: one file of the `talosctl-all` image.
+pub async fn talosctl_file(
+    State(state): State<AppState>,
+    Path((version, path)): Path<(String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let file = state.factory.talosctl_file(&version, &path).await?;
+    let mut extra = HeaderMap::new();
+    extra.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(file.content_type),
+    );
+    extra.insert(
+        header::CONTENT_DISPOSITION,
+        crate::file_response::content_disposition(&file.name),
+    );
+    file_response(
+        &method,
+        &headers,
+        file.file,
+        file.size,
+        Some(&file.etag),
+        extra,
+    )
+    .await
+    .map_err(ApiError::internal)
 }
 
 /// `GET /oci/cosign/signing-key.pub`: the cache signing public key.

@@ -97,6 +97,11 @@ pub fn router(state: AppState) -> Router {
             get(factory::image).head(factory::image),
         )
         .route("/pxe/{schematic}/{version}/{path}", get(factory::pxe))
+        .route("/talosctl/{version}", get(factory::talosctl_list))
+        .route(
+            "/talosctl/{version}/{path}",
+            get(factory::talosctl_file).head(factory::talosctl_file),
+        )
         .route("/oci/cosign/signing-key.pub", get(factory::signing_key))
         .route("/metrics", get(metrics_text))
         .route(crate::ipxe::script::BOOT_SCRIPT_ROUTE, get(machines::boot))
