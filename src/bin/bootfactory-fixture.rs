@@ -54,6 +54,14 @@ struct Args {
     /// Extra file for the arm64 base initramfs (repeatable).
     #[arg(long = "initramfs-file-arm64", value_name = "DEST=SRC")]
     initramfs_files_arm64: Vec<String>,
+    /// Real systemd-stub to ship as usr/install/amd64/systemd-stub.efi (e.g. Debian's
+    /// /usr/lib/systemd/boot/efi/linuxx64.efi.stub). Default: a synthetic PE stand-in.
+    #[arg(long, value_name = "PATH")]
+    systemd_stub_amd64: Option<PathBuf>,
+    /// Real systemd-boot to ship as usr/install/amd64/systemd-boot.efi (e.g. Debian's
+    /// systemd-bootx64.efi). Default: a synthetic PE stand-in.
+    #[arg(long, value_name = "PATH")]
+    systemd_boot_amd64: Option<PathBuf>,
     /// Also list the deliberately bad extensions in the extensions catalogs.
     #[arg(long)]
     bad_extensions_in_catalog: bool,
@@ -87,7 +95,7 @@ fn boot(
         kernel: kernel.map(FileSource::Path),
         init: init.map(FileSource::Path),
         initramfs_files: initramfs_files(files)?,
-        kernel_link: None,
+        ..BootOptions::default()
     })
 }
 
@@ -102,7 +110,11 @@ fn run(args: Args) -> anyhow::Result<()> {
         registry: args.registry,
         namespace: args.namespace,
         profile: args.profile.parse::<SizeProfile>()?,
-        amd64: boot(args.kernel_amd64, args.init, &args.initramfs_files)?,
+        amd64: BootOptions {
+            systemd_stub: args.systemd_stub_amd64.map(FileSource::Path),
+            systemd_boot: args.systemd_boot_amd64.map(FileSource::Path),
+            ..boot(args.kernel_amd64, args.init, &args.initramfs_files)?
+        },
         arm64: boot(
             args.kernel_arm64,
             args.init_arm64,

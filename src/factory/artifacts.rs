@@ -108,6 +108,17 @@ pub enum ImagerFile {
     Kernel,
     /// `initramfs.xz`
     Initramfs,
+    /// `systemd-stub.efi`: the UKI stub (Talos ≥ 1.5).
+    SdStub,
+    /// `systemd-boot.efi`: the boot manager installers and disk images carry.
+    #[allow(
+        dead_code,
+        reason = "for factory::installer (issue 12), written in parallel"
+    )]
+    SdBoot,
+    /// `splash.bmp`: only when the imager has one (upstream embeds its own artwork instead,
+    /// which bootfactory does not ship).
+    Splash,
 }
 
 impl ImagerFile {
@@ -115,6 +126,9 @@ impl ImagerFile {
         match self {
             ImagerFile::Kernel => "vmlinuz",
             ImagerFile::Initramfs => "initramfs.xz",
+            ImagerFile::SdStub => "systemd-stub.efi",
+            ImagerFile::SdBoot => "systemd-boot.efi",
+            ImagerFile::Splash => "splash.bmp",
         }
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! - [`version`], [`profile`], [`cmdline`], [`meta`]: pure upstream-compatible logic.
 //! - [`artifacts`]: versions, catalogs, imager files and extension trees via the mirror.
-//! - [`initramfs`]: the initramfs-with-extensions builder.
+//! - [`initramfs`]: the initramfs-with-extensions builder; [`uki`]: the UKI (stub + sections).
 //! - [`builder`], [`signing`]: build once, cache in the store, sign.
 //! - [`service`]: the request → asset pipeline the HTTP handlers call.
 //! - [`talosctl`]: talosctl downloads from the `talosctl-all` image.
@@ -19,3 +19,4 @@ pub mod quirks;
 pub(crate) mod service;
 pub(crate) mod signing;
 pub(crate) mod talosctl;
+pub(crate) mod uki;

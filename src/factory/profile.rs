@@ -203,6 +203,12 @@ impl AssetProfile {
         simple(OutputKind::Cmdline, platform, arch, false)
     }
 
+    /// The `initramfs-<arch>.xz` asset (platform `metal`, as [`parse_from_path`] makes it): the
+    /// initramfs a UKI embeds is this asset, so both share one build.
+    pub fn initramfs(arch: Arch) -> AssetProfile {
+        simple(OutputKind::Initramfs, "metal", arch, false)
+    }
+
     /// The `/pxe/<schematic>/<version>/<path>` path that boots this profile:
     /// `<platform>-<arch>[-secureboot]`, which [`parse_pxe_path`] reads back.
     pub fn pxe_path(&self) -> String {
@@ -602,6 +608,12 @@ mod tests {
                     p
                 );
             }
+        }
+        for arch in [Arch::Amd64, Arch::Arm64] {
+            assert_eq!(
+                parse_from_path(&format!("initramfs-{arch}.xz"), &v).unwrap(),
+                AssetProfile::initramfs(arch)
+            );
         }
         let sb = parse_pxe_path("metal-arm64-secureboot", &v).unwrap();
         assert_eq!(sb.pxe_path(), "metal-arm64-secureboot");

@@ -12,6 +12,7 @@ use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
 use super::profile::{AssetProfile, OutputKind, ProfileError, parse_asset_path, parse_pxe_path};
 use super::quirks::Quirks;
+use super::uki::{self, UkiInputs, UkiProfile};
 use crate::config::Config;
 use crate::errors::{self, SharedError};
 use crate::metrics::Metrics;
@@ -429,18 +430,11 @@ impl Factory {
         }
         if !matches!(
             r.profile.kind,
-            OutputKind::Kernel | OutputKind::Cmdline | OutputKind::Initramfs
+            OutputKind::Kernel | OutputKind::Cmdline | OutputKind::Initramfs | OutputKind::Uki
         ) {
             return Err(not_implemented(r.profile.kind));
         }
-        if let Some(ip) = client
-            && !self.builder.in_flight(&key)
-            && !self.build_limiter.allow(canonical_ip(ip), Instant::now())
-        {
-            return Err(FactoryError::TooManyBuilds(format!(
-                "too many new builds requested from {ip}; retry in a minute (cached assets are not limited)"
-            )));
-        }
+        self.charge_build(&key, client)?;
         match r.profile.kind {
             OutputKind::Kernel => {
                 let kernel = self
@@ -466,8 +460,126 @@ impl Factory {
                 let build = self.initramfs_build(r).await?;
                 Ok(self.builder.get_or_build(&key, build).await?)
             }
+            OutputKind::Uki => {
+                let build = self.uki_build(r, Vec::new()).await?;
+                Ok(self.builder.get_or_build(&key, build).await?)
+            }
             other => Err(not_implemented(other)),
         }
+    }
+
+    /// A request from `client` that would start the build of `key` (not cached, not running)
+    /// takes a token from the client's build budget; `None` (the appliance itself) is free.
+    fn charge_build(&self, key: &str, client: Option<IpAddr>) -> Result<(), FactoryError> {
+        if let Some(ip) = client
+            && !self.builder.in_flight(key)
+            && !self.build_limiter.allow(canonical_ip(ip), Instant::now())
+        {
+            return Err(FactoryError::TooManyBuilds(format!(
+                "too many new builds requested from {ip}; retry in a minute (cached assets are not limited)"
+            )));
+        }
+        Ok(())
+    }
+
+    /// The UKI an installer image carries (`usr/install/<arch>/vmlinuz.efi`) for a resolved
+    /// installer request (`r.profile.kind == OutputKind::Installer`; platform and arch from
+    /// the image name): the installer's command line ([`Factory::cmdline`] with kind
+    /// `Installer`: extra kernel args only with SecureBoot or Talos ≥ 1.10, never META) and,
+    /// from Talos 1.10, the `reset-maintenance` profile after `main`. Built once per key (its
+    /// own, not the installer image's) and stored and signed like an asset. Upstream's non-SB
+    /// installer for Talos < 1.10 carries `vmlinuz` + `initramfs.xz` instead of a UKI; this
+    /// builds one anyway (without `.profile` sections) when asked.
+    #[allow(
+        dead_code,
+        reason = "for factory::installer (issue 12), written in parallel"
+    )]
+    pub(crate) async fn installer_uki(
+        &self,
+        r: &Resolved,
+        client: Option<IpAddr>,
+    ) -> Result<BuiltAsset, FactoryError> {
+        debug_assert_eq!(r.profile.kind, OutputKind::Installer, "an installer's UKI");
+        self.check_schematic(r)?;
+        let key = format!("{}/uki", self.asset_key(r));
+        if let Some(hit) = self.builder.cached(&key).await {
+            return Ok(hit);
+        }
+        self.charge_build(&key, client)?;
+        let extra = if Quirks::new(&r.version).supports_uki_profiles() {
+            vec![UkiProfile::reset_maintenance(&self.cmdline(r))]
+        } else {
+            Vec::new()
+        };
+        let build = self.uki_build(r, extra).await?;
+        Ok(self.builder.get_or_build(&key, build).await?)
+    }
+
+    /// Resolves what a UKI is made of (the imager's stub, kernel and optional splash, the
+    /// initramfs-with-extensions asset of the same schematic, version and arch, built or
+    /// found through [`Factory::asset`] so it is built once) and returns the build, which
+    /// assembles the UKI on a blocking thread (`docs/formats.md` §UKI assembly).
+    async fn uki_build(
+        &self,
+        r: &Resolved,
+        extra_profiles: Vec<UkiProfile>,
+    ) -> Result<impl FnOnce(PathBuf) -> BuildFuture + Send + 'static, FactoryError> {
+        let arch = r.profile.arch.as_str();
+        let stub = self
+            .artifacts
+            .imager_file(&r.version, arch, ImagerFile::SdStub)
+            .await?;
+        let kernel = self
+            .artifacts
+            .imager_file(&r.version, arch, ImagerFile::Kernel)
+            .await?;
+        let splash = match self
+            .artifacts
+            .imager_file(&r.version, arch, ImagerFile::Splash)
+            .await
+        {
+            Ok(path) => Some(path),
+            Err(ArtifactError::MissingFile { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        // The initramfs asset itself (the same key as `/image/…/initramfs-<arch>.xz`), built
+        // by the appliance on the UKI request's behalf: the UKI's build token covers it.
+        let initramfs = Resolved {
+            schematic: r.schematic.clone(),
+            version: r.version.clone(),
+            profile: AssetProfile::initramfs(r.profile.arch),
+        };
+        let initrd_asset = Box::pin(self.asset(&initramfs, None)).await?;
+        let initrd = self
+            .store
+            .blob_path(&initrd_asset.digest)
+            .await
+            .map_err(|e| FactoryError::Internal(errors::context("the initramfs asset", e)))?;
+        let inputs = UkiInputs {
+            stub,
+            kernel,
+            initrd,
+            splash,
+            cmdline: self.cmdline(r),
+            version_tag: r.version.to_string(),
+            profiles: Quirks::new(&r.version).supports_uki_profiles(),
+            extra_profiles,
+            timestamp: SOURCE_DATE_EPOCH,
+        };
+        Ok(move |out: PathBuf| -> BuildFuture {
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
+                    let file = std::fs::File::create(&out).map_err(BuildError::from_error)?;
+                    let mut file = std::io::BufWriter::with_capacity(1 << 20, file);
+                    uki::write_uki(&inputs, &mut file).map_err(BuildError::from_error)?;
+                    use std::io::Write as _;
+                    file.flush().map_err(BuildError::from_error)?;
+                    Ok(())
+                })
+                .await
+                .map_err(|e| BuildError::Failed(errors::context("build task", e)))?
+            })
+        })
     }
 
     /// Resolves everything an initramfs build needs (catalog lookups, downloads and
@@ -582,7 +694,7 @@ impl Factory {
 /// 501 for asset kinds this release does not build (checked before any budget is spent).
 fn not_implemented(kind: OutputKind) -> FactoryError {
     FactoryError::NotImplemented(format!(
-        "{} assets are not supported by this bootfactory release yet (kernel, initramfs and cmdline are)",
+        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline and UKI are)",
         format!("{kind:?}").to_lowercase()
     ))
 }
