@@ -857,6 +857,14 @@ impl Config {
         }
     }
 
+    /// `host[:port]` of [`Config::external_url`]: how a registry client names images served
+    /// here (`<host[:port]>/metal-installer/<schematic>:<version>`).
+    pub fn external_registry_host(&self) -> String {
+        let url = self.external_url();
+        let rest = url.split_once("://").map_or(url.as_str(), |(_, r)| r);
+        rest.split('/').next().unwrap_or(rest).to_string()
+    }
+
     /// The host of [`Config::external_url`], without port or IPv6 brackets.
     pub fn external_host(&self) -> String {
         match &self.http.external_url {

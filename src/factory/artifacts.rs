@@ -101,6 +101,15 @@ pub struct OverlayInfo {
     pub digest: String,
 }
 
+/// A base image, resolved to one platform's manifest (present in the store).
+#[derive(Debug, Clone)]
+pub struct BaseImage {
+    /// `registry/repository:tag`, for messages.
+    pub reference: String,
+    /// The `linux/<arch>` image manifest.
+    pub manifest: Digest,
+}
+
 /// The boot files of the imager.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ImagerFile {
@@ -111,10 +120,6 @@ pub enum ImagerFile {
     /// `systemd-stub.efi`: the UKI stub (Talos ≥ 1.5).
     SdStub,
     /// `systemd-boot.efi`: the boot manager installers and disk images carry.
-    #[allow(
-        dead_code,
-        reason = "for factory::installer (issue 12), written in parallel"
-    )]
     SdBoot,
     /// `splash.bmp`: only when the imager has one (upstream embeds its own artwork instead,
     /// which bootfactory does not ship).
@@ -385,6 +390,34 @@ impl Artifacts {
         })
     }
 
+    /// The base image of the installer for `version` and `arch` (`installer-base` for Talos ≥
+    /// 1.10, `installer` below), pulled whole into the store: its `linux/<arch>` manifest.
+    pub async fn installer_base(
+        &self,
+        version: &TalosVersion,
+        arch: &str,
+    ) -> Result<BaseImage, ArtifactError> {
+        let components = &self.config.artifacts.core.components;
+        let component = if super::quirks::Quirks::new(version).unified_installer() {
+            &components.installer_base
+        } else {
+            &components.installer
+        };
+        let name = self.component(component)?;
+        let manifest = self
+            .platform_manifest(&name, &TagOrDigest::Tag(version.to_string()), arch)
+            .await?;
+        Ok(BaseImage {
+            reference: format!("{name}:{version}"),
+            manifest,
+        })
+    }
+
+    /// The catalog images are kept in.
+    pub fn catalog(&self) -> &crate::oci::ImageCatalog {
+        self.mirror.catalog()
+    }
+
     /// The extensions catalog of `version`.
     pub async fn extensions(
         &self,
@@ -500,6 +533,27 @@ impl Artifacts {
             .expect("talosctl lock")
             .insert(tree.manifest, list.clone());
         Ok(list)
+    }
+
+    /// A flattened overlay image for `arch` (`artifacts/`, `installers/`, `profiles/`).
+    pub async fn overlay_tree(
+        &self,
+        overlay: &OverlayInfo,
+        arch: &str,
+    ) -> Result<PathBuf, ArtifactError> {
+        let r: ImageRef = overlay.reference.parse().map_err(|e| {
+            ArtifactError::Invalid(errors::context(format!("overlay {}", overlay.name), e))
+        })?;
+        let digest: Digest = overlay.digest.parse().map_err(|_| {
+            ArtifactError::Invalid(errors::message(format!(
+                "overlay {}: bad digest {}",
+                overlay.name, overlay.digest
+            )))
+        })?;
+        let manifest = self
+            .platform_manifest(&r.name, &TagOrDigest::Digest(digest), arch)
+            .await?;
+        self.extracted(&manifest, None).await
     }
 
     /// A flattened extension image (a directory with `manifest.yaml` and `rootfs/`) for `arch`,

@@ -13,6 +13,7 @@ pub(crate) mod builder;
 pub mod cmdline;
 pub(crate) mod delivery;
 pub mod initramfs;
+pub(crate) mod installer;
 pub mod meta;
 pub mod profile;
 pub mod quirks;

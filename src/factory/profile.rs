@@ -203,6 +203,12 @@ impl AssetProfile {
         simple(OutputKind::Cmdline, platform, arch, false)
     }
 
+    /// The installer of a platform and architecture (an installer image's per-arch part,
+    /// `<platform>-installer-<arch>.tar` as a path).
+    pub fn installer(platform: &str, arch: Arch) -> AssetProfile {
+        simple(OutputKind::Installer, platform, arch, false)
+    }
+
     /// The `initramfs-<arch>.xz` asset (platform `metal`, as [`parse_from_path`] makes it): the
     /// initramfs a UKI embeds is this asset, so both share one build.
     pub fn initramfs(arch: Arch) -> AssetProfile {

@@ -66,6 +66,19 @@ pub enum FactoryError {
     /// 402: a route of the Image Factory's enterprise edition (signature bundles).
     #[error("{0}")]
     EnterpriseOnly(String),
+    /// 400 `invalid image: <image>`: not an installer image name.
+    #[error("{0}")]
+    InvalidImage(String),
+    /// 404: a manifest of an installer repository that was never built.
+    #[error("{0}")]
+    ManifestUnknown(String),
+    /// 404: a blob that no manifest of the installer repository references.
+    #[error("{0}")]
+    BlobUnknown(String),
+    /// 404: a registry path upstream does not route (e.g. a referrers subject that is not a
+    /// digest).
+    #[error("{0}")]
+    RouteNotFound(String),
     /// 501: an asset kind this release does not build yet.
     #[error("{0}")]
     NotImplemented(String),
@@ -129,6 +142,8 @@ pub struct Factory {
     build_limiter: RateLimiter<IpAddr>,
     /// Upstream's asset metrics, counted where assets are delivered.
     metrics: Arc<Metrics>,
+    /// Installer index builds in flight.
+    index_builds: super::installer::IndexBuilds,
 }
 
 impl Factory {
@@ -153,6 +168,7 @@ impl Factory {
             store,
             build_limiter,
             metrics,
+            index_builds: Default::default(),
         }
     }
 
@@ -169,6 +185,29 @@ impl Factory {
     /// The builder (its signer's public key is published).
     pub fn builder(&self) -> &Arc<Builder> {
         &self.builder
+    }
+
+    /// The configuration.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The image catalog (installer images are kept in it).
+    pub(crate) fn catalog(&self) -> &crate::oci::ImageCatalog {
+        self.artifacts.catalog()
+    }
+
+    /// Installer index builds in flight.
+    pub(crate) fn index_builds(&self) -> &super::installer::IndexBuilds {
+        &self.index_builds
+    }
+
+    /// Layer digest → `diff_id` (SHA-256 of the uncompressed tar) of built installer layers.
+    pub(crate) fn layer_diff_ids(&self) -> Result<sled::Tree, FactoryError> {
+        self.store
+            .db()
+            .open_tree("factory/installer-diff-ids")
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))
     }
 
     /// The store assets live in.
@@ -254,7 +293,7 @@ impl Factory {
         Ok(resolved)
     }
 
-    async fn load_schematic(&self, id: &str) -> Result<StoredSchematic, FactoryError> {
+    pub(crate) async fn load_schematic(&self, id: &str) -> Result<StoredSchematic, FactoryError> {
         let not_found = || FactoryError::SchematicNotFound(id.to_string());
         let parsed: SchematicId = id.parse().map_err(|_| not_found())?;
         self.schematics
@@ -330,7 +369,7 @@ impl Factory {
         })
     }
 
-    fn asset_key(&self, r: &Resolved) -> String {
+    pub(crate) fn asset_key(&self, r: &Resolved) -> String {
         let p = &r.profile;
         let schematic = match p.kind {
             OutputKind::Kernel => "-",
@@ -490,10 +529,6 @@ impl Factory {
     /// own, not the installer image's) and stored and signed like an asset. Upstream's non-SB
     /// installer for Talos < 1.10 carries `vmlinuz` + `initramfs.xz` instead of a UKI; this
     /// builds one anyway (without `.profile` sections) when asked.
-    #[allow(
-        dead_code,
-        reason = "for factory::installer (issue 12), written in parallel"
-    )]
     pub(crate) async fn installer_uki(
         &self,
         r: &Resolved,

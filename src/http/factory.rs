@@ -22,11 +22,15 @@ impl From<FactoryError> for ApiError {
             FactoryError::SchematicNotFound(_)
             | FactoryError::VersionNotAvailable(_)
             | FactoryError::AssetSourceMissing(_)
-            | FactoryError::FileNotFound(_) => StatusCode::NOT_FOUND,
+            | FactoryError::FileNotFound(_)
+            | FactoryError::ManifestUnknown(_)
+            | FactoryError::BlobUnknown(_)
+            | FactoryError::RouteNotFound(_) => StatusCode::NOT_FOUND,
             FactoryError::BadVersion(_)
             | FactoryError::BadPath(_)
             | FactoryError::UnknownPlatform(_)
             | FactoryError::BadFileName(_)
+            | FactoryError::InvalidImage(_)
             | FactoryError::Schematic(_) => StatusCode::BAD_REQUEST,
             FactoryError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             FactoryError::EnterpriseOnly(_) => StatusCode::PAYMENT_REQUIRED,

@@ -58,6 +58,7 @@ pub fn router(state: AppState) -> Router {
     let hsts = state.config.http.tls.enabled() && state.config.http.tls.hsts;
     let registry = crate::registry::router(RegistryState {
         mirror: state.mirror.clone(),
+        factory: state.factory.clone(),
         default_registry: state.config.mirror.default_registry.clone(),
     });
     let admin = Router::new()

@@ -175,6 +175,26 @@ impl ImageCatalog {
         Ok(Some((digest, now_secs().saturating_sub(checked))))
     }
 
+    /// True if `digest` was recorded as a manifest of `name`.
+    pub fn has_manifest_in(&self, name: &ImageName, digest: &Digest) -> Result<bool, CatalogError> {
+        Ok(self
+            .store
+            .get_ref(DIGEST_KIND, &digest_key(name, digest))?
+            .is_some())
+    }
+
+    /// Every manifest recorded for `name`.
+    pub fn manifests_in(&self, name: &ImageName) -> Result<Vec<Digest>, CatalogError> {
+        let prefix = format!("{name}@");
+        Ok(self
+            .store
+            .list_refs(DIGEST_KIND)?
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, d)| d)
+            .collect())
+    }
+
     /// Tags of a repository, sorted.
     pub fn tags(&self, name: &ImageName) -> Result<Vec<String>, CatalogError> {
         let prefix = format!("{name}:");

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 
 use crate::errors::{LoggedCause, chain};
+use crate::factory::service::FactoryError;
 use crate::upstream::{MirrorError, UpstreamError};
 
 /// An error answered by the registry API.
@@ -94,9 +95,14 @@ impl RegistryError {
 
     /// Maps a mirror failure; `unknown_code` is the code for "does not exist" on this route.
     pub fn from_mirror(e: MirrorError, unknown_code: &'static str) -> RegistryError {
-        let cause: Arc<str> = chain(&e).into();
+        Self::from_mirror_ref(&e, unknown_code)
+    }
+
+    /// [`RegistryError::from_mirror`] for a shared failure (a factory build's).
+    pub fn from_mirror_ref(e: &MirrorError, unknown_code: &'static str) -> RegistryError {
+        let cause: Arc<str> = chain(e).into();
         let mut mapped = match e {
-            MirrorError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, unknown_code, m),
+            MirrorError::NotFound(m) => Self::new(StatusCode::NOT_FOUND, unknown_code, m.clone()),
             // Offline and not stored: it will not appear by retrying, so say so at once.
             e @ MirrorError::Offline(_) => {
                 Self::new(StatusCode::NOT_FOUND, unknown_code, e.to_string())
@@ -106,7 +112,7 @@ impl RegistryError {
             }
             MirrorError::Upstream(u) => match u {
                 UpstreamError::NotFound { message, .. } => {
-                    Self::new(StatusCode::NOT_FOUND, unknown_code, message)
+                    Self::new(StatusCode::NOT_FOUND, unknown_code, message.clone())
                 }
                 UpstreamError::Denied {
                     registry, message, ..
@@ -130,15 +136,15 @@ impl RegistryError {
                     )
                 },
                 UpstreamError::NoSpace { message, .. } => {
-                    Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", message)
+                    Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", message.clone())
                 }
                 UpstreamError::Corrupt { message, .. }
                 | UpstreamError::Protocol { message, .. } => {
-                    Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message)
+                    Self::new(StatusCode::BAD_GATEWAY, "UNKNOWN", message.clone())
                 }
             },
             // `no space left on <dataDir>`, as for blobs below; the OS error stays in the log.
-            MirrorError::Catalog(c) if crate::store::caused_by_no_space(&c) => {
+            MirrorError::Catalog(c) if crate::store::caused_by_no_space(c) => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", c.to_string())
             }
             MirrorError::Catalog(c) => {
@@ -147,12 +153,58 @@ impl RegistryError {
             MirrorError::Store(s) if s.is_no_space() => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", s.to_string())
             }
-            MirrorError::Store(s) => Self::internal(&s),
+            MirrorError::Store(s) => Self::internal(s),
         };
         if mapped.status.is_server_error() {
             mapped.cause = Some(cause);
         }
         mapped
+    }
+}
+
+impl RegistryError {
+    /// Maps a factory failure on the installer routes; `unknown_code` is the code for "does
+    /// not exist" on this route (`MANIFEST_UNKNOWN`, `BLOB_UNKNOWN`). Statuses are the Image
+    /// Factory's; the body is an OCI error document, which containerd and skopeo print.
+    pub fn from_factory(e: &FactoryError, unknown_code: &'static str) -> RegistryError {
+        let text = e.to_string();
+        match e {
+            FactoryError::SchematicNotFound(_) | FactoryError::RouteNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "NAME_UNKNOWN", text)
+            }
+            FactoryError::VersionNotAvailable(_)
+            | FactoryError::AssetSourceMissing(_)
+            | FactoryError::ManifestUnknown(_) => {
+                Self::new(StatusCode::NOT_FOUND, unknown_code, text)
+            }
+            FactoryError::BlobUnknown(_) | FactoryError::FileNotFound(_) => {
+                Self::new(StatusCode::NOT_FOUND, "BLOB_UNKNOWN", text)
+            }
+            FactoryError::InvalidImage(_) | FactoryError::BadFileName(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "NAME_INVALID", text)
+            }
+            FactoryError::BadVersion(_) | FactoryError::BadPath(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "TAG_INVALID", text)
+            }
+            FactoryError::UnknownPlatform(_) | FactoryError::Schematic(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "UNSUPPORTED", text)
+            }
+            FactoryError::TooManyBuilds(_) => RegistryError {
+                retry_after: Some(60),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", text)
+            },
+            FactoryError::EnterpriseOnly(_) => {
+                Self::new(StatusCode::PAYMENT_REQUIRED, "UNSUPPORTED", text)
+            }
+            FactoryError::NotImplemented(_) => {
+                Self::new(StatusCode::NOT_IMPLEMENTED, "UNSUPPORTED", text)
+            }
+            FactoryError::Unavailable(m) => Self::from_mirror_ref(m, unknown_code),
+            FactoryError::NoSpace(_) => {
+                Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", text).caused_by(e)
+            }
+            FactoryError::Internal(_) => Self::internal(e),
+        }
     }
 }
 

@@ -8,13 +8,15 @@
 //! `Docker-Distribution-API-Version: registry/2.0`; errors are OCI JSON documents.
 
 mod errors;
+mod installer;
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -22,6 +24,7 @@ use axum::routing::any;
 
 pub use errors::RegistryError;
 
+use crate::factory::service::Factory;
 use crate::file_response::file_response;
 use crate::oci::{ImageName, Manifest, ManifestKind, TagOrDigest, media, parse_manifest};
 use crate::store::Digest;
@@ -33,6 +36,8 @@ use crate::upstream::{BlobHit, ManifestHit, Mirror, MirrorError};
 pub struct RegistryState {
     /// The mirror (store + upstreams).
     pub mirror: Arc<Mirror>,
+    /// The factory: installer images (`<image>/<schematic>` repositories).
+    pub factory: Arc<Factory>,
     /// Registry meant when a request names none.
     pub default_registry: String,
 }
@@ -74,7 +79,20 @@ enum Route<'a> {
     Manifest { repo: &'a str, reference: &'a str },
     Blob { repo: &'a str, digest: &'a str },
     Tags { repo: &'a str },
+    Referrers { repo: &'a str, digest: &'a str },
     Upload,
+}
+
+/// An installer frontend repository: exactly `<image>/<schematic ID>` (64 lowercase hex
+/// digits), as the Image Factory names installer images. Every other name keeps the mirror's
+/// routing, so the two coexist.
+fn installer_repo(repo: &str) -> Option<(&str, &str)> {
+    let (image, schematic) = repo.split_once('/')?;
+    let is_id = schematic.len() == 64
+        && schematic
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    (is_id && !image.is_empty()).then_some((image, schematic))
 }
 
 fn parse_route(path: &str) -> Option<Route<'_>> {
@@ -94,6 +112,10 @@ fn parse_route(path: &str) -> Option<Route<'_>> {
             digest: reference,
         }),
         "tags" if reference == "list" => Some(Route::Tags { repo }),
+        "referrers" => Some(Route::Referrers {
+            repo,
+            digest: reference,
+        }),
         _ => None,
     }
 }
@@ -134,23 +156,30 @@ async fn dispatch(
     Query(query): Query<HashMap<String, String>>,
     method: Method,
     headers: HeaderMap,
+    peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
 ) -> Response {
     let ns = query
         .get("ns")
         .map(String::as_str)
         .filter(|s| !s.is_empty());
+    let client = peer.map(|axum::Extension(ConnectInfo(a))| a.ip());
     let result = match parse_route(&path) {
         None => Err(RegistryError::not_found_route(&path)),
         Some(Route::Upload) => Err(RegistryError::unsupported()),
         Some(_) if method != Method::GET && method != Method::HEAD => {
             Err(RegistryError::unsupported())
         }
+        Some(route) if route_installer(&route).is_some() => {
+            installer::dispatch(&state, route, &method, &headers, &query, client).await
+        }
+        // Referrers are served for installer images only (upstream's rule).
+        Some(Route::Referrers { .. }) => Err(RegistryError::not_found_route(&path)),
         Some(route) => {
             let repo = match &route {
                 Route::Manifest { repo, .. } | Route::Blob { repo, .. } | Route::Tags { repo } => {
                     *repo
                 }
-                Route::Upload => unreachable!(),
+                Route::Upload | Route::Referrers { .. } => unreachable!(),
             };
             match image_name(repo, ns, &state.default_registry) {
                 Err(e) => Err(e),
@@ -162,7 +191,7 @@ async fn dispatch(
                         blob(&state, &name, digest, &method, &headers).await
                     }
                     Route::Tags { .. } => tags(&state, &name, repo, &query).await,
-                    Route::Upload => unreachable!(),
+                    Route::Upload | Route::Referrers { .. } => unreachable!(),
                 },
             }
         }
@@ -172,6 +201,17 @@ async fn dispatch(
         response.headers_mut().insert("oci-namespace", ns);
     }
     response
+}
+
+/// The installer repository a route names, if it is one (`tags/list` is not an installer
+/// route: upstream answers 404 for it, and so does the mirror for an unknown repository).
+fn route_installer<'a>(route: &Route<'a>) -> Option<(&'a str, &'a str)> {
+    match route {
+        Route::Manifest { repo, .. } | Route::Blob { repo, .. } | Route::Referrers { repo, .. } => {
+            installer_repo(repo)
+        }
+        Route::Tags { .. } | Route::Upload => None,
+    }
 }
 
 /// All media types the client accepts, merged across `Accept` lines, parameters dropped.

@@ -29,6 +29,12 @@ pub fn canonical_yaml_limited(s: &Schematic, limit: usize) -> Option<String> {
     emit_document_limited(&Out::Map(root), limit)
 }
 
+/// `yaml.Marshal` of overlay options (a `map[string]any`), as the imager writes them to the
+/// installer's `overlay/extra-options`: `{}` when there are none.
+pub fn options_yaml(options: &[(String, AnyValue)]) -> String {
+    crate::gocompat::yaml::emit::emit_document(&string_map(options))
+}
+
 fn string_seq(items: &[String]) -> Out {
     Out::Seq(items.iter().map(|s| Out::string(s)).collect())
 }

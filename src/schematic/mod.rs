@@ -22,6 +22,7 @@ use std::str::FromStr;
 
 use sha2::{Digest as _, Sha256};
 
+pub use canonical::options_yaml;
 pub use decode::FieldError;
 pub use model::{
     AnyValue, Bootloader, Customization, DiskImage, MetaValue, Overlay, Schematic, SecureBoot,

@@ -1,0 +1,1339 @@
+//! Installer images: what `<bootfactory>/metal-installer/<schematic>:<version>` pulls, built
+//! like the Image Factory's (Talos `pkg/imager/out.go` `outInstaller`; `docs/formats.md`
+//! §Installer images).
+//!
+//! An installer image is an OCI index with one image per architecture the imager has. Each
+//! image is the base installer's layers, as the same blobs (`installer-base:<v>` for Talos ≥
+//! 1.10; `installer:<v>` below, keeping only the first of its two layers), plus one
+//! *artifacts layer*: a gzip'd USTAR tar, entries sorted, mode 0, uid/gid 0, mtime 0, no
+//! directory entries, holding
+//!
+//! - Talos ≥ 1.10: `usr/install/<arch>/systemd-boot.efi` and `usr/install/<arch>/vmlinuz.efi`
+//!   (the UKI, with the `reset-maintenance` profile; `factory::uki`);
+//! - below: `usr/install/<arch>/vmlinuz` and `usr/install/<arch>/initramfs.xz` (with the
+//!   schematic's extensions: the same initramfs asset `/image` serves).
+//!
+//! The artifacts layer of each architecture is an asset of the [`Builder`](super::builder):
+//! built once per key, detached from the request, stored and signed. Assembling the index
+//! around it (config, manifests, index) is cheap and deterministic; it runs once per
+//! `(image, schematic, version)` at a time, detached too, and ends by signing the index the
+//! way cosign does (a `sha256-<hex>.sig` tag whose simple-signing payload is signed with the
+//! cache signing key) and only then tagging it: a reader never sees an unsigned tag, and a tag
+//! whose signature does not verify is rebuilt, never served.
+//!
+//! Everything is kept in the image catalog under the name `bootfactory.invalid/<image>/<id>`
+//! (the `.invalid` top-level domain never resolves, so the mirror can never mistake it for an
+//! upstream), so GC keeps what a tag reaches and `mirror export` can bundle a built installer.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use serde::Serialize;
+use sha2::{Digest as _, Sha256};
+use tokio::sync::watch;
+
+use super::artifacts::ImagerFile;
+use super::builder::{BuildError, BuildFuture, BuiltAsset};
+use super::profile::{Arch, AssetProfile};
+use super::quirks::Quirks;
+use super::service::{Factory, FactoryError, Resolved, parse_version};
+use crate::errors;
+use crate::oci::{ImageName, media, parse_manifest};
+use crate::store::Digest;
+
+/// The registry part of the catalog names installer images are kept under. `.invalid` is
+/// reserved (RFC 2606): no upstream can ever answer for it.
+pub const CATALOG_REGISTRY: &str = "bootfactory.invalid";
+
+/// The `created` time of every installer image config (`SOURCE_DATE_EPOCH`), so the same
+/// inputs give the same digests.
+const CREATED: &str = "2019-06-01T21:34:52Z";
+
+/// The cosign simple-signing layer media type and the annotation holding its signature.
+pub const COSIGN_PAYLOAD_TYPE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+/// Annotation of the cosign signature layer: base64 of the DER ECDSA signature.
+pub const COSIGN_SIGNATURE_ANNOTATION: &str = "dev.cosignproject.cosign/signature";
+
+/// Largest manifest, config or signature payload read into memory.
+const MAX_MANIFEST: u64 = crate::oci::manifest::MAX_MANIFEST_BYTES as u64;
+
+/// Architectures an installer index is built for, in index order (upstream's).
+const ARCHES: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+/// An installer image name as the Image Factory reads it (`getRequestedImage`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstallerName {
+    /// The name as requested (`metal-installer`).
+    pub image: String,
+    /// Talos platform (`metal` for the bare `installer`).
+    pub platform: String,
+    /// A `-secureboot` variant.
+    pub secure_boot: bool,
+}
+
+impl InstallerName {
+    /// `installer`, `installer-secureboot`, `<platform>-installer-secureboot` (checked first)
+    /// or `<platform>-installer`; anything else is upstream's 400 `invalid image: <image>`.
+    pub fn parse(image: &str) -> Result<InstallerName, FactoryError> {
+        let named = |platform: &str, secure_boot| InstallerName {
+            image: image.to_string(),
+            platform: platform.to_string(),
+            secure_boot,
+        };
+        match image {
+            "installer" => return Ok(named("metal", false)),
+            "installer-secureboot" => return Ok(named("metal", true)),
+            _ => {}
+        }
+        if let Some(p) = image.strip_suffix("-installer-secureboot") {
+            return Ok(named(p, true));
+        }
+        if let Some(p) = image.strip_suffix("-installer") {
+            return Ok(named(p, false));
+        }
+        let shown: String = image.chars().take(128).collect();
+        Err(FactoryError::InvalidImage(format!(
+            "invalid image: {shown}"
+        )))
+    }
+}
+
+/// A manifest (index, image manifest or signature) of an installer repository.
+#[derive(Debug, Clone)]
+pub struct InstallerManifest {
+    /// Its digest.
+    pub digest: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+}
+
+/// A manifest reference of an installer repository, classified like upstream's
+/// `handleManifest`.
+enum ManifestRef {
+    /// `latest` or `v…`: build if needed.
+    Version(String),
+    /// `sha256:…`: something built before.
+    Digest(Digest),
+    /// Any other tag (`sha256-<hex>.sig`, the cosign signature): only what is stored.
+    Tag(String),
+}
+
+/// Result of an index build shared by every request that joined it.
+type SharedIndex = watch::Receiver<Option<Result<Digest, FactoryError>>>;
+
+/// In-flight index builds, per `(image, schematic, version)`.
+#[derive(Default)]
+pub(crate) struct IndexBuilds {
+    inflight: Mutex<HashMap<String, SharedIndex>>,
+}
+
+/// The catalog name of an installer repository.
+fn catalog_name(image: &str, schematic: &str) -> Result<ImageName, FactoryError> {
+    ImageName::new(CATALOG_REGISTRY, &format!("{image}/{schematic}"))
+        .map_err(|e| FactoryError::InvalidImage(format!("invalid image: {e}")))
+}
+
+/// The cosign signature tag of a manifest digest.
+pub fn signature_tag(digest: &Digest) -> String {
+    format!("sha256-{}.sig", digest.hex())
+}
+
+impl Factory {
+    /// `GET|HEAD /v2/<image>/<schematic>/manifests/<reference>` (upstream's order: schematic,
+    /// image name, `latest`, then by tag or digest). A version tag builds the index on first
+    /// request; a digest or another tag serves only what was built.
+    pub async fn installer_manifest(
+        self: &Arc<Self>,
+        image: &str,
+        schematic: &str,
+        reference: &str,
+        client: Option<IpAddr>,
+    ) -> Result<InstallerManifest, FactoryError> {
+        let stored = self.load_schematic(schematic).await?;
+        let name = InstallerName::parse(image)?;
+        let repo = catalog_name(image, schematic)?;
+        let reference = match reference {
+            "latest" => ManifestRef::Version(self.latest_stable().await?),
+            r if r.starts_with("sha256:") => ManifestRef::Digest(r.parse().map_err(|_| {
+                FactoryError::ManifestUnknown(format!("invalid digest {:?}", short(r)))
+            })?),
+            r if r.starts_with('v') => ManifestRef::Version(r.to_string()),
+            r => ManifestRef::Tag(r.to_string()),
+        };
+        let digest = match reference {
+            ManifestRef::Digest(d) => d,
+            ManifestRef::Tag(tag) => self
+                .catalog()
+                .tag(&repo, &tag)
+                .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+                .map(|(d, _)| d)
+                .ok_or_else(|| {
+                    FactoryError::ManifestUnknown(format!(
+                        "manifest {:?} of {image}/{schematic} is not known (only version tags are built)",
+                        short(&tag)
+                    ))
+                })?,
+            ManifestRef::Version(tag) => {
+                let version = parse_version(&tag)?;
+                match self.verified_index(&repo, &tag).await? {
+                    Some(d) => d,
+                    None => {
+                        self.artifacts().check_version(&version).await?;
+                        let resolved = Resolved {
+                            schematic: stored,
+                            version,
+                            profile: AssetProfile::installer(&name.platform, Arch::Amd64),
+                        };
+                        self.check_installer(&name)?;
+                        self.build_index(resolved, name, repo.clone(), tag, client)
+                            .await?
+                    }
+                }
+            }
+        };
+        self.stored_manifest(&repo, &digest).await
+    }
+
+    /// `GET|HEAD /v2/<image>/<schematic>/blobs/<digest>`: a blob of a built installer image
+    /// (the store holds other things too; only what this repository's manifests reference is
+    /// served here).
+    pub async fn installer_blob(
+        &self,
+        image: &str,
+        schematic: &str,
+        digest: &str,
+    ) -> Result<crate::store::Blob, FactoryError> {
+        self.load_schematic(schematic).await?;
+        InstallerName::parse(image)?;
+        let repo = catalog_name(image, schematic)?;
+        let unknown = || {
+            FactoryError::BlobUnknown(format!(
+                "blob {:?} is not part of {image}/{schematic}",
+                short(digest)
+            ))
+        };
+        let digest: Digest = digest.parse().map_err(|_| unknown())?;
+        if !self.repository_references(&repo, &digest)? {
+            return Err(unknown());
+        }
+        self.store()
+            .open_blob(&digest)
+            .await
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))
+    }
+
+    /// `GET /v2/<image>/<schematic>/referrers/<digest>`: an OCI index of the manifests whose
+    /// `subject` is `digest` (the cosign signature of an installer index names it), filtered by
+    /// `artifact_type` when given.
+    pub async fn installer_referrers(
+        &self,
+        image: &str,
+        schematic: &str,
+        digest: &str,
+        artifact_type: Option<&str>,
+    ) -> Result<InstallerManifest, FactoryError> {
+        self.load_schematic(schematic).await?;
+        InstallerName::parse(image)?;
+        let repo = catalog_name(image, schematic)?;
+        let subject: Digest = digest.parse().map_err(|_| {
+            FactoryError::RouteNotFound(format!(
+                "invalid referrers subject digest: {}",
+                short(digest)
+            ))
+        })?;
+        let mut manifests = Vec::new();
+        if let Some(sig) = self.signature_manifest(&repo, &subject).await?
+            && artifact_type.is_none_or(|t| t == COSIGN_PAYLOAD_TYPE)
+        {
+            manifests.push(Descriptor {
+                media_type: media::OCI_MANIFEST.to_string(),
+                size: sig.bytes.len() as u64,
+                digest: sig.digest.to_string(),
+                platform: None,
+                annotations: None,
+                artifact_type: Some(COSIGN_PAYLOAD_TYPE.to_string()),
+            });
+        }
+        let bytes = to_json(&Index {
+            schema_version: 2,
+            media_type: media::OCI_INDEX,
+            manifests,
+        });
+        Ok(InstallerManifest {
+            digest: Digest::of_bytes(&bytes),
+            media_type: media::OCI_INDEX.to_string(),
+            bytes,
+        })
+    }
+
+    /// The newest stable version the factory serves (`latest`).
+    async fn latest_stable(&self) -> Result<String, FactoryError> {
+        let versions = self.artifacts().versions().await?;
+        versions
+            .iter()
+            .filter(|v| !v.is_prerelease())
+            .max()
+            .map(|v| v.to_string())
+            .ok_or_else(|| {
+                FactoryError::VersionNotAvailable("no stable Talos version is available".into())
+            })
+    }
+
+    /// Upstream's installer checks (the enhancement step): Secure Boot is refused (not enabled
+    /// on bootfactory) and the platform must be one Talos knows. META is not refused: upstream
+    /// never copies it into an installer profile, so it is dropped (as [`Factory::cmdline`]
+    /// does for installers).
+    fn check_installer(&self, name: &InstallerName) -> Result<(), FactoryError> {
+        if name.secure_boot {
+            return Err(FactoryError::Schematic("secure boot is disabled".into()));
+        }
+        if super::cmdline::platform_name(&name.platform).is_none() {
+            let shown: String = name.platform.chars().take(64).collect();
+            return Err(FactoryError::UnknownPlatform(
+                super::cmdline::UnknownPlatform(shown).to_string(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The index `repo:tag` points at, if its cosign signature verifies (otherwise it is
+    /// rebuilt, never served).
+    async fn verified_index(
+        &self,
+        repo: &ImageName,
+        tag: &str,
+    ) -> Result<Option<Digest>, FactoryError> {
+        let Some((digest, _)) = self
+            .catalog()
+            .tag(repo, tag)
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+        else {
+            return Ok(None);
+        };
+        match self.verify_signature(repo, &digest).await {
+            Ok(()) => Ok(Some(digest)),
+            Err(why) => {
+                tracing::warn!(image = %repo, tag, %digest, why, "installer index signature does not verify; rebuilding");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Checks the cosign signature of `digest` in `repo`: the `sha256-<hex>.sig` manifest's
+    /// payload names the digest and its signature verifies with the cache key.
+    async fn verify_signature(&self, repo: &ImageName, digest: &Digest) -> Result<(), String> {
+        let sig = self
+            .signature_manifest(repo, digest)
+            .await
+            .map_err(|e| errors::chain(&e))?
+            .ok_or("no signature")?;
+        let manifest =
+            parse_manifest(&sig.bytes, Some(media::OCI_MANIFEST)).map_err(|e| errors::chain(&e))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&sig.bytes).map_err(|e| e.to_string())?;
+        let layer = manifest.layers.first().ok_or("signature has no layer")?;
+        let signature = json["layers"][0]["annotations"][COSIGN_SIGNATURE_ANNOTATION]
+            .as_str()
+            .ok_or("signature layer has no signature annotation")?;
+        let signature = base64::engine::general_purpose::STANDARD
+            .decode(signature)
+            .map_err(|e| e.to_string())?;
+        let payload = self
+            .read_bounded(&layer.digest, 64 << 10)
+            .await
+            .map_err(|e| errors::chain(&e))?;
+        if !self.builder().signer().verify(&payload, &signature) {
+            return Err("signature does not verify with the cache signing key".into());
+        }
+        let payload: serde_json::Value =
+            serde_json::from_slice(&payload).map_err(|e| e.to_string())?;
+        if payload["critical"]["image"]["docker-manifest-digest"].as_str()
+            != Some(digest.to_string().as_str())
+        {
+            return Err("signature payload names another digest".into());
+        }
+        Ok(())
+    }
+
+    /// The stored cosign signature manifest of `digest` in `repo`.
+    async fn signature_manifest(
+        &self,
+        repo: &ImageName,
+        digest: &Digest,
+    ) -> Result<Option<InstallerManifest>, FactoryError> {
+        let Some((sig, _)) = self
+            .catalog()
+            .tag(repo, &signature_tag(digest))
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+        else {
+            return Ok(None);
+        };
+        let bytes = self.read_bounded(&sig, MAX_MANIFEST).await?;
+        Ok(Some(InstallerManifest {
+            digest: sig,
+            media_type: media::OCI_MANIFEST.to_string(),
+            bytes,
+        }))
+    }
+
+    /// A manifest recorded for `repo`, by digest.
+    async fn stored_manifest(
+        &self,
+        repo: &ImageName,
+        digest: &Digest,
+    ) -> Result<InstallerManifest, FactoryError> {
+        let unknown = || {
+            FactoryError::ManifestUnknown(format!(
+                "manifest {digest} is not part of {}",
+                repo.repository()
+            ))
+        };
+        if !self
+            .catalog()
+            .has_manifest_in(repo, digest)
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+        {
+            return Err(unknown());
+        }
+        let record = self.catalog().manifest(digest).ok_or_else(unknown)?;
+        let bytes = self.read_bounded(digest, MAX_MANIFEST).await?;
+        Ok(InstallerManifest {
+            digest: *digest,
+            media_type: record.media_type,
+            bytes,
+        })
+    }
+
+    /// True if `digest` is a manifest of `repo` or a blob one of its manifests references.
+    fn repository_references(
+        &self,
+        repo: &ImageName,
+        digest: &Digest,
+    ) -> Result<bool, FactoryError> {
+        let catalog = self.catalog();
+        let internal = |e| FactoryError::Internal(Arc::new(e));
+        for root in catalog.manifests_in(repo).map_err(internal)? {
+            if &root == digest
+                || self
+                    .store()
+                    .children(&root)
+                    .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+                    .contains(digest)
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Builds (or joins the build of) the index for `repo:tag`, detached from the request.
+    async fn build_index(
+        self: &Arc<Self>,
+        resolved: Resolved,
+        name: InstallerName,
+        repo: ImageName,
+        tag: String,
+        client: Option<IpAddr>,
+    ) -> Result<Digest, FactoryError> {
+        let key = format!("{}:{tag}", repo);
+        let mut rx = {
+            let mut inflight = self.index_builds().inflight.lock().expect("index builds");
+            match inflight.get(&key) {
+                Some(rx) => rx.clone(),
+                None => {
+                    let (tx, rx) = watch::channel(None);
+                    inflight.insert(key.clone(), rx.clone());
+                    let this = self.clone();
+                    tokio::spawn(async move {
+                        let result = this
+                            .assemble_index(&resolved, &name, &repo, &tag, client)
+                            .await;
+                        if let Err(e) = &result {
+                            tracing::warn!(image = %repo, tag, error = %errors::chain(e), "installer image build failed");
+                        }
+                        this.index_builds()
+                            .inflight
+                            .lock()
+                            .expect("index builds")
+                            .remove(&key);
+                        let _ = tx.send(Some(result));
+                    });
+                    rx
+                }
+            }
+        };
+        loop {
+            if let Some(result) = rx.borrow_and_update().clone() {
+                return result;
+            }
+            if rx.changed().await.is_err() {
+                return Err(FactoryError::Internal(errors::message(
+                    "installer build ended without a result",
+                )));
+            }
+        }
+    }
+
+    /// Builds every architecture's image, the index, its signature, then the tag.
+    async fn assemble_index(
+        &self,
+        resolved: &Resolved,
+        name: &InstallerName,
+        repo: &ImageName,
+        tag: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Digest, FactoryError> {
+        let mut children = Vec::new();
+        for arch in ARCHES {
+            let mut r = resolved.clone();
+            r.profile = AssetProfile::installer(&name.platform, arch);
+            match self.arch_image(&r, repo, client).await {
+                Ok(d) => children.push(d),
+                // A release without this architecture's boot files: the index has the others.
+                Err(FactoryError::AssetSourceMissing(why)) if arch != Arch::Amd64 => {
+                    tracing::info!(image = %repo, tag, arch = arch.as_str(), why, "architecture left out of the installer index");
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let index = to_json(&Index {
+            schema_version: 2,
+            media_type: media::OCI_INDEX,
+            manifests: children,
+        });
+        let index_digest = self.put_manifest(repo, &index, media::OCI_INDEX).await?;
+        self.sign_index(repo, &index_digest).await?;
+        self.catalog()
+            .set_tag(repo, tag, &index_digest)
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
+        tracing::info!(image = %repo, tag, digest = %index_digest, "installer image built");
+        Ok(index_digest)
+    }
+
+    /// One architecture's image: base layers + the artifacts layer. Returns its index entry.
+    async fn arch_image(
+        &self,
+        r: &Resolved,
+        repo: &ImageName,
+        client: Option<IpAddr>,
+    ) -> Result<Descriptor, FactoryError> {
+        let arch = r.profile.arch.as_str();
+        // The base first: offline without it, fail before building anything.
+        let base = self.artifacts().installer_base(&r.version, arch).await?;
+        let layer = self.artifacts_layer(r, client).await?;
+        let store = self.store();
+        let internal = |e: crate::store::StoreError| FactoryError::Internal(Arc::new(e));
+        let base_manifest = self.read_bounded(&base.manifest, MAX_MANIFEST).await?;
+        let base_manifest = parse_manifest(&base_manifest, None).map_err(|e| {
+            FactoryError::Internal(errors::context(format!("{} manifest", base.reference), e))
+        })?;
+        let config_digest = base_manifest
+            .config
+            .as_ref()
+            .map(|c| c.digest)
+            .ok_or_else(|| {
+                FactoryError::Internal(errors::message(format!("{} has no config", base.reference)))
+            })?;
+        let base_config: serde_json::Value =
+            serde_json::from_slice(&self.read_bounded(&config_digest, MAX_MANIFEST).await?)
+                .map_err(|e| {
+                    FactoryError::Internal(errors::context(format!("{} config", base.reference), e))
+                })?;
+        // ≤ 1.9 `installer` images carry their own boot files in a second layer: dropped.
+        let mut base_layers = base_manifest.layers.clone();
+        if base_layers.len() == 2 {
+            base_layers.truncate(1);
+        }
+        let base_diff_ids: Vec<String> = base_config["rootfs"]["diff_ids"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if base_diff_ids.len() < base_layers.len() {
+            return Err(FactoryError::Internal(errors::message(format!(
+                "{} config lists {} diff IDs for {} layers",
+                base.reference,
+                base_diff_ids.len(),
+                base_manifest.layers.len()
+            ))));
+        }
+        let overlay = self.overlay_layer(r).await?;
+        let mut diff_ids: Vec<String> = base_diff_ids[..base_layers.len()].to_vec();
+        diff_ids.push(layer.diff_id.to_string());
+        if let Some(o) = &overlay {
+            diff_ids.push(o.diff_id.to_string());
+        }
+        let config = to_json(&ImageConfig {
+            architecture: arch,
+            created: CREATED,
+            os: "linux",
+            rootfs: RootFs {
+                kind: "layers",
+                diff_ids,
+            },
+            config: base_config
+                .get("config")
+                .cloned()
+                .unwrap_or(serde_json::json!({})),
+        });
+        let config_digest = store.put_bytes(&config).await.map_err(internal)?;
+        let mut layers: Vec<Descriptor> = base_layers
+            .iter()
+            .map(|l| Descriptor::plain(&l.media_type, l.size, &l.digest))
+            .collect();
+        layers.push(Descriptor::plain(
+            media::OCI_LAYER_GZIP,
+            layer.size,
+            &layer.digest,
+        ));
+        if let Some(o) = &overlay {
+            layers.push(Descriptor::plain(media::OCI_LAYER_GZIP, o.size, &o.digest));
+        }
+        let manifest = to_json(&ImageManifest {
+            schema_version: 2,
+            media_type: media::OCI_MANIFEST,
+            config: Descriptor::plain(media::OCI_CONFIG, config.len() as u64, &config_digest),
+            layers,
+            subject: None,
+        });
+        let digest = self
+            .put_manifest(repo, &manifest, media::OCI_MANIFEST)
+            .await?;
+        let mut entry = Descriptor::plain(media::OCI_MANIFEST, manifest.len() as u64, &digest);
+        entry.platform = Some(Platform {
+            architecture: arch.to_string(),
+            os: "linux".to_string(),
+        });
+        Ok(entry)
+    }
+
+    /// Stores a manifest and records it under `repo` (children included, so GC keeps them).
+    async fn put_manifest(
+        &self,
+        repo: &ImageName,
+        bytes: &[u8],
+        media_type: &str,
+    ) -> Result<Digest, FactoryError> {
+        self.catalog()
+            .put_manifest(repo, bytes, Some(media_type))
+            .await
+            .map(|(d, _)| d)
+            .map_err(|e| {
+                if crate::store::caused_by_no_space(&e) {
+                    FactoryError::NoSpace(Arc::new(e))
+                } else {
+                    FactoryError::Internal(Arc::new(e))
+                }
+            })
+    }
+
+    /// Signs `digest` the way `cosign sign --key` does: a simple-signing payload naming the
+    /// digest, signed (ECDSA P-256, SHA-256, DER, base64) with the cache signing key, as the
+    /// one layer of an image tagged `sha256-<hex>.sig`. The manifest also names the index as
+    /// its `subject`, so the referrers API lists it.
+    async fn sign_index(&self, repo: &ImageName, digest: &Digest) -> Result<(), FactoryError> {
+        let internal = |e: crate::store::StoreError| FactoryError::Internal(Arc::new(e));
+        let reference = format!(
+            "{}/{}",
+            self.config().external_registry_host(),
+            repo.repository()
+        );
+        let payload = cosign_payload(&reference, digest);
+        let signature = base64::engine::general_purpose::STANDARD
+            .encode(self.builder().signer().sign(&payload));
+        let store = self.store();
+        let payload_digest = store.put_bytes(&payload).await.map_err(internal)?;
+        let config = to_json(&serde_json::json!({
+            "architecture": "",
+            "config": {},
+            "created": "0001-01-01T00:00:00Z",
+            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "os": "",
+            "rootfs": {"type": "layers", "diff_ids": [payload_digest.to_string()]},
+        }));
+        let config_digest = store.put_bytes(&config).await.map_err(internal)?;
+        let mut layer =
+            Descriptor::plain(COSIGN_PAYLOAD_TYPE, payload.len() as u64, &payload_digest);
+        layer.annotations = Some(
+            [(COSIGN_SIGNATURE_ANNOTATION.to_string(), signature)]
+                .into_iter()
+                .collect(),
+        );
+        let index_size = store.stat(digest).map(|i| i.size).unwrap_or(0);
+        let manifest = to_json(&ImageManifest {
+            schema_version: 2,
+            media_type: media::OCI_MANIFEST,
+            config: Descriptor::plain(media::OCI_CONFIG, config.len() as u64, &config_digest),
+            layers: vec![layer],
+            subject: Some(Descriptor::plain(media::OCI_INDEX, index_size, digest)),
+        });
+        let sig = self
+            .put_manifest(repo, &manifest, media::OCI_MANIFEST)
+            .await?;
+        self.catalog()
+            .set_tag(repo, &signature_tag(digest), &sig)
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))
+    }
+
+    /// The artifacts layer of one architecture, as a built asset.
+    async fn artifacts_layer(
+        &self,
+        r: &Resolved,
+        client: Option<IpAddr>,
+    ) -> Result<LayerAsset, FactoryError> {
+        let arch = r.profile.arch.as_str();
+        let quirks = Quirks::new(&r.version);
+        let dir = format!("usr/install/{arch}");
+        let files: Vec<(String, PathBuf)> = if quirks.unified_installer() {
+            let uki = self.installer_uki(r, client).await?;
+            let uki = self.blob_path(&uki).await?;
+            let boot = self
+                .artifacts()
+                .imager_file(&r.version, arch, ImagerFile::SdBoot)
+                .await?;
+            vec![
+                (format!("{dir}/systemd-boot.efi"), boot),
+                (format!("{dir}/vmlinuz.efi"), uki),
+            ]
+        } else {
+            let kernel = self
+                .artifacts()
+                .imager_file(&r.version, arch, ImagerFile::Kernel)
+                .await?;
+            let mut initramfs = r.clone();
+            initramfs.profile = AssetProfile::initramfs(r.profile.arch);
+            let initramfs = self.asset(&initramfs, client).await?;
+            let initramfs = self.blob_path(&initramfs).await?;
+            vec![
+                (format!("{dir}/initramfs.xz"), initramfs),
+                (format!("{dir}/vmlinuz"), kernel),
+            ]
+        };
+        let key = self.asset_key(r);
+        self.layer_asset(key, move |out| write_artifacts_layer(&files, out))
+            .await
+    }
+
+    /// The overlay layer of one architecture (`overlay/artifacts/…`,
+    /// `overlay/installers/default`, `overlay/extra-options`), if the schematic has an overlay.
+    async fn overlay_layer(&self, r: &Resolved) -> Result<Option<LayerAsset>, FactoryError> {
+        let overlay = &r.schematic.schematic.overlay;
+        if overlay.is_empty() {
+            return Ok(None);
+        }
+        let overlays = self.artifacts().overlays(&r.version).await?;
+        let info = overlays
+            .iter()
+            .find(|o| o.name == overlay.name)
+            .ok_or_else(|| {
+                FactoryError::Schematic(format!(
+                    "official overlay {:?} is not available for Talos version {}",
+                    overlay.name, r.version
+                ))
+            })?
+            .clone();
+        let tree = self
+            .artifacts()
+            .overlay_tree(&info, r.profile.arch.as_str())
+            .await?;
+        let installer = Path::new("installers").join(&overlay.name);
+        let installer = crate::contained::regular_file(&tree, &installer).ok_or_else(|| {
+            FactoryError::AssetSourceMissing(format!(
+                "{} has no installers/{}",
+                info.reference, overlay.name
+            ))
+        })?;
+        let options = crate::schematic::options_yaml(&overlay.options);
+        let key = format!("{}/overlay/{}", self.asset_key(r), info.digest);
+        self.layer_asset(key, move |out| {
+            write_overlay_layer(&tree, &installer, options.as_bytes(), out)
+        })
+        .await
+        .map(Some)
+    }
+
+    /// A layer built once per `key` by `write` (which returns its digests) and stored as an
+    /// asset; its `diff_id` is kept beside it (recomputed from the blob if that record is
+    /// missing).
+    async fn layer_asset(
+        &self,
+        key: String,
+        write: impl FnOnce(&Path) -> io::Result<LayerDigests> + Send + 'static,
+    ) -> Result<LayerAsset, FactoryError> {
+        let diff_ids = self.layer_diff_ids()?;
+        let recorded = diff_ids.clone();
+        let asset = self
+            .builder()
+            .get_or_build(&key, move |out: PathBuf| -> BuildFuture {
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || {
+                        let digests = write(&out).map_err(BuildError::from_error)?;
+                        recorded
+                            .insert(
+                                digests.compressed.as_bytes(),
+                                digests.diff_id.as_bytes().to_vec(),
+                            )
+                            .map_err(|e| BuildError::Failed(Arc::new(e)))?;
+                        Ok(())
+                    })
+                    .await
+                    .map_err(|e| BuildError::Failed(errors::context("installer layer task", e)))?
+                })
+            })
+            .await?;
+        let diff_id = match diff_ids
+            .get(asset.digest.as_bytes())
+            .ok()
+            .flatten()
+            .and_then(|v| <[u8; 32]>::try_from(v.as_ref()).ok())
+            .map(Digest::from_bytes)
+        {
+            Some(d) => d,
+            // The record was lost (a restored data directory): read the layer back.
+            None => {
+                let path = self.blob_path(&asset).await?;
+                let d = tokio::task::spawn_blocking(move || gunzipped_digest(&path))
+                    .await
+                    .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+                    .map_err(|e| {
+                        FactoryError::Internal(errors::context("reading installer layer", e))
+                    })?;
+                let _ = diff_ids.insert(asset.digest.as_bytes(), d.as_bytes().to_vec());
+                d
+            }
+        };
+        Ok(LayerAsset {
+            digest: asset.digest,
+            size: asset.size,
+            diff_id,
+        })
+    }
+
+    /// A small blob (a manifest, a config, a signature payload) read whole, refusing one over
+    /// `max` bytes: these come from imported images too.
+    async fn read_bounded(&self, digest: &Digest, max: u64) -> Result<Vec<u8>, FactoryError> {
+        let size = self.store().stat(digest).map(|i| i.size).unwrap_or(0);
+        if size > max {
+            return Err(FactoryError::Internal(errors::message(format!(
+                "blob {digest} is {size} bytes, more than the {max} a manifest or config may have"
+            ))));
+        }
+        self.store()
+            .read_bytes(digest)
+            .await
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))
+    }
+
+    async fn blob_path(&self, asset: &BuiltAsset) -> Result<PathBuf, FactoryError> {
+        self.store()
+            .blob_path(&asset.digest)
+            .await
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))
+    }
+}
+
+/// A built artifacts layer.
+struct LayerAsset {
+    digest: Digest,
+    size: u64,
+    diff_id: Digest,
+}
+
+/// The cosign simple-signing payload (`sigstore` `SignImage`): the reference and the digest.
+pub fn cosign_payload(reference: &str, digest: &Digest) -> Vec<u8> {
+    to_json(&serde_json::json!({
+        "critical": {
+            "identity": {"docker-reference": reference},
+            "image": {"docker-manifest-digest": digest.to_string()},
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+}
+
+/// Digests of a layer written by [`write_artifacts_layer`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LayerDigests {
+    /// SHA-256 of the gzip stream (the blob).
+    pub compressed: Digest,
+    /// SHA-256 of the tar (the config's `diff_id`).
+    pub diff_id: Digest,
+}
+
+/// Writes the artifacts layer: `files` (path in the image, file on disk) as a gzip'd
+/// (level 1, like go-containerregistry's) USTAR tar, sorted by path, mode 0, uid/gid 0,
+/// mtime 0, no directory entries. Streamed: nothing is held in memory.
+pub fn write_artifacts_layer(files: &[(String, PathBuf)], out: &Path) -> io::Result<LayerDigests> {
+    let mut sorted: Vec<&(String, PathBuf)> = files.iter().collect();
+    sorted.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut layer = LayerWriter::create(out)?;
+    for (name, path) in sorted {
+        layer.file(name, 0, path)?;
+    }
+    layer.finish()
+}
+
+/// Most entries and deepest nesting an overlay's `artifacts/` may have (imported content).
+const MAX_OVERLAY_ENTRIES: usize = 100_000;
+const MAX_OVERLAY_DEPTH: usize = 64;
+
+/// Writes the overlay layer as the imager does (`filemap.Walk` of a staged `overlay/`
+/// directory): `overlay/artifacts/…` from the overlay image, `overlay/extra-options` (the
+/// schematic's options as YAML), `overlay/installers/default` (the overlay's installer),
+/// directories included, permission bits kept, sorted by path. Links in the image are
+/// resolved inside the image (never out of it), as the imager reads through them; a link
+/// leading nowhere is left out.
+pub fn write_overlay_layer(
+    tree: &Path,
+    installer: &Path,
+    options: &[u8],
+    out: &Path,
+) -> io::Result<LayerDigests> {
+    enum Source {
+        Dir,
+        File(PathBuf),
+        Bytes,
+    }
+    let mut entries: Vec<(String, u32, Source)> = Vec::new();
+    let artifacts = tree.join("artifacts");
+    if std::fs::symlink_metadata(&artifacts).is_ok_and(|m| m.is_dir()) {
+        entries.push(("overlay/artifacts".into(), 0o755, Source::Dir));
+        let mut stack = vec![(PathBuf::from("artifacts"), 0usize)];
+        while let Some((rel, depth)) = stack.pop() {
+            if depth >= MAX_OVERLAY_DEPTH {
+                return Err(io::Error::other(format!(
+                    "overlay {} is nested deeper than {MAX_OVERLAY_DEPTH} directories",
+                    rel.display()
+                )));
+            }
+            for entry in std::fs::read_dir(tree.join(&rel))? {
+                let entry = entry?;
+                let child = rel.join(entry.file_name());
+                let name = format!(
+                    "overlay/{}",
+                    child
+                        .to_str()
+                        .ok_or_else(|| io::Error::other("overlay path is not UTF-8"))?
+                );
+                let meta = entry.metadata()?;
+                let mode = {
+                    use std::os::unix::fs::PermissionsExt;
+                    meta.permissions().mode() & 0o777
+                };
+                if meta.is_dir() {
+                    entries.push((name, mode, Source::Dir));
+                    stack.push((child, depth + 1));
+                } else if meta.is_file() {
+                    entries.push((name, mode, Source::File(tree.join(&child))));
+                } else if meta.file_type().is_symlink() {
+                    match crate::contained::resolve(tree, &child) {
+                        Ok(target) if target.is_file() => {
+                            entries.push((name, mode, Source::File(target)))
+                        }
+                        Ok(target) if target.is_dir() => entries.push((name, mode, Source::Dir)),
+                        _ => {}
+                    }
+                }
+                if entries.len() > MAX_OVERLAY_ENTRIES {
+                    return Err(io::Error::other(format!(
+                        "overlay artifacts have more than {MAX_OVERLAY_ENTRIES} entries"
+                    )));
+                }
+            }
+        }
+    }
+    entries.push(("overlay/extra-options".into(), 0o644, Source::Bytes));
+    entries.push(("overlay/installers".into(), 0o755, Source::Dir));
+    let installer_mode = {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(installer)?.permissions().mode() & 0o777
+    };
+    entries.push((
+        "overlay/installers/default".into(),
+        installer_mode,
+        Source::File(installer.to_path_buf()),
+    ));
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut layer = LayerWriter::create(out)?;
+    for (name, mode, source) in &entries {
+        match source {
+            Source::Dir => layer.dir(name, *mode)?,
+            Source::File(path) => layer.file(name, *mode, path)?,
+            Source::Bytes => layer.bytes(name, *mode, options)?,
+        }
+    }
+    layer.finish()
+}
+
+/// A layer being written: a USTAR tar (uid/gid 0, mtime 0), gzip level 1, both hashed as
+/// they stream to the file.
+struct LayerWriter {
+    tar: tar::Builder<
+        HashingWriter<flate2::write::GzEncoder<HashingWriter<io::BufWriter<std::fs::File>>>>,
+    >,
+}
+
+impl LayerWriter {
+    fn create(out: &Path) -> io::Result<LayerWriter> {
+        let file = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+        let gz = flate2::GzBuilder::new()
+            .operating_system(255)
+            .write(HashingWriter::new(file), flate2::Compression::fast());
+        Ok(LayerWriter {
+            tar: tar::Builder::new(HashingWriter::new(gz)),
+        })
+    }
+
+    fn header(name: &str, mode: u32, size: u64, kind: tar::EntryType) -> io::Result<tar::Header> {
+        let mut header = tar::Header::new_ustar();
+        header.set_path(name)?;
+        header.set_size(size);
+        header.set_mode(mode);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        header.set_entry_type(kind);
+        header.set_cksum();
+        Ok(header)
+    }
+
+    fn file(&mut self, name: &str, mode: u32, path: &Path) -> io::Result<()> {
+        let source = std::fs::File::open(path)?;
+        let len = source.metadata()?.len();
+        let header = Self::header(name, mode, len, tar::EntryType::Regular)?;
+        // `take`: a file that grows while being read cannot overrun its header.
+        self.tar.append(
+            &header,
+            io::BufReader::with_capacity(1 << 20, source).take(len),
+        )
+    }
+
+    fn bytes(&mut self, name: &str, mode: u32, data: &[u8]) -> io::Result<()> {
+        let header = Self::header(name, mode, data.len() as u64, tar::EntryType::Regular)?;
+        self.tar.append(&header, data)
+    }
+
+    fn dir(&mut self, name: &str, mode: u32) -> io::Result<()> {
+        let header = Self::header(name, mode, 0, tar::EntryType::Directory)?;
+        self.tar.append(&header, io::empty())
+    }
+
+    fn finish(self) -> io::Result<LayerDigests> {
+        let inner = self.tar.into_inner()?;
+        let (gz, diff_id) = inner.finish();
+        let compressed = gz.finish()?;
+        let (mut file, digest) = compressed.finish();
+        file.flush()?;
+        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+        Ok(LayerDigests {
+            compressed: digest,
+            diff_id,
+        })
+    }
+}
+
+/// The SHA-256 of a gzip file's decompressed content (a layer's `diff_id`).
+fn gunzipped_digest(path: &Path) -> io::Result<Digest> {
+    let file = io::BufReader::with_capacity(1 << 20, std::fs::File::open(path)?);
+    let mut gz = flate2::read::GzDecoder::new(file);
+    let mut h = HashingWriter::new(io::sink());
+    io::copy(&mut gz, &mut h)?;
+    Ok(h.finish().1)
+}
+
+/// A writer that hashes what passes through it.
+struct HashingWriter<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hash: Sha256::new(),
+        }
+    }
+
+    fn finish(self) -> (W, Digest) {
+        (
+            self.inner,
+            Digest::from(<[u8; 32]>::from(self.hash.finalize())),
+        )
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("installer JSON serialises")
+}
+
+fn short(s: &str) -> String {
+    s.chars().take(100).collect()
+}
+
+/// An OCI descriptor, fields in go-containerregistry's order.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    media_type: String,
+    size: u64,
+    digest: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<Platform>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    artifact_type: Option<String>,
+}
+
+impl Descriptor {
+    fn plain(media_type: &str, size: u64, digest: &Digest) -> Descriptor {
+        Descriptor {
+            media_type: media_type.to_string(),
+            size,
+            digest: digest.to_string(),
+            annotations: None,
+            platform: None,
+            artifact_type: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Platform {
+    architecture: String,
+    os: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Index {
+    schema_version: u32,
+    media_type: &'static str,
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ImageManifest {
+    schema_version: u32,
+    media_type: &'static str,
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    subject: Option<Descriptor>,
+}
+
+#[derive(Serialize)]
+struct ImageConfig {
+    architecture: &'static str,
+    created: &'static str,
+    os: &'static str,
+    rootfs: RootFs,
+    config: serde_json::Value,
+}
+
+#[derive(Serialize)]
+struct RootFs {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    diff_ids: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn image_names_as_upstream_reads_them() {
+        let p = |s: &str| InstallerName::parse(s).map(|n| (n.platform, n.secure_boot));
+        assert_eq!(p("installer").unwrap(), ("metal".into(), false));
+        assert_eq!(p("installer-secureboot").unwrap(), ("metal".into(), true));
+        assert_eq!(p("metal-installer").unwrap(), ("metal".into(), false));
+        assert_eq!(p("aws-installer").unwrap(), ("aws".into(), false));
+        assert_eq!(
+            p("digital-ocean-installer").unwrap(),
+            ("digital-ocean".into(), false)
+        );
+        assert_eq!(
+            p("metal-installer-secureboot").unwrap(),
+            ("metal".into(), true)
+        );
+        for bad in ["foo-bar", "installers", "metal-installer-x", ""] {
+            let e = p(bad).unwrap_err();
+            assert_eq!(e.to_string(), format!("invalid image: {bad}"));
+        }
+    }
+
+    #[test]
+    fn cosign_payload_is_simple_signing_json() {
+        let d = Digest::of_bytes(b"index");
+        let payload = cosign_payload("factory.test:8080/metal-installer/abc", &d);
+        assert_eq!(
+            String::from_utf8(payload).unwrap(),
+            format!(
+                "{{\"critical\":{{\"identity\":{{\"docker-reference\":\"factory.test:8080/metal-installer/abc\"}},\"image\":{{\"docker-manifest-digest\":\"{d}\"}},\"type\":\"cosign container image signature\"}},\"optional\":null}}"
+            )
+        );
+        assert_eq!(signature_tag(&d), format!("sha256-{}.sig", d.hex()));
+    }
+
+    fn entries(path: &Path) -> Vec<(String, tar::EntryType, u32, u64, u64, Vec<u8>)> {
+        let gz = flate2::read::GzDecoder::new(std::fs::File::open(path).unwrap());
+        let mut a = tar::Archive::new(gz);
+        a.entries()
+            .unwrap()
+            .map(|e| {
+                let mut e = e.unwrap();
+                let h = e.header().clone();
+                let mut data = Vec::new();
+                e.read_to_end(&mut data).unwrap();
+                (
+                    e.path().unwrap().display().to_string(),
+                    h.entry_type(),
+                    h.mode().unwrap(),
+                    h.uid().unwrap(),
+                    h.mtime().unwrap(),
+                    data,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn artifacts_layer_is_sorted_zero_mode_and_deterministic() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        std::fs::write(&a, b"UKI bytes").unwrap();
+        std::fs::write(&b, vec![7u8; 100_000]).unwrap();
+        let files = vec![
+            ("usr/install/amd64/vmlinuz.efi".to_string(), a.clone()),
+            ("usr/install/amd64/systemd-boot.efi".to_string(), b.clone()),
+        ];
+        let out1 = dir.path().join("l1");
+        let out2 = dir.path().join("l2");
+        let d1 = write_artifacts_layer(&files, &out1).unwrap();
+        let d2 = write_artifacts_layer(&files, &out2).unwrap();
+        assert_eq!(d1, d2);
+        assert_eq!(std::fs::read(&out1).unwrap(), std::fs::read(&out2).unwrap());
+        assert_eq!(
+            d1.compressed,
+            Digest::of_bytes(&std::fs::read(&out1).unwrap())
+        );
+        assert_eq!(d1.diff_id, gunzipped_digest(&out1).unwrap());
+        let e = entries(&out1);
+        assert_eq!(
+            e.iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+            [
+                "usr/install/amd64/systemd-boot.efi",
+                "usr/install/amd64/vmlinuz.efi"
+            ]
+        );
+        for (name, kind, mode, uid, mtime, _) in &e {
+            assert_eq!(
+                (*kind, *mode, *uid, *mtime),
+                (tar::EntryType::Regular, 0, 0, 0),
+                "{name}"
+            );
+        }
+        assert_eq!(e[1].5, b"UKI bytes");
+        // gzip header: no name, no mtime, OS "unknown".
+        let raw = std::fs::read(&out1).unwrap();
+        assert_eq!(&raw[..4], &[0x1f, 0x8b, 8, 0]);
+        assert_eq!(&raw[4..8], &[0, 0, 0, 0]);
+        assert_eq!(raw[9], 255);
+    }
+
+    #[test]
+    fn overlay_layer_walks_the_image_and_never_leaves_it() {
+        use std::os::unix::fs::{PermissionsExt, symlink};
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        std::fs::create_dir_all(tree.join("artifacts/arm64/firmware")).unwrap();
+        std::fs::create_dir_all(tree.join("installers")).unwrap();
+        std::fs::write(tree.join("artifacts/arm64/firmware/start4.elf"), b"fw").unwrap();
+        std::fs::write(tree.join("installers/rpi_generic"), b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(
+            tree.join("installers/rpi_generic"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"host secret").unwrap();
+        // An absolute link resolves inside the image (missing there: left out); a relative
+        // one inside the image is read through.
+        symlink(&secret, tree.join("artifacts/arm64/escape")).unwrap();
+        symlink("firmware/start4.elf", tree.join("artifacts/arm64/alias")).unwrap();
+        let out = dir.path().join("layer");
+        write_overlay_layer(
+            &tree,
+            &tree.join("installers/rpi_generic"),
+            b"configTxtAppend: x\n",
+            &out,
+        )
+        .unwrap();
+        let e = entries(&out);
+        let names: Vec<&str> = e.iter().map(|e| e.0.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "overlay/artifacts",
+                "overlay/artifacts/arm64",
+                "overlay/artifacts/arm64/alias",
+                "overlay/artifacts/arm64/firmware",
+                "overlay/artifacts/arm64/firmware/start4.elf",
+                "overlay/extra-options",
+                "overlay/installers",
+                "overlay/installers/default",
+            ]
+        );
+        assert!(e.iter().all(|e| e.5 != b"host secret"));
+        assert_eq!(e[2].5, b"fw");
+        assert_eq!(e[5].5, b"configTxtAppend: x\n");
+        assert_eq!(e[7].2, 0o755);
+        assert_eq!(e[0].1, tar::EntryType::Directory);
+    }
+
+    #[test]
+    fn overlay_nesting_is_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let tree = dir.path().join("tree");
+        let mut deep = tree.join("artifacts");
+        for _ in 0..70 {
+            deep = deep.join("d");
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::create_dir_all(tree.join("installers")).unwrap();
+        std::fs::write(tree.join("installers/x"), b"x").unwrap();
+        let err = write_overlay_layer(
+            &tree,
+            &tree.join("installers/x"),
+            b"{}\n",
+            &dir.path().join("layer"),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("nested deeper"), "{err}");
+    }
+}
