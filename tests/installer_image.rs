@@ -540,3 +540,124 @@ async fn import_fixture_without(data: &Path, options: &FixtureOptions, leave_out
         .unwrap();
     store.flush().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installer_tarballs_are_the_images_podman_loads() {
+    let (server, _release, _layout) = server().await;
+    let id = support::post_schematic(&server.url, GVISOR).await;
+    for (version, path, base) in [
+        (
+            "v1.11.6",
+            "metal-installer-amd64.tar",
+            "siderolabs/installer-base:v1.11.6",
+        ),
+        (
+            "v1.8.4",
+            "installer-arm64.tar",
+            "siderolabs/installer:v1.8.4",
+        ),
+    ] {
+        let tarball = get_bytes(&format!("{}/image/{id}/{version}/{path}", server.url)).await;
+        let mut archive = tar::Archive::new(tarball.as_slice());
+        let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+        for entry in archive.entries().unwrap() {
+            let mut entry = entry.unwrap();
+            assert_eq!(entry.header().mode().unwrap(), 0o644);
+            let mut bytes = Vec::new();
+            entry.read_to_end(&mut bytes).unwrap();
+            files.push((entry.path().unwrap().display().to_string(), bytes));
+        }
+        let (last, manifest) = files.last().unwrap();
+        assert_eq!(last, "manifest.json");
+        let manifest: serde_json::Value = serde_json::from_slice(manifest).unwrap();
+        assert_eq!(manifest[0]["RepoTags"][0], base);
+        let config_name = manifest[0]["Config"].as_str().unwrap();
+        assert_eq!(files[0].0, config_name);
+        assert_eq!(
+            sha256(&files[0].1),
+            config_name,
+            "config named by its digest"
+        );
+        // The same image the registry serves for that architecture.
+        let arch = if path.contains("arm64") {
+            "arm64"
+        } else {
+            "amd64"
+        };
+        let image = path.trim_end_matches(&format!("-{arch}.tar"));
+        let index: serde_json::Value = client()
+            .get(format!(
+                "{}/v2/{image}/{id}/manifests/{version}",
+                server.url
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let child = index["manifests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["platform"]["architecture"] == arch)
+            .unwrap()["digest"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let image_manifest: serde_json::Value = client()
+            .get(format!("{}/v2/{image}/{id}/manifests/{child}", server.url))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(image_manifest["config"]["digest"], config_name);
+        let layers: Vec<String> = image_manifest["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| {
+                format!(
+                    "{}.tar.gz",
+                    l["digest"].as_str().unwrap().trim_start_matches("sha256:")
+                )
+            })
+            .collect();
+        assert_eq!(manifest[0]["Layers"], serde_json::json!(layers));
+        for (name, bytes) in &files[1..files.len() - 1] {
+            assert_eq!(
+                format!("{}.tar.gz", sha256(bytes).trim_start_matches("sha256:")),
+                *name
+            );
+        }
+        if have("podman") && arch == "amd64" {
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("installer.tar");
+            std::fs::write(&file, &tarball).unwrap();
+            let d = dir.path().to_path_buf();
+            let (loaded, inspect) = tokio::task::spawn_blocking(move || {
+                let loaded = podman(&d, &["load", "-i", file.to_str().unwrap()]);
+                let inspect = podman(&d, &["image", "inspect", &format!("localhost/{base}")]);
+                (loaded, inspect)
+            })
+            .await
+            .unwrap();
+            assert!(
+                loaded.status.success(),
+                "podman load: {}",
+                String::from_utf8_lossy(&loaded.stderr)
+            );
+            assert!(
+                inspect.status.success(),
+                "podman image inspect: {}{}",
+                String::from_utf8_lossy(&loaded.stdout),
+                String::from_utf8_lossy(&inspect.stderr)
+            );
+            let inspect: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+            assert_eq!(inspect[0]["Architecture"], "amd64");
+            assert_eq!(inspect[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
+        }
+    }
+}

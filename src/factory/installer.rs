@@ -191,6 +191,7 @@ impl Factory {
                             profile: AssetProfile::installer(&name.platform, Arch::Amd64),
                         };
                         self.check_installer(&name)?;
+                        self.check_schematic(&resolved)?;
                         self.build_index(resolved, name, repo.clone(), tag, client)
                             .await?
                     }
@@ -523,6 +524,36 @@ impl Factory {
         repo: &ImageName,
         client: Option<IpAddr>,
     ) -> Result<Descriptor, FactoryError> {
+        let parts = self.arch_parts(r, client).await?;
+        let manifest = to_json(&ImageManifest {
+            schema_version: 2,
+            media_type: media::OCI_MANIFEST,
+            config: Descriptor::plain(
+                media::OCI_CONFIG,
+                parts.config.len() as u64,
+                &parts.config_digest,
+            ),
+            layers: parts.layers,
+            subject: None,
+        });
+        let digest = self
+            .put_manifest(repo, &manifest, media::OCI_MANIFEST)
+            .await?;
+        let mut entry = Descriptor::plain(media::OCI_MANIFEST, manifest.len() as u64, &digest);
+        entry.platform = Some(Platform {
+            architecture: r.profile.arch.as_str().to_string(),
+            os: "linux".to_string(),
+        });
+        Ok(entry)
+    }
+
+    /// One architecture's image, its parts stored: the config (stored) and the layers (base
+    /// layers, the artifacts layer, the overlay layer).
+    async fn arch_parts(
+        &self,
+        r: &Resolved,
+        client: Option<IpAddr>,
+    ) -> Result<ArchParts, FactoryError> {
         let arch = r.profile.arch.as_str();
         // The base first: offline without it, fail before building anything.
         let base = self.artifacts().installer_base(&r.version, arch).await?;
@@ -598,22 +629,65 @@ impl Factory {
         if let Some(o) = &overlay {
             layers.push(Descriptor::plain(media::OCI_LAYER_GZIP, o.size, &o.digest));
         }
-        let manifest = to_json(&ImageManifest {
-            schema_version: 2,
-            media_type: media::OCI_MANIFEST,
-            config: Descriptor::plain(media::OCI_CONFIG, config.len() as u64, &config_digest),
+        Ok(ArchParts {
+            config,
+            config_digest,
             layers,
-            subject: None,
-        });
-        let digest = self
-            .put_manifest(repo, &manifest, media::OCI_MANIFEST)
-            .await?;
-        let mut entry = Descriptor::plain(media::OCI_MANIFEST, manifest.len() as u64, &digest);
-        entry.platform = Some(Platform {
-            architecture: arch.to_string(),
-            os: "linux".to_string(),
-        });
-        Ok(entry)
+            base_reference: base.reference,
+        })
+    }
+
+    /// `/image/<schematic>/<version>/[<platform>-]installer-<arch>.tar`: the installer image of
+    /// one architecture as the imager writes it (go-containerregistry `tarball.Write`, a
+    /// `docker load`-able tar): the config as `sha256:<hex>`, each layer blob as
+    /// `<hex>.tar.gz`, then `manifest.json` naming the base installer as its tag. Built once
+    /// per key and stored like every asset.
+    pub(crate) async fn installer_tarball(
+        &self,
+        r: &Resolved,
+        client: Option<IpAddr>,
+    ) -> Result<BuiltAsset, FactoryError> {
+        let parts = self.arch_parts(r, client).await?;
+        let mut layers = Vec::new();
+        for l in &parts.layers {
+            let digest: Digest = l.digest.parse().map_err(|_| {
+                FactoryError::Internal(errors::message(format!("bad layer digest {}", l.digest)))
+            })?;
+            let path = self
+                .store()
+                .blob_path(&digest)
+                .await
+                .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
+            layers.push((format!("{}.tar.gz", digest.hex()), path));
+        }
+        // The imager names the image by the base installer's repository and tag, without a
+        // registry (`siderolabs/installer-base:<v>`).
+        let repo_tag = parts
+            .base_reference
+            .split_once('/')
+            .map_or(parts.base_reference.as_str(), |(_, rest)| rest)
+            .to_string();
+        let config_name = parts.config_digest.to_string();
+        let manifest = to_json(&[serde_json::json!({
+            "Config": config_name,
+            "RepoTags": [repo_tag],
+            "Layers": layers.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+        })]);
+        let config = parts.config;
+        let key = self.asset_key(r);
+        Ok(self
+            .builder()
+            .get_or_build(&key, move |out: PathBuf| -> BuildFuture {
+                Box::pin(async move {
+                    tokio::task::spawn_blocking(move || {
+                        write_image_tarball(&config_name, &config, &layers, &manifest, &out)
+                            .map_err(BuildError::from_error)
+                    })
+                    .await
+                    .map_err(|e| BuildError::Failed(errors::context("installer tarball task", e)))?
+                })
+            })
+            .await?)
     }
 
     /// Stores a manifest and records it under `repo` (children included, so GC keeps them).
@@ -718,7 +792,7 @@ impl Factory {
                 (format!("{dir}/vmlinuz"), kernel),
             ]
         };
-        let key = self.asset_key(r);
+        let key = format!("{}/layer", self.asset_key(r));
         self.layer_asset(key, move |out| write_artifacts_layer(&files, out))
             .await
     }
@@ -839,6 +913,15 @@ impl Factory {
             .await
             .map_err(|e| FactoryError::Internal(Arc::new(e)))
     }
+}
+
+/// One architecture's installer image, before its manifest: the config and the layers.
+struct ArchParts {
+    config: Vec<u8>,
+    config_digest: Digest,
+    layers: Vec<Descriptor>,
+    /// The base installer, `registry/repository:tag`.
+    base_reference: String,
 }
 
 /// A built artifacts layer.
@@ -1039,6 +1122,48 @@ impl LayerWriter {
             diff_id,
         })
     }
+}
+
+/// Writes a `tarball.Write`-style image tar: the config, the layer blobs, `manifest.json`
+/// (regular files, mode 0644, uid/gid 0, mtime 0). Streamed.
+fn write_image_tarball(
+    config_name: &str,
+    config: &[u8],
+    layers: &[(String, PathBuf)],
+    manifest: &[u8],
+    out: &Path,
+) -> io::Result<()> {
+    let file = io::BufWriter::with_capacity(1 << 20, std::fs::File::create(out)?);
+    let mut tar = tar::Builder::new(file);
+    let header = |name: &str, size: u64| -> io::Result<tar::Header> {
+        let mut h = tar::Header::new_ustar();
+        h.set_path(name)?;
+        h.set_size(size);
+        h.set_mode(0o644);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        h.set_cksum();
+        Ok(h)
+    };
+    tar.append(&header(config_name, config.len() as u64)?, config)?;
+    let mut seen = std::collections::HashSet::new();
+    for (name, path) in layers {
+        if !seen.insert(name) {
+            continue;
+        }
+        let source = std::fs::File::open(path)?;
+        let len = source.metadata()?.len();
+        tar.append(
+            &header(name, len)?,
+            io::BufReader::with_capacity(1 << 20, source).take(len),
+        )?;
+    }
+    tar.append(&header("manifest.json", manifest.len() as u64)?, manifest)?;
+    let mut file = tar.into_inner()?;
+    file.flush()?;
+    file.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 /// The SHA-256 of a gzip file's decompressed content (a layer's `diff_id`).

@@ -308,7 +308,7 @@ impl Factory {
     }
 
     /// Checks what the schematic asks for against the version (upstream's enhancement step).
-    fn check_schematic(&self, r: &Resolved) -> Result<(), FactoryError> {
+    pub(crate) fn check_schematic(&self, r: &Resolved) -> Result<(), FactoryError> {
         let quirks = Quirks::new(&r.version);
         let c = &r.schematic.schematic.customization;
         if r.profile.secure_boot {
@@ -469,11 +469,18 @@ impl Factory {
         }
         if !matches!(
             r.profile.kind,
-            OutputKind::Kernel | OutputKind::Cmdline | OutputKind::Initramfs | OutputKind::Uki
+            OutputKind::Kernel
+                | OutputKind::Cmdline
+                | OutputKind::Initramfs
+                | OutputKind::Uki
+                | OutputKind::Installer
         ) {
             return Err(not_implemented(r.profile.kind));
         }
-        self.charge_build(&key, client)?;
+        // An installer tarball is assembled from builds that are charged themselves.
+        if r.profile.kind != OutputKind::Installer {
+            self.charge_build(&key, client)?;
+        }
         match r.profile.kind {
             OutputKind::Kernel => {
                 let kernel = self
@@ -503,6 +510,8 @@ impl Factory {
                 let build = self.uki_build(r, Vec::new()).await?;
                 Ok(self.builder.get_or_build(&key, build).await?)
             }
+            // Boxed: the tarball's parts are assets too (this function, recursively).
+            OutputKind::Installer => Box::pin(self.installer_tarball(r, client)).await,
             other => Err(not_implemented(other)),
         }
     }
@@ -729,7 +738,7 @@ impl Factory {
 /// 501 for asset kinds this release does not build (checked before any budget is spent).
 fn not_implemented(kind: OutputKind) -> FactoryError {
     FactoryError::NotImplemented(format!(
-        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline and UKI are)",
+        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline, UKI and installer are)",
         format!("{kind:?}").to_lowercase()
     ))
 }
