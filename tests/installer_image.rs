@@ -442,6 +442,20 @@ async fn errors_are_upstream_statuses_as_oci_documents() {
         .await
         .unwrap();
     assert_eq!(r.headers()["docker-content-digest"], latest);
+    // The same image as a mirror of factory.talos.dev: containerd's `?ns=` and Talos'
+    // `overridePath` host prefix.
+    for path in [
+        format!("installer/{id}/manifests/v1.11.6?ns=factory.talos.dev"),
+        format!("factory.talos.dev/installer/{id}/manifests/v1.11.6"),
+    ] {
+        let r = client()
+            .head(format!("{}/v2/{path}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["docker-content-digest"], latest, "{path}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -84,9 +84,20 @@ enum Route<'a> {
 }
 
 /// An installer frontend repository: exactly `<image>/<schematic ID>` (64 lowercase hex
-/// digits), as the Image Factory names installer images. Every other name keeps the mirror's
-/// routing, so the two coexist.
+/// digits), as the Image Factory names installer images — also behind a registry host
+/// prefix (`factory.talos.dev/metal-installer/<id>`, what Talos sends to a mirror with
+/// `overridePath: true`; containerd's `?ns=` form needs nothing). Every other name keeps the
+/// mirror's routing, so the two coexist.
 fn installer_repo(repo: &str) -> Option<(&str, &str)> {
+    let repo = match repo.split_once('/') {
+        Some((first, rest))
+            if (first.contains('.') || first.contains(':') || first == "localhost")
+                && rest.matches('/').count() == 1 =>
+        {
+            rest
+        }
+        _ => repo,
+    };
     let (image, schematic) = repo.split_once('/')?;
     let is_id = schematic.len() == 64
         && schematic
@@ -443,6 +454,21 @@ mod tests {
         assert_eq!(parse_route("x/tags/v1"), None);
         assert_eq!(parse_route("manifests/v1"), None);
         assert_eq!(parse_route("foo"), None);
+    }
+
+    #[test]
+    fn installer_repositories_coexist_with_the_mirror() {
+        let id = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+        let r = |s: String| installer_repo(&s).map(|(a, b)| (a.to_string(), b.to_string()));
+        let want = Some(("metal-installer".to_string(), id.to_string()));
+        assert_eq!(r(format!("metal-installer/{id}")), want);
+        assert_eq!(r(format!("factory.talos.dev/metal-installer/{id}")), want);
+        assert_eq!(r(format!("10.0.0.5:8080/metal-installer/{id}")), want);
+        assert_eq!(r(format!("siderolabs/metal-installer/{id}")), None);
+        assert_eq!(r(format!("metal-installer/{}", id.to_uppercase())), None);
+        assert_eq!(r(format!("metal-installer/{}", &id[1..])), None);
+        assert_eq!(r("siderolabs/imager".into()), None);
+        assert_eq!(r(format!("/{id}")), None);
     }
 
     #[test]
