@@ -148,6 +148,17 @@ async fn check_layout(
             config["rootfs"]["diff_ids"][0],
             base_config["rootfs"]["diff_ids"][0]
         );
+        // The base layer holds the installer (the fixture's prints a marker).
+        let installer = if unified { "usr/bin/installer" } else { "bin/installer" };
+        let base_entries = tar_entries(&blob_path(layout, layers[0]["digest"].as_str().unwrap()));
+        let script = base_entries
+            .iter()
+            .find(|e| e.0 == installer)
+            .unwrap_or_else(|| panic!("{installer} in the base layer"));
+        assert!(
+            String::from_utf8_lossy(&script.5).contains("bootfactory fixture"),
+            "the fixture's installer"
+        );
         let entries = tar_entries(&layer_path);
         let names: Vec<&str> = entries.iter().map(|e| e.0.as_str()).collect();
         let base = format!("{}/image/{id}/{version}", server.url);
