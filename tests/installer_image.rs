@@ -149,7 +149,11 @@ async fn check_layout(
             base_config["rootfs"]["diff_ids"][0]
         );
         // The base layer holds the installer (the fixture's prints a marker).
-        let installer = if unified { "usr/bin/installer" } else { "bin/installer" };
+        let installer = if unified {
+            "usr/bin/installer"
+        } else {
+            "bin/installer"
+        };
         let base_entries = tar_entries(&blob_path(layout, layers[0]["digest"].as_str().unwrap()));
         let script = base_entries
             .iter()
@@ -685,4 +689,64 @@ async fn installer_tarballs_are_the_images_podman_loads() {
             assert_eq!(inspect[0]["RootFS"]["Layers"].as_array().unwrap().len(), 2);
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_installer_is_listed_and_exported_by_the_mirror_cli() {
+    let (server, _release, _layout) = server().await;
+    let id = support::post_schematic(&server.url, "customization: {}").await;
+    let r = client()
+        .head(format!(
+            "{}/v2/metal-installer/{id}/manifests/v1.8.4",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let index = r.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let data = server.stop().await;
+    let bin = env!("CARGO_BIN_EXE_bootfactory");
+    let reference = format!("bootfactory.invalid/metal-installer/{id}:v1.8.4");
+    let list = std::process::Command::new(bin)
+        .args(["mirror", "list", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.status.success() && listed.contains(&reference),
+        "{listed}"
+    );
+    let out = tempfile::tempdir().unwrap();
+    let tar = out.path().join("installer.tar");
+    let export = std::process::Command::new(bin)
+        .args(["mirror", "export", "--data-dir"])
+        .arg(data.path())
+        .arg("--out")
+        .arg(&tar)
+        .arg(&reference)
+        .output()
+        .unwrap();
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    // The exported layout names the index under its reference.
+    let mut archive = tar::Archive::new(std::fs::File::open(&tar).unwrap());
+    let mut index_json = None;
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        if entry.path().unwrap().to_str() == Some("index.json") {
+            let mut s = String::new();
+            entry.read_to_string(&mut s).unwrap();
+            index_json = Some(s);
+        }
+    }
+    let index_json = index_json.expect("index.json");
+    assert!(index_json.contains(&index), "{index_json}");
 }
