@@ -750,3 +750,245 @@ async fn a_built_installer_is_listed_and_exported_by_the_mirror_cli() {
     let index_json = index_json.expect("index.json");
     assert!(index_json.contains(&index), "{index_json}");
 }
+
+const RPI: &str = "overlay:\n  image: siderolabs/sbc-raspberrypi\n  name: rpi_generic\n  options:\n    configTxtAppend: dtoverlay=x\n";
+
+/// A layer entry: (name, is a directory, mode, uid, gid, mtime, bytes).
+type Entry = (String, bool, u32, u64, u64, u64, Vec<u8>);
+
+/// Every entry of a tar layer, gzip'd or not, names without a trailing `/`, in archive order.
+fn layer_entries(blob: &[u8]) -> Vec<Entry> {
+    let reader: Box<dyn Read + '_> = if blob.starts_with(&[0x1f, 0x8b]) {
+        Box::new(flate2::read::GzDecoder::new(blob))
+    } else {
+        Box::new(blob)
+    };
+    let mut archive = tar::Archive::new(reader);
+    let mut out = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let h = entry.header().clone();
+        let mut bytes = Vec::new();
+        entry.read_to_end(&mut bytes).unwrap();
+        let name = entry.path().unwrap().display().to_string();
+        out.push((
+            name.trim_end_matches('/').to_string(),
+            h.entry_type() == tar::EntryType::Directory,
+            h.mode().unwrap(),
+            h.uid().unwrap(),
+            h.gid().unwrap(),
+            h.mtime().unwrap(),
+            bytes,
+        ));
+    }
+    out
+}
+
+fn gunzip(blob: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(blob)
+        .read_to_end(&mut out)
+        .unwrap();
+    out
+}
+
+/// What the overlay layer must hold for `arch`, from the fixture's overlay image: every entry
+/// below its `artifacts/` (directories too, same modes and bytes) as `overlay/artifacts/…`,
+/// `overlay/extra-options` (the options as YAML, 0644) and `overlay/installers/default` (the
+/// image's `installers/rpi_generic`, 0755), sorted. Like the imager's walks, no entry for
+/// `overlay/`, `overlay/artifacts` or `overlay/installers` themselves.
+fn expected_overlay_layer(release: &FixtureRelease, arch: &str) -> Vec<Entry> {
+    let v = release.version("v1.11.6").unwrap();
+    let image = release.image(&v.overlays["rpi_generic"].image).unwrap();
+    let manifest = fixture_json(release, &image.manifests[arch].to_string());
+    let mut files = Vec::new();
+    for layer in manifest["layers"].as_array().unwrap() {
+        let blob = std::fs::read(blob_path(
+            &release.layout,
+            layer["digest"].as_str().unwrap(),
+        ))
+        .unwrap();
+        files.extend(layer_entries(&blob));
+    }
+    let installer = files
+        .iter()
+        .find(|e| e.0 == "installers/rpi_generic")
+        .expect("the fixture's installers/rpi_generic")
+        .6
+        .clone();
+    assert!(installer.starts_with(b"#!/bin/sh"));
+    let mut want: Vec<Entry> = files
+        .into_iter()
+        .filter(|e| e.0.starts_with("artifacts/"))
+        .map(|(name, dir, mode, _, _, _, bytes)| {
+            (format!("overlay/{name}"), dir, mode, 0, 0, 0, bytes)
+        })
+        .collect();
+    want.push((
+        "overlay/extra-options".into(),
+        false,
+        0o644,
+        0,
+        0,
+        0,
+        b"configTxtAppend: dtoverlay=x\n".to_vec(),
+    ));
+    want.push((
+        "overlay/installers/default".into(),
+        false,
+        0o755,
+        0,
+        0,
+        0,
+        installer,
+    ));
+    want.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(
+        want.iter().filter(|e| e.1).count() >= 3 && want.len() >= 8,
+        "the fixture's overlay has nested directories and files: {:?}",
+        want.iter().map(|e| &e.0).collect::<Vec<_>>()
+    );
+    want
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlay_schematic_adds_the_overlay_layer() {
+    let (server, release, _layout) = server().await;
+    let id = support::post_schematic(&server.url, RPI).await;
+    let base = format!("{}/v2/metal-installer/{id}", server.url);
+    let get = |url: String, accept: &'static str| async move {
+        let r = client()
+            .get(&url)
+            .header("accept", accept)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+        r.bytes().await.unwrap().to_vec()
+    };
+    let index: serde_json::Value = serde_json::from_slice(
+        &get(
+            format!("{base}/manifests/v1.11.6"),
+            "application/vnd.oci.image.index.v1+json",
+        )
+        .await,
+    )
+    .unwrap();
+    assert_eq!(
+        index["mediaType"],
+        "application/vnd.oci.image.index.v1+json"
+    );
+    let v = release.version("v1.11.6").unwrap();
+    let children = index["manifests"].as_array().unwrap();
+    assert_eq!(children.len(), 2, "{index}");
+    for child in children {
+        let arch = child["platform"]["architecture"].as_str().unwrap();
+        let digest = child["digest"].as_str().unwrap();
+        let bytes = get(
+            format!("{base}/manifests/{digest}"),
+            "application/vnd.oci.image.manifest.v1+json",
+        )
+        .await;
+        assert_eq!(sha256(&bytes), digest);
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let layers = manifest["layers"].as_array().unwrap();
+        assert_eq!(
+            layers.len(),
+            3,
+            "{arch}: base, artifacts, overlay: {manifest}"
+        );
+        let base_manifest = fixture_json(
+            &release,
+            &release.image(&v.installer).unwrap().manifests[arch].to_string(),
+        );
+        assert_eq!(layers[0]["digest"], base_manifest["layers"][0]["digest"]);
+        let mut blobs = Vec::new();
+        for layer in layers {
+            let d = layer["digest"].as_str().unwrap();
+            let blob = get(format!("{base}/blobs/{d}"), "*/*").await;
+            assert_eq!(sha256(&blob), d);
+            assert_eq!(layer["size"].as_u64(), Some(blob.len() as u64));
+            blobs.push(blob);
+        }
+        for layer in &layers[1..] {
+            assert_eq!(
+                layer["mediaType"],
+                "application/vnd.oci.image.layer.v1.tar+gzip"
+            );
+        }
+        // The artifacts layer is the one without the overlay.
+        let artifacts: Vec<String> = layer_entries(&blobs[1]).into_iter().map(|e| e.0).collect();
+        assert_eq!(
+            artifacts,
+            [
+                format!("usr/install/{arch}/systemd-boot.efi"),
+                format!("usr/install/{arch}/vmlinuz.efi")
+            ]
+        );
+        // The overlay layer, entry by entry: names, kinds, modes, owners, mtimes, bytes.
+        let got = layer_entries(&blobs[2]);
+        let want = expected_overlay_layer(&release, arch);
+        let names = |e: &[Entry]| e.iter().map(|e| e.0.clone()).collect::<Vec<_>>();
+        assert_eq!(names(&got), names(&want), "{arch}: overlay layer entries");
+        assert_eq!(got, want, "{arch}: overlay layer content");
+        let mut sorted = names(&got);
+        sorted.sort();
+        assert_eq!(sorted, names(&got), "sorted");
+        // diff_ids: the base's, then the two layers' uncompressed digests.
+        let config_digest = manifest["config"]["digest"].as_str().unwrap();
+        let config: serde_json::Value =
+            serde_json::from_slice(&get(format!("{base}/blobs/{config_digest}"), "*/*").await)
+                .unwrap();
+        let base_config = fixture_json(
+            &release,
+            base_manifest["config"]["digest"].as_str().unwrap(),
+        );
+        let diff_ids = config["rootfs"]["diff_ids"].as_array().unwrap();
+        assert_eq!(diff_ids.len(), 3, "{config}");
+        assert_eq!(diff_ids[0], base_config["rootfs"]["diff_ids"][0]);
+        assert_eq!(diff_ids[1], sha256(&gunzip(&blobs[1])).as_str());
+        assert_eq!(diff_ids[2], sha256(&gunzip(&blobs[2])).as_str());
+        assert_eq!(config["architecture"], arch);
+    }
+}
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_overlay_is_a_400_before_any_build() {
+    let (server, _release, _layout) = server().await;
+    let id = support::post_schematic(
+        &server.url,
+        "overlay:\n  image: siderolabs/sbc-nosuch\n  name: nosuch_board\n",
+    )
+    .await;
+    let r = client()
+        .get(format!(
+            "{}/v2/metal-installer/{id}/manifests/v1.11.6",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.headers()["content-type"], "application/json");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["errors"][0]["code"], "UNSUPPORTED", "{body}");
+    assert_eq!(
+        body["errors"][0]["message"],
+        "error enhancing profile from schematic: official overlay \"nosuch_board\" is not available for Talos version v1.11.6",
+        "{body}"
+    );
+    // Refused up front: no initramfs, UKI or layer was built for it.
+    let metrics = client()
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let builds: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("image_factory_assets_build_latency_seconds_count"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert_eq!(builds, 0.0, "{metrics}");
+}

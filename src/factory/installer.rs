@@ -36,7 +36,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 use tokio::sync::watch;
 
-use super::artifacts::ImagerFile;
+use super::artifacts::{ImagerFile, OverlayInfo};
 use super::builder::{BuildError, BuildFuture, BuiltAsset};
 use super::profile::{Arch, AssetProfile};
 use super::quirks::Quirks;
@@ -192,6 +192,8 @@ impl Factory {
                         };
                         self.check_installer(&name)?;
                         self.check_schematic(&resolved)?;
+                        // An unknown overlay is a 400 before anything is built.
+                        self.installer_overlay(&resolved).await?;
                         self.build_index(resolved, name, repo.clone(), tag, client)
                             .await?
                     }
@@ -797,24 +799,41 @@ impl Factory {
             .await
     }
 
-    /// The overlay layer of one architecture (`overlay/artifacts/…`,
-    /// `overlay/installers/default`, `overlay/extra-options`), if the schematic has an overlay.
-    async fn overlay_layer(&self, r: &Resolved) -> Result<Option<LayerAsset>, FactoryError> {
+    /// The official overlay the schematic names, if it has one, checked like upstream's
+    /// `EnhanceFromSchematic`: overlays need Talos ≥ 1.7, and the version's overlays catalog
+    /// must list the name (both a 400).
+    async fn installer_overlay(&self, r: &Resolved) -> Result<Option<OverlayInfo>, FactoryError> {
         let overlay = &r.schematic.schematic.overlay;
         if overlay.is_empty() {
             return Ok(None);
+        }
+        if !Quirks::new(&r.version).supports_overlay() {
+            return Err(FactoryError::Schematic(format!(
+                "overlay is not supported for Talos version {}",
+                r.version
+            )));
         }
         let overlays = self.artifacts().overlays(&r.version).await?;
         let info = overlays
             .iter()
             .find(|o| o.name == overlay.name)
             .ok_or_else(|| {
+                let shown: String = overlay.name.chars().take(64).collect();
                 FactoryError::Schematic(format!(
-                    "official overlay {:?} is not available for Talos version {}",
-                    overlay.name, r.version
+                    "official overlay {shown:?} is not available for Talos version {}",
+                    r.version
                 ))
-            })?
-            .clone();
+            })?;
+        Ok(Some(info.clone()))
+    }
+
+    /// The overlay layer of one architecture (`overlay/artifacts/…`,
+    /// `overlay/installers/default`, `overlay/extra-options`), if the schematic has an overlay.
+    async fn overlay_layer(&self, r: &Resolved) -> Result<Option<LayerAsset>, FactoryError> {
+        let Some(info) = self.installer_overlay(r).await? else {
+            return Ok(None);
+        };
+        let overlay = &r.schematic.schematic.overlay;
         let tree = self
             .artifacts()
             .overlay_tree(&info, r.profile.arch.as_str())
@@ -969,12 +988,14 @@ pub fn write_artifacts_layer(files: &[(String, PathBuf)], out: &Path) -> io::Res
 const MAX_OVERLAY_ENTRIES: usize = 100_000;
 const MAX_OVERLAY_DEPTH: usize = 64;
 
-/// Writes the overlay layer as the imager does (`filemap.Walk` of a staged `overlay/`
-/// directory): `overlay/artifacts/…` from the overlay image, `overlay/extra-options` (the
-/// schematic's options as YAML), `overlay/installers/default` (the overlay's installer),
-/// directories included, permission bits kept, sorted by path. Links in the image are
-/// resolved inside the image (never out of it), as the imager reads through them; a link
-/// leading nowhere is left out.
+/// Writes the overlay layer as the imager does (Talos `pkg/imager/out.go` `outInstaller`: one
+/// `filemap.Walk` per source, then `filemap.Layer`): `overlay/artifacts/…` (the walk of the
+/// overlay image's `artifacts/`), `overlay/installers/default` (the overlay's installer) and
+/// `overlay/extra-options` (the schematic's options as YAML, mode 0644), sorted by path,
+/// permission bits kept, directories below `artifacts/` included. A walk leaves out its own
+/// root, so there is no `overlay/`, `overlay/artifacts` or `overlay/installers` entry (a
+/// runtime creates them when it unpacks). Links in the image are resolved inside the image
+/// (never out of it), as the imager reads through them; a link leading nowhere is left out.
 pub fn write_overlay_layer(
     tree: &Path,
     installer: &Path,
@@ -989,7 +1010,6 @@ pub fn write_overlay_layer(
     let mut entries: Vec<(String, u32, Source)> = Vec::new();
     let artifacts = tree.join("artifacts");
     if std::fs::symlink_metadata(&artifacts).is_ok_and(|m| m.is_dir()) {
-        entries.push(("overlay/artifacts".into(), 0o755, Source::Dir));
         let mut stack = vec![(PathBuf::from("artifacts"), 0usize)];
         while let Some((rel, depth)) = stack.pop() {
             if depth >= MAX_OVERLAY_DEPTH {
@@ -1035,7 +1055,6 @@ pub fn write_overlay_layer(
         }
     }
     entries.push(("overlay/extra-options".into(), 0o644, Source::Bytes));
-    entries.push(("overlay/installers".into(), 0o755, Source::Dir));
     let installer_mode = {
         use std::os::unix::fs::PermissionsExt;
         std::fs::metadata(installer)?.permissions().mode() & 0o777
@@ -1424,20 +1443,19 @@ mod tests {
         assert_eq!(
             names,
             [
-                "overlay/artifacts",
                 "overlay/artifacts/arm64",
                 "overlay/artifacts/arm64/alias",
                 "overlay/artifacts/arm64/firmware",
                 "overlay/artifacts/arm64/firmware/start4.elf",
                 "overlay/extra-options",
-                "overlay/installers",
                 "overlay/installers/default",
             ]
         );
         assert!(e.iter().all(|e| e.5 != b"host secret"));
-        assert_eq!(e[2].5, b"fw");
-        assert_eq!(e[5].5, b"configTxtAppend: x\n");
-        assert_eq!(e[7].2, 0o755);
+        assert_eq!(e[1].5, b"fw");
+        assert_eq!(e[4].5, b"configTxtAppend: x\n");
+        assert_eq!((e[4].1, e[4].2), (tar::EntryType::Regular, 0o644));
+        assert_eq!((e[5].1, e[5].2), (tar::EntryType::Regular, 0o755));
         assert_eq!(e[0].1, tar::EntryType::Directory);
     }
 
