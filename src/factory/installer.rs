@@ -562,6 +562,12 @@ impl Factory {
         self.catalog()
             .set_tag(repo, tag, &index_digest)
             .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
+        // On disk before any client is told the digest: a pull that goes on by digest after a
+        // crash finds what it was given (once per index build).
+        self.store()
+            .flush()
+            .await
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
         tracing::info!(image = %repo, tag, digest = %index_digest, "installer image built");
         Ok(index_digest)
     }
