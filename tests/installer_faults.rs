@@ -532,3 +532,61 @@ async fn store_gc_keeps_a_built_installer_pullable() {
         server.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_layer_is_not_served_and_the_next_pull_rebuilds_it() {
+    let work = tempfile::tempdir().unwrap();
+    let (data, _layout, _release) = data_dir(work.path()).await;
+    let server = Daemon::start(&data, work.path(), &ARGS);
+    let id = support::post_schematic(&server.url, "customization: {}").await;
+    let url = format!("{}/v2/metal-installer/{id}/manifests", server.url);
+    let (status, index, index_json) = get_manifest(&format!("{url}/v1.11.6")).await;
+    assert_eq!(status, 200);
+    let (_, manifest) = amd64_manifest(&url, &index_json).await;
+    let layer = manifest["layers"][1]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let blob_url = format!("{}/v2/metal-installer/{id}/blobs/{layer}", server.url);
+    let good = client()
+        .get(&blob_url)
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    // One byte flipped on disk (size kept): found on the next read, quarantined.
+    {
+        use std::os::unix::fs::FileExt;
+        let path = data
+            .join("blobs/sha256")
+            .join(layer.strip_prefix("sha256:").unwrap());
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .unwrap();
+        let mut b = [0u8; 1];
+        f.read_exact_at(&mut b, 100).unwrap();
+        f.write_all_at(&[b[0] ^ 1], 100).unwrap();
+    }
+    assert_oci_404(&blob_url, "BLOB_UNKNOWN").await;
+    // The tag no longer verifies whole: rebuilt to the same digest, the layer served again.
+    let (status, again, _) = get_manifest(&format!("{url}/v1.11.6")).await;
+    assert_eq!((status, again.as_str()), (200, index.as_str()));
+    let r = client().get(&blob_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.bytes().await.unwrap() == good, "the same layer, rebuilt");
+    assert!(
+        server.log_text().contains("missing from the store"),
+        "{}",
+        server.log_text()
+    );
+    // Corruption is logged by the store; no request failed with a 5xx.
+    assert!(
+        !server.log_text().contains("status=5"),
+        "{}",
+        server.log_text()
+    );
+}

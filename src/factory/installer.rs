@@ -241,10 +241,14 @@ impl Factory {
         if !self.repository_references(&repo, &digest)? {
             return Err(unknown());
         }
-        self.store()
-            .open_blob(&digest)
-            .await
-            .map_err(|e| FactoryError::Internal(Arc::new(e)))
+        self.store().open_blob(&digest).await.map_err(|e| match e {
+            // Gone or found corrupt (and quarantined): the index that names it no longer
+            // verifies whole, so the next pull by tag rebuilds it.
+            crate::store::StoreError::NotFound(_) | crate::store::StoreError::Corrupt { .. } => {
+                unknown()
+            }
+            e => FactoryError::Internal(Arc::new(e)),
+        })
     }
 
     /// `GET /v2/<image>/<schematic>/referrers/<digest>`: an OCI index of the manifests whose
@@ -351,10 +355,22 @@ impl Factory {
             // signed index of the repository (another version's) would verify without this.
             Err("the tag is not bound to this index by the cache key".into())
         };
+        // Whole: every manifest and blob the index reaches is stored (a layer quarantined as
+        // corrupt, or a manifest lost, would otherwise break every pull of a verified tag).
+        let verified = verified.and_then(|()| {
+            let closure = self
+                .catalog()
+                .closure(&digest)
+                .map_err(|e| errors::chain(&e))?;
+            match closure.iter().find(|d| !self.store().contains(d)) {
+                Some(missing) => Err(format!("{missing} is missing from the store")),
+                None => Ok(()),
+            }
+        });
         match verified {
             Ok(()) => Ok(Some(digest)),
             Err(why) => {
-                tracing::warn!(image = %repo, tag, %digest, why, "installer index signature does not verify; rebuilding");
+                tracing::warn!(image = %repo, tag, %digest, why, "installer index does not verify (signature, tag binding or contents); rebuilding");
                 Ok(None)
             }
         }
@@ -453,13 +469,17 @@ impl Factory {
     ) -> Result<bool, FactoryError> {
         let catalog = self.catalog();
         let internal = |e| FactoryError::Internal(Arc::new(e));
+        // A manifest: one lookup. A blob: the children of this repository's manifests (a
+        // range scan of its own refs, a few per version built), never every ref in the store.
+        if catalog.has_manifest_in(repo, digest).map_err(internal)? {
+            return Ok(true);
+        }
         for root in catalog.manifests_in(repo).map_err(internal)? {
-            if &root == digest
-                || self
-                    .store()
-                    .children(&root)
-                    .map_err(|e| FactoryError::Internal(Arc::new(e)))?
-                    .contains(digest)
+            if self
+                .store()
+                .children(&root)
+                .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+                .contains(digest)
             {
                 return Ok(true);
             }
