@@ -1,5 +1,6 @@
 //! Fault injection against the real `bootfactory` binary: SIGKILL during a large import,
-//! during 30 concurrent initramfs builds and during a pull-through download; a full
+//! during 30 concurrent initramfs builds, during an installer image build and during a
+//! pull-through download; a full
 //! filesystem (a small tmpfs) during import and build; corrupted blobs and built assets; an
 //! upstream that dies mid-blob. After each fault: nothing half-visible, temp files gone, a
 //! consistent store, and the same work succeeds when repeated.
@@ -365,6 +366,249 @@ async fn kill9_during_pull_through_download_then_refetch() {
     assert_eq!(
         stored_bytes(&data, &digest).await.as_deref(),
         Some(&layer[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_right_after_post_schematic_keeps_it() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let mut server = Daemon::start(&data, work.path(), &["--offline"]);
+        let id = post_schematic(
+            &server.url,
+            &format!("customization:\n  extraKernelArgs: [fault.durable={i}]\n"),
+        )
+        .await;
+        // No time for sled's background flush: the 201 must already be on disk.
+        server.kill9();
+        ids.push(id);
+    }
+    let server = Daemon::start(&data, work.path(), &["--offline"]);
+    for id in &ids {
+        let r = client()
+            .get(format!("{}/schematics/{id}", server.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            200,
+            "schematic {id} acknowledged with 201, lost by a crash"
+        );
+    }
+}
+
+/// Fetches `url` (manifests as OCI index or manifest) and checks the served digest.
+async fn fetch_checked(url: &str) -> (Digest, Vec<u8>) {
+    let r = client()
+        .get(url)
+        .header(
+            "accept",
+            format!("{}, {}", media::OCI_INDEX, media::OCI_MANIFEST),
+        )
+        .send()
+        .await
+        .unwrap();
+    let status = r.status();
+    if status != 200 {
+        panic!("{url}: {status} {}", r.text().await.unwrap_or_default());
+    }
+    let served: Digest = r.headers()["docker-content-digest"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bytes = r.bytes().await.unwrap().to_vec();
+    assert_eq!(
+        Digest::of_bytes(&bytes),
+        served,
+        "{url}: bytes match the digest"
+    );
+    (served, bytes)
+}
+
+/// Checks an installer index served after a crash: every manifest and blob it reaches is served
+/// whole (bytes hash to their digests), and its cosign signature verifies with the published
+/// key (p256, independently of the server's own check) and names the index.
+async fn check_installer_whole(base: &str, repo: &str, index: &Digest) {
+    let (_, bytes) = fetch_checked(&format!("{base}/v2/{repo}/manifests/{index}")).await;
+    let index_json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let children = index_json["manifests"].as_array().unwrap();
+    assert_eq!(children.len(), 2, "amd64 and arm64: {index_json}");
+    for child in children {
+        let digest = child["digest"].as_str().unwrap();
+        let (_, bytes) = fetch_checked(&format!("{base}/v2/{repo}/manifests/{digest}")).await;
+        let manifest: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let blobs =
+            std::iter::once(&manifest["config"]).chain(manifest["layers"].as_array().unwrap());
+        for blob in blobs {
+            let d = blob["digest"].as_str().unwrap();
+            let r = client()
+                .get(format!("{base}/v2/{repo}/blobs/{d}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{d}");
+            let bytes = r.bytes().await.unwrap();
+            assert_eq!(bytes.len() as u64, blob["size"].as_u64().unwrap(), "{d}");
+            assert_eq!(Digest::of_bytes(&bytes).to_string(), d, "{d}");
+        }
+    }
+    // The signature.
+    let tag = format!("sha256-{}.sig", index.hex());
+    let (_, bytes) = fetch_checked(&format!("{base}/v2/{repo}/manifests/{tag}")).await;
+    let sig: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    let layer = &sig["layers"][0];
+    let payload = client()
+        .get(format!(
+            "{base}/v2/{repo}/blobs/{}",
+            layer["digest"].as_str().unwrap()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let payload_json: serde_json::Value = serde_json::from_slice(&payload).unwrap();
+    assert_eq!(
+        payload_json["critical"]["image"]["docker-manifest-digest"],
+        index.to_string()
+    );
+    use base64::Engine as _;
+    use p256::ecdsa::signature::Verifier as _;
+    use p256::pkcs8::DecodePublicKey as _;
+    let pem = client()
+        .get(format!("{base}/oci/cosign/signing-key.pub"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let key = p256::ecdsa::VerifyingKey::from_public_key_pem(&pem).unwrap();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(
+            layer["annotations"]["dev.cosignproject.cosign/signature"]
+                .as_str()
+                .unwrap(),
+        )
+        .unwrap();
+    let signature = p256::ecdsa::Signature::from_der(&der).unwrap();
+    key.verify(&payload, &signature)
+        .expect("the index's cosign signature verifies with the published key");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_installer_build_then_pull() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let _layout = import_fixture(&data).await;
+    let args = [
+        "--offline",
+        "--http-external-url",
+        "http://factory.test:8080",
+        "--build-per-client-burst",
+        "0",
+    ];
+    let builds = data.join("cache/builds");
+    let version = "v1.11.6";
+    // Each attempt a new schematic (extensions: the initramfs builds take a while); killed as
+    // soon as a build work directory of the installer exists. An attempt whose whole build
+    // finished before one was seen is repeated with another schematic.
+    let mut killed = None;
+    for attempt in 0..8 {
+        let mut server = Daemon::start(&data, work.path(), &args);
+        let id = post_schematic(
+            &server.url,
+            &format!(
+                "customization:\n  extraKernelArgs: [fault.installer={attempt}]\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor, siderolabs/amd-ucode]\n"
+            ),
+        )
+        .await;
+        let url = format!("{}/v2/metal-installer/{id}/manifests/{version}", server.url);
+        let request = tokio::spawn(async move { client().head(url).send().await });
+        // Polled until a work directory exists or the request is answered.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = false;
+        while !request.is_finished() && Instant::now() < deadline {
+            if !entries(&builds).is_empty() {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let finished = request.is_finished();
+        server.kill9();
+        let answered = request.await.unwrap().ok().map(|r| r.status().as_u16());
+        eprintln!("attempt {attempt}: work dir seen {seen}, answered {answered:?}");
+        if seen && !finished && answered.is_none() {
+            killed = Some(id);
+            break;
+        }
+    }
+    let id = killed.expect("never killed the server during an installer build");
+
+    // Nothing half-served: no tag of the killed build, every named image whole, the store
+    // consistent, tmp/ emptied.
+    let repo =
+        bootfactory::oci::ImageName::new("bootfactory.invalid", &format!("metal-installer/{id}"))
+            .unwrap();
+    {
+        let store = Store::open(&data).unwrap();
+        let catalog = bootfactory::oci::ImageCatalog::new(store.clone()).unwrap();
+        assert!(
+            catalog.tag(&repo, version).unwrap().is_none(),
+            "a version tag of a build killed midway"
+        );
+        assert!(
+            catalog.tags(&repo).unwrap().is_empty(),
+            "{:?}",
+            catalog.tags(&repo)
+        );
+        store.flush().await.unwrap();
+    }
+    let listed = mirror_list(&data);
+    assert!(
+        listed.iter().all(|(_, missing)| *missing == 0),
+        "{listed:?}"
+    );
+    check_store(&data).await;
+
+    // Restarted: the tag is built afresh, whole, signed; skopeo copies all of it.
+    let mut server = Daemon::start(&data, work.path(), &args);
+    assert!(
+        entries(&data.join("tmp")).is_empty(),
+        "tmp/ emptied at start"
+    );
+    assert!(entries(&builds).is_empty(), "build dirs removed at start");
+    let name = format!("metal-installer/{id}");
+    let (index, _) = fetch_checked(&format!("{}/v2/{name}/manifests/{version}", server.url)).await;
+    check_installer_whole(&server.url, &name, &index).await;
+    if support::tools::have("skopeo") {
+        let host = server.url.trim_start_matches("http://").to_string();
+        let out = work.path().join("copied");
+        let src = format!("docker://{host}/{name}:{version}");
+        let dst = format!("oci:{}:installer", out.display());
+        tokio::task::spawn_blocking(move || {
+            support::tools::skopeo_ok(&["copy", "--all", "--src-tls-verify=false", &src, &dst])
+        })
+        .await
+        .unwrap();
+        let copied: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+        assert_eq!(copied["manifests"][0]["digest"], index.to_string());
+    }
+    server.stop();
+    let check = check_store(&data).await;
+    assert!(
+        check
+            .refs
+            .iter()
+            .any(|(r, d)| r.ends_with(&format!("{name}:{version}")) && *d == index),
+        "the tag names the served index"
     );
 }
 

@@ -139,6 +139,17 @@ fn catalog_name(image: &str, schematic: &str) -> Result<ImageName, FactoryError>
         .map_err(|e| FactoryError::InvalidImage(format!("invalid image: {e}")))
 }
 
+/// The key of a version tag's binding in `factory/installer-tags`.
+fn tag_binding_key(repo: &ImageName, tag: &str) -> Vec<u8> {
+    format!("{repo}:{tag}").into_bytes()
+}
+
+/// What the cache key signs to bind `repo:tag` to the index `digest` (like an asset's
+/// `bootfactory-asset-v1` record: the name and the content together).
+fn tag_binding(repo: &ImageName, tag: &str, digest: &Digest) -> Vec<u8> {
+    format!("bootfactory-installer-tag-v1\n{repo}:{tag}\n{digest}\n").into_bytes()
+}
+
 /// The cosign signature tag of a manifest digest.
 pub fn signature_tag(digest: &Digest) -> String {
     format!("sha256-{}.sig", digest.hex())
@@ -164,7 +175,15 @@ impl Factory {
                 FactoryError::ManifestUnknown(format!("invalid digest {:?}", short(r)))
             })?),
             r if r.starts_with('v') => ManifestRef::Version(r.to_string()),
-            r => ManifestRef::Tag(r.to_string()),
+            // Only what the tag grammar allows reaches the catalog (a NUL, `/` or 10,000
+            // characters are nothing that was ever stored, not a server error).
+            r if crate::oci::reference::is_valid_tag(r) => ManifestRef::Tag(r.to_string()),
+            r => {
+                return Err(FactoryError::ManifestUnknown(format!(
+                    "invalid tag {:?}",
+                    short(r)
+                )));
+            }
         };
         let digest = match reference {
             ManifestRef::Digest(d) => d,
@@ -225,10 +244,14 @@ impl Factory {
         if !self.repository_references(&repo, &digest)? {
             return Err(unknown());
         }
-        self.store()
-            .open_blob(&digest)
-            .await
-            .map_err(|e| FactoryError::Internal(Arc::new(e)))
+        self.store().open_blob(&digest).await.map_err(|e| match e {
+            // Gone or found corrupt (and quarantined): the index that names it no longer
+            // verifies whole, so the next pull by tag rebuilds it.
+            crate::store::StoreError::NotFound(_) | crate::store::StoreError::Corrupt { .. } => {
+                unknown()
+            }
+            e => FactoryError::Internal(Arc::new(e)),
+        })
     }
 
     /// `GET /v2/<image>/<schematic>/referrers/<digest>`: an OCI index of the manifests whose
@@ -319,10 +342,38 @@ impl Factory {
         else {
             return Ok(None);
         };
-        match self.verify_signature(repo, &digest).await {
+        let bound = self
+            .installer_tag_signatures()?
+            .get(tag_binding_key(repo, tag))
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+            .is_some_and(|sig| {
+                self.builder()
+                    .signer()
+                    .verify(&tag_binding(repo, tag, &digest), &sig)
+            });
+        let verified = if bound {
+            self.verify_signature(repo, &digest).await
+        } else {
+            // The cosign signature binds a digest, not a tag: a tag repointed at another
+            // signed index of the repository (another version's) would verify without this.
+            Err("the tag is not bound to this index by the cache key".into())
+        };
+        // Whole: every manifest and blob the index reaches is stored (a layer quarantined as
+        // corrupt, or a manifest lost, would otherwise break every pull of a verified tag).
+        let verified = verified.and_then(|()| {
+            let closure = self
+                .catalog()
+                .closure(&digest)
+                .map_err(|e| errors::chain(&e))?;
+            match closure.iter().find(|d| !self.store().contains(d)) {
+                Some(missing) => Err(format!("{missing} is missing from the store")),
+                None => Ok(()),
+            }
+        });
+        match verified {
             Ok(()) => Ok(Some(digest)),
             Err(why) => {
-                tracing::warn!(image = %repo, tag, %digest, why, "installer index signature does not verify; rebuilding");
+                tracing::warn!(image = %repo, tag, %digest, why, "installer index does not verify (signature, tag binding or contents); rebuilding");
                 Ok(None)
             }
         }
@@ -421,13 +472,17 @@ impl Factory {
     ) -> Result<bool, FactoryError> {
         let catalog = self.catalog();
         let internal = |e| FactoryError::Internal(Arc::new(e));
+        // A manifest: one lookup. A blob: the children of this repository's manifests (a
+        // range scan of its own refs, a few per version built), never every ref in the store.
+        if catalog.has_manifest_in(repo, digest).map_err(internal)? {
+            return Ok(true);
+        }
         for root in catalog.manifests_in(repo).map_err(internal)? {
-            if &root == digest
-                || self
-                    .store()
-                    .children(&root)
-                    .map_err(|e| FactoryError::Internal(Arc::new(e)))?
-                    .contains(digest)
+            if self
+                .store()
+                .children(&root)
+                .map_err(|e| FactoryError::Internal(Arc::new(e)))?
+                .contains(digest)
             {
                 return Ok(true);
             }
@@ -448,15 +503,24 @@ impl Factory {
         let mut rx = {
             let mut inflight = self.index_builds().inflight.lock().expect("index builds");
             match inflight.get(&key) {
+                // Joining a running build is free.
                 Some(rx) => rx.clone(),
                 None => {
+                    // A new installer is one new build for the client that asks for it,
+                    // whatever it is made of (per architecture an initramfs, a UKI, layers):
+                    // one token, and the build runs on the appliance's behalf, so a client
+                    // that joins it never gets the starter's 429.
+                    self.charge_client(client)?;
                     let (tx, rx) = watch::channel(None);
                     inflight.insert(key.clone(), rx.clone());
                     let this = self.clone();
                     tokio::spawn(async move {
-                        let result = this
-                            .assemble_index(&resolved, &name, &repo, &tag, client)
-                            .await;
+                        // Another build of this tag may have finished between the request's
+                        // check and here: serve that one rather than assemble it again.
+                        let result = match this.verified_index(&repo, &tag).await {
+                            Ok(Some(done)) => Ok(done),
+                            _ => this.assemble_index(&resolved, &name, &repo, &tag).await,
+                        };
                         if let Err(e) = &result {
                             tracing::warn!(image = %repo, tag, error = %errors::chain(e), "installer image build failed");
                         }
@@ -490,13 +554,12 @@ impl Factory {
         name: &InstallerName,
         repo: &ImageName,
         tag: &str,
-        client: Option<IpAddr>,
     ) -> Result<Digest, FactoryError> {
         let mut children = Vec::new();
         for arch in ARCHES {
             let mut r = resolved.clone();
             r.profile = AssetProfile::installer(&name.platform, arch);
-            match self.arch_image(&r, repo, client).await {
+            match self.arch_image(&r, repo).await {
                 Ok(d) => children.push(d),
                 // A release without this architecture's boot files: the index has the others.
                 Err(FactoryError::AssetSourceMissing(why)) if arch != Arch::Amd64 => {
@@ -512,21 +575,29 @@ impl Factory {
         });
         let index_digest = self.put_manifest(repo, &index, media::OCI_INDEX).await?;
         self.sign_index(repo, &index_digest).await?;
+        let binding = self
+            .builder()
+            .signer()
+            .sign(&tag_binding(repo, tag, &index_digest));
+        self.installer_tag_signatures()?
+            .insert(tag_binding_key(repo, tag), binding)
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
         self.catalog()
             .set_tag(repo, tag, &index_digest)
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
+        // On disk before any client is told the digest: a pull that goes on by digest after a
+        // crash finds what it was given (once per index build).
+        self.store()
+            .flush()
+            .await
             .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
         tracing::info!(image = %repo, tag, digest = %index_digest, "installer image built");
         Ok(index_digest)
     }
 
     /// One architecture's image: base layers + the artifacts layer. Returns its index entry.
-    async fn arch_image(
-        &self,
-        r: &Resolved,
-        repo: &ImageName,
-        client: Option<IpAddr>,
-    ) -> Result<Descriptor, FactoryError> {
-        let parts = self.arch_parts(r, client).await?;
+    async fn arch_image(&self, r: &Resolved, repo: &ImageName) -> Result<Descriptor, FactoryError> {
+        let parts = self.arch_parts(r).await?;
         let manifest = to_json(&ImageManifest {
             schema_version: 2,
             media_type: media::OCI_MANIFEST,
@@ -551,15 +622,11 @@ impl Factory {
 
     /// One architecture's image, its parts stored: the config (stored) and the layers (base
     /// layers, the artifacts layer, the overlay layer).
-    async fn arch_parts(
-        &self,
-        r: &Resolved,
-        client: Option<IpAddr>,
-    ) -> Result<ArchParts, FactoryError> {
+    async fn arch_parts(&self, r: &Resolved) -> Result<ArchParts, FactoryError> {
         let arch = r.profile.arch.as_str();
         // The base first: offline without it, fail before building anything.
         let base = self.artifacts().installer_base(&r.version, arch).await?;
-        let layer = self.artifacts_layer(r, client).await?;
+        let layer = self.artifacts_layer(r).await?;
         let store = self.store();
         let internal = |e: crate::store::StoreError| FactoryError::Internal(Arc::new(e));
         let base_manifest = self.read_bounded(&base.manifest, MAX_MANIFEST).await?;
@@ -643,13 +710,10 @@ impl Factory {
     /// one architecture as the imager writes it (go-containerregistry `tarball.Write`, a
     /// `docker load`-able tar): the config as `sha256:<hex>`, each layer blob as
     /// `<hex>.tar.gz`, then `manifest.json` naming the base installer as its tag. Built once
-    /// per key and stored like every asset.
-    pub(crate) async fn installer_tarball(
-        &self,
-        r: &Resolved,
-        client: Option<IpAddr>,
-    ) -> Result<BuiltAsset, FactoryError> {
-        let parts = self.arch_parts(r, client).await?;
+    /// per key and stored like every asset; its parts are built on the appliance's behalf (the
+    /// request was charged one build in [`Factory::asset`]).
+    pub(crate) async fn installer_tarball(&self, r: &Resolved) -> Result<BuiltAsset, FactoryError> {
+        let parts = self.arch_parts(r).await?;
         let mut layers = Vec::new();
         for l in &parts.layers {
             let digest: Digest = l.digest.parse().map_err(|_| {
@@ -761,16 +825,12 @@ impl Factory {
     }
 
     /// The artifacts layer of one architecture, as a built asset.
-    async fn artifacts_layer(
-        &self,
-        r: &Resolved,
-        client: Option<IpAddr>,
-    ) -> Result<LayerAsset, FactoryError> {
+    async fn artifacts_layer(&self, r: &Resolved) -> Result<LayerAsset, FactoryError> {
         let arch = r.profile.arch.as_str();
         let quirks = Quirks::new(&r.version);
         let dir = format!("usr/install/{arch}");
         let files: Vec<(String, PathBuf)> = if quirks.unified_installer() {
-            let uki = self.installer_uki(r, client).await?;
+            let uki = self.installer_uki(r, None).await?;
             let uki = self.blob_path(&uki).await?;
             let boot = self
                 .artifacts()
@@ -787,7 +847,7 @@ impl Factory {
                 .await?;
             let mut initramfs = r.clone();
             initramfs.profile = AssetProfile::initramfs(r.profile.arch);
-            let initramfs = self.asset(&initramfs, client).await?;
+            let initramfs = self.asset(&initramfs, None).await?;
             let initramfs = self.blob_path(&initramfs).await?;
             vec![
                 (format!("{dir}/initramfs.xz"), initramfs),

@@ -210,6 +210,15 @@ impl Factory {
             .map_err(|e| FactoryError::Internal(Arc::new(e)))
     }
 
+    /// `<repo>:<tag>` → the cache key's signature binding an installer version tag to its
+    /// index digest (`factory::installer`).
+    pub(crate) fn installer_tag_signatures(&self) -> Result<sled::Tree, FactoryError> {
+        self.store
+            .db()
+            .open_tree("factory/installer-tags")
+            .map_err(|e| FactoryError::Internal(Arc::new(e)))
+    }
+
     /// The store assets live in.
     pub fn store(&self) -> &Store {
         &self.store
@@ -477,10 +486,7 @@ impl Factory {
         ) {
             return Err(not_implemented(r.profile.kind));
         }
-        // An installer tarball is assembled from builds that are charged themselves.
-        if r.profile.kind != OutputKind::Installer {
-            self.charge_build(&key, client)?;
-        }
+        self.charge_build(&key, client)?;
         match r.profile.kind {
             OutputKind::Kernel => {
                 let kernel = self
@@ -511,7 +517,7 @@ impl Factory {
                 Ok(self.builder.get_or_build(&key, build).await?)
             }
             // Boxed: the tarball's parts are assets too (this function, recursively).
-            OutputKind::Installer => Box::pin(self.installer_tarball(r, client)).await,
+            OutputKind::Installer => Box::pin(self.installer_tarball(r)).await,
             other => Err(not_implemented(other)),
         }
     }
@@ -519,8 +525,17 @@ impl Factory {
     /// A request from `client` that would start the build of `key` (not cached, not running)
     /// takes a token from the client's build budget; `None` (the appliance itself) is free.
     fn charge_build(&self, key: &str, client: Option<IpAddr>) -> Result<(), FactoryError> {
+        if self.builder.in_flight(key) {
+            return Ok(());
+        }
+        self.charge_client(client)
+    }
+
+    /// Takes one token from `client`'s build budget for a new build it starts (`None`, the
+    /// appliance itself, is free): the check behind [`Factory::charge_build`], used directly
+    /// by builds that have their own in-flight table (installer indexes).
+    pub(crate) fn charge_client(&self, client: Option<IpAddr>) -> Result<(), FactoryError> {
         if let Some(ip) = client
-            && !self.builder.in_flight(key)
             && !self.build_limiter.allow(canonical_ip(ip), Instant::now())
         {
             return Err(FactoryError::TooManyBuilds(format!(

@@ -185,12 +185,11 @@ impl ImageCatalog {
 
     /// Every manifest recorded for `name`.
     pub fn manifests_in(&self, name: &ImageName) -> Result<Vec<Digest>, CatalogError> {
-        let prefix = format!("{name}@");
+        // `@` never occurs in a name, so the prefix holds this repository's refs only.
         Ok(self
             .store
-            .list_refs(DIGEST_KIND)?
+            .list_refs_with_prefix(DIGEST_KIND, &format!("{name}@"))?
             .into_iter()
-            .filter(|(k, _)| k.starts_with(&prefix))
             .map(|(_, d)| d)
             .collect())
     }
@@ -200,7 +199,7 @@ impl ImageCatalog {
         let prefix = format!("{name}:");
         Ok(self
             .store
-            .list_refs(TAG_KIND)?
+            .list_refs_with_prefix(TAG_KIND, &prefix)?
             .into_iter()
             .filter_map(|(k, _)| k.strip_prefix(&prefix).map(str::to_string))
             .filter(|t| !t.contains('/'))
@@ -211,16 +210,17 @@ impl ImageCatalog {
     pub fn has_repository(&self, name: &ImageName) -> Result<bool, CatalogError> {
         let tag_prefix = format!("{name}:");
         let digest_prefix = format!("{name}@");
+        // A name followed by `:` can also start another name with a registry port
+        // (`localhost` and `localhost:5000/x`): such keys have a `/` after the `:`.
         Ok(self
             .store
-            .list_refs(TAG_KIND)?
+            .list_refs_with_prefix(TAG_KIND, &tag_prefix)?
             .iter()
-            .any(|(k, _)| k.starts_with(&tag_prefix))
-            || self
+            .any(|(k, _)| !k[tag_prefix.len()..].contains('/'))
+            || !self
                 .store
-                .list_refs(DIGEST_KIND)?
-                .iter()
-                .any(|(k, _)| k.starts_with(&digest_prefix)))
+                .list_refs_with_prefix(DIGEST_KIND, &digest_prefix)?
+                .is_empty())
     }
 
     /// Every blob (manifests included) reachable from `root`, each once, root first.
@@ -303,6 +303,46 @@ mod tests {
             media::OCI_LAYER_GZIP
         )
         .into_bytes()
+    }
+
+    #[tokio::test]
+    async fn repository_lookups_are_range_scans_that_stop_at_the_name() {
+        let (_dir, cat) = catalog().await;
+        let store = cat.store().clone();
+        let config = store.put_bytes(b"{}").await.unwrap();
+        let layer = store.put_bytes(b"layer").await.unwrap();
+        let bytes = image_manifest(&config, &layer);
+        let names = [
+            "localhost",
+            "localhost:5000/x",
+            "ghcr.io/a/b",
+            "ghcr.io/a/bc",
+        ];
+        let mut digests = Vec::new();
+        for (i, n) in names.iter().enumerate() {
+            let (registry, repo) = n.split_once('/').unwrap_or((n, "r"));
+            let name = ImageName::new(registry, repo).unwrap();
+            let mut m = bytes.clone();
+            m.truncate(m.len() - 1);
+            m.extend_from_slice(format!(",\"annotations\":{{\"i\":\"{i}\"}}}}").as_bytes());
+            let (d, _) = cat.put_manifest(&name, &m, None).await.unwrap();
+            cat.set_tag(&name, "v1", &d).unwrap();
+            digests.push((name, d));
+        }
+        for (name, d) in &digests {
+            assert_eq!(cat.manifests_in(name).unwrap(), vec![*d], "{name}");
+            assert_eq!(cat.tags(name).unwrap(), vec!["v1".to_string()], "{name}");
+            assert!(cat.has_repository(name).unwrap());
+        }
+        let absent = ImageName::new("ghcr.io", "a").unwrap();
+        assert!(!cat.has_repository(&absent).unwrap());
+        assert!(cat.manifests_in(&absent).unwrap().is_empty());
+        assert!(
+            store
+                .list_refs_with_prefix(TAG_KIND, "a\0b")
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

@@ -138,9 +138,15 @@ impl SchematicStore {
         } else {
             let digest = self.store.put_bytes(canonical.as_bytes()).await?;
             debug_assert_eq!(digest.hex(), id.as_str());
-            self.store
+            let created = self
+                .store
                 .set_ref(REF_KIND, id.as_str(), &digest)?
-                .is_none()
+                .is_none();
+            // Durable before the ID is handed out: sled writes the index in the background,
+            // and a schematic a client was given must survive a crash right after (every
+            // asset URL, installer and assignment names it; nothing can rebuild it).
+            self.store.flush().await?;
+            created
         };
         self.cache_insert(StoredSchematic {
             id: id.clone(),

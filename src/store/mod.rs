@@ -414,6 +414,33 @@ impl Store {
             .collect()
     }
 
+    /// The refs of `kind` whose key starts with `key_prefix`, as `(key, target)`, sorted by
+    /// key: a range scan of the index, so the cost follows the matches, not every ref of
+    /// the kind.
+    pub fn list_refs_with_prefix(
+        &self,
+        kind: &str,
+        key_prefix: &str,
+    ) -> Result<Vec<(String, Digest)>> {
+        let mut kind_prefix = ref_key(kind, "-")?;
+        kind_prefix.pop();
+        if key_prefix.contains('\0') {
+            return Ok(Vec::new());
+        }
+        let mut prefix = kind_prefix.clone();
+        prefix.extend_from_slice(key_prefix.as_bytes());
+        self.inner
+            .refs
+            .scan_prefix(&prefix)
+            .map(|kv| {
+                let (k, v) = kv?;
+                let key = std::str::from_utf8(&k[kind_prefix.len()..])
+                    .map_err(|_| StoreError::Index("ref key is not UTF-8".into()))?;
+                Ok((key.to_owned(), decode_digest(&v)?))
+            })
+            .collect()
+    }
+
     /// Declares that `parent` keeps `children` alive (e.g. an OCI manifest
     /// and its config and layers), replacing any previous list. GC keeps
     /// children of live blobs, transitively. The children need not be
