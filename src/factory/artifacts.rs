@@ -541,17 +541,9 @@ impl Artifacts {
         overlay: &OverlayInfo,
         arch: &str,
     ) -> Result<PathBuf, ArtifactError> {
-        let r: ImageRef = overlay.reference.parse().map_err(|e| {
-            ArtifactError::Invalid(errors::context(format!("overlay {}", overlay.name), e))
-        })?;
-        let digest: Digest = overlay.digest.parse().map_err(|_| {
-            ArtifactError::Invalid(errors::message(format!(
-                "overlay {}: bad digest {}",
-                overlay.name, overlay.digest
-            )))
-        })?;
+        let what = format!("overlay {}", overlay.name);
         let manifest = self
-            .platform_manifest(&r.name, &TagOrDigest::Digest(digest), arch)
+            .pinned_manifest(&what, &overlay.reference, &overlay.digest, arch)
             .await?;
         self.extracted(&manifest, None).await
     }
@@ -563,19 +555,30 @@ impl Artifacts {
         ext: &ExtensionInfo,
         arch: &str,
     ) -> Result<(PathBuf, Digest), ArtifactError> {
-        let r: ImageRef = ext.reference.parse().map_err(|e| {
-            ArtifactError::Invalid(errors::context(format!("extension {}", ext.name), e))
-        })?;
-        let digest: Digest = ext.digest.parse().map_err(|_| {
-            ArtifactError::Invalid(errors::message(format!(
-                "extension {}: bad digest {}",
-                ext.name, ext.digest
-            )))
-        })?;
+        let what = format!("extension {}", ext.name);
         let manifest = self
-            .platform_manifest(&r.name, &TagOrDigest::Digest(digest), arch)
+            .pinned_manifest(&what, &ext.reference, &ext.digest, arch)
             .await?;
         Ok((self.extracted(&manifest, None).await?, manifest))
+    }
+
+    /// The `linux/<arch>` manifest of an image a catalog names by reference and index digest
+    /// (`what` names it in errors), pulled whole.
+    async fn pinned_manifest(
+        &self,
+        what: &str,
+        reference: &str,
+        digest: &str,
+        arch: &str,
+    ) -> Result<Digest, ArtifactError> {
+        let r: ImageRef = reference
+            .parse()
+            .map_err(|e| ArtifactError::Invalid(errors::context(what.to_string(), e)))?;
+        let digest: Digest = digest.parse().map_err(|_| {
+            ArtifactError::Invalid(errors::message(format!("{what}: bad digest {digest}")))
+        })?;
+        self.platform_manifest(&r.name, &TagOrDigest::Digest(digest), arch)
+            .await
     }
 }
 

@@ -12,6 +12,7 @@ use std::io::{self, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::formats::pe::{Appended, Layout, PeError, PeImage};
+use crate::formats::read_full;
 
 /// The largest `systemd-stub.efi` read (real stubs are 50–150 KiB).
 pub(crate) const MAX_STUB_BYTES: u64 = 16 << 20;
@@ -151,19 +152,6 @@ pub(crate) fn kernel_version<R: Read + Seek>(kernel: &mut R) -> io::Result<Optio
         return Ok(None);
     }
     Ok(Some(String::from_utf8_lossy(version).into_owned()))
-}
-
-fn read_full<R: Read>(r: &mut R, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn read_bounded(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>, UkiError> {

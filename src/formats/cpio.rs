@@ -19,6 +19,8 @@
 
 use std::io::{self, Read, Write};
 
+use super::read_full;
+
 /// Magic of newc archives.
 pub const NEWC_MAGIC: &[u8; 6] = b"070701";
 /// Magic of the "crc" variant (same layout, `check` holds a byte sum).
@@ -564,19 +566,6 @@ impl<R: Read> Read for DataReader<'_, R> {
         self.r.offset += n as u64;
         Ok(n)
     }
-}
-
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 fn invalid(msg: impl Into<String>) -> io::Error {

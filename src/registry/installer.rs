@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 
 use axum::body::Body;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::Response;
 
-use super::{RegistryError, RegistryState, Route, accepted_types, accepts, installer_repo};
+use super::{
+    RegistryError, RegistryState, Route, accepted_types, accepts, blob_headers, installer_repo,
+};
 use crate::factory::installer::InstallerManifest;
 use crate::file_response::file_response;
 use crate::oci::{ManifestKind, parse_manifest};
@@ -65,15 +67,7 @@ pub(super) async fn dispatch(
                 .await
                 .map_err(|e| RegistryError::from_factory(&e, "BLOB_UNKNOWN"))?;
             let digest_text = blob.digest.to_string();
-            let mut extra = HeaderMap::new();
-            extra.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
-            extra.insert(
-                "docker-content-digest",
-                HeaderValue::from_str(&digest_text).expect("ascii digest"),
-            );
+            let extra = blob_headers(&digest_text);
             file_response(
                 method,
                 headers,

@@ -339,19 +339,7 @@ async fn blob(
         .await
         .map_err(|e| RegistryError::from_mirror(e, "BLOB_UNKNOWN"))?;
     let digest_text = digest.to_string();
-    let mut extra = HeaderMap::new();
-    extra.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    extra.insert(
-        "docker-content-digest",
-        HeaderValue::from_str(&digest_text).expect("ascii digest"),
-    );
-    extra.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("max-age=31536000"),
-    );
+    let extra = blob_headers(&digest_text);
     match hit {
         BlobHit::Local(blob) => file_response(
             method,
@@ -380,6 +368,25 @@ async fn blob(
                 .expect("valid response"))
         }
     }
+}
+
+/// The headers of a blob answer: an opaque type, its digest, cacheable for a year (a blob
+/// never changes under its digest).
+fn blob_headers(digest: &str) -> HeaderMap {
+    let mut extra = HeaderMap::new();
+    extra.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    extra.insert(
+        "docker-content-digest",
+        HeaderValue::from_str(digest).expect("ascii digest"),
+    );
+    extra.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    extra
 }
 
 async fn tags(
