@@ -37,6 +37,9 @@ fn fixture_json(release: &FixtureRelease, digest: &str) -> serde_json::Value {
 
 const GVISOR: &str = "customization:\n  extraKernelArgs:\n    - bootfactory.test=1\n  systemExtensions:\n    officialExtensions:\n      - siderolabs/gvisor\n";
 
+/// How many asset builds finished (the build latency histogram's count).
+const BUILDS: &str = "image_factory_assets_build_latency_seconds_count";
+
 fn host(server: &TestServer) -> String {
     server.url.trim_start_matches("http://").to_string()
 }
@@ -504,21 +507,11 @@ async fn a_storm_of_head_and_get_builds_once() {
         digests.insert(digest);
     }
     assert_eq!(digests.len(), 1, "{digests:?}");
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
     // Two initramfs builds (amd64, arm64) and two artifacts layers: nothing built twice.
-    let builds: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("image_factory_assets_build_latency_seconds_count"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    let builds = support::metric(&server.url, BUILDS)
+        .await
         .expect("build latency count");
-    assert_eq!(builds, 4.0, "{metrics}");
+    assert_eq!(builds, 4.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -977,18 +970,6 @@ async fn an_unknown_overlay_is_a_400_before_any_build() {
         "{body}"
     );
     // Refused up front: no initramfs, UKI or layer was built for it.
-    let metrics = client()
-        .get(format!("{}/metrics", server.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let builds: f64 = metrics
-        .lines()
-        .find(|l| l.starts_with("image_factory_assets_build_latency_seconds_count"))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0);
-    assert_eq!(builds, 0.0, "{metrics}");
+    let builds = support::metric(&server.url, BUILDS).await.unwrap_or(0.0);
+    assert_eq!(builds, 0.0);
 }

@@ -170,3 +170,20 @@ pub async fn post_schematic(url: &str, body: &str) -> String {
     let json: serde_json::Value = resp.json().await.unwrap();
     json["id"].as_str().unwrap().to_string()
 }
+
+/// The value of a Prometheus sample named exactly `name` (the first line starting with
+/// `name ` or `name{`) on `<url>/metrics`.
+pub async fn metric(url: &str, name: &str) -> Option<f64> {
+    bootfactory::init_crypto();
+    let text = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
