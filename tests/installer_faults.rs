@@ -590,3 +590,66 @@ async fn a_corrupt_layer_is_not_served_and_the_next_pull_rebuilds_it() {
         server.log_text()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_manifest_or_signature_is_a_404_until_the_tag_rebuilds_it() {
+    let work = tempfile::tempdir().unwrap();
+    let (data, _layout, _release) = data_dir(work.path()).await;
+    let server = Daemon::start(&data, work.path(), &ARGS);
+    let id = support::post_schematic(&server.url, "customization: {}").await;
+    let url = format!("{}/v2/metal-installer/{id}/manifests", server.url);
+    let (status, index, index_json) = get_manifest(&format!("{url}/v1.11.6")).await;
+    assert_eq!(status, 200);
+    let (child, _) = amd64_manifest(&url, &index_json).await;
+    let sig_tag = format!("sha256-{}.sig", index.strip_prefix("sha256:").unwrap());
+    let (status, sig, _) = get_manifest(&format!("{url}/{sig_tag}")).await;
+    assert_eq!(status, 200);
+    // The per-arch manifest and the signature manifest vanish from disk.
+    for digest in [&child, &sig] {
+        std::fs::remove_file(
+            data.join("blobs/sha256")
+                .join(digest.strip_prefix("sha256:").unwrap()),
+        )
+        .unwrap();
+    }
+    assert_oci_404(&format!("{url}/{child}"), "MANIFEST_UNKNOWN").await;
+    assert_oci_404(&format!("{url}/{sig_tag}"), "MANIFEST_UNKNOWN").await;
+    let referrers: serde_json::Value = client()
+        .get(format!(
+            "{}/v2/metal-installer/{id}/referrers/{index}",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(referrers["manifests"], serde_json::json!([]));
+    // Pulling the tag rebuilds (same digests) and everything is served again.
+    let (status, again, _) = get_manifest(&format!("{url}/v1.11.6")).await;
+    assert_eq!((status, again.as_str()), (200, index.as_str()));
+    let (status, _, _) = get_manifest(&format!("{url}/{child}")).await;
+    assert_eq!(status, 200);
+    let referrers: serde_json::Value = client()
+        .get(format!(
+            "{}/v2/metal-installer/{id}/referrers/{index}",
+            server.url
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        referrers["manifests"][0]["artifactType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert_eq!(referrers["manifests"][0]["digest"], sig.as_str());
+    assert!(
+        !server.log_text().contains("status=5"),
+        "{}",
+        server.log_text()
+    );
+}

@@ -275,7 +275,7 @@ impl Factory {
         })?;
         let mut manifests = Vec::new();
         if let Some(sig) = self.signature_manifest(&repo, &subject).await?
-            && artifact_type.is_none_or(|t| t == COSIGN_PAYLOAD_TYPE)
+            && artifact_type.is_none_or(|t| t == media::OCI_CONFIG)
         {
             manifests.push(Descriptor {
                 media_type: media::OCI_MANIFEST.to_string(),
@@ -283,7 +283,8 @@ impl Factory {
                 digest: sig.digest.to_string(),
                 platform: None,
                 annotations: None,
-                artifact_type: Some(COSIGN_PAYLOAD_TYPE.to_string()),
+                // OCI 1.1: a manifest without `artifactType` is listed by its config's type.
+                artifact_type: Some(media::OCI_CONFIG.to_string()),
             });
         }
         let bytes = to_json(&Index {
@@ -428,7 +429,10 @@ impl Factory {
         else {
             return Ok(None);
         };
-        let bytes = self.read_bounded(&sig, MAX_MANIFEST).await?;
+        // A lost or corrupt signature is no signature (the tag is then rebuilt and re-signed).
+        let Some(bytes) = self.read_stored(&sig).await? else {
+            return Ok(None);
+        };
         Ok(Some(InstallerManifest {
             digest: sig,
             media_type: media::OCI_MANIFEST.to_string(),
@@ -456,7 +460,8 @@ impl Factory {
             return Err(unknown());
         }
         let record = self.catalog().manifest(digest).ok_or_else(unknown)?;
-        let bytes = self.read_bounded(digest, MAX_MANIFEST).await?;
+        // Lost or corrupt (quarantined): unknown; pulling the tag rebuilds it.
+        let bytes = self.read_stored(digest).await?.ok_or_else(unknown)?;
         Ok(InstallerManifest {
             digest: *digest,
             media_type: record.media_type,
@@ -515,6 +520,13 @@ impl Factory {
                     inflight.insert(key.clone(), rx.clone());
                     let this = self.clone();
                     tokio::spawn(async move {
+                        // Leaves the in-flight table however the task ends (a panic too: its
+                        // waiters then see the channel close and get an error, and the next
+                        // request starts afresh).
+                        let _inflight = InflightEntry {
+                            factory: this.clone(),
+                            key,
+                        };
                         // Another build of this tag may have finished between the request's
                         // check and here: serve that one rather than assemble it again.
                         let result = match this.verified_index(&repo, &tag).await {
@@ -524,11 +536,7 @@ impl Factory {
                         if let Err(e) = &result {
                             tracing::warn!(image = %repo, tag, error = %errors::chain(e), "installer image build failed");
                         }
-                        this.index_builds()
-                            .inflight
-                            .lock()
-                            .expect("index builds")
-                            .remove(&key);
+                        drop(_inflight);
                         let _ = tx.send(Some(result));
                     });
                     rx
@@ -574,7 +582,8 @@ impl Factory {
             manifests: children,
         });
         let index_digest = self.put_manifest(repo, &index, media::OCI_INDEX).await?;
-        self.sign_index(repo, &index_digest).await?;
+        self.sign_index(repo, &index_digest, index.len() as u64)
+            .await?;
         let binding = self
             .builder()
             .signer()
@@ -650,15 +659,26 @@ impl Factory {
         if base_layers.len() == 2 {
             base_layers.truncate(1);
         }
+        // One digest per layer, in order: anything else in an imported config is refused
+        // (a dropped non-string entry would shift every later layer's diff ID).
         let base_diff_ids: Vec<String> = base_config["rootfs"]["diff_ids"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
+            .into_iter()
+            .flatten()
+            .map(|v| {
+                v.as_str()
+                    .and_then(|s| s.strip_prefix("sha256:"))
+                    .and_then(|hex| Digest::from_hex(hex).ok())
+                    .map(|d| d.to_string())
             })
-            .unwrap_or_default();
-        if base_diff_ids.len() < base_layers.len() {
+            .collect::<Option<Vec<String>>>()
+            .ok_or_else(|| {
+                FactoryError::Internal(errors::message(format!(
+                    "{} config has a diff ID that is not a sha256 digest",
+                    base.reference
+                )))
+            })?;
+        if base_diff_ids.len() != base_manifest.layers.len() {
             return Err(FactoryError::Internal(errors::message(format!(
                 "{} config lists {} diff IDs for {} layers",
                 base.reference,
@@ -780,7 +800,12 @@ impl Factory {
     /// digest, signed (ECDSA P-256, SHA-256, DER, base64) with the cache signing key, as the
     /// one layer of an image tagged `sha256-<hex>.sig`. The manifest also names the index as
     /// its `subject`, so the referrers API lists it.
-    async fn sign_index(&self, repo: &ImageName, digest: &Digest) -> Result<(), FactoryError> {
+    async fn sign_index(
+        &self,
+        repo: &ImageName,
+        digest: &Digest,
+        index_size: u64,
+    ) -> Result<(), FactoryError> {
         let internal = |e: crate::store::StoreError| FactoryError::Internal(Arc::new(e));
         let reference = format!(
             "{}/{}",
@@ -808,7 +833,6 @@ impl Factory {
                 .into_iter()
                 .collect(),
         );
-        let index_size = store.stat(digest).map(|i| i.size).unwrap_or(0);
         let manifest = to_json(&ImageManifest {
             schema_version: 2,
             media_type: media::OCI_MANIFEST,
@@ -986,11 +1010,46 @@ impl Factory {
             .map_err(|e| FactoryError::Internal(Arc::new(e)))
     }
 
+    /// A stored manifest, or `None` if its blob is missing or does not match its digest (the
+    /// store quarantines it): a 404 the next build heals, not a lasting 500.
+    async fn read_stored(&self, digest: &Digest) -> Result<Option<Vec<u8>>, FactoryError> {
+        match self.read_bounded(digest, MAX_MANIFEST).await {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(FactoryError::Internal(e))
+                if e.downcast_ref::<crate::store::StoreError>()
+                    .is_some_and(|s| {
+                        matches!(
+                            s,
+                            crate::store::StoreError::NotFound(_)
+                                | crate::store::StoreError::Corrupt { .. }
+                        )
+                    }) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     async fn blob_path(&self, asset: &BuiltAsset) -> Result<PathBuf, FactoryError> {
         self.store()
             .blob_path(&asset.digest)
             .await
             .map_err(|e| FactoryError::Internal(Arc::new(e)))
+    }
+}
+
+/// An index build's entry in the in-flight table, removed when dropped.
+struct InflightEntry {
+    factory: Arc<Factory>,
+    key: String,
+}
+
+impl Drop for InflightEntry {
+    fn drop(&mut self) {
+        if let Ok(mut inflight) = self.factory.index_builds().inflight.lock() {
+            inflight.remove(&self.key);
+        }
     }
 }
 
