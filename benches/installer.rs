@@ -33,7 +33,8 @@
 //! must parse and their `.linux`/`.initrd`/text sections must equal the inputs, and the layer
 //! bootfactory serves must hold the same entries as the peer's. `BENCH_RUNS` (default 3) sets
 //! the repetitions; medians are reported. Needs `binutils binutils-aarch64-linux-gnu
-//! systemd-boot-efi time` (Debian packages).
+//! systemd-boot-efi time` (Debian packages). `BENCH_PERF=<file>` records the server with
+//! `perf record -g` during run 1's installer request (that run's figures then include perf).
 
 #[path = "support/mod.rs"]
 mod support;
@@ -839,7 +840,28 @@ fn main() {
             uki_bytes as f64 / 1e6
         );
         server.print_builds();
+        // `BENCH_PERF=<file>`: `perf record -g` of the server during this request (run 1).
+        let perf = std::env::var_os("BENCH_PERF")
+            .filter(|_| run == 1)
+            .map(|out| {
+                let mut cmd = Command::new("perf");
+                cmd.args(["record", "-F", "499", "-g", "-o"])
+                    .arg(out)
+                    .arg("-p")
+                    .arg(server.pid().to_string());
+                let p = Proc::spawn("perf record", &mut cmd, &root.join("perf.log"));
+                std::thread::sleep(Duration::from_millis(500));
+                p
+            });
         let (inst, _) = client.measure(&server, &urls.installer());
+        if let Some(mut p) = perf {
+            guard::signal(p.id(), nix::sys::signal::Signal::SIGINT);
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while p.exited().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            println!("  (perf data written; this run's figures include perf's overhead)");
+        }
         println!(
             "  bootfactory installer, initramfs built: {:.2} s, {} MiB",
             inst.wall,
