@@ -300,10 +300,14 @@ impl Builder {
                 return Err(BuildError::TimedOut(self.timeout));
             }
         }
-        let file = tokio::fs::File::open(&output)
-            .await
-            .map_err(|e| BuildError::Failed(errors::context("build produced no output", e)))?;
-        let digest = self.store.put_stream(file).await?;
+        if let Err(e) = tokio::fs::metadata(&output).await {
+            return Err(BuildError::Failed(errors::context(
+                "build produced no output",
+                e,
+            )));
+        }
+        // Moved into the store, not copied: the work directory is on its filesystem.
+        let digest = self.store.put_file(&output).await?;
         let size = self.store.stat(&digest).map(|i| i.size).unwrap_or(0);
         self.store.set_ref(ASSET_KIND, key, &digest)?;
         self.signatures

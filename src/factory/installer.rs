@@ -563,11 +563,17 @@ impl Factory {
         repo: &ImageName,
         tag: &str,
     ) -> Result<Digest, FactoryError> {
-        let mut children = Vec::new();
-        for arch in ARCHES {
+        // The architectures are built at the same time: each one's UKI and artifacts layer
+        // (gzip, single-threaded) runs on its own blocking thread, within the builder's
+        // `build.maxConcurrency`.
+        let builds = ARCHES.map(|arch| {
             let mut r = resolved.clone();
             r.profile = AssetProfile::installer(&name.platform, arch);
-            match self.arch_image(&r, repo).await {
+            async move { (arch, self.arch_image(&r, repo).await) }
+        });
+        let mut children = Vec::new();
+        for (arch, result) in futures_util::future::join_all(builds).await {
+            match result {
                 Ok(d) => children.push(d),
                 // A release without this architecture's boot files: the index has the others.
                 Err(FactoryError::AssetSourceMissing(why)) if arch != Arch::Amd64 => {
@@ -1253,8 +1259,8 @@ impl LayerWriter {
         let (gz, diff_id) = inner.finish();
         let compressed = gz.finish()?;
         let (mut file, digest) = compressed.finish();
+        // No fsync here: the builder moves the file into the store, which fsyncs it.
         file.flush()?;
-        file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
         Ok(LayerDigests {
             compressed: digest,
             diff_id,

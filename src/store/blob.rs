@@ -137,6 +137,48 @@ pub(crate) fn hash_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
 }
 
 impl Inner {
+    /// [`Store::put_file`], blocking.
+    fn adopt_file(&self, path: &Path) -> Result<Digest> {
+        use std::os::unix::fs::PermissionsExt as _;
+        self.check_quota(0)?;
+        let tmp = TempPath::new_in(&self.tmp_dir);
+        // Readable by the service user only before it is in the store's directory.
+        let moved = fs::set_permissions(path, fs::Permissions::from_mode(BLOB_FILE_MODE))
+            .and_then(|()| fs::rename(path, &tmp.path));
+        match moved {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => {
+                let copied = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(BLOB_FILE_MODE)
+                    .open(&tmp.path)
+                    .and_then(|mut out| io::copy(&mut fs::File::open(path)?, &mut out));
+                let _ = fs::remove_file(path);
+                copied.map_err(|e| {
+                    StoreError::from_write(&self.dir, "copy into the store", &tmp.path, e)
+                })?;
+            }
+            Err(e) => {
+                let _ = fs::remove_file(path);
+                return Err(StoreError::from_write(
+                    &self.dir,
+                    "move into the store",
+                    path,
+                    e,
+                ));
+            }
+        }
+        // From here the file is the armed temp file: removed on any failure.
+        let file = fs::File::open(&tmp.path).map_err(|e| io_ctx("open", &tmp.path, e))?;
+        let (digest, size) = hash_reader(&file).map_err(|e| io_ctx("read", &tmp.path, e))?;
+        file.sync_all()
+            .map_err(|e| StoreError::from_write(&self.dir, "fsync temp file", &tmp.path, e))?;
+        drop(file);
+        self.commit_temp(tmp, digest, size)?;
+        Ok(digest)
+    }
+
     /// Moves a fully written, fsynced temp file holding content `digest` of
     /// `size` bytes into place and records it. Blocking.
     pub(crate) fn commit_temp(&self, mut tmp: TempPath, digest: Digest, size: u64) -> Result<()> {
@@ -339,6 +381,19 @@ impl Store {
             .await
             .map_err(join_err)??;
         Ok(digest)
+    }
+
+    /// Moves a file the caller has written and closed (a build's output, on the store's
+    /// filesystem) into the store and returns its digest: the file is renamed into the temp
+    /// directory, given the blob mode, hashed where it is, fsynced and committed, so a large
+    /// asset is not copied a second time. The file at `path` is gone afterwards, whatever the
+    /// outcome. On another filesystem it is copied instead.
+    pub async fn put_file(&self, path: &Path) -> Result<Digest> {
+        let inner = self.inner.clone();
+        let path = path.to_path_buf();
+        tokio::task::spawn_blocking(move || inner.adopt_file(&path))
+            .await
+            .map_err(join_err)?
     }
 
     /// Stores `data` and returns its digest.

@@ -199,6 +199,37 @@ async fn put_stream_round_trip() {
 }
 
 #[tokio::test]
+async fn put_file_moves_the_file_into_the_store() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let (dir, store) = new_store();
+    let data = content(700_001, 3);
+    let src = dir.path().join("build-output");
+    fs::write(&src, &data).unwrap();
+    fs::set_permissions(&src, fs::Permissions::from_mode(0o644)).unwrap();
+    let d = store.put_file(&src).await.unwrap();
+    assert_eq!(d, Digest::of_bytes(&data));
+    assert!(!src.exists(), "the file is moved, not copied");
+    let stored = blob_file(dir.path(), &d);
+    assert_eq!(fs::read(&stored).unwrap(), data);
+    assert_eq!(
+        fs::metadata(&stored).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(store.read_bytes(&d).await.unwrap(), data);
+    assert_eq!(store.total_size(), data.len() as u64);
+    assert!(entries(&dir.path().join("tmp")).is_empty());
+    // The same content again: the stored blob is kept, the new file removed.
+    fs::write(&src, &data).unwrap();
+    assert_eq!(store.put_file(&src).await.unwrap(), d);
+    assert!(!src.exists());
+    assert_eq!(store.list_blobs().unwrap().len(), 1);
+    assert!(entries(&dir.path().join("tmp")).is_empty());
+    // A missing file is an error and leaves nothing behind.
+    assert!(store.put_file(&dir.path().join("missing")).await.is_err());
+    assert!(entries(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
 async fn put_stream_expect_match_and_mismatch() {
     let (dir, store) = new_store();
     let data = content(300_000, 2);
