@@ -76,24 +76,81 @@ pub fn write_sd_boot_image(image: &SdBootImage, out: &Path) -> io::Result<()> {
         window.seek(SeekFrom::Start(0))?;
         let fs = fatfs::FileSystem::new(window, fatfs::FsOptions::new())?;
         {
+            // Directories first, so they take clusters 3..=6 in this order (see
+            // `fix_dot_entries`).
             let root = fs.root_dir();
             let efi_dir = root.create_dir("EFI")?;
             let boot = efi_dir.create_dir("boot")?;
-            copy_into(&boot, image.boot_file_name, &image.systemd_boot)?;
             let linux = efi_dir.create_dir("Linux")?;
-            copy_into(&linux, &image.uki_file_name, &image.uki)?;
             let loader = root.create_dir("loader")?;
+            copy_into(&boot, image.boot_file_name, &image.systemd_boot)?;
+            copy_into(&linux, &image.uki_file_name, &image.uki)?;
             let mut conf = loader.create_file("loader.conf")?;
             conf.truncate()?;
             conf.write_all(LOADER_CONF)?;
             conf.flush()?;
         }
         fs.unmount()?;
+        let mut window = Window::new(&file, efi.offset(), efi.size());
+        fix_dot_entries(&mut window, &[(3, 2), (4, 3), (5, 3), (6, 2)])?;
     }
     if let Some(bytes) = meta_bytes {
         file.write_all_at(&bytes, meta.offset())?;
     }
     file.sync_all()?;
+    Ok(())
+}
+
+/// fatfs 0.3 writes a long-name entry before each `.` and `..` of a new directory and points
+/// `..` of a directory in the root at cluster 2. FAT wants `.` and `..` as the first two
+/// entries and `..` = 0 for the root (`fsck.vfat` renames and deletes them otherwise). For
+/// each `(directory cluster, parent cluster)` this checks that the first four entries are
+/// exactly `LFN, ".", LFN, ".."` and rewrites them as `".", "..", deleted, deleted`.
+fn fix_dot_entries(window: &mut Window<'_>, dirs: &[(u32, u32)]) -> io::Result<()> {
+    let mut bpb = [0u8; 512];
+    window.seek(SeekFrom::Start(0))?;
+    window.read_exact(&mut bpb)?;
+    let bytes_per_sector = u64::from(u16::from_le_bytes([bpb[11], bpb[12]]));
+    let sectors_per_cluster = u64::from(bpb[13]);
+    let reserved = u64::from(u16::from_le_bytes([bpb[14], bpb[15]]));
+    let fats = u64::from(bpb[16]);
+    let per_fat = u64::from(u32::from_le_bytes([bpb[36], bpb[37], bpb[38], bpb[39]]));
+    let data = (reserved + fats * per_fat) * bytes_per_sector;
+    let cluster_size = sectors_per_cluster * bytes_per_sector;
+    let root = u32::from_le_bytes([bpb[44], bpb[45], bpb[46], bpb[47]]);
+    for &(dir, parent) in dirs {
+        let at = data + u64::from(dir - 2) * cluster_size;
+        let mut e = [0u8; 128];
+        window.seek(SeekFrom::Start(at))?;
+        window.read_exact(&mut e)?;
+        let cluster = |x: &[u8]| {
+            u32::from(u16::from_le_bytes([x[20], x[21]])) << 16
+                | u32::from(u16::from_le_bytes([x[26], x[27]]))
+        };
+        let (lfn1, dot, lfn2, dotdot) = (&e[..32], &e[32..64], &e[64..96], &e[96..]);
+        if lfn1[11] != 0x0f
+            || lfn2[11] != 0x0f
+            || &dot[..11] != b".          "
+            || &dotdot[..11] != b"..         "
+            || cluster(dot) != dir
+            || cluster(dotdot) != parent
+        {
+            return Err(io::Error::other(format!(
+                "unexpected dot entries in directory cluster {dir}"
+            )));
+        }
+        let mut fixed = [0u8; 128];
+        fixed[..32].copy_from_slice(dot);
+        fixed[32..64].copy_from_slice(dotdot);
+        if parent == root {
+            fixed[32 + 20..32 + 22].fill(0);
+            fixed[32 + 26..32 + 28].fill(0);
+        }
+        fixed[64] = 0xe5;
+        fixed[96] = 0xe5;
+        window.seek(SeekFrom::Start(at))?;
+        window.write_all(&fixed)?;
+    }
     Ok(())
 }
 
