@@ -211,7 +211,8 @@ mod tests {
     #[test]
     fn metal_layout_table() {
         use DiskBootloader::*;
-        let rows: &[(&str, DiskBootloader, u64, &[(&str, u64, u64)])] = &[
+        type Row<'a> = (&'a str, DiskBootloader, u64, &'a [(&'a str, u64, u64)]);
+        let rows: &[Row<'_>] = &[
             (
                 "v1.8.0",
                 Grub,
