@@ -278,6 +278,12 @@ async fn sd_boot_raw_images_read_back_by_independent_tools() {
         },
     );
 
+    // Bounded memory: the peak RSS of this whole process (server, builds, client) stays far
+    // below the image's size (a 2246 MiB buffer anywhere would break this).
+    let hwm = peak_rss_kib();
+    eprintln!("peak RSS after the first image: {} MiB", hwm / 1024);
+    assert!(hwm < 1024 * 1024, "peak RSS {hwm} KiB");
+
     // Stored sparse: the blob's allocated size is a small part of its length.
     let mut blobs = Vec::new();
     find_files(server.data.path(), &mut blobs);
@@ -366,6 +372,16 @@ async fn sd_boot_raw_images_read_back_by_independent_tools() {
     let huge = support::post_schematic(&server.url, &huge).await;
     let (status, body) = get(&server, &format!("/image/{huge}/v1.11.6/metal-arm64.raw")).await;
     assert_eq!(status, 400, "{body}");
+}
+
+/// `VmHWM` of this process, KiB.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
 }
 
 /// `(path, length, allocated bytes)` of every file under `dir`.
@@ -534,6 +550,15 @@ async fn the_sd_boot_raw_image_boots_in_ovmf() {
     };
     drop(vm);
     eprintln!("booted in {:?}", started.elapsed());
+    let mut blobs = Vec::new();
+    find_files(server.data.path(), &mut blobs);
+    if let Some((_, len, allocated)) = blobs.iter().find(|(_, len, _)| *len == 2246 * MIB) {
+        eprintln!(
+            "stored image (real kernel): apparent {} MiB, allocated {} MiB",
+            len / MIB,
+            allocated / MIB
+        );
+    }
     let tail: String = out.lines().rev().take(40).collect::<Vec<_>>().join("\n");
     assert!(
         out.contains(MARKER),
