@@ -637,7 +637,7 @@ impl Factory {
         }
         let bootloader =
             select_bootloader(c.bootloader, p.secure_boot, p.arch == Arch::Arm64, &quirks);
-        if bootloader != DiskBootloader::SdBoot || !quirks.supports_uki_profiles() {
+        if bootloader != DiskBootloader::SdBoot || !quirks.disk_image_sd_boot() {
             let which = match bootloader {
                 DiskBootloader::Grub => "GRUB",
                 DiskBootloader::DualBoot => "dual-boot (GRUB for BIOS)",

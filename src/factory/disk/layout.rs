@@ -38,7 +38,7 @@ pub fn select_bootloader(
     arm64: bool,
     quirks: &Quirks,
 ) -> DiskBootloader {
-    let since_1_10 = quirks.selinux();
+    let since_1_10 = quirks.disk_image_sd_boot();
     match requested {
         Bootloader::SdBoot => DiskBootloader::SdBoot,
         Bootloader::Grub => DiskBootloader::Grub,
