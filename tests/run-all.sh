@@ -32,9 +32,11 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   openssl, python3                     TLS tests (certificates, s_client); urllib's upload
 #   systemd-boot-efi, binutils           a real systemd-stub for UKIs; objdump/objcopy read them
 #   python3-cryptography                 an independent check of installer images' cosign signatures
+#   fdisk, gdisk, dosfstools, mtools     sfdisk/sgdisk/fsck.vfat/mtools read disk images back
 packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
     iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl
-    rpm systemd adduser openssl python3 systemd-boot-efi binutils python3-cryptography)
+    rpm systemd adduser openssl python3 systemd-boot-efi binutils python3-cryptography
+    fdisk gdisk dosfstools mtools)
 
 install_packages() {
     local missing=()

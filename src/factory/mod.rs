@@ -12,6 +12,7 @@ pub(crate) mod artifacts;
 pub(crate) mod builder;
 pub mod cmdline;
 pub(crate) mod delivery;
+pub mod disk;
 pub mod initramfs;
 pub(crate) mod installer;
 pub mod meta;

@@ -121,6 +121,12 @@ impl Quirks {
         self.version.is_some_and(|v| v >= (1, 10, 0))
     }
 
+    /// Disk images default to systemd-boot (arm64: sd-boot, amd64: dual-boot) instead of
+    /// GRUB, and bootfactory builds their sd-boot layout: ≥ 1.10.0 (latest → `true`).
+    pub fn disk_image_sd_boot(&self) -> bool {
+        self.at_least((1, 10, 0), true)
+    }
+
     /// UKI profiles (`.profile` sections): ≥ 1.10.0.
     pub fn supports_uki_profiles(&self) -> bool {
         self.at_least((1, 10, 0), true)

@@ -9,12 +9,18 @@ use std::time::Instant;
 use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
+use super::disk::layout::{DiskBootloader, DiskPlan, PlanError, plan, select_bootloader};
+use super::disk::{SdBootImage, write_sd_boot_image};
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
-use super::profile::{AssetProfile, OutputKind, ProfileError, parse_asset_path, parse_pxe_path};
+use super::profile::{
+    Arch, AssetProfile, DiskFormat, OutFormat, OutputKind, ProfileError, parse_asset_path,
+    parse_pxe_path,
+};
 use super::quirks::Quirks;
 use super::uki::{self, UkiInputs, UkiProfile};
 use crate::config::Config;
 use crate::errors::{self, SharedError};
+use crate::formats::adv;
 use crate::metrics::Metrics;
 use crate::ratelimit::RateLimiter;
 use crate::schematic::storage::{SchematicStoreError, StoredSchematic};
@@ -384,7 +390,7 @@ impl Factory {
             OutputKind::Kernel => "-",
             _ => r.schematic.id.as_str(),
         };
-        format!(
+        let mut key = format!(
             "{BUILD_FORMAT}/{:?}/{}/{}/{}/{}/{}",
             p.kind,
             r.version,
@@ -392,7 +398,17 @@ impl Factory {
             p.arch.as_str(),
             if p.secure_boot { "sb" } else { "-" },
             schematic
-        )
+        );
+        // Disk images differ per format and compression (and size, which the platform fixes).
+        if let Some(image) = &p.image {
+            key.push_str(&format!(
+                "/{}{}/{}",
+                image.disk_format.extension(),
+                p.out_format.suffix(),
+                image.disk_size_mib
+            ));
+        }
+        key
     }
 
     /// The `/pxe/{schematic}/{version}/{path}` iPXE script, `path` being
@@ -472,6 +488,11 @@ impl Factory {
         client: Option<IpAddr>,
     ) -> Result<BuiltAsset, FactoryError> {
         self.check_schematic(r)?;
+        // Disk images: the layout is decided (or refused, 400/501) before the cache.
+        let disk_plan = match r.profile.kind {
+            OutputKind::Image => Some(self.disk_image_plan(r)?),
+            _ => None,
+        };
         let key = self.asset_key(r);
         if let Some(hit) = self.builder.cached(&key).await {
             return Ok(hit);
@@ -483,6 +504,7 @@ impl Factory {
                 | OutputKind::Initramfs
                 | OutputKind::Uki
                 | OutputKind::Installer
+                | OutputKind::Image
         ) {
             return Err(not_implemented(r.profile.kind));
         }
@@ -518,6 +540,13 @@ impl Factory {
             }
             // Boxed: the tarball's parts are assets too (this function, recursively).
             OutputKind::Installer => Box::pin(self.installer_tarball(r)).await,
+            OutputKind::Image => {
+                let Some(plan) = disk_plan else {
+                    return Err(not_implemented(OutputKind::Image));
+                };
+                let build = Box::pin(self.disk_image_build(r, plan, &key)).await?;
+                Ok(self.builder.get_or_build(&key, build).await?)
+            }
             other => Err(not_implemented(other)),
         }
     }
@@ -572,6 +601,127 @@ impl Factory {
         };
         let build = self.uki_build(r, extra).await?;
         Ok(self.builder.get_or_build(&key, build).await?)
+    }
+
+    /// The partition plan of a disk-image request, or why it is not built: 400 for a
+    /// schematic asking for something no image can be (an absurd `diskImage.sectorSize`, META
+    /// values that do not fit), 501 naming the part this release does not build yet (GRUB and
+    /// dual-boot layouts, Talos < 1.10, overlays, 4096-byte sectors, formats other than `.raw`,
+    /// compression). `docs/formats.md` §Disk images.
+    fn disk_image_plan(&self, r: &Resolved) -> Result<DiskPlan, FactoryError> {
+        let p = &r.profile;
+        let c = &r.schematic.schematic.customization;
+        let quirks = Quirks::new(&r.version);
+        let Some(image) = &p.image else {
+            return Err(not_implemented(OutputKind::Image));
+        };
+        match c.disk_image.sector_size {
+            0 | 512 => {}
+            4096 => {
+                return Err(FactoryError::NotImplemented(
+                    "disk images with 4096-byte sectors are not built by this bootfactory release yet (512-byte sectors are)".into(),
+                ));
+            }
+            n => {
+                return Err(FactoryError::Schematic(format!(
+                    "invalid disk image sector size {n}: want 512 or 4096"
+                )));
+            }
+        }
+        let values: Vec<(u8, &[u8])> = c.meta.iter().map(|m| (m.key, m.value.as_bytes())).collect();
+        adv::encode_block(&values).map_err(|e| FactoryError::Schematic(e.to_string()))?;
+        if !r.schematic.schematic.overlay.is_empty() || p.board.is_some() {
+            return Err(FactoryError::NotImplemented(
+                "disk images for boards (an overlay's boot blobs and partition offset) are not built by this bootfactory release yet".into(),
+            ));
+        }
+        let bootloader =
+            select_bootloader(c.bootloader, p.secure_boot, p.arch == Arch::Arm64, &quirks);
+        if bootloader != DiskBootloader::SdBoot || !quirks.disk_image_sd_boot() {
+            let which = match bootloader {
+                DiskBootloader::Grub => "GRUB",
+                DiskBootloader::DualBoot => "dual-boot (GRUB for BIOS)",
+                DiskBootloader::SdBoot => "pre-1.10 systemd-boot",
+            };
+            return Err(FactoryError::NotImplemented(format!(
+                "{which} disk images (an XFS BOOT partition and grub-install) are not built by this bootfactory release yet; sd-boot .raw images for Talos 1.10 and later are (arm64, or a schematic with bootloader: sd-boot)"
+            )));
+        }
+        if image.disk_format != DiskFormat::Raw {
+            return Err(FactoryError::NotImplemented(format!(
+                ".{} disk images (conversion from raw) are not built by this bootfactory release yet; .raw is",
+                image.disk_format.extension()
+            )));
+        }
+        if p.out_format != OutFormat::Raw {
+            return Err(FactoryError::NotImplemented(format!(
+                "compressed disk images ({}) are not built by this bootfactory release yet; uncompressed .raw is",
+                p.out_format.suffix()
+            )));
+        }
+        plan(&quirks, bootloader, image.disk_size_mib).map_err(|e| match e {
+            PlanError::BeforeV18 => FactoryError::NotImplemented(e.to_string()),
+            e @ PlanError::TooSmall { .. } => FactoryError::Internal(Arc::new(e)),
+        })
+    }
+
+    /// The build of an sd-boot disk image: the imager's systemd-boot and the image's own UKI
+    /// (the `image` command line, with the `reset-maintenance` profile; built once under
+    /// `<key>/uki` and stored like an asset), written into a sparse raw file on a blocking
+    /// thread.
+    async fn disk_image_build(
+        &self,
+        r: &Resolved,
+        plan: DiskPlan,
+        key: &str,
+    ) -> Result<impl FnOnce(PathBuf) -> BuildFuture + Send + 'static, FactoryError> {
+        let arch = r.profile.arch;
+        let systemd_boot = self
+            .artifacts
+            .imager_file(&r.version, arch.as_str(), ImagerFile::SdBoot)
+            .await?;
+        let uki_key = format!("{key}/uki");
+        let uki_asset = match self.builder.cached(&uki_key).await {
+            Some(hit) => hit,
+            None => {
+                let extra = vec![UkiProfile::reset_maintenance(&self.cmdline(r))];
+                let build = self.uki_build(r, extra).await?;
+                self.builder.get_or_build(&uki_key, build).await?
+            }
+        };
+        let uki = self
+            .store
+            .blob_path(&uki_asset.digest)
+            .await
+            .map_err(|e| FactoryError::Internal(errors::context("the disk image's UKI", e)))?;
+        let image = SdBootImage {
+            plan,
+            seed: key.as_bytes().to_vec(),
+            systemd_boot,
+            boot_file_name: match arch {
+                Arch::Amd64 => "BOOTX64.efi",
+                Arch::Arm64 => "BOOTAA64.efi",
+            },
+            uki,
+            uki_file_name: format!("Talos-{}.efi", r.version),
+            meta: r
+                .schematic
+                .schematic
+                .customization
+                .meta
+                .iter()
+                .map(|m| (m.key, m.value.as_bytes().to_vec()))
+                .collect(),
+        };
+        Ok(move |out: PathBuf| -> BuildFuture {
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    write_sd_boot_image(&image, &out).map_err(BuildError::from_error)
+                })
+                .await
+                .map_err(|e| BuildError::Failed(errors::context("build task", e)))?
+            })
+        })
     }
 
     /// Resolves what a UKI is made of (the imager's stub, kernel and optional splash, the
@@ -753,7 +903,7 @@ impl Factory {
 /// 501 for asset kinds this release does not build (checked before any budget is spent).
 fn not_implemented(kind: OutputKind) -> FactoryError {
     FactoryError::NotImplemented(format!(
-        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline, UKI and installer are)",
+        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline, UKI, installer and sd-boot .raw disk images are)",
         format!("{kind:?}").to_lowercase()
     ))
 }

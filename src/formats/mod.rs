@@ -1,5 +1,6 @@
 //! File formats written by hand where no crate fits.
 
+pub mod adv;
 pub mod cpio;
 pub mod pe;
 

@@ -153,7 +153,7 @@ impl Inner {
                     .create_new(true)
                     .mode(BLOB_FILE_MODE)
                     .open(&tmp.path)
-                    .and_then(|mut out| io::copy(&mut fs::File::open(path)?, &mut out));
+                    .and_then(|mut out| copy_sparse(&mut fs::File::open(path)?, &mut out));
                 let _ = fs::remove_file(path);
                 copied.map_err(|e| {
                     StoreError::from_write(&self.dir, "copy into the store", &tmp.path, e)
@@ -655,5 +655,68 @@ impl BlobWriter {
         let inner = store.upgrade().ok_or(StoreError::Closed)?;
         inner.commit_temp(tmp, digest, size)?;
         Ok(digest)
+    }
+}
+
+/// Copies `from` into the fresh file `to`, leaving all-zero 64 KiB blocks as holes (a sparse
+/// disk image stays sparse when it has to be copied across filesystems). Returns the length.
+fn copy_sparse(from: &mut fs::File, to: &mut fs::File) -> io::Result<u64> {
+    use std::io::{Seek as _, SeekFrom};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut len = 0u64;
+    loop {
+        let n = read_up_to(from, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        if buf[..n].iter().all(|b| *b == 0) {
+            to.seek(SeekFrom::Current(n as i64))?;
+        } else {
+            to.write_all(&buf[..n])?;
+        }
+        len += n as u64;
+    }
+    to.set_len(len)?;
+    Ok(len)
+}
+
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod sparse_tests {
+    use super::*;
+    use std::os::unix::fs::MetadataExt as _;
+
+    #[test]
+    fn copy_sparse_keeps_content_and_holes() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let f = fs::File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        use std::os::unix::fs::FileExt as _;
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"middle", 30 << 20).unwrap();
+        f.write_all_at(b"tail", (64 << 20) - 4).unwrap();
+        drop(f);
+        let dst = dir.path().join("dst");
+        let mut out = fs::File::create(&dst).unwrap();
+        let n = copy_sparse(&mut fs::File::open(&src).unwrap(), &mut out).unwrap();
+        drop(out);
+        assert_eq!(n, 64 << 20);
+        assert!(fs::read(&src).unwrap() == fs::read(&dst).unwrap());
+        let md = fs::metadata(&dst).unwrap();
+        assert_eq!(md.len(), 64 << 20);
+        assert!(md.blocks() * 512 < 4 << 20, "{} blocks", md.blocks());
     }
 }

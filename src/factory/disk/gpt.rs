@@ -1,0 +1,182 @@
+//! A GPT writer for the layouts [`super::layout`] plans (`docs/formats.md` §Disk images):
+//! protective MBR, primary header at LBA 1 with 128 entries from LBA 2, backup entries and
+//! header at the end, CRC32 over header and entries. GUIDs come from a seed, so one asset
+//! always has the same bytes.
+
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt as _;
+
+use sha2::{Digest as _, Sha256};
+
+use super::layout::{DiskPlan, FIRST_USABLE_LBA, SECTOR};
+
+const ENTRIES: u64 = 128;
+const ENTRY_SIZE: u64 = 128;
+const ENTRY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
+
+/// A GUID in its on-disk (mixed-endian) form from its text form; `None` when malformed.
+pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
+    let hex: String = text.chars().filter(|c| *c != '-').collect();
+    if hex.len() != 32 || text.len() != 36 {
+        return None;
+    }
+    let raw = hex::decode(hex).ok()?;
+    let mut g = [0u8; 16];
+    g[..4].copy_from_slice(&[raw[3], raw[2], raw[1], raw[0]]);
+    g[4..6].copy_from_slice(&[raw[5], raw[4]]);
+    g[6..8].copy_from_slice(&[raw[7], raw[6]]);
+    g[8..].copy_from_slice(&raw[8..]);
+    Some(g)
+}
+
+/// A version-4-shaped GUID derived from `seed` and `what` (on-disk form).
+pub fn derived_guid(seed: &[u8], what: &str) -> [u8; 16] {
+    let mut h = Sha256::new();
+    h.update(seed);
+    h.update([0]);
+    h.update(what.as_bytes());
+    let d = h.finalize();
+    let mut g = [0u8; 16];
+    g.copy_from_slice(&d[..16]);
+    // time_hi_and_version is stored little-endian: the version nibble is in byte 7.
+    g[7] = (g[7] & 0x0f) | 0x40;
+    g[8] = (g[8] & 0x3f) | 0x80;
+    g
+}
+
+/// The protective MBR sector.
+pub fn protective_mbr(last_lba: u64) -> [u8; 512] {
+    let mut m = [0u8; 512];
+    let e = &mut m[446..462];
+    e[0] = 0x00;
+    e[1..4].copy_from_slice(&[0x00, 0x02, 0x00]);
+    e[4] = 0xee;
+    e[5..8].copy_from_slice(&[0xff, 0xff, 0xff]);
+    e[8..12].copy_from_slice(&1u32.to_le_bytes());
+    e[12..16].copy_from_slice(&(last_lba.min(0xffff_ffff) as u32).to_le_bytes());
+    m[510] = 0x55;
+    m[511] = 0xaa;
+    m
+}
+
+/// The 128-entry partition array.
+pub fn entry_array(plan: &DiskPlan, seed: &[u8]) -> io::Result<Vec<u8>> {
+    let mut a = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
+    for (i, p) in plan.partitions.iter().enumerate() {
+        let e = &mut a[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize];
+        let t = guid_bytes(p.type_guid)
+            .ok_or_else(|| io::Error::other(format!("bad type GUID {}", p.type_guid)))?;
+        e[..16].copy_from_slice(&t);
+        e[16..32].copy_from_slice(&derived_guid(seed, p.name));
+        e[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
+        e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
+        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
+        let name: Vec<u16> = p.name.encode_utf16().collect();
+        if name.len() > 36 {
+            return Err(io::Error::other(format!(
+                "partition name {} too long",
+                p.name
+            )));
+        }
+        for (j, c) in name.iter().enumerate() {
+            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&c.to_le_bytes());
+        }
+    }
+    Ok(a)
+}
+
+/// A GPT header sector.
+pub fn header(plan: &DiskPlan, seed: &[u8], backup: bool, entries_crc: u32) -> [u8; 512] {
+    let last = plan.last_lba();
+    let (my, alt, entries_at) = if backup {
+        (last, 1, last - ENTRY_SECTORS)
+    } else {
+        (1, last, 2)
+    };
+    let mut h = [0u8; 512];
+    h[..8].copy_from_slice(b"EFI PART");
+    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
+    h[12..16].copy_from_slice(&92u32.to_le_bytes());
+    h[24..32].copy_from_slice(&my.to_le_bytes());
+    h[32..40].copy_from_slice(&alt.to_le_bytes());
+    h[40..48].copy_from_slice(&FIRST_USABLE_LBA.to_le_bytes());
+    h[48..56].copy_from_slice(&(last - ENTRY_SECTORS - 1).to_le_bytes());
+    h[56..72].copy_from_slice(&derived_guid(seed, "disk"));
+    h[72..80].copy_from_slice(&entries_at.to_le_bytes());
+    h[80..84].copy_from_slice(&(ENTRIES as u32).to_le_bytes());
+    h[84..88].copy_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
+    h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
+    let crc = crc32fast::hash(&h[..92]);
+    h[16..20].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// Writes the protective MBR and both GPT copies into `file` (already `plan`'s size).
+pub fn write_gpt(file: &File, plan: &DiskPlan, seed: &[u8]) -> io::Result<()> {
+    let last = plan.last_lba();
+    let entries = entry_array(plan, seed)?;
+    let crc = crc32fast::hash(&entries);
+    file.write_all_at(&protective_mbr(last), 0)?;
+    file.write_all_at(&header(plan, seed, false, crc), SECTOR)?;
+    file.write_all_at(&entries, 2 * SECTOR)?;
+    file.write_all_at(&entries, (last - ENTRY_SECTORS) * SECTOR)?;
+    file.write_all_at(&header(plan, seed, true, crc), last * SECTOR)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::factory::disk::layout::{DiskBootloader, TYPE_EFI, plan};
+    use crate::factory::quirks::Quirks;
+
+    #[test]
+    fn guid_encoding() {
+        let g = guid_bytes(TYPE_EFI).unwrap();
+        assert_eq!(
+            hex::encode(g),
+            "2873 2ac1 1ff8 d211 ba4b 00a0c93ec93b".replace(' ', "")
+        );
+        assert!(guid_bytes("C12A7328-F81F-11D2-BA4B-00A0C93EC93").is_none());
+        let d = derived_guid(b"s", "EFI");
+        assert_eq!(d[7] >> 4, 4);
+        assert_eq!(d[8] >> 6, 2);
+        assert_ne!(d, derived_guid(b"s", "META"));
+    }
+
+    #[test]
+    fn headers_and_mbr() {
+        let p = plan(&Quirks::from_tag("v1.11.6"), DiskBootloader::SdBoot, 1246).unwrap();
+        let last = p.last_lba();
+        let m = protective_mbr(last);
+        assert_eq!(
+            &m[446..462],
+            &[
+                0, 0, 2, 0, 0xee, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0xff, 0x2f, 0x46, 0
+            ]
+        );
+        assert_eq!(&m[510..], &[0x55, 0xaa]);
+        assert_eq!(
+            u32::from_le_bytes(protective_mbr(1 << 40)[458..462].try_into().unwrap()),
+            u32::MAX
+        );
+        let e = entry_array(&p, b"s").unwrap();
+        assert_eq!(&e[56..62], &[b'E', 0, b'F', 0, b'I', 0]);
+        assert_eq!(
+            &e[128 + 56..128 + 64],
+            &[b'M', 0, b'E', 0, b'T', 0, b'A', 0]
+        );
+        let crc = crc32fast::hash(&e);
+        for backup in [false, true] {
+            let h = header(&p, b"s", backup, crc);
+            let mut z = h;
+            z[16..20].fill(0);
+            assert_eq!(crc32fast::hash(&z[..92]).to_le_bytes(), h[16..20]);
+            let u = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap());
+            assert_eq!(u(40), 2048);
+            assert_eq!(u(48), last - 33);
+            assert_eq!(u(72), if backup { last - 32 } else { 2 });
+        }
+    }
+}
