@@ -1,8 +1,17 @@
 //! File formats written by hand where no crate fits.
+//!
+//! Disk images: [`disk::convert`] turns a sparse raw disk image into `.raw`, `.vhd` or `.qcow2`,
+//! optionally `.zst`, `.xz` or `.gz` ([`compress`]), reading only its data extents
+//! ([`sparse`]); [`vhd`] and [`qcow2`] are the containers, [`xz`] the `.xz` stream writer.
 
+pub mod compress;
 pub mod cpio;
+pub mod disk;
 pub mod pe;
-
+pub mod qcow2;
+pub mod sparse;
+pub mod vhd;
+pub mod xz;
 use std::io::{self, Read};
 
 /// Reads until `buf` is full or the reader ends; returns how many bytes were read (fewer than
