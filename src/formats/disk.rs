@@ -129,7 +129,9 @@ fn write_vhd(file: &File, opts: VhdOptions, out: &mut impl ZeroWrite) -> io::Res
     let data_read = for_each_segment_into(file, out, digest.as_mut())?;
     // The size is checked against the walk: a file that grew would give a wrong footer.
     if file.metadata()?.len() != raw_size {
-        return Err(io::Error::other("the raw file changed size while it was read"));
+        return Err(io::Error::other(
+            "the raw file changed size while it was read",
+        ));
     }
     out.write_zeros(disk_size - raw_size)?;
     let uuid = match digest {

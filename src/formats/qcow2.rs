@@ -43,7 +43,10 @@ enum Clusters<'a> {
     /// `count` clusters from `first` that lie wholly in holes.
     Holes { first: u64, count: u64 },
     /// Cluster `index`, zero-padded at the end of the disk (it may still be all zeros).
-    Data { index: u64, bytes: &'a [u8; CLUSTER] },
+    Data {
+        index: u64,
+        bytes: &'a [u8; CLUSTER],
+    },
 }
 
 /// Walks `file` cluster by cluster (the disk is `virtual_size` bytes: the file zero-padded);
@@ -173,7 +176,8 @@ impl Layout {
             .checked_next_multiple_of(512)
             .ok_or_else(|| invalid("disk too large"))?;
         let clusters = virtual_size.div_ceil(C);
-        let words = usize::try_from(clusters.div_ceil(64)).map_err(|_| invalid("disk too large"))?;
+        let words =
+            usize::try_from(clusters.div_ceil(64)).map_err(|_| invalid("disk too large"))?;
         let mut allocated = vec![0u64; words];
         let data_read = for_each_cluster(file, virtual_size, |c| {
             if let Clusters::Data { index, bytes } = c {
@@ -358,12 +362,16 @@ impl Layout {
                 } else if is_zero(&bytes[..]) {
                     Ok(())
                 } else {
-                    Err(io::Error::other("the raw file changed while it was converted"))
+                    Err(io::Error::other(
+                        "the raw file changed while it was converted",
+                    ))
                 }
             }
         })?;
         if written != self.data_clusters {
-            return Err(io::Error::other("the raw file changed while it was converted"));
+            return Err(io::Error::other(
+                "the raw file changed while it was converted",
+            ));
         }
         Ok(self.data_read + read)
     }
@@ -375,7 +383,9 @@ fn region_has_data(allocated: &[u64], region: u64, clusters: u64) -> bool {
     // Regions are 1024 clusters = 16 whole bitmap words (the last one may be shorter).
     let w0 = (first / 64) as usize;
     let w1 = end.div_ceil(64) as usize;
-    allocated[w0..w1.min(allocated.len())].iter().any(|&w| w != 0)
+    allocated[w0..w1.min(allocated.len())]
+        .iter()
+        .any(|&w| w != 0)
 }
 
 /// Writes big-endian u64 table entries through a small buffer.
