@@ -472,3 +472,43 @@ proptest! {
         prop_assert!(out.len() <= (nonzero + 8) * 8192);
     }
 }
+
+/// Throughput and memory on a real file, for `docs/formats.md`: run one conversion per
+/// process so `/usr/bin/time -v` reports its peak RSS, e.g.
+/// `DISK_BENCH_RAW=/tmp/4g.raw DISK_BENCH=zst:9:2 /usr/bin/time -v
+/// cargo test --release --test disk_formats -- --ignored bench_convert --nocapture`.
+/// `DISK_BENCH` is `raw`, `vhd`, `qcow2`, `zst:<level>:<threads>`, `xz:<preset>` or
+/// `gz:<level>`; the output goes nowhere (counted only).
+#[test]
+#[ignore = "a benchmark: needs DISK_BENCH_RAW and DISK_BENCH"]
+fn bench_convert() {
+    let raw = std::env::var("DISK_BENCH_RAW").expect("DISK_BENCH_RAW");
+    let what = std::env::var("DISK_BENCH").expect("DISK_BENCH");
+    let parts: Vec<&str> = what.split(':').collect();
+    let num = |i: usize| parts[i].parse::<u32>().unwrap();
+    let (container, compression) = match parts[0] {
+        "raw" => (Container::Raw, Compression::None),
+        "vhd" => (Container::Vhd(VhdOptions::default()), Compression::None),
+        "qcow2" => (Container::Qcow2, Compression::None),
+        "zst" => (
+            Container::Raw,
+            Compression::Zstd {
+                level: num(1) as i32,
+                threads: num(2),
+            },
+        ),
+        "xz" => (Container::Raw, Compression::Xz { preset: num(1) }),
+        "gz" => (Container::Raw, Compression::Gzip { level: num(1) }),
+        other => panic!("unknown DISK_BENCH {other}"),
+    };
+    let start = std::time::Instant::now();
+    let stats = convert(Path::new(&raw), container, compression, std::io::sink()).unwrap();
+    let secs = start.elapsed().as_secs_f64();
+    println!(
+        "{what}: {:.2} s, {:.0} MiB/s of disk, output {} bytes, read {} bytes",
+        secs,
+        stats.raw_size as f64 / secs / MIB as f64,
+        stats.output_size,
+        stats.data_read
+    );
+}

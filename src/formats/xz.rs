@@ -115,6 +115,27 @@ pub struct XzWriter<W: Write> {
     /// The compressed block of one chunk of zeros and its index record, once made: every
     /// whole chunk of a hole compresses to the same bytes, so holes cost no compression.
     zero_block: Option<(Vec<u8>, (u64, u64))>,
+    /// Full chunks waiting to be compressed together, one thread each.
+    pending: Vec<Vec<u8>>,
+    /// Chunks compressed at once (the cores, at most 4).
+    parallel: usize,
+}
+
+/// One chunk compressed: the stream flags, its blocks and their index records.
+type Compressed = ([u8; 2], Vec<u8>, Vec<(u64, u64)>);
+
+/// Compresses `data` into one complete stream and returns its parts.
+fn compress_block(data: &[u8], preset: u32) -> io::Result<Compressed> {
+    let mut fc = FilesystemCompressor::new(Compressor::Xz, None).map_err(io::Error::other)?;
+    let mut extra = ExtraXz::default();
+    extra.level(preset).map_err(io::Error::other)?;
+    fc.extra(CompressionExtra::Xz(extra))
+        .map_err(io::Error::other)?;
+    let stream = DefaultCompressor
+        .compress(data, fc, CHUNK as u32)
+        .map_err(io::Error::other)?;
+    let parts = split_stream(&stream)?;
+    Ok((parts.flags, parts.blocks.to_vec(), parts.records))
 }
 
 impl<W: Write> XzWriter<W> {
@@ -128,52 +149,75 @@ impl<W: Write> XzWriter<W> {
             header_written: false,
             preset,
             zero_block: None,
+            pending: Vec::new(),
+            parallel: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 
-    /// Compresses `data` into one complete stream and returns its blocks and index records.
-    fn compress_to_blocks(&mut self, data: &[u8]) -> io::Result<(Vec<u8>, Vec<(u64, u64)>)> {
-        let mut fc = FilesystemCompressor::new(Compressor::Xz, None).map_err(io::Error::other)?;
-        let mut extra = ExtraXz::default();
-        extra.level(self.preset).map_err(io::Error::other)?;
-        fc.extra(CompressionExtra::Xz(extra))
-            .map_err(io::Error::other)?;
-        let stream = DefaultCompressor
-            .compress(data, fc, CHUNK as u32)
-            .map_err(io::Error::other)?;
-        let parts = split_stream(&stream)?;
+    /// Writes a compressed chunk's blocks and keeps its index records.
+    fn emit(&mut self, (flags, blocks, records): Compressed) -> io::Result<()> {
         match self.flags {
-            None => self.flags = Some(parts.flags),
-            Some(f) if f != parts.flags => return Err(invalid("xz chunks with different checks")),
+            None => self.flags = Some(flags),
+            Some(f) if f != flags => return Err(invalid("xz chunks with different checks")),
             Some(_) => {}
         }
-        Ok((parts.blocks.to_vec(), parts.records))
-    }
-
-    fn compress_chunk(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let data = std::mem::take(&mut self.buf);
-        let result = self.compress_to_blocks(&data);
-        self.buf = data;
-        self.buf.clear();
-        let (blocks, records) = result?;
         self.write_header()?;
         self.inner.write_all(&blocks)?;
         self.records.extend(records);
         Ok(())
     }
 
+    /// Queues the buffered input as a chunk; compresses the queue when it is full or `all`.
+    fn compress_chunk(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let next = Vec::with_capacity(CHUNK);
+            self.pending.push(std::mem::replace(&mut self.buf, next));
+        }
+        if self.pending.len() >= self.parallel {
+            self.compress_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Compresses the queued chunks, one thread each, and writes them in order.
+    fn compress_pending(&mut self) -> io::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let preset = self.preset;
+        let results: Vec<io::Result<Compressed>> = if pending.len() == 1 {
+            vec![compress_block(&pending[0], preset)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = pending
+                    .iter()
+                    .map(|d| s.spawn(move || compress_block(d, preset)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(io::Error::other("xz worker panicked")))
+                    })
+                    .collect()
+            })
+        };
+        for r in results {
+            self.emit(r?)?;
+        }
+        Ok(())
+    }
+
     /// Writes one whole chunk of zeros as the cached block (made on first use).
     fn write_zero_chunk(&mut self) -> io::Result<()> {
+        self.compress_pending()?;
         if self.zero_block.is_none() {
             let zeros = vec![0u8; CHUNK];
-            let (blocks, records) = self.compress_to_blocks(&zeros)?;
+            let (flags, blocks, records) = compress_block(&zeros, self.preset)?;
             let [record] = records[..] else {
                 return Err(invalid("a chunk did not compress to one xz block"));
             };
             self.zero_block = Some((blocks, record));
+            // The flags are checked against the stream's like any chunk's.
+            self.emit((flags, Vec::new(), Vec::new()))?;
         }
         self.write_header()?;
         let (blocks, record) = self.zero_block.as_ref().expect("made above");
@@ -199,6 +243,7 @@ impl<W: Write> XzWriter<W> {
     /// Compresses what is buffered, writes the index and footer; returns the inner writer.
     pub fn finish(mut self) -> io::Result<W> {
         self.compress_chunk()?;
+        self.compress_pending()?;
         self.write_header()?;
         let mut index = vec![0u8];
         put_varint(&mut index, self.records.len() as u64);
