@@ -180,10 +180,10 @@ impl Layout {
             usize::try_from(clusters.div_ceil(64)).map_err(|_| invalid("disk too large"))?;
         let mut allocated = vec![0u64; words];
         let data_read = for_each_cluster(file, virtual_size, |c| {
-            if let Clusters::Data { index, bytes } = c {
-                if !is_zero(&bytes[..]) {
-                    allocated[(index / 64) as usize] |= 1 << (index % 64);
-                }
+            if let Clusters::Data { index, bytes } = c
+                && !is_zero(&bytes[..])
+            {
+                allocated[(index / 64) as usize] |= 1 << (index % 64);
             }
             Ok(())
         })?;

@@ -271,10 +271,11 @@ impl SparseReader {
     }
 
     fn extent_at_or_after(&mut self, pos: u64) -> io::Result<Option<Extent>> {
-        if let (Some(from), Some(e)) = (self.looked_up_from, self.next) {
-            if from <= pos && pos < e.end() {
-                return Ok(Some(e));
-            }
+        if let (Some(from), Some(e)) = (self.looked_up_from, self.next)
+            && from <= pos
+            && pos < e.end()
+        {
+            return Ok(Some(e));
         }
         if self.whole {
             return Ok(Some(Extent {

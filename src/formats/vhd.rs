@@ -10,8 +10,8 @@ pub const FOOTER_LEN: usize = 512;
 /// Seconds from the Unix epoch to the VHD epoch (2000-01-01T00:00:00Z).
 pub const VHD_EPOCH: u64 = 946_684_800;
 
-/// What a footer says besides the size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a footer says besides the size. The default: timestamp 0, UUID from the content.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct VhdOptions {
     /// Creation time in seconds since the VHD epoch. qemu writes the current time; the default
     /// 0 keeps images reproducible.
@@ -21,14 +21,6 @@ pub struct VhdOptions {
     pub uuid: Option<[u8; 16]>,
 }
 
-impl Default for VhdOptions {
-    fn default() -> VhdOptions {
-        VhdOptions {
-            timestamp: 0,
-            uuid: None,
-        }
-    }
-}
 
 /// The disk size a raw image of `raw_size` bytes has in a VHD: rounded up to whole sectors
 /// (the padding is zeros), as qemu-img rounds it.
