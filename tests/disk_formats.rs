@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use bootfactory::formats::compress::Compression;
-use bootfactory::formats::disk::{Container, Stats, convert};
+use bootfactory::formats::disk::{Container, Stats, convert, raw_to_vhd_in_place};
 use bootfactory::formats::sparse::SparseReader;
 use bootfactory::formats::vhd::VhdOptions;
 use proptest::prelude::*;
@@ -105,8 +105,8 @@ fn compressed_raw_images_decompress_to_the_raw_bytes() {
         (
             "zstd",
             Compression::Zstd {
-                level: 3,
-                threads: 0,
+                level: 12,
+                threads: 2,
             },
             ".zst",
         ),
@@ -193,6 +193,18 @@ fn vhd_is_what_qemu_img_reads_as_the_raw_disk() {
             .args(["compare", "-f", "raw", "-F", "vpc"])
             .arg(&raw)
             .arg(&vhd));
+        // In place: the raw file becomes the same VHD and stays sparse.
+        let in_place = dir.path().join("in-place.vhd");
+        run(Command::new("cp")
+            .args(["--sparse=always"])
+            .arg(&raw)
+            .arg(&in_place));
+        let st = raw_to_vhd_in_place(&in_place, VhdOptions::default()).unwrap();
+        assert_eq!(st.output_size, disk + 512);
+        same_file(&vhd, &in_place);
+        let du = run(Command::new("du").args(["-k"]).arg(&in_place));
+        let kib: u64 = du.split_whitespace().next().unwrap().parse().unwrap();
+        assert!(kib < 16 * 1024, "in-place VHD not sparse: {kib} KiB");
         // qemu-img's own conversion: the same footer apart from time, UUID and checksum.
         let theirs = dir.path().join("qemu.vhd");
         run(Command::new("qemu-img")

@@ -27,10 +27,12 @@ pub enum Compression {
 }
 
 impl Compression {
-    /// zstd as bootfactory writes `.zst` images: level 9; on more than two cores one worker
-    /// thread per core (at most 4), else in the caller's thread (on two shared cores the
-    /// workers gained 4 % and cost 100 MiB). Upstream runs `zstd -T0 -18`; see
-    /// `docs/formats.md` for the size and time trade-off.
+    /// zstd as bootfactory writes `.zst` images: level 3 (zstd's own default); on more than
+    /// two cores one worker thread per core (at most 4), else in the caller's thread (on two
+    /// shared cores the workers gained little and cost 50–100 MiB). Upstream runs
+    /// `zstd -T0 -18`: on a disk image's mostly pre-compressed data that is a few KB smaller
+    /// and many times slower, since the zeros of the holes go through the match finder too;
+    /// figures in `docs/formats.md` "Disk image formats".
     pub fn zstd_default() -> Compression {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Compression::Zstd {
@@ -56,7 +58,7 @@ impl Compression {
 }
 
 /// The zstd level of [`Compression::zstd_default`].
-pub const ZSTD_DEFAULT_LEVEL: i32 = 9;
+pub const ZSTD_DEFAULT_LEVEL: i32 = 3;
 
 /// Counts the bytes written through it.
 #[derive(Debug)]

@@ -7,8 +7,9 @@
 //! compressor's state, whatever the image size.
 
 use std::cell::RefCell;
-use std::fs::File;
+use std::fs::{self, File};
 use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::compress::{Compression, Compressor, Counting};
@@ -119,6 +120,51 @@ fn for_each_segment_into(
         },
     )?;
     Ok(stats.data_read)
+}
+
+/// Turns the raw disk image at `raw` into a fixed VHD where it lies: zero-pads it to whole
+/// sectors (a hole, no write) and appends the footer, so the file stays sparse and only its
+/// data extents are read (for the content-derived UUID; nothing is read when `opts.uuid` is
+/// given). On an error the file may be padded but has no footer.
+pub fn raw_to_vhd_in_place(raw: &Path, opts: VhdOptions) -> io::Result<Stats> {
+    let file = fs::OpenOptions::new().read(true).write(true).open(raw)?;
+    let raw_size = file.metadata()?.len();
+    let disk_size = vhd::disk_size(raw_size)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "disk too large"))?;
+    let (uuid, data_read) = match opts.uuid {
+        Some(u) => (u, 0),
+        None => {
+            let digest = RefCell::new(ContentDigest::default());
+            let stats = for_each_segment(
+                &file,
+                |d| {
+                    digest.borrow_mut().data(d);
+                    Ok(())
+                },
+                |n| {
+                    digest.borrow_mut().zeros(n);
+                    Ok(())
+                },
+            )?;
+            if stats.size != raw_size || file.metadata()?.len() != raw_size {
+                return Err(io::Error::other(
+                    "the raw file changed size while it was read",
+                ));
+            }
+            let mut digest = digest.into_inner();
+            digest.zeros(disk_size - raw_size);
+            (digest.finish_uuid(), stats.data_read)
+        }
+    };
+    file.set_len(disk_size)?;
+    file.write_all_at(&vhd::footer(disk_size, opts.timestamp, uuid), disk_size)?;
+    let image_size = disk_size + vhd::FOOTER_LEN as u64;
+    Ok(Stats {
+        raw_size,
+        data_read,
+        image_size,
+        output_size: image_size,
+    })
 }
 
 fn write_vhd(file: &File, opts: VhdOptions, out: &mut impl ZeroWrite) -> io::Result<u64> {

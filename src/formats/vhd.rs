@@ -21,7 +21,6 @@ pub struct VhdOptions {
     pub uuid: Option<[u8; 16]>,
 }
 
-
 /// The disk size a raw image of `raw_size` bytes has in a VHD: rounded up to whole sectors
 /// (the padding is zeros), as qemu-img rounds it.
 pub fn disk_size(raw_size: u64) -> Option<u64> {
