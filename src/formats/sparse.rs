@@ -415,6 +415,31 @@ mod tests {
     }
 
     #[test]
+    fn without_seek_data_the_whole_file_is_one_extent() {
+        // What a file system answering EINVAL to SEEK_DATA leads to.
+        let f = sparse_file(5 << 20, &[(3 << 20, b"x")]);
+        let mut it = DataExtents {
+            file: &f,
+            pos: 1 << 20,
+            size: 5 << 20,
+            whole: true,
+        };
+        assert_eq!(
+            it.next().unwrap().unwrap(),
+            Extent {
+                offset: 1 << 20,
+                len: 4 << 20
+            }
+        );
+        assert!(it.next().is_none());
+        let mut r = SparseReader::new(f).unwrap();
+        r.whole = true;
+        let mut all = Vec::new();
+        r.read_to_end(&mut all).unwrap();
+        assert_eq!(all, expected(5 << 20, &[(3 << 20, b"x")]));
+    }
+
+    #[test]
     fn empty_and_all_hole_files() {
         let f = sparse_file(0, &[]);
         assert_eq!(data_extents(&f).unwrap().count(), 0);
