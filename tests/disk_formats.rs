@@ -358,6 +358,34 @@ fn odd_inputs_are_errors_not_panics() {
     disk_like(&raw, 32 * MIB);
     let e = convert(&raw, Container::Raw, Compression::XZ_DEFAULT, Broken).unwrap_err();
     assert!(e.to_string().contains("disk full"), "{e}");
+    // A raw file that grows while it is converted is an error, not an image of a wrong size.
+    struct Grows(File, bool);
+    impl Write for Grows {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            if !self.1 {
+                self.1 = true;
+                let len = self.0.metadata()?.len();
+                self.0.set_len(len + 4096)?;
+            }
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    for container in [
+        Container::Raw,
+        Container::Vhd(VhdOptions::default()),
+        Container::Qcow2,
+    ] {
+        disk_like(&raw, 32 * MIB);
+        let grow = Grows(
+            fs::OpenOptions::new().write(true).open(&raw).unwrap(),
+            false,
+        );
+        let e = convert(&raw, container, Compression::None, grow).unwrap_err();
+        assert!(e.to_string().contains("changed size"), "{container:?}: {e}");
+    }
 }
 
 /// A qcow2 reader for the images written here (no backing file, no compression, no

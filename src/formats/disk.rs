@@ -77,8 +77,8 @@ pub fn convert(
     let mut sink = Compressor::new(counting, compression, Some(image_size))?;
     let data_read = match (&qcow2, container) {
         (Some(layout), _) => layout.write(&file, &mut sink)?,
-        (None, Container::Vhd(opts)) => write_vhd(&file, opts, &mut sink)?,
-        (None, _) => for_each_segment_into(&file, &mut sink, None)?,
+        (None, Container::Vhd(opts)) => write_vhd(&file, raw_size, opts, &mut sink)?,
+        (None, _) => for_each_segment_into(&file, raw_size, &mut sink, None)?,
     };
     let counting = sink.finish()?;
     Ok(Stats {
@@ -99,6 +99,7 @@ fn vhd_file_size(raw_size: u64) -> io::Result<u64> {
 /// bytes read.
 fn for_each_segment_into(
     file: &File,
+    expected_size: u64,
     out: &mut impl ZeroWrite,
     digest: Option<&mut ContentDigest>,
 ) -> io::Result<u64> {
@@ -119,6 +120,13 @@ fn for_each_segment_into(
             out.borrow_mut().write_zeros(n)
         },
     )?;
+    // A file that changed size since its size was taken would not match the stream's declared
+    // length (or the VHD footer's size).
+    if stats.size != expected_size || file.metadata()?.len() != expected_size {
+        return Err(io::Error::other(
+            "the raw file changed size while it was read",
+        ));
+    }
     Ok(stats.data_read)
 }
 
@@ -167,18 +175,16 @@ pub fn raw_to_vhd_in_place(raw: &Path, opts: VhdOptions) -> io::Result<Stats> {
     })
 }
 
-fn write_vhd(file: &File, opts: VhdOptions, out: &mut impl ZeroWrite) -> io::Result<u64> {
-    let raw_size = file.metadata()?.len();
+fn write_vhd(
+    file: &File,
+    raw_size: u64,
+    opts: VhdOptions,
+    out: &mut impl ZeroWrite,
+) -> io::Result<u64> {
     let disk_size = vhd::disk_size(raw_size)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "disk too large"))?;
     let mut digest = opts.uuid.is_none().then(ContentDigest::default);
-    let data_read = for_each_segment_into(file, out, digest.as_mut())?;
-    // The size is checked against the walk: a file that grew would give a wrong footer.
-    if file.metadata()?.len() != raw_size {
-        return Err(io::Error::other(
-            "the raw file changed size while it was read",
-        ));
-    }
+    let data_read = for_each_segment_into(file, raw_size, out, digest.as_mut())?;
     out.write_zeros(disk_size - raw_size)?;
     let uuid = match digest {
         Some(mut d) => {

@@ -53,6 +53,7 @@ enum Clusters<'a> {
 /// returns the bytes read.
 fn for_each_cluster(
     file: &File,
+    raw_size: u64,
     virtual_size: u64,
     mut f: impl FnMut(Clusters<'_>) -> io::Result<()>,
 ) -> io::Result<u64> {
@@ -134,8 +135,10 @@ fn for_each_cluster(
         },
         zeros,
     )?;
-    if virtual_size < stats.size {
-        return Err(invalid("the raw file grew while it was read"));
+    if stats.size != raw_size || virtual_size < raw_size {
+        return Err(io::Error::other(
+            "the raw file changed size while it was read",
+        ));
     }
     zeros(virtual_size - stats.size)?;
     let mut a = acc.borrow_mut();
@@ -154,6 +157,7 @@ fn is_zero(b: &[u8]) -> bool {
 /// Where everything goes: the result of the first pass.
 #[derive(Debug, Clone)]
 pub struct Layout {
+    raw_size: u64,
     virtual_size: u64,
     /// Bit per disk cluster: holds a non-zero byte.
     allocated: Vec<u64>,
@@ -179,11 +183,14 @@ impl Layout {
         let words =
             usize::try_from(clusters.div_ceil(64)).map_err(|_| invalid("disk too large"))?;
         let mut allocated = vec![0u64; words];
-        let data_read = for_each_cluster(file, virtual_size, |c| {
+        let data_read = for_each_cluster(file, raw_size, virtual_size, |c| {
             if let Clusters::Data { index, bytes } = c
                 && !is_zero(&bytes[..])
             {
-                allocated[(index / 64) as usize] |= 1 << (index % 64);
+                let word = allocated
+                    .get_mut((index / 64) as usize)
+                    .ok_or_else(|| invalid("the raw file grew while it was read"))?;
+                *word |= 1 << (index % 64);
             }
             Ok(())
         })?;
@@ -210,6 +217,7 @@ impl Layout {
             refcount_blocks = need;
         }
         let layout = Layout {
+            raw_size,
             virtual_size,
             allocated,
             l1_entries,
@@ -267,7 +275,10 @@ impl Layout {
     }
 
     fn is_allocated(&self, cluster: u64) -> bool {
-        self.allocated[(cluster / 64) as usize] & (1 << (cluster % 64)) != 0
+        // Past the planned disk (the file grew): never allocated, so data there is an error.
+        self.allocated
+            .get((cluster / 64) as usize)
+            .is_some_and(|w| w & (1 << (cluster % 64)) != 0)
     }
 
     fn header(&self) -> [u8; CLUSTER] {
@@ -343,7 +354,7 @@ impl Layout {
         }
         // Data clusters, read again: they must be what the first pass saw.
         let mut written = 0u64;
-        let read = for_each_cluster(file, self.virtual_size, |c| match c {
+        let read = for_each_cluster(file, self.raw_size, self.virtual_size, |c| match c {
             Clusters::Holes { first, count } => {
                 // A cluster that held data in the first pass and is a hole now: its zeros.
                 for i in first..first + count {
