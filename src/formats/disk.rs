@@ -1,6 +1,6 @@
 //! Disk image conversions: a sparse raw disk image into the container and compression a
-//! factory asset asks for (`.raw`, `.vhd`, `.qcow2`, each optionally `.zst`, `.xz`, `.gz`),
-//! streamed into any writer with bounded memory.
+//! factory asset asks for (`.raw`, `.vhd`, `.qcow2`, `.tar`, each optionally `.zst`, `.xz`,
+//! `.gz`), streamed into any writer with bounded memory.
 //!
 //! The raw file is walked with `SEEK_DATA`/`SEEK_HOLE` ([`super::sparse`]): holes are never
 //! read and reach the compressor as zero counts. Memory is a 1 MiB read buffer plus the
@@ -13,9 +13,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::compress::{Compression, Compressor, Counting};
-use super::qcow2;
 use super::sparse::{ZeroWrite, for_each_segment};
 use super::vhd::{self, ContentDigest, VhdOptions};
+use super::{qcow2, sparse_tar};
 
 /// The container around the disk's bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,9 @@ pub enum Container {
     Vhd(VhdOptions),
     /// A qcow2 v3 image (`.qcow2`) with 8 KiB clusters holding only the non-zero clusters.
     Qcow2,
+    /// A GNU tar archive (`.tar`) of the disk as the sparse file `disk.raw` (GCP's
+    /// `.tar.gz` with [`Compression::Gzip`]).
+    SparseTar,
 }
 
 impl Container {
@@ -35,8 +38,17 @@ impl Container {
             Container::Raw => ".raw",
             Container::Vhd(_) => ".vhd",
             Container::Qcow2 => ".qcow2",
+            Container::SparseTar => ".tar",
         }
     }
+}
+
+/// A container with what its first pass found.
+enum Plan {
+    Raw,
+    Vhd(VhdOptions),
+    Qcow2(qcow2::Layout),
+    Tar(sparse_tar::Plan),
 }
 
 /// What a conversion did.
@@ -63,22 +75,27 @@ pub fn convert(
 ) -> io::Result<Stats> {
     let file = File::open(raw)?;
     let raw_size = file.metadata()?.len();
-    // qcow2 needs its first pass before anything is written (its size goes into a zstd header).
-    let qcow2 = match container {
-        Container::Qcow2 => Some(qcow2::Layout::plan(&file)?),
-        _ => None,
+    // qcow2 and tar need a first pass before anything is written (and the stream's length
+    // goes into a zstd header).
+    let plan = match container {
+        Container::Raw => Plan::Raw,
+        Container::Vhd(opts) => Plan::Vhd(opts),
+        Container::Qcow2 => Plan::Qcow2(qcow2::Layout::plan(&file)?),
+        Container::SparseTar => Plan::Tar(sparse_tar::Plan::new(&file)?),
     };
-    let image_size = match (&qcow2, container) {
-        (Some(layout), _) => layout.file_size(),
-        (None, Container::Vhd(_)) => vhd_file_size(raw_size)?,
-        (None, _) => raw_size,
+    let image_size = match &plan {
+        Plan::Raw => raw_size,
+        Plan::Vhd(_) => vhd_file_size(raw_size)?,
+        Plan::Qcow2(layout) => layout.file_size(),
+        Plan::Tar(tar) => tar.archive_size(),
     };
     let counting = Counting::new(out);
     let mut sink = Compressor::new(counting, compression, Some(image_size))?;
-    let data_read = match (&qcow2, container) {
-        (Some(layout), _) => layout.write(&file, &mut sink)?,
-        (None, Container::Vhd(opts)) => write_vhd(&file, raw_size, opts, &mut sink)?,
-        (None, _) => for_each_segment_into(&file, raw_size, &mut sink, None)?,
+    let data_read = match plan {
+        Plan::Raw => for_each_segment_into(&file, raw_size, &mut sink, None)?,
+        Plan::Vhd(opts) => write_vhd(&file, raw_size, opts, &mut sink)?,
+        Plan::Qcow2(layout) => layout.write(&file, &mut sink)?,
+        Plan::Tar(tar) => tar.write(&file, &mut sink)?,
     };
     let counting = sink.finish()?;
     Ok(Stats {

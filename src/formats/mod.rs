@@ -2,7 +2,8 @@
 //!
 //! Disk images: [`disk::convert`] turns a sparse raw disk image into `.raw`, `.vhd` or `.qcow2`,
 //! optionally `.zst`, `.xz` or `.gz` ([`compress`]), reading only its data extents
-//! ([`sparse`]); [`vhd`] and [`qcow2`] are the containers, [`xz`] the `.xz` stream writer.
+//! ([`sparse`]); [`vhd`], [`qcow2`] and [`sparse_tar`] are the containers, [`xz`] the `.xz`
+//! stream writer.
 
 pub mod compress;
 pub mod cpio;
@@ -10,6 +11,7 @@ pub mod disk;
 pub mod pe;
 pub mod qcow2;
 pub mod sparse;
+pub mod sparse_tar;
 pub mod vhd;
 pub mod xz;
 use std::io::{self, Read};
