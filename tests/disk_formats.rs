@@ -563,8 +563,8 @@ proptest! {
 /// process so `/usr/bin/time -v` reports its peak RSS, e.g.
 /// `DISK_BENCH_RAW=/tmp/4g.raw DISK_BENCH=zst:9:2 /usr/bin/time -v
 /// cargo test --release --test disk_formats -- --ignored bench_convert --nocapture`.
-/// `DISK_BENCH` is `raw`, `vhd`, `qcow2`, `zst:<level>:<threads>`, `xz:<preset>` or
-/// `gz:<level>`; the output goes nowhere (counted only).
+/// `DISK_BENCH` is `raw`, `vhd`, `qcow2`, `zst:<level>:<threads>`, `xz:<preset>`,
+/// `gz:<level>` or `tgz:<level>`; the output goes nowhere (counted only).
 #[test]
 #[ignore = "a benchmark: needs DISK_BENCH_RAW and DISK_BENCH"]
 fn bench_convert() {
@@ -585,6 +585,7 @@ fn bench_convert() {
         ),
         "xz" => (Container::Raw, Compression::Xz { preset: num(1) }),
         "gz" => (Container::Raw, Compression::Gzip { level: num(1) }),
+        "tgz" => (Container::SparseTar, Compression::Gzip { level: num(1) }),
         other => panic!("unknown DISK_BENCH {other}"),
     };
     let start = std::time::Instant::now();
