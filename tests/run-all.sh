@@ -27,6 +27,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   qemu-system-x86, ovmf, seabios,      the machines of the end-to-end boot test (UEFI PXE and
 #   ipxe-qemu, busybox-static            SeaBIOS + iPXE NIC ROM) and their tiny userland
 #   atftp, tftp-hpa, curl                real TFTP/HTTP clients
+#   qemu-utils, zstd, xz-utils, gzip     qemu-img, zstd -d, xz -d, gzip -d read the disk images
+#   pigz                                 (and a benchmark peer for .gz)
 #   rpm, systemd, adduser                inspecting the .rpm; systemd-analyze for the unit;
 #                                        the .deb's maintainer scripts
 #   openssl, python3                     TLS tests (certificates, s_client); urllib's upload
@@ -36,7 +38,8 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
     iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl
     rpm systemd adduser openssl python3 systemd-boot-efi binutils python3-cryptography
-    fdisk gdisk dosfstools mtools)
+    fdisk gdisk dosfstools mtools
+    qemu-utils zstd xz-utils gzip pigz)
 
 install_packages() {
     local missing=()

@@ -63,7 +63,7 @@ mod modules;
 mod parse;
 mod squash;
 mod untrusted;
-mod xz;
+use crate::formats::xz;
 mod yaml;
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The `.xz` container, for Talos < 1.8 (xz-compressed initramfs archives).
+//! The `.xz` container: initramfs archives for Talos < 1.8 and `.raw.xz` disk images.
 //!
 //! liblzma is not a direct dependency of this crate; backhand (which links it) compresses a
 //! buffer into a complete `.xz` stream. [`XzWriter`] compresses its input in independent
@@ -13,11 +13,12 @@
 
 use std::io::{self, Write};
 
+use super::sparse::ZeroWrite;
 use backhand::compression::{CompressionAction, Compressor, DefaultCompressor};
 use backhand::{CompressionExtra, ExtraXz, FilesystemCompressor};
 
 /// `.xz` stream header magic.
-pub(crate) const XZ_MAGIC: &[u8; 6] = b"\xFD7zXZ\0";
+pub const XZ_MAGIC: &[u8; 6] = b"\xFD7zXZ\0";
 const FOOTER_MAGIC: &[u8; 2] = b"YZ";
 /// Input compressed per chunk (and the LZMA2 dictionary size).
 const CHUNK: usize = 1 << 20;
@@ -104,18 +105,42 @@ fn split_stream(s: &[u8]) -> io::Result<StreamParts<'_>> {
 }
 
 /// Streams `.xz` output: one stream, independent blocks of up to 1 MiB of input, CRC32 checks.
-pub(crate) struct XzWriter<W: Write> {
+pub struct XzWriter<W: Write> {
     inner: W,
     buf: Vec<u8>,
     records: Vec<(u64, u64)>,
     flags: Option<[u8; 2]>,
     header_written: bool,
     preset: u32,
+    /// The compressed block of one chunk of zeros and its index record, once made: every
+    /// whole chunk of a hole compresses to the same bytes, so holes cost no compression.
+    zero_block: Option<(Vec<u8>, (u64, u64))>,
+    /// Full chunks waiting to be compressed together, one thread each.
+    pending: Vec<Vec<u8>>,
+    /// Chunks compressed at once (the cores, at most 4).
+    parallel: usize,
+}
+
+/// One chunk compressed: the stream flags, its blocks and their index records.
+type Compressed = ([u8; 2], Vec<u8>, Vec<(u64, u64)>);
+
+/// Compresses `data` into one complete stream and returns its parts.
+fn compress_block(data: &[u8], preset: u32) -> io::Result<Compressed> {
+    let mut fc = FilesystemCompressor::new(Compressor::Xz, None).map_err(io::Error::other)?;
+    let mut extra = ExtraXz::default();
+    extra.level(preset).map_err(io::Error::other)?;
+    fc.extra(CompressionExtra::Xz(extra))
+        .map_err(io::Error::other)?;
+    let stream = DefaultCompressor
+        .compress(data, fc, CHUNK as u32)
+        .map_err(io::Error::other)?;
+    let parts = split_stream(&stream)?;
+    Ok((parts.flags, parts.blocks.to_vec(), parts.records))
 }
 
 impl<W: Write> XzWriter<W> {
     /// A writer compressing with xz preset `preset` (0–9).
-    pub(crate) fn new(inner: W, preset: u32) -> XzWriter<W> {
+    pub fn new(inner: W, preset: u32) -> XzWriter<W> {
         XzWriter {
             inner,
             buf: Vec::with_capacity(CHUNK),
@@ -123,31 +148,81 @@ impl<W: Write> XzWriter<W> {
             flags: None,
             header_written: false,
             preset,
+            zero_block: None,
+            pending: Vec::new(),
+            parallel: std::thread::available_parallelism().map_or(1, |n| n.get().min(4)),
         }
     }
 
-    fn compress_chunk(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let mut fc = FilesystemCompressor::new(Compressor::Xz, None).map_err(io::Error::other)?;
-        let mut extra = ExtraXz::default();
-        extra.level(self.preset).map_err(io::Error::other)?;
-        fc.extra(CompressionExtra::Xz(extra))
-            .map_err(io::Error::other)?;
-        let stream = DefaultCompressor
-            .compress(&self.buf, fc, CHUNK as u32)
-            .map_err(io::Error::other)?;
-        let parts = split_stream(&stream)?;
+    /// Writes a compressed chunk's blocks and keeps its index records.
+    fn emit(&mut self, (flags, blocks, records): Compressed) -> io::Result<()> {
         match self.flags {
-            None => self.flags = Some(parts.flags),
-            Some(f) if f != parts.flags => return Err(invalid("xz chunks with different checks")),
+            None => self.flags = Some(flags),
+            Some(f) if f != flags => return Err(invalid("xz chunks with different checks")),
             Some(_) => {}
         }
         self.write_header()?;
-        self.inner.write_all(parts.blocks)?;
-        self.records.extend(parts.records);
-        self.buf.clear();
+        self.inner.write_all(&blocks)?;
+        self.records.extend(records);
+        Ok(())
+    }
+
+    /// Queues the buffered input as a chunk; compresses the queue when it is full or `all`.
+    fn compress_chunk(&mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let next = Vec::with_capacity(CHUNK);
+            self.pending.push(std::mem::replace(&mut self.buf, next));
+        }
+        if self.pending.len() >= self.parallel {
+            self.compress_pending()?;
+        }
+        Ok(())
+    }
+
+    /// Compresses the queued chunks, one thread each, and writes them in order.
+    fn compress_pending(&mut self) -> io::Result<()> {
+        let pending = std::mem::take(&mut self.pending);
+        let preset = self.preset;
+        let results: Vec<io::Result<Compressed>> = if pending.len() == 1 {
+            vec![compress_block(&pending[0], preset)]
+        } else {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = pending
+                    .iter()
+                    .map(|d| s.spawn(move || compress_block(d, preset)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join()
+                            .unwrap_or_else(|_| Err(io::Error::other("xz worker panicked")))
+                    })
+                    .collect()
+            })
+        };
+        for r in results {
+            self.emit(r?)?;
+        }
+        Ok(())
+    }
+
+    /// Writes one whole chunk of zeros as the cached block (made on first use).
+    fn write_zero_chunk(&mut self) -> io::Result<()> {
+        self.compress_pending()?;
+        if self.zero_block.is_none() {
+            let zeros = vec![0u8; CHUNK];
+            let (flags, blocks, records) = compress_block(&zeros, self.preset)?;
+            let [record] = records[..] else {
+                return Err(invalid("a chunk did not compress to one xz block"));
+            };
+            self.zero_block = Some((blocks, record));
+            // The flags are checked against the stream's like any chunk's.
+            self.emit((flags, Vec::new(), Vec::new()))?;
+        }
+        self.write_header()?;
+        let (blocks, record) = self.zero_block.as_ref().expect("made above");
+        self.inner.write_all(blocks)?;
+        self.records.push(*record);
         Ok(())
     }
 
@@ -166,8 +241,9 @@ impl<W: Write> XzWriter<W> {
     }
 
     /// Compresses what is buffered, writes the index and footer; returns the inner writer.
-    pub(crate) fn finish(mut self) -> io::Result<W> {
+    pub fn finish(mut self) -> io::Result<W> {
         self.compress_chunk()?;
+        self.compress_pending()?;
         self.write_header()?;
         let mut index = vec![0u8];
         put_varint(&mut index, self.records.len() as u64);
@@ -193,6 +269,26 @@ impl<W: Write> XzWriter<W> {
         self.inner.write_all(&footer)?;
         self.inner.flush()?;
         Ok(self.inner)
+    }
+}
+
+impl<W: Write> ZeroWrite for XzWriter<W> {
+    fn write_zeros(&mut self, mut n: u64) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let k = n.min((CHUNK - self.buf.len()) as u64) as usize;
+            self.buf.resize(self.buf.len() + k, 0);
+            n -= k as u64;
+            if self.buf.len() == CHUNK {
+                self.compress_chunk()?;
+            }
+        }
+        while n >= CHUNK as u64 {
+            self.write_zero_chunk()?;
+            n -= CHUNK as u64;
+        }
+        // Less than a chunk is left and the buffer is empty unless `n` is 0 now.
+        self.buf.resize(self.buf.len() + n as usize, 0);
+        Ok(())
     }
 }
 
@@ -318,6 +414,26 @@ mod tests {
             child.stdin.take().unwrap().write_all(&xz).unwrap();
             assert!(child.wait().unwrap().success(), "xz -t rejects the stream");
         }
+    }
+
+    #[test]
+    fn zeros_written_as_cached_blocks_equal_zeros_compressed() {
+        // Data, a long zero run starting mid-chunk, data again.
+        let head = sample(CHUNK / 2 + 7);
+        let zeros = (CHUNK * 3 + 999) as u64;
+        let tail = sample(1000);
+        let mut a = XzWriter::new(Vec::new(), 0);
+        a.write_all(&head).unwrap();
+        a.write_zeros(zeros).unwrap();
+        a.write_all(&tail).unwrap();
+        let a = a.finish().unwrap();
+        let mut plain = head.clone();
+        plain.resize(plain.len() + zeros as usize, 0);
+        plain.extend_from_slice(&tail);
+        let mut b = XzWriter::new(Vec::new(), 0);
+        b.write_all(&plain).unwrap();
+        assert_eq!(a, b.finish().unwrap());
+        assert_eq!(decode(&a).unwrap(), plain);
     }
 
     #[test]
