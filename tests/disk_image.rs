@@ -15,15 +15,15 @@ mod support;
 use std::fs::File;
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile};
 use bootfactory::formats::adv;
 use bootfactory::formats::pe::PeImage;
 use sha2::{Digest as _, Sha256};
 use support::TestServer;
-use support::lab::ovmf_code;
+use support::lab::{BUSYBOX, SD_BOOT, SD_STUB as STUB, boot_ovmf, lab_kernel, ovmf_code, present};
 use support::tools::have;
 
 const MIB: u64 = 1024 * 1024;
@@ -400,9 +400,6 @@ fn find_files(dir: &Path, out: &mut Vec<(PathBuf, u64, u64)>) {
 
 const MARKER: &str = "BOOTFACTORY-DISK-MARKER";
 const DONE: &str = "BOOTFACTORY-DISK-DONE";
-const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-const SD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-const BUSYBOX: &str = "/bin/busybox";
 const INIT: &str = r#"#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev
 /bin/busybox mount -t proc proc /proc
@@ -415,38 +412,6 @@ echo "BOOTFACTORY-DISK-DONE"
 /bin/busybox poweroff -f
 "#;
 
-fn present(path: &Path, what: &str) -> bool {
-    if path.exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-        "{} ({what}) is required (tests/run-all.sh installs it)",
-        path.display()
-    );
-    eprintln!("skipping: {} ({what}) is missing", path.display());
-    false
-}
-
-fn lab_kernel() -> Option<PathBuf> {
-    let path = std::env::var_os("BOOTFACTORY_LAB_KERNEL")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/bootfactory/lab/vmlinuz"))
-        })?;
-    present(&path, "a Debian kernel").then_some(path)
-}
-
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sd_boot_raw_image_boots_in_ovmf() {
     if !have("qemu-system-x86_64")
@@ -457,9 +422,10 @@ async fn the_sd_boot_raw_image_boots_in_ovmf() {
         return;
     }
     let Some(kernel) = lab_kernel() else { return };
-    let Some(code) = ovmf_code() else {
-        panic!("OVMF is required (apt-get install ovmf)");
-    };
+    assert!(
+        ovmf_code().is_some(),
+        "OVMF is required (apt-get install ovmf)"
+    );
     let options = FixtureOptions {
         versions: vec!["v1.11.6".into()],
         amd64: BootOptions {
@@ -498,57 +464,8 @@ async fn the_sd_boot_raw_image_boots_in_ovmf() {
         started.elapsed()
     );
 
-    let vars = work_dir.join("vars.fd");
-    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars).expect("OVMF_VARS.fd");
-    let serial = work_dir.join("serial.log");
-    let qemu_log = work_dir.join("qemu.log");
-    let log = File::create(&qemu_log).unwrap();
-    let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-machine", "q35", "-m", "768", "-smp", "1"])
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-            "-nic",
-            "none",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,readonly=on,file={}",
-            code.display()
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .arg("-drive")
-        .arg(format!("file={},format=raw,if=virtio", disk.display()))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("qemu-system-x86_64");
-    let mut vm = Vm(child);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    let out = loop {
-        // Lossy: the firmware's menu draws with bytes that are not UTF-8.
-        let out = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-        if out.contains(DONE) || Instant::now() > deadline {
-            break out;
-        }
-        if let Ok(Some(_)) = vm.0.try_wait() {
-            std::thread::sleep(Duration::from_millis(200));
-            break format!(
-                "{}\n[qemu exited] {}",
-                String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()),
-                std::fs::read_to_string(&qemu_log).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    };
-    drop(vm);
+    let drive = format!("file={},format=raw,if=virtio", disk.display());
+    let out = tokio::task::block_in_place(|| boot_ovmf(&drive, &work_dir, "disk", DONE));
     eprintln!("booted in {:?}", started.elapsed());
     let mut blobs = Vec::new();
     find_files(server.data.path(), &mut blobs);

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile, write_release};
 use support::lab::{
-    BOOTFACTORY_IP, Firmware, Lab, can_make_namespaces, ovmf_code, serial, start_vm,
+    BOOTFACTORY_IP, Firmware, Lab, can_make_namespaces, lab_kernel, ovmf_code, serial, start_vm,
 };
 use support::tools::have;
 
@@ -47,26 +47,6 @@ echo "BOOTFACTORY-E2E-DONE"
 
 fn require(tool: &str) -> bool {
     have(tool)
-}
-
-fn kernel() -> Option<PathBuf> {
-    let path = std::env::var_os("BOOTFACTORY_LAB_KERNEL")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/bootfactory/lab/vmlinuz"))
-        })?;
-    if path.exists() {
-        Some(path)
-    } else {
-        assert!(
-            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{} is missing (tests/run-all.sh extracts it from Debian's linux-image package)",
-            path.display()
-        );
-        eprintln!("skipping: no kernel at {}", path.display());
-        None
-    }
 }
 
 fn schematic_id(yaml: &str) -> String {
@@ -104,7 +84,7 @@ fn machines_pxe_boot_what_they_are_assigned() {
             return;
         }
     }
-    let Some(kernel) = kernel() else { return };
+    let Some(kernel) = lab_kernel() else { return };
     let busybox = PathBuf::from("/bin/busybox");
     assert!(
         ovmf_code().is_some(),

@@ -17,20 +17,17 @@
 mod support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use std::time::Instant;
 
 use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile};
 use bootfactory::formats::pe::PeImage;
 use support::TestServer;
-use support::lab::ovmf_code;
+use support::lab::{BUSYBOX, SD_BOOT, SD_STUB as STUB, boot_ovmf, lab_kernel, ovmf_code, present};
 use support::tools::have;
 
 const MARKER: &str = "BOOTFACTORY-UKI-MARKER";
 const DONE: &str = "BOOTFACTORY-UKI-DONE";
-const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
-const SD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
-const BUSYBOX: &str = "/bin/busybox";
 
 /// The fixture's `/init`: everything goes to the first serial port.
 const INIT: &str = r#"#!/bin/busybox sh
@@ -46,97 +43,14 @@ echo "BOOTFACTORY-UKI-DONE"
 /bin/busybox poweroff -f
 "#;
 
-/// A required file or tool; missing, the test is skipped (or fails when tools are required).
-fn present(path: &Path, what: &str) -> bool {
-    if path.exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-        "{} ({what}) is required (tests/run-all.sh installs it)",
-        path.display()
-    );
-    eprintln!("skipping: {} ({what}) is missing", path.display());
-    false
-}
-
-fn lab_kernel() -> Option<PathBuf> {
-    let path = std::env::var_os("BOOTFACTORY_LAB_KERNEL")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME")
-                .map(|h| PathBuf::from(h).join(".cache/bootfactory/lab/vmlinuz"))
-        })?;
-    present(&path, "a Debian kernel").then_some(path)
-}
-
-/// A QEMU child, killed (by its PID) when dropped.
-struct Vm(Child);
-
-impl Drop for Vm {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Boots OVMF with `esp` as a FAT disk and waits for [`DONE`] (or the machine to stop, or
-/// the deadline) on the serial console. Returns the console output.
+/// Boots OVMF with `esp` as a read-only FAT disk (QEMU's vvfat, on virtio-blk: its IDE disks
+/// refuse read-only nodes) and returns the console output.
 fn boot(esp: &Path, work: &Path, name: &str) -> String {
-    let code = ovmf_code().expect("OVMF");
-    let vars = work.join(format!("{name}-vars.fd"));
-    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars).expect("OVMF_VARS.fd");
-    let serial = work.join(format!("{name}.serial"));
-    let log = std::fs::File::create(work.join(format!("{name}.qemu.log"))).unwrap();
-    let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-machine", "q35", "-m", "768", "-smp", "1"])
-        .args([
-            "-display",
-            "none",
-            "-monitor",
-            "none",
-            "-no-reboot",
-            "-nic",
-            "none",
-        ])
-        .arg("-serial")
-        .arg(format!("file:{}", serial.display()))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,readonly=on,file={}",
-            code.display()
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
-        .arg("-drive")
-        // vvfat, read-only (on virtio-blk: QEMU's IDE disks refuse read-only nodes).
-        .arg(format!(
-            "file=fat:{},format=raw,if=virtio,readonly=on",
-            esp.display()
-        ))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .expect("qemu-system-x86_64");
-    let mut vm = Vm(child);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let out = std::fs::read_to_string(&serial).unwrap_or_default();
-        if out.contains(DONE) || Instant::now() > deadline {
-            return out;
-        }
-        if let Ok(Some(status)) = vm.0.try_wait() {
-            std::thread::sleep(Duration::from_millis(200));
-            let qemu =
-                std::fs::read_to_string(work.join(format!("{name}.qemu.log"))).unwrap_or_default();
-            return format!(
-                "{}\n[qemu exited: {status}] {qemu}",
-                std::fs::read_to_string(&serial).unwrap_or_default()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let drive = format!(
+        "file=fat:{},format=raw,if=virtio,readonly=on",
+        esp.display()
+    );
+    boot_ovmf(&drive, work, name, DONE)
 }
 
 fn lines_after(text: &str, prefix: &str) -> Vec<String> {

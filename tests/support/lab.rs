@@ -279,3 +279,106 @@ pub fn start_vm(lab: &mut Lab, name: &str, firmware: Firmware, mac: &str) -> Str
 pub fn serial(lab: &Lab, name: &str) -> String {
     lab.log(&format!("{name}.serial"))
 }
+
+/// Debian's systemd-stub (`systemd-boot-efi`), the UKI base of the bootable fixture.
+pub const SD_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
+/// Debian's systemd-boot (`systemd-boot-efi`).
+pub const SD_BOOT: &str = "/usr/lib/systemd/boot/efi/systemd-bootx64.efi";
+/// A static busybox (`busybox-static`), the fixture's `/init` userland.
+pub const BUSYBOX: &str = "/bin/busybox";
+
+/// A required file: missing, the test is skipped with a message (or fails when
+/// `BOOTFACTORY_REQUIRE_TOOLS=1`, as in CI).
+pub fn present(path: &Path, what: &str) -> bool {
+    if path.exists() {
+        return true;
+    }
+    assert!(
+        std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "{} ({what}) is required (tests/run-all.sh installs it)",
+        path.display()
+    );
+    eprintln!("skipping: {} ({what}) is missing", path.display());
+    false
+}
+
+/// The real Debian kernel the lab boots (`BOOTFACTORY_LAB_KERNEL`, else the one
+/// `tests/run-all.sh` extracts to `~/.cache/bootfactory/lab/vmlinuz`), if present.
+pub fn lab_kernel() -> Option<PathBuf> {
+    let path = std::env::var_os("BOOTFACTORY_LAB_KERNEL")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .map(|h| PathBuf::from(h).join(".cache/bootfactory/lab/vmlinuz"))
+        })?;
+    present(&path, "a Debian kernel").then_some(path)
+}
+
+/// A QEMU child, killed (by its PID) when dropped.
+struct Vm(Child);
+
+impl Drop for Vm {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Boots a UEFI QEMU machine (TCG, OVMF, no network) from one virtio disk, `drive` being
+/// QEMU's `-drive` value for it, and waits up to 5 minutes for `done` on the serial console
+/// (or the machine to stop). Files go to `<work>/<name>.*`. Returns the console output (lossy:
+/// firmware menus draw with bytes that are not UTF-8), plus QEMU's log if it exited early.
+pub fn boot_ovmf(drive: &str, work: &Path, name: &str, done: &str) -> String {
+    let code = ovmf_code().expect("OVMF");
+    let vars = work.join(format!("{name}-vars.fd"));
+    std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars).expect("OVMF_VARS.fd");
+    let serial = work.join(format!("{name}.serial"));
+    let qemu_log = work.join(format!("{name}.qemu.log"));
+    let log = std::fs::File::create(&qemu_log).unwrap();
+    let child = Command::new("qemu-system-x86_64")
+        .args(["-accel", "tcg", "-machine", "q35", "-m", "768", "-smp", "1"])
+        .args([
+            "-display",
+            "none",
+            "-monitor",
+            "none",
+            "-no-reboot",
+            "-nic",
+            "none",
+        ])
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .arg("-drive")
+        .arg(format!(
+            "if=pflash,format=raw,readonly=on,file={}",
+            code.display()
+        ))
+        .arg("-drive")
+        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
+        .arg("-drive")
+        .arg(drive)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("qemu-system-x86_64");
+    let mut vm = Vm(child);
+    let console =
+        || String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = console();
+        if out.contains(done) || Instant::now() > deadline {
+            return out;
+        }
+        if let Ok(Some(status)) = vm.0.try_wait() {
+            std::thread::sleep(Duration::from_millis(200));
+            return format!(
+                "{}\n[qemu exited: {status}] {}",
+                console(),
+                std::fs::read_to_string(&qemu_log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
