@@ -614,34 +614,22 @@ async fn a_lost_manifest_or_signature_is_a_404_until_the_tag_rebuilds_it() {
     }
     assert_oci_404(&format!("{url}/{child}"), "MANIFEST_UNKNOWN").await;
     assert_oci_404(&format!("{url}/{sig_tag}"), "MANIFEST_UNKNOWN").await;
-    let referrers: serde_json::Value = client()
-        .get(format!(
-            "{}/v2/metal-installer/{id}/referrers/{index}",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let referrers: serde_json::Value = support::get_json(&format!(
+        "{}/v2/metal-installer/{id}/referrers/{index}",
+        server.url
+    ))
+    .await;
     assert_eq!(referrers["manifests"], serde_json::json!([]));
     // Pulling the tag rebuilds (same digests) and everything is served again.
     let (status, again, _) = get_manifest(&format!("{url}/v1.11.6")).await;
     assert_eq!((status, again.as_str()), (200, index.as_str()));
     let (status, _, _) = get_manifest(&format!("{url}/{child}")).await;
     assert_eq!(status, 200);
-    let referrers: serde_json::Value = client()
-        .get(format!(
-            "{}/v2/metal-installer/{id}/referrers/{index}",
-            server.url
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let referrers: serde_json::Value = support::get_json(&format!(
+        "{}/v2/metal-installer/{id}/referrers/{index}",
+        server.url
+    ))
+    .await;
     assert_eq!(
         referrers["manifests"][0]["artifactType"],
         "application/vnd.oci.image.config.v1+json"

@@ -345,17 +345,11 @@ async fn skopeo_and_podman_pull_the_installer_offline() {
             .to_string();
         verify_cosign(&server, &format!("metal-installer/{id}"), &digest).await;
         // The referrers API names the signature.
-        let referrers: serde_json::Value = client()
-            .get(format!(
-                "{}/v2/metal-installer/{id}/referrers/{digest}",
-                server.url
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let referrers: serde_json::Value = support::get_json(&format!(
+            "{}/v2/metal-installer/{id}/referrers/{digest}",
+            server.url
+        ))
+        .await;
         assert_eq!(referrers["manifests"].as_array().unwrap().len(), 1);
     }
     if have("podman") {
@@ -607,17 +601,11 @@ async fn installer_tarballs_are_the_images_podman_loads() {
             "amd64"
         };
         let image = path.trim_end_matches(&format!("-{arch}.tar"));
-        let index: serde_json::Value = client()
-            .get(format!(
-                "{}/v2/{image}/{id}/manifests/{version}",
-                server.url
-            ))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let index: serde_json::Value = support::get_json(&format!(
+            "{}/v2/{image}/{id}/manifests/{version}",
+            server.url
+        ))
+        .await;
         let child = index["manifests"]
             .as_array()
             .unwrap()
@@ -627,14 +615,8 @@ async fn installer_tarballs_are_the_images_podman_loads() {
             .as_str()
             .unwrap()
             .to_string();
-        let image_manifest: serde_json::Value = client()
-            .get(format!("{}/v2/{image}/{id}/manifests/{child}", server.url))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let image_manifest: serde_json::Value =
+            support::get_json(&format!("{}/v2/{image}/{id}/manifests/{child}", server.url)).await;
         assert_eq!(image_manifest["config"]["digest"], config_name);
         let layers: Vec<String> = image_manifest["layers"]
             .as_array()

@@ -187,3 +187,16 @@ pub async fn metric(url: &str, name: &str) -> Option<f64> {
         .find(|l| l.starts_with(&format!("{name} ")) || l.starts_with(&format!("{name}{{")))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
+
+/// `GET url` answered with JSON (any status): the parsed body.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    bootfactory::init_crypto();
+    reqwest::Client::new()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
