@@ -289,12 +289,7 @@ impl Factory {
         let stored = self.load_schematic(schematic).await?;
         let version = parse_version(version)?;
         let profile = profile(&version).map_err(|e| FactoryError::BadPath(e.to_string()))?;
-        if platform_name(&profile.platform).is_none() {
-            let shown: String = profile.platform.chars().take(64).collect();
-            return Err(FactoryError::UnknownPlatform(
-                UnknownPlatform(shown).to_string(),
-            ));
-        }
+        check_platform(&profile.platform)?;
         Ok(Resolved {
             schematic: stored,
             version,
@@ -921,6 +916,18 @@ fn canonical_ip(ip: IpAddr) -> IpAddr {
             }
         },
     }
+}
+
+/// 400 `unknown platform: "<name>"` (the name cut to 64 characters) unless Talos knows the
+/// platform: refused before any work, so made-up names never become builds.
+pub(crate) fn check_platform(platform: &str) -> Result<(), FactoryError> {
+    if platform_name(platform).is_some() {
+        return Ok(());
+    }
+    let shown: String = platform.chars().take(64).collect();
+    Err(FactoryError::UnknownPlatform(
+        UnknownPlatform(shown).to_string(),
+    ))
 }
 
 /// Parses a version from a request as upstream does ([`crate::version::parse_user_version`]),

@@ -92,6 +92,12 @@ pub enum StoreError {
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 impl StoreError {
+    /// Whether the blob is gone: never stored, its file disappeared, or its content no longer
+    /// matches its digest (quarantined). A caller that can rebuild it treats it as missing.
+    pub fn is_lost(&self) -> bool {
+        matches!(self, StoreError::NotFound(_) | StoreError::Corrupt { .. })
+    }
+
     /// Whether this is [`StoreError::NoSpace`] (callers map it to "insufficient storage"
     /// rather than to an internal error or to a problem with the input).
     pub fn is_no_space(&self) -> bool {

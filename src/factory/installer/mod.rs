@@ -49,6 +49,7 @@ use super::quirks::Quirks;
 use super::service::{Factory, FactoryError, Resolved, parse_version};
 use crate::errors;
 use crate::oci::{ImageName, media, parse_manifest};
+use crate::schematic::storage::StoredSchematic;
 use crate::store::Digest;
 
 /// The registry part of the catalog names installer images are kept under. `.invalid` is
@@ -172,9 +173,7 @@ impl Factory {
         reference: &str,
         client: Option<IpAddr>,
     ) -> Result<InstallerManifest, FactoryError> {
-        let stored = self.load_schematic(schematic).await?;
-        let name = InstallerName::parse(image)?;
-        let repo = catalog_name(image, schematic)?;
+        let (stored, name, repo) = self.installer_repository(image, schematic).await?;
         let reference = match reference {
             "latest" => ManifestRef::Version(self.latest_stable().await?),
             r if r.starts_with("sha256:") => ManifestRef::Digest(r.parse().map_err(|_| {
@@ -237,9 +236,7 @@ impl Factory {
         schematic: &str,
         digest: &str,
     ) -> Result<crate::store::Blob, FactoryError> {
-        self.load_schematic(schematic).await?;
-        InstallerName::parse(image)?;
-        let repo = catalog_name(image, schematic)?;
+        let (_, _, repo) = self.installer_repository(image, schematic).await?;
         let unknown = || {
             FactoryError::BlobUnknown(format!(
                 "blob {:?} is not part of {image}/{schematic}",
@@ -250,13 +247,14 @@ impl Factory {
         if !self.repository_references(&repo, &digest)? {
             return Err(unknown());
         }
-        self.store().open_blob(&digest).await.map_err(|e| match e {
+        self.store().open_blob(&digest).await.map_err(|e| {
             // Gone or found corrupt (and quarantined): the index that names it no longer
             // verifies whole, so the next pull by tag rebuilds it.
-            crate::store::StoreError::NotFound(_) | crate::store::StoreError::Corrupt { .. } => {
+            if e.is_lost() {
                 unknown()
+            } else {
+                FactoryError::Internal(Arc::new(e))
             }
-            e => FactoryError::Internal(Arc::new(e)),
         })
     }
 
@@ -270,9 +268,7 @@ impl Factory {
         digest: &str,
         artifact_type: Option<&str>,
     ) -> Result<InstallerManifest, FactoryError> {
-        self.load_schematic(schematic).await?;
-        InstallerName::parse(image)?;
-        let repo = catalog_name(image, schematic)?;
+        let (_, _, repo) = self.installer_repository(image, schematic).await?;
         let subject: Digest = digest.parse().map_err(|_| {
             FactoryError::RouteNotFound(format!(
                 "invalid referrers subject digest: {}",
@@ -283,15 +279,11 @@ impl Factory {
         if let Some(sig) = self.signature_manifest(&repo, &subject).await?
             && artifact_type.is_none_or(|t| t == media::OCI_CONFIG)
         {
-            manifests.push(Descriptor {
-                media_type: media::OCI_MANIFEST.to_string(),
-                size: sig.bytes.len() as u64,
-                digest: sig.digest.to_string(),
-                platform: None,
-                annotations: None,
-                // OCI 1.1: a manifest without `artifactType` is listed by its config's type.
-                artifact_type: Some(media::OCI_CONFIG.to_string()),
-            });
+            let mut entry =
+                Descriptor::plain(media::OCI_MANIFEST, sig.bytes.len() as u64, &sig.digest);
+            // OCI 1.1: a manifest without `artifactType` is listed by its config's type.
+            entry.artifact_type = Some(media::OCI_CONFIG.to_string());
+            manifests.push(entry);
         }
         let bytes = to_json(&Index {
             schema_version: 2,
@@ -303,6 +295,19 @@ impl Factory {
             media_type: media::OCI_INDEX.to_string(),
             bytes,
         })
+    }
+
+    /// What every installer route checks first, in upstream's order: the schematic exists,
+    /// then the image name; and the repository's catalog name.
+    async fn installer_repository(
+        &self,
+        image: &str,
+        schematic: &str,
+    ) -> Result<(StoredSchematic, InstallerName, ImageName), FactoryError> {
+        let stored = self.load_schematic(schematic).await?;
+        let name = InstallerName::parse(image)?;
+        let repo = catalog_name(image, schematic)?;
+        Ok((stored, name, repo))
     }
 
     /// The newest stable version the factory serves (`latest`).
@@ -326,13 +331,7 @@ impl Factory {
         if name.secure_boot {
             return Err(FactoryError::Schematic("secure boot is disabled".into()));
         }
-        if super::cmdline::platform_name(&name.platform).is_none() {
-            let shown: String = name.platform.chars().take(64).collect();
-            return Err(FactoryError::UnknownPlatform(
-                super::cmdline::UnknownPlatform(shown).to_string(),
-            ));
-        }
-        Ok(())
+        super::service::check_platform(&name.platform)
     }
 
     /// The index `repo:tag` points at, if its cosign signature verifies (otherwise it is
@@ -1029,13 +1028,7 @@ impl Factory {
             Ok(bytes) => Ok(Some(bytes)),
             Err(FactoryError::Internal(e))
                 if e.downcast_ref::<crate::store::StoreError>()
-                    .is_some_and(|s| {
-                        matches!(
-                            s,
-                            crate::store::StoreError::NotFound(_)
-                                | crate::store::StoreError::Corrupt { .. }
-                        )
-                    }) =>
+                    .is_some_and(crate::store::StoreError::is_lost) =>
             {
                 Ok(None)
             }
