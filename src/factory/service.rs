@@ -589,13 +589,26 @@ impl Factory {
             return Ok(hit);
         }
         self.charge_build(&key, client)?;
+        self.uki_with_reset_profile(r, &key).await
+    }
+
+    /// The UKI of an installer or a disk image under `key`, found or built: `r`'s command line
+    /// and, from Talos 1.10, the `reset-maintenance` profile after `main`.
+    async fn uki_with_reset_profile(
+        &self,
+        r: &Resolved,
+        key: &str,
+    ) -> Result<BuiltAsset, FactoryError> {
+        if let Some(hit) = self.builder.cached(key).await {
+            return Ok(hit);
+        }
         let extra = if Quirks::new(&r.version).supports_uki_profiles() {
             vec![UkiProfile::reset_maintenance(&self.cmdline(r))]
         } else {
             Vec::new()
         };
         let build = self.uki_build(r, extra).await?;
-        Ok(self.builder.get_or_build(&key, build).await?)
+        Ok(self.builder.get_or_build(key, build).await?)
     }
 
     /// The partition plan of a disk-image request, or why it is not built: 400 for a
@@ -675,15 +688,10 @@ impl Factory {
             .artifacts
             .imager_file(&r.version, arch.as_str(), ImagerFile::SdBoot)
             .await?;
-        let uki_key = format!("{key}/uki");
-        let uki_asset = match self.builder.cached(&uki_key).await {
-            Some(hit) => hit,
-            None => {
-                let extra = vec![UkiProfile::reset_maintenance(&self.cmdline(r))];
-                let build = self.uki_build(r, extra).await?;
-                self.builder.get_or_build(&uki_key, build).await?
-            }
-        };
+        // Disk images are planned for Talos ≥ 1.10 only, so the UKI has its profiles.
+        let uki_asset = self
+            .uki_with_reset_profile(r, &format!("{key}/uki"))
+            .await?;
         let uki = self
             .store
             .blob_path(&uki_asset.digest)
