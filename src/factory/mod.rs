@@ -7,12 +7,15 @@
 //! - [`builder`], [`signing`]: build once, cache in the store, sign.
 //! - [`service`]: the request → asset pipeline the HTTP handlers call.
 //! - [`talosctl`]: talosctl downloads from the `talosctl-all` image.
+//! - [`disk`]: raw disk images; [`grubcfg`]: GRUB's configuration files; [`tools`]: the few
+//!   external programs (mkfs.xfs, grub-mkimage) GRUB-booted media need, found at run time.
 
 pub(crate) mod artifacts;
 pub(crate) mod builder;
 pub mod cmdline;
 pub(crate) mod delivery;
 pub mod disk;
+pub mod grubcfg;
 pub mod initramfs;
 pub(crate) mod installer;
 pub mod meta;
@@ -21,4 +24,5 @@ pub mod quirks;
 pub(crate) mod service;
 pub(crate) mod signing;
 pub(crate) mod talosctl;
+pub mod tools;
 pub(crate) mod uki;

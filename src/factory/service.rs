@@ -91,6 +91,10 @@ pub enum FactoryError {
     /// 503: an upstream image could not be fetched.
     #[error(transparent)]
     Unavailable(Arc<MirrorError>),
+    /// 503: the host lacks a program or GRUB platform the asset needs; the text names the
+    /// Debian packages.
+    #[error(transparent)]
+    MissingTools(#[from] super::tools::MissingTools),
     /// 507: the data directory's filesystem is full (`no space left on <dataDir>`).
     #[error(transparent)]
     NoSpace(SharedError),

@@ -35,7 +35,9 @@ impl From<FactoryError> for ApiError {
             FactoryError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             FactoryError::EnterpriseOnly(_) => StatusCode::PAYMENT_REQUIRED,
             FactoryError::TooManyBuilds(_) => StatusCode::TOO_MANY_REQUESTS,
-            FactoryError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            FactoryError::Unavailable(_) | FactoryError::MissingTools(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             FactoryError::NoSpace(_) => {
                 return ApiError::insufficient_storage(e.to_string()).caused_by(&e);
             }

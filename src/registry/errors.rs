@@ -200,6 +200,9 @@ impl RegistryError {
                 Self::new(StatusCode::NOT_IMPLEMENTED, "UNSUPPORTED", text)
             }
             FactoryError::Unavailable(m) => Self::from_mirror_ref(m, unknown_code),
+            FactoryError::MissingTools(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", text)
+            }
             FactoryError::NoSpace(_) => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", text).caused_by(e)
             }

@@ -1,0 +1,201 @@
+//! External programs and data files a few boot media need, found at run time.
+//!
+//! Everything bootfactory serves is written in Rust except two things no Rust crate does:
+//! an XFS filesystem (the `BOOT` partition of GRUB and dual-boot disk images, made by
+//! `mkfs.xfs` from a protofile) and GRUB's BIOS (`i386-pc`) and GRUB-only EFI images (made by
+//! `grub-mkimage` from Debian's module directories). They are looked up when a build needs
+//! them, never at start-up, so a host without them serves everything else; a build that
+//! needs a missing one fails before any work with [`MissingTools`], whose text names the
+//! Debian packages to install (the .deb recommends them, the .rpm too).
+//!
+//! The lookup is deliberately plain: each program in a fixed list of system directories
+//! (`/usr/sbin`, `/usr/bin`, `/sbin`, `/bin`; not `$PATH`, which a service manager may set
+//! to anything), each data directory at its Debian path.
+
+use std::path::{Path, PathBuf};
+
+/// A program or a data directory a build runs or reads, with the Debian package that ships it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Tool {
+    /// `mkfs.xfs` (xfsprogs): the `BOOT` partition of GRUB and dual-boot images.
+    MkfsXfs,
+    /// `grub-mkimage` (grub-common): GRUB core images.
+    GrubMkimage,
+    /// `/usr/lib/grub/i386-pc` (grub-pc-bin): GRUB's BIOS modules and boot sectors.
+    GrubI386Pc,
+    /// `/usr/lib/grub/x86_64-efi` (grub-efi-amd64-bin): GRUB for amd64 UEFI (GRUB-only images).
+    GrubX86_64Efi,
+    /// `/usr/lib/grub/arm64-efi` (grub-efi-arm64-bin): GRUB for arm64 UEFI (GRUB-only images).
+    GrubArm64Efi,
+}
+
+/// Directories searched for programs, in order.
+const PROGRAM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
+
+impl Tool {
+    /// The Debian package that ships it.
+    pub fn debian_package(self) -> &'static str {
+        match self {
+            Tool::MkfsXfs => "xfsprogs",
+            Tool::GrubMkimage => "grub-common",
+            Tool::GrubI386Pc => "grub-pc-bin",
+            Tool::GrubX86_64Efi => "grub-efi-amd64-bin",
+            Tool::GrubArm64Efi => "grub-efi-arm64-bin",
+        }
+    }
+
+    /// The program's file name, or the data directory's absolute path.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tool::MkfsXfs => "mkfs.xfs",
+            Tool::GrubMkimage => "grub-mkimage",
+            Tool::GrubI386Pc => "/usr/lib/grub/i386-pc",
+            Tool::GrubX86_64Efi => "/usr/lib/grub/x86_64-efi",
+            Tool::GrubArm64Efi => "/usr/lib/grub/arm64-efi",
+        }
+    }
+
+    /// Where it is on this host, if anywhere: a program in [`PROGRAM_DIRS`], a data directory
+    /// at its path holding the file every GRUB platform has (`moddep.lst`).
+    pub fn locate(self) -> Option<PathBuf> {
+        self.locate_in(PROGRAM_DIRS.iter().map(Path::new))
+    }
+
+    fn locate_in<'a>(self, dirs: impl Iterator<Item = &'a Path>) -> Option<PathBuf> {
+        let name = self.name();
+        if name.starts_with('/') {
+            let dir = PathBuf::from(name);
+            return dir.join("moddep.lst").is_file().then_some(dir);
+        }
+        dirs.map(|d| d.join(name)).find(|p| is_executable(p))
+    }
+}
+
+fn is_executable(path: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+/// What a build lacks: the programs or directories and their Debian packages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} needs {} on the bootfactory host, which {} not installed: install the Debian package{} {} (apt-get install {})",
+    self.names(),
+    if self.missing.len() == 1 { "is" } else { "are" },
+    if self.packages().len() == 1 { "" } else { "s" },
+    self.packages().join(", "),
+    self.packages().join(" ")
+)]
+pub struct MissingTools {
+    /// What was being built (e.g. `a dual-boot disk image`).
+    pub what: String,
+    /// The missing tools, in the order asked for.
+    pub missing: Vec<Tool>,
+}
+
+impl MissingTools {
+    fn names(&self) -> String {
+        self.missing
+            .iter()
+            .map(|t| t.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// The packages to install, each once, in the order asked for.
+    pub fn packages(&self) -> Vec<&'static str> {
+        let mut out: Vec<&'static str> = Vec::new();
+        for t in &self.missing {
+            if !out.contains(&t.debian_package()) {
+                out.push(t.debian_package());
+            }
+        }
+        out
+    }
+}
+
+/// The located tools of one build.
+#[derive(Debug, Clone)]
+pub struct Located {
+    found: Vec<(Tool, PathBuf)>,
+}
+
+impl Located {
+    /// The path of `tool`, which [`require`] was asked for.
+    ///
+    /// # Panics
+    /// If `tool` was not among those required (a programming error).
+    pub fn path(&self, tool: Tool) -> &Path {
+        self.found
+            .iter()
+            .find(|(t, _)| *t == tool)
+            .map(|(_, p)| p.as_path())
+            .unwrap_or_else(|| panic!("{tool:?} was not required"))
+    }
+}
+
+/// Locates every tool of `tools` for building `what`, or says which are missing (all of them,
+/// so the operator installs once).
+pub fn require(what: &str, tools: &[Tool]) -> Result<Located, MissingTools> {
+    require_with(what, tools, Tool::locate)
+}
+
+fn require_with(
+    what: &str,
+    tools: &[Tool],
+    locate: impl Fn(Tool) -> Option<PathBuf>,
+) -> Result<Located, MissingTools> {
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    for &t in tools {
+        match locate(t) {
+            Some(p) => found.push((t, p)),
+            None => missing.push(t),
+        }
+    }
+    if missing.is_empty() {
+        Ok(Located { found })
+    } else {
+        Err(MissingTools {
+            what: what.to_string(),
+            missing,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tools_name_their_packages_once() {
+        let e = require_with(
+            "a dual-boot disk image",
+            &[Tool::MkfsXfs, Tool::GrubMkimage, Tool::GrubI386Pc],
+            |t| (t == Tool::GrubMkimage).then(|| PathBuf::from("/usr/bin/grub-mkimage")),
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "a dual-boot disk image needs mkfs.xfs, /usr/lib/grub/i386-pc on the bootfactory host, which are not installed: install the Debian packages xfsprogs, grub-pc-bin (apt-get install xfsprogs grub-pc-bin)"
+        );
+        let one = require_with("x", &[Tool::GrubX86_64Efi], |_| None).unwrap_err();
+        assert_eq!(
+            one.to_string(),
+            "x needs /usr/lib/grub/x86_64-efi on the bootfactory host, which is not installed: install the Debian package grub-efi-amd64-bin (apt-get install grub-efi-amd64-bin)"
+        );
+    }
+
+    #[test]
+    fn programs_are_found_only_when_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("mkfs.xfs");
+        std::fs::write(&p, b"#!/bin/sh\n").unwrap();
+        assert_eq!(Tool::MkfsXfs.locate_in([dir.path()].into_iter()), None);
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(Tool::MkfsXfs.locate_in([dir.path()].into_iter()), Some(p));
+        let ok = require_with("x", &[Tool::MkfsXfs], |_| Some(PathBuf::from("/m"))).unwrap();
+        assert_eq!(ok.path(Tool::MkfsXfs), Path::new("/m"));
+    }
+}
