@@ -324,19 +324,40 @@ impl Drop for Vm {
     }
 }
 
-/// Boots a UEFI QEMU machine (TCG, OVMF, no network) from one virtio disk, `drive` being
-/// QEMU's `-drive` value for it, and waits up to 5 minutes for `done` on the serial console
-/// (or the machine to stop). Files go to `<work>/<name>.*`. Returns the console output (lossy:
-/// firmware menus draw with bytes that are not UTF-8), plus QEMU's log if it exited early.
+/// Boots a UEFI QEMU machine (TCG, q35, OVMF, no network) from one drive, `drive` being
+/// QEMU's `-drive` value for it (a disk: `file=…,format=raw,if=virtio`; a CD:
+/// `file=…,format=raw,media=cdrom`), and waits up to 5 minutes for `done` on the serial
+/// console (or the machine to stop). Files go to `<work>/<name>.*`. Returns the console output
+/// (lossy: firmware menus draw with bytes that are not UTF-8), plus QEMU's log if it exited
+/// early.
 pub fn boot_ovmf(drive: &str, work: &Path, name: &str, done: &str) -> String {
     let code = ovmf_code().expect("OVMF");
     let vars = work.join(format!("{name}-vars.fd"));
     std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars).expect("OVMF_VARS.fd");
+    let firmware = vec![
+        "-machine".to_string(),
+        "q35".to_string(),
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,readonly=on,file={}", code.display()),
+        "-drive".to_string(),
+        format!("if=pflash,format=raw,file={}", vars.display()),
+    ];
+    boot_drive(&firmware, drive, work, name, done)
+}
+
+/// [`boot_ovmf`] with SeaBIOS (QEMU's default BIOS, machine `pc`): BIOS boot of a disk or CD.
+pub fn boot_seabios(drive: &str, work: &Path, name: &str, done: &str) -> String {
+    let firmware = vec!["-machine".to_string(), "pc".to_string()];
+    boot_drive(&firmware, drive, work, name, done)
+}
+
+fn boot_drive(firmware: &[String], drive: &str, work: &Path, name: &str, done: &str) -> String {
     let serial = work.join(format!("{name}.serial"));
     let qemu_log = work.join(format!("{name}.qemu.log"));
     let log = std::fs::File::create(&qemu_log).unwrap();
     let child = Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-machine", "q35", "-m", "768", "-smp", "1"])
+        .args(["-accel", "tcg", "-m", "768", "-smp", "1"])
+        .args(firmware)
         .args([
             "-display",
             "none",
@@ -348,13 +369,6 @@ pub fn boot_ovmf(drive: &str, work: &Path, name: &str, done: &str) -> String {
         ])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
-        .arg("-drive")
-        .arg(format!(
-            "if=pflash,format=raw,readonly=on,file={}",
-            code.display()
-        ))
-        .arg("-drive")
-        .arg(format!("if=pflash,format=raw,file={}", vars.display()))
         .arg("-drive")
         .arg(drive)
         .stdin(Stdio::null())
