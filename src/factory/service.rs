@@ -10,11 +10,11 @@ use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
 use super::disk::layout::{DiskBootloader, DiskPlan, PlanError, plan, select_bootloader};
-use super::disk::{SdBootImage, write_sd_boot_image};
+use super::disk::{SdBootImage, convert, write_sd_boot_image};
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
 use super::profile::{
-    Arch, AssetProfile, DiskFormat, OutFormat, OutputKind, ProfileError, parse_asset_path,
-    parse_pxe_path,
+    Arch, AssetProfile, DiskFormat, ImageOptions, OutFormat, OutputKind, ProfileError,
+    parse_asset_path, parse_pxe_path,
 };
 use super::quirks::Quirks;
 use super::uki::{self, UkiInputs, UkiProfile};
@@ -540,10 +540,14 @@ impl Factory {
             // Boxed: the tarball's parts are assets too (this function, recursively).
             OutputKind::Installer => Box::pin(self.installer_tarball(r)).await,
             OutputKind::Image => {
-                let Some(plan) = disk_plan else {
+                let (Some(plan), Some(image)) = (disk_plan, &r.profile.image) else {
                     return Err(not_implemented(OutputKind::Image));
                 };
-                let build = Box::pin(self.disk_image_build(r, plan, &key)).await?;
+                if image.disk_format == DiskFormat::Raw && r.profile.out_format == OutFormat::Raw {
+                    let build = Box::pin(self.disk_image_build(r, plan, &key)).await?;
+                    return Ok(self.builder.get_or_build(&key, build).await?);
+                }
+                let build = Box::pin(self.disk_conversion_build(r)).await?;
                 Ok(self.builder.get_or_build(&key, build).await?)
             }
             other => Err(not_implemented(other)),
@@ -659,18 +663,9 @@ impl Factory {
                 "{which} disk images (an XFS BOOT partition and grub-install) are not built by this bootfactory release yet; sd-boot .raw images for Talos 1.10 and later are (arm64, or a schematic with bootloader: sd-boot)"
             )));
         }
-        if image.disk_format != DiskFormat::Raw {
-            return Err(FactoryError::NotImplemented(format!(
-                ".{} disk images (conversion from raw) are not built by this bootfactory release yet; .raw is",
-                image.disk_format.extension()
-            )));
-        }
-        if p.out_format != OutFormat::Raw {
-            return Err(FactoryError::NotImplemented(format!(
-                "compressed disk images ({}) are not built by this bootfactory release yet; uncompressed .raw is",
-                p.out_format.suffix()
-            )));
-        }
+        // Every form but the raw image itself is converted from the raw image.
+        convert::container(image.disk_format)
+            .map_err(|e| FactoryError::NotImplemented(e.to_string()))?;
         plan(&quirks, bootloader, image.disk_size_mib).map_err(|e| match e {
             PlanError::BeforeV18 => FactoryError::NotImplemented(e.to_string()),
             e @ PlanError::TooSmall { .. } => FactoryError::Internal(Arc::new(e)),
@@ -724,6 +719,49 @@ impl Factory {
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || {
                     write_sd_boot_image(&image, &out).map_err(BuildError::from_error)
+                })
+                .await
+                .map_err(|e| BuildError::Failed(errors::context("build task", e)))?
+            })
+        })
+    }
+
+    /// The build of a converted or compressed disk image: the raw image of the same profile
+    /// (an asset of its own, built on this request's behalf, so each raw image is built once
+    /// for all its forms), converted on a blocking thread ([`convert::convert_image`]).
+    async fn disk_conversion_build(
+        &self,
+        r: &Resolved,
+    ) -> Result<impl FnOnce(PathBuf) -> BuildFuture + Send + 'static, FactoryError> {
+        let Some(image) = r.profile.image.clone() else {
+            return Err(not_implemented(OutputKind::Image));
+        };
+        let mut raw_profile = r.profile.clone();
+        raw_profile.out_format = OutFormat::Raw;
+        raw_profile.image = Some(ImageOptions {
+            disk_format: DiskFormat::Raw,
+            ..image.clone()
+        });
+        let raw_request = Resolved {
+            profile: raw_profile,
+            ..r.clone()
+        };
+        let raw_asset = Box::pin(self.asset(&raw_request, None)).await?;
+        let raw = self
+            .store
+            .blob_path(&raw_asset.digest)
+            .await
+            .map_err(|e| FactoryError::Internal(errors::context("the raw disk image", e)))?;
+        let out_format = r.profile.out_format;
+        Ok(move |out: PathBuf| -> BuildFuture {
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || {
+                    convert::convert_image(&raw, image.disk_format, out_format, &out)
+                        .map(|_| ())
+                        .map_err(|e| match e.io() {
+                            Some(io) if crate::store::is_no_space(io) => BuildError::from_error(e),
+                            _ => BuildError::Failed(errors::context("disk image conversion", e)),
+                        })
                 })
                 .await
                 .map_err(|e| BuildError::Failed(errors::context("build task", e)))?

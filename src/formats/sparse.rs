@@ -330,6 +330,65 @@ impl Read for SparseReader {
     }
 }
 
+/// A file written front to back in which zero runs ([`ZeroWrite::write_zeros`]) become holes:
+/// the offset moves on and nothing is written. [`SparseFileWriter::finish`] sets the length, so
+/// a trailing hole counts.
+#[derive(Debug)]
+pub struct SparseFileWriter {
+    file: File,
+    pos: u64,
+}
+
+impl SparseFileWriter {
+    /// Writes into `file` from offset 0 (`file` should be empty).
+    pub fn new(file: File) -> SparseFileWriter {
+        SparseFileWriter { file, pos: 0 }
+    }
+
+    /// Sets the file's length to what was written and returns it.
+    pub fn finish(self) -> io::Result<File> {
+        self.file.set_len(self.pos)?;
+        Ok(self.file)
+    }
+}
+
+impl Write for SparseFileWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.file.write_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ZeroWrite for SparseFileWriter {
+    fn write_zeros(&mut self, n: u64) -> io::Result<()> {
+        self.pos = self
+            .pos
+            .checked_add(n)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "file too large"))?;
+        Ok(())
+    }
+}
+
+/// Copies the file `src` to a new file `dst` (created or truncated) as sparse as `src`: its
+/// holes are not read and stay holes.
+pub fn copy_file_sparse(src: &std::path::Path, dst: &std::path::Path) -> io::Result<WalkStats> {
+    let input = File::open(src)?;
+    let output = File::options()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dst)?;
+    let mut w = SparseFileWriter::new(output);
+    let stats = copy_sparse(&input, &mut w)?;
+    w.finish()?;
+    Ok(stats)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +531,24 @@ mod tests {
             |_| Ok(()),
         );
         assert!(r.is_err());
+    }
+
+    #[test]
+    fn copy_file_sparse_keeps_holes() {
+        use std::os::unix::fs::MetadataExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("src");
+        let f = File::create(&src).unwrap();
+        f.set_len(64 << 20).unwrap();
+        f.write_all_at(b"head", 0).unwrap();
+        f.write_all_at(b"middle", 32 << 20).unwrap();
+        drop(f);
+        let dst = dir.path().join("dst");
+        let stats = copy_file_sparse(&src, &dst).unwrap();
+        assert_eq!(stats.size, 64 << 20);
+        assert_eq!(std::fs::read(&src).unwrap(), std::fs::read(&dst).unwrap());
+        let md = std::fs::metadata(&dst).unwrap();
+        assert_eq!(md.len(), 64 << 20);
+        assert!(md.blocks() * 512 < 4 << 20, "{} blocks", md.blocks());
     }
 }

@@ -4,6 +4,7 @@
 //! (`docs/formats.md` §Disk images); the file is sparse: only the GPT, the FAT structures,
 //! the files and META's values are ever written.
 
+pub mod convert;
 pub mod gpt;
 pub mod layout;
 
