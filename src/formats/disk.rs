@@ -13,8 +13,8 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::compress::{Compression, Compressor, Counting};
-use super::sparse::{ZeroWrite, for_each_segment};
 use super::ova::{self, OvaOptions};
+use super::sparse::{ZeroWrite, for_each_segment};
 use super::vhd::{self, ContentDigest, VhdOptions};
 use super::{qcow2, sparse_tar};
 

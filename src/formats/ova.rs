@@ -244,9 +244,8 @@ fn scratch_file(dir: &Path) -> io::Result<File> {
             .open(&path)
         {
             Ok(f) => {
-                fs::remove_file(&path).map_err(|e| {
-                    context(format!("removing scratch file {}", path.display()), e)
-                })?;
+                fs::remove_file(&path)
+                    .map_err(|e| context(format!("removing scratch file {}", path.display()), e))?;
                 return Ok(f);
             }
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
@@ -404,7 +403,10 @@ mod tests {
         assert_eq!(&h[148..156], format!("{sum:06o}\0 ").as_bytes());
         let big = ustar_header("disk.vmdk", 9 << 30).unwrap();
         assert_eq!(big[124], 0x80);
-        assert_eq!(u64::from_be_bytes(big[128..136].try_into().unwrap()), 9 << 30);
+        assert_eq!(
+            u64::from_be_bytes(big[128..136].try_into().unwrap()),
+            9 << 30
+        );
         assert!(ustar_header(&"x".repeat(101), 1).is_err());
     }
 

@@ -244,14 +244,17 @@ pub fn write(file: &File, opts: VmdkOptions, out: &mut impl Write) -> io::Result
     w.put(&desc)?;
     w.put_zeros(OVERHEAD * SECTOR - w.pos)?;
     let w = RefCell::new(w);
-    let stats = for_each_segment(file, |d| w.borrow_mut().data(d), |n| w.borrow_mut().zeros(n))?;
+    let stats = for_each_segment(
+        file,
+        |d| w.borrow_mut().data(d),
+        |n| w.borrow_mut().zeros(n),
+    )?;
     if stats.size != raw_size || file.metadata()?.len() != raw_size {
         return Err(changed());
     }
     let mut w = w.into_inner();
     w.zeros(disk - raw_size)?;
-    let grains_stored = w.stored;
-    let file_size = w.finish(capacity)?;
+    let (file_size, grains_stored) = w.finish(capacity)?;
     Ok(WriteStats {
         file_size,
         capacity: disk,
@@ -358,9 +361,7 @@ impl<W: Write> Grains<'_, W> {
                 .compress(&self.buf, &mut self.zbuf[12..], FlushCompress::Finish)
                 .map_err(io::Error::other)?;
             if status != Status::StreamEnd || self.z.total_in() != GRAIN as u64 {
-                return Err(io::Error::other(
-                    "a deflated grain did not fit its buffer",
-                ));
+                return Err(io::Error::other("a deflated grain did not fit its buffer"));
             }
             let n = self.z.total_out() as usize;
             let len = (12 + n).next_multiple_of(SECTOR as usize);
@@ -403,8 +404,8 @@ impl<W: Write> Grains<'_, W> {
     }
 
     /// Ends the stream: the last grain and table, the directory, the footer and the
-    /// end-of-stream marker. Returns the file's length.
-    fn finish(mut self, capacity: u64) -> io::Result<u64> {
+    /// end-of-stream marker. Returns the file's length and the grains stored.
+    fn finish(mut self, capacity: u64) -> io::Result<(u64, u64)> {
         if self.fill > 0 {
             let fill = self.fill;
             self.buf[fill..].fill(0);
@@ -427,7 +428,7 @@ impl<W: Write> Grains<'_, W> {
         self.put(&header(capacity, gd_offset))?;
         self.put(&metadata_marker(0, marker::EOS))?;
         self.out.flush()?;
-        Ok(self.pos)
+        Ok((self.pos, self.stored))
     }
 }
 
@@ -504,6 +505,16 @@ mod tests {
         let gd = le64(&out[n - 1024..], 56);
         assert_eq!(gd * 512, n as u64 - 2048);
         assert!(out[n - 512..].iter().all(|&b| b == 0));
-        assert!(write(&f, VmdkOptions { level: 10, content_id: None }, &mut Vec::new()).is_err());
+        assert!(
+            write(
+                &f,
+                VmdkOptions {
+                    level: 10,
+                    content_id: None
+                },
+                &mut Vec::new()
+            )
+            .is_err()
+        );
     }
 }
