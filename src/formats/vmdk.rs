@@ -338,7 +338,7 @@ impl<W: Write> Grains<'_, W> {
             }
             self.index += k;
             whole -= k;
-            if self.index % GTES_PER_GT == 0 {
+            if self.index.is_multiple_of(GTES_PER_GT) {
                 self.end_table()?;
             }
         }
@@ -380,7 +380,7 @@ impl<W: Write> Grains<'_, W> {
         self.index += 1;
         self.fill = 0;
         self.has_data = false;
-        if self.index % GTES_PER_GT == 0 {
+        if self.index.is_multiple_of(GTES_PER_GT) {
             self.end_table()?;
         }
         Ok(())
@@ -414,7 +414,7 @@ impl<W: Write> Grains<'_, W> {
         if self.index != self.grains {
             return Err(changed());
         }
-        if self.index % GTES_PER_GT != 0 {
+        if !self.index.is_multiple_of(GTES_PER_GT) {
             self.end_table()?;
         }
         let gd_bytes = self.gd.len() as u64 * 4;
