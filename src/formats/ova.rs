@@ -330,7 +330,10 @@ impl Prepared {
         let pad = pad_len(self.vmdk_size);
         out.write_all(&ZEROS[..pad as usize])?;
         written += self.vmdk_size + pad;
-        let mut rest = self.archive_size() - written;
+        let mut rest = self
+            .archive_size()
+            .checked_sub(written)
+            .ok_or_else(|| io::Error::other("the archive's length does not add up"))?;
         while rest > 0 {
             let k = rest.min(ZEROS.len() as u64) as usize;
             out.write_all(&ZEROS[..k])?;
