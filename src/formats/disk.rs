@@ -1,6 +1,6 @@
 //! Disk image conversions: a sparse raw disk image into the container and compression a
-//! factory asset asks for (`.raw`, `.vhd`, `.qcow2`, `.tar`, each optionally `.zst`, `.xz`,
-//! `.gz`), streamed into any writer with bounded memory.
+//! factory asset asks for (`.raw`, `.vhd`, `.qcow2`, `.tar`, `.ova`, each optionally `.zst`,
+//! `.xz`, `.gz`), streamed into any writer with bounded memory.
 //!
 //! The raw file is walked with `SEEK_DATA`/`SEEK_HOLE` ([`super::sparse`]): holes are never
 //! read and reach the compressor as zero counts. Memory is a 1 MiB read buffer plus the
@@ -13,6 +13,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use super::compress::{Compression, Compressor, Counting};
+use super::ova::{self, OvaOptions};
 use super::sparse::{ZeroWrite, for_each_segment};
 use super::vhd::{self, ContentDigest, VhdOptions};
 use super::{qcow2, sparse_tar};
@@ -29,6 +30,9 @@ pub enum Container {
     /// A GNU tar archive (`.tar`) of the disk as the sparse file `disk.raw` (GCP's
     /// `.tar.gz` with [`Compression::Gzip`]).
     SparseTar,
+    /// VMware's OVA (`.ova`): a tar of `disk.ovf`, `disk.mf` and `disk.vmdk`, a
+    /// stream-optimized VMDK. The VMDK is written to a scratch file first ([`convert_in`]).
+    Ova(OvaOptions),
 }
 
 impl Container {
@@ -39,6 +43,7 @@ impl Container {
             Container::Vhd(_) => ".vhd",
             Container::Qcow2 => ".qcow2",
             Container::SparseTar => ".tar",
+            Container::Ova(_) => ".ova",
         }
     }
 }
@@ -49,6 +54,7 @@ enum Plan {
     Vhd(VhdOptions),
     Qcow2(qcow2::Layout),
     Tar(sparse_tar::Plan),
+    Ova(ova::Prepared),
 }
 
 /// What a conversion did.
@@ -66,11 +72,25 @@ pub struct Stats {
 
 /// Converts the sparse raw disk image at `raw` into `container`, compressed with
 /// `compression`, written to `out`. `out` receives the complete file; it is flushed, not
-/// synced.
+/// synced. An `.ova`'s VMDK goes through a scratch file in the system's temporary directory:
+/// [`convert_in`] names the directory.
 pub fn convert(
     raw: &Path,
     container: Container,
     compression: Compression,
+    out: impl Write,
+) -> io::Result<Stats> {
+    convert_in(raw, container, compression, &std::env::temp_dir(), out)
+}
+
+/// [`convert`], with the scratch file an `.ova` needs (its VMDK, about the size of the
+/// compressed disk, unlinked as soon as it is created) in `scratch_dir`, e.g. the output's
+/// directory. The other containers need no scratch space.
+pub fn convert_in(
+    raw: &Path,
+    container: Container,
+    compression: Compression,
+    scratch_dir: &Path,
     out: impl Write,
 ) -> io::Result<Stats> {
     let file = File::open(raw)?;
@@ -82,12 +102,14 @@ pub fn convert(
         Container::Vhd(opts) => Plan::Vhd(opts),
         Container::Qcow2 => Plan::Qcow2(qcow2::Layout::plan(&file)?),
         Container::SparseTar => Plan::Tar(sparse_tar::Plan::new(&file)?),
+        Container::Ova(opts) => Plan::Ova(ova::prepare(&file, opts, scratch_dir)?),
     };
     let image_size = match &plan {
         Plan::Raw => raw_size,
         Plan::Vhd(_) => vhd_file_size(raw_size)?,
         Plan::Qcow2(layout) => layout.file_size(),
         Plan::Tar(tar) => tar.archive_size(),
+        Plan::Ova(ova) => ova.archive_size(),
     };
     let counting = Counting::new(out);
     let mut sink = Compressor::new(counting, compression, Some(image_size))?;
@@ -96,6 +118,10 @@ pub fn convert(
         Plan::Vhd(opts) => write_vhd(&file, raw_size, opts, &mut sink)?,
         Plan::Qcow2(layout) => layout.write(&file, &mut sink)?,
         Plan::Tar(tar) => tar.write(&file, &mut sink)?,
+        Plan::Ova(ova) => {
+            ova.write(&mut sink)?;
+            ova.vmdk_stats.data_read
+        }
     };
     let counting = sink.finish()?;
     Ok(Stats {

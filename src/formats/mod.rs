@@ -1,19 +1,21 @@
 //! File formats written by hand where no crate fits.
 //!
-//! Disk images: [`disk::convert`] turns a sparse raw disk image into `.raw`, `.vhd` or `.qcow2`,
-//! optionally `.zst`, `.xz` or `.gz` ([`compress`]), reading only its data extents
-//! ([`sparse`]); [`vhd`], [`qcow2`] and [`sparse_tar`] are the containers, [`xz`] the `.xz`
-//! stream writer.
+//! Disk images: [`disk::convert`] turns a sparse raw disk image into `.raw`, `.vhd`, `.qcow2`,
+//! `.tar` or `.ova`, optionally `.zst`, `.xz` or `.gz` ([`compress`]), reading only its data
+//! extents ([`sparse`]); [`vhd`], [`qcow2`], [`sparse_tar`], [`vmdk`] and [`ova`] are the
+//! containers, [`xz`] the `.xz` stream writer.
 
 pub mod adv;
 pub mod compress;
 pub mod cpio;
 pub mod disk;
+pub mod ova;
 pub mod pe;
 pub mod qcow2;
 pub mod sparse;
 pub mod sparse_tar;
 pub mod vhd;
+pub mod vmdk;
 pub mod xz;
 use std::io::{self, Read};
 
