@@ -1,5 +1,5 @@
 //! Converted and compressed disk images over HTTP (`.raw.zst`, `.raw.xz`, `.raw.gz`,
-//! `.qcow2`, `.vhd`, `.raw.tar.gz`, `.qcow2.xz`), for metal and cloud platforms, on the fixture
+//! `.qcow2`, `.vhd`, `.raw.tar.gz`, `.qcow2.xz`, `.ova`), for metal and cloud platforms, on the fixture
 //! release imported offline, each read back by its own upstream tool (`zstd -d`, `xz -d`,
 //! `gzip -d`, `qemu-img compare/check/info`, GNU `tar`) and compared with the `.raw` image of
 //! the same platform (or another form of it). Also: each raw image is built once for all its forms, the platform's disk
@@ -250,6 +250,44 @@ async fn converted_disk_images_read_back_by_upstream_tools() {
         .arg("-C")
         .arg(&azure));
     let azure_raw = azure.join("disk.raw");
+    // .ova (any platform; azure's so its disk.raw is the reference): disk.ovf, disk.mf,
+    // disk.vmdk in that order, the manifest's digests, the VMDK read by qemu-img.
+    download(&server, &format!("{base}/azure-amd64.ova"), &w("a.ova")).await;
+    let listing = run(Command::new("tar").arg("-tf").arg(w("a.ova")));
+    assert_eq!(listing, "disk.ovf\ndisk.mf\ndisk.vmdk\n");
+    let ova = w("ova");
+    std::fs::create_dir(&ova).unwrap();
+    run(Command::new("tar")
+        .arg("-xf")
+        .arg(w("a.ova"))
+        .arg("-C")
+        .arg(&ova));
+    let manifest = std::fs::read_to_string(ova.join("disk.mf")).unwrap();
+    for name in ["disk.ovf", "disk.vmdk"] {
+        let (sha, _) = digests(&ova.join(name));
+        assert!(
+            manifest.contains(&format!("SHA256({name})= {sha}")),
+            "{manifest}"
+        );
+    }
+    let ovf = std::fs::read_to_string(ova.join("disk.ovf")).unwrap();
+    assert!(
+        ovf.contains(&format!("ovf:capacity=\"{}\"", 9192 * MIB)),
+        "{ovf}"
+    );
+    // sd-boot disks boot from UEFI only.
+    assert!(
+        ovf.contains(r#"vmw:key="firmware" vmw:value="efi""#),
+        "{ovf}"
+    );
+    run(Command::new("qemu-img")
+        .args(["check", "-q"])
+        .arg(ova.join("disk.vmdk")));
+    run(Command::new("qemu-img")
+        .args(["compare", "-q", "-f", "raw", "-F", "vmdk"])
+        .arg(&azure_raw)
+        .arg(ova.join("disk.vmdk")));
+
     // The azure image's UKI carries azure's command line; metal's does not.
     assert!(contains(&azure_raw, "talos.platform=azure"));
     assert!(!contains(&azure_raw, "talos.platform=metal"));

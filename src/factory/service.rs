@@ -547,7 +547,7 @@ impl Factory {
                     let build = Box::pin(self.disk_image_build(r, plan, &key)).await?;
                     return Ok(self.builder.get_or_build(&key, build).await?);
                 }
-                let build = Box::pin(self.disk_conversion_build(r)).await?;
+                let build = Box::pin(self.disk_conversion_build(r, &plan)).await?;
                 Ok(self.builder.get_or_build(&key, build).await?)
             }
             other => Err(not_implemented(other)),
@@ -663,9 +663,6 @@ impl Factory {
                 "{which} disk images (an XFS BOOT partition and grub-install) are not built by this bootfactory release yet; sd-boot .raw images for Talos 1.10 and later are (arm64, or a schematic with bootloader: sd-boot)"
             )));
         }
-        // Every form but the raw image itself is converted from the raw image.
-        convert::container(image.disk_format)
-            .map_err(|e| FactoryError::NotImplemented(e.to_string()))?;
         plan(&quirks, bootloader, image.disk_size_mib).map_err(|e| match e {
             PlanError::BeforeV18 => FactoryError::NotImplemented(e.to_string()),
             e @ PlanError::TooSmall { .. } => FactoryError::Internal(Arc::new(e)),
@@ -732,6 +729,7 @@ impl Factory {
     async fn disk_conversion_build(
         &self,
         r: &Resolved,
+        plan: &DiskPlan,
     ) -> Result<impl FnOnce(PathBuf) -> BuildFuture + Send + 'static, FactoryError> {
         let Some(image) = r.profile.image.clone() else {
             return Err(not_implemented(OutputKind::Image));
@@ -753,14 +751,18 @@ impl Factory {
             .await
             .map_err(|e| FactoryError::Internal(errors::context("the raw disk image", e)))?;
         let out_format = r.profile.out_format;
+        let uefi_only = plan.bootloader == DiskBootloader::SdBoot;
         Ok(move |out: PathBuf| -> BuildFuture {
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || {
-                    convert::convert_image(&raw, image.disk_format, out_format, &out)
+                    convert::convert_image(&raw, image.disk_format, out_format, uefi_only, &out)
                         .map(|_| ())
-                        .map_err(|e| match e.io() {
-                            Some(io) if crate::store::is_no_space(io) => BuildError::from_error(e),
-                            _ => BuildError::Failed(errors::context("disk image conversion", e)),
+                        .map_err(|e| {
+                            if crate::store::is_no_space(e.io()) {
+                                BuildError::from_error(e)
+                            } else {
+                                BuildError::Failed(errors::context("disk image conversion", e))
+                            }
                         })
                 })
                 .await

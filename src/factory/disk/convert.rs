@@ -10,6 +10,7 @@
 //! | `.vhd` | a sparse copy of the raw file padded to whole sectors + the fixed-VHD footer |
 //! | `.vhd.zst/.xz/.gz` | the same stream, compressed |
 //! | `.raw.tar.gz` (gcp) | `disk.raw` in a GNU sparse tar, gzip 6 |
+//! | `.ova` (vmware) | `disk.ovf`, `disk.mf`, `disk.vmdk` (stream-optimized) in a tar; firmware EFI for sd-boot disks |
 //! | `.qcow2.tar.gz`, `.vhd.tar.gz` | that disk file, named `disk.raw`, in the same tar (as upstream: it renames whatever the disk file is) |
 
 use std::fs::File;
@@ -18,16 +19,14 @@ use std::path::Path;
 
 use crate::factory::profile::{DiskFormat, OutFormat};
 use crate::formats::compress::Compression;
-use crate::formats::disk::{Container, Stats, convert, raw_to_vhd_in_place};
+use crate::formats::disk::{Container, Stats, convert_in, raw_to_vhd_in_place};
+use crate::formats::ova::{Firmware, OvaOptions};
 use crate::formats::sparse::copy_file_sparse;
 use crate::formats::vhd::VhdOptions;
 
 /// Why a form cannot be made.
 #[derive(Debug, thiserror::Error)]
 pub enum ConvertError {
-    /// A disk format without a writer in this release.
-    #[error(".{0} disk images are not built by this bootfactory release yet")]
-    Unsupported(&'static str),
     /// Reading the raw image or writing the output failed.
     #[error("converting the raw disk image to {what}")]
     Io {
@@ -41,22 +40,30 @@ pub enum ConvertError {
 
 impl ConvertError {
     /// The I/O error underneath, if any (to tell a full disk from other failures).
-    pub fn io(&self) -> Option<&io::Error> {
+    pub fn io(&self) -> &io::Error {
         match self {
-            ConvertError::Io { source, .. } => Some(source),
-            ConvertError::Unsupported(_) => None,
+            ConvertError::Io { source, .. } => source,
         }
     }
 }
 
-/// The container a disk format is written as, if this release writes it.
-pub fn container(format: DiskFormat) -> Result<Container, ConvertError> {
+/// The container a disk format is written as. `uefi_only` (an sd-boot disk) makes an OVA's
+/// virtual machine boot with UEFI; GRUB and dual-boot disks keep VMware's default, BIOS, as
+/// upstream's OVF template does.
+pub fn container(format: DiskFormat, uefi_only: bool) -> Container {
     match format {
-        DiskFormat::Raw => Ok(Container::Raw),
-        DiskFormat::Qcow2 => Ok(Container::Qcow2),
+        DiskFormat::Raw => Container::Raw,
+        DiskFormat::Qcow2 => Container::Qcow2,
         // qemu-img `-O vpc -o subformat=fixed,force_size`: timestamp 0, content-derived UUID.
-        DiskFormat::Vhd => Ok(Container::Vhd(VhdOptions::default())),
-        DiskFormat::Ova => Err(ConvertError::Unsupported("ova")),
+        DiskFormat::Vhd => Container::Vhd(VhdOptions::default()),
+        DiskFormat::Ova => Container::Ova(OvaOptions {
+            firmware: if uefi_only {
+                Firmware::Efi
+            } else {
+                Firmware::Bios
+            },
+            ..OvaOptions::default()
+        }),
     }
 }
 
@@ -70,13 +77,15 @@ pub fn compression(out: OutFormat) -> Compression {
     }
 }
 
-/// Writes the `format` + `out_format` form of the raw image `raw` to the new file `out`.
-/// `.tar.gz` of a non-raw format first writes that disk file beside `out` (`<out>.disk`,
-/// removed afterwards). A plain `.raw` is the raw image itself and not made here.
+/// Writes the `format` + `out_format` form of the raw image `raw` to the new file `out`
+/// (`uefi_only`: see [`container`]). Scratch files go beside `out` and are removed: the
+/// disk file of a `.tar.gz` of a non-raw format (`<out>.disk`) and an OVA's VMDK. A plain
+/// `.raw` is the raw image itself and not made here.
 pub fn convert_image(
     raw: &Path,
     format: DiskFormat,
     out_format: OutFormat,
+    uefi_only: bool,
     out: &Path,
 ) -> Result<Stats, ConvertError> {
     let what = format!(".{}{}", format.extension(), out_format.suffix());
@@ -84,7 +93,7 @@ pub fn convert_image(
         what: what.clone(),
         source,
     };
-    let container = container(format)?;
+    let container = container(format, uefi_only);
     if out_format == OutFormat::TarGz {
         if format == DiskFormat::Raw {
             return to_file(raw, Container::SparseTar, Compression::GZIP_DEFAULT, out).map_err(io);
@@ -129,9 +138,10 @@ fn to_file(
     compression: Compression,
     out: &Path,
 ) -> io::Result<Stats> {
+    let scratch = out.parent().unwrap_or(Path::new("."));
     let file = File::create(out)?;
     let mut w = BufWriter::with_capacity(1 << 20, file);
-    let stats = convert(raw, container, compression, &mut w)?;
+    let stats = convert_in(raw, container, compression, scratch, &mut w)?;
     w.flush()?;
     w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
     Ok(stats)
@@ -159,7 +169,7 @@ mod tests {
         // (.xz is decoded by `xz -d` in tests/disk_formats.rs and tests/disk_image.rs.)
         for out_format in [OutFormat::Zst, OutFormat::Gz] {
             let out = dir.path().join("out");
-            let stats = convert_image(&raw, DiskFormat::Raw, out_format, &out).unwrap();
+            let stats = convert_image(&raw, DiskFormat::Raw, out_format, false, &out).unwrap();
             assert_eq!(stats.raw_size, 16 << 20);
             let data = std::fs::read(&out).unwrap();
             let plain: Vec<u8> = match out_format {
@@ -179,22 +189,32 @@ mod tests {
     }
 
     #[test]
-    fn vhd_stays_sparse_and_tar_of_qcow2_removes_its_scratch() {
+    fn vhd_stays_sparse_and_tar_and_ova_remove_their_scratch() {
         use std::os::unix::fs::MetadataExt as _;
         let dir = tempfile::tempdir().unwrap();
         let raw = raw(dir.path());
         let vhd = dir.path().join("x.vhd");
-        convert_image(&raw, DiskFormat::Vhd, OutFormat::Raw, &vhd).unwrap();
+        convert_image(&raw, DiskFormat::Vhd, OutFormat::Raw, false, &vhd).unwrap();
         let md = std::fs::metadata(&vhd).unwrap();
         assert_eq!(md.len(), (16 << 20) + 512);
         assert!(md.blocks() * 512 < 2 << 20);
         let tgz = dir.path().join("x.tar.gz");
-        convert_image(&raw, DiskFormat::Qcow2, OutFormat::TarGz, &tgz).unwrap();
+        convert_image(&raw, DiskFormat::Qcow2, OutFormat::TarGz, false, &tgz).unwrap();
         assert!(!dir.path().join("x.tar.disk").exists());
         assert!(std::fs::metadata(&tgz).unwrap().len() > 0);
-        assert!(matches!(
-            convert_image(&raw, DiskFormat::Ova, OutFormat::Raw, &tgz),
-            Err(ConvertError::Unsupported("ova"))
-        ));
+        let ova = dir.path().join("x.ova");
+        convert_image(&raw, DiskFormat::Ova, OutFormat::Raw, true, &ova).unwrap();
+        let names: Vec<String> = tar::Archive::new(File::open(&ova).unwrap())
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect();
+        assert_eq!(names, ["disk.ovf", "disk.mf", "disk.vmdk"]);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|n| !["disk.raw", "x.vhd", "x.tar.gz", "x.ova"].contains(&n.as_str()))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
     }
 }
