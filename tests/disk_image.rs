@@ -356,7 +356,12 @@ async fn sd_boot_raw_images_read_back_by_independent_tools() {
 
     // Talos 1.8 with `bootloader: sd-boot`: the 1.8/1.9 layout (1101 MiB EFI in 1246 MiB).
     let disk = work.path().join("v18.raw");
-    download_sparse(&server, &format!("/image/{sd}/v1.8.4/metal-arm64.raw"), &disk).await;
+    download_sparse(
+        &server,
+        &format!("/image/{sd}/v1.8.4/metal-arm64.raw"),
+        &disk,
+    )
+    .await;
     assert_eq!(std::fs::metadata(&disk).unwrap().len(), 1246 * MIB);
     assert_eq!(
         partitions(&disk),
@@ -610,7 +615,17 @@ fn check_grub_image(disk: &Path, work: &Path, e: &GrubExpect<'_>) {
     let boot_fs = work.join("boot.xfs");
     cut(disk, boot.0 * 512, (boot.1 - boot.0 + 1) * 512, &boot_fs);
     let db = run(Command::new("xfs_db")
-        .args(["-r", "-c", "label", "-c", "ls /A", "-c", "ls /grub", "-c", "ls /grub/i386-pc"])
+        .args([
+            "-r",
+            "-c",
+            "label",
+            "-c",
+            "ls /A",
+            "-c",
+            "ls /grub",
+            "-c",
+            "ls /grub/i386-pc",
+        ])
         .arg(&boot_fs));
     for want in [
         "label = \"BOOT\"",
@@ -646,7 +661,11 @@ fn check_grub_image(disk: &Path, work: &Path, e: &GrubExpect<'_>) {
 /// The cmdline of `(schematic, version)` as disk images carry it (META not as
 /// `talos.environment`).
 async fn image_cmdline(server: &TestServer, id: &str, version: &str) -> String {
-    let (_, asset) = get(server, &format!("/image/{id}/{version}/cmdline-metal-amd64")).await;
+    let (_, asset) = get(
+        server,
+        &format!("/image/{id}/{version}/cmdline-metal-amd64"),
+    )
+    .await;
     let main: Vec<&str> = asset
         .split(' ')
         .filter(|a| !a.starts_with("talos.environment="))
@@ -747,10 +766,7 @@ async fn grub_and_dual_boot_raw_images_boot_in_seabios_and_ovmf() {
                 (4306944, 8402943, "BOOT"),
                 (8402944, 8404991, "META"),
             ],
-            meta: vec![
-                (12, b"hello-meta".to_vec()),
-                (0x11, b"dual-boot".to_vec()),
-            ],
+            meta: vec![(12, b"hello-meta".to_vec()), (0x11, b"dual-boot".to_vec())],
             efi_boot_file: "/EFI/boot/BOOTX64.efi",
         },
     );
@@ -765,12 +781,18 @@ async fn grub_and_dual_boot_raw_images_boot_in_seabios_and_ovmf() {
     assert!(main.contains("bootfactory.test=1"), "{main}");
     let drive = format!("file={},format=raw,if=virtio", disk.display());
     let out = tokio::task::block_in_place(|| boot_seabios(&drive, &work_dir, "dual-bios", DONE));
-    eprintln!("dual-boot image booted in SeaBIOS after {:?}", started.elapsed());
+    eprintln!(
+        "dual-boot image booted in SeaBIOS after {:?}",
+        started.elapsed()
+    );
     let cmdline = booted_cmdline(&out, "the dual-boot image in SeaBIOS (GRUB)");
     // GRUB's `linux` puts BOOT_IMAGE first; the rest is grub.cfg's default entry.
     assert_eq!(cmdline, format!("BOOT_IMAGE=/A/vmlinuz {main}"));
     let out = tokio::task::block_in_place(|| boot_ovmf(&drive, &work_dir, "dual-uefi", DONE));
-    eprintln!("dual-boot image booted in OVMF after {:?}", started.elapsed());
+    eprintln!(
+        "dual-boot image booted in OVMF after {:?}",
+        started.elapsed()
+    );
     let cmdline = booted_cmdline(&out, "the dual-boot image in OVMF (systemd-boot)");
     // systemd < 257 keeps the last `.cmdline` (the reset profile's), see the sd-boot test.
     let major = systemd_major(&std::fs::read(STUB).unwrap())
@@ -782,7 +804,12 @@ async fn grub_and_dual_boot_raw_images_boot_in_seabios_and_ovmf() {
     // Talos 1.8: GRUB, 1246 MiB; META without 0x11.
     let disk = work_dir.join("grub.raw");
     let started = Instant::now();
-    download_sparse(&server, &format!("/image/{id}/v1.8.4/metal-amd64.raw"), &disk).await;
+    download_sparse(
+        &server,
+        &format!("/image/{id}/v1.8.4/metal-amd64.raw"),
+        &disk,
+    )
+    .await;
     eprintln!(
         "GRUB metal-amd64.raw (1.8): built and fetched in {:?}",
         started.elapsed()
@@ -816,8 +843,7 @@ async fn grub_and_dual_boot_raw_images_boot_in_seabios_and_ovmf() {
     // GRUB for arm64 needs grub-efi-arm64-bin: without it, a 503 naming the package, before
     // any work.
     if !Path::new("/usr/lib/grub/arm64-efi/moddep.lst").exists() {
-        let (status, body) =
-            get(&server, &format!("/image/{id}/v1.8.4/metal-arm64.raw")).await;
+        let (status, body) = get(&server, &format!("/image/{id}/v1.8.4/metal-arm64.raw")).await;
         assert_eq!(status, 503, "{body}");
         assert!(
             body.contains("grub-efi-arm64-bin") && body.contains("apt-get install"),

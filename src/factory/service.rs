@@ -11,8 +11,8 @@ use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
 use super::disk::layout::{DiskBootloader, DiskPlan, PlanError, plan, select_bootloader};
 use super::disk::{
-    DiskImage, EfiContents, GrubImageSpec, GrubTools, META_DISK_IMAGE_BOOTLOADER,
-    write_disk_image, write_grub_image,
+    DiskImage, EfiContents, GrubImageSpec, GrubTools, META_DISK_IMAGE_BOOTLOADER, write_disk_image,
+    write_grub_image,
 };
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
 use super::profile::{
@@ -20,8 +20,8 @@ use super::profile::{
     parse_pxe_path,
 };
 use super::quirks::Quirks;
-use super::{grubcfg, tools};
 use super::uki::{self, UkiInputs, UkiProfile};
+use super::{grubcfg, tools};
 use crate::config::Config;
 use crate::errors::{self, SharedError};
 use crate::formats::adv;
@@ -711,11 +711,10 @@ impl Factory {
             let uki_asset = self
                 .uki_with_reset_profile(r, &format!("{key}/uki"))
                 .await?;
-            let uki = self
-                .store
-                .blob_path(&uki_asset.digest)
-                .await
-                .map_err(|e| FactoryError::Internal(errors::context("the disk image's UKI", e)))?;
+            let uki =
+                self.store.blob_path(&uki_asset.digest).await.map_err(|e| {
+                    FactoryError::Internal(errors::context("the disk image's UKI", e))
+                })?;
             Some(EfiContents::SdBoot {
                 systemd_boot,
                 boot_file_name: match arch {

@@ -264,9 +264,7 @@ pub fn run(
             }
         }
     };
-    let stderr = reader
-        .and_then(|r| r.join().ok())
-        .unwrap_or_default();
+    let stderr = reader.and_then(|r| r.join().ok()).unwrap_or_default();
     let status = status?;
     if status.success() {
         return Ok(());
@@ -319,7 +317,12 @@ mod tests {
     fn run_captures_stderr_and_kills_on_timeout() {
         let dir = tempfile::tempdir().unwrap();
         let sh = Path::new("/bin/sh");
-        let ok = run(sh, &["-c".as_ref(), "echo fine >&2".as_ref()], dir.path(), Duration::from_secs(10));
+        let ok = run(
+            sh,
+            &["-c".as_ref(), "echo fine >&2".as_ref()],
+            dir.path(),
+            Duration::from_secs(10),
+        );
         assert!(ok.is_ok(), "{ok:?}");
         let e = run(
             sh,
@@ -330,11 +333,22 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("broken proto"), "{e}");
         let started = Instant::now();
-        let e = run(sh, &["-c".as_ref(), "sleep 30".as_ref()], dir.path(), Duration::from_millis(300))
-            .unwrap_err();
+        let e = run(
+            sh,
+            &["-c".as_ref(), "sleep 30".as_ref()],
+            dir.path(),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
         assert!(matches!(e, RunError::TimedOut { .. }), "{e}");
         assert!(started.elapsed() < Duration::from_secs(10));
-        let e = run(Path::new("/nonexistent/prog"), &[], dir.path(), Duration::from_secs(1)).unwrap_err();
+        let e = run(
+            Path::new("/nonexistent/prog"),
+            &[],
+            dir.path(),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(matches!(e, RunError::Spawn { .. }), "{e}");
     }
 }

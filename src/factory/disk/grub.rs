@@ -169,7 +169,7 @@ pub fn mkimage(
         "-o".as_ref(),
         out.as_os_str(),
     ];
-    args.extend(platform.core_modules().iter().map(|m| OsStr::new(m)));
+    args.extend(platform.core_modules().iter().map(OsStr::new));
     tools::run(grub_mkimage, &args, cwd, timeout).map_err(|source| GrubError::Mkimage {
         format: platform.name(),
         source,
@@ -263,7 +263,10 @@ mod tests {
         let pmbr = super::super::gpt::protective_mbr(1000);
         let mbr = mbr_with_boot_code(&boot, &pmbr, 2048).unwrap();
         assert_eq!(mbr[DRIVE_CHECK..DRIVE_CHECK + 2], [0x90, 0x90]);
-        assert_eq!(boot[DRIVE_CHECK], 0xeb, "boot.img's drive check is a short jmp");
+        assert_eq!(
+            boot[DRIVE_CHECK], 0xeb,
+            "boot.img's drive check is a short jmp"
+        );
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("core.img");
         mkimage(

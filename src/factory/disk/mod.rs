@@ -6,8 +6,8 @@
 //! images. The file is sparse: only the GPT, the FAT structures, the files, the XFS data and
 //! META's values are ever written.
 
-pub mod grub;
 pub mod gpt;
+pub mod grub;
 pub mod layout;
 pub mod xfs;
 
@@ -358,9 +358,7 @@ pub fn write_grub_image(spec: &GrubImageSpec, out: &Path) -> Result<(), DiskErro
             }
         }
         (None, None) => {
-            return Err(DiskError::Invalid(
-                "a GRUB image needs GRUB for EFI".into(),
-            ));
+            return Err(DiskError::Invalid("a GRUB image needs GRUB for EFI".into()));
         }
     };
     let Some(boot_part) = spec.plan.partition("BOOT") else {

@@ -294,7 +294,10 @@ mod tests {
             Duration::from_secs(120),
         )
         .unwrap_err();
-        assert!(matches!(e, XfsError::Mkfs(RunError::Failed { .. })), "{e:?}");
+        assert!(
+            matches!(e, XfsError::Mkfs(RunError::Failed { .. })),
+            "{e:?}"
+        );
     }
 
     trait TapMkdir {
