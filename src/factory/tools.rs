@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 pub enum Tool {
     /// `mkfs.xfs` (xfsprogs): the `BOOT` partition of GRUB and dual-boot images.
     MkfsXfs,
-    /// `grub-mkimage` (grub-common): GRUB core images.
+    /// `grub-mkimage` (grub-common; `grub2-mkimage` on Fedora/RHEL): GRUB core images.
     GrubMkimage,
     /// `/usr/lib/grub/i386-pc` (grub-pc-bin): GRUB's BIOS modules and boot sectors.
     GrubI386Pc,
@@ -68,7 +68,16 @@ impl Tool {
             let dir = PathBuf::from(name);
             return dir.join("moddep.lst").is_file().then_some(dir);
         }
-        dirs.map(|d| d.join(name)).find(|p| is_executable(p))
+        // Fedora and RHEL call it grub2-mkimage (same options, same module directories).
+        let names: &[&str] = match self {
+            Tool::GrubMkimage => &["grub-mkimage", "grub2-mkimage"],
+            _ => &[name],
+        };
+        let dirs: Vec<&Path> = dirs.collect();
+        names
+            .iter()
+            .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
+            .find(|p| is_executable(p))
     }
 }
 
@@ -309,6 +318,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(Tool::MkfsXfs.locate_in([dir.path()].into_iter()), Some(p));
+        let grub2 = dir.path().join("grub2-mkimage");
+        std::fs::write(&grub2, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&grub2, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            Tool::GrubMkimage.locate_in([dir.path()].into_iter()),
+            Some(grub2)
+        );
         let ok = require_with("x", &[Tool::MkfsXfs], |_| Some(PathBuf::from("/m"))).unwrap();
         assert_eq!(ok.path(Tool::MkfsXfs), Path::new("/m"));
     }
