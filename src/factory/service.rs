@@ -11,7 +11,7 @@ use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
 use super::disk::layout::{DiskBootloader, DiskPlan, PlanError, plan, select_bootloader};
 use super::disk::{
-    DiskImage, EfiContents, GrubImageSpec, GrubTools, META_DISK_IMAGE_BOOTLOADER, write_disk_image,
+    DiskImage, EfiContents, GrubImageSpec, GrubTools, image_meta, write_disk_image,
     write_grub_image,
 };
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
@@ -963,10 +963,9 @@ enum DiskJob {
 }
 
 /// The META values of a disk image: the schematic's, plus `0x11=dual-boot` in dual-boot
-/// images unless the schematic sets key 0x11 itself (upstream writes the schematic's values
-/// after the bootloader's).
+/// images ([`super::disk::image_meta`]).
 fn disk_image_meta(r: &Resolved, bootloader: DiskBootloader) -> Vec<(u8, Vec<u8>)> {
-    let mut meta: Vec<(u8, Vec<u8>)> = r
+    let values = r
         .schematic
         .schematic
         .customization
@@ -974,11 +973,7 @@ fn disk_image_meta(r: &Resolved, bootloader: DiskBootloader) -> Vec<(u8, Vec<u8>
         .iter()
         .map(|m| (m.key, m.value.as_bytes().to_vec()))
         .collect();
-    let (key, value) = META_DISK_IMAGE_BOOTLOADER;
-    if bootloader == DiskBootloader::DualBoot && !meta.iter().any(|(k, _)| *k == key) {
-        meta.push((key, value.to_vec()));
-    }
-    meta
+    image_meta(values, bootloader)
 }
 
 /// 501 for asset kinds this release does not build (checked before any budget is spent).

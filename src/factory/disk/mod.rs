@@ -28,6 +28,20 @@ pub const LOADER_CONF: &[u8] = b"# systemd-boot configuration\n\ntimeout 10\n";
 /// bootloader it did not boot with on first boot, then the key.
 pub const META_DISK_IMAGE_BOOTLOADER: (u8, &[u8]) = (0x11, b"dual-boot");
 
+/// The META values of an image: `values` (the schematic's), plus
+/// [`META_DISK_IMAGE_BOOTLOADER`] for dual-boot unless `values` sets key 0x11 itself (upstream
+/// writes the schematic's values after the bootloader's, so the schematic's wins).
+pub fn image_meta(
+    mut values: Vec<(u8, Vec<u8>)>,
+    bootloader: DiskBootloader,
+) -> Vec<(u8, Vec<u8>)> {
+    let (key, value) = META_DISK_IMAGE_BOOTLOADER;
+    if bootloader == DiskBootloader::DualBoot && !values.iter().any(|(k, _)| *k == key) {
+        values.push((key, value.to_vec()));
+    }
+    values
+}
+
 /// What the EFI partition holds.
 #[derive(Debug, Clone)]
 pub enum EfiContents {
@@ -695,5 +709,126 @@ mod tests {
             .read_at(&mut b, efi.offset())
             .unwrap();
         assert!(a == b);
+    }
+
+    #[test]
+    fn dual_boot_meta_gets_0x11_once() {
+        let user = vec![(0x0c, b"x".to_vec())];
+        assert_eq!(
+            image_meta(user.clone(), DiskBootloader::DualBoot),
+            vec![(0x0c, b"x".to_vec()), (0x11, b"dual-boot".to_vec())]
+        );
+        assert_eq!(image_meta(user.clone(), DiskBootloader::Grub), user);
+        assert_eq!(image_meta(user.clone(), DiskBootloader::SdBoot), user);
+        let own = vec![(0x11, b"sd-boot".to_vec())];
+        assert_eq!(image_meta(own.clone(), DiskBootloader::DualBoot), own);
+    }
+
+    #[test]
+    fn parts_must_match_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let efi = EfiContents::SdBoot {
+            systemd_boot: dir.path().join("b"),
+            boot_file_name: "BOOTX64.efi",
+            uki: dir.path().join("u"),
+            uki_file_name: "Talos-v1.11.6.efi".into(),
+        };
+        let q = Quirks::from_tag("v1.11.6");
+        // A dual-boot plan without BOOT or GRUB; an sd-boot plan with a BOOT file system.
+        for (bl, boot_fs) in [
+            (DiskBootloader::DualBoot, None),
+            (DiskBootloader::SdBoot, Some(dir.path().join("x"))),
+        ] {
+            let image = DiskImage {
+                plan: layout::plan(&q, bl, 1246).unwrap(),
+                seed: vec![],
+                efi: efi.clone(),
+                bios: None,
+                boot_fs,
+                meta: vec![],
+            };
+            let e = write_disk_image(&image, &dir.path().join("out")).unwrap_err();
+            assert!(matches!(e, DiskError::Invalid(_)), "{e:?}");
+            assert!(!dir.path().join("out").exists(), "nothing written");
+        }
+    }
+
+    /// A GRUB image (Talos 1.8 amd64) with the host's real tools, when they are here: the MBR
+    /// and the BIOS partition point at each other, `BOOTX64.EFI` is GRUB's, META holds the
+    /// values, and no scratch file is left beside the output.
+    #[test]
+    fn grub_image_with_the_hosts_tools() {
+        use crate::factory::tools::require;
+        let needed = GrubTools::needed(DiskBootloader::Grub, false);
+        let Ok(located) = require("a test", &needed) else {
+            eprintln!("xfsprogs or GRUB not installed: skipped");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initramfs.xz");
+        std::fs::write(&kernel, vec![0x4b; 300_000]).unwrap();
+        std::fs::write(&initrd, vec![0x49; 100_000]).unwrap();
+        let out_dir = dir.path().join("build");
+        std::fs::create_dir(&out_dir).unwrap();
+        let out = out_dir.join("asset");
+        let plan = layout::plan(&Quirks::from_tag("v1.8.4"), DiskBootloader::Grub, 1246).unwrap();
+        let spec = GrubImageSpec {
+            plan: plan.clone(),
+            seed: b"key".to_vec(),
+            sd_boot_efi: None,
+            kernel,
+            initrd,
+            grub_cfg: crate::factory::grubcfg::disk_grub_cfg("v1.8.4", "talos.platform=metal"),
+            tools: GrubTools::from_located(&located, DiskBootloader::Grub, false),
+            meta: vec![(0x0c, b"m".to_vec())],
+            timeout: Duration::from_secs(120),
+        };
+        write_grub_image(&spec, &out).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "scratch left behind: {left:?}");
+        let f = File::open(&out).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 1246 << 20);
+        let mut mbr = [0u8; 512];
+        f.read_exact_at(&mut mbr, 0).unwrap();
+        let bios = plan.partition("BIOS").unwrap();
+        assert_eq!(
+            u64::from_le_bytes(
+                mbr[grub::KERNEL_SECTOR..grub::KERNEL_SECTOR + 8]
+                    .try_into()
+                    .unwrap()
+            ),
+            bios.first_lba
+        );
+        assert_eq!(mbr[446 + 4], 0xee);
+        let mut core = [0u8; 512];
+        f.read_exact_at(&mut core, bios.offset()).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(core[0x1f4..0x1fc].try_into().unwrap()),
+            bios.first_lba + 1
+        );
+        let efi = plan.partition("EFI").unwrap();
+        let fs = fatfs::FileSystem::new(
+            Window::new(&f, efi.offset(), efi.size()),
+            fatfs::FsOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
+        let mut pe = Vec::new();
+        fs.root_dir()
+            .open_file("EFI/BOOT/BOOTX64.EFI")
+            .unwrap()
+            .read_to_end(&mut pe)
+            .unwrap();
+        assert_eq!(&pe[..2], b"MZ");
+        // XFS's superblock magic at BOOT's start.
+        let boot = plan.partition("BOOT").unwrap();
+        let mut sb = [0u8; 4];
+        f.read_exact_at(&mut sb, boot.offset()).unwrap();
+        assert_eq!(&sb, b"XFSB");
+        let meta = plan.partition("META").unwrap();
+        let mut m = vec![0u8; adv::PARTITION];
+        f.read_exact_at(&mut m, meta.offset()).unwrap();
+        assert_eq!(adv::decode_partition(&m), vec![(0x0c, b"m".to_vec())]);
     }
 }
