@@ -840,6 +840,33 @@ async fn grub_and_dual_boot_raw_images_boot_in_seabios_and_ovmf() {
     eprintln!("GRUB image booted twice after {:?}", started.elapsed());
     std::fs::remove_file(&disk).unwrap();
 
+    // An explicit `bootloader: grub` on 1.11: the 1.11 GRUB layout (100 MiB EFI, 2000 MiB BOOT).
+    let grub_id =
+        support::post_schematic(&server.url, "customization:\n  bootloader: grub\n").await;
+    let disk = work_dir.join("grub111.raw");
+    download_sparse(
+        &server,
+        &format!("/image/{grub_id}/v1.11.6/metal-amd64.raw"),
+        &disk,
+    )
+    .await;
+    check_grub_image(
+        &disk,
+        &work_dir,
+        &GrubExpect {
+            size_mib: 2246,
+            layout: [
+                (2048, 206847, "EFI"),
+                (206848, 208895, "BIOS"),
+                (208896, 4304895, "BOOT"),
+                (4304896, 4306943, "META"),
+            ],
+            meta: vec![],
+            efi_boot_file: "/EFI/BOOT/BOOTX64.EFI",
+        },
+    );
+    std::fs::remove_file(&disk).unwrap();
+
     // GRUB for arm64 needs grub-efi-arm64-bin: without it, a 503 naming the package, before
     // any work.
     if !Path::new("/usr/lib/grub/arm64-efi/moddep.lst").exists() {
