@@ -23,7 +23,9 @@ use bootfactory::formats::adv;
 use bootfactory::formats::pe::PeImage;
 use sha2::{Digest as _, Sha256};
 use support::TestServer;
-use support::lab::{BUSYBOX, SD_BOOT, SD_STUB as STUB, boot_ovmf, lab_kernel, ovmf_code, present};
+use support::lab::{
+    BUSYBOX, SD_BOOT, SD_STUB as STUB, boot_ovmf, boot_seabios, lab_kernel, ovmf_code, present,
+};
 use support::tools::have;
 
 const MIB: u64 = 1024 * 1024;
@@ -215,6 +217,25 @@ fn check_image(disk: &Path, work: &Path, e: &Expect<'_>) {
     }
 }
 
+/// `(first LBA, last LBA, name)` of each partition, from `sfdisk --json`.
+fn partitions(disk: &Path) -> Vec<(u64, u64, String)> {
+    let json: serde_json::Value =
+        serde_json::from_str(&run(Command::new("sfdisk").arg("--json").arg(disk))).unwrap();
+    json["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let start = p["start"].as_u64().unwrap();
+            (
+                start,
+                start + p["size"].as_u64().unwrap() - 1,
+                p["name"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
 fn tools() -> bool {
     ["sfdisk", "sgdisk", "fsck.vfat", "mdir", "mcopy"]
         .iter()
@@ -333,21 +354,24 @@ async fn sd_boot_raw_images_read_back_by_independent_tools() {
     );
     std::fs::remove_file(&disk).unwrap();
 
-    // What is not built yet says which part.
-    for (path, want) in [
-        (
-            format!("/image/{empty}/v1.11.6/metal-amd64.raw"),
-            "dual-boot",
-        ),
-        (format!("/image/{empty}/v1.8.4/metal-arm64.raw"), "GRUB"),
-        (format!("/image/{sd}/v1.11.6/metal-amd64.qcow2"), ".qcow2"),
-        (format!("/image/{sd}/v1.11.6/metal-amd64.raw.xz"), ".xz"),
-        (format!("/image/{empty}/v1.11.6/metal-arm64.iso"), "iso"),
-    ] {
-        let (status, body) = get(&server, &path).await;
-        assert_eq!(status, 501, "{path}: {body}");
-        assert!(body.contains(want), "{path}: {body}");
-    }
+    // Talos 1.8 with `bootloader: sd-boot`: the 1.8/1.9 layout (1101 MiB EFI in 1246 MiB).
+    let disk = work.path().join("v18.raw");
+    download_sparse(
+        &server,
+        &format!("/image/{sd}/v1.8.4/metal-arm64.raw"),
+        &disk,
+    )
+    .await;
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 1246 * MIB);
+    assert_eq!(
+        partitions(&disk),
+        vec![
+            (2048, 2256895, "EFI".to_string()),
+            (2256896, 2258943, "META".to_string())
+        ]
+    );
+    std::fs::remove_file(&disk).unwrap();
+
     // An absurd sector size is the schematic's fault; 4096 is not built yet.
     let absurd = support::post_schematic(
         &server.url,
@@ -521,4 +545,326 @@ fn systemd_major(binary: &[u8]) -> u32 {
         .next()
         .and_then(|m| m.parse().ok())
         .unwrap_or_else(|| panic!("no version in {text:?}"))
+}
+
+// --- GRUB and dual-boot images -------------------------------------------------------------
+
+const GRUB_I386_PC: &str = "/usr/lib/grub/i386-pc";
+const GRUB_X86_64_EFI: &str = "/usr/lib/grub/x86_64-efi";
+const DUAL_SCHEMATIC: &str = "customization:\n  extraKernelArgs:\n    - bootfactory.test=1\n  meta:\n    - key: 12\n      value: hello-meta\n";
+
+/// What the independent tools must see in a GRUB or dual-boot image.
+struct GrubExpect<'a> {
+    size_mib: u64,
+    /// `(first, last, name)`: EFI, BIOS, BOOT, META.
+    layout: [(u64, u64, &'a str); 4],
+    meta: Vec<(u32, Vec<u8>)>,
+    /// `EFI/boot/BOOTX64.efi` (dual-boot, systemd-boot) or `EFI/BOOT/BOOTX64.EFI` (GRUB).
+    efi_boot_file: &'a str,
+}
+
+fn check_grub_image(disk: &Path, work: &Path, e: &GrubExpect<'_>) {
+    assert_eq!(std::fs::metadata(disk).unwrap().len(), e.size_mib * MIB);
+    let want: Vec<(u64, u64, String)> = e
+        .layout
+        .iter()
+        .map(|(a, b, n)| (*a, *b, n.to_string()))
+        .collect();
+    assert_eq!(partitions(disk), want);
+    let verify = run(Command::new("sgdisk").arg("-v").arg(disk));
+    assert!(verify.contains("No problems found"), "sgdisk -v: {verify}");
+    let bios_info = run(Command::new("sgdisk").arg("-i").arg("2").arg(disk));
+    assert!(
+        bios_info.contains("21686148-6449-6E6F-744E-656564454649")
+            && bios_info.contains("Attribute flags: 0000000000000004"),
+        "{bios_info}"
+    );
+    let (efi, bios, boot, meta) = (e.layout[0], e.layout[1], e.layout[2], e.layout[3]);
+    // The MBR: GRUB's boot.img pointing at the BIOS partition, the protective entry kept.
+    let f = File::open(disk).unwrap();
+    let mut mbr = [0u8; 512];
+    f.read_exact_at(&mut mbr, 0).unwrap();
+    let boot_img = std::fs::read(Path::new(GRUB_I386_PC).join("boot.img")).unwrap();
+    assert_eq!(mbr[..3], boot_img[..3]);
+    assert_eq!(mbr[0x68..0x1b8], boot_img[0x68..0x1b8], "boot.img's code");
+    assert_eq!(
+        u64::from_le_bytes(mbr[0x5c..0x64].try_into().unwrap()),
+        bios.0
+    );
+    assert_eq!(mbr[446 + 4], 0xee, "protective MBR entry");
+    assert_eq!(mbr[510..], [0x55, 0xaa]);
+    // core.img at the BIOS partition's start, its blocklist pointing at its next sector.
+    let mut first = [0u8; 512];
+    f.read_exact_at(&mut first, bios.0 * 512).unwrap();
+    assert_eq!(
+        u64::from_le_bytes(first[0x1f4..0x1fc].try_into().unwrap()),
+        bios.0 + 1
+    );
+    assert_eq!(u16::from_le_bytes([first[0x1fe], first[0x1ff]]), 0x820);
+    // BOOT: XFS, label BOOT, consistent, with the kernel, initramfs, grub.cfg and modules.
+    let boot_fs = work.join("boot.xfs");
+    cut(disk, boot.0 * 512, (boot.1 - boot.0 + 1) * 512, &boot_fs);
+    let db = run(Command::new("xfs_db")
+        .args([
+            "-r",
+            "-c",
+            "label",
+            "-c",
+            "ls /A",
+            "-c",
+            "ls /grub",
+            "-c",
+            "ls /grub/i386-pc",
+        ])
+        .arg(&boot_fs));
+    for want in [
+        "label = \"BOOT\"",
+        "vmlinuz",
+        "initramfs.xz",
+        "grub.cfg",
+        "normal.mod",
+        "xfs.mod",
+        "core.img",
+    ] {
+        assert!(db.contains(want), "{want} missing on BOOT: {db}");
+    }
+    run(Command::new("xfs_repair").args(["-n", "-f"]).arg(&boot_fs));
+    std::fs::remove_file(&boot_fs).unwrap();
+    // EFI.
+    let efi_fs = work.join("efi.img");
+    cut(disk, efi.0 * 512, (efi.1 - efi.0 + 1) * 512, &efi_fs);
+    let fsck = run(Command::new("fsck.vfat").arg("-n").arg(&efi_fs));
+    assert!(fsck.contains("files,"), "fsck.vfat: {fsck}");
+    assert!(
+        mcopy(&efi_fs, e.efi_boot_file).starts_with(b"MZ"),
+        "{} is a PE image",
+        e.efi_boot_file
+    );
+    std::fs::remove_file(&efi_fs).unwrap();
+    // META.
+    let mut m = vec![0u8; MIB as usize];
+    f.read_exact_at(&mut m, meta.0 * 512).unwrap();
+    assert_eq!(meta.1 - meta.0 + 1, 2048);
+    assert_eq!(adv::decode_partition(&m), e.meta);
+}
+
+/// The cmdline of `(schematic, version)` as disk images carry it (META not as
+/// `talos.environment`).
+async fn image_cmdline(server: &TestServer, id: &str, version: &str) -> String {
+    let (_, asset) = get(
+        server,
+        &format!("/image/{id}/{version}/cmdline-metal-amd64"),
+    )
+    .await;
+    let main: Vec<&str> = asset
+        .split(' ')
+        .filter(|a| !a.starts_with("talos.environment="))
+        .collect();
+    main.join(" ")
+}
+
+fn booted_cmdline(out: &str, what: &str) -> String {
+    let tail: String = out.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+    assert!(out.contains(MARKER), "{what} did not reach /init:\n{tail}");
+    out.lines()
+        .find_map(|l| l.find("CMDLINE: ").map(|i| l[i + 9..].trim().to_string()))
+        .unwrap_or_default()
+}
+
+/// The default `metal-amd64.raw` of Talos 1.11 (dual-boot) and of Talos 1.8 (GRUB), built with
+/// the real tools, read back by independent ones, then booted: the dual-boot image in SeaBIOS
+/// (boot.img → core.img → `BOOT`'s grub.cfg → kernel + initramfs) and in OVMF (systemd-boot →
+/// UKI), the GRUB image in SeaBIOS and in OVMF (GRUB's `BOOTX64.EFI`). One image each, shared
+/// by its two boots; the boots run one after the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grub_and_dual_boot_raw_images_boot_in_seabios_and_ovmf() {
+    if !tools()
+        || !have("qemu-system-x86_64")
+        || !have("mkfs.xfs")
+        || !have("xfs_db")
+        || !have("xfs_repair")
+        || !have("grub-mkimage")
+        || !present(Path::new(GRUB_I386_PC), "grub-pc-bin")
+        || !present(Path::new(GRUB_X86_64_EFI), "grub-efi-amd64-bin")
+        || !present(Path::new(BUSYBOX), "a static busybox")
+        || !present(Path::new(STUB), "systemd-boot-efi")
+        || !present(Path::new(SD_BOOT), "systemd-boot-efi")
+    {
+        return;
+    }
+    let Some(kernel) = lab_kernel() else { return };
+    assert!(
+        ovmf_code().is_some(),
+        "OVMF is required (apt-get install ovmf)"
+    );
+    let options = FixtureOptions {
+        versions: vec!["v1.8.4".into(), "v1.11.6".into()],
+        amd64: BootOptions {
+            kernel: Some(FileSource::Path(kernel)),
+            init: Some(FileSource::Bytes(INIT.as_bytes().to_vec())),
+            initramfs_files: vec![InitramfsFile {
+                dest: "bin/busybox".into(),
+                source: FileSource::Path(BUSYBOX.into()),
+                mode: Some(0o755),
+            }],
+            systemd_stub: Some(FileSource::Path(STUB.into())),
+            systemd_boot: Some(FileSource::Path(SD_BOOT.into())),
+            ..BootOptions::default()
+        },
+        ..FixtureOptions::default()
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (_layout, _release) = support::import_fixture(data.path(), &options).await;
+    let server = TestServer::start_in(data, &[("offline", "true")]).await;
+    let id = support::post_schematic(&server.url, DUAL_SCHEMATIC).await;
+    let work = tempfile::tempdir().unwrap();
+    let work_dir = match std::env::var_os("BOOTFACTORY_DISK_DEBUG_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => work.path().to_path_buf(),
+    };
+
+    // Talos 1.11: dual-boot, 4247 MiB.
+    let disk = work_dir.join("dual.raw");
+    let started = Instant::now();
+    let path = format!("/image/{id}/v1.11.6/metal-amd64.raw");
+    let (_, sha) = download_sparse(&server, &path, &disk).await;
+    eprintln!(
+        "dual-boot metal-amd64.raw: built and fetched in {:?}",
+        started.elapsed()
+    );
+    eprintln!("peak RSS: {} MiB", peak_rss_kib() / 1024);
+    let mut blobs = Vec::new();
+    find_files(server.data.path(), &mut blobs);
+    let blob = blobs
+        .iter()
+        .find(|(_, len, _)| *len == 4247 * MIB)
+        .expect("the stored dual-boot image");
+    eprintln!(
+        "stored dual-boot image: apparent {} MiB, allocated {} MiB",
+        blob.1 / MIB,
+        blob.2 / MIB
+    );
+    assert!(blob.2 < 512 * MIB, "not sparse: {} bytes allocated", blob.2);
+    check_grub_image(
+        &disk,
+        &work_dir,
+        &GrubExpect {
+            size_mib: 4247,
+            layout: [
+                (2048, 4304895, "EFI"),
+                (4304896, 4306943, "BIOS"),
+                (4306944, 8402943, "BOOT"),
+                (8402944, 8404991, "META"),
+            ],
+            meta: vec![(12, b"hello-meta".to_vec()), (0x11, b"dual-boot".to_vec())],
+            efi_boot_file: "/EFI/boot/BOOTX64.efi",
+        },
+    );
+    // Cached: the same bytes again.
+    let again = work_dir.join("again.raw");
+    let (_, sha2) = download_sparse(&server, &path, &again).await;
+    assert_eq!(sha, sha2);
+    std::fs::remove_file(&again).unwrap();
+
+    let main = image_cmdline(&server, &id, "v1.11.6").await;
+    assert!(main.starts_with("talos.platform=metal "), "{main}");
+    assert!(main.contains("bootfactory.test=1"), "{main}");
+    let drive = format!("file={},format=raw,if=virtio", disk.display());
+    let out = tokio::task::block_in_place(|| boot_seabios(&drive, &work_dir, "dual-bios", DONE));
+    eprintln!(
+        "dual-boot image booted in SeaBIOS after {:?}",
+        started.elapsed()
+    );
+    let cmdline = booted_cmdline(&out, "the dual-boot image in SeaBIOS (GRUB)");
+    // GRUB's `linux` puts BOOT_IMAGE first; the rest is grub.cfg's default entry.
+    assert_eq!(cmdline, format!("BOOT_IMAGE=/A/vmlinuz {main}"));
+    let out = tokio::task::block_in_place(|| boot_ovmf(&drive, &work_dir, "dual-uefi", DONE));
+    eprintln!(
+        "dual-boot image booted in OVMF after {:?}",
+        started.elapsed()
+    );
+    let cmdline = booted_cmdline(&out, "the dual-boot image in OVMF (systemd-boot)");
+    // systemd < 257 keeps the last `.cmdline` (the reset profile's), see the sd-boot test.
+    let major = systemd_major(&std::fs::read(STUB).unwrap())
+        .min(systemd_major(&std::fs::read(SD_BOOT).unwrap()));
+    let reset = format!("{main} talos.experimental.wipe=system:EPHEMERAL,STATE");
+    assert_eq!(&cmdline, if major < 257 { &reset } else { &main });
+    std::fs::remove_file(&disk).unwrap();
+
+    // Talos 1.8: GRUB, 1246 MiB; META without 0x11.
+    let disk = work_dir.join("grub.raw");
+    let started = Instant::now();
+    download_sparse(
+        &server,
+        &format!("/image/{id}/v1.8.4/metal-amd64.raw"),
+        &disk,
+    )
+    .await;
+    eprintln!(
+        "GRUB metal-amd64.raw (1.8): built and fetched in {:?}",
+        started.elapsed()
+    );
+    check_grub_image(
+        &disk,
+        &work_dir,
+        &GrubExpect {
+            size_mib: 1246,
+            layout: [
+                (2048, 206847, "EFI"),
+                (206848, 208895, "BIOS"),
+                (208896, 2256895, "BOOT"),
+                (2256896, 2258943, "META"),
+            ],
+            meta: vec![(12, b"hello-meta".to_vec())],
+            efi_boot_file: "/EFI/BOOT/BOOTX64.EFI",
+        },
+    );
+    let main = image_cmdline(&server, &id, "v1.8.4").await;
+    let drive = format!("file={},format=raw,if=virtio", disk.display());
+    let out = tokio::task::block_in_place(|| boot_seabios(&drive, &work_dir, "grub-bios", DONE));
+    let cmdline = booted_cmdline(&out, "the GRUB image in SeaBIOS");
+    assert_eq!(cmdline, format!("BOOT_IMAGE=/A/vmlinuz {main}"));
+    let out = tokio::task::block_in_place(|| boot_ovmf(&drive, &work_dir, "grub-uefi", DONE));
+    let cmdline = booted_cmdline(&out, "the GRUB image in OVMF (GRUB x86_64-efi)");
+    assert_eq!(cmdline, format!("BOOT_IMAGE=/A/vmlinuz {main}"));
+    eprintln!("GRUB image booted twice after {:?}", started.elapsed());
+    std::fs::remove_file(&disk).unwrap();
+
+    // An explicit `bootloader: grub` on 1.11: the 1.11 GRUB layout (100 MiB EFI, 2000 MiB BOOT).
+    let grub_id =
+        support::post_schematic(&server.url, "customization:\n  bootloader: grub\n").await;
+    let disk = work_dir.join("grub111.raw");
+    download_sparse(
+        &server,
+        &format!("/image/{grub_id}/v1.11.6/metal-amd64.raw"),
+        &disk,
+    )
+    .await;
+    check_grub_image(
+        &disk,
+        &work_dir,
+        &GrubExpect {
+            size_mib: 2246,
+            layout: [
+                (2048, 206847, "EFI"),
+                (206848, 208895, "BIOS"),
+                (208896, 4304895, "BOOT"),
+                (4304896, 4306943, "META"),
+            ],
+            meta: vec![],
+            efi_boot_file: "/EFI/BOOT/BOOTX64.EFI",
+        },
+    );
+    std::fs::remove_file(&disk).unwrap();
+
+    // GRUB for arm64 needs grub-efi-arm64-bin: without it, a 503 naming the package, before
+    // any work.
+    if !Path::new("/usr/lib/grub/arm64-efi/moddep.lst").exists() {
+        let (status, body) = get(&server, &format!("/image/{id}/v1.8.4/metal-arm64.raw")).await;
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            body.contains("grub-efi-arm64-bin") && body.contains("apt-get install"),
+            "{body}"
+        );
+    }
 }

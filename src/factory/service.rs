@@ -10,7 +10,10 @@ use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
 use super::disk::layout::{DiskBootloader, DiskPlan, PlanError, plan, select_bootloader};
-use super::disk::{SdBootImage, convert, write_sd_boot_image};
+use super::disk::{
+    DiskImage, EfiContents, GrubImageSpec, GrubTools, convert, image_meta, write_disk_image,
+    write_grub_image,
+};
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
 use super::profile::{
     Arch, AssetProfile, DiskFormat, ImageOptions, OutFormat, OutputKind, ProfileError,
@@ -18,6 +21,7 @@ use super::profile::{
 };
 use super::quirks::Quirks;
 use super::uki::{self, UkiInputs, UkiProfile};
+use super::{grubcfg, tools};
 use crate::config::Config;
 use crate::errors::{self, SharedError};
 use crate::formats::adv;
@@ -496,6 +500,12 @@ impl Factory {
         if let Some(hit) = self.builder.cached(&key).await {
             return Ok(hit);
         }
+        // A GRUB or dual-boot image the host lacks the tools for: the 503 naming the Debian
+        // packages, before a build token is spent.
+        if let Some(plan) = &disk_plan {
+            let needed = GrubTools::needed(plan.bootloader, r.profile.arch == Arch::Arm64);
+            tools::require(disk_image_what(plan.bootloader), &needed)?;
+        }
         if !matches!(
             r.profile.kind,
             OutputKind::Kernel
@@ -621,9 +631,9 @@ impl Factory {
 
     /// The partition plan of a disk-image request, or why it is not built: 400 for a
     /// schematic asking for something no image can be (an absurd `diskImage.sectorSize`, META
-    /// values that do not fit), 501 naming the part this release does not build yet (GRUB and
-    /// dual-boot layouts, Talos < 1.10, overlays, 4096-byte sectors, formats other than `.raw`,
-    /// compression). `docs/formats.md` §Disk images.
+    /// values that do not fit), 501 naming the part this release does not build yet (Talos <
+    /// 1.8, overlays, 4096-byte sectors).
+    /// `docs/formats.md` §Disk images.
     fn disk_image_plan(&self, r: &Resolved) -> Result<DiskPlan, FactoryError> {
         let p = &r.profile;
         let c = &r.schematic.schematic.customization;
@@ -644,24 +654,15 @@ impl Factory {
                 )));
             }
         }
-        let values: Vec<(u8, &[u8])> = c.meta.iter().map(|m| (m.key, m.value.as_bytes())).collect();
+        let bootloader =
+            select_bootloader(c.bootloader, p.secure_boot, p.arch == Arch::Arm64, &quirks);
+        let meta = disk_image_meta(r, bootloader);
+        let values: Vec<(u8, &[u8])> = meta.iter().map(|(k, v)| (*k, &v[..])).collect();
         adv::encode_block(&values).map_err(|e| FactoryError::Schematic(e.to_string()))?;
         if !r.schematic.schematic.overlay.is_empty() || p.board.is_some() {
             return Err(FactoryError::NotImplemented(
                 "disk images for boards (an overlay's boot blobs and partition offset) are not built by this bootfactory release yet".into(),
             ));
-        }
-        let bootloader =
-            select_bootloader(c.bootloader, p.secure_boot, p.arch == Arch::Arm64, &quirks);
-        if bootloader != DiskBootloader::SdBoot || !quirks.disk_image_sd_boot() {
-            let which = match bootloader {
-                DiskBootloader::Grub => "GRUB",
-                DiskBootloader::DualBoot => "dual-boot (GRUB for BIOS)",
-                DiskBootloader::SdBoot => "pre-1.10 systemd-boot",
-            };
-            return Err(FactoryError::NotImplemented(format!(
-                "{which} disk images (an XFS BOOT partition and grub-install) are not built by this bootfactory release yet; sd-boot .raw images for Talos 1.10 and later are (arm64, or a schematic with bootloader: sd-boot)"
-            )));
         }
         plan(&quirks, bootloader, image.disk_size_mib).map_err(|e| match e {
             PlanError::BeforeV18 => FactoryError::NotImplemented(e.to_string()),
@@ -669,10 +670,14 @@ impl Factory {
         })
     }
 
-    /// The build of an sd-boot disk image: the imager's systemd-boot and the image's own UKI
-    /// (the `image` command line, with the `reset-maintenance` profile; built once under
-    /// `<key>/uki` and stored like an asset), written into a sparse raw file on a blocking
-    /// thread.
+    /// The build of a disk image. First, for GRUB and dual-boot layouts, the host's tools
+    /// (`mkfs.xfs`, `grub-mkimage`, GRUB's platform directories): a missing one is the 503
+    /// naming its Debian packages before any work. sd-boot and dual-boot: the imager's
+    /// systemd-boot and the image's own UKI (the `image` command line, with the
+    /// `reset-maintenance` profile from 1.10; built once under `<key>/uki` and stored like an
+    /// asset). GRUB and dual-boot: the imager's kernel and the initramfs-with-extensions asset
+    /// of the same schematic (the UKI's `.linux` and `.initrd`) on `BOOT`, with `grub.cfg`
+    /// for the same command line. Written into a sparse raw file on a blocking thread.
     async fn disk_image_build(
         &self,
         r: &Resolved,
@@ -680,42 +685,78 @@ impl Factory {
         key: &str,
     ) -> Result<impl FnOnce(PathBuf) -> BuildFuture + Send + 'static, FactoryError> {
         let arch = r.profile.arch;
-        let systemd_boot = self
-            .artifacts
-            .imager_file(&r.version, arch.as_str(), ImagerFile::SdBoot)
-            .await?;
-        // Disk images are planned for Talos ≥ 1.10 only, so the UKI has its profiles.
-        let uki_asset = self
-            .uki_with_reset_profile(r, &format!("{key}/uki"))
-            .await?;
-        let uki = self
-            .store
-            .blob_path(&uki_asset.digest)
-            .await
-            .map_err(|e| FactoryError::Internal(errors::context("the disk image's UKI", e)))?;
-        let image = SdBootImage {
-            plan,
-            seed: key.as_bytes().to_vec(),
-            systemd_boot,
-            boot_file_name: match arch {
-                Arch::Amd64 => "BOOTX64.efi",
-                Arch::Arm64 => "BOOTAA64.efi",
-            },
-            uki,
-            uki_file_name: format!("Talos-{}.efi", r.version),
-            meta: r
-                .schematic
-                .schematic
-                .customization
-                .meta
-                .iter()
-                .map(|m| (m.key, m.value.as_bytes().to_vec()))
-                .collect(),
+        let arm64 = arch == Arch::Arm64;
+        let bootloader = plan.bootloader;
+        let needed = GrubTools::needed(bootloader, arm64);
+        let grub_tools = if needed.is_empty() {
+            None
+        } else {
+            let located = tools::require(disk_image_what(bootloader), &needed)?;
+            Some(GrubTools::from_located(&located, bootloader, arm64))
+        };
+        let meta = disk_image_meta(r, bootloader);
+        let sd_boot_efi = if bootloader == DiskBootloader::Grub {
+            None
+        } else {
+            let systemd_boot = self
+                .artifacts
+                .imager_file(&r.version, arch.as_str(), ImagerFile::SdBoot)
+                .await?;
+            let uki_asset = self
+                .uki_with_reset_profile(r, &format!("{key}/uki"))
+                .await?;
+            let uki =
+                self.store.blob_path(&uki_asset.digest).await.map_err(|e| {
+                    FactoryError::Internal(errors::context("the disk image's UKI", e))
+                })?;
+            Some(EfiContents::SdBoot {
+                systemd_boot,
+                boot_file_name: match arch {
+                    Arch::Amd64 => "BOOTX64.efi",
+                    Arch::Arm64 => "BOOTAA64.efi",
+                },
+                uki,
+                uki_file_name: format!("Talos-{}.efi", r.version),
+            })
+        };
+        let job = match (grub_tools, sd_boot_efi) {
+            (None, Some(efi)) => DiskJob::SdBoot(DiskImage {
+                plan,
+                seed: key.as_bytes().to_vec(),
+                efi,
+                bios: None,
+                boot_fs: None,
+                meta,
+            }),
+            (Some(tools), sd_boot_efi) => {
+                let kernel = self
+                    .artifacts
+                    .imager_file(&r.version, arch.as_str(), ImagerFile::Kernel)
+                    .await?;
+                let initrd = self.initramfs_path(r).await?;
+                DiskJob::Grub(GrubImageSpec {
+                    plan,
+                    seed: key.as_bytes().to_vec(),
+                    sd_boot_efi,
+                    kernel,
+                    initrd,
+                    grub_cfg: grubcfg::disk_grub_cfg(&r.version.to_string(), &self.cmdline(r)),
+                    tools,
+                    meta,
+                    timeout: TOOL_TIMEOUT,
+                })
+            }
+            (None, None) => return Err(not_implemented(OutputKind::Image)),
         };
         Ok(move |out: PathBuf| -> BuildFuture {
             Box::pin(async move {
-                tokio::task::spawn_blocking(move || {
-                    write_sd_boot_image(&image, &out).map_err(BuildError::from_error)
+                tokio::task::spawn_blocking(move || match job {
+                    DiskJob::SdBoot(image) => {
+                        write_disk_image(&image, &out).map_err(BuildError::from_error)
+                    }
+                    DiskJob::Grub(spec) => {
+                        write_grub_image(&spec, &out).map_err(BuildError::from_error)
+                    }
                 })
                 .await
                 .map_err(|e| BuildError::Failed(errors::context("build task", e)))?
@@ -771,6 +812,23 @@ impl Factory {
         })
     }
 
+    /// The stored initramfs-with-extensions asset of `r`'s schematic, version and arch (the
+    /// same key as `/image/…/initramfs-<arch>.xz`), built or found through
+    /// [`Factory::asset`] by the appliance on the request's behalf: the request's build
+    /// token covers it.
+    async fn initramfs_path(&self, r: &Resolved) -> Result<PathBuf, FactoryError> {
+        let initramfs = Resolved {
+            schematic: r.schematic.clone(),
+            version: r.version.clone(),
+            profile: AssetProfile::initramfs(r.profile.arch),
+        };
+        let initrd_asset = Box::pin(self.asset(&initramfs, None)).await?;
+        self.store
+            .blob_path(&initrd_asset.digest)
+            .await
+            .map_err(|e| FactoryError::Internal(errors::context("the initramfs asset", e)))
+    }
+
     /// Resolves what a UKI is made of (the imager's stub, kernel and optional splash, the
     /// initramfs-with-extensions asset of the same schematic, version and arch, built or
     /// found through [`Factory::asset`] so it is built once) and returns the build, which
@@ -798,19 +856,7 @@ impl Factory {
             Err(ArtifactError::MissingFile { .. }) => None,
             Err(e) => return Err(e.into()),
         };
-        // The initramfs asset itself (the same key as `/image/…/initramfs-<arch>.xz`), built
-        // by the appliance on the UKI request's behalf: the UKI's build token covers it.
-        let initramfs = Resolved {
-            schematic: r.schematic.clone(),
-            version: r.version.clone(),
-            profile: AssetProfile::initramfs(r.profile.arch),
-        };
-        let initrd_asset = Box::pin(self.asset(&initramfs, None)).await?;
-        let initrd = self
-            .store
-            .blob_path(&initrd_asset.digest)
-            .await
-            .map_err(|e| FactoryError::Internal(errors::context("the initramfs asset", e)))?;
+        let initrd = self.initramfs_path(r).await?;
         let inputs = UkiInputs {
             stub,
             kernel,
@@ -947,10 +993,44 @@ impl Factory {
     }
 }
 
+/// Limit for each external program of a disk image build (`mkfs.xfs`, `grub-mkimage`).
+const TOOL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// What a disk image build writes.
+enum DiskJob {
+    /// sd-boot: everything is in hand.
+    SdBoot(DiskImage),
+    /// GRUB or dual-boot: GRUB's images and `BOOT` are made first.
+    Grub(GrubImageSpec),
+}
+
+/// The META values of a disk image: the schematic's, plus `0x11=dual-boot` in dual-boot
+/// images ([`super::disk::image_meta`]).
+fn disk_image_meta(r: &Resolved, bootloader: DiskBootloader) -> Vec<(u8, Vec<u8>)> {
+    let values = r
+        .schematic
+        .schematic
+        .customization
+        .meta
+        .iter()
+        .map(|m| (m.key, m.value.as_bytes().to_vec()))
+        .collect();
+    image_meta(values, bootloader)
+}
+
+/// What a disk image with `bootloader` is called in a missing-tools error.
+fn disk_image_what(bootloader: DiskBootloader) -> &'static str {
+    match bootloader {
+        DiskBootloader::DualBoot => "a dual-boot disk image",
+        DiskBootloader::Grub => "a GRUB disk image",
+        DiskBootloader::SdBoot => "an sd-boot disk image",
+    }
+}
+
 /// 501 for asset kinds this release does not build (checked before any budget is spent).
 fn not_implemented(kind: OutputKind) -> FactoryError {
     FactoryError::NotImplemented(format!(
-        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline, UKI, installer and sd-boot .raw disk images are)",
+        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline, UKI, installer and .raw disk images are)",
         format!("{kind:?}").to_lowercase()
     ))
 }

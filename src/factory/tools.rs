@@ -13,13 +13,14 @@
 //! to anything), each data directory at its Debian path.
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// A program or a data directory a build runs or reads, with the Debian package that ships it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Tool {
     /// `mkfs.xfs` (xfsprogs): the `BOOT` partition of GRUB and dual-boot images.
     MkfsXfs,
-    /// `grub-mkimage` (grub-common): GRUB core images.
+    /// `grub-mkimage` (grub-common; `grub2-mkimage` on Fedora/RHEL): GRUB core images.
     GrubMkimage,
     /// `/usr/lib/grub/i386-pc` (grub-pc-bin): GRUB's BIOS modules and boot sectors.
     GrubI386Pc,
@@ -67,7 +68,16 @@ impl Tool {
             let dir = PathBuf::from(name);
             return dir.join("moddep.lst").is_file().then_some(dir);
         }
-        dirs.map(|d| d.join(name)).find(|p| is_executable(p))
+        // Fedora and RHEL call it grub2-mkimage (same options, same module directories).
+        let names: &[&str] = match self {
+            Tool::GrubMkimage => &["grub-mkimage", "grub2-mkimage"],
+            _ => &[name],
+        };
+        let dirs: Vec<&Path> = dirs.collect();
+        names
+            .iter()
+            .flat_map(|n| dirs.iter().map(move |d| d.join(n)))
+            .find(|p| is_executable(p))
     }
 }
 
@@ -163,6 +173,119 @@ fn require_with(
     }
 }
 
+/// How an external program failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// It could not be started.
+    #[error("could not run {program}")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// It ran longer than allowed and was killed.
+    #[error("{program} did not finish within {timeout:?} and was killed")]
+    TimedOut {
+        /// The program.
+        program: String,
+        /// The limit.
+        timeout: Duration,
+    },
+    /// It exited unsuccessfully.
+    #[error("{program} failed ({status}): {stderr}")]
+    Failed {
+        /// The program.
+        program: String,
+        /// Its exit status.
+        status: std::process::ExitStatus,
+        /// The end of its standard error (at most 4 KiB).
+        stderr: String,
+    },
+}
+
+/// Kills the process group `child` leads (the child and anything it started), then reaps it.
+fn kill_group(child: &mut std::process::Child) {
+    if let Ok(pid) = i32::try_from(child.id()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs `program` with `args` in `cwd` (no shell, standard input empty, standard output
+/// discarded, standard error captured), killing it after `timeout`. For the short programs of
+/// a build (`mkfs.xfs`, `grub-mkimage`), called from a blocking thread.
+pub fn run(
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    cwd: &Path,
+    timeout: Duration,
+) -> Result<(), RunError> {
+    use std::io::Read as _;
+    use std::os::unix::process::CommandExt as _;
+    use std::process::{Command, Stdio};
+    let name = program.display().to_string();
+    let mut child = Command::new(program)
+        .args(args)
+        .current_dir(cwd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        // Its own process group, so a timeout kills whatever it started too.
+        .process_group(0)
+        .spawn()
+        .map_err(|source| RunError::Spawn {
+            program: name.clone(),
+            source,
+        })?;
+    // Standard error is drained on its own thread so a chatty program never blocks on a
+    // full pipe while we wait.
+    let reader = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut all = Vec::new();
+            let _ = pipe.read_to_end(&mut all);
+            all
+        })
+    });
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if Instant::now() >= deadline => {
+                kill_group(&mut child);
+                break Err(RunError::TimedOut {
+                    program: name.clone(),
+                    timeout,
+                });
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            Err(source) => {
+                kill_group(&mut child);
+                break Err(RunError::Spawn {
+                    program: name.clone(),
+                    source,
+                });
+            }
+        }
+    };
+    let stderr = reader.and_then(|r| r.join().ok()).unwrap_or_default();
+    let status = status?;
+    if status.success() {
+        return Ok(());
+    }
+    let tail = &stderr[stderr.len().saturating_sub(4096)..];
+    Err(RunError::Failed {
+        program: name,
+        status,
+        stderr: String::from_utf8_lossy(tail).trim().to_string(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +318,53 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
         assert_eq!(Tool::MkfsXfs.locate_in([dir.path()].into_iter()), Some(p));
+        let grub2 = dir.path().join("grub2-mkimage");
+        std::fs::write(&grub2, b"#!/bin/sh\n").unwrap();
+        std::fs::set_permissions(&grub2, std::fs::Permissions::from_mode(0o755)).unwrap();
+        assert_eq!(
+            Tool::GrubMkimage.locate_in([dir.path()].into_iter()),
+            Some(grub2)
+        );
         let ok = require_with("x", &[Tool::MkfsXfs], |_| Some(PathBuf::from("/m"))).unwrap();
         assert_eq!(ok.path(Tool::MkfsXfs), Path::new("/m"));
+    }
+
+    #[test]
+    fn run_captures_stderr_and_kills_on_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = Path::new("/bin/sh");
+        let ok = run(
+            sh,
+            &["-c".as_ref(), "echo fine >&2".as_ref()],
+            dir.path(),
+            Duration::from_secs(10),
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        let e = run(
+            sh,
+            &["-c".as_ref(), "echo broken proto >&2; exit 3".as_ref()],
+            dir.path(),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("broken proto"), "{e}");
+        let started = Instant::now();
+        let e = run(
+            sh,
+            &["-c".as_ref(), "sleep 30".as_ref()],
+            dir.path(),
+            Duration::from_millis(300),
+        )
+        .unwrap_err();
+        assert!(matches!(e, RunError::TimedOut { .. }), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(10));
+        let e = run(
+            Path::new("/nonexistent/prog"),
+            &[],
+            dir.path(),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(e, RunError::Spawn { .. }), "{e}");
     }
 }

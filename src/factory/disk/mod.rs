@@ -1,58 +1,171 @@
-//! Raw disk images (`/image/<schematic>/<version>/<platform>-<arch>.raw`), pure Rust: the
-//! partition plan ([`layout`]), the GPT ([`gpt`]), the EFI partition as FAT32 (`fatfs`) and
-//! META (the Talos ADV, [`crate::formats::adv`]). Only the sd-boot layout is written
-//! (`docs/formats.md` §Disk images); the file is sparse: only the GPT, the FAT structures,
-//! the files and META's values are ever written.
+//! Raw disk images (`/image/<schematic>/<version>/<platform>-<arch>.raw`): the partition plan
+//! ([`layout`]), the GPT ([`gpt`]), the EFI partition as FAT32 (`fatfs`) and META (the Talos
+//! ADV, [`crate::formats::adv`]) in Rust; for GRUB and dual-boot images also `BOOT` (XFS made
+//! by `mkfs.xfs` from a protofile, [`xfs`]) and GRUB (core images from `grub-mkimage`, the
+//! boot sector and the BIOS partition written in Rust, [`grub`]). `docs/formats.md` §Disk
+//! images. The file is sparse: only the GPT, the FAT structures, the files, the XFS data and
+//! META's values are ever written.
 
 pub mod convert;
 pub mod gpt;
+pub mod grub;
 pub mod layout;
+pub mod xfs;
 
 use std::fs::File;
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
+use crate::factory::tools::{Located, Tool};
 use crate::formats::adv;
 use layout::{DiskBootloader, DiskPlan};
 
 /// `loader/loader.conf` of sd-boot images, byte for byte.
 pub const LOADER_CONF: &[u8] = b"# systemd-boot configuration\n\ntimeout 10\n";
 
-/// Everything an sd-boot disk image is made of.
+/// META key 0x11 (`DiskImageBootloader`) and its value in dual-boot images: Talos removes the
+/// bootloader it did not boot with on first boot, then the key.
+pub const META_DISK_IMAGE_BOOTLOADER: (u8, &[u8]) = (0x11, b"dual-boot");
+
+/// The META values of an image: `values` (the schematic's), plus
+/// [`META_DISK_IMAGE_BOOTLOADER`] for dual-boot unless `values` sets key 0x11 itself (upstream
+/// writes the schematic's values after the bootloader's, so the schematic's wins).
+pub fn image_meta(
+    mut values: Vec<(u8, Vec<u8>)>,
+    bootloader: DiskBootloader,
+) -> Vec<(u8, Vec<u8>)> {
+    let (key, value) = META_DISK_IMAGE_BOOTLOADER;
+    if bootloader == DiskBootloader::DualBoot && !values.iter().any(|(k, _)| *k == key) {
+        values.push((key, value.to_vec()));
+    }
+    values
+}
+
+/// What the EFI partition holds.
 #[derive(Debug, Clone)]
-pub struct SdBootImage {
-    /// The partition plan (must be [`DiskBootloader::SdBoot`]).
+pub enum EfiContents {
+    /// sd-boot and dual-boot: systemd-boot, the UKI and `loader/loader.conf`.
+    SdBoot {
+        /// The imager's `systemd-boot.efi`.
+        systemd_boot: PathBuf,
+        /// `BOOTX64.efi` or `BOOTAA64.efi` (in `EFI/boot/`).
+        boot_file_name: &'static str,
+        /// The UKI.
+        uki: PathBuf,
+        /// `Talos-<vtag>.efi` (in `EFI/Linux/`).
+        uki_file_name: String,
+    },
+    /// GRUB-only images: GRUB's EFI core image as `EFI/BOOT/<boot_file_name>`.
+    Grub {
+        /// The core image (`grub-mkimage -O x86_64-efi` or `arm64-efi`).
+        image: PathBuf,
+        /// `BOOTX64.EFI` or `BOOTAA64.EFI`.
+        boot_file_name: &'static str,
+    },
+}
+
+/// Everything a disk image is made of, ready to be written.
+#[derive(Debug, Clone)]
+pub struct DiskImage {
+    /// The partition plan.
     pub plan: DiskPlan,
     /// Seed of the disk and partition GUIDs and the FAT serial (the asset key).
     pub seed: Vec<u8>,
-    /// The imager's `systemd-boot.efi`.
-    pub systemd_boot: PathBuf,
-    /// `BOOTX64.efi` or `BOOTAA64.efi`.
-    pub boot_file_name: &'static str,
-    /// The UKI.
-    pub uki: PathBuf,
-    /// `Talos-<vtag>.efi`.
-    pub uki_file_name: String,
+    /// The EFI partition's files.
+    pub efi: EfiContents,
+    /// GRUB for BIOS: boot.img (for the MBR) and core.img (for the BIOS partition), as
+    /// `grub-mkimage` made them; placed by [`grub::mbr_with_boot_code`] and
+    /// [`grub::place_core`]. Needs a `BIOS` partition.
+    pub bios: Option<(Vec<u8>, Vec<u8>)>,
+    /// The `BOOT` file system, a file of exactly the partition's size. Needs a `BOOT`
+    /// partition (GRUB and dual-boot plans have one and need this).
+    pub boot_fs: Option<PathBuf>,
     /// META values (empty: META stays zero).
     pub meta: Vec<(u8, Vec<u8>)>,
 }
 
+/// Why a disk image could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    /// Reading the parts or writing the image failed.
+    #[error("writing the disk image")]
+    Io(#[from] io::Error),
+    /// The parts do not fit the plan (a programming error or a broken host tool).
+    #[error("{0}")]
+    Invalid(String),
+    /// GRUB's images could not be made or used.
+    #[error("GRUB")]
+    Grub(#[from] grub::GrubError),
+    /// `BOOT` could not be made.
+    #[error("the BOOT partition")]
+    Xfs(#[from] xfs::XfsError),
+}
+
 /// Writes `image` to `out` as a sparse file.
-pub fn write_sd_boot_image(image: &SdBootImage, out: &Path) -> io::Result<()> {
+pub fn write_disk_image(image: &DiskImage, out: &Path) -> Result<(), DiskError> {
     let plan = &image.plan;
-    if plan.bootloader != DiskBootloader::SdBoot {
-        return Err(io::Error::other("only sd-boot images are written"));
-    }
     let (Some(efi), Some(meta)) = (plan.partition("EFI"), plan.partition("META")) else {
-        return Err(io::Error::other("the plan has no EFI or META partition"));
+        return Err(DiskError::Invalid(
+            "the plan has no EFI or META partition".into(),
+        ));
     };
-    // META first: a value that does not fit fails before anything big is written.
+    let grubby = plan.bootloader != DiskBootloader::SdBoot;
+    let boot_part = plan.partition("BOOT");
+    let bios_part = plan.partition("BIOS");
+    if grubby != image.boot_fs.is_some()
+        || boot_part.is_some() != grubby
+        || (image.bios.is_some() && bios_part.is_none())
+        || (plan.bootloader == DiskBootloader::DualBoot && image.bios.is_none())
+        || matches!(image.efi, EfiContents::Grub { .. })
+            != (plan.bootloader == DiskBootloader::Grub)
+    {
+        return Err(DiskError::Invalid(format!(
+            "the parts of the disk image do not match its {:?} plan",
+            plan.bootloader
+        )));
+    }
+    // META and GRUB's sectors first: what does not fit fails before anything big is written.
     let meta_bytes = if image.meta.is_empty() {
         None
     } else {
         let values: Vec<(u8, &[u8])> = image.meta.iter().map(|(k, v)| (*k, &v[..])).collect();
         Some(adv::encode_copies(&values).map_err(io::Error::other)?)
+    };
+    let bios = match (&image.bios, bios_part) {
+        (Some((boot_img, core_img)), Some(part)) => {
+            let mbr = grub::mbr_with_boot_code(
+                boot_img,
+                &gpt::protective_mbr(plan.last_lba()),
+                part.first_lba,
+            )?;
+            let mut core = core_img.clone();
+            grub::place_core(&mut core, part.first_lba)?;
+            if core.len() as u64 > part.size() {
+                return Err(DiskError::Invalid(format!(
+                    "GRUB's core.img ({} bytes) does not fit the {} byte BIOS partition",
+                    core.len(),
+                    part.size()
+                )));
+            }
+            Some((mbr, core, part.offset()))
+        }
+        _ => None,
+    };
+    let boot_fs = match (&image.boot_fs, boot_part) {
+        (Some(path), Some(part)) => {
+            let f = File::open(path)?;
+            let len = f.metadata()?.len();
+            if len != part.size() {
+                return Err(DiskError::Invalid(format!(
+                    "the BOOT file system is {len} bytes, the partition {}",
+                    part.size()
+                )));
+            }
+            Some((f, part.offset()))
+        }
+        _ => None,
     };
     let file = File::options()
         .read(true)
@@ -62,43 +175,292 @@ pub fn write_sd_boot_image(image: &SdBootImage, out: &Path) -> io::Result<()> {
         .open(out)?;
     file.set_len(plan.size_bytes())?;
     gpt::write_gpt(&file, plan, &image.seed)?;
-    {
-        let mut window = Window::new(&file, efi.offset(), efi.size());
-        let serial = gpt::derived_guid(&image.seed, "fat serial");
-        fatfs::format_volume(
-            &mut window,
-            fatfs::FormatVolumeOptions::new()
-                .fat_type(fatfs::FatType::Fat32)
-                .volume_label(*b"EFI        ")
-                .volume_id(u32::from_le_bytes([
-                    serial[0], serial[1], serial[2], serial[3],
-                ])),
-        )?;
-        window.seek(SeekFrom::Start(0))?;
-        let fs = fatfs::FileSystem::new(window, fatfs::FsOptions::new())?;
-        {
-            // Directories first, so they take clusters 3..=6 in this order (see
-            // `fix_dot_entries`).
-            let root = fs.root_dir();
-            let efi_dir = root.create_dir("EFI")?;
-            let boot = efi_dir.create_dir("boot")?;
-            let linux = efi_dir.create_dir("Linux")?;
-            let loader = root.create_dir("loader")?;
-            copy_into(&boot, image.boot_file_name, &image.systemd_boot)?;
-            copy_into(&linux, &image.uki_file_name, &image.uki)?;
-            let mut conf = loader.create_file("loader.conf")?;
-            conf.truncate()?;
-            conf.write_all(LOADER_CONF)?;
-            conf.flush()?;
-        }
-        fs.unmount()?;
-        let mut window = Window::new(&file, efi.offset(), efi.size());
-        fix_dot_entries(&mut window, &[(3, 2), (4, 3), (5, 3), (6, 2)])?;
+    write_efi(&file, efi, &image.seed, &image.efi)?;
+    if let Some((mbr, core, at)) = bios {
+        file.write_all_at(&mbr, 0)?;
+        file.write_all_at(&core, at)?;
+    }
+    if let Some((fs, at)) = boot_fs {
+        xfs::copy_data_at(&fs, &file, at)?;
     }
     if let Some(bytes) = meta_bytes {
         file.write_all_at(&bytes, meta.offset())?;
     }
     file.sync_all()?;
+    Ok(())
+}
+
+/// Formats the EFI partition (FAT32, label `EFI`, serial from the seed) and writes its files.
+fn write_efi(
+    file: &File,
+    efi: &layout::PlannedPartition,
+    seed: &[u8],
+    contents: &EfiContents,
+) -> io::Result<()> {
+    let mut window = Window::new(file, efi.offset(), efi.size());
+    let serial = gpt::derived_guid(seed, "fat serial");
+    // fatfs picks 4 KiB clusters for the 1101/2101 MiB partitions of sd-boot and dual-boot
+    // images and 512-byte clusters for the 100 MiB one of GRUB images (FAT32 needs 65525).
+    let options = fatfs::FormatVolumeOptions::new()
+        .fat_type(fatfs::FatType::Fat32)
+        .volume_label(*b"EFI        ")
+        .volume_id(u32::from_le_bytes([
+            serial[0], serial[1], serial[2], serial[3],
+        ]));
+    fatfs::format_volume(&mut window, options)?;
+    window.seek(SeekFrom::Start(0))?;
+    let fs = fatfs::FileSystem::new(window, fatfs::FsOptions::new())?;
+    let dirs: &[(u32, u32)] = {
+        // Directories first, so they take the clusters right after the root's, in this order
+        // (see `fix_dot_entries`).
+        let root = fs.root_dir();
+        let efi_dir = root.create_dir("EFI")?;
+        match contents {
+            EfiContents::SdBoot {
+                systemd_boot,
+                boot_file_name,
+                uki,
+                uki_file_name,
+            } => {
+                let boot = efi_dir.create_dir("boot")?;
+                let linux = efi_dir.create_dir("Linux")?;
+                let loader = root.create_dir("loader")?;
+                copy_into(&boot, boot_file_name, systemd_boot)?;
+                copy_into(&linux, uki_file_name, uki)?;
+                let mut conf = loader.create_file("loader.conf")?;
+                conf.truncate()?;
+                conf.write_all(LOADER_CONF)?;
+                conf.flush()?;
+                &[(3, 2), (4, 3), (5, 3), (6, 2)]
+            }
+            EfiContents::Grub {
+                image,
+                boot_file_name,
+            } => {
+                let boot = efi_dir.create_dir("BOOT")?;
+                copy_into(&boot, boot_file_name, image)?;
+                &[(3, 2), (4, 3)]
+            }
+        }
+    };
+    fs.unmount()?;
+    let mut window = Window::new(file, efi.offset(), efi.size());
+    fix_dot_entries(&mut window, dirs)
+}
+
+/// Where the host's GRUB and XFS tools are, for one image build.
+#[derive(Debug, Clone)]
+pub struct GrubTools {
+    /// `mkfs.xfs`.
+    pub mkfs_xfs: PathBuf,
+    /// `grub-mkimage`.
+    pub grub_mkimage: PathBuf,
+    /// The `i386-pc` module directory (BIOS GRUB), if the image carries it.
+    pub i386_pc: Option<PathBuf>,
+    /// The EFI platform and its module directory (GRUB-only images).
+    pub efi: Option<(grub::Platform, PathBuf)>,
+}
+
+impl GrubTools {
+    /// The tools a `bootloader` image for `arm64` or amd64 needs, in the order
+    /// [`crate::factory::tools::require`] should check them (empty for sd-boot).
+    pub fn needed(bootloader: DiskBootloader, arm64: bool) -> Vec<Tool> {
+        match (bootloader, arm64) {
+            (DiskBootloader::SdBoot, _) => vec![],
+            (DiskBootloader::DualBoot, _) => {
+                vec![Tool::MkfsXfs, Tool::GrubMkimage, Tool::GrubI386Pc]
+            }
+            (DiskBootloader::Grub, false) => vec![
+                Tool::MkfsXfs,
+                Tool::GrubMkimage,
+                Tool::GrubI386Pc,
+                Tool::GrubX86_64Efi,
+            ],
+            (DiskBootloader::Grub, true) => {
+                vec![Tool::MkfsXfs, Tool::GrubMkimage, Tool::GrubArm64Efi]
+            }
+        }
+    }
+
+    /// From the located tools of [`GrubTools::needed`].
+    pub fn from_located(located: &Located, bootloader: DiskBootloader, arm64: bool) -> Self {
+        let needed = GrubTools::needed(bootloader, arm64);
+        let has = |t: Tool| needed.contains(&t).then(|| located.path(t).to_path_buf());
+        GrubTools {
+            mkfs_xfs: located.path(Tool::MkfsXfs).to_path_buf(),
+            grub_mkimage: located.path(Tool::GrubMkimage).to_path_buf(),
+            i386_pc: has(Tool::GrubI386Pc),
+            efi: has(Tool::GrubX86_64Efi)
+                .map(|d| (grub::Platform::X86_64Efi, d))
+                .or_else(|| has(Tool::GrubArm64Efi).map(|d| (grub::Platform::Arm64Efi, d))),
+        }
+    }
+}
+
+/// A GRUB or dual-boot image before its tools run.
+#[derive(Debug, Clone)]
+pub struct GrubImageSpec {
+    /// The plan ([`DiskBootloader::Grub`] or [`DiskBootloader::DualBoot`]).
+    pub plan: DiskPlan,
+    /// Seed of the GUIDs, the FAT serial and the XFS UUID (the asset key).
+    pub seed: Vec<u8>,
+    /// Dual-boot: the sd-boot EFI partition ([`EfiContents::SdBoot`]); `None` for GRUB
+    /// images, whose EFI partition gets GRUB's EFI image.
+    pub sd_boot_efi: Option<EfiContents>,
+    /// The kernel (`A/vmlinuz`).
+    pub kernel: PathBuf,
+    /// The initramfs (`A/initramfs.xz`).
+    pub initrd: PathBuf,
+    /// `grub/grub.cfg`.
+    pub grub_cfg: String,
+    /// The host's tools.
+    pub tools: GrubTools,
+    /// META values, 0x11 included for dual-boot.
+    pub meta: Vec<(u8, Vec<u8>)>,
+    /// Limit for each external program.
+    pub timeout: Duration,
+}
+
+/// Builds a GRUB or dual-boot image into `out`: core images with `grub-mkimage`, `BOOT` with
+/// `mkfs.xfs` (kernel, initramfs, `grub.cfg`, each platform's modules and core image), then
+/// [`write_disk_image`]. Scratch files live in a temporary directory beside `out`, removed
+/// when done (or failed).
+pub fn write_grub_image(spec: &GrubImageSpec, out: &Path) -> Result<(), DiskError> {
+    let parent = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let work = Scratch::create(parent)?;
+    let w = work.0.as_path();
+    let tools = &spec.tools;
+    let mut files = vec![
+        xfs::BootFile {
+            dest: "A/vmlinuz".into(),
+            source: spec.kernel.clone(),
+        },
+        xfs::BootFile {
+            dest: "A/initramfs.xz".into(),
+            source: spec.initrd.clone(),
+        },
+    ];
+    let cfg = w.join("grub.cfg");
+    std::fs::write(&cfg, &spec.grub_cfg)?;
+    files.push(xfs::BootFile {
+        dest: "grub/grub.cfg".into(),
+        source: cfg,
+    });
+    let mut bios = None;
+    if let Some(dir) = &tools.i386_pc {
+        let platform = grub::Platform::I386Pc;
+        let core = w.join("core.img");
+        grub::mkimage(&tools.grub_mkimage, platform, dir, &core, w, spec.timeout)?;
+        let boot_img = std::fs::read(dir.join("boot.img"))?;
+        bios = Some((boot_img, std::fs::read(&core)?));
+        add_platform_files(&mut files, platform, dir, &core)?;
+    }
+    let efi = match (&spec.sd_boot_efi, &tools.efi) {
+        (Some(sd), _) => sd.clone(),
+        (None, Some((platform, dir))) => {
+            let image = w.join("core.efi");
+            grub::mkimage(&tools.grub_mkimage, *platform, dir, &image, w, spec.timeout)?;
+            add_platform_files(&mut files, *platform, dir, &image)?;
+            EfiContents::Grub {
+                image,
+                boot_file_name: match platform {
+                    grub::Platform::Arm64Efi => "BOOTAA64.EFI",
+                    _ => "BOOTX64.EFI",
+                },
+            }
+        }
+        (None, None) => {
+            return Err(DiskError::Invalid("a GRUB image needs GRUB for EFI".into()));
+        }
+    };
+    let Some(boot_part) = spec.plan.partition("BOOT") else {
+        return Err(DiskError::Invalid("the plan has no BOOT partition".into()));
+    };
+    let boot_fs = w.join("boot.xfs");
+    let staging = w.join("xfs");
+    std::fs::create_dir(&staging)?;
+    let uuid = gpt::derived_guid(&spec.seed, "xfs uuid");
+    xfs::make_boot_fs(
+        &tools.mkfs_xfs,
+        &staging,
+        &files,
+        &uuid,
+        boot_part.size(),
+        &boot_fs,
+        spec.timeout,
+    )?;
+    let image = DiskImage {
+        plan: spec.plan.clone(),
+        seed: spec.seed.clone(),
+        efi,
+        bios,
+        boot_fs: Some(boot_fs),
+        meta: spec.meta.clone(),
+    };
+    write_disk_image(&image, out)
+}
+
+/// A scratch directory beside the output, removed when dropped (also on failure).
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn create(parent: &Path) -> io::Result<Scratch> {
+        let dir = parent.join(format!(
+            ".grub-image-{}",
+            hex::encode(rand::random::<[u8; 8]>())
+        ));
+        std::fs::create_dir(&dir)?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `grub/<platform>/`: every `*.mod` and `*.lst` of the host's module directory (as
+/// `grub-install` copies them), and the core image (`core.img` plus `boot.img`, or `core.efi`).
+fn add_platform_files(
+    files: &mut Vec<xfs::BootFile>,
+    platform: grub::Platform,
+    dir: &Path,
+    core: &Path,
+) -> io::Result<()> {
+    let mut names: Vec<String> = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        if let Some(name) = entry.file_name().to_str()
+            && (name.ends_with(".mod") || name.ends_with(".lst"))
+        {
+            names.push(name.to_string());
+        }
+    }
+    names.sort();
+    let base = format!("grub/{}", platform.name());
+    for name in names {
+        files.push(xfs::BootFile {
+            dest: format!("{base}/{name}"),
+            source: dir.join(&name),
+        });
+    }
+    files.push(xfs::BootFile {
+        dest: format!("{base}/{}", platform.core_file_name()),
+        source: core.to_path_buf(),
+    });
+    if platform == grub::Platform::I386Pc {
+        files.push(xfs::BootFile {
+            dest: format!("{base}/boot.img"),
+            source: dir.join("boot.img"),
+        });
+    }
     Ok(())
 }
 
@@ -289,16 +651,20 @@ mod tests {
         let plan =
             layout::plan(&Quirks::from_tag("v1.11.6"), DiskBootloader::SdBoot, 1246).unwrap();
         let out = dir.path().join("disk.raw");
-        let image = SdBootImage {
+        let image = DiskImage {
             plan: plan.clone(),
             seed: b"seed".to_vec(),
-            systemd_boot: boot,
-            boot_file_name: "BOOTX64.efi",
-            uki,
-            uki_file_name: "Talos-v1.11.6.efi".into(),
+            efi: EfiContents::SdBoot {
+                systemd_boot: boot,
+                boot_file_name: "BOOTX64.efi",
+                uki,
+                uki_file_name: "Talos-v1.11.6.efi".into(),
+            },
+            bios: None,
+            boot_fs: None,
             meta: vec![(0x0c, b"hello".to_vec())],
         };
-        write_sd_boot_image(&image, &out).unwrap();
+        write_disk_image(&image, &out).unwrap();
         let f = File::open(&out).unwrap();
         let md = f.metadata().unwrap();
         assert_eq!(md.len(), 2246 << 20);
@@ -335,7 +701,7 @@ mod tests {
         assert_eq!(adv::decode_partition(&m), vec![(0x0c, b"hello".to_vec())]);
         // Same inputs, same bytes.
         let again = dir.path().join("again.raw");
-        write_sd_boot_image(&image, &again).unwrap();
+        write_disk_image(&image, &again).unwrap();
         let mut a = vec![0u8; 1 << 20];
         let mut b = vec![0u8; 1 << 20];
         f.read_at(&mut a, efi.offset()).unwrap();
@@ -344,5 +710,126 @@ mod tests {
             .read_at(&mut b, efi.offset())
             .unwrap();
         assert!(a == b);
+    }
+
+    #[test]
+    fn dual_boot_meta_gets_0x11_once() {
+        let user = vec![(0x0c, b"x".to_vec())];
+        assert_eq!(
+            image_meta(user.clone(), DiskBootloader::DualBoot),
+            vec![(0x0c, b"x".to_vec()), (0x11, b"dual-boot".to_vec())]
+        );
+        assert_eq!(image_meta(user.clone(), DiskBootloader::Grub), user);
+        assert_eq!(image_meta(user.clone(), DiskBootloader::SdBoot), user);
+        let own = vec![(0x11, b"sd-boot".to_vec())];
+        assert_eq!(image_meta(own.clone(), DiskBootloader::DualBoot), own);
+    }
+
+    #[test]
+    fn parts_must_match_the_plan() {
+        let dir = tempfile::tempdir().unwrap();
+        let efi = EfiContents::SdBoot {
+            systemd_boot: dir.path().join("b"),
+            boot_file_name: "BOOTX64.efi",
+            uki: dir.path().join("u"),
+            uki_file_name: "Talos-v1.11.6.efi".into(),
+        };
+        let q = Quirks::from_tag("v1.11.6");
+        // A dual-boot plan without BOOT or GRUB; an sd-boot plan with a BOOT file system.
+        for (bl, boot_fs) in [
+            (DiskBootloader::DualBoot, None),
+            (DiskBootloader::SdBoot, Some(dir.path().join("x"))),
+        ] {
+            let image = DiskImage {
+                plan: layout::plan(&q, bl, 1246).unwrap(),
+                seed: vec![],
+                efi: efi.clone(),
+                bios: None,
+                boot_fs,
+                meta: vec![],
+            };
+            let e = write_disk_image(&image, &dir.path().join("out")).unwrap_err();
+            assert!(matches!(e, DiskError::Invalid(_)), "{e:?}");
+            assert!(!dir.path().join("out").exists(), "nothing written");
+        }
+    }
+
+    /// A GRUB image (Talos 1.8 amd64) with the host's real tools, when they are here: the MBR
+    /// and the BIOS partition point at each other, `BOOTX64.EFI` is GRUB's, META holds the
+    /// values, and no scratch file is left beside the output.
+    #[test]
+    fn grub_image_with_the_hosts_tools() {
+        use crate::factory::tools::require;
+        let needed = GrubTools::needed(DiskBootloader::Grub, false);
+        let Ok(located) = require("a test", &needed) else {
+            eprintln!("xfsprogs or GRUB not installed: skipped");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initramfs.xz");
+        std::fs::write(&kernel, vec![0x4b; 300_000]).unwrap();
+        std::fs::write(&initrd, vec![0x49; 100_000]).unwrap();
+        let out_dir = dir.path().join("build");
+        std::fs::create_dir(&out_dir).unwrap();
+        let out = out_dir.join("asset");
+        let plan = layout::plan(&Quirks::from_tag("v1.8.4"), DiskBootloader::Grub, 1246).unwrap();
+        let spec = GrubImageSpec {
+            plan: plan.clone(),
+            seed: b"key".to_vec(),
+            sd_boot_efi: None,
+            kernel,
+            initrd,
+            grub_cfg: crate::factory::grubcfg::disk_grub_cfg("v1.8.4", "talos.platform=metal"),
+            tools: GrubTools::from_located(&located, DiskBootloader::Grub, false),
+            meta: vec![(0x0c, b"m".to_vec())],
+            timeout: Duration::from_secs(120),
+        };
+        write_grub_image(&spec, &out).unwrap();
+        let left: Vec<_> = std::fs::read_dir(&out_dir).unwrap().flatten().collect();
+        assert_eq!(left.len(), 1, "scratch left behind: {left:?}");
+        let f = File::open(&out).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 1246 << 20);
+        let mut mbr = [0u8; 512];
+        f.read_exact_at(&mut mbr, 0).unwrap();
+        let bios = plan.partition("BIOS").unwrap();
+        assert_eq!(
+            u64::from_le_bytes(
+                mbr[grub::KERNEL_SECTOR..grub::KERNEL_SECTOR + 8]
+                    .try_into()
+                    .unwrap()
+            ),
+            bios.first_lba
+        );
+        assert_eq!(mbr[446 + 4], 0xee);
+        let mut core = [0u8; 512];
+        f.read_exact_at(&mut core, bios.offset()).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(core[0x1f4..0x1fc].try_into().unwrap()),
+            bios.first_lba + 1
+        );
+        let efi = plan.partition("EFI").unwrap();
+        let fs = fatfs::FileSystem::new(
+            Window::new(&f, efi.offset(), efi.size()),
+            fatfs::FsOptions::new(),
+        )
+        .unwrap();
+        assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
+        let mut pe = Vec::new();
+        fs.root_dir()
+            .open_file("EFI/BOOT/BOOTX64.EFI")
+            .unwrap()
+            .read_to_end(&mut pe)
+            .unwrap();
+        assert_eq!(&pe[..2], b"MZ");
+        // XFS's superblock magic at BOOT's start.
+        let boot = plan.partition("BOOT").unwrap();
+        let mut sb = [0u8; 4];
+        f.read_exact_at(&mut sb, boot.offset()).unwrap();
+        assert_eq!(&sb, b"XFSB");
+        let meta = plan.partition("META").unwrap();
+        let mut m = vec![0u8; adv::PARTITION];
+        f.read_exact_at(&mut m, meta.offset()).unwrap();
+        assert_eq!(adv::decode_partition(&m), vec![(0x0c, b"m".to_vec())]);
     }
 }
