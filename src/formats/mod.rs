@@ -3,12 +3,13 @@
 //! Disk images: [`disk::convert`] turns a sparse raw disk image into `.raw`, `.vhd` or `.qcow2`,
 //! optionally `.zst`, `.xz` or `.gz` ([`compress`]), reading only its data extents
 //! ([`sparse`]); [`vhd`], [`qcow2`] and [`sparse_tar`] are the containers, [`xz`] the `.xz`
-//! stream writer.
+//! stream writer. [`iso9660`] writes bootable ISO images (El Torito, appended EFI partition).
 
 pub mod adv;
 pub mod compress;
 pub mod cpio;
 pub mod disk;
+pub mod iso9660;
 pub mod pe;
 pub mod qcow2;
 pub mod sparse;
