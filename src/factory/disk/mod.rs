@@ -61,44 +61,83 @@ pub fn write_sd_boot_image(image: &SdBootImage, out: &Path) -> io::Result<()> {
         .open(out)?;
     file.set_len(plan.size_bytes())?;
     gpt::write_gpt(&file, plan, &image.seed)?;
-    {
-        let mut window = Window::new(&file, efi.offset(), efi.size());
-        let serial = gpt::derived_guid(&image.seed, "fat serial");
-        fatfs::format_volume(
-            &mut window,
-            fatfs::FormatVolumeOptions::new()
-                .fat_type(fatfs::FatType::Fat32)
-                .volume_label(*b"EFI        ")
-                .volume_id(u32::from_le_bytes([
-                    serial[0], serial[1], serial[2], serial[3],
-                ])),
-        )?;
-        window.seek(SeekFrom::Start(0))?;
-        let fs = fatfs::FileSystem::new(window, fatfs::FsOptions::new())?;
-        {
-            // Directories first, so they take clusters 3..=6 in this order (see
-            // `fix_dot_entries`).
-            let root = fs.root_dir();
-            let efi_dir = root.create_dir("EFI")?;
-            let boot = efi_dir.create_dir("boot")?;
-            let linux = efi_dir.create_dir("Linux")?;
-            let loader = root.create_dir("loader")?;
-            copy_into(&boot, image.boot_file_name, &image.systemd_boot)?;
-            copy_into(&linux, &image.uki_file_name, &image.uki)?;
-            let mut conf = loader.create_file("loader.conf")?;
-            conf.truncate()?;
-            conf.write_all(LOADER_CONF)?;
-            conf.flush()?;
-        }
-        fs.unmount()?;
-        let mut window = Window::new(&file, efi.offset(), efi.size());
-        fix_dot_entries(&mut window, &[(3, 2), (4, 3), (5, 3), (6, 2)])?;
-    }
+    let serial = gpt::derived_guid(&image.seed, "fat serial");
+    write_sd_boot_esp(
+        &file,
+        efi.offset(),
+        efi.size(),
+        &EspFiles {
+            serial: u32::from_le_bytes([serial[0], serial[1], serial[2], serial[3]]),
+            boot_dir: "boot",
+            boot_file_name: image.boot_file_name,
+            systemd_boot: &image.systemd_boot,
+            uki_file_name: &image.uki_file_name,
+            uki: &image.uki,
+            loader_conf: LOADER_CONF,
+        },
+    )?;
     if let Some(bytes) = meta_bytes {
         file.write_all_at(&bytes, meta.offset())?;
     }
     file.sync_all()?;
     Ok(())
+}
+
+/// What an sd-boot EFI system partition holds: `EFI/<boot_dir>/<boot_file_name>`
+/// (systemd-boot), `EFI/Linux/<uki_file_name>` and `loader/loader.conf`.
+pub(crate) struct EspFiles<'a> {
+    /// The FAT volume serial.
+    pub serial: u32,
+    /// `boot` (disk images) or `BOOT` (ISOs).
+    pub boot_dir: &'a str,
+    /// `BOOTX64.efi`, `BOOTAA64.EFI`, ….
+    pub boot_file_name: &'a str,
+    /// systemd-boot.
+    pub systemd_boot: &'a Path,
+    /// `Talos-<vtag>.efi`.
+    pub uki_file_name: &'a str,
+    /// The UKI.
+    pub uki: &'a Path,
+    /// `loader/loader.conf`.
+    pub loader_conf: &'a [u8],
+}
+
+/// Formats `size` bytes of `file` from `offset` as FAT32 labelled `EFI` and writes `esp`'s
+/// files into it, streamed (disk images' EFI partition, ISOs' `efiboot.img`).
+pub(crate) fn write_sd_boot_esp(
+    file: &File,
+    offset: u64,
+    size: u64,
+    esp: &EspFiles<'_>,
+) -> io::Result<()> {
+    let mut window = Window::new(file, offset, size);
+    fatfs::format_volume(
+        &mut window,
+        fatfs::FormatVolumeOptions::new()
+            .fat_type(fatfs::FatType::Fat32)
+            .volume_label(*b"EFI        ")
+            .volume_id(esp.serial),
+    )?;
+    window.seek(SeekFrom::Start(0))?;
+    let fs = fatfs::FileSystem::new(window, fatfs::FsOptions::new())?;
+    {
+        // Directories first, so they take clusters 3..=6 in this order (see
+        // `fix_dot_entries`).
+        let root = fs.root_dir();
+        let efi_dir = root.create_dir("EFI")?;
+        let boot = efi_dir.create_dir(esp.boot_dir)?;
+        let linux = efi_dir.create_dir("Linux")?;
+        let loader = root.create_dir("loader")?;
+        copy_into(&boot, esp.boot_file_name, esp.systemd_boot)?;
+        copy_into(&linux, esp.uki_file_name, esp.uki)?;
+        let mut conf = loader.create_file("loader.conf")?;
+        conf.truncate()?;
+        conf.write_all(esp.loader_conf)?;
+        conf.flush()?;
+    }
+    fs.unmount()?;
+    let mut window = Window::new(file, offset, size);
+    fix_dot_entries(&mut window, &[(3, 2), (4, 3), (5, 3), (6, 2)])
 }
 
 /// fatfs 0.3 writes a long-name entry before each `.` and `..` of a new directory and points
@@ -155,7 +194,7 @@ fn fix_dot_entries(window: &mut Window<'_>, dirs: &[(u32, u32)]) -> io::Result<(
 }
 
 /// Streams `src` into a new file `name` of `dir` (1 MiB at a time).
-fn copy_into<T: fatfs::ReadWriteSeek>(
+pub(crate) fn copy_into<T: fatfs::ReadWriteSeek>(
     dir: &fatfs::Dir<'_, T>,
     name: &str,
     src: &Path,
@@ -176,7 +215,7 @@ fn copy_into<T: fatfs::ReadWriteSeek>(
 
 /// A `Read + Write + Seek` view of `len` bytes of a file from `start` (positional I/O, so
 /// nothing outside the range is touched).
-struct Window<'a> {
+pub(crate) struct Window<'a> {
     file: &'a File,
     start: u64,
     len: u64,
@@ -184,7 +223,7 @@ struct Window<'a> {
 }
 
 impl<'a> Window<'a> {
-    fn new(file: &'a File, start: u64, len: u64) -> Window<'a> {
+    pub(crate) fn new(file: &'a File, start: u64, len: u64) -> Window<'a> {
         Window {
             file,
             start,
