@@ -491,6 +491,10 @@ async fn isos_read_back_and_boot_in_seabios_and_ovmf() {
     let g_booted = booted_cmdline("SeaBIOS GRUB ISO", &out);
     assert_eq!(g_booted, format!("BOOT_IMAGE=/boot/vmlinuz {g_cmdline}"));
     assert!(g_booted.contains("talos.halt_if_installed=1"), "{g_booted}");
+    // UEFI: OVMF → /efi.img → GRUB's x86_64-efi core → the same grub.cfg.
+    let out = tokio::task::block_in_place(|| boot_ovmf(&drive, &work_dir, "grub-uefi", DONE));
+    let g_uefi = booted_cmdline("OVMF GRUB ISO", &out);
+    assert_eq!(g_uefi, format!("BOOT_IMAGE=/boot/vmlinuz {g_cmdline}"));
     eprintln!(
         "all ISO checks and boots in {:?}; peak RSS {} MiB",
         started.elapsed(),

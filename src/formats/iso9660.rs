@@ -880,7 +880,7 @@ fn plan(spec: &IsoSpec) -> Result<Plan, IsoError> {
                 .map_err(io_err(format!("stat {}", a.image.display())))?
                 .len();
             let start = (iso_blocks * BLOCK).next_multiple_of(ALIGN);
-            let size = len.next_multiple_of(ALIGN);
+            let size = len.next_multiple_of(ALIGN).max(ALIGN);
             let tail = match a.table {
                 PartitionTable::Gpt => GPT_TAIL_SECTORS * SECTOR,
                 PartitionTable::Mbr => 0,
