@@ -1316,7 +1316,7 @@ mod tests {
                 }
                 let r = &data[at..at + len];
                 let fi = r[32] as usize;
-                let mut su = &r[33 + fi + usize::from(fi % 2 == 0)..];
+                let mut su = &r[33 + fi + usize::from(fi.is_multiple_of(2))..];
                 while su.len() >= 4 {
                     let l = su[2] as usize;
                     if &su[..2] == b"NM" && &su[5..l] == part.as_bytes() {
