@@ -35,10 +35,13 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   systemd-boot-efi, binutils           a real systemd-stub for UKIs; objdump/objcopy read them
 #   python3-cryptography                 an independent check of installer images' cosign signatures
 #   fdisk, gdisk, dosfstools, mtools     sfdisk/sgdisk/fsck.vfat/mtools read disk images back
+#   xorriso, genisoimage                 xorriso's El Torito/system-area reports, isoinfo read ISOs back
+#   grub-pc-bin, grub-common,            grub-mkimage and GRUB's modules for the ISOs the tests build
+#   grub-efi-amd64-bin
 packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
     iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl
     rpm systemd adduser openssl python3 systemd-boot-efi binutils python3-cryptography
-    fdisk gdisk dosfstools mtools
+    fdisk gdisk dosfstools mtools xorriso genisoimage grub-pc-bin grub-common grub-efi-amd64-bin
     qemu-utils zstd xz-utils gzip pigz)
 
 install_packages() {
