@@ -5,8 +5,8 @@
 //! - the Talos 1.11 hybrid ISO: `isoinfo -d` (volume ID and set), `isoinfo -R -f/-x` (files,
 //!   kernel and initramfs equal to the served assets, `grub.cfg`), `xorriso -report_el_torito
 //!   -report_system_area` (BIOS + UEFI entries, the appended GPT partition), `fsck.vfat -n`
-//!   and `mcopy` on the EFI partition; booted in SeaBIOS (GRUB → kernel + initramfs) and in
-//!   OVMF (systemd-boot → UKI), one ISO for both;
+//!   and `mcopy` on the EFI partition; booted in SeaBIOS (GRUB → kernel + initramfs; as a CD
+//!   and as a disk, through GRUB's hybrid MBR) and in OVMF (systemd-boot → UKI), one ISO;
 //! - a UEFI-only ISO written by `formats::iso9660` around that EFI partition (the future
 //!   SecureBoot ISO's layout: MBR, no BIOS entry), booted in OVMF;
 //! - the Talos 1.8 GRUB ISO: structure, then SeaBIOS;
@@ -322,6 +322,7 @@ async fn isos_read_back_and_boot_in_seabios_and_ovmf() {
         "El Torito boot img :   2  UEFI  y   none",
         "El Torito img path :   1  /boot/grub/i386-pc/eltorito.img",
         "MBR partition      :   1   0x00  0xee",
+        "grub2-mbr",
         "GPT partname local :   1  ISO9660",
         "GPT partname local :   2  Appended2",
         "GPT type GUID      :   2  28732ac11ff8d211ba4b00a0c93ec93b",
@@ -408,6 +409,11 @@ async fn isos_read_back_and_boot_in_seabios_and_ovmf() {
     let bios = booted_cmdline("SeaBIOS hybrid ISO", &out);
     // GRUB's first entry; GRUB puts `BOOT_IMAGE=<path>` first.
     assert_eq!(bios, format!("BOOT_IMAGE=/boot/vmlinuz {iso_cmdline}"));
+    // The same file as a hard disk (a USB stick): the MBR's GRUB code → the core image.
+    let disk = format!("file={},format=raw,if=ide", iso.display());
+    let out = tokio::task::block_in_place(|| boot_seabios(&disk, &work_dir, "bios-disk", DONE));
+    let bios_disk = booted_cmdline("SeaBIOS hybrid ISO as a disk", &out);
+    assert_eq!(bios_disk, format!("BOOT_IMAGE=/boot/vmlinuz {iso_cmdline}"));
     let out = tokio::task::block_in_place(|| boot_ovmf(&drive, &work_dir, "uefi", DONE));
     let uefi = booted_cmdline("OVMF hybrid ISO", &out);
     // systemd < 257 ignores `.profile` and boots the last `.cmdline` (tests/disk_image.rs).

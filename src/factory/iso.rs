@@ -233,6 +233,9 @@ pub fn build_iso(
         },
     ];
     files.extend(grub_modules(i386, "i386-pc")?);
+    let hybrid_mbr_path = i386.join("boot_hybrid.img");
+    let hybrid_mbr = std::fs::read(&hybrid_mbr_path)
+        .map_err(io_err(format!("read {}", hybrid_mbr_path.display())))?;
     let (boot_name, efi_platform, efi_tool) = match inputs.arch {
         Arch::Amd64 => ("BOOTX64.EFI", "x86_64-efi", Tool::GrubX86_64Efi),
         Arch::Arm64 => ("BOOTAA64.EFI", "arm64-efi", Tool::GrubArm64Efi),
@@ -289,6 +292,7 @@ pub fn build_iso(
             path: "boot/grub/i386-pc/eltorito.img".into(),
             load_sectors: 4,
             boot_info_table: true,
+            hybrid_mbr: Some(hybrid_mbr),
         }),
         efi: Some(efi),
         appended,

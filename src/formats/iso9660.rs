@@ -41,6 +41,10 @@ const PARTITION_OFFSET_SECTORS: u64 = 16 * BLOCK / SECTOR;
 /// GPT entries (128 bytes each) and the sectors the backup GPT takes at the end.
 const GPT_ENTRIES: u64 = 128;
 const GPT_TAIL_SECTORS: u64 = 64;
+/// Bytes of GRUB's hybrid MBR code copied; 0x1B0.. is the patched sector.
+const MBR_CODE: usize = 0x1B0;
+/// Where `--grub2-boot-info` patches the boot file.
+const GRUB2_BOOT_INFO: usize = 2548;
 /// Largest BIOS boot file held in memory for the boot info table.
 const MAX_BIOS_BOOT_FILE: u64 = 1 << 20;
 /// Longest Rock Ridge name (keeps every directory record within 255 bytes).
@@ -74,6 +78,12 @@ pub struct BiosBoot {
     pub load_sectors: u16,
     /// Patch the boot info table (PVD block, file block, length, checksum) at offset 8.
     pub boot_info_table: bool,
+    /// GRUB's `boot_hybrid.img`, for BIOS boot of the image written to a disk (xorriso's
+    /// `--grub2-mbr` + `--grub2-boot-info`): its first 432 bytes become the MBR's code, with
+    /// the boot file's 512-byte sector + 4 (GRUB's `diskboot.img` after the 2048-byte
+    /// `cdboot.img`) at 0x1B0, and the boot file gets its sector + 5 (the rest of the core) at
+    /// offset 2548 (`diskboot.img`'s blocklist). Both 64-bit little-endian.
+    pub hybrid_mbr: Option<Vec<u8>>,
 }
 
 /// The EFI (platform 0xEF) El Torito entry.
@@ -938,8 +948,16 @@ pub fn write_iso(spec: &IsoSpec, out: &File) -> Result<IsoLayout, IsoError> {
             lba: tree.files[f].extent as u32,
             sectors: b.load_sectors,
         });
-        if b.boot_info_table {
+        if b.boot_info_table || b.hybrid_mbr.is_some() {
             bios_file = Some(f);
+        }
+        if let Some(code) = &b.hybrid_mbr
+            && code.len() < MBR_CODE
+        {
+            return Err(IsoError::Invalid(format!(
+                "the hybrid MBR code has {} bytes, fewer than {MBR_CODE}",
+                code.len()
+            )));
         }
     }
     match &spec.efi {
@@ -1031,7 +1049,19 @@ pub fn write_iso(spec: &IsoSpec, out: &File) -> Result<IsoLayout, IsoError> {
                     f.path
                 )));
             }
-            patch_boot_info_table(&mut bytes, e.extent as u32);
+            let bios = spec.bios.as_ref();
+            if bios.is_some_and(|b| b.boot_info_table) {
+                patch_boot_info_table(&mut bytes, e.extent as u32);
+            }
+            if bios.is_some_and(|b| b.hybrid_mbr.is_some()) {
+                let Some(field) = bytes.get_mut(GRUB2_BOOT_INFO..GRUB2_BOOT_INFO + 8) else {
+                    return Err(IsoError::Invalid(format!(
+                        "BIOS boot file {} is too short for GRUB's boot info",
+                        f.path
+                    )));
+                };
+                field.copy_from_slice(&(e.extent * 4 + 5).to_le_bytes());
+            }
             put(&bytes, at, &f.path)?;
             continue;
         }
@@ -1052,6 +1082,21 @@ pub fn write_iso(spec: &IsoSpec, out: &File) -> Result<IsoLayout, IsoError> {
         }
     }
 
+    // The MBR: GRUB's hybrid code, if any, then the partition table (below) and 55 AA.
+    let mut mbr = [0u8; 512];
+    if let Some(b) = &spec.bios
+        && let Some(code) = &b.hybrid_mbr
+    {
+        mbr[..MBR_CODE].copy_from_slice(&code[..MBR_CODE]);
+        let boot = bios_file.map_or(0, |f| tree.files[f].extent);
+        mbr[MBR_CODE..MBR_CODE + 8].copy_from_slice(&(boot * 4 + 4).to_le_bytes());
+        mbr[510] = 0x55;
+        mbr[511] = 0xAA;
+        if spec.appended.is_none() {
+            put(&mbr, 0, "MBR")?;
+        }
+    }
+
     // The appended partition and its table.
     if let (Some(a), Some((start, len, size))) = (&spec.appended, p.appended) {
         let mut input =
@@ -1068,7 +1113,6 @@ pub fn write_iso(spec: &IsoSpec, out: &File) -> Result<IsoLayout, IsoError> {
         let part_first = start * BLOCK / SECTOR;
         let part_sectors = size / SECTOR;
         let iso_sectors = part_first - PARTITION_OFFSET_SECTORS;
-        let mut mbr = [0u8; 512];
         mbr[510] = 0x55;
         mbr[511] = 0xAA;
         match a.table {
@@ -1354,6 +1398,7 @@ mod tests {
             path: "boot/grub/i386-pc/eltorito.img".into(),
             load_sectors: 4,
             boot_info_table: true,
+            hybrid_mbr: None,
         });
         let (iso, layout) = write(&s);
         let pvd = &iso[16 * 2048..17 * 2048];
@@ -1451,6 +1496,45 @@ mod tests {
     }
 
     #[test]
+    fn grub_hybrid_mbr_and_boot_info() {
+        let dir = tempfile::tempdir().unwrap();
+        let efi = dir.path().join("efi.img");
+        std::fs::write(&efi, vec![1u8; 4096]).unwrap();
+        let code: Vec<u8> = (0..512u32).map(|i| (i % 200) as u8 + 1).collect();
+        let mut s = spec(vec![bytes("boot/grub/i386-pc/eltorito.img", &[0x90; 8192])]);
+        s.bios = Some(BiosBoot {
+            path: "boot/grub/i386-pc/eltorito.img".into(),
+            load_sectors: 4,
+            boot_info_table: true,
+            hybrid_mbr: Some(code.clone()),
+        });
+        s.efi = Some(EfiBoot::AppendedPartition);
+        s.appended = Some(Appended {
+            image: efi,
+            table: PartitionTable::Gpt,
+        });
+        let (iso, layout) = write(&s);
+        let cat = layout.catalog.unwrap() as usize * 2048;
+        let lba = u64::from(u32::from_le_bytes(
+            iso[cat + 40..cat + 44].try_into().unwrap(),
+        ));
+        assert_eq!(&iso[..0x1B0], &code[..0x1B0]);
+        assert_eq!(&iso[0x1B0..0x1B8], &(lba * 4 + 4).to_le_bytes());
+        assert_eq!(iso[446 + 4], 0xEE, "the protective MBR's partition");
+        assert_eq!(&iso[510..512], &[0x55, 0xAA]);
+        let boot = &iso[lba as usize * 2048..];
+        assert_eq!(&boot[2548..2556], &(lba * 4 + 5).to_le_bytes());
+        assert_eq!(
+            &boot[12..16],
+            &(lba as u32).to_le_bytes(),
+            "boot info table too"
+        );
+        // Too short a code is refused.
+        s.bios.as_mut().unwrap().hybrid_mbr = Some(vec![0; 100]);
+        assert!(matches!(write_tmp(&s), Err(IsoError::Invalid(_))));
+    }
+
+    #[test]
     fn bad_specs_are_errors() {
         let s = spec(vec![bytes("a/../b", b"")]);
         assert!(matches!(write_tmp(&s), Err(IsoError::Invalid(_))));
@@ -1461,6 +1545,7 @@ mod tests {
             path: "y".into(),
             load_sectors: 4,
             boot_info_table: true,
+            hybrid_mbr: None,
         });
         assert!(matches!(write_tmp(&s), Err(IsoError::Invalid(_))));
         let mut s = spec(vec![]);
