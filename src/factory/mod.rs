@@ -8,7 +8,8 @@
 //! - [`service`]: the request → asset pipeline the HTTP handlers call.
 //! - [`talosctl`]: talosctl downloads from the `talosctl-all` image.
 //! - [`disk`]: raw disk images; [`grubcfg`]: GRUB's configuration files; [`tools`]: the few
-//!   external programs (mkfs.xfs, grub-mkimage) GRUB-booted media need, found at run time.
+//!   external programs (mkfs.xfs, grub-mkimage) GRUB-booted media need, found at run time;
+//!   [`iso`]: hybrid and GRUB ISOs.
 
 pub(crate) mod artifacts;
 pub(crate) mod builder;
@@ -18,6 +19,7 @@ pub mod disk;
 pub mod grubcfg;
 pub mod initramfs;
 pub(crate) mod installer;
+pub mod iso;
 pub mod meta;
 pub mod profile;
 pub mod quirks;

@@ -127,6 +127,17 @@ impl Quirks {
         self.at_least((1, 10, 0), true)
     }
 
+    /// Non-SecureBoot ISOs are hybrid (GRUB for BIOS, an appended EFI partition with
+    /// systemd-boot and the UKI for UEFI) instead of GRUB ISOs: ≥ 1.10.0.
+    pub fn hybrid_iso(&self) -> bool {
+        self.at_least((1, 10, 0), true)
+    }
+
+    /// ISOs carry a volume ID and volume set ID (`TALOS_V1_11_6`, `Talos-v1.11.6`): ≥ 1.8.0.
+    pub fn iso_labels(&self) -> bool {
+        self.at_least((1, 8, 0), true)
+    }
+
     /// UKI profiles (`.profile` sections): ≥ 1.10.0.
     pub fn supports_uki_profiles(&self) -> bool {
         self.at_least((1, 10, 0), true)

@@ -15,13 +15,15 @@ use super::disk::{
     write_grub_image,
 };
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
+use super::iso::{IsoInputs, IsoKind, build_iso};
 use super::profile::{
     Arch, AssetProfile, DiskFormat, ImageOptions, OutFormat, OutputKind, ProfileError,
     parse_asset_path, parse_pxe_path,
 };
 use super::quirks::Quirks;
+use super::tools::{self, Located};
 use super::uki::{self, UkiInputs, UkiProfile};
-use super::{grubcfg, tools};
+use super::grubcfg;
 use crate::config::Config;
 use crate::errors::{self, SharedError};
 use crate::formats::adv;
@@ -514,9 +516,15 @@ impl Factory {
                 | OutputKind::Uki
                 | OutputKind::Installer
                 | OutputKind::Image
+                | OutputKind::Iso
         ) {
             return Err(not_implemented(r.profile.kind));
         }
+        // ISOs: the host's GRUB tools are looked up before any work (503 naming packages).
+        let iso_tools = match r.profile.kind {
+            OutputKind::Iso => Some(self.iso_tools(r)?),
+            _ => None,
+        };
         self.charge_build(&key, client)?;
         match r.profile.kind {
             OutputKind::Kernel => {
@@ -560,7 +568,13 @@ impl Factory {
                 let build = Box::pin(self.disk_conversion_build(r, &plan)).await?;
                 Ok(self.builder.get_or_build(&key, build).await?)
             }
-            other => Err(not_implemented(other)),
+            OutputKind::Iso => {
+                let Some((kind, tools)) = iso_tools else {
+                    return Err(not_implemented(OutputKind::Iso));
+                };
+                let build = Box::pin(self.iso_build(r, kind, tools, &key)).await?;
+                Ok(self.builder.get_or_build(&key, build).await?)
+            }
         }
     }
 
@@ -610,8 +624,9 @@ impl Factory {
         self.uki_with_reset_profile(r, &key).await
     }
 
-    /// The UKI of an installer or a disk image under `key`, found or built: `r`'s command line
-    /// and, from Talos 1.10, the `reset-maintenance` profile after `main`.
+    /// The UKI of an installer, a disk image or an ISO under `key`, found or built: `r`'s
+    /// command line and, from Talos 1.10, the `reset-maintenance` profile (the ISO's: `reset`)
+    /// after `main`.
     async fn uki_with_reset_profile(
         &self,
         r: &Resolved,
@@ -620,10 +635,12 @@ impl Factory {
         if let Some(hit) = self.builder.cached(key).await {
             return Ok(hit);
         }
-        let extra = if Quirks::new(&r.version).supports_uki_profiles() {
-            vec![UkiProfile::reset_maintenance(&self.cmdline(r))]
-        } else {
+        let extra = if !Quirks::new(&r.version).supports_uki_profiles() {
             Vec::new()
+        } else if r.profile.kind == OutputKind::Iso {
+            vec![UkiProfile::reset_iso(&self.cmdline(r))]
+        } else {
+            vec![UkiProfile::reset_maintenance(&self.cmdline(r))]
         };
         let build = self.uki_build(r, extra).await?;
         Ok(self.builder.get_or_build(key, build).await?)
@@ -805,6 +822,89 @@ impl Factory {
                                 BuildError::Failed(errors::context("disk image conversion", e))
                             }
                         })
+                })
+                .await
+                .map_err(|e| BuildError::Failed(errors::context("build task", e)))?
+            })
+        })
+    }
+
+    /// Which ISO `r` is (hybrid from Talos 1.10, GRUB before) and the tools it needs, or the
+    /// 503 naming the Debian packages to install.
+    fn iso_tools(&self, r: &Resolved) -> Result<(IsoKind, Located), FactoryError> {
+        let kind = if Quirks::new(&r.version).hybrid_iso() {
+            IsoKind::Hybrid
+        } else {
+            IsoKind::Grub
+        };
+        let what = match kind {
+            IsoKind::Hybrid => "a hybrid ISO (Talos 1.10 and later)",
+            IsoKind::Grub => "a GRUB ISO (Talos before 1.10)",
+        };
+        Ok((kind, tools::require(what, &kind.tools(r.profile.arch))?))
+    }
+
+    /// The build of an ISO (`docs/formats.md` §ISO): the imager's kernel, the
+    /// initramfs-with-extensions asset, `grub.cfg` with the ISO command line and, for the
+    /// hybrid ISO, systemd-boot and the ISO's UKI (profiles `main` and `reset`, built once
+    /// under `<key>/uki` and stored like an asset), written on a blocking thread.
+    async fn iso_build(
+        &self,
+        r: &Resolved,
+        kind: IsoKind,
+        tools: Located,
+        key: &str,
+    ) -> Result<impl FnOnce(PathBuf) -> BuildFuture + Send + 'static, FactoryError> {
+        let arch = r.profile.arch;
+        let quirks = Quirks::new(&r.version);
+        let kernel = self
+            .artifacts
+            .imager_file(&r.version, arch.as_str(), ImagerFile::Kernel)
+            .await?;
+        let initramfs = self.initramfs_path(r).await?;
+        let (systemd_boot, uki) = match kind {
+            IsoKind::Grub => (None, None),
+            IsoKind::Hybrid => {
+                let systemd_boot = self
+                    .artifacts
+                    .imager_file(&r.version, arch.as_str(), ImagerFile::SdBoot)
+                    .await?;
+                let uki_asset = self
+                    .uki_with_reset_profile(r, &format!("{key}/uki"))
+                    .await?;
+                let uki = self
+                    .store
+                    .blob_path(&uki_asset.digest)
+                    .await
+                    .map_err(|e| FactoryError::Internal(errors::context("the ISO's UKI", e)))?;
+                (Some(systemd_boot), Some(uki))
+            }
+        };
+        let label = format!("Talos-{}", r.version);
+        let inputs = IsoInputs {
+            kind,
+            arch,
+            kernel,
+            initramfs,
+            cmdline: self.cmdline(r),
+            systemd_boot,
+            uki,
+            version_tag: r.version.to_string(),
+            labels: quirks
+                .iso_labels()
+                .then(|| (crate::formats::iso9660::volume_id(&label), label)),
+            timestamp: SOURCE_DATE_EPOCH,
+            seed: key.as_bytes().to_vec(),
+        };
+        Ok(move |out: PathBuf| -> BuildFuture {
+            Box::pin(async move {
+                tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
+                    let work = out
+                        .parent()
+                        .expect("build output has a parent")
+                        .join("work");
+                    build_iso(&inputs, &tools, &work, &out).map_err(BuildError::from_error)?;
+                    Ok(())
                 })
                 .await
                 .map_err(|e| BuildError::Failed(errors::context("build task", e)))?
@@ -1030,7 +1130,7 @@ fn disk_image_what(bootloader: DiskBootloader) -> &'static str {
 /// 501 for asset kinds this release does not build (checked before any budget is spent).
 fn not_implemented(kind: OutputKind) -> FactoryError {
     FactoryError::NotImplemented(format!(
-        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline, UKI, installer and .raw disk images are)",
+        "{} assets are not supported by this bootfactory release yet (kernel, initramfs, cmdline, UKI, installer, ISO and disk images are)",
         format!("{kind:?}").to_lowercase()
     ))
 }

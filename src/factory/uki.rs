@@ -79,6 +79,16 @@ impl UkiProfile {
         }
     }
 
+    /// The ISO's extra profile (`reset`, titled `Reset system disk`): the base command line
+    /// plus `talos.experimental.wipe=system`.
+    pub(crate) fn reset_iso(base_cmdline: &str) -> UkiProfile {
+        UkiProfile {
+            id: "reset".into(),
+            title: Some("Reset system disk".into()),
+            cmdline: format!("{base_cmdline} talos.experimental.wipe=system"),
+        }
+    }
+
     /// The installer's and disk image's extra profile (`reset-maintenance`): the base command
     /// line plus `talos.experimental.wipe=system:EPHEMERAL,STATE`.
     pub(crate) fn reset_maintenance(base_cmdline: &str) -> UkiProfile {

@@ -3,12 +3,14 @@
 //! Disk images: [`disk::convert`] turns a sparse raw disk image into `.raw`, `.vhd`, `.qcow2`,
 //! `.tar` or `.ova`, optionally `.zst`, `.xz` or `.gz` ([`compress`]), reading only its data
 //! extents ([`sparse`]); [`vhd`], [`qcow2`], [`sparse_tar`], [`vmdk`] and [`ova`] are the
-//! containers, [`xz`] the `.xz` stream writer.
+//! containers, [`xz`] the `.xz` stream writer. [`iso9660`] writes bootable ISO images (El
+//! Torito, appended EFI partition).
 
 pub mod adv;
 pub mod compress;
 pub mod cpio;
 pub mod disk;
+pub mod iso9660;
 pub mod ova;
 pub mod pe;
 pub mod qcow2;

@@ -197,54 +197,107 @@ fn write_efi(
     seed: &[u8],
     contents: &EfiContents,
 ) -> io::Result<()> {
-    let mut window = Window::new(file, efi.offset(), efi.size());
     let serial = gpt::derived_guid(seed, "fat serial");
-    // fatfs picks 4 KiB clusters for the 1101/2101 MiB partitions of sd-boot and dual-boot
-    // images and 512-byte clusters for the 100 MiB one of GRUB images (FAT32 needs 65525).
-    let options = fatfs::FormatVolumeOptions::new()
-        .fat_type(fatfs::FatType::Fat32)
-        .volume_label(*b"EFI        ")
-        .volume_id(u32::from_le_bytes([
-            serial[0], serial[1], serial[2], serial[3],
-        ]));
-    fatfs::format_volume(&mut window, options)?;
+    let serial = u32::from_le_bytes([serial[0], serial[1], serial[2], serial[3]]);
+    match contents {
+        EfiContents::SdBoot {
+            systemd_boot,
+            boot_file_name,
+            uki,
+            uki_file_name,
+        } => write_sd_boot_esp(
+            file,
+            efi.offset(),
+            efi.size(),
+            &EspFiles {
+                serial,
+                boot_dir: "boot",
+                boot_file_name,
+                systemd_boot,
+                uki_file_name,
+                uki,
+                loader_conf: LOADER_CONF,
+            },
+        ),
+        EfiContents::Grub {
+            image,
+            boot_file_name,
+        } => write_fat32(file, efi.offset(), efi.size(), serial, |root| {
+            let boot = root.create_dir("EFI")?.create_dir("BOOT")?;
+            copy_into(&boot, boot_file_name, image)?;
+            Ok(&[(3, 2), (4, 3)])
+        }),
+    }
+}
+
+/// What an sd-boot EFI system partition holds: `EFI/<boot_dir>/<boot_file_name>`
+/// (systemd-boot), `EFI/Linux/<uki_file_name>` and `loader/loader.conf`.
+pub(crate) struct EspFiles<'a> {
+    /// The FAT volume serial.
+    pub serial: u32,
+    /// `boot` (disk images) or `BOOT` (ISOs).
+    pub boot_dir: &'a str,
+    /// `BOOTX64.efi`, `BOOTAA64.EFI`, ….
+    pub boot_file_name: &'a str,
+    /// systemd-boot.
+    pub systemd_boot: &'a Path,
+    /// `Talos-<vtag>.efi`.
+    pub uki_file_name: &'a str,
+    /// The UKI.
+    pub uki: &'a Path,
+    /// `loader/loader.conf`.
+    pub loader_conf: &'a [u8],
+}
+
+/// Formats `size` bytes of `file` from `offset` as FAT32 labelled `EFI` and writes `esp`'s
+/// files into it, streamed (disk images' EFI partition, ISOs' `efiboot.img`).
+pub(crate) fn write_sd_boot_esp(
+    file: &File,
+    offset: u64,
+    size: u64,
+    esp: &EspFiles<'_>,
+) -> io::Result<()> {
+    write_fat32(file, offset, size, esp.serial, |root| {
+        let efi_dir = root.create_dir("EFI")?;
+        let boot = efi_dir.create_dir(esp.boot_dir)?;
+        let linux = efi_dir.create_dir("Linux")?;
+        let loader = root.create_dir("loader")?;
+        copy_into(&boot, esp.boot_file_name, esp.systemd_boot)?;
+        copy_into(&linux, esp.uki_file_name, esp.uki)?;
+        let mut conf = loader.create_file("loader.conf")?;
+        conf.truncate()?;
+        conf.write_all(esp.loader_conf)?;
+        conf.flush()?;
+        Ok(&[(3, 2), (4, 3), (5, 3), (6, 2)])
+    })
+}
+
+/// Formats `size` bytes of `file` from `offset` as FAT32 labelled `EFI` with `serial`, lets
+/// `populate` fill the root, then fixes the `.`/`..` entries of the directories it names as
+/// `(cluster, parent cluster)` ([`fix_dot_entries`]). `populate` must create its directories
+/// before any file, so they take the clusters right after the root's, in its order. fatfs
+/// picks 4 KiB clusters for the 1101/2101 MiB partitions of sd-boot and dual-boot images and
+/// 512-byte clusters for the 100 MiB one of GRUB images (FAT32 needs 65525).
+fn write_fat32(
+    file: &File,
+    offset: u64,
+    size: u64,
+    serial: u32,
+    populate: impl FnOnce(&fatfs::Dir<'_, Window<'_>>) -> io::Result<&'static [(u32, u32)]>,
+) -> io::Result<()> {
+    let mut window = Window::new(file, offset, size);
+    fatfs::format_volume(
+        &mut window,
+        fatfs::FormatVolumeOptions::new()
+            .fat_type(fatfs::FatType::Fat32)
+            .volume_label(*b"EFI        ")
+            .volume_id(serial),
+    )?;
     window.seek(SeekFrom::Start(0))?;
     let fs = fatfs::FileSystem::new(window, fatfs::FsOptions::new())?;
-    let dirs: &[(u32, u32)] = {
-        // Directories first, so they take the clusters right after the root's, in this order
-        // (see `fix_dot_entries`).
-        let root = fs.root_dir();
-        let efi_dir = root.create_dir("EFI")?;
-        match contents {
-            EfiContents::SdBoot {
-                systemd_boot,
-                boot_file_name,
-                uki,
-                uki_file_name,
-            } => {
-                let boot = efi_dir.create_dir("boot")?;
-                let linux = efi_dir.create_dir("Linux")?;
-                let loader = root.create_dir("loader")?;
-                copy_into(&boot, boot_file_name, systemd_boot)?;
-                copy_into(&linux, uki_file_name, uki)?;
-                let mut conf = loader.create_file("loader.conf")?;
-                conf.truncate()?;
-                conf.write_all(LOADER_CONF)?;
-                conf.flush()?;
-                &[(3, 2), (4, 3), (5, 3), (6, 2)]
-            }
-            EfiContents::Grub {
-                image,
-                boot_file_name,
-            } => {
-                let boot = efi_dir.create_dir("BOOT")?;
-                copy_into(&boot, boot_file_name, image)?;
-                &[(3, 2), (4, 3)]
-            }
-        }
-    };
+    let dirs = populate(&fs.root_dir())?;
     fs.unmount()?;
-    let mut window = Window::new(file, efi.offset(), efi.size());
+    let mut window = Window::new(file, offset, size);
     fix_dot_entries(&mut window, dirs)
 }
 
@@ -518,7 +571,7 @@ fn fix_dot_entries(window: &mut Window<'_>, dirs: &[(u32, u32)]) -> io::Result<(
 }
 
 /// Streams `src` into a new file `name` of `dir` (1 MiB at a time).
-fn copy_into<T: fatfs::ReadWriteSeek>(
+pub(crate) fn copy_into<T: fatfs::ReadWriteSeek>(
     dir: &fatfs::Dir<'_, T>,
     name: &str,
     src: &Path,
@@ -539,7 +592,7 @@ fn copy_into<T: fatfs::ReadWriteSeek>(
 
 /// A `Read + Write + Seek` view of `len` bytes of a file from `start` (positional I/O, so
 /// nothing outside the range is touched).
-struct Window<'a> {
+pub(crate) struct Window<'a> {
     file: &'a File,
     start: u64,
     len: u64,
@@ -547,7 +600,7 @@ struct Window<'a> {
 }
 
 impl<'a> Window<'a> {
-    fn new(file: &'a File, start: u64, len: u64) -> Window<'a> {
+    pub(crate) fn new(file: &'a File, start: u64, len: u64) -> Window<'a> {
         Window {
             file,
             start,
