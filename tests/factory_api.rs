@@ -223,9 +223,9 @@ async fn errors_use_upstream_status_codes() {
                 .into(),
         ),
         (
-            format!("/image/{EMPTY_ID}/v1.11.6/metal-amd64.raw"),
-            501,
-            "not built by this bootfactory release yet".into(),
+            format!("/image/{EMPTY_ID}/v1.11.6/metal-amd64.img"),
+            400,
+            "invalid profile path".into(),
         ),
         (
             format!("/image/{EMPTY_ID}/v1.11.6/cmdline-metal-amd64-secureboot"),
