@@ -9,11 +9,14 @@ use std::time::Instant;
 use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
-use super::disk::layout::{DiskBootloader, DiskPlan, PlanError, plan, select_bootloader};
+use super::disk::layout::{
+    DiskBootloader, DiskPlan, PlanError, SECTOR_SIZES, plan, select_bootloader,
+};
 use super::disk::{
     DiskImage, EfiContents, GrubImageSpec, GrubTools, convert, image_meta, write_disk_image,
     write_grub_image,
 };
+use super::grubcfg;
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
 use super::iso::{IsoInputs, IsoKind, build_iso};
 use super::profile::{
@@ -23,7 +26,6 @@ use super::profile::{
 use super::quirks::Quirks;
 use super::tools::{self, Located};
 use super::uki::{self, UkiInputs, UkiProfile};
-use super::grubcfg;
 use crate::config::Config;
 use crate::errors::{self, SharedError};
 use crate::formats::adv;
@@ -658,18 +660,15 @@ impl Factory {
         let Some(image) = &p.image else {
             return Err(not_implemented(OutputKind::Image));
         };
-        match c.disk_image.sector_size {
-            0 | 512 => {}
-            4096 => {
-                return Err(FactoryError::NotImplemented(
-                    "disk images with 4096-byte sectors are not built by this bootfactory release yet (512-byte sectors are)".into(),
-                ));
-            }
-            n => {
-                return Err(FactoryError::Schematic(format!(
-                    "invalid disk image sector size {n}: want 512 or 4096"
-                )));
-            }
+        // `diskImage.sectorSize` (0: the default, 512); anything else is refused by `plan`.
+        let sector_size = match c.disk_image.sector_size {
+            0 => 512,
+            n => n,
+        };
+        if !SECTOR_SIZES.contains(&sector_size) {
+            return Err(FactoryError::Schematic(
+                PlanError::SectorSize(sector_size).to_string(),
+            ));
         }
         let bootloader =
             select_bootloader(c.bootloader, p.secure_boot, p.arch == Arch::Arm64, &quirks);
@@ -681,8 +680,8 @@ impl Factory {
                 "disk images for boards (an overlay's boot blobs and partition offset) are not built by this bootfactory release yet".into(),
             ));
         }
-        plan(&quirks, bootloader, image.disk_size_mib).map_err(|e| match e {
-            PlanError::BeforeV18 => FactoryError::NotImplemented(e.to_string()),
+        plan(&quirks, bootloader, image.disk_size_mib, sector_size).map_err(|e| match e {
+            PlanError::SectorSize(_) => FactoryError::Schematic(e.to_string()),
             e @ PlanError::TooSmall { .. } => FactoryError::Internal(Arc::new(e)),
         })
     }

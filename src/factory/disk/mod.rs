@@ -135,13 +135,16 @@ pub fn write_disk_image(image: &DiskImage, out: &Path) -> Result<(), DiskError> 
     };
     let bios = match (&image.bios, bios_part) {
         (Some((boot_img, core_img)), Some(part)) => {
+            // GRUB's i386-pc boot code counts 512-byte sectors whatever the disk's sector size
+            // (as `grub-bios-setup` writes them; `docs/formats.md` §4096-byte sectors).
+            let core_lba = part.offset() / grub::GRUB_SECTOR;
             let mbr = grub::mbr_with_boot_code(
                 boot_img,
                 &gpt::protective_mbr(plan.last_lba()),
-                part.first_lba,
+                core_lba,
             )?;
             let mut core = core_img.clone();
-            grub::place_core(&mut core, part.first_lba)?;
+            grub::place_core(&mut core, core_lba)?;
             if core.len() as u64 > part.size() {
                 return Err(DiskError::Invalid(format!(
                     "GRUB's core.img ({} bytes) does not fit the {} byte BIOS partition",
@@ -199,6 +202,8 @@ fn write_efi(
 ) -> io::Result<()> {
     let serial = gpt::derived_guid(seed, "fat serial");
     let serial = u32::from_le_bytes([serial[0], serial[1], serial[2], serial[3]]);
+    let sector_size = u16::try_from(efi.sector_size)
+        .map_err(|_| io::Error::other(format!("sector size {}", efi.sector_size)))?;
     match contents {
         EfiContents::SdBoot {
             systemd_boot,
@@ -211,6 +216,7 @@ fn write_efi(
             efi.size(),
             &EspFiles {
                 serial,
+                sector_size,
                 boot_dir: "boot",
                 boot_file_name,
                 systemd_boot,
@@ -222,11 +228,18 @@ fn write_efi(
         EfiContents::Grub {
             image,
             boot_file_name,
-        } => write_fat32(file, efi.offset(), efi.size(), serial, |root| {
-            let boot = root.create_dir("EFI")?.create_dir("BOOT")?;
-            copy_into(&boot, boot_file_name, image)?;
-            Ok(&[(3, 2), (4, 3)])
-        }),
+        } => write_fat32(
+            file,
+            efi.offset(),
+            efi.size(),
+            serial,
+            sector_size,
+            |root| {
+                let boot = root.create_dir("EFI")?.create_dir("BOOT")?;
+                copy_into(&boot, boot_file_name, image)?;
+                Ok(&[(3, 2), (4, 3)])
+            },
+        ),
     }
 }
 
@@ -235,6 +248,8 @@ fn write_efi(
 pub(crate) struct EspFiles<'a> {
     /// The FAT volume serial.
     pub serial: u32,
+    /// Bytes per FAT sector: the disk's logical sector size (512 or 4096).
+    pub sector_size: u16,
     /// `boot` (disk images) or `BOOT` (ISOs).
     pub boot_dir: &'a str,
     /// `BOOTX64.efi`, `BOOTAA64.EFI`, ….
@@ -257,7 +272,7 @@ pub(crate) fn write_sd_boot_esp(
     size: u64,
     esp: &EspFiles<'_>,
 ) -> io::Result<()> {
-    write_fat32(file, offset, size, esp.serial, |root| {
+    write_fat32(file, offset, size, esp.serial, esp.sector_size, |root| {
         let efi_dir = root.create_dir("EFI")?;
         let boot = efi_dir.create_dir(esp.boot_dir)?;
         let linux = efi_dir.create_dir("Linux")?;
@@ -272,7 +287,8 @@ pub(crate) fn write_sd_boot_esp(
     })
 }
 
-/// Formats `size` bytes of `file` from `offset` as FAT32 labelled `EFI` with `serial`, lets
+/// Formats `size` bytes of `file` from `offset` as FAT32 labelled `EFI` with `serial` and
+/// `sector_size`-byte sectors (as `mkfs.vfat` on a disk of that logical sector size), lets
 /// `populate` fill the root, then fixes the `.`/`..` entries of the directories it names as
 /// `(cluster, parent cluster)` ([`fix_dot_entries`]). `populate` must create its directories
 /// before any file, so they take the clusters right after the root's, in its order. fatfs
@@ -283,6 +299,7 @@ fn write_fat32(
     offset: u64,
     size: u64,
     serial: u32,
+    sector_size: u16,
     populate: impl FnOnce(&fatfs::Dir<'_, Window<'_>>) -> io::Result<&'static [(u32, u32)]>,
 ) -> io::Result<()> {
     let mut window = Window::new(file, offset, size);
@@ -290,6 +307,7 @@ fn write_fat32(
         &mut window,
         fatfs::FormatVolumeOptions::new()
             .fat_type(fatfs::FatType::Fat32)
+            .bytes_per_sector(sector_size)
             .volume_label(*b"EFI        ")
             .volume_id(serial),
     )?;
@@ -442,6 +460,7 @@ pub fn write_grub_image(spec: &GrubImageSpec, out: &Path) -> Result<(), DiskErro
         &files,
         &uuid,
         boot_part.size(),
+        spec.plan.sector_size,
         &boot_fs,
         spec.timeout,
     )?;
@@ -701,8 +720,13 @@ mod tests {
         std::fs::write(&boot, b"MZ systemd-boot").unwrap();
         let uki_bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&uki, &uki_bytes).unwrap();
-        let plan =
-            layout::plan(&Quirks::from_tag("v1.11.6"), DiskBootloader::SdBoot, 1246).unwrap();
+        let plan = layout::plan(
+            &Quirks::from_tag("v1.11.6"),
+            DiskBootloader::SdBoot,
+            1246,
+            512,
+        )
+        .unwrap();
         let out = dir.path().join("disk.raw");
         let image = DiskImage {
             plan: plan.clone(),
@@ -794,7 +818,7 @@ mod tests {
             (DiskBootloader::SdBoot, Some(dir.path().join("x"))),
         ] {
             let image = DiskImage {
-                plan: layout::plan(&q, bl, 1246).unwrap(),
+                plan: layout::plan(&q, bl, 1246, 512).unwrap(),
                 seed: vec![],
                 efi: efi.clone(),
                 bios: None,
@@ -826,7 +850,8 @@ mod tests {
         let out_dir = dir.path().join("build");
         std::fs::create_dir(&out_dir).unwrap();
         let out = out_dir.join("asset");
-        let plan = layout::plan(&Quirks::from_tag("v1.8.4"), DiskBootloader::Grub, 1246).unwrap();
+        let plan =
+            layout::plan(&Quirks::from_tag("v1.8.4"), DiskBootloader::Grub, 1246, 512).unwrap();
         let spec = GrubImageSpec {
             plan: plan.clone(),
             seed: b"key".to_vec(),
