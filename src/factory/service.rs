@@ -672,6 +672,13 @@ impl Factory {
         }
         let bootloader =
             select_bootloader(c.bootloader, p.secure_boot, p.arch == Arch::Arm64, &quirks);
+        if sector_size == 4096 && bootloader == DiskBootloader::Grub {
+            // The 100 MiB EFI partition of 4 KiB sectors has 25518 clusters: too few for FAT32
+            // (upstream's `mkfs.vfat -F 32` makes one anyway; `docs/formats.md`).
+            return Err(FactoryError::NotImplemented(
+                "GRUB disk images (a 100 MiB EFI partition) with 4096-byte sectors are not built by this bootfactory release yet (sd-boot and dual-boot ones are)".into(),
+            ));
+        }
         let meta = disk_image_meta(r, bootloader);
         let values: Vec<(u8, &[u8])> = meta.iter().map(|(k, v)| (*k, &v[..])).collect();
         adv::encode_block(&values).map_err(|e| FactoryError::Schematic(e.to_string()))?;
