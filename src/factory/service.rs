@@ -763,7 +763,11 @@ impl Factory {
                     sd_boot_efi,
                     kernel,
                     initrd,
-                    grub_cfg: grubcfg::disk_grub_cfg(&r.version.to_string(), &self.cmdline(r)),
+                    grub_cfg: grubcfg::disk_grub_cfg(
+                        &r.version.to_string(),
+                        &self.cmdline(r),
+                        Quirks::new(&r.version).supports_reset_grub_option(),
+                    ),
                     tools,
                     meta,
                     timeout: TOOL_TIMEOUT,

@@ -955,7 +955,11 @@ mod tests {
             sd_boot_efi: None,
             kernel,
             initrd,
-            grub_cfg: crate::factory::grubcfg::disk_grub_cfg("v1.8.4", "talos.platform=metal"),
+            grub_cfg: crate::factory::grubcfg::disk_grub_cfg(
+                "v1.8.4",
+                "talos.platform=metal",
+                true,
+            ),
             tools: GrubTools::from_located(&located, DiskBootloader::Grub, false),
             meta: vec![(0x0c, b"m".to_vec())],
             timeout: Duration::from_secs(120),
