@@ -302,6 +302,13 @@ fn write_fat32(
     sector_size: u16,
     populate: impl FnOnce(&fatfs::Dir<'_, Window<'_>>) -> io::Result<&'static [(u32, u32)]>,
 ) -> io::Result<()> {
+    // FAT32 needs 65525 clusters of at least one sector (the 100 MiB EFI partition of GRUB
+    // images has 25600 sectors of 4 KiB).
+    if size / u64::from(sector_size.max(1)) < 65525 {
+        return Err(io::Error::other(format!(
+            "{size} bytes of {sector_size}-byte sectors are too small for FAT32 (65525 clusters)"
+        )));
+    }
     let mut window = Window::new(file, offset, size);
     fatfs::format_volume(
         &mut window,
@@ -886,6 +893,25 @@ mod tests {
         }
     }
 
+    /// The GRUB layout's 100 MiB EFI partition in 4096-byte sectors is refused by name.
+    #[test]
+    fn fat32_refuses_too_few_sectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("esp"))
+            .unwrap();
+        f.set_len(100 << 20).unwrap();
+        use std::os::unix::fs::MetadataExt as _;
+        let e = write_fat32(&f, 0, 100 << 20, 1, 4096, |_| Ok(&[])).unwrap_err();
+        assert!(e.to_string().contains("too small for FAT32"), "{e}");
+        assert_eq!(f.metadata().unwrap().blocks(), 0, "nothing written");
+        write_fat32(&f, 0, 100 << 20, 1, 512, |_| Ok(&[])).unwrap();
+    }
+
     #[test]
     fn dual_boot_meta_gets_0x11_once() {
         let user = vec![(0x0c, b"x".to_vec())];
@@ -1010,5 +1036,97 @@ mod tests {
         let mut m = vec![0u8; adv::PARTITION];
         f.read_exact_at(&mut m, meta.offset()).unwrap();
         assert_eq!(adv::decode_partition(&m), vec![(0x0c, b"m".to_vec())]);
+    }
+
+    /// A dual-boot image of 4096-byte sectors with the host's tools: the GPT at byte 4096,
+    /// FAT32 and XFS of 4096-byte sectors, and GRUB's boot sector and blocklist in 512-byte
+    /// units (the BIOS partition's first LBA × 8), as `grub-bios-setup` writes them.
+    #[test]
+    fn dual_boot_image_with_4096_byte_sectors() {
+        use crate::factory::tools::require;
+        let needed = GrubTools::needed(DiskBootloader::DualBoot, false);
+        let Ok(located) = require("a test", &needed) else {
+            eprintln!("xfsprogs or GRUB not installed: skipped");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initramfs.xz");
+        let sd_boot = dir.path().join("systemd-boot.efi");
+        let uki = dir.path().join("uki.efi");
+        std::fs::write(&kernel, vec![0x4b; 300_000]).unwrap();
+        std::fs::write(&initrd, vec![0x49; 100_000]).unwrap();
+        std::fs::write(&sd_boot, b"MZ sd-boot").unwrap();
+        std::fs::write(&uki, b"MZ uki").unwrap();
+        let out = dir.path().join("asset");
+        let plan = layout::plan(
+            &Quirks::from_tag("v1.11.6"),
+            DiskBootloader::DualBoot,
+            1246,
+            4096,
+        )
+        .unwrap();
+        let spec = GrubImageSpec {
+            plan: plan.clone(),
+            seed: b"key".to_vec(),
+            sd_boot_efi: Some(EfiContents::SdBoot {
+                systemd_boot: sd_boot,
+                boot_file_name: "BOOTX64.efi",
+                uki,
+                uki_file_name: "Talos-v1.11.6.efi".into(),
+            }),
+            kernel,
+            initrd,
+            grub_cfg: crate::factory::grubcfg::disk_grub_cfg("v1.11.6", "x", true),
+            tools: GrubTools::from_located(&located, DiskBootloader::DualBoot, false),
+            meta: image_meta(vec![], DiskBootloader::DualBoot),
+            timeout: Duration::from_secs(120),
+        };
+        write_grub_image(&spec, &out).unwrap();
+        let f = File::open(&out).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 4247 << 20);
+        let mut sig = [0u8; 8];
+        f.read_exact_at(&mut sig, 4096).unwrap();
+        assert_eq!(&sig, b"EFI PART");
+        let bios = plan.partition("BIOS").unwrap();
+        assert_eq!(bios.first_lba, 538112);
+        let mut mbr = [0u8; 512];
+        f.read_exact_at(&mut mbr, 0).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(
+                mbr[grub::KERNEL_SECTOR..grub::KERNEL_SECTOR + 8]
+                    .try_into()
+                    .unwrap()
+            ),
+            538112 * 8
+        );
+        assert_eq!(mbr[446 + 4], 0xee);
+        assert_eq!(
+            u32::from_le_bytes(mbr[446 + 12..446 + 16].try_into().unwrap()),
+            4247 * 256 - 1
+        );
+        let mut core = [0u8; 512];
+        f.read_exact_at(&mut core, bios.offset()).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(core[0x1f4..0x1fc].try_into().unwrap()),
+            538112 * 8 + 1
+        );
+        let efi = plan.partition("EFI").unwrap();
+        let mut bpb = [0u8; 512];
+        f.read_exact_at(&mut bpb, efi.offset()).unwrap();
+        assert_eq!(u16::from_le_bytes([bpb[11], bpb[12]]), 4096);
+        let boot = plan.partition("BOOT").unwrap();
+        let mut sb = [0u8; 104];
+        f.read_exact_at(&mut sb, boot.offset()).unwrap();
+        assert_eq!(&sb[..4], b"XFSB");
+        assert_eq!(u16::from_be_bytes([sb[102], sb[103]]), 4096, "sb_sectsize");
+        let meta = plan.partition("META").unwrap();
+        assert_eq!(meta.offset(), 8402944 * 512);
+        let mut m = vec![0u8; adv::PARTITION];
+        f.read_exact_at(&mut m, meta.offset()).unwrap();
+        assert_eq!(
+            adv::decode_partition(&m),
+            vec![(0x11, b"dual-boot".to_vec())]
+        );
     }
 }
