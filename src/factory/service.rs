@@ -650,8 +650,8 @@ impl Factory {
 
     /// The partition plan of a disk-image request, or why it is not built: 400 for a
     /// schematic asking for something no image can be (an absurd `diskImage.sectorSize`, META
-    /// values that do not fit), 501 naming the part this release does not build yet (Talos <
-    /// 1.8, overlays, 4096-byte sectors).
+    /// values that do not fit, systemd-boot before 1.5), 501 naming the part this release does
+    /// not build yet (overlays, GRUB-only layouts of 4096-byte sectors).
     /// `docs/formats.md` §Disk images.
     fn disk_image_plan(&self, r: &Resolved) -> Result<DiskPlan, FactoryError> {
         let p = &r.profile;
@@ -672,6 +672,13 @@ impl Factory {
         }
         let bootloader =
             select_bootloader(c.bootloader, p.secure_boot, p.arch == Arch::Arm64, &quirks);
+        if bootloader != DiskBootloader::Grub && !quirks.supports_uki() {
+            // Before 1.5 the imager has no systemd-boot or stub to build one with.
+            return Err(FactoryError::Schematic(format!(
+                "{bootloader:?} disk images need a UKI, which Talos {} does not have (1.5 or later)",
+                r.version
+            )));
+        }
         if sector_size == 4096 && bootloader == DiskBootloader::Grub {
             // The 100 MiB EFI partition of 4 KiB sectors has 25518 clusters: too few for FAT32
             // (upstream's `mkfs.vfat -F 32` makes one anyway; `docs/formats.md`).
