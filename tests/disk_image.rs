@@ -24,7 +24,8 @@ use bootfactory::formats::pe::PeImage;
 use sha2::{Digest as _, Sha256};
 use support::TestServer;
 use support::lab::{
-    BUSYBOX, SD_BOOT, SD_STUB as STUB, boot_ovmf, boot_seabios, lab_kernel, ovmf_code, present,
+    BUSYBOX, SD_BOOT, SD_STUB as STUB, boot_ovmf, boot_ovmf_args, boot_seabios, lab_kernel,
+    ovmf_code, present,
 };
 use support::tools::have;
 
@@ -372,7 +373,8 @@ async fn sd_boot_raw_images_read_back_by_independent_tools() {
     );
     std::fs::remove_file(&disk).unwrap();
 
-    // An absurd sector size is the schematic's fault; 4096 is not built yet.
+    // An absurd sector size is the schematic's fault; GRUB images of 4096-byte sectors (a
+    // 100 MiB FAT32 of too few clusters) are not built.
     let absurd = support::post_schematic(
         &server.url,
         "customization:\n  bootloader: sd-boot\n  diskImage:\n    sectorSize: 123456789\n",
@@ -383,11 +385,12 @@ async fn sd_boot_raw_images_read_back_by_independent_tools() {
     assert!(body.contains("sector size 123456789"), "{body}");
     let big = support::post_schematic(
         &server.url,
-        "customization:\n  diskImage:\n    sectorSize: 4096\n",
+        "customization:\n  bootloader: grub\n  diskImage:\n    sectorSize: 4096\n",
     )
     .await;
     let (status, body) = get(&server, &format!("/image/{big}/v1.11.6/metal-arm64.raw")).await;
     assert_eq!(status, 501, "{body}");
+    assert!(body.contains("4096"), "{body}");
     // META values beyond an ADV block's capacity.
     let huge = format!(
         "customization:\n  meta:\n    - key: 12\n      value: {}\n",
@@ -436,21 +439,22 @@ echo "BOOTFACTORY-DISK-DONE"
 /bin/busybox poweroff -f
 "#;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_sd_boot_raw_image_boots_in_ovmf() {
+/// The bootable fixture (v1.11.6: the lab kernel, busybox `/init`, Debian's systemd-boot and
+/// stub), or `None` when QEMU or a part is missing.
+fn bootable_fixture() -> Option<FixtureOptions> {
     if !have("qemu-system-x86_64")
         || !present(Path::new(BUSYBOX), "a static busybox")
         || !present(Path::new(STUB), "systemd-boot-efi")
         || !present(Path::new(SD_BOOT), "systemd-boot-efi")
     {
-        return;
+        return None;
     }
-    let Some(kernel) = lab_kernel() else { return };
+    let kernel = lab_kernel()?;
     assert!(
         ovmf_code().is_some(),
         "OVMF is required (apt-get install ovmf)"
     );
-    let options = FixtureOptions {
+    Some(FixtureOptions {
         versions: vec!["v1.11.6".into()],
         amd64: BootOptions {
             kernel: Some(FileSource::Path(kernel)),
@@ -465,6 +469,13 @@ async fn the_sd_boot_raw_image_boots_in_ovmf() {
             ..BootOptions::default()
         },
         ..FixtureOptions::default()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sd_boot_raw_image_boots_in_ovmf() {
+    let Some(options) = bootable_fixture() else {
+        return;
     };
     let data = tempfile::tempdir().unwrap();
     let (_layout, _release) = support::import_fixture(data.path(), &options).await;
@@ -528,6 +539,147 @@ async fn the_sd_boot_raw_image_boots_in_ovmf() {
         .min(systemd_major(&std::fs::read(SD_BOOT).unwrap()));
     let want = if major < 257 { &reset } else { &main };
     assert_eq!(&cmdline, want, "systemd {major}");
+}
+
+/// An sd-boot image of 4096-byte sectors (`diskImage.sectorSize: 4096`, Talos 1.11): read back
+/// by `sfdisk --sector-size 4096` (LBAs / 8 of the 512-byte layout, both GPT copies verified),
+/// `fsck.vfat` and mtools on its EFI partition (a FAT32 of 4096-byte sectors) and META's ADV
+/// at the same byte offset as ever; then booted in OVMF as a 4Kn virtio disk up to `/init`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_4096_byte_sector_sd_boot_image_reads_back_and_boots_in_ovmf() {
+    if !tools() {
+        return;
+    }
+    let Some(options) = bootable_fixture() else {
+        return;
+    };
+    let data = tempfile::tempdir().unwrap();
+    let (_layout, _release) = support::import_fixture(data.path(), &options).await;
+    let server = TestServer::start_in(data, &[("offline", "true")]).await;
+    let schematic = format!("{SD_BOOT_SCHEMATIC}  diskImage:\n    sectorSize: 4096\n");
+    let id = support::post_schematic(&server.url, &schematic).await;
+    let work = tempfile::tempdir().unwrap();
+    let work_dir = match std::env::var_os("BOOTFACTORY_DISK_DEBUG_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => work.path().to_path_buf(),
+    };
+    let disk = work_dir.join("disk4k.raw");
+    let started = Instant::now();
+    download_sparse(
+        &server,
+        &format!("/image/{id}/v1.11.6/metal-amd64.raw"),
+        &disk,
+    )
+    .await;
+    eprintln!(
+        "metal-amd64.raw (4096): built and fetched in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(std::fs::metadata(&disk).unwrap().len(), 2246 * MIB);
+    // 2246 MiB = 574976 sectors of 4 KiB. util-linux 2.38's sfdisk has no sector size
+    // option; fdisk's `-b` reads a file as a disk of that logical sector size (and warns
+    // when a header or its copy is bad).
+    let x = run(Command::new("fdisk")
+        .env("LC_ALL", "C")
+        .args(["-b", "4096", "-x"])
+        .arg(&disk));
+    for want in [
+        "574976 sectors",
+        "Sector size (logical/physical): 4096 bytes",
+        "Disklabel type: gpt",
+        "First usable LBA: 256",
+        "Last usable LBA: 574970",
+        "Alternative LBA: 574975",
+        "Partition entries starting LBA: 2",
+        "Partition entries ending LBA: 5",
+    ] {
+        assert!(
+            x.contains(want),
+            "{want} missing from fdisk -b 4096 -x:\n{x}"
+        );
+    }
+    let lower = x.to_lowercase();
+    assert!(
+        !lower.contains("corrupt") && !lower.contains("mismatch") && !lower.contains("invalid"),
+        "{x}"
+    );
+    let name = disk.display().to_string();
+    let rows: Vec<Vec<&str>> = x
+        .lines()
+        .filter(|l| l.starts_with(&name))
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    let seen: Vec<(&str, &str, &str, &str, &str)> = rows
+        .iter()
+        .map(|r| (r[1], r[2], r[3], r[4], r.get(6).copied().unwrap_or("")))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                "256",
+                "538111",
+                "537856",
+                "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
+                "EFI"
+            ),
+            (
+                "538112",
+                "538367",
+                "256",
+                "0FC63DAF-8483-4772-8E79-3D69D8477DE4",
+                "META"
+            ),
+        ],
+        "{x}"
+    );
+    // Read as 512-byte sectors there is no GPT header at LBA 1: a 4Kn-only table.
+    let as512 = Command::new("sfdisk")
+        .arg("--json")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&as512.stdout).contains("\"EFI\""),
+        "a 512-byte reader found the 4096-byte table"
+    );
+    let efi = work.path().join("efi4k.img");
+    cut(&disk, 256 * 4096, 2101 * MIB, &efi);
+    let fsck = run(Command::new("fsck.vfat").arg("-n").arg("-V").arg(&efi));
+    assert!(fsck.contains("files,"), "fsck.vfat: {fsck}");
+    let mut bpb = [0u8; 512];
+    File::open(&efi)
+        .unwrap()
+        .read_exact_at(&mut bpb, 0)
+        .unwrap();
+    assert_eq!(u16::from_le_bytes([bpb[11], bpb[12]]), 4096);
+    assert_eq!(mcopy(&efi, "/loader/loader.conf"), LOADER_CONF);
+    let uki = mcopy(&efi, "/EFI/Linux/Talos-v1.11.6.efi");
+    assert!(PeImage::parse(&uki).is_ok());
+    std::fs::remove_file(&efi).unwrap();
+    let meta = work.path().join("meta4k.img");
+    cut(&disk, 538112 * 4096, MIB, &meta);
+    assert_eq!(
+        adv::decode_partition(&std::fs::read(&meta).unwrap()),
+        vec![(12, b"hello-meta".to_vec())]
+    );
+
+    let disk_args = [
+        "-drive".to_string(),
+        format!("file={},if=none,id=d0,format=raw", disk.display()),
+        "-device".to_string(),
+        "virtio-blk-pci,drive=d0,logical_block_size=4096,physical_block_size=4096".to_string(),
+    ];
+    let out = tokio::task::block_in_place(|| boot_ovmf_args(&disk_args, &work_dir, "disk4k", DONE));
+    eprintln!("booted in {:?}", started.elapsed());
+    let tail: String = out.lines().rev().take(40).collect::<Vec<_>>().join("\n");
+    assert!(
+        out.contains(MARKER),
+        "the 4Kn image did not reach /init:\n{tail}"
+    );
+    let cmdline = booted_cmdline(&out, "the 4Kn sd-boot image in OVMF");
+    assert!(cmdline.starts_with("talos.platform=metal "), "{cmdline}");
+    assert!(cmdline.contains("bootfactory.test=1"), "{cmdline}");
 }
 
 /// The major version in a systemd EFI binary's `#### LoaderInfo: systemd-<x> <version> ####`.

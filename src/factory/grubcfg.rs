@@ -22,14 +22,15 @@ pub fn quote(s: &str) -> String {
     out
 }
 
-/// The reset entry of disk images exists for Talos ≥ 1.4, and always in dual-boot images;
-/// every version bootfactory builds disk images for is ≥ 1.8, so it is always there.
+/// The reset entry of disk images exists for Talos ≥ 1.4
+/// ([`super::quirks::Quirks::supports_reset_grub_option`]; dual-boot images are ≥ 1.10).
 ///
-/// `vtag` is the version tag (`v1.11.6`), `cmdline` the image's command line.
-pub fn disk_grub_cfg(vtag: &str, cmdline: &str) -> String {
+/// `vtag` is the version tag (`v1.11.6`), `cmdline` the image's command line, `reset` whether
+/// the reset entry is there.
+pub fn disk_grub_cfg(vtag: &str, cmdline: &str, reset: bool) -> String {
     let title = format!("A - Talos {vtag}");
     let args = quote(cmdline);
-    format!(
+    let mut cfg = format!(
         "set default=\"{title}\"\n\
          \n\
          set timeout=3\n\
@@ -44,14 +45,19 @@ pub fn disk_grub_cfg(vtag: &str, cmdline: &str) -> String {
          \x20 set gfxpayload=text\n\
          \x20 linux /A/vmlinuz {args}\n\
          \x20 initrd /A/initramfs.xz\n\
-         }}\n\
-         menuentry \"Reset Talos installation and return to maintenance mode\" {{\n\
-         \x20 set gfxmode=auto\n\
-         \x20 set gfxpayload=text\n\
-         \x20 linux /A/vmlinuz {args} talos.experimental.wipe=system:EPHEMERAL,STATE\n\
-         \x20 initrd /A/initramfs.xz\n\
          }}\n"
-    )
+    );
+    if reset {
+        cfg.push_str(&format!(
+            "menuentry \"Reset Talos installation and return to maintenance mode\" {{\n\
+             \x20 set gfxmode=auto\n\
+             \x20 set gfxpayload=text\n\
+             \x20 linux /A/vmlinuz {args} talos.experimental.wipe=system:EPHEMERAL,STATE\n\
+             \x20 initrd /A/initramfs.xz\n\
+             }}\n"
+        ));
+    }
+    cfg
 }
 
 /// `/boot/grub/grub.cfg` of GRUB and hybrid ISOs (the reset entry exists for Talos ≥ 1.4,
@@ -95,7 +101,13 @@ mod tests {
 
     #[test]
     fn disk_cfg_matches_the_imager_template() {
-        let cfg = disk_grub_cfg("v1.11.6", "talos.platform=metal console=tty0 x=$y");
+        let without = disk_grub_cfg("v1.3.7", "talos.platform=metal", false);
+        assert!(!without.contains("Reset"), "{without}");
+        assert!(
+            without.ends_with("  initrd /A/initramfs.xz\n}\n"),
+            "{without}"
+        );
+        let cfg = disk_grub_cfg("v1.11.6", "talos.platform=metal console=tty0 x=$y", true);
         let want = "set default=\"A - Talos v1.11.6\"\n\nset timeout=3\n\ninsmod all_video\n\nterminal_input console\nterminal_output console\n\nmenuentry \"A - Talos v1.11.6\" {\n  set gfxmode=auto\n  set gfxpayload=text\n  linux /A/vmlinuz talos.platform=metal console=tty0 x=\\$y\n  initrd /A/initramfs.xz\n}\nmenuentry \"Reset Talos installation and return to maintenance mode\" {\n  set gfxmode=auto\n  set gfxpayload=text\n  linux /A/vmlinuz talos.platform=metal console=tty0 x=\\$y talos.experimental.wipe=system:EPHEMERAL,STATE\n  initrd /A/initramfs.xz\n}\n";
         assert_eq!(cfg, want);
     }

@@ -347,6 +347,7 @@ fn write_esp_image(
         size,
         &EspFiles {
             serial: fat_serial(&inputs.seed),
+            sector_size: 512,
             boot_dir: "BOOT",
             boot_file_name: boot_name,
             systemd_boot: sd_boot,

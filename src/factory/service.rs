@@ -9,7 +9,9 @@ use std::time::Instant;
 use super::artifacts::{ArtifactError, Artifacts, ImagerFile};
 use super::builder::{BuildError, BuildFuture, Builder, BuiltAsset};
 use super::cmdline::{CmdlineInput, UnknownPlatform, build_cmdline, platform_name};
-use super::disk::layout::{DiskBootloader, DiskPlan, PlanError, plan, select_bootloader};
+use super::disk::layout::{
+    DiskBootloader, DiskPlan, PlanError, SECTOR_SIZES, plan, select_bootloader,
+};
 use super::disk::{
     DiskImage, EfiContents, GrubImageSpec, GrubTools, convert, image_meta, write_disk_image,
     write_grub_image,
@@ -648,8 +650,8 @@ impl Factory {
 
     /// The partition plan of a disk-image request, or why it is not built: 400 for a
     /// schematic asking for something no image can be (an absurd `diskImage.sectorSize`, META
-    /// values that do not fit), 501 naming the part this release does not build yet (Talos <
-    /// 1.8, overlays, 4096-byte sectors).
+    /// values that do not fit, systemd-boot before 1.5), 501 naming the part this release does
+    /// not build yet (overlays, GRUB-only layouts of 4096-byte sectors).
     /// `docs/formats.md` §Disk images.
     fn disk_image_plan(&self, r: &Resolved) -> Result<DiskPlan, FactoryError> {
         let p = &r.profile;
@@ -658,21 +660,32 @@ impl Factory {
         let Some(image) = &p.image else {
             return Err(not_implemented(OutputKind::Image));
         };
-        match c.disk_image.sector_size {
-            0 | 512 => {}
-            4096 => {
-                return Err(FactoryError::NotImplemented(
-                    "disk images with 4096-byte sectors are not built by this bootfactory release yet (512-byte sectors are)".into(),
-                ));
-            }
-            n => {
-                return Err(FactoryError::Schematic(format!(
-                    "invalid disk image sector size {n}: want 512 or 4096"
-                )));
-            }
+        // `diskImage.sectorSize` (0: the default, 512); anything else is refused by `plan`.
+        let sector_size = match c.disk_image.sector_size {
+            0 => 512,
+            n => n,
+        };
+        if !SECTOR_SIZES.contains(&sector_size) {
+            return Err(FactoryError::Schematic(
+                PlanError::SectorSize(sector_size).to_string(),
+            ));
         }
         let bootloader =
             select_bootloader(c.bootloader, p.secure_boot, p.arch == Arch::Arm64, &quirks);
+        if bootloader != DiskBootloader::Grub && !quirks.supports_uki() {
+            // Before 1.5 the imager has no systemd-boot or stub to build one with.
+            return Err(FactoryError::Schematic(format!(
+                "{bootloader:?} disk images need a UKI, which Talos {} does not have (1.5 or later)",
+                r.version
+            )));
+        }
+        if sector_size == 4096 && bootloader == DiskBootloader::Grub {
+            // The 100 MiB EFI partition of 4 KiB sectors has 25518 clusters: too few for FAT32
+            // (upstream's `mkfs.vfat -F 32` makes one anyway; `docs/formats.md`).
+            return Err(FactoryError::NotImplemented(
+                "GRUB disk images (a 100 MiB EFI partition) with 4096-byte sectors are not built by this bootfactory release yet (sd-boot and dual-boot ones are)".into(),
+            ));
+        }
         let meta = disk_image_meta(r, bootloader);
         let values: Vec<(u8, &[u8])> = meta.iter().map(|(k, v)| (*k, &v[..])).collect();
         adv::encode_block(&values).map_err(|e| FactoryError::Schematic(e.to_string()))?;
@@ -681,8 +694,8 @@ impl Factory {
                 "disk images for boards (an overlay's boot blobs and partition offset) are not built by this bootfactory release yet".into(),
             ));
         }
-        plan(&quirks, bootloader, image.disk_size_mib).map_err(|e| match e {
-            PlanError::BeforeV18 => FactoryError::NotImplemented(e.to_string()),
+        plan(&quirks, bootloader, image.disk_size_mib, sector_size).map_err(|e| match e {
+            PlanError::SectorSize(_) => FactoryError::Schematic(e.to_string()),
             e @ PlanError::TooSmall { .. } => FactoryError::Internal(Arc::new(e)),
         })
     }
@@ -757,7 +770,11 @@ impl Factory {
                     sd_boot_efi,
                     kernel,
                     initrd,
-                    grub_cfg: grubcfg::disk_grub_cfg(&r.version.to_string(), &self.cmdline(r)),
+                    grub_cfg: grubcfg::disk_grub_cfg(
+                        &r.version.to_string(),
+                        &self.cmdline(r),
+                        Quirks::new(&r.version).supports_reset_grub_option(),
+                    ),
                     tools,
                     meta,
                     timeout: TOOL_TIMEOUT,

@@ -331,6 +331,12 @@ impl Drop for Vm {
 /// (lossy: firmware menus draw with bytes that are not UTF-8), plus QEMU's log if it exited
 /// early.
 pub fn boot_ovmf(drive: &str, work: &Path, name: &str, done: &str) -> String {
+    boot_ovmf_args(&["-drive".to_string(), drive.to_string()], work, name, done)
+}
+
+/// [`boot_ovmf`] with the disk given as QEMU arguments (e.g. `-drive …,if=none` and a
+/// `-device` with its own block sizes).
+pub fn boot_ovmf_args(disk: &[String], work: &Path, name: &str, done: &str) -> String {
     let code = ovmf_code().expect("OVMF");
     let vars = work.join(format!("{name}-vars.fd"));
     std::fs::copy("/usr/share/OVMF/OVMF_VARS.fd", &vars).expect("OVMF_VARS.fd");
@@ -342,16 +348,17 @@ pub fn boot_ovmf(drive: &str, work: &Path, name: &str, done: &str) -> String {
         "-drive".to_string(),
         format!("if=pflash,format=raw,file={}", vars.display()),
     ];
-    boot_drive(&firmware, drive, work, name, done)
+    boot_drive(&firmware, disk, work, name, done)
 }
 
 /// [`boot_ovmf`] with SeaBIOS (QEMU's default BIOS, machine `pc`): BIOS boot of a disk or CD.
 pub fn boot_seabios(drive: &str, work: &Path, name: &str, done: &str) -> String {
     let firmware = vec!["-machine".to_string(), "pc".to_string()];
-    boot_drive(&firmware, drive, work, name, done)
+    let disk = ["-drive".to_string(), drive.to_string()];
+    boot_drive(&firmware, &disk, work, name, done)
 }
 
-fn boot_drive(firmware: &[String], drive: &str, work: &Path, name: &str, done: &str) -> String {
+fn boot_drive(firmware: &[String], disk: &[String], work: &Path, name: &str, done: &str) -> String {
     let serial = work.join(format!("{name}.serial"));
     let qemu_log = work.join(format!("{name}.qemu.log"));
     let log = std::fs::File::create(&qemu_log).unwrap();
@@ -369,8 +376,7 @@ fn boot_drive(firmware: &[String], drive: &str, work: &Path, name: &str, done: &
         ])
         .arg("-serial")
         .arg(format!("file:{}", serial.display()))
-        .arg("-drive")
-        .arg(drive)
+        .args(disk)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)

@@ -1,7 +1,8 @@
 //! A GPT writer for the layouts [`super::layout`] plans (`docs/formats.md` §Disk images):
 //! protective MBR, primary header at LBA 1 with 128 entries from LBA 2, backup entries and
-//! header at the end, CRC32 over header and entries. GUIDs come from a seed, so one asset
-//! always has the same bytes.
+//! header at the end, CRC32 over header and entries; LBAs of the plan's sector size (512 or
+//! 4096: the entries take 32 or 4 sectors, each header a whole sector). GUIDs come from a
+//! seed, so one asset always has the same bytes.
 
 use std::fs::File;
 use std::io;
@@ -9,11 +10,10 @@ use std::os::unix::fs::FileExt as _;
 
 use sha2::{Digest as _, Sha256};
 
-use super::layout::{DiskPlan, FIRST_USABLE_LBA, SECTOR};
+use super::layout::{DiskPlan, ENTRY_ARRAY_BYTES, entry_sectors};
 
 const ENTRIES: u64 = 128;
 const ENTRY_SIZE: u64 = 128;
-const ENTRY_SECTORS: u64 = ENTRIES * ENTRY_SIZE / SECTOR;
 
 /// A GUID in its on-disk (mixed-endian) form from its text form; `None` when malformed.
 pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
@@ -45,7 +45,7 @@ pub fn derived_guid(seed: &[u8], what: &str) -> [u8; 16] {
     g
 }
 
-/// The protective MBR sector.
+/// The protective MBR (the first 512 bytes of LBA 0; `last_lba` in the disk's sectors).
 pub fn protective_mbr(last_lba: u64) -> [u8; 512] {
     let mut m = [0u8; 512];
     let e = &mut m[446..462];
@@ -62,7 +62,7 @@ pub fn protective_mbr(last_lba: u64) -> [u8; 512] {
 
 /// The 128-entry partition array.
 pub fn entry_array(plan: &DiskPlan, seed: &[u8]) -> io::Result<Vec<u8>> {
-    let mut a = vec![0u8; (ENTRIES * ENTRY_SIZE) as usize];
+    let mut a = vec![0u8; ENTRY_ARRAY_BYTES as usize];
     for (i, p) in plan.partitions.iter().enumerate() {
         let e = &mut a[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize];
         let t = guid_bytes(p.type_guid)
@@ -86,22 +86,22 @@ pub fn entry_array(plan: &DiskPlan, seed: &[u8]) -> io::Result<Vec<u8>> {
     Ok(a)
 }
 
-/// A GPT header sector.
-pub fn header(plan: &DiskPlan, seed: &[u8], backup: bool, entries_crc: u32) -> [u8; 512] {
+/// A GPT header sector (the plan's sector size, zero after the 92 bytes).
+pub fn header(plan: &DiskPlan, seed: &[u8], backup: bool, entries_crc: u32) -> Vec<u8> {
     let last = plan.last_lba();
     let (my, alt, entries_at) = if backup {
-        (last, 1, last - ENTRY_SECTORS)
+        (last, 1, last - entry_sectors(plan.sector_size))
     } else {
         (1, last, 2)
     };
-    let mut h = [0u8; 512];
+    let mut h = vec![0u8; plan.sector_size as usize];
     h[..8].copy_from_slice(b"EFI PART");
     h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
     h[12..16].copy_from_slice(&92u32.to_le_bytes());
     h[24..32].copy_from_slice(&my.to_le_bytes());
     h[32..40].copy_from_slice(&alt.to_le_bytes());
-    h[40..48].copy_from_slice(&FIRST_USABLE_LBA.to_le_bytes());
-    h[48..56].copy_from_slice(&(last - ENTRY_SECTORS - 1).to_le_bytes());
+    h[40..48].copy_from_slice(&plan.first_usable_lba().to_le_bytes());
+    h[48..56].copy_from_slice(&plan.last_usable_lba().to_le_bytes());
     h[56..72].copy_from_slice(&derived_guid(seed, "disk"));
     h[72..80].copy_from_slice(&entries_at.to_le_bytes());
     h[80..84].copy_from_slice(&(ENTRIES as u32).to_le_bytes());
@@ -115,13 +115,14 @@ pub fn header(plan: &DiskPlan, seed: &[u8], backup: bool, entries_crc: u32) -> [
 /// Writes the protective MBR and both GPT copies into `file` (already `plan`'s size).
 pub fn write_gpt(file: &File, plan: &DiskPlan, seed: &[u8]) -> io::Result<()> {
     let last = plan.last_lba();
+    let sector = plan.sector_size;
     let entries = entry_array(plan, seed)?;
     let crc = crc32fast::hash(&entries);
     file.write_all_at(&protective_mbr(last), 0)?;
-    file.write_all_at(&header(plan, seed, false, crc), SECTOR)?;
-    file.write_all_at(&entries, 2 * SECTOR)?;
-    file.write_all_at(&entries, (last - ENTRY_SECTORS) * SECTOR)?;
-    file.write_all_at(&header(plan, seed, true, crc), last * SECTOR)?;
+    file.write_all_at(&header(plan, seed, false, crc), sector)?;
+    file.write_all_at(&entries, 2 * sector)?;
+    file.write_all_at(&entries, (last - entry_sectors(plan.sector_size)) * sector)?;
+    file.write_all_at(&header(plan, seed, true, crc), last * sector)?;
     Ok(())
 }
 
@@ -147,7 +148,13 @@ mod tests {
 
     #[test]
     fn headers_and_mbr() {
-        let p = plan(&Quirks::from_tag("v1.11.6"), DiskBootloader::SdBoot, 1246).unwrap();
+        let p = plan(
+            &Quirks::from_tag("v1.11.6"),
+            DiskBootloader::SdBoot,
+            1246,
+            512,
+        )
+        .unwrap();
         let last = p.last_lba();
         let m = protective_mbr(last);
         assert_eq!(
@@ -170,7 +177,8 @@ mod tests {
         let crc = crc32fast::hash(&e);
         for backup in [false, true] {
             let h = header(&p, b"s", backup, crc);
-            let mut z = h;
+            assert_eq!(h.len(), 512);
+            let mut z = h.clone();
             z[16..20].fill(0);
             assert_eq!(crc32fast::hash(&z[..92]).to_le_bytes(), h[16..20]);
             let u = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap());
@@ -178,5 +186,62 @@ mod tests {
             assert_eq!(u(48), last - 33);
             assert_eq!(u(72), if backup { last - 32 } else { 2 });
         }
+    }
+
+    /// 4096-byte sectors: 4096-byte headers, entries in 4 sectors from LBA 2, first usable
+    /// 256, backup entries at `last − 4`, the PMBR's size in 4 KiB sectors; both CRCs hold.
+    #[test]
+    fn headers_with_4096_byte_sectors() {
+        let p = plan(
+            &Quirks::from_tag("v1.11.6"),
+            DiskBootloader::SdBoot,
+            1246,
+            4096,
+        )
+        .unwrap();
+        let last = p.last_lba();
+        assert_eq!(last, 2246 * 256 - 1);
+        let m = protective_mbr(last);
+        assert_eq!(u32::from_le_bytes(m[458..462].try_into().unwrap()), 574975);
+        let e = entry_array(&p, b"s").unwrap();
+        assert_eq!(e.len(), 4 * 4096);
+        let crc = crc32fast::hash(&e);
+        for backup in [false, true] {
+            let h = header(&p, b"s", backup, crc);
+            assert_eq!(h.len(), 4096);
+            assert!(h[92..].iter().all(|b| *b == 0));
+            let mut z = h.clone();
+            z[16..20].fill(0);
+            assert_eq!(crc32fast::hash(&z[..92]).to_le_bytes(), h[16..20]);
+            let u = |o: usize| u64::from_le_bytes(h[o..o + 8].try_into().unwrap());
+            assert_eq!((u(24), u(32)), if backup { (last, 1) } else { (1, last) });
+            assert_eq!(u(40), 256);
+            assert_eq!(u(48), last - 5);
+            assert_eq!(u(72), if backup { last - 4 } else { 2 });
+            assert_eq!(
+                u32::from_le_bytes(h[88..92].try_into().unwrap()),
+                crc,
+                "entries CRC"
+            );
+        }
+        // Written out: header at byte 4096, entries at 8192, backup header in the last 4 KiB.
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("d"))
+            .unwrap();
+        f.set_len(p.size_bytes()).unwrap();
+        write_gpt(&f, &p, b"s").unwrap();
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, 4096).unwrap();
+        assert_eq!(&b, b"EFI PART");
+        f.read_exact_at(&mut b, p.size_bytes() - 4096).unwrap();
+        assert_eq!(&b, b"EFI PART");
+        let mut first = [0u8; 32];
+        f.read_exact_at(&mut first, 8192 + 32).unwrap();
+        assert_eq!(u64::from_le_bytes(first[..8].try_into().unwrap()), 256);
     }
 }

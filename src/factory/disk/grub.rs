@@ -32,6 +32,9 @@ const BLOCKLIST_ENTRY: usize = 12;
 /// The segment the rest of core.img is loaded to (`GRUB_BOOT_I386_PC_KERNEL_SEG` + one sector).
 pub const CORE_SEGMENT: u16 = 0x820;
 const SECTOR: usize = 512;
+/// The sector GRUB's i386-pc boot code (boot.img, diskboot.img) counts in: its LBAs and
+/// blocklists are 512-byte units on any disk.
+pub const GRUB_SECTOR: u64 = SECTOR as u64;
 
 /// Why a GRUB boot sector or core image cannot be used.
 #[derive(Debug, thiserror::Error)]

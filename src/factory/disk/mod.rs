@@ -135,13 +135,16 @@ pub fn write_disk_image(image: &DiskImage, out: &Path) -> Result<(), DiskError> 
     };
     let bios = match (&image.bios, bios_part) {
         (Some((boot_img, core_img)), Some(part)) => {
+            // GRUB's i386-pc boot code counts 512-byte sectors whatever the disk's sector size
+            // (as `grub-bios-setup` writes them; `docs/formats.md` §4096-byte sectors).
+            let core_lba = part.offset() / grub::GRUB_SECTOR;
             let mbr = grub::mbr_with_boot_code(
                 boot_img,
                 &gpt::protective_mbr(plan.last_lba()),
-                part.first_lba,
+                core_lba,
             )?;
             let mut core = core_img.clone();
-            grub::place_core(&mut core, part.first_lba)?;
+            grub::place_core(&mut core, core_lba)?;
             if core.len() as u64 > part.size() {
                 return Err(DiskError::Invalid(format!(
                     "GRUB's core.img ({} bytes) does not fit the {} byte BIOS partition",
@@ -199,6 +202,8 @@ fn write_efi(
 ) -> io::Result<()> {
     let serial = gpt::derived_guid(seed, "fat serial");
     let serial = u32::from_le_bytes([serial[0], serial[1], serial[2], serial[3]]);
+    let sector_size = u16::try_from(efi.sector_size)
+        .map_err(|_| io::Error::other(format!("sector size {}", efi.sector_size)))?;
     match contents {
         EfiContents::SdBoot {
             systemd_boot,
@@ -211,6 +216,7 @@ fn write_efi(
             efi.size(),
             &EspFiles {
                 serial,
+                sector_size,
                 boot_dir: "boot",
                 boot_file_name,
                 systemd_boot,
@@ -222,11 +228,18 @@ fn write_efi(
         EfiContents::Grub {
             image,
             boot_file_name,
-        } => write_fat32(file, efi.offset(), efi.size(), serial, |root| {
-            let boot = root.create_dir("EFI")?.create_dir("BOOT")?;
-            copy_into(&boot, boot_file_name, image)?;
-            Ok(&[(3, 2), (4, 3)])
-        }),
+        } => write_fat32(
+            file,
+            efi.offset(),
+            efi.size(),
+            serial,
+            sector_size,
+            |root| {
+                let boot = root.create_dir("EFI")?.create_dir("BOOT")?;
+                copy_into(&boot, boot_file_name, image)?;
+                Ok(&[(3, 2), (4, 3)])
+            },
+        ),
     }
 }
 
@@ -235,6 +248,8 @@ fn write_efi(
 pub(crate) struct EspFiles<'a> {
     /// The FAT volume serial.
     pub serial: u32,
+    /// Bytes per FAT sector: the disk's logical sector size (512 or 4096).
+    pub sector_size: u16,
     /// `boot` (disk images) or `BOOT` (ISOs).
     pub boot_dir: &'a str,
     /// `BOOTX64.efi`, `BOOTAA64.EFI`, ….
@@ -257,7 +272,7 @@ pub(crate) fn write_sd_boot_esp(
     size: u64,
     esp: &EspFiles<'_>,
 ) -> io::Result<()> {
-    write_fat32(file, offset, size, esp.serial, |root| {
+    write_fat32(file, offset, size, esp.serial, esp.sector_size, |root| {
         let efi_dir = root.create_dir("EFI")?;
         let boot = efi_dir.create_dir(esp.boot_dir)?;
         let linux = efi_dir.create_dir("Linux")?;
@@ -272,7 +287,8 @@ pub(crate) fn write_sd_boot_esp(
     })
 }
 
-/// Formats `size` bytes of `file` from `offset` as FAT32 labelled `EFI` with `serial`, lets
+/// Formats `size` bytes of `file` from `offset` as FAT32 labelled `EFI` with `serial` and
+/// `sector_size`-byte sectors (as `mkfs.vfat` on a disk of that logical sector size), lets
 /// `populate` fill the root, then fixes the `.`/`..` entries of the directories it names as
 /// `(cluster, parent cluster)` ([`fix_dot_entries`]). `populate` must create its directories
 /// before any file, so they take the clusters right after the root's, in its order. fatfs
@@ -283,13 +299,22 @@ fn write_fat32(
     offset: u64,
     size: u64,
     serial: u32,
+    sector_size: u16,
     populate: impl FnOnce(&fatfs::Dir<'_, Window<'_>>) -> io::Result<&'static [(u32, u32)]>,
 ) -> io::Result<()> {
+    // FAT32 needs 65525 clusters of at least one sector (the 100 MiB EFI partition of GRUB
+    // images has 25600 sectors of 4 KiB).
+    if size / u64::from(sector_size.max(1)) < 65525 {
+        return Err(io::Error::other(format!(
+            "{size} bytes of {sector_size}-byte sectors are too small for FAT32 (65525 clusters)"
+        )));
+    }
     let mut window = Window::new(file, offset, size);
     fatfs::format_volume(
         &mut window,
         fatfs::FormatVolumeOptions::new()
             .fat_type(fatfs::FatType::Fat32)
+            .bytes_per_sector(sector_size)
             .volume_label(*b"EFI        ")
             .volume_id(serial),
     )?;
@@ -442,6 +467,7 @@ pub fn write_grub_image(spec: &GrubImageSpec, out: &Path) -> Result<(), DiskErro
         &files,
         &uuid,
         boot_part.size(),
+        spec.plan.sector_size,
         &boot_fs,
         spec.timeout,
     )?;
@@ -701,8 +727,13 @@ mod tests {
         std::fs::write(&boot, b"MZ systemd-boot").unwrap();
         let uki_bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
         std::fs::write(&uki, &uki_bytes).unwrap();
-        let plan =
-            layout::plan(&Quirks::from_tag("v1.11.6"), DiskBootloader::SdBoot, 1246).unwrap();
+        let plan = layout::plan(
+            &Quirks::from_tag("v1.11.6"),
+            DiskBootloader::SdBoot,
+            1246,
+            512,
+        )
+        .unwrap();
         let out = dir.path().join("disk.raw");
         let image = DiskImage {
             plan: plan.clone(),
@@ -765,6 +796,122 @@ mod tests {
         assert!(a == b);
     }
 
+    /// EFI partitions with 4096-byte sectors (the 2101 and 1101 MiB ones of sd-boot and
+    /// dual-boot images; one through `write_fat32` as GRUB images do): the BPB says 4096, fatfs reads the files back, the dot entries are fixed,
+    /// and `fsck.vfat -n` (when installed) finds nothing to repair.
+    #[test]
+    fn fat32_with_4096_byte_sectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let boot = dir.path().join("boot.efi");
+        let uki = dir.path().join("uki.efi");
+        std::fs::write(&boot, b"MZ systemd-boot").unwrap();
+        let uki_bytes: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&uki, &uki_bytes).unwrap();
+        for (size_mib, sd_boot) in [(2101u64, true), (1101, false)] {
+            let path = dir.path().join(format!("esp{size_mib}"));
+            let f = File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)
+                .unwrap();
+            let size = size_mib << 20;
+            f.set_len(size).unwrap();
+            if sd_boot {
+                write_sd_boot_esp(
+                    &f,
+                    0,
+                    size,
+                    &EspFiles {
+                        serial: 7,
+                        sector_size: 4096,
+                        boot_dir: "boot",
+                        boot_file_name: "BOOTX64.efi",
+                        systemd_boot: &boot,
+                        uki_file_name: "Talos-v1.11.6.efi",
+                        uki: &uki,
+                        loader_conf: LOADER_CONF,
+                    },
+                )
+                .unwrap();
+            } else {
+                write_fat32(&f, 0, size, 7, 4096, |root| {
+                    let b = root.create_dir("EFI")?.create_dir("BOOT")?;
+                    copy_into(&b, "BOOTX64.EFI", &uki)?;
+                    Ok(&[(3, 2), (4, 3)])
+                })
+                .unwrap();
+            }
+            let mut bpb = [0u8; 512];
+            f.read_exact_at(&mut bpb, 0).unwrap();
+            assert_eq!(u16::from_le_bytes([bpb[11], bpb[12]]), 4096, "{size_mib}");
+            let fs =
+                fatfs::FileSystem::new(Window::new(&f, 0, size), fatfs::FsOptions::new()).unwrap();
+            assert_eq!(fs.fat_type(), fatfs::FatType::Fat32);
+            let name = if sd_boot {
+                "EFI/Linux/Talos-v1.11.6.efi"
+            } else {
+                "EFI/BOOT/BOOTX64.EFI"
+            };
+            let mut got = Vec::new();
+            fs.root_dir()
+                .open_file(name)
+                .unwrap()
+                .read_to_end(&mut got)
+                .unwrap();
+            assert!(got == uki_bytes, "{size_mib}");
+            let dot: Vec<String> = fs
+                .root_dir()
+                .open_dir("EFI")
+                .unwrap()
+                .iter()
+                .take(2)
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            assert_eq!(dot, [".", ".."]);
+            drop(fs);
+            for fsck in ["/usr/sbin/fsck.vfat", "/sbin/fsck.vfat"] {
+                if Path::new(fsck).exists() {
+                    let o = std::process::Command::new(fsck)
+                        .arg("-n")
+                        .arg(&path)
+                        .output()
+                        .unwrap();
+                    let text = String::from_utf8_lossy(&o.stdout).into_owned()
+                        + &String::from_utf8_lossy(&o.stderr);
+                    assert!(o.status.success(), "{size_mib} MiB: {text}");
+                    // fatfs leaves FSInfo's free count unset, as at 512 bytes: a note only.
+                    assert!(text.contains("files,"), "{text}");
+                    assert!(
+                        !text.contains("Deleting") && !text.contains("renamed"),
+                        "{text}"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The GRUB layout's 100 MiB EFI partition in 4096-byte sectors is refused by name.
+    #[test]
+    fn fat32_refuses_too_few_sectors() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("esp"))
+            .unwrap();
+        f.set_len(100 << 20).unwrap();
+        use std::os::unix::fs::MetadataExt as _;
+        let e = write_fat32(&f, 0, 100 << 20, 1, 4096, |_| Ok(&[])).unwrap_err();
+        assert!(e.to_string().contains("too small for FAT32"), "{e}");
+        assert_eq!(f.metadata().unwrap().blocks(), 0, "nothing written");
+        write_fat32(&f, 0, 100 << 20, 1, 512, |_| Ok(&[])).unwrap();
+    }
+
     #[test]
     fn dual_boot_meta_gets_0x11_once() {
         let user = vec![(0x0c, b"x".to_vec())];
@@ -794,7 +941,7 @@ mod tests {
             (DiskBootloader::SdBoot, Some(dir.path().join("x"))),
         ] {
             let image = DiskImage {
-                plan: layout::plan(&q, bl, 1246).unwrap(),
+                plan: layout::plan(&q, bl, 1246, 512).unwrap(),
                 seed: vec![],
                 efi: efi.clone(),
                 bios: None,
@@ -826,14 +973,19 @@ mod tests {
         let out_dir = dir.path().join("build");
         std::fs::create_dir(&out_dir).unwrap();
         let out = out_dir.join("asset");
-        let plan = layout::plan(&Quirks::from_tag("v1.8.4"), DiskBootloader::Grub, 1246).unwrap();
+        let plan =
+            layout::plan(&Quirks::from_tag("v1.8.4"), DiskBootloader::Grub, 1246, 512).unwrap();
         let spec = GrubImageSpec {
             plan: plan.clone(),
             seed: b"key".to_vec(),
             sd_boot_efi: None,
             kernel,
             initrd,
-            grub_cfg: crate::factory::grubcfg::disk_grub_cfg("v1.8.4", "talos.platform=metal"),
+            grub_cfg: crate::factory::grubcfg::disk_grub_cfg(
+                "v1.8.4",
+                "talos.platform=metal",
+                true,
+            ),
             tools: GrubTools::from_located(&located, DiskBootloader::Grub, false),
             meta: vec![(0x0c, b"m".to_vec())],
             timeout: Duration::from_secs(120),
@@ -884,5 +1036,97 @@ mod tests {
         let mut m = vec![0u8; adv::PARTITION];
         f.read_exact_at(&mut m, meta.offset()).unwrap();
         assert_eq!(adv::decode_partition(&m), vec![(0x0c, b"m".to_vec())]);
+    }
+
+    /// A dual-boot image of 4096-byte sectors with the host's tools: the GPT at byte 4096,
+    /// FAT32 and XFS of 4096-byte sectors, and GRUB's boot sector and blocklist in 512-byte
+    /// units (the BIOS partition's first LBA × 8), as `grub-bios-setup` writes them.
+    #[test]
+    fn dual_boot_image_with_4096_byte_sectors() {
+        use crate::factory::tools::require;
+        let needed = GrubTools::needed(DiskBootloader::DualBoot, false);
+        let Ok(located) = require("a test", &needed) else {
+            eprintln!("xfsprogs or GRUB not installed: skipped");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let kernel = dir.path().join("vmlinuz");
+        let initrd = dir.path().join("initramfs.xz");
+        let sd_boot = dir.path().join("systemd-boot.efi");
+        let uki = dir.path().join("uki.efi");
+        std::fs::write(&kernel, vec![0x4b; 300_000]).unwrap();
+        std::fs::write(&initrd, vec![0x49; 100_000]).unwrap();
+        std::fs::write(&sd_boot, b"MZ sd-boot").unwrap();
+        std::fs::write(&uki, b"MZ uki").unwrap();
+        let out = dir.path().join("asset");
+        let plan = layout::plan(
+            &Quirks::from_tag("v1.11.6"),
+            DiskBootloader::DualBoot,
+            1246,
+            4096,
+        )
+        .unwrap();
+        let spec = GrubImageSpec {
+            plan: plan.clone(),
+            seed: b"key".to_vec(),
+            sd_boot_efi: Some(EfiContents::SdBoot {
+                systemd_boot: sd_boot,
+                boot_file_name: "BOOTX64.efi",
+                uki,
+                uki_file_name: "Talos-v1.11.6.efi".into(),
+            }),
+            kernel,
+            initrd,
+            grub_cfg: crate::factory::grubcfg::disk_grub_cfg("v1.11.6", "x", true),
+            tools: GrubTools::from_located(&located, DiskBootloader::DualBoot, false),
+            meta: image_meta(vec![], DiskBootloader::DualBoot),
+            timeout: Duration::from_secs(120),
+        };
+        write_grub_image(&spec, &out).unwrap();
+        let f = File::open(&out).unwrap();
+        assert_eq!(f.metadata().unwrap().len(), 4247 << 20);
+        let mut sig = [0u8; 8];
+        f.read_exact_at(&mut sig, 4096).unwrap();
+        assert_eq!(&sig, b"EFI PART");
+        let bios = plan.partition("BIOS").unwrap();
+        assert_eq!(bios.first_lba, 538112);
+        let mut mbr = [0u8; 512];
+        f.read_exact_at(&mut mbr, 0).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(
+                mbr[grub::KERNEL_SECTOR..grub::KERNEL_SECTOR + 8]
+                    .try_into()
+                    .unwrap()
+            ),
+            538112 * 8
+        );
+        assert_eq!(mbr[446 + 4], 0xee);
+        assert_eq!(
+            u32::from_le_bytes(mbr[446 + 12..446 + 16].try_into().unwrap()),
+            4247 * 256 - 1
+        );
+        let mut core = [0u8; 512];
+        f.read_exact_at(&mut core, bios.offset()).unwrap();
+        assert_eq!(
+            u64::from_le_bytes(core[0x1f4..0x1fc].try_into().unwrap()),
+            538112 * 8 + 1
+        );
+        let efi = plan.partition("EFI").unwrap();
+        let mut bpb = [0u8; 512];
+        f.read_exact_at(&mut bpb, efi.offset()).unwrap();
+        assert_eq!(u16::from_le_bytes([bpb[11], bpb[12]]), 4096);
+        let boot = plan.partition("BOOT").unwrap();
+        let mut sb = [0u8; 104];
+        f.read_exact_at(&mut sb, boot.offset()).unwrap();
+        assert_eq!(&sb[..4], b"XFSB");
+        assert_eq!(u16::from_be_bytes([sb[102], sb[103]]), 4096, "sb_sectsize");
+        let meta = plan.partition("META").unwrap();
+        assert_eq!(meta.offset(), 8402944 * 512);
+        let mut m = vec![0u8; adv::PARTITION];
+        f.read_exact_at(&mut m, meta.offset()).unwrap();
+        assert_eq!(
+            adv::decode_partition(&m),
+            vec![(0x11, b"dual-boot".to_vec())]
+        );
     }
 }

@@ -107,14 +107,18 @@ pub fn uuid_text(b: &[u8; 16]) -> String {
 
 /// Makes `out` (`size` bytes, sparse) an XFS file system labelled `BOOT` holding `files`:
 /// `mkfs.xfs -q -K -f -L BOOT -n ftype=1 -m bigtime=1,crc=1,finobt=1,inobtcount=1,reflink=1,
-/// rmapbt=0,uuid=<uuid> -i sparse=1,nrext64=0 -p <protofile> <out>`, run in `work` (which gets
-/// the protofile and one symlink per source, so no host path ever reaches the protofile).
+/// rmapbt=0,uuid=<uuid> -i sparse=1,nrext64=0 -s size=<sector_size> -p <protofile> <out>`, run
+/// in `work` (which gets the protofile and one symlink per source, so no host path ever reaches
+/// the protofile). `sector_size` is the disk's logical sector size (512 or 4096): what
+/// `mkfs.xfs` would read from the device upstream formats.
+#[allow(clippy::too_many_arguments)]
 pub fn make_boot_fs(
     mkfs_xfs: &Path,
     work: &Path,
     files: &[BootFile],
     uuid: &[u8; 16],
     size: u64,
+    sector_size: u64,
     out: &Path,
     timeout: Duration,
 ) -> Result<(), XfsError> {
@@ -133,7 +137,8 @@ pub fn make_boot_fs(
         "bigtime=1,crc=1,finobt=1,inobtcount=1,reflink=1,rmapbt=0,uuid={}",
         uuid_text(uuid)
     );
-    let args: [&OsStr; 15] = [
+    let sector = format!("size={sector_size}");
+    let args: [&OsStr; 17] = [
         "-q".as_ref(),
         "-K".as_ref(),
         "-f".as_ref(),
@@ -145,6 +150,8 @@ pub fn make_boot_fs(
         metadata.as_ref(),
         "-i".as_ref(),
         "sparse=1,nrext64=0".as_ref(),
+        "-s".as_ref(),
+        sector.as_ref(),
         "-p".as_ref(),
         proto_path.as_os_str(),
         "--".as_ref(),
@@ -259,30 +266,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let content = dir.path().join("kernel with space");
         std::fs::write(&content, b"kernel bytes").unwrap();
-        let work = dir.path().join("work");
-        std::fs::create_dir(&work).unwrap();
-        let out = dir.path().join("boot.xfs");
         let uuid: [u8; 16] = core::array::from_fn(|i| (i * 7) as u8);
-        make_boot_fs(
-            &mkfs,
-            &work,
-            &[bf("A/vmlinuz", content.to_str().unwrap())],
-            &uuid,
-            1000 << 20,
-            &out,
-            Duration::from_secs(120),
-        )
-        .unwrap();
-        let db = std::process::Command::new("/usr/sbin/xfs_db")
-            .args(["-r", "-c", "label", "-c", "uuid", "-c", "ls /A"])
-            .arg(&out)
-            .output()
+        for sector in [512u64, 4096] {
+            let out = dir.path().join(format!("boot{sector}.xfs"));
+            let work = dir.path().join(format!("work{sector}"));
+            std::fs::create_dir(&work).unwrap();
+            make_boot_fs(
+                &mkfs,
+                &work,
+                &[bf("A/vmlinuz", content.to_str().unwrap())],
+                &uuid,
+                1000 << 20,
+                sector,
+                &out,
+                Duration::from_secs(120),
+            )
             .unwrap();
-        let text = String::from_utf8_lossy(&db.stdout);
-        assert!(text.contains("label = \"BOOT\""), "{text}");
-        assert!(text.contains(&uuid_text(&uuid)), "{text}");
-        assert!(text.contains("vmlinuz"), "{text}");
-        assert_eq!(std::fs::metadata(&out).unwrap().len(), 1000 << 20);
+            let db = std::process::Command::new("/usr/sbin/xfs_db")
+                .args(["-r", "-c", "label", "-c", "uuid", "-c", "ls /A"])
+                .args(["-c", "sb 0", "-c", "p sectsize"])
+                .arg(&out)
+                .output()
+                .unwrap();
+            let text = String::from_utf8_lossy(&db.stdout);
+            assert!(text.contains("label = \"BOOT\""), "{text}");
+            assert!(text.contains(&uuid_text(&uuid)), "{text}");
+            assert!(text.contains("vmlinuz"), "{text}");
+            assert!(text.contains(&format!("sectsize = {sector}")), "{text}");
+            assert_eq!(std::fs::metadata(&out).unwrap().len(), 1000 << 20);
+            std::fs::remove_file(&out).unwrap();
+        }
         // A failing mkfs.xfs (a source that does not exist) names itself and says why.
         let e = make_boot_fs(
             &mkfs,
@@ -290,6 +303,7 @@ mod tests {
             &[bf("A/vmlinuz", "/nonexistent/kernel")],
             &uuid,
             1000 << 20,
+            512,
             &dir.path().join("b2.xfs"),
             Duration::from_secs(120),
         )
