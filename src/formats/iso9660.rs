@@ -27,7 +27,7 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 
-use sha2::{Digest as _, Sha256};
+use super::gpt;
 
 /// ISO 9660 logical block size.
 pub const BLOCK: u64 = 2048;
@@ -38,8 +38,7 @@ const SECTOR: u64 = 512;
 const ALIGN: u64 = 1 << 20;
 /// xorriso's `-partition_offset 16`: the ISO partition of the MBR/GPT starts at block 16.
 const PARTITION_OFFSET_SECTORS: u64 = 16 * BLOCK / SECTOR;
-/// GPT entries (128 bytes each) and the sectors the backup GPT takes at the end.
-const GPT_ENTRIES: u64 = 128;
+/// Sectors kept free at the end for the backup GPT (its 32-sector array and header, rounded up).
 const GPT_TAIL_SECTORS: u64 = 64;
 /// Bytes of GRUB's hybrid MBR code copied; 0x1B0.. is the patched sector.
 const MBR_CODE: usize = 0x1B0;
@@ -762,19 +761,6 @@ fn mbr_entry(e: &mut [u8], kind: u8, start: u64, sectors: u64) {
     e[12..16].copy_from_slice(&(sectors.min(u64::from(u32::MAX)) as u32).to_le_bytes());
 }
 
-fn guid(seed: &[u8], what: &str) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update(seed);
-    h.update([0]);
-    h.update(what.as_bytes());
-    let d = h.finalize();
-    let mut g = [0u8; 16];
-    g.copy_from_slice(&d[..16]);
-    g[7] = (g[7] & 0x0f) | 0x40;
-    g[8] = (g[8] & 0x3f) | 0x80;
-    g
-}
-
 /// On-disk (mixed-endian) GUIDs.
 const GUID_BASIC_DATA: [u8; 16] = [
     0xA2, 0xA0, 0xD0, 0xEB, 0xE5, 0xB9, 0x33, 0x44, 0x87, 0xC0, 0x68, 0xB6, 0xB7, 0x26, 0x99, 0xC7,
@@ -783,56 +769,33 @@ const GUID_ESP: [u8; 16] = [
     0x28, 0x73, 0x2A, 0xC1, 0x1F, 0xF8, 0xD2, 0x11, 0xBA, 0x4B, 0x00, 0xA0, 0xC9, 0x3E, 0xC9, 0x3B,
 ];
 
-struct GptPart<'a> {
-    kind: [u8; 16],
-    first: u64,
-    last: u64,
-    attributes: u64,
-    name: &'a str,
-}
-
-/// The GPT's header and entry array (`backup`: the header at the end).
+/// The GPT of `parts` on a disk of `total_sectors` 512-byte sectors: the primary header, the
+/// entry array and the backup header (GUIDs derived from `seed`; usable from the ISO
+/// partition's start to before the backup array, as xorriso writes it).
+/// `parts` are numbered from 1 in order; partition `n`'s GUID is derived from `partition n`.
 fn gpt(
     seed: &[u8],
     total_sectors: u64,
-    parts: &[GptPart<'_>],
-    backup: bool,
-) -> ([u8; 512], Vec<u8>) {
-    let mut entries = vec![0u8; (GPT_ENTRIES * 128) as usize];
-    for (i, p) in parts.iter().enumerate() {
-        let e = &mut entries[i * 128..(i + 1) * 128];
-        e[..16].copy_from_slice(&p.kind);
-        e[16..32].copy_from_slice(&guid(seed, &format!("partition {}", i + 1)));
-        e[32..40].copy_from_slice(&p.first.to_le_bytes());
-        e[40..48].copy_from_slice(&p.last.to_le_bytes());
-        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
-        for (j, u) in p.name.encode_utf16().take(36).enumerate() {
-            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&u.to_le_bytes());
-        }
+    parts: &mut [gpt::Partition<'_>],
+) -> io::Result<(Vec<u8>, Vec<u8>, Vec<u8>)> {
+    for (i, p) in parts.iter_mut().enumerate() {
+        p.guid = gpt::derived_guid(seed, &format!("partition {}", i + 1));
     }
-    let entry_sectors = GPT_ENTRIES * 128 / SECTOR;
+    let entries = gpt::entry_array(parts)?;
     let last = total_sectors - 1;
-    let (current, other, entries_lba) = if backup {
-        (last, 1, last - entry_sectors)
-    } else {
-        (1, last, 2)
+    let t = gpt::Table {
+        sector_size: SECTOR,
+        last_lba: last,
+        first_usable_lba: PARTITION_OFFSET_SECTORS,
+        last_usable_lba: last - gpt::array_sectors(SECTOR) - 1,
+        disk_guid: gpt::derived_guid(seed, "disk"),
     };
-    let mut h = [0u8; 512];
-    h[..8].copy_from_slice(b"EFI PART");
-    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
-    h[12..16].copy_from_slice(&92u32.to_le_bytes());
-    h[24..32].copy_from_slice(&current.to_le_bytes());
-    h[32..40].copy_from_slice(&other.to_le_bytes());
-    h[40..48].copy_from_slice(&PARTITION_OFFSET_SECTORS.to_le_bytes());
-    h[48..56].copy_from_slice(&(last - entry_sectors - 1).to_le_bytes());
-    h[56..72].copy_from_slice(&guid(seed, "disk"));
-    h[72..80].copy_from_slice(&entries_lba.to_le_bytes());
-    h[80..84].copy_from_slice(&(GPT_ENTRIES as u32).to_le_bytes());
-    h[84..88].copy_from_slice(&128u32.to_le_bytes());
-    h[88..92].copy_from_slice(&crc32fast::hash(&entries).to_le_bytes());
-    let crc = crc32fast::hash(&h[..92]);
-    h[16..20].copy_from_slice(&crc.to_le_bytes());
-    (h, entries)
+    let crc = crc32fast::hash(&entries);
+    Ok((
+        gpt::header(&t, false, crc),
+        entries,
+        gpt::header(&t, true, crc),
+    ))
 }
 
 // --- Writing --------------------------------------------------------------------------------
@@ -1129,30 +1092,31 @@ pub fn write_iso(spec: &IsoSpec, out: &File) -> Result<IsoLayout, IsoError> {
             PartitionTable::Gpt => {
                 mbr_entry(&mut mbr[446..462], 0xEE, 1, total_sectors - 1);
                 put(&mbr, 0, "protective MBR")?;
-                let parts = [
-                    GptPart {
-                        kind: GUID_BASIC_DATA,
-                        first: PARTITION_OFFSET_SECTORS,
-                        last: part_first - 1,
+                let mut parts = [
+                    gpt::Partition {
+                        type_guid: GUID_BASIC_DATA,
+                        guid: [0; 16],
+                        first_lba: PARTITION_OFFSET_SECTORS,
+                        last_lba: part_first - 1,
                         attributes: 0x1000_0000_0000_0001,
                         name: "ISO9660",
                     },
-                    GptPart {
-                        kind: GUID_ESP,
-                        first: part_first,
-                        last: part_first + part_sectors - 1,
+                    gpt::Partition {
+                        type_guid: GUID_ESP,
+                        guid: [0; 16],
+                        first_lba: part_first,
+                        last_lba: part_first + part_sectors - 1,
                         attributes: 0,
                         name: "Appended2",
                     },
                 ];
-                let (primary, entries) = gpt(&spec.seed, total_sectors, &parts, false);
+                let (primary, entries, backup) =
+                    gpt(&spec.seed, total_sectors, &mut parts).map_err(io_err("the GPT"))?;
                 put(&primary, SECTOR, "GPT header")?;
                 put(&entries, 2 * SECTOR, "GPT entries")?;
-                let (backup, _) = gpt(&spec.seed, total_sectors, &parts, true);
-                let entry_sectors = GPT_ENTRIES * 128 / SECTOR;
                 put(
                     &entries,
-                    (total_sectors - 1 - entry_sectors) * SECTOR,
+                    (total_sectors - 1 - gpt::array_sectors(SECTOR)) * SECTOR,
                     "backup GPT entries",
                 )?;
                 put(&backup, (total_sectors - 1) * SECTOR, "backup GPT header")?;

@@ -10,6 +10,7 @@ pub mod adv;
 pub mod compress;
 pub mod cpio;
 pub mod disk;
+pub mod gpt;
 pub mod iso9660;
 pub mod ova;
 pub mod pe;

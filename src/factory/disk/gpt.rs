@@ -8,42 +8,10 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt as _;
 
-use sha2::{Digest as _, Sha256};
+use crate::formats::gpt::{self as table, Partition, Table};
+pub use crate::formats::gpt::{derived_guid, guid_bytes};
 
-use super::layout::{DiskPlan, ENTRY_ARRAY_BYTES, entry_sectors};
-
-const ENTRIES: u64 = 128;
-const ENTRY_SIZE: u64 = 128;
-
-/// A GUID in its on-disk (mixed-endian) form from its text form; `None` when malformed.
-pub fn guid_bytes(text: &str) -> Option<[u8; 16]> {
-    let hex: String = text.chars().filter(|c| *c != '-').collect();
-    if hex.len() != 32 || text.len() != 36 {
-        return None;
-    }
-    let raw = hex::decode(hex).ok()?;
-    let mut g = [0u8; 16];
-    g[..4].copy_from_slice(&[raw[3], raw[2], raw[1], raw[0]]);
-    g[4..6].copy_from_slice(&[raw[5], raw[4]]);
-    g[6..8].copy_from_slice(&[raw[7], raw[6]]);
-    g[8..].copy_from_slice(&raw[8..]);
-    Some(g)
-}
-
-/// A version-4-shaped GUID derived from `seed` and `what` (on-disk form).
-pub fn derived_guid(seed: &[u8], what: &str) -> [u8; 16] {
-    let mut h = Sha256::new();
-    h.update(seed);
-    h.update([0]);
-    h.update(what.as_bytes());
-    let d = h.finalize();
-    let mut g = [0u8; 16];
-    g.copy_from_slice(&d[..16]);
-    // time_hi_and_version is stored little-endian: the version nibble is in byte 7.
-    g[7] = (g[7] & 0x0f) | 0x40;
-    g[8] = (g[8] & 0x3f) | 0x80;
-    g
-}
+use super::layout::{DiskPlan, entry_sectors};
 
 /// The protective MBR (the first 512 bytes of LBA 0; `last_lba` in the disk's sectors).
 pub fn protective_mbr(last_lba: u64) -> [u8; 512] {
@@ -60,56 +28,37 @@ pub fn protective_mbr(last_lba: u64) -> [u8; 512] {
     m
 }
 
-/// The 128-entry partition array.
+/// The 128-entry partition array of `plan` (partition GUIDs derived from `seed` and the
+/// partition's name).
 pub fn entry_array(plan: &DiskPlan, seed: &[u8]) -> io::Result<Vec<u8>> {
-    let mut a = vec![0u8; ENTRY_ARRAY_BYTES as usize];
-    for (i, p) in plan.partitions.iter().enumerate() {
-        let e = &mut a[i * ENTRY_SIZE as usize..(i + 1) * ENTRY_SIZE as usize];
-        let t = guid_bytes(p.type_guid)
-            .ok_or_else(|| io::Error::other(format!("bad type GUID {}", p.type_guid)))?;
-        e[..16].copy_from_slice(&t);
-        e[16..32].copy_from_slice(&derived_guid(seed, p.name));
-        e[32..40].copy_from_slice(&p.first_lba.to_le_bytes());
-        e[40..48].copy_from_slice(&p.last_lba.to_le_bytes());
-        e[48..56].copy_from_slice(&p.attributes.to_le_bytes());
-        let name: Vec<u16> = p.name.encode_utf16().collect();
-        if name.len() > 36 {
-            return Err(io::Error::other(format!(
-                "partition name {} too long",
-                p.name
-            )));
-        }
-        for (j, c) in name.iter().enumerate() {
-            e[56 + 2 * j..58 + 2 * j].copy_from_slice(&c.to_le_bytes());
-        }
-    }
-    Ok(a)
+    let parts = plan
+        .partitions
+        .iter()
+        .map(|p| {
+            Ok(Partition {
+                type_guid: guid_bytes(p.type_guid)
+                    .ok_or_else(|| io::Error::other(format!("bad type GUID {}", p.type_guid)))?,
+                guid: derived_guid(seed, p.name),
+                first_lba: p.first_lba,
+                last_lba: p.last_lba,
+                attributes: p.attributes,
+                name: p.name,
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    table::entry_array(&parts)
 }
 
-/// A GPT header sector (the plan's sector size, zero after the 92 bytes).
+/// A GPT header sector of `plan` (its sector size, zero after the 92 bytes).
 pub fn header(plan: &DiskPlan, seed: &[u8], backup: bool, entries_crc: u32) -> Vec<u8> {
-    let last = plan.last_lba();
-    let (my, alt, entries_at) = if backup {
-        (last, 1, last - entry_sectors(plan.sector_size))
-    } else {
-        (1, last, 2)
+    let t = Table {
+        sector_size: plan.sector_size,
+        last_lba: plan.last_lba(),
+        first_usable_lba: plan.first_usable_lba(),
+        last_usable_lba: plan.last_usable_lba(),
+        disk_guid: derived_guid(seed, "disk"),
     };
-    let mut h = vec![0u8; plan.sector_size as usize];
-    h[..8].copy_from_slice(b"EFI PART");
-    h[8..12].copy_from_slice(&0x0001_0000u32.to_le_bytes());
-    h[12..16].copy_from_slice(&92u32.to_le_bytes());
-    h[24..32].copy_from_slice(&my.to_le_bytes());
-    h[32..40].copy_from_slice(&alt.to_le_bytes());
-    h[40..48].copy_from_slice(&plan.first_usable_lba().to_le_bytes());
-    h[48..56].copy_from_slice(&plan.last_usable_lba().to_le_bytes());
-    h[56..72].copy_from_slice(&derived_guid(seed, "disk"));
-    h[72..80].copy_from_slice(&entries_at.to_le_bytes());
-    h[80..84].copy_from_slice(&(ENTRIES as u32).to_le_bytes());
-    h[84..88].copy_from_slice(&(ENTRY_SIZE as u32).to_le_bytes());
-    h[88..92].copy_from_slice(&entries_crc.to_le_bytes());
-    let crc = crc32fast::hash(&h[..92]);
-    h[16..20].copy_from_slice(&crc.to_le_bytes());
-    h
+    table::header(&t, backup, entries_crc)
 }
 
 /// Writes the protective MBR and both GPT copies into `file` (already `plan`'s size).

@@ -9,17 +9,14 @@ use crate::schematic::model::Bootloader;
 pub const SECTOR_SIZES: [u64; 2] = [512, 4096];
 /// Partition alignment and the first usable LBA, in bytes: 1 MiB.
 const MIB: u64 = 1024 * 1024;
-/// Bytes of the GPT entry array (128 entries × 128 bytes).
-pub const ENTRY_ARRAY_BYTES: u64 = 128 * 128;
-
 /// The first usable LBA for `sector_size`: 34 (512) or 6 (4096) rounded up to 1 MiB.
 pub fn first_usable_lba(sector_size: u64) -> u64 {
     MIB / sector_size
 }
 
-/// Sectors the entry array takes: 32 (512) or 4 (4096).
+/// Sectors the GPT entry array takes: 32 (512) or 4 (4096).
 pub fn entry_sectors(sector_size: u64) -> u64 {
-    ENTRY_ARRAY_BYTES.div_ceil(sector_size)
+    crate::formats::gpt::array_sectors(sector_size)
 }
 
 /// EFI system partition type.
