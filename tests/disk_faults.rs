@@ -1,0 +1,261 @@
+//! Disk images and ISOs under faults, on the real binary with the fixture release imported
+//! offline: a full disk during a GRUB image's `mkfs.xfs`, an sd-boot image, a conversion and
+//! an ISO answers 507 naming only the data directory, leaves no scratch file, and the same
+//! requests succeed once space is freed; a server killed (SIGKILL) in the middle of a disk
+//! image build leaves nothing half-visible and the next request serves a whole image.
+//!
+//! GRUB images and ISOs need `mkfs.xfs` and GRUB's i386-pc/x86_64-efi directories (installed
+//! by `tests/run-all.sh`); the full-disk test needs root (a tmpfs).
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bootfactory::fixture::FixtureOptions;
+use support::fault::{Daemon, Tmpfs, can_mount, check_store, entries};
+use support::post_schematic;
+
+const MIB: u64 = 1024 * 1024;
+
+fn client() -> reqwest::Client {
+    bootfactory::init_crypto();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// Whether the host has what GRUB images and ISOs need; without it the test is skipped, or
+/// fails under `BOOTFACTORY_REQUIRE_TOOLS=1`.
+fn grub_tools() -> bool {
+    use bootfactory::factory::tools::Tool;
+    let ok = [
+        Tool::MkfsXfs,
+        Tool::GrubMkimage,
+        Tool::GrubI386Pc,
+        Tool::GrubX86_64Efi,
+    ]
+    .iter()
+    .all(|t| t.locate().is_some());
+    if !ok {
+        assert!(
+            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "xfsprogs and GRUB are required (BOOTFACTORY_REQUIRE_TOOLS=1)"
+        );
+        eprintln!("skipping: xfsprogs or GRUB not installed");
+    }
+    ok
+}
+
+async fn get(url: &str) -> (u16, Vec<u8>) {
+    let resp = client().get(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.unwrap().to_vec())
+}
+
+/// A whole raw GPT disk image: the primary header at LBA 1 and the backup header in the last
+/// sector (written last), each naming the other.
+fn assert_whole_gpt(image: &[u8], what: &str) {
+    assert!(image.len() > 4 * 512, "{what}: {} bytes", image.len());
+    assert_eq!(&image[510..512], b"\x55\xaa", "{what}: protective MBR");
+    assert_eq!(&image[512..520], b"EFI PART", "{what}: primary GPT header");
+    let last = image.len() - 512;
+    assert_eq!(
+        &image[last..last + 8],
+        b"EFI PART",
+        "{what}: backup GPT header"
+    );
+    let backup_lba = u64::from_le_bytes(image[512 + 32..512 + 40].try_into().unwrap());
+    assert_eq!(backup_lba, (image.len() / 512 - 1) as u64, "{what}");
+}
+
+/// A whole ISO: the primary volume descriptor and its volume size covering the file.
+fn assert_whole_iso(iso: &[u8], what: &str) {
+    assert!(iso.len() > 0x8800, "{what}: {} bytes", iso.len());
+    assert_eq!(
+        &iso[0x8001..0x8006],
+        b"CD001",
+        "{what}: primary volume descriptor"
+    );
+    let blocks = u32::from_le_bytes(iso[0x8050..0x8054].try_into().unwrap()) as usize;
+    assert!(
+        blocks * 2048 <= iso.len(),
+        "{what}: volume of {blocks} blocks"
+    );
+}
+
+fn no_scratch(data: &Path) {
+    assert!(entries(&data.join("tmp")).is_empty(), "temp files left");
+    assert!(
+        entries(&data.join("cache/builds")).is_empty(),
+        "build dirs left: {:?}",
+        entries(&data.join("cache/builds"))
+    );
+    assert!(
+        entries(&data.join("cache/tmp")).is_empty(),
+        "extraction dirs left"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_disk_during_disk_image_and_iso_builds_answers_507_and_recovers() {
+    if !can_mount() || !grub_tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    // GRUB's BOOT is made in a sparse scratch file the size of the partition: mkfs.xfs writes
+    // its log (tens of MiB) there before the data is copied into the image.
+    let fs = Tmpfs::mount(320 * MIB);
+    let data = fs.path().join("data");
+    let (_layout, _release) = support::import_fixture(&data, &FixtureOptions::default()).await;
+    let mut server = Daemon::start(&data, work.path(), &["--offline"]);
+    let grub = post_schematic(
+        &server.url,
+        "customization:\n  bootloader: grub\n  extraKernelArgs: [fault.disk=grub]\n",
+    )
+    .await;
+    let sd = post_schematic(
+        &server.url,
+        "customization:\n  bootloader: sd-boot\n  extraKernelArgs: [fault.disk=sd]\n",
+    )
+    .await;
+    let base = |id: &str| format!("{}/image/{id}/v1.11.6", server.url);
+    // Warm-up while there is space: the initramfs assets (so the GRUB image and the ISO fail
+    // in their own writers, not in the initramfs build) and the sd-boot raw image (so its
+    // conversions fail in the converter).
+    for url in [
+        format!("{}/initramfs-amd64.xz", base(&grub)),
+        format!("{}/metal-amd64.raw", base(&sd)),
+    ] {
+        let (status, _) = get(&url).await;
+        assert_eq!(status, 200, "{url}\n{}", server.log_text());
+    }
+    let urls = [
+        format!("{}/metal-amd64.raw", base(&grub)),
+        format!("{}/metal-amd64.iso", base(&grub)),
+        format!("{}/metal-amd64.qcow2", base(&sd)),
+        format!("{}/metal-amd64.raw.zst", base(&sd)),
+        format!("{}/metal-amd64.vhd", base(&sd)),
+        // Cold: its UKI, then the image.
+        format!("{}/metal-arm64.raw", base(&sd)),
+    ];
+
+    let filler = fs.path().join("filler");
+    fs.fill(&filler, 0);
+    let expected = format!("no space left on {}", data.display());
+    for url in &urls {
+        let (status, body) = get(url).await;
+        let body = String::from_utf8_lossy(&body).into_owned();
+        assert_eq!(status, 507, "{url}: {body}\n{}", server.log_text());
+        assert!(body.contains(&expected), "{url}: {body}");
+        // No path under the data directory (a build directory, a scratch file) is named.
+        assert!(!body.contains("cache/builds"), "{url}: {body}");
+    }
+    no_scratch(&data);
+
+    // A little space left: the image's own first writes fit, mkfs.xfs's log does not (its
+    // ENOSPC is a 507 too, not a failed program).
+    std::fs::remove_file(&filler).unwrap();
+    fs.fill(&filler, 8 * MIB);
+    let (status, body) = get(&urls[0]).await;
+    let body = String::from_utf8_lossy(&body).into_owned();
+    assert_eq!(status, 507, "{body}\n{}", server.log_text());
+    assert!(body.contains(&expected), "{body}");
+    no_scratch(&data);
+
+    // Space freed: the same requests succeed without a restart, with whole images.
+    std::fs::remove_file(&filler).unwrap();
+    for url in &urls {
+        let (status, body) = get(url).await;
+        assert_eq!(status, 200, "{url}\n{}", server.log_text());
+        if url.ends_with(".raw") {
+            assert_whole_gpt(&body, url);
+        } else if url.ends_with(".iso") {
+            assert_whole_iso(&body, url);
+        } else if url.ends_with(".qcow2") {
+            assert_eq!(&body[..4], b"QFI\xfb", "{url}");
+        } else if url.ends_with(".zst") {
+            assert_eq!(&body[..4], b"\x28\xb5\x2f\xfd", "{url}");
+        } else {
+            assert_eq!(&body[body.len() - 512..][..8], b"conectix", "{url}");
+        }
+    }
+    no_scratch(&data);
+    server.stop();
+    check_store(&data).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_disk_image_build_then_rebuild() {
+    if !grub_tools() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let (_layout, _release) = support::import_fixture(&data, &FixtureOptions::default()).await;
+    let builds = data.join("cache/builds");
+    // Each attempt a new schematic whose initramfs is built first (so the only build that can
+    // be running afterwards is the disk image's); killed as soon as its work directory
+    // exists. An attempt whose build finished before one was seen is repeated.
+    let mut killed = None;
+    for attempt in 0..8 {
+        let mut server = Daemon::start(&data, work.path(), &["--offline"]);
+        let id = post_schematic(
+            &server.url,
+            &format!(
+                "customization:\n  bootloader: grub\n  extraKernelArgs: [fault.kill={attempt}]\n"
+            ),
+        )
+        .await;
+        let base = format!("{}/image/{id}/v1.11.6", server.url);
+        let (status, _) = get(&format!("{base}/initramfs-amd64.xz")).await;
+        assert_eq!(status, 200);
+        let url = format!("{base}/metal-amd64.raw");
+        let request = tokio::spawn(async move { client().get(url).send().await });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut seen = false;
+        while !request.is_finished() && Instant::now() < deadline {
+            if !entries(&builds).is_empty() {
+                seen = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let finished = request.is_finished();
+        server.kill9();
+        let answered = request.await.unwrap().ok().map(|r| r.status().as_u16());
+        eprintln!("attempt {attempt}: work dir seen {seen}, answered {answered:?}");
+        if seen && !finished && answered.is_none() {
+            killed = Some(id);
+            break;
+        }
+    }
+    let id = killed.expect("never killed the server during a disk image build");
+
+    // The store is consistent and names no asset of the killed build.
+    let before = check_store(&data).await.refs;
+    let mut server = Daemon::start(&data, work.path(), &["--offline"]);
+    // The start removed the killed build's work directory.
+    assert!(entries(&builds).is_empty(), "{:?}", entries(&builds));
+    let (status, image) = get(&format!(
+        "{}/image/{id}/v1.11.6/metal-amd64.raw",
+        server.url
+    ))
+    .await;
+    assert_eq!(status, 200, "{}", server.log_text());
+    assert_whole_gpt(&image, "rebuilt image");
+    // The BOOT partition (XFS) is there: the image's second partition on 1.11 GRUB images
+    // starts after BIOS; found by its magic on a MiB boundary.
+    let has_xfs = image
+        .chunks(MIB as usize)
+        .any(|c| c.len() >= 4 && &c[..4] == b"XFSB");
+    assert!(has_xfs, "no XFS superblock in the rebuilt image");
+    server.stop();
+    no_scratch(&data);
+    // (Refs the killed server had not flushed may be gone, and are rebuilt; none of the
+    // killed image build was there.)
+    let image_ref = |refs: &[(String, _)]| refs.iter().any(|(k, _)| k.contains("/Image/"));
+    assert!(!image_ref(&before), "{before:?}");
+    assert!(image_ref(&check_store(&data).await.refs));
+}
