@@ -259,3 +259,71 @@ async fn kill9_during_disk_image_build_then_rebuild() {
     assert!(!image_ref(&before), "{before:?}");
     assert!(image_ref(&check_store(&data).await.refs));
 }
+
+/// The `.cmdline` sections of `usr/install/<arch>/vmlinuz.efi` in a docker-archive installer
+/// tarball (its layers are gzip'd tarballs).
+fn installer_uki_cmdlines(tarball: &[u8], arch: &str) -> Vec<String> {
+    use std::io::Read as _;
+    let want = format!("usr/install/{arch}/vmlinuz.efi");
+    let mut archive = tar::Archive::new(tarball);
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let mut blob = Vec::new();
+        entry.read_to_end(&mut blob).unwrap();
+        if !blob.starts_with(b"\x1f\x8b") {
+            continue;
+        }
+        let mut layer = tar::Archive::new(flate2::read::GzDecoder::new(blob.as_slice()));
+        for file in layer.entries().unwrap() {
+            let mut file = file.unwrap();
+            if file.path().unwrap().to_str() != Some(want.as_str()) {
+                continue;
+            }
+            let mut uki = Vec::new();
+            file.read_to_end(&mut uki).unwrap();
+            let pe = bootfactory::formats::pe::PeImage::parse(&uki).unwrap();
+            return pe
+                .sections()
+                .iter()
+                .filter(|s| s.name() == b".cmdline")
+                .map(|s| String::from_utf8(pe.section_data(s).to_vec()).unwrap())
+                .collect();
+        }
+    }
+    panic!("no {want} in the installer tarball");
+}
+
+/// META is for boot media only (`image-factory.md` §4.4): a schematic with META keys is not
+/// refused for an installer (upstream builds it), and the installer's UKI carries no
+/// `INSTALLER_META_BASE64` while the ISO/image command line does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn installer_of_a_schematic_with_meta_carries_no_meta() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let (_layout, _release) = support::import_fixture(&data, &FixtureOptions::default()).await;
+    let server = Daemon::start(&data, work.path(), &["--offline"]);
+    let id = post_schematic(
+        &server.url,
+        "customization:\n  extraKernelArgs: [fault.meta=1]\n  meta:\n    - key: 10\n      value: '{\"externalIPs\":[\"1.2.3.4\"]}'\n",
+    )
+    .await;
+    let base = format!("{}/image/{id}/v1.11.6", server.url);
+    let (status, cmdline) = get(&format!("{base}/cmdline-metal-amd64")).await;
+    assert_eq!(status, 200);
+    let cmdline = String::from_utf8(cmdline).unwrap();
+    assert!(
+        cmdline.contains("talos.environment=INSTALLER_META_BASE64="),
+        "{cmdline}"
+    );
+    let (status, tarball) = get(&format!("{base}/metal-installer-amd64.tar")).await;
+    assert_eq!(status, 200, "{}", server.log_text());
+    let cmdlines = installer_uki_cmdlines(&tarball, "amd64");
+    assert!(!cmdlines.is_empty());
+    for c in &cmdlines {
+        assert!(
+            c.contains("fault.meta=1"),
+            "extraKernelArgs (Talos ≥ 1.10): {c}"
+        );
+        assert!(!c.contains("INSTALLER_META"), "{c}");
+    }
+}
