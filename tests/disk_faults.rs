@@ -327,3 +327,56 @@ async fn installer_of_a_schematic_with_meta_carries_no_meta() {
         assert!(!c.contains("INSTALLER_META"), "{c}");
     }
 }
+
+/// A raw image and its converted forms asked for at once, cold: every answer is whole, the raw
+/// image is built once (the conversions join its build), and each form once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raw_image_and_its_forms_at_once_build_the_raw_image_once() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    let (_layout, _release) = support::import_fixture(&data, &FixtureOptions::default()).await;
+    let server = Daemon::start(&data, work.path(), &["--offline"]);
+    let id = post_schematic(
+        &server.url,
+        "customization:\n  bootloader: sd-boot\n  extraKernelArgs: [fault.concurrent=1]\n",
+    )
+    .await;
+    let base = format!("{}/image/{id}/v1.11.6", server.url);
+    let forms = [
+        "metal-amd64.raw",
+        "metal-amd64.qcow2",
+        "metal-amd64.raw.zst",
+        "metal-amd64.raw",
+        "metal-amd64.qcow2",
+        "metal-amd64.vhd",
+    ];
+    let requests: Vec<_> = forms
+        .iter()
+        .map(|f| {
+            let url = format!("{base}/{f}");
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let mut raw = None;
+    for (form, r) in forms.iter().zip(requests) {
+        let (status, body) = r.await.unwrap();
+        assert_eq!(status, 200, "{form}\n{}", server.log_text());
+        if form.ends_with(".raw") {
+            assert_whole_gpt(&body, form);
+            if let Some(first) = &raw {
+                assert!(first == &body, "the two .raw answers differ");
+            }
+            raw = Some(body);
+        }
+    }
+    let log = server.log_text();
+    let built = |suffix: &str| {
+        log.lines()
+            .filter(|l| l.contains("asset built") && l.contains(&format!("/{suffix}/1246\"")))
+            .count()
+    };
+    assert_eq!(built("raw"), 1, "{log}");
+    assert_eq!(built("qcow2"), 1, "{log}");
+    assert_eq!(built("raw.zst"), 1, "{log}");
+    assert_eq!(built("vhd"), 1, "{log}");
+}

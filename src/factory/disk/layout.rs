@@ -326,12 +326,21 @@ mod tests {
     fn every_platform_size_fits_every_layout() {
         use crate::factory::profile::{MIN_RAW_DISK_SIZE_MIB, platform_image_defaults};
         let platforms = [
-            "metal", "aws", "azure", "exoscale", "alibabacloud", "gcp", "vmware", "nocloud",
+            "metal",
+            "aws",
+            "azure",
+            "exoscale",
+            "alibabacloud",
+            "gcp",
+            "vmware",
+            "nocloud",
         ];
         for platform in platforms {
             let size = platform_image_defaults(platform).unwrap().0.unwrap();
             assert!(size >= MIN_RAW_DISK_SIZE_MIB, "{platform}");
-            for v in ["v1.8.0", "v1.8.4", "v1.9.0", "v1.10.0", "v1.11.6", "v1.12.0"] {
+            for v in [
+                "v1.8.0", "v1.8.4", "v1.9.0", "v1.10.0", "v1.11.6", "v1.12.0",
+            ] {
                 for b in [
                     DiskBootloader::SdBoot,
                     DiskBootloader::Grub,
