@@ -211,7 +211,14 @@ pub fn build_iso(
     work: &Path,
     out: &Path,
 ) -> Result<IsoLayout, IsoBuildError> {
-    std::fs::create_dir_all(work).map_err(io_err(format!("create {}", work.display())))?;
+    // Not `create_dir_all`: a build that timed out had its directory removed while this
+    // thread ran on; recreating it would leave scratch files no one removes until restart.
+    match std::fs::create_dir(work) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(io_err(format!("create {}", work.display()))(e));
+        }
+        _ => {}
+    }
     let i386 = tools.path(Tool::GrubI386Pc);
     let eltorito = work.join("eltorito.img");
     grub_mkimage(
@@ -419,6 +426,35 @@ mod tests {
     #[test]
     fn grub_uuid_is_the_pvd_date() {
         assert_eq!(grub_iso_uuid(1_559_424_892), "2019-06-01-21-34-52-00");
+    }
+
+    /// A build whose directory is gone (removed when the build timed out) fails at once and
+    /// does not recreate it.
+    #[test]
+    fn a_removed_build_directory_is_not_recreated() {
+        let Ok(tools) = super::super::tools::require("an ISO", &IsoKind::Grub.tools(Arch::Amd64))
+        else {
+            eprintln!("GRUB not installed: skipped");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("build-removed");
+        let inputs = IsoInputs {
+            kind: IsoKind::Grub,
+            arch: Arch::Amd64,
+            kernel: dir.path().join("vmlinuz"),
+            initramfs: dir.path().join("initramfs.xz"),
+            cmdline: "talos.platform=metal".into(),
+            systemd_boot: None,
+            uki: None,
+            version_tag: "v1.9.0".into(),
+            labels: None,
+            timestamp: 0,
+            seed: Vec::new(),
+        };
+        let e = build_iso(&inputs, &tools, &gone.join("work"), &gone.join("asset")).unwrap_err();
+        assert!(matches!(e, IsoBuildError::Io { .. }), "{e:?}");
+        assert!(!gone.exists(), "the removed build directory was recreated");
     }
 
     #[test]
