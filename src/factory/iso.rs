@@ -14,10 +14,10 @@
 //! The GRUB core images come from `grub-mkimage` and the modules from Debian's GRUB
 //! directories ([`super::tools`]); nothing else runs outside this process.
 
+use std::ffi::OsStr;
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use super::disk::{EspFiles, write_sd_boot_esp};
 use super::profile::Arch;
@@ -93,12 +93,13 @@ pub struct IsoInputs {
 #[derive(Debug, thiserror::Error)]
 pub enum IsoBuildError {
     /// `grub-mkimage` failed.
-    #[error("grub-mkimage -O {format} failed: {stderr}")]
+    #[error("grub-mkimage -O {format}")]
     GrubMkimage {
         /// The GRUB format.
         format: String,
-        /// Its standard error.
-        stderr: String,
+        /// How it failed (its standard error, a timeout, a full disk).
+        #[source]
+        source: super::tools::RunError,
     },
     /// A hybrid ISO without systemd-boot or UKI (a programming error upstream of here).
     #[error("a hybrid ISO needs systemd-boot and a UKI")]
@@ -139,6 +140,11 @@ fn grub_iso_uuid(timestamp: u32) -> String {
     )
 }
 
+/// How long one `grub-mkimage` may run (it takes well under a second).
+const GRUB_MKIMAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// `grub-mkimage` through [`tools::run`]: bounded in time and output, killed with whatever it
+/// started, a full disk recognized as such.
 fn grub_mkimage(
     tools: &Located,
     format: &str,
@@ -147,30 +153,32 @@ fn grub_mkimage(
     config: Option<&Path>,
     modules: &[&str],
 ) -> Result<(), IsoBuildError> {
-    let mut cmd = Command::new(tools.path(Tool::GrubMkimage));
-    cmd.arg("-O")
-        .arg(format)
-        .arg("-d")
-        .arg(dir)
-        .arg("-p")
-        .arg("/boot/grub")
-        .arg("-o")
-        .arg(out);
+    let mut args: Vec<&OsStr> = vec![
+        "-O".as_ref(),
+        format.as_ref(),
+        "-d".as_ref(),
+        dir.as_os_str(),
+        "-p".as_ref(),
+        "/boot/grub".as_ref(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ];
     if let Some(c) = config {
-        cmd.arg("-c").arg(c);
+        args.push("-c".as_ref());
+        args.push(c.as_os_str());
     }
-    cmd.args(modules);
-    let output = cmd.output().map_err(io_err(format!(
-        "run {}",
-        tools.path(Tool::GrubMkimage).display()
-    )))?;
-    if !output.status.success() {
-        return Err(IsoBuildError::GrubMkimage {
-            format: format.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
-    }
-    Ok(())
+    args.extend(modules.iter().map(|m| OsStr::new(*m)));
+    let cwd = out.parent().unwrap_or(Path::new("/"));
+    super::tools::run(
+        tools.path(Tool::GrubMkimage),
+        &args,
+        cwd,
+        GRUB_MKIMAGE_TIMEOUT,
+    )
+    .map_err(|source| IsoBuildError::GrubMkimage {
+        format: format.to_string(),
+        source,
+    })
 }
 
 /// `<dir>/*.mod` and `*.lst` as `boot/grub/<platform>/<name>`, sorted.
@@ -203,7 +211,14 @@ pub fn build_iso(
     work: &Path,
     out: &Path,
 ) -> Result<IsoLayout, IsoBuildError> {
-    std::fs::create_dir_all(work).map_err(io_err(format!("create {}", work.display())))?;
+    // Not `create_dir_all`: a build that timed out had its directory removed while this
+    // thread ran on; recreating it would leave scratch files no one removes until restart.
+    match std::fs::create_dir(work) {
+        Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+            return Err(io_err(format!("create {}", work.display()))(e));
+        }
+        _ => {}
+    }
     let i386 = tools.path(Tool::GrubI386Pc);
     let eltorito = work.join("eltorito.img");
     grub_mkimage(
@@ -412,6 +427,35 @@ mod tests {
     #[test]
     fn grub_uuid_is_the_pvd_date() {
         assert_eq!(grub_iso_uuid(1_559_424_892), "2019-06-01-21-34-52-00");
+    }
+
+    /// A build whose directory is gone (removed when the build timed out) fails at once and
+    /// does not recreate it.
+    #[test]
+    fn a_removed_build_directory_is_not_recreated() {
+        let Ok(tools) = super::super::tools::require("an ISO", &IsoKind::Grub.tools(Arch::Amd64))
+        else {
+            eprintln!("GRUB not installed: skipped");
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let gone = dir.path().join("build-removed");
+        let inputs = IsoInputs {
+            kind: IsoKind::Grub,
+            arch: Arch::Amd64,
+            kernel: dir.path().join("vmlinuz"),
+            initramfs: dir.path().join("initramfs.xz"),
+            cmdline: "talos.platform=metal".into(),
+            systemd_boot: None,
+            uki: None,
+            version_tag: "v1.9.0".into(),
+            labels: None,
+            timestamp: 0,
+            seed: Vec::new(),
+        };
+        let e = build_iso(&inputs, &tools, &gone.join("work"), &gone.join("asset")).unwrap_err();
+        assert!(matches!(e, IsoBuildError::Io { .. }), "{e:?}");
+        assert!(!gone.exists(), "the removed build directory was recreated");
     }
 
     #[test]

@@ -202,8 +202,18 @@ pub enum RunError {
         status: std::process::ExitStatus,
         /// The end of its standard error (at most 4 KiB).
         stderr: String,
+        /// `ENOSPC` when its standard error says the file system is full (the programs run
+        /// with `LC_ALL=C`), so the build answers 507 like any other full-disk failure.
+        #[source]
+        cause: Option<std::io::Error>,
     },
 }
+
+/// The bytes of a failed program's standard error kept for its error.
+const STDERR_TAIL: usize = 4096;
+
+/// What C programs print for `ENOSPC` (`strerror` in the C locale).
+const NO_SPACE_TEXT: &str = "No space left on device";
 
 /// Kills the process group `child` leads (the child and anything it started), then reaps it.
 fn kill_group(child: &mut std::process::Child) {
@@ -233,6 +243,8 @@ pub fn run(
     let mut child = Command::new(program)
         .args(args)
         .current_dir(cwd)
+        // Messages in English, so a full disk is recognized (`NO_SPACE_TEXT`).
+        .env("LC_ALL", "C")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -247,9 +259,19 @@ pub fn run(
     // full pipe while we wait.
     let reader = child.stderr.take().map(|mut pipe| {
         std::thread::spawn(move || {
-            let mut all = Vec::new();
-            let _ = pipe.read_to_end(&mut all);
-            all
+            // Only the end is kept: a program printing without end costs no memory.
+            let mut tail = Vec::new();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = pipe.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > 2 * STDERR_TAIL {
+                    tail.drain(..tail.len() - STDERR_TAIL);
+                }
+            }
+            tail
         })
     });
     let deadline = Instant::now() + timeout;
@@ -278,11 +300,16 @@ pub fn run(
     if status.success() {
         return Ok(());
     }
-    let tail = &stderr[stderr.len().saturating_sub(4096)..];
+    let tail = &stderr[stderr.len().saturating_sub(STDERR_TAIL)..];
+    let stderr = String::from_utf8_lossy(tail).trim().to_string();
+    let cause = stderr
+        .contains(NO_SPACE_TEXT)
+        .then(|| std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
     Err(RunError::Failed {
         program: name,
         status,
-        stderr: String::from_utf8_lossy(tail).trim().to_string(),
+        stderr,
+        cause,
     })
 }
 
@@ -366,5 +393,56 @@ mod tests {
         )
         .unwrap_err();
         assert!(matches!(e, RunError::Spawn { .. }), "{e}");
+    }
+
+    /// A program that fails because the disk is full is a no-space error (507), whatever the
+    /// locale of the server; its standard error costs bounded memory however long it is.
+    #[test]
+    fn run_recognizes_a_full_disk_and_bounds_stderr() {
+        let dir = tempfile::tempdir().unwrap();
+        let sh = Path::new("/bin/sh");
+        let e = run(
+            sh,
+            &[
+                "-c".as_ref(),
+                "[ \"$LC_ALL\" = C ] || exit 9; echo 'pwrite failed: No space left on device' >&2; exit 1"
+                    .as_ref(),
+            ],
+            dir.path(),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(e, RunError::Failed { ref cause, .. } if cause.is_some()),
+            "{e:?}"
+        );
+        assert!(crate::store::caused_by_no_space(&e), "{e:?}");
+        let e = run(
+            sh,
+            &["-c".as_ref(), "echo 'bad option' >&2; exit 1".as_ref()],
+            dir.path(),
+            Duration::from_secs(10),
+        )
+        .unwrap_err();
+        assert!(!crate::store::caused_by_no_space(&e), "{e:?}");
+        // 64 MiB of standard error: kept to its last 4 KiB.
+        let e = run(
+            sh,
+            &[
+                "-c".as_ref(),
+                "head -c 67108864 /dev/zero | tr '\\0' x >&2; echo END >&2; exit 1".as_ref(),
+            ],
+            dir.path(),
+            Duration::from_secs(60),
+        )
+        .unwrap_err();
+        let RunError::Failed { stderr, .. } = &e else {
+            panic!("{e:?}");
+        };
+        assert!(
+            stderr.ends_with("END") && stderr.len() <= STDERR_TAIL,
+            "{}",
+            stderr.len()
+        );
     }
 }

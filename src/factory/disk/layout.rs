@@ -454,6 +454,42 @@ mod tests {
         assert!(plan(&q("v1.11.6"), DiskBootloader::SdBoot, 1103, 4096).is_err());
     }
 
+    /// `TooSmall` is not reachable from a request: every platform's image size (the smallest
+    /// is `MIN_RAW_DISK_SIZE_MIB`, no schematic field changes it) fits every layout of every
+    /// version built, with the backup GPT inside the disk.
+    #[test]
+    fn every_platform_size_fits_every_layout() {
+        use crate::factory::profile::{MIN_RAW_DISK_SIZE_MIB, platform_image_defaults};
+        let platforms = [
+            "metal",
+            "aws",
+            "azure",
+            "exoscale",
+            "alibabacloud",
+            "gcp",
+            "vmware",
+            "nocloud",
+        ];
+        for platform in platforms {
+            let size = platform_image_defaults(platform).unwrap().0.unwrap();
+            assert!(size >= MIN_RAW_DISK_SIZE_MIB, "{platform}");
+            for v in [
+                "v1.8.0", "v1.8.4", "v1.9.0", "v1.10.0", "v1.11.6", "v1.12.0",
+            ] {
+                for b in [
+                    DiskBootloader::SdBoot,
+                    DiskBootloader::Grub,
+                    DiskBootloader::DualBoot,
+                ] {
+                    let p = plan(&q(v), b, size)
+                        .unwrap_or_else(|e| panic!("{platform} {v} {b:?}: {e}"));
+                    let last = p.partitions.last().unwrap();
+                    assert!(last.last_lba < p.last_lba() - 32, "{platform} {v} {b:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn selection() {
         use Bootloader as B;
