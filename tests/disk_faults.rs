@@ -296,9 +296,10 @@ fn installer_uki_cmdlines(tarball: &[u8], arch: &str) -> Vec<String> {
     panic!("no {want} in the installer tarball");
 }
 
-/// META is for boot media only (`image-factory.md` §4.4): a schematic with META keys is not
-/// refused for an installer (upstream builds it), and the installer's UKI carries no
-/// `INSTALLER_META_BASE64` while the ISO/image command line does.
+/// META is for boot media only (the Image Factory's profile enhancement gives installers no
+/// META; README "Installer images"): a schematic with META keys is not refused for an
+/// installer (upstream builds it), and the installer's UKI carries no `INSTALLER_META_BASE64`
+/// while the ISO/image command line does.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn installer_of_a_schematic_with_meta_carries_no_meta() {
     let work = tempfile::tempdir().unwrap();

@@ -481,10 +481,15 @@ mod tests {
                     DiskBootloader::Grub,
                     DiskBootloader::DualBoot,
                 ] {
-                    let p = plan(&q(v), b, size)
-                        .unwrap_or_else(|e| panic!("{platform} {v} {b:?}: {e}"));
-                    let last = p.partitions.last().unwrap();
-                    assert!(last.last_lba < p.last_lba() - 32, "{platform} {v} {b:?}");
+                    for sector in SECTOR_SIZES {
+                        let p = plan(&q(v), b, size, sector)
+                            .unwrap_or_else(|e| panic!("{platform} {v} {b:?} {sector}: {e}"));
+                        let last = p.partitions.last().unwrap();
+                        assert!(
+                            last.last_lba <= p.last_usable_lba(),
+                            "{platform} {v} {b:?} {sector}"
+                        );
+                    }
                 }
             }
         }
