@@ -949,6 +949,15 @@ fn main() {
         record(&mut rows, "b2 bootfactory cold .iso", m);
         kids.entry("b2 bootfactory cold .iso").or_default().push(k);
         sizes.entry("bootfactory .iso").or_default().push(bytes);
+        // The ISO's own inputs: the schematic extension names the server's URL (its random
+        // port), so each server builds a different initramfs; the peer takes this server's.
+        let iso_kernel = out.join("iso-kernel-amd64");
+        let iso_initrd = out.join("iso-initramfs-amd64.xz");
+        client.get(&image_url(&server, &id, "kernel-amd64"), Some(&iso_kernel));
+        client.get(
+            &image_url(&server, &id, "initramfs-amd64.xz"),
+            Some(&iso_initrd),
+        );
         drop(server);
         let _ = fs::remove_dir_all(&data);
 
@@ -1100,7 +1109,7 @@ fn main() {
 
         // 4. The ISO peer.
         fs::create_dir_all(&work).unwrap();
-        let inputs = iso_inputs(&bf_iso, &kernel, &initrd, &out.join("iso-in"));
+        let inputs = iso_inputs(&bf_iso, &iso_kernel, &iso_initrd, &out.join("iso-in"));
         let iso = run_steps(&iso_peer_steps(&inputs), &work, "peer ISO");
         let peer_iso = work.join("out.iso");
         println!(
