@@ -14,6 +14,7 @@ use super::disk::{
     DiskImage, EfiContents, GrubImageSpec, GrubTools, convert, image_meta, write_disk_image,
     write_grub_image,
 };
+use super::grubcfg;
 use super::initramfs::{self, ExtensionTree, InitramfsOptions};
 use super::iso::{IsoInputs, IsoKind, build_iso};
 use super::profile::{
@@ -23,7 +24,6 @@ use super::profile::{
 use super::quirks::Quirks;
 use super::tools::{self, Located};
 use super::uki::{self, UkiInputs, UkiProfile};
-use super::grubcfg;
 use crate::config::Config;
 use crate::errors::{self, SharedError};
 use crate::formats::adv;
