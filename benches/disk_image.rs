@@ -663,8 +663,11 @@ fn disk_peer_steps(inp: &DiskInputs) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// `sfdisk --json` of an image: (last LBA, partitions as (start, size, type, name, attrs)).
-fn gpt_layout(img: &Path) -> (u64, Vec<(u64, u64, String, String, String)>) {
+/// A GPT partition as `sfdisk --json` shows it: start, size, type, name, attributes.
+type Partition = (u64, u64, String, String, String);
+
+/// `sfdisk --json` of an image: (last LBA, partitions).
+fn gpt_layout(img: &Path) -> (u64, Vec<Partition>) {
     let out = Command::new("sfdisk")
         .arg("--json")
         .arg(img)
