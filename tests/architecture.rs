@@ -27,10 +27,11 @@ const LAYERS: &[(&str, &[&str])] = &[
             "mac",
             "metrics",
             "ratelimit",
-            "store",
             "systemd",
         ],
     ),
+    // The store hashes sparse files through `formats::sparse`.
+    ("storage", &["store"]),
     ("version", &["version"]),
     (
         "formats and protocols",

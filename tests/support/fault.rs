@@ -316,7 +316,20 @@ pub struct StoreCheck {
 /// open; every indexed blob re-hashes to its digest and its file exists; every ref of the
 /// known kinds names a stored blob. Returns what it saw.
 pub async fn check_store(data: &Path) -> StoreCheck {
-    let store = Store::open(data).expect("open store");
+    // A child the killed server forked may hold the database's lock until it execs (its
+    // descriptors are close-on-exec): retry for a few seconds.
+    let mut tries = 0;
+    let store = loop {
+        match Store::open(data) {
+            Ok(s) => break s,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("store not open yet ({e}); retrying");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("open store: {e}"),
+        }
+    };
     assert!(
         entries(&data.join("tmp")).is_empty(),
         "tmp/ not emptied by open"
