@@ -650,8 +650,9 @@ impl Factory {
 
     /// The partition plan of a disk-image request, or why it is not built: 400 for a
     /// schematic asking for something no image can be (an absurd `diskImage.sectorSize`, META
-    /// values that do not fit, systemd-boot before 1.5), 501 naming the part this release does
-    /// not build yet (overlays, GRUB-only layouts of 4096-byte sectors).
+    /// values that do not fit, systemd-boot before 1.5, a GRUB layout of 4096-byte sectors whose
+    /// EFI partition cannot be FAT32), 501 naming the part this release does not build yet
+    /// (overlays).
     /// `docs/formats.md` §Disk images.
     fn disk_image_plan(&self, r: &Resolved) -> Result<DiskPlan, FactoryError> {
         let p = &r.profile;
@@ -681,9 +682,10 @@ impl Factory {
         }
         if sector_size == 4096 && bootloader == DiskBootloader::Grub {
             // The 100 MiB EFI partition of 4 KiB sectors has 25518 clusters: too few for FAT32
-            // (upstream's `mkfs.vfat -F 32` makes one anyway; `docs/formats.md`).
-            return Err(FactoryError::NotImplemented(
-                "GRUB disk images (a 100 MiB EFI partition) with 4096-byte sectors are not built by this bootfactory release yet (sd-boot and dual-boot ones are)".into(),
+            // (upstream's `mkfs.vfat -F 32` makes one anyway, which firmware following the FAT
+            // specification's cluster count reads as FAT16; `docs/formats.md`).
+            return Err(FactoryError::Schematic(
+                "a GRUB disk image cannot have 4096-byte sectors: its 100 MiB EFI partition would hold 25518 clusters, fewer than FAT32's minimum of 65525 (use 512-byte sectors, or bootloader: sd-boot or dual-boot)".into(),
             ));
         }
         let meta = disk_image_meta(r, bootloader);
