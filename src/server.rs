@@ -329,6 +329,8 @@ fn open_factory(
         }
     });
     let artifacts = Arc::new(Artifacts::new(config.clone(), mirror.clone(), cache_dir));
+    let parent = crate::factory::remote::parent::Parent::from_config(config)
+        .context("cannot use the parent factory (factory.parent)")?;
     Ok(Factory::new(
         config.clone(),
         schematics.clone(),
@@ -336,7 +338,8 @@ fn open_factory(
         Arc::new(builder),
         store.clone(),
         metrics.clone(),
-    ))
+    )
+    .with_parent(parent))
 }
 
 async fn load_schematics_dir(

@@ -243,6 +243,31 @@ pub const KEYS: &[KeySpec] = &[
         help: "PEM P-256 key signing cached assets (default <data-dir>/cache-signing-key.pem, generated)",
     },
     KeySpec {
+        key: "factory.parent",
+        flag: "factory-parent",
+        help: "Parent factory URL (Image Factory or bootfactory) asked for an asset before building it",
+    },
+    KeySpec {
+        key: "factory.parentVerify",
+        flag: "factory-parent-verify",
+        help: "How a parent's asset is verified: sha256 (its .sha256), signature (a bootfactory parent's .sig) or none",
+    },
+    KeySpec {
+        key: "factory.parentPublicKeyFile",
+        flag: "factory-parent-public-key-file",
+        help: "PEM public key of a bootfactory parent (its /oci/cosign/signing-key.pub), for parentVerify: signature",
+    },
+    KeySpec {
+        key: "factory.parentFallback",
+        flag: "factory-parent-fallback",
+        help: "When the parent lacks an asset, is down or fails verification: build (here) or fail (502)",
+    },
+    KeySpec {
+        key: "factory.parentTimeoutSeconds",
+        flag: "factory-parent-timeout-seconds",
+        help: "Seconds to wait for the parent to answer (and between chunks of an asset)",
+    },
+    KeySpec {
         key: "metrics.listen",
         flag: "metrics-listen",
         help: "Extra ADDR:PORT serving only /metrics (it is always on the main port too)",

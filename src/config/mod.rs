@@ -43,6 +43,8 @@ pub struct Config {
     pub build: BuildConfig,
     /// The asset cache.
     pub cache: CacheConfig,
+    /// Getting built assets from a parent factory before building them.
+    pub factory: FactoryConfig,
     /// Prometheus metrics.
     pub metrics: MetricsConfig,
     /// Network boot: proxy-DHCP, TFTP and the embedded iPXE binaries.
@@ -240,6 +242,65 @@ pub struct CacheConfig {
     /// `<dataDir>/cache-signing-key.pem`, generated on first start.
     #[serde(with = "value::optional")]
     pub signing_key_path: Option<PathBuf>,
+}
+
+/// A parent factory (`factory.*`): on a cache miss, an asset is fetched from the parent (an
+/// Image Factory or another bootfactory, same schematic IDs and asset paths), verified, stored
+/// and served, instead of being built here (`factory::remote`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct FactoryConfig {
+    /// The parent's base URL (`https://factory.talos.dev`, `http://regional:8080`); unset
+    /// (empty) = none: every asset is built here.
+    #[serde(with = "value::optional")]
+    pub parent: Option<HttpUrl>,
+    /// What a parent's asset must pass before it is stored: `sha256` (the parent's
+    /// `<path>.sha256`), `signature` (a bootfactory parent's `<path>.sig`, checked with
+    /// `parentPublicKeyFile`) or `none` (trust the transport).
+    pub parent_verify: ParentVerify,
+    /// PEM public key of a bootfactory parent (its `/oci/cosign/signing-key.pub`); required by
+    /// `parentVerify: signature`.
+    #[serde(with = "value::optional")]
+    pub parent_public_key_file: Option<PathBuf>,
+    /// When the parent lacks an asset, is down, or its bytes fail verification: `build` it
+    /// here, or `fail` the request (502 naming the parent).
+    pub parent_fallback: ParentFallback,
+    /// Seconds to wait for the parent to answer (and between chunks of an asset).
+    pub parent_timeout_seconds: u64,
+}
+
+impl Default for FactoryConfig {
+    fn default() -> Self {
+        FactoryConfig {
+            parent: None,
+            parent_verify: ParentVerify::Sha256,
+            parent_public_key_file: None,
+            parent_fallback: ParentFallback::Build,
+            parent_timeout_seconds: 30,
+        }
+    }
+}
+
+/// How a parent's asset is verified (`factory.parentVerify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParentVerify {
+    /// The parent's `<path>.sha256` must name the bytes received.
+    Sha256,
+    /// A bootfactory parent's `<path>.sig` must verify with `factory.parentPublicKeyFile`.
+    Signature,
+    /// Nothing beyond the transport (HTTPS).
+    None,
+}
+
+/// What happens when the parent cannot give an asset (`factory.parentFallback`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParentFallback {
+    /// Build it here.
+    Build,
+    /// Answer 502 naming the parent.
+    Fail,
 }
 
 impl Default for BuildConfig {
@@ -542,6 +603,7 @@ impl Default for Config {
             artifacts: ArtifactsConfig::default(),
             build: BuildConfig::default(),
             cache: CacheConfig::default(),
+            factory: FactoryConfig::default(),
             metrics: MetricsConfig::default(),
             pxe: PxeConfig::default(),
             api: ApiConfig::default(),
@@ -702,6 +764,29 @@ impl Config {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
             }
+        }
+        let factory = &self.factory;
+        if factory.parent_timeout_seconds == 0 {
+            return Err(invalid(
+                "factory.parentTimeoutSeconds",
+                "must be at least 1".into(),
+            ));
+        }
+        match (factory.parent_verify, &factory.parent_public_key_file) {
+            (ParentVerify::Signature, None) => {
+                return Err(invalid(
+                    "factory.parentPublicKeyFile",
+                    "factory.parentVerify: signature needs the parent's public key (its /oci/cosign/signing-key.pub)".into(),
+                ));
+            }
+            (ParentVerify::Sha256 | ParentVerify::None, Some(_)) => {
+                return Err(invalid(
+                    "factory.parentVerify",
+                    "a parent public key is set but not used: set factory.parentVerify: signature"
+                        .into(),
+                ));
+            }
+            _ => {}
         }
         let tls = &self.http.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
@@ -1075,6 +1160,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("--http-shutdown-grace-seconds"), "{e}");
+    }
+
+    #[test]
+    fn parent_factory_settings_are_typed_and_consistent() {
+        let c = Config::load(
+            None,
+            &[
+                ov("factory.parent", "https://factory.talos.dev"),
+                ov("factory.parentFallback", "fail"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            c.factory.parent.as_ref().map(HttpUrl::as_str),
+            Some("https://factory.talos.dev")
+        );
+        assert_eq!(c.factory.parent_verify, ParentVerify::Sha256);
+        assert_eq!(c.factory.parent_fallback, ParentFallback::Fail);
+        for (overrides, want) in [
+            (vec![ov("factory.parent", "factory.talos.dev")], "absolute"),
+            (vec![ov("factory.parentVerify", "md5")], "unknown variant"),
+            (
+                vec![ov("factory.parentVerify", "signature")],
+                "factory.parentPublicKeyFile",
+            ),
+            (
+                vec![ov("factory.parentPublicKeyFile", "/k.pub")],
+                "factory.parentVerify",
+            ),
+            (vec![ov("factory.parentTimeoutSeconds", "0")], "at least 1"),
+        ] {
+            let err = Config::load(None, &overrides).unwrap_err().to_string();
+            assert!(err.contains(want), "{err}");
+        }
     }
 
     #[test]

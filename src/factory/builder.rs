@@ -33,6 +33,17 @@ pub struct BuiltAsset {
     /// Whether this request joined a build another request started (so it is not counted
     /// as a build of its own).
     pub shared: bool,
+    /// Whether it was fetched (and verified) from a parent factory rather than built here
+    /// ([`Builder::get_or_fetch`]; not counted as a build).
+    pub fetched: bool,
+}
+
+/// How a missing asset is made: built here, or fetched from another factory (`origin` names
+/// it in logs). Both write to the path they are given and share one in-flight table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Making {
+    Build,
+    Fetch { origin: &'static str },
 }
 
 /// Why an asset could not be produced. `Clone` (every request that joined a build gets its
@@ -189,6 +200,7 @@ impl Builder {
                 size: blob.size,
                 cached: true,
                 shared: false,
+                fetched: false,
             }),
             Err(e) => {
                 tracing::warn!(asset = key, %digest, error = %crate::errors::chain(&e), "cached asset unusable; rebuilding");
@@ -213,6 +225,29 @@ impl Builder {
         key: &str,
         build: impl FnOnce(PathBuf) -> BuildFuture + Send + 'static,
     ) -> Result<BuiltAsset, BuildError> {
+        self.get_or_make(key, Making::Build, build).await
+    }
+
+    /// Like [`Builder::get_or_build`], but `fetch` gets the asset from another factory
+    /// (`origin`, for logs) and verifies it before returning `Ok`: it takes no build slot and
+    /// is not counted as a build; the bytes go to the store and are signed with the cache key
+    /// only after `fetch` has verified them. Concurrent calls for one key share one fetch (and
+    /// a request for a key being built joins the build).
+    pub async fn get_or_fetch(
+        self: &Arc<Self>,
+        key: &str,
+        origin: &'static str,
+        fetch: impl FnOnce(PathBuf) -> BuildFuture + Send + 'static,
+    ) -> Result<BuiltAsset, BuildError> {
+        self.get_or_make(key, Making::Fetch { origin }, fetch).await
+    }
+
+    async fn get_or_make(
+        self: &Arc<Self>,
+        key: &str,
+        making: Making,
+        build: impl FnOnce(PathBuf) -> BuildFuture + Send + 'static,
+    ) -> Result<BuiltAsset, BuildError> {
         if let Some(hit) = self.cached(key).await {
             return Ok(hit);
         }
@@ -226,7 +261,7 @@ impl Builder {
                     let this = self.clone();
                     let key = key.to_string();
                     tokio::spawn(async move {
-                        let result = this.run_build(&key, build).await;
+                        let result = this.run_build(&key, making, build).await;
                         this.inflight.lock().expect("inflight lock").remove(&key);
                         let _ = tx.send(Some(result));
                     });
@@ -251,6 +286,7 @@ impl Builder {
     async fn run_build(
         &self,
         key: &str,
+        making: Making,
         build: impl FnOnce(PathBuf) -> BuildFuture,
     ) -> Result<BuiltAsset, BuildError> {
         // Someone may have finished it between our cache check and taking the slot.
@@ -258,12 +294,17 @@ impl Builder {
             return Ok(hit);
         }
         let queued_at = Instant::now();
-        let _slot = self
-            .slots
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| BuildError::failed("builder shut down"))?;
+        // A fetch is network and disk I/O, not CPU: it takes no build slot.
+        let _slot = match making {
+            Making::Build => Some(
+                self.slots
+                    .clone()
+                    .acquire_owned()
+                    .await
+                    .map_err(|_| BuildError::failed("builder shut down"))?,
+            ),
+            Making::Fetch { .. } => None,
+        };
         let queued = queued_at.elapsed();
         let started = Instant::now();
         // Scratch space is on the store's filesystem: do not start a build the store would
@@ -292,7 +333,15 @@ impl Builder {
                 return Err(e);
             }
             Ok(Err(e)) => {
-                tracing::warn!(asset = key, error = %errors::chain(&e), "build failed");
+                match making {
+                    Making::Build => {
+                        tracing::warn!(asset = key, error = %errors::chain(&e), "build failed")
+                    }
+                    // The caller decides (fallback or not) and logs.
+                    Making::Fetch { origin } => {
+                        tracing::debug!(asset = key, origin, error = %errors::chain(&e), "fetch failed")
+                    }
+                }
                 return Err(e);
             }
             Err(_) => {
@@ -320,15 +369,25 @@ impl Builder {
             queued,
             built: started.elapsed(),
         };
-        tracing::info!(asset = key, %digest, size, build_ms = timing.built.as_millis() as u64, queued_ms = queued.as_millis() as u64, "asset built");
-        if let Some(cb) = &self.on_built {
-            cb(key, timing, size);
-        }
+        let fetched = match making {
+            Making::Build => {
+                tracing::info!(asset = key, %digest, size, build_ms = timing.built.as_millis() as u64, queued_ms = queued.as_millis() as u64, "asset built");
+                if let Some(cb) = &self.on_built {
+                    cb(key, timing, size);
+                }
+                false
+            }
+            Making::Fetch { origin } => {
+                tracing::info!(asset = key, %digest, size, origin, fetch_ms = timing.built.as_millis() as u64, "asset fetched and verified");
+                true
+            }
+        };
         Ok(BuiltAsset {
             digest,
             size,
             cached: false,
             shared: false,
+            fetched,
         })
     }
 }

@@ -29,6 +29,10 @@ pub enum Delivery {
     },
     /// `<hex digest>  <filename>\n` (what `sha256sum` prints), for `.sha256` / `.sha512`.
     Checksum(String),
+    /// `<path>.sig`: this appliance's signature of the asset for a child factory
+    /// (`factory::remote`): base64 of the DER ECDSA P-256 signature of
+    /// [`crate::factory::remote::asset_signature_message`], then `\n`.
+    Signature(String),
 }
 
 /// A checksum suffix on an asset path.
@@ -87,8 +91,26 @@ impl Factory {
                 "enterprise signing is not enabled: signature endpoint is not available".into(),
             ));
         }
+        let (path, signature) = match path.strip_suffix(".sig") {
+            Some(base) if checksum.is_none() => (base, true),
+            _ => (path, false),
+        };
         let resolved = self.resolve(schematic, version, path).await?;
         let asset = self.asset(&resolved, client).await?;
+        if signature {
+            use base64::Engine as _;
+            let message = crate::factory::remote::asset_signature_message(
+                resolved.schematic.id.as_str(),
+                &resolved.version.to_string(),
+                path,
+                &asset.digest.hex(),
+            );
+            let der = self.builder().signer().sign(&message);
+            return Ok(Delivery::Signature(format!(
+                "{}\n",
+                base64::engine::general_purpose::STANDARD.encode(der)
+            )));
+        }
         record(self.metrics(), &resolved, &asset);
         let blob = self
             .store()
@@ -131,7 +153,7 @@ fn record(m: &Metrics, resolved: &Resolved, asset: &BuiltAsset) {
         m.assets_cached_bytes
             .with_label_values(&labels)
             .inc_by(asset.size);
-    } else if !asset.shared {
+    } else if !asset.shared && !asset.fetched {
         m.assets_cached_errors.with_label_values(&labels).inc();
         m.assets_built.with_label_values(&labels).inc();
         m.assets_built_bytes

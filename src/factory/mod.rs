@@ -10,6 +10,7 @@
 //! - [`disk`]: raw disk images; [`grubcfg`]: GRUB's configuration files; [`tools`]: the few
 //!   external programs (mkfs.xfs, grub-mkimage) GRUB-booted media need, found at run time;
 //!   [`iso`]: hybrid and GRUB ISOs.
+//! - [`remote`]: a parent factory asked for an asset before it is built here.
 
 pub(crate) mod artifacts;
 pub(crate) mod builder;
@@ -23,6 +24,7 @@ pub mod iso;
 pub mod meta;
 pub mod profile;
 pub mod quirks;
+pub(crate) mod remote;
 pub(crate) mod service;
 pub(crate) mod signing;
 pub(crate) mod talosctl;

@@ -24,6 +24,7 @@ use super::profile::{
     parse_asset_path, parse_pxe_path,
 };
 use super::quirks::Quirks;
+use super::remote::parent::{FetchRequest, Parent};
 use super::tools::{self, Located};
 use super::uki::{self, UkiInputs, UkiProfile};
 use crate::config::Config;
@@ -106,6 +107,11 @@ pub enum FactoryError {
     /// 507: the data directory's filesystem is full (`no space left on <dataDir>`).
     #[error(transparent)]
     NoSpace(SharedError),
+    /// 502: the parent factory (`factory.parent`) could not give the asset and
+    /// `factory.parentFallback` is `fail`, or this appliance cannot build it either; the text
+    /// names the parent and why.
+    #[error("{0}")]
+    ParentUnavailable(String),
     /// 500 (the client sees no details; the chain goes to the log).
     #[error(transparent)]
     Internal(SharedError),
@@ -162,6 +168,8 @@ pub struct Factory {
     metrics: Arc<Metrics>,
     /// Installer index builds in flight.
     index_builds: super::installer::IndexBuilds,
+    /// The parent factory asked before building (`factory.parent`).
+    parent: Option<Arc<Parent>>,
 }
 
 impl Factory {
@@ -187,7 +195,18 @@ impl Factory {
             build_limiter,
             metrics,
             index_builds: Default::default(),
+            parent: None,
         }
+    }
+
+    /// Asks `parent` for assets before building them (`factory.parent`); its fetch counter
+    /// joins the metrics.
+    pub(crate) fn with_parent(mut self, parent: Option<Parent>) -> Factory {
+        if let Some(p) = &parent {
+            self.metrics.register_collector(p.metrics_collector());
+        }
+        self.parent = parent.map(Arc::new);
+        self
     }
 
     /// The metrics the factory counts into.
@@ -309,10 +328,17 @@ impl Factory {
         })
     }
 
-    /// The last step of a resolve: the version is one the factory serves (may ask an upstream).
+    /// The last step of a resolve: the version is one the factory serves (may ask an
+    /// upstream), or, with a parent factory, one the parent serves (its assets are fetched;
+    /// a local build then fails with the local reason).
     async fn served(&self, resolved: Resolved) -> Result<Resolved, FactoryError> {
-        self.artifacts.check_version(&resolved.version).await?;
-        Ok(resolved)
+        match self.artifacts.check_version(&resolved.version).await {
+            Ok(()) => Ok(resolved),
+            Err(e) => match &self.parent {
+                Some(parent) if parent.has_version(&resolved.version).await => Ok(resolved),
+                _ => Err(e.into()),
+            },
+        }
     }
 
     pub(crate) async fn load_schematic(&self, id: &str) -> Result<StoredSchematic, FactoryError> {
@@ -504,6 +530,43 @@ impl Factory {
         if let Some(hit) = self.builder.cached(&key).await {
             return Ok(hit);
         }
+        // A parent factory, before the build budget and the host's tools: an appliance fed
+        // by a parent needs neither. The fetch is charged to the client like a build (it
+        // fills the store); a fallback build is not charged again.
+        let mut charged = false;
+        if let Some(parent) = &self.parent
+            && let Some(path) = super::remote::image_path(&r.profile, &r.version)
+        {
+            self.charge_build(&key, client)?;
+            charged = true;
+            let req = FetchRequest {
+                schematic: r.schematic.id.to_string(),
+                canonical: r.schematic.canonical.clone(),
+                version: r.version.to_string(),
+                path,
+            };
+            let fetch = parent.fetch_build(self.store.clone(), req);
+            match self.builder.get_or_fetch(&key, "parent", fetch).await {
+                Ok(asset) => return Ok(asset),
+                Err(e @ (BuildError::NoSpace { .. } | BuildError::Quota(_))) => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    let why = errors::chain(&e);
+                    if parent.fallback() == crate::config::ParentFallback::Fail {
+                        return Err(FactoryError::ParentUnavailable(why));
+                    }
+                    tracing::info!(asset = key, parent = parent.url(), reason = %why, "the parent did not give the asset; building it here");
+                    // Building needs the release here; without it, say both.
+                    if let Err(local) = self.artifacts.check_version(&r.version).await {
+                        return Err(FactoryError::ParentUnavailable(format!(
+                            "{why}; and this appliance cannot build it: {}",
+                            errors::chain(&local)
+                        )));
+                    }
+                }
+            }
+        }
         // A GRUB or dual-boot image the host lacks the tools for: the 503 naming the Debian
         // packages, before a build token is spent.
         if let Some(plan) = &disk_plan {
@@ -527,7 +590,9 @@ impl Factory {
             OutputKind::Iso => Some(self.iso_tools(r)?),
             _ => None,
         };
-        self.charge_build(&key, client)?;
+        if !charged {
+            self.charge_build(&key, client)?;
+        }
         match r.profile.kind {
             OutputKind::Kernel => {
                 let kernel = self

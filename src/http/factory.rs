@@ -38,6 +38,7 @@ impl From<FactoryError> for ApiError {
             FactoryError::Unavailable(_) | FactoryError::MissingTools(_) => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
+            FactoryError::ParentUnavailable(_) => StatusCode::BAD_GATEWAY,
             FactoryError::NoSpace(_) => {
                 return ApiError::insufficient_storage(e.to_string()).caused_by(&e);
             }
@@ -129,7 +130,7 @@ pub async fn image(
         .deliver(&schematic, &version, &path, filename, peer_ip(peer))
         .await?;
     match delivery {
-        Delivery::Checksum(line) => {
+        Delivery::Checksum(line) | Delivery::Signature(line) => {
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], line).into_response())
         }
         Delivery::File {

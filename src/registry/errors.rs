@@ -203,6 +203,9 @@ impl RegistryError {
             FactoryError::MissingTools(_) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE", text)
             }
+            FactoryError::ParentUnavailable(_) => {
+                Self::new(StatusCode::BAD_GATEWAY, "UNAVAILABLE", text)
+            }
             FactoryError::NoSpace(_) => {
                 Self::new(StatusCode::INSUFFICIENT_STORAGE, "UNKNOWN", text).caused_by(e)
             }

@@ -1,0 +1,444 @@
+//! Parent factories (`factory.parent`, README "Parent factories and a shared build cache") on
+//! the real binary: a parent A with the fixture release imported, and children that ask it
+//! before building.
+//!
+//! - A child B with an empty store, offline, verifying A's signatures: serves kernel,
+//!   initramfs, cmdline, the UKI, an sd-boot `.raw.zst` disk image and the `/pxe` script of
+//!   A's builds, byte for byte A's, without building anything (no `asset built`, no build
+//!   metrics); concurrent requests for one missing asset share one fetch; the second request
+//!   is a cache hit.
+//! - A stopped: a child without the release answers 502 naming the parent; one with the
+//!   release builds locally; `parentFallback: fail` answers 502 even with the release.
+//! - A hostile parent (a small HTTP server in this test) whose checksum, signature or
+//!   schematic ID does not match: the bytes are rejected and never stored or served; the same
+//!   server with a matching checksum is accepted (the check can pass).
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bootfactory::fixture::FixtureOptions;
+use sha2::Digest as _;
+use support::fault::Daemon;
+use support::{metric, post_schematic};
+
+const SCHEMATIC: &str =
+    "customization:\n  bootloader: sd-boot\n  extraKernelArgs:\n    - parent.test=1\n";
+
+fn client() -> reqwest::Client {
+    bootfactory::init_crypto();
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+async fn get(url: &str) -> (u16, Vec<u8>) {
+    let resp = client().get(url).send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.bytes().await.unwrap().to_vec())
+}
+
+/// How many times `needle` occurs in the daemon's log.
+fn log_count(d: &Daemon, needle: &str) -> usize {
+    d.log_text().matches(needle).count()
+}
+
+/// `bootfactory_parent_fetches_total{result="<result>"}` on `url`.
+async fn parent_fetches(url: &str, result: &str) -> f64 {
+    let text = client()
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("bootfactory_parent_fetches_total{{result=\"{result}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+/// Writes the parent's public key (its `/oci/cosign/signing-key.pub`) to `path`.
+async fn save_public_key(parent: &str, path: &Path) {
+    let (status, pem) = get(&format!("{parent}/oci/cosign/signing-key.pub")).await;
+    assert_eq!(status, 200);
+    std::fs::write(path, pem).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_serves_its_parents_build_without_building() {
+    let work = tempfile::tempdir().unwrap();
+    let data_a = work.path().join("a");
+    let (_layout, _release) = support::import_fixture(&data_a, &FixtureOptions::default()).await;
+    let mut a = Daemon::start(&data_a, work.path(), &["--offline"]);
+    let key = work.path().join("parent.pub");
+    save_public_key(&a.url, &key).await;
+
+    let b = Daemon::start(
+        &work.path().join("b"),
+        work.path(),
+        &[
+            "--offline",
+            "--factory-parent",
+            &a.url,
+            "--factory-parent-verify",
+            "signature",
+            "--factory-parent-public-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    // The child knows the schematic; the parent learns it from the child.
+    let id = post_schematic(&b.url, SCHEMATIC).await;
+    let paths = [
+        "kernel-amd64",
+        "initramfs-amd64.xz",
+        "cmdline-metal-amd64",
+        "metal-amd64-uki.efi",
+        "metal-amd64.raw.zst",
+    ];
+    for path in paths {
+        let (status, from_b) = get(&format!("{}/image/{id}/v1.11.6/{path}", b.url)).await;
+        assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&from_b));
+        let (status, from_a) = get(&format!("{}/image/{id}/v1.11.6/{path}", a.url)).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            from_a == from_b,
+            "{path}: B's bytes are not A's ({} vs {} bytes)",
+            from_b.len(),
+            from_a.len()
+        );
+        // B's checksum file is of the same bytes.
+        let (status, line) = get(&format!("{}/image/{id}/v1.11.6/{path}.sha256", b.url)).await;
+        assert_eq!(status, 200);
+        let hex = hex::encode(sha2::Sha256::digest(&from_a));
+        assert!(String::from_utf8_lossy(&line).starts_with(&hex), "{path}");
+    }
+    assert_eq!(
+        parent_fetches(&b.url, "fetched").await,
+        paths.len() as f64,
+        "{}",
+        b.log_text()
+    );
+    assert_eq!(log_count(&b, "asset built"), 0, "{}", b.log_text());
+    assert_eq!(
+        metric(&b.url, "image_factory_assets_built_total").await,
+        None,
+        "B counted a build"
+    );
+    assert!(log_count(&a, "asset built") >= paths.len(), "A built them");
+
+    // Cached now: served again without asking A.
+    let (status, _) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", b.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(parent_fetches(&b.url, "fetched").await, paths.len() as f64);
+
+    // The /pxe script of the child points at the child; its cmdline came from the parent.
+    let (status, script) = get(&format!("{}/pxe/{id}/v1.11.6/metal-amd64", b.url)).await;
+    let script = String::from_utf8(script).unwrap();
+    assert_eq!(status, 200, "{script}");
+    assert!(script.contains(&format!("{}/image/{id}/v1.11.6/kernel-amd64", b.url)));
+    assert!(script.contains("parent.test=1"), "{script}");
+
+    // Six concurrent requests for an asset neither has yet: one fetch (A builds once).
+    let built_before = log_count(&a, "asset built");
+    let url = format!("{}/image/{id}/v1.11.6/metal-amd64.raw.xz", b.url);
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { get(&url).await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        assert_eq!(status, 200);
+        bodies.push(body);
+    }
+    assert!(bodies.windows(2).all(|w| w[0] == w[1]));
+    assert_eq!(
+        parent_fetches(&b.url, "fetched").await,
+        paths.len() as f64 + 1.0,
+        "one fetch for six requests"
+    );
+    assert_eq!(log_count(&a, "asset built"), built_before + 1);
+
+    // The parent goes away: a new asset cannot come from it, and B has no release: a 502
+    // naming the parent, quickly again for the next request (the parent is marked down).
+    a.stop();
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/kernel-arm64", b.url)).await;
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains(&a.url), "{body}");
+    assert!(body.contains("cannot build it"), "{body}");
+    let started = Instant::now();
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/initramfs-arm64.xz", b.url)).await;
+    assert_eq!(status, 502, "{}", String::from_utf8_lossy(&body));
+    assert!(String::from_utf8_lossy(&body).contains("not asking again"));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // What B already has is still served.
+    let (status, _) = get(&format!("{}/image/{id}/v1.11.6/metal-amd64.raw.zst", b.url)).await;
+    assert_eq!(status, 200);
+    assert_eq!(log_count(&b, "asset built"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parent_that_is_down_means_a_local_build_or_a_clear_502() {
+    let work = tempfile::tempdir().unwrap();
+    // A parent that was there and is gone: its port, nothing listening.
+    let gone = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}", l.local_addr().unwrap())
+    };
+    let data = work.path().join("c");
+    let (_layout, _release) = support::import_fixture(&data, &FixtureOptions::default()).await;
+    let c = Daemon::start(
+        &data,
+        work.path(),
+        &["--offline", "--factory-parent", &gone],
+    );
+    let id = post_schematic(&c.url, SCHEMATIC).await;
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", c.url)).await;
+    assert_eq!(
+        status,
+        200,
+        "{}\n{}",
+        String::from_utf8_lossy(&body),
+        c.log_text()
+    );
+    assert_eq!(log_count(&c, "asset built"), 1, "{}", c.log_text());
+    assert!(c.log_text().contains("building it here"));
+    assert_eq!(parent_fetches(&c.url, "unavailable").await, 1.0);
+    let mut c = c;
+    c.stop();
+
+    // `parentFallback: fail`: the release is here, but the answer is the parent's.
+    let d = Daemon::start(
+        &data,
+        work.path(),
+        &[
+            "--offline",
+            "--factory-parent",
+            &gone,
+            "--factory-parent-fallback",
+            "fail",
+        ],
+    );
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/initramfs-amd64.xz", d.url)).await;
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&gone) && body.contains("unavailable"),
+        "{body}"
+    );
+    assert_eq!(log_count(&d, "asset built"), 0);
+    // What the store has is served without asking.
+    let (status, _) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", d.url)).await;
+    assert_eq!(status, 200);
+}
+
+/// What the hostile parent answers.
+#[derive(Clone)]
+struct Hostile {
+    /// The schematic ID it claims for any posted schematic.
+    id: Arc<Mutex<String>>,
+    /// The asset bytes it serves for every `/image/…` path.
+    asset: Vec<u8>,
+    /// The `.sha256` answer: status and body.
+    checksum: (u16, String),
+    /// The `.sig` body.
+    signature: String,
+    /// Asset downloads served.
+    downloads: Arc<AtomicUsize>,
+}
+
+/// A minimal HTTP/1.1 server (one request per connection) playing a parent factory.
+fn hostile_parent(h: Hostile) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let h = h.clone();
+            std::thread::spawn(move || {
+                let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                if reader.read_line(&mut line).is_err() {
+                    return;
+                }
+                let mut parts = line.split_whitespace();
+                let method = parts.next().unwrap_or_default().to_string();
+                let path = parts.next().unwrap_or_default().to_string();
+                let mut length = 0usize;
+                loop {
+                    let mut header = String::new();
+                    if reader.read_line(&mut header).is_err() || header.trim().is_empty() {
+                        break;
+                    }
+                    if let Some((k, v)) = header.split_once(':')
+                        && k.eq_ignore_ascii_case("content-length")
+                    {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let (status, answer): (u16, Vec<u8>) = match (method.as_str(), path.as_str()) {
+                    ("POST", "/schematics") => (
+                        201,
+                        format!("{{\"id\":\"{}\"}}", h.id.lock().unwrap()).into_bytes(),
+                    ),
+                    ("GET", "/versions") => (200, b"[\"v1.11.6\"]".to_vec()),
+                    ("GET", p) if p.ends_with(".sha256") => {
+                        (h.checksum.0, h.checksum.1.clone().into_bytes())
+                    }
+                    ("GET", p) if p.ends_with(".sig") => (200, h.signature.clone().into_bytes()),
+                    ("GET", p) if p.starts_with("/image/") => {
+                        h.downloads.fetch_add(1, Ordering::SeqCst);
+                        (200, h.asset.clone())
+                    }
+                    _ => (404, b"not found\n".to_vec()),
+                };
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    answer.len()
+                );
+                let _ = stream.write_all(head.as_bytes());
+                let _ = stream.write_all(&answer);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_parents_bytes_are_rejected_and_never_stored() {
+    let work = tempfile::tempdir().unwrap();
+    let evil = b"not the kernel you asked for".to_vec();
+    let evil_hex = hex::encode(sha2::Sha256::digest(&evil));
+    let other_hex = hex::encode(sha2::Sha256::digest(b"the real kernel"));
+    let start = |h: &Hostile, name: &str, args: &[&str]| {
+        let url = format!("http://{}", hostile_parent(h.clone()));
+        let mut all = vec!["--offline", "--factory-parent", url.as_str()];
+        all.extend_from_slice(args);
+        (
+            Daemon::start(&work.path().join(name), work.path(), &all),
+            url,
+        )
+    };
+    let hostile = |checksum: (u16, String), signature: &str| Hostile {
+        id: Arc::new(Mutex::new(String::new())),
+        asset: evil.clone(),
+        checksum,
+        signature: signature.to_string(),
+        downloads: Arc::new(AtomicUsize::new(0)),
+    };
+
+    // 1. A checksum that names other bytes: rejected, nothing stored, asked again next time.
+    let h = hostile((200, format!("{other_hex}  kernel-amd64\n")), "");
+    let (b, parent) = start(&h, "b1", &[]);
+    let id = post_schematic(&b.url, SCHEMATIC).await;
+    *h.id.lock().unwrap() = id.clone();
+    let url = format!("{}/image/{id}/v1.11.6/kernel-amd64", b.url);
+    for round in 1..=2 {
+        let (status, body) = get(&url).await;
+        let body = String::from_utf8_lossy(&body).to_string();
+        assert_eq!(status, 502, "{body}");
+        assert!(
+            body.contains(&parent) && body.contains("rejected"),
+            "{body}"
+        );
+        assert!(!body.contains(&String::from_utf8_lossy(&evil).to_string()));
+        assert_eq!(h.downloads.load(Ordering::SeqCst), round);
+    }
+    assert_eq!(parent_fetches(&b.url, "rejected").await, 2.0);
+    assert!(b.log_text().contains("not stored"), "{}", b.log_text());
+    drop(b);
+    let store = bootfactory::store::Store::open(&work.path().join("b1")).unwrap();
+    assert!(store.list_refs("asset").unwrap().is_empty());
+    assert!(
+        store
+            .list_blobs()
+            .unwrap()
+            .iter()
+            .all(|i| i.size as usize != evil.len())
+    );
+    drop(store);
+
+    // 2. Image Factory community builds answer 402 for checksums: not verified, not taken.
+    let h = hostile((402, "enterprise\n".into()), "");
+    let (b, _) = start(&h, "b2", &[]);
+    let id = post_schematic(&b.url, SCHEMATIC).await;
+    *h.id.lock().unwrap() = id.clone();
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", b.url)).await;
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("HTTP 402"), "{body}");
+    drop(b);
+
+    // 3. Signature mode: a matching checksum does not help; a forged signature is refused.
+    let keyfile = work.path().join("trusted.pub");
+    {
+        use p256::pkcs8::EncodePublicKey as _;
+        let key = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let pem = p256::ecdsa::VerifyingKey::from(&key)
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap();
+        std::fs::write(&keyfile, pem).unwrap();
+    }
+    // A valid signature, by another key, of the right message.
+    let forged = {
+        use base64::Engine as _;
+        use p256::ecdsa::signature::Signer as _;
+        let other = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let sig: p256::ecdsa::Signature = other.sign(b"anything");
+        base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes())
+    };
+    let h = hostile((200, format!("{evil_hex}  kernel-amd64\n")), &forged);
+    let (b, _) = start(
+        &h,
+        "b3",
+        &[
+            "--factory-parent-verify",
+            "signature",
+            "--factory-parent-public-key-file",
+            keyfile.to_str().unwrap(),
+        ],
+    );
+    let id = post_schematic(&b.url, SCHEMATIC).await;
+    *h.id.lock().unwrap() = id.clone();
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", b.url)).await;
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("signature does not verify"), "{body}");
+    drop(b);
+
+    // 4. A parent that computes another ID for the schematic: nothing is downloaded.
+    let h = hostile((200, format!("{evil_hex}  kernel-amd64\n")), "");
+    *h.id.lock().unwrap() = "0".repeat(64);
+    let (b, _) = start(&h, "b4", &[]);
+    let id = post_schematic(&b.url, SCHEMATIC).await;
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", b.url)).await;
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 502, "{body}");
+    assert!(body.contains("computes ID"), "{body}");
+    assert_eq!(h.downloads.load(Ordering::SeqCst), 0);
+    drop(b);
+
+    // 5. The control: the same server with a checksum of what it sends is accepted (sha256
+    // proves integrity, not authenticity — README "Parent factories").
+    let h = hostile((200, format!("{evil_hex}  kernel-amd64\n")), "");
+    let (b, _) = start(&h, "b5", &[]);
+    let id = post_schematic(&b.url, SCHEMATIC).await;
+    *h.id.lock().unwrap() = id.clone();
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", b.url)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, evil);
+}
