@@ -331,6 +331,9 @@ fn open_factory(
     let artifacts = Arc::new(Artifacts::new(config.clone(), mirror.clone(), cache_dir));
     let parent = crate::factory::remote::parent::Parent::from_config(config)
         .context("cannot use the parent factory (factory.parent)")?;
+    let oci_cache =
+        crate::factory::remote::oci_cache::OciCache::from_config(config, builder.signer())
+            .context("cannot use the shared build cache (cache.oci.repository)")?;
     Ok(Factory::new(
         config.clone(),
         schematics.clone(),
@@ -339,7 +342,8 @@ fn open_factory(
         store.clone(),
         metrics.clone(),
     )
-    .with_parent(parent))
+    .with_parent(parent)
+    .with_oci_cache(oci_cache))
 }
 
 async fn load_schematics_dir(

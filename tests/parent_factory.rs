@@ -442,3 +442,162 @@ async fn a_hostile_parents_bytes_are_rejected_and_never_stored() {
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, evil);
 }
+
+/// Waits until `d`'s log says `needle` at least `count` times.
+fn wait_log(d: &Daemon, needle: &str, count: usize) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while log_count(d, needle) < count {
+        assert!(
+            Instant::now() < deadline,
+            "waiting for {count}× {needle:?}:\n{}",
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The tags of `repo` on the registry at `registry`.
+async fn tags(registry: &str, repo: &str) -> Vec<String> {
+    let list = support::get_json(&format!("{registry}/v2/{repo}/tags/list")).await;
+    let mut tags: Vec<String> = list["tags"]
+        .as_array()
+        .map(|a| a.iter().map(|t| t.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    tags.sort();
+    tags
+}
+
+/// Uploads `bytes` as a blob of `repo` through the distribution API; returns its digest.
+async fn upload_blob(registry: &str, repo: &str, bytes: &[u8]) -> String {
+    let digest = format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)));
+    let resp = client()
+        .post(format!("{registry}/v2/{repo}/blobs/uploads/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let location = if location.starts_with('/') {
+        format!("{registry}{location}")
+    } else {
+        location
+    };
+    let sep = if location.contains('?') { '&' } else { '?' };
+    let resp = client()
+        .put(format!("{location}{sep}digest={digest}"))
+        .header("content-type", "application/octet-stream")
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201, "{}", resp.text().await.unwrap());
+    digest
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_oci_cache_serves_one_appliances_build_to_another() {
+    if !support::tools::have("docker-registry") {
+        return;
+    }
+    let registry = support::tools::DockerRegistry::start(None);
+    let repo_path = "bootfactory/cache";
+    let repository = format!("{}/{repo_path}", registry.addr);
+    let work = tempfile::tempdir().unwrap();
+    let cache_args = [
+        "--offline",
+        "--cache-oci-repository",
+        &repository,
+        "--cache-oci-insecure",
+    ];
+
+    let data_a = work.path().join("a");
+    let (_layout_a, _) = support::import_fixture(&data_a, &FixtureOptions::default()).await;
+    let a = Daemon::start(&data_a, work.path(), &cache_args);
+    let key = work.path().join("a.pub");
+    save_public_key(&a.url, &key).await;
+    let data_b = work.path().join("b");
+    let (_layout_b, _) = support::import_fixture(&data_b, &FixtureOptions::default()).await;
+    let mut b_args = cache_args.to_vec();
+    b_args.extend(["--cache-oci-public-key-files", key.to_str().unwrap()]);
+    let b = Daemon::start(&data_b, work.path(), &b_args);
+    let id = post_schematic(&a.url, SCHEMATIC).await;
+    assert_eq!(post_schematic(&b.url, SCHEMATIC).await, id);
+
+    // A builds; its builds are pushed in the background.
+    let paths = ["kernel-amd64", "initramfs-amd64.xz", "cmdline-metal-amd64"];
+    let mut from_a = Vec::new();
+    for path in paths {
+        let (status, body) = get(&format!("{}/image/{id}/v1.11.6/{path}", a.url)).await;
+        assert_eq!(status, 200, "{path}");
+        from_a.push(body);
+    }
+    wait_log(&a, "pushed to the shared cache", paths.len());
+    assert_eq!(tags(&registry.url(), repo_path).await.len(), paths.len());
+
+    // B serves them from the cache without building.
+    for (path, want) in paths.iter().zip(&from_a) {
+        let (status, body) = get(&format!("{}/image/{id}/v1.11.6/{path}", b.url)).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(&body == want, "{path}: B's bytes are not A's");
+    }
+    assert_eq!(log_count(&b, "asset built"), 0, "{}", b.log_text());
+    assert_eq!(log_count(&b, "asset fetched and verified"), paths.len());
+    assert_eq!(
+        metric(&b.url, "image_factory_assets_built_total").await,
+        None
+    );
+    // Nothing B fetched is pushed back.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(log_count(&b, "pushed to the shared cache"), 0);
+
+    // A builds the UKI; then its entry is tampered with: the tag now names a manifest whose
+    // layer is other bytes (the signature, copied along, is of A's digest).
+    let before = tags(&registry.url(), repo_path).await;
+    let (status, uki_a) = get(&format!("{}/image/{id}/v1.11.6/metal-amd64-uki.efi", a.url)).await;
+    assert_eq!(status, 200);
+    wait_log(&a, "pushed to the shared cache", paths.len() + 1);
+    let after = tags(&registry.url(), repo_path).await;
+    let new: Vec<_> = after.iter().filter(|t| !before.contains(t)).collect();
+    assert_eq!(new.len(), 1, "{before:?} → {after:?}");
+    let tag = new[0];
+    let manifest_url = format!("{}/v2/{repo_path}/manifests/{tag}", registry.url());
+    let mut manifest: serde_json::Value = client()
+        .get(&manifest_url)
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/data");
+    let evil = b"MZ not the UKI".to_vec();
+    let evil_digest = upload_blob(&registry.url(), repo_path, &evil).await;
+    manifest["layers"][0]["digest"] = evil_digest.clone().into();
+    manifest["layers"][0]["size"] = evil.len().into();
+    let resp = client()
+        .put(&manifest_url)
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(serde_json::to_vec(&manifest).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 201);
+
+    // B rejects the entry, builds the UKI itself, and serves A's bytes (reproducible builds).
+    let (status, uki_b) = get(&format!("{}/image/{id}/v1.11.6/metal-amd64-uki.efi", b.url)).await;
+    assert_eq!(status, 200);
+    assert!(uki_b == uki_a, "B's UKI is not A's");
+    assert!(
+        b.log_text().contains("shared cache entry rejected"),
+        "{}",
+        b.log_text()
+    );
+    assert!(b.log_text().contains("not by a trusted key"));
+    assert_eq!(log_count(&b, "asset built"), 1, "{}", b.log_text());
+    // B pushes its own build over the tampered entry; A (which trusts only itself) then
+    // rejects B's entry for a new key, but its own are fine: A has them already.
+    wait_log(&b, "pushed to the shared cache", 1);
+    let (status, _) = get(&format!("{}/image/{id}/v1.11.6/metal-amd64-uki.efi", a.url)).await;
+    assert_eq!(status, 200);
+}

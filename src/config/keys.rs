@@ -243,6 +243,21 @@ pub const KEYS: &[KeySpec] = &[
         help: "PEM P-256 key signing cached assets (default <data-dir>/cache-signing-key.pem, generated)",
     },
     KeySpec {
+        key: "cache.oci.repository",
+        flag: "cache-oci-repository",
+        help: "OCI repository host[:port]/path shared by appliances as a build cache (pushed after builds, looked up before)",
+    },
+    KeySpec {
+        key: "cache.oci.insecure",
+        flag: "cache-oci-insecure",
+        help: "Reach the cache repository's registry over plain HTTP",
+    },
+    KeySpec {
+        key: "cache.oci.publicKeyFiles",
+        flag: "cache-oci-public-key-files",
+        help: "PEM public keys of other appliances whose cache entries are trusted (own key always)",
+    },
+    KeySpec {
         key: "factory.parent",
         flag: "factory-parent",
         help: "Parent factory URL (Image Factory or bootfactory) asked for an asset before building it",

@@ -242,6 +242,26 @@ pub struct CacheConfig {
     /// `<dataDir>/cache-signing-key.pem`, generated on first start.
     #[serde(with = "value::optional")]
     pub signing_key_path: Option<PathBuf>,
+    /// A shared cache tier on an OCI registry (`factory::remote::oci_cache`).
+    pub oci: OciCacheConfig,
+}
+
+/// A build cache shared by several appliances on an OCI registry (`cache.oci.*`): built
+/// assets are pushed there (one single-layer image per asset, signed) and looked up there
+/// before building.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct OciCacheConfig {
+    /// `host[:port]/path` of the repository (`harbor.example.com/talos/bootfactory-cache`);
+    /// unset (empty) = no shared cache. Credentials and endpoints come from
+    /// `upstream.registries.<host>`.
+    #[serde(with = "value::optional")]
+    pub repository: Option<String>,
+    /// Reach the registry over plain HTTP.
+    pub insecure: bool,
+    /// PEM public keys of the other appliances whose cache entries are trusted (this
+    /// appliance's own key always is).
+    pub public_key_files: Vec<PathBuf>,
 }
 
 /// A parent factory (`factory.*`): on a cache miss, an asset is fetched from the parent (an
@@ -763,6 +783,20 @@ impl Config {
         ] {
             if value == 0 {
                 return Err(invalid(key, "must be at least 1".into()));
+            }
+        }
+        if let Some(repo) = &self.cache.oci.repository {
+            let valid = repo.split_once('/').is_some_and(|(host, path)| {
+                crate::oci::reference::is_valid_registry(host)
+                    && crate::oci::reference::is_valid_repository(path)
+            });
+            if !valid {
+                return Err(invalid(
+                    "cache.oci.repository",
+                    format!(
+                        "{repo:?} is not host[:port]/repository (e.g. registry.example.com/bootfactory/cache)"
+                    ),
+                ));
             }
         }
         let factory = &self.factory;

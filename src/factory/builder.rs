@@ -140,7 +140,9 @@ pub struct Builder {
     on_built: Option<OnBuilt>,
 }
 
-fn signed_message(key: &str, digest: &Digest) -> Vec<u8> {
+/// What the cache signing key signs for a stored asset (also the signature of a shared cache
+/// entry, `factory::remote::oci_cache`).
+pub(crate) fn signed_message(key: &str, digest: &Digest) -> Vec<u8> {
     format!("bootfactory-asset-v1\n{key}\n{digest}\n").into_bytes()
 }
 

@@ -24,6 +24,7 @@ use super::profile::{
     parse_asset_path, parse_pxe_path,
 };
 use super::quirks::Quirks;
+use super::remote::oci_cache::OciCache;
 use super::remote::parent::{FetchRequest, Parent};
 use super::tools::{self, Located};
 use super::uki::{self, UkiInputs, UkiProfile};
@@ -170,6 +171,8 @@ pub struct Factory {
     index_builds: super::installer::IndexBuilds,
     /// The parent factory asked before building (`factory.parent`).
     parent: Option<Arc<Parent>>,
+    /// The shared build cache on an OCI registry (`cache.oci.repository`).
+    oci_cache: Option<Arc<OciCache>>,
 }
 
 impl Factory {
@@ -196,7 +199,18 @@ impl Factory {
             metrics,
             index_builds: Default::default(),
             parent: None,
+            oci_cache: None,
         }
+    }
+
+    /// Looks assets up in `cache` before building them and pushes what it builds there
+    /// (`cache.oci.repository`); its counter joins the metrics.
+    pub(crate) fn with_oci_cache(mut self, cache: Option<OciCache>) -> Factory {
+        if let Some(c) = &cache {
+            self.metrics.register_collector(c.metrics_collector());
+        }
+        self.oci_cache = cache.map(Arc::new);
+        self
     }
 
     /// Asks `parent` for assets before building them (`factory.parent`); its fetch counter
@@ -530,6 +544,20 @@ impl Factory {
         if let Some(hit) = self.builder.cached(&key).await {
             return Ok(hit);
         }
+        // The shared cache, then a parent factory, before the build budget and the host's
+        // tools: an appliance fed by them needs neither.
+        if let Some(cache) = &self.oci_cache {
+            let fetch = cache.fetch_build(self.store.clone(), key.clone());
+            match self.builder.get_or_fetch(&key, "shared cache", fetch).await {
+                Ok(asset) => return Ok(asset),
+                Err(e @ (BuildError::NoSpace { .. } | BuildError::Quota(_))) => {
+                    return Err(e.into());
+                }
+                Err(e) => {
+                    tracing::debug!(asset = key, reason = %errors::chain(&e), "not in the shared cache");
+                }
+            }
+        }
         // A parent factory, before the build budget and the host's tools: an appliance fed
         // by a parent needs neither. The fetch is charged to the client like a build (it
         // fills the store); a fallback build is not charged again.
@@ -593,6 +621,27 @@ impl Factory {
         if !charged {
             self.charge_build(&key, client)?;
         }
+        let built = self.build_asset(r, &key, disk_plan, iso_tools).await?;
+        // A fresh local build (not a joiner's copy, not a fetch) goes to the shared cache.
+        if let Some(cache) = &self.oci_cache
+            && !built.cached
+            && !built.shared
+            && !built.fetched
+        {
+            cache.push_in_background(self.store.clone(), key, built.digest);
+        }
+        Ok(built)
+    }
+
+    /// The local build of `r` under `key` (everything checked, the budget charged).
+    async fn build_asset(
+        &self,
+        r: &Resolved,
+        key: &str,
+        disk_plan: Option<DiskPlan>,
+        iso_tools: Option<(IsoKind, Located)>,
+    ) -> Result<BuiltAsset, FactoryError> {
+        let key = key.to_string();
         match r.profile.kind {
             OutputKind::Kernel => {
                 let kernel = self

@@ -86,6 +86,11 @@ impl CacheSigner {
         CacheSigner { key, public_pem }
     }
 
+    /// The public key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        self.key.verifying_key()
+    }
+
     /// The public key as PEM (`-----BEGIN PUBLIC KEY-----`).
     pub fn public_key_pem(&self) -> &str {
         &self.public_pem

@@ -325,7 +325,7 @@ impl RegistryClient {
     }
 }
 
-fn build_client(endpoint: &Endpoint, timeout: Duration) -> Client {
+pub(crate) fn build_client(endpoint: &Endpoint, timeout: Duration) -> Client {
     Client::new(ClientConfig {
         protocol: if endpoint.plain_http {
             ClientProtocol::Http
@@ -339,7 +339,7 @@ fn build_client(endpoint: &Endpoint, timeout: Duration) -> Client {
     })
 }
 
-fn auth_of(settings: &UpstreamRegistry) -> RegistryAuth {
+pub(crate) fn auth_of(settings: &UpstreamRegistry) -> RegistryAuth {
     if let Some(token) = &settings.token {
         RegistryAuth::Bearer(token.clone())
     } else if let Some(username) = &settings.username {

@@ -1,5 +1,6 @@
-//! Places to get a built asset before building it: a parent factory (`factory.parent`, an
-//! Image Factory or another bootfactory; [`parent`]). Schematic IDs and asset paths are the
+//! Places to get a built asset before building it: a build cache shared with other
+//! appliances on an OCI registry (`cache.oci.repository`; [`oci_cache`]), then a parent factory
+//! (`factory.parent`, an Image Factory or another bootfactory; [`parent`]). Schematic IDs and asset paths are the
 //! Image Factory's, so `/image/<schematic>/<version>/<path>` names the same asset everywhere.
 //!
 //! The factory's build path ([`crate::factory::service`]) asks here after its own store's
@@ -24,6 +25,7 @@
 //! the asset is built here (`factory.parentFallback: build`) or the request fails with a 502
 //! naming the parent (`fail`).
 
+pub(crate) mod oci_cache;
 pub(crate) mod parent;
 
 use crate::factory::profile::{AssetProfile, OutputKind, parse_asset_path};
