@@ -601,3 +601,125 @@ async fn a_shared_oci_cache_serves_one_appliances_build_to_another() {
     let (status, _) = get(&format!("{}/image/{id}/v1.11.6/metal-amd64-uki.efi", a.url)).await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_installer_image_comes_from_the_parents_registry() {
+    if !support::tools::have("skopeo") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let data_a = work.path().join("a");
+    let (_layout, _release) = support::import_fixture(&data_a, &FixtureOptions::default()).await;
+    let a = Daemon::start(&data_a, work.path(), &["--offline"]);
+    let key = work.path().join("parent.pub");
+    save_public_key(&a.url, &key).await;
+    let id = post_schematic(&a.url, SCHEMATIC).await;
+    let b = Daemon::start(
+        &work.path().join("b"),
+        work.path(),
+        &[
+            "--offline",
+            "--factory-parent",
+            &a.url,
+            "--factory-parent-verify",
+            "signature",
+            "--factory-parent-public-key-file",
+            key.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(post_schematic(&b.url, SCHEMATIC).await, id);
+
+    let pull_id = id.clone();
+    let pull = move |url: &str, dir: &Path| {
+        let id = &pull_id;
+        let host = url.trim_start_matches("http://").to_string();
+        let src = format!("docker://{host}/metal-installer/{id}:v1.11.6");
+        let dst = format!("oci:{}:i", dir.join("oci").display());
+        support::tools::skopeo(&["copy", "--all", "--src-tls-verify=false", &src, &dst])
+    };
+    let dir_b = tempfile::tempdir().unwrap();
+    let out = {
+        let (url, dir) = (b.url.clone(), dir_b.path().to_path_buf());
+        let pull = pull.clone();
+        tokio::task::spawn_blocking(move || pull(&url, &dir))
+            .await
+            .unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        b.log_text()
+    );
+    assert!(
+        b.log_text()
+            .contains("installer image taken from the parent")
+    );
+    assert_eq!(log_count(&b, "asset built"), 0, "{}", b.log_text());
+    assert!(log_count(&a, "installer image built") == 1);
+    // The same index as A's, signed again by B (B's own key verifies it at B).
+    let index_b: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir_b.path().join("oci/index.json")).unwrap())
+            .unwrap();
+    let (status, raw_a) = get(&format!(
+        "{}/v2/metal-installer/{id}/manifests/v1.11.6",
+        a.url
+    ))
+    .await;
+    assert_eq!(status, 200);
+    let digest_a = format!("sha256:{}", hex::encode(sha2::Sha256::digest(&raw_a)));
+    assert_eq!(index_b["manifests"][0]["digest"], digest_a.as_str());
+    let (status, _) = get(&format!(
+        "{}/v2/metal-installer/{id}/manifests/sha256-{}.sig",
+        b.url,
+        digest_a.trim_start_matches("sha256:")
+    ))
+    .await;
+    assert_eq!(status, 200, "B signs what it took");
+
+    // A child trusting another key refuses A's installer (and, with no release, fails).
+    let other = work.path().join("other.pub");
+    {
+        use p256::pkcs8::EncodePublicKey as _;
+        let k = p256::ecdsa::SigningKey::random(&mut rand_core::OsRng);
+        let pem = p256::ecdsa::VerifyingKey::from(&k)
+            .to_public_key_pem(p256::pkcs8::LineEnding::LF)
+            .unwrap();
+        std::fs::write(&other, pem).unwrap();
+    }
+    let c = Daemon::start(
+        &work.path().join("c"),
+        work.path(),
+        &[
+            "--offline",
+            "--factory-parent",
+            &a.url,
+            "--factory-parent-verify",
+            "signature",
+            "--factory-parent-public-key-file",
+            other.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(post_schematic(&c.url, SCHEMATIC).await, id);
+    let dir_c = tempfile::tempdir().unwrap();
+    let out = {
+        let (url, dir) = (c.url.clone(), dir_c.path().to_path_buf());
+        let pull = pull.clone();
+        tokio::task::spawn_blocking(move || pull(&url, &dir))
+            .await
+            .unwrap()
+    };
+    assert!(!out.status.success());
+    assert!(
+        c.log_text()
+            .contains("does not verify with factory.parentPublicKeyFile"),
+        "{}",
+        c.log_text()
+    );
+    let (status, _) = get(&format!(
+        "{}/v2/metal-installer/{id}/manifests/{digest_a}",
+        c.url
+    ))
+    .await;
+    assert_eq!(status, 404, "nothing of the refused image is served");
+}

@@ -346,13 +346,24 @@ impl Factory {
     /// upstream), or, with a parent factory, one the parent serves (its assets are fetched;
     /// a local build then fails with the local reason).
     async fn served(&self, resolved: Resolved) -> Result<Resolved, FactoryError> {
-        match self.artifacts.check_version(&resolved.version).await {
-            Ok(()) => Ok(resolved),
+        self.version_served(&resolved.version).await?;
+        Ok(resolved)
+    }
+
+    /// [`Factory::served`] for a version alone.
+    pub(crate) async fn version_served(&self, version: &TalosVersion) -> Result<(), FactoryError> {
+        match self.artifacts.check_version(version).await {
+            Ok(()) => Ok(()),
             Err(e) => match &self.parent {
-                Some(parent) if parent.has_version(&resolved.version).await => Ok(resolved),
+                Some(parent) if parent.has_version(version).await => Ok(()),
                 _ => Err(e.into()),
             },
         }
+    }
+
+    /// The parent factory, if `factory.parent` is set.
+    pub(crate) fn parent(&self) -> Option<&Arc<Parent>> {
+        self.parent.as_ref()
     }
 
     pub(crate) async fn load_schematic(&self, id: &str) -> Result<StoredSchematic, FactoryError> {

@@ -208,7 +208,7 @@ impl Factory {
                 match self.verified_index(&repo, &tag).await? {
                     Some(d) => d,
                     None => {
-                        self.artifacts().check_version(&version).await?;
+                        self.version_served(&version).await?;
                         let resolved = Resolved {
                             schematic: stored,
                             version,
@@ -536,7 +536,14 @@ impl Factory {
                         // check and here: serve that one rather than assemble it again.
                         let result = match this.verified_index(&repo, &tag).await {
                             Ok(Some(done)) => Ok(done),
-                            _ => this.assemble_index(&resolved, &name, &repo, &tag).await,
+                            _ => {
+                                match this.index_from_parent(&resolved, &name, &repo, &tag).await {
+                                    Some(result) => result,
+                                    None => {
+                                        this.assemble_index(&resolved, &name, &repo, &tag).await
+                                    }
+                                }
+                            }
                         };
                         if let Err(e) = &result {
                             tracing::warn!(image = %repo, tag, error = %errors::chain(e), "installer image build failed");
@@ -593,8 +600,23 @@ impl Factory {
             manifests: children,
         });
         let index_digest = self.put_manifest(repo, &index, media::OCI_INDEX).await?;
-        self.sign_index(repo, &index_digest, index.len() as u64)
+        self.finish_index(repo, tag, &index_digest, index.len() as u64)
             .await?;
+        tracing::info!(image = %repo, tag, digest = %index_digest, "installer image built");
+        Ok(index_digest)
+    }
+
+    /// The stored index `index_digest` becomes `repo:tag`: signed (cosign) and bound to the
+    /// tag with the cache key, tagged, flushed.
+    async fn finish_index(
+        &self,
+        repo: &ImageName,
+        tag: &str,
+        index_digest: &Digest,
+        size: u64,
+    ) -> Result<(), FactoryError> {
+        let index_digest = *index_digest;
+        self.sign_index(repo, &index_digest, size).await?;
         let binding = self
             .builder()
             .signer()
@@ -611,8 +633,177 @@ impl Factory {
             .flush()
             .await
             .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
-        tracing::info!(image = %repo, tag, digest = %index_digest, "installer image built");
-        Ok(index_digest)
+        Ok(())
+    }
+
+    /// With a parent factory: the installer image `repo:tag` pulled from the parent's
+    /// registry (`<image>/<schematic>:<tag>`), every manifest and blob checked against its
+    /// digest while stored, the index's cosign signature checked with the parent's key under
+    /// `parentVerify: signature`; then signed and tagged here like a local build. `None`: no
+    /// parent, or it failed and `parentFallback: build` (the caller builds); a failure with
+    /// `parentFallback: fail` is the 502.
+    async fn index_from_parent(
+        &self,
+        resolved: &Resolved,
+        name: &InstallerName,
+        repo: &ImageName,
+        tag: &str,
+    ) -> Option<Result<Digest, FactoryError>> {
+        let parent = self.parent()?.clone();
+        let remote = format!("{}/{}", name.image, resolved.schematic.id);
+        let pulled = self.pull_parent_index(&parent, &remote, repo, tag).await;
+        match pulled {
+            Ok((digest, size)) => {
+                parent.count("fetched");
+                tracing::info!(image = %repo, tag, %digest, parent = parent.url(), "installer image taken from the parent");
+                Some(
+                    self.finish_index(repo, tag, &digest, size)
+                        .await
+                        .map(|()| digest),
+                )
+            }
+            Err(why) => {
+                parent.count("unavailable");
+                tracing::warn!(image = %repo, tag, parent = parent.url(), why, "installer image not taken from the parent");
+                match parent.fallback() {
+                    crate::config::ParentFallback::Fail => {
+                        Some(Err(FactoryError::ParentUnavailable(format!(
+                            "parent {}: installer {remote}:{tag}: {why}",
+                            parent.url()
+                        ))))
+                    }
+                    crate::config::ParentFallback::Build => None,
+                }
+            }
+        }
+    }
+
+    /// Copies `remote:tag` from the parent's registry into the catalog under `repo`;
+    /// returns the index digest and size.
+    async fn pull_parent_index(
+        &self,
+        parent: &crate::factory::remote::parent::Parent,
+        remote: &str,
+        repo: &ImageName,
+        tag: &str,
+    ) -> Result<(Digest, u64), String> {
+        use crate::oci::TagOrDigest;
+        let registry = parent.registry();
+        let (bytes, digest) = registry
+            .fetch_manifest(remote, &TagOrDigest::Tag(tag.to_string()))
+            .await
+            .map_err(|e| errors::chain(&e))?;
+        let index = parse_manifest(&bytes, None).map_err(|e| errors::chain(&e))?;
+        if index.manifests.is_empty() || index.manifests.len() > ARCHES.len() {
+            return Err(format!(
+                "{} entries in the index (want 1 to {})",
+                index.manifests.len(),
+                ARCHES.len()
+            ));
+        }
+        if let Some(key) = parent.public_key() {
+            self.verify_parent_signature(registry, remote, &digest, key)
+                .await?;
+        }
+        for child in &index.manifests {
+            let (child_bytes, child_digest) = registry
+                .fetch_manifest(remote, &TagOrDigest::Digest(child.digest))
+                .await
+                .map_err(|e| errors::chain(&e))?;
+            if child_digest != child.digest {
+                return Err(format!(
+                    "child manifest {child_digest} is not {}",
+                    child.digest
+                ));
+            }
+            let image = parse_manifest(&child_bytes, Some(&child.media_type))
+                .map_err(|e| errors::chain(&e))?;
+            if image.layers.len() > 64 {
+                return Err(format!("{} layers", image.layers.len()));
+            }
+            for blob in image.config.iter().chain(&image.layers) {
+                if self.store().contains(&blob.digest) {
+                    continue;
+                }
+                let stream = registry
+                    .open_blob(remote, &blob.digest)
+                    .await
+                    .map_err(|e| errors::chain(&e))?;
+                let reader = tokio_util::io::StreamReader::new(stream.stream);
+                // Stored only if the bytes hash to the digest the manifest names.
+                self.store()
+                    .put_stream_expect(reader, &blob.digest)
+                    .await
+                    .map_err(|e| format!("blob {}: {}", blob.digest, errors::chain(&e)))?;
+            }
+            self.catalog()
+                .put_manifest(repo, &child_bytes, Some(&child.media_type))
+                .await
+                .map_err(|e| errors::chain(&e))?;
+        }
+        let (stored, _) = self
+            .catalog()
+            .put_manifest(repo, &bytes, None)
+            .await
+            .map_err(|e| errors::chain(&e))?;
+        debug_assert_eq!(stored, digest);
+        Ok((digest, bytes.len() as u64))
+    }
+
+    /// The parent's cosign signature of `digest` (`sha256-<hex>.sig` in `remote`): its
+    /// simple-signing payload names the digest and its signature verifies with `key`.
+    async fn verify_parent_signature(
+        &self,
+        registry: &crate::upstream::client::RegistryClient,
+        remote: &str,
+        digest: &Digest,
+        key: &p256::ecdsa::VerifyingKey,
+    ) -> Result<(), String> {
+        use crate::oci::TagOrDigest;
+        use p256::ecdsa::signature::Verifier as _;
+        let (bytes, _) = registry
+            .fetch_manifest(remote, &TagOrDigest::Tag(signature_tag(digest)))
+            .await
+            .map_err(|e| format!("signature: {}", errors::chain(&e)))?;
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("signature: {e}"))?;
+        let layer: Digest = json["layers"][0]["digest"]
+            .as_str()
+            .and_then(|d| d.parse().ok())
+            .ok_or("signature has no layer")?;
+        let signature = json["layers"][0]["annotations"][COSIGN_SIGNATURE_ANNOTATION]
+            .as_str()
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .and_then(|der| p256::ecdsa::Signature::from_der(&der).ok())
+            .ok_or("signature layer has no signature annotation")?;
+        let stream = registry
+            .open_blob(remote, &layer)
+            .await
+            .map_err(|e| format!("signature payload: {}", errors::chain(&e)))?;
+        let mut payload = Vec::new();
+        let mut stream = stream.stream;
+        use futures_util::StreamExt as _;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| format!("signature payload: {e}"))?;
+            payload.extend_from_slice(&chunk);
+            if payload.len() > 64 << 10 {
+                return Err("signature payload over 64 KiB".into());
+            }
+        }
+        if Digest::of_bytes(&payload) != layer {
+            return Err("signature payload does not hash to its digest".into());
+        }
+        key.verify(&payload, &signature).map_err(
+            |_| "the parent's signature does not verify with factory.parentPublicKeyFile",
+        )?;
+        let payload: serde_json::Value =
+            serde_json::from_slice(&payload).map_err(|e| format!("signature payload: {e}"))?;
+        if payload["critical"]["image"]["docker-manifest-digest"].as_str()
+            != Some(digest.to_string().as_str())
+        {
+            return Err("the parent's signature names another digest".into());
+        }
+        Ok(())
     }
 
     /// One architecture's image: base layers + the artifacts layer. Returns its index entry.

@@ -32,6 +32,7 @@ use crate::config::{Config, HttpUrl, ParentFallback, ParentVerify};
 use crate::errors;
 use crate::factory::builder::{BuildError, BuildFuture};
 use crate::store::{Store, StoreError};
+use crate::upstream::client::RegistryClient;
 use crate::version::TalosVersion;
 
 /// How long a parent stays marked down after it did not answer.
@@ -136,6 +137,8 @@ pub(crate) struct Parent {
     known: Mutex<HashSet<String>>,
     versions: Mutex<Option<(Instant, Vec<TalosVersion>)>>,
     results: IntCounterVec,
+    /// The parent's `/v2` registry (installer images), reached at the parent's URL.
+    registry: RegistryClient,
 }
 
 impl Parent {
@@ -185,7 +188,22 @@ impl Parent {
             &["result"],
         )
         .expect("valid metric");
+        // The parent's registry is at its own URL (unless `upstream.registries.<host>` says
+        // otherwise): an http:// parent is a plain-HTTP registry.
+        let registry = {
+            let mut c = config.clone();
+            c.upstream.timeout_seconds = f.parent_timeout_seconds.max(1);
+            c.upstream
+                .registries
+                .entry(base.authority())
+                .or_insert_with(|| crate::config::UpstreamRegistry {
+                    endpoint: Some(base.clone()),
+                    ..Default::default()
+                });
+            RegistryClient::new(&c, &base.authority())
+        };
         Ok(Some(Parent {
+            registry,
             base,
             verify,
             fallback: f.parent_fallback,
@@ -201,6 +219,24 @@ impl Parent {
     /// The parent's URL as configured.
     pub(crate) fn url(&self) -> &str {
         self.base.as_str()
+    }
+
+    /// The parent's registry (installer images: `<image>/<schematic>:<version>`).
+    pub(crate) fn registry(&self) -> &RegistryClient {
+        &self.registry
+    }
+
+    /// The parent's public key, with `parentVerify: signature`.
+    pub(crate) fn public_key(&self) -> Option<&VerifyingKey> {
+        match &self.verify {
+            Verify::Signature(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Counts an installer image taken from (or refused from) the parent.
+    pub(crate) fn count(&self, result: &str) {
+        self.results.with_label_values(&[result]).inc();
     }
 
     /// What happens when the parent cannot give an asset.
