@@ -12,6 +12,11 @@
 //! - A hostile parent (a small HTTP server in this test) whose checksum, signature or
 //!   schematic ID does not match: the bytes are rejected and never stored or served; the same
 //!   server with a matching checksum is accepted (the check can pass).
+//! - A shared cache (`cache.oci.repository`) on Debian's `docker-registry` between two
+//!   appliances: the second serves the first's builds without building; an entry whose tag
+//!   names another layer, or whose layer is corrupted in the registry's storage, is rejected
+//!   and built locally.
+//! - Installer images through the parent's registry (`skopeo copy --all` from the child).
 
 mod support;
 
@@ -241,6 +246,21 @@ async fn a_parent_that_is_down_means_a_local_build_or_a_clear_502() {
     // What the store has is served without asking.
     let (status, _) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", d.url)).await;
     assert_eq!(status, 200);
+
+    // No release and a parent that cannot say which versions it has: a 502 naming both.
+    let e = Daemon::start(
+        &work.path().join("e"),
+        work.path(),
+        &["--offline", "--factory-parent", &gone],
+    );
+    let id = post_schematic(&e.url, SCHEMATIC).await;
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", e.url)).await;
+    let body = String::from_utf8_lossy(&body).to_string();
+    assert_eq!(status, 502, "{body}");
+    assert!(
+        body.contains(&gone) && body.contains("cannot serve version v1.11.6"),
+        "{body}"
+    );
 }
 
 /// What the hostile parent answers.
@@ -595,6 +615,39 @@ async fn a_shared_oci_cache_serves_one_appliances_build_to_another() {
     );
     assert!(b.log_text().contains("not by a trusted key"));
     assert_eq!(log_count(&b, "asset built"), 1, "{}", b.log_text());
+    // A layer corrupted in the registry's storage (same digest, other bytes) is rejected
+    // too: B builds that asset itself.
+    let before = tags(&registry.url(), repo_path).await;
+    let (status, _) = get(&format!("{}/image/{id}/v1.11.6/cmdline-metal-arm64", a.url)).await;
+    assert_eq!(status, 200);
+    wait_log(&a, "pushed to the shared cache", paths.len() + 2);
+    let after = tags(&registry.url(), repo_path).await;
+    let tag = after.iter().find(|t| !before.contains(t)).unwrap();
+    let manifest: serde_json::Value = client()
+        .get(format!("{}/v2/{repo_path}/manifests/{tag}", registry.url()))
+        .header("accept", "application/vnd.oci.image.manifest.v1+json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    let hex = layer.trim_start_matches("sha256:");
+    let data = registry.storage_dir().join(format!(
+        "docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[0] ^= 0xff;
+    std::fs::write(&data, &bytes).unwrap();
+    let built = log_count(&b, "asset built");
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/cmdline-metal-arm64", b.url)).await;
+    assert_eq!(status, 200);
+    assert_ne!(body, bytes, "the corrupted bytes are not served");
+    assert_eq!(log_count(&b, "asset built"), built + 1, "{}", b.log_text());
+    assert_eq!(log_count(&b, "shared cache entry rejected"), 2);
+
     // B pushes its own build over the tampered entry; A (which trusts only itself) then
     // rejects B's entry for a new key, but its own are fine: A has them already.
     wait_log(&b, "pushed to the shared cache", 1);

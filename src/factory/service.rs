@@ -352,12 +352,21 @@ impl Factory {
 
     /// [`Factory::served`] for a version alone.
     pub(crate) async fn version_served(&self, version: &TalosVersion) -> Result<(), FactoryError> {
-        match self.artifacts.check_version(version).await {
-            Ok(()) => Ok(()),
-            Err(e) => match &self.parent {
-                Some(parent) if parent.has_version(version).await => Ok(()),
-                _ => Err(e.into()),
-            },
+        let local = match self.artifacts.check_version(version).await {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        let Some(parent) = &self.parent else {
+            return Err(local.into());
+        };
+        match parent.has_version(version).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(local.into()),
+            // Neither here nor (as far as can be told) there: say both.
+            Err(why) => Err(FactoryError::ParentUnavailable(format!(
+                "{why}; and this appliance cannot serve version {version}: {}",
+                errors::chain(&local)
+            ))),
         }
     }
 

@@ -96,6 +96,11 @@ impl DockerRegistry {
         }
     }
 
+    /// Where the registry keeps its content (`docker/registry/v2/blobs/sha256/<ab>/<hex>/data`).
+    pub fn storage_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
     /// The registry's log.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()

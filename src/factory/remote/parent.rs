@@ -326,18 +326,16 @@ impl Parent {
 
     /// Whether the parent serves `version` (its `GET /versions`, cached for a minute): a
     /// request for a version this appliance has no release of is accepted when the parent
-    /// has it. `false` when the parent is down or answers nonsense.
-    pub(crate) async fn has_version(&self, version: &TalosVersion) -> bool {
+    /// has it. `Err` (why) when the parent is down or its answer is not a list of versions.
+    pub(crate) async fn has_version(&self, version: &TalosVersion) -> Result<bool, String> {
         if let Some((at, list)) = self.versions.lock().expect("versions lock").as_ref()
             && at.elapsed() < VERSIONS_TTL
         {
-            return list.contains(version);
+            return Ok(list.contains(version));
         }
-        if self.is_down() {
-            return false;
-        }
+        self.refuse_if_down().map_err(|e| errors::chain(&e))?;
         let url = format!("{}/versions", self.base.base());
-        let list = match self.get_small(&url, "the parent's versions").await {
+        let list = match self.get_small(&url, "its versions").await {
             Ok((200, body)) => serde_json::from_str::<Vec<String>>(&body)
                 .map(|names| {
                     names
@@ -345,19 +343,23 @@ impl Parent {
                         .filter_map(|n| crate::version::parse_user_version(n).ok())
                         .collect::<Vec<_>>()
                 })
-                .unwrap_or_default(),
+                .map_err(|e| {
+                    format!(
+                        "parent {}: /versions is not a list of versions: {e}",
+                        self.base
+                    )
+                })?,
             Ok((status, _)) => {
-                tracing::warn!(parent = %self.base, status, "the parent's /versions failed");
-                Vec::new()
+                return Err(format!(
+                    "parent {}: /versions answered HTTP {status}",
+                    self.base
+                ));
             }
-            Err(e) => {
-                tracing::warn!(parent = %self.base, error = %errors::chain(&e), "the parent's /versions failed");
-                return false;
-            }
+            Err(e) => return Err(errors::chain(&e)),
         };
         let has = list.contains(version);
         *self.versions.lock().expect("versions lock") = Some((Instant::now(), list));
-        has
+        Ok(has)
     }
 
     /// Makes sure the parent knows the schematic: `POST /schematics` with its canonical YAML
