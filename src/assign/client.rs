@@ -85,6 +85,15 @@ impl AdminClient {
             .unwrap_or_default())
     }
 
+    /// `GET <path>` (`/api/v1/…`), its JSON (`Null` for an empty body).
+    pub async fn get_json(&self, path: &str) -> anyhow::Result<Value> {
+        let req = self.http.get(format!("{}{path}", self.base));
+        Ok(self
+            .send(req, &format!("GET {path}"))
+            .await?
+            .unwrap_or_default())
+    }
+
     /// `GET /api/v1/machines`.
     pub async fn machines(&self) -> anyhow::Result<Value> {
         let req = self.http.get(format!("{}/api/v1/machines", self.base));

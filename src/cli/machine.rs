@@ -28,7 +28,7 @@ pub(super) enum MachineCommand {
 pub(super) struct ServerArgs {
     /// The running server's URL (default: http.externalURL, else from http.listen).
     #[arg(long, value_name = "URL")]
-    server: Option<String>,
+    pub(super) server: Option<String>,
     /// Admin token (default: api.adminToken, else <data-dir>/admin-token).
     #[arg(
         long,
@@ -152,6 +152,17 @@ where
     F: FnOnce(AdminClient) -> Fut + 'a,
     Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
 {
+    let client = admin_client(config, server)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(f(client))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The admin API client `--server`/`--token` and the configuration name.
+pub(super) fn admin_client(config: &Config, server: &ServerArgs) -> anyhow::Result<AdminClient> {
     let base = server
         .server
         .clone()
@@ -169,11 +180,5 @@ where
             )
         })?,
     };
-    let client = AdminClient::new(&base, &token)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(f(client))?;
-    Ok(ExitCode::SUCCESS)
+    AdminClient::new(&base, &token)
 }

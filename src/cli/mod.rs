@@ -36,7 +36,9 @@
 //! Commands that open the data directory themselves (`mirror`, `store`) take the store's
 //! lock, so they refuse to run while `bootfactory serve` uses the same directory.
 
+mod completions;
 mod config;
+mod doctor;
 mod flags;
 mod machine;
 mod mirror;
@@ -116,6 +118,14 @@ enum Command {
     /// Assign what machines boot and list them (talks to the running server's admin API).
     #[command(subcommand)]
     Machine(machine::MachineCommand),
+    /// Check this box: configuration, data directory, disk, store, versions, upstream, PXE,
+    /// build tools (exit code 1 when a check fails).
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages (bootfactory.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man(completions::ManArgs),
     /// Old spelling of `machine assign`.
     #[command(hide = true)]
     Assign(machine::AssignArgs),
@@ -143,6 +153,7 @@ pub fn command() -> clap::Command {
         .mut_subcommand("machine", |c| {
             flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
         })
+        .mut_subcommand("doctor", |c| flags::add(c, Keys::All, flags::Show::Listed))
         // The old spellings accept every flag they accepted before, unlisted.
         .mut_subcommand("assign", |c| flags::add(c, Keys::All, flags::Show::Hidden))
         .mut_subcommand("unassign", |c| {
@@ -193,6 +204,9 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Mirror(cmd) => mirror::run(&cx, cmd),
         Command::Store(cmd) => store::run(&cx, cmd),
         Command::Machine(cmd) => machine::run(&cx, cmd),
+        Command::Doctor(args) => doctor::run(&cx, args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
         Command::Assign(args) => {
             deprecated("assign", "machine assign");
             machine::assign(&cx, args)

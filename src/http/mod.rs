@@ -1,6 +1,7 @@
 //! The HTTP side: axum routers only. Handlers are thin — they parse the request, call the
 //! module that owns the logic (schematics, store, …), and shape the response.
 
+mod doctor;
 pub mod error;
 mod factory;
 pub mod listener;
@@ -75,6 +76,7 @@ pub fn router(state: AppState) -> Router {
                 .put(machines::put_default)
                 .delete(machines::delete_default),
         )
+        .route("/api/v1/doctor", get(doctor::doctor))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             machines::require_admin,
