@@ -367,7 +367,7 @@ fn completion_scripts_parse_and_load() {
     let out = Command::new("bash").args(["-c", &probe]).output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(stdout.contains("complete -F"), "{stdout}");
+    assert!(stdout.contains("-F _bootfactory bootfactory"), "{stdout}");
     let replies: Vec<&str> = stdout.lines().skip(1).collect();
     assert!(
         replies.contains(&"mirror") && replies.contains(&"machine"),
