@@ -127,6 +127,7 @@ pub struct Builder {
     work_root: PathBuf,
     inflight: Mutex<HashMap<String, Shared>>,
     on_built: Option<OnBuilt>,
+    running: Arc<super::running::RunningBuilds>,
 }
 
 fn signed_message(key: &str, digest: &Digest) -> Vec<u8> {
@@ -158,6 +159,7 @@ impl Builder {
             work_root,
             inflight: Mutex::new(HashMap::new()),
             on_built: None,
+            running: Default::default(),
         })
     }
 
@@ -165,6 +167,11 @@ impl Builder {
     pub fn on_built(mut self, f: impl Fn(&str, BuildTiming, u64) + Send + Sync + 'static) -> Self {
         self.on_built = Some(Arc::new(f));
         self
+    }
+
+    /// The builds waiting for a slot or building now.
+    pub fn running(&self) -> &Arc<super::running::RunningBuilds> {
+        &self.running
     }
 
     /// The signer (its public key is published).
@@ -257,6 +264,7 @@ impl Builder {
         if let Some(hit) = self.cached(key).await {
             return Ok(hit);
         }
+        let registration = self.running.register(key);
         let queued_at = Instant::now();
         let _slot = self
             .slots
@@ -277,6 +285,7 @@ impl Builder {
             e => e,
         })?;
         let output = work.path().join("asset");
+        registration.started(&output);
         let result = tokio::time::timeout(self.timeout, build(output.clone())).await;
         match result {
             Ok(Ok(())) => {}
@@ -306,6 +315,7 @@ impl Builder {
                 e,
             )));
         }
+        registration.phase("storing");
         // Moved into the store, not copied: the work directory is on its filesystem.
         let digest = self.store.put_file(&output).await?;
         let size = self.store.stat(&digest).map(|i| i.size).unwrap_or(0);

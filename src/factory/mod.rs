@@ -23,6 +23,7 @@ pub mod iso;
 pub mod meta;
 pub mod profile;
 pub mod quirks;
+pub(crate) mod running;
 pub(crate) mod service;
 pub(crate) mod signing;
 pub(crate) mod talosctl;

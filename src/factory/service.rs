@@ -174,6 +174,9 @@ impl Factory {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Factory {
+        metrics.register_collector(Box::new(super::running::RunningCollector::new(
+            builder.running().clone(),
+        )));
         let build_limiter = RateLimiter::new(
             config.build.per_client_burst,
             f64::from(config.build.per_client_per_minute) / 60.0,
@@ -1060,11 +1063,15 @@ impl Factory {
         let canonical = r.schematic.canonical.clone();
         let external = self.config.external_url_as_written();
         let supports_overlay = quirks.supports_overlay();
-        let cache = Arc::new(StoreSquashfsCache {
-            store: self.store.clone(),
-            handle: tokio::runtime::Handle::current(),
-        });
+        let store = self.store.clone();
+        let handle = tokio::runtime::Handle::current();
+        let running = self.builder.running().clone();
         Ok(move |out: PathBuf| -> BuildFuture {
+            let cache = Arc::new(StoreSquashfsCache {
+                store,
+                handle,
+                progress: running.progress_of(&out),
+            });
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
                     let work = out
@@ -1207,6 +1214,8 @@ fn copy_file(src: PathBuf) -> impl FnOnce(PathBuf) -> BuildFuture + Send + 'stat
 struct StoreSquashfsCache {
     store: Store,
     handle: tokio::runtime::Handle,
+    /// The running build's progress (`squashfs N/M`).
+    progress: Option<super::running::Progress>,
 }
 
 impl initramfs::SquashfsCache for StoreSquashfsCache {
@@ -1224,5 +1233,11 @@ impl initramfs::SquashfsCache for StoreSquashfsCache {
             .set_ref("squashfs", key, &digest)
             .map_err(std::io::Error::other)?;
         Ok(())
+    }
+
+    fn squashfs_progress(&self, done: usize, total: usize) {
+        if let Some(p) = &self.progress {
+            p.set("squashfs", Some((done as u64, total as u64)));
+        }
     }
 }

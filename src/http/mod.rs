@@ -1,6 +1,7 @@
 //! The HTTP side: axum routers only. Handlers are thin — they parse the request, call the
 //! module that owns the logic (schematics, store, …), and shape the response.
 
+mod builds;
 mod doctor;
 pub mod error;
 mod factory;
@@ -77,6 +78,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(machines::delete_default),
         )
         .route("/api/v1/doctor", get(doctor::doctor))
+        .route("/api/v1/builds", get(builds::list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             machines::require_admin,
