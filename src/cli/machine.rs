@@ -75,9 +75,24 @@ pub(super) struct UnassignArgs {
 
 #[derive(clap::Args, Debug)]
 pub(super) struct ListArgs {
-    /// Print the API's JSON instead of a table.
+    /// Print the API's JSON instead of a table (with --watch: one JSON event per line).
     #[arg(long)]
     json: bool,
+    /// Follow boots live: after the table, print a line whenever a machine is seen for the
+    /// first time, asks again (and what it was served), or is assigned or unassigned.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: seconds between two looks at the admin API.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 2.0,
+        requires = "watch"
+    )]
+    interval: f64,
+    /// With --watch: stop after this many events.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -135,15 +150,57 @@ pub(super) fn unassign(cx: &Context, args: &UnassignArgs) -> anyhow::Result<Exit
 /// `machine list` (and the old `machines`).
 pub(super) fn list(cx: &Context, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let config = cx.load_config()?;
+    if args.watch && !(0.1..=3600.0).contains(&args.interval) {
+        anyhow::bail!("--interval must be between 0.1 and 3600 seconds");
+    }
     admin_command(&config, &args.server, |client| async move {
         let list = client.machines().await?;
-        if args.json {
+        if args.json && !args.watch {
             println!("{}", serde_json::to_string_pretty(&list)?);
-        } else {
+        } else if !args.json {
             print!("{}", crate::assign::client::machines_table(&list));
+        }
+        if args.watch {
+            watch(&client, list, args).await?;
         }
         Ok(())
     })
+}
+
+/// `machine list --watch`: polls the admin API and prints what changed, until `--count`
+/// events (or forever).
+async fn watch(
+    client: &AdminClient,
+    mut prev: serde_json::Value,
+    args: &ListArgs,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let interval = std::time::Duration::from_secs_f64(args.interval);
+    if !args.json {
+        eprintln!("watching for boots (every {:?}; Ctrl-C stops)", interval);
+    }
+    let mut printed = 0u64;
+    loop {
+        tokio::time::sleep(interval).await;
+        let next = client.machines().await?;
+        for event in crate::assign::watch::changes(&prev, &next) {
+            let line = if args.json {
+                serde_json::to_string(&event)?
+            } else {
+                event.line()
+            };
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                r => r.context("cannot write to stdout")?,
+            }
+            printed += 1;
+            if args.count.is_some_and(|c| printed >= c) {
+                return Ok(());
+            }
+        }
+        prev = next;
+    }
 }
 
 /// Runs `f` with an admin API client built from `--server`/`--token` and the configuration.
