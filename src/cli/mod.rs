@@ -11,6 +11,8 @@
 //! bootfactory store verify [--rebuild-index] re-hash every blob (opens the store)
 //! bootfactory store gc [--dry-run]           delete unreferenced blobs (opens the store)
 //! bootfactory machine assign|unassign|list   per-MAC assignments (the running server's admin API)
+//! bootfactory doctor [--json]                check this box (exit 1 on a failed check)
+//! bootfactory completions bash|zsh|fish      shell completion script (hidden: man --out DIR)
 //! ```
 //!
 //! | File | Commands |
@@ -21,6 +23,8 @@
 //! | `mirror.rs` | `mirror import`, `mirror export`, `mirror pull`, `mirror list` |
 //! | `store.rs` | `store verify`, `store gc` |
 //! | `machine.rs` | `machine assign`, `machine unassign`, `machine list` (and the old spellings) |
+//! | `doctor.rs` | `doctor` |
+//! | `completions.rs` | `completions`, `man` (hidden) |
 //! | `flags.rs` | configuration flags and the overrides they make |
 //!
 //! Configuration flags are generated from [`crate::config::keys::KEYS`], so every config key
