@@ -522,7 +522,7 @@ async fn sighup_reloads_the_assignments_file_and_a_bad_one_changes_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn machine_list_watch_follows_boots() {
     let s = server(&[]).await;
-    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+    let watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
         .args([
             "machine",
             "list",

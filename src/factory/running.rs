@@ -186,57 +186,53 @@ impl RunningBuilds {
 
     /// Every running build, oldest first, with the bytes its output has now.
     pub fn snapshot(&self) -> Vec<BuildView> {
-        let entries: Vec<(
-            String,
-            u64,
-            Option<Instant>,
-            Option<PathBuf>,
-            State,
-            Instant,
-        )> = self
+        struct Copied {
+            asset: String,
+            queued_unix: u64,
+            queued_at: Instant,
+            started: Option<Instant>,
+            output: Option<PathBuf>,
+            state: State,
+        }
+        let mut entries: Vec<Copied> = self
             .lock()
             .values()
-            .map(|e| {
-                (
-                    e.asset.clone(),
-                    e.queued_unix,
-                    e.started,
-                    e.output.clone(),
-                    e.progress.get(),
-                    e.queued_at,
-                )
+            .map(|e| Copied {
+                asset: e.asset.clone(),
+                queued_unix: e.queued_unix,
+                queued_at: e.queued_at,
+                started: e.started,
+                output: e.output.clone(),
+                state: e.progress.get(),
             })
             .collect();
+        entries.sort_by_key(|e| e.queued_at);
         // The file system is asked outside the lock.
-        let mut out: Vec<(Instant, BuildView)> = entries
+        entries
             .into_iter()
-            .map(|(asset, queued_at, started, output, state, queued)| {
-                let mut parts = asset.split('/');
+            .map(|e| {
+                let mut parts = e.asset.split('/');
                 let kind = parts.nth(1).unwrap_or_default().to_string();
                 let version = parts.next().unwrap_or_default().to_string();
                 let schematic = parts.nth(3).unwrap_or_default().to_string();
-                let bytes_written = output
+                let bytes_written = e
+                    .output
                     .and_then(|p| std::fs::metadata(p).ok())
                     .map_or(0, |m| m.len());
-                (
-                    queued,
-                    BuildView {
-                        asset,
-                        kind,
-                        version,
-                        schematic,
-                        phase: state.phase,
-                        done: state.items.map(|i| i.0),
-                        total: state.items.map(|i| i.1),
-                        queued_at,
-                        running_seconds: started.map_or(0, |s| s.elapsed().as_secs()),
-                        bytes_written,
-                    },
-                )
+                BuildView {
+                    kind,
+                    version,
+                    schematic,
+                    phase: e.state.phase,
+                    done: e.state.items.map(|i| i.0),
+                    total: e.state.items.map(|i| i.1),
+                    queued_at: e.queued_unix,
+                    running_seconds: e.started.map_or(0, |s| s.elapsed().as_secs()),
+                    bytes_written,
+                    asset: e.asset,
+                }
             })
-            .collect();
-        out.sort_by_key(|(q, _)| *q);
-        out.into_iter().map(|(_, v)| v).collect()
+            .collect()
     }
 }
 

@@ -573,8 +573,10 @@ mod tests {
         let layer: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
         let (addr, task) = slow_registry(layer.clone()).await;
         let data = tempfile::tempdir().unwrap();
-        let mut config = Config::default();
-        config.data_dir = data.path().to_path_buf();
+        let mut config = Config {
+            data_dir: data.path().to_path_buf(),
+            ..Config::default()
+        };
         config.upstream.registries.insert(
             "up.test".into(),
             crate::config::UpstreamRegistry {
