@@ -177,6 +177,14 @@ impl RunningBuilds {
             .map(|e| e.progress.clone())
     }
 
+    /// Names the phase of the build writing `output` (a build function's way to say what it
+    /// does when it has no counter).
+    pub fn set_phase(&self, output: &Path, phase: &str) {
+        if let Some(p) = self.progress_of(output) {
+            p.set(phase, None);
+        }
+    }
+
     /// How many builds wait for a slot and how many build.
     pub fn counts(&self) -> (usize, usize) {
         let builds = self.lock();

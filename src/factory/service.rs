@@ -787,7 +787,13 @@ impl Factory {
             }
             (None, None) => return Err(not_implemented(OutputKind::Image)),
         };
+        let running = self.builder.running().clone();
         Ok(move |out: PathBuf| -> BuildFuture {
+            let phase = match &job {
+                DiskJob::SdBoot(_) => "sd-boot disk image",
+                DiskJob::Grub(_) => "GRUB images, BOOT filesystem and disk image",
+            };
+            running.set_phase(&out, phase);
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || match job {
                     DiskJob::SdBoot(image) => {
@@ -832,7 +838,9 @@ impl Factory {
             .map_err(|e| FactoryError::Internal(errors::context("the raw disk image", e)))?;
         let out_format = r.profile.out_format;
         let uefi_only = plan.bootloader == DiskBootloader::SdBoot;
+        let running = self.builder.running().clone();
         Ok(move |out: PathBuf| -> BuildFuture {
+            running.set_phase(&out, "converting the raw disk image");
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || {
                     convert::convert_image(&raw, image.disk_format, out_format, uefi_only, &out)
@@ -918,7 +926,9 @@ impl Factory {
             timestamp: SOURCE_DATE_EPOCH,
             seed: key.as_bytes().to_vec(),
         };
+        let running = self.builder.running().clone();
         Ok(move |out: PathBuf| -> BuildFuture {
+            running.set_phase(&out, "ISO");
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
                     let work = out
