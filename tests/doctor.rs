@@ -367,7 +367,24 @@ async fn while_serving_the_store_checks_are_the_services() {
             .contains("extensions"),
         "{checks:#?}"
     );
-    // Without the admin token the service cannot be asked, and doctor says so.
+    // Without --server, doctor finds the service on its admin socket in the data directory.
+    let data_path = server.data.path().to_path_buf();
+    let (code, checks) =
+        tokio::task::spawn_blocking(move || doctor_json(&data_path, &["--offline"]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{checks:#?}");
+    let service = named(&checks, "service");
+    assert_eq!(status(service[0]), "ok", "{checks:#?}");
+    assert!(
+        service[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {}", std::process::id())),
+        "{service:?}"
+    );
+    assert_eq!(status(named(&checks, "store")[0]), "ok", "{checks:#?}");
+    // With a wrong admin token the service cannot be asked, and doctor says so.
     let data_path = server.data.path().to_path_buf();
     let url = server.url.clone();
     let (_, checks) = tokio::task::spawn_blocking(move || {

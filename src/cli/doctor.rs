@@ -4,9 +4,10 @@
 //! capabilities, and the optional build tools. Each check is OK, WARN or FAIL with a hint;
 //! the exit code is 1 when any check fails. The checks are [`crate::doctor`]'s.
 //!
-//! When a service answers at the configured URL, the store and version checks are its
-//! (`GET /api/v1/doctor`, with the admin token); otherwise the store is opened here, as the
-//! data directory's owner only.
+//! When a service answers — on the admin socket ([`super::service::connect`]), else over
+//! HTTP at `--server` or the configured URL with the admin token — the store and version
+//! checks are its (`GET /api/v1/doctor`); otherwise the store is opened here, as the data
+//! directory's owner only.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -14,7 +15,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use super::Context;
-use super::machine::{ServerArgs, admin_client};
+use super::machine::{ServerArgs, http_client};
+use crate::assign::client::AdminClient;
 use crate::config::Config;
 use crate::doctor::{self, Check, Report, Status, StoreAccess};
 
@@ -116,6 +118,26 @@ async fn service(config: &Config, server: &ServerArgs) -> Service {
         .clone()
         .unwrap_or_else(|| config.external_url());
     let url = url.trim_end_matches('/').to_string();
+    // The admin socket first, unless the command names a server or a token.
+    if server.server.is_none() && server.token.is_none() {
+        match super::service::connect(config).await {
+            Ok(Some(client)) => return ask(&client, url).await,
+            Ok(None) => {}
+            Err(e) => {
+                return Service::Unusable(
+                    Check {
+                        check: "service".into(),
+                        status: Status::Warn,
+                        message: format!("{e:#}"),
+                        hint: Some(
+                            "run doctor as root or the service user to check the store through the service".into(),
+                        ),
+                    },
+                    url,
+                );
+            }
+        }
+    }
     crate::init_crypto();
     let Ok(probe) = reqwest::Client::builder()
         .timeout(SERVICE_PROBE_TIMEOUT)
@@ -127,31 +149,42 @@ async fn service(config: &Config, server: &ServerArgs) -> Service {
         Ok(r) if r.status().is_success() => {}
         _ => return Service::NotRunning(url),
     }
-    let client = match admin_client(config, server) {
-        Ok(c) => c,
-        Err(e) => {
-            return Service::Unusable(
-                Check {
-                    check: "service".into(),
-                    status: Status::Warn,
-                    message: format!("running at {url}, but {e:#}"),
-                    hint: Some(
-                        "run doctor as root or the service user, or pass --token, to check the store through it".into(),
-                    ),
-                },
-                url,
-            );
-        }
-    };
-    match client.get_json("/api/v1/doctor").await {
-        Ok(v) => match serde_json::from_value::<Report>(v) {
+    match http_client(config, server) {
+        Ok(client) => ask(&client, url).await,
+        Err(e) => Service::Unusable(
+            Check {
+                check: "service".into(),
+                status: Status::Warn,
+                message: format!("running at {url}, but {e:#}"),
+                hint: Some(
+                    "run doctor as root or the service user, or pass --token, to check the store through it".into(),
+                ),
+            },
+            url,
+        ),
+    }
+}
+
+/// `GET /api/v1/doctor` of the service `client` reaches.
+async fn ask(client: &AdminClient, url: String) -> Service {
+    let answer = client
+        .request_json(
+            reqwest::Method::GET,
+            "/api/v1/doctor",
+            None,
+            "asking the service",
+        )
+        .await;
+    let where_ = client.target();
+    match answer {
+        Ok(v) => match serde_json::from_value::<Report>(v.unwrap_or_default()) {
             Ok(r) => Service::Answered(r.checks),
             Err(e) => Service::Unusable(
                 Check {
                     check: "service".into(),
                     status: Status::Warn,
                     message: format!(
-                        "running at {url}, its /api/v1/doctor answer does not parse: {e}"
+                        "running ({where_}), its /api/v1/doctor answer does not parse: {e}"
                     ),
                     hint: Some("run the same bootfactory version as the service".into()),
                 },
@@ -162,7 +195,7 @@ async fn service(config: &Config, server: &ServerArgs) -> Service {
             Check {
                 check: "service".into(),
                 status: Status::Warn,
-                message: format!("running at {url}, but {e:#}"),
+                message: format!("running ({where_}), but {e:#}"),
                 hint: Some(
                     "check the admin token (--token, api.adminToken, <dataDir>/admin-token)".into(),
                 ),

@@ -48,6 +48,7 @@ mod machine;
 mod mirror;
 mod schematic;
 mod serve;
+pub(crate) mod service;
 mod store;
 
 use std::path::{Path, PathBuf};
