@@ -59,10 +59,11 @@ impl Progress {
     }
 
     /// Sets the phase (`building`, `squashfs`, …) and, where the build has a natural counter,
-    /// the items done of a total. Logged at INFO when the phase name changes.
+    /// the items done of a total. Logged at INFO when either changes (a counter counts whole
+    /// items, such as an extension's squashfs image, never chunks).
     pub fn set(&self, phase: &str, items: Option<(u64, u64)>) {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        let changed = state.phase != phase;
+        let changed = state.phase != phase || state.items != items;
         state.phase = phase.to_string();
         state.items = items;
         drop(state);
