@@ -107,11 +107,33 @@ fn a_healthy_offline_box_passes_and_the_json_names_every_check() {
             "{versions}"
         );
     }
-    assert!(
-        checks
-            .iter()
-            .any(|c| c["check"].as_str().unwrap().starts_with("tool "))
-    );
+    // Tools: found exactly when the build would find them (missing ones are a WARN with the
+    // Debian package, never a FAIL).
+    for tool in bootfactory::factory::tools::Tool::ALL {
+        let short = tool.name().rsplit('/').next().unwrap();
+        let c = named(&checks, &format!("tool {short}"));
+        assert_eq!(c.len(), 1, "{checks:#?}");
+        match tool.locate() {
+            Some(path) => {
+                assert_eq!(status(c[0]), "ok", "{c:?}");
+                assert!(
+                    c[0]["message"]
+                        .as_str()
+                        .unwrap()
+                        .contains(&*path.to_string_lossy())
+                );
+            }
+            None => {
+                assert_eq!(status(c[0]), "warn", "{c:?}");
+                assert!(
+                    c[0]["hint"]
+                        .as_str()
+                        .unwrap()
+                        .contains(tool.debian_package())
+                );
+            }
+        }
+    }
     // The text form: one line per check and the summary.
     let out = bin()
         .arg("doctor")
