@@ -431,3 +431,28 @@ async fn while_serving_the_store_checks_are_the_services() {
     );
     server.stop().await;
 }
+
+#[test]
+fn a_configuration_that_does_not_load_is_one_fail_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    std::fs::write(&config, "pxe:\n  dhcpPort: seventy\n").unwrap();
+    let out = bin()
+        .arg("doctor")
+        .arg("--config")
+        .arg(&config)
+        .arg("--json")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let checks = report["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 1, "{checks:#?}");
+    assert_eq!(checks[0]["check"], "config");
+    assert_eq!(checks[0]["status"], "fail");
+    let msg = checks[0]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("config.yaml") && msg.contains("dhcpPort"),
+        "{msg}"
+    );
+}
