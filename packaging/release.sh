@@ -39,7 +39,7 @@ echo "ldd: $(ldd "$bin" 2>&1 | tr -d '\t')"
 echo "==> --help reference"
 {
     "$bin" --help
-    for cmd in serve "machine assign" "machine unassign" "machine list" "store verify" "store gc" \
+    for cmd in serve doctor completions "machine assign" "machine unassign" "machine list" "store verify" "store gc" \
         "schematic id" "schematic canonical" "config show" \
         "config keys" "mirror import" "mirror export" "mirror pull" "mirror list"; do
         printf '\n\n======== bootfactory %s ========\n\n' "$cmd"
@@ -49,6 +49,18 @@ echo "==> --help reference"
     printf '\n\n======== configuration keys ========\n\n'
     "$bin" config keys
 } > "$CARGO_TARGET_DIR/$target/release/bootfactory-help.txt"
+
+echo "==> man pages and shell completions (generated from the CLI definition)"
+gen="$CARGO_TARGET_DIR/$target/release/generated"
+rm -rf "$gen"
+mkdir -p "$gen/man" "$gen/completions"
+"$bin" man --out "$gen/man"
+# -n: no name or timestamp in the gzip header, so the packages stay reproducible.
+gzip -9n "$gen/man"/*.1
+"$bin" completions bash > "$gen/completions/bootfactory"
+"$bin" completions zsh > "$gen/completions/_bootfactory"
+"$bin" completions fish > "$gen/completions/bootfactory.fish"
+ls "$gen/man" "$gen/completions"
 
 echo "==> packages"
 for tool in cargo-deb cargo-generate-rpm; do

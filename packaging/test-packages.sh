@@ -21,7 +21,10 @@ contents="$(dpkg-deb --contents "$deb")"
 echo "$contents"
 for f in ./usr/bin/bootfactory ./etc/bootfactory/config.yaml ./usr/lib/systemd/system/bootfactory.service \
     ./usr/lib/sysusers.d/bootfactory.conf ./usr/share/bootfactory/schematics/example.yaml \
-    ./usr/share/doc/bootfactory/README.md ./usr/share/doc/bootfactory/bootfactory-help.txt; do
+    ./usr/share/doc/bootfactory/README.md ./usr/share/doc/bootfactory/bootfactory-help.txt \
+    ./usr/share/man/man1/bootfactory.1.gz ./usr/share/man/man1/bootfactory-doctor.1.gz \
+    ./usr/share/bash-completion/completions/bootfactory ./usr/share/zsh/vendor-completions/_bootfactory \
+    ./usr/share/fish/vendor_completions.d/bootfactory.fish; do
     grep -q " $f\$" <<<"$contents" || fail "$f missing from $deb"
 done
 dpkg-deb -e "$deb" /tmp/bootfactory-deb-ctrl.$$
@@ -45,6 +48,16 @@ systemd-analyze verify "$unit" || fail "systemd-analyze verify $unit"
 [ -L /etc/systemd/system/multi-user.target.wants/bootfactory.service ] || fail "service not enabled"
 echo "exposure: $(systemd-analyze security --offline=true "$unit" 2>/dev/null | grep -o 'Overall exposure level.*')"
 
+echo "==> man pages and completions are where man and the shells look"
+if command -v man >/dev/null; then
+    [ "$(man -w bootfactory)" = /usr/share/man/man1/bootfactory.1.gz ] || fail "man -w bootfactory: $(man -w bootfactory 2>&1)"
+    MANPAGER=cat man bootfactory-doctor 2>/dev/null | grep -q -- "--json" || fail "man bootfactory-doctor does not render"
+fi
+# bash-completion loads /usr/share/bash-completion/completions/<command> on demand; sourcing
+# it directly checks the same file.
+bash -c 'source /usr/share/bash-completion/completions/bootfactory && complete -p bootfactory' | grep -q -- "-F _bootfactory bootfactory" \
+    || fail "bash completion does not register"
+
 echo "==> the installed binary serves with the packaged config, as the service user"
 port=18931
 # setpriv execs (no parent process in between), so SIGTERM reaches bootfactory itself.
@@ -66,6 +79,7 @@ rm -f /tmp/bootfactory-pkg.$$.log
 echo "==> dpkg --purge"
 dpkg --purge bootfactory
 for p in /usr/bin/bootfactory /etc/bootfactory /var/lib/bootfactory /usr/lib/systemd/system/bootfactory.service \
+    /usr/share/man/man1/bootfactory.1.gz /usr/share/bash-completion/completions/bootfactory \
     /etc/systemd/system/multi-user.target.wants/bootfactory.service; do
     [ ! -e "$p" ] || fail "$p left after purge"
 done
@@ -75,7 +89,9 @@ echo "==> .rpm"
 rpm -qip "$rpm"
 rpm -qlp "$rpm" | tee /tmp/bootfactory-rpm-files.$$
 for f in /usr/bin/bootfactory /etc/bootfactory/config.yaml /usr/lib/systemd/system/bootfactory.service \
-    /usr/lib/sysusers.d/bootfactory.conf; do
+    /usr/lib/sysusers.d/bootfactory.conf /usr/share/man/man1/bootfactory.1.gz \
+    /usr/share/bash-completion/completions/bootfactory /usr/share/zsh/site-functions/_bootfactory \
+    /usr/share/fish/vendor_completions.d/bootfactory.fish; do
     grep -qx "$f" /tmp/bootfactory-rpm-files.$$ || fail "$f missing from $rpm"
 done
 grep -qx /etc/bootfactory/config.yaml <<<"$(rpm -qp --configfiles "$rpm")" || fail "config.yaml is not a config file in the rpm"

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod contained;
 pub mod dhcp;
+pub(crate) mod doctor;
 pub mod errors;
 pub mod factory;
 pub(crate) mod file_response;

@@ -40,7 +40,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("configuration", &["config"]),
     ("configured plumbing", &["logging", "tls", "upstream"]),
     ("factory", &["factory"]),
-    ("services on the factory", &["assign", "registry"]),
+    ("services on the factory", &["assign", "doctor", "registry"]),
     ("network boot", &["netboot"]),
     ("http", &["http"]),
     ("server", &["server"]),

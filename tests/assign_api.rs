@@ -516,3 +516,84 @@ async fn sighup_reloads_the_assignments_file_and_a_bad_one_changes_nothing() {
     let code = child.wait().unwrap();
     assert!(code.success(), "{code:?}");
 }
+
+/// `machine list --watch` follows boots live: a machine fetching its boot script (with curl)
+/// and then getting an assignment are two events, in order, and `--count 2` ends the watch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_list_watch_follows_boots() {
+    let s = server(&[]).await;
+    let watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+        .args([
+            "machine",
+            "list",
+            "--watch",
+            "--json",
+            "--interval",
+            "0.2",
+            "--count",
+            "2",
+        ])
+        .args(["--server", &s.url, "--token", TOKEN])
+        .env_clear()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    // Let it take its first look (an empty inventory) before anything boots.
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let url = format!("{}/boot/{MAC1}.ipxe", s.url);
+    let fetched = if support::tools::have("curl") {
+        let out = tokio::process::Command::new("curl")
+            .args(["-sf", &url])
+            .output()
+            .await
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    } else {
+        client()
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert!(fetched.starts_with("#!ipxe"), "{fetched}");
+    tokio::time::sleep(std::time::Duration::from_millis(700)).await;
+    let (status, text) = put(
+        &s,
+        &format!("/api/v1/machines/{MAC1}"),
+        &assignment("v1.11.6"),
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    let out = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        watcher.wait_with_output(),
+    )
+    .await
+    .expect("--count 2 ends the watch")
+    .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let events: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0]["event"], "new", "{events:?}");
+    assert_eq!(events[0]["mac"], MAC1);
+    assert!(
+        events[0]["served"]
+            .as_str()
+            .unwrap()
+            .starts_with("boot script"),
+        "{events:?}"
+    );
+    assert_eq!(events[1]["event"], "assigned", "{events:?}");
+    assert_eq!(events[1]["assignment"]["schematic"], EMPTY_ID);
+}

@@ -334,3 +334,91 @@ fn unreachable_upstream_error_names_each_cause_once() {
         assert_ne!(pair[0], pair[1], "{line}");
     }
 }
+
+#[test]
+fn completion_scripts_parse_and_load() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = bin().args(["completions", shell]).output().unwrap();
+        assert!(out.status.success(), "{shell}: {out:?}");
+        let script = String::from_utf8(out.stdout).unwrap();
+        assert!(script.contains("bootfactory"), "{shell}");
+        assert!(
+            script.contains("doctor"),
+            "{shell}: subcommands are completed"
+        );
+    }
+    if !support::tools::have("bash") {
+        eprintln!("skipped the bash checks: no bash");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bootfactory.bash");
+    let out = bin().args(["completions", "bash"]).output().unwrap();
+    std::fs::write(&file, &out.stdout).unwrap();
+    let syntax = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(syntax.status.success(), "bash -n: {syntax:?}");
+    // Sourced, it registers a completion function, and completing `bootfactory m` offers
+    // `mirror` and `machine` (clap_complete's bash script offers hidden commands too).
+    let probe = format!(
+        "source {}; complete -p bootfactory; COMP_WORDS=(bootfactory m); COMP_CWORD=1; COMP_LINE='bootfactory m'; COMP_POINT=13; \
+         f=$(complete -p bootfactory | sed -n 's/.*-F \\([^ ]*\\).*/\\1/p'); \"$f\" bootfactory m bootfactory; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        file.display()
+    );
+    let out = Command::new("bash").args(["-c", &probe]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("-F _bootfactory bootfactory"), "{stdout}");
+    let replies: Vec<&str> = stdout.lines().skip(1).collect();
+    assert!(
+        replies.contains(&"mirror") && replies.contains(&"machine"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn man_pages_are_written_and_render() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = bin()
+        .args(["man", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let mut pages: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    pages.sort();
+    for p in [
+        "bootfactory.1",
+        "bootfactory-doctor.1",
+        "bootfactory-completions.1",
+        "bootfactory-mirror-pull.1",
+        "bootfactory-store-verify.1",
+    ] {
+        assert!(pages.contains(&p.to_string()), "{p} missing: {pages:?}");
+    }
+    assert!(
+        !pages
+            .iter()
+            .any(|p| p == "bootfactory-man.1" || p == "bootfactory-machines.1"),
+        "{pages:?}"
+    );
+    if !support::tools::have("man") {
+        eprintln!("skipped rendering: no man");
+        return;
+    }
+    let rendered = Command::new("man")
+        .arg("-l")
+        .arg(dir.path().join("bootfactory-doctor.1"))
+        .env("MANPAGER", "cat")
+        .env("MANWIDTH", "100")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&rendered.stdout);
+    assert!(rendered.status.success(), "{rendered:?}");
+    assert!(
+        text.contains("--json") && text.contains("Check this box"),
+        "{text}"
+    );
+}

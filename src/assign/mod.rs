@@ -21,6 +21,7 @@ pub mod client;
 pub mod model;
 pub mod seed;
 pub mod token;
+pub mod watch;
 
 use std::sync::Arc;
 

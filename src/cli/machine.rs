@@ -1,5 +1,6 @@
 //! `bootfactory machine assign|unassign|list`: per-MAC assignments through the running
-//! server's admin API (`/api/v1/machines`), authenticated with the admin token.
+//! server's admin API (`/api/v1/machines`): over the admin socket when the service answers
+//! there ([`super::service::connect`]), else over HTTP with the admin token.
 //!
 //! The old spellings `assign`, `unassign` and `machines` (hidden, for one release) call the
 //! same functions.
@@ -28,7 +29,7 @@ pub(super) enum MachineCommand {
 pub(super) struct ServerArgs {
     /// The running server's URL (default: http.externalURL, else from http.listen).
     #[arg(long, value_name = "URL")]
-    server: Option<String>,
+    pub(super) server: Option<String>,
     /// Admin token (default: api.adminToken, else <data-dir>/admin-token).
     #[arg(
         long,
@@ -36,7 +37,7 @@ pub(super) struct ServerArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    token: Option<String>,
+    pub(super) token: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -75,9 +76,24 @@ pub(super) struct UnassignArgs {
 
 #[derive(clap::Args, Debug)]
 pub(super) struct ListArgs {
-    /// Print the API's JSON instead of a table.
+    /// Print the API's JSON instead of a table (with --watch: one JSON event per line).
     #[arg(long)]
     json: bool,
+    /// Follow boots live: after the table, print a line whenever a machine is seen for the
+    /// first time, asks again (and what it was served), or is assigned or unassigned.
+    #[arg(long)]
+    watch: bool,
+    /// With --watch: seconds between two looks at the admin API.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        default_value_t = 2.0,
+        requires = "watch"
+    )]
+    interval: f64,
+    /// With --watch: stop after this many events.
+    #[arg(long, value_name = "N", requires = "watch")]
+    count: Option<u64>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -135,23 +151,88 @@ pub(super) fn unassign(cx: &Context, args: &UnassignArgs) -> anyhow::Result<Exit
 /// `machine list` (and the old `machines`).
 pub(super) fn list(cx: &Context, args: &ListArgs) -> anyhow::Result<ExitCode> {
     let config = cx.load_config()?;
+    if args.watch && !(0.1..=3600.0).contains(&args.interval) {
+        anyhow::bail!("--interval must be between 0.1 and 3600 seconds");
+    }
     admin_command(&config, &args.server, |client| async move {
         let list = client.machines().await?;
-        if args.json {
+        if args.json && !args.watch {
             println!("{}", serde_json::to_string_pretty(&list)?);
-        } else {
+        } else if !args.json {
             print!("{}", crate::assign::client::machines_table(&list));
+        }
+        if args.watch {
+            watch(&client, list, args).await?;
         }
         Ok(())
     })
 }
 
-/// Runs `f` with an admin API client built from `--server`/`--token` and the configuration.
+/// `machine list --watch`: polls the admin API and prints what changed, until `--count`
+/// events (or forever).
+async fn watch(
+    client: &AdminClient,
+    mut prev: serde_json::Value,
+    args: &ListArgs,
+) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let interval = std::time::Duration::from_secs_f64(args.interval);
+    if !args.json {
+        eprintln!("watching for boots (every {:?}; Ctrl-C stops)", interval);
+    }
+    let mut printed = 0u64;
+    loop {
+        tokio::time::sleep(interval).await;
+        let next = client.machines().await?;
+        for event in crate::assign::watch::changes(&prev, &next) {
+            let line = if args.json {
+                serde_json::to_string(&event)?
+            } else {
+                event.line()
+            };
+            let mut out = std::io::stdout().lock();
+            match writeln!(out, "{line}").and_then(|()| out.flush()) {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                r => r.context("cannot write to stdout")?,
+            }
+            printed += 1;
+            if args.count.is_some_and(|c| printed >= c) {
+                return Ok(());
+            }
+        }
+        prev = next;
+    }
+}
+
+/// Runs `f` with an admin API client: the admin socket when the service answers there (and
+/// neither `--server` nor `--token` is given), else HTTP with the admin token.
 fn admin_command<'a, F, Fut>(config: &Config, server: &ServerArgs, f: F) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(AdminClient) -> Fut + 'a,
     Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let explicit = server.server.is_some() || server.token.is_some();
+        let socket = if explicit {
+            None
+        } else {
+            super::service::connect(config).await?
+        };
+        let client = match socket {
+            Some(client) => client,
+            None => http_client(config, server)?,
+        };
+        f(client).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The admin API over HTTP, from `--server`/`--token` and the configuration.
+pub(super) fn http_client(config: &Config, server: &ServerArgs) -> anyhow::Result<AdminClient> {
     let base = server
         .server
         .clone()
@@ -169,11 +250,5 @@ where
             )
         })?,
     };
-    let client = AdminClient::new(&base, &token)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(f(client))?;
-    Ok(ExitCode::SUCCESS)
+    AdminClient::new(&base, &token)
 }

@@ -163,9 +163,19 @@ async fn mirror_command(config: Config, cmd: &MirrorCommand) -> anyhow::Result<E
                     .parse()
                     .with_context(|| format!("invalid image {text:?}"))?;
                 let bar = Bar::new("pull");
-                let progress = |p: PullProgress| match p {
-                    PullProgress::Planned { bytes, .. } => bar.0.set_length(bytes),
-                    PullProgress::BlobDone { size, .. } => bar.0.inc(size),
+                // Bytes of the blob downloading now already shown (blobs come one by one).
+                let current = std::sync::atomic::AtomicU64::new(0);
+                let progress = |p: PullProgress| {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    match p {
+                        PullProgress::Planned { bytes, .. } => bar.0.set_length(bytes),
+                        PullProgress::BlobBytes { written, .. } => bar
+                            .0
+                            .inc(written.saturating_sub(current.swap(written, Relaxed))),
+                        PullProgress::BlobDone { size, .. } => {
+                            bar.0.inc(size.saturating_sub(current.swap(0, Relaxed)))
+                        }
+                    }
                 };
                 let report = mirror.pull(&r, Requester::Internal, &progress).await;
                 bar.0.finish_and_clear();

@@ -11,6 +11,8 @@
 //! bootfactory store verify [--rebuild-index] re-hash every blob (opens the store)
 //! bootfactory store gc [--dry-run]           delete unreferenced blobs (opens the store)
 //! bootfactory machine assign|unassign|list   per-MAC assignments (the running server's admin API)
+//! bootfactory doctor [--json]                check this box (exit 1 on a failed check)
+//! bootfactory completions bash|zsh|fish      shell completion script (hidden: man --out DIR)
 //! ```
 //!
 //! | File | Commands |
@@ -21,6 +23,8 @@
 //! | `mirror.rs` | `mirror import`, `mirror export`, `mirror pull`, `mirror list` |
 //! | `store.rs` | `store verify`, `store gc` |
 //! | `machine.rs` | `machine assign`, `machine unassign`, `machine list` (and the old spellings) |
+//! | `doctor.rs` | `doctor` |
+//! | `completions.rs` | `completions`, `man` (hidden) |
 //! | `flags.rs` | configuration flags and the overrides they make |
 //!
 //! Configuration flags are generated from [`crate::config::keys::KEYS`], so every config key
@@ -36,12 +40,15 @@
 //! Commands that open the data directory themselves (`mirror`, `store`) take the store's
 //! lock, so they refuse to run while `bootfactory serve` uses the same directory.
 
+mod completions;
 mod config;
+mod doctor;
 mod flags;
 mod machine;
 mod mirror;
 mod schematic;
 mod serve;
+pub(crate) mod service;
 mod store;
 
 use std::path::{Path, PathBuf};
@@ -116,6 +123,14 @@ enum Command {
     /// Assign what machines boot and list them (talks to the running server's admin API).
     #[command(subcommand)]
     Machine(machine::MachineCommand),
+    /// Check this box: configuration, data directory, disk, store, versions, upstream, PXE,
+    /// build tools (exit code 1 when a check fails).
+    Doctor(doctor::DoctorArgs),
+    /// Print a shell completion script (bash, zsh or fish) on stdout.
+    Completions(completions::CompletionsArgs),
+    /// Write the man pages (bootfactory.1 and one per subcommand) into a directory.
+    #[command(hide = true)]
+    Man(completions::ManArgs),
     /// Old spelling of `machine assign`.
     #[command(hide = true)]
     Assign(machine::AssignArgs),
@@ -143,6 +158,7 @@ pub fn command() -> clap::Command {
         .mut_subcommand("machine", |c| {
             flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
         })
+        .mut_subcommand("doctor", |c| flags::add(c, Keys::All, flags::Show::Listed))
         // The old spellings accept every flag they accepted before, unlisted.
         .mut_subcommand("assign", |c| flags::add(c, Keys::All, flags::Show::Hidden))
         .mut_subcommand("unassign", |c| {
@@ -193,6 +209,9 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Mirror(cmd) => mirror::run(&cx, cmd),
         Command::Store(cmd) => store::run(&cx, cmd),
         Command::Machine(cmd) => machine::run(&cx, cmd),
+        Command::Doctor(args) => doctor::run(&cx, args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => completions::man(args),
         Command::Assign(args) => {
             deprecated("assign", "machine assign");
             machine::assign(&cx, args)

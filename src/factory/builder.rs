@@ -138,6 +138,7 @@ pub struct Builder {
     work_root: PathBuf,
     inflight: Mutex<HashMap<String, Shared>>,
     on_built: Option<OnBuilt>,
+    running: Arc<super::running::RunningBuilds>,
 }
 
 /// What the cache signing key signs for a stored asset (also the signature of a shared cache
@@ -171,6 +172,7 @@ impl Builder {
             work_root,
             inflight: Mutex::new(HashMap::new()),
             on_built: None,
+            running: Default::default(),
         })
     }
 
@@ -178,6 +180,11 @@ impl Builder {
     pub fn on_built(mut self, f: impl Fn(&str, BuildTiming, u64) + Send + Sync + 'static) -> Self {
         self.on_built = Some(Arc::new(f));
         self
+    }
+
+    /// The builds waiting for a slot or building now.
+    pub fn running(&self) -> &Arc<super::running::RunningBuilds> {
+        &self.running
     }
 
     /// The signer (its public key is published).
@@ -295,6 +302,7 @@ impl Builder {
         if let Some(hit) = self.cached(key).await {
             return Ok(hit);
         }
+        let registration = self.running.register(key);
         let queued_at = Instant::now();
         // A fetch is network and disk I/O, not CPU: it takes no build slot.
         let _slot = match making {
@@ -320,6 +328,11 @@ impl Builder {
             e => e,
         })?;
         let output = work.path().join("asset");
+        registration.started(&output);
+        if let Making::Fetch { .. } = making {
+            // Listed with the builds (`/api/v1/builds`), as what it is.
+            registration.phase("fetching");
+        }
         let result = tokio::time::timeout(self.timeout, build(output.clone())).await;
         match result {
             Ok(Ok(())) => {}
@@ -357,6 +370,7 @@ impl Builder {
                 e,
             )));
         }
+        registration.phase("storing");
         // Moved into the store, not copied: the work directory is on its filesystem.
         let digest = self.store.put_file(&output).await?;
         let size = self.store.stat(&digest).map(|i| i.size).unwrap_or(0);

@@ -25,6 +25,7 @@ pub mod meta;
 pub mod profile;
 pub mod quirks;
 pub(crate) mod remote;
+pub(crate) mod running;
 pub(crate) mod service;
 pub(crate) mod signing;
 pub(crate) mod talosctl;

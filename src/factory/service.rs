@@ -185,6 +185,9 @@ impl Factory {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> Factory {
+        metrics.register_collector(Box::new(super::running::RunningCollector::new(
+            builder.running().clone(),
+        )));
         let build_limiter = RateLimiter::new(
             config.build.per_client_burst,
             f64::from(config.build.per_client_per_minute) / 60.0,
@@ -918,7 +921,13 @@ impl Factory {
             }
             (None, None) => return Err(not_implemented(OutputKind::Image)),
         };
+        let running = self.builder.running().clone();
         Ok(move |out: PathBuf| -> BuildFuture {
+            let phase = match &job {
+                DiskJob::SdBoot(_) => "sd-boot disk image",
+                DiskJob::Grub(_) => "GRUB images, BOOT filesystem and disk image",
+            };
+            running.set_phase(&out, phase);
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || match job {
                     DiskJob::SdBoot(image) => {
@@ -963,7 +972,9 @@ impl Factory {
             .map_err(|e| FactoryError::Internal(errors::context("the raw disk image", e)))?;
         let out_format = r.profile.out_format;
         let uefi_only = plan.bootloader == DiskBootloader::SdBoot;
+        let running = self.builder.running().clone();
         Ok(move |out: PathBuf| -> BuildFuture {
+            running.set_phase(&out, "converting the raw disk image");
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || {
                     convert::convert_image(&raw, image.disk_format, out_format, uefi_only, &out)
@@ -1049,7 +1060,9 @@ impl Factory {
             timestamp: SOURCE_DATE_EPOCH,
             seed: key.as_bytes().to_vec(),
         };
+        let running = self.builder.running().clone();
         Ok(move |out: PathBuf| -> BuildFuture {
+            running.set_phase(&out, "ISO");
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
                     let work = out
@@ -1194,11 +1207,15 @@ impl Factory {
         let canonical = r.schematic.canonical.clone();
         let external = self.config.external_url_as_written();
         let supports_overlay = quirks.supports_overlay();
-        let cache = Arc::new(StoreSquashfsCache {
-            store: self.store.clone(),
-            handle: tokio::runtime::Handle::current(),
-        });
+        let store = self.store.clone();
+        let handle = tokio::runtime::Handle::current();
+        let running = self.builder.running().clone();
         Ok(move |out: PathBuf| -> BuildFuture {
+            let cache = Arc::new(StoreSquashfsCache {
+                store,
+                handle,
+                progress: running.progress_of(&out),
+            });
             Box::pin(async move {
                 tokio::task::spawn_blocking(move || -> Result<(), BuildError> {
                     let work = out
@@ -1341,6 +1358,8 @@ fn copy_file(src: PathBuf) -> impl FnOnce(PathBuf) -> BuildFuture + Send + 'stat
 struct StoreSquashfsCache {
     store: Store,
     handle: tokio::runtime::Handle,
+    /// The running build's progress (`squashfs N/M`).
+    progress: Option<super::running::Progress>,
 }
 
 impl initramfs::SquashfsCache for StoreSquashfsCache {
@@ -1358,5 +1377,11 @@ impl initramfs::SquashfsCache for StoreSquashfsCache {
             .set_ref("squashfs", key, &digest)
             .map_err(std::io::Error::other)?;
         Ok(())
+    }
+
+    fn squashfs_progress(&self, done: usize, total: usize) {
+        if let Some(p) = &self.progress {
+            p.set("squashfs", Some((done as u64, total as u64)));
+        }
     }
 }

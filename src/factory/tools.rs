@@ -34,6 +34,26 @@ pub enum Tool {
 const PROGRAM_DIRS: &[&str] = &["/usr/sbin", "/usr/bin", "/sbin", "/bin"];
 
 impl Tool {
+    /// Every tool, for `bootfactory doctor`.
+    pub const ALL: [Tool; 5] = [
+        Tool::MkfsXfs,
+        Tool::GrubMkimage,
+        Tool::GrubI386Pc,
+        Tool::GrubX86_64Efi,
+        Tool::GrubArm64Efi,
+    ];
+
+    /// What needs it, for people.
+    pub fn needed_for(self) -> &'static str {
+        match self {
+            Tool::MkfsXfs => "GRUB and dual-boot disk images",
+            Tool::GrubMkimage => "GRUB and dual-boot disk images, ISOs",
+            Tool::GrubI386Pc => "BIOS-bootable disk images and ISOs",
+            Tool::GrubX86_64Efi => "GRUB-only amd64 UEFI disk images",
+            Tool::GrubArm64Efi => "GRUB-only arm64 UEFI disk images",
+        }
+    }
+
     /// The Debian package that ships it.
     pub fn debian_package(self) -> &'static str {
         match self {

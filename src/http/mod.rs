@@ -1,6 +1,9 @@
 //! The HTTP side: axum routers only. Handlers are thin — they parse the request, call the
 //! module that owns the logic (schematics, store, …), and shape the response.
 
+mod admin;
+mod builds;
+mod doctor;
 pub mod error;
 mod factory;
 pub mod listener;
@@ -62,6 +65,7 @@ pub fn router(state: AppState) -> Router {
         default_registry: state.config.mirror.default_registry.clone(),
     });
     let admin = Router::new()
+        .route("/api/v1/status", get(admin::status))
         .route("/api/v1/machines", get(machines::list))
         .route(
             "/api/v1/machines/{mac}",
@@ -75,6 +79,8 @@ pub fn router(state: AppState) -> Router {
                 .put(machines::put_default)
                 .delete(machines::delete_default),
         )
+        .route("/api/v1/doctor", get(doctor::doctor))
+        .route("/api/v1/builds", get(builds::list))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             machines::require_admin,

@@ -31,6 +31,7 @@ mod error;
 mod gc;
 mod identity;
 mod index;
+mod quick;
 mod quota;
 #[cfg(test)]
 mod tests;
@@ -48,6 +49,7 @@ pub use digest::{ALGORITHM, Digest, ParseDigestError};
 pub use error::{Result, StoreError, caused_by_no_space, is_no_space};
 pub use gc::GcReport;
 pub use identity::{IndexProblem, RebuildReport};
+pub use quick::QuickCheck;
 pub use quota::Quota;
 
 use error::{io_ctx, join_err};

@@ -25,6 +25,11 @@ pub const HOLDBACK: u64 = 256 * 1024;
 /// Largest chunk handed to a reader at once.
 const READ_CHUNK: usize = 256 * 1024;
 
+/// [`BlobFetch::wait_done_reporting`] reports at least this many new bytes…
+pub const PROGRESS_BYTES: u64 = 1 << 20;
+/// …or after this long, whichever comes first.
+pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(100);
+
 /// Progress of a download, published to readers.
 #[derive(Debug, Clone, Default)]
 pub struct FetchState {
@@ -118,6 +123,36 @@ impl BlobFetch {
         loop {
             if let Some(outcome) = &rx.borrow_and_update().outcome {
                 return outcome.clone();
+            }
+            if rx.changed().await.is_err() {
+                return Err(self.vanished());
+            }
+        }
+    }
+
+    /// Like [`BlobFetch::wait_done`], calling `on_progress` with the bytes written so far as
+    /// the download advances, at most every [`PROGRESS_BYTES`] or [`PROGRESS_INTERVAL`]
+    /// (whichever comes first), so a caller can show byte progress within one blob.
+    pub async fn wait_done_reporting(
+        &self,
+        mut on_progress: impl FnMut(u64),
+    ) -> Result<(), UpstreamError> {
+        let mut rx = self.state.clone();
+        let mut reported = 0u64;
+        let mut at = Instant::now();
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if let Some(outcome) = &s.outcome {
+                    return outcome.clone();
+                }
+                if s.written > reported
+                    && (s.written - reported >= PROGRESS_BYTES || at.elapsed() >= PROGRESS_INTERVAL)
+                {
+                    reported = s.written;
+                    at = Instant::now();
+                    on_progress(reported);
+                }
             }
             if rx.changed().await.is_err() {
                 return Err(self.vanished());

@@ -108,6 +108,14 @@ pub enum PullProgress {
         /// Their total size.
         bytes: u64,
     },
+    /// The blob being downloaded has this many bytes so far (reported every MiB or 100 ms,
+    /// see [`super::fetch::BlobFetch::wait_done_reporting`]); its `BlobDone` follows.
+    BlobBytes {
+        /// Its size.
+        size: u64,
+        /// Bytes of it downloaded so far.
+        written: u64,
+    },
     /// A blob is present (downloaded now, or already stored).
     BlobDone {
         /// Its size.
@@ -396,7 +404,8 @@ impl Mirror {
     }
 
     /// Fetches a whole image (every platform) into the store: manifests first, then blobs.
-    /// `progress` is told the plan and each blob as it completes.
+    /// `progress` is told the plan, the bytes of each blob as it downloads, and each blob as
+    /// it completes.
     pub async fn pull(
         &self,
         image: &ImageRef,
@@ -442,7 +451,17 @@ impl Mirror {
             bytes: blobs.iter().map(|(_, s)| s).sum(),
         });
         for (digest, size) in blobs {
-            let fetched = self.ensure_blob(&image.name, &digest, who).await?;
+            let fetched = match self.blob(&image.name, &digest, who).await? {
+                BlobHit::Local(_) => false,
+                BlobHit::Remote { fetch, .. } => {
+                    fetch
+                        .wait_done_reporting(|written| {
+                            progress(PullProgress::BlobBytes { size, written })
+                        })
+                        .await?;
+                    true
+                }
+            };
             if fetched {
                 report.blobs_fetched += 1;
                 report.bytes_fetched += size;
@@ -462,5 +481,150 @@ fn not_found_as(e: UpstreamError, what: String) -> MirrorError {
             MirrorError::NotFound(format!("{what} unknown upstream ({message})"))
         }
         e => MirrorError::Upstream(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::extract::Path as UrlPath;
+    use axum::http::header;
+    use axum::response::IntoResponse as _;
+    use sha2::Digest as _;
+
+    fn sha(bytes: &[u8]) -> String {
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(bytes)))
+    }
+
+    /// A registry serving one single-layer image whose layer body comes in 64 KiB chunks
+    /// with a pause between them, so a download takes a while.
+    async fn slow_registry(layer: Vec<u8>) -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+        let config =
+            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+                .to_vec();
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{}","size":{}}}]}}"#,
+            sha(&config),
+            config.len(),
+            sha(&layer),
+            layer.len()
+        );
+        let blobs: Arc<HashMap<String, Vec<u8>>> =
+            Arc::new([(sha(&config), config), (sha(&layer), layer)].into());
+        let app = axum::Router::new()
+            .route("/v2/", axum::routing::get(|| async { "{}" }))
+            .route(
+                "/v2/test/image/manifests/{reference}",
+                axum::routing::get(move |_: UrlPath<String>| {
+                    let manifest = manifest.clone();
+                    async move {
+                        (
+                            [
+                                (
+                                    header::CONTENT_TYPE,
+                                    "application/vnd.oci.image.manifest.v1+json".to_string(),
+                                ),
+                                (
+                                    header::HeaderName::from_static("docker-content-digest"),
+                                    sha(manifest.as_bytes()),
+                                ),
+                            ],
+                            manifest,
+                        )
+                            .into_response()
+                    }
+                }),
+            )
+            .route(
+                "/v2/test/image/blobs/{digest}",
+                axum::routing::get(move |UrlPath(digest): UrlPath<String>| {
+                    let blobs = blobs.clone();
+                    async move {
+                        let bytes = blobs.get(&digest).cloned().unwrap_or_default();
+                        let len = bytes.len();
+                        let chunks: Vec<Vec<u8>> =
+                            bytes.chunks(64 << 10).map(<[u8]>::to_vec).collect();
+                        let stream = futures_util::stream::iter(chunks).then(|c| async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                            Ok::<_, std::io::Error>(bytes::Bytes::from(c))
+                        });
+                        (
+                            [(header::CONTENT_LENGTH, len.to_string())],
+                            Body::from_stream(stream),
+                        )
+                            .into_response()
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app).await.unwrap();
+        });
+        (addr, task)
+    }
+
+    use futures_util::StreamExt as _;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pull_reports_bytes_within_a_blob() {
+        crate::init_crypto();
+        let layer: Vec<u8> = (0..(5u32 << 20)).map(|i| (i % 251) as u8).collect();
+        let (addr, task) = slow_registry(layer.clone()).await;
+        let data = tempfile::tempdir().unwrap();
+        let mut config = Config {
+            data_dir: data.path().to_path_buf(),
+            ..Config::default()
+        };
+        config.upstream.registries.insert(
+            "up.test".into(),
+            crate::config::UpstreamRegistry {
+                endpoint: Some(format!("http://{addr}").parse().unwrap()),
+                ..Default::default()
+            },
+        );
+        let store = crate::store::Store::open(data.path()).unwrap();
+        let mirror = Mirror::new(Arc::new(config), ImageCatalog::new(store).unwrap());
+        let events = Mutex::new(Vec::new());
+        let image: ImageRef = "up.test/test/image:v1".parse().unwrap();
+        let report = mirror
+            .pull(&image, Requester::Internal, &|p| {
+                events.lock().unwrap().push(p)
+            })
+            .await
+            .unwrap();
+        assert_eq!(report.blobs_fetched, 2);
+        let events = events.into_inner().unwrap();
+        let size = layer.len() as u64;
+        let within: Vec<u64> = events
+            .iter()
+            .filter_map(|e| match e {
+                PullProgress::BlobBytes { size: s, written } if *s == size => Some(*written),
+                _ => None,
+            })
+            .collect();
+        // 5 MiB at 64 KiB every 5 ms (~0.4 s): reported every MiB or 100 ms, growing, short
+        // of the whole blob (its BlobDone says that), not once per chunk.
+        assert!(within.len() >= 3, "{within:?}");
+        assert!(within.len() <= 40, "rate-limited: {within:?}");
+        assert!(within.windows(2).all(|w| w[0] < w[1]), "{within:?}");
+        assert!(*within.last().unwrap() <= size);
+        let done = events
+            .iter()
+            .position(
+                |e| matches!(e, PullProgress::BlobDone { size: s, fetched: true } if *s == size),
+            )
+            .expect("the layer's BlobDone");
+        let last_bytes = events
+            .iter()
+            .rposition(|e| matches!(e, PullProgress::BlobBytes { size: s, .. } if *s == size))
+            .unwrap();
+        assert!(
+            last_bytes < done,
+            "byte progress comes before the blob is done"
+        );
+        assert!(matches!(events[0], PullProgress::Planned { blobs: 2, .. }));
+        task.abort();
     }
 }

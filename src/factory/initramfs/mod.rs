@@ -160,6 +160,9 @@ pub trait SquashfsCache: Send + Sync {
     fn get(&self, key: &str) -> Option<PathBuf>;
     /// Stores a copy of the file `squashfs` under `key` (the file is removed after the build).
     fn put(&self, key: &str, squashfs: &Path) -> io::Result<()>;
+    /// Called as the build goes through the extensions' squashfs images: `done` of `total`
+    /// (cached ones count as done at once). For progress reports; does nothing by default.
+    fn squashfs_progress(&self, _done: usize, _total: usize) {}
 }
 
 /// What a build did.
@@ -447,6 +450,11 @@ fn resolve_bundles(
         jobs.push((i, tree_bytes(&l.tree.dir.join("rootfs"))));
     }
     jobs.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let total = loaded.len();
+    let done = AtomicUsize::new(total - jobs.len());
+    if let Some(cache) = cache {
+        cache.squashfs_progress(done.load(Ordering::Relaxed), total);
+    }
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<(usize, Result<Bundle, InitramfsError>)>> = Mutex::new(Vec::new());
     let threads = std::thread::available_parallelism()
@@ -474,6 +482,9 @@ fn resolve_bundles(
                         });
                     let failed = r.is_err();
                     results.lock().expect("results lock").push((i, r));
+                    if let Some(cache) = cache {
+                        cache.squashfs_progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
+                    }
                     if failed {
                         // Let the other workers stop after their current extension.
                         next.store(usize::MAX / 2, Ordering::Relaxed);

@@ -1,0 +1,381 @@
+//! The builds running now: what the [`super::builder::Builder`] is waiting on or building,
+//! for the admin API (`GET /api/v1/builds`), `/metrics` and the log.
+//!
+//! The builder registers each build when it starts waiting for a slot ([`RunningBuilds::register`])
+//! and the registration is dropped when the build ends, however it ends. A build moves
+//! through phases — `queued`, `building`, `storing` — and a build function may refine
+//! `building` with what it is doing and how far it got (the initramfs build reports its
+//! squashfs images as `squashfs N/M`), through the [`Progress`] it finds by its output path
+//! ([`RunningBuilds::progress_of`]). Bytes written are the size of the output file at the
+//! time of asking, so no build has to count them. Phase changes are logged at INFO, never
+//! per chunk.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use serde::Serialize;
+
+/// The running builds of one builder.
+#[derive(Default)]
+pub struct RunningBuilds {
+    builds: Mutex<BTreeMap<u64, Entry>>,
+    next: AtomicU64,
+}
+
+struct Entry {
+    asset: String,
+    queued_at: Instant,
+    queued_unix: u64,
+    started: Option<Instant>,
+    output: Option<PathBuf>,
+    progress: Progress,
+}
+
+/// What a build is doing, shared between the builder and the build function.
+#[derive(Clone)]
+pub struct Progress {
+    asset: Arc<str>,
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+struct State {
+    phase: String,
+    items: Option<(u64, u64)>,
+}
+
+impl Progress {
+    fn new(asset: &str) -> Progress {
+        Progress {
+            asset: asset.into(),
+            state: Arc::new(Mutex::new(State {
+                phase: "queued".into(),
+                items: None,
+            })),
+        }
+    }
+
+    /// Sets the phase (`building`, `squashfs`, …) and, where the build has a natural counter,
+    /// the items done of a total. Logged at INFO when either changes (a counter counts whole
+    /// items, such as an extension's squashfs image, never chunks).
+    pub fn set(&self, phase: &str, items: Option<(u64, u64)>) {
+        let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = state.phase != phase || state.items != items;
+        state.phase = phase.to_string();
+        state.items = items;
+        drop(state);
+        if changed {
+            match items {
+                Some((done, total)) => {
+                    tracing::info!(asset = %self.asset, phase, done, total, "build phase")
+                }
+                None => tracing::info!(asset = %self.asset, phase, "build phase"),
+            }
+        }
+    }
+
+    fn get(&self) -> State {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// A build's entry; removed when dropped.
+pub struct Registration {
+    builds: Arc<RunningBuilds>,
+    id: u64,
+    progress: Progress,
+}
+
+impl Registration {
+    /// The build got its slot and writes `output`.
+    pub fn started(&self, output: &Path) {
+        if let Some(e) = self.builds.lock().get_mut(&self.id) {
+            e.started = Some(Instant::now());
+            e.output = Some(output.to_path_buf());
+        }
+        self.progress.set("building", None);
+    }
+
+    /// The phase (see [`Progress::set`]).
+    pub fn phase(&self, phase: &str) {
+        self.progress.set(phase, None);
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.builds.lock().remove(&self.id);
+    }
+}
+
+/// One running build, as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildView {
+    /// The asset's cache key (`<format>/<Kind>/<version>/<platform>/<arch>/<sb>/<schematic>[/…]`).
+    pub asset: String,
+    /// The output kind (`Initramfs`, `Image`, …), from the key.
+    pub kind: String,
+    /// The Talos version, from the key.
+    pub version: String,
+    /// The schematic ID (`-` for kernels), from the key.
+    pub schematic: String,
+    /// `queued`, `building`, `storing`, or what the build function says it is doing.
+    pub phase: String,
+    /// Items done, when the phase has a counter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub done: Option<u64>,
+    /// Items in total, when the phase has a counter.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub total: Option<u64>,
+    /// When the build was asked for (unix seconds).
+    pub queued_at: u64,
+    /// Seconds since it got its build slot (0 while queued).
+    pub running_seconds: u64,
+    /// Size of the output file so far.
+    pub bytes_written: u64,
+}
+
+impl RunningBuilds {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry>> {
+        self.builds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a build of `asset` waiting for a slot.
+    pub fn register(self: &Arc<Self>, asset: &str) -> Registration {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let progress = Progress::new(asset);
+        let queued_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.lock().insert(
+            id,
+            Entry {
+                asset: asset.to_string(),
+                queued_at: Instant::now(),
+                queued_unix,
+                started: None,
+                output: None,
+                progress: progress.clone(),
+            },
+        );
+        tracing::info!(asset, "build queued");
+        Registration {
+            builds: self.clone(),
+            id,
+            progress,
+        }
+    }
+
+    /// The progress handle of the build writing `output` (build functions know only that).
+    pub fn progress_of(&self, output: &Path) -> Option<Progress> {
+        self.lock()
+            .values()
+            .find(|e| e.output.as_deref() == Some(output))
+            .map(|e| e.progress.clone())
+    }
+
+    /// Names the phase of the build writing `output` (a build function's way to say what it
+    /// does when it has no counter).
+    pub fn set_phase(&self, output: &Path, phase: &str) {
+        if let Some(p) = self.progress_of(output) {
+            p.set(phase, None);
+        }
+    }
+
+    /// How many builds wait for a slot and how many build.
+    pub fn counts(&self) -> (usize, usize) {
+        let builds = self.lock();
+        let building = builds.values().filter(|e| e.started.is_some()).count();
+        (builds.len() - building, building)
+    }
+
+    /// Every running build, oldest first, with the bytes its output has now.
+    pub fn snapshot(&self) -> Vec<BuildView> {
+        struct Copied {
+            asset: String,
+            queued_unix: u64,
+            queued_at: Instant,
+            started: Option<Instant>,
+            output: Option<PathBuf>,
+            state: State,
+        }
+        let mut entries: Vec<Copied> = self
+            .lock()
+            .values()
+            .map(|e| Copied {
+                asset: e.asset.clone(),
+                queued_unix: e.queued_unix,
+                queued_at: e.queued_at,
+                started: e.started,
+                output: e.output.clone(),
+                state: e.progress.get(),
+            })
+            .collect();
+        entries.sort_by_key(|e| e.queued_at);
+        // The file system is asked outside the lock.
+        entries
+            .into_iter()
+            .map(|e| {
+                let mut parts = e.asset.split('/');
+                let kind = parts.nth(1).unwrap_or_default().to_string();
+                let version = parts.next().unwrap_or_default().to_string();
+                let schematic = parts.nth(3).unwrap_or_default().to_string();
+                let bytes_written = e
+                    .output
+                    .and_then(|p| std::fs::metadata(p).ok())
+                    .map_or(0, |m| m.len());
+                BuildView {
+                    kind,
+                    version,
+                    schematic,
+                    phase: e.state.phase,
+                    done: e.state.items.map(|i| i.0),
+                    total: e.state.items.map(|i| i.1),
+                    queued_at: e.queued_unix,
+                    running_seconds: e.started.map_or(0, |s| s.elapsed().as_secs()),
+                    bytes_written,
+                    asset: e.asset,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Metric names (`bootfactory_` like the appliance's other own metrics).
+const BUILDS_RUNNING: &str = "bootfactory_builds_running";
+const BUILD_BYTES: &str = "bootfactory_build_bytes_written";
+
+/// `/metrics`: `bootfactory_builds_running{state="queued"|"building"}` and
+/// `bootfactory_build_bytes_written{asset=…}` for builds holding a slot (at most
+/// `build.maxConcurrency` series, so the label stays bounded), read at scrape time.
+pub struct RunningCollector {
+    builds: Arc<RunningBuilds>,
+    descs: Vec<prometheus::core::Desc>,
+}
+
+impl RunningCollector {
+    /// A collector over `builds`.
+    pub fn new(builds: Arc<RunningBuilds>) -> RunningCollector {
+        let descs = [
+            (
+                BUILDS_RUNNING,
+                "Asset builds waiting for a slot or building.",
+                "state",
+            ),
+            (
+                BUILD_BYTES,
+                "Bytes each running build has written so far.",
+                "asset",
+            ),
+        ]
+        .into_iter()
+        .map(|(name, help, label)| {
+            prometheus::core::Desc::new(
+                name.into(),
+                help.into(),
+                vec![label.into()],
+                Default::default(),
+            )
+            .expect("valid metric")
+        })
+        .collect();
+        RunningCollector { builds, descs }
+    }
+}
+
+impl prometheus::core::Collector for RunningCollector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let running = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(
+                BUILDS_RUNNING,
+                "Asset builds waiting for a slot or building.",
+            ),
+            &["state"],
+        )
+        .expect("valid metric");
+        let bytes = prometheus::IntGaugeVec::new(
+            prometheus::Opts::new(BUILD_BYTES, "Bytes each running build has written so far."),
+            &["asset"],
+        )
+        .expect("valid metric");
+        let snapshot = self.builds.snapshot();
+        let queued = snapshot.iter().filter(|b| b.phase == "queued").count();
+        running.with_label_values(&["queued"]).set(queued as i64);
+        running
+            .with_label_values(&["building"])
+            .set((snapshot.len() - queued) as i64);
+        for b in snapshot.iter().filter(|b| b.phase != "queued") {
+            bytes
+                .with_label_values(&[b.asset.as_str()])
+                .set(b.bytes_written as i64);
+        }
+        let mut families = running.collect();
+        families.extend(bytes.collect());
+        families
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_is_listed_from_queue_to_drop_with_its_bytes() {
+        let builds = Arc::new(RunningBuilds::default());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("asset");
+        let key = "v1/Initramfs/v1.11.6/metal/amd64/-/abc";
+        let reg = builds.register(key);
+        let v = builds.snapshot();
+        assert_eq!(v.len(), 1);
+        assert_eq!(
+            (
+                v[0].phase.as_str(),
+                v[0].kind.as_str(),
+                v[0].version.as_str(),
+                v[0].schematic.as_str()
+            ),
+            ("queued", "Initramfs", "v1.11.6", "abc")
+        );
+        assert_eq!(builds.counts(), (1, 0));
+        reg.started(&out);
+        std::fs::write(&out, vec![0u8; 1234]).unwrap();
+        builds
+            .progress_of(&out)
+            .unwrap()
+            .set("squashfs", Some((2, 5)));
+        let v = builds.snapshot();
+        assert_eq!(v[0].bytes_written, 1234);
+        assert_eq!(
+            (v[0].phase.as_str(), v[0].done, v[0].total),
+            ("squashfs", Some(2), Some(5))
+        );
+        assert_eq!(builds.counts(), (0, 1));
+        let text = {
+            let m = crate::metrics::Metrics::new();
+            m.register_collector(Box::new(RunningCollector::new(builds.clone())));
+            m.render()
+        };
+        assert!(
+            text.contains("bootfactory_builds_running{state=\"building\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "bootfactory_build_bytes_written{{asset=\"{key}\"}} 1234"
+            )),
+            "{text}"
+        );
+        drop(reg);
+        assert!(builds.snapshot().is_empty());
+        assert!(builds.progress_of(&out).is_none());
+    }
+}
