@@ -776,3 +776,58 @@ async fn an_installer_image_comes_from_the_parents_registry() {
     .await;
     assert_eq!(status, 404, "nothing of the refused image is served");
 }
+
+/// A TCP forwarder on a port of its own to whatever `target` holds once set.
+fn forwarder(target: Arc<Mutex<Option<SocketAddr>>>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(client) = client else { continue };
+            let Some(to) = *target.lock().unwrap() else {
+                continue;
+            };
+            let Ok(server) = std::net::TcpStream::connect(to) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c1, mut s1) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c1, &mut s1);
+                let _ = s1.shutdown(std::net::Shutdown::Write);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+                let _ = c2.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_factory_that_is_its_own_parent_builds_at_once() {
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("a");
+    let (_layout, _release) = support::import_fixture(&data, &FixtureOptions::default()).await;
+    // Its parent is itself, through another port (as a load balancer or a DNS name would).
+    let target = Arc::new(Mutex::new(None));
+    let via = forwarder(target.clone());
+    let a = Daemon::start(
+        &data,
+        work.path(),
+        &["--offline", "--factory-parent", &format!("http://{via}")],
+    );
+    *target.lock().unwrap() = Some(a.addr);
+    let id = post_schematic(&a.url, SCHEMATIC).await;
+    let started = Instant::now();
+    let (status, body) = get(&format!("{}/image/{id}/v1.11.6/kernel-amd64", a.url)).await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "waited for itself: {:?}",
+        started.elapsed()
+    );
+    assert!(a.log_text().contains("parent loop"), "{}", a.log_text());
+    assert_eq!(log_count(&a, "asset built"), 1, "{}", a.log_text());
+}

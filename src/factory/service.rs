@@ -567,6 +567,14 @@ impl Factory {
         if let Some(hit) = self.builder.cached(&key).await {
             return Ok(hit);
         }
+        // Asked by a child for something this factory is itself fetching from a parent
+        // (parents configured in a loop): answer now rather than wait for ourselves.
+        let chain = super::remote::current_chain();
+        if self.parent.is_some() && chain.is_loop() {
+            return Err(FactoryError::ParentUnavailable(
+                "parent loop: this factory is already asking its parent for this request (factory.parent chains back to itself)".into(),
+            ));
+        }
         // The shared cache, then a parent factory, before the build budget and the host's
         // tools: an appliance fed by them needs neither.
         if let Some(cache) = &self.oci_cache {
@@ -595,6 +603,7 @@ impl Factory {
                 canonical: r.schematic.canonical.clone(),
                 version: r.version.to_string(),
                 path,
+                chain: chain.extended(),
             };
             let fetch = parent.fetch_build(self.store.clone(), req);
             match self.builder.get_or_fetch(&key, "parent", fetch).await {

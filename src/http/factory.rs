@@ -125,10 +125,18 @@ pub async fn image(
         .get("filename")
         .filter(|f| !f.is_empty())
         .map(|f| crate::file_response::safe_filename(f));
-    let delivery = state
-        .factory
-        .deliver(&schematic, &version, &path, filename, peer_ip(peer))
-        .await?;
+    let chain = crate::factory::remote::Chain::parse(
+        headers
+            .get(crate::factory::remote::CHAIN_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    );
+    let delivery = crate::factory::remote::with_chain(
+        chain,
+        state
+            .factory
+            .deliver(&schematic, &version, &path, filename, peer_ip(peer)),
+    )
+    .await?;
     match delivery {
         Delivery::Checksum(line) | Delivery::Signature(line) => {
             Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], line).into_response())

@@ -28,6 +28,72 @@
 pub(crate) mod oci_cache;
 pub(crate) mod parent;
 
+use std::sync::OnceLock;
+
+/// The header a child factory sends with a fetch: the instance IDs of the factories the
+/// request has passed through (comma-separated), its own last. A factory that finds its own
+/// ID there is asked for something it is itself waiting for (parents configured in a loop)
+/// and answers at once instead of asking its parent again.
+pub const CHAIN_HEADER: &str = "x-bootfactory-chain";
+/// The most IDs a chain header may carry (a longer one is a loop too).
+const MAX_CHAIN: usize = 16;
+
+/// This process's instance ID (random, per start).
+pub(crate) fn instance_id() -> &'static str {
+    static ID: OnceLock<String> = OnceLock::new();
+    ID.get_or_init(|| hex::encode(rand::random::<[u8; 8]>()))
+}
+
+/// The factories an `/image` request has passed through, from its [`CHAIN_HEADER`]
+/// (bounded: at most 16 IDs of at most 32 characters; anything else is ignored).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Chain(Vec<String>);
+
+impl Chain {
+    /// Reads a header value.
+    pub fn parse(header: Option<&str>) -> Chain {
+        let Some(h) = header else {
+            return Chain::default();
+        };
+        Chain(
+            h.split(',')
+                .map(str::trim)
+                .filter(|id| !id.is_empty() && id.len() <= 32)
+                .take(MAX_CHAIN + 1)
+                .map(str::to_string)
+                .collect(),
+        )
+    }
+
+    /// Whether this factory is already in the chain (or the chain is too long).
+    pub(crate) fn is_loop(&self) -> bool {
+        self.0.len() > MAX_CHAIN || self.0.iter().any(|id| id == instance_id())
+    }
+
+    /// The header value for a fetch from this factory's parent: the chain plus this factory.
+    pub(crate) fn extended(&self) -> String {
+        let mut ids = self.0.clone();
+        ids.push(instance_id().to_string());
+        ids.join(",")
+    }
+}
+
+tokio::task_local! {
+    /// The chain of the `/image` request being served (task-local: set by the HTTP handler
+    /// around [`crate::factory::service::Factory::deliver`]).
+    static CHAIN: Chain;
+}
+
+/// Runs `fut` (the delivery of one `/image` request) with `chain` as its chain.
+pub async fn with_chain<F: std::future::Future>(chain: Chain, fut: F) -> F::Output {
+    CHAIN.scope(chain, fut).await
+}
+
+/// The chain of the current request (empty outside one).
+pub(crate) fn current_chain() -> Chain {
+    CHAIN.try_with(Chain::clone).unwrap_or_default()
+}
+
 use crate::factory::profile::{AssetProfile, OutputKind, parse_asset_path};
 use crate::version::TalosVersion;
 
@@ -116,6 +182,19 @@ mod tests {
         let mut odd = parse_asset_path("metal-amd64.raw", &v).unwrap();
         odd.image.as_mut().unwrap().disk_size_mib = 3;
         assert_eq!(image_path(&odd, &v), None);
+    }
+
+    #[test]
+    fn chains_find_loops_and_stay_bounded() {
+        assert!(!Chain::parse(None).is_loop());
+        let other = Chain::parse(Some("aaaa, bbbb"));
+        assert!(!other.is_loop());
+        let mine = Chain::parse(Some(&other.extended()));
+        assert!(mine.is_loop());
+        assert_eq!(mine.0.len(), 3);
+        let long = vec!["x"; 40].join(",");
+        assert!(Chain::parse(Some(&long)).is_loop());
+        assert!(Chain::parse(Some(&"y".repeat(100))).0.is_empty());
     }
 
     #[test]

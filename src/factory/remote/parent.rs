@@ -124,6 +124,8 @@ pub(crate) struct FetchRequest {
     pub version: String,
     /// The asset path (`metal-amd64.iso`).
     pub path: String,
+    /// The [`super::CHAIN_HEADER`] value sent: the requests's chain plus this factory.
+    pub chain: String,
 }
 
 /// The parent factory.
@@ -491,7 +493,7 @@ impl Parent {
             req.path
         );
         let what = format!("{}/{}/{}", req.schematic, req.version, req.path);
-        let sha256 = match self.download(&url, &what, out, store).await {
+        let sha256 = match self.download(&url, &req.chain, &what, out, store).await {
             Err(ParentError::Missing { body, .. }) if body.contains("schematic ID") => {
                 // The parent forgot the schematic (a new store): post it again, once.
                 self.known
@@ -499,7 +501,7 @@ impl Parent {
                     .expect("known lock")
                     .remove(&req.schematic);
                 self.ensure_schematic(req).await?;
-                self.download(&url, &what, out, store).await?
+                self.download(&url, &req.chain, &what, out, store).await?
             }
             r => r?,
         };
@@ -511,17 +513,24 @@ impl Parent {
     async fn download(
         &self,
         url: &str,
+        chain: &str,
         what: &str,
         out: &Path,
         store: &Store,
     ) -> Result<String, ParentError> {
-        let mut resp = tokio::time::timeout(self.timeout, self.client.get(url).send())
-            .await
-            .map_err(|_| {
-                self.mark_down();
-                self.unavailable(format!("{what}: no answer within {:?}", self.timeout), None)
-            })?
-            .map_err(|e| self.transport(what, e))?;
+        let mut resp = tokio::time::timeout(
+            self.timeout,
+            self.client
+                .get(url)
+                .header(super::CHAIN_HEADER, chain)
+                .send(),
+        )
+        .await
+        .map_err(|_| {
+            self.mark_down();
+            self.unavailable(format!("{what}: no answer within {:?}", self.timeout), None)
+        })?
+        .map_err(|e| self.transport(what, e))?;
         let status = resp.status().as_u16();
         if status != 200 {
             let body = tokio::time::timeout(self.timeout, read_small(resp))
