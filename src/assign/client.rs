@@ -28,7 +28,8 @@ impl AdminClient {
         })
     }
 
-    async fn send(
+    /// Sends `req` with the token; a non-2xx answer is an error quoting status and body.
+    pub(crate) async fn send(
         &self,
         req: reqwest::RequestBuilder,
         what: &str,
@@ -50,6 +51,27 @@ impl AdminClient {
         Ok(Some(serde_json::from_str(&text).with_context(|| {
             format!("{what}: the server answered something that is not JSON")
         })?))
+    }
+
+    /// Any admin API call: `method` on `path` (`/api/v1/warm`) with an optional JSON body;
+    /// `timeout` replaces the client's 60 s for calls that build (a warm-up). `what` names the
+    /// call in errors.
+    pub async fn request_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        timeout: Option<std::time::Duration>,
+        what: &str,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(body) = body {
+            req = req.json(body);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        Ok(self.send(req, what).await?.unwrap_or_default())
     }
 
     /// `PUT /api/v1/machines/{mac}`.

@@ -147,7 +147,11 @@ pub(super) fn list(cx: &Context, args: &ListArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Runs `f` with an admin API client built from `--server`/`--token` and the configuration.
-fn admin_command<'a, F, Fut>(config: &Config, server: &ServerArgs, f: F) -> anyhow::Result<ExitCode>
+pub(super) fn admin_command<'a, F, Fut>(
+    config: &Config,
+    server: &ServerArgs,
+    f: F,
+) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(AdminClient) -> Fut + 'a,
     Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,

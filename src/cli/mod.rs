@@ -43,6 +43,7 @@ mod mirror;
 mod schematic;
 mod serve;
 mod store;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -116,6 +117,9 @@ enum Command {
     /// Assign what machines boot and list them (talks to the running server's admin API).
     #[command(subcommand)]
     Machine(machine::MachineCommand),
+    /// Build a machine's boot assets before it boots (talks to the running server's admin
+    /// API): prints what was built, sizes and time.
+    Warm(warm::WarmArgs),
     /// Old spelling of `machine assign`.
     #[command(hide = true)]
     Assign(machine::AssignArgs),
@@ -141,6 +145,9 @@ pub fn command() -> clap::Command {
             flags::add(c, Keys::Only(flags::STORE_KEYS), flags::Show::Listed)
         })
         .mut_subcommand("machine", |c| {
+            flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
+        })
+        .mut_subcommand("warm", |c| {
             flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
         })
         // The old spellings accept every flag they accepted before, unlisted.
@@ -193,6 +200,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Mirror(cmd) => mirror::run(&cx, cmd),
         Command::Store(cmd) => store::run(&cx, cmd),
         Command::Machine(cmd) => machine::run(&cx, cmd),
+        Command::Warm(args) => warm::run(&cx, args),
         Command::Assign(args) => {
             deprecated("assign", "machine assign");
             machine::assign(&cx, args)
