@@ -23,6 +23,13 @@ use crate::upstream::Mirror;
 /// Connections the separate metrics listener accepts at once (scrapers, not clients).
 const METRICS_MAX_CONNECTIONS: usize = 64;
 
+/// Connections the admin socket accepts at once (operators' commands, not clients).
+const ADMIN_SOCKET_MAX_CONNECTIONS: usize = 64;
+
+/// The request-body deadline on the admin socket: a bundle import streams gigabytes through
+/// it, so `http.bodyReadTimeoutSeconds` (sized for schematics) applies only when it is longer.
+const ADMIN_SOCKET_BODY_READ: Duration = Duration::from_secs(6 * 3600);
+
 /// Everything `serve` starts with, opened and ready.
 pub struct App {
     /// The HTTP state shared by all handlers.
@@ -105,6 +112,10 @@ impl App {
             .map(Arc::new);
         let plain = bind_optional(self.state.config.http.plain_listen, "http.plainListen").await?;
         let metrics = bind_optional(self.state.config.metrics.listen, "metrics.listen").await?;
+        let admin_socket = match self.state.config.admin_socket_path() {
+            Some(path) => Some(AdminSocket::bind(path).await?),
+            None => None,
+        };
         let netboot = if self.state.config.pxe.enabled {
             Some(
                 crate::netboot::Netboot::bind(
@@ -123,6 +134,7 @@ impl App {
             plain,
             tls,
             metrics,
+            admin_socket,
             netboot,
         })
     }
@@ -157,7 +169,74 @@ pub struct BoundApp {
     plain: Option<tokio::net::TcpListener>,
     tls: Option<Arc<crate::tls::Tls>>,
     metrics: Option<tokio::net::TcpListener>,
+    admin_socket: Option<AdminSocket>,
     netboot: Option<crate::netboot::Netboot>,
+}
+
+/// The admin Unix socket (`api.socket`): bound with mode 0600 (so only root and the service
+/// user can connect), and removed again when the server stops.
+struct AdminSocket {
+    path: std::path::PathBuf,
+    listener: tokio::net::UnixListener,
+}
+
+impl AdminSocket {
+    /// Binds `path`. A socket file left by a server that is gone (nothing answers) is
+    /// replaced; one a live server answers on is a refusal to start, like a busy TCP port.
+    async fn bind(path: std::path::PathBuf) -> anyhow::Result<AdminSocket> {
+        use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.file_type().is_socket() => anyhow::bail!(
+                "cannot listen on the admin socket {}: the file exists and is not a socket (api.socket)",
+                path.display()
+            ),
+            Ok(_) => match tokio::net::UnixStream::connect(&path).await {
+                Ok(_) => anyhow::bail!(
+                    "another bootfactory serve answers on the admin socket {} (it uses this data directory; stop it first, or set api.socket)",
+                    path.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(path = %path.display(), "removing a stale admin socket");
+                    std::fs::remove_file(&path).with_context(|| {
+                        format!("cannot remove the stale admin socket {}", path.display())
+                    })?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot check the admin socket {} (api.socket)",
+                            path.display()
+                        )
+                    });
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot check the admin socket {} (api.socket)",
+                        path.display()
+                    )
+                });
+            }
+        }
+        let listener = tokio::net::UnixListener::bind(&path).with_context(|| {
+            format!(
+                "cannot listen on the admin socket {} (api.socket)",
+                path.display()
+            )
+        })?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(
+            || {
+                format!(
+                    "cannot restrict the admin socket {} to mode 0600",
+                    path.display()
+                )
+            },
+        )?;
+        Ok(AdminSocket { path, listener })
+    }
 }
 
 impl BoundApp {
@@ -197,7 +276,7 @@ impl BoundApp {
             Some(listener) => {
                 tracing::info!(listen = %listener.local_addr()?, "metrics serving");
                 let endpoint = Endpoint {
-                    listener,
+                    listener: listener.into(),
                     router: http::metrics_router(self.state.metrics.clone()),
                     tls: None,
                 };
@@ -240,20 +319,47 @@ impl BoundApp {
             ),
             None => format!("serving {scheme} on {}", self.http.local_addr()?),
         };
+        let router = http::router(self.state.clone());
+        let admin_socket = self.admin_socket.map(|socket| {
+            tracing::info!(path = %socket.path.display(), "admin socket serving");
+            let endpoint = Endpoint {
+                listener: listener::Listener::Unix(listener::UnixEndpoint {
+                    listener: socket.listener,
+                    // Root, and the user the service runs as.
+                    admin_uids: vec![0, nix::unistd::geteuid().as_raw()],
+                }),
+                router: router.clone(),
+                tls: None,
+            };
+            let mut stop = stop_rx.clone();
+            let task = tokio::spawn(listener::serve(
+                vec![endpoint],
+                Limits {
+                    max_connections: ADMIN_SOCKET_MAX_CONNECTIONS,
+                    body_read: limits.body_read.max(ADMIN_SOCKET_BODY_READ),
+                    ..limits
+                },
+                conn_metrics.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+                Duration::from_secs(config.http.shutdown_grace_seconds),
+            ));
+            (socket.path, task)
+        });
         let netboot = self.netboot.map(|n| tokio::spawn(n.run(stop_rx)));
         let reloader = spawn_reload_on_sighup(self.state.clone(), self.tls.clone(), status.clone());
         let tls_watch = self.tls.clone().map(|t| t.spawn_watch());
         crate::systemd::spawn_watchdog();
         crate::systemd::ready(&status);
-        let router = http::router(self.state);
         let mut endpoints = vec![Endpoint {
-            listener: self.http,
+            listener: self.http.into(),
             router: router.clone(),
             tls: self.tls.as_ref().map(|t| t.acceptor()),
         }];
         if let Some(plain) = self.plain {
             endpoints.push(Endpoint {
-                listener: plain,
+                listener: plain.into(),
                 router,
                 tls: None,
             });
@@ -280,6 +386,11 @@ impl BoundApp {
         }
         if let Some(task) = metrics_server {
             let _ = task.await;
+        }
+        if let Some((path, task)) = admin_socket {
+            let _ = task.await;
+            // Gone with the server, so commands open the store directly at once.
+            let _ = std::fs::remove_file(&path);
         }
         if let Some(task) = netboot {
             match task.await {

@@ -21,6 +21,7 @@ const SECRET_KEYS: &[&str] = &["api.adminToken", "upstream.registries"];
 /// What `mirror import|export|pull|list` use: the store, its limits, and upstream access.
 pub(super) const MIRROR_KEYS: &[&str] = &[
     "dataDir",
+    "api.socket",
     "offline",
     "store.maxBytes",
     "store.minFreeBytes",
@@ -30,10 +31,10 @@ pub(super) const MIRROR_KEYS: &[&str] = &[
 ];
 
 /// What `store verify|gc` use.
-pub(super) const STORE_KEYS: &[&str] = &["dataDir"];
+pub(super) const STORE_KEYS: &[&str] = &["dataDir", "api.socket"];
 
 /// What `machine …` uses besides `--server`/`--token`: the admin token file's directory.
-pub(super) const MACHINE_KEYS: &[&str] = &["dataDir"];
+pub(super) const MACHINE_KEYS: &[&str] = &["dataDir", "api.socket"];
 
 /// Which keys a command takes.
 pub(super) enum Keys {

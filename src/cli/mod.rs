@@ -42,6 +42,7 @@ mod machine;
 mod mirror;
 mod schematic;
 mod serve;
+pub(crate) mod service;
 mod store;
 mod warm;
 

@@ -1,5 +1,6 @@
 //! `bootfactory warm <schematic> <version>`: builds a machine's boot assets on the running
-//! server before the machine boots (`POST /api/v1/warm`, admin token), and prints what was
+//! server before the machine boots (`POST /api/v1/warm`: over the admin socket when the
+//! service answers there, else HTTP with the admin token, as `machine …`), and prints what was
 //! built, its size and the time it took. By default what `/pxe` serves (command line, kernel,
 //! initramfs); `--boot iso|uki` or `--asset <path>` for more.
 
@@ -51,15 +52,12 @@ pub(super) fn run(cx: &Context, args: &WarmArgs) -> anyhow::Result<ExitCode> {
             "arch": args.arch,
             "assets": assets,
         });
-        let report = client
-            .request_json(
-                reqwest::Method::POST,
-                "/api/v1/warm",
-                Some(&body),
-                Some(WARM_TIMEOUT),
-                "warming up",
-            )
-            .await?;
+        // Builds take as long as they take: the call's own deadline, not the client's 60 s.
+        let req = client
+            .request(reqwest::Method::POST, "/api/v1/warm")
+            .json(&body)
+            .timeout(WARM_TIMEOUT);
+        let report = client.send(req, "warming up").await?.unwrap_or_default();
         if args.json {
             println!("{}", serde_json::to_string_pretty(&report)?);
         } else {

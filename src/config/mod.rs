@@ -165,13 +165,30 @@ impl Default for PxeConfig {
 }
 
 /// The admin API.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApiConfig {
     /// Bearer token for `/api/v1/…`; unset (empty) = generated on first start into
     /// `<dataDir>/admin-token` (mode 0600).
     #[serde(with = "value::optional")]
     pub admin_token: Option<String>,
+    /// The admin Unix socket `serve` listens on (the same API, authorised by the peer's uid:
+    /// root or the service's own user, instead of the token). A relative path is relative to
+    /// `dataDir`; the default is `admin.sock` there; empty = no socket.
+    #[serde(with = "value::optional")]
+    pub socket: Option<PathBuf>,
+}
+
+/// The admin socket's file name in the data directory (`api.socket`'s default).
+pub const DEFAULT_ADMIN_SOCKET: &str = "admin.sock";
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_token: None,
+            socket: Some(PathBuf::from(DEFAULT_ADMIN_SOCKET)),
+        }
+    }
 }
 
 /// Per-MAC assignments.
@@ -896,6 +913,11 @@ impl Config {
             }
             None => self.external_url(),
         }
+    }
+
+    /// The admin Unix socket (`api.socket`, relative to `dataDir`), `None` when disabled.
+    pub fn admin_socket_path(&self) -> Option<PathBuf> {
+        self.api.socket.as_ref().map(|p| self.data_dir.join(p))
     }
 
     /// The admin token file used when `api.adminToken` is empty.
