@@ -87,11 +87,13 @@ fn entry_name(mac: Option<MacAddr>) -> String {
 /// is applied if an entry is refused.
 ///
 /// Whether the factory serves an entry's version and whether its boot chain is whole (the
-/// extensions catalog, extensions, overlay: [`crate::factory::chain`]) is checked after that,
-/// in the background ([`verify_in_background`]), so a start never waits for an unreachable
-/// upstream, and a start with an empty store still comes up (the bundle can be imported
-/// next): each entry whose boot would fail is logged at WARN with the missing piece, and
-/// that machine's `/boot` and `/pxe` scripts answer the same error until it is fixed.
+/// extensions catalog, extensions, overlay: [`crate::factory::chain`]) is checked after that
+/// — offline at once (everything is in the store, so it is quick), online in the background
+/// ([`verify_in_background`]), so a start never waits for an unreachable upstream. Either
+/// way a broken chain does not stop the start (with an empty store, the bundle can only be
+/// imported next): each entry whose boot would fail is logged at WARN with the missing
+/// piece, and that machine's `/boot` and `/pxe` scripts answer the same error until it is
+/// fixed.
 pub async fn apply(
     path: &Path,
     assignments: &Assignments,
@@ -135,23 +137,47 @@ pub async fn apply(
         };
         result.map_err(|e| err(crate::errors::chain(&e)))?;
     }
-    verify_in_background(path, entries, factory.clone());
+    if factory.config().offline {
+        // Offline every answer is in the store: checked now, before the start completes.
+        verify(
+            &path.display().to_string(),
+            &entries,
+            &Arc::downgrade(factory),
+        )
+        .await;
+    } else {
+        verify_in_background(path, entries, factory);
+    }
     Ok(n)
 }
 
-/// Runs the admin API's whole [`check`] on each applied entry in a task of its own and logs
-/// the outcome: WARN for an entry whose boot would fail (the missing piece named) or that
-/// could not be checked, INFO when every entry's chain is whole.
+/// Runs [`verify`] in a task of its own (online: the check may wait for an upstream). The
+/// task holds the factory weakly, so a stopping server is not kept alive by it.
 pub fn verify_in_background(
     path: &Path,
     entries: Vec<(Option<MacAddr>, Assignment)>,
-    factory: Arc<Factory>,
+    factory: &Arc<Factory>,
 ) {
     let file = path.display().to_string();
-    tokio::spawn(async move {
+    let factory = Arc::downgrade(factory);
+    tokio::spawn(async move { verify(&file, &entries, &factory).await });
+}
+
+/// Runs the admin API's whole [`check`] on each applied entry and logs the outcome: WARN for
+/// an entry whose boot would fail (the missing piece named) or that could not be checked,
+/// INFO when every entry's chain is whole. Stops when the factory is gone.
+async fn verify(
+    file: &str,
+    entries: &[(Option<MacAddr>, Assignment)],
+    factory: &std::sync::Weak<Factory>,
+) {
+    {
         let mut broken = 0;
-        for (mac, a) in &entries {
+        for (mac, a) in entries {
             let name = entry_name(*mac);
+            let Some(factory) = factory.upgrade() else {
+                return;
+            };
             match check(&factory, a).await {
                 Ok(()) => {}
                 Err(CheckError::Unchecked(e)) => {
@@ -167,7 +193,7 @@ pub fn verify_in_background(
         if broken == 0 {
             tracing::info!(%file, entries = entries.len(), "every assignment's boot chain is whole");
         }
-    });
+    }
 }
 
 #[cfg(test)]
