@@ -152,6 +152,7 @@ async fn online_dns_failure_is_said_in_words() {
     ] {
         let (status, body) = get(&format!("{}{path}", s.url)).await;
         assert_eq!(status, 503, "{path}: {body}");
+        eprintln!("{path}: {body}");
         assert!(
             body.contains("cannot resolve nonexistent.invalid") && body.contains("DNS failure"),
             "{path}: {body}"
@@ -548,6 +549,55 @@ async fn warm_on_assignment() {
             .lines()
             .any(|l| l.starts_with("image_factory_assets_built_total{") && l.contains("initramfs")),
         "the boot built the initramfs itself:\n{text}"
+    );
+    s.stop().await;
+}
+
+/// Online against a registry (the fake upstream on loopback): wrong credentials are a 503
+/// saying 401 and which key to set; a version whose extensions catalog the registry does not
+/// have (404) is an assignment refused, naming the catalog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_credentials_and_missing_catalog_are_named() {
+    use std::sync::atomic::Ordering;
+    let fake = support::fake_registry::FakeRegistry::start().await;
+    fake.add_image("siderolabs/imager", "v1.11.6", b"imager layer");
+    let base = |token: &str| format!("{{ghcr.io: {{endpoint: 'http://{}'{token}}}}}", fake.addr);
+
+    fake.state.require_token.store(true, Ordering::SeqCst);
+    let wrong = base(", token: wrong-token");
+    let s = TestServer::start(&[
+        ("upstream.registries", &wrong),
+        ("upstream.retries", "0"),
+        ("api.adminToken", TOKEN),
+    ])
+    .await;
+    let (status, body) = get(&format!("{}/versions", s.url)).await;
+    assert_eq!(status, 503, "{body}");
+    eprintln!("/versions: {body}");
+    assert!(
+        body.contains("ghcr.io wants credentials (401 Unauthorized): set upstream.registries.ghcr.io.username and password, or token"),
+        "{body}"
+    );
+    s.stop().await;
+
+    fake.state.require_token.store(false, Ordering::SeqCst);
+    let plain = base("");
+    let s = TestServer::start(&[
+        ("upstream.registries", &plain),
+        ("upstream.retries", "0"),
+        ("api.adminToken", TOKEN),
+    ])
+    .await;
+    assert_eq!(
+        get(&format!("{}/versions", s.url)).await.1,
+        "[\"v1.11.6\"]\n"
+    );
+    let id = support::post_schematic(&s.url, "customization: {}").await;
+    let (status, body) = put_assignment(&s.url, MAC, "", &assignment(&id, "v1.11.6")).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.contains("the extensions catalog of v1.11.6: manifest ghcr.io/siderolabs/extensions:v1.11.6 unknown upstream"),
+        "{body}"
     );
     s.stop().await;
 }
