@@ -351,6 +351,56 @@ async fn seed_file_entries_with_a_broken_chain_are_logged() {
     // Applied anyway: the machine is assigned, and its /pxe answers the missing piece.
     let (status, body) = get(&format!("{}/pxe/{nope_id}/v1.11.6/metal-amd64", d.url)).await;
     assert_eq!(status, 400, "{body}");
+
+    // `bootfactory warm` with neither --server nor --token finds the running service on its
+    // admin socket in the data directory.
+    let exe = env!("CARGO_BIN_EXE_bootfactory");
+    let data_dir = data.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(exe)
+            .args(["warm", EMPTY_ID, "v1.11.6", "--data-dir"])
+            .arg(&data_dir)
+            .env_remove("BOOTFACTORY_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("initramfs-amd64.xz") && stdout.contains("built"),
+        "{stdout}"
+    );
+    d.stop();
+}
+
+/// Offline with nothing imported, `/versions` is `[]` every time and the log gets the hint
+/// once, not once per request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_store_hint_is_logged_once() {
+    let data = tempfile::tempdir().unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let mut d = Daemon::start(data.path(), logs.path(), &["--offline"]);
+    for _ in 0..5 {
+        let (status, body) = get(&format!("{}/versions", d.url)).await;
+        assert_eq!((status, body.as_str()), (200, "[]\n"));
+    }
+    let log = d.log_text();
+    let hints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the store lacks Talos content"))
+        .collect();
+    assert_eq!(hints.len(), 1, "{log}");
+    assert!(
+        hints[0].contains("WARN") && hints[0].contains("bootfactory mirror import <bundle>"),
+        "{}",
+        hints[0]
+    );
     d.stop();
 }
 
