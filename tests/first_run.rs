@@ -585,7 +585,7 @@ async fn warm_on_assignment() {
     assert_eq!(status, 200, "{body}");
     // Wait for the warm-up: a HEAD joins or hits what it builds, it never builds its own.
     let url = format!("{}/image/{id}/v1.11.6/initramfs-amd64.xz", s.url);
-    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     let r = client().head(&url).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = reqwest::get(format!("{}/metrics", s.url))
