@@ -50,6 +50,7 @@ mod schematic;
 mod serve;
 pub(crate) mod service;
 mod store;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -131,6 +132,9 @@ enum Command {
     /// Write the man pages (bootfactory.1 and one per subcommand) into a directory.
     #[command(hide = true)]
     Man(completions::ManArgs),
+    /// Build a machine's boot assets before it boots (talks to the running server's admin
+    /// API): prints what was built, sizes and time.
+    Warm(warm::WarmArgs),
     /// Old spelling of `machine assign`.
     #[command(hide = true)]
     Assign(machine::AssignArgs),
@@ -159,6 +163,9 @@ pub fn command() -> clap::Command {
             flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
         })
         .mut_subcommand("doctor", |c| flags::add(c, Keys::All, flags::Show::Listed))
+        .mut_subcommand("warm", |c| {
+            flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
+        })
         // The old spellings accept every flag they accepted before, unlisted.
         .mut_subcommand("assign", |c| flags::add(c, Keys::All, flags::Show::Hidden))
         .mut_subcommand("unassign", |c| {
@@ -212,6 +219,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(&cx, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
+        Command::Warm(args) => warm::run(&cx, args),
         Command::Assign(args) => {
             deprecated("assign", "machine assign");
             machine::assign(&cx, args)

@@ -357,6 +357,11 @@ pub const KEYS: &[KeySpec] = &[
         flag: "inventory-max-age-days",
         help: "Forget unassigned machines not seen for this many days (0 = never)",
     },
+    KeySpec {
+        key: "assignments.warmOnAssign",
+        flag: "warm-on-assign",
+        help: "Build a machine's kernel, initramfs and command line in the background when the admin API assigns it",
+    },
 ];
 
 /// Looks a key up by its dotted name.

@@ -204,6 +204,9 @@ pub struct AssignmentsConfig {
     pub inventory_max_machines: usize,
     /// Unassigned machines not seen for this many days are forgotten. 0 = never.
     pub inventory_max_age_days: u64,
+    /// Build a machine's boot assets (kernel, initramfs, command line) in the background when
+    /// the admin API assigns it, as `PUT /api/v1/machines/{mac}?warm=true` does.
+    pub warm_on_assign: bool,
 }
 
 impl Default for AssignmentsConfig {
@@ -212,6 +215,7 @@ impl Default for AssignmentsConfig {
             file: None,
             inventory_max_machines: 10_000,
             inventory_max_age_days: 90,
+            warm_on_assign: false,
         }
     }
 }

@@ -469,6 +469,12 @@ impl Factory {
         extra_args: &[String],
         client: Option<IpAddr>,
     ) -> Result<String, FactoryError> {
+        // A script is only worth sending when what it boots can be had: a broken chain (an
+        // extension not in the catalog, the catalog or an image missing) is the error the
+        // initramfs would get, now rather than after the kernel download.
+        self.check_boot_chain(resolved, resolved.profile.arch)
+            .await
+            .map_err(super::chain::ChainError::into_factory_error)?;
         self.asset(resolved, client).await?;
         let mut cmdline = self.cmdline(resolved);
         for arg in extra_args {

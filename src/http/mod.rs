@@ -73,6 +73,7 @@ pub fn router(state: AppState) -> Router {
                 .put(machines::put_machine)
                 .delete(machines::delete_machine),
         )
+        .route("/api/v1/warm", post(machines::warm))
         .route(
             "/api/v1/default",
             get(machines::get_default)
