@@ -64,6 +64,8 @@ pub struct StoreConfig {
     pub max_bytes: u64,
     /// Bytes that must stay free on the data directory's filesystem; 0 = none.
     pub min_free_bytes: u64,
+    /// The retention policy of `bootfactory store gc` and of the service's periodic GC.
+    pub gc: StoreGcConfig,
 }
 
 impl Default for StoreConfig {
@@ -71,6 +73,35 @@ impl Default for StoreConfig {
         StoreConfig {
             max_bytes: 0,
             min_free_bytes: 1 << 30,
+            gc: StoreGcConfig::default(),
+        }
+    }
+}
+
+/// `store.gc.*`: what garbage collection keeps (see `crate::retention`). The defaults keep
+/// every Talos version and every built asset: GC then only deletes unreferenced blobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreGcConfig {
+    /// Keep the release content of the newest N Talos versions in the store; 0 = every version.
+    pub keep_versions: usize,
+    /// Never remove the Talos versions and the assets that machine assignments (and the
+    /// default assignment) boot.
+    pub keep_referenced: bool,
+    /// After the version policy, evict built assets, least recently used first, until the
+    /// store holds at most this many bytes; 0 = no size target.
+    pub max_bytes: u64,
+    /// Run GC with this policy in `bootfactory serve` every N hours; 0 = never.
+    pub interval_hours: u64,
+}
+
+impl Default for StoreGcConfig {
+    fn default() -> Self {
+        StoreGcConfig {
+            keep_versions: 0,
+            keep_referenced: true,
+            max_bytes: 0,
+            interval_hours: 0,
         }
     }
 }
