@@ -75,6 +75,10 @@ impl App {
         )
         .context("cannot set up the admin API token")?
         .into();
+        let retention = Arc::new(crate::retention::Retention::new(
+            config.clone(),
+            mirror.catalog().clone(),
+        ));
         let state = AppState {
             config,
             schematics,
@@ -83,6 +87,7 @@ impl App {
             metrics,
             assignments,
             admin_token,
+            retention,
         };
         // The schematics directory and the assignments file, exactly as SIGHUP reloads them.
         reload(&state).await?;
@@ -243,6 +248,20 @@ impl BoundApp {
         let netboot = self.netboot.map(|n| tokio::spawn(n.run(stop_rx)));
         let reloader = spawn_reload_on_sighup(self.state.clone(), self.tls.clone(), status.clone());
         let tls_watch = self.tls.clone().map(|t| t.spawn_watch());
+        let periodic_gc = match config.store.gc.interval_hours {
+            0 => None,
+            hours => {
+                let every = Duration::from_secs(hours.saturating_mul(3600));
+                let policy = crate::retention::GcPolicy::from_config(&config.store.gc);
+                tracing::info!(every_hours = hours, ?policy, "periodic store gc enabled");
+                Some(crate::retention::spawn_periodic(
+                    self.state.retention.clone(),
+                    self.state.assignments.clone(),
+                    policy,
+                    every,
+                ))
+            }
+        };
         crate::systemd::spawn_watchdog();
         crate::systemd::ready(&status);
         let router = http::router(self.state);
@@ -272,6 +291,10 @@ impl BoundApp {
         .await;
         // The reloader holds the state (and so the store): end it with the server.
         if let Some(task) = reloader {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(task) = periodic_gc {
             task.abort();
             let _ = task.await;
         }

@@ -52,6 +52,27 @@ impl AdminClient {
         })?))
     }
 
+    /// Any admin API call: `method` on `path` (`/api/v1/…`) with an optional JSON `body`,
+    /// answered with JSON (`Null` for an empty answer); `what` names the call in errors.
+    /// `timeout` replaces the client's 60 s for calls that take long (a store GC or verify).
+    pub async fn request_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        what: &str,
+        timeout: Option<std::time::Duration>,
+    ) -> anyhow::Result<Value> {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(t) = timeout {
+            req = req.timeout(t);
+        }
+        Ok(self.send(req, what).await?.unwrap_or_default())
+    }
+
     /// `PUT /api/v1/machines/{mac}`.
     pub async fn assign(&self, mac: MacAddr, a: &Assignment) -> anyhow::Result<Value> {
         let req = self

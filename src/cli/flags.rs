@@ -29,8 +29,14 @@ pub(super) const MIRROR_KEYS: &[&str] = &[
     "upstream.retries",
 ];
 
-/// What `store verify|gc` use.
-pub(super) const STORE_KEYS: &[&str] = &["dataDir"];
+/// What `store verify|gc|usage` use (besides `--server`/`--token`): the data directory and
+/// the GC policy's defaults.
+pub(super) const STORE_KEYS: &[&str] = &[
+    "dataDir",
+    "store.gc.keepVersions",
+    "store.gc.keepReferenced",
+    "store.gc.maxBytes",
+];
 
 /// What `machine …` uses besides `--server`/`--token`: the admin token file's directory.
 pub(super) const MACHINE_KEYS: &[&str] = &["dataDir"];

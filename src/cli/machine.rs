@@ -28,7 +28,7 @@ pub(super) enum MachineCommand {
 pub(super) struct ServerArgs {
     /// The running server's URL (default: http.externalURL, else from http.listen).
     #[arg(long, value_name = "URL")]
-    server: Option<String>,
+    pub(super) server: Option<String>,
     /// Admin token (default: api.adminToken, else <data-dir>/admin-token).
     #[arg(
         long,
@@ -36,7 +36,7 @@ pub(super) struct ServerArgs {
         value_name = "TOKEN",
         hide_env_values = true
     )]
-    token: Option<String>,
+    pub(super) token: Option<String>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -6,6 +6,7 @@ mod factory;
 pub mod listener;
 mod machines;
 mod schematics;
+mod store_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +46,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub assignments: crate::assign::Assignments,
     pub admin_token: Arc<str>,
+    /// Store GC with retention (`/api/v1/store/*`, the periodic GC).
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 /// The `Server` header value.
@@ -75,6 +78,9 @@ pub fn router(state: AppState) -> Router {
                 .put(machines::put_default)
                 .delete(machines::delete_default),
         )
+        .route("/api/v1/store/gc", post(store_api::gc))
+        .route("/api/v1/store/verify", post(store_api::verify))
+        .route("/api/v1/store/usage", get(store_api::usage))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             machines::require_admin,

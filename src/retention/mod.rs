@@ -233,6 +233,10 @@ pub struct GcRunReport {
     pub blobs_removed: usize,
     /// Bytes those held.
     pub freed_bytes: u64,
+    /// Of `blobs_removed`: files that had no index record.
+    pub orphans: usize,
+    /// Blobs the store holds after.
+    pub blobs_after: usize,
     /// Store content before.
     pub bytes_before: u64,
     /// Store content after.
@@ -574,7 +578,13 @@ impl Retention {
             .await?
         };
         let bytes_before = snapshot.total_bytes();
-        let bytes_after = bytes_before.saturating_sub(report.freed_bytes);
+        // A dry run estimates; a real run reads the store's counter (orphan files were never
+        // in it, and content may have arrived meanwhile).
+        let bytes_after = if dry_run {
+            bytes_before.saturating_sub(report.freed_bytes)
+        } else {
+            self.store.total_size()
+        };
         let max_bytes_reached = policy.max_bytes.map(|m| bytes_after <= m);
         if let (Some(m), Some(false)) = (policy.max_bytes, max_bytes_reached) {
             plan.notes.push(format!(
@@ -601,6 +611,11 @@ impl Retention {
             refs_dropped: report.refs_dropped,
             blobs_removed: report.removed,
             freed_bytes: report.freed_bytes,
+            orphans: report.orphans,
+            blobs_after: snapshot
+                .blobs
+                .len()
+                .saturating_sub(report.removed - report.orphans),
             bytes_before,
             bytes_after,
             max_bytes_reached,
@@ -609,6 +624,52 @@ impl Retention {
             notes: owned.notes.into_iter().chain(plan.notes).collect(),
         })
     }
+}
+
+/// The service's periodic GC (`store.gc.intervalHours`): every `every`, the configured
+/// `policy` with [`SERVICE_GRACE`], skipped while another GC (an admin API call) runs; one
+/// log line per run.
+pub fn spawn_periodic(
+    retention: Arc<Retention>,
+    assignments: Assignments,
+    policy: GcPolicy,
+    every: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let referenced = match Referenced::from_assignments(&assignments) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(error = %crate::errors::chain(&e), "periodic store gc skipped: cannot read the assignments");
+                    continue;
+                }
+            };
+            match retention
+                .try_run(policy, &referenced, false, SERVICE_GRACE)
+                .await
+            {
+                Ok(r) => tracing::info!(
+                    versions_removed = r.versions.iter().filter(|v| !v.keep).count(),
+                    assets_evicted = r.evicted.len(),
+                    blobs_removed = r.blobs_removed,
+                    freed_bytes = r.freed_bytes + r.cache_freed_bytes,
+                    bytes_after = r.bytes_after,
+                    max_bytes_reached = ?r.max_bytes_reached,
+                    "periodic store gc"
+                ),
+                Err(RetentionError::Busy) => {
+                    tracing::info!("periodic store gc skipped: another GC is running")
+                }
+                Err(e) => {
+                    tracing::error!(error = %crate::errors::chain(&e), "periodic store gc failed")
+                }
+            }
+        }
+    })
 }
 
 /// Per-version usage from the attributed refs.
