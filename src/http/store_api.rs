@@ -2,8 +2,10 @@
 //! gc|verify|usage` work while the service holds the data directory:
 //!
 //! - `POST /api/v1/store/gc`: body `{"dryRun", "keepVersions", "keepReferenced", "maxBytes",
-//!   "storeId"}`, every field optional: the policy defaults to `store.gc.*`, `dryRun` to
-//!   `true` (deleting takes an explicit `false`); `keepVersions`/`maxBytes` 0 = no limit.
+//!   "graceSeconds", "storeId"}`, every field optional: the policy defaults to `store.gc.*`,
+//!   `dryRun` to `true` (deleting takes an explicit `false`); `keepVersions`/`maxBytes` 0 = no
+//!   limit; `graceSeconds` (default 3600, at most 30 days) keeps blobs put that recently (a
+//!   pull or build in progress).
 //!   Answers the run's report (`crate::retention::GcRunReport`); 409 while another GC runs.
 //! - `POST /api/v1/store/verify`: re-hashes every blob (corrupt ones are quarantined), answers
 //!   the store's verify report.
@@ -45,8 +47,12 @@ struct GcRequest {
     keep_versions: Option<usize>,
     keep_referenced: Option<bool>,
     max_bytes: Option<u64>,
+    grace_seconds: Option<u64>,
     store_id: Option<String>,
 }
+
+/// The longest grace period a request may ask for.
+const MAX_GRACE_SECONDS: u64 = 30 * 86_400;
 
 /// `?storeId=` of the other routes.
 #[derive(Debug, Default, Deserialize)]
@@ -105,10 +111,19 @@ pub async fn gc(State(state): State<AppState>, body: Bytes) -> Result<Response, 
         },
     };
     let dry_run = req.dry_run.unwrap_or(true);
+    let grace = match req.grace_seconds {
+        Some(s) if s > MAX_GRACE_SECONDS => {
+            return Err(ApiError::bad_request(format!(
+                "graceSeconds {s} is above the limit of {MAX_GRACE_SECONDS}"
+            )));
+        }
+        Some(s) => std::time::Duration::from_secs(s),
+        None => SERVICE_GRACE,
+    };
     let referenced = Referenced::from_assignments(&state.assignments)?;
     let report = state
         .retention
-        .try_run(policy, &referenced, dry_run, SERVICE_GRACE)
+        .try_run(policy, &referenced, dry_run, grace)
         .await?;
     Ok(Json(WithStore { store_id, report }).into_response())
 }
