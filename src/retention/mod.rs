@@ -552,7 +552,18 @@ impl Retention {
         );
         let live_after = {
             let dropped: HashSet<&RefEntry> = plan.drop.iter().collect();
-            snapshot.live_without(&dropped, grace)
+            let live = snapshot.live_without(&dropped, grace);
+            if !grace.is_zero() {
+                let without_grace = snapshot.live_without(&dropped, Duration::ZERO);
+                let young = snapshot.bytes(live.iter().filter(|d| !without_grace.contains(d)));
+                if young > 0 {
+                    plan.notes.push(format!(
+                        "{young} bytes nothing refers to are younger than the grace period ({} s) and stay until a later run",
+                        grace.as_secs()
+                    ));
+                }
+            }
+            live
         };
         let report: GcReport = {
             let store = self.store.clone();
@@ -588,7 +599,7 @@ impl Retention {
         let max_bytes_reached = policy.max_bytes.map(|m| bytes_after <= m);
         if let (Some(m), Some(false)) = (policy.max_bytes, max_bytes_reached) {
             plan.notes.push(format!(
-                "the store still holds {bytes_after} bytes, above maxBytes {m}: what is left is release content of kept versions, assets assignments boot, schematics, other images or content younger than the grace period, which size eviction never removes"
+                "maxBytes {m} is not reached: the store holds {bytes_after} bytes after this run; the rest is release content of kept versions, assets assignments boot, schematics, other images or content younger than the grace period, which size eviction never removes"
             ));
         }
         if !dry_run {
@@ -912,9 +923,14 @@ fn evict(
         if projected <= max {
             break;
         }
+        // Kept anyway (younger than the grace period, or reached from kept content):
+        // unnaming it would cost a rebuild and free nothing.
+        if base.contains(&r.target) {
+            continue;
+        }
         let n = holders.get_mut(&r.target).expect("counted");
         *n -= 1;
-        let bytes = if *n == 0 && !base.contains(&r.target) {
+        let bytes = if *n == 0 {
             snapshot.bytes([&r.target])
         } else {
             0
@@ -926,11 +942,6 @@ fn evict(
             last_used: *used,
         });
         drop.insert((*r).clone());
-    }
-    if projected > max {
-        out.notes.push(format!(
-            "maxBytes {max} cannot be reached by evicting built assets: about {projected} bytes stay"
-        ));
     }
     out.evicted = evicted;
 }

@@ -295,7 +295,7 @@ async fn max_bytes_evicts_least_recently_used_assets_but_not_assigned_ones() {
         .await
         .unwrap();
     assert_eq!(r.max_bytes_reached, Some(false));
-    assert!(r.notes.iter().any(|n| n.contains("cannot be reached")), "{:?}", r.notes);
+    assert!(r.notes.iter().any(|n| n.contains("is not reached")), "{:?}", r.notes);
     assert!(f.store.contains(&blobs[2]), "the assigned asset stays");
     assert!(f.store.get_ref(ASSET_KIND, &kernel_key("v1.11.0")).unwrap().is_some(), "an assigned version's kernel stays");
     assert!(f.store.get_ref(ASSET_KIND, &kernel_key("v1.9.0")).unwrap().is_none());
@@ -312,9 +312,22 @@ async fn the_grace_period_keeps_fresh_content_and_gc_runs_one_at_a_time() {
         .run(keep(1), &none, false, Duration::from_secs(3600))
         .await
         .unwrap();
-    // Refs go, but every blob is younger than the grace period.
+    // Refs go, but every blob is younger than the grace period, and the report says so.
     assert!(r.refs_dropped > 0);
     assert_eq!(r.blobs_removed, 0);
+    assert!(r.notes.iter().any(|n| n.contains("younger than the grace period")), "{:?}", r.notes);
+    // Size eviction never unnames an asset whose blob the grace period keeps anyway.
+    let sized = GcPolicy {
+        max_bytes: Some(1),
+        ..keep(1)
+    };
+    let r = f
+        .retention
+        .run(sized, &none, true, Duration::from_secs(3600))
+        .await
+        .unwrap();
+    assert!(r.evicted.is_empty(), "{:?}", r.evicted);
+    assert_eq!(r.max_bytes_reached, Some(false));
     assert!(f.store.contains(&f.own_layer[0]));
     // A later run without grace sweeps them.
     let r = f
