@@ -64,6 +64,13 @@ pub fn router(state: AppState) -> Router {
     });
     let admin = Router::new()
         .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/images", get(admin::images))
+        .route(
+            "/api/v1/images/import",
+            post(admin::import).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/images/pull", post(admin::pull))
+        .route("/api/v1/images/export", get(admin::export))
         .route("/api/v1/machines", get(machines::list))
         .route(
             "/api/v1/machines/{mac}",
