@@ -23,6 +23,13 @@ use crate::upstream::Mirror;
 /// Connections the separate metrics listener accepts at once (scrapers, not clients).
 const METRICS_MAX_CONNECTIONS: usize = 64;
 
+/// Connections the admin socket accepts at once (operators' commands, not clients).
+const ADMIN_SOCKET_MAX_CONNECTIONS: usize = 64;
+
+/// The request-body deadline on the admin socket: a bundle import streams gigabytes through
+/// it, so `http.bodyReadTimeoutSeconds` (sized for schematics) applies only when it is longer.
+const ADMIN_SOCKET_BODY_READ: Duration = Duration::from_secs(6 * 3600);
+
 /// Everything `serve` starts with, opened and ready.
 pub struct App {
     /// The HTTP state shared by all handlers.
@@ -38,12 +45,7 @@ impl App {
                 config.data_dir.display()
             )
         })?;
-        let store = Store::open(&config.data_dir).with_context(|| {
-            format!(
-                "cannot open the store in {} (if another bootfactory process uses this data directory, stop it first)",
-                config.data_dir.display()
-            )
-        })?;
+        let store = open_store(&config.data_dir)?;
         store.set_quota(crate::store::Quota {
             max_bytes: config.store.max_bytes,
             min_free_bytes: config.store.min_free_bytes,
@@ -110,6 +112,10 @@ impl App {
             .map(Arc::new);
         let plain = bind_optional(self.state.config.http.plain_listen, "http.plainListen").await?;
         let metrics = bind_optional(self.state.config.metrics.listen, "metrics.listen").await?;
+        let admin_socket = match self.state.config.admin_socket_path() {
+            Some(path) => Some(AdminSocket::bind(path).await?),
+            None => None,
+        };
         let netboot = if self.state.config.pxe.enabled {
             Some(
                 crate::netboot::Netboot::bind(
@@ -128,6 +134,7 @@ impl App {
             plain,
             tls,
             metrics,
+            admin_socket,
             netboot,
         })
     }
@@ -138,6 +145,139 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.bind().await?.serve(shutdown).await
+    }
+}
+
+/// The store and the mirror of an existing data directory, for the commands that work on it
+/// themselves when no service runs (`mirror …`): unlike [`App::open`] this creates no data
+/// directory, admin token, signing key or factory.
+pub struct DirectStore {
+    /// The opened store.
+    pub store: Store,
+    /// The mirror over its catalog (pulls use the configured upstreams).
+    pub mirror: Arc<Mirror>,
+}
+
+impl DirectStore {
+    /// Opens the store in `config.data_dir`, which must exist ([`check_data_dir`]).
+    pub fn open(config: Config) -> anyhow::Result<DirectStore> {
+        check_data_dir(&config.data_dir)?;
+        let store = open_store(&config.data_dir)?;
+        store.set_quota(crate::store::Quota {
+            max_bytes: config.store.max_bytes,
+            min_free_bytes: config.store.min_free_bytes,
+        });
+        let catalog = ImageCatalog::new(store.clone()).context("cannot open the image catalog")?;
+        let mirror = Arc::new(Mirror::new(Arc::new(config), catalog));
+        Ok(DirectStore { store, mirror })
+    }
+}
+
+/// Opens the store in `dir`, saying why it cannot: another process holds it, or this user
+/// may not write there (never blamed on another process).
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
+    use crate::store::StoreError;
+    Store::open(dir).map_err(|e| match e {
+        StoreError::Locked { .. } => anyhow::Error::new(e).context(format!(
+            "cannot open the store in {}: another bootfactory process uses it (a `bootfactory serve` without its admin socket, api.socket, or another command); stop it or wait for it",
+            dir.display()
+        )),
+        e if e.is_permission_denied() => {
+            anyhow::Error::new(e).context(permission_message(dir))
+        }
+        e => anyhow::Error::new(e).context(format!("cannot open the store in {}", dir.display())),
+    })
+}
+
+/// "permission denied" for `dir`, with its owner and the current user.
+fn permission_message(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = std::fs::metadata(dir)
+        .map(|m| format!("uid {}", m.uid()))
+        .unwrap_or_else(|_| "another user".into());
+    format!(
+        "permission denied on the data directory {} (owned by {owner}, this command runs as uid {}): run it as root or as the service's user",
+        dir.display(),
+        nix::unistd::geteuid()
+    )
+}
+
+/// Checks that the data directory exists and is writable: only `serve` creates it, so a
+/// command pointed at the wrong place says so instead of starting an empty store there.
+pub fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "data directory {} does not exist: is this the service's data directory? pass --data-dir or --config (only `bootfactory serve` creates it)",
+            dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            anyhow::bail!("{}", permission_message(dir))
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot read the data directory {}", dir.display()))
+        }
+        Ok(m) if !m.is_dir() => anyhow::bail!(
+            "data directory {} is not a directory (dataDir)",
+            dir.display()
+        ),
+        Ok(_) => {
+            if nix::unistd::access(
+                dir,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .is_err()
+            {
+                anyhow::bail!("{}", permission_message(dir));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Makes files this process creates from now on belong to the owner of the data directory
+/// `dir`, when running as root and `dir` belongs to another user (the service's): the
+/// effective uid and gid become the owner's (supplementary groups are dropped), so the index
+/// and blobs a command writes stay usable by the service. Returns the guard that switches
+/// back to root when dropped (for writing the command's own output afterwards), or `None`
+/// when nothing was switched.
+pub fn act_as_data_dir_owner(dir: &std::path::Path) -> anyhow::Result<Option<OwnerGuard>> {
+    use nix::unistd::{Gid, Uid, getegid, geteuid, setegid, seteuid, setgroups};
+    use std::os::unix::fs::MetadataExt as _;
+    if !geteuid().is_root() {
+        return Ok(None);
+    }
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        // check_data_dir reports it.
+        Err(_) => return Ok(None),
+    };
+    if meta.uid() == 0 {
+        return Ok(None);
+    }
+    let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    let groups = nix::unistd::getgroups().unwrap_or_default();
+    let saved = OwnerGuard {
+        gid: getegid(),
+        groups,
+    };
+    setgroups(&[gid]).context("cannot drop supplementary groups")?;
+    setegid(gid).with_context(|| format!("cannot switch to the data directory's group {gid}"))?;
+    seteuid(uid).with_context(|| format!("cannot switch to the data directory's owner {uid}"))?;
+    tracing::debug!(%uid, %gid, dir = %dir.display(), "acting as the data directory's owner");
+    Ok(Some(saved))
+}
+
+/// Switches back to root when dropped (see [`act_as_data_dir_owner`]).
+pub struct OwnerGuard {
+    gid: nix::unistd::Gid,
+    groups: Vec<nix::unistd::Gid>,
+}
+
+impl Drop for OwnerGuard {
+    fn drop(&mut self) {
+        let _ = nix::unistd::seteuid(nix::unistd::Uid::from_raw(0));
+        let _ = nix::unistd::setegid(self.gid);
+        let _ = nix::unistd::setgroups(&self.groups);
     }
 }
 
@@ -162,7 +302,74 @@ pub struct BoundApp {
     plain: Option<tokio::net::TcpListener>,
     tls: Option<Arc<crate::tls::Tls>>,
     metrics: Option<tokio::net::TcpListener>,
+    admin_socket: Option<AdminSocket>,
     netboot: Option<crate::netboot::Netboot>,
+}
+
+/// The admin Unix socket (`api.socket`): bound with mode 0600 (so only root and the service
+/// user can connect), and removed again when the server stops.
+struct AdminSocket {
+    path: std::path::PathBuf,
+    listener: tokio::net::UnixListener,
+}
+
+impl AdminSocket {
+    /// Binds `path`. A socket file left by a server that is gone (nothing answers) is
+    /// replaced; one a live server answers on is a refusal to start, like a busy TCP port.
+    async fn bind(path: std::path::PathBuf) -> anyhow::Result<AdminSocket> {
+        use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) if !meta.file_type().is_socket() => anyhow::bail!(
+                "cannot listen on the admin socket {}: the file exists and is not a socket (api.socket)",
+                path.display()
+            ),
+            Ok(_) => match tokio::net::UnixStream::connect(&path).await {
+                Ok(_) => anyhow::bail!(
+                    "another bootfactory serve answers on the admin socket {} (it uses this data directory; stop it first, or set api.socket)",
+                    path.display()
+                ),
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    tracing::info!(path = %path.display(), "removing a stale admin socket");
+                    std::fs::remove_file(&path).with_context(|| {
+                        format!("cannot remove the stale admin socket {}", path.display())
+                    })?;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "cannot check the admin socket {} (api.socket)",
+                            path.display()
+                        )
+                    });
+                }
+            },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "cannot check the admin socket {} (api.socket)",
+                        path.display()
+                    )
+                });
+            }
+        }
+        let listener = tokio::net::UnixListener::bind(&path).with_context(|| {
+            format!(
+                "cannot listen on the admin socket {} (api.socket)",
+                path.display()
+            )
+        })?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(
+            || {
+                format!(
+                    "cannot restrict the admin socket {} to mode 0600",
+                    path.display()
+                )
+            },
+        )?;
+        Ok(AdminSocket { path, listener })
+    }
 }
 
 impl BoundApp {
@@ -202,7 +409,7 @@ impl BoundApp {
             Some(listener) => {
                 tracing::info!(listen = %listener.local_addr()?, "metrics serving");
                 let endpoint = Endpoint {
-                    listener,
+                    listener: listener.into(),
                     router: http::metrics_router(self.state.metrics.clone()),
                     tls: None,
                 };
@@ -245,6 +452,34 @@ impl BoundApp {
             ),
             None => format!("serving {scheme} on {}", self.http.local_addr()?),
         };
+        let router = http::router(self.state.clone());
+        let admin_socket = self.admin_socket.map(|socket| {
+            tracing::info!(path = %socket.path.display(), "admin socket serving");
+            let endpoint = Endpoint {
+                listener: listener::Listener::Unix(listener::UnixEndpoint {
+                    listener: socket.listener,
+                    // Root, and the user the service runs as.
+                    admin_uids: vec![0, nix::unistd::geteuid().as_raw()],
+                }),
+                router: router.clone(),
+                tls: None,
+            };
+            let mut stop = stop_rx.clone();
+            let task = tokio::spawn(listener::serve(
+                vec![endpoint],
+                Limits {
+                    max_connections: ADMIN_SOCKET_MAX_CONNECTIONS,
+                    body_read: limits.body_read.max(ADMIN_SOCKET_BODY_READ),
+                    ..limits
+                },
+                conn_metrics.clone(),
+                async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                },
+                Duration::from_secs(config.http.shutdown_grace_seconds),
+            ));
+            (socket.path, task)
+        });
         let netboot = self.netboot.map(|n| tokio::spawn(n.run(stop_rx)));
         let reloader = spawn_reload_on_sighup(self.state.clone(), self.tls.clone(), status.clone());
         let tls_watch = self.tls.clone().map(|t| t.spawn_watch());
@@ -264,15 +499,14 @@ impl BoundApp {
         };
         crate::systemd::spawn_watchdog();
         crate::systemd::ready(&status);
-        let router = http::router(self.state);
         let mut endpoints = vec![Endpoint {
-            listener: self.http,
+            listener: self.http.into(),
             router: router.clone(),
             tls: self.tls.as_ref().map(|t| t.acceptor()),
         }];
         if let Some(plain) = self.plain {
             endpoints.push(Endpoint {
-                listener: plain,
+                listener: plain.into(),
                 router,
                 tls: None,
             });
@@ -303,6 +537,11 @@ impl BoundApp {
         }
         if let Some(task) = metrics_server {
             let _ = task.await;
+        }
+        if let Some((path, task)) = admin_socket {
+            let _ = task.await;
+            // Gone with the server, so commands open the store directly at once.
+            let _ = std::fs::remove_file(&path);
         }
         if let Some(task) = netboot {
             match task.await {

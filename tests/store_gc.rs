@@ -86,12 +86,22 @@ async fn gc_keeps_the_newest_and_the_assigned_versions_and_they_still_boot() {
     let versions = ["v1.8.4", "v1.10.3", "v1.11.6"];
     let (_layout, _release) = import_fixture(data.path(), &options(&versions, 256 << 10)).await;
     let mut daemon = Daemon::start(data.path(), logs.path(), &["--offline"]);
-    let id = support::post_schematic(&daemon.url, "customization:\n  extraKernelArgs: [console=ttyS0]\n").await;
+    let id = support::post_schematic(
+        &daemon.url,
+        "customization:\n  extraKernelArgs: [console=ttyS0]\n",
+    )
+    .await;
     // Assets of every version; the oldest one is assigned.
     for v in versions {
         for asset in ["kernel-amd64", "initramfs-amd64.xz"] {
-            let (status, body) = get_status(&format!("{}/image/{id}/{v}/{asset}", daemon.url)).await;
-            assert_eq!(status, 200, "{v} {asset}: {}", String::from_utf8_lossy(&body));
+            let (status, body) =
+                get_status(&format!("{}/image/{id}/{v}/{asset}", daemon.url)).await;
+            assert_eq!(
+                status,
+                200,
+                "{v} {asset}: {}",
+                String::from_utf8_lossy(&body)
+            );
         }
     }
     let resp = http()
@@ -103,9 +113,10 @@ async fn gc_keeps_the_newest_and_the_assigned_versions_and_they_still_boot() {
         .unwrap();
     assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
 
-    // While serve holds the data directory, the commands go through its admin API.
+    // While serve holds the data directory, the commands go through its admin API: over the
+    // admin socket by default, over HTTP with --server.
     let server = ["--server", daemon.url.as_str()];
-    let out = store_cmd(data.path(), &[&["usage"][..], &server].concat());
+    let out = store_cmd(data.path(), &["usage"]);
     assert!(out.status.success(), "{}", text(&out));
     let usage = String::from_utf8_lossy(&out.stdout).to_string();
     for v in versions {
@@ -117,21 +128,39 @@ async fn gc_keeps_the_newest_and_the_assigned_versions_and_they_still_boot() {
     );
     assert!(out.status.success(), "{}", text(&out));
     let plan = String::from_utf8_lossy(&out.stdout).to_string();
-    let line = |v: &str| plan.lines().find(|l| l.starts_with(v)).unwrap_or("").to_string();
-    assert!(line("v1.11.6").contains("keep") && line("v1.11.6").contains("newest 1"), "{plan}");
-    assert!(line("v1.8.4").contains("keep") && line("v1.8.4").contains("assigned"), "{plan}");
+    let line = |v: &str| {
+        plan.lines()
+            .find(|l| l.starts_with(v))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert!(
+        line("v1.11.6").contains("keep") && line("v1.11.6").contains("newest 1"),
+        "{plan}"
+    );
+    assert!(
+        line("v1.8.4").contains("keep") && line("v1.8.4").contains("assigned"),
+        "{plan}"
+    );
     assert!(line("v1.10.3").contains("remove"), "{plan}");
     assert!(plan.contains("nothing deleted (--dry-run)"), "{plan}");
     let out = store_cmd(
         data.path(),
-        &[&["gc", "--keep-versions", "1", "--dry-run", "--json"][..], &server].concat(),
+        &[
+            &["gc", "--keep-versions", "1", "--dry-run", "--json"][..],
+            &server,
+        ]
+        .concat(),
     );
     let service_plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     daemon.stop();
     assert_eq!(imager_tags(data.path()), ["v1.10.3", "v1.11.6", "v1.8.4"]);
 
     // Directly: the same plan, nothing deleted without --yes, then the real run.
-    let out = store_cmd(data.path(), &["gc", "--keep-versions", "1", "--dry-run", "--json"]);
+    let out = store_cmd(
+        data.path(),
+        &["gc", "--keep-versions", "1", "--dry-run", "--json"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let dry: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(dry["versions"], service_plan["versions"]);
@@ -140,12 +169,28 @@ async fn gc_keeps_the_newest_and_the_assigned_versions_and_they_still_boot() {
     let out = store_cmd(data.path(), &["gc", "--keep-versions", "1"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("re-run with --yes"), "{}", text(&out));
-    assert_eq!(imager_tags(data.path()).len(), 3, "nothing deleted without --yes");
-    let out = store_cmd(data.path(), &["gc", "--keep-versions", "1", "--yes", "--json"]);
+    assert_eq!(
+        imager_tags(data.path()).len(),
+        3,
+        "nothing deleted without --yes"
+    );
+    let out = store_cmd(
+        data.path(),
+        &["gc", "--keep-versions", "1", "--yes", "--json"],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let real: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    for k in ["versions", "blobsRemoved", "freedBytes", "refsDropped", "bytesAfter"] {
-        assert_eq!(real[k], dry[k], "{k}: the dry run said what the real run did");
+    for k in [
+        "versions",
+        "blobsRemoved",
+        "freedBytes",
+        "refsDropped",
+        "bytesAfter",
+    ] {
+        assert_eq!(
+            real[k], dry[k],
+            "{k}: the dry run said what the real run did"
+        );
     }
     assert_eq!(real["dryRun"], false);
     let removed = real["versions"]
@@ -160,7 +205,9 @@ async fn gc_keeps_the_newest_and_the_assigned_versions_and_they_still_boot() {
 
     assert_eq!(imager_tags(data.path()), ["v1.11.6", "v1.8.4"]);
     assert!(
-        !mirror_list(data.path()).iter().any(|(r, _)| r.ends_with(":v1.10.3")),
+        !mirror_list(data.path())
+            .iter()
+            .any(|(r, _)| r.ends_with(":v1.10.3")),
         "{:?}",
         mirror_list(data.path())
     );
@@ -174,11 +221,13 @@ async fn gc_keeps_the_newest_and_the_assigned_versions_and_they_still_boot() {
     for v in ["v1.8.4", "v1.11.6"] {
         let (status, body) = get_status(&format!("{}/pxe/{id}/{v}/metal-amd64", daemon.url)).await;
         assert_eq!(status, 200, "{v}: {}", String::from_utf8_lossy(&body));
-        let (status, body) = get_status(&format!("{}/image/{id}/{v}/kernel-amd64", daemon.url)).await;
+        let (status, body) =
+            get_status(&format!("{}/image/{id}/{v}/kernel-amd64", daemon.url)).await;
         assert_eq!(status, 200, "{v}");
         assert_eq!(body.len(), 256 << 10);
     }
-    let (status, body) = get_status(&format!("{}/image/{id}/v1.10.3/kernel-amd64", daemon.url)).await;
+    let (status, body) =
+        get_status(&format!("{}/image/{id}/v1.10.3/kernel-amd64", daemon.url)).await;
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
 }
 
@@ -213,7 +262,12 @@ async fn biggest_imager_layer(url: &str, version: &str) -> (String, u64) {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["digest"].as_str().unwrap().to_string(), l["size"].as_u64().unwrap()))
+        .map(|l| {
+            (
+                l["digest"].as_str().unwrap().to_string(),
+                l["size"].as_u64().unwrap(),
+            )
+        })
         .max_by_key(|(_, s)| *s)
         .unwrap()
 }
@@ -227,7 +281,10 @@ async fn gc_through_the_admin_api_while_serving_completes_a_download_in_progress
     let token = token(data.path());
     let (digest, size) = biggest_imager_layer(&daemon.url, "v1.10.3").await;
     assert!(size > 16 << 20, "the layer holds the random kernel: {size}");
-    let blob_file = data.path().join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
+    let blob_file = data
+        .path()
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"));
     assert!(blob_file.exists());
 
     // Start the download and read only a little of it.
@@ -249,21 +306,44 @@ async fn gc_through_the_admin_api_while_serving_completes_a_download_in_progress
         .position(|w| w == b"\r\n\r\n")
         .expect("headers in the first read")
         + 4;
-    assert!(head.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&head));
+    assert!(
+        head.starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head)
+    );
     let mut body = head.split_off(split);
 
     // Bad requests first: they change nothing.
     let api = |path: &str| format!("{}/api/v1/store/{path}", daemon.url);
-    let resp = http().post(api("gc")).json(&serde_json::json!({"dryRun": false})).send().await.unwrap();
+    let resp = http()
+        .post(api("gc"))
+        .json(&serde_json::json!({"dryRun": false}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 401);
     for (bad, status) in [
         (serde_json::json!({"dryRun": false, "keepVersion": 1}), 400),
         (serde_json::json!({"dryRun": "no"}), 400),
         (serde_json::json!({"graceSeconds": u64::MAX}), 400),
-        (serde_json::json!({"dryRun": false, "keepVersions": 1, "storeId": "00"}), 409),
+        (
+            serde_json::json!({"dryRun": false, "keepVersions": 1, "storeId": "00"}),
+            409,
+        ),
     ] {
-        let resp = http().post(api("gc")).bearer_auth(&token).json(&bad).send().await.unwrap();
-        assert_eq!(resp.status(), status, "{bad}: {}", resp.text().await.unwrap());
+        let resp = http()
+            .post(api("gc"))
+            .bearer_auth(&token)
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            resp.status(),
+            status,
+            "{bad}: {}",
+            resp.text().await.unwrap()
+        );
     }
     // Without dryRun the API only plans.
     let resp = http()
@@ -290,7 +370,10 @@ async fn gc_through_the_admin_api_while_serving_completes_a_download_in_progress
     assert_eq!(report["versions"], plan["versions"]);
     assert_eq!(report["freedBytes"], plan["freedBytes"]);
     assert!(report["freedBytes"].as_u64().unwrap() >= size, "{report}");
-    assert!(!blob_file.exists(), "the removed version's layer is deleted");
+    assert!(
+        !blob_file.exists(),
+        "the removed version's layer is deleted"
+    );
     let store_id = std::fs::read_to_string(data.path().join("store-id")).unwrap();
     assert_eq!(report["storeId"], store_id.trim());
 
@@ -306,12 +389,22 @@ async fn gc_through_the_admin_api_while_serving_completes_a_download_in_progress
     );
 
     // Verify and usage through the API: clean, and only the kept version left.
-    let resp = http().post(api("verify")).bearer_auth(&token).send().await.unwrap();
+    let resp = http()
+        .post(api("verify"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
     let verify: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(verify["corrupt"], serde_json::json!([]), "{verify}");
     assert_eq!(verify["missing"], serde_json::json!([]), "{verify}");
-    let resp = http().get(api("usage")).bearer_auth(&token).send().await.unwrap();
+    let resp = http()
+        .get(api("usage"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
     let usage: serde_json::Value = resp.json().await.unwrap();
     let listed: Vec<&str> = usage["versions"]
         .as_array()
@@ -320,7 +413,11 @@ async fn gc_through_the_admin_api_while_serving_completes_a_download_in_progress
         .map(|v| v["version"].as_str().unwrap())
         .collect();
     assert_eq!(listed, ["v1.11.6"], "{usage}");
-    let (status, _) = get_status(&format!("{}/v2/siderolabs/imager/blobs/{digest}", daemon.url)).await;
+    let (status, _) = get_status(&format!(
+        "{}/v2/siderolabs/imager/blobs/{digest}",
+        daemon.url
+    ))
+    .await;
     assert_eq!(status, 404);
     // The CLI's verify goes through the service too.
     let out = store_cmd(data.path(), &["verify", "--server", &daemon.url]);

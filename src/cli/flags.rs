@@ -21,6 +21,7 @@ const SECRET_KEYS: &[&str] = &["api.adminToken", "upstream.registries"];
 /// What `mirror import|export|pull|list` use: the store, its limits, and upstream access.
 pub(super) const MIRROR_KEYS: &[&str] = &[
     "dataDir",
+    "api.socket",
     "offline",
     "store.maxBytes",
     "store.minFreeBytes",
@@ -29,17 +30,18 @@ pub(super) const MIRROR_KEYS: &[&str] = &[
     "upstream.retries",
 ];
 
-/// What `store verify|gc|usage` use (besides `--server`/`--token`): the data directory and
-/// the GC policy's defaults.
+/// What `store verify|gc|usage` use: the data directory, the admin socket, and the GC
+/// policy's defaults.
 pub(super) const STORE_KEYS: &[&str] = &[
     "dataDir",
+    "api.socket",
     "store.gc.keepVersions",
     "store.gc.keepReferenced",
     "store.gc.maxBytes",
 ];
 
 /// What `machine …` uses besides `--server`/`--token`: the admin token file's directory.
-pub(super) const MACHINE_KEYS: &[&str] = &["dataDir"];
+pub(super) const MACHINE_KEYS: &[&str] = &["dataDir", "api.socket"];
 
 /// Which keys a command takes.
 pub(super) enum Keys {

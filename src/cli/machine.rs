@@ -1,5 +1,6 @@
 //! `bootfactory machine assign|unassign|list`: per-MAC assignments through the running
-//! server's admin API (`/api/v1/machines`), authenticated with the admin token.
+//! server's admin API (`/api/v1/machines`): over the admin socket when the service answers
+//! there ([`super::service::connect`]), else over HTTP with the admin token.
 //!
 //! The old spellings `assign`, `unassign` and `machines` (hidden, for one release) call the
 //! same functions.
@@ -146,12 +147,35 @@ pub(super) fn list(cx: &Context, args: &ListArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Runs `f` with an admin API client built from `--server`/`--token` and the configuration.
+/// Runs `f` with an admin API client: the admin socket when the service answers there (and
+/// neither `--server` nor `--token` is given), else HTTP with the admin token.
 fn admin_command<'a, F, Fut>(config: &Config, server: &ServerArgs, f: F) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(AdminClient) -> Fut + 'a,
     Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,
 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let explicit = server.server.is_some() || server.token.is_some();
+        let socket = if explicit {
+            None
+        } else {
+            super::service::connect(config).await?
+        };
+        let client = match socket {
+            Some(client) => client,
+            None => http_client(config, server)?,
+        };
+        f(client).await
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The admin API over HTTP, from `--server`/`--token` and the configuration.
+fn http_client(config: &Config, server: &ServerArgs) -> anyhow::Result<AdminClient> {
     let base = server
         .server
         .clone()
@@ -169,11 +193,5 @@ where
             )
         })?,
     };
-    let client = AdminClient::new(&base, &token)?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")?;
-    runtime.block_on(f(client))?;
-    Ok(ExitCode::SUCCESS)
+    AdminClient::new(&base, &token)
 }

@@ -1,12 +1,13 @@
 //! `bootfactory store verify|gc|usage`: check the content-addressed store, reclaim space with
 //! a retention policy, and show disk usage per Talos version.
 //!
-//! Each command first opens the data directory itself. When `bootfactory serve` holds it (the
-//! index's lock), it asks the running service through the admin API instead
-//! (`/api/v1/store/*`, `--server`/`--token` as for `machine`), sending the data directory's
-//! identity (`<dataDir>/store-id`) so a server that serves another directory refuses. The
-//! service's GC keeps blobs younger than an hour (a pull or build in progress); the direct
-//! one needs no grace period, the lock keeps every other writer out.
+//! When `bootfactory serve` answers on the admin socket (`super::service::connect`), or
+//! `--server`/`--token` name a service, each command goes through its admin API
+//! (`/api/v1/store/*`), sending the data directory's identity (`<dataDir>/store-id`) so a
+//! server that serves another directory refuses; otherwise it opens the data directory
+//! itself (the index's lock refuses while another process holds it). The service's GC keeps
+//! blobs younger than an hour (a pull or build in progress); the direct one needs no grace
+//! period, the lock keeps every other writer out.
 //!
 //! `store gc` plans first: it prints, per Talos version, what stays and what goes with sizes.
 //! When the plan removes Talos versions or evicts built assets it deletes only with `--yes`
@@ -181,44 +182,51 @@ enum Target {
     },
 }
 
-/// Opens the store; when that fails because a process holds it, the running service's
-/// admin API (an error naming both when it does not answer either).
+/// Where to run: the running service when it answers on the admin socket (or `--server`/
+/// `--token` name one), else the data directory opened here.
 async fn target(config: &Config, server: &ServerArgs) -> anyhow::Result<Target> {
     let dir = &config.data_dir;
-    let open_err = match Store::open(dir) {
-        Ok(store) => return Ok(Target::Direct(store)),
-        Err(e) => e,
-    };
-    let locked = crate::errors::chain(&open_err).contains("lock");
-    let base = server.server.clone().unwrap_or_else(|| config.external_url());
-    let token = server.token.clone().or_else(|| {
-        crate::assign::token::read(config.api.admin_token.as_deref(), &config.admin_token_path())
-    });
-    let (true, Some(token)) = (locked, token) else {
-        return Err(anyhow::Error::new(open_err).context(format!(
-            "cannot open the store in {} (if bootfactory serve or another bootfactory command uses this data directory, stop it first)",
-            dir.display()
-        )));
-    };
-    let client = AdminClient::new(&base, &token)?;
     let store_id = crate::store::read_identity(dir);
-    // One cheap call first: a server that does not answer gets the whole story.
-    let probe = client
-        .request_json(
-            reqwest::Method::GET,
-            &usage_path(store_id.as_deref()),
-            None,
-            "asking the running server",
-            Some(Duration::from_secs(10)),
-        )
-        .await;
-    if let Err(e) = probe {
-        return Err(anyhow::Error::new(open_err).context(format!(
-            "cannot open the store in {}: another process holds it (if it is bootfactory serve, stop it first or make its admin API reachable with --server/--token: {e:#})",
-            dir.display()
-        )));
+    if server.server.is_some() || server.token.is_some() {
+        let base = server
+            .server
+            .clone()
+            .unwrap_or_else(|| config.external_url());
+        let token = match &server.token {
+            Some(t) => t.clone(),
+            None => crate::assign::token::read(
+                config.api.admin_token.as_deref(),
+                &config.admin_token_path(),
+            )
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no admin token: pass --token, set api.adminToken, or run where {} is readable",
+                    config.admin_token_path().display()
+                )
+            })?,
+        };
+        let client = AdminClient::new(&base, &token)?;
+        return Ok(Target::Service { client, store_id });
     }
-    Ok(Target::Service { client, store_id })
+    if let Some(client) = super::service::connect(config).await? {
+        return Ok(Target::Service { client, store_id });
+    }
+    Ok(Target::Direct(open(dir, false)?))
+}
+
+/// `method path` through the service with a deadline fit for a whole-store operation.
+async fn call(
+    client: &AdminClient,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<&Value>,
+    what: &str,
+) -> anyhow::Result<Value> {
+    let mut req = client.request(method, path).timeout(SERVICE_TIMEOUT);
+    if let Some(b) = body {
+        req = req.json(b);
+    }
+    Ok(client.send(req, what).await?.unwrap_or_default())
 }
 
 fn usage_path(store_id: Option<&str>) -> String {
@@ -272,15 +280,14 @@ async fn gc(
                         "maxBytes": policy.max_bytes.unwrap_or(0),
                         "storeId": store_id,
                     });
-                    let v = client
-                        .request_json(
-                            reqwest::Method::POST,
-                            "/api/v1/store/gc",
-                            Some(&body),
-                            "store gc",
-                            Some(SERVICE_TIMEOUT),
-                        )
-                        .await?;
+                    let v = call(
+                        client,
+                        reqwest::Method::POST,
+                        "/api/v1/store/gc",
+                        Some(&body),
+                        "store gc",
+                    )
+                    .await?;
                     Ok(serde_json::from_value::<GcRunReport>(v)
                         .context("store gc: the server's report is not understood")?)
                 }
@@ -341,7 +348,14 @@ fn gc_text(r: &GcRunReport) -> String {
     if !r.versions.is_empty() {
         out.push_str(&format!(
             "{:<16} {:<7} {:<28} {:>10} {:>10} {:>10} {:>10} {:>12}\n",
-            "VERSION", "ACTION", "REASON", "RELEASE", "EXTENSIONS", "ASSETS", "TOTAL", "FREED ALONE"
+            "VERSION",
+            "ACTION",
+            "REASON",
+            "RELEASE",
+            "EXTENSIONS",
+            "ASSETS",
+            "TOTAL",
+            "FREED ALONE"
         ));
         for v in &r.versions {
             out.push_str(&format!(
@@ -411,16 +425,16 @@ async fn usage(config: &Config, json_out: bool, server: &ServerArgs) -> anyhow::
             retention.usage().await?
         }
         Target::Service { client, store_id } => {
-            let v = client
-                .request_json(
-                    reqwest::Method::GET,
-                    &usage_path(store_id.as_deref()),
-                    None,
-                    "store usage",
-                    Some(SERVICE_TIMEOUT),
-                )
-                .await?;
-            serde_json::from_value(v).context("store usage: the server's report is not understood")?
+            let v = call(
+                &client,
+                reqwest::Method::GET,
+                &usage_path(store_id.as_deref()),
+                None,
+                "store usage",
+            )
+            .await?;
+            serde_json::from_value(v)
+                .context("store usage: the server's report is not understood")?
         }
     };
     if json_out {
@@ -504,15 +518,7 @@ async fn verify(config: &Config, json_out: bool, server: &ServerArgs) -> anyhow:
                 Some(id) => format!("/api/v1/store/verify?storeId={id}"),
                 None => "/api/v1/store/verify".to_string(),
             };
-            client
-                .request_json(
-                    reqwest::Method::POST,
-                    &path,
-                    None,
-                    "store verify",
-                    Some(SERVICE_TIMEOUT),
-                )
-                .await?
+            call(&client, reqwest::Method::POST, &path, None, "store verify").await?
         }
     };
     let parsed = VerifyView::from_json(&report)?;
@@ -565,7 +571,12 @@ impl VerifyView {
         else {
             bail!("store verify: the report is not understood: {v}");
         };
-        let list = |k: &str| v.get(k).and_then(Value::as_array).cloned().unwrap_or_default();
+        let list = |k: &str| {
+            v.get(k)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+        };
         Ok(VerifyView {
             checked,
             ok,

@@ -328,6 +328,11 @@ pub const KEYS: &[KeySpec] = &[
         help: "Bearer token for /api/v1 (default: generated into <data-dir>/admin-token)",
     },
     KeySpec {
+        key: "api.socket",
+        flag: "api-socket",
+        help: "Admin Unix socket (relative: in the data dir; default admin.sock; empty = none); the CLI talks to a running serve through it",
+    },
+    KeySpec {
         key: "assignments.file",
         flag: "assignments-file",
         help: "assignments.yaml applied at start (machines and default it names replace stored ones)",

@@ -196,13 +196,30 @@ impl Default for PxeConfig {
 }
 
 /// The admin API.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApiConfig {
     /// Bearer token for `/api/v1/…`; unset (empty) = generated on first start into
     /// `<dataDir>/admin-token` (mode 0600).
     #[serde(with = "value::optional")]
     pub admin_token: Option<String>,
+    /// The admin Unix socket `serve` listens on (the same API, authorised by the peer's uid:
+    /// root or the service's own user, instead of the token). A relative path is relative to
+    /// `dataDir`; the default is `admin.sock` there; empty = no socket.
+    #[serde(with = "value::optional")]
+    pub socket: Option<PathBuf>,
+}
+
+/// The admin socket's file name in the data directory (`api.socket`'s default).
+pub const DEFAULT_ADMIN_SOCKET: &str = "admin.sock";
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            admin_token: None,
+            socket: Some(PathBuf::from(DEFAULT_ADMIN_SOCKET)),
+        }
+    }
 }
 
 /// Per-MAC assignments.
@@ -647,6 +664,19 @@ pub enum ConfigError {
     },
 }
 
+/// The configuration file every command reads when neither `--config` nor
+/// `BOOTFACTORY_CONFIG` names one and it exists (where the packages install it).
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/bootfactory/config.yaml";
+
+/// Which configuration file to read: the one given (`--config` or `BOOTFACTORY_CONFIG`),
+/// else `default` when it exists, else none (defaults, environment and flags only).
+pub fn resolve_file(given: Option<&Path>, default: &Path) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path.to_path_buf()),
+        None => default.exists().then(|| default.to_path_buf()),
+    }
+}
+
 /// What [`Config::redacted`] shows instead of a secret.
 pub const REDACTED: &str = "<redacted>";
 
@@ -923,6 +953,11 @@ impl Config {
             }
             None => self.external_url(),
         }
+    }
+
+    /// The admin Unix socket (`api.socket`, relative to `dataDir`), `None` when disabled.
+    pub fn admin_socket_path(&self) -> Option<PathBuf> {
+        self.api.socket.as_ref().map(|p| self.data_dir.join(p))
     }
 
     /// The admin token file used when `api.adminToken` is empty.
@@ -1340,5 +1375,47 @@ mod tests {
         let c = Config::load(None, &[ov("http.tls.selfSigned", "true")]).unwrap();
         assert_eq!(c.external_url(), "https://127.0.0.1:8080");
         assert_eq!(c.boot_scheme_port(), ("https", 8080));
+    }
+
+    #[test]
+    fn the_default_file_is_read_only_when_it_exists_and_none_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("config.yaml");
+        let given = dir.path().join("other.yaml");
+        // Absent default, nothing given: no file.
+        assert_eq!(resolve_file(None, &default), None);
+        // Given wins, whether or not it (or the default) exists.
+        assert_eq!(resolve_file(Some(&given), &default), Some(given.clone()));
+        std::fs::write(&default, "offline: true\n").unwrap();
+        assert_eq!(resolve_file(None, &default), Some(default.clone()));
+        assert_eq!(resolve_file(Some(&given), &default), Some(given));
+        assert_eq!(DEFAULT_CONFIG_FILE, "/etc/bootfactory/config.yaml");
+    }
+
+    #[test]
+    fn the_admin_socket_is_in_the_data_dir_unless_set_or_disabled() {
+        let mut c = Config {
+            data_dir: PathBuf::from("/srv/bf"),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.admin_socket_path(),
+            Some(PathBuf::from("/srv/bf/admin.sock"))
+        );
+        c.api.socket = Some(PathBuf::from("/run/bootfactory/admin.sock"));
+        assert_eq!(
+            c.admin_socket_path(),
+            Some(PathBuf::from("/run/bootfactory/admin.sock"))
+        );
+        let off = Config::load(
+            None,
+            &[Override {
+                key: "api.socket".into(),
+                value: String::new(),
+                source_name: "--api-socket".into(),
+            }],
+        )
+        .unwrap();
+        assert_eq!(off.admin_socket_path(), None);
     }
 }

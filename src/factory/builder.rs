@@ -45,7 +45,8 @@ fn read_secs(v: &[u8]) -> Option<u64> {
 fn mark_used(tree: &sled::Tree, key: &str) {
     let now = unix_now();
     match tree.get(key.as_bytes()) {
-        Ok(Some(v)) if read_secs(&v).is_some_and(|t| now.saturating_sub(t) < USED_RESOLUTION_SECS) => {}
+        Ok(Some(v))
+            if read_secs(&v).is_some_and(|t| now.saturating_sub(t) < USED_RESOLUTION_SECS) => {}
         Ok(_) => {
             if let Err(e) = tree.insert(key.as_bytes(), &now.to_be_bytes()) {
                 tracing::debug!(asset = key, error = %errors::chain(&e), "cannot record asset use");
@@ -258,8 +259,8 @@ impl Builder {
             Ok(blob) => {
                 mark_used(&self.used, key);
                 Some(BuiltAsset {
-                digest,
-                size: blob.size,
+                    digest,
+                    size: blob.size,
                     cached: true,
                     shared: false,
                 })

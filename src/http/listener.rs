@@ -16,6 +16,11 @@
 //!   slowloris, never-sent-anything) is closed to admit the new one; when every connection is
 //!   busy the new one gets an immediate `503` and is closed.
 //!
+//! An endpoint listens on TCP or on a Unix socket (the admin socket, `api.socket`). A Unix
+//! connection carries its peer's credentials (`SO_PEERCRED`) in [`ConnInfo::local`], with
+//! whether the endpoint trusts that uid with the admin API; its `peer` address is the
+//! loopback address, port 0 (the client is on this host).
+//!
 //! When a response is sent before the request body was read (e.g. 413), the connection is
 //! half-closed and up to [`DRAIN_BYTES`] / [`DRAIN_TIME`] of the body is read and discarded
 //! before closing, so a client that uploads everything before reading (Python's urllib) gets
@@ -39,7 +44,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus::{IntCounterVec, IntGauge, Opts};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
@@ -95,10 +100,87 @@ impl Limits {
 /// `ConnectInfo<SocketAddr>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnInfo {
-    /// The client's address.
+    /// The client's address (the loopback address, port 0, on a Unix socket).
     pub peer: SocketAddr,
     /// Whether the connection is TLS.
     pub tls: bool,
+    /// The peer of a Unix-socket connection; `None` over TCP.
+    pub local: Option<LocalPeer>,
+}
+
+/// The credentials of a Unix-socket peer (`SO_PEERCRED`, taken when it connected).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalPeer {
+    /// Its effective uid.
+    pub uid: u32,
+    /// Its effective gid.
+    pub gid: u32,
+    /// Its process ID, when the kernel reports one.
+    pub pid: Option<i32>,
+    /// The endpoint trusts this uid with the admin API ([`UnixEndpoint::admin_uids`]).
+    pub admin: bool,
+}
+
+/// What an endpoint listens on.
+pub enum Listener {
+    /// A TCP socket.
+    Tcp(TcpListener),
+    /// A Unix socket; connections from these uids are admins (`LocalPeer::admin`).
+    Unix(UnixEndpoint),
+}
+
+/// A bound Unix socket and the uids it trusts with the admin API.
+pub struct UnixEndpoint {
+    /// The bound socket.
+    pub listener: UnixListener,
+    /// Peer uids whose requests are admin requests (root and the server's own user).
+    pub admin_uids: Vec<u32>,
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Listener {
+        Listener::Tcp(l)
+    }
+}
+
+/// A loopback address, the `peer` of Unix-socket connections.
+const LOCAL_PEER_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
+
+/// An accepted connection of either kind.
+enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream, LocalPeer),
+}
+
+impl Listener {
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Tcp(l) => {
+                let (tcp, peer) = l.accept().await?;
+                // Without TCP_NODELAY a response whose headers and body go out in two writes
+                // waits for the client's delayed ACK (40 ms stalls on kept-alive connections).
+                let _ = tcp.set_nodelay(true);
+                Ok(Accepted::Tcp(tcp, peer))
+            }
+            Listener::Unix(u) => {
+                let (stream, _) = u.listener.accept().await?;
+                // Without credentials the connection cannot be authorised: drop it alone.
+                let cred = stream
+                    .peer_cred()
+                    .map_err(|e| io::Error::new(io::ErrorKind::ConnectionAborted, e))?;
+                Ok(Accepted::Unix(
+                    stream,
+                    LocalPeer {
+                        uid: cred.uid(),
+                        gid: cred.gid(),
+                        pid: cred.pid(),
+                        admin: u.admin_uids.contains(&cred.uid()),
+                    },
+                ))
+            }
+        }
+    }
 }
 
 /// Connection metrics, registered once per process.
@@ -149,7 +231,7 @@ impl ConnMetrics {
 /// One listening socket and what it serves.
 pub struct Endpoint {
     /// The bound listener.
-    pub listener: TcpListener,
+    pub listener: Listener,
     /// The application.
     pub router: Router,
     /// Terminate TLS on accepted connections.
@@ -343,7 +425,7 @@ async fn accept_loop(endpoint: Endpoint, mut ctx: AcceptCtx) {
             _ = ctx.stop.wait_for(|s| *s > 0) => return,
             r = listener.accept() => r,
         };
-        let (tcp, peer) = match accepted {
+        let accepted = match accepted {
             Ok(a) => a,
             Err(e) if is_per_connection_error(&e) => continue,
             Err(e) => {
@@ -357,23 +439,32 @@ async fn accept_loop(endpoint: Endpoint, mut ctx: AcceptCtx) {
                 continue;
             }
         };
-        // Without TCP_NODELAY a response whose headers and body go out in two writes waits
-        // for the client's delayed ACK (40 ms stalls on kept-alive connections).
-        let _ = tcp.set_nodelay(true);
         let Some(admitted) = ctx.table.admit(ctx.clock) else {
             ctx.table.metrics.shed.with_label_values(&["refused"]).inc();
-            refuse(tcp);
+            match accepted {
+                Accepted::Tcp(tcp, _) => refuse_tcp(tcp),
+                Accepted::Unix(stream, _) => refuse_unix(stream),
+            }
             continue;
+        };
+        let (peer, local) = match &accepted {
+            Accepted::Tcp(_, peer) => (*peer, None),
+            Accepted::Unix(_, local) => (LOCAL_PEER_ADDR, Some(*local)),
         };
         let conn = Conn {
             router: router.clone(),
             limits: ctx.limits,
             peer,
+            local,
             metrics: ctx.table.metrics.clone(),
             stop: ctx.stop.clone(),
         };
         let tls = tls.clone();
         ctx.tracker.spawn(async move {
+            let tcp = match accepted {
+                Accepted::Unix(stream, _) => return conn.run(stream, false, admitted).await,
+                Accepted::Tcp(tcp, _) => tcp,
+            };
             match tls {
                 None => conn.run(tcp, false, admitted).await,
                 Some(acceptor) => {
@@ -424,17 +515,29 @@ fn is_per_connection_error(e: &io::Error) -> bool {
     )
 }
 
-/// Answers 503 without reading anything, then closes.
-fn refuse(tcp: TcpStream) {
+/// The answer to a connection over the cap.
+fn refusal() -> String {
     const BODY: &str = "too many connections; retry later\n";
-    let response = format!(
+    format!(
         "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{BODY}",
         BODY.len()
-    );
-    let _ = tcp.try_write(response.as_bytes());
+    )
+}
+
+/// Answers 503 without reading anything, then closes.
+fn refuse_tcp(tcp: TcpStream) {
+    let _ = tcp.try_write(refusal().as_bytes());
     // Half-close before dropping so the response is not lost to a reset when nothing was
     // read yet.
     if let Ok(std) = tcp.into_std() {
+        let _ = std.shutdown(std::net::Shutdown::Write);
+    }
+}
+
+/// [`refuse_tcp`] for a Unix-socket connection.
+fn refuse_unix(stream: UnixStream) {
+    let _ = stream.try_write(refusal().as_bytes());
+    if let Ok(std) = stream.into_std() {
         let _ = std.shutdown(std::net::Shutdown::Write);
     }
 }
@@ -452,6 +555,7 @@ struct Conn {
     router: Router,
     limits: Limits,
     peer: SocketAddr,
+    local: Option<LocalPeer>,
     metrics: ConnMetrics,
     stop: watch::Receiver<u8>,
 }
@@ -465,6 +569,7 @@ impl Conn {
         let info = ConnInfo {
             peer: self.peer,
             tls,
+            local: self.local,
         };
         let service = RequestService {
             router: self.router.clone(),

@@ -90,11 +90,31 @@ pub async fn ipxe_binary(method: Method, Path(name): Path<String>) -> Result<Res
 /// Requires `Authorization: Bearer <admin token>` on the admin API. With TLS configured, the
 /// token is refused over plain HTTP from non-loopback clients (403) unless
 /// `http.tls.adminOverPlain` allows it.
+///
+/// On the admin socket the peer's uid decides instead ([`super::listener::LocalPeer::admin`]:
+/// root or the service's own user); no token is needed or looked at there.
 pub async fn require_admin(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
+    let local = request
+        .extensions()
+        .get::<super::listener::ConnInfo>()
+        .and_then(|c| c.local);
+    if let Some(peer) = local {
+        if peer.admin {
+            return next.run(request).await;
+        }
+        return ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "uid {} may not use the admin socket: run as root or as the service's user",
+                peer.uid
+            ),
+        )
+        .into_response();
+    }
     let tls = &state.config.http.tls;
     if tls.enabled() && !tls.admin_over_plain {
         let conn = request

@@ -1,6 +1,7 @@
 //! The HTTP side: axum routers only. Handlers are thin — they parse the request, call the
 //! module that owns the logic (schematics, store, …), and shape the response.
 
+mod admin;
 pub mod error;
 mod factory;
 pub mod listener;
@@ -65,6 +66,14 @@ pub fn router(state: AppState) -> Router {
         default_registry: state.config.mirror.default_registry.clone(),
     });
     let admin = Router::new()
+        .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/images", get(admin::images))
+        .route(
+            "/api/v1/images/import",
+            post(admin::import).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/images/pull", post(admin::pull))
+        .route("/api/v1/images/export", get(admin::export))
         .route("/api/v1/machines", get(machines::list))
         .route(
             "/api/v1/machines/{mac}",

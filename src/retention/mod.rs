@@ -438,7 +438,12 @@ impl Retention {
             if r.kind != ASSET_KIND {
                 continue;
             }
-            if let Some(v) = r.key.split('/').nth(2).and_then(|v| parse_user_version(v).ok()) {
+            if let Some(v) = r
+                .key
+                .split('/')
+                .nth(2)
+                .and_then(|v| parse_user_version(v).ok())
+            {
                 owned.add(&v, Category::Assets, vec![r.clone()]);
             }
         }
@@ -446,7 +451,9 @@ impl Retention {
         let ext_manifest = core.image_name(&core.components.extension_manifest).ok();
         let overlay_manifest = core.image_name(&core.components.overlay_manifest).ok();
         for (name, tag, v) in &version_tags {
-            let is_ext = ext_manifest.as_ref().is_some_and(|n| &n.to_string() == name);
+            let is_ext = ext_manifest
+                .as_ref()
+                .is_some_and(|n| &n.to_string() == name);
             let is_overlay = overlay_manifest
                 .as_ref()
                 .is_some_and(|n| &n.to_string() == name);
@@ -515,8 +522,7 @@ impl Retention {
         root: &Digest,
         file: &str,
     ) -> Result<Option<Vec<u8>>, flatten::FlattenError> {
-        let Some(manifest) = flatten::platform_manifest(&self.catalog, root, "amd64").await?
-        else {
+        let Some(manifest) = flatten::platform_manifest(&self.catalog, root, "amd64").await? else {
             return Ok(None);
         };
         flatten::read_file(&self.catalog, &manifest, file, MAX_CATALOG_BYTES).await
@@ -528,8 +534,7 @@ impl Retention {
         let owned = self.classify(&snapshot).await;
         let mut report = usage_of(&snapshot, &owned);
         let dir = self.cache_dir.clone();
-        report.extracted_cache_bytes =
-            tokio::task::spawn_blocking(move || dir_usage(&dir)).await?;
+        report.extracted_cache_bytes = tokio::task::spawn_blocking(move || dir_usage(&dir)).await?;
         Ok(report)
     }
 
@@ -647,8 +652,7 @@ pub fn spawn_periodic(
     every: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticks =
-            tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
@@ -718,17 +722,13 @@ fn usage_of(snapshot: &StoreSnapshot, owned: &Owned) -> UsageReport {
         let all: HashSet<Digest> = release.iter().chain(&ext).chain(&assets).copied().collect();
         // Everything else that stays if this version goes.
         let others = snapshot.reachable(
-            snapshot
-                .pins
-                .iter()
-                .copied()
-                .chain(
-                    snapshot
-                        .refs
-                        .iter()
-                        .filter(|r| !refs.contains_key(*r) || owners[r] > 1)
-                        .map(|r| r.target),
-                ),
+            snapshot.pins.iter().copied().chain(
+                snapshot
+                    .refs
+                    .iter()
+                    .filter(|r| !refs.contains_key(*r) || owners[r] > 1)
+                    .map(|r| r.target),
+            ),
         );
         report.versions.push(VersionUsage {
             version: v.to_string(),
@@ -737,10 +737,7 @@ fn usage_of(snapshot: &StoreSnapshot, owned: &Owned) -> UsageReport {
             asset_bytes: snapshot.bytes(&assets),
             total_bytes: snapshot.bytes(&all),
             exclusive_bytes: snapshot.bytes(all.iter().filter(|d| !others.contains(d))),
-            images: refs
-                .keys()
-                .filter(|r| r.kind == TAG_KIND)
-                .count(),
+            images: refs.keys().filter(|r| r.kind == TAG_KIND).count(),
             assets: refs.keys().filter(|r| r.kind == ASSET_KIND).count(),
         });
         per_version_blobs.push(all);
@@ -771,18 +768,12 @@ fn usage_of(snapshot: &StoreSnapshot, owned: &Owned) -> UsageReport {
     };
     report.schematic_bytes = not_versions(&schematics);
     report.build_cache_bytes = not_versions(&squashfs);
-    report.other_image_bytes = snapshot.bytes(
-        other
-            .iter()
-            .filter(|d| !version_blobs.contains(d) && !schematics.contains(d) && !squashfs.contains(d)),
-    );
+    report.other_image_bytes = snapshot.bytes(other.iter().filter(|d| {
+        !version_blobs.contains(d) && !schematics.contains(d) && !squashfs.contains(d)
+    }));
     let referenced = snapshot.live_without(&HashSet::new(), Duration::ZERO);
-    report.unreferenced_bytes = snapshot.bytes(
-        snapshot
-            .blobs
-            .keys()
-            .filter(|d| !referenced.contains(d)),
-    );
+    report.unreferenced_bytes =
+        snapshot.bytes(snapshot.blobs.keys().filter(|d| !referenced.contains(d)));
     report.notes = owned.notes.clone();
     report
 }
@@ -850,7 +841,9 @@ fn plan(
         .collect();
 
     if let Some(max) = policy.max_bytes {
-        evict(snapshot, policy, referenced, last_used, grace, max, &mut drop, &mut out);
+        evict(
+            snapshot, policy, referenced, last_used, grace, max, &mut drop, &mut out,
+        );
     }
     out.drop = drop.into_iter().collect();
     out
@@ -898,7 +891,10 @@ fn evict(
             })
             .map(|r| {
                 let used = last_used.get(&r.key).copied().unwrap_or_else(|| {
-                    snapshot.blobs.get(&r.target).map_or(0, |f| f.touched_ms / 1000)
+                    snapshot
+                        .blobs
+                        .get(&r.target)
+                        .map_or(0, |f| f.touched_ms / 1000)
                 });
                 (used, r)
             })
@@ -913,11 +909,10 @@ fn evict(
     for (_, r) in &candidates {
         *holders.entry(r.target).or_default() += 1;
     }
-    let mut projected = snapshot.bytes(base.iter().chain(
-        holders
-            .keys()
-            .filter(|d| !base.contains(*d)),
-    ));
+    let mut projected = snapshot.bytes(
+        base.iter()
+            .chain(holders.keys().filter(|d| !base.contains(*d))),
+    );
     let mut evicted = Vec::new();
     for (used, r) in &candidates {
         if projected <= max {

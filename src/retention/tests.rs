@@ -68,7 +68,10 @@ async fn fixture() -> Fixture {
     let mut own_layer = Vec::new();
     let mut assets = Vec::new();
     for (i, v) in VERSIONS.iter().enumerate() {
-        let cfg = store.put_bytes(format!("{{}}{i}").as_bytes()).await.unwrap();
+        let cfg = store
+            .put_bytes(format!("{{}}{i}").as_bytes())
+            .await
+            .unwrap();
         let layer = store
             .put_bytes(&vec![i as u8 + 1; OWN_LAYER])
             .await
@@ -76,10 +79,7 @@ async fn fixture() -> Fixture {
         let bytes = manifest(&cfg, &[(layer, OWN_LAYER), (shared_layer, SHARED_LAYER)]);
         let (d, _) = catalog.put_manifest(&imager, &bytes, None).await.unwrap();
         catalog.set_tag(&imager, v, &d).unwrap();
-        let asset = store
-            .put_bytes(&vec![100 + i as u8; ASSET])
-            .await
-            .unwrap();
+        let asset = store.put_bytes(&vec![100 + i as u8; ASSET]).await.unwrap();
         store.set_ref(ASSET_KIND, &kernel_key(v), &asset).unwrap();
         own_layer.push(layer);
         assets.push(asset);
@@ -135,7 +135,12 @@ async fn keeping_two_versions_removes_the_oldest_and_a_dry_run_says_exactly_that
     for d in f.own_layer.iter().chain(&f.assets) {
         assert!(f.store.contains(d));
     }
-    assert!(f.store.get_ref(ASSET_KIND, &kernel_key("v1.9.0")).unwrap().is_some());
+    assert!(
+        f.store
+            .get_ref(ASSET_KIND, &kernel_key("v1.9.0"))
+            .unwrap()
+            .is_some()
+    );
     // The oldest version's usage: its layer, config, manifest and asset; the shared layer
     // is not its alone.
     let old = &dry.versions[2].usage;
@@ -166,7 +171,12 @@ async fn keeping_two_versions_removes_the_oldest_and_a_dry_run_says_exactly_that
 
     assert!(!f.store.contains(&f.own_layer[0]));
     assert!(!f.store.contains(&f.assets[0]));
-    assert!(f.store.get_ref(ASSET_KIND, &kernel_key("v1.9.0")).unwrap().is_none());
+    assert!(
+        f.store
+            .get_ref(ASSET_KIND, &kernel_key("v1.9.0"))
+            .unwrap()
+            .is_none()
+    );
     for i in 1..3 {
         assert!(f.store.contains(&f.own_layer[i]));
         assert!(f.store.contains(&f.assets[i]));
@@ -219,7 +229,13 @@ async fn an_assigned_version_is_kept_unless_keep_referenced_is_off() {
         .run(off, &referenced, false, Duration::ZERO)
         .await
         .unwrap();
-    assert!(!r.versions.iter().find(|v| v.usage.version == "v1.9.0").unwrap().keep);
+    assert!(
+        !r.versions
+            .iter()
+            .find(|v| v.usage.version == "v1.9.0")
+            .unwrap()
+            .keep
+    );
     assert!(!f.store.contains(&f.own_layer[0]));
     assert!(f.store.contains(&f.own_layer[2]));
 }
@@ -236,14 +252,23 @@ async fn max_bytes_evicts_least_recently_used_assets_but_not_assigned_ones() {
         .unwrap()
         .as_secs();
     let mut blobs = Vec::new();
-    for (i, (s, age)) in [("c".repeat(64), 3600), ("d".repeat(64), 86_400), (schematic.clone(), 7 * 86_400)]
-        .iter()
-        .enumerate()
+    for (i, (s, age)) in [
+        ("c".repeat(64), 3600),
+        ("d".repeat(64), 86_400),
+        (schematic.clone(), 7 * 86_400),
+    ]
+    .iter()
+    .enumerate()
     {
-        let blob = f.store.put_bytes(&vec![200 + i as u8; 5_000]).await.unwrap();
+        let blob = f
+            .store
+            .put_bytes(&vec![200 + i as u8; 5_000])
+            .await
+            .unwrap();
         let key = initramfs_key("v1.11.0", s);
         f.store.set_ref(ASSET_KIND, &key, &blob).unwrap();
-        used.insert(key.as_bytes(), &(now - age).to_be_bytes()).unwrap();
+        used.insert(key.as_bytes(), &(now - age).to_be_bytes())
+            .unwrap();
         blobs.push(blob);
     }
     let referenced = Referenced {
@@ -266,7 +291,10 @@ async fn max_bytes_evicts_least_recently_used_assets_but_not_assigned_ones() {
     // The kernels have no use record: their put time (now) makes them the most recent.
     assert_eq!(
         names,
-        vec![format!("asset/{}", initramfs_key("v1.11.0", &"d".repeat(64)))],
+        vec![format!(
+            "asset/{}",
+            initramfs_key("v1.11.0", &"d".repeat(64))
+        )],
         "{dry:?}"
     );
     assert_eq!(dry.evicted[0].bytes, 5_000);
@@ -295,11 +323,29 @@ async fn max_bytes_evicts_least_recently_used_assets_but_not_assigned_ones() {
         .await
         .unwrap();
     assert_eq!(r.max_bytes_reached, Some(false));
-    assert!(r.notes.iter().any(|n| n.contains("is not reached")), "{:?}", r.notes);
+    assert!(
+        r.notes.iter().any(|n| n.contains("is not reached")),
+        "{:?}",
+        r.notes
+    );
     assert!(f.store.contains(&blobs[2]), "the assigned asset stays");
-    assert!(f.store.get_ref(ASSET_KIND, &kernel_key("v1.11.0")).unwrap().is_some(), "an assigned version's kernel stays");
-    assert!(f.store.get_ref(ASSET_KIND, &kernel_key("v1.9.0")).unwrap().is_none());
-    assert!(f.store.contains(&f.own_layer[0]), "release images are never evicted");
+    assert!(
+        f.store
+            .get_ref(ASSET_KIND, &kernel_key("v1.11.0"))
+            .unwrap()
+            .is_some(),
+        "an assigned version's kernel stays"
+    );
+    assert!(
+        f.store
+            .get_ref(ASSET_KIND, &kernel_key("v1.9.0"))
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        f.store.contains(&f.own_layer[0]),
+        "release images are never evicted"
+    );
     assert!(!f.store.contains(&blobs[0]));
 }
 
@@ -315,7 +361,13 @@ async fn the_grace_period_keeps_fresh_content_and_gc_runs_one_at_a_time() {
     // Refs go, but every blob is younger than the grace period, and the report says so.
     assert!(r.refs_dropped > 0);
     assert_eq!(r.blobs_removed, 0);
-    assert!(r.notes.iter().any(|n| n.contains("younger than the grace period")), "{:?}", r.notes);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("younger than the grace period")),
+        "{:?}",
+        r.notes
+    );
     // Size eviction never unnames an asset whose blob the grace period keeps anyway.
     let sized = GcPolicy {
         max_bytes: Some(1),

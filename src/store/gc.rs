@@ -256,7 +256,10 @@ impl Inner {
                 continue;
             }
             let expected: &[u8] = r.target.as_bytes();
-            if let Ok(Ok(())) = self.refs.compare_and_swap(&k, Some(expected), None as Option<&[u8]>) {
+            if let Ok(Ok(())) =
+                self.refs
+                    .compare_and_swap(&k, Some(expected), None as Option<&[u8]>)
+            {
                 report.refs_dropped += 1;
             }
         }

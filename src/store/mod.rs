@@ -218,7 +218,8 @@ impl Store {
         // Open the database first: it takes an exclusive lock, so a second
         // process cannot wipe the temp files of the running one.
         let index_existed = dir.join("index.sled").exists();
-        let db = sled::open(dir.join("index.sled"))?;
+        let index_dir = dir.join("index.sled");
+        let db = sled::open(&index_dir).map_err(|e| error::open_db_error(&index_dir, e))?;
         restrict_tree(&dir.join("index.sled"))?;
         let stale = clean_tmp(&tmp_dir)?;
         if stale > 0 {

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod fetch;
+pub mod images;
 pub mod mirror;
 
 use std::collections::HashMap;
