@@ -398,3 +398,69 @@ async fn the_grace_period_keeps_fresh_content_and_gc_runs_one_at_a_time() {
         Err(RetentionError::Busy)
     ));
 }
+
+#[tokio::test]
+async fn the_periodic_gc_applies_the_policy_with_the_assignments_and_waits_for_a_running_gc() {
+    let f = fixture().await;
+    let assignments = Assignments::open(&f.store, crate::config::UnassignedPolicy::Ignore).unwrap();
+    let schematic = "e".repeat(64);
+    assignments
+        .set(
+            "52:54:00:00:00:01".parse().unwrap(),
+            &crate::assign::Assignment {
+                schematic: schematic.clone(),
+                version: "v1.9.0".into(),
+                platform: "metal".into(),
+                arch: None,
+                extra_kernel_args: Vec::new(),
+                labels: Default::default(),
+            },
+        )
+        .unwrap();
+    let retention = Arc::new(f.retention);
+    // A GC in progress: the periodic one skips its turns meanwhile.
+    let held = retention.running.lock().await;
+    let task = spawn_periodic(
+        retention.clone(),
+        assignments,
+        keep(1),
+        Duration::from_millis(100),
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        f.store
+            .get_ref(ASSET_KIND, &kernel_key("v1.10.0"))
+            .unwrap()
+            .is_some()
+    );
+    drop(held);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while f
+        .store
+        .get_ref(ASSET_KIND, &kernel_key("v1.10.0"))
+        .unwrap()
+        .is_some()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the periodic GC did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    task.abort();
+    // v1.10.0 went; the newest and the assigned v1.9.0 stayed. Its blobs are younger than
+    // the service's grace period, so they stay until a later run.
+    assert!(
+        f.store
+            .get_ref(ASSET_KIND, &kernel_key("v1.9.0"))
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        f.store
+            .get_ref(ASSET_KIND, &kernel_key("v1.11.0"))
+            .unwrap()
+            .is_some()
+    );
+    assert!(f.store.contains(&f.assets[1]));
+}
