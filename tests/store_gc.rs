@@ -166,6 +166,12 @@ async fn gc_keeps_the_newest_and_the_assigned_versions_and_they_still_boot() {
     assert_eq!(dry["versions"], service_plan["versions"]);
     assert_eq!(dry["refsDropped"], service_plan["refsDropped"]);
     assert!(dry["blobsRemoved"].as_u64().unwrap() > 0, "{dry}");
+    // Each version's catalogs attribute its extension images to it.
+    for v in dry["versions"].as_array().unwrap() {
+        assert!(v["extensionBytes"].as_u64().unwrap() > 0, "{v}");
+        assert!(v["releaseBytes"].as_u64().unwrap() > 256 << 10, "{v}");
+        assert_eq!(v["assets"], 2, "{v}");
+    }
     let out = store_cmd(data.path(), &["gc", "--keep-versions", "1"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("re-run with --yes"), "{}", text(&out));

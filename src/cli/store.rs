@@ -300,7 +300,7 @@ async fn gc(
         if json_out {
             println!("{}", serde_json::to_string_pretty(&plan)?);
         } else {
-            print!("{}", gc_text(&plan));
+            print!("{}", gc_text(&plan, !dry_run));
         }
         if !dry_run {
             eprintln!(
@@ -316,7 +316,7 @@ async fn gc(
     if json_out {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print!("{}", gc_text(&report));
+        print!("{}", gc_text(&report, false));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -327,7 +327,8 @@ fn cell(n: u64) -> String {
 }
 
 /// The plan or result of a GC run, for people.
-fn gc_text(r: &GcRunReport) -> String {
+/// `confirm`: the plan is shown because it needs `--yes`, not because of `--dry-run`.
+fn gc_text(r: &GcRunReport, confirm: bool) -> String {
     let mut out = String::new();
     let policy = format!(
         "policy: keep {}, {}assigned versions and assets kept, {}\n",
@@ -387,9 +388,14 @@ fn gc_text(r: &GcRunReport) -> String {
     };
     if r.dry_run {
         out.push_str(&format!(
-            "would remove {} blobs{orphans}, reclaiming {}; nothing deleted (--dry-run)\n",
+            "would remove {} blobs{orphans}, reclaiming {}; nothing deleted ({})\n",
             r.blobs_removed,
-            sized(r.freed_bytes)
+            sized(r.freed_bytes),
+            if confirm {
+                "not confirmed"
+            } else {
+                "--dry-run"
+            }
         ));
     } else {
         out.push_str(&format!(

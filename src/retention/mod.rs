@@ -964,8 +964,9 @@ fn dir_usage(dir: &Path) -> u64 {
 }
 
 /// Deletes flattened images (`<cache>/images/<manifest hex>`) whose manifest leaves the
-/// store, untouched for the grace period. A build reading one meanwhile keeps its open
-/// files; a new request for that image pulls and flattens it again.
+/// store, untouched for the grace period. Files a build already opened stay readable; a build
+/// of the removed version that opens one afterwards fails once, and the next request for that
+/// image pulls and flattens it again.
 fn sweep_cache(
     dir: &Path,
     live: &HashSet<Digest>,
