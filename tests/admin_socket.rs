@@ -429,3 +429,73 @@ fn as_root_the_cli_writes_as_the_data_directory_owner() {
     assert!(answer.contains(&format!("uid {OTHER_UID}")), "{answer}");
     server.stop();
 }
+
+#[test]
+fn a_held_lock_names_the_holder_and_a_refused_permission_says_permission() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // A server without its admin socket: the command opens the store itself and finds it held.
+    let port = support::tools::free_port();
+    let mut child = bin()
+        .args(["serve", "--offline", "--api-socket", "", "--data-dir"])
+        .arg(&data)
+        .args(["--http-listen", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the server did not come up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !data.join("admin.sock").exists(),
+        "api.socket '' means no socket"
+    );
+    let out = mirror(&data, &["list"]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains(&format!("another bootfactory process (pid {})", child.id())),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "printed once: {err}");
+    assert_eq!(err.matches("locked").count(), 1, "each cause once: {err}");
+
+    if !nix::unistd::geteuid().is_root() || !support::tools::have("setpriv") {
+        return;
+    }
+    // Another user on root's private data directory: permission, not another process.
+    std::fs::set_permissions(
+        tmp.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    let out = Command::new("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            env!("CARGO_BIN_EXE_bootfactory"),
+            "mirror",
+            "list",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.contains("permission denied") && err.contains("owned by uid 0"),
+        "{err}"
+    );
+    assert!(!err.contains("another"), "{err}");
+}
