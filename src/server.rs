@@ -178,14 +178,33 @@ impl DirectStore {
 pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
     use crate::store::StoreError;
     Store::open(dir).map_err(|e| match e {
-        StoreError::Locked { .. } => anyhow::Error::new(e).context(format!(
-            "cannot open the store in {}: another bootfactory process uses it (a `bootfactory serve` without its admin socket, api.socket, or another command); stop it or wait for it",
-            dir.display()
-        )),
+        StoreError::Locked { ref path } => {
+            let holder = lock_holder(&path.join("db"))
+                .map(|pid| format!("another bootfactory process (pid {pid})"))
+                .unwrap_or_else(|| "another bootfactory process".into());
+            anyhow::Error::new(e).context(format!(
+                "cannot open the store in {}: {holder} uses it (a `bootfactory serve` without its admin socket, api.socket, or another command); stop it or wait for it",
+                dir.display()
+            ))
+        }
         e if e.is_permission_denied() => {
             anyhow::Error::new(e).context(permission_message(dir))
         }
         e => anyhow::Error::new(e).context(format!("cannot open the store in {}", dir.display())),
+    })
+}
+
+/// The process holding a `flock` on `file`, from `/proc/locks` (`1: FLOCK ADVISORY WRITE
+/// <pid> <major>:<minor>:<inode> 0 EOF`); `None` when it cannot be told.
+fn lock_holder(file: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = std::fs::metadata(file).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, dev_inode) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let ino: u64 = dev_inode.rsplit(':').next()?.parse().ok()?;
+        (*kind == "FLOCK" && ino == inode).then(|| pid.parse().ok())?
     })
 }
 

@@ -160,6 +160,7 @@ pub(super) fn run(cx: &Context, cmd: &StoreCommand) -> anyhow::Result<ExitCode> 
 
 /// Opens the store, naming the likely cause when it is in use.
 fn open(dir: &Path, rebuild: bool) -> anyhow::Result<Store> {
+    crate::server::check_data_dir(dir)?;
     let store = if rebuild {
         Store::open_for_rebuild(dir)
     } else {

@@ -52,7 +52,7 @@ impl From<sled::Error> for CatalogError {
 }
 
 /// One named image in the catalog (for listings).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CatalogEntry {
     /// `registry/repository:tag` or `registry/repository@digest`.
     pub reference: String,
