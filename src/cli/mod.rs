@@ -93,7 +93,8 @@ Every configuration key can be set in a YAML file (--config), an environment var
 #[derive(Parser, Debug)]
 #[command(name = "bootfactory", version = VERSION, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
-    /// YAML configuration file (keys as in `bootfactory config show`).
+    /// YAML configuration file (keys as in `bootfactory config show`); default
+    /// /etc/bootfactory/config.yaml when it exists.
     #[arg(long, global = true, env = "BOOTFACTORY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -192,14 +193,22 @@ pub fn main() -> ExitCode {
 /// What every command may need besides its own arguments.
 struct Context<'a> {
     matches: &'a ArgMatches,
-    config_file: Option<&'a Path>,
+    /// The configuration file read: `--config`/`BOOTFACTORY_CONFIG`, else
+    /// [`crate::config::DEFAULT_CONFIG_FILE`] when it exists.
+    config_file: Option<PathBuf>,
 }
 
 impl Context<'_> {
-    /// The configuration: defaults, `--config` file, `BOOTFACTORY_*` variables and flags.
+    /// The configuration: defaults, the configuration file, `BOOTFACTORY_*` variables and
+    /// flags.
     fn load_config(&self) -> anyhow::Result<Config> {
         let overrides = flags::collect_overrides(self.matches);
-        Ok(Config::load(self.config_file, &overrides)?)
+        Ok(Config::load(self.config_file.as_deref(), &overrides)?)
+    }
+
+    /// The configuration file read, for messages.
+    fn config_file(&self) -> Option<&Path> {
+        self.config_file.as_deref()
     }
 }
 
@@ -207,7 +216,10 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let cli = Cli::from_arg_matches(matches)?;
     let cx = Context {
         matches,
-        config_file: cli.config.as_deref(),
+        config_file: crate::config::resolve_file(
+            cli.config.as_deref(),
+            Path::new(crate::config::DEFAULT_CONFIG_FILE),
+        ),
     };
     match &cli.command {
         Command::Serve => serve::run(&cx),

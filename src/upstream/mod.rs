@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod fetch;
+pub mod images;
 pub mod mirror;
 pub mod reason;
 
