@@ -76,6 +76,57 @@ kill -TERM "$pid"; wait "$pid" || fail "serve did not stop cleanly on SIGTERM"
 pid=""
 rm -f /tmp/bootfactory-pkg.$$.log
 
+if [ -n "${BOOTFACTORY_FIXTURE_BIN:-}" ]; then
+    # README "Install as a service" → "First run", as an operator meets it: the service runs
+    # as its own user; root's commands find /etc/bootfactory/config.yaml on their own and talk
+    # to the service over its admin socket (no lock error, no token, nothing root-owned left).
+    echo "==> an operator's first hour: import while serving, a refused assignment, warm, /pxe"
+    [ -x "$BOOTFACTORY_FIXTURE_BIN" ] || fail "BOOTFACTORY_FIXTURE_BIN=$BOOTFACTORY_FIXTURE_BIN is not executable"
+    work="$(mktemp -d)"
+    "$BOOTFACTORY_FIXTURE_BIN" --out "$work/release" --version v1.11.6 >/dev/null
+    tar -C "$work/release" -cf "$work/bundle.tar" .
+    setpriv --reuid bootfactory --regid bootfactory --init-groups -- /usr/bin/bootfactory serve \
+        --http-listen "127.0.0.1:$port" --offline >"$work/serve.log" 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null && break
+        sleep 0.2
+    done
+    curl -sf "http://127.0.0.1:$port/healthz" >/dev/null || { cat "$work/serve.log"; fail "no /healthz"; }
+    [ "$(curl -sf "http://127.0.0.1:$port/versions")" = "[]" ] || fail "/versions of an empty store is not []"
+    bootfactory mirror import "$work/bundle.tar" >"$work/import.out" 2>&1 \
+        || { cat "$work/import.out" "$work/serve.log"; fail "mirror import while serving"; }
+    bootfactory mirror list | grep -q "ghcr.io/siderolabs/imager:v1.11.6" || fail "mirror list: no imager after the import"
+    curl -sf "http://127.0.0.1:$port/versions" | grep -q '"v1.11.6"' || fail "/versions after the import"
+    left="$(find /var/lib/bootfactory ! -user bootfactory | head -5)"
+    [ -z "$left" ] || fail "files not owned by the service user: $left"
+    schematic() {
+        curl -sf -X POST --data-binary "customization: {systemExtensions: {officialExtensions: [$1]}}" \
+            "http://127.0.0.1:$port/schematics" | sed -n 's/.*"id":"\([0-9a-f]*\)".*/\1/p'
+    }
+    bad="$(schematic siderolabs/nope)"; good="$(schematic siderolabs/gvisor)"
+    [ -n "$bad" ] && [ -n "$good" ] || fail "POST /schematics"
+    if bootfactory machine assign 52:54:00:12:34:56 --schematic "$bad" --version v1.11.6 >"$work/assign.out" 2>&1; then
+        fail "an assignment whose extension is not in the catalog was accepted"
+    fi
+    grep -q "siderolabs/nope" "$work/assign.out" || { cat "$work/assign.out"; fail "the refusal does not name the extension"; }
+    bootfactory machine assign 52:54:00:12:34:56 --schematic "$good" --version v1.11.6 >/dev/null \
+        || fail "assigning a whole chain"
+    bootfactory warm "$good" v1.11.6 >"$work/warm.out" 2>&1 || { cat "$work/warm.out"; fail "warm"; }
+    grep -q "initramfs-amd64.xz" "$work/warm.out" || { cat "$work/warm.out"; fail "warm did not build the initramfs"; }
+    curl -sf "http://127.0.0.1:$port/boot/52:54:00:12:34:56.ipxe" >/dev/null || fail "/boot script"
+    curl -sf "http://127.0.0.1:$port/pxe/$good/v1.11.6/metal-amd64" | grep -q "initramfs-amd64.xz" || fail "/pxe script"
+    curl -sf -o /dev/null "http://127.0.0.1:$port/image/$good/v1.11.6/initramfs-amd64.xz" || fail "the warmed initramfs"
+    bootfactory doctor --offline >"$work/doctor.out" 2>&1 || { cat "$work/doctor.out"; fail "doctor on a healthy box"; }
+    kill -TERM "$pid"; wait "$pid" || fail "serve did not stop cleanly on SIGTERM"
+    pid=""
+    # Without a service the same commands open the store themselves, as the data's owner.
+    bootfactory mirror list | grep -q "ghcr.io/siderolabs/imager:v1.11.6" || fail "mirror list without a service"
+    left="$(find /var/lib/bootfactory ! -user bootfactory | head -5)"
+    [ -z "$left" ] || fail "files not owned by the service user after a direct command: $left"
+    rm -rf "$work"
+fi
+
 echo "==> dpkg --purge"
 dpkg --purge bootfactory
 for p in /usr/bin/bootfactory /etc/bootfactory /var/lib/bootfactory /usr/lib/systemd/system/bootfactory.service \

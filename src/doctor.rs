@@ -415,9 +415,9 @@ pub async fn store_direct(config: &Config, dir: Option<&DataDirState>) -> StoreA
     }
 }
 
-/// sled's "another process has the database" error (it has no kind of its own).
+/// Another process holds the index (`Store::open` types sled's lock failure).
 fn is_lock_error(e: &crate::store::StoreError) -> bool {
-    crate::errors::chain(e).contains("could not acquire lock")
+    matches!(e, crate::store::StoreError::Locked { .. })
 }
 
 /// The checks that need the store: `store` (quick check, quota) and `versions`. What the

@@ -28,6 +28,7 @@ pub(crate) mod netboot;
 pub mod oci;
 pub(crate) mod ratelimit;
 pub(crate) mod registry;
+pub(crate) mod retention;
 pub mod schematic;
 pub mod server;
 pub mod store;

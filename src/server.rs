@@ -45,12 +45,7 @@ impl App {
                 config.data_dir.display()
             )
         })?;
-        let store = Store::open(&config.data_dir).with_context(|| {
-            format!(
-                "cannot open the store in {} (if another bootfactory process uses this data directory, stop it first)",
-                config.data_dir.display()
-            )
-        })?;
+        let store = open_store(&config.data_dir)?;
         store.set_quota(crate::store::Quota {
             max_bytes: config.store.max_bytes,
             min_free_bytes: config.store.min_free_bytes,
@@ -82,6 +77,10 @@ impl App {
         )
         .context("cannot set up the admin API token")?
         .into();
+        let retention = Arc::new(crate::retention::Retention::new(
+            config.clone(),
+            mirror.catalog().clone(),
+        ));
         let state = AppState {
             config,
             schematics,
@@ -90,6 +89,7 @@ impl App {
             metrics,
             assignments,
             admin_token,
+            retention,
         };
         // The schematics directory and the assignments file, exactly as SIGHUP reloads them.
         reload(&state).await?;
@@ -145,6 +145,158 @@ impl App {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.bind().await?.serve(shutdown).await
+    }
+}
+
+/// The store and the mirror of an existing data directory, for the commands that work on it
+/// themselves when no service runs (`mirror …`): unlike [`App::open`] this creates no data
+/// directory, admin token, signing key or factory.
+pub struct DirectStore {
+    /// The opened store.
+    pub store: Store,
+    /// The mirror over its catalog (pulls use the configured upstreams).
+    pub mirror: Arc<Mirror>,
+}
+
+impl DirectStore {
+    /// Opens the store in `config.data_dir`, which must exist ([`check_data_dir`]).
+    pub fn open(config: Config) -> anyhow::Result<DirectStore> {
+        check_data_dir(&config.data_dir)?;
+        let store = open_store(&config.data_dir)?;
+        store.set_quota(crate::store::Quota {
+            max_bytes: config.store.max_bytes,
+            min_free_bytes: config.store.min_free_bytes,
+        });
+        let catalog = ImageCatalog::new(store.clone()).context("cannot open the image catalog")?;
+        let mirror = Arc::new(Mirror::new(Arc::new(config), catalog));
+        Ok(DirectStore { store, mirror })
+    }
+}
+
+/// Opens the store in `dir`, saying why it cannot: another process holds it, or this user
+/// may not write there (never blamed on another process).
+pub fn open_store(dir: &std::path::Path) -> anyhow::Result<Store> {
+    use crate::store::StoreError;
+    Store::open(dir).map_err(|e| match e {
+        StoreError::Locked { ref path } => {
+            let holder = lock_holder(&path.join("db"))
+                .map(|pid| format!("another bootfactory process (pid {pid})"))
+                .unwrap_or_else(|| "another bootfactory process".into());
+            anyhow::Error::new(e).context(format!(
+                "cannot open the store in {}: {holder} uses it (a `bootfactory serve` without its admin socket, api.socket, or another command); stop it or wait for it",
+                dir.display()
+            ))
+        }
+        e if e.is_permission_denied() => {
+            anyhow::Error::new(e).context(permission_message(dir))
+        }
+        e => anyhow::Error::new(e).context(format!("cannot open the store in {}", dir.display())),
+    })
+}
+
+/// The process holding a `flock` on `file`, from `/proc/locks` (`1: FLOCK ADVISORY WRITE
+/// <pid> <major>:<minor>:<inode> 0 EOF`); `None` when it cannot be told.
+fn lock_holder(file: &std::path::Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let inode = std::fs::metadata(file).ok()?.ino();
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (kind, pid, dev_inode) = (fields.get(1)?, fields.get(4)?, fields.get(5)?);
+        let ino: u64 = dev_inode.rsplit(':').next()?.parse().ok()?;
+        (*kind == "FLOCK" && ino == inode).then(|| pid.parse().ok())?
+    })
+}
+
+/// "permission denied" for `dir`, with its owner and the current user.
+fn permission_message(dir: &std::path::Path) -> String {
+    use std::os::unix::fs::MetadataExt as _;
+    let owner = std::fs::metadata(dir)
+        .map(|m| format!("uid {}", m.uid()))
+        .unwrap_or_else(|_| "another user".into());
+    format!(
+        "permission denied on the data directory {} (owned by {owner}, this command runs as uid {}): run it as root or as the service's user",
+        dir.display(),
+        nix::unistd::geteuid()
+    )
+}
+
+/// Checks that the data directory exists and is writable: only `serve` creates it, so a
+/// command pointed at the wrong place says so instead of starting an empty store there.
+pub fn check_data_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => anyhow::bail!(
+            "data directory {} does not exist: is this the service's data directory? pass --data-dir or --config (only `bootfactory serve` creates it)",
+            dir.display()
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            anyhow::bail!("{}", permission_message(dir))
+        }
+        Err(e) => {
+            Err(e).with_context(|| format!("cannot read the data directory {}", dir.display()))
+        }
+        Ok(m) if !m.is_dir() => anyhow::bail!(
+            "data directory {} is not a directory (dataDir)",
+            dir.display()
+        ),
+        Ok(_) => {
+            if nix::unistd::access(
+                dir,
+                nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+            )
+            .is_err()
+            {
+                anyhow::bail!("{}", permission_message(dir));
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Makes files this process creates from now on belong to the owner of the data directory
+/// `dir`, when running as root and `dir` belongs to another user (the service's): the
+/// effective uid and gid become the owner's (supplementary groups are dropped), so the index
+/// and blobs a command writes stay usable by the service. Returns the guard that switches
+/// back to root when dropped (for writing the command's own output afterwards), or `None`
+/// when nothing was switched.
+pub fn act_as_data_dir_owner(dir: &std::path::Path) -> anyhow::Result<Option<OwnerGuard>> {
+    use nix::unistd::{Gid, Uid, getegid, geteuid, setegid, seteuid, setgroups};
+    use std::os::unix::fs::MetadataExt as _;
+    if !geteuid().is_root() {
+        return Ok(None);
+    }
+    let meta = match std::fs::metadata(dir) {
+        Ok(m) => m,
+        // check_data_dir reports it.
+        Err(_) => return Ok(None),
+    };
+    if meta.uid() == 0 {
+        return Ok(None);
+    }
+    let (uid, gid) = (Uid::from_raw(meta.uid()), Gid::from_raw(meta.gid()));
+    let groups = nix::unistd::getgroups().unwrap_or_default();
+    let saved = OwnerGuard {
+        gid: getegid(),
+        groups,
+    };
+    setgroups(&[gid]).context("cannot drop supplementary groups")?;
+    setegid(gid).with_context(|| format!("cannot switch to the data directory's group {gid}"))?;
+    seteuid(uid).with_context(|| format!("cannot switch to the data directory's owner {uid}"))?;
+    tracing::debug!(%uid, %gid, dir = %dir.display(), "acting as the data directory's owner");
+    Ok(Some(saved))
+}
+
+/// Switches back to root when dropped (see [`act_as_data_dir_owner`]).
+pub struct OwnerGuard {
+    gid: nix::unistd::Gid,
+    groups: Vec<nix::unistd::Gid>,
+}
+
+impl Drop for OwnerGuard {
+    fn drop(&mut self) {
+        let _ = nix::unistd::seteuid(nix::unistd::Uid::from_raw(0));
+        let _ = nix::unistd::setegid(self.gid);
+        let _ = nix::unistd::setgroups(&self.groups);
     }
 }
 
@@ -350,6 +502,20 @@ impl BoundApp {
         let netboot = self.netboot.map(|n| tokio::spawn(n.run(stop_rx)));
         let reloader = spawn_reload_on_sighup(self.state.clone(), self.tls.clone(), status.clone());
         let tls_watch = self.tls.clone().map(|t| t.spawn_watch());
+        let periodic_gc = match config.store.gc.interval_hours {
+            0 => None,
+            hours => {
+                let every = Duration::from_secs(hours.saturating_mul(3600));
+                let policy = crate::retention::GcPolicy::from_config(&config.store.gc);
+                tracing::info!(every_hours = hours, ?policy, "periodic store gc enabled");
+                Some(crate::retention::spawn_periodic(
+                    self.state.retention.clone(),
+                    self.state.assignments.clone(),
+                    policy,
+                    every,
+                ))
+            }
+        };
         crate::systemd::spawn_watchdog();
         crate::systemd::ready(&status);
         let mut endpoints = vec![Endpoint {
@@ -378,6 +544,10 @@ impl BoundApp {
         .await;
         // The reloader holds the state (and so the store): end it with the server.
         if let Some(task) = reloader {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(task) = periodic_gc {
             task.abort();
             let _ = task.await;
         }

@@ -41,6 +41,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("configured plumbing", &["logging", "tls", "upstream"]),
     ("factory", &["factory"]),
     ("services on the factory", &["assign", "doctor", "registry"]),
+    // Retention attributes store content to Talos versions and reads assignments.
+    ("store maintenance", &["retention"]),
     ("network boot", &["netboot"]),
     ("http", &["http"]),
     ("server", &["server"]),

@@ -323,8 +323,9 @@ fn unreachable_upstream_error_names_each_cause_once() {
     );
     for part in [
         "resolve ghcr.io/siderolabs/unreachable:v1",
-        "error sending request",
-        "Connection refused",
+        // The cause in words (`upstream::reason`), then the OS error's own text, each once.
+        "connection refused by 127.0.0.1:",
+        "Connection refused (os error",
     ] {
         assert_eq!(line.matches(part).count(), 1, "{part:?} once in: {line}");
     }

@@ -1,6 +1,7 @@
 //! `bootfactory store gc|verify` as a user runs them, on a data directory filled through the
 //! library: what gc deletes and keeps, that `--dry-run` deletes nothing, that verify reports
-//! corruption with a non-zero exit, and that neither touches a directory a server is using.
+//! corruption with a non-zero exit, and that with a server running they go through its admin
+//! socket (or refuse when they cannot).
 
 mod support;
 
@@ -162,7 +163,7 @@ async fn verify_reports_corrupt_blobs_and_exits_non_zero() {
 }
 
 #[tokio::test]
-async fn store_commands_refuse_a_data_directory_a_server_uses() {
+async fn store_commands_go_through_a_running_server_or_refuse() {
     let data = tempfile::tempdir().unwrap();
     let f = fill(data.path()).await;
     let port = support::tools::free_port();
@@ -184,8 +185,33 @@ async fn store_commands_refuse_a_data_directory_a_server_uses() {
         std::thread::sleep(Duration::from_millis(50));
     }
 
-    for args in [&["gc"][..], &["gc", "--dry-run"], &["verify"]] {
+    // The running service answers on its admin socket: the commands go through it, and its
+    // GC keeps what is younger than its grace period (the blob a moment ago unreferenced).
+    for args in [&["gc"][..], &["gc", "--dry-run"], &["verify"], &["usage"]] {
         let out = store_cmd(data.path(), args);
+        assert!(out.status.success(), "store {args:?}: {}", text(&out));
+    }
+    let out = store_cmd(data.path(), &["gc", "--dry-run"]);
+    assert!(
+        text(&out).contains("younger than the grace period"),
+        "{}",
+        text(&out)
+    );
+    assert!(blob_file(data.path(), &f.unreferenced).exists());
+    // Rebuilding the index needs the data directory to itself.
+    let out = store_cmd(data.path(), &["verify", "--rebuild-index"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("stop it first"), "{}", text(&out));
+    // Without the socket the commands cannot open the store the server holds.
+    for args in [&["gc"][..], &["verify"]] {
+        let out = bin()
+            .arg("store")
+            .args(args)
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--api-socket", ""])
+            .output()
+            .unwrap();
         assert!(!out.status.success(), "store {args:?} ran: {}", text(&out));
         assert!(text(&out).contains("stop it first"), "{}", text(&out));
     }

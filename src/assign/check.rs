@@ -5,12 +5,19 @@
 //! syntax, platform and architecture names, kernel arguments), then against the factory, the
 //! way a boot would use it: the schematic exists, the version is served, the platform is one
 //! Talos knows — i.e. the assignment's `cmdline` asset ([`Assignment::cmdline_profile`],
-//! `amd64` unless it names an architecture) resolves.
+//! `amd64` unless it names an architecture) resolves — and then the boot chain
+//! ([`crate::factory::chain`]): the version's extensions catalog, every extension of the
+//! schematic in it and its image present (offline) or reachable (online), the overlay
+//! likewise. An assignment whose boot would fail is [`CheckError::Broken`], naming the
+//! missing piece; one that could not be checked (an upstream unreachable) is
+//! [`CheckError::Unchecked`], with the reason in words.
 
 use super::Assignment;
 use super::model::InvalidAssignment;
+use crate::factory::chain::ChainError;
 use crate::factory::profile::Arch;
 use crate::factory::service::{Factory, FactoryError};
+use crate::upstream::MirrorError;
 
 /// Why an assignment was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -27,21 +34,27 @@ pub enum CheckError {
         /// The factory's answer, worded like upstream's.
         error: FactoryError,
     },
+    /// The machine would fail at boot: something its boot needs is missing (the Talos
+    /// release itself, the extensions catalog, an extension or overlay); the error names it
+    /// and, offline, what to import.
+    #[error("the boot would fail: {0}")]
+    Broken(ChainError),
     /// The check itself could not be made (an upstream is unavailable, the store failed).
     #[error(transparent)]
     Unchecked(FactoryError),
 }
 
 /// Checks `a` on its own and against `factory`, including that the factory serves its
-/// version (which may ask the upstream registry). The admin API's check.
+/// version and the boot chain (which may ask the upstream registry). The admin API's check.
 pub async fn check(factory: &Factory, a: &Assignment) -> Result<(), CheckError> {
     check_with(factory, a, true).await
 }
 
-/// [`check`] without the version-availability step: what the appliance decides on its own.
-/// The assignments file is checked with this at start and on SIGHUP, so that a start never
-/// waits for (or fails because of) an unreachable upstream; a version that turns out not to be
-/// served is reported when the machine boots (`/boot/<mac>.ipxe` answers 409 naming it).
+/// [`check`] without the steps that may ask an upstream (version availability, the boot
+/// chain): what the appliance decides on its own, instantly. The assignments file is checked
+/// with this at start and on SIGHUP, so that a start never waits for (or fails because of)
+/// an unreachable upstream; the rest is [`check`]ed afterwards in the background
+/// ([`super::seed::verify_in_background`]) and logged.
 pub async fn check_locally(factory: &Factory, a: &Assignment) -> Result<(), CheckError> {
     check_with(factory, a, false).await
 }
@@ -52,7 +65,12 @@ async fn check_with(
     availability: bool,
 ) -> Result<(), CheckError> {
     a.validate()?;
-    let profile = a.cmdline_profile(Arch::Amd64);
+    let arch = a
+        .arch
+        .as_deref()
+        .and_then(Arch::from_name)
+        .unwrap_or(Arch::Amd64);
+    let profile = a.cmdline_profile(arch);
     let resolved = if availability {
         factory
             .resolve_profile(&a.schematic, &a.version, profile)
@@ -62,24 +80,31 @@ async fn check_with(
             .resolve_profile_locally(&a.schematic, &a.version, profile)
             .await
     };
-    match resolved {
-        Ok(_) => Ok(()),
-        Err(error) => Err(match error {
-            FactoryError::SchematicNotFound(_) => CheckError::Refused {
-                field: "schematic",
-                error,
-            },
-            FactoryError::VersionNotAvailable(_) | FactoryError::BadVersion(_) => {
-                CheckError::Refused {
-                    field: "version",
-                    error,
-                }
-            }
-            FactoryError::BadPath(_) | FactoryError::UnknownPlatform(_) => CheckError::Refused {
-                field: "platform",
-                error,
-            },
-            other => CheckError::Unchecked(other),
-        }),
+    let resolved = resolved.map_err(|error| match error {
+        FactoryError::SchematicNotFound(_) => CheckError::Refused {
+            field: "schematic",
+            error,
+        },
+        FactoryError::VersionNotAvailable(_) | FactoryError::BadVersion(_) => CheckError::Refused {
+            field: "version",
+            error,
+        },
+        FactoryError::BadPath(_) | FactoryError::UnknownPlatform(_) => CheckError::Refused {
+            field: "platform",
+            error,
+        },
+        // Offline with no release in the store: the imager is missing, which is named.
+        FactoryError::Unavailable(ref m) if matches!(m.as_ref(), MirrorError::Offline(_)) => {
+            CheckError::Broken(ChainError::Missing(error))
+        }
+        other => CheckError::Unchecked(other),
+    })?;
+    if !availability {
+        return Ok(());
+    }
+    match factory.check_boot_chain(&resolved, arch).await {
+        Ok(()) => Ok(()),
+        Err(ChainError::Unchecked(e)) => Err(CheckError::Unchecked(e)),
+        Err(broken) => Err(CheckError::Broken(broken)),
     }
 }

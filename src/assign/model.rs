@@ -136,6 +136,21 @@ impl Assignment {
         Ok(())
     }
 
+    /// The warm-up of what this assignment boots by PXE (kernel, initramfs, command line),
+    /// for its architecture or `fallback` when it names none.
+    pub fn warm_request(&self, fallback: Arch) -> crate::factory::warm::WarmRequest {
+        crate::factory::warm::WarmRequest {
+            schematic: self.schematic.clone(),
+            version: self.version.clone(),
+            platform: self.platform.clone(),
+            arch: self
+                .arch
+                .clone()
+                .unwrap_or_else(|| fallback.as_str().to_string()),
+            assets: Vec::new(),
+        }
+    }
+
     /// The factory asset this assignment boots with: the `cmdline` of its platform on its
     /// architecture, or on `fallback` when it names none (the firmware's, the inventory's).
     /// Meaningful for a [validated](Assignment::validate) assignment; an `arch` that is not

@@ -22,7 +22,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::check::{CheckError, check_locally};
+use std::sync::Arc;
+
+use super::check::{CheckError, check, check_locally};
 use super::{Assignment, Assignments, MacAddr};
 use crate::factory::service::Factory;
 
@@ -79,16 +81,23 @@ fn entry_name(mac: Option<MacAddr>) -> String {
     mac.map_or("default".to_string(), |m| format!("machines.{m}"))
 }
 
-/// Reads the seed file, checks every entry with the admin API's check minus the step that may
-/// ask an upstream ([`check_locally`]: syntax, the schematic exists, the version is a version,
-/// the platform is known) and applies it; returns how many entries it set. Nothing is applied
-/// if an entry is refused. Whether the factory serves an entry's version is not checked here,
-/// so a start never waits for an unreachable upstream: a machine booting with a version that
-/// is not served gets a 409 naming it.
+/// Reads the seed file, checks every entry with the admin API's check minus the steps that
+/// may ask an upstream ([`check_locally`]: syntax, the schematic exists, the version is a
+/// version, the platform is known) and applies it; returns how many entries it set. Nothing
+/// is applied if an entry is refused.
+///
+/// Whether the factory serves an entry's version and whether its boot chain is whole (the
+/// extensions catalog, extensions, overlay: [`crate::factory::chain`]) is checked after that
+/// — offline at once (everything is in the store, so it is quick), online in the background
+/// ([`verify_in_background`]), so a start never waits for an unreachable upstream. Either
+/// way a broken chain does not stop the start (with an empty store, the bundle can only be
+/// imported next): each entry whose boot would fail is logged at WARN with the missing
+/// piece, and that machine's `/boot` and `/pxe` scripts answer the same error until it is
+/// fixed.
 pub async fn apply(
     path: &Path,
     assignments: &Assignments,
-    factory: &Factory,
+    factory: &Arc<Factory>,
 ) -> Result<usize, SeedError> {
     let err = |message: String| SeedError {
         path: path.display().to_string(),
@@ -112,20 +121,79 @@ pub async fn apply(
             Err(CheckError::Refused { field, error }) => {
                 return Err(err(format!("{name}.{field}: {error}")));
             }
+            // Not reached by the local check (it asks nothing that could be missing); the
+            // background check reports it.
+            Err(CheckError::Broken(_)) => {}
             Err(CheckError::Unchecked(e)) => {
                 tracing::warn!(file = %path.display(), entry = %name, error = %crate::errors::chain(&e), "assignment applied unchecked");
             }
         }
     }
     let n = entries.len();
-    for (mac, a) in entries {
+    for (mac, a) in &entries {
         let result = match mac {
-            Some(mac) => assignments.set(mac, &a),
-            None => assignments.set_default(Some(&a)),
+            Some(mac) => assignments.set(*mac, a),
+            None => assignments.set_default(Some(a)),
         };
         result.map_err(|e| err(crate::errors::chain(&e)))?;
     }
+    if factory.config().offline {
+        // Offline every answer is in the store: checked now, before the start completes.
+        verify(
+            &path.display().to_string(),
+            &entries,
+            &Arc::downgrade(factory),
+        )
+        .await;
+    } else {
+        verify_in_background(path, entries, factory);
+    }
     Ok(n)
+}
+
+/// Runs [`verify`] in a task of its own (online: the check may wait for an upstream). The
+/// task holds the factory weakly, so a stopping server is not kept alive by it.
+pub fn verify_in_background(
+    path: &Path,
+    entries: Vec<(Option<MacAddr>, Assignment)>,
+    factory: &Arc<Factory>,
+) {
+    let file = path.display().to_string();
+    let factory = Arc::downgrade(factory);
+    tokio::spawn(async move { verify(&file, &entries, &factory).await });
+}
+
+/// Runs the admin API's whole [`check`] on each applied entry and logs the outcome: WARN for
+/// an entry whose boot would fail (the missing piece named) or that could not be checked,
+/// INFO when every entry's chain is whole. Stops when the factory is gone.
+async fn verify(
+    file: &str,
+    entries: &[(Option<MacAddr>, Assignment)],
+    factory: &std::sync::Weak<Factory>,
+) {
+    {
+        let mut broken = 0;
+        for (mac, a) in entries {
+            let name = entry_name(*mac);
+            let Some(factory) = factory.upgrade() else {
+                return;
+            };
+            match check(&factory, a).await {
+                Ok(()) => {}
+                Err(CheckError::Unchecked(e)) => {
+                    broken += 1;
+                    tracing::warn!(%file, entry = %name, error = %crate::errors::chain(&e), "assignment's boot chain could not be checked");
+                }
+                Err(e) => {
+                    broken += 1;
+                    tracing::warn!(%file, entry = %name, error = %crate::errors::chain(&e), "assignment will not boot until this is fixed");
+                }
+            }
+        }
+        if broken == 0 {
+            tracing::info!(%file, entries = entries.len(), "every assignment's boot chain is whole");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,13 @@ pub(super) fn run(cx: &Context, cmd: &ConfigCommand) -> anyhow::Result<ExitCode>
             } else {
                 config.redacted()
             };
+            match cx.config_file() {
+                Some(path) => println!("# config file: {}", path.display()),
+                None => println!(
+                    "# config file: none ({} does not exist; defaults, BOOTFACTORY_* and flags)",
+                    crate::config::DEFAULT_CONFIG_FILE
+                ),
+            }
             print!("{}", shown.to_yaml());
         }
         ConfigCommand::Keys => {

@@ -65,11 +65,11 @@ async fn collect(cx: &Context<'_>, args: &DoctorArgs) -> Report {
         Err(e) => {
             report
                 .checks
-                .push(doctor::config_error(cx.config_file, &format!("{e:#}")));
+                .push(doctor::config_error(cx.config_file(), &format!("{e:#}")));
             return report;
         }
     };
-    report.checks.push(doctor::config_file(cx.config_file));
+    report.checks.push(doctor::config_file(cx.config_file()));
     let (dir_check, dir) = doctor::data_dir(&config);
     report.checks.push(dir_check);
     report.checks.push(doctor::free_disk(&config));

@@ -30,8 +30,15 @@ pub(super) const MIRROR_KEYS: &[&str] = &[
     "upstream.retries",
 ];
 
-/// What `store verify|gc` use.
-pub(super) const STORE_KEYS: &[&str] = &["dataDir", "api.socket"];
+/// What `store verify|gc|usage` use: the data directory, the admin socket, and the GC
+/// policy's defaults.
+pub(super) const STORE_KEYS: &[&str] = &[
+    "dataDir",
+    "api.socket",
+    "store.gc.keepVersions",
+    "store.gc.keepReferenced",
+    "store.gc.maxBytes",
+];
 
 /// What `machine …` uses besides `--server`/`--token`: the admin token file's directory.
 pub(super) const MACHINE_KEYS: &[&str] = &["dataDir", "api.socket"];

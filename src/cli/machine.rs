@@ -206,7 +206,11 @@ async fn watch(
 
 /// Runs `f` with an admin API client: the admin socket when the service answers there (and
 /// neither `--server` nor `--token` is given), else HTTP with the admin token.
-fn admin_command<'a, F, Fut>(config: &Config, server: &ServerArgs, f: F) -> anyhow::Result<ExitCode>
+pub(super) fn admin_command<'a, F, Fut>(
+    config: &Config,
+    server: &ServerArgs,
+    f: F,
+) -> anyhow::Result<ExitCode>
 where
     F: FnOnce(AdminClient) -> Fut + 'a,
     Fut: std::future::Future<Output = anyhow::Result<()>> + 'a,

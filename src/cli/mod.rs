@@ -50,6 +50,7 @@ mod schematic;
 mod serve;
 pub(crate) mod service;
 mod store;
+mod warm;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -92,7 +93,8 @@ Every configuration key can be set in a YAML file (--config), an environment var
 #[derive(Parser, Debug)]
 #[command(name = "bootfactory", version = VERSION, about = ABOUT, long_about = LONG_ABOUT)]
 struct Cli {
-    /// YAML configuration file (keys as in `bootfactory config show`).
+    /// YAML configuration file (keys as in `bootfactory config show`); default
+    /// /etc/bootfactory/config.yaml when it exists.
     #[arg(long, global = true, env = "BOOTFACTORY_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
 
@@ -131,6 +133,9 @@ enum Command {
     /// Write the man pages (bootfactory.1 and one per subcommand) into a directory.
     #[command(hide = true)]
     Man(completions::ManArgs),
+    /// Build a machine's boot assets before it boots (talks to the running server's admin
+    /// API): prints what was built, sizes and time.
+    Warm(warm::WarmArgs),
     /// Old spelling of `machine assign`.
     #[command(hide = true)]
     Assign(machine::AssignArgs),
@@ -159,6 +164,9 @@ pub fn command() -> clap::Command {
             flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
         })
         .mut_subcommand("doctor", |c| flags::add(c, Keys::All, flags::Show::Listed))
+        .mut_subcommand("warm", |c| {
+            flags::add(c, Keys::Only(flags::MACHINE_KEYS), flags::Show::Listed)
+        })
         // The old spellings accept every flag they accepted before, unlisted.
         .mut_subcommand("assign", |c| flags::add(c, Keys::All, flags::Show::Hidden))
         .mut_subcommand("unassign", |c| {
@@ -185,14 +193,22 @@ pub fn main() -> ExitCode {
 /// What every command may need besides its own arguments.
 struct Context<'a> {
     matches: &'a ArgMatches,
-    config_file: Option<&'a Path>,
+    /// The configuration file read: `--config`/`BOOTFACTORY_CONFIG`, else
+    /// [`crate::config::DEFAULT_CONFIG_FILE`] when it exists.
+    config_file: Option<PathBuf>,
 }
 
 impl Context<'_> {
-    /// The configuration: defaults, `--config` file, `BOOTFACTORY_*` variables and flags.
+    /// The configuration: defaults, the configuration file, `BOOTFACTORY_*` variables and
+    /// flags.
     fn load_config(&self) -> anyhow::Result<Config> {
         let overrides = flags::collect_overrides(self.matches);
-        Ok(Config::load(self.config_file, &overrides)?)
+        Ok(Config::load(self.config_file.as_deref(), &overrides)?)
+    }
+
+    /// The configuration file read, for messages.
+    fn config_file(&self) -> Option<&Path> {
+        self.config_file.as_deref()
     }
 }
 
@@ -200,7 +216,10 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
     let cli = Cli::from_arg_matches(matches)?;
     let cx = Context {
         matches,
-        config_file: cli.config.as_deref(),
+        config_file: crate::config::resolve_file(
+            cli.config.as_deref(),
+            Path::new(crate::config::DEFAULT_CONFIG_FILE),
+        ),
     };
     match &cli.command {
         Command::Serve => serve::run(&cx),
@@ -212,6 +231,7 @@ fn run(matches: &ArgMatches) -> anyhow::Result<ExitCode> {
         Command::Doctor(args) => doctor::run(&cx, args),
         Command::Completions(args) => completions::completions(args),
         Command::Man(args) => completions::man(args),
+        Command::Warm(args) => warm::run(&cx, args),
         Command::Assign(args) => {
             deprecated("assign", "machine assign");
             machine::assign(&cx, args)

@@ -60,6 +60,14 @@ async fn probe_path(path: &Path) -> anyhow::Result<Probe> {
             return Ok(Probe::NoService);
         }
         Err(e) if e.kind() == ErrorKind::PermissionDenied => {
+            // The directory on the way may be what refuses (no service need be running).
+            if let Some(dir) = path.parent()
+                && nix::unistd::access(dir, nix::unistd::AccessFlags::X_OK).is_err()
+            {
+                return Err(crate::server::check_data_dir(dir)
+                    .err()
+                    .unwrap_or_else(|| anyhow::anyhow!("cannot reach {}: {e}", path.display())));
+            }
             return Err(denied(path, &e.to_string()));
         }
         Err(e) => {

@@ -388,6 +388,26 @@ pub const KEYS: &[KeySpec] = &[
         help: "Bytes kept free on the data directory's filesystem; new content is refused with 507 below it (0 = none)",
     },
     KeySpec {
+        key: "store.gc.keepVersions",
+        flag: "store-gc-keep-versions",
+        help: "store gc keeps the release content of the newest N Talos versions (0 = every version)",
+    },
+    KeySpec {
+        key: "store.gc.keepReferenced",
+        flag: "store-gc-keep-referenced",
+        help: "store gc never removes the versions and assets machine assignments boot",
+    },
+    KeySpec {
+        key: "store.gc.maxBytes",
+        flag: "store-gc-max-bytes",
+        help: "store gc evicts built assets, least recently used first, down to this size (0 = no target)",
+    },
+    KeySpec {
+        key: "store.gc.intervalHours",
+        flag: "store-gc-interval-hours",
+        help: "Run store gc with the store.gc policy in serve every N hours (0 = never)",
+    },
+    KeySpec {
         key: "assignments.inventoryMaxMachines",
         flag: "inventory-max-machines",
         help: "Most machines in the inventory; the least recently seen unassigned one is evicted (0 = unbounded)",
@@ -396,6 +416,11 @@ pub const KEYS: &[KeySpec] = &[
         key: "assignments.inventoryMaxAgeDays",
         flag: "inventory-max-age-days",
         help: "Forget unassigned machines not seen for this many days (0 = never)",
+    },
+    KeySpec {
+        key: "assignments.warmOnAssign",
+        flag: "warm-on-assign",
+        help: "Build a machine's kernel, initramfs and command line in the background when the admin API assigns it",
     },
 ];
 

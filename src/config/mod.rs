@@ -66,6 +66,8 @@ pub struct StoreConfig {
     pub max_bytes: u64,
     /// Bytes that must stay free on the data directory's filesystem; 0 = none.
     pub min_free_bytes: u64,
+    /// The retention policy of `bootfactory store gc` and of the service's periodic GC.
+    pub gc: StoreGcConfig,
 }
 
 impl Default for StoreConfig {
@@ -73,6 +75,35 @@ impl Default for StoreConfig {
         StoreConfig {
             max_bytes: 0,
             min_free_bytes: 1 << 30,
+            gc: StoreGcConfig::default(),
+        }
+    }
+}
+
+/// `store.gc.*`: what garbage collection keeps (see `crate::retention`). The defaults keep
+/// every Talos version and every built asset: GC then only deletes unreferenced blobs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct StoreGcConfig {
+    /// Keep the release content of the newest N Talos versions in the store; 0 = every version.
+    pub keep_versions: usize,
+    /// Never remove the Talos versions and the assets that machine assignments (and the
+    /// default assignment) boot.
+    pub keep_referenced: bool,
+    /// After the version policy, evict built assets, least recently used first, until the
+    /// store holds at most this many bytes; 0 = no size target.
+    pub max_bytes: u64,
+    /// Run GC with this policy in `bootfactory serve` every N hours; 0 = never.
+    pub interval_hours: u64,
+}
+
+impl Default for StoreGcConfig {
+    fn default() -> Self {
+        StoreGcConfig {
+            keep_versions: 0,
+            keep_referenced: true,
+            max_bytes: 0,
+            interval_hours: 0,
         }
     }
 }
@@ -206,6 +237,9 @@ pub struct AssignmentsConfig {
     pub inventory_max_machines: usize,
     /// Unassigned machines not seen for this many days are forgotten. 0 = never.
     pub inventory_max_age_days: u64,
+    /// Build a machine's boot assets (kernel, initramfs, command line) in the background when
+    /// the admin API assigns it, as `PUT /api/v1/machines/{mac}?warm=true` does.
+    pub warm_on_assign: bool,
 }
 
 impl Default for AssignmentsConfig {
@@ -214,6 +248,7 @@ impl Default for AssignmentsConfig {
             file: None,
             inventory_max_machines: 10_000,
             inventory_max_age_days: 90,
+            warm_on_assign: false,
         }
     }
 }
@@ -713,6 +748,19 @@ pub enum ConfigError {
         /// What is wrong.
         message: String,
     },
+}
+
+/// The configuration file every command reads when neither `--config` nor
+/// `BOOTFACTORY_CONFIG` names one and it exists (where the packages install it).
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/bootfactory/config.yaml";
+
+/// Which configuration file to read: the one given (`--config` or `BOOTFACTORY_CONFIG`),
+/// else `default` when it exists, else none (defaults, environment and flags only).
+pub fn resolve_file(given: Option<&Path>, default: &Path) -> Option<PathBuf> {
+    match given {
+        Some(path) => Some(path.to_path_buf()),
+        None => default.exists().then(|| default.to_path_buf()),
+    }
 }
 
 /// What [`Config::redacted`] shows instead of a secret.
@@ -1484,5 +1532,47 @@ mod tests {
         let c = Config::load(None, &[ov("http.tls.selfSigned", "true")]).unwrap();
         assert_eq!(c.external_url(), "https://127.0.0.1:8080");
         assert_eq!(c.boot_scheme_port(), ("https", 8080));
+    }
+
+    #[test]
+    fn the_default_file_is_read_only_when_it_exists_and_none_is_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let default = dir.path().join("config.yaml");
+        let given = dir.path().join("other.yaml");
+        // Absent default, nothing given: no file.
+        assert_eq!(resolve_file(None, &default), None);
+        // Given wins, whether or not it (or the default) exists.
+        assert_eq!(resolve_file(Some(&given), &default), Some(given.clone()));
+        std::fs::write(&default, "offline: true\n").unwrap();
+        assert_eq!(resolve_file(None, &default), Some(default.clone()));
+        assert_eq!(resolve_file(Some(&given), &default), Some(given));
+        assert_eq!(DEFAULT_CONFIG_FILE, "/etc/bootfactory/config.yaml");
+    }
+
+    #[test]
+    fn the_admin_socket_is_in_the_data_dir_unless_set_or_disabled() {
+        let mut c = Config {
+            data_dir: PathBuf::from("/srv/bf"),
+            ..Config::default()
+        };
+        assert_eq!(
+            c.admin_socket_path(),
+            Some(PathBuf::from("/srv/bf/admin.sock"))
+        );
+        c.api.socket = Some(PathBuf::from("/run/bootfactory/admin.sock"));
+        assert_eq!(
+            c.admin_socket_path(),
+            Some(PathBuf::from("/run/bootfactory/admin.sock"))
+        );
+        let off = Config::load(
+            None,
+            &[Override {
+                key: "api.socket".into(),
+                value: String::new(),
+                source_name: "--api-socket".into(),
+            }],
+        )
+        .unwrap();
+        assert_eq!(off.admin_socket_path(), None);
     }
 }

@@ -200,7 +200,12 @@ pub struct Artifacts {
     overlays: Mutex<HashMap<String, Arc<Vec<OverlayInfo>>>>,
     extract_locks: Mutex<HashMap<Digest, Arc<tokio::sync::Mutex<()>>>>,
     talosctl_lists: Mutex<HashMap<Digest, Arc<Vec<String>>>>,
+    /// When the "nothing imported" hint was last logged (at most once a minute).
+    last_hint: Mutex<Option<Instant>>,
 }
+
+/// Shortest time between two "import a bundle" hints in the log.
+const HINT_EVERY: Duration = Duration::from_secs(60);
 
 /// The most `talosctl-*` downloads listed for one version (the real image has nine).
 pub const MAX_TALOSCTL_FILES: usize = 256;
@@ -228,7 +233,19 @@ impl Artifacts {
             overlays: Mutex::new(HashMap::new()),
             extract_locks: Mutex::new(HashMap::new()),
             talosctl_lists: Mutex::new(HashMap::new()),
+            last_hint: Mutex::new(None),
         }
+    }
+
+    /// Logs `hint` at WARN unless a hint was logged less than a minute ago: an empty store is
+    /// worth telling the operator about, not once per request.
+    fn hint(&self, hint: &str) {
+        let mut last = self.last_hint.lock().expect("hint lock");
+        if last.is_some_and(|at| at.elapsed() < HINT_EVERY) {
+            return;
+        }
+        *last = Some(Instant::now());
+        tracing::warn!(hint, "the store lacks Talos content");
     }
 
     fn component(&self, component: &str) -> Result<ImageName, ArtifactError> {
@@ -250,13 +267,25 @@ impl Artifacts {
             return Ok(list.clone());
         }
         let imager = self.component(&self.config.artifacts.core.components.imager)?;
-        let tags = self.mirror.tags(&imager, Requester::Internal).await?;
+        let tags = match self.mirror.tags(&imager, Requester::Internal).await {
+            Ok(tags) => tags,
+            // Offline with nothing imported: no versions (as upstream with none), not an error.
+            Err(MirrorError::NotFound(_)) if self.config.offline => Vec::new(),
+            Err(e) => return Err(e.into()),
+        };
         let build = &self.config.build;
         let list = filter_versions(
             &tags,
             &build.min_talos_version,
             &build.broken_talos_versions,
         );
+        if list.is_empty() && self.config.offline {
+            // Not cached: a bundle imported meanwhile shows at once (the lookup is local).
+            self.hint(&format!(
+                "no Talos version is in the store ({imager} has no usable tags) and bootfactory is offline (offline: true): import a bundle with `bootfactory mirror import <bundle>` (see README \"Air-gapped sites\")"
+            ));
+            return Ok(list);
+        }
         *self.versions.lock().expect("versions lock") = Some((Instant::now(), list.clone()));
         Ok(list)
     }
@@ -267,14 +296,65 @@ impl Artifacts {
     }
 
     /// Fails with "version X is not available" unless the factory serves `version`.
+    /// Offline with no version in the store at all, the answer is the 503 naming the imager
+    /// image and `bootfactory mirror import` instead (nothing was imported yet); offline with
+    /// other versions imported it stays upstream's 404, and the log gets the hint.
     pub async fn check_version(&self, version: &TalosVersion) -> Result<(), ArtifactError> {
-        if self.versions().await?.contains(version) {
-            Ok(())
-        } else {
-            Err(ArtifactError::VersionNotAvailable(
-                version.to_string().trim_start_matches('v').to_string(),
-            ))
+        let list = self.versions().await?;
+        if list.contains(version) {
+            return Ok(());
         }
+        if self.config.offline {
+            let imager = self.component(&self.config.artifacts.core.components.imager)?;
+            if list.is_empty() {
+                return Err(ArtifactError::Unavailable(Arc::new(MirrorError::Offline(
+                    format!("{imager}:{version}"),
+                ))));
+            }
+            self.hint(&format!(
+                "version {version} was asked for but {imager}:{version} is not in the store and bootfactory is offline: import a bundle holding it with `bootfactory mirror import <bundle>`"
+            ));
+        }
+        Err(ArtifactError::VersionNotAvailable(
+            version.to_string().trim_start_matches('v').to_string(),
+        ))
+    }
+
+    /// The extensions catalog image of `version` (`ghcr.io/siderolabs/extensions:v1.11.6`).
+    pub fn extensions_catalog_image(
+        &self,
+        version: &TalosVersion,
+    ) -> Result<String, ArtifactError> {
+        let name = self.component(&self.config.artifacts.core.components.extension_manifest)?;
+        Ok(format!("{name}:{version}"))
+    }
+
+    /// Whether the image a catalog names (by reference and index digest) is there for a boot:
+    /// offline, its `linux/<arch>` image whole in the store (nothing is fetched); online,
+    /// present or answering one upstream manifest HEAD (nothing is downloaded).
+    pub async fn image_reachable(
+        &self,
+        what: &str,
+        reference: &str,
+        digest: &str,
+        arch: &str,
+    ) -> Result<(), ArtifactError> {
+        if self.config.offline {
+            return self
+                .pinned_manifest(what, reference, digest, arch)
+                .await
+                .map(|_| ());
+        }
+        let r: ImageRef = reference
+            .parse()
+            .map_err(|e| ArtifactError::Invalid(errors::context(what.to_string(), e)))?;
+        let digest: Digest = digest.parse().map_err(|_| {
+            ArtifactError::Invalid(errors::message(format!("{what}: bad digest {digest}")))
+        })?;
+        self.mirror
+            .manifest_reachable(&r.name, &TagOrDigest::Digest(digest), Requester::Internal)
+            .await?;
+        Ok(())
     }
 
     /// Resolves `name:tag` and picks `linux/<arch>` (the mirror fetches what is missing).

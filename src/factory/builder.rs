@@ -19,7 +19,76 @@ use crate::errors::{self, SharedError};
 use crate::store::{Digest, Store, StoreError};
 
 /// The store ref kind under which built assets are named.
-const ASSET_KIND: &str = "asset";
+pub const ASSET_KIND: &str = "asset";
+/// The sled tree of asset signatures (asset key → signature).
+const SIGNATURES_TREE: &str = "factory/signatures";
+/// The sled tree of when each asset was last served or built (asset key → unix seconds,
+/// big-endian), for evicting the least recently used first under `store.gc.maxBytes`.
+const USED_TREE: &str = "factory/asset-used";
+/// An asset's last-used time is rewritten at most this often (a busy asset costs one index
+/// write an hour, not one per request).
+const USED_RESOLUTION_SECS: u64 = 3600;
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn read_secs(v: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes)
+}
+
+/// Records that `key` was used now, unless it was recorded less than
+/// [`USED_RESOLUTION_SECS`] ago. Failures only cost eviction accuracy: logged, not returned.
+fn mark_used(tree: &sled::Tree, key: &str) {
+    let now = unix_now();
+    match tree.get(key.as_bytes()) {
+        Ok(Some(v))
+            if read_secs(&v).is_some_and(|t| now.saturating_sub(t) < USED_RESOLUTION_SECS) => {}
+        Ok(_) => {
+            if let Err(e) = tree.insert(key.as_bytes(), &now.to_be_bytes()) {
+                tracing::debug!(asset = key, error = %errors::chain(&e), "cannot record asset use");
+            }
+        }
+        Err(e) => tracing::debug!(asset = key, error = %errors::chain(&e), "cannot read asset use"),
+    }
+}
+
+/// When each built asset was last served or built (asset key → unix seconds; to the hour).
+/// Assets built before this was recorded are absent.
+pub fn asset_last_used(store: &Store) -> Result<HashMap<String, u64>, StoreError> {
+    let tree = store.db().open_tree(USED_TREE)?;
+    let mut out = HashMap::new();
+    for kv in tree.iter() {
+        let (k, v) = kv?;
+        if let (Ok(key), Some(t)) = (std::str::from_utf8(&k), read_secs(&v)) {
+            out.insert(key.to_string(), t);
+        }
+    }
+    Ok(out)
+}
+
+/// Forgets the signatures and use times of assets whose ref is gone (after GC unnamed them),
+/// so a later build of the same key starts clean. Returns how many keys went.
+pub fn forget_unnamed_assets(store: &Store) -> Result<usize, StoreError> {
+    let mut removed = 0;
+    for name in [SIGNATURES_TREE, USED_TREE] {
+        let tree = store.db().open_tree(name)?;
+        for kv in tree.iter() {
+            let (k, _) = kv?;
+            let Ok(key) = std::str::from_utf8(&k) else {
+                continue;
+            };
+            if store.get_ref(ASSET_KIND, key)?.is_none() {
+                tree.remove(&k)?;
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
 
 /// A built asset in the store.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -133,6 +202,7 @@ pub struct Builder {
     store: Store,
     signer: CacheSigner,
     signatures: sled::Tree,
+    used: sled::Tree,
     slots: Arc<Semaphore>,
     timeout: Duration,
     work_root: PathBuf,
@@ -159,14 +229,16 @@ impl Builder {
     ) -> Result<Builder, StoreError> {
         let signatures = store
             .db()
-            .open_tree("factory/signatures")
+            .open_tree(SIGNATURES_TREE)
             .map_err(StoreError::Db)?;
+        let used = store.db().open_tree(USED_TREE).map_err(StoreError::Db)?;
         // Leftovers of builds killed with the process.
         let _ = std::fs::remove_dir_all(&work_root);
         Ok(Builder {
             store,
             signer,
             signatures,
+            used,
             slots: Arc::new(Semaphore::new(max_concurrency.max(1))),
             timeout,
             work_root,
@@ -204,13 +276,16 @@ impl Builder {
             return None;
         }
         match self.store.open_blob(&digest).await {
-            Ok(blob) => Some(BuiltAsset {
-                digest,
-                size: blob.size,
-                cached: true,
-                shared: false,
-                fetched: false,
-            }),
+            Ok(blob) => {
+                mark_used(&self.used, key);
+                Some(BuiltAsset {
+                    digest,
+                    size: blob.size,
+                    cached: true,
+                    shared: false,
+                    fetched: false,
+                })
+            }
             Err(e) => {
                 tracing::warn!(asset = key, %digest, error = %crate::errors::chain(&e), "cached asset unusable; rebuilding");
                 None
@@ -381,6 +456,7 @@ impl Builder {
                 self.signer.sign(&signed_message(key, &digest)),
             )
             .map_err(|e| BuildError::Store(Arc::new(e)))?;
+        mark_used(&self.used, key);
         let timing = BuildTiming {
             queued,
             built: started.elapsed(),

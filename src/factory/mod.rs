@@ -5,7 +5,9 @@
 //! - [`artifacts`]: versions, catalogs, imager files and extension trees via the mirror.
 //! - [`initramfs`]: the initramfs-with-extensions builder; [`uki`]: the UKI (stub + sections).
 //! - [`builder`], [`signing`]: build once, cache in the store, sign.
-//! - [`service`]: the request → asset pipeline the HTTP handlers call.
+//! - [`service`]: the request → asset pipeline the HTTP handlers call; [`chain`]: the boot chain
+//!   check (catalog, extensions, overlay present or reachable) behind assignments and `/pxe`;
+//!   [`warm`]: building a machine's boot assets before it boots.
 //! - [`talosctl`]: talosctl downloads from the `talosctl-all` image.
 //! - [`disk`]: raw disk images; [`grubcfg`]: GRUB's configuration files; [`tools`]: the few
 //!   external programs (mkfs.xfs, grub-mkimage) GRUB-booted media need, found at run time;
@@ -14,6 +16,7 @@
 
 pub(crate) mod artifacts;
 pub(crate) mod builder;
+pub(crate) mod chain;
 pub mod cmdline;
 pub(crate) mod delivery;
 pub mod disk;
@@ -31,3 +34,4 @@ pub(crate) mod signing;
 pub(crate) mod talosctl;
 pub mod tools;
 pub(crate) mod uki;
+pub(crate) mod warm;

@@ -529,6 +529,19 @@ impl Factory {
         extra_args: &[String],
         client: Option<IpAddr>,
     ) -> Result<String, FactoryError> {
+        // A script is only worth sending when what it boots can be had: a broken chain (an
+        // extension not in the catalog, the catalog or an image missing) is the error the
+        // initramfs would get, now rather than after the kernel download.
+        // With a parent factory, what this appliance lacks can come from the parent: its
+        // answer for the kernel and initramfs decides.
+        if let Err(e) = self.check_boot_chain(resolved, resolved.profile.arch).await {
+            match &self.parent {
+                None => return Err(e.into_factory_error()),
+                Some(parent) => {
+                    tracing::debug!(parent = parent.url(), reason = %errors::chain(&e), "boot chain not complete here; the parent's assets are used")
+                }
+            }
+        }
         self.asset(resolved, client).await?;
         let mut cmdline = self.cmdline(resolved);
         for arg in extra_args {

@@ -1,6 +1,6 @@
 //! Network-boot routes: `/boot/{mac}.ipxe` (what our DHCP points iPXE at), `/ipxe/{name}`
 //! (the embedded binaries, for UEFI HTTP boot), and the admin API `/api/v1/machines…` and
-//! `/api/v1/default` (bearer token).
+//! `/api/v1/default`, `POST /api/v1/warm` (bearer token).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,7 +18,10 @@ use super::error::ApiError;
 use crate::assign::boot::{BootError, BootScript, boot_script};
 use crate::assign::check::{CheckError, check};
 use crate::assign::{AssignError, Assignment, MachineView};
+use crate::factory::chain::ChainError;
+use crate::factory::profile::Arch;
 use crate::factory::service::FactoryError;
+use crate::factory::warm::{WarmError, WarmRequest, warm_in_background};
 use crate::mac::MacAddr;
 
 impl From<AssignError> for ApiError {
@@ -190,6 +193,7 @@ pub async fn get_machine(
 pub async fn put_machine(
     State(state): State<AppState>,
     Path(raw): Path<String>,
+    Query(query): Query<HashMap<String, String>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
@@ -197,6 +201,20 @@ pub async fn put_machine(
     let assignment = checked_assignment(&state, &headers, &body).await?;
     state.assignments.set(mac, &assignment)?;
     tracing::info!(%mac, schematic = %assignment.schematic, version = %assignment.version, "machine assigned");
+    if wants_warm(&state, &query) {
+        let fallback = state
+            .assignments
+            .machine(mac)?
+            .and_then(|m| m.arch)
+            .as_deref()
+            .and_then(Arch::from_name)
+            .unwrap_or(Arch::Amd64);
+        warm_in_background(
+            state.factory.clone(),
+            assignment.warm_request(fallback),
+            format!("{mac} assigned"),
+        );
+    }
     Ok(Json(MachineView {
         mac,
         assignment: Some(assignment),
@@ -251,16 +269,7 @@ async fn checked_assignment(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<Assignment, ApiError> {
-    if let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        && !ct.starts_with("application/json")
-    {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("send the assignment as application/json, not {ct}"),
-        ));
-    }
+    require_json(headers, "the assignment")?;
     let assignment: Assignment = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid assignment: {e}")))?;
     match check(&state.factory, &assignment).await {
@@ -268,6 +277,61 @@ async fn checked_assignment(
         Err(e @ (CheckError::Invalid(_) | CheckError::Refused { .. })) => {
             Err(ApiError::bad_request(format!("invalid assignment: {e}")))
         }
+        // The assignment points at something the factory cannot boot (yet): 409, as
+        // `/boot` answers for an assignment the factory refuses, naming the missing piece.
+        Err(e @ CheckError::Broken(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("assignment refused: {e}"),
+        )),
         Err(CheckError::Unchecked(e)) => Err(e.into()),
     }
+}
+
+/// `PUT /api/v1/machines/{mac}?warm=true` or `assignments.warmOnAssign`.
+fn wants_warm(state: &AppState, query: &HashMap<String, String>) -> bool {
+    match query.get("warm").map(String::as_str) {
+        Some("true" | "1") => true,
+        Some(_) => false,
+        None => state.config.assignments.warm_on_assign,
+    }
+}
+
+/// `POST /api/v1/warm`: builds a machine's boot assets now (JSON
+/// [`WarmRequest`]) and answers what was built, sizes and times ([`WarmReport`]).
+pub async fn warm(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    require_json(&headers, "the warm-up")?;
+    let request: WarmRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid warm-up: {e}")))?;
+    match state.factory.warm(&request).await {
+        Ok(report) => Ok(Json(report).into_response()),
+        Err(WarmError::Invalid(m)) => Err(ApiError::bad_request(format!("invalid warm-up: {m}"))),
+        Err(WarmError::Chain(ChainError::Unchecked(e))) => Err(e.into()),
+        Err(WarmError::Chain(e)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!("the boot would fail: {e}"),
+        )),
+        Err(WarmError::Asset { path, error }) => {
+            let mut mapped = ApiError::from(error);
+            mapped.message = format!("{path}: {}", mapped.message);
+            Err(mapped)
+        }
+    }
+}
+
+fn require_json(headers: &HeaderMap, what: &str) -> Result<(), ApiError> {
+    if let Some(ct) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        && !ct.starts_with("application/json")
+    {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("send {what} as application/json, not {ct}"),
+        ));
+    }
+    Ok(())
 }

@@ -9,6 +9,7 @@ mod factory;
 pub mod listener;
 mod machines;
 mod schematics;
+mod store_api;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub assignments: crate::assign::Assignments,
     pub admin_token: Arc<str>,
+    /// Store GC with retention (`/api/v1/store/*`, the periodic GC).
+    pub retention: Arc<crate::retention::Retention>,
 }
 
 /// The `Server` header value.
@@ -66,6 +69,13 @@ pub fn router(state: AppState) -> Router {
     });
     let admin = Router::new()
         .route("/api/v1/status", get(admin::status))
+        .route("/api/v1/images", get(admin::images))
+        .route(
+            "/api/v1/images/import",
+            post(admin::import).layer(DefaultBodyLimit::disable()),
+        )
+        .route("/api/v1/images/pull", post(admin::pull))
+        .route("/api/v1/images/export", get(admin::export))
         .route("/api/v1/machines", get(machines::list))
         .route(
             "/api/v1/machines/{mac}",
@@ -73,6 +83,7 @@ pub fn router(state: AppState) -> Router {
                 .put(machines::put_machine)
                 .delete(machines::delete_machine),
         )
+        .route("/api/v1/warm", post(machines::warm))
         .route(
             "/api/v1/default",
             get(machines::get_default)
@@ -81,6 +92,9 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/doctor", get(doctor::doctor))
         .route("/api/v1/builds", get(builds::list))
+        .route("/api/v1/store/gc", post(store_api::gc))
+        .route("/api/v1/store/verify", post(store_api::verify))
+        .route("/api/v1/store/usage", get(store_api::usage))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             machines::require_admin,

@@ -6,6 +6,18 @@
 //! Import is restartable and leaves nothing half-visible: blobs are written content-addressed
 //! (already-present ones are skipped), and an image's name is recorded only after every blob it
 //! needs is in the store.
+//!
+//! A tar is read in one pass, whatever the order of its entries: every `blobs/sha256/<hex>`
+//! entry is streamed into the store and verified against its name as it arrives (a blob that
+//! does not hash to its name fails the import), `index.json` and `oci-layout` are kept in
+//! memory (at most [`MAX_LAYOUT_FILE`] each), and the images `index.json` names are recorded
+//! only at the end, after their whole closure is checked. So no spooling is needed even when
+//! `index.json` comes last, and a stream that breaks midway (a client that disconnects from
+//! `POST /api/v1/images/import`) leaves only unnamed blobs, which the next import of the same
+//! bundle skips and `store gc` reclaims. [`import_stream`] takes such a tar from an async byte
+//! stream (the admin API's request body), bounded by [`MAX_UPLOAD_BYTES`] and the store's
+//! quota; [`write_bundle`] writes an export into any writer (a file, or the admin API's
+//! response body). [`Event`] is the progress of both as the admin API reports it (NDJSON).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fs::File;
@@ -73,8 +85,111 @@ impl Progress for NoProgress {
     fn message(&self, _: &str) {}
 }
 
+/// Largest `index.json` or `oci-layout` read from a bundle.
+pub const MAX_LAYOUT_FILE: u64 = 64 << 20;
+
+/// Largest bundle one upload may stream into the store (the store's quota applies too).
+pub const MAX_UPLOAD_BYTES: u64 = 1 << 40;
+
+/// One line of an admin API operation's progress (`application/x-ndjson`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "camelCase")]
+pub enum Event {
+    /// Bytes done so far, of `total` when known.
+    Progress {
+        /// Bytes done.
+        bytes: u64,
+        /// Bytes in all, when known.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+    },
+    /// A line for the operator.
+    Message {
+        /// The text.
+        text: String,
+    },
+    /// The operation finished; its report.
+    Done {
+        /// The operation's report (an [`ImportReport`], or the pull reports).
+        report: serde_json::Value,
+    },
+    /// The operation failed.
+    Error {
+        /// The error chain.
+        message: String,
+    },
+}
+
+/// A [`Progress`] that sends [`Event`]s into a channel, progress at most every 250 ms.
+pub struct EventProgress {
+    tx: tokio::sync::mpsc::UnboundedSender<Event>,
+    state: std::sync::Mutex<EventState>,
+}
+
+struct EventState {
+    bytes: u64,
+    total: Option<u64>,
+    last: Option<std::time::Instant>,
+}
+
+impl EventProgress {
+    /// Progress sent to `tx`.
+    pub fn new(tx: tokio::sync::mpsc::UnboundedSender<Event>) -> EventProgress {
+        EventProgress {
+            tx,
+            state: std::sync::Mutex::new(EventState {
+                bytes: 0,
+                total: None,
+                last: None,
+            }),
+        }
+    }
+
+    /// Sends any progress not yet sent.
+    pub fn flush(&self) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.last = Some(std::time::Instant::now());
+        let _ = self.tx.send(Event::Progress {
+            bytes: st.bytes,
+            total: st.total,
+        });
+    }
+
+    /// Sends the final event.
+    pub fn finish(&self, event: Event) {
+        self.flush();
+        let _ = self.tx.send(event);
+    }
+}
+
+impl Progress for EventProgress {
+    fn set_total(&self, bytes: u64) {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).total = Some(bytes);
+        self.flush();
+    }
+    fn advance(&self, bytes: u64) {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.bytes += bytes;
+        if st
+            .last
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_millis(250))
+        {
+            st.last = Some(std::time::Instant::now());
+            let _ = self.tx.send(Event::Progress {
+                bytes: st.bytes,
+                total: st.total,
+            });
+        }
+    }
+    fn message(&self, text: &str) {
+        let _ = self.tx.send(Event::Message {
+            text: text.to_string(),
+        });
+    }
+}
+
 /// One image recorded by an import.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ImportedImage {
     /// Full reference (`registry/repo:tag` or `registry/repo@digest`).
     pub reference: String,
@@ -83,7 +198,7 @@ pub struct ImportedImage {
 }
 
 /// The outcome of an import.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ImportReport {
     /// Images now named in the store.
     pub images: Vec<ImportedImage>,
@@ -124,10 +239,126 @@ pub async fn import(
         import_dir_blobs(catalog.store(), path, &index, progress, &mut report).await?;
         index
     } else {
-        import_tar_blobs(catalog.store(), path, meta.len(), progress, &mut report).await?
+        let file = File::open(path).map_err(|e| read_err(e.to_string()))?;
+        let reader = Box::new(file);
+        import_tar_blobs(
+            catalog.store(),
+            reader,
+            path,
+            Some(meta.len()),
+            progress,
+            &mut report,
+        )
+        .await?
     };
     record_images(catalog, &index_bytes, name, &mut report).await?;
     Ok(report)
+}
+
+/// Imports a tar (tar.gz, tar.zst) of an OCI layout from an already opened `file` (`path`
+/// names it in messages), as [`import`] does a path.
+pub async fn import_file(
+    catalog: &ImageCatalog,
+    file: File,
+    path: &Path,
+    name: Option<&ImageName>,
+    progress: &dyn Progress,
+) -> Result<ImportReport, BundleError> {
+    let size = file.metadata().ok().map(|m| m.len());
+    let mut report = ImportReport::default();
+    let index = import_tar_blobs(
+        catalog.store(),
+        Box::new(file),
+        path,
+        size,
+        progress,
+        &mut report,
+    )
+    .await?;
+    record_images(catalog, &index, name, &mut report).await?;
+    Ok(report)
+}
+
+/// Imports a tar (tar.gz, tar.zst) of an OCI layout arriving as a byte stream (the admin
+/// API's request body), `size` its length when known. More than [`MAX_UPLOAD_BYTES`] is
+/// refused; a stream error (the client went away, the body deadline) fails the import with
+/// nothing recorded.
+pub async fn import_stream<S, E>(
+    catalog: &ImageCatalog,
+    stream: S,
+    size: Option<u64>,
+    name: Option<&ImageName>,
+    progress: &dyn Progress,
+) -> Result<ImportReport, BundleError>
+where
+    S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Send + 'static,
+    E: std::fmt::Display + Send + 'static,
+{
+    use futures_util::StreamExt as _;
+    if size.is_some_and(|n| n > MAX_UPLOAD_BYTES) {
+        return Err(BundleError::Layout(format!(
+            "the bundle is larger than the {MAX_UPLOAD_BYTES} bytes one upload may bring"
+        )));
+    }
+    // The tar reader is blocking (it runs on a blocking thread); the stream is read on the
+    // runtime and handed over through a small bounded channel (back-pressure).
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let pump = tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let item = match chunk {
+                Ok(b) => {
+                    total += b.len() as u64;
+                    if total > MAX_UPLOAD_BYTES {
+                        Err(std::io::Error::other(format!(
+                            "the bundle is larger than the {MAX_UPLOAD_BYTES} bytes one upload may bring"
+                        )))
+                    } else {
+                        Ok(b)
+                    }
+                }
+                Err(e) => Err(std::io::Error::other(format!("the upload broke off: {e}"))),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    let reader = Box::new(ChannelReader {
+        rx,
+        current: bytes::Bytes::new(),
+    });
+    let mut report = ImportReport::default();
+    let label = Path::new("upload");
+    let result =
+        import_tar_blobs(catalog.store(), reader, label, size, progress, &mut report).await;
+    pump.abort();
+    let index = result?;
+    record_images(catalog, &index, name, &mut report).await?;
+    Ok(report)
+}
+
+/// A blocking reader over chunks sent from the runtime.
+struct ChannelReader {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<bytes::Bytes>>,
+    current: bytes::Bytes,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(Ok(b)) => self.current = b,
+                Some(Err(e)) => return Err(e),
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 fn check_layout_file(bytes: &[u8]) -> Result<(), BundleError> {
@@ -286,12 +517,15 @@ fn layout_relative(path: &str) -> Option<&str> {
 /// Tar import: one pass over the archive storing every blob; returns `index.json`.
 async fn import_tar_blobs(
     store: &Store,
+    source: Box<dyn Read + Send>,
     path: &Path,
-    size: u64,
+    size: Option<u64>,
     progress: &dyn Progress,
     report: &mut ImportReport,
 ) -> Result<Vec<u8>, BundleError> {
-    progress.set_total(size);
+    if let Some(size) = size {
+        progress.set_total(size);
+    }
     let store = store.clone();
     let path_buf = path.to_path_buf();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
@@ -301,9 +535,8 @@ async fn import_tar_blobs(
                 path: path_buf.clone(),
                 message,
             };
-            let file = File::open(&path_buf).map_err(|e| read_err(e.to_string()))?;
             let counted = Counting {
-                inner: file,
+                inner: source,
                 unreported: 0,
                 progress: tx,
             };
@@ -332,7 +565,7 @@ async fn import_tar_blobs(
                     "index.json" | "oci-layout" => {
                         let mut buf = Vec::new();
                         (&mut entry)
-                            .take(64 << 20)
+                            .take(MAX_LAYOUT_FILE)
                             .read_to_end(&mut buf)
                             .map_err(|e| read_err(e.to_string()))?;
                         if rel == "index.json" {
@@ -495,6 +728,71 @@ pub async fn export(
     out: &Path,
     progress: &dyn Progress,
 ) -> Result<u64, BundleError> {
+    let partial = partial_path(out);
+    let write_err = |e: std::io::Error| BundleError::Write {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    };
+    let file = File::create(&partial).map_err(write_err)?;
+    let written = export_to_file(catalog, images, file, out, progress).await;
+    match written {
+        Ok(n) => {
+            std::fs::rename(&partial, out).map_err(write_err)?;
+            Ok(n)
+        }
+        Err(e) => {
+            let _ = std::fs::remove_file(&partial);
+            Err(e)
+        }
+    }
+}
+
+/// The temporary name an export is written under before its rename to `out`.
+pub fn partial_path(out: &Path) -> PathBuf {
+    let mut name = out.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Writes the tar into an already created `file` (`out` names it in messages) and syncs it.
+pub async fn export_to_file(
+    catalog: &ImageCatalog,
+    images: &[(ImageRef, Digest)],
+    file: File,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<u64, BundleError> {
+    let writer = std::io::BufWriter::with_capacity(1 << 20, file);
+    let (written, writer) = write_bundle(catalog, images, writer, progress)
+        .await
+        .map_err(|e| match e {
+            BundleError::Write { message, .. } => BundleError::Write {
+                path: out.to_path_buf(),
+                message,
+            },
+            e => e,
+        })?;
+    let sync = writer
+        .into_inner()
+        .map_err(|e| e.into_error())
+        .and_then(|f| f.sync_all());
+    sync.map_err(|e| BundleError::Write {
+        path: out.to_path_buf(),
+        message: e.to_string(),
+    })?;
+    Ok(written)
+}
+
+/// Writes a tar of an OCI image layout holding `images` (resolved to root digests) into
+/// `sink`: `oci-layout`, every blob of their closures, then `index.json` naming them. Returns
+/// the blob bytes written. Blocking writes: a sink that blocks (a channel to an HTTP body)
+/// paces it.
+pub async fn write_bundle<W: std::io::Write + Send + 'static>(
+    catalog: &ImageCatalog,
+    images: &[(ImageRef, Digest)],
+    sink: W,
+    progress: &dyn Progress,
+) -> Result<(u64, W), BundleError> {
     let store = catalog.store().clone();
     let mut blobs: BTreeMap<Digest, u64> = BTreeMap::new();
     let mut index_entries = Vec::new();
@@ -534,21 +832,14 @@ pub async fn export(
         "manifests": index_entries,
     }))
     .expect("index serialises");
-    let out_path = out.to_path_buf();
-    let partial = {
-        let mut name = out.as_os_str().to_owned();
-        name.push(".partial");
-        PathBuf::from(name)
-    };
     let write_err = |e: std::io::Error| BundleError::Write {
-        path: out_path.clone(),
+        path: PathBuf::from("the export"),
         message: e.to_string(),
     };
-    let partial_for_task = partial.clone();
+    // The tar is written on a blocking thread (file reads, blocking sink).
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    let task = tokio::task::spawn_blocking(move || -> std::io::Result<u64> {
-        let file = File::create(&partial_for_task)?;
-        let mut tar = tar::Builder::new(std::io::BufWriter::new(file));
+    let write = move || -> std::io::Result<(u64, W)> {
+        let mut tar = tar::Builder::new(sink);
         let mut total = 0u64;
         let add = |tar: &mut tar::Builder<_>, name: &str, size: u64, data: &mut dyn Read| {
             let mut header = tar::Header::new_ustar();
@@ -580,20 +871,15 @@ pub async fn export(
             let _ = tx.send(size);
         }
         add(&mut tar, "index.json", index.len() as u64, &mut &index[..])?;
-        let file = tar.into_inner()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        Ok(total)
-    });
+        let mut sink = tar.into_inner()?;
+        sink.flush()?;
+        Ok((total, sink))
+    };
+    let task = tokio::task::spawn_blocking(write);
     while let Some(n) = rx.recv().await {
         progress.advance(n);
     }
-    let written = task
-        .await
+    task.await
         .map_err(|e| write_err(std::io::Error::other(e.to_string())))?
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&partial);
-        })
-        .map_err(write_err)?;
-    std::fs::rename(&partial, out).map_err(write_err)?;
-    Ok(written)
+        .map_err(write_err)
 }

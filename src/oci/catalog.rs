@@ -17,8 +17,10 @@ use super::manifest::{Manifest, ManifestError, parse_manifest};
 use super::reference::ImageName;
 use crate::store::{Digest, Store, StoreError};
 
-const TAG_KIND: &str = "oci-tag";
-const DIGEST_KIND: &str = "oci-digest";
+/// The store ref kind of tags (`<registry>/<repo>:<tag>`).
+pub const TAG_KIND: &str = "oci-tag";
+/// The store ref kind of manifests known by digest (`<registry>/<repo>@<digest>`).
+pub const DIGEST_KIND: &str = "oci-digest";
 
 /// What the catalog knows about a stored manifest.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,7 +52,7 @@ impl From<sled::Error> for CatalogError {
 }
 
 /// One named image in the catalog (for listings).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CatalogEntry {
     /// `registry/repository:tag` or `registry/repository@digest`.
     pub reference: String,
@@ -238,6 +240,34 @@ impl ImageCatalog {
             stack.extend(children);
         }
         Ok(order)
+    }
+
+    /// Drops the catalog's own records that outlived what they describe: media types of
+    /// manifests no longer stored and tag-check times of tags no longer set (after GC unnamed
+    /// and swept them). Returns how many records went.
+    pub fn forget_missing(&self) -> Result<usize, CatalogError> {
+        let mut removed = 0;
+        for kv in self.manifests.iter() {
+            let (k, _) = kv?;
+            let Ok(bytes) = <[u8; 32]>::try_from(k.as_ref()) else {
+                continue;
+            };
+            if !self.store.contains(&Digest::from_bytes(bytes)) {
+                self.manifests.remove(&k)?;
+                removed += 1;
+            }
+        }
+        for kv in self.tag_checked.iter() {
+            let (k, _) = kv?;
+            let Ok(key) = std::str::from_utf8(&k) else {
+                continue;
+            };
+            if self.store.get_ref(TAG_KIND, key)?.is_none() {
+                self.tag_checked.remove(&k)?;
+                removed += 1;
+            }
+        }
+        Ok(removed)
     }
 
     /// All tagged images, plus manifests known only by digest that no tag reaches.

@@ -67,6 +67,14 @@ pub enum StoreError {
     #[error("store i/o error: {0}")]
     Io(io::Error),
 
+    /// Another process holds the index's exclusive lock (a running `bootfactory serve`, or a
+    /// command that opened the data directory itself).
+    #[error("the store's index {path} is locked by another process")]
+    Locked {
+        /// The index directory.
+        path: PathBuf,
+    },
+
     /// The sled database failed (shown, not exposed, like `Io`).
     #[error("store database error: {0}")]
     Db(sled::Error),
@@ -166,6 +174,30 @@ pub(crate) fn join_err(e: tokio::task::JoinError) -> StoreError {
 impl From<io::Error> for StoreError {
     fn from(e: io::Error) -> Self {
         StoreError::Io(e)
+    }
+}
+
+impl StoreError {
+    /// The failure is a refused permission (`EACCES`/`EPERM`) on the data directory.
+    pub fn is_permission_denied(&self) -> bool {
+        match self {
+            StoreError::Io(e) => e.kind() == io::ErrorKind::PermissionDenied,
+            StoreError::Db(sled::Error::Io(e)) => e.kind() == io::ErrorKind::PermissionDenied,
+            _ => false,
+        }
+    }
+}
+
+/// A failed `sled::open` of `path`: its exclusive lock held elsewhere is [`StoreError::Locked`]
+/// (sled reports it only as an `Other` I/O error with this text).
+pub(crate) fn open_db_error(path: &Path, e: sled::Error) -> StoreError {
+    match &e {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            StoreError::Locked {
+                path: path.to_path_buf(),
+            }
+        }
+        _ => StoreError::Db(e),
     }
 }
 

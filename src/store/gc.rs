@@ -1,6 +1,6 @@
 //! Garbage collection.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::io;
 use std::path::PathBuf;
@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::Inner;
 use super::digest::Digest;
 use super::error::{Result, io_ctx};
-use super::index::{decode_digest, decode_digest_list, now_ms};
+use super::index::{decode_digest, decode_digest_list, now_ms, ref_key};
 
 /// Result of [`Store::gc`](super::Store::gc).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -23,9 +23,152 @@ pub struct GcReport {
     /// Of `removed`: files that had no index record (left by a crash between
     /// rename and index update).
     pub orphans: usize,
+    /// Refs removed before the sweep ([`Store::gc_dropping`](super::Store::gc_dropping));
+    /// in a dry run, the refs that would be.
+    pub refs_dropped: usize,
+}
+
+/// One named reference of the store: `kind`/`key` → `target`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct RefEntry {
+    /// The ref kind (`oci-tag`, `asset`, `schematic`, …).
+    pub kind: String,
+    /// The key within the kind.
+    pub key: String,
+    /// The blob it names.
+    pub target: Digest,
+}
+
+/// What the index says about one blob, for planning.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobFacts {
+    /// Content length in bytes.
+    pub size: u64,
+    /// When it was last put (unix milliseconds): the grace period counts from here.
+    pub touched_ms: u64,
+}
+
+/// A point-in-time copy of the index's liveness data (blob sizes, refs, pins, children), so a
+/// caller can work out what GC would keep under a changed set of refs without holding any
+/// lock. Not transactional: content added meanwhile is protected by the grace period.
+#[derive(Debug, Clone, Default)]
+pub struct StoreSnapshot {
+    /// Every indexed blob.
+    pub blobs: HashMap<Digest, BlobFacts>,
+    /// Every ref, sorted by kind and key.
+    pub refs: Vec<RefEntry>,
+    /// Pinned blobs.
+    pub pins: Vec<Digest>,
+    /// Parent → children edges.
+    pub children: HashMap<Digest, Vec<Digest>>,
+    /// When the snapshot was taken (unix milliseconds).
+    pub taken_ms: u64,
+}
+
+impl StoreSnapshot {
+    /// Digests reachable from `roots` through the children edges (roots included).
+    pub fn reachable(&self, roots: impl IntoIterator<Item = Digest>) -> HashSet<Digest> {
+        let mut live = HashSet::new();
+        let mut stack: Vec<Digest> = roots.into_iter().collect();
+        while let Some(d) = stack.pop() {
+            if !live.insert(d) {
+                continue;
+            }
+            if let Some(c) = self.children.get(&d) {
+                stack.extend(c.iter().filter(|c| !live.contains(*c)));
+            }
+        }
+        live
+    }
+
+    /// What GC with `grace` keeps if the refs in `dropped` are gone: everything reachable
+    /// from the pins, the other refs, and blobs put less than `grace` before the snapshot.
+    pub fn live_without(&self, dropped: &HashSet<&RefEntry>, grace: Duration) -> HashSet<Digest> {
+        let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
+        let roots = self
+            .pins
+            .iter()
+            .copied()
+            .chain(
+                self.refs
+                    .iter()
+                    .filter(|r| !dropped.contains(r))
+                    .map(|r| r.target),
+            )
+            .chain(
+                self.blobs
+                    .iter()
+                    .filter(|(_, f)| self.taken_ms.saturating_sub(f.touched_ms) < grace_ms)
+                    .map(|(d, _)| *d),
+            );
+        self.reachable(roots)
+    }
+
+    /// Sum of the stored sizes of `digests` (absent ones count 0).
+    pub fn bytes<'a>(&self, digests: impl IntoIterator<Item = &'a Digest>) -> u64 {
+        digests
+            .into_iter()
+            .filter_map(|d| self.blobs.get(d))
+            .map(|f| f.size)
+            .sum()
+    }
+
+    /// Sum of the sizes of every indexed blob.
+    pub fn total_bytes(&self) -> u64 {
+        self.blobs.values().map(|f| f.size).sum()
+    }
 }
 
 impl Inner {
+    /// See [`Store::snapshot`](super::Store::snapshot).
+    pub(crate) fn snapshot(&self) -> Result<StoreSnapshot> {
+        let taken_ms = now_ms();
+        let blobs = self
+            .records()?
+            .into_iter()
+            .map(|(d, r)| {
+                (
+                    d,
+                    BlobFacts {
+                        size: r.size,
+                        touched_ms: r.touched_ms,
+                    },
+                )
+            })
+            .collect();
+        let mut refs = Vec::new();
+        for kv in self.refs.iter() {
+            let (k, v) = kv?;
+            let text = std::str::from_utf8(&k)
+                .map_err(|_| super::StoreError::Index("ref key is not UTF-8".into()))?;
+            let Some((kind, key)) = text.split_once('/') else {
+                continue;
+            };
+            refs.push(RefEntry {
+                kind: kind.to_string(),
+                key: key.to_string(),
+                target: decode_digest(&v)?,
+            });
+        }
+        refs.sort();
+        let mut pins = Vec::new();
+        for kv in self.pins.iter() {
+            pins.push(decode_digest(&kv?.0)?);
+        }
+        let mut children = HashMap::new();
+        for kv in self.children.iter() {
+            let (k, v) = kv?;
+            children.insert(decode_digest(&k)?, decode_digest_list(&v)?);
+        }
+        Ok(StoreSnapshot {
+            blobs,
+            refs,
+            pins,
+            children,
+            taken_ms,
+        })
+    }
+
     /// Digests reachable from `roots` through the children tree.
     fn live_set(&self, roots: Vec<Digest>) -> Result<HashSet<Digest>> {
         let mut live: HashSet<Digest> = HashSet::new();
@@ -93,10 +236,36 @@ impl Inner {
         grace_ms: u64,
         orphan_candidates: Vec<Digest>,
         dry_run: bool,
+        drop_refs: &[RefEntry],
         trash: &mut Vec<PathBuf>,
     ) -> Result<GcReport> {
         let mut report = GcReport::default();
         let now = now_ms();
+
+        // Unname first: a ref is dropped only while it still names the planned target (a
+        // ref set again meanwhile, e.g. an asset rebuilt, stays). A dry run leaves the refs
+        // and leaves them out of the mark instead.
+        let mut skipped: HashSet<Vec<u8>> = HashSet::new();
+        for r in drop_refs {
+            let k = ref_key(&r.kind, &r.key)?;
+            if dry_run {
+                let current = self.refs.get(&k)?.map(|v| decode_digest(&v)).transpose()?;
+                if current == Some(r.target) {
+                    skipped.insert(k);
+                }
+                continue;
+            }
+            let expected: &[u8] = r.target.as_bytes();
+            if let Ok(Ok(())) =
+                self.refs
+                    .compare_and_swap(&k, Some(expected), None as Option<&[u8]>)
+            {
+                report.refs_dropped += 1;
+            }
+        }
+        if dry_run {
+            report.refs_dropped = skipped.len();
+        }
         let records = self.records()?;
 
         // Mark.
@@ -105,7 +274,11 @@ impl Inner {
             roots.push(decode_digest(&kv?.0)?);
         }
         for kv in self.refs.iter() {
-            roots.push(decode_digest(&kv?.1)?);
+            let (k, v) = kv?;
+            if skipped.contains(k.as_ref()) {
+                continue;
+            }
+            roots.push(decode_digest(&v)?);
         }
         roots.extend(
             records
@@ -194,7 +367,12 @@ impl Inner {
     }
 
     /// See [`Store::gc`](super::Store::gc) and [`Store::gc_dry_run`](super::Store::gc_dry_run).
-    pub(crate) fn gc(&self, grace: Duration, dry_run: bool) -> Result<GcReport> {
+    pub(crate) fn gc(
+        &self,
+        grace: Duration,
+        dry_run: bool,
+        drop_refs: &[RefEntry],
+    ) -> Result<GcReport> {
         let grace_ms = u64::try_from(grace.as_millis()).unwrap_or(u64::MAX);
         // The directory walk can be slow; do it before taking the lock and
         // re-check each candidate under it.
@@ -202,7 +380,7 @@ impl Inner {
         let mut trash = Vec::new();
         let result = {
             let _gc = self.gc_lock.write().unwrap_or_else(|e| e.into_inner());
-            self.gc_locked(grace_ms, orphan_candidates, dry_run, &mut trash)
+            self.gc_locked(grace_ms, orphan_candidates, dry_run, drop_refs, &mut trash)
         };
         // Unlink outside the lock; anything left over is removed from tmp/
         // at the next open.

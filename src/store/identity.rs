@@ -80,6 +80,12 @@ fn read_id_file(dir: &Path) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// The identity in `<dir>/store-id` as hex, without opening the store (a command checks
+/// that a server it talks to serves the data directory it was pointed at).
+pub fn read_hex(dir: &Path) -> Option<String> {
+    read_id_file(dir).ok().flatten().map(hex::encode)
+}
+
 /// Checks that the index belongs to the blobs beside it; gives a new store its identity.
 /// `index_existed`: whether `index.sled` was there before sled opened (and maybe created) it.
 pub(crate) fn check(inner: &Inner, index_existed: bool) -> Result<()> {

@@ -47,8 +47,8 @@ use serde::Serialize;
 pub use blob::{Blob, BlobWriter, CorruptBlob, VerifyReport};
 pub use digest::{ALGORITHM, Digest, ParseDigestError};
 pub use error::{Result, StoreError, caused_by_no_space, is_no_space};
-pub use gc::GcReport;
-pub use identity::{IndexProblem, RebuildReport};
+pub use gc::{BlobFacts, GcReport, RefEntry, StoreSnapshot};
+pub use identity::{IndexProblem, RebuildReport, read_hex as read_identity};
 pub use quick::QuickCheck;
 pub use quota::Quota;
 
@@ -220,7 +220,8 @@ impl Store {
         // Open the database first: it takes an exclusive lock, so a second
         // process cannot wipe the temp files of the running one.
         let index_existed = dir.join("index.sled").exists();
-        let db = sled::open(dir.join("index.sled"))?;
+        let index_dir = dir.join("index.sled");
+        let db = sled::open(&index_dir).map_err(|e| error::open_db_error(&index_dir, e))?;
         restrict_tree(&dir.join("index.sled"))?;
         let stale = clean_tmp(&tmp_dir)?;
         if stale > 0 {
@@ -478,12 +479,35 @@ impl Store {
     /// decides what to delete, writers' commits and ref/pin/children updates
     /// wait for it.
     pub fn gc(&self, grace: std::time::Duration) -> Result<GcReport> {
-        self.inner.gc(grace, false)
+        self.inner.gc(grace, false, &[])
+    }
+
+    /// Like [`Store::gc`], after removing the refs in `drop_refs` under the same exclusive
+    /// lock (each only while it still names its `target`), so what they alone kept is swept
+    /// in the same pass. With `dry_run` nothing changes and the report says what would.
+    pub fn gc_dropping(
+        &self,
+        grace: std::time::Duration,
+        dry_run: bool,
+        drop_refs: &[RefEntry],
+    ) -> Result<GcReport> {
+        self.inner.gc(grace, dry_run, drop_refs)
+    }
+
+    /// A copy of the liveness data (sizes, refs, pins, children) for planning what to
+    /// unname; see [`StoreSnapshot`]. Reads the whole index: call it from `spawn_blocking`.
+    pub fn snapshot(&self) -> Result<StoreSnapshot> {
+        self.inner.snapshot()
+    }
+
+    /// The store's identity (hex), as in `<dataDir>/store-id`.
+    pub fn identity(&self) -> Option<String> {
+        identity::read_hex(&self.inner.dir)
     }
 
     /// What [`Store::gc`] with the same `grace` would delete now, deleting nothing: the
     /// report counts the blobs and bytes a real run would remove.
     pub fn gc_dry_run(&self, grace: std::time::Duration) -> Result<GcReport> {
-        self.inner.gc(grace, true)
+        self.inner.gc(grace, true, &[])
     }
 }

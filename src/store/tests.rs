@@ -782,7 +782,8 @@ async fn gc_is_transitive_and_respects_grace() {
         GcReport {
             removed: 1,
             freed_bytes: 800,
-            orphans: 0
+            orphans: 0,
+            refs_dropped: 0,
         }
     );
     assert!(!store.contains(&old_garbage));
@@ -859,7 +860,8 @@ async fn gc_removes_old_orphan_files() {
         GcReport {
             removed: 1,
             freed_bytes: 300,
-            orphans: 1
+            orphans: 1,
+            refs_dropped: 0,
         }
     );
     assert_eq!(planned, r, "the dry run reports what the real run does");

@@ -13,6 +13,7 @@ use oci_client::secrets::RegistryAuth;
 use oci_client::{Client, Reference};
 
 use super::UpstreamError;
+use super::reason::Reason;
 use crate::config::{Config, UpstreamRegistry};
 use crate::errors::SourcesOf;
 use crate::oci::{TagOrDigest, media};
@@ -83,7 +84,8 @@ pub struct RegistryClient {
     client: Mutex<Arc<Client>>,
     /// After repeated connection failures the registry is considered down until this instant,
     /// so requests that can fall back to the store do not each wait for timeouts.
-    down_until: Mutex<Option<Instant>>,
+    /// The last failure's reason in words is kept with it, so a quick refusal still says why.
+    down_until: Mutex<Option<(Instant, String)>>,
 }
 
 /// How long a registry stays marked unreachable after requests to it kept failing.
@@ -165,14 +167,18 @@ impl RegistryClient {
         Fut: std::future::Future<Output = Result<T, OciDistributionError>>,
     {
         if attempts == Attempts::Quick
-            && let Some(until) = *self.down_until.lock().expect("down lock")
+            && let Some((until, last)) = self.down_until.lock().expect("down lock").clone()
             && Instant::now() < until
         {
             return Err(UpstreamError::Unavailable {
                 registry: self.endpoint.registry.clone(),
                 message: format!(
-                    "{what}: {} failed recently; not retrying yet",
-                    self.endpoint.url()
+                    "{what}: {} failed recently ({last}); not retrying for {}s",
+                    self.endpoint.url(),
+                    until
+                        .saturating_duration_since(Instant::now())
+                        .as_secs()
+                        .max(1)
                 ),
                 cause: None,
             });
@@ -195,7 +201,7 @@ impl RegistryClient {
                 Err(_) => UpstreamError::Unavailable {
                     registry: self.endpoint.registry.clone(),
                     message: format!(
-                        "{what}: no answer from {} within {:?}",
+                        "{what}: no answer from {} within {:?} (timed out)",
                         self.endpoint.url(),
                         self.timeout
                     ),
@@ -213,9 +219,15 @@ impl RegistryClient {
                     attempt += 1;
                     tokio::time::sleep(backoff).await;
                 }
-                UpstreamError::Unavailable { .. } => {
+                UpstreamError::Unavailable { message, .. } => {
+                    // Keep the words after `what`: the reason, for the next quick refusal.
+                    let last = message
+                        .strip_prefix(what)
+                        .map(|m| m.trim_start_matches(": "))
+                        .unwrap_or(message)
+                        .to_string();
                     *self.down_until.lock().expect("down lock") =
-                        Some(Instant::now() + DOWN_PERIOD);
+                        Some((Instant::now() + DOWN_PERIOD, last));
                     return Err(err);
                 }
                 _ => {
@@ -233,8 +245,27 @@ impl RegistryClient {
         tag: &str,
         attempts: Attempts,
     ) -> Result<Digest, UpstreamError> {
-        let reference = self.reference(repository, &TagOrDigest::Tag(tag.to_string()));
-        let what = format!("resolve {}/{repository}:{tag}", self.endpoint.registry);
+        self.head_manifest(repository, &TagOrDigest::Tag(tag.to_string()), attempts)
+            .await
+    }
+
+    /// The digest of the manifest `target` names (a HEAD, falling back to GET): whether it
+    /// exists upstream, without downloading it.
+    pub async fn head_manifest(
+        &self,
+        repository: &str,
+        target: &TagOrDigest,
+        attempts: Attempts,
+    ) -> Result<Digest, UpstreamError> {
+        let reference = self.reference(repository, target);
+        let sep = match target {
+            TagOrDigest::Tag(_) => ':',
+            TagOrDigest::Digest(_) => '@',
+        };
+        let what = format!(
+            "resolve {}/{repository}{sep}{target}",
+            self.endpoint.registry
+        );
         let digest = self
             .call(&what, attempts, |c| {
                 let r = reference.clone();
@@ -406,7 +437,19 @@ fn classify(endpoint: &Endpoint, what: &str, e: OciDistributionError) -> Upstrea
         _ => Kind::Protocol,
     };
     let registry = endpoint.registry.clone();
-    let message = format!("{what}: {e}");
+    // The cause in words (DNS, refused, TLS, 401 …): for a failure to connect it replaces the
+    // client's "error sending request for url (…)", which hides it; for an answer of the
+    // registry it comes first and the client's text (with the registry's own message) after.
+    let reason = Reason::of(&e);
+    let kind = match (&reason, kind) {
+        (r, Kind::Protocol) if r.is_transport() => Kind::Unavailable,
+        (_, k) => k,
+    };
+    let message = match reason.describe(endpoint) {
+        Some(words) if reason.is_transport() => format!("{what}: {words}"),
+        Some(words) if !matches!(kind, Kind::NotFound) => format!("{what}: {words}: {e}"),
+        _ => format!("{what}: {e}"),
+    };
     // The client's own text is in `message`; what lies below it (a refused connection, a
     // DNS failure) stays reachable as the source.
     let cause = SourcesOf::new(&message, Arc::new(e));

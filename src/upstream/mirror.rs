@@ -64,9 +64,9 @@ pub enum MirrorError {
     /// The tag, manifest or blob does not exist (locally, and upstream if asked).
     #[error("{0}")]
     NotFound(String),
-    /// Not in the store, and bootfactory is offline.
+    /// Not in the store, and bootfactory is offline: the text names the image and what to do.
     #[error(
-        "{0} is not in the local store and bootfactory is offline (import a bundle with `bootfactory mirror import`)"
+        "{0} is not in the store and bootfactory is offline (offline: true): import a bundle with `bootfactory mirror import <bundle>` (see README \"Air-gapped sites\")"
     )]
     Offline(String),
     /// The registry is not in `mirror.allow`.
@@ -303,6 +303,37 @@ impl Mirror {
                 None => Err(e.into()),
             },
         }
+    }
+
+    /// Whether the manifest `target` names can be had, without fetching it: present in the
+    /// store, else (online) one upstream HEAD. Offline and absent it is
+    /// [`MirrorError::Offline`]; absent upstream, [`MirrorError::NotFound`].
+    pub async fn manifest_reachable(
+        &self,
+        name: &ImageName,
+        target: &TagOrDigest,
+        who: Requester,
+    ) -> Result<(), MirrorError> {
+        let local = match target {
+            TagOrDigest::Digest(d) => Some(*d),
+            TagOrDigest::Tag(t) => self.catalog.tag(name, t)?.map(|(d, _)| d),
+        };
+        if local.is_some_and(|d| self.local_manifest(&d).is_some()) {
+            return Ok(());
+        }
+        let shown = match target {
+            TagOrDigest::Tag(t) => format!("{name}:{t}"),
+            TagOrDigest::Digest(d) => format!("{name}@{d}"),
+        };
+        let client = self.upstream(name, who).map_err(|e| match e {
+            MirrorError::Offline(_) => MirrorError::Offline(shown.clone()),
+            e => e,
+        })?;
+        client
+            .head_manifest(name.repository(), target, Attempts::Patient)
+            .await
+            .map(|_| ())
+            .map_err(|e| not_found_as(e, format!("manifest {shown}")))
     }
 
     /// The bytes of a manifest found by [`Mirror::manifest`].

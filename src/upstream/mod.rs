@@ -5,10 +5,14 @@
 //! - [`mirror`]: the pull-through logic shared by the `/v2` server, the factory and the CLI —
 //!   tags with a TTL, manifests and blobs fetched once, verified, stored, served from disk.
 //! - [`fetch`]: a blob download in flight, which several readers can follow while it is written.
+//! - [`reason`]: why an upstream request failed (DNS, refused, timeout, TLS, 401/403/404/429/5xx),
+//!   classified by type from the client's error chain and put in words.
 
 pub mod client;
 pub mod fetch;
+pub mod images;
 pub mod mirror;
+pub mod reason;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

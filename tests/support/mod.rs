@@ -57,8 +57,12 @@ impl TestServer {
             match App::open(config.clone()).await {
                 Ok(app) => break app,
                 Err(e)
-                    if format!("{e:#}").contains("could not acquire lock")
-                        && std::time::Instant::now() < deadline =>
+                    if e.chain().any(|c| {
+                        matches!(
+                            c.downcast_ref::<bootfactory::store::StoreError>(),
+                            Some(bootfactory::store::StoreError::Locked { .. })
+                        )
+                    }) && std::time::Instant::now() < deadline =>
                 {
                     tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 }
