@@ -499,3 +499,117 @@ fn a_held_lock_names_the_holder_and_a_refused_permission_says_permission() {
     );
     assert!(!err.contains("another"), "{err}");
 }
+
+#[test]
+fn the_admin_api_refuses_what_is_not_a_bundle_or_an_image() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let server = Server::start(&data);
+    let socket = data.join("admin.sock");
+    let sock = socket.to_str().unwrap();
+    // Not a bundle: 400 before any progress.
+    let (status, body) = curl(&[
+        "--unix-socket",
+        sock,
+        "-X",
+        "POST",
+        "--data-binary",
+        "{\"schemaVersion\": 2}",
+        "http://localhost/api/v1/images/import",
+    ]);
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not a bundle"), "{body}");
+    // A tar that is not an OCI layout: the answer streams, and ends in an error event.
+    let junk = tmp.path().join("junk");
+    std::fs::create_dir(&junk).unwrap();
+    std::fs::write(junk.join("hello.txt"), "hi").unwrap();
+    let tar = tmp.path().join("junk.tar");
+    assert!(
+        Command::new("tar")
+            .arg("-C")
+            .arg(&junk)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (status, body) = curl(&[
+        "--unix-socket",
+        sock,
+        "-X",
+        "POST",
+        "--data-binary",
+        &format!("@{}", tar.display()),
+        "http://localhost/api/v1/images/import",
+    ]);
+    assert_eq!(status, 200, "{body}");
+    let last: serde_json::Value = serde_json::from_str(body.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "error", "{body}");
+    assert!(
+        last["message"]
+            .as_str()
+            .unwrap()
+            .contains("OCI image layout"),
+        "{body}"
+    );
+    // Bad names and empty lists: 400.
+    for (args, what) in [
+        (
+            vec![
+                "-X",
+                "POST",
+                "--data-binary",
+                "{\"images\": []}",
+                "-H",
+                "Content-Type: application/json",
+                "http://localhost/api/v1/images/pull",
+            ],
+            "empty pull",
+        ),
+        (
+            vec![
+                "-X",
+                "POST",
+                "--data-binary",
+                "{\"images\": [\"UPPER/Case:bad tag\"]}",
+                "http://localhost/api/v1/images/pull",
+            ],
+            "bad pull ref",
+        ),
+        (
+            vec!["http://localhost/api/v1/images/export"],
+            "export of nothing",
+        ),
+        (
+            vec!["http://localhost/api/v1/images/export?image=..%2Fetc"],
+            "bad export ref",
+        ),
+        (
+            vec![
+                "-X",
+                "POST",
+                "--data-binary",
+                "x",
+                "http://localhost/api/v1/images/import?name=a:b",
+            ],
+            "tagged --name",
+        ),
+    ] {
+        let mut all = vec!["--unix-socket", sock];
+        all.extend(args);
+        let (status, body) = curl(&all);
+        assert_eq!(status, 400, "{what}: {body}");
+    }
+    // Offline and not stored: 404, with the image named.
+    let (status, body) = curl(&[
+        "--unix-socket",
+        sock,
+        "http://localhost/api/v1/images/export?image=ghcr.io/siderolabs/imager:v1.11.6",
+    ]);
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("ghcr.io/siderolabs/imager:v1.11.6"), "{body}");
+    server.stop();
+}

@@ -160,6 +160,11 @@ pub(super) fn run(cx: &Context, cmd: &StoreCommand) -> anyhow::Result<ExitCode> 
 
 /// Opens the store, naming the likely cause when it is in use.
 fn open(dir: &Path, rebuild: bool) -> anyhow::Result<Store> {
+    // As root on the service's directory: write as its owner for the rest of the command
+    // (it writes nothing outside the data directory), so the service can open it again.
+    if let Some(owner) = crate::server::act_as_data_dir_owner(dir)? {
+        std::mem::forget(owner);
+    }
     crate::server::check_data_dir(dir)?;
     let store = if rebuild {
         Store::open_for_rebuild(dir)

@@ -77,7 +77,9 @@ pub async fn import(
     let size = [&BUNDLE_SIZE, &header::CONTENT_LENGTH]
         .into_iter()
         .find_map(|h| headers.get(h)?.to_str().ok()?.parse::<u64>().ok());
-    let events = images::import(&state.mirror, body.into_data_stream(), size, name);
+    let events = images::import(&state.mirror, body.into_data_stream(), size, name)
+        .await
+        .map_err(|e| ApiError::bad_request(e.to_string()))?;
     Ok(ndjson(events))
 }
 

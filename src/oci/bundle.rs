@@ -490,6 +490,15 @@ impl<R: Read> Read for Counting<R> {
     }
 }
 
+impl<R> Drop for Counting<R> {
+    fn drop(&mut self) {
+        // What was read before the archive ended (or failed) counts too.
+        if self.unreported > 0 {
+            let _ = self.progress.send(std::mem::take(&mut self.unreported));
+        }
+    }
+}
+
 /// Opens a tar that may be gzip- or zstd-compressed (detected by magic bytes).
 fn open_tar(reader: impl Read + Send + 'static) -> std::io::Result<Box<dyn Read + Send>> {
     use std::io::BufRead;

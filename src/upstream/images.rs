@@ -50,18 +50,59 @@ pub fn parse_repository(text: &str) -> Result<ImageName, String> {
     Ok(r.name)
 }
 
+/// Why an import cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    /// The body does not start like a tar, tar.gz or tar.zst.
+    #[error("the body is not a bundle: send a tar, tar.gz or tar.zst of an OCI image layout")]
+    NotABundle,
+    /// The body broke off before its first bytes.
+    #[error("the upload broke off: {0}")]
+    Body(String),
+}
+
+/// Bytes looked at before answering: a tar header's magic is at offset 257.
+const SNIFF_BYTES: usize = 262;
+
+/// Whether `head` (the first [`SNIFF_BYTES`] or the whole body) starts a tar, tar.gz or
+/// tar.zst.
+fn looks_like_bundle(head: &[u8]) -> bool {
+    head.starts_with(&[0x1f, 0x8b])
+        || head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
+        || head.get(257..262) == Some(b"ustar")
+}
+
 /// Imports the bundle arriving as `body` (see [`bundle::import_stream`]) in a task; the
-/// events end with `done` (the [`bundle::ImportReport`]) or `error`.
-pub fn import<S, E>(
+/// events end with `done` (the [`bundle::ImportReport`]) or `error`. The first bytes are
+/// looked at first, so what is not a bundle at all is refused before any answer starts.
+pub async fn import<S, E>(
     mirror: &Mirror,
     body: S,
     size: Option<u64>,
     name: Option<ImageName>,
-) -> UnboundedReceiver<Event>
+) -> Result<UnboundedReceiver<Event>, ImportError>
 where
-    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + 'static,
+    S: futures_util::Stream<Item = Result<Bytes, E>> + Send + Unpin + 'static,
     E: std::fmt::Display + Send + 'static,
 {
+    use futures_util::StreamExt as _;
+    let mut body = body;
+    let mut head = Vec::new();
+    let mut chunks = Vec::new();
+    while head.len() < SNIFF_BYTES {
+        match body.next().await {
+            Some(Ok(chunk)) => {
+                head.extend_from_slice(&chunk[..chunk.len().min(SNIFF_BYTES - head.len())]);
+                chunks.push(Ok::<Bytes, E>(chunk));
+            }
+            Some(Err(e)) => return Err(ImportError::Body(e.to_string())),
+            None => break,
+        }
+    }
+    if !looks_like_bundle(&head) {
+        return Err(ImportError::NotABundle);
+    }
+    let body = futures_util::stream::iter(chunks).chain(body);
     let catalog = mirror.catalog().clone();
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     tokio::spawn(async move {
@@ -93,7 +134,7 @@ where
             },
         });
     });
-    rx
+    Ok(rx)
 }
 
 /// One image's pull, in `done`'s report.
@@ -255,5 +296,24 @@ impl std::io::Write for ChannelWriter {
     }
     fn flush(&mut self) -> std::io::Result<()> {
         self.send()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::looks_like_bundle;
+
+    #[test]
+    fn bundles_are_recognised_by_their_first_bytes() {
+        let mut tar = vec![0u8; 512];
+        tar[257..262].copy_from_slice(b"ustar");
+        assert!(looks_like_bundle(&tar));
+        assert!(looks_like_bundle(&[0x1f, 0x8b, 8]));
+        assert!(looks_like_bundle(&[0x28, 0xb5, 0x2f, 0xfd, 0]));
+        assert!(!looks_like_bundle(b""));
+        assert!(!looks_like_bundle(b"{\"schemaVersion\": 2}"));
+        assert!(!looks_like_bundle(
+            &tar[..300].iter().map(|_| b'x').collect::<Vec<_>>()
+        ));
     }
 }
