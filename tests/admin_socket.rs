@@ -307,6 +307,30 @@ fn a_missing_data_directory_is_named_and_not_created() {
         );
         assert!(!data.exists(), "{args:?} created {}", data.display());
     }
+    // Filling a new store before its first `serve`: an import creates the directory it was
+    // pointed at, and says so.
+    let bundle = tmp.path().join("empty-layout");
+    std::fs::create_dir_all(bundle.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        bundle.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        bundle.join("index.json"),
+        r#"{"schemaVersion":2,"manifests":[]}"#,
+    )
+    .unwrap();
+    let out = bin()
+        .args(["mirror", "import"])
+        .arg(&bundle)
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(err.contains("created data directory"), "{err}");
+    assert!(data.join("index.sled").is_dir(), "{err}");
 }
 
 #[test]

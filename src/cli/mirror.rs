@@ -119,6 +119,19 @@ async fn mirror_command(config: Config, cmd: &MirrorCommand) -> anyhow::Result<E
         }
         _ => None,
     };
+    // Filling a new data directory before the first `serve` (an air-gapped site preparing
+    // its store) is what `import` and `pull` are for: they create one they were pointed at
+    // (--data-dir, BOOTFACTORY_DATA_DIR or a configuration file), never the built-in default.
+    if matches!(
+        cmd,
+        MirrorCommand::Import { .. } | MirrorCommand::Pull { .. }
+    ) && data_dir != Config::default().data_dir
+        && !data_dir.exists()
+    {
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+        eprintln!("bootfactory: created data directory {}", data_dir.display());
+    }
     let owner = crate::server::act_as_data_dir_owner(&data_dir)?;
     let direct = match crate::server::DirectStore::open(config) {
         Ok(d) => d,
