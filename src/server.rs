@@ -114,7 +114,16 @@ impl App {
         let metrics = bind_optional(self.state.config.metrics.listen, "metrics.listen").await?;
         let admin_socket = match self.state.config.admin_socket_path() {
             Some(path) => Some(AdminSocket::bind(path).await?),
-            None => None,
+            None => {
+                if let Some(socket) = &self.state.config.api.socket {
+                    tracing::warn!(
+                        path = %self.state.config.data_dir.join(socket).display(),
+                        max = crate::config::MAX_UNIX_SOCKET_PATH,
+                        "no admin socket: its path is too long for a Unix socket (set api.socket to a shorter absolute path); commands use the HTTP admin API"
+                    );
+                }
+                None
+            }
         };
         let netboot = if self.state.config.pxe.enabled {
             Some(
