@@ -782,3 +782,24 @@ async fn the_admin_socket_path_is_never_followed_or_clobbered() {
     assert!(e.contains("another bootfactory serve answers"), "{e}");
     assert!(live.exists());
 }
+
+/// `machine list --watch --count 0` asks for no events: it is refused at once (exit 2)
+/// rather than printing one event, or waiting for a boot that may never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_list_watch_count_zero_is_refused_not_a_hang() {
+    let s = server(&[]).await;
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["machine", "list", "--watch", "--interval", "0.1", "--count", "0"])
+        .args(["--server", &s.url, "--token", TOKEN])
+        .env_clear()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("--count 0 hangs waiting for an event")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--count"), "{err}");
+    s.stop().await;
+}

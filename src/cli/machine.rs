@@ -92,7 +92,12 @@ pub(super) struct ListArgs {
     )]
     interval: f64,
     /// With --watch: stop after this many events.
-    #[arg(long, value_name = "N", requires = "watch")]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "watch",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     count: Option<u64>,
     #[command(flatten)]
     server: ServerArgs,
