@@ -789,7 +789,15 @@ async fn the_admin_socket_path_is_never_followed_or_clobbered() {
 async fn machine_list_watch_count_zero_is_refused_not_a_hang() {
     let s = server(&[]).await;
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
-        .args(["machine", "list", "--watch", "--interval", "0.1", "--count", "0"])
+        .args([
+            "machine",
+            "list",
+            "--watch",
+            "--interval",
+            "0.1",
+            "--count",
+            "0",
+        ])
         .args(["--server", &s.url, "--token", TOKEN])
         .env_clear()
         .kill_on_drop(true)
