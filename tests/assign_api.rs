@@ -811,3 +811,27 @@ async fn machine_list_watch_count_zero_is_refused_not_a_hang() {
     assert!(err.contains("--count"), "{err}");
     s.stop().await;
 }
+
+/// At shutdown `serve` removes its own admin socket only: when the path has been taken over
+/// since (another server's socket, an operator's file), that file stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_removes_only_its_own_socket_at_shutdown() {
+    let socks = tempfile::tempdir().unwrap();
+    let path = socks.path().join("admin.sock");
+    let path_text = path.to_string_lossy().to_string();
+    // Its own socket is removed.
+    let s = TestServer::start(&[("offline", "true"), ("api.socket", path_text.as_str())]).await;
+    assert!(path.exists());
+    s.stop().await;
+    assert!(!path.exists(), "its own socket is removed at shutdown");
+    // A file that replaced it is not.
+    let s = TestServer::start(&[("offline", "true"), ("api.socket", path_text.as_str())]).await;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, "someone else's").unwrap();
+    s.stop().await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "someone else's",
+        "serve removed a file that was not its socket"
+    );
+}
