@@ -835,3 +835,52 @@ async fn serve_removes_only_its_own_socket_at_shutdown() {
         "serve removed a file that was not its socket"
     );
 }
+
+/// A server whose machine list answer is suddenly empty (a proxy's error page with 200, a
+/// broken server) does not make `machine list --watch` report every machine as new on the
+/// next good answer: the watch stops with an error naming the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_list_watch_does_not_report_known_machines_as_new_after_a_bad_answer() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let list = serde_json::json!({"machines": [{
+        "mac": MAC1,
+        "assignment": null,
+        "seen": {"lastSeen": "2026-01-01T00:00:00Z", "ip": "192.0.2.5", "arch": "amd64",
+                 "lastServed": "boot script", "requests": 1}
+    }]})
+    .to_string();
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/machines",
+        axum::routing::get(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            let list = list.clone();
+            // The second look gets an empty 200.
+            async move { if n == 1 { String::new() } else { list } }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["machine", "list", "--watch", "--json", "--interval", "0.1"])
+        .args(["--count", "1", "--server", &url, "--token", TOKEN])
+        .env_clear()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+        .await
+        .expect("the watch ends")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("\"new\""),
+        "a machine already listed was reported new: {stdout}"
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("machine list"), "{err}");
+    assert!(calls.load(Ordering::SeqCst) >= 2);
+    server.abort();
+}

@@ -189,6 +189,17 @@ async fn watch(
     loop {
         tokio::time::sleep(interval).await;
         let next = client.machines().await?;
+        // Compared with an answer that is not a machine list, every machine would look new.
+        if next
+            .get("machines")
+            .and_then(serde_json::Value::as_array)
+            .is_none()
+        {
+            anyhow::bail!(
+                "the server's machine list answer has no \"machines\" list (from {}): stopped watching",
+                client.target()
+            );
+        }
         for event in crate::assign::watch::changes(&prev, &next) {
             let line = if args.json {
                 serde_json::to_string(&event)?
