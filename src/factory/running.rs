@@ -31,6 +31,9 @@ struct Entry {
     queued_unix: u64,
     started: Option<Instant>,
     output: Option<PathBuf>,
+    /// The output's size when the builder last changed the phase: what is shown once the
+    /// file has been moved into the store (`storing`).
+    bytes_at_phase: u64,
     progress: Progress,
 }
 
@@ -99,8 +102,14 @@ impl Registration {
         self.progress.set("building", None);
     }
 
-    /// The phase (see [`Progress::set`]).
+    /// The phase (see [`Progress::set`]). The output's size now is kept for when the file
+    /// is gone from the work directory (moved into the store).
     pub fn phase(&self, phase: &str) {
+        if let Some(e) = self.builds.lock().get_mut(&self.id) {
+            if let Some(len) = e.output.as_ref().and_then(|p| std::fs::metadata(p).ok()) {
+                e.bytes_at_phase = len.len();
+            }
+        }
         self.progress.set(phase, None);
     }
 }
@@ -159,6 +168,7 @@ impl RunningBuilds {
                 queued_unix,
                 started: None,
                 output: None,
+                bytes_at_phase: 0,
                 progress: progress.clone(),
             },
         );
@@ -201,6 +211,7 @@ impl RunningBuilds {
             queued_at: Instant,
             started: Option<Instant>,
             output: Option<PathBuf>,
+            bytes_at_phase: u64,
             state: State,
         }
         let mut entries: Vec<Copied> = self
@@ -212,6 +223,7 @@ impl RunningBuilds {
                 queued_at: e.queued_at,
                 started: e.started,
                 output: e.output.clone(),
+                bytes_at_phase: e.bytes_at_phase,
                 state: e.progress.get(),
             })
             .collect();
@@ -227,7 +239,7 @@ impl RunningBuilds {
                 let bytes_written = e
                     .output
                     .and_then(|p| std::fs::metadata(p).ok())
-                    .map_or(0, |m| m.len());
+                    .map_or(e.bytes_at_phase, |m| m.len());
                 BuildView {
                     kind,
                     version,
@@ -377,5 +389,23 @@ mod tests {
         drop(reg);
         assert!(builds.snapshot().is_empty());
         assert!(builds.progress_of(&out).is_none());
+    }
+
+    /// While a build is being stored its output file is moved into the store: the bytes it
+    /// wrote are still what it wrote, not 0.
+    #[test]
+    fn a_build_being_stored_keeps_its_bytes() {
+        let builds = Arc::new(RunningBuilds::default());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("asset");
+        let reg = builds.register("v1/Image/v1.11.6/metal/amd64/-/abc");
+        reg.started(&out);
+        std::fs::write(&out, vec![0u8; 4321]).unwrap();
+        reg.phase("storing");
+        // The store takes the file (a rename out of the work directory).
+        std::fs::rename(&out, dir.path().join("blob")).unwrap();
+        let v = builds.snapshot();
+        assert_eq!(v[0].phase, "storing");
+        assert_eq!(v[0].bytes_written, 4321);
     }
 }
