@@ -5,7 +5,7 @@
 //!
 //! | Socket | Outcome |
 //! |--------|---------|
-//! | disabled (`api.socket: ''`), absent, or nothing listening (a stale file) | `None`: direct mode |
+//! | disabled (`api.socket: ''`) or its path too long for a Unix socket, absent, or nothing listening (a stale file) | `None`: direct mode |
 //! | a server answers `GET /api/v1/status` | `Some(client)` |
 //! | permission denied (connect or 403) | an error: run as root or as the service's user |
 
