@@ -105,10 +105,10 @@ impl Registration {
     /// The phase (see [`Progress::set`]). The output's size now is kept for when the file
     /// is gone from the work directory (moved into the store).
     pub fn phase(&self, phase: &str) {
-        if let Some(e) = self.builds.lock().get_mut(&self.id) {
-            if let Some(len) = e.output.as_ref().and_then(|p| std::fs::metadata(p).ok()) {
-                e.bytes_at_phase = len.len();
-            }
+        if let Some(e) = self.builds.lock().get_mut(&self.id)
+            && let Some(m) = e.output.as_ref().and_then(|p| std::fs::metadata(p).ok())
+        {
+            e.bytes_at_phase = m.len();
         }
         self.progress.set(phase, None);
     }
