@@ -884,3 +884,50 @@ async fn machine_list_watch_does_not_report_known_machines_as_new_after_a_bad_an
     assert!(calls.load(Ordering::SeqCst) >= 2);
     server.abort();
 }
+
+/// A user who may not use the admin socket but has the admin token (`api.adminToken` in a
+/// configuration they can read) is not locked out by the socket: `machine list` goes over
+/// HTTP with the token, as it did before the socket existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_the_token_but_not_the_socket_uses_http() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !nix::unistd::geteuid().is_root() || !support::tools::have("setpriv") {
+        eprintln!("skipped: needs root and setpriv to run as another user");
+        return;
+    }
+    let s = server(&[]).await;
+    // The data directory is traversable (like a 0750 directory for the service's group); the
+    // socket stays 0600.
+    std::fs::set_permissions(s.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(s.data_path("admin.sock").exists());
+    let data = s.data.path().to_string_lossy().to_string();
+    let run = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["machine", "list", "--json", "--data-dir", &data])
+        .env_clear()
+        .env("BOOTFACTORY_HTTP_EXTERNAL_URL", &s.url)
+        .env("BOOTFACTORY_API_ADMIN_TOKEN", TOKEN)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["machines"].is_array(), "{v}");
+    // Without a token the socket's refusal is the error, naming what to do.
+    let out = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["machine", "list", "--json", "--data-dir", &data])
+        .env_clear()
+        .env("BOOTFACTORY_HTTP_EXTERNAL_URL", &s.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not use its admin socket"), "{err}");
+    s.stop().await;
+}

@@ -236,7 +236,19 @@ where
         let socket = if explicit {
             None
         } else {
-            super::service::connect(config).await?
+            match super::service::connect(config).await {
+                Ok(socket) => socket,
+                // The socket is not this user's (or does not answer), but the admin token may
+                // be (`api.adminToken` in a configuration they can read): HTTP with it, as
+                // before the socket; without a token the socket's error says what to do.
+                Err(e) => match http_client(config, server) {
+                    Ok(client) => {
+                        tracing::debug!(error = %format!("{e:#}"), "admin socket unusable; using HTTP with the admin token");
+                        return f(client).await;
+                    }
+                    Err(_) => return Err(e),
+                },
+            }
         };
         let client = match socket {
             Some(client) => client,
