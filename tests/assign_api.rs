@@ -931,3 +931,53 @@ async fn a_user_with_the_token_but_not_the_socket_uses_http() {
     assert!(err.contains("may not use its admin socket"), "{err}");
     s.stop().await;
 }
+
+/// `bootfactory machine list | head` (a reader that goes away before the list is printed)
+/// ends quietly, as table and as JSON, and so does `--watch`: no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_list_into_a_closed_pipe_does_not_panic() {
+    let s = server(&[]).await;
+    for args in [
+        &["machine", "list"][..],
+        &["machine", "list", "--json"][..],
+        &[
+            "machine",
+            "list",
+            "--watch",
+            "--interval",
+            "0.1",
+            "--count",
+            "1",
+        ][..],
+    ] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+            .args(args)
+            .args(["--server", &s.url, "--token", TOKEN])
+            .env_clear()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        if args.contains(&"--watch") {
+            // One boot for the watch to print.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let r = client()
+                .get(format!("{}/boot/{MAC2}.ipxe", s.url))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+                .await
+                .expect("ends")
+                .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+    s.stop().await;
+}

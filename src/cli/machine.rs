@@ -161,11 +161,21 @@ pub(super) fn list(cx: &Context, args: &ListArgs) -> anyhow::Result<ExitCode> {
     }
     admin_command(&config, &args.server, |client| async move {
         let list = client.machines().await?;
-        if args.json && !args.watch {
-            println!("{}", serde_json::to_string_pretty(&list)?);
+        let text = if args.json && !args.watch {
+            serde_json::to_string_pretty(&list)? + "\n"
         } else if !args.json {
-            print!("{}", crate::assign::client::machines_table(&list));
+            crate::assign::client::machines_table(&list)
+        } else {
+            String::new()
+        };
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            // A reader that went away (`| head`) ends the command, quietly.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            r => r.context("cannot write to stdout")?,
         }
+        drop(out);
         if args.watch {
             watch(&client, list, args).await?;
         }
