@@ -766,19 +766,31 @@ pub struct UnitCaps {
 /// Reads `bootfactory.service` and its drop-ins (`bootfactory.service.d/*.conf` in every unit
 /// directory), `None` when no unit file exists.
 pub fn unit_caps() -> Option<UnitCaps> {
-    let unit = UNIT_DIRS
+    let dirs: Vec<PathBuf> = UNIT_DIRS.iter().map(PathBuf::from).collect();
+    unit_caps_in(&dirs)
+}
+
+/// [`unit_caps`] over `dirs`, highest precedence first.
+fn unit_caps_in(dirs: &[PathBuf]) -> Option<UnitCaps> {
+    let unit = dirs
         .iter()
-        .map(|d| Path::new(d).join("bootfactory.service"))
+        .map(|d| d.join("bootfactory.service"))
         .find(|p| p.is_file())?;
     let mut files = vec![unit];
-    let mut dropins: Vec<PathBuf> = UNIT_DIRS
-        .iter()
-        .filter_map(|d| std::fs::read_dir(Path::new(d).join("bootfactory.service.d")).ok())
-        .flatten()
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "conf"))
-        .collect();
+    let mut dropins: Vec<PathBuf> = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(dir.join("bootfactory.service.d")) else {
+            continue;
+        };
+        for path in entries.flatten().map(|e| e.path()) {
+            // A same-named drop-in in a directory of higher precedence replaces this one.
+            if path.extension().is_some_and(|e| e == "conf")
+                && !dropins.iter().any(|d| d.file_name() == path.file_name())
+            {
+                dropins.push(path);
+            }
+        }
+    }
     // systemd applies drop-ins ordered by file name across directories.
     dropins.sort_by(|a, b| a.file_name().cmp(&b.file_name()));
     files.extend(dropins);
@@ -1153,6 +1165,42 @@ mod tests {
             ["CAP_NET_BIND_SERVICE"]
         );
         assert_eq!(cap_eff("Name: x"), None);
+    }
+
+    /// A drop-in in a higher-priority directory replaces a same-named one in a lower one
+    /// (systemd's rule): an empty `/etc/…/10-caps.conf` masks the package's grant.
+    #[test]
+    fn a_same_named_drop_in_in_etc_masks_the_packages() {
+        let etc = tempfile::tempdir().unwrap();
+        let lib = tempfile::tempdir().unwrap();
+        std::fs::write(
+            lib.path().join("bootfactory.service"),
+            "[Service]\nUser=bootfactory\n",
+        )
+        .unwrap();
+        for dir in [etc.path(), lib.path()] {
+            std::fs::create_dir(dir.join("bootfactory.service.d")).unwrap();
+        }
+        std::fs::write(
+            lib.path().join("bootfactory.service.d/10-caps.conf"),
+            "[Service]\nAmbientCapabilities=CAP_NET_BIND_SERVICE CAP_NET_RAW\n",
+        )
+        .unwrap();
+        std::fs::write(
+            etc.path().join("bootfactory.service.d/10-caps.conf"),
+            "[Service]\n# masked by the admin\n",
+        )
+        .unwrap();
+        let dirs = [etc.path().to_path_buf(), lib.path().to_path_buf()];
+        let caps = unit_caps_in(&dirs).unwrap();
+        assert_eq!(caps.ambient, Vec::<String>::new(), "{caps:?}");
+        assert_eq!(
+            caps.files,
+            vec![
+                lib.path().join("bootfactory.service"),
+                etc.path().join("bootfactory.service.d/10-caps.conf")
+            ]
+        );
     }
 
     #[test]

@@ -114,7 +114,16 @@ impl App {
         let metrics = bind_optional(self.state.config.metrics.listen, "metrics.listen").await?;
         let admin_socket = match self.state.config.admin_socket_path() {
             Some(path) => Some(AdminSocket::bind(path).await?),
-            None => None,
+            None => {
+                if let Some(socket) = &self.state.config.api.socket {
+                    tracing::warn!(
+                        path = %self.state.config.data_dir.join(socket).display(),
+                        max = crate::config::MAX_UNIX_SOCKET_PATH,
+                        "no admin socket: its path is too long for a Unix socket (set api.socket to a shorter absolute path); commands use the HTTP admin API"
+                    );
+                }
+                None
+            }
         };
         let netboot = if self.state.config.pxe.enabled {
             Some(
@@ -330,6 +339,25 @@ pub struct BoundApp {
 struct AdminSocket {
     path: std::path::PathBuf,
     listener: tokio::net::UnixListener,
+    /// Device and inode of the socket file bound, so only that file is removed at shutdown.
+    file_id: (u64, u64),
+}
+
+impl AdminSocket {
+    /// Removes the socket file if it is still the one this server bound (not a file that
+    /// took its path since: another server's socket, an operator's file).
+    fn remove(path: &std::path::Path, file_id: (u64, u64)) {
+        use std::os::unix::fs::MetadataExt as _;
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if (m.dev(), m.ino()) == file_id => {
+                let _ = std::fs::remove_file(path);
+            }
+            Ok(_) => {
+                tracing::warn!(path = %path.display(), "the admin socket's path is no longer this server's socket; left as it is");
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 impl AdminSocket {
@@ -379,6 +407,16 @@ impl AdminSocket {
                 path.display()
             )
         })?;
+        let file_id = {
+            use std::os::unix::fs::MetadataExt as _;
+            let m = std::fs::symlink_metadata(&path).with_context(|| {
+                format!(
+                    "cannot check the admin socket {} (api.socket)",
+                    path.display()
+                )
+            })?;
+            (m.dev(), m.ino())
+        };
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).with_context(
             || {
                 format!(
@@ -387,7 +425,11 @@ impl AdminSocket {
                 )
             },
         )?;
-        Ok(AdminSocket { path, listener })
+        Ok(AdminSocket {
+            path,
+            listener,
+            file_id,
+        })
     }
 }
 
@@ -497,7 +539,7 @@ impl BoundApp {
                 },
                 Duration::from_secs(config.http.shutdown_grace_seconds),
             ));
-            (socket.path, task)
+            (socket.path, socket.file_id, task)
         });
         let netboot = self.netboot.map(|n| tokio::spawn(n.run(stop_rx)));
         let reloader = spawn_reload_on_sighup(self.state.clone(), self.tls.clone(), status.clone());
@@ -557,10 +599,10 @@ impl BoundApp {
         if let Some(task) = metrics_server {
             let _ = task.await;
         }
-        if let Some((path, task)) = admin_socket {
+        if let Some((path, file_id, task)) = admin_socket {
             let _ = task.await;
             // Gone with the server, so commands open the store directly at once.
-            let _ = std::fs::remove_file(&path);
+            AdminSocket::remove(&path, file_id);
         }
         if let Some(task) = netboot {
             match task.await {

@@ -597,3 +597,387 @@ async fn machine_list_watch_follows_boots() {
     assert_eq!(events[1]["event"], "assigned", "{events:?}");
     assert_eq!(events[1]["assignment"]["schematic"], EMPTY_ID);
 }
+
+/// A data directory whose admin socket path (`<dataDir>/admin.sock`) does not fit a Unix
+/// socket address (107 bytes): `serve` still starts (without the socket, over TCP only), and
+/// `machine list` talks to it over HTTP with the token instead of failing on the socket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_data_dir_too_long_for_a_socket_serves_over_tcp_and_commands_use_http() {
+    let top = tempfile::tempdir().unwrap();
+    // Deep enough that `<dir>/admin.sock` is longer than sun_path allows.
+    let deep = top.path().join("a".repeat(60)).join("b".repeat(40));
+    std::fs::create_dir_all(&deep).unwrap();
+    assert!(deep.join("admin.sock").as_os_str().len() > 107);
+    let deep_text = deep.to_string_lossy().to_string();
+    let s = TestServer::start_in(
+        tempfile::tempdir().unwrap(),
+        &[
+            ("dataDir", deep_text.as_str()),
+            ("offline", "true"),
+            ("api.adminToken", TOKEN),
+        ],
+    )
+    .await;
+    assert!(!deep.join("admin.sock").exists());
+    assert_eq!(get(&s, "/api/v1/machines", Some(TOKEN)).await.0, 200);
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["machine", "list", "--json", "--data-dir", &deep_text])
+        .env_clear()
+        .env("BOOTFACTORY_HTTP_EXTERNAL_URL", &s.url)
+        .env("BOOTFACTORY_API_ADMIN_TOKEN", TOKEN)
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["machines"].is_array(), "{v}");
+    s.stop().await;
+}
+
+/// `curl` over the admin socket `path` as `uid` (via setpriv): status and body.
+fn curl_unix_as(uid: Option<u32>, path: &std::path::Path, url_path: &str) -> (u16, String) {
+    let mut cmd = match uid {
+        Some(uid) => {
+            let mut c = std::process::Command::new("setpriv");
+            c.args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={uid}"),
+                "--clear-groups",
+                "curl",
+            ]);
+            c
+        }
+        None => std::process::Command::new("curl"),
+    };
+    let out = cmd
+        .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
+        .arg(path)
+        .arg(format!("http://localhost{url_path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+/// The admin socket is mode 0600, and even when its mode lets another user connect the
+/// admin API answers only root and the service's user (the peer's uid, `SO_PEERCRED`); the
+/// public routes answer anyone. Over TCP no header stands in for the socket: the admin
+/// routes still need the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_socket_authorises_by_uid_and_tcp_cannot_pretend_to_be_it() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    if !support::tools::have("curl") {
+        eprintln!("skipped: curl missing");
+        return;
+    }
+    let s = server(&[]).await;
+    let sock = s.data_path("admin.sock");
+    let meta = std::fs::symlink_metadata(&sock).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    let routes = [
+        "/api/v1/status",
+        "/api/v1/machines",
+        "/api/v1/doctor",
+        "/api/v1/builds",
+    ];
+    for route in routes {
+        let (code, body) = curl_unix_as(None, &sock, route);
+        assert_eq!(code, 200, "{route} as the service's user: {body}");
+        let (code, body) = get(&s, route, None).await;
+        assert_eq!(code, 401, "{route} over TCP without a token: {body}");
+        let r = client()
+            .get(format!("{}{route}", s.url))
+            .header("x-forwarded-for", "127.0.0.1")
+            .header("x-peer-uid", "0")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 401, "{route} with forged headers");
+    }
+    let nobody = 65534;
+    if nix::unistd::geteuid().is_root() && support::tools::have("setpriv") {
+        // As it is (0600, root's): another user cannot even connect.
+        let (code, _) = curl_unix_as(Some(nobody), &sock, "/healthz");
+        assert_eq!(code, 0, "uid {nobody} connected to a 0600 socket");
+        // Opened up, the uid still decides.
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).unwrap();
+        for route in routes {
+            let (code, body) = curl_unix_as(Some(nobody), &sock, route);
+            assert_eq!(code, 403, "{route} as uid {nobody}: {body}");
+            assert!(body.contains(&format!("uid {nobody}")), "{body}");
+        }
+        let (code, _) = curl_unix_as(Some(nobody), &sock, "/healthz");
+        assert_eq!(code, 200);
+    } else {
+        eprintln!("not root: the other-uid half is skipped");
+    }
+    s.stop().await;
+}
+
+/// `serve` never deletes or follows what is at the socket's path unless it is a socket
+/// nothing answers on: a regular file or a symlink is a refusal to start (both left as they
+/// were), a live socket too; a stale one is replaced; the socket is removed at shutdown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_socket_path_is_never_followed_or_clobbered() {
+    /// `serve`'s bind on a fresh data directory with `api.socket` at `socket`.
+    async fn bind_error(socket: &std::path::Path) -> String {
+        let data = tempfile::tempdir().unwrap();
+        let overrides: Vec<bootfactory::config::Override> = [
+            ("dataDir", data.path().to_string_lossy().to_string()),
+            ("http.listen", "127.0.0.1:0".to_string()),
+            ("offline", "true".to_string()),
+            ("api.socket", socket.to_string_lossy().to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| bootfactory::config::Override {
+            key: k.to_string(),
+            value: v,
+            source_name: format!("test {k}"),
+        })
+        .collect();
+        let config = bootfactory::config::Config::load(None, &overrides).unwrap();
+        let app = bootfactory::server::App::open(config).await.unwrap();
+        match app.bind().await {
+            Ok(_) => "bound".to_string(),
+            Err(e) => format!("{e:#}"),
+        }
+    }
+    let socks = tempfile::tempdir().unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let precious = elsewhere.path().join("precious");
+    std::fs::write(&precious, "keep me").unwrap();
+    // A regular file.
+    let file = socks.path().join("file.sock");
+    std::fs::write(&file, "not a socket").unwrap();
+    let e = bind_error(&file).await;
+    assert!(e.contains("is not a socket"), "{e}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "not a socket");
+    // A symlink to a file elsewhere, and a dangling one.
+    let link = socks.path().join("link.sock");
+    std::os::unix::fs::symlink(&precious, &link).unwrap();
+    let e = bind_error(&link).await;
+    assert!(e.contains("is not a socket"), "{e}");
+    assert_eq!(std::fs::read_to_string(&precious).unwrap(), "keep me");
+    assert!(
+        std::fs::symlink_metadata(&link)
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    let dangling = socks.path().join("dangling.sock");
+    let target = elsewhere.path().join("created-by-serve");
+    std::os::unix::fs::symlink(&target, &dangling).unwrap();
+    let e = bind_error(&dangling).await;
+    assert!(e.contains("is not a socket"), "{e}");
+    assert!(!target.exists(), "serve followed a dangling symlink");
+    // A stale socket (nothing listens) is replaced; a live one refuses.
+    let stale = socks.path().join("stale.sock");
+    drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
+    assert_eq!(bind_error(&stale).await, "bound");
+    let live = socks.path().join("live.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&live).unwrap();
+    let e = bind_error(&live).await;
+    assert!(e.contains("another bootfactory serve answers"), "{e}");
+    assert!(live.exists());
+}
+
+/// `machine list --watch --count 0` asks for no events: it is refused at once (exit 2)
+/// rather than printing one event, or waiting for a boot that may never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_list_watch_count_zero_is_refused_not_a_hang() {
+    let s = server(&[]).await;
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+        .args([
+            "machine",
+            "list",
+            "--watch",
+            "--interval",
+            "0.1",
+            "--count",
+            "0",
+        ])
+        .args(["--server", &s.url, "--token", TOKEN])
+        .env_clear()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(10), run)
+        .await
+        .expect("--count 0 hangs waiting for an event")
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--count"), "{err}");
+    s.stop().await;
+}
+
+/// At shutdown `serve` removes its own admin socket only: when the path has been taken over
+/// since (another server's socket, an operator's file), that file stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_removes_only_its_own_socket_at_shutdown() {
+    let socks = tempfile::tempdir().unwrap();
+    let path = socks.path().join("admin.sock");
+    let path_text = path.to_string_lossy().to_string();
+    // Its own socket is removed.
+    let s = TestServer::start(&[("offline", "true"), ("api.socket", path_text.as_str())]).await;
+    assert!(path.exists());
+    s.stop().await;
+    assert!(!path.exists(), "its own socket is removed at shutdown");
+    // A file that replaced it is not.
+    let s = TestServer::start(&[("offline", "true"), ("api.socket", path_text.as_str())]).await;
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, "someone else's").unwrap();
+    s.stop().await;
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "someone else's",
+        "serve removed a file that was not its socket"
+    );
+}
+
+/// A server whose machine list answer is suddenly empty (a proxy's error page with 200, a
+/// broken server) does not make `machine list --watch` report every machine as new on the
+/// next good answer: the watch stops with an error naming the answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_list_watch_does_not_report_known_machines_as_new_after_a_bad_answer() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = std::sync::Arc::new(AtomicUsize::new(0));
+    let list = serde_json::json!({"machines": [{
+        "mac": MAC1,
+        "assignment": null,
+        "seen": {"lastSeen": "2026-01-01T00:00:00Z", "ip": "192.0.2.5", "arch": "amd64",
+                 "lastServed": "boot script", "requests": 1}
+    }]})
+    .to_string();
+    let counted = calls.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/machines",
+        axum::routing::get(move || {
+            let n = counted.fetch_add(1, Ordering::SeqCst);
+            let list = list.clone();
+            // The second look gets an empty 200.
+            async move { if n == 1 { String::new() } else { list } }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["machine", "list", "--watch", "--json", "--interval", "0.1"])
+        .args(["--count", "1", "--server", &url, "--token", TOKEN])
+        .env_clear()
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(20), run)
+        .await
+        .expect("the watch ends")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !stdout.contains("\"new\""),
+        "a machine already listed was reported new: {stdout}"
+    );
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("machine list"), "{err}");
+    assert!(calls.load(Ordering::SeqCst) >= 2);
+    server.abort();
+}
+
+/// A user who may not use the admin socket but has the admin token (`api.adminToken` in a
+/// configuration they can read) is not locked out by the socket: `machine list` goes over
+/// HTTP with the token, as it did before the socket existed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_with_the_token_but_not_the_socket_uses_http() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !nix::unistd::geteuid().is_root() || !support::tools::have("setpriv") {
+        eprintln!("skipped: needs root and setpriv to run as another user");
+        return;
+    }
+    let s = server(&[]).await;
+    // The data directory is traversable (like a 0750 directory for the service's group); the
+    // socket stays 0600.
+    std::fs::set_permissions(s.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(s.data_path("admin.sock").exists());
+    let data = s.data.path().to_string_lossy().to_string();
+    let run = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["machine", "list", "--json", "--data-dir", &data])
+        .env_clear()
+        .env("BOOTFACTORY_HTTP_EXTERNAL_URL", &s.url)
+        .env("BOOTFACTORY_API_ADMIN_TOKEN", TOKEN)
+        .output();
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["machines"].is_array(), "{v}");
+    // Without a token the socket's refusal is the error, naming what to do.
+    let out = tokio::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_bootfactory"))
+        .args(["machine", "list", "--json", "--data-dir", &data])
+        .env_clear()
+        .env("BOOTFACTORY_HTTP_EXTERNAL_URL", &s.url)
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("may not use its admin socket"), "{err}");
+    s.stop().await;
+}
+
+/// `bootfactory machine list | head` (a reader that goes away before the list is printed)
+/// ends quietly, as table and as JSON, and so does `--watch`: no panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn machine_list_into_a_closed_pipe_does_not_panic() {
+    let s = server(&[]).await;
+    for args in [
+        &["machine", "list"][..],
+        &["machine", "list", "--json"][..],
+        &[
+            "machine",
+            "list",
+            "--watch",
+            "--interval",
+            "0.1",
+            "--count",
+            "1",
+        ][..],
+    ] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_bootfactory"))
+            .args(args)
+            .args(["--server", &s.url, "--token", TOKEN])
+            .env_clear()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        if args.contains(&"--watch") {
+            // One boot for the watch to print.
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            let r = client()
+                .get(format!("{}/boot/{MAC2}.ipxe", s.url))
+                .send()
+                .await
+                .unwrap();
+            assert!(r.status().is_success());
+        }
+        let out =
+            tokio::time::timeout(std::time::Duration::from_secs(20), child.wait_with_output())
+                .await
+                .expect("ends")
+                .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {err}");
+    }
+    s.stop().await;
+}

@@ -423,3 +423,38 @@ fn man_pages_are_written_and_render() {
         "{text}"
     );
 }
+
+/// `bootfactory completions SHELL | head -c …` (a reader that goes away) ends quietly, and
+/// a stdout that cannot be written (`> /dev/full`) is an error message: neither is a panic.
+#[test]
+fn completions_into_a_closed_pipe_or_a_full_disk_do_not_panic() {
+    for shell in ["bash", "zsh", "fish"] {
+        let mut child = bin()
+            .args(["completions", shell])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before anything is written.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{shell}: {err}");
+        assert_eq!(out.status.code(), Some(0), "{shell}: {err}");
+    }
+    if std::path::Path::new("/dev/full").exists() {
+        let full = std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let out = bin()
+            .args(["completions", "bash"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{err}");
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("completion"), "{err}");
+    }
+}

@@ -456,3 +456,48 @@ fn a_configuration_that_does_not_load_is_one_fail_naming_the_key() {
         "{msg}"
     );
 }
+
+/// A user who may not use the admin socket but has the admin token (here in the
+/// environment, as from a configuration file they can read) gets the store checks from the
+/// service over HTTP, not a WARN about the socket.
+#[tokio::test]
+async fn a_user_with_the_token_but_not_the_socket_asks_the_service_over_http() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !nix::unistd::geteuid().is_root() || !support::tools::have("setpriv") {
+        eprintln!("skipped: needs root and setpriv to run as another user");
+        return;
+    }
+    let server =
+        support::TestServer::start(&[("offline", "true"), ("api.adminToken", "tok-en")]).await;
+    std::fs::set_permissions(server.data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let data = server.data.path().to_path_buf();
+    let url = server.url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_bootfactory"))
+            .args(["doctor", "--json", "--offline", "--data-dir"])
+            .arg(&data)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("BOOTFACTORY_HTTP_EXTERNAL_URL", &url)
+            .env("BOOTFACTORY_API_ADMIN_TOKEN", "tok-en")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("doctor --json is not JSON ({e}): {}", text(&out)));
+    let checks = report["checks"].as_array().unwrap().clone();
+    let service = named(&checks, "service");
+    assert_eq!(status(service[0]), "ok", "{checks:#?}");
+    assert!(
+        service[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("pid {}", std::process::id())),
+        "{service:?}"
+    );
+    server.stop().await;
+}

@@ -105,9 +105,10 @@ fn str_of(v: Option<&Value>, key: &str) -> Option<String> {
 /// order.
 pub fn changes(prev: &Value, next: &Value) -> Vec<MachineEvent> {
     let before = by_mac(prev);
+    let after = by_mac(next);
     let mut events = Vec::new();
-    for (mac, m) in by_mac(next) {
-        let old = before.get(&mac).copied();
+    for (mac, &m) in &after {
+        let old = before.get(mac).copied();
         let seen = m.get("seen").filter(|s| !s.is_null());
         let old_seen = old.and_then(|o| o.get("seen")).filter(|s| !s.is_null());
         let requests = |s: Option<&Value>| {
@@ -157,7 +158,7 @@ pub fn changes(prev: &Value, next: &Value) -> Vec<MachineEvent> {
         }
     }
     for (mac, old) in &before {
-        if !by_mac(next).contains_key(mac) && old.get("assignment").is_some_and(|a| !a.is_null()) {
+        if !after.contains_key(mac) && old.get("assignment").is_some_and(|a| !a.is_null()) {
             events.push(MachineEvent {
                 event: "unassigned",
                 mac: mac.clone(),
@@ -213,5 +214,31 @@ mod tests {
         let gone = changes(&again, &empty);
         assert_eq!(gone.len(), 1);
         assert_eq!(gone[0].event, "unassigned");
+    }
+
+    /// A full inventory (`assignments.inventoryMaxMachines`, 10 000 by default) is compared
+    /// in one pass, not once per machine: a poll must not take longer than its interval.
+    #[test]
+    fn a_full_inventory_is_compared_quickly() {
+        let list = |n: usize, requests: u64| {
+            let machines: Vec<Value> = (0..n)
+                .map(|i| {
+                    serde_json::json!({
+                        "mac": format!("52:54:00:{:02x}:{:02x}:{:02x}", i >> 16, (i >> 8) & 0xff, i & 0xff),
+                        "assignment": {"schematic": "s", "version": "v1.11.6"},
+                        "seen": {"lastSeen": "2026-01-01T00:00:00Z", "requests": requests},
+                    })
+                })
+                .collect();
+            serde_json::json!({ "machines": machines })
+        };
+        let before = list(10_000, 1);
+        let after = list(10_000, 2);
+        let started = std::time::Instant::now();
+        let events = changes(&before, &after);
+        let took = started.elapsed();
+        assert_eq!(events.len(), 10_000);
+        assert!(events.iter().all(|e| e.event == "seen"));
+        assert!(took < std::time::Duration::from_secs(1), "{took:?}");
     }
 }

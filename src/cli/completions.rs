@@ -37,9 +37,19 @@ pub(super) fn completions(args: &CompletionsArgs) -> anyhow::Result<ExitCode> {
         Shell::Fish => clap_complete::Shell::Fish,
     };
     let mut cmd = super::command();
+    // Generated into memory first: clap_complete panics on a failed write.
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut cmd, "bootfactory", &mut script);
+    use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    clap_complete::generate(shell, &mut cmd, "bootfactory", &mut out);
-    Ok(ExitCode::SUCCESS)
+    match out.write_all(&script).and_then(|()| out.flush()) {
+        // A reader that stopped reading (`| head`) is not an error.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        r => {
+            r.context("cannot write the completion script")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// `bootfactory man --out DIR`: `bootfactory.1` and `bootfactory-<command>[-<verb>].1` for

@@ -118,26 +118,30 @@ async fn service(config: &Config, server: &ServerArgs) -> Service {
         .clone()
         .unwrap_or_else(|| config.external_url());
     let url = url.trim_end_matches('/').to_string();
-    // The admin socket first, unless the command names a server or a token.
+    // The admin socket first, unless the command names a server or a token. When it may
+    // not be used, HTTP with the admin token (if this user has it) is tried before saying so.
+    let mut socket_refused = None;
     if server.server.is_none() && server.token.is_none() {
         match super::service::connect(config).await {
             Ok(Some(client)) => return ask(&client, url).await,
             Ok(None) => {}
-            Err(e) => {
-                return Service::Unusable(
-                    Check {
-                        check: "service".into(),
-                        status: Status::Warn,
-                        message: format!("{e:#}"),
-                        hint: Some(
-                            "run doctor as root or the service user to check the store through the service".into(),
-                        ),
-                    },
-                    url,
-                );
-            }
+            Err(e) => socket_refused = Some(e),
         }
     }
+    let refused = |e: anyhow::Error, url: String| {
+        Service::Unusable(
+            Check {
+                check: "service".into(),
+                status: Status::Warn,
+                message: format!("{e:#}"),
+                hint: Some(
+                    "run doctor as root or the service user to check the store through the service"
+                        .into(),
+                ),
+            },
+            url,
+        )
+    };
     crate::init_crypto();
     let Ok(probe) = reqwest::Client::builder()
         .timeout(SERVICE_PROBE_TIMEOUT)
@@ -147,11 +151,17 @@ async fn service(config: &Config, server: &ServerArgs) -> Service {
     };
     match probe.get(format!("{url}/healthz")).send().await {
         Ok(r) if r.status().is_success() => {}
-        _ => return Service::NotRunning(url),
+        _ => {
+            return match socket_refused {
+                Some(e) => refused(e, url),
+                None => Service::NotRunning(url),
+            };
+        }
     }
-    match http_client(config, server) {
-        Ok(client) => ask(&client, url).await,
-        Err(e) => Service::Unusable(
+    match (http_client(config, server), socket_refused) {
+        (Ok(client), _) => ask(&client, url).await,
+        (Err(_), Some(e)) => refused(e, url),
+        (Err(e), None) => Service::Unusable(
             Check {
                 check: "service".into(),
                 status: Status::Warn,

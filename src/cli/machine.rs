@@ -92,7 +92,12 @@ pub(super) struct ListArgs {
     )]
     interval: f64,
     /// With --watch: stop after this many events.
-    #[arg(long, value_name = "N", requires = "watch")]
+    #[arg(
+        long,
+        value_name = "N",
+        requires = "watch",
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
     count: Option<u64>,
     #[command(flatten)]
     server: ServerArgs,
@@ -156,11 +161,21 @@ pub(super) fn list(cx: &Context, args: &ListArgs) -> anyhow::Result<ExitCode> {
     }
     admin_command(&config, &args.server, |client| async move {
         let list = client.machines().await?;
-        if args.json && !args.watch {
-            println!("{}", serde_json::to_string_pretty(&list)?);
+        let text = if args.json && !args.watch {
+            serde_json::to_string_pretty(&list)? + "\n"
         } else if !args.json {
-            print!("{}", crate::assign::client::machines_table(&list));
+            crate::assign::client::machines_table(&list)
+        } else {
+            String::new()
+        };
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+            // A reader that went away (`| head`) ends the command, quietly.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+            r => r.context("cannot write to stdout")?,
         }
+        drop(out);
         if args.watch {
             watch(&client, list, args).await?;
         }
@@ -184,6 +199,17 @@ async fn watch(
     loop {
         tokio::time::sleep(interval).await;
         let next = client.machines().await?;
+        // Compared with an answer that is not a machine list, every machine would look new.
+        if next
+            .get("machines")
+            .and_then(serde_json::Value::as_array)
+            .is_none()
+        {
+            anyhow::bail!(
+                "the server's machine list answer has no \"machines\" list (from {}): stopped watching",
+                client.target()
+            );
+        }
         for event in crate::assign::watch::changes(&prev, &next) {
             let line = if args.json {
                 serde_json::to_string(&event)?
@@ -224,7 +250,19 @@ where
         let socket = if explicit {
             None
         } else {
-            super::service::connect(config).await?
+            match super::service::connect(config).await {
+                Ok(socket) => socket,
+                // The socket is not this user's (or does not answer), but the admin token may
+                // be (`api.adminToken` in a configuration they can read): HTTP with it, as
+                // before the socket; without a token the socket's error says what to do.
+                Err(e) => match http_client(config, server) {
+                    Ok(client) => {
+                        tracing::debug!(error = %format!("{e:#}"), "admin socket unusable; using HTTP with the admin token");
+                        return f(client).await;
+                    }
+                    Err(_) => return Err(e),
+                },
+            }
         };
         let client = match socket {
             Some(client) => client,

@@ -5,9 +5,9 @@
 //!
 //! | Socket | Outcome |
 //! |--------|---------|
-//! | disabled (`api.socket: ''`), absent, or nothing listening (a stale file) | `None`: direct mode |
+//! | disabled (`api.socket: ''`) or its path too long for a Unix socket, absent, or nothing listening (a stale file) | `None`: direct mode |
 //! | a server answers `GET /api/v1/status` | `Some(client)` |
-//! | permission denied (connect or 403) | an error: run as root or as the service's user |
+//! | permission denied (connect or 403) | an error: run as root or as the service's user (`machine …` uses HTTP instead when it has the admin token) |
 
 use std::io::ErrorKind;
 use std::path::Path;

@@ -215,6 +215,10 @@ pub struct ApiConfig {
 /// The admin socket's file name in the data directory (`api.socket`'s default).
 pub const DEFAULT_ADMIN_SOCKET: &str = "admin.sock";
 
+/// The longest path a Unix socket can be bound or connected at (`sun_path` holds 108 bytes,
+/// its terminating NUL included).
+pub const MAX_UNIX_SOCKET_PATH: usize = 107;
+
 impl Default for ApiConfig {
     fn default() -> Self {
         ApiConfig {
@@ -1078,9 +1082,13 @@ impl Config {
         }
     }
 
-    /// The admin Unix socket (`api.socket`, relative to `dataDir`), `None` when disabled.
+    /// The admin Unix socket (`api.socket`, relative to `dataDir`), `None` when disabled or
+    /// when the path is longer than a Unix socket address takes ([`MAX_UNIX_SOCKET_PATH`]):
+    /// then `serve` listens without it (and says so) and commands use HTTP, rather than a
+    /// long data directory keeping the service from starting.
     pub fn admin_socket_path(&self) -> Option<PathBuf> {
-        self.api.socket.as_ref().map(|p| self.data_dir.join(p))
+        let path = self.data_dir.join(self.api.socket.as_ref()?);
+        (path.as_os_str().len() <= MAX_UNIX_SOCKET_PATH).then_some(path)
     }
 
     /// The admin token file used when `api.adminToken` is empty.

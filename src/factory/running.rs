@@ -31,6 +31,9 @@ struct Entry {
     queued_unix: u64,
     started: Option<Instant>,
     output: Option<PathBuf>,
+    /// The output's size when the builder last changed the phase: what is shown once the
+    /// file has been moved into the store (`storing`).
+    bytes_at_phase: u64,
     progress: Progress,
 }
 
@@ -99,8 +102,14 @@ impl Registration {
         self.progress.set("building", None);
     }
 
-    /// The phase (see [`Progress::set`]).
+    /// The phase (see [`Progress::set`]). The output's size now is kept for when the file
+    /// is gone from the work directory (moved into the store).
     pub fn phase(&self, phase: &str) {
+        if let Some(e) = self.builds.lock().get_mut(&self.id)
+            && let Some(m) = e.output.as_ref().and_then(|p| std::fs::metadata(p).ok())
+        {
+            e.bytes_at_phase = m.len();
+        }
         self.progress.set(phase, None);
     }
 }
@@ -159,6 +168,7 @@ impl RunningBuilds {
                 queued_unix,
                 started: None,
                 output: None,
+                bytes_at_phase: 0,
                 progress: progress.clone(),
             },
         );
@@ -201,6 +211,7 @@ impl RunningBuilds {
             queued_at: Instant,
             started: Option<Instant>,
             output: Option<PathBuf>,
+            bytes_at_phase: u64,
             state: State,
         }
         let mut entries: Vec<Copied> = self
@@ -212,6 +223,7 @@ impl RunningBuilds {
                 queued_at: e.queued_at,
                 started: e.started,
                 output: e.output.clone(),
+                bytes_at_phase: e.bytes_at_phase,
                 state: e.progress.get(),
             })
             .collect();
@@ -227,7 +239,7 @@ impl RunningBuilds {
                 let bytes_written = e
                     .output
                     .and_then(|p| std::fs::metadata(p).ok())
-                    .map_or(0, |m| m.len());
+                    .map_or(e.bytes_at_phase, |m| m.len());
                 BuildView {
                     kind,
                     version,
@@ -245,13 +257,32 @@ impl RunningBuilds {
     }
 }
 
+/// How many characters of a schematic ID the public `/metrics` label keeps.
+const METRIC_SCHEMATIC_CHARS: usize = 12;
+
+/// An asset key for the public `/metrics` label: the schematic ID (7th segment) shortened,
+/// as schematic IDs are listed to admins only (the admin API has the whole key).
+fn metric_asset(key: &str) -> String {
+    key.split('/')
+        .enumerate()
+        .map(
+            |(i, part)| match part.char_indices().nth(METRIC_SCHEMATIC_CHARS) {
+                Some((cut, _)) if i == 6 => format!("{}…", &part[..cut]),
+                _ => part.to_string(),
+            },
+        )
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 /// Metric names (`bootfactory_` like the appliance's other own metrics).
 const BUILDS_RUNNING: &str = "bootfactory_builds_running";
 const BUILD_BYTES: &str = "bootfactory_build_bytes_written";
 
 /// `/metrics`: `bootfactory_builds_running{state="queued"|"building"}` and
 /// `bootfactory_build_bytes_written{asset=…}` for builds holding a slot (at most
-/// `build.maxConcurrency` series, so the label stays bounded), read at scrape time.
+/// `build.maxConcurrency` series, so the label stays bounded; the schematic ID in it
+/// shortened, see [`metric_asset`]), read at scrape time.
 pub struct RunningCollector {
     builds: Arc<RunningBuilds>,
     descs: Vec<prometheus::core::Desc>,
@@ -313,9 +344,10 @@ impl prometheus::core::Collector for RunningCollector {
             .with_label_values(&["building"])
             .set((snapshot.len() - queued) as i64);
         for b in snapshot.iter().filter(|b| b.phase != "queued") {
+            // Added, not set: two keys may shorten to one label.
             bytes
-                .with_label_values(&[b.asset.as_str()])
-                .set(b.bytes_written as i64);
+                .with_label_values(&[metric_asset(&b.asset).as_str()])
+                .add(b.bytes_written as i64);
         }
         let mut families = running.collect();
         families.extend(bytes.collect());
@@ -377,5 +409,49 @@ mod tests {
         drop(reg);
         assert!(builds.snapshot().is_empty());
         assert!(builds.progress_of(&out).is_none());
+    }
+
+    /// `/metrics` is public while schematic IDs are not listed to anyone but an admin (a
+    /// schematic's ID is what `GET /schematics/{id}` hands its content out for): the bytes
+    /// gauge names a build by its key with the schematic ID shortened.
+    #[test]
+    fn the_public_bytes_gauge_does_not_name_schematic_ids() {
+        let builds = Arc::new(RunningBuilds::default());
+        let dir = tempfile::tempdir().unwrap();
+        let id = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
+        let out = dir.path().join("asset");
+        let reg = builds.register(&format!("v1/Image/v1.11.6/metal/amd64/-/{id}/raw.xz/1306"));
+        reg.started(&out);
+        std::fs::write(&out, vec![0u8; 77]).unwrap();
+        // The admin API has the whole key.
+        assert_eq!(builds.snapshot()[0].schematic, id);
+        let m = crate::metrics::Metrics::new();
+        m.register_collector(Box::new(RunningCollector::new(builds.clone())));
+        let text = m.render();
+        assert!(!text.contains(id), "{text}");
+        assert!(
+            text.contains(
+                "bootfactory_build_bytes_written{asset=\"v1/Image/v1.11.6/metal/amd64/-/376567988ad3…/raw.xz/1306\"} 77"
+            ),
+            "{text}"
+        );
+    }
+
+    /// While a build is being stored its output file is moved into the store: the bytes it
+    /// wrote are still what it wrote, not 0.
+    #[test]
+    fn a_build_being_stored_keeps_its_bytes() {
+        let builds = Arc::new(RunningBuilds::default());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("asset");
+        let reg = builds.register("v1/Image/v1.11.6/metal/amd64/-/abc");
+        reg.started(&out);
+        std::fs::write(&out, vec![0u8; 4321]).unwrap();
+        reg.phase("storing");
+        // The store takes the file (a rename out of the work directory).
+        std::fs::rename(&out, dir.path().join("blob")).unwrap();
+        let v = builds.snapshot();
+        assert_eq!(v[0].phase, "storing");
+        assert_eq!(v[0].bytes_written, 4321);
     }
 }

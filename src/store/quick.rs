@@ -58,7 +58,7 @@ impl Store {
         let mut known = std::collections::HashSet::with_capacity(records.len());
         for (digest, rec) in records {
             out.records += 1;
-            out.indexed_bytes += rec.size;
+            out.indexed_bytes = out.indexed_bytes.saturating_add(rec.size);
             known.insert(digest.hex());
             let path = inner.blob_file(&digest);
             let problem = match fs::metadata(&path) {
@@ -89,5 +89,40 @@ impl Store {
             .map_err(|e| io_ctx("read dir", &inner.quarantine_dir, e))?
             .count() as u64;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An index whose sizes add up past `u64::MAX` (a corrupt or hostile index) is reported,
+    /// not a panic: the sum saturates like the store's own running total.
+    #[tokio::test]
+    async fn sizes_past_u64_max_saturate_and_are_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = store.put_bytes(b"one").await.unwrap();
+        let b = store.put_bytes(b"two").await.unwrap();
+        for d in [a, b] {
+            let (_, mut rec) = store
+                .inner
+                .records()
+                .unwrap()
+                .into_iter()
+                .find(|(x, _)| *x == d)
+                .unwrap();
+            rec.size = u64::MAX - 1;
+            store
+                .inner
+                .blobs
+                .insert(d.as_bytes(), serde_json::to_vec(&rec).unwrap())
+                .unwrap();
+        }
+        let q = store.quick_check().unwrap();
+        assert_eq!(q.records, 2);
+        assert_eq!(q.indexed_bytes, u64::MAX);
+        assert_eq!(q.size_mismatch, 2);
+        assert!(!q.consistent());
     }
 }

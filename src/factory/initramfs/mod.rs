@@ -481,10 +481,13 @@ fn resolve_bundles(
                             },
                         });
                     let failed = r.is_err();
-                    results.lock().expect("results lock").push((i, r));
+                    let mut finished = results.lock().expect("results lock");
+                    finished.push((i, r));
+                    // Reported under the lock, so reports arrive in order.
                     if let Some(cache) = cache {
                         cache.squashfs_progress(done.fetch_add(1, Ordering::Relaxed) + 1, total);
                     }
+                    drop(finished);
                     if failed {
                         // Let the other workers stop after their current extension.
                         next.store(usize::MAX / 2, Ordering::Relaxed);

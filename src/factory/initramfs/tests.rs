@@ -418,6 +418,51 @@ fn cache_hits_skip_the_trees_and_damaged_entries_are_rebuilt() {
     assert_eq!((s.cache_hits, s.squashfs_built), (2, 1));
 }
 
+/// A cache that records the squashfs progress it is told, slowly for the first built image.
+#[derive(Default)]
+struct ProgressCache {
+    inner: MemCache,
+    seen: Mutex<Vec<(usize, usize)>>,
+}
+
+impl SquashfsCache for ProgressCache {
+    fn get(&self, key: &str) -> Option<PathBuf> {
+        self.inner.get(key)
+    }
+
+    fn put(&self, key: &str, squashfs: &Path) -> io::Result<()> {
+        self.inner.put(key, squashfs)
+    }
+
+    fn squashfs_progress(&self, done: usize, total: usize) {
+        if done == 1 {
+            // Another worker finishing meanwhile must not overtake this report.
+            std::thread::sleep(std::time::Duration::from_millis(300));
+        }
+        self.seen.lock().unwrap().push((done, total));
+    }
+}
+
+/// Progress reports arrive in order (never `2/3` then `1/3`), ending at the total, however
+/// the workers interleave.
+#[test]
+fn squashfs_progress_is_reported_in_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = base(tmp.path(), Compression::Zstd);
+    let exts = sample_exts(tmp.path());
+    let cache = ProgressCache {
+        inner: MemCache {
+            dir: tmp.path().to_path_buf(),
+            ..MemCache::default()
+        },
+        ..ProgressCache::default()
+    };
+    let work = tmp.path().join("work");
+    build_to_vec(&base, &exts, &opts(Compression::Zstd), Some(&cache), &work).unwrap();
+    let seen = cache.seen.into_inner().unwrap();
+    assert_eq!(seen, vec![(0, 3), (1, 3), (2, 3), (3, 3)]);
+}
+
 #[test]
 fn cache_keys_cover_build_parameters() {
     let layout = TreeLayout {
