@@ -151,6 +151,30 @@ async fn a_child_serves_its_parents_build_without_building() {
     assert!(script.contains(&format!("{}/image/{id}/v1.11.6/kernel-amd64", b.url)));
     assert!(script.contains("parent.test=1"), "{script}");
 
+    // An assignment and a warm-up on the child are checked like its /pxe: what its own store
+    // lacks (it has no release at all) comes from the parent, so neither is refused.
+    let token = std::fs::read_to_string(work.path().join("b/admin-token")).unwrap();
+    let body = serde_json::json!({"schematic": id, "version": "v1.11.6"});
+    for (method, path) in [
+        (reqwest::Method::PUT, "/api/v1/machines/52:54:00:00:00:01"),
+        (reqwest::Method::POST, "/api/v1/warm"),
+    ] {
+        let r = client()
+            .request(method, format!("{}{path}", b.url))
+            .bearer_auth(token.trim())
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        assert_eq!(status, 200, "{path}: {}", r.text().await.unwrap());
+    }
+    assert_eq!(
+        parent_fetches(&b.url, "fetched").await,
+        paths.len() as f64,
+        "the warm-up found kernel, initramfs and cmdline cached"
+    );
+
     // Six concurrent requests for an asset neither has yet: one fetch (A builds once).
     let built_before = log_count(&a, "asset built");
     let url = format!("{}/image/{id}/v1.11.6/metal-amd64.raw.xz", b.url);

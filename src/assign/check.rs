@@ -102,7 +102,10 @@ async fn check_with(
     if !availability {
         return Ok(());
     }
-    match factory.check_boot_chain(&resolved, arch).await {
+    match factory
+        .check_boot_chain_here_or_parent(&resolved, arch)
+        .await
+    {
         Ok(()) => Ok(()),
         Err(ChainError::Unchecked(e)) => Err(CheckError::Unchecked(e)),
         Err(broken) => Err(CheckError::Broken(broken)),

@@ -194,24 +194,7 @@ async fn target(config: &Config, server: &ServerArgs) -> anyhow::Result<Target> 
     let dir = &config.data_dir;
     let store_id = crate::store::read_identity(dir);
     if server.server.is_some() || server.token.is_some() {
-        let base = server
-            .server
-            .clone()
-            .unwrap_or_else(|| config.external_url());
-        let token = match &server.token {
-            Some(t) => t.clone(),
-            None => crate::assign::token::read(
-                config.api.admin_token.as_deref(),
-                &config.admin_token_path(),
-            )
-            .ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no admin token: pass --token, set api.adminToken, or run where {} is readable",
-                    config.admin_token_path().display()
-                )
-            })?,
-        };
-        let client = AdminClient::new(&base, &token)?;
+        let client = super::machine::http_client(config, server)?;
         return Ok(Target::Service { client, store_id });
     }
     if let Some(client) = super::service::connect(config).await? {

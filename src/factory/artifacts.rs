@@ -202,7 +202,18 @@ pub struct Artifacts {
     talosctl_lists: Mutex<HashMap<Digest, Arc<Vec<String>>>>,
     /// When the "nothing imported" hint was last logged (at most once a minute).
     last_hint: Mutex<Option<Instant>>,
+    /// Image digests an upstream said it has (online [`Artifacts::image_reachable`]), and
+    /// when: a boot-chain check asks each at most once per [`REACHABLE_TTL`], however often
+    /// `/pxe` is requested, so clients cannot turn requests into upstream traffic.
+    reachable: Mutex<HashMap<Digest, Instant>>,
 }
+
+/// How long an upstream's "this image exists" is believed.
+const REACHABLE_TTL: Duration = Duration::from_secs(600);
+
+/// The most digests [`Artifacts::image_reachable`] remembers (the catalogs of every served
+/// version together list a few hundred images).
+const REACHABLE_MAX: usize = 4096;
 
 /// Shortest time between two "import a bundle" hints in the log.
 const HINT_EVERY: Duration = Duration::from_secs(60);
@@ -234,6 +245,7 @@ impl Artifacts {
             extract_locks: Mutex::new(HashMap::new()),
             talosctl_lists: Mutex::new(HashMap::new()),
             last_hint: Mutex::new(None),
+            reachable: Mutex::new(HashMap::new()),
         }
     }
 
@@ -351,9 +363,28 @@ impl Artifacts {
         let digest: Digest = digest.parse().map_err(|_| {
             ArtifactError::Invalid(errors::message(format!("{what}: bad digest {digest}")))
         })?;
+        let known = |now: Instant| {
+            self.reachable
+                .lock()
+                .expect("reachable lock")
+                .get(&digest)
+                .is_some_and(|at| now.duration_since(*at) < REACHABLE_TTL)
+        };
+        if known(Instant::now()) {
+            return Ok(());
+        }
         self.mirror
             .manifest_reachable(&r.name, &TagOrDigest::Digest(digest), Requester::Internal)
             .await?;
+        let now = Instant::now();
+        let mut reachable = self.reachable.lock().expect("reachable lock");
+        if reachable.len() >= REACHABLE_MAX {
+            reachable.retain(|_, at| now.duration_since(*at) < REACHABLE_TTL);
+            if reachable.len() >= REACHABLE_MAX {
+                reachable.clear();
+            }
+        }
+        reachable.insert(digest, now);
         Ok(())
     }
 

@@ -77,12 +77,17 @@ pub fn forget_unnamed_assets(store: &Store) -> Result<usize, StoreError> {
     for name in [SIGNATURES_TREE, USED_TREE] {
         let tree = store.db().open_tree(name)?;
         for kv in tree.iter() {
-            let (k, _) = kv?;
+            let (k, v) = kv?;
             let Ok(key) = std::str::from_utf8(&k) else {
                 continue;
             };
-            if store.get_ref(ASSET_KIND, key)?.is_none() {
-                tree.remove(&k)?;
+            // Only the entry read here goes: a rebuild that named the key again and wrote a
+            // new signature meanwhile keeps it (compare-and-swap against the old value).
+            if store.get_ref(ASSET_KIND, key)?.is_none()
+                && tree
+                    .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)?
+                    .is_ok()
+            {
                 removed += 1;
             }
         }

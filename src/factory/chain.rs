@@ -86,6 +86,24 @@ fn classify(what: &str, e: ArtifactError) -> ChainError {
 }
 
 impl Factory {
+    /// [`Factory::check_boot_chain`] as every caller wants it (assignments, the seed file,
+    /// warm-ups, `/pxe`): with a parent factory (`factory.parent`), what this appliance lacks
+    /// can come from the parent, so a chain incomplete here is not a refusal — the parent's
+    /// answer for the kernel and initramfs decides.
+    pub async fn check_boot_chain_here_or_parent(
+        &self,
+        r: &Resolved,
+        arch: Arch,
+    ) -> Result<(), ChainError> {
+        match self.check_boot_chain(r, arch).await {
+            Err(e) if self.parent().is_some() => {
+                tracing::debug!(reason = %crate::errors::chain(&e), "boot chain not complete here; the parent's assets are used");
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
     /// Checks the boot chain of `r` (its schematic and version) for `arch`; see the module
     /// docs. Nothing is built and nothing large is downloaded (online, the catalogs are
     /// fetched: they are small and the boot needs them anyway).

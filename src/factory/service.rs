@@ -534,14 +534,9 @@ impl Factory {
         // initramfs would get, now rather than after the kernel download.
         // With a parent factory, what this appliance lacks can come from the parent: its
         // answer for the kernel and initramfs decides.
-        if let Err(e) = self.check_boot_chain(resolved, resolved.profile.arch).await {
-            match &self.parent {
-                None => return Err(e.into_factory_error()),
-                Some(parent) => {
-                    tracing::debug!(parent = parent.url(), reason = %errors::chain(&e), "boot chain not complete here; the parent's assets are used")
-                }
-            }
-        }
+        self.check_boot_chain_here_or_parent(resolved, resolved.profile.arch)
+            .await
+            .map_err(|e| e.into_factory_error())?;
         self.asset(resolved, client).await?;
         let mut cmdline = self.cmdline(resolved);
         for arg in extra_args {

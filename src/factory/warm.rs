@@ -165,7 +165,8 @@ impl Factory {
                 path: format!("cmdline-{}-{}", request.platform, arch.as_str()),
                 error,
             })?;
-        self.check_boot_chain(&resolved, arch).await?;
+        self.check_boot_chain_here_or_parent(&resolved, arch)
+            .await?;
         let mut assets = Vec::new();
         for path in paths {
             let t = Instant::now();

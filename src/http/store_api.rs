@@ -4,7 +4,7 @@
 //! - `POST /api/v1/store/gc`: body `{"dryRun", "keepVersions", "keepReferenced", "maxBytes",
 //!   "graceSeconds", "storeId"}`, every field optional: the policy defaults to `store.gc.*`,
 //!   `dryRun` to `true` (deleting takes an explicit `false`); `keepVersions`/`maxBytes` 0 = no
-//!   limit; `graceSeconds` (default 3600, at most 30 days) keeps blobs put that recently (a
+//!   limit; `graceSeconds` (default 25200, 7 hours, at most 30 days) keeps blobs put that recently (a
 //!   pull or build in progress).
 //!   Answers the run's report (`crate::retention::GcRunReport`); 409 while another GC runs.
 //! - `POST /api/v1/store/verify`: re-hashes every blob (corrupt ones are quarantined), answers

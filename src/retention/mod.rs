@@ -48,9 +48,10 @@ use crate::oci::{CatalogError, ImageCatalog, ImageRef, flatten};
 use crate::store::{Digest, GcReport, RefEntry, Store, StoreError, StoreSnapshot};
 use crate::version::{TalosVersion, parse_user_version};
 
-/// How old a blob must be before the service's GC may delete it: longer than a pull or a
-/// build takes to name what it wrote.
-pub const SERVICE_GRACE: Duration = Duration::from_secs(3600);
+/// How old a blob must be before the service's GC may delete it: longer than a pull, a build
+/// or a bundle import takes to name what it wrote — an import names its images only at the end
+/// and may stream for up to 6 hours over the admin socket (`server`'s body deadline there).
+pub const SERVICE_GRACE: Duration = Duration::from_secs(7 * 3600);
 
 /// The registry built installer images are kept under (`factory::installer`).
 const INSTALLER_REGISTRY: &str = "bootfactory.invalid";

@@ -803,6 +803,19 @@ impl Factory {
         {
             return Err("the parent's signature names another digest".into());
         }
+        // The parent signs `<its host>/<image>/<schematic>`: a signature copied from another
+        // schematic's (or another image's) installer does not name this repository.
+        let reference = payload["critical"]["identity"]["docker-reference"]
+            .as_str()
+            .unwrap_or_default();
+        if !reference
+            .strip_suffix(remote)
+            .is_some_and(|host| host.ends_with('/'))
+        {
+            return Err(format!(
+                "the parent's signature names {reference:?}, not …/{remote}"
+            ));
+        }
         Ok(())
     }
 
