@@ -181,6 +181,17 @@ async fn quotas_refuse_new_content_and_keep_the_old() {
     store.put_bytes(&[3u8; 400]).await.unwrap();
     assert!(store.writer().unwrap_err().is_no_space());
 
+    // Content on its way in (a parent's download in a scratch file) counts before it is
+    // whole: the store holds 1000 of 1000 bytes, so even one more byte is refused, and with
+    // room for 100 more, 101 incoming bytes are.
+    assert!(store.check_quota_for(1).unwrap_err().is_no_space());
+    store.set_quota(Quota {
+        max_bytes: 1100,
+        min_free_bytes: 0,
+    });
+    store.check_quota_for(100).unwrap();
+    assert!(store.check_quota_for(101).unwrap_err().is_no_space());
+
     // A free-space reserve larger than any filesystem refuses everything new.
     store.set_quota(Quota {
         max_bytes: 0,

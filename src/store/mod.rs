@@ -261,6 +261,13 @@ impl Store {
         self.inner.check_quota(0)
     }
 
+    /// [`Store::check_quota`] for content of `incoming` bytes on its way into the store (a
+    /// download in a scratch file): refused as soon as it would take the store over
+    /// `store.maxBytes`, not only once it is whole.
+    pub fn check_quota_for(&self, incoming: u64) -> Result<()> {
+        self.inner.check_quota(incoming)
+    }
+
     /// The data directory this store was opened on.
     pub fn dir(&self) -> &Path {
         &self.inner.dir

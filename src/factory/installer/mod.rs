@@ -651,7 +651,18 @@ impl Factory {
     ) -> Option<Result<Digest, FactoryError>> {
         let parent = self.parent()?.clone();
         let remote = format!("{}/{}", name.image, resolved.schematic.id);
-        let pulled = self.pull_parent_index(&parent, &remote, repo, tag).await;
+        // Bounded as a build is: a parent that drips bytes must not hold this tag's
+        // in-flight entry (and every pull waiting on it) forever, nor keep the fallback away.
+        let limit = std::time::Duration::from_secs(self.config().build.timeout_seconds);
+        let pulled =
+            tokio::time::timeout(limit, self.pull_parent_index(&parent, &remote, repo, tag))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(format!(
+                        "no whole image within {}s (build.timeoutSeconds)",
+                        limit.as_secs()
+                    ))
+                });
         match pulled {
             Ok((digest, size)) => {
                 parent.count("fetched");

@@ -299,7 +299,9 @@ impl OciCache {
             hash.update(&chunk);
             file.write_all(&chunk).await.map_err(OciCacheError::Io)?;
             if written >= next_check {
-                store.check_quota().map_err(OciCacheError::Quota)?;
+                store
+                    .check_quota_for(written)
+                    .map_err(OciCacheError::Quota)?;
                 next_check = written + QUOTA_CHECK_EVERY;
             }
         }

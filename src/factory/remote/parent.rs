@@ -577,7 +577,7 @@ impl Parent {
             hash.update(&chunk);
             file.write_all(&chunk).await.map_err(io)?;
             if written >= next_check {
-                store.check_quota().map_err(ParentError::Quota)?;
+                store.check_quota_for(written).map_err(ParentError::Quota)?;
                 next_check = written + QUOTA_CHECK_EVERY;
             }
         }
