@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::output_text as text;
+
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -18,14 +20,6 @@ fn bin() -> Command {
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     c
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn mirror(data: &Path, args: &[&str]) -> Output {

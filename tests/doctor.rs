@@ -7,8 +7,10 @@
 
 mod support;
 
+use support::output_text as text;
+
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use serde_json::Value;
 
@@ -17,14 +19,6 @@ fn bin() -> Command {
     c.env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default());
     c
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// `bootfactory doctor --data-dir DATA ARGS… --json`: exit code and the parsed checks.

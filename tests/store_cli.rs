@@ -5,6 +5,8 @@
 
 mod support;
 
+use support::output_text as text;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -27,14 +29,6 @@ fn store_cmd(data: &Path, args: &[&str]) -> Output {
         .arg(data)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn blob_file(data: &Path, d: &Digest) -> PathBuf {

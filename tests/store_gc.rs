@@ -6,6 +6,8 @@
 
 mod support;
 
+use support::output_text as text;
+
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
@@ -26,14 +28,6 @@ fn store_cmd(data: &Path, args: &[&str]) -> Output {
         .arg(data)
         .output()
         .unwrap()
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 /// The fixture in `versions`, with a random amd64 kernel of `kernel_bytes` (so the imager's

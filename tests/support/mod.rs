@@ -204,3 +204,12 @@ pub async fn get_json(url: &str) -> serde_json::Value {
         .await
         .unwrap()
 }
+
+/// A finished command's stdout and stderr together, for assertion messages and searches.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
