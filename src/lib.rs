@@ -35,6 +35,8 @@ pub mod store;
 pub(crate) mod systemd;
 pub mod tftp;
 pub(crate) mod tls;
+/// The web UI's logic (wizard, sessions, embedded assets), rendered by `http::ui`.
+pub mod ui;
 pub(crate) mod upstream;
 pub mod version;
 

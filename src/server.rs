@@ -81,7 +81,9 @@ impl App {
             config.clone(),
             mirror.catalog().clone(),
         ));
+        let ui = Arc::new(crate::ui::Ui::new(&config, admin_token.clone()));
         let state = AppState {
+            ui,
             config,
             schematics,
             mirror,

@@ -44,6 +44,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     // Retention attributes store content to Talos versions and reads assignments.
     ("store maintenance", &["retention"]),
     ("network boot", &["netboot"]),
+    // The web UI's logic: wizard, sessions, embedded assets; rendered by `http::ui`.
+    ("web UI", &["ui"]),
     ("http", &["http"]),
     ("server", &["server"]),
     ("cli", &["cli"]),

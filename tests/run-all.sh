@@ -38,11 +38,12 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   xfsprogs, grub-common, grub-pc-bin,  what GRUB and dual-boot disk images and ISOs are built with
 #   grub-efi-amd64-bin                   (mkfs.xfs, grub-mkimage); xfs_db/xfs_repair read BOOT
 #   xorriso, genisoimage                 xorriso's El Torito/system-area reports, isoinfo read ISOs back
+#   chromium, chromium-driver            the web UI's tests in a real (headless) browser over WebDriver
 packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
     iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl
     rpm systemd adduser openssl python3 systemd-boot-efi binutils python3-cryptography
     fdisk gdisk dosfstools mtools xfsprogs grub-common grub-pc-bin grub-efi-amd64-bin xorriso genisoimage
-    qemu-utils zstd xz-utils gzip pigz)
+    qemu-utils zstd xz-utils gzip pigz chromium chromium-driver)
 
 install_packages() {
     local missing=()

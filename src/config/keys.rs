@@ -373,6 +373,11 @@ pub const KEYS: &[KeySpec] = &[
         help: "Admin Unix socket (relative: in the data dir; default admin.sock; empty = none); the CLI talks to a running serve through it",
     },
     KeySpec {
+        key: "api.uiSessionMinutes",
+        flag: "ui-session-minutes",
+        help: "How long a web UI login (the admin pages' session) lasts, in minutes",
+    },
+    KeySpec {
         key: "assignments.file",
         flag: "assignments-file",
         help: "assignments.yaml applied at start (machines and default it names replace stored ones)",

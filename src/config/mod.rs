@@ -210,6 +210,8 @@ pub struct ApiConfig {
     /// `dataDir`; the default is `admin.sock` there; empty = no socket.
     #[serde(with = "value::optional")]
     pub socket: Option<PathBuf>,
+    /// How long a web UI login lasts, in minutes (the admin pages' session cookie).
+    pub ui_session_minutes: u64,
 }
 
 /// The admin socket's file name in the data directory (`api.socket`'s default).
@@ -224,6 +226,7 @@ impl Default for ApiConfig {
         ApiConfig {
             admin_token: None,
             socket: Some(PathBuf::from(DEFAULT_ADMIN_SOCKET)),
+            ui_session_minutes: 720,
         }
     }
 }
@@ -970,6 +973,9 @@ impl Config {
         }
         if self.build.max_concurrency == 0 {
             return Err(invalid("build.maxConcurrency", "must be at least 1".into()));
+        }
+        if self.api.ui_session_minutes == 0 {
+            return Err(invalid("api.uiSessionMinutes", "must be at least 1".into()));
         }
         if self.pxe.tftp_max_sessions == 0 {
             return Err(invalid("pxe.tftpMaxSessions", "must be at least 1".into()));

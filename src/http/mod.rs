@@ -10,6 +10,7 @@ pub mod listener;
 mod machines;
 mod schematics;
 mod store_api;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub admin_token: Arc<str>,
     /// Store GC with retention (`/api/v1/store/*`, the periodic GC).
     pub retention: Arc<crate::retention::Retention>,
+    /// The web UI: its site and admin sessions.
+    pub ui: Arc<crate::ui::Ui>,
 }
 
 /// The `Server` header value.
@@ -131,6 +134,7 @@ pub fn router(state: AppState) -> Router {
             get(machines::ipxe_binary).head(machines::ipxe_binary),
         )
         .merge(admin)
+        .merge(ui::routes(state.clone()))
         .with_state(state)
         .merge(registry)
         .fallback(not_found)

@@ -2,6 +2,7 @@
 //! temporary data directory.
 #![allow(dead_code)]
 
+pub mod browser;
 pub mod fake_registry;
 pub mod fault;
 #[path = "../../benches/support/guard.rs"]

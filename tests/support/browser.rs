@@ -1,0 +1,165 @@
+//! A real browser for the web UI's tests: Debian's headless Chromium driven over WebDriver
+//! (`chromedriver`) with fantoccini.
+//!
+//! Each [`Browser`] is its own `chromedriver` on a free loopback port and a Chromium with a
+//! fresh profile; both end when it is dropped (chromedriver is killed by PID, and takes its
+//! Chromium with it when the session closes). [`Browser::shot`] saves a PNG of the page to
+//! the screenshots directory: `BOOTFACTORY_SCREENSHOTS`, else `<target>/ui-screenshots/`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+
+use super::tools;
+
+/// A headless Chromium session.
+pub struct Browser {
+    /// The WebDriver client.
+    pub client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+/// Whether Chromium and its driver are installed (a failure when tests require tools).
+pub fn available() -> bool {
+    tools::have("chromium") && tools::have("chromedriver")
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless Chromium with a 1280×900 window.
+    pub async fn start() -> Browser {
+        Self::start_sized(1280, 900).await
+    }
+
+    /// Starts chromedriver and a headless Chromium with a `width`×`height` window.
+    pub async fn start_sized(width: u32, height: u32) -> Browser {
+        let port = tools::free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .arg("--allowed-ips=127.0.0.1")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start chromedriver");
+        tools::wait_listening(([127, 0, 0, 1], port).into());
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    "--disable-dev-shm-usage",
+                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--window-size={width},{height}"),
+                ],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .expect("WebDriver session");
+        client
+            .set_window_size(width, height)
+            .await
+            .expect("window size");
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+        }
+    }
+
+    /// Opens `url` and waits for the page to load.
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.expect("goto");
+    }
+
+    /// The element matching the CSS `selector`, waiting up to 10 s for it to appear.
+    pub async fn find(&self, selector: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(10))
+            .for_element(Locator::Css(selector))
+            .await
+            .unwrap_or_else(|e| panic!("no element {selector}: {e}"))
+    }
+
+    /// Whether an element matches `selector` now.
+    pub async fn has(&self, selector: &str) -> bool {
+        self.client.find(Locator::Css(selector)).await.is_ok()
+    }
+
+    /// The page's text (`document.body.innerText`).
+    pub async fn text(&self) -> String {
+        self.client
+            .execute("return document.body.innerText", vec![])
+            .await
+            .expect("innerText")
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    /// The current URL.
+    pub async fn url(&self) -> url::Url {
+        self.client.current_url().await.expect("current url")
+    }
+
+    /// Waits up to 10 s for the page text to contain `needle`; panics with the text if not.
+    pub async fn wait_for_text(&self, needle: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = self.text().await;
+            if text.contains(needle) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "page never showed {needle:?}; it shows:\n{text}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Saves a screenshot of the page as `<screenshots>/<name>.png`.
+    pub async fn shot(&self, name: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = screenshots_dir();
+        std::fs::create_dir_all(&dir).expect("screenshots dir");
+        std::fs::write(dir.join(format!("{name}.png")), png).expect("write screenshot");
+    }
+
+    /// Ends the session (Chromium exits) and chromedriver.
+    pub async fn close(mut self) {
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Where screenshots go.
+pub fn screenshots_dir() -> PathBuf {
+    std::env::var_os("BOOTFACTORY_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../ui-screenshots"))
+}
