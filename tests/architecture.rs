@@ -563,3 +563,102 @@ fn the_import_scanner_finds_paths_groups_and_super_chains() {
     // One `super::` from a nested file stays inside its own top-level module.
     assert!(crate_modules("use super::config;", 2).is_empty());
 }
+
+/// What the web UI's templates may not contain, and why (ARCHITECTURE.md, Invariants: the
+/// pages' Content-Security-Policy allows script and style only from `web/static/`, and
+/// askama escapes everything unless told not to).
+const TEMPLATE_FORBIDDEN: &[(&str, &str)] = &[
+    (
+        "<script>",
+        "inline script (CSP: script-src 'self'); load a web/static/*.js file",
+    ),
+    (
+        "<style",
+        "inline style (CSP: style-src 'self'); use web/static/app.css",
+    ),
+    (
+        " style=\"",
+        "a style attribute (CSP); use a class from web/static/app.css",
+    ),
+    ("javascript:", "a javascript: URL (CSP)"),
+    (
+        " onclick=",
+        "an inline event handler (CSP); use web/static/*.js",
+    ),
+    (
+        " onsubmit=",
+        "an inline event handler (CSP); use web/static/*.js",
+    ),
+    (
+        " onchange=",
+        "an inline event handler (CSP); use web/static/*.js",
+    ),
+    (
+        " oninput=",
+        "an inline event handler (CSP); use web/static/*.js",
+    ),
+    ("|safe", "unescaped output: everything on a page is escaped"),
+    (
+        "src=\"http",
+        "an external resource: nothing is loaded from elsewhere (air-gapped sites)",
+    ),
+    (
+        "href=\"//",
+        "a protocol-relative link: pages link with chrome.base",
+    ),
+];
+
+#[test]
+fn templates_keep_to_the_content_security_policy_and_escape_everything() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("web/templates");
+    let mut found = Vec::new();
+    let mut forms_without_csrf = Vec::new();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    for path in names {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        for (needle, why) in TEMPLATE_FORBIDDEN {
+            if text.contains(needle) {
+                found.push(format!("web/templates/{name}: {why} ({needle:?})"));
+            }
+        }
+        // Every POST form of an admin page carries the session's CSRF token (the login form
+        // carries its own: `form_csrf`).
+        for form in text.split("<form").skip(1) {
+            let form = form.split("</form>").next().unwrap_or("");
+            let post = form
+                .split('>')
+                .next()
+                .is_some_and(|tag| tag.contains("method=\"post\""));
+            if post && !form.contains("name=\"csrf\"") {
+                forms_without_csrf.push(format!("web/templates/{name}"));
+            }
+        }
+    }
+    // Static files load nothing from elsewhere either (no fonts, CDNs or trackers).
+    for entry in
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("web/static")).unwrap()
+    {
+        let path = entry.unwrap().path();
+        let text = String::from_utf8_lossy(&std::fs::read(&path).unwrap()).to_string();
+        if text.contains("://") || text.contains("@import") {
+            found.push(format!(
+                "{}: names another site (air-gapped sites)",
+                path.display()
+            ));
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "templates break the UI's rules (ARCHITECTURE.md, Invariants):\n{}",
+        found.join("\n")
+    );
+    assert!(
+        forms_without_csrf.is_empty(),
+        "POST forms without a csrf field (ARCHITECTURE.md, Invariants): {forms_without_csrf:?}"
+    );
+}
