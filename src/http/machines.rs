@@ -118,25 +118,8 @@ pub async fn require_admin(
         )
         .into_response();
     }
-    let tls = &state.config.http.tls;
-    if tls.enabled() && !tls.admin_over_plain {
-        let conn = request
-            .extensions()
-            .get::<super::listener::ConnInfo>()
-            .copied();
-        if let Some(conn) = conn
-            && !conn.tls
-            && !conn.peer.ip().to_canonical().is_loopback()
-        {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                format!(
-                    "the admin API is only available over HTTPS from other hosts: use {} (http.tls.adminOverPlain: true allows plain HTTP)",
-                    state.config.external_url()
-                ),
-            )
-            .into_response();
-        }
+    if let Some(refused) = super::admin_over_plain_refused(&state, request.extensions().get()) {
+        return refused.into_response();
     }
     let presented = request
         .headers()

@@ -56,6 +56,30 @@ pub struct AppState {
     pub ui: Arc<crate::ui::Ui>,
 }
 
+/// The admin API and the admin pages are only for HTTPS from other hosts once TLS is on
+/// (unless `http.tls.adminOverPlain`): the 403 for a plain-HTTP request from another host,
+/// `None` when the request may go on.
+pub(crate) fn admin_over_plain_refused(
+    state: &AppState,
+    conn: Option<&listener::ConnInfo>,
+) -> Option<ApiError> {
+    let tls = &state.config.http.tls;
+    let conn = conn?;
+    (tls.enabled()
+        && !tls.admin_over_plain
+        && !conn.tls
+        && !conn.peer.ip().to_canonical().is_loopback())
+    .then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "the admin API is only available over HTTPS from other hosts: use {} (http.tls.adminOverPlain: true allows plain HTTP)",
+                state.config.external_url()
+            ),
+        )
+    })
+}
+
 /// The `Server` header value.
 pub fn server_header() -> String {
     format!("bootfactory/{}", env!("CARGO_PKG_VERSION"))

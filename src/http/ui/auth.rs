@@ -60,6 +60,9 @@ async fn login_form(
     headers: HeaderMap,
     conn: Option<Extension<ConnInfo>>,
 ) -> Response {
+    if let Some(refused) = crate::http::admin_over_plain_refused(&state, conn.as_deref()) {
+        return refused.into_response();
+    }
     let next = safe_next(q.next.as_deref());
     if session_of(&state, &headers).is_some() {
         return see_other(&format!("{}{next}", state.ui.site.base));
@@ -110,6 +113,9 @@ async fn login(
     conn: Option<Extension<ConnInfo>>,
     Form(form): Form<LoginForm>,
 ) -> Response {
+    if let Some(refused) = crate::http::admin_over_plain_refused(&state, conn.as_deref()) {
+        return refused.into_response();
+    }
     let next = safe_next(Some(&form.next));
     let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
     if expected.is_empty() || !constant_time_eq(expected.as_bytes(), form.csrf.as_bytes()) {

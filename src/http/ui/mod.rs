@@ -171,6 +171,9 @@ const MAX_FORM_BYTES: usize = 1 << 20;
 /// for anything else) and, on every request that is not GET or HEAD, the session's CSRF
 /// token.
 async fn require_session(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    if let Some(refused) = super::admin_over_plain_refused(&state, request.extensions().get()) {
+        return refused.into_response();
+    }
     let safe = matches!(*request.method(), Method::GET | Method::HEAD);
     let Some(session) = session_of(&state, request.headers()) else {
         if safe {
