@@ -86,7 +86,50 @@ pub fn server_header() -> String {
 }
 
 /// Builds the whole application router.
+///
+/// With a sub-path `http.externalURL` (`https://h/factory/`), requests are answered both with
+/// the prefix (a reverse proxy that forwards `/factory/…` as it is) and without it (one that
+/// strips it): [`strip_site_prefix`] removes it before routing.
 pub fn router(state: AppState) -> Router {
+    let base: Arc<str> = state.ui.site.base.as_str().into();
+    let app = routes(state);
+    if base.is_empty() {
+        return app;
+    }
+    Router::new()
+        .fallback_service(app)
+        .layer(middleware::from_fn_with_state(base, strip_site_prefix))
+}
+
+/// Removes the path prefix of a sub-path `http.externalURL` from the request's path
+/// (`/factory/ui/login` → `/ui/login`, `/factory` → `/`); other paths pass as they are.
+async fn strip_site_prefix(
+    axum::extract::State(base): axum::extract::State<Arc<str>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let uri = request.uri();
+    if let Some(rest) = uri.path().strip_prefix(&*base)
+        && (rest.is_empty() || rest.starts_with('/'))
+    {
+        let path = if rest.is_empty() { "/" } else { rest };
+        let rebuilt = match uri.query() {
+            Some(q) => format!("{path}?{q}"),
+            None => path.to_string(),
+        };
+        if let Ok(p) = rebuilt.parse::<axum::http::uri::PathAndQuery>() {
+            let mut parts = uri.clone().into_parts();
+            parts.path_and_query = Some(p);
+            if let Ok(new) = axum::http::Uri::from_parts(parts) {
+                *request.uri_mut() = new;
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Every route and the layers around them.
+fn routes(state: AppState) -> Router {
     let metrics = state.metrics.clone();
     let hsts = state.config.http.tls.enabled() && state.config.http.tls.hsts;
     let registry = crate::registry::router(RegistryState {

@@ -204,3 +204,46 @@ async fn static_files_are_cacheable_and_pages_are_not() {
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+#[tokio::test]
+async fn under_a_sub_path_pages_answer_with_and_without_the_prefix_and_link_under_it() {
+    bootfactory::init_crypto();
+    let port = crate::support::tools::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let external = format!("http://127.0.0.1:{port}/factory/");
+    let s = TestServer::start(&[("http.listen", &listen), ("http.externalURL", &external)]).await;
+    for path in ["/factory/ui/login", "/ui/login"] {
+        let r = reqwest::get(format!("{}{path}", s.url)).await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
+        assert!(cookie.contains("Path=/factory/"), "{cookie}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains("href=\"/factory/ui/static/app."), "{html}");
+        assert!(html.contains("action=\"/factory/ui/login\""), "{html}");
+        assert!(!html.contains("/factory/factory"), "{html}");
+    }
+    // An admin page without a session sends the browser to the login form under the prefix.
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = client
+        .get(format!("{}/factory/ui/machines", s.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        r.headers()["location"],
+        "/factory/ui/login?next=%2Fui%2Fmachines"
+    );
+    // The factory API answers under the prefix too; other paths are untouched.
+    let r = reqwest::get(format!("{}/factory/versions", s.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = reqwest::get(format!("{}/factoryx/versions", s.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
