@@ -463,3 +463,35 @@ async fn every_step_works_with_plain_requests() {
     }
     s.stop().await;
 }
+
+/// Offline with nothing imported: the first steps say so and show the import command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_offline_store_says_how_to_import() {
+    let s = TestServer::start(&[("offline", "true")]).await;
+    for path in ["/", "/?target=metal"] {
+        let r = client()
+            .get(format!("{}{path}", s.url))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let body = r.text().await.unwrap();
+        assert!(body.contains("id=\"nothing-imported\""), "{path}: {body}");
+        assert!(
+            body.contains("bootfactory mirror import &lt;bundle&gt;")
+                || body.contains("bootfactory mirror import &#60;bundle&#62;"),
+            "{path}: {body}"
+        );
+    }
+    let r = client()
+        .get(format!("{}/?target=metal", s.url))
+        .send()
+        .await
+        .unwrap();
+    let body = r.text().await.unwrap();
+    assert!(
+        !body.contains("id=\"wizard-next\""),
+        "nothing to choose: {body}"
+    );
+    s.stop().await;
+}
