@@ -404,6 +404,32 @@ async fn every_step_works_with_plain_requests() {
         body.contains(r#"value="siderolabs/tailscale" checked"#),
         "selected stays listed: {body}"
     );
+    // SecureBoot is not served here: the arch step says so instead of offering it, and a
+    // deep link asking for it gets the plain assets and the reason, never a -secureboot link.
+    let (_, body) = get("/?target=metal&version=1.11.6".into()).await;
+    assert!(body.contains("id=\"secureboot-note\""), "{body}");
+    assert!(!body.contains("name=\"secureboot\""));
+    let (status, body) = get(format!(
+        "{base}&secureboot=true&extensions=-&cmdline-set=true"
+    ))
+    .await;
+    assert_eq!(status, 200);
+    assert!(body.contains("SecureBoot assets are not served"), "{body}");
+    assert!(!body.contains("-secureboot"), "{body}");
+    // A board: upstream's default rpi_generic ID; its disk image is named, not linked.
+    let (status, body) =
+        get("/?target=sbc&version=1.11.6&board=rpi_generic&extensions=-&cmdline-set=true".into())
+            .await;
+    assert_eq!(status, 200);
+    assert!(
+        body.contains("ee21ef4a5ef808a9b7484cc0dda0f25075021691c8c09a276591eedb638ea1f9"),
+        "{body}"
+    );
+    assert!(body.contains("not built by this"), "{body}");
+    assert!(
+        !body.contains("metal-arm64.raw.xz\""),
+        "no link to it: {body}"
+    );
     // The customization form: POST, then 303 to the final page of the stored schematic.
     let form = "target=metal&platform=metal&version=1.11.6&arch=amd64&extensions=-&extensions=siderolabs%2Fgvisor&cmdline=quiet&cmdline-set=true";
     let r = client()
