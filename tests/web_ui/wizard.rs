@@ -152,6 +152,12 @@ async fn metal_with_two_extensions_and_kernel_args_gets_the_apis_id() {
     click(&b, "#wizard-next").await;
     // Customization: extra kernel arguments (no embedded config or bootloader before 1.12).
     let cmdline = b.find("#cmdline").await;
+    let query = b.url().await.query().unwrap_or_default().to_string();
+    assert!(
+        !query.contains("search="),
+        "the search text stays out of the URL: {query}"
+    );
+    assert!(query.contains("extensions=siderolabs%2Fgvisor"), "{query}");
     assert!(!b.has("#embedded-config").await);
     assert!(!b.has("input[name=bootloader]").await);
     cmdline

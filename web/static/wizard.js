@@ -19,6 +19,14 @@ window.bootfactory.enhance("[data-filter]", (input) => {
     if (none) none.hidden = shown !== 0 || list.querySelector("input:checked") !== null;
   };
   input.addEventListener("input", apply);
+  // "Next" moves on: the search text is not a choice, so it stays out of the next URL. (The
+  // field is enabled again when the browser brings this page back from its history.)
+  if (input.form) {
+    input.form.addEventListener("submit", (event) => {
+      if (!event.submitter || event.submitter.name !== "op") input.disabled = true;
+    });
+  }
+  window.addEventListener("pageshow", () => { input.disabled = false; });
   input.addEventListener("keydown", (event) => {
     if (event.key === "Enter") {
       event.preventDefault();
