@@ -14,6 +14,16 @@
 //!   [`iso`]: hybrid and GRUB ISOs.
 //! - [`remote`]: a parent factory asked for an asset before it is built here.
 
+/// Whether this release serves SecureBoot assets (it holds no SecureBoot signing keys, so
+/// every `-secureboot` asset is refused with upstream's 400 `secure boot is disabled`). Pages
+/// that offer links (the web UI's wizard) read this rather than link to refusals.
+pub const SERVES_SECURE_BOOT: bool = false;
+/// Whether this release builds assets that carry an embedded machine configuration (it
+/// stores such schematics, but refuses every asset built from the image's content with 501).
+pub const BUILDS_EMBEDDED_CONFIG: bool = false;
+/// Whether this release builds disk images for boards (an overlay's boot blobs): 501 today.
+pub const BUILDS_BOARD_DISK_IMAGES: bool = false;
+
 pub(crate) mod artifacts;
 pub(crate) mod builder;
 pub(crate) mod chain;

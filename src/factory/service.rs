@@ -396,7 +396,7 @@ impl Factory {
     pub(crate) fn check_schematic(&self, r: &Resolved) -> Result<(), FactoryError> {
         let quirks = Quirks::new(&r.version);
         let c = &r.schematic.schematic.customization;
-        if r.profile.secure_boot {
+        if r.profile.secure_boot && !super::SERVES_SECURE_BOOT {
             return Err(FactoryError::Schematic("secure boot is disabled".into()));
         }
         let kind = r.profile.kind;
@@ -410,7 +410,10 @@ impl Factory {
                 r.version
             )));
         }
-        if uses_image_content && !c.embedded_machine_configuration.is_empty() {
+        if uses_image_content
+            && !c.embedded_machine_configuration.is_empty()
+            && !super::BUILDS_EMBEDDED_CONFIG
+        {
             return Err(FactoryError::NotImplemented(
                 "embedding a machine configuration into assets is not supported by this bootfactory release yet".into(),
             ));
@@ -845,7 +848,9 @@ impl Factory {
         let meta = disk_image_meta(r, bootloader);
         let values: Vec<(u8, &[u8])> = meta.iter().map(|(k, v)| (*k, &v[..])).collect();
         adv::encode_block(&values).map_err(|e| FactoryError::Schematic(e.to_string()))?;
-        if !r.schematic.schematic.overlay.is_empty() || p.board.is_some() {
+        if (!r.schematic.schematic.overlay.is_empty() || p.board.is_some())
+            && !super::BUILDS_BOARD_DISK_IMAGES
+        {
             return Err(FactoryError::NotImplemented(
                 "disk images for boards (an overlay's boot blobs and partition offset) are not built by this bootfactory release yet".into(),
             ));

@@ -61,6 +61,19 @@ pub fn decode_schematic(root: &Node) -> Result<Schematic, Vec<FieldError>> {
     }
 }
 
+/// Decodes a standalone `map[string]any` document (the web UI's overlay options field) the
+/// way go-yaml fills one: the same rules as `overlay.options` inside a schematic.
+pub fn decode_options(root: &Node) -> Result<Vec<(String, AnyValue)>, Vec<FieldError>> {
+    let mut d = Decoder::default();
+    let mut out = Vec::new();
+    d.options(root, "", &mut out);
+    if d.errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(d.errors)
+    }
+}
+
 /// At most this many field errors are reported (a hostile document can have millions of
 /// duplicate keys); the rest are counted.
 const MAX_FIELD_ERRORS: usize = 100;

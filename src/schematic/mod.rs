@@ -160,6 +160,24 @@ pub fn decode(input: &[u8]) -> Result<Schematic, SchematicError> {
     decode::decode_schematic(&root).map_err(SchematicError::Fields)
 }
 
+/// Parses overlay options written as YAML (a mapping, as upstream's web UI reads its
+/// "overlay options" field into `map[string]any`): empty text or `null` is no options; at
+/// most [`MAX_SCHEMATIC_BYTES`], with the same limits as a schematic document.
+pub fn parse_overlay_options(text: &str) -> Result<Vec<(String, AnyValue)>, SchematicError> {
+    if text.len() > MAX_SCHEMATIC_BYTES {
+        return Err(SchematicError::TooLarge {
+            limit: MAX_SCHEMATIC_BYTES,
+        });
+    }
+    let root = match tree::parse_first_document(text) {
+        Ok(tree::Document::Root(root)) => root,
+        Ok(tree::Document::Empty) => return Ok(Vec::new()),
+        Err(e) if e.limit => return Err(SchematicError::Limit(e.message)),
+        Err(e) => return Err(SchematicError::Syntax(e.message)),
+    };
+    decode::decode_options(&root).map_err(SchematicError::Fields)
+}
+
 /// Checks what this (community) edition refuses: a non-empty `owner`, like upstream.
 pub fn validate(s: &Schematic) -> Result<(), SchematicError> {
     if !s.owner.is_empty() {

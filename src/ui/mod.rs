@@ -16,7 +16,9 @@
 //! admin pages need a session.
 
 pub mod assets;
+pub mod platforms;
 pub mod session;
+pub mod wizard;
 
 use std::time::Duration;
 
