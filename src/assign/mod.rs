@@ -135,6 +135,8 @@ pub struct Assignments {
     policy: UnassignedPolicy,
     limits: InventoryLimits,
     inventory_lock: Arc<std::sync::Mutex<InventoryState>>,
+    /// Bumped on every change (assignment, default, sighting): [`Assignments::subscribe`].
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Assignments {
@@ -178,6 +180,7 @@ impl Assignments {
                 count,
                 last_prune: 0,
             })),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -222,6 +225,17 @@ impl Assignments {
         Ok(false)
     }
 
+    /// A receiver that sees a new value whenever an assignment or the default changes or a
+    /// machine is seen (the web UI's live machine list waits on it; nothing is queued, so a
+    /// slow reader only misses intermediate counts, never the fact that something changed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// The policy for machines without an assignment.
     pub fn policy(&self) -> UnassignedPolicy {
         self.policy
@@ -242,6 +256,7 @@ impl Assignments {
             self.seen.remove(seen_key(&record))?;
         }
         self.machines.flush()?;
+        self.notify();
         Ok(())
     }
 
@@ -253,6 +268,7 @@ impl Assignments {
             self.seen.insert(seen_key(&record), &[])?;
         }
         self.machines.flush()?;
+        self.notify();
         Ok(had)
     }
 
@@ -283,6 +299,7 @@ impl Assignments {
     pub fn remove_default(&self) -> Result<bool, AssignError> {
         let had = self.settings.remove(DEFAULT_KEY)?.is_some();
         self.settings.flush()?;
+        self.notify();
         Ok(had)
     }
 
@@ -297,6 +314,7 @@ impl Assignments {
             }
         }
         self.settings.flush()?;
+        self.notify();
         Ok(())
     }
 
@@ -393,6 +411,8 @@ impl Assignments {
         if !self.machines.contains_key(mac.0)? {
             self.seen.insert(seen_key(&record), &[])?;
         }
+        drop(state);
+        self.notify();
         Ok(record)
     }
 
