@@ -8,40 +8,35 @@ window.bootfactory.enhance("#machines-table[data-events]", (holder) => {
   const live = document.getElementById("live");
   let fetching = false;
   let again = false;
+  // Fetches the table and swaps it in; one fetch at a time, with one more if a change came in
+  // meanwhile. While the keyboard focus is inside the table (a Change link, an Unassign
+  // button), the swap waits until it leaves, so the focus is never lost.
   async function refresh() {
     if (fetching) { again = true; return; }
+    if (holder.contains(document.activeElement)) {
+      holder.addEventListener("focusout", () => setTimeout(refresh, 0), { once: true });
+      return;
+    }
     fetching = true;
     try {
-      do {
-        again = false;
-        const r = await fetch(holder.dataset.fragment, {
-          credentials: "same-origin",
-          headers: { Accept: "text/html" },
-        });
-        if (!r.ok) break;
-        const html = await r.text();
-        const focused = document.activeElement && holder.contains(document.activeElement);
-        if (!focused) holder.innerHTML = html;
-        else again = false;
-      } while (again);
+      const r = await fetch(holder.dataset.fragment, {
+        credentials: "same-origin",
+        headers: { Accept: "text/html" },
+      });
+      if (r.ok) holder.innerHTML = await r.text();
     } catch (_) {
       // The next event (or a reload) tries again.
     } finally {
       fetching = false;
     }
+    if (again) { again = false; refresh(); }
   }
-  let source = null;
-  function open() {
-    source = new EventSource(holder.dataset.events);
-    source.addEventListener("ready", () => { live.hidden = false; refresh(); });
-    source.addEventListener("change", refresh);
-    source.addEventListener("error", () => {
-      live.hidden = true;
-      // The browser reconnects by itself unless the server refused (session ended, too
-      // many streams): then stop and leave the page as it is.
-      if (source.readyState === EventSource.CLOSED) source = null;
-    });
-  }
-  open();
-  window.addEventListener("pagehide", () => { if (source) source.close(); });
+  const source = new EventSource(holder.dataset.events);
+  // "ready" on every (re)connection: refresh once to catch what happened in between.
+  source.addEventListener("ready", () => { live.hidden = false; refresh(); });
+  source.addEventListener("change", refresh);
+  // The browser reconnects by itself (the server ends each stream after a while); when it
+  // gives up (session ended, too many streams) the badge goes and the page stays as it is.
+  source.addEventListener("error", () => { live.hidden = true; });
+  window.addEventListener("pagehide", () => source.close());
 });
