@@ -286,7 +286,7 @@ async fn refused_forms_answer_the_apis_status_and_need_the_csrf_token() {
     assert_eq!(r.status(), 303);
     assert_eq!(
         r.headers()["location"],
-        format!("/ui/machines?assigned={MAC}").as_str()
+        format!("/ui/machines?assigned={MAC}#notice").as_str()
     );
     assert!(machine(&api_machines(&s).await, MAC).is_some());
 }
@@ -392,6 +392,20 @@ async fn the_wizard_link_preselects_and_the_page_fits_360_px() {
         "the table is wider than the screen and scrolls: {w:?}"
     );
     b.shot("machines-360").await;
+    // A refusal at this width: the message wraps inside the page.
+    fill(&b, "#a-mac", "not-a-mac-address-at-all").await;
+    click(&b, "#assign-form button[type=submit]").await;
+    b.find("#assign-error").await;
+    let overflow: Value = b
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= document.documentElement.clientWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(overflow, true, "the error widens the page");
+    b.shot("machines-360-error").await;
     b.close().await;
 }
 

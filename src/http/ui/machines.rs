@@ -332,7 +332,7 @@ async fn assign(
     .await;
     match result {
         Ok(mac) => Ok(see_other(&format!(
-            "{}/ui/machines?assigned={mac}",
+            "{}/ui/machines?assigned={mac}#notice",
             state.ui.site.base
         ))),
         Err(e) => {
@@ -374,7 +374,7 @@ async fn unassign(
     .await;
     match result {
         Ok(mac) => Ok(see_other(&format!(
-            "{}/ui/machines?unassigned={mac}",
+            "{}/ui/machines?unassigned={mac}#notice",
             state.ui.site.base
         ))),
         Err(e) => {
@@ -406,7 +406,7 @@ async fn set_default(
     .await;
     match result {
         Ok(()) => Ok(see_other(&format!(
-            "{}/ui/machines?default=set",
+            "{}/ui/machines?default=set#notice",
             state.ui.site.base
         ))),
         Err(e) => {
@@ -442,7 +442,7 @@ async fn clear_default(
         .await;
     }
     Ok(see_other(&format!(
-        "{}/ui/machines?default=cleared",
+        "{}/ui/machines?default=cleared#notice",
         state.ui.site.base
     )))
 }
