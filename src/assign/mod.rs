@@ -532,6 +532,46 @@ mod tests {
     const M1: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
     const M2: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
 
+    /// The web UI's live list waits on `subscribe`: every kind of change wakes it, and a
+    /// read that changes nothing does not.
+    #[tokio::test]
+    async fn every_change_is_announced_to_subscribers() {
+        let (_d, a) = open(UnassignedPolicy::BootDefault);
+        let mut rx = a.subscribe();
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        type Step = Box<dyn Fn(&Assignments)>;
+        let steps: Vec<(&str, Step)> = vec![
+            (
+                "record",
+                Box::new(move |a| {
+                    a.record(mac, Sighting::default()).unwrap();
+                }),
+            ),
+            (
+                "set",
+                Box::new(move |a| a.set(mac, &assignment("v1.9.0")).unwrap()),
+            ),
+            (
+                "set_default",
+                Box::new(|a| a.set_default(Some(&assignment("v1.9.0"))).unwrap()),
+            ),
+            (
+                "remove_default",
+                Box::new(|a| assert!(a.remove_default().unwrap())),
+            ),
+            ("remove", Box::new(move |a| assert!(a.remove(mac).unwrap()))),
+        ];
+        for (what, step) in steps {
+            assert!(!rx.has_changed().unwrap(), "before {what}");
+            step(&a);
+            assert!(rx.has_changed().unwrap(), "{what} was not announced");
+            rx.mark_unchanged();
+        }
+        a.machines().unwrap();
+        a.default_assignment().unwrap();
+        assert!(!rx.has_changed().unwrap(), "reads are not changes");
+    }
+
     #[test]
     fn machines_merge_assignments_and_inventory_by_mac() {
         let (_d, a) = open(UnassignedPolicy::BootDefault);

@@ -16,7 +16,8 @@
 //! `GET /ui/machines?fragment=table` and swaps the table. Streams are bounded: at most
 //! [`MAX_STREAMS`] at once and [`MAX_STREAMS_PER_SESSION`] per session, keep-alive comments,
 //! at most [`STREAM_LIFETIME`] each (the browser reconnects), and they end when the session
-//! does or the server shuts down. Without script the page is the same, reloaded by hand.
+//! does (checked every 30 s) or the server shuts down. Without script the page is the same,
+//! reloaded by hand.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
@@ -46,6 +47,8 @@ pub const MAX_STREAMS: usize = 32;
 pub const MAX_STREAMS_PER_SESSION: usize = 4;
 /// How long one event stream lasts before the server ends it (the browser reconnects).
 pub const STREAM_LIFETIME: Duration = Duration::from_secs(10 * 60);
+/// How often an idle stream checks that its session is still open.
+const SESSION_CHECK: Duration = Duration::from_secs(30);
 /// Keep-alive comment interval.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Shortest time between two `change` events of one stream (a booting fleet records many
@@ -506,18 +509,27 @@ async fn events(
         {
             return;
         }
+        let open = || state.ui.sessions.get(&session.id, Instant::now()).is_some();
+        let mut session_check = tokio::time::interval(SESSION_CHECK);
         loop {
             tokio::select! {
                 _ = closing.cancelled() => return,
                 _ = tokio::time::sleep_until(ends) => return,
                 _ = tx.closed() => return,
+                // A session that expires or logs out ends its streams, changes or not.
+                _ = session_check.tick() => {
+                    if !open() {
+                        return;
+                    }
+                    continue;
+                }
                 changed = changes.changed() => {
                     if changed.is_err() {
                         return;
                     }
                 }
             }
-            if state.ui.sessions.get(&session.id, Instant::now()).is_none() {
+            if !open() {
                 return;
             }
             changes.mark_unchanged();
