@@ -508,3 +508,46 @@ async fn the_event_stream_needs_a_session_is_bounded_and_ends_at_shutdown() {
         .expect("the server stopped well before the grace period")
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_event_stream_ends_when_its_session_does() {
+    let (s, _, _) = server_with_fixture(&[]).await;
+    let (client, cookie) = session_cookie(&s).await;
+    let csrf = csrf_of(&s, &client, &cookie).await;
+    let r = client
+        .get(format!("{}/ui/machines/events", s.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut body = r.bytes_stream();
+    let mut buf = String::new();
+    assert_eq!(
+        next_event(&mut body, &mut buf).await.as_deref(),
+        Some("ready")
+    );
+    let r = client
+        .post(format!("{}/ui/logout", s.url))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form(&[("csrf", csrf)]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    // The next change finds the session gone: the stream ends instead of sending it.
+    reqwest::get(format!("{}/boot/{MAC}.ipxe", s.url))
+        .await
+        .unwrap();
+    let rest = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut seen = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        seen
+    })
+    .await
+    .expect("the stream ended");
+    assert!(!rest.contains("event: change"), "{rest}");
+}
