@@ -574,6 +574,7 @@ impl BoundApp {
                 tls: None,
             });
         }
+        let closing = self.state.ui.closing.clone();
         let served = listener::serve(
             endpoints,
             limits,
@@ -581,6 +582,7 @@ impl BoundApp {
             async move {
                 shutdown.await;
                 crate::systemd::stopping();
+                closing.cancel();
                 let _ = stop_tx.send(true);
             },
             Duration::from_secs(config.http.shutdown_grace_seconds),

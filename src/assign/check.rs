@@ -111,3 +111,57 @@ async fn check_with(
         Err(broken) => Err(CheckError::Broken(broken)),
     }
 }
+
+/// Why [`assign_checked`] or [`set_default_checked`] did not store an assignment.
+#[derive(Debug, thiserror::Error)]
+pub enum SetError {
+    /// The assignment failed [`check`].
+    #[error(transparent)]
+    Check(#[from] CheckError),
+    /// Storing it failed.
+    #[error(transparent)]
+    Store(#[from] super::AssignError),
+}
+
+/// Checks `a` ([`check`]) and makes it `mac`'s assignment; with `warm`, starts building what
+/// it boots in the background (for the architecture it names, else the one the inventory
+/// saw, else amd64). What the admin API (`PUT /api/v1/machines/{mac}`) and the machines page
+/// both call; returns what the inventory knows about the machine.
+pub async fn assign_checked(
+    assignments: &super::Assignments,
+    factory: &std::sync::Arc<Factory>,
+    mac: crate::mac::MacAddr,
+    a: &Assignment,
+    warm: bool,
+) -> Result<Option<super::MachineRecord>, SetError> {
+    check(factory, a).await?;
+    assignments.set(mac, a)?;
+    tracing::info!(%mac, schematic = %a.schematic, version = %a.version, "machine assigned");
+    let seen = assignments.machine(mac)?;
+    if warm {
+        let fallback = seen
+            .as_ref()
+            .and_then(|m| m.arch.as_deref())
+            .and_then(Arch::from_name)
+            .unwrap_or(Arch::Amd64);
+        crate::factory::warm::warm_in_background(
+            factory.clone(),
+            a.warm_request(fallback),
+            format!("{mac} assigned"),
+        );
+    }
+    Ok(seen)
+}
+
+/// Checks `a` ([`check`]) and makes it the default assignment: what `PUT /api/v1/default`
+/// and the machines page both call.
+pub async fn set_default_checked(
+    assignments: &super::Assignments,
+    factory: &Factory,
+    a: &Assignment,
+) -> Result<(), SetError> {
+    check(factory, a).await?;
+    assignments.set_default(Some(a))?;
+    tracing::info!(schematic = %a.schematic, version = %a.version, "default assignment set");
+    Ok(())
+}

@@ -135,6 +135,8 @@ pub struct Assignments {
     policy: UnassignedPolicy,
     limits: InventoryLimits,
     inventory_lock: Arc<std::sync::Mutex<InventoryState>>,
+    /// Bumped on every change (assignment, default, sighting): [`Assignments::subscribe`].
+    changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Assignments {
@@ -178,6 +180,7 @@ impl Assignments {
                 count,
                 last_prune: 0,
             })),
+            changed: Arc::new(tokio::sync::watch::channel(0).0),
         })
     }
 
@@ -222,6 +225,17 @@ impl Assignments {
         Ok(false)
     }
 
+    /// A receiver that sees a new value whenever an assignment or the default changes or a
+    /// machine is seen (the web UI's live machine list waits on it; nothing is queued, so a
+    /// slow reader only misses intermediate counts, never the fact that something changed).
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn notify(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
     /// The policy for machines without an assignment.
     pub fn policy(&self) -> UnassignedPolicy {
         self.policy
@@ -242,6 +256,7 @@ impl Assignments {
             self.seen.remove(seen_key(&record))?;
         }
         self.machines.flush()?;
+        self.notify();
         Ok(())
     }
 
@@ -253,6 +268,7 @@ impl Assignments {
             self.seen.insert(seen_key(&record), &[])?;
         }
         self.machines.flush()?;
+        self.notify();
         Ok(had)
     }
 
@@ -283,6 +299,7 @@ impl Assignments {
     pub fn remove_default(&self) -> Result<bool, AssignError> {
         let had = self.settings.remove(DEFAULT_KEY)?.is_some();
         self.settings.flush()?;
+        self.notify();
         Ok(had)
     }
 
@@ -297,6 +314,7 @@ impl Assignments {
             }
         }
         self.settings.flush()?;
+        self.notify();
         Ok(())
     }
 
@@ -393,6 +411,8 @@ impl Assignments {
         if !self.machines.contains_key(mac.0)? {
             self.seen.insert(seen_key(&record), &[])?;
         }
+        drop(state);
+        self.notify();
         Ok(record)
     }
 
@@ -511,6 +531,46 @@ mod tests {
 
     const M1: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 1]);
     const M2: MacAddr = MacAddr([0x52, 0x54, 0, 0, 0, 2]);
+
+    /// The web UI's live list waits on `subscribe`: every kind of change wakes it, and a
+    /// read that changes nothing does not.
+    #[tokio::test]
+    async fn every_change_is_announced_to_subscribers() {
+        let (_d, a) = open(UnassignedPolicy::BootDefault);
+        let mut rx = a.subscribe();
+        let mac: MacAddr = "52:54:00:00:00:01".parse().unwrap();
+        type Step = Box<dyn Fn(&Assignments)>;
+        let steps: Vec<(&str, Step)> = vec![
+            (
+                "record",
+                Box::new(move |a| {
+                    a.record(mac, Sighting::default()).unwrap();
+                }),
+            ),
+            (
+                "set",
+                Box::new(move |a| a.set(mac, &assignment("v1.9.0")).unwrap()),
+            ),
+            (
+                "set_default",
+                Box::new(|a| a.set_default(Some(&assignment("v1.9.0"))).unwrap()),
+            ),
+            (
+                "remove_default",
+                Box::new(|a| assert!(a.remove_default().unwrap())),
+            ),
+            ("remove", Box::new(move |a| assert!(a.remove(mac).unwrap()))),
+        ];
+        for (what, step) in steps {
+            assert!(!rx.has_changed().unwrap(), "before {what}");
+            step(&a);
+            assert!(rx.has_changed().unwrap(), "{what} was not announced");
+            rx.mark_unchanged();
+        }
+        a.machines().unwrap();
+        a.default_assignment().unwrap();
+        assert!(!rx.has_changed().unwrap(), "reads are not changes");
+    }
 
     #[test]
     fn machines_merge_assignments_and_inventory_by_mac() {

@@ -16,12 +16,11 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use crate::assign::boot::{BootError, BootScript, boot_script};
-use crate::assign::check::{CheckError, check};
+use crate::assign::check::{CheckError, SetError, assign_checked, set_default_checked};
 use crate::assign::{AssignError, Assignment, MachineView};
 use crate::factory::chain::ChainError;
-use crate::factory::profile::Arch;
 use crate::factory::service::FactoryError;
-use crate::factory::warm::{WarmError, WarmRequest, warm_in_background};
+use crate::factory::warm::{WarmError, WarmRequest};
 use crate::mac::MacAddr;
 
 impl From<AssignError> for ApiError {
@@ -30,7 +29,7 @@ impl From<AssignError> for ApiError {
     }
 }
 
-fn parse_mac(raw: &str) -> Result<MacAddr, ApiError> {
+pub(crate) fn parse_mac(raw: &str) -> Result<MacAddr, ApiError> {
     raw.parse::<MacAddr>()
         .map_err(|e| ApiError::bad_request(e.to_string()))
 }
@@ -181,27 +180,19 @@ pub async fn put_machine(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&raw)?;
-    let assignment = checked_assignment(&state, &headers, &body).await?;
-    state.assignments.set(mac, &assignment)?;
-    tracing::info!(%mac, schematic = %assignment.schematic, version = %assignment.version, "machine assigned");
-    if wants_warm(&state, &query) {
-        let fallback = state
-            .assignments
-            .machine(mac)?
-            .and_then(|m| m.arch)
-            .as_deref()
-            .and_then(Arch::from_name)
-            .unwrap_or(Arch::Amd64);
-        warm_in_background(
-            state.factory.clone(),
-            assignment.warm_request(fallback),
-            format!("{mac} assigned"),
-        );
-    }
+    let assignment = assignment_body(&headers, &body)?;
+    let seen = assign_checked(
+        &state.assignments,
+        &state.factory,
+        mac,
+        &assignment,
+        wants_warm(&state, &query),
+    )
+    .await?;
     Ok(Json(MachineView {
         mac,
         assignment: Some(assignment),
-        seen: state.assignments.machine(mac)?,
+        seen,
     })
     .into_response())
 }
@@ -233,8 +224,8 @@ pub async fn put_default(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let assignment = checked_assignment(&state, &headers, &body).await?;
-    state.assignments.set_default(Some(&assignment))?;
+    let assignment = assignment_body(&headers, &body)?;
+    set_default_checked(&state.assignments, &state.factory, &assignment).await?;
     Ok(Json(assignment).into_response())
 }
 
@@ -246,27 +237,28 @@ pub async fn delete_default(State(state): State<AppState>) -> Result<Response, A
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-/// Decodes an assignment body and checks it ([`crate::assign::check`]).
-async fn checked_assignment(
-    state: &AppState,
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Assignment, ApiError> {
+/// Decodes an assignment body (JSON [`Assignment`]).
+fn assignment_body(headers: &HeaderMap, body: &[u8]) -> Result<Assignment, ApiError> {
     require_json(headers, "the assignment")?;
-    let assignment: Assignment = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("invalid assignment: {e}")))?;
-    match check(&state.factory, &assignment).await {
-        Ok(()) => Ok(assignment),
-        Err(e @ (CheckError::Invalid(_) | CheckError::Refused { .. })) => {
-            Err(ApiError::bad_request(format!("invalid assignment: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("invalid assignment: {e}")))
+}
+
+/// How an assignment that was not stored is answered, by the API and the machines page alike.
+impl From<SetError> for ApiError {
+    fn from(e: SetError) -> Self {
+        match e {
+            SetError::Check(e @ (CheckError::Invalid(_) | CheckError::Refused { .. })) => {
+                ApiError::bad_request(format!("invalid assignment: {e}"))
+            }
+            // The assignment points at something the factory cannot boot (yet): 409, as
+            // `/boot` answers for an assignment the factory refuses, naming the missing piece.
+            SetError::Check(e @ CheckError::Broken(_)) => {
+                ApiError::new(StatusCode::CONFLICT, format!("assignment refused: {e}"))
+            }
+            SetError::Check(CheckError::Unchecked(e)) => e.into(),
+            SetError::Store(e) => e.into(),
         }
-        // The assignment points at something the factory cannot boot (yet): 409, as
-        // `/boot` answers for an assignment the factory refuses, naming the missing piece.
-        Err(e @ CheckError::Broken(_)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("assignment refused: {e}"),
-        )),
-        Err(CheckError::Unchecked(e)) => Err(e.into()),
     }
 }
 

@@ -30,6 +30,9 @@ pub struct Ui {
     pub site: Site,
     /// Admin sessions.
     pub sessions: session::Sessions,
+    /// Cancelled when the server starts shutting down: long-lived responses (the machines
+    /// page's event stream) end then instead of holding the shutdown for its grace period.
+    pub closing: tokio_util::sync::CancellationToken,
 }
 
 impl Ui {
@@ -41,6 +44,7 @@ impl Ui {
                 admin_token,
                 Duration::from_secs(config.api.ui_session_minutes.max(1) * 60),
             ),
+            closing: tokio_util::sync::CancellationToken::new(),
         }
     }
 }

@@ -9,3 +9,4 @@ mod support;
 
 mod auth;
 mod wizard;
+mod machines;
