@@ -17,6 +17,7 @@
 
 pub mod assets;
 pub mod session;
+pub mod store;
 
 use std::time::Duration;
 
