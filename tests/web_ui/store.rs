@@ -76,6 +76,17 @@ async fn versions(s: &TestServer) -> Vec<String> {
         .collect()
 }
 
+/// Scrolls the element matching `selector` to the top of the window (for a screenshot).
+async fn scroll_to(b: &Browser, selector: &str) {
+    b.client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView()",
+            vec![serde_json::json!(selector)],
+        )
+        .await
+        .unwrap();
+}
+
 /// A `multipart/form-data` body with `file` as the `bundle` part.
 fn multipart(file: &[u8]) -> (String, Vec<u8>) {
     let boundary = "----bootfactory-test-7d1c";
@@ -167,6 +178,7 @@ async fn a_bundle_uploaded_in_the_browser_is_listed_and_garbage_is_refused() {
             .contains("v1.11.6"),
         "version listed"
     );
+    scroll_to(&b, "section[aria-labelledby=upload-h]").await;
     b.shot("store-uploaded").await;
 
     // Garbage: refused with the server's message on the page, nothing added.
@@ -182,6 +194,7 @@ async fn a_bundle_uploaded_in_the_browser_is_listed_and_garbage_is_refused() {
         .unwrap();
     b.find("#upload[data-state=error]").await;
     b.wait_for_text("the body is not a bundle").await;
+    scroll_to(&b, "section[aria-labelledby=upload-h]").await;
     b.shot("store-upload-refused").await;
     assert_eq!(references(&s).await, refs);
 
