@@ -198,6 +198,34 @@ async fn a_bundle_uploaded_in_the_browser_is_listed_and_garbage_is_refused() {
     b.shot("store-upload-refused").await;
     assert_eq!(references(&s).await, refs);
 
+    // A truncated bundle starts like one: the import fails midway (its NDJSON ends in an
+    // error), and nothing of it is kept.
+    let truncated = tmp.path().join("truncated.tar.gz");
+    let whole = std::fs::read(bundle(tmp.path(), "cut", "v1.11.6")).unwrap();
+    std::fs::write(&truncated, &whole[..whole.len() / 2]).unwrap();
+    b.find("#upload-file")
+        .await
+        .send_keys(truncated.to_str().unwrap())
+        .await
+        .unwrap();
+    b.find("#upload button[type=submit]")
+        .await
+        .click()
+        .await
+        .unwrap();
+    // (The status still shows the garbage's refusal until this upload's own answer.)
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let status = b.find("#upload-status").await.text().await.unwrap();
+        if status.starts_with("Not imported") && !status.contains("not a bundle") {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "status: {status}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.contains("nothing of it was kept"), "{status}");
+    assert_eq!(references(&s).await, refs);
+
     // Without script the form posts and the answer is a page: a 400 page for garbage.
     let (client, cookie) = session_cookie(&s).await;
     let csrf = csrf_of(&s, &client, &cookie).await;
