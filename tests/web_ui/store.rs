@@ -419,6 +419,8 @@ async fn gc_is_previewed_then_confirmed_and_removes_the_older_version() {
     log_in(&b, &s, "/ui/store").await;
     b.find("#held").await;
     b.shot("store-360").await;
+    scroll_to(&b, "#versions").await;
+    b.shot("store-360-lists").await;
     let overflow = b
         .client
         .execute(
