@@ -330,6 +330,21 @@ async fn uploads_without_script_import_and_hostile_ones_keep_nothing() {
     for r in &refs {
         assert!(page.contains(r.as_str()), "{r} not on the page");
     }
+
+    // Verify re-hashes what was imported: every blob matches. Not without the token.
+    let verify = |body: String| {
+        client
+            .post(format!("{}/ui/store/verify", s.url))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    assert_eq!(verify(String::new()).await.unwrap().status(), 403);
+    let r = verify(form(&[("csrf", csrf.as_str())])).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.contains("blobs match their digests"), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

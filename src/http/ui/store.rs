@@ -278,7 +278,7 @@ impl GcPage {
         utc_time(*t)
     }
 
-    /// The bytes the versions GC removes would free on their own.
+    /// How many Talos versions the run removes.
     fn removed_versions(&self) -> usize {
         self.report.versions.iter().filter(|v| !v.keep).count()
     }
@@ -293,22 +293,14 @@ async fn gc_plan(
     run_gc(state, session, form, true).await
 }
 
-/// The GC form as posted: the knobs and the CSRF token (checked by `require_session`).
-#[derive(serde::Deserialize)]
-struct PostedGc {
-    #[serde(flatten)]
-    form: GcForm,
-    #[allow(dead_code)]
-    csrf: Option<String>,
-}
-
-/// `POST /ui/store/gc`: runs it.
+/// `POST /ui/store/gc`: runs it (the form's `csrf` field, checked by `require_session`, is
+/// ignored here).
 async fn gc_run(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
-    Form(posted): Form<PostedGc>,
+    Form(form): Form<GcForm>,
 ) -> Result<Response, ApiError> {
-    run_gc(state, session, posted.form, false).await
+    run_gc(state, session, form, false).await
 }
 
 async fn run_gc(
