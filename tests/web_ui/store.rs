@@ -87,11 +87,16 @@ async fn scroll_to(b: &Browser, selector: &str) {
         .unwrap();
 }
 
-/// A `multipart/form-data` body with `file` as the `bundle` part.
+/// A `multipart/form-data` body with `file` as the `bundle` part (and an empty `name`).
 fn multipart(file: &[u8]) -> (String, Vec<u8>) {
+    multipart_named("", file)
+}
+
+/// A `multipart/form-data` body: the `name` field, then `file` as the `bundle` part.
+fn multipart_named(name: &str, file: &[u8]) -> (String, Vec<u8>) {
     let boundary = "----bootfactory-test-7d1c";
     let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n\r\n\
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"name\"\r\n\r\n{name}\r\n\
          --{boundary}\r\nContent-Disposition: form-data; name=\"bundle\"; filename=\"b.tar.gz\"\r\n\
          Content-Type: application/gzip\r\n\r\n"
     )
@@ -290,6 +295,13 @@ async fn uploads_without_script_import_and_hostile_ones_keep_nothing() {
         .unwrap();
     assert_eq!(r.status(), 400);
 
+    // A repository name that is not one (`mirror import --name` checks the same).
+    let r = post(multipart_named("Not A/Repo:tag", &good), Some(&csrf))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("invalid repository"));
+
     // An empty file input (nothing chosen).
     let (ct, body) = multipart(b"");
     let body = String::from_utf8(body)
@@ -450,4 +462,31 @@ async fn gc_is_previewed_then_confirmed_and_removes_the_older_version() {
         "the page scrolls sideways"
     );
     b.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_page_links_under_the_external_url_prefix() {
+    let s = TestServer::start(&[("http.externalURL", "https://boot.example.org/factory/")]).await;
+    let (client, cookie) = session_cookie(&s).await;
+    let page = client
+        .get(format!("{}/ui/store", s.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "action=\"/factory/ui/store/upload?csrf=",
+        "action=\"/factory/ui/store/gc\"",
+        "action=\"/factory/ui/store/verify\"",
+        "src=\"/factory/ui/static/store.",
+    ] {
+        assert!(page.contains(needle), "{needle} missing:\n{page}");
+    }
+    assert!(
+        !page.contains("boot.example.org"),
+        "paths, not absolute URLs"
+    );
 }
