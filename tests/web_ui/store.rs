@@ -302,6 +302,12 @@ async fn uploads_without_script_import_and_hostile_ones_keep_nothing() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("invalid repository"));
 
+    let r = post(multipart_named(&"a".repeat(5000), &good), Some(&csrf))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("longer than 1024 bytes"));
+
     // An empty file input (nothing chosen).
     let (ct, body) = multipart(b"");
     let body = String::from_utf8(body)

@@ -212,6 +212,13 @@ fn too_large() -> ApiError {
 
 fn multipart_error(e: multer::Error) -> ApiError {
     match e {
+        multer::Error::FieldSizeExceeded { field_name, .. }
+            if field_name.as_deref() == Some("name") =>
+        {
+            ApiError::bad_request(format!(
+                "the repository name is longer than {MAX_NAME_BYTES} bytes"
+            ))
+        }
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             too_large()
         }
