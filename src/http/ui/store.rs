@@ -3,7 +3,8 @@
 //! bundle and run GC.
 //!
 //! - `POST /ui/store/upload?csrf=…`: a `multipart/form-data` form with the bundle in the
-//!   `bundle` file part (and an optional `name`, as `mirror import --name`). The file part is
+//!   `bundle` file part (and an optional `name` before it, as `mirror import --name`; any
+//!   other field is refused). The file part is
 //!   streamed into the same import as `POST /api/v1/images/import`
 //!   ([`crate::upstream::images::import`]) as it arrives — never buffered whole — with the
 //!   same bounds (`oci::bundle::MAX_UPLOAD_BYTES`, the store quotas, the body deadline).
