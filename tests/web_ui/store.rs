@@ -231,6 +231,26 @@ async fn a_bundle_uploaded_in_the_browser_is_listed_and_garbage_is_refused() {
     assert!(status.contains("nothing of it was kept"), "{status}");
     assert_eq!(references(&s).await, refs);
 
+    // The form without its script (`form.submit()` skips the submit handler): a plain
+    // multipart post, answered with the store page and the import's result (here every blob
+    // is already stored).
+    b.find("#upload-file")
+        .await
+        .send_keys(good.to_str().unwrap())
+        .await
+        .unwrap();
+    b.client
+        .execute("document.getElementById('upload').submit()", vec![])
+        .await
+        .unwrap();
+    b.find("#upload-result").await;
+    let result = b.find("#upload-result").await.text().await.unwrap();
+    assert!(result.contains("Bundle imported"), "{result}");
+    assert!(result.contains("0 blobs written"), "{result}");
+    assert_eq!(b.url().await.path(), "/ui/store/upload");
+    b.shot("store-upload-without-script").await;
+    assert_eq!(references(&s).await, refs);
+
     // Without script the form posts and the answer is a page: a 400 page for garbage.
     let (client, cookie) = session_cookie(&s).await;
     let csrf = csrf_of(&s, &client, &cookie).await;
