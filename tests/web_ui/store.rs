@@ -328,6 +328,18 @@ async fn uploads_without_script_import_and_hostile_ones_keep_nothing() {
     assert_eq!(r.status(), 400);
     assert!(r.text().await.unwrap().contains("longer than 1024 bytes"));
 
+    // A field the form does not have.
+    let (ct, body) = multipart(&good);
+    let body = [
+        b"------bootfactory-test-7d1c\r\nContent-Disposition: form-data; name=\"foo\"\r\n\r\nx\r\n"
+            .as_slice(),
+        &body,
+    ]
+    .concat();
+    let r = post((ct, body), Some(&csrf)).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("not a valid form"));
+
     // An empty file input (nothing chosen).
     let (ct, body) = multipart(b"");
     let body = String::from_utf8(body)

@@ -24,8 +24,8 @@ use std::task::{Context, Poll};
 use askama::Template;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Form, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::Response;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Router};
 use bytes::Bytes;
@@ -108,10 +108,29 @@ const MULTIPART_SLACK: u64 = 64 * 1024;
 /// The longest `name` field.
 const MAX_NAME_BYTES: u64 = 1024;
 
-/// `POST /ui/store/upload?csrf=…` (multipart: `bundle`, optional `name`).
+/// `POST /ui/store/upload?csrf=…` (multipart: `bundle`, optional `name`). A refusal may come
+/// before the body has been read (not a bundle, a bad field): it says `Connection: close`, so
+/// the client does not send its next request on a connection the server is about to close.
 async fn upload(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    match import_upload(state, session, headers, body).await {
+        Ok(r) => r,
+        Err(e) => {
+            let mut r = e.into_response();
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            r
+        }
+    }
+}
+
+async fn import_upload(
+    state: AppState,
+    session: Session,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
