@@ -27,6 +27,7 @@ use crate::assign::Assignments;
 use crate::assign::client::AdminClient;
 use crate::config::Config;
 use crate::oci::ImageCatalog;
+use crate::retention::parse_size;
 use crate::retention::{GcPolicy, GcRunReport, Referenced, Retention, UsageReport};
 use crate::store::Store;
 
@@ -95,27 +96,6 @@ pub(super) enum StoreCommand {
         #[command(flatten)]
         server: ServerArgs,
     },
-}
-
-/// Parses `20G`, `500MiB`, `1t`, `12345` into bytes (powers of 1024).
-fn parse_size(raw: &str) -> Result<u64, String> {
-    let s = raw.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("{raw:?} is not a size (bytes, or a number with K, M, G or T)"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        _ => return Err(format!("{raw:?}: unknown unit (use K, M, G or T)")),
-    };
-    n.checked_mul(1u64 << shift)
-        .ok_or_else(|| format!("{raw:?} is too large"))
 }
 
 pub(super) fn run(cx: &Context, cmd: &StoreCommand) -> anyhow::Result<ExitCode> {

@@ -154,7 +154,7 @@ fn parse_images<'a>(texts: impl Iterator<Item = &'a str>) -> Result<Vec<ImageRef
 }
 
 /// A stream of events as `application/x-ndjson`, one JSON object a line.
-fn ndjson(mut events: UnboundedReceiver<Event>) -> Response {
+pub(crate) fn ndjson(mut events: UnboundedReceiver<Event>) -> Response {
     let lines = futures_util::stream::poll_fn(move |cx| {
         events.poll_recv(cx).map(|e| {
             e.map(|event| {

@@ -85,6 +85,28 @@ impl GcPolicy {
     }
 }
 
+/// Parses a size as `store gc --max-size` and the store page's GC form take it: `20G`,
+/// `500MiB`, `1t`, `12345` (bytes; units are powers of 1024).
+pub fn parse_size(raw: &str) -> Result<u64, String> {
+    let s = raw.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{raw:?} is not a size (bytes, or a number with K, M, G or T)"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        _ => return Err(format!("{raw:?}: unknown unit (use K, M, G or T)")),
+    };
+    n.checked_mul(1u64 << shift)
+        .ok_or_else(|| format!("{raw:?} is too large"))
+}
+
 /// A retention failure.
 #[derive(Debug, thiserror::Error)]
 pub enum RetentionError {

@@ -19,6 +19,7 @@ pub mod assets;
 pub mod platforms;
 pub mod session;
 pub mod wizard;
+pub mod store;
 
 use std::time::Duration;
 

@@ -30,7 +30,14 @@ pub struct ImageList {
 
 /// The stored images.
 pub fn list(mirror: &Mirror) -> Result<ImageList, crate::oci::CatalogError> {
-    let catalog = mirror.catalog();
+    list_from(mirror.catalog())
+}
+
+/// The images `catalog` holds (blocking: walks every image's blobs; the web UI runs it on a
+/// blocking thread).
+pub fn list_from(
+    catalog: &crate::oci::ImageCatalog,
+) -> Result<ImageList, crate::oci::CatalogError> {
     Ok(ImageList {
         images: catalog.list()?,
         store_bytes: catalog.store().total_size(),

@@ -10,3 +10,4 @@ mod support;
 mod auth;
 mod wizard;
 mod machines;
+mod store;
