@@ -18,8 +18,8 @@
 pub mod assets;
 pub mod platforms;
 pub mod session;
-pub mod wizard;
 pub mod store;
+pub mod wizard;
 
 use std::time::Duration;
 

@@ -238,11 +238,11 @@ async fn under_a_sub_path_pages_answer_with_and_without_the_prefix_and_link_unde
         "/factory/ui/login?next=%2Fui%2Fmachines"
     );
     // The factory API answers under the prefix too; other paths are untouched.
-    let r = reqwest::get(format!("{}/factory/versions", s.url))
+    let r = reqwest::get(format!("{}/factory/healthz", s.url))
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let r = reqwest::get(format!("{}/factoryx/versions", s.url))
+    let r = reqwest::get(format!("{}/factoryx/healthz", s.url))
         .await
         .unwrap();
     assert_eq!(r.status(), 404);

@@ -8,6 +8,6 @@
 mod support;
 
 mod auth;
-mod wizard;
 mod machines;
 mod store;
+mod wizard;
