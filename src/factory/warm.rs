@@ -199,8 +199,20 @@ impl Factory {
 /// answered at once) and logs the outcome: INFO with what was built, sizes and time, or WARN
 /// with why not. `why` says what asked for it (`52:54:00:12:34:56 assigned`).
 pub fn warm_in_background(factory: std::sync::Arc<Factory>, request: WarmRequest, why: String) {
+    drop(spawn_warm(factory, request, why));
+}
+
+/// [`warm_in_background`], with a handle to its result: a caller may wait for the report
+/// for a while (the builds page) and go away; the warm-up goes on and its outcome is logged
+/// either way.
+pub fn spawn_warm(
+    factory: std::sync::Arc<Factory>,
+    request: WarmRequest,
+    why: String,
+) -> tokio::task::JoinHandle<Result<WarmReport, WarmError>> {
     tokio::spawn(async move {
-        match factory.warm(&request).await {
+        let result = factory.warm(&request).await;
+        match &result {
             Ok(report) => {
                 let built: Vec<String> = report
                     .assets
@@ -218,10 +230,11 @@ pub fn warm_in_background(factory: std::sync::Arc<Factory>, request: WarmRequest
                 tracing::info!(%why, schematic = %report.schematic, version = %report.version, assets = %built.join(", "), seconds = report.seconds, "warm-up done");
             }
             Err(e) => {
-                tracing::warn!(%why, schematic = %request.schematic, version = %request.version, error = %crate::errors::chain(&e), "warm-up failed");
+                tracing::warn!(%why, schematic = %request.schematic, version = %request.version, error = %crate::errors::chain(e), "warm-up failed");
             }
         }
-    });
+        result
+    })
 }
 
 #[cfg(test)]

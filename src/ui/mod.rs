@@ -16,6 +16,7 @@
 //! admin pages need a session.
 
 pub mod assets;
+pub mod builds;
 pub mod session;
 
 use std::time::Duration;
