@@ -7,10 +7,12 @@
 //!   are the builder's in-memory ring of the last 100, empty after a restart);
 //! - cached assets: [`crate::factory::builder::cached_assets`] (the store's asset refs, their
 //!   blob sizes and last-used times — what store GC's size eviction reads too);
-//! - a warm-up: [`crate::factory::warm::spawn_warm`], the task behind `POST /api/v1/warm` and
-//!   warm-on-assign. The page waits for its report up to [`WARM_WAIT`] (or not at all when
-//!   asked to), then the warm-up goes on in the background: its builds show as running and,
-//!   once done, as recent builds.
+//! - a warm-up: [`Factory::warm_check`] then [`crate::factory::warm::spawn_checked`], the
+//!   two halves of [`Factory::warm`] behind `POST /api/v1/warm` and warm-on-assign. The checks
+//!   (request, version, boot chain) are always waited for, so a broken chain is answered at
+//!   once; the page then waits for the builds' report up to [`WARM_WAIT`] (or not at all
+//!   when asked to), and after that the warm-up goes on in the background: its builds show
+//!   as running and, once done, as recent builds (a failure there too, with its error).
 //!
 //! This module only shapes that data for people: sizes in KiB/MiB/GiB, durations, UTC times.
 
@@ -21,7 +23,7 @@ use std::time::Duration;
 use crate::factory::builder::{CachedAsset, cached_assets};
 use crate::factory::running::{BuildView, FinishedBuild};
 use crate::factory::service::Factory;
-use crate::factory::warm::{WarmError, WarmReport, WarmRequest, spawn_warm};
+use crate::factory::warm::{WarmError, WarmReport, WarmRequest, spawn_checked};
 use crate::store::StoreError;
 use crate::version::TalosVersion;
 
@@ -244,7 +246,8 @@ pub fn group(assets: Vec<CachedAsset>) -> Cached {
     }
     let mut groups: Vec<(Option<TalosVersion>, CachedGroup)> = by
         .into_iter()
-        .map(|((version, schematic), assets)| {
+        .map(|((version, schematic), mut assets)| {
+            assets.sort_by(|a, b| a.key.cmp(&b.key));
             let sum: u64 = assets.iter().map(|a| a.size).sum();
             let rows = assets
                 .into_iter()
@@ -345,19 +348,21 @@ pub enum WarmOutcome {
     Lost(String),
 }
 
-/// Starts the warm-up of `request` (the same task as `POST /api/v1/warm`'s service and
-/// warm-on-assign) and waits for it up to `wait` (`None`: not at all).
+/// Checks the warm-up of `request` (request, version, boot chain: a failure is answered at
+/// once), then starts its builds (the same service as `POST /api/v1/warm` and
+/// warm-on-assign) and waits for them up to `wait` (`None`: not at all). `who` names the
+/// caller in the log.
 pub async fn warm(
     factory: Arc<Factory>,
     request: WarmRequest,
     wait: Option<Duration>,
     who: &str,
 ) -> WarmOutcome {
-    let task = spawn_warm(
-        factory,
-        request,
-        format!("warm-up from the builds page ({who})"),
-    );
+    let checked = match factory.warm_check(&request).await {
+        Ok(c) => c,
+        Err(e) => return WarmOutcome::Failed(e),
+    };
+    let task = spawn_checked(factory, checked, format!("warm-up from the {who}"));
     let Some(wait) = wait else {
         return WarmOutcome::Continuing;
     };

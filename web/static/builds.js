@@ -1,5 +1,6 @@
 // Builds page (/ui/builds): keeps the running and recent builds current without a reload.
-// While builds run (or a warm-up form was just sent and its answer is awaited), the page
+// While builds run (or a warm-up form was just sent and its answer is awaited, or one was
+// started in the background and its first build is not listed yet), the page
 // polls the HTML fragment /ui/builds/live every 1.5 s with the session cookie and swaps the
 // #live section; when the last build ends it fetches the fragment once more with the cached
 // assets and swaps #cached too. Without JavaScript the page shows the same on reload.
@@ -10,6 +11,9 @@
     let pending = false;   // a warm-up form was submitted: its builds are about to run
     let timer = null;
     let wasRunning = Number(initial.dataset.running) > 0;
+    let everRunning = wasRunning;
+    // A warm-up was just started in the background: its first build may not be listed yet.
+    const expectUntil = document.getElementById("warm-continuing") ? Date.now() + 60000 : 0;
     const running = () => Number(document.getElementById("live").dataset.running) > 0;
 
     const swap = (html) => {
@@ -39,7 +43,8 @@
     const schedule = () => {
       if (timer !== null) return;
       const now = running();
-      if (now || pending) {
+      everRunning = everRunning || now;
+      if (now || pending || (!everRunning && Date.now() < expectUntil)) {
         wasRunning = wasRunning || now;
         timer = setTimeout(() => poll(false), INTERVAL_MS);
       } else if (wasRunning) {
