@@ -587,6 +587,65 @@ mod tests {
         );
     }
 
+    /// Finished builds are kept newest first with their outcome, bytes or error, at most
+    /// [`RECENT_BUILDS`] of them, and leave the running builds.
+    #[test]
+    fn finished_builds_are_remembered_bounded_with_their_errors() {
+        let builds = Arc::new(RunningBuilds::default());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("asset");
+        let reg = builds.register("bf1/Initramfs/v1.11.6/metal/arm64/-/abc");
+        reg.started(&out);
+        reg.finish(Ok((Outcome::Built, 4321)));
+        assert!(builds.snapshot().is_empty());
+        let reg = builds.register("bf1/Kernel/v1.11.6/metal/amd64/-/-");
+        reg.finish(Err((Outcome::Failed, "x".repeat(5000))));
+        let recent = builds.recent();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(
+            (recent[0].kind.as_str(), recent[0].outcome, recent[0].bytes),
+            ("Kernel", Outcome::Failed, 0)
+        );
+        assert_eq!(recent[0].seconds, 0.0, "it never got a slot");
+        assert_eq!(
+            recent[0].error.as_ref().unwrap().chars().count(),
+            MAX_ERROR_CHARS + 1
+        );
+        let first = &recent[1];
+        assert_eq!(
+            (
+                first.kind.as_str(),
+                first.version.as_str(),
+                first.platform.as_str(),
+                first.arch.as_str(),
+                first.schematic.as_str(),
+                first.bytes,
+                first.outcome
+            ),
+            (
+                "Initramfs",
+                "v1.11.6",
+                "metal",
+                "arm64",
+                "abc",
+                4321,
+                Outcome::Built
+            )
+        );
+        assert!(first.error.is_none());
+        let json = serde_json::to_value(first).unwrap();
+        assert_eq!(json["outcome"], "built");
+        assert!(json.get("error").is_none());
+        for i in 0..RECENT_BUILDS + 5 {
+            builds
+                .register(&format!("bf1/Kernel/v{i}/metal/amd64/-/-"))
+                .finish(Ok((Outcome::Fetched, 1)));
+        }
+        let recent = builds.recent();
+        assert_eq!(recent.len(), RECENT_BUILDS);
+        assert_eq!(recent[0].version, format!("v{}", RECENT_BUILDS + 4));
+    }
+
     /// While a build is being stored its output file is moved into the store: the bytes it
     /// wrote are still what it wrote, not 0.
     #[test]

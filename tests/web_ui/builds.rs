@@ -46,6 +46,17 @@ async fn wait_for(b: &Browser, css: &str, secs: u64) {
     }
 }
 
+/// Scrolls the element matching `css` to the top of the window (for a screenshot).
+async fn scroll_to(b: &Browser, css: &str) {
+    b.client
+        .execute(
+            "document.querySelector(arguments[0]).scrollIntoView()",
+            vec![Value::String(css.to_string())],
+        )
+        .await
+        .unwrap();
+}
+
 /// The page's CSRF token, read off the warm form with a plain client.
 async fn csrf_of(client: &reqwest::Client, cookie: &str, s: &TestServer) -> String {
     let html = client
@@ -200,6 +211,10 @@ async fn warming_from_the_page_shows_progress_then_recent_builds_and_cached_asse
         "{cached}"
     );
     b.shot("builds").await;
+    scroll_to(&b, "#recent").await;
+    b.shot("builds-recent").await;
+    scroll_to(&b, "#cached").await;
+    b.shot("builds-cached").await;
 
     // The same warm-up again: everything comes from the cache.
     b.find("#warm-version")
@@ -229,6 +244,10 @@ async fn warming_from_the_page_shows_progress_then_recent_builds_and_cached_asse
         "the page scrolls sideways at 360 px"
     );
     narrow.shot("builds-360").await;
+    scroll_to(&narrow, "#live").await;
+    narrow.shot("builds-360-recent").await;
+    scroll_to(&narrow, "#cached").await;
+    narrow.shot("builds-360-cached").await;
     narrow.close().await;
     drop(client);
 }
