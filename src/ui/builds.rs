@@ -106,7 +106,11 @@ impl From<BuildView> for RunningRow {
             schematic_short: short(&b.schematic),
             items: b.done.zip(b.total),
             bytes: human_bytes(b.bytes_written),
-            elapsed: human_seconds(b.running_seconds as f64),
+            // Whole seconds: no decimal that would pretend more precision.
+            elapsed: match b.running_seconds {
+                0..60 => format!("{} s", b.running_seconds),
+                n => human_seconds(n as f64),
+            },
             queued: b.phase == "queued",
             asset: b.asset,
             kind: b.kind,
