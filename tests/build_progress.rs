@@ -1,6 +1,7 @@
 //! Running builds are visible while they run: `GET /api/v1/builds` (admin) lists them with
 //! their phase and bytes written, `/metrics` counts them, and both are empty again when the
-//! builds are done. With one build slot, a second build waits as `queued`.
+//! builds are done, when they are listed as recent builds with their outcome and bytes. With
+//! one build slot, a second build waits as `queued`.
 
 mod support;
 
@@ -138,6 +139,38 @@ async fn running_builds_are_listed_and_counted_while_they_run() {
     assert!(metric_building, "/metrics counted the running build");
     // Done: nothing listed, gauges back to zero.
     assert!(builds(&server.url).await.is_empty());
+    // The finished builds are listed as recent, newest first, with what they stored.
+    let all: Value = client()
+        .get(format!("{}/api/v1/builds", server.url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let recent = all["recent"].as_array().expect("recent");
+    let initramfs: Vec<&Value> = recent.iter().filter(|b| b["kind"] == "Initramfs").collect();
+    assert_eq!(initramfs.len(), 4, "{recent:?}");
+    for b in &initramfs {
+        assert_eq!(b["outcome"], "built", "{b}");
+        assert_eq!(b["schematic"], id.as_str(), "{b}");
+        assert!(b["bytes"].as_u64().unwrap() > 0, "{b}");
+        assert!(b["finishedAt"].as_u64().unwrap() >= b["queuedAt"].as_u64().unwrap());
+        assert!(b.get("error").is_none(), "{b}");
+    }
+    assert!(
+        recent
+            .windows(2)
+            .all(|w| w[0]["finishedAt"].as_u64() >= w[1]["finishedAt"].as_u64()),
+        "{recent:?}"
+    );
+    assert!(
+        initramfs
+            .iter()
+            .any(|b| b["queuedSeconds"].as_f64().unwrap() > 0.0),
+        "builds waited for the only slot: {initramfs:?}"
+    );
     let text = metrics(&server.url).await;
     assert!(
         text.contains("bootfactory_builds_running{state=\"building\"} 0")

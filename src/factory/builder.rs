@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 
+use super::running::{Outcome, Registration};
 use super::signing::CacheSigner;
 use crate::errors::{self, SharedError};
 use crate::store::{Digest, Store, StoreError};
@@ -93,6 +94,52 @@ pub fn forget_unnamed_assets(store: &Store) -> Result<usize, StoreError> {
         }
     }
     Ok(removed)
+}
+
+/// A built asset the store holds (for the builds page), from its ref and key.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CachedAsset {
+    /// The asset's cache key.
+    pub key: String,
+    /// The output kind (`Initramfs`, `Kernel`, `Image`, …).
+    pub kind: String,
+    /// The Talos version.
+    pub version: String,
+    /// The platform.
+    pub platform: String,
+    /// The architecture.
+    pub arch: String,
+    /// The schematic ID (`-` for kernels, which every schematic shares).
+    pub schematic: String,
+    /// Its size in bytes (0 if the blob is gone, e.g. between a GC's drop and sweep).
+    pub size: u64,
+    /// When it was last served or built (unix seconds, to the hour); `None` for assets
+    /// built before use times were recorded.
+    pub last_used: Option<u64>,
+}
+
+/// Every built asset the store names (refs of kind [`ASSET_KIND`]), sorted by key, with its
+/// size and last-used time. Reads the store's index only (no file is opened).
+pub fn cached_assets(store: &Store) -> Result<Vec<CachedAsset>, StoreError> {
+    let used = asset_last_used(store)?;
+    Ok(store
+        .list_refs(ASSET_KIND)?
+        .into_iter()
+        .map(|(key, digest)| {
+            let (kind, version, platform, arch, schematic) = super::running::key_parts(&key);
+            CachedAsset {
+                kind: kind.to_string(),
+                version: version.to_string(),
+                platform: platform.to_string(),
+                arch: arch.to_string(),
+                schematic: schematic.to_string(),
+                size: store.stat(&digest).map_or(0, |i| i.size),
+                last_used: used.get(&key).copied(),
+                key,
+            }
+        })
+        .collect())
 }
 
 /// A built asset in the store.
@@ -383,6 +430,34 @@ impl Builder {
             return Ok(hit);
         }
         let registration = self.running.register(key);
+        let result = self
+            .build_registered(key, making, build, &registration)
+            .await;
+        // Recorded with the recent builds (`/api/v1/builds`, the builds page).
+        let fetch = matches!(making, Making::Fetch { .. });
+        registration.finish(match &result {
+            Ok(a) if a.fetched => Ok((Outcome::Fetched, a.size)),
+            Ok(a) => Ok((Outcome::Built, a.size)),
+            Err(e) => Err((
+                if fetch {
+                    Outcome::FetchFailed
+                } else {
+                    Outcome::Failed
+                },
+                errors::chain(e),
+            )),
+        });
+        result
+    }
+
+    /// [`Builder::run_build`] once the build is registered with the running builds.
+    async fn build_registered(
+        &self,
+        key: &str,
+        making: Making,
+        build: impl FnOnce(PathBuf) -> BuildFuture,
+        registration: &Registration,
+    ) -> Result<BuiltAsset, BuildError> {
         let queued_at = Instant::now();
         // A fetch is network and disk I/O, not CPU: it takes no build slot.
         let _slot = match making {

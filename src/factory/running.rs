@@ -9,8 +9,13 @@
 //! ([`RunningBuilds::progress_of`]). Bytes written are the size of the output file at the
 //! time of asking, so no build has to count them. Phase changes are logged at INFO, never
 //! per chunk.
+//!
+//! A build that ends (built, fetched, failed, timed out) is remembered in a bounded ring of
+//! the last [`RECENT_BUILDS`] finished builds ([`RunningBuilds::recent`], newest first), with
+//! its times, bytes and error text, for the admin API and the web UI's builds page. The ring
+//! lives in memory only: it starts empty with the service.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,6 +28,98 @@ use serde::Serialize;
 pub struct RunningBuilds {
     builds: Mutex<BTreeMap<u64, Entry>>,
     next: AtomicU64,
+    /// The last [`RECENT_BUILDS`] finished builds, oldest first.
+    finished: Mutex<VecDeque<FinishedBuild>>,
+}
+
+/// How many finished builds [`RunningBuilds::recent`] keeps.
+pub const RECENT_BUILDS: usize = 100;
+
+/// The longest error text a finished build keeps, in characters.
+const MAX_ERROR_CHARS: usize = 2000;
+
+/// How a finished build ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    /// Built here and stored.
+    Built,
+    /// Fetched from a parent factory or the shared cache, verified and stored.
+    Fetched,
+    /// The build failed or timed out (`error` says why).
+    Failed,
+    /// A fetch from another factory failed (the caller may have built it instead).
+    FetchFailed,
+}
+
+impl Outcome {
+    /// The word the API and the page show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Built => "built",
+            Outcome::Fetched => "fetched",
+            Outcome::Failed => "failed",
+            Outcome::FetchFailed => "fetch-failed",
+        }
+    }
+
+    /// Whether the asset is in the store now.
+    pub fn succeeded(self) -> bool {
+        matches!(self, Outcome::Built | Outcome::Fetched)
+    }
+}
+
+/// A build that ended, as the admin API and the builds page show it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FinishedBuild {
+    /// The asset's cache key.
+    pub asset: String,
+    /// The output kind (`Initramfs`, `Image`, …), from the key.
+    pub kind: String,
+    /// The Talos version, from the key.
+    pub version: String,
+    /// The platform (`metal`, `aws`, …), from the key.
+    pub platform: String,
+    /// The architecture, from the key.
+    pub arch: String,
+    /// The schematic ID (`-` for kernels), from the key.
+    pub schematic: String,
+    /// When the build was asked for (unix seconds).
+    pub queued_at: u64,
+    /// When it ended (unix seconds).
+    pub finished_at: u64,
+    /// Seconds spent waiting for a build slot.
+    pub queued_seconds: f64,
+    /// Seconds from getting the slot to the end (0 if it never got one).
+    pub seconds: f64,
+    /// Size of what was stored (0 when it failed).
+    pub bytes: u64,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Why it failed (the error chain, at most 2000 characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The parts of an asset key (`<format>/<Kind>/<version>/<platform>/<arch>/<sb>/<schematic>[/…]`):
+/// kind, version, platform, arch, schematic.
+pub fn key_parts(key: &str) -> (&str, &str, &str, &str, &str) {
+    let mut parts = key.split('/').skip(1);
+    let mut next = || parts.next().unwrap_or_default();
+    let kind = next();
+    let version = next();
+    let platform = next();
+    let arch = next();
+    let _secure_boot = next();
+    let schematic = next();
+    (kind, version, platform, arch, schematic)
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 struct Entry {
@@ -114,6 +211,53 @@ impl Registration {
     }
 }
 
+impl Registration {
+    /// The build ended: it leaves the running builds and joins the recent ones with its
+    /// outcome, the bytes stored (`Ok`) or the error text (`Err`).
+    pub fn finish(self, outcome: Result<(Outcome, u64), (Outcome, String)>) {
+        let entry = self.builds.lock().remove(&self.id);
+        let Some(e) = entry else { return };
+        let (kind, version, platform, arch, schematic) = key_parts(&e.asset);
+        let now = Instant::now();
+        let (outcome, bytes, error) = match outcome {
+            Ok((o, bytes)) => (o, bytes, None),
+            Err((o, text)) => {
+                let text = match text.char_indices().nth(MAX_ERROR_CHARS) {
+                    Some((cut, _)) => format!("{}…", &text[..cut]),
+                    None => text,
+                };
+                (o, 0, Some(text))
+            }
+        };
+        let finished = FinishedBuild {
+            kind: kind.to_string(),
+            version: version.to_string(),
+            platform: platform.to_string(),
+            arch: arch.to_string(),
+            schematic: schematic.to_string(),
+            queued_at: e.queued_unix,
+            finished_at: unix_now(),
+            queued_seconds: e
+                .started
+                .unwrap_or(now)
+                .duration_since(e.queued_at)
+                .as_secs_f64(),
+            seconds: e
+                .started
+                .map_or(0.0, |s| now.duration_since(s).as_secs_f64()),
+            bytes,
+            outcome,
+            error,
+            asset: e.asset,
+        };
+        let mut ring = self.builds.finished_lock();
+        if ring.len() >= RECENT_BUILDS {
+            ring.pop_front();
+        }
+        ring.push_back(finished);
+    }
+}
+
 impl Drop for Registration {
     fn drop(&mut self) {
         self.builds.lock().remove(&self.id);
@@ -153,13 +297,20 @@ impl RunningBuilds {
         self.builds.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    fn finished_lock(&self) -> std::sync::MutexGuard<'_, VecDeque<FinishedBuild>> {
+        self.finished.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The last [`RECENT_BUILDS`] finished builds, newest first.
+    pub fn recent(&self) -> Vec<FinishedBuild> {
+        self.finished_lock().iter().rev().cloned().collect()
+    }
+
     /// Registers a build of `asset` waiting for a slot.
     pub fn register(self: &Arc<Self>, asset: &str) -> Registration {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let progress = Progress::new(asset);
-        let queued_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let queued_unix = unix_now();
         self.lock().insert(
             id,
             Entry {
@@ -232,10 +383,9 @@ impl RunningBuilds {
         entries
             .into_iter()
             .map(|e| {
-                let mut parts = e.asset.split('/');
-                let kind = parts.nth(1).unwrap_or_default().to_string();
-                let version = parts.next().unwrap_or_default().to_string();
-                let schematic = parts.nth(3).unwrap_or_default().to_string();
+                let (kind, version, _, _, schematic) = key_parts(&e.asset);
+                let (kind, version, schematic) =
+                    (kind.to_string(), version.to_string(), schematic.to_string());
                 let bytes_written = e
                     .output
                     .and_then(|p| std::fs::metadata(p).ok())
@@ -435,6 +585,65 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    /// Finished builds are kept newest first with their outcome, bytes or error, at most
+    /// [`RECENT_BUILDS`] of them, and leave the running builds.
+    #[test]
+    fn finished_builds_are_remembered_bounded_with_their_errors() {
+        let builds = Arc::new(RunningBuilds::default());
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("asset");
+        let reg = builds.register("bf1/Initramfs/v1.11.6/metal/arm64/-/abc");
+        reg.started(&out);
+        reg.finish(Ok((Outcome::Built, 4321)));
+        assert!(builds.snapshot().is_empty());
+        let reg = builds.register("bf1/Kernel/v1.11.6/metal/amd64/-/-");
+        reg.finish(Err((Outcome::Failed, "x".repeat(5000))));
+        let recent = builds.recent();
+        assert_eq!(recent.len(), 2);
+        assert_eq!(
+            (recent[0].kind.as_str(), recent[0].outcome, recent[0].bytes),
+            ("Kernel", Outcome::Failed, 0)
+        );
+        assert_eq!(recent[0].seconds, 0.0, "it never got a slot");
+        assert_eq!(
+            recent[0].error.as_ref().unwrap().chars().count(),
+            MAX_ERROR_CHARS + 1
+        );
+        let first = &recent[1];
+        assert_eq!(
+            (
+                first.kind.as_str(),
+                first.version.as_str(),
+                first.platform.as_str(),
+                first.arch.as_str(),
+                first.schematic.as_str(),
+                first.bytes,
+                first.outcome
+            ),
+            (
+                "Initramfs",
+                "v1.11.6",
+                "metal",
+                "arm64",
+                "abc",
+                4321,
+                Outcome::Built
+            )
+        );
+        assert!(first.error.is_none());
+        let json = serde_json::to_value(first).unwrap();
+        assert_eq!(json["outcome"], "built");
+        assert!(json.get("error").is_none());
+        for i in 0..RECENT_BUILDS + 5 {
+            builds
+                .register(&format!("bf1/Kernel/v{i}/metal/amd64/-/-"))
+                .finish(Ok((Outcome::Fetched, 1)));
+        }
+        let recent = builds.recent();
+        assert_eq!(recent.len(), RECENT_BUILDS);
+        assert_eq!(recent[0].version, format!("v{}", RECENT_BUILDS + 4));
     }
 
     /// While a build is being stored its output file is moved into the store: the bytes it

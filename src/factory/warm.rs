@@ -150,10 +150,29 @@ impl WarmRequest {
     }
 }
 
+/// A warm-up whose request, version and boot chain were checked ([`Factory::warm_check`]):
+/// what is left is building its assets ([`Factory::warm_checked`]).
+#[derive(Debug, Clone)]
+pub struct CheckedWarm {
+    request: WarmRequest,
+    paths: Vec<String>,
+    schematic: String,
+    version: String,
+    started: Instant,
+}
+
 impl Factory {
     /// Builds (or finds) the assets of `request`: checks the request, resolves the version
     /// (may ask the upstream), checks the boot chain, then produces each asset in order.
     pub async fn warm(&self, request: &WarmRequest) -> Result<WarmReport, WarmError> {
+        let checked = self.warm_check(request).await?;
+        self.warm_checked(checked).await
+    }
+
+    /// The checks of [`Factory::warm`] without building anything: the request, the
+    /// version (may ask the upstream) and the boot chain. Quick; a caller that starts the
+    /// builds in the background learns of a broken chain at once.
+    pub async fn warm_check(&self, request: &WarmRequest) -> Result<CheckedWarm, WarmError> {
         let started = Instant::now();
         let paths = request.asset_paths()?;
         let arch = Arch::from_name(&request.arch).unwrap_or(Arch::Amd64);
@@ -167,6 +186,24 @@ impl Factory {
             })?;
         self.check_boot_chain_here_or_parent(&resolved, arch)
             .await?;
+        Ok(CheckedWarm {
+            request: request.clone(),
+            paths,
+            schematic: resolved.schematic.id.to_string(),
+            version: resolved.version.to_string(),
+            started,
+        })
+    }
+
+    /// Produces the assets of a checked warm-up, in order.
+    pub async fn warm_checked(&self, checked: CheckedWarm) -> Result<WarmReport, WarmError> {
+        let CheckedWarm {
+            request,
+            paths,
+            schematic,
+            version,
+            started,
+        } = checked;
         let mut assets = Vec::new();
         for path in paths {
             let t = Instant::now();
@@ -187,8 +224,8 @@ impl Factory {
             });
         }
         Ok(WarmReport {
-            schematic: resolved.schematic.id.to_string(),
-            version: resolved.version.to_string(),
+            schematic,
+            version,
             assets,
             seconds: started.elapsed().as_secs_f64(),
         })
@@ -199,8 +236,48 @@ impl Factory {
 /// answered at once) and logs the outcome: INFO with what was built, sizes and time, or WARN
 /// with why not. `why` says what asked for it (`52:54:00:12:34:56 assigned`).
 pub fn warm_in_background(factory: std::sync::Arc<Factory>, request: WarmRequest, why: String) {
+    drop(spawn_warm(factory, request, why));
+}
+
+/// [`warm_in_background`], with a handle to its result: a caller may wait for the report
+/// for a while (the builds page) and go away; the warm-up goes on and its outcome is logged
+/// either way.
+pub fn spawn_warm(
+    factory: std::sync::Arc<Factory>,
+    request: WarmRequest,
+    why: String,
+) -> tokio::task::JoinHandle<Result<WarmReport, WarmError>> {
+    spawn_logged(
+        why,
+        request.clone(),
+        async move { factory.warm(&request).await },
+    )
+}
+
+/// [`spawn_warm`] for a warm-up already checked ([`Factory::warm_check`]): only its builds
+/// run in the task.
+pub fn spawn_checked(
+    factory: std::sync::Arc<Factory>,
+    checked: CheckedWarm,
+    why: String,
+) -> tokio::task::JoinHandle<Result<WarmReport, WarmError>> {
+    let request = checked.request.clone();
+    spawn_logged(
+        why,
+        request,
+        async move { factory.warm_checked(checked).await },
+    )
+}
+
+/// Runs `warm` in a task of its own and logs its outcome.
+fn spawn_logged(
+    why: String,
+    request: WarmRequest,
+    warm: impl std::future::Future<Output = Result<WarmReport, WarmError>> + Send + 'static,
+) -> tokio::task::JoinHandle<Result<WarmReport, WarmError>> {
     tokio::spawn(async move {
-        match factory.warm(&request).await {
+        let result = warm.await;
+        match &result {
             Ok(report) => {
                 let built: Vec<String> = report
                     .assets
@@ -218,10 +295,11 @@ pub fn warm_in_background(factory: std::sync::Arc<Factory>, request: WarmRequest
                 tracing::info!(%why, schematic = %report.schematic, version = %report.version, assets = %built.join(", "), seconds = report.seconds, "warm-up done");
             }
             Err(e) => {
-                tracing::warn!(%why, schematic = %request.schematic, version = %request.version, error = %crate::errors::chain(&e), "warm-up failed");
+                tracing::warn!(%why, schematic = %request.schematic, version = %request.version, error = %crate::errors::chain(e), "warm-up failed");
             }
         }
-    });
+        result
+    })
 }
 
 #[cfg(test)]

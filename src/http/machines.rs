@@ -283,16 +283,24 @@ pub async fn warm(
         .map_err(|e| ApiError::bad_request(format!("invalid warm-up: {e}")))?;
     match state.factory.warm(&request).await {
         Ok(report) => Ok(Json(report).into_response()),
-        Err(WarmError::Invalid(m)) => Err(ApiError::bad_request(format!("invalid warm-up: {m}"))),
-        Err(WarmError::Chain(ChainError::Unchecked(e))) => Err(e.into()),
-        Err(WarmError::Chain(e)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!("the boot would fail: {e}"),
-        )),
-        Err(WarmError::Asset { path, error }) => {
+        Err(e) => Err(warm_error(e)),
+    }
+}
+
+/// A failed warm-up as an HTTP error (the API's and the builds page's): 400 for a wrong
+/// request, 409 naming the missing piece for a broken boot chain, the factory's status for
+/// an asset (prefixed with its path).
+pub(super) fn warm_error(e: WarmError) -> ApiError {
+    match e {
+        WarmError::Invalid(m) => ApiError::bad_request(format!("invalid warm-up: {m}")),
+        WarmError::Chain(ChainError::Unchecked(e)) => e.into(),
+        WarmError::Chain(e) => {
+            ApiError::new(StatusCode::CONFLICT, format!("the boot would fail: {e}"))
+        }
+        WarmError::Asset { path, error } => {
             let mut mapped = ApiError::from(error);
             mapped.message = format!("{path}: {}", mapped.message);
-            Err(mapped)
+            mapped
         }
     }
 }

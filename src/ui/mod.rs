@@ -17,6 +17,7 @@
 
 pub mod assets;
 pub mod platforms;
+pub mod builds;
 pub mod session;
 pub mod store;
 pub mod wizard;

@@ -11,3 +11,4 @@ mod auth;
 mod machines;
 mod store;
 mod wizard;
+mod builds;

@@ -1,0 +1,72 @@
+// Builds page (/ui/builds): keeps the running and recent builds current without a reload.
+// While builds run (or a warm-up form was just sent and its answer is awaited, or one was
+// started in the background and its first build is not listed yet), the page
+// polls the HTML fragment /ui/builds/live every 1.5 s with the session cookie and swaps the
+// #live section; when the last build ends it fetches the fragment once more with the cached
+// assets and swaps #cached too. Without JavaScript the page shows the same on reload.
+"use strict";
+(function () {
+  const INTERVAL_MS = 1500;
+  window.bootfactory.enhance("#live[data-src]", (initial) => {
+    let pending = false;   // a warm-up form was submitted: its builds are about to run
+    let timer = null;
+    let wasRunning = Number(initial.dataset.running) > 0;
+    let everRunning = wasRunning;
+    // A warm-up was just started in the background: its first build may not be listed yet.
+    const expectUntil = document.getElementById("warm-continuing") ? Date.now() + 60000 : 0;
+    const running = () => Number(document.getElementById("live").dataset.running) > 0;
+
+    const swap = (html) => {
+      const tpl = document.createElement("template");
+      tpl.innerHTML = html;
+      for (const id of ["live", "cached"]) {
+        const fresh = tpl.content.getElementById(id);
+        const old = document.getElementById(id);
+        if (fresh && old) old.replaceWith(fresh);
+      }
+    };
+
+    const poll = async (withCached) => {
+      timer = null;
+      const src = initial.dataset.src + (withCached ? "?cached=1" : "");
+      try {
+        const r = await fetch(src, { credentials: "same-origin", redirect: "manual", headers: { Accept: "text/html" } });
+        // A redirect (the session ended) or an error: stop; a reload shows why.
+        if (r.type === "opaqueredirect" || !r.ok) return;
+        swap(await r.text());
+      } catch (_) {
+        // Network hiccup: try again on the next tick.
+      }
+      schedule();
+    };
+
+    const schedule = () => {
+      if (timer !== null) return;
+      const now = running();
+      everRunning = everRunning || now;
+      if (now || pending || (!everRunning && Date.now() < expectUntil)) {
+        wasRunning = wasRunning || now;
+        timer = setTimeout(() => poll(false), INTERVAL_MS);
+      } else if (wasRunning) {
+        // The last build ended: one more fetch, with the cached assets.
+        wasRunning = false;
+        timer = setTimeout(() => poll(true), 0);
+      }
+    };
+
+    const form = document.getElementById("warm-form");
+    if (form) {
+      form.addEventListener("submit", () => {
+        // The page stays until the answer arrives: show the builds meanwhile.
+        pending = true;
+        const button = document.getElementById("warm-submit");
+        if (button) {
+          button.disabled = true;
+          button.textContent = "Warming…";
+        }
+        schedule();
+      });
+    }
+    schedule();
+  });
+})();
