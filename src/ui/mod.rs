@@ -16,8 +16,8 @@
 //! admin pages need a session.
 
 pub mod assets;
-pub mod platforms;
 pub mod builds;
+pub mod platforms;
 pub mod session;
 pub mod store;
 pub mod wizard;

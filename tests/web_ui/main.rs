@@ -8,7 +8,7 @@
 mod support;
 
 mod auth;
+mod builds;
 mod machines;
 mod store;
 mod wizard;
-mod builds;
