@@ -58,7 +58,6 @@ struct StorePage {
     chrome: Chrome,
     overview: Overview,
     gc: GcForm,
-    upload_action: String,
     imported: Option<ImportReport>,
 }
 
@@ -80,16 +79,10 @@ async fn page(
     let overview = page::overview(&state.config, &state.mirror, &state.retention)
         .await
         .map_err(ApiError::internal)?;
-    let upload_action = format!(
-        "{}/ui/store/upload?csrf={}",
-        state.ui.site.base,
-        url::form_urlencoded::byte_serialize(session.csrf.as_bytes()).collect::<String>()
-    );
     Ok(render(&StorePage {
         chrome: Chrome::new(state, Some(session), "store"),
         overview,
         gc: GcForm::defaults(&state.config),
-        upload_action,
         imported,
     }))
 }
