@@ -28,7 +28,7 @@ const ADMIN_SOCKET_MAX_CONNECTIONS: usize = 64;
 
 /// The request-body deadline on the admin socket: a bundle import streams gigabytes through
 /// it, so `http.bodyReadTimeoutSeconds` (sized for schematics) applies only when it is longer.
-const ADMIN_SOCKET_BODY_READ: Duration = Duration::from_secs(6 * 3600);
+const ADMIN_SOCKET_BODY_READ: Duration = crate::http::listener::ADMIN_UPLOAD_TIME;
 
 /// Everything `serve` starts with, opened and ready.
 pub struct App {

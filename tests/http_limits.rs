@@ -231,6 +231,51 @@ async fn a_stalled_request_body_gets_400_after_the_body_timeout() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admins_bundle_upload_is_not_cut_at_the_body_timeout() {
+    let server = TestServer::start(&[("http.bodyReadTimeoutSeconds", "1")]).await;
+    let token = std::fs::read_to_string(server.data_path("admin-token")).unwrap();
+    let addr = server.addr;
+    // A tar (not a whole OCI layout: the import reads it to the end, then refuses it).
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(4096);
+    header.set_mode(0o644);
+    header.set_cksum();
+    tar.append_data(&mut header, "oci-layout", &[b'{'; 4096][..])
+        .unwrap();
+    let tar = tar.into_inner().unwrap();
+    let response = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let head = format!(
+            "POST /api/v1/images/import HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            token.trim(),
+            tar.len()
+        );
+        s.write_all(head.as_bytes()).unwrap();
+        s.write_all(&tar[..1024]).unwrap();
+        // Longer than http.bodyReadTimeoutSeconds: an admin's import may take its time.
+        std::thread::sleep(Duration::from_millis(2500));
+        s.write_all(&tar[1024..]).unwrap();
+        let mut out = String::new();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let _ = s.read_to_string(&mut out);
+        out
+    })
+    .await
+    .unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(
+        !response.contains("not received within"),
+        "the admin's upload was cut at the body timeout: {response}"
+    );
+    // The bundle was read to its end and judged on its content.
+    assert!(
+        response.contains("\"event\":\"error\"") || response.contains("\"event\":\"done\""),
+        "{response}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_the_cap_with_every_connection_busy_a_new_one_gets_503() {
     let server = TestServer::start(&[
         ("http.maxConnections", "2"),

@@ -68,8 +68,13 @@ pub async fn import(
     State(state): State<AppState>,
     Query(query): Query<ImportQuery>,
     headers: HeaderMap,
+    body_time: Option<axum::Extension<super::listener::BodyTime>>,
     body: Body,
 ) -> Result<Response, ApiError> {
+    // The admin token was checked: a bundle may take as long as on the admin socket.
+    if let Some(axum::Extension(t)) = body_time {
+        t.allow(super::listener::ADMIN_UPLOAD_TIME);
+    }
     let name = match query.name.as_deref() {
         Some(text) => Some(images::parse_repository(text).map_err(ApiError::bad_request)?),
         None => None,

@@ -775,6 +775,33 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for WatchedIo<T> {
     }
 }
 
+/// How long an admin's bundle upload may take (the admin socket's body limit, and what an
+/// import over TCP gets once its token or session is checked): the store GC's grace period
+/// (7 h) is longer, so GC never takes the blobs of an import still running.
+pub const ADMIN_UPLOAD_TIME: Duration = Duration::from_secs(6 * 3600);
+
+/// How long a request's body may take, counted from the request's start: the endpoint's
+/// `body_read` limit (`http.bodyReadTimeoutSeconds`), unless a handler that has authorised a
+/// long upload (a bundle import by an admin) gives it more with [`BodyTime::allow`]. Every
+/// request carries one in its extensions.
+#[derive(Debug, Clone)]
+pub struct BodyTime(Arc<AtomicU64>);
+
+impl BodyTime {
+    fn new(limit: Duration) -> BodyTime {
+        BodyTime(Arc::new(AtomicU64::new(limit.as_millis() as u64)))
+    }
+
+    /// Lets the body take up to `limit` from the request's start (never less than it had).
+    pub fn allow(&self, limit: Duration) {
+        self.0.fetch_max(limit.as_millis() as u64, Ordering::AcqRel);
+    }
+
+    fn get(&self) -> Duration {
+        Duration::from_millis(self.0.load(Ordering::Acquire))
+    }
+}
+
 /// Turns hyper requests into axum requests for one connection.
 #[derive(Clone)]
 struct RequestService {
@@ -795,13 +822,17 @@ impl RequestService {
         let guard = InflightGuard(state.clone());
         let empty = http_body::Body::is_end_stream(request.body());
         state.body_pending.store(!empty, Ordering::Release);
-        let deadline = tokio::time::Instant::now() + self.body_read;
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.body_read;
         let metrics = self.metrics.clone();
+        let allowed = BodyTime::new(self.body_read);
         let mut request = request.map(|incoming| {
             Body::new(TimedBody {
                 inner: incoming,
                 limit: self.body_read,
                 deadline,
+                started,
+                allowed: allowed.clone(),
                 sleep: None,
                 state: state.clone(),
                 metrics,
@@ -809,6 +840,7 @@ impl RequestService {
         });
         request.extensions_mut().insert(ConnectInfo(self.info.peer));
         request.extensions_mut().insert(self.info);
+        request.extensions_mut().insert(allowed);
         let router = self.router.clone();
         Box::pin(async move {
             let response = match router.oneshot(request).await {
@@ -873,6 +905,8 @@ struct TimedBody {
     inner: Incoming,
     limit: Duration,
     deadline: tokio::time::Instant,
+    started: tokio::time::Instant,
+    allowed: BodyTime,
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     state: Arc<ConnState>,
     metrics: ConnMetrics,
@@ -898,6 +932,18 @@ impl http_body::Body for TimedBody {
                     .sleep
                     .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
                 if sleep.as_mut().poll(cx).is_ready() {
+                    // A handler may have given this body more time since the sleep began.
+                    let allowed = self.allowed.get();
+                    let extended = self.started + allowed;
+                    if extended > self.deadline {
+                        self.deadline = extended;
+                        self.limit = allowed;
+                        let mut next = Box::pin(tokio::time::sleep_until(extended));
+                        if next.as_mut().poll(cx).is_pending() {
+                            self.sleep = Some(next);
+                            return Poll::Pending;
+                        }
+                    }
                     self.metrics.timeouts.with_label_values(&["body"]).inc();
                     return Poll::Ready(Some(Err(Box::new(BodyTimeout(self.limit)))));
                 }

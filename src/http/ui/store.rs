@@ -108,8 +108,14 @@ async fn upload(
     State(state): State<AppState>,
     Extension(session): Extension<Session>,
     headers: HeaderMap,
+    body_time: Option<Extension<crate::http::listener::BodyTime>>,
     body: Body,
 ) -> Response {
+    // The session and its CSRF token were checked: a bundle may take as long as on the
+    // admin socket, not just `http.bodyReadTimeoutSeconds`.
+    if let Some(Extension(t)) = body_time {
+        t.allow(crate::http::listener::ADMIN_UPLOAD_TIME);
+    }
     match import_upload(state, session, headers, body).await {
         Ok(r) => r,
         Err(e) => {
