@@ -389,10 +389,12 @@ impl Params {
             "metal" => self.platform = "metal".into(),
             "sbc" => {
                 self.platform = "metal".into();
-                if !self.board.is_empty() && self.arch.is_empty() {
+                // Boards are arm64 whatever the link says; going back (`selected-arch` without
+                // an arch) clears the board instead.
+                if !self.board.is_empty() {
                     if self.selected.arch.is_empty() {
                         self.arch = "arm64".into();
-                    } else {
+                    } else if self.arch.is_empty() {
                         self.selected.board = std::mem::take(&mut self.board);
                     }
                 }
@@ -769,12 +771,22 @@ impl Wizard<'_> {
             self.target_step(&params, &mut page).await;
             return Ok(page);
         }
-        let versions = self
-            .factory
-            .artifacts()
-            .versions()
-            .await
-            .map_err(FactoryError::from)?;
+        let versions = match self.factory.artifacts().versions().await {
+            Ok(v) => v,
+            Err(e) => {
+                // Online with an unreachable upstream: the version step says why and what
+                // to do, rather than an error page.
+                self.version_step(&params, &[], &mut page);
+                page.nothing_imported = false;
+                page.alert = Some(format!(
+                    "The Talos versions could not be listed: {}. Check the upstream registry \
+                     (bootfactory doctor), or import a bundle with `bootfactory mirror import \
+                     <bundle>`.",
+                    FactoryError::from(e)
+                ));
+                return Ok(page);
+            }
+        };
         let wanted = crate::version::parse_user_version(&params.version)
             .ok()
             .filter(|_| !params.version.starts_with('v'));
@@ -953,14 +965,8 @@ impl Wizard<'_> {
                 "embedding a machine configuration needs Talos 1.12 or later (this is {version})"
             ));
         }
-        if !p.bootloader.is_empty()
-            && p.bootloader != "auto"
-            && !platforms::at_least(version, Some("1.12.0-alpha.2"))
-        {
-            return Err(format!(
-                "choosing the bootloader needs Talos 1.12 or later (this is {version})"
-            ));
-        }
+        // A bootloader before 1.12 is kept as upstream keeps it (same schematic ID); the
+        // form offers the choice only from 1.12.
         Ok(())
     }
 

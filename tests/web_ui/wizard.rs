@@ -527,3 +527,29 @@ async fn an_empty_offline_store_says_how_to_import() {
     );
     s.stop().await;
 }
+
+/// Online with the upstream registry refusing connections and nothing imported: the version
+/// step says why in words and what to do, rather than an error page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_upstream_is_explained_on_the_version_step() {
+    bootfactory::init_crypto();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = closed.local_addr().unwrap();
+    drop(closed);
+    let registries = format!("{{ghcr.io: {{endpoint: 'http://{addr}'}}}}");
+    let s = TestServer::start(&[
+        ("upstream.registries", &registries),
+        ("upstream.retries", "0"),
+    ])
+    .await;
+    let r = reqwest::get(format!("{}/?target=metal", s.url))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    assert!(
+        html.contains(&format!("connection refused by {addr}")),
+        "{html}"
+    );
+    assert!(html.contains("bootfactory mirror import"), "{html}");
+}

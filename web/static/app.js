@@ -18,6 +18,7 @@
   // Copy buttons: <button data-copy="#element-id">Copy</button>.
   window.bootfactory.enhance("[data-copy]", (button) => {
     button.hidden = false;
+    const label = button.textContent;
     button.addEventListener("click", async () => {
       const target = document.querySelector(button.dataset.copy);
       if (!target) return;
@@ -33,7 +34,7 @@
         selection.addRange(range);
         button.textContent = "Selected: press Ctrl+C";
       }
-      setTimeout(() => { button.textContent = "Copy"; }, 2000);
+      setTimeout(() => { button.textContent = label; }, 2000);
     });
   });
   document.addEventListener("DOMContentLoaded", () => {

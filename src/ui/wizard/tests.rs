@@ -376,3 +376,14 @@ fn final_links_follow_the_platform_version_and_what_is_served() {
     assert_eq!(names, ["kernel-amd64", "cmdline-metal-amd64"]);
     assert!(e.installer.is_none() && e.pxe.is_none());
 }
+
+#[test]
+fn a_board_is_arm64_whatever_the_link_says() {
+    let p = params("target=sbc&board=rpi_generic&arch=amd64&version=1.11.6");
+    assert_eq!(p.arch, "arm64");
+    let p = params("target=sbc&board=rpi_generic&version=1.11.6");
+    assert_eq!(p.arch, "arm64");
+    // Going back from the arch step (upstream's `selected-arch`) clears the board instead.
+    let p = params("target=sbc&board=rpi_generic&selected-arch=arm64&version=1.11.6");
+    assert!(p.board.is_empty());
+}
