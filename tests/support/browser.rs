@@ -97,6 +97,21 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no element {selector}: {e}"))
     }
 
+    /// Clicks the element matching `selector`. A page that replaces parts of itself (the
+    /// machines page's live table) can swap the element between finding and clicking it: the
+    /// click is retried on a fresh one then.
+    pub async fn click(&self, selector: &str) {
+        for attempt in 0.. {
+            match self.find(selector).await.click().await {
+                Ok(()) => return,
+                Err(e) if attempt < 10 && e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("click {selector}: {e}"),
+            }
+        }
+    }
+
     /// Whether an element matches `selector` now.
     pub async fn has(&self, selector: &str) -> bool {
         self.client.find(Locator::Css(selector)).await.is_ok()

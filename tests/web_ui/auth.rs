@@ -247,3 +247,21 @@ async fn under_a_sub_path_pages_answer_with_and_without_the_prefix_and_link_unde
         .unwrap();
     assert_eq!(r.status(), 404);
 }
+
+/// The session's CSRF token, read off the admin page at `path` with a plain client.
+pub async fn csrf_of(s: &TestServer, client: &reqwest::Client, cookie: &str, path: &str) -> String {
+    let html = client
+        .get(format!("{}{path}", s.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    html.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("csrf field")
+        .to_string()
+}

@@ -5,20 +5,12 @@
 
 use std::time::{Duration, Instant};
 
-use bootfactory::fixture::FixtureOptions;
 use bootfactory::ui::builds::human_bytes;
 use serde_json::Value;
 
-use crate::auth::{admin_token, form, log_in, session_cookie};
+use crate::auth::{admin_token, csrf_of, form, log_in, session_cookie};
 use crate::support::browser::{self, Browser};
 use crate::support::{self, TestServer};
-
-/// A fixture store (both fixture versions, offline) with build tools from the system.
-async fn fixture_server() -> TestServer {
-    let data = tempfile::tempdir().unwrap();
-    support::import_fixture(data.path(), &FixtureOptions::default()).await;
-    TestServer::start_in(data, &[("offline", "true"), ("build.maxConcurrency", "1")]).await
-}
 
 /// `GET /api/v1/builds` with the admin token.
 async fn api_builds(s: &TestServer) -> Value {
@@ -57,30 +49,12 @@ async fn scroll_to(b: &Browser, css: &str) {
         .unwrap();
 }
 
-/// The page's CSRF token, read off the warm form with a plain client.
-async fn csrf_of(client: &reqwest::Client, cookie: &str, s: &TestServer) -> String {
-    let html = client
-        .get(format!("{}/ui/builds", s.url))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    html.split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("csrf field")
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warming_from_the_page_shows_progress_then_recent_builds_and_cached_assets() {
     if !browser::available() {
         return;
     }
-    let s = fixture_server().await;
+    let s = crate::fixture_server(&[("build.maxConcurrency", "1")]).await;
     let id = support::post_schematic(
         &s.url,
         "customization: {systemExtensions: {officialExtensions: [siderolabs/gvisor]}}",
@@ -166,9 +140,20 @@ async fn warming_from_the_page_shows_progress_then_recent_builds_and_cached_asse
     assert_eq!(initramfs["schematic"], id.as_str());
     let size = initramfs["bytes"].as_u64().unwrap();
     assert!(size > 0);
-    let cached = b.find("#cached").await.text().await.unwrap();
-    assert!(cached.contains(&id[..12]), "{cached}");
-    assert!(cached.contains(&human_bytes(size)), "{cached}");
+    // The script fetches them once the last build ended: wait for that answer.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let cached = b.find("#cached").await.text().await.unwrap();
+        if cached.contains(&id[..12]) && cached.contains(&human_bytes(size)) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "cached assets never showed the initramfs ({}):\n{cached}",
+            human_bytes(size)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // A warm-up waited for: the report lists what was built, with sizes and times.
     b.find("#warm-schematic")
@@ -257,7 +242,7 @@ async fn a_broken_chain_is_refused_on_the_page_and_posts_need_the_csrf_token() {
     if !browser::available() {
         return;
     }
-    let s = fixture_server().await;
+    let s = crate::fixture_server(&[("build.maxConcurrency", "1")]).await;
     let nope = support::post_schematic(
         &s.url,
         "customization: {systemExtensions: {officialExtensions: [siderolabs/nope]}}",
@@ -295,7 +280,7 @@ async fn a_broken_chain_is_refused_on_the_page_and_posts_need_the_csrf_token() {
 
     // The same with a plain client: the page carries the API's 409.
     let (client, cookie) = session_cookie(&s).await;
-    let csrf = csrf_of(&client, &cookie, &s).await;
+    let csrf = csrf_of(&s, &client, &cookie, "/ui/builds").await;
     let warm = |fields: Vec<(&'static str, String)>| {
         client
             .post(format!("{}/ui/builds/warm", s.url))

@@ -9,7 +9,7 @@ use bootfactory::fixture::FixtureOptions;
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::auth::{admin_token, form, log_in, session_cookie};
+use crate::auth::{admin_token, csrf_of, form, log_in, session_cookie};
 use crate::support::browser::{self, Browser};
 use crate::support::{TestServer, import_fixture, post_schematic};
 
@@ -67,7 +67,7 @@ async fn value(b: &Browser, selector: &str) -> String {
 }
 
 async fn click(b: &Browser, selector: &str) {
-    b.find(selector).await.click().await.unwrap();
+    b.click(selector).await;
 }
 
 /// Waits up to 10 s for the URL's query to contain `needle`.
@@ -81,24 +81,6 @@ async fn wait_for_query(b: &Browser, needle: &str) {
         assert!(Instant::now() < deadline, "never reached ?{needle}: {url}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-/// The session's CSRF token, read from the page.
-async fn csrf_of(s: &TestServer, client: &reqwest::Client, cookie: &str) -> String {
-    let html = client
-        .get(format!("{}/ui/machines", s.url))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    html.split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|r| r.split('"').next())
-        .expect("csrf field")
-        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -212,7 +194,7 @@ async fn refused_forms_answer_the_apis_status_and_need_the_csrf_token() {
     )
     .await;
     let (client, cookie) = session_cookie(&s).await;
-    let csrf = csrf_of(&s, &client, &cookie).await;
+    let csrf = csrf_of(&s, &client, &cookie, "/ui/machines").await;
     let post = |path: &'static str, pairs: Vec<(&'static str, String)>| {
         let client = client.clone();
         let cookie = cookie.clone();
@@ -513,7 +495,7 @@ async fn the_event_stream_needs_a_session_is_bounded_and_ends_at_shutdown() {
 async fn the_event_stream_ends_when_its_session_does() {
     let (s, _, _) = server_with_fixture(&[]).await;
     let (client, cookie) = session_cookie(&s).await;
-    let csrf = csrf_of(&s, &client, &cookie).await;
+    let csrf = csrf_of(&s, &client, &cookie, "/ui/machines").await;
     let r = client
         .get(format!("{}/ui/machines/events", s.url))
         .header("cookie", &cookie)

@@ -12,3 +12,19 @@ mod builds;
 mod machines;
 mod store;
 mod wizard;
+
+/// A server on the fixture store (offline: nothing but the store), with `extra` settings.
+/// It listens on a port chosen beforehand, so the links it derives from `http.listen` (no
+/// `http.externalURL`) name the port it really serves on.
+pub async fn fixture_server(extra: &[(&str, &str)]) -> support::TestServer {
+    let data = tempfile::tempdir().unwrap();
+    support::import_fixture(
+        data.path(),
+        &bootfactory::fixture::FixtureOptions::default(),
+    )
+    .await;
+    let listen = format!("127.0.0.1:{}", support::tools::free_port());
+    let mut overrides = vec![("offline", "true"), ("http.listen", listen.as_str())];
+    overrides.extend_from_slice(extra);
+    support::TestServer::start_in(data, &overrides).await
+}

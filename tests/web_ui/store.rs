@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bootfactory::fixture::{FixtureOptions, write_release};
 
-use crate::auth::{admin_token, form, log_in, session_cookie};
+use crate::auth::{admin_token, csrf_of, form, log_in, session_cookie};
 use crate::support::browser::{self, Browser};
 use crate::support::{TestServer, import_fixture};
 
@@ -104,21 +104,6 @@ fn multipart_named(name: &str, file: &[u8]) -> (String, Vec<u8>) {
     body.extend_from_slice(file);
     body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
     (format!("multipart/form-data; boundary={boundary}"), body)
-}
-
-/// The session's CSRF token, from the store page's logout form.
-async fn csrf_of(s: &TestServer, client: &reqwest::Client, cookie: &str) -> String {
-    let page = client
-        .get(format!("{}/ui/store", s.url))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let at = page.find("name=\"csrf\" value=\"").expect("csrf field") + 19;
-    page[at..at + page[at..].find('"').unwrap()].to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -253,7 +238,7 @@ async fn a_bundle_uploaded_in_the_browser_is_listed_and_garbage_is_refused() {
 
     // Without script the form posts and the answer is a page: a 400 page for garbage.
     let (client, cookie) = session_cookie(&s).await;
-    let csrf = csrf_of(&s, &client, &cookie).await;
+    let csrf = csrf_of(&s, &client, &cookie, "/ui/store").await;
     let (ct, body) = multipart(&std::fs::read(&garbage).unwrap());
     let r = client
         .post(format!("{}/ui/store/upload?csrf={csrf}", s.url))
@@ -276,7 +261,7 @@ async fn uploads_without_script_import_and_hostile_ones_keep_nothing() {
     let good = std::fs::read(bundle(tmp.path(), "plain", "v1.11.6")).unwrap();
     let s = TestServer::start(&[]).await;
     let (client, cookie) = session_cookie(&s).await;
-    let csrf = csrf_of(&s, &client, &cookie).await;
+    let csrf = csrf_of(&s, &client, &cookie, "/ui/store").await;
     let post = |body: (String, Vec<u8>), csrf: Option<&str>| {
         let url = match csrf {
             Some(t) => format!("{}/ui/store/upload?csrf={t}", s.url),

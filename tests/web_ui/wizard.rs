@@ -5,20 +5,9 @@
 use fantoccini::Locator;
 
 use crate::support::browser::{self, Browser};
-use crate::support::{TestServer, import_fixture, tools};
-use bootfactory::fixture::FixtureOptions;
+use crate::support::{TestServer, tools};
 
-/// A server on the fixture store (offline: nothing but the store), with `extra` settings.
-/// It listens on a port chosen beforehand, so the links it derives from `http.listen` (no
-/// `http.externalURL`) name the port it really serves on.
-async fn server(extra: &[(&str, &str)]) -> TestServer {
-    let data = tempfile::tempdir().unwrap();
-    import_fixture(data.path(), &FixtureOptions::default()).await;
-    let listen = format!("127.0.0.1:{}", tools::free_port());
-    let mut overrides = vec![("offline", "true"), ("http.listen", listen.as_str())];
-    overrides.extend_from_slice(extra);
-    TestServer::start_in(data, &overrides).await
-}
+use crate::fixture_server as server;
 
 fn client() -> reqwest::Client {
     bootfactory::init_crypto();
