@@ -349,3 +349,159 @@ async fn public_pages_leak_no_admin_data() {
         assert!(status < 500, "{path}: {status}");
     }
 }
+
+#[tokio::test]
+async fn hostile_admin_forms_are_client_errors_not_500s() {
+    let s = TestServer::start(&[("offline", "true")]).await;
+    let (client, cookie) = session_cookie(&s).await;
+    let csrf = csrf_of(&s, &client, &cookie).await;
+    let long = "x".repeat(300 * 1024);
+    let nul = "\u{0}";
+    let gets = [
+        "/ui/machines?mac=%00&schematic=%FF&version=%00".to_string(),
+        format!("/ui/machines?schematic={}", "a".repeat(40 * 1024)),
+        "/ui/machines?assigned=zz&unassigned=%00&default=%FF".to_string(),
+        "/ui/store/gc?keep_versions=-1&max_size=99999999999999999999T&grace_hours=%00".to_string(),
+        "/ui/store/gc?keep_versions=18446744073709551616&grace_hours=99999999999999".to_string(),
+        "/ui/store/gc?max_size=1e400&keep_referenced=%FF".to_string(),
+        format!(
+            "/ui/builds?schematic={}&version=%00&boot=%FF",
+            "f".repeat(40 * 1024)
+        ),
+        "/ui/builds?schematic=..%2F..&version=v999.0.0&platform=%3Cscript%3E".to_string(),
+        "/ui/builds/live?cached=%00".to_string(),
+    ];
+    for path in gets {
+        let r = client
+            .get(format!("{}{path}", s.url))
+            .header("cookie", &cookie)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(
+            status.as_u16() < 500,
+            "{}: {status}",
+            &path[..path.len().min(100)]
+        );
+        assert!(
+            !text.contains("<script>"),
+            "{}",
+            &path[..path.len().min(100)]
+        );
+    }
+    let posts: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("/ui/machines/assign", vec![("mac", nul.into())]),
+        (
+            "/ui/machines/assign",
+            vec![
+                ("mac", "02:00:00:00:00:01".into()),
+                ("schematic", "<script>".into()),
+                ("version", "v1.11.6".into()),
+                ("kernel_args", "a ".repeat(100_000)),
+                ("labels", "k=v\n".repeat(50_000)),
+            ],
+        ),
+        (
+            "/ui/machines/assign",
+            vec![
+                ("mac", "02:00:00:00:00:01".into()),
+                ("schematic", "a".repeat(64)),
+                ("version", nul.into()),
+                ("labels", format!("{long}=1")),
+                ("arch", "%FF".into()),
+            ],
+        ),
+        ("/ui/machines/unassign", vec![("mac", long.clone())]),
+        (
+            "/ui/machines/default",
+            vec![("schematic", long.clone()), ("version", nul.into())],
+        ),
+        ("/ui/machines/default/clear", vec![]),
+        (
+            "/ui/builds/warm",
+            vec![
+                ("schematic", "../../etc".into()),
+                ("version", "v1.11.6".into()),
+                ("boot", "<img>".into()),
+                ("arch", nul.into()),
+            ],
+        ),
+        (
+            "/ui/builds/warm",
+            vec![("schematic", long.clone()), ("version", long.clone())],
+        ),
+        (
+            "/ui/store/gc",
+            vec![
+                ("keep_versions", "-5".into()),
+                ("max_size", "12QB".into()),
+                ("grace_hours", "1e9".into()),
+            ],
+        ),
+    ];
+    for (path, fields) in posts {
+        let mut fields = fields;
+        fields.push(("csrf", csrf.clone()));
+        let r = client
+            .post(format!("{}{path}", s.url))
+            .header("cookie", &cookie)
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(form(&fields))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        assert!(
+            status.as_u16() < 500,
+            "{path}: {status} {}",
+            &text[..text.len().min(300)]
+        );
+        assert!(
+            !text.contains("<script>") && !text.contains("<img>"),
+            "{path}"
+        );
+    }
+    // Invalid UTF-8 in an admin form: a 4xx.
+    let mut body = b"mac=".to_vec();
+    body.extend_from_slice(&[0xff, 0xfe]);
+    body.extend_from_slice(format!("&csrf={csrf}").as_bytes());
+    let r = client
+        .post(format!("{}/ui/machines/unassign", s.url))
+        .header("cookie", &cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+}
+
+#[tokio::test]
+async fn a_tossed_session_cookie_does_not_shadow_the_real_one() {
+    // Cookies ignore ports, and a sibling host may set them for the parent domain: another
+    // page of the same site can plant `bootfactory_session=…` with a longer path, which the
+    // browser then sends first. The real session still counts.
+    let s = TestServer::start(&[]).await;
+    let (client, cookie) = session_cookie(&s).await;
+    let r = client
+        .get(format!("{}/ui/machines", s.url))
+        .header("cookie", format!("bootfactory_session=planted; {cookie}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // Nor does a planted value open anything on its own.
+    let r = client
+        .get(format!("{}/ui/machines", s.url))
+        .header(
+            "cookie",
+            "bootfactory_session=planted; bootfactory_session=",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+}
