@@ -7,7 +7,7 @@
 //! for script requests). Sessions live in memory: they end at logout, when their lifetime
 //! (`api.uiSessionMinutes`) is over, and when the service restarts.
 //!
-//! Login attempts are rate-limited per client address, so the token cannot be guessed at the
+//! Login attempts are rate-limited per client address (IPv6: per /64), so the token cannot be guessed at the
 //! speed of the network; the token is compared in constant time.
 
 use std::collections::HashMap;
@@ -89,7 +89,7 @@ impl Sessions {
         client: IpAddr,
         now: Instant,
     ) -> Result<Session, LoginError> {
-        if !self.attempts.allow(client.to_canonical(), now) {
+        if !self.attempts.allow(attempt_key(client), now) {
             return Err(LoginError::TooManyAttempts);
         }
         if self.token.is_empty()
@@ -148,6 +148,19 @@ impl Sessions {
     }
 }
 
+/// Whose budget a login attempt from `client` spends: its IPv4 address, or its IPv6 /64 — a
+/// host on a LAN may use any address of its /64 (privacy addresses, or by hand), so keying
+/// by the full address would give it 2^64 budgets (and let it fill the limiter's table,
+/// which then refuses every new client, the admin too).
+fn attempt_key(client: IpAddr) -> IpAddr {
+    match client.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(std::net::Ipv6Addr::from(
+            u128::from(v6) & !u128::from(u64::MAX),
+        )),
+        v4 => v4,
+    }
+}
+
 /// 256 random bits, hex.
 pub fn random_token() -> String {
     hex::encode(rand::random::<[u8; 32]>())
@@ -200,6 +213,18 @@ mod tests {
             s.login("secret-token", CLIENT, now),
             Err(LoginError::TooManyAttempts)
         );
+        // Addresses of one IPv6 /64 (what one host on a LAN can use at will) share a budget.
+        let v6 =
+            |last: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, last));
+        for i in 0..LOGIN_BURST as u16 {
+            assert_eq!(s.login("guess", v6(i), now), Err(LoginError::WrongToken));
+        }
+        assert_eq!(
+            s.login("secret-token", v6(0xffff), now),
+            Err(LoginError::TooManyAttempts)
+        );
+        let other_net = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(s.login("secret-token", other_net, now).is_ok());
         let other = IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 8));
         assert!(s.login("secret-token", other, now).is_ok());
         assert!(
@@ -214,7 +239,7 @@ mod tests {
         let now = Instant::now();
         let first = s.login("secret-token", CLIENT, now).unwrap();
         for i in 0..MAX_SESSIONS {
-            let client = IpAddr::V6(std::net::Ipv6Addr::from(i as u128 + 1));
+            let client = IpAddr::V6(std::net::Ipv6Addr::from((i as u128 + 1) << 64));
             s.login(
                 "secret-token",
                 client,

@@ -251,9 +251,9 @@ impl Params {
     /// so the step that chose it shows again.
     pub fn parse(pairs: &[(String, String)], source: Source) -> Result<Params, WizardError> {
         if pairs.len() > MAX_PAIRS {
+            // The caller may stop collecting at MAX_PAIRS + 1: say "more than", not a count.
             return Err(bad(format!(
-                "{} parameters; at most {MAX_PAIRS} are accepted",
-                pairs.len()
+                "more than {MAX_PAIRS} parameters; at most {MAX_PAIRS} are accepted"
             )));
         }
         let first = |name: &str| -> &str {

@@ -9,6 +9,7 @@ mod support;
 
 mod auth;
 mod builds;
+mod hostile;
 mod machines;
 mod store;
 mod wizard;

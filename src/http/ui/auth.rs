@@ -117,8 +117,10 @@ async fn login(
         return refused.into_response();
     }
     let next = safe_next(Some(&form.next));
-    let expected = cookie(&headers, LOGIN_COOKIE).unwrap_or_default();
-    if expected.is_empty() || !constant_time_eq(expected.as_bytes(), form.csrf.as_bytes()) {
+    // Any of the login cookies (a planted one must not shadow the form's own).
+    let paired = cookies(&headers, LOGIN_COOKIE)
+        .any(|c| !c.is_empty() && constant_time_eq(c.as_bytes(), form.csrf.as_bytes()));
+    if !paired {
         return ApiError::new(
             StatusCode::FORBIDDEN,
             "the login form's CSRF token is missing or wrong: reload the login page and try again",
@@ -211,15 +213,17 @@ fn set_cookie(
     .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
-/// The value of the cookie `name` in the request's `Cookie` headers.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+/// Every value of the cookie `name`, in the order the browser sent them. There may be several:
+/// cookies ignore ports, and a sibling host may set one for the parent domain, so another page
+/// of the same site can plant one with a longer path, which the browser sends first.
+pub fn cookies<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = String> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.trim_matches('"').to_string())
 }
 
@@ -250,7 +254,15 @@ mod tests {
             header::COOKIE,
             HeaderValue::from_static("a=1; bootfactory_session=abc; b=2"),
         );
-        assert_eq!(cookie(&h, SESSION_COOKIE).as_deref(), Some("abc"));
-        assert_eq!(cookie(&h, "c"), None);
+        assert_eq!(cookies(&h, SESSION_COOKIE).collect::<Vec<_>>(), ["abc"]);
+        assert_eq!(cookies(&h, "c").next(), None);
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("bootfactory_session=second"),
+        );
+        assert_eq!(
+            cookies(&h, SESSION_COOKIE).collect::<Vec<_>>(),
+            ["abc", "second"]
+        );
     }
 }

@@ -136,10 +136,11 @@ pub fn see_other(location: &str) -> Response {
     r
 }
 
-/// The session named by the request's cookie, if it is open.
+/// The session named by the request's cookie, if it is open (the first open one when the
+/// browser sends several: a planted cookie does not shadow the real session).
 pub fn session_of(state: &AppState, headers: &HeaderMap) -> Option<Session> {
-    let id = auth::cookie(headers, SESSION_COOKIE)?;
-    state.ui.sessions.get(&id, Instant::now())
+    let now = Instant::now();
+    auth::cookies(headers, SESSION_COOKIE).find_map(|id| state.ui.sessions.get(&id, now))
 }
 
 /// `GET /ui/static/{name}`: an embedded file by its hashed name, cacheable forever.

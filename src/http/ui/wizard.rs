@@ -21,7 +21,9 @@ use super::{Chrome, render_with, see_other, session_of};
 use crate::http::AppState;
 use crate::http::error::ApiError;
 use crate::schematic::storage::SchematicStoreError;
-use crate::ui::wizard::{MAX_QUERY_BYTES, Page, Params, Source, Step, Wizard, WizardError};
+use crate::ui::wizard::{
+    MAX_PAIRS, MAX_QUERY_BYTES, Page, Params, Source, Step, Wizard, WizardError,
+};
 
 /// `GET /` and `POST /ui/wizard`.
 pub fn routes() -> Router<AppState> {
@@ -80,8 +82,14 @@ fn api_error(e: WizardError) -> ApiError {
     }
 }
 
+/// The pairs of a query or form, at most one more than [`MAX_PAIRS`] (enough for
+/// `Params::parse` to refuse the rest): a 1 MiB form of `a&a&…` is half a million pairs, which
+/// would cost tens of MiB to hold.
 fn pairs(data: &[u8]) -> Vec<(String, String)> {
-    url::form_urlencoded::parse(data).into_owned().collect()
+    url::form_urlencoded::parse(data)
+        .into_owned()
+        .take(MAX_PAIRS + 1)
+        .collect()
 }
 
 fn page_response(
@@ -142,5 +150,22 @@ async fn submit(
             StatusCode::BAD_REQUEST,
             page,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_of_countless_empty_pairs_is_not_collected_whole() {
+        // 1 MiB of `a&` is half a million pairs: holding them all (two `String`s each) would
+        // cost tens of MiB per request before `Params::parse` refuses them.
+        let body = b"a&".repeat(512 * 1024);
+        let collected = pairs(&body);
+        assert_eq!(collected.len(), MAX_PAIRS + 1);
+        let refused = Params::parse(&collected, Source::Form);
+        assert!(matches!(refused, Err(WizardError::BadRequest(_))));
+        assert_eq!(pairs(b"a=1&b=2").len(), 2);
     }
 }
