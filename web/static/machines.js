@@ -22,7 +22,11 @@ window.bootfactory.enhance("#machines-table[data-events]", (holder) => {
       const r = await fetch(holder.dataset.fragment, {
         credentials: "same-origin",
         headers: { Accept: "text/html" },
+        // A redirect means the session ended: reload (to the login page) rather than put
+        // the login form into the table.
+        redirect: "manual",
       });
+      if (r.type === "opaqueredirect") { window.location.reload(); return; }
       if (r.ok) holder.innerHTML = await r.text();
     } catch (_) {
       // The next event (or a reload) tries again.
