@@ -186,6 +186,17 @@ pub struct Live {
     pub recent: Vec<RecentRow>,
 }
 
+impl Live {
+    /// A key of the newest finished build (its finish time and asset; empty before the
+    /// first): the page's script fetches the cached assets again when it changes.
+    pub fn newest(&self) -> String {
+        self.recent
+            .first()
+            .map(|r| format!("{} {}", r.finished, r.asset))
+            .unwrap_or_default()
+    }
+}
+
 /// The running and recent builds of `factory`'s builder.
 pub fn live(factory: &Factory) -> Live {
     let builds = factory.builder().running();

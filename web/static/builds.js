@@ -2,19 +2,27 @@
 // While builds run (or a warm-up form was just sent and its answer is awaited, or one was
 // started in the background and its first build is not listed yet), the page
 // polls the HTML fragment /ui/builds/live every 1.5 s with the session cookie and swaps the
-// #live section; when the last build ends it fetches the fragment once more with the cached
-// assets and swaps #cached too. Without JavaScript the page shows the same on reload.
+// #live section; whenever builds finished since the cached assets were fetched (the newest
+// finished build changed), it fetches the fragment with the cached assets and swaps #cached
+// too. Without JavaScript the page shows the same on reload.
 "use strict";
 (function () {
   const INTERVAL_MS = 1500;
+  // After the last build ends the page keeps watching this long, for the next build of a
+  // warm-up that runs its builds one after another.
+  const SETTLE_MS = 6000;
   window.bootfactory.enhance("#live[data-src]", (initial) => {
     let pending = false;   // a warm-up form was submitted: its builds are about to run
     let timer = null;
-    let wasRunning = Number(initial.dataset.running) > 0;
-    let everRunning = wasRunning;
+    let everRunning = Number(initial.dataset.running) > 0;
+    let idleSince = null;
+    // The newest finished build the shown cached assets already include.
+    let cachedAt = initial.dataset.newest || "";
     // A warm-up was just started in the background: its first build may not be listed yet.
     const expectUntil = document.getElementById("warm-continuing") ? Date.now() + 60000 : 0;
-    const running = () => Number(document.getElementById("live").dataset.running) > 0;
+    const live = () => document.getElementById("live");
+    const running = () => Number(live().dataset.running) > 0;
+    const newest = () => live().dataset.newest || "";
 
     const swap = (html) => {
       const tpl = document.createElement("template");
@@ -34,6 +42,7 @@
         // A redirect (the session ended) or an error: stop; a reload shows why.
         if (r.type === "opaqueredirect" || !r.ok) return;
         swap(await r.text());
+        if (withCached) cachedAt = newest();
       } catch (_) {
         // Network hiccup: try again on the next tick.
       }
@@ -45,12 +54,14 @@
       const now = running();
       everRunning = everRunning || now;
       if (now || pending || (!everRunning && Date.now() < expectUntil)) {
-        wasRunning = wasRunning || now;
+        idleSince = null;
         timer = setTimeout(() => poll(false), INTERVAL_MS);
-      } else if (wasRunning) {
-        // The last build ended: one more fetch, with the cached assets.
-        wasRunning = false;
+      } else if (newest() !== cachedAt) {
+        // Builds finished since the cached assets were fetched: fetch them with the rest.
         timer = setTimeout(() => poll(true), 0);
+      } else if (everRunning) {
+        if (idleSince === null) idleSince = Date.now();
+        if (Date.now() - idleSince < SETTLE_MS) timer = setTimeout(() => poll(false), INTERVAL_MS);
       }
     };
 
