@@ -2,11 +2,12 @@
 //! (`chromedriver`) with fantoccini.
 //!
 //! Each [`Browser`] is its own `chromedriver` on a free loopback port and a Chromium with a
-//! fresh profile; both end when it is dropped (chromedriver is killed by PID, and takes its
-//! Chromium with it when the session closes). [`Browser::shot`] saves a PNG of the page to
+//! fresh profile; both end when it is dropped (chromedriver runs in a process group of its
+//! own, which Chromium joins, and the group is killed). [`Browser::shot`] saves a PNG of the page to
 //! the screenshots directory: `BOOTFACTORY_SCREENSHOTS`, else `<target>/ui-screenshots/`.
 #![allow(dead_code)]
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -37,7 +38,10 @@ impl Browser {
     /// Starts chromedriver and a headless Chromium with a `width`×`height` window.
     pub async fn start_sized(width: u32, height: u32) -> Browser {
         let port = tools::free_port();
+        // Its own process group: Chromium and its helpers join it, so dropping the Browser
+        // ends all of them even when a test panics before `close`.
         let driver = Command::new("chromedriver")
+            .process_group(0)
             .arg(format!("--port={port}"))
             .arg("--allowed-ips=127.0.0.1")
             .stdout(Stdio::null())
@@ -158,16 +162,17 @@ impl Browser {
     }
 
     /// Ends the session (Chromium exits) and chromedriver.
-    pub async fn close(mut self) {
+    pub async fn close(self) {
         let _ = self.client.clone().close().await;
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+        // Drop ends chromedriver's process group.
     }
 }
 
 impl Drop for Browser {
     fn drop(&mut self) {
-        let _ = self.driver.kill();
+        // The group we created for chromedriver: it, Chromium and Chromium's helpers.
+        let group = nix::unistd::Pid::from_raw(-(self.driver.id() as i32));
+        let _ = nix::sys::signal::kill(group, nix::sys::signal::Signal::SIGKILL);
         let _ = self.driver.wait();
     }
 }
