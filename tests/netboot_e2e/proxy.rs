@@ -1,88 +1,27 @@
-//! End-to-end network boot in a namespace lab (`docs/boot-lab.md`): an office DHCP server without
-//! PXE, bootfactory (proxy-DHCP + TFTP + HTTP) with the fixture release imported offline, and QEMU
-//! machines that PXE-boot a real Debian kernel with the factory's initramfs. The fixture's `/init`
-//! prints a marker, the kernel command line and the extensions it finds, then powers off.
-//!
-//! Cases, all in one lab (TCG machines are slow, so they run at once):
+//! Proxy-DHCP next to an office DHCP server without PXE. Cases, all in one lab (TCG machines are
+//! slow, so they run at once):
 //! - a UEFI (OVMF) machine assigned a schematic with extensions boots it;
 //! - a BIOS (SeaBIOS + iPXE NIC ROM) machine assigned another schematic boots that one;
 //! - an unassigned machine under policy `ignore` is offered an address by the office server
 //!   but gets no PXE answer from us (so its firmware moves on to the next boot device).
-//!
-//! Needs root, `ip`, `dnsmasq`, `qemu-system-x86_64`, OVMF, a static busybox and a Debian
-//! kernel (`tests/run-all.sh` prepares `~/.cache/bootfactory/lab/vmlinuz`).
-
-mod support;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile, write_release};
-use support::lab::{
-    BOOTFACTORY_IP, Firmware, Lab, can_make_namespaces, lab_kernel, ovmf_code, serial, start_vm,
-};
-use support::tools::have;
 
-const MARKER: &str = "BOOTFACTORY-E2E-MARKER";
+use crate::support::lab::{BOOTFACTORY_IP, Firmware, Lab, lab_kernel, ovmf_code, serial, start_vm};
+use crate::{INIT, MARKER, bootfactory, line_after, lines_after, schematic_id, tail};
+
 const TOKEN: &str = "e2e-admin-token";
 const UEFI_MAC: &str = "52:54:00:e2:e0:01";
 const BIOS_MAC: &str = "52:54:00:e2:e0:02";
 const STRANGER_MAC: &str = "52:54:00:e2:e0:03";
 
-/// The fixture's `/init`: everything goes to the first serial port.
-const INIT: &str = r#"#!/bin/busybox sh
-/bin/busybox mkdir -p /proc /sys /dev
-/bin/busybox mount -t proc proc /proc
-/bin/busybox mount -t devtmpfs dev /dev
-exec >/dev/ttyS0 2>&1
-echo "BOOTFACTORY-E2E-MARKER"
-echo "CMDLINE: $(/bin/busybox cat /proc/cmdline)"
-for f in /*.sqsh; do echo "SQUASHFS: $f"; done
-/bin/busybox grep -E 'name:' /extensions.yaml | while read -r line; do echo "EXTENSION: $line"; done
-echo "BOOTFACTORY-E2E-DONE"
-/bin/busybox sync
-/bin/busybox poweroff -f
-"#;
-
-fn require(tool: &str) -> bool {
-    have(tool)
-}
-
-fn schematic_id(yaml: &str) -> String {
-    bootfactory::schematic::parse(yaml.as_bytes())
-        .expect("schematic")
-        .id()
-        .to_string()
-}
-
-fn bootfactory(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_bootfactory"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "bootfactory {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 #[test]
 fn machines_pxe_boot_what_they_are_assigned() {
-    if !can_make_namespaces() {
-        assert!(
-            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "the network-boot lab needs root and iproute2"
-        );
-        eprintln!("skipping: needs root and iproute2 for network namespaces");
+    if !crate::lab_ready(&["dnsmasq", "qemu-system-x86_64", "curl"]) {
         return;
-    }
-    for tool in ["dnsmasq", "qemu-system-x86_64", "curl"] {
-        if !require(tool) {
-            return;
-        }
     }
     let Some(kernel) = lab_kernel() else { return };
     let busybox = PathBuf::from("/bin/busybox");
@@ -314,25 +253,4 @@ fn machines_pxe_boot_what_they_are_assigned() {
         "{metrics}"
     );
     lab.kill(&stranger);
-}
-
-fn tail(text: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(60)..].join("\n")
-}
-
-fn line_after(text: &str, prefix: &str) -> String {
-    lines_after(text, prefix)
-        .into_iter()
-        .next()
-        .unwrap_or_default()
-}
-
-fn lines_after(text: &str, prefix: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| {
-            l.find(prefix)
-                .map(|i| l[i + prefix.len()..].trim().to_string())
-        })
-        .collect()
 }
