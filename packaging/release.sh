@@ -22,7 +22,9 @@ export PATH="${BOOTFACTORY_TOOLS:-$HOME/.cache/bootfactory/tools}/bin:$PATH"
 export SOURCE_DATE_EPOCH="${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || echo 0)}"
 export BOOTFACTORY_COMMIT="${BOOTFACTORY_COMMIT:-$(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)}"
 # With an explicit --target these flags reach only the shipped binary, not build scripts.
-export RUSTFLAGS="-C target-feature=+crt-static --remap-path-prefix=$here=/build/bootfactory --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
+# -D warnings: the shipped configuration (no test-support features) must build without a
+# warning, e.g. code only tests use (dependencies' lints are capped by cargo).
+export RUSTFLAGS="-D warnings -C target-feature=+crt-static --remap-path-prefix=$here=/build/bootfactory --remap-path-prefix=${CARGO_HOME:-$HOME/.cargo}=/cargo"
 
 echo "==> static binary ($target)"
 cargo build --release --locked --target "$target" --bin bootfactory

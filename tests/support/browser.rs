@@ -153,6 +153,43 @@ impl Browser {
         }
     }
 
+    /// The text of the element matching `selector` (waiting up to 10 s for it), read again if
+    /// the page replaced the element between finding and reading it.
+    pub async fn element_text(&self, selector: &str) -> String {
+        for attempt in 0.. {
+            match self.find(selector).await.text().await {
+                Ok(text) => return text,
+                Err(e) if attempt < 20 && e.to_string().contains("stale element") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("text of {selector}: {e}"),
+            }
+        }
+        unreachable!()
+    }
+
+    /// The text of the element matching `selector` once it contains `needle`, waiting up to
+    /// 10 s. After a form submission the page (or the script updating it) replaces the element:
+    /// the old one may still be found, or go stale between finding and reading it, so both are
+    /// retried rather than read once.
+    pub async fn element_text_with(&self, selector: &str, needle: &str) -> String {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let text = match self.client.find(Locator::Css(selector)).await {
+                Ok(e) => e.text().await.unwrap_or_default(),
+                Err(_) => String::new(),
+            };
+            if text.contains(needle) {
+                return text;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{selector} never showed {needle:?}; it shows {text:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Saves a screenshot of the page as `<screenshots>/<name>.png`.
     pub async fn shot(&self, name: &str) {
         let png = self.client.screenshot().await.expect("screenshot");

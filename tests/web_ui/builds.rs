@@ -143,7 +143,7 @@ async fn warming_from_the_page_shows_progress_then_recent_builds_and_cached_asse
     // The script fetches them once the last build ended: wait for that answer.
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let cached = b.find("#cached").await.text().await.unwrap();
+        let cached = b.element_text("#cached").await;
         if cached.contains(&id[..12]) && cached.contains(&human_bytes(size)) {
             break;
         }
@@ -172,7 +172,7 @@ async fn warming_from_the_page_shows_progress_then_recent_builds_and_cached_asse
     wait.click().await.unwrap();
     b.find("#warm-submit").await.click().await.unwrap();
     wait_for(&b, "#warm-report", 120).await;
-    let report = b.find("#warm-report").await.text().await.unwrap();
+    let report = b.element_text("#warm-report").await;
     for path in ["cmdline-metal-amd64", "kernel-amd64", "initramfs-amd64.xz"] {
         assert!(report.contains(path), "{report}");
     }
@@ -190,7 +190,7 @@ async fn warming_from_the_page_shows_progress_then_recent_builds_and_cached_asse
     assert_eq!(recent[0]["version"], "v1.8.4", "{recent:?}");
     let text = b.text().await;
     assert!(text.contains("Initramfs · metal-amd64 · v1.8.4"), "{text}");
-    let cached = b.find("#cached").await.text().await.unwrap();
+    let cached = b.element_text("#cached").await;
     assert!(
         cached.contains("v1.8.4") && cached.contains("v1.11.6"),
         "{cached}"
@@ -262,7 +262,7 @@ async fn a_broken_chain_is_refused_on_the_page_and_posts_need_the_csrf_token() {
         .unwrap();
     b.find("#warm-submit").await.click().await.unwrap();
     wait_for(&b, "#warm-error", 30).await;
-    let error = b.find("#warm-error").await.text().await.unwrap();
+    let error = b.element_text("#warm-error").await;
     assert!(
         error.contains("extension siderolabs/nope is not in the v1.8.4 extensions catalog"),
         "{error}"

@@ -152,15 +152,14 @@ async fn a_mac_is_assigned_changed_and_unassigned_from_the_page() {
     fill(&b, "#a-schematic", &id).await;
     fill(&b, "#a-version", &version).await;
     click(&b, "#assign-form button[type=submit]").await;
-    let e = b.find("#assign-error").await.text().await.unwrap();
-    assert!(e.contains("is not a MAC address"), "{e}");
+    b.element_text_with("#assign-error", "is not a MAC address")
+        .await;
     assert_eq!(value(&b, "#a-mac").await, "not-a-mac");
     assert_eq!(value(&b, "#a-schematic").await, id);
     fill(&b, "#a-mac", "52:54:00:aa:bb:02").await;
     fill(&b, "#a-schematic", &"0".repeat(64)).await;
     click(&b, "#assign-form button[type=submit]").await;
-    let e = b.find("#assign-error").await.text().await.unwrap();
-    assert!(e.contains("not found"), "{e}");
+    b.element_text_with("#assign-error", "not found").await;
     assert_eq!(value(&b, "#a-schematic").await, "0".repeat(64));
     b.shot("machines-error").await;
     assert!(machine(&api_machines(&s).await, "52:54:00:aa:bb:02").is_none());

@@ -150,7 +150,7 @@ async fn a_bundle_uploaded_in_the_browser_is_listed_and_garbage_is_refused() {
         .unwrap();
     let (value, max) = (bar[0].as_f64().unwrap(), bar[1].as_f64().unwrap());
     assert!(max > 0.0 && value == max, "progress {value} of {max}");
-    let held = b.find("#held").await.text().await.unwrap();
+    let held = b.element_text("#held").await;
     let refs = references(&s).await;
     assert!(
         refs.iter().any(|r| r.starts_with("ghcr.io/siderolabs/")),
@@ -206,7 +206,7 @@ async fn a_bundle_uploaded_in_the_browser_is_listed_and_garbage_is_refused() {
     // (The status still shows the garbage's refusal until this upload's own answer.)
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let status = loop {
-        let status = b.find("#upload-status").await.text().await.unwrap();
+        let status = b.element_text("#upload-status").await;
         if status.starts_with("Not imported") && !status.contains("not a bundle") {
             break status;
         }
@@ -229,7 +229,7 @@ async fn a_bundle_uploaded_in_the_browser_is_listed_and_garbage_is_refused() {
         .await
         .unwrap();
     b.find("#upload-result").await;
-    let result = b.find("#upload-result").await.text().await.unwrap();
+    let result = b.element_text("#upload-result").await;
     assert!(result.contains("Bundle imported"), "{result}");
     assert!(result.contains("0 blobs written"), "{result}");
     assert_eq!(b.url().await.path(), "/ui/store/upload");
@@ -431,7 +431,7 @@ async fn gc_is_previewed_then_confirmed_and_removes_the_older_version() {
         .await
         .unwrap();
     b.wait_for_text("GC plan (dry run)").await;
-    let plan = b.find("#gc-versions").await.text().await.unwrap();
+    let plan = b.element_text("#gc-versions").await;
     let row = |text: &str, v: &str| {
         text.lines()
             .find(|l| l.starts_with(v))
@@ -440,7 +440,7 @@ async fn gc_is_previewed_then_confirmed_and_removes_the_older_version() {
     };
     assert!(row(&plan, "v1.8.4").contains("to remove"), "{plan}");
     assert!(row(&plan, "v1.11.6").contains("kept"), "{plan}");
-    let summary = b.find("#gc-summary").await.text().await.unwrap();
+    let summary = b.element_text("#gc-summary").await;
     assert!(!summary.contains("free 0 B"), "{summary}");
     b.shot("store-gc-plan").await;
     // The preview changed nothing.
@@ -452,12 +452,12 @@ async fn gc_is_previewed_then_confirmed_and_removes_the_older_version() {
         .await
         .unwrap();
     b.wait_for_text("GC done").await;
-    let done = b.find("#gc-summary").await.text().await.unwrap();
+    let done = b.element_text("#gc-summary").await;
     assert!(done.contains("1 Talos version removed"), "{done}");
     b.shot("store-gc-done").await;
     assert_eq!(versions(&s).await, ["v1.11.6"]);
     b.goto(&format!("{}/ui/store", s.url)).await;
-    let listed = b.find("#versions").await.text().await.unwrap();
+    let listed = b.element_text("#versions").await;
     assert!(
         listed.contains("v1.11.6") && !listed.contains("v1.8.4"),
         "{listed}"

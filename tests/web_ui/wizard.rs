@@ -156,11 +156,11 @@ async fn metal_with_two_extensions_and_kernel_args_gets_the_apis_id() {
     b.shot("wizard-5-customization").await;
     click(&b, "#wizard-next").await;
     // Schematic ready: the ID is the API's for the same YAML.
-    let shown = b.find("#schematic-id").await.text().await.unwrap();
+    let shown = b.element_text("#schematic-id").await;
     let yaml = "customization:\n    extraKernelArgs:\n        - console=ttyS0\n        - net.ifnames=0\n    systemExtensions:\n        officialExtensions:\n            - siderolabs/gvisor\n            - siderolabs/intel-ucode\n";
     let (id, canonical) = api_schematic(&s.url, yaml).await;
     assert_eq!(shown.trim(), id);
-    let page_yaml = b.find("#schematic-yaml").await.text().await.unwrap();
+    let page_yaml = b.element_text("#schematic-yaml").await;
     assert_eq!(page_yaml.trim(), canonical.trim());
     let url = b.url().await;
     assert!(
@@ -246,17 +246,14 @@ async fn upstreams_deep_link_lands_on_the_same_step() {
         .unwrap();
     assert_eq!(current, "Talos Linux version");
     click(&b, "#wizard-next").await;
-    let shown = b.find("#schematic-id").await.text().await.unwrap();
+    let shown = b.element_text("#schematic-id").await;
     // The famous qemu-guest-agent schematic of factory.talos.dev.
     let qemu = "ce4c980550dd2ab1b17bbf2b08801c7eb59418eafe8f279833297925d67c7515";
     assert_eq!(shown.trim(), qemu);
     b.shot("wizard-deep-link-final").await;
     // With a version the link is the final page at once.
     b.goto(&format!("{}{link}&version=1.11.6", s.url)).await;
-    assert_eq!(
-        b.find("#schematic-id").await.text().await.unwrap().trim(),
-        qemu
-    );
+    assert_eq!(b.element_text("#schematic-id").await.trim(), qemu);
     // A version this bootfactory does not have: the version step says so.
     b.goto(&format!("{}{link}&version=1.9.0", s.url)).await;
     b.find("select#version").await;
@@ -281,7 +278,7 @@ async fn links_under_a_sub_path_never_repeat_the_host() {
     // too): the page is asked for at `/`, its links must name `/factory/`.
     let final_page = "/?arch=amd64&cmdline-set=true&extensions=-&extensions=siderolabs%2Fgvisor&platform=metal&target=metal&version=1.11.6";
     b.goto(&format!("{}{final_page}", s.url)).await;
-    let id = b.find("#schematic-id").await.text().await.unwrap();
+    let id = b.element_text("#schematic-id").await;
     let id = id.trim();
     let links = hrefs(&b).await;
     let assets: Vec<&(String, String)> = links
