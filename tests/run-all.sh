@@ -107,8 +107,8 @@ prepare_lab_arm64() {
     (cd "$tmp" && apt-get download -q "$pkg" busybox-static:arm64 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
     dpkg-deb --fsys-tarfile "$tmp"/linux-image-*.deb | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*'
     dpkg-deb --fsys-tarfile "$tmp"/busybox-static_*.deb | tar -x -C "$tmp" ./bin/busybox
-    # bookworm's is an uncompressed Image; older arm64 kernels were a gzip'ed one, which iPXE
-    # cannot boot (it wants the EFI PE image inside).
+    # bookworm's is an uncompressed Image; some distributions' arm64 vmlinuz is a gzip'ed one,
+    # which iPXE cannot boot (it wants the EFI PE image inside).
     if gzip -t "$tmp"/boot/vmlinuz-* 2>/dev/null; then
         gzip -dc "$tmp"/boot/vmlinuz-* >"$tmp/Image" && mv "$tmp/Image" "$lab/vmlinuz-arm64"
     else
