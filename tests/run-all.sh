@@ -96,7 +96,8 @@ prepare_lab_arm64() {
         "${sudo[@]}" dpkg --add-architecture arm64
     fi
     local pkg
-    pkg="$(apt-cache depends linux-image-arm64:arm64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')"
+    # Unknown until apt has the arm64 indexes (pipefail: the failing apt-cache is not an error).
+    pkg="$(apt-cache depends linux-image-arm64:arm64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)"
     if [ -z "$pkg" ]; then
         "${sudo[@]}" apt-get update -q >/dev/null
         pkg="$(apt-cache depends linux-image-arm64:arm64 | awk '/Depends: linux-image-/{print $2; exit}')"
