@@ -39,11 +39,14 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 #   grub-efi-amd64-bin                   (mkfs.xfs, grub-mkimage); xfs_db/xfs_repair read BOOT
 #   xorriso, genisoimage                 xorriso's El Torito/system-area reports, isoinfo read ISOs back
 #   chromium, chromium-driver            the web UI's tests in a real (headless) browser over WebDriver
+#   qemu-system-arm, qemu-efi-aarch64    the arm64 machine of the boot test (qemu-system-aarch64,
+#                                        AAVMF firmware PXE); its kernel and busybox are arm64
+#                                        packages, downloaded and extracted (prepare_lab_arm64)
 packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
     iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl
     rpm systemd adduser openssl python3 systemd-boot-efi binutils python3-cryptography
     fdisk gdisk dosfstools mtools xfsprogs grub-common grub-pc-bin grub-efi-amd64-bin xorriso genisoimage
-    qemu-utils zstd xz-utils gzip pigz chromium chromium-driver)
+    qemu-utils zstd xz-utils gzip pigz chromium chromium-driver qemu-system-arm qemu-efi-aarch64)
 
 install_packages() {
     local missing=()
@@ -78,6 +81,44 @@ prepare_lab_kernel() {
     rm -f "$lab"/linux-image-*.deb
 }
 
+# The arm64 machine of the boot test: the vmlinuz of the linux-image package linux-image-arm64
+# points at (an EFI-stub Image: iPXE boots it as an EFI program) and busybox-static's static busybox, both
+# arm64 packages. They are downloaded and extracted once into the cache, never installed; apt
+# only needs the arm64 architecture in its indexes (dpkg --add-architecture).
+prepare_lab_arm64() {
+    local lab="$cache/lab"
+    [ -s "$lab/vmlinuz-arm64" ] && [ -s "$lab/busybox-arm64" ] && return 0
+    mkdir -p "$lab"
+    local sudo=()
+    [ "$(id -u)" -eq 0 ] || sudo=(sudo)
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        echo "==> dpkg --add-architecture arm64 (package indexes only; nothing arm64 is installed)"
+        "${sudo[@]}" dpkg --add-architecture arm64
+    fi
+    local pkg
+    # Unknown until apt has the arm64 indexes (pipefail: the failing apt-cache is not an error).
+    pkg="$(apt-cache depends linux-image-arm64:arm64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}' || true)"
+    if [ -z "$pkg" ]; then
+        "${sudo[@]}" apt-get update -q >/dev/null
+        pkg="$(apt-cache depends linux-image-arm64:arm64 | awk '/Depends: linux-image-/{print $2; exit}')"
+    fi
+    local tmp
+    tmp="$(mktemp -d "$lab/arm64.XXXXXX")"
+    echo "==> extracting vmlinuz from $pkg and busybox from busybox-static:arm64"
+    (cd "$tmp" && apt-get download -q "$pkg" busybox-static:arm64 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+    dpkg-deb --fsys-tarfile "$tmp"/linux-image-*.deb | tar -x -C "$tmp" --wildcards './boot/vmlinuz-*'
+    dpkg-deb --fsys-tarfile "$tmp"/busybox-static_*.deb | tar -x -C "$tmp" ./bin/busybox
+    # bookworm's is an uncompressed Image; some distributions' arm64 vmlinuz is a gzip'ed one,
+    # which iPXE cannot boot (it wants the EFI PE image inside).
+    if gzip -t "$tmp"/boot/vmlinuz-* 2>/dev/null; then
+        gzip -dc "$tmp"/boot/vmlinuz-* >"$tmp/Image" && mv "$tmp/Image" "$lab/vmlinuz-arm64"
+    else
+        mv "$tmp"/boot/vmlinuz-* "$lab/vmlinuz-arm64"
+    fi
+    mv "$tmp/bin/busybox" "$lab/busybox-arm64"
+    rm -rf "$tmp"
+}
+
 # cargo-deb and cargo-generate-rpm, built once into the cache (crates.io).
 install_packaging_tools() {
     local tools="$cache/tools"
@@ -89,7 +130,10 @@ install_packaging_tools() {
 
 [ "${SKIP_INSTALL:-0}" = 1 ] || install_packages
 [ "${SKIP_INSTALL:-0}" = 1 ] || prepare_lab_kernel
+[ "${SKIP_INSTALL:-0}" = 1 ] || prepare_lab_arm64
 export BOOTFACTORY_LAB_KERNEL="${BOOTFACTORY_LAB_KERNEL:-$cache/lab/vmlinuz}"
+export BOOTFACTORY_LAB_KERNEL_ARM64="${BOOTFACTORY_LAB_KERNEL_ARM64:-$cache/lab/vmlinuz-arm64}"
+export BOOTFACTORY_LAB_BUSYBOX_ARM64="${BOOTFACTORY_LAB_BUSYBOX_ARM64:-$cache/lab/busybox-arm64}"
 
 if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust (https://rustup.rs) first" >&2

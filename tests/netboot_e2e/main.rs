@@ -6,13 +6,18 @@
 //! One test binary, one module per scenario, so the slow TCG machines of all scenarios run at
 //! once (cargo runs the tests of one binary in parallel):
 //! - `proxy.rs`: proxy-DHCP next to an office DHCP server (UEFI, BIOS, an ignored stranger).
+//! - `arm64.rs`: an arm64 UEFI machine (AAVMF) boots an arm64 Debian kernel through
+//!   `ipxe-arm64.efi`.
 //!
 //! Needs root, `ip`, `dnsmasq`, `qemu-system-x86_64`, OVMF, a static busybox and a Debian
-//! kernel (`tests/run-all.sh` prepares `~/.cache/bootfactory/lab/vmlinuz`).
+//! kernel (`tests/run-all.sh` prepares `~/.cache/bootfactory/lab/vmlinuz`); for arm64
+//! `qemu-system-aarch64`, AAVMF and an arm64 kernel and busybox (`vmlinuz-arm64`,
+//! `busybox-arm64` there).
 
 #[path = "../support/mod.rs"]
 mod support;
 
+mod arm64;
 mod proxy;
 
 use std::process::Command;
@@ -39,6 +44,12 @@ echo "BOOTFACTORY-E2E-DONE"
 /bin/busybox sync
 /bin/busybox poweroff -f
 "#;
+
+/// [`INIT`] writing to `console` (e.g. `/dev/ttyAMA0`, the serial port of QEMU's arm64 `virt`
+/// machine) instead of `/dev/ttyS0`.
+pub fn init_on(console: &str) -> String {
+    INIT.replace("exec >/dev/ttyS0 2>&1", &format!("exec >{console} 2>&1"))
+}
 
 /// Whether the lab can run here: root, iproute2 and `tools`. Missing, the test is skipped with
 /// a message, or fails when `BOOTFACTORY_REQUIRE_TOOLS=1` (CI).

@@ -200,7 +200,17 @@ pub enum Firmware {
     Uefi,
     /// SeaBIOS with QEMU's iPXE NIC ROM (user class `iPXE`, client arch 0).
     Bios,
+    /// An arm64 machine: `qemu-system-aarch64 -machine virt -cpu cortex-a57` with AAVMF
+    /// (Debian bookworm's `qemu-efi-aarch64`), firmware PXE over virtio-net (client arch 11).
+    /// Its serial console is the PL011 UART, `ttyAMA0` in Linux.
+    Arm64Uefi,
 }
+
+/// AAVMF, the arm64 UEFI firmware (`qemu-efi-aarch64`): the code image and the variable-store
+/// template, both 64 MiB pflash images.
+pub const AAVMF_CODE: &str = "/usr/share/AAVMF/AAVMF_CODE.fd";
+/// See [`AAVMF_CODE`].
+pub const AAVMF_VARS: &str = "/usr/share/AAVMF/AAVMF_VARS.fd";
 
 /// The OVMF code image, if installed.
 pub fn ovmf_code() -> Option<PathBuf> {
@@ -218,8 +228,12 @@ pub fn ovmf_code() -> Option<PathBuf> {
 pub fn start_vm(lab: &mut Lab, name: &str, firmware: Firmware, mac: &str) -> String {
     let tap = lab.add_tap();
     let serial = lab.dir.path().join(format!("{name}.serial"));
+    let qemu = match firmware {
+        Firmware::Arm64Uefi => "qemu-system-aarch64",
+        Firmware::Uefi | Firmware::Bios => "qemu-system-x86_64",
+    };
     let mut args: Vec<String> = [
-        "qemu-system-x86_64",
+        qemu,
         "-accel",
         "tcg",
         "-m",
@@ -268,6 +282,24 @@ pub fn start_vm(lab: &mut Lab, name: &str, firmware: Firmware, mac: &str) -> Str
                 format!("virtio-net-pci,netdev=n0,mac={mac}"),
             ]);
         }
+        Firmware::Arm64Uefi => {
+            let vars = lab.dir.path().join(format!("{name}-vars.fd"));
+            std::fs::copy(AAVMF_VARS, &vars).expect("AAVMF_VARS.fd");
+            args.extend([
+                "-machine".into(),
+                "virt".into(),
+                "-cpu".into(),
+                "cortex-a57".into(),
+                "-drive".into(),
+                format!("if=pflash,format=raw,readonly=on,file={AAVMF_CODE}"),
+                "-drive".into(),
+                format!("if=pflash,format=raw,file={}", vars.display()),
+                // No option ROM: QEMU's are x86 iPXE builds; AAVMF's own virtio-net driver
+                // and PXE do the network boot.
+                "-device".into(),
+                format!("virtio-net-pci,netdev=n0,mac={mac},romfile=,bootindex=1"),
+            ]);
+        }
     }
     let log = format!("{name}.qemu.log");
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -312,6 +344,35 @@ pub fn lab_kernel() -> Option<PathBuf> {
                 .map(|h| PathBuf::from(h).join(".cache/bootfactory/lab/vmlinuz"))
         })?;
     present(&path, "a Debian kernel").then_some(path)
+}
+
+/// The arm64 Debian kernel (an EFI-stub `Image`) the lab boots (`BOOTFACTORY_LAB_KERNEL_ARM64`,
+/// else the one `tests/run-all.sh` extracts to `~/.cache/bootfactory/lab/vmlinuz-arm64`), if
+/// present.
+pub fn lab_kernel_arm64() -> Option<PathBuf> {
+    lab_file(
+        "BOOTFACTORY_LAB_KERNEL_ARM64",
+        "vmlinuz-arm64",
+        "an arm64 Debian kernel",
+    )
+}
+
+/// The static arm64 busybox of arm64 machines' `/init` (`BOOTFACTORY_LAB_BUSYBOX_ARM64`, else
+/// the one `tests/run-all.sh` extracts to `~/.cache/bootfactory/lab/busybox-arm64`), if present.
+pub fn lab_busybox_arm64() -> Option<PathBuf> {
+    lab_file(
+        "BOOTFACTORY_LAB_BUSYBOX_ARM64",
+        "busybox-arm64",
+        "an arm64 static busybox",
+    )
+}
+
+/// `$env`, else `~/.cache/bootfactory/lab/<name>`, if [`present`].
+fn lab_file(env: &str, name: &str, what: &str) -> Option<PathBuf> {
+    let path = std::env::var_os(env).map(PathBuf::from).or_else(|| {
+        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/bootfactory/lab").join(name))
+    })?;
+    present(&path, what).then_some(path)
 }
 
 /// A QEMU child, killed (by its PID) when dropped.
