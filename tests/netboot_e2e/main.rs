@@ -6,6 +6,7 @@
 //! One test binary, one module per scenario, so the slow TCG machines of all scenarios run at
 //! once (cargo runs the tests of one binary in parallel):
 //! - `proxy.rs`: proxy-DHCP next to an office DHCP server (UEFI, BIOS, an ignored stranger).
+//! - `https.rs`: HTTPS boot verified against the appliance CA, and an impostor refused.
 //!
 //! Needs root, `ip`, `dnsmasq`, `qemu-system-x86_64`, OVMF, a static busybox and a Debian
 //! kernel (`tests/run-all.sh` prepares `~/.cache/bootfactory/lab/vmlinuz`).
@@ -13,6 +14,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod https;
 mod proxy;
 
 use std::process::Command;
