@@ -600,14 +600,17 @@ fn https_boot_chain_ends_with_the_ca_and_the_served_ipxe_trusts_it() {
     // ipxe.efi over HTTPS and over TFTP: the same patched bytes.
     let over_http = data.path().join("http-ipxe.efi");
     let over_tftp = data.path().join("tftp-ipxe.efi");
-    let got = curl(&[
-        "--cacert",
-        ca_path.to_str().unwrap(),
-        "-o",
-        over_http.to_str().unwrap(),
-        &format!("https://127.0.0.1:{port}/ipxe/ipxe.efi"),
-    ]);
-    assert_eq!(got, (0, "200".to_string()));
+    let got = run(Command::new("curl")
+        .args(["-sSf", "--max-time", "20", "--cacert"])
+        .arg(&ca_path)
+        .arg("-o")
+        .arg(&over_http)
+        .arg(format!("https://127.0.0.1:{port}/ipxe/ipxe.efi")));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
     let got = run(Command::new("curl")
         .args(["-sS", "--max-time", "20", "-o"])
         .arg(&over_tftp)

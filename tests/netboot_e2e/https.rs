@@ -189,6 +189,9 @@ fn uefi_machine_boots_over_https_trusting_the_appliance_ca() {
         !out.lines().any(|l| l.starts_with("http://")),
         "iPXE fetched something over plain HTTP\n{out}"
     );
+    for l in out.lines().filter(|l| l.starts_with("https://")) {
+        eprintln!("iPXE: {l}");
+    }
     let cmdline = line_after(&out, "CMDLINE: ");
     assert!(cmdline.contains("bf.vm=https"), "{cmdline}");
 }
