@@ -339,11 +339,7 @@ pub fn boot_anchor_of(chain: &[CertificateDer<'_>]) -> Result<BootAnchor, Anchor
         }
         // The root's own signature is never checked (iPXE trusts it by fingerprint).
         let is_root = index + 1 == parsed.len();
-        if !is_root
-            && !rsa_signatures
-                .iter()
-                .any(|oid| *oid == cert.signature_algorithm.algorithm)
-        {
+        if !is_root && !rsa_signatures.contains(&cert.signature_algorithm.algorithm) {
             ipxe_unverifiable = Some(format!(
                 "certificate {index} of the chain ({}) is signed with {}; iPXE verifies RSA PKCS#1 v1.5 signatures only",
                 cert.subject(),

@@ -284,6 +284,7 @@ fn ipxe_refuses_a_server_with_another_certificate_at_the_boot_address() {
         .lines()
         .find(|l| l.starts_with(&url))
         .unwrap_or_default();
+    eprintln!("iPXE on the impostor: {line}");
     assert!(
         line.contains("Permission denied") || line.contains("Operation not permitted"),
         "iPXE failed for another reason than trust: {line}\n{report}"
