@@ -191,9 +191,15 @@ pub fn served_ipxe(config: &Config, tls: Option<&crate::tls::Tls>) -> anyhow::Re
                 "pxe.ipxeVariant https: iPXE cannot verify this server's certificate: {why}; {hint}"
             );
         }
-        tracing::warn!(
-            "HTTPS boot will fail: iPXE cannot verify this server's certificate: {why}; {hint}"
-        );
+        if config.pxe.enabled {
+            tracing::warn!(
+                "HTTPS boot will fail: iPXE cannot verify this server's certificate: {why}; {hint}"
+            );
+        } else {
+            tracing::info!(
+                "iPXE could not boot over HTTPS from this server: {why}; {hint} (only matters for HTTPS boot)"
+            );
+        }
     }
     Ok(served)
 }
