@@ -667,6 +667,48 @@ mod tests {
     }
 
     #[test]
+    fn the_self_signed_chain_is_rsa_and_ends_with_the_ca_which_is_its_boot_anchor() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        ensure_self_signed(&tls, &["192.0.2.10".to_string()]).unwrap();
+        let ca = pem_certs(&tls.join("ca.pem")).unwrap();
+        let chain = pem_certs(&tls.join("server.pem")).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1], ca[0]);
+        let anchor = boot_anchor_of(&chain).unwrap();
+        assert_eq!(anchor.ipxe_unverifiable, None, "{anchor:?}");
+        let want: [u8; 32] = Sha256::digest(ca[0].as_ref()).into();
+        assert_eq!(anchor.fingerprint, want);
+        assert!(
+            load_ca_key(&tls.join("ca-key.pem"))
+                .unwrap()
+                .is_compatible(&rcgen::PKCS_RSA_SHA256)
+        );
+        // A leaf-only server.pem (as older versions wrote it) is re-issued with the chain.
+        let leaf_only = pem_of(&chain[0]);
+        std::fs::write(tls.join("server.pem"), leaf_only).unwrap();
+        ensure_self_signed(&tls, &["192.0.2.10".to_string()]).unwrap();
+        let again = pem_certs(&tls.join("server.pem")).unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[1], ca[0]);
+    }
+
+    #[test]
+    fn half_a_ca_is_refused_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        std::fs::write(tls.join("ca.pem"), "operator's CA").unwrap();
+        let e = ensure_self_signed(&tls, &["a.example".to_string()]).unwrap_err();
+        assert!(e.to_string().contains("ca-key.pem"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(tls.join("ca.pem")).unwrap(),
+            "operator's CA"
+        );
+    }
+
+    #[test]
     fn mismatched_or_garbage_files_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let a = dir.path().join("a");

@@ -1571,6 +1571,33 @@ mod tests {
     }
 
     #[test]
+    fn https_boot_keeps_scripts_and_boot_urls_on_the_tls_listener() {
+        // pxe.ipxeVariant https: the plain listener is not used for the boot path.
+        let c = Config::load(
+            None,
+            &[
+                ov("http.externalURL", "https://192.0.2.10:8443/"),
+                ov("http.listen", "0.0.0.0:8443"),
+                ov("http.tls.selfSigned", "true"),
+                ov("http.plainListen", "0.0.0.0:8080"),
+                ov("pxe.ipxeVariant", "https"),
+                ov("pxe.ipxeTrust", "boot-ca"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.external_pxe_url(), "https://192.0.2.10:8443");
+        assert_eq!(c.boot_scheme_port(), ("https", 8443));
+        assert_eq!(c.pxe.ipxe_trust, IpxeTrust::BootCa);
+        // Without TLS, https is asked for but there is no TLS listener: plain as before
+        // (netboot refuses to start without pxe.bootURL).
+        let c = Config::load(None, &[ov("pxe.ipxeVariant", "https")]).unwrap();
+        assert_eq!(c.boot_scheme_port(), ("http", 8080));
+        let c = Config::load(None, &[ov("pxe.ipxeTrust", "ipxe-root")]).unwrap();
+        assert_eq!(c.pxe.ipxe_trust, IpxeTrust::IpxeRoot);
+        assert!(load_err(&[ov("pxe.ipxeTrust", "anything")]).contains("pxe.ipxeTrust"));
+    }
+
+    #[test]
     fn the_default_file_is_read_only_when_it_exists_and_none_is_given() {
         let dir = tempfile::tempdir().unwrap();
         let default = dir.path().join("config.yaml");
