@@ -484,6 +484,45 @@ mod tests {
     }
 
     #[test]
+    fn the_inventory_says_why_a_bios_machine_was_left_unanswered() {
+        use crate::config::UnassignedPolicy;
+        use crate::dhcp::ClientPolicy as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        // boot-default with no default: every machine would be answered.
+        let assignments = Assignments::open(&store, UnassignedPolicy::BootDefault).unwrap();
+        let policy = AssignmentPolicy {
+            bios_refused: true,
+            ..AssignmentPolicy::new(assignments.clone())
+        };
+        let bios = crate::dhcp::ClientInfo {
+            mac: [0x52, 0x54, 0, 0, 0, 0x0b],
+            arch: 0,
+            ..Default::default()
+        };
+        let uefi = crate::dhcp::ClientInfo {
+            mac: [0x52, 0x54, 0, 0, 0, 0x0e],
+            arch: 7,
+            ..Default::default()
+        };
+        policy.observed(&bios, None);
+        policy.observed(&uefi, None);
+        let served = |mac: [u8; 6]| {
+            assignments
+                .machine(MacAddr(mac))
+                .unwrap()
+                .unwrap()
+                .last_served
+        };
+        assert_eq!(served(bios.mac), BIOS_REFUSED_NOTE);
+        assert_eq!(served(uefi.mac), "dhcp: nothing (not answered)");
+        // Without the refusal, an unanswered BIOS machine gets the plain note.
+        let plain = AssignmentPolicy::new(assignments.clone());
+        plain.observed(&bios, None);
+        assert_eq!(served(bios.mac), "dhcp: nothing (not answered)");
+    }
+
+    #[test]
     fn served_ipxe_trusts_the_self_signed_ca_and_only_with_tls() {
         use rustls_pki_types::pem::PemObject as _;
         use sha2::{Digest, Sha256};
