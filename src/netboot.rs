@@ -4,6 +4,15 @@
 //! The DHCP side asks the assignment table whether to answer a MAC (policy `ignore` keeps
 //! unassigned machines from ever seeing us) and records every PXE client in the inventory;
 //! TFTP serves the embedded iPXE binaries (and `pxe.tftpDir`).
+//!
+//! ## HTTPS boot
+//!
+//! With TLS on the main listener, the served EFI iPXE builds trust the *boot CA* — the
+//! self-signed root the server's chain ends with — instead of iPXE's root CA
+//! ([`served_ipxe`], [`crate::ipxe::trust`]), so iPXE verifies the appliance with no internet
+//! access. The BIOS build (`undionly.kpxe`) is compressed and cannot be patched: when the
+//! boot URL is `https://` and the EFI builds trust the boot CA, BIOS machines get no answer
+//! ([`bios_binary`]) rather than an iPXE that would refuse the certificate after download.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
@@ -12,22 +21,31 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use crate::assign::{Assignments, BootAnswer, Sighting};
-use crate::config::{Config, IpxeVariant};
+use crate::config::{Config, IpxeTrust, IpxeVariant};
 use crate::dhcp::{BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served};
+use crate::ipxe::trust::ServedIpxe;
 use crate::mac::MacAddr;
 use crate::tftp::{TftpConfig, TftpFiles, TftpService};
 
 /// The DHCP [`ClientPolicy`] backed by the assignment table.
 pub struct AssignmentPolicy {
     assignments: Assignments,
+    /// BIOS machines get no binary ([`bios_binary`]): say why in the inventory.
+    bios_refused: bool,
 }
 
 impl AssignmentPolicy {
     /// Wraps the assignment table.
     pub fn new(assignments: Assignments) -> AssignmentPolicy {
-        AssignmentPolicy { assignments }
+        AssignmentPolicy {
+            assignments,
+            bios_refused: false,
+        }
     }
 }
+
+/// What the inventory records for a BIOS machine left unanswered by [`bios_binary`].
+pub const BIOS_REFUSED_NOTE: &str = "dhcp: nothing (BIOS: undionly.kpxe cannot be made to trust the boot CA, and the boot URL is https://)";
 
 impl ClientPolicy for AssignmentPolicy {
     fn answer(&self, client: &ClientInfo) -> bool {
@@ -52,6 +70,9 @@ impl ClientPolicy for AssignmentPolicy {
             user_class: client.user_class.clone(),
             served: match served {
                 Some(s) => format!("dhcp: {s}"),
+                None if self.bios_refused && client.arch == 0 && self.answer(client) => {
+                    BIOS_REFUSED_NOTE.to_string()
+                }
                 None => "dhcp: nothing (not answered)".to_string(),
             },
         };
@@ -95,18 +116,103 @@ pub fn advertise_address(config: &Config) -> anyhow::Result<Ipv4Addr> {
 }
 
 /// The base URL iPXE and UEFI HTTP-boot clients fetch from: `pxe.bootURL`, else
-/// `http://<advertise>:<http port>`.
+/// `<scheme>://<advertise>:<port>` of [`Config::boot_scheme_port`] (`https` on the main
+/// listener with `pxe.ipxeVariant: https`).
 pub fn boot_url(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<String> {
     if let Some(url) = &config.pxe.boot_url {
         return Ok(url.base().to_string());
     }
-    if config.pxe.ipxe_variant == IpxeVariant::Https {
+    if config.pxe.ipxe_variant == IpxeVariant::Https && !config.http.tls.enabled() {
         bail!(
-            "pxe.ipxeVariant https needs pxe.bootURL: the https:// URL (IP literal) of the TLS proxy in front of bootfactory"
+            "pxe.ipxeVariant https needs TLS on the main listener (http.tls.selfSigned, or http.tls.certFile/keyFile), or pxe.bootURL: the https:// URL (IP literal) of a TLS proxy in front of bootfactory"
         );
     }
     let (scheme, port) = config.boot_scheme_port();
     Ok(format!("{scheme}://{advertise}:{port}"))
+}
+
+/// The iPXE binaries to serve over TFTP and `GET /ipxe/{name}`, built once at start.
+///
+/// Without TLS, or with `pxe.ipxeTrust: ipxe-root`, Debian's builds as they are. With TLS and
+/// `pxe.ipxeTrust: boot-ca` (the default), the EFI builds patched to trust the root the
+/// server's chain ends with. Refused (an error naming the binary) when a build's trust table
+/// is not found exactly once; refused when network boot is on and the chain has no
+/// self-signed root, or, with `pxe.ipxeVariant: https` on our own listener, when iPXE cannot
+/// verify the chain (not RSA).
+pub fn served_ipxe(config: &Config, tls: Option<&crate::tls::Tls>) -> anyhow::Result<ServedIpxe> {
+    let Some(tls) = tls else {
+        tracing::debug!("no TLS: the iPXE binaries are served as built (trusting iPXE's root CA)");
+        return Ok(ServedIpxe::unpatched());
+    };
+    if config.pxe.ipxe_trust == IpxeTrust::IpxeRoot {
+        tracing::info!(
+            "pxe.ipxeTrust ipxe-root: the iPXE binaries are served as built (trusting iPXE's root CA, not this server's)"
+        );
+        return Ok(ServedIpxe::unpatched());
+    }
+    let anchor = match tls.boot_anchor() {
+        Ok(anchor) => anchor,
+        Err(e) if config.pxe.enabled => {
+            return Err(anyhow::Error::new(e).context(
+                "HTTPS boot (pxe.ipxeTrust: boot-ca) has no certificate for iPXE to trust",
+            ));
+        }
+        Err(e) => {
+            tracing::warn!(
+                error = %e,
+                "the iPXE binaries are served as built (trusting iPXE's root CA): the TLS chain has no root to trust"
+            );
+            return Ok(ServedIpxe::unpatched());
+        }
+    };
+    let served = ServedIpxe::trusting(&anchor.fingerprint)
+        .context("cannot make the served iPXE binaries trust the boot CA")?;
+    tracing::info!(
+        ca = %anchor.subject,
+        sha256 = %hex::encode(anchor.fingerprint),
+        "the served EFI iPXE binaries trust the boot CA (only)"
+    );
+    for b in served.iter() {
+        tracing::info!(binary = b.name, sha256 = %b.sha256, patched = b.patched, "iPXE binary served");
+    }
+    if let Some(why) = &anchor.ipxe_unverifiable {
+        let hint = match tls.ca_path() {
+            Some(ca) => format!(
+                "the appliance CA {} was made by an older bootfactory (ECDSA P-256): rotate it (README: Rotating the boot CA)",
+                ca.display()
+            ),
+            None => "use an RSA certificate chain (http.tls.certFile)".to_string(),
+        };
+        if config.pxe.enabled
+            && config.pxe.ipxe_variant == IpxeVariant::Https
+            && config.pxe.boot_url.is_none()
+        {
+            bail!(
+                "pxe.ipxeVariant https: iPXE cannot verify this server's certificate: {why}; {hint}"
+            );
+        }
+        if config.pxe.enabled {
+            tracing::warn!(
+                "HTTPS boot will fail: iPXE cannot verify this server's certificate: {why}; {hint}"
+            );
+        } else {
+            tracing::info!(
+                "iPXE could not boot over HTTPS from this server: {why}; {hint} (only matters for HTTPS boot)"
+            );
+        }
+    }
+    Ok(served)
+}
+
+/// The binary BIOS machines get: `undionly.kpxe`, except when the boot URL is `https://` and
+/// the EFI builds trust the boot CA — the BIOS build is compressed, its trust table cannot be
+/// patched, and as built it would download, run, and then refuse our certificate. Such
+/// machines are left unanswered (their firmware moves on), and the inventory says why.
+pub fn bios_binary(boot_url: &str, served: &ServedIpxe) -> Option<String> {
+    let https = boot_url
+        .get(..8)
+        .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+    (!(https && served.patched())).then(|| crate::ipxe::BIOS.to_string())
 }
 
 /// Name, help and labels of the network-boot metrics.
@@ -226,10 +332,18 @@ impl Netboot {
     pub async fn bind(
         config: &Config,
         assignments: Assignments,
+        ipxe: &ServedIpxe,
         metrics: &crate::metrics::Metrics,
     ) -> anyhow::Result<Netboot> {
         let advertise = advertise_address(config)?;
         let boot_url = boot_url(config, advertise)?;
+        let bios = bios_binary(&boot_url, ipxe);
+        if bios.is_none() {
+            tracing::warn!(
+                boot_url = %boot_url,
+                "BIOS machines will not be answered: undionly.kpxe is compressed, so it cannot be made to trust the boot CA, and the boot URL is https:// (boot BIOS machines with pxe.ipxeVariant http and http.plainListen, or UEFI)"
+            );
+        }
         let dhcp_config = ProxyDhcpConfig {
             interfaces: config.pxe.interfaces.clone(),
             server_ip: advertise,
@@ -239,19 +353,23 @@ impl Netboot {
             boot_url_base: boot_url.clone(),
             require_https: config.pxe.ipxe_variant == IpxeVariant::Https,
             boot_files: BootFiles {
-                bios: crate::ipxe::BIOS.to_string(),
+                bios,
                 efi_x64: config.pxe.efi_binary.file_name().to_string(),
                 efi_arm64: crate::ipxe::EFI_ARM64.to_string(),
                 efi_ia32: None,
             },
             ..ProxyDhcpConfig::default()
         };
-        let dhcp = ProxyDhcp::bind(dhcp_config, Arc::new(AssignmentPolicy::new(assignments)))
+        let policy = AssignmentPolicy {
+            bios_refused: dhcp_config.boot_files.bios.is_none(),
+            ..AssignmentPolicy::new(assignments)
+        };
+        let dhcp = ProxyDhcp::bind(dhcp_config, Arc::new(policy))
             .await
             .context("cannot start the proxy-DHCP server (pxe.*)")?;
         let mut files = TftpFiles::new();
-        for b in crate::ipxe::BINARIES {
-            files.insert(b.name, bytes::Bytes::from_static(b.data));
+        for b in ipxe.iter() {
+            files.insert(b.name, b.data.clone());
         }
         let tftp_config = TftpConfig {
             // Replies come from the listening address: listen on the advertised one.
@@ -310,5 +428,206 @@ impl Netboot {
         d.context("proxy-DHCP server")?;
         t.context("TFTP server")?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TlsConfig;
+
+    fn config_in(dir: &std::path::Path) -> Config {
+        let mut c = Config {
+            data_dir: dir.to_path_buf(),
+            ..Config::default()
+        };
+        c.pxe.enabled = true;
+        c.pxe.advertise_address = Some(Ipv4Addr::new(192, 0, 2, 10));
+        c.http.listen = SocketAddr::from(([192, 0, 2, 10], 8443));
+        c
+    }
+
+    fn self_signed(c: &mut Config) {
+        c.http.tls = TlsConfig {
+            self_signed: true,
+            ..TlsConfig::default()
+        };
+    }
+
+    #[test]
+    fn https_boot_defaults_to_the_tls_listener_and_needs_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config_in(dir.path());
+        let advertise = c.pxe.advertise_address.unwrap();
+        c.pxe.ipxe_variant = IpxeVariant::Https;
+        let e = boot_url(&c, advertise).unwrap_err().to_string();
+        assert!(e.contains("needs TLS"), "{e}");
+        self_signed(&mut c);
+        assert_eq!(boot_url(&c, advertise).unwrap(), "https://192.0.2.10:8443");
+        // Even with a plain listener next to it: https was asked for.
+        c.http.plain_listen = Some(SocketAddr::from(([0, 0, 0, 0], 8081)));
+        assert_eq!(boot_url(&c, advertise).unwrap(), "https://192.0.2.10:8443");
+        c.pxe.ipxe_variant = IpxeVariant::Http;
+        assert_eq!(boot_url(&c, advertise).unwrap(), "http://192.0.2.10:8081");
+    }
+
+    #[test]
+    fn bios_gets_no_binary_only_for_an_https_boot_with_patched_efi_builds() {
+        let patched = ServedIpxe::trusting(&[7; 32]).unwrap();
+        let plain = ServedIpxe::unpatched();
+        let bios = Some(crate::ipxe::BIOS.to_string());
+        assert_eq!(bios_binary("https://192.0.2.10:8443", &patched), None);
+        assert_eq!(bios_binary("HTTPS://192.0.2.10:8443", &patched), None);
+        assert_eq!(bios_binary("http://192.0.2.10:8081", &patched), bios);
+        assert_eq!(bios_binary("https://192.0.2.10:8443", &plain), bios);
+        assert_eq!(bios_binary("http://192.0.2.10:8080", &plain), bios);
+    }
+
+    #[test]
+    fn the_inventory_says_why_a_bios_machine_was_left_unanswered() {
+        use crate::config::UnassignedPolicy;
+        use crate::dhcp::ClientPolicy as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        // boot-default with no default: every machine would be answered.
+        let assignments = Assignments::open(&store, UnassignedPolicy::BootDefault).unwrap();
+        let policy = AssignmentPolicy {
+            bios_refused: true,
+            ..AssignmentPolicy::new(assignments.clone())
+        };
+        let bios = crate::dhcp::ClientInfo {
+            mac: [0x52, 0x54, 0, 0, 0, 0x0b],
+            arch: 0,
+            ..Default::default()
+        };
+        let uefi = crate::dhcp::ClientInfo {
+            mac: [0x52, 0x54, 0, 0, 0, 0x0e],
+            arch: 7,
+            ..Default::default()
+        };
+        policy.observed(&bios, None);
+        policy.observed(&uefi, None);
+        let served = |mac: [u8; 6]| {
+            assignments
+                .machine(MacAddr(mac))
+                .unwrap()
+                .unwrap()
+                .last_served
+        };
+        assert_eq!(served(bios.mac), BIOS_REFUSED_NOTE);
+        assert_eq!(served(uefi.mac), "dhcp: nothing (not answered)");
+        // Without the refusal, an unanswered BIOS machine gets the plain note.
+        let plain = AssignmentPolicy::new(assignments.clone());
+        plain.observed(&bios, None);
+        assert_eq!(served(bios.mac), "dhcp: nothing (not answered)");
+    }
+
+    #[test]
+    fn served_ipxe_trusts_the_self_signed_ca_and_only_with_tls() {
+        use rustls_pki_types::pem::PemObject as _;
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = config_in(dir.path());
+        assert!(!served_ipxe(&c, None).unwrap().patched());
+        self_signed(&mut c);
+        c.pxe.ipxe_variant = IpxeVariant::Https;
+        let tls = crate::tls::Tls::from_config(&c, None).unwrap().unwrap();
+        let served = served_ipxe(&c, Some(&tls)).unwrap();
+        let ca = std::fs::read(dir.path().join("tls/ca.pem")).unwrap();
+        let ca_der = rustls_pki_types::CertificateDer::pem_slice_iter(&ca)
+            .next()
+            .unwrap()
+            .unwrap();
+        let fingerprint: [u8; 32] = Sha256::digest(ca_der.as_ref()).into();
+        assert_eq!(served.trust(), &fingerprint);
+        assert!(served.get(crate::ipxe::EFI_X64).unwrap().patched);
+        assert!(!served.get(crate::ipxe::BIOS).unwrap().patched);
+        // pxe.ipxeTrust: ipxe-root serves them as built.
+        c.pxe.ipxe_trust = IpxeTrust::IpxeRoot;
+        assert!(!served_ipxe(&c, Some(&tls)).unwrap().patched());
+    }
+
+    #[test]
+    fn an_ecdsa_ca_from_an_older_version_is_kept_but_refused_for_https_boot() {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        let tls_dir = dir.path().join("tls");
+        std::fs::create_dir_all(&tls_dir).unwrap();
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "bootfactory appliance CA old");
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(tls_dir.join("ca.pem"), cert.pem()).unwrap();
+        std::fs::write(tls_dir.join("ca-key.pem"), key.serialize_pem()).unwrap();
+        let mut c = config_in(dir.path());
+        self_signed(&mut c);
+        let tls = crate::tls::Tls::from_config(&c, None).unwrap().unwrap();
+        // The CA stays (API clients trust it) and ends the chain.
+        assert_eq!(
+            std::fs::read_to_string(tls_dir.join("ca.pem")).unwrap(),
+            cert.pem()
+        );
+        let anchor = tls.boot_anchor().unwrap();
+        assert!(
+            anchor
+                .ipxe_unverifiable
+                .as_deref()
+                .unwrap_or("")
+                .contains("ECDSA"),
+            "{anchor:?}"
+        );
+        // HTTP boot: served (patched), with a warning.
+        assert!(served_ipxe(&c, Some(&tls)).unwrap().patched());
+        // HTTPS boot on our listener: refused at start, saying what to do.
+        c.pxe.ipxe_variant = IpxeVariant::Https;
+        let e = format!("{:#}", served_ipxe(&c, Some(&tls)).unwrap_err());
+        assert!(
+            e.contains("RSA only") && e.contains("Rotating the boot CA"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_chain_without_a_root_stops_https_boot_but_not_a_server_without_pxe() {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = tempfile::tempdir().unwrap();
+        // root → leaf, but the file holds only the leaf.
+        let root_key = KeyPair::generate().unwrap();
+        let mut root = CertificateParams::new(Vec::<String>::new()).unwrap();
+        root.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        root.distinguished_name
+            .push(DnType::CommonName, "site root");
+        let root_cert = root.self_signed(&root_key).unwrap();
+        let issuer = Issuer::from_ca_cert_pem(&root_cert.pem(), root_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["192.0.2.10".to_string()]).unwrap();
+        leaf.distinguished_name
+            .push(DnType::CommonName, "192.0.2.10");
+        let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let (cert, key) = (dir.path().join("leaf.pem"), dir.path().join("leaf-key.pem"));
+        std::fs::write(&cert, leaf.pem()).unwrap();
+        std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+        let mut c = config_in(dir.path());
+        c.http.tls = TlsConfig {
+            cert_file: Some(cert.clone()),
+            key_file: Some(key),
+            ..TlsConfig::default()
+        };
+        let tls = crate::tls::Tls::from_config(&c, None).unwrap().unwrap();
+        let e = format!("{:#}", served_ipxe(&c, Some(&tls)).unwrap_err());
+        assert!(e.contains("not a self-signed root"), "{e}");
+        c.pxe.enabled = false;
+        assert!(!served_ipxe(&c, Some(&tls)).unwrap().patched());
+        // With the root appended, it is the boot anchor.
+        std::fs::write(&cert, leaf.pem() + &root_cert.pem()).unwrap();
+        tls.reload().unwrap();
+        c.pxe.enabled = true;
+        let served = served_ipxe(&c, Some(&tls)).unwrap();
+        use sha2::{Digest, Sha256};
+        let want: [u8; 32] = Sha256::digest(root_cert.der().as_ref()).into();
+        assert_eq!(served.trust(), &want);
     }
 }

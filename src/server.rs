@@ -34,6 +34,8 @@ const ADMIN_SOCKET_BODY_READ: Duration = crate::http::listener::ADMIN_UPLOAD_TIM
 pub struct App {
     /// The HTTP state shared by all handlers.
     pub state: AppState,
+    /// TLS for the main listener, set up (certificates created or loaded) at open.
+    tls: Option<Arc<crate::tls::Tls>>,
 }
 
 impl App {
@@ -82,7 +84,18 @@ impl App {
             mirror.catalog().clone(),
         ));
         let ui = Arc::new(crate::ui::Ui::new(&config, admin_token.clone()));
+        // TLS first: the served iPXE binaries trust the root of its chain.
+        let boot_address = if config.pxe.enabled {
+            crate::netboot::advertise_address(&config).ok()
+        } else {
+            None
+        };
+        let tls = crate::tls::Tls::from_config(&config, boot_address)
+            .context("cannot set up TLS (http.tls)")?
+            .map(Arc::new);
+        let ipxe = Arc::new(crate::netboot::served_ipxe(&config, tls.as_deref())?);
         let state = AppState {
+            ipxe,
             ui,
             config,
             schematics,
@@ -98,7 +111,7 @@ impl App {
         if let Ok(ids) = state.schematics.list() {
             state.metrics.schematic_cache_size.set(ids.len() as i64);
         }
-        Ok(App { state })
+        Ok(App { state, tls })
     }
 
     /// Binds the listeners (so callers can learn the actual addresses before serving).
@@ -109,9 +122,7 @@ impl App {
                 "cannot listen on {addr} (is it in use? ports below 1024 need CAP_NET_BIND_SERVICE)"
             )
         })?;
-        let tls = crate::tls::Tls::from_config(&self.state.config)
-            .context("cannot set up TLS (http.tls)")?
-            .map(Arc::new);
+        let tls = self.tls;
         let plain = bind_optional(self.state.config.http.plain_listen, "http.plainListen").await?;
         let metrics = bind_optional(self.state.config.metrics.listen, "metrics.listen").await?;
         let admin_socket = match self.state.config.admin_socket_path() {
@@ -132,6 +143,7 @@ impl App {
                 crate::netboot::Netboot::bind(
                     &self.state.config,
                     self.state.assignments.clone(),
+                    &self.state.ipxe,
                     &self.state.metrics,
                 )
                 .await?,

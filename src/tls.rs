@@ -4,11 +4,20 @@
 //! - `http.tls.certFile` / `http.tls.keyFile` (PEM): loaded at start and reloaded on SIGHUP and
 //!   whenever either file changes (polled). A reload that fails keeps the certificate in use
 //!   and logs the error.
-//! - `http.tls.selfSigned`: a per-appliance CA and a server certificate signed by it, created
-//!   once under `<dataDir>/tls/` (keys 0600). The CA certificate `<dataDir>/tls/ca.pem` is what
-//!   clients trust. The server certificate is re-issued by the same CA when the names it must
-//!   cover change (`http.externalURL` host, `pxe.advertiseAddress`, `http.tls.extraNames`,
-//!   `localhost`, `127.0.0.1`, `::1`) or when it nears expiry.
+//! - `http.tls.selfSigned`: a per-appliance CA and a server certificate signed by it, under
+//!   `<dataDir>/tls/` (keys 0600). The CA (`ca.pem` + `ca-key.pem`) is generated once — RSA,
+//!   because iPXE verifies nothing else — or is the operator's, placed there; `ca.pem` is what
+//!   clients trust. The server certificate (`server.pem`: the leaf, then `ca.pem`, so the chain
+//!   sent ends with the CA) is re-issued by the same CA when the names it must cover change
+//!   (`http.externalURL`/`http.externalPXEURL` hosts, `pxe.bootURL`'s host, the advertised
+//!   address, `http.tls.extraNames`, `localhost`, `127.0.0.1`, `::1`), when it nears expiry, or
+//!   when its chain does not end with the CA (certificates from older versions).
+//!
+//! Either way the last certificate of the chain, when self-signed, is the **boot anchor**
+//! ([`BootAnchor`]): the root the served iPXE binaries are patched to trust
+//! (`crate::netboot::served_ipxe`, `crate::ipxe::trust`). Older versions generated an ECDSA
+//! P-256 CA; it is kept (API clients trust it), and [`BootAnchor::ipxe_unverifiable`] says why
+//! iPXE cannot use it.
 //!
 //! The acceptor's certificate resolver swaps an `Arc<CertifiedKey>`: handshakes in progress
 //! keep the certificate they started with, new ones get the new one.
@@ -88,6 +97,8 @@ pub struct Tls {
     source: Source,
     /// (mtime, size, inode) of the certificate and key files at the last (attempted) load.
     stamp: std::sync::Mutex<Option<FileStamps>>,
+    /// Fingerprint of the chain's root at start (what the served iPXE binaries trust).
+    anchor_at_start: Option<[u8; 32]>,
 }
 
 type FileStamps = [(i64, i64, u64, u64); 2];
@@ -104,12 +115,16 @@ impl ResolvesServerCert for Resolver {
 }
 
 impl Tls {
-    /// Sets TLS up from the configuration; `None` when TLS is not configured.
-    pub fn from_config(config: &Config) -> Result<Option<Tls>, TlsError> {
+    /// Sets TLS up from the configuration; `None` when TLS is not configured. `boot_address`:
+    /// see [`server_names`].
+    pub fn from_config(
+        config: &Config,
+        boot_address: Option<std::net::Ipv4Addr>,
+    ) -> Result<Option<Tls>, TlsError> {
         let tls = &config.http.tls;
         let source = if tls.self_signed {
             let dir = config.data_dir.join("tls");
-            ensure_self_signed(&dir, &server_names(config))?;
+            ensure_self_signed(&dir, &server_names(config, boot_address))?;
             Source::SelfSigned { dir }
         } else if let (Some(cert), Some(key)) = (&tls.cert_file, &tls.key_file) {
             Source::Files {
@@ -122,6 +137,7 @@ impl Tls {
         let (cert, key) = source.paths();
         let stamp = stamps(&cert, &key);
         let certified = load_pair(&cert, &key)?;
+        let anchor_at_start = boot_anchor_of(&certified.cert).ok().map(|a| a.fingerprint);
         let resolver = Arc::new(Resolver {
             current: RwLock::new(Arc::new(certified)),
         });
@@ -137,6 +153,7 @@ impl Tls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             source,
             stamp: std::sync::Mutex::new(stamp),
+            anchor_at_start,
         }))
     }
 
@@ -153,6 +170,17 @@ impl Tls {
         }
     }
 
+    /// The boot anchor of the chain in use ([`BootAnchor`]).
+    pub fn boot_anchor(&self) -> Result<BootAnchor, AnchorError> {
+        let current = self
+            .resolver
+            .current
+            .read()
+            .expect("certificate lock")
+            .clone();
+        boot_anchor_of(&current.cert)
+    }
+
     /// The certificate and key files in use.
     pub fn files(&self) -> (PathBuf, PathBuf) {
         self.source.paths()
@@ -164,6 +192,13 @@ impl Tls {
         let (cert, key) = self.source.paths();
         *self.stamp.lock().expect("stamp lock") = stamps(&cert, &key);
         let certified = load_pair(&cert, &key)?;
+        let anchor = boot_anchor_of(&certified.cert).ok().map(|a| a.fingerprint);
+        if anchor != self.anchor_at_start {
+            tracing::warn!(
+                cert = %cert.display(),
+                "the reloaded certificate chain ends with another root than at start: the served iPXE binaries still trust the root they were patched for; restart bootfactory so HTTPS boot trusts the new one"
+            );
+        }
         *self.resolver.current.write().expect("certificate lock") = Arc::new(certified);
         Ok(())
     }
@@ -223,6 +258,113 @@ fn stamps(cert: &Path, key: &Path) -> Option<FileStamps> {
     Some([one(cert)?, one(key)?])
 }
 
+/// The certificate HTTPS boot trusts: the last certificate of the chain the server sends,
+/// which must be self-signed (a root). The served EFI iPXE binaries are patched to trust its
+/// SHA-256 ([`crate::ipxe::trust`]).
+#[derive(Debug, Clone)]
+pub struct BootAnchor {
+    /// SHA-256 of the certificate's DER.
+    pub fingerprint: [u8; 32],
+    /// Its subject, for messages.
+    pub subject: String,
+    /// Why iPXE cannot verify the chain ending with it, if it cannot (iPXE verifies RSA
+    /// keys and RSA PKCS#1 v1.5 signatures only).
+    pub ipxe_unverifiable: Option<String>,
+}
+
+/// Why a chain has no boot anchor.
+#[derive(Debug, thiserror::Error)]
+pub enum AnchorError {
+    /// The chain does not end with a self-signed certificate.
+    #[error(
+        "the certificate chain ends with {subject:?}, issued by {issuer:?}: not a self-signed root, so there is nothing iPXE could be made to trust (append the root CA certificate to the chain file)"
+    )]
+    NotARoot {
+        /// The last certificate's subject.
+        subject: String,
+        /// Its issuer.
+        issuer: String,
+    },
+    /// A certificate cannot be parsed.
+    #[error("certificate {index} of the chain cannot be parsed: {message}")]
+    Parse {
+        /// Position in the chain (0 = leaf).
+        index: usize,
+        /// The parser's message.
+        message: String,
+    },
+}
+
+/// The boot anchor of `chain` (leaf first).
+pub fn boot_anchor_of(chain: &[CertificateDer<'_>]) -> Result<BootAnchor, AnchorError> {
+    use sha2::{Digest, Sha256};
+    use x509_parser::oid_registry as oids;
+    let mut parsed = Vec::with_capacity(chain.len());
+    for (index, der) in chain.iter().enumerate() {
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(der.as_ref()).map_err(|e| AnchorError::Parse {
+                index,
+                message: e.to_string(),
+            })?;
+        parsed.push(cert);
+    }
+    let (Some(last), Some(last_der)) = (parsed.last(), chain.last()) else {
+        return Err(AnchorError::Parse {
+            index: 0,
+            message: "empty chain".into(),
+        });
+    };
+    if last.subject().as_raw() != last.issuer().as_raw() {
+        return Err(AnchorError::NotARoot {
+            subject: last.subject().to_string(),
+            issuer: last.issuer().to_string(),
+        });
+    }
+    let rsa_signatures = [
+        oids::OID_PKCS1_SHA1WITHRSA,
+        oids::OID_PKCS1_SHA224WITHRSA,
+        oids::OID_PKCS1_SHA256WITHRSA,
+        oids::OID_PKCS1_SHA384WITHRSA,
+        oids::OID_PKCS1_SHA512WITHRSA,
+    ];
+    let mut ipxe_unverifiable = None;
+    for (index, cert) in parsed.iter().enumerate() {
+        if cert.public_key().algorithm.algorithm != oids::OID_PKCS1_RSAENCRYPTION {
+            ipxe_unverifiable = Some(format!(
+                "certificate {index} of the chain ({}) has a {} key; iPXE verifies RSA only",
+                cert.subject(),
+                key_name(&cert.public_key().algorithm.algorithm)
+            ));
+            break;
+        }
+        // The root's own signature is never checked (iPXE trusts it by fingerprint).
+        let is_root = index + 1 == parsed.len();
+        if !is_root && !rsa_signatures.contains(&cert.signature_algorithm.algorithm) {
+            ipxe_unverifiable = Some(format!(
+                "certificate {index} of the chain ({}) is signed with {}; iPXE verifies RSA PKCS#1 v1.5 signatures only",
+                cert.subject(),
+                cert.signature_algorithm.algorithm
+            ));
+            break;
+        }
+    }
+    Ok(BootAnchor {
+        fingerprint: Sha256::digest(last_der.as_ref()).into(),
+        subject: last.subject().to_string(),
+        ipxe_unverifiable,
+    })
+}
+
+fn key_name(oid: &x509_parser::der_parser::oid::Oid<'_>) -> String {
+    if *oid == x509_parser::oid_registry::OID_KEY_TYPE_EC_PUBLIC_KEY {
+        "ECDSA".into()
+    } else if *oid == x509_parser::oid_registry::OID_SIG_ED25519 {
+        "Ed25519".into()
+    } else {
+        oid.to_string()
+    }
+}
+
 /// Reads a PEM certificate chain and private key and checks that they belong together.
 fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let cert_pem = std::fs::read(cert).map_err(io_err(cert))?;
@@ -257,14 +399,19 @@ fn load_pair(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     Ok(certified)
 }
 
-/// The names the self-signed server certificate covers.
-pub fn server_names(config: &Config) -> Vec<String> {
+/// The names the self-signed server certificate covers; `boot_address` is the address network
+/// boot advertises when `pxe.advertiseAddress` is not set (derived from an interface).
+pub fn server_names(config: &Config, boot_address: Option<std::net::Ipv4Addr>) -> Vec<String> {
     let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
     names.push(config.external_host());
     if let Some(url) = &config.http.external_pxe_url {
         names.push(url.host());
     }
-    if let Some(address) = config.pxe.advertise_address {
+    if let Some(url) = &config.pxe.boot_url {
+        names.push(url.host());
+    }
+    // The address machines boot from (`pxe.advertiseAddress`, else the interface's).
+    if let Some(address) = config.pxe.advertise_address.or(boot_address) {
         names.push(address.to_string());
     }
     names.extend(config.http.tls.extra_names.iter().cloned());
@@ -278,7 +425,81 @@ pub fn server_names(config: &Config) -> Vec<String> {
     out
 }
 
+/// Size of the RSA keys generated: the CA's (20 years) and the server certificate's.
+const CA_RSA_BITS: usize = 3072;
+const SERVER_RSA_BITS: usize = 2048;
+
+/// A new RSA key (iPXE verifies RSA only), as an rcgen key pair signing RSA PKCS#1 v1.5 with
+/// SHA-256. ring cannot generate RSA keys; the `rsa` crate does, then ring signs with it.
+fn generate_rsa(bits: usize) -> Result<rcgen::KeyPair, TlsError> {
+    use rsa::pkcs8::EncodePrivateKey as _;
+    let key = rsa::RsaPrivateKey::new(&mut rand_core::OsRng, bits)
+        .map_err(|e| TlsError::Generate(format!("RSA key: {e}")))?;
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| TlsError::Generate(format!("RSA key: {e}")))?;
+    let pkcs8 = rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec());
+    rcgen::KeyPair::from_pkcs8_der_and_sign_algo(&pkcs8, &rcgen::PKCS_RSA_SHA256)
+        .map_err(|e| TlsError::Generate(e.to_string()))
+}
+
+/// Reads the CA's private key (PKCS#8, or PKCS#1 for RSA) as an rcgen key pair.
+fn load_ca_key(path: &Path) -> Result<rcgen::KeyPair, TlsError> {
+    let pem = std::fs::read(path).map_err(io_err(path))?;
+    let bad = |message: String| TlsError::Pem {
+        path: path.to_path_buf(),
+        message,
+    };
+    let key = PrivateKeyDer::from_pem_slice(&pem)
+        .map_err(|e| bad(format!("no usable PEM private key: {e}")))?;
+    let pkcs8 = match key {
+        PrivateKeyDer::Pkcs8(k) => k,
+        PrivateKeyDer::Pkcs1(k) => {
+            use rsa::pkcs1::DecodeRsaPrivateKey as _;
+            use rsa::pkcs8::EncodePrivateKey as _;
+            let rsa = rsa::RsaPrivateKey::from_pkcs1_der(k.secret_pkcs1_der())
+                .map_err(|e| bad(format!("not a PKCS#1 RSA key: {e}")))?;
+            let der = rsa
+                .to_pkcs8_der()
+                .map_err(|e| bad(format!("cannot convert to PKCS#8: {e}")))?;
+            rustls_pki_types::PrivatePkcs8KeyDer::from(der.as_bytes().to_vec())
+        }
+        _ => {
+            return Err(bad(
+                "a SEC1 EC key: convert it to PKCS#8 (openssl pkcs8 -topk8 -nocrypt)".into(),
+            ));
+        }
+    };
+    rcgen::KeyPair::try_from(&PrivateKeyDer::Pkcs8(pkcs8))
+        .map_err(|e| bad(format!("unsupported CA key: {e}")))
+}
+
+/// The certificates of a PEM file, in order.
+fn pem_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = std::fs::read(path).map_err(io_err(path))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| TlsError::Pem {
+            path: path.to_path_buf(),
+            message: format!("not a PEM certificate chain: {e}"),
+        })?;
+    if certs.is_empty() {
+        return Err(TlsError::Pem {
+            path: path.to_path_buf(),
+            message: "no CERTIFICATE block".into(),
+        });
+    }
+    Ok(certs)
+}
+
 /// Creates the CA (once) and a server certificate for `names` in `dir`.
+///
+/// The CA is `ca.pem` + `ca-key.pem`: generated (RSA, so iPXE can verify what it signs) when
+/// neither exists, else used as found — an operator may place their own CA there before the
+/// first start (`ca.pem` may hold the CA followed by its issuers up to a root). The server
+/// certificate `server.pem` holds the leaf followed by every certificate of `ca.pem`, so the
+/// chain clients receive ends with the CA (iPXE trusts the chain's last certificate by
+/// fingerprint). Its key is RSA when the CA's is, else ECDSA P-256.
 fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
@@ -289,34 +510,53 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca-key.pem");
     let now = time::OffsetDateTime::now_utc();
-    if !ca_cert.exists() || !ca_key.exists() {
-        let key = KeyPair::generate().map_err(generate)?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
-        params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
-        params.distinguished_name.push(
-            DnType::CommonName,
-            format!(
-                "bootfactory appliance CA {}",
-                hex::encode(rand::random::<[u8; 4]>())
-            ),
-        );
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, "bootfactory");
-        params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
-        params.not_before = now - time::Duration::days(1);
-        params.not_after = now + time::Duration::days(365 * CA_YEARS);
-        let cert = params.self_signed(&key).map_err(generate)?;
-        write_private(&ca_key, key.serialize_pem().as_bytes())?;
-        write_file(&ca_cert, cert.pem().as_bytes(), 0o644)?;
-        // A new CA invalidates any server certificate left from an older one.
-        let _ = std::fs::remove_file(dir.join("server.pem"));
-        tracing::info!(ca = %ca_cert.display(), "generated the appliance TLS CA");
+    match (ca_cert.exists(), ca_key.exists()) {
+        (true, true) => {}
+        (false, false) => {
+            let key = generate_rsa(CA_RSA_BITS)?;
+            let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
+            params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+            params.distinguished_name.push(
+                DnType::CommonName,
+                format!(
+                    "bootfactory appliance CA {}",
+                    hex::encode(rand::random::<[u8; 4]>())
+                ),
+            );
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, "bootfactory");
+            params.key_usages = vec![
+                KeyUsagePurpose::KeyCertSign,
+                KeyUsagePurpose::CrlSign,
+                KeyUsagePurpose::DigitalSignature,
+            ];
+            params.not_before = now - time::Duration::days(1);
+            params.not_after = now + time::Duration::days(365 * CA_YEARS);
+            let cert = params.self_signed(&key).map_err(generate)?;
+            write_private(&ca_key, key.serialize_pem().as_bytes())?;
+            write_file(&ca_cert, cert.pem().as_bytes(), 0o644)?;
+            // A new CA invalidates any server certificate left from an older one.
+            let _ = std::fs::remove_file(dir.join("server.pem"));
+            tracing::info!(ca = %ca_cert.display(), "generated the appliance TLS CA (RSA)");
+        }
+        (true, false) | (false, true) => {
+            // Never overwrite half of an operator's CA.
+            let (present, missing) = if ca_cert.exists() {
+                (&ca_cert, &ca_key)
+            } else {
+                (&ca_key, &ca_cert)
+            };
+            return Err(TlsError::Pem {
+                path: missing.clone(),
+                message: format!(
+                    "missing while {} exists: supply both the CA certificate and its key, or remove both to have a new CA generated",
+                    present.display()
+                ),
+            });
+        }
     }
+    let ca_chain = pem_certs(&ca_cert)?;
     let names_file = dir.join("server.names");
     let wanted = names.join("\n") + "\n";
     let server_cert = dir.join("server.pem");
@@ -326,14 +566,27 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
         .ok()
         .and_then(|s| s.trim().parse::<i64>().ok())
         .is_none_or(|t| t < (now + time::Duration::days(RENEW_DAYS)).unix_timestamp());
-    if server_cert.exists() && server_key.exists() && current_names == wanted && !expires_soon {
+    // Certificates issued before the chain carried the CA (or by another CA) are re-issued.
+    let chain_ends_with_ca = pem_certs(&server_cert)
+        .ok()
+        .is_some_and(|c| c.len() > ca_chain.len() && c.ends_with(&ca_chain));
+    if server_cert.exists()
+        && server_key.exists()
+        && current_names == wanted
+        && !expires_soon
+        && chain_ends_with_ca
+    {
         return Ok(());
     }
-    let ca_key_pem = std::fs::read_to_string(&ca_key).map_err(io_err(&ca_key))?;
     let ca_cert_pem = std::fs::read_to_string(&ca_cert).map_err(io_err(&ca_cert))?;
-    let ca_signer = KeyPair::from_pem(&ca_key_pem).map_err(generate)?;
+    let ca_signer = load_ca_key(&ca_key)?;
+    let rsa_ca = ca_signer.is_compatible(&rcgen::PKCS_RSA_SHA256);
     let issuer = Issuer::from_ca_cert_pem(&ca_cert_pem, ca_signer).map_err(generate)?;
-    let key = KeyPair::generate().map_err(generate)?;
+    let key = if rsa_ca {
+        generate_rsa(SERVER_RSA_BITS)?
+    } else {
+        KeyPair::generate().map_err(generate)?
+    };
     let mut params = CertificateParams::new(names.to_vec()).map_err(generate)?;
     params.distinguished_name.push(
         DnType::CommonName,
@@ -346,8 +599,12 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     let not_after = now + time::Duration::days(SERVER_DAYS);
     params.not_after = not_after;
     let cert = params.signed_by(&key, &issuer).map_err(generate)?;
+    let mut chain_pem = cert.pem();
+    for c in &ca_chain {
+        chain_pem.push_str(&pem_of(c));
+    }
     write_private(&server_key, key.serialize_pem().as_bytes())?;
-    write_file(&server_cert, cert.pem().as_bytes(), 0o644)?;
+    write_file(&server_cert, chain_pem.as_bytes(), 0o644)?;
     write_file(
         &dir.join("server.expires"),
         format!("{}\n", not_after.unix_timestamp()).as_bytes(),
@@ -356,6 +613,19 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     write_file(&names_file, wanted.as_bytes(), 0o644)?;
     tracing::info!(names = ?names, cert = %server_cert.display(), "issued the TLS server certificate");
     Ok(())
+}
+
+/// PEM text of one DER certificate.
+fn pem_of(cert: &CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
 }
 
 fn write_private(path: &Path, data: &[u8]) -> Result<(), TlsError> {
@@ -394,6 +664,48 @@ mod tests {
         ensure_self_signed(&tls, &more).unwrap();
         assert_eq!(std::fs::read(tls.join("ca.pem")).unwrap(), ca, "CA kept");
         assert_ne!(std::fs::read(tls.join("server.pem")).unwrap(), server);
+    }
+
+    #[test]
+    fn the_self_signed_chain_is_rsa_and_ends_with_the_ca_which_is_its_boot_anchor() {
+        use sha2::{Digest, Sha256};
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        ensure_self_signed(&tls, &["192.0.2.10".to_string()]).unwrap();
+        let ca = pem_certs(&tls.join("ca.pem")).unwrap();
+        let chain = pem_certs(&tls.join("server.pem")).unwrap();
+        assert_eq!(chain.len(), 2);
+        assert_eq!(chain[1], ca[0]);
+        let anchor = boot_anchor_of(&chain).unwrap();
+        assert_eq!(anchor.ipxe_unverifiable, None, "{anchor:?}");
+        let want: [u8; 32] = Sha256::digest(ca[0].as_ref()).into();
+        assert_eq!(anchor.fingerprint, want);
+        assert!(
+            load_ca_key(&tls.join("ca-key.pem"))
+                .unwrap()
+                .is_compatible(&rcgen::PKCS_RSA_SHA256)
+        );
+        // A leaf-only server.pem (as older versions wrote it) is re-issued with the chain.
+        let leaf_only = pem_of(&chain[0]);
+        std::fs::write(tls.join("server.pem"), leaf_only).unwrap();
+        ensure_self_signed(&tls, &["192.0.2.10".to_string()]).unwrap();
+        let again = pem_certs(&tls.join("server.pem")).unwrap();
+        assert_eq!(again.len(), 2);
+        assert_eq!(again[1], ca[0]);
+    }
+
+    #[test]
+    fn half_a_ca_is_refused_and_never_overwritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        std::fs::write(tls.join("ca.pem"), "operator's CA").unwrap();
+        let e = ensure_self_signed(&tls, &["a.example".to_string()]).unwrap_err();
+        assert!(e.to_string().contains("ca-key.pem"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(tls.join("ca.pem")).unwrap(),
+            "operator's CA"
+        );
     }
 
     #[test]

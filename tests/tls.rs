@@ -505,3 +505,149 @@ fn admin_token_is_refused_over_plain_http_from_another_host() {
         "200"
     );
 }
+
+/// The DER certificates of every PEM block in `text`, in order.
+fn pem_blocks(text: &str) -> Vec<Vec<u8>> {
+    use base64::Engine as _;
+    text.split("-----BEGIN CERTIFICATE-----")
+        .skip(1)
+        .filter_map(|rest| rest.split("-----END CERTIFICATE-----").next())
+        .map(|b64| {
+            let clean: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
+            base64::engine::general_purpose::STANDARD
+                .decode(clean)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Offsets of `needle` in `haystack`.
+fn find_all(haystack: &[u8], needle: &[u8]) -> Vec<usize> {
+    haystack
+        .windows(needle.len())
+        .enumerate()
+        .filter(|(_, w)| *w == needle)
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// HTTPS boot's trust without a machine: the chain the server sends ends with the appliance
+/// CA (RSA, so iPXE can verify it), and `ipxe.efi` — over TFTP and over `GET /ipxe/` alike —
+/// holds the CA's SHA-256 in place of iPXE's root CA, while `undionly.kpxe` is served as built.
+#[test]
+fn https_boot_chain_ends_with_the_ca_and_the_served_ipxe_trusts_it() {
+    use sha2::{Digest, Sha256};
+    if !have("curl") || !have("openssl") {
+        eprintln!("skipping: needs curl and openssl");
+        return;
+    }
+    let data = tempfile::tempdir().unwrap();
+    let ports: Vec<String> = (0..4).map(|_| free_port().to_string()).collect();
+    let server = Serve::start(
+        data.path(),
+        &[
+            "--http-tls-self-signed",
+            "--pxe",
+            "--pxe-advertise-address",
+            "127.0.0.1",
+            "--pxe-dhcp-port",
+            &ports[0],
+            "--pxe-proxy-port",
+            &ports[1],
+            "--pxe-client-port",
+            &ports[2],
+            "--pxe-tftp-port",
+            &ports[3],
+            "--pxe-ipxe-variant",
+            "https",
+        ],
+    );
+    let port = server.port;
+    let ca_path = data.path().join("tls/ca.pem");
+    let ca_der = pem_blocks(&std::fs::read_to_string(&ca_path).unwrap()).remove(0);
+    let fingerprint = Sha256::digest(&ca_der);
+
+    // The chain: leaf first, the CA last; both RSA.
+    let out = run(Command::new("sh").arg("-c").arg(format!(
+        "openssl s_client -connect 127.0.0.1:{port} -showcerts -tls1_2 </dev/null 2>/dev/null"
+    )));
+    let shown = String::from_utf8_lossy(&out.stdout).to_string();
+    let chain = pem_blocks(&shown);
+    assert_eq!(chain.len(), 2, "{shown}");
+    assert_eq!(
+        chain.last().unwrap(),
+        &ca_der,
+        "the chain must end with the CA"
+    );
+    for (what, der) in [("leaf", &chain[0]), ("CA", &ca_der)] {
+        let path = data.path().join(format!("{what}.der"));
+        std::fs::write(&path, der).unwrap();
+        let text = run(Command::new("openssl")
+            .args(["x509", "-inform", "DER", "-noout", "-text", "-in"])
+            .arg(&path));
+        let text = String::from_utf8_lossy(&text.stdout);
+        assert!(text.contains("rsaEncryption"), "{what}: {text}");
+        assert!(text.contains("sha256WithRSAEncryption"), "{what}: {text}");
+    }
+    // The leaf covers the advertised address (the default boot URL's host).
+    let verify = curl(&[
+        "--cacert",
+        ca_path.to_str().unwrap(),
+        &format!("https://127.0.0.1:{port}/healthz"),
+    ]);
+    assert_eq!(verify, (0, "200".to_string()));
+
+    // ipxe.efi over HTTPS and over TFTP: the same patched bytes.
+    let over_http = data.path().join("http-ipxe.efi");
+    let over_tftp = data.path().join("tftp-ipxe.efi");
+    let got = run(Command::new("curl")
+        .args(["-sSf", "--max-time", "20", "--cacert"])
+        .arg(&ca_path)
+        .arg("-o")
+        .arg(&over_http)
+        .arg(format!("https://127.0.0.1:{port}/ipxe/ipxe.efi")));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let got = run(Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o"])
+        .arg(&over_tftp)
+        .arg(format!("tftp://127.0.0.1:{}/ipxe.efi", ports[3])));
+    assert!(
+        got.status.success(),
+        "{}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    let http_bytes = std::fs::read(&over_http).unwrap();
+    let tftp_bytes = std::fs::read(&over_tftp).unwrap();
+    assert!(
+        http_bytes == tftp_bytes,
+        "TFTP and HTTP serve different ipxe.efi"
+    );
+    assert_eq!(find_all(&http_bytes, &fingerprint).len(), 1);
+    let ipxe_root =
+        hex::decode("9faf717b7f8ca2f93c256c79f8ac5591895d66d1ff3bee6397a70d29c65eed1a").unwrap();
+    assert!(find_all(&http_bytes, &ipxe_root).is_empty());
+
+    // undionly.kpxe (compressed) is served as built: its bytes hash to ipxe/SHA256SUMS.
+    let bios = data.path().join("undionly.kpxe");
+    let got = run(Command::new("curl")
+        .args(["-sS", "--max-time", "20", "-o"])
+        .arg(&bios)
+        .arg(format!("tftp://127.0.0.1:{}/undionly.kpxe", ports[3])));
+    assert!(got.status.success());
+    let sums =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/ipxe/SHA256SUMS")).unwrap();
+    let want = sums
+        .lines()
+        .find(|l| l.ends_with("undionly.kpxe"))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        hex::encode(Sha256::digest(std::fs::read(&bios).unwrap())),
+        want
+    );
+}

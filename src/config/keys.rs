@@ -353,6 +353,11 @@ pub const KEYS: &[KeySpec] = &[
         help: "Boot URLs over http or https (https chains iPXE builds without HTTPS to ours)",
     },
     KeySpec {
+        key: "pxe.ipxeTrust",
+        flag: "pxe-ipxe-trust",
+        help: "With http.tls: what the served EFI iPXE binaries trust: boot-ca (the root the HTTPS chain ends with) or ipxe-root (as built)",
+    },
+    KeySpec {
         key: "pxe.efiBinary",
         flag: "pxe-efi-binary",
         help: "x86-64 UEFI network boot program: ipxe.efi or snponly.efi",

@@ -145,6 +145,9 @@ pub struct PxeConfig {
     pub unassigned: UnassignedPolicy,
     /// iPXE variant: `http` (boot URLs over HTTP) or `https` (require an iPXE with HTTPS).
     pub ipxe_variant: IpxeVariant,
+    /// What the served EFI iPXE binaries trust when `http.tls` is on: `boot-ca` (the root
+    /// the HTTPS chain ends with, patched in) or `ipxe-root` (as built: iPXE's root CA).
+    pub ipxe_trust: IpxeTrust,
     /// The x86-64 UEFI binary sent to firmware: `ipxe.efi` (all drivers) or `snponly.efi`.
     pub efi_binary: EfiBinary,
     /// Base URL iPXE and UEFI HTTP-boot clients fetch from; must be an IP literal for HTTP
@@ -175,6 +178,17 @@ pub enum IpxeVariant {
     Https,
 }
 
+/// What the served EFI iPXE binaries trust when the main listener has TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum IpxeTrust {
+    /// The boot CA: the self-signed root the HTTPS chain ends with (`crate::ipxe::trust`).
+    BootCa,
+    /// Debian's build unchanged: iPXE's root CA (public CAs through cross-signed
+    /// certificates iPXE downloads from ca.ipxe.org).
+    IpxeRoot,
+}
+
 impl Default for PxeConfig {
     fn default() -> Self {
         PxeConfig {
@@ -191,6 +205,7 @@ impl Default for PxeConfig {
             tftp_timeout_seconds: 2,
             unassigned: UnassignedPolicy::BootDefault,
             ipxe_variant: IpxeVariant::Http,
+            ipxe_trust: IpxeTrust::BootCa,
             efi_binary: EfiBinary::IpxeEfi,
             boot_url: None,
         }
@@ -1008,13 +1023,19 @@ impl Config {
         Ok(())
     }
 
-    /// The scheme and port boot URLs use when `pxe.bootURL` is not set: the plain listener
-    /// when there is one, else the main listener (`https` when it has TLS).
+    /// The scheme and port boot URLs use when `pxe.bootURL` is not set: the main listener
+    /// with `pxe.ipxeVariant: https` (HTTPS when it has TLS); else the plain listener when
+    /// there is one, else the main listener (`https` when it has TLS).
     pub fn boot_scheme_port(&self) -> (&'static str, u16) {
         match self.http.plain_listen {
-            Some(plain) => ("http", plain.port()),
-            None => (self.http_scheme(), self.http.listen.port()),
+            Some(plain) if !self.https_boot_wanted() => ("http", plain.port()),
+            _ => (self.http_scheme(), self.http.listen.port()),
         }
+    }
+
+    /// `pxe.ipxeVariant: https` with TLS on the main listener: boot over it.
+    fn https_boot_wanted(&self) -> bool {
+        self.pxe.ipxe_variant == IpxeVariant::Https && self.http.tls.enabled()
     }
 
     /// `https` when the main listener has TLS, else `http`.
@@ -1070,21 +1091,22 @@ impl Config {
     }
 
     /// The URL PXE clients use, without a trailing slash: `http.externalPXEURL`; else, with
-    /// HTTPS and a plain listener, `http://<external host>:<plain port>` (iPXE and firmware
-    /// often cannot do TLS, or not with our CA); else [`Config::external_url`].
+    /// HTTPS and a plain listener, `http://<external host>:<plain port>` (for iPXE and
+    /// firmware that cannot do TLS) unless `pxe.ipxeVariant: https`; else
+    /// [`Config::external_url`].
     pub fn external_pxe_url(&self) -> String {
         if let Some(url) = &self.http.external_pxe_url {
             return url.base().to_string();
         }
         match self.http.plain_listen {
-            Some(plain) => {
+            Some(plain) if !self.https_boot_wanted() => {
                 let host = match &self.http.external_url {
                     Some(url) => url.host_for_url(),
                     None => value::url_host_of(&self.http.listen),
                 };
                 format!("http://{host}:{}", plain.port())
             }
-            None => self.external_url(),
+            _ => self.external_url(),
         }
     }
 
@@ -1546,6 +1568,33 @@ mod tests {
         let c = Config::load(None, &[ov("http.tls.selfSigned", "true")]).unwrap();
         assert_eq!(c.external_url(), "https://127.0.0.1:8080");
         assert_eq!(c.boot_scheme_port(), ("https", 8080));
+    }
+
+    #[test]
+    fn https_boot_keeps_scripts_and_boot_urls_on_the_tls_listener() {
+        // pxe.ipxeVariant https: the plain listener is not used for the boot path.
+        let c = Config::load(
+            None,
+            &[
+                ov("http.externalURL", "https://192.0.2.10:8443/"),
+                ov("http.listen", "0.0.0.0:8443"),
+                ov("http.tls.selfSigned", "true"),
+                ov("http.plainListen", "0.0.0.0:8080"),
+                ov("pxe.ipxeVariant", "https"),
+                ov("pxe.ipxeTrust", "boot-ca"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.external_pxe_url(), "https://192.0.2.10:8443");
+        assert_eq!(c.boot_scheme_port(), ("https", 8443));
+        assert_eq!(c.pxe.ipxe_trust, IpxeTrust::BootCa);
+        // Without TLS, https is asked for but there is no TLS listener: plain as before
+        // (netboot refuses to start without pxe.bootURL).
+        let c = Config::load(None, &[ov("pxe.ipxeVariant", "https")]).unwrap();
+        assert_eq!(c.boot_scheme_port(), ("http", 8080));
+        let c = Config::load(None, &[ov("pxe.ipxeTrust", "ipxe-root")]).unwrap();
+        assert_eq!(c.pxe.ipxe_trust, IpxeTrust::IpxeRoot);
+        assert!(load_err(&[ov("pxe.ipxeTrust", "anything")]).contains("pxe.ipxeTrust"));
     }
 
     #[test]

@@ -70,7 +70,7 @@ impl Firmware {
     /// The iPXE binary for this firmware, if we have one.
     fn binary(self, files: &BootFiles) -> Option<&str> {
         match self {
-            Firmware::Bios => Some(&files.bios),
+            Firmware::Bios => files.bios.as_deref(),
             Firmware::EfiIa32 | Firmware::HttpIa32 => files.efi_ia32.as_deref(),
             Firmware::EfiX64 | Firmware::HttpX64 => Some(&files.efi_x64),
             Firmware::EfiArm64 | Firmware::HttpArm64 => Some(&files.efi_arm64),

@@ -150,8 +150,9 @@ impl Default for ProxyDhcpConfig {
 /// TFTP names of the iPXE network boot programs, per firmware architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BootFiles {
-    /// x86 BIOS (arch 0), e.g. `undionly.kpxe`.
-    pub bios: String,
+    /// x86 BIOS (arch 0), e.g. `undionly.kpxe`; `None` = not served (such clients get no
+    /// answer).
+    pub bios: Option<String>,
     /// x86-64 UEFI (arch 7 and 9; HTTP boot 16), e.g. `ipxe.efi`.
     pub efi_x64: String,
     /// arm64 UEFI (arch 11; HTTP boot 19), e.g. `ipxe-arm64.efi`.
@@ -164,7 +165,7 @@ impl Default for BootFiles {
     /// `undionly.kpxe`, `ipxe.efi`, `ipxe-arm64.efi`, no ia32 UEFI binary.
     fn default() -> Self {
         BootFiles {
-            bios: "undionly.kpxe".to_string(),
+            bios: Some("undionly.kpxe".to_string()),
             efi_x64: "ipxe.efi".to_string(),
             efi_arm64: "ipxe-arm64.efi".to_string(),
             efi_ia32: None,

@@ -74,9 +74,16 @@ pub async fn boot(
     }
 }
 
-/// `GET|HEAD /ipxe/{name}`: an embedded iPXE binary.
-pub async fn ipxe_binary(method: Method, Path(name): Path<String>) -> Result<Response, ApiError> {
-    let binary = crate::ipxe::binary(&name)
+/// `GET|HEAD /ipxe/{name}`: an iPXE binary as served (EFI builds trust the boot CA when TLS
+/// is on, [`crate::ipxe::trust`]).
+pub async fn ipxe_binary(
+    State(state): State<AppState>,
+    method: Method,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let binary = state
+        .ipxe
+        .get(&name)
         .ok_or_else(|| ApiError::not_found(format!("no iPXE binary named {name:?}")))?;
     let headers = [
         (header::CONTENT_TYPE, "application/octet-stream".to_string()),
@@ -86,7 +93,7 @@ pub async fn ipxe_binary(method: Method, Path(name): Path<String>) -> Result<Res
     if method == Method::HEAD {
         return Ok((headers, ()).into_response());
     }
-    Ok((headers, Bytes::from_static(binary.data)).into_response())
+    Ok((headers, binary.data.clone()).into_response())
 }
 
 /// Requires `Authorization: Bearer <admin token>` on the admin API. With TLS configured, the

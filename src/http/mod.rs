@@ -54,6 +54,8 @@ pub struct AppState {
     pub retention: Arc<crate::retention::Retention>,
     /// The web UI: its site and admin sessions.
     pub ui: Arc<crate::ui::Ui>,
+    /// The iPXE binaries served (patched to trust the boot CA when TLS is on).
+    pub ipxe: Arc<crate::ipxe::trust::ServedIpxe>,
 }
 
 /// The admin API and the admin pages are only for HTTPS from other hosts once TLS is on

@@ -5,6 +5,7 @@
 //! by `GET /ipxe/{name}` (UEFI HTTP boot) without touching the disk.
 
 pub(crate) mod script;
+pub mod trust;
 
 /// One embedded iPXE binary.
 #[derive(Debug, Clone, Copy)]

@@ -8,6 +8,7 @@
 //! - `proxy.rs`: proxy-DHCP next to an office DHCP server (UEFI, BIOS, an ignored stranger).
 //! - `arm64.rs`: an arm64 UEFI machine (AAVMF) boots an arm64 Debian kernel through
 //!   `ipxe-arm64.efi`.
+//! - `https.rs`: HTTPS boot verified against the appliance CA, and an impostor refused.
 //!
 //! Needs root, `ip`, `dnsmasq`, `qemu-system-x86_64`, OVMF, a static busybox and a Debian
 //! kernel (`tests/run-all.sh` prepares `~/.cache/bootfactory/lab/vmlinuz`); for arm64
@@ -18,6 +19,7 @@
 mod support;
 
 mod arm64;
+mod https;
 mod proxy;
 
 use std::process::Command;
