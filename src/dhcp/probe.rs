@@ -23,8 +23,9 @@ use dhcproto::{Decodable, Encodable};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::Semaphore;
 
-/// How long the start-up check listens for another server's OFFER.
-pub const SERVER_CHECK: Duration = Duration::from_secs(2);
+/// How long the start-up check listens for another server's OFFER. Servers ping an address
+/// before offering it (dnsmasq up to 3 s, ISC dhcpd 1 s), so their OFFER comes late: 4 s.
+pub const SERVER_CHECK: Duration = Duration::from_secs(4);
 /// How long an ICMP probe waits for the echo reply.
 pub const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 /// Most ICMP probes in flight.
@@ -51,8 +52,9 @@ pub async fn detect_other_server(
     dhcp_port: u16,
     wait: Duration,
 ) -> anyhow::Result<Option<OtherServer>> {
-    let socket = super::server::open(Some(iface), client_port)
-        .with_context(|| format!("full DHCP: the start-up check for other DHCP servers on {iface}"))?;
+    let socket = super::server::open(Some(iface), client_port).with_context(|| {
+        format!("full DHCP: the start-up check for other DHCP servers on {iface}")
+    })?;
     let mut mac: [u8; 6] = rand::random();
     mac[0] = (mac[0] & 0xfc) | 0x02; // locally administered, unicast
     let xid: u32 = rand::random();
@@ -83,9 +85,15 @@ pub async fn detect_other_server(
     let mut buf = vec![0u8; 4096];
     loop {
         let recv = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
-        let Ok(Ok((n, src))) = recv else {
-            return Ok(None);
+        let (n, src) = match recv {
+            Err(_) => return Ok(None),
+            Ok(Ok(x)) => x,
+            Ok(Err(e)) => {
+                tracing::debug!(%iface, error = %e, "full DHCP check: receive error");
+                continue;
+            }
         };
+        tracing::debug!(%iface, %src, len = n, "full DHCP check: a reply");
         let Ok(reply) = Message::from_bytes(&buf[..n]) else {
             continue;
         };
@@ -148,7 +156,11 @@ impl Prober {
     /// Whether `ip` answers an ICMP echo.
     pub async fn probe(&self, ip: Ipv4Addr) -> Probe {
         let now = Instant::now();
-        if let Some((at, in_use)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&ip)
+        if let Some((at, in_use)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
             && now.duration_since(*at) < PROBE_CACHE
         {
             return if *in_use { Probe::InUse } else { Probe::Free };
@@ -264,7 +276,9 @@ mod tests {
     fn echo_request_checksums_to_zero_and_replies_are_matched() {
         let req = echo_request(0x1234, 7);
         assert_eq!(checksum(&req), 0);
-        let mut reply = vec![0x45, 0, 0, 44, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 5, 192, 0, 2, 1];
+        let mut reply = vec![
+            0x45, 0, 0, 44, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 5, 192, 0, 2, 1,
+        ];
         let mut icmp = req.clone();
         icmp[0] = 0;
         reply.extend_from_slice(&icmp);
