@@ -44,7 +44,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
-use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
+use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
 use tracing::{debug, info, warn};
 
 use super::client::{
@@ -440,7 +440,6 @@ impl FullResponder {
         } else {
             m.set_siaddr(self.cfg.server_ip);
         }
-        self.echo_relay_info(req, &mut m);
         m
     }
 
@@ -451,19 +450,7 @@ impl FullResponder {
             .insert(DhcpOption::MessageType(MessageType::Nak));
         m.opts_mut()
             .insert(DhcpOption::ServerIdentifier(self.cfg.server_ip));
-        self.echo_relay_info(req, &mut m);
         m
-    }
-
-    fn echo_relay_info(&self, req: &Request, m: &mut Message) {
-        if let Some(info) = &req.relay_info
-            && !req.giaddr.is_unspecified()
-        {
-            m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
-                OptionCode::RelayAgentInformation,
-                info.clone(),
-            )));
-        }
     }
 
     /// Encodes (within the client's option 57) and addresses the reply.
@@ -475,7 +462,17 @@ impl FullResponder {
         ip: Ipv4Addr,
         boot: Option<Plan>,
     ) -> FullReply {
-        let mut bytes = reply::encode(&msg);
+        // Option 82 goes in raw, last (dhcproto would re-encode it).
+        let encode = |msg: &Message| {
+            let mut bytes = reply::encode(msg);
+            if let Some(info) = &req.relay_info
+                && !req.giaddr.is_unspecified()
+            {
+                reply::insert_last(&mut bytes, 82, info);
+            }
+            bytes
+        };
+        let mut bytes = encode(&msg);
         let limit = usize::from(req.max_size.unwrap_or(576).max(576)) - IP_UDP_HEADERS;
         if bytes.len() > limit {
             let asked = req.parameter_list.clone().unwrap_or_default();
@@ -490,7 +487,7 @@ impl FullResponder {
             for c in drop {
                 msg.opts_mut().remove(c);
             }
-            bytes = reply::encode(&msg);
+            bytes = encode(&msg);
         }
         FullReply {
             bytes,
@@ -513,4 +510,524 @@ pub(crate) fn destination(cfg: &ProxyDhcpConfig, req: &Request, nak: bool) -> So
         return SocketAddrV4::new(req.ciaddr, cfg.client_port).into();
     }
     SocketAddrV4::new(Ipv4Addr::BROADCAST, cfg.client_port).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dhcp::testkit::PxeRequest;
+    use crate::dhcp::{ClientInfo, PoolConfig, Reservation};
+    use dhcproto::Decodable;
+    use dhcproto::Encodable;
+    use dhcproto::v4::{Flags, HType, Opcode};
+
+    const SERVER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 10);
+    const RESERVED_MAC: [u8; 6] = [2, 0, 0, 0, 0, 0x50];
+
+    /// Answers everyone but `silent`; one reservation.
+    #[derive(Default)]
+    struct Policy {
+        silent: Option<[u8; 6]>,
+    }
+
+    impl ClientPolicy for Policy {
+        fn answer(&self, c: &ClientInfo) -> bool {
+            Some(c.mac) != self.silent
+        }
+        fn observed(&self, _: &ClientInfo, _: Option<&Served>) {}
+        fn reservation(&self, mac: [u8; 6]) -> Reservation {
+            if mac == RESERVED_MAC {
+                Reservation {
+                    ip: Some(Ipv4Addr::new(192, 0, 2, 50)),
+                    hostname: Some("node-50".into()),
+                }
+            } else {
+                Reservation::default()
+            }
+        }
+        fn reserved_by_other(&self, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
+            ip == Ipv4Addr::new(192, 0, 2, 50) && mac != RESERVED_MAC
+        }
+    }
+
+    fn responder(policy: Policy) -> (FullResponder, sled::Tree) {
+        let pool = PoolConfig {
+            range: "192.0.2.100-192.0.2.101".parse().unwrap(),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            router: Some(Ipv4Addr::new(192, 0, 2, 1)),
+            dns: vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)],
+            domain: Some("lab.example".into()),
+            lease_secs: 3600,
+            offer_secs: 30,
+            probe: false,
+        };
+        let subnet = pool.validate(Some(SERVER)).unwrap();
+        let db = sled::Config::new().temporary(true).open().unwrap();
+        let tree = db.open_tree("dhcp/leases").unwrap();
+        let leases = Arc::new(Leases::open(tree.clone(), pool, subnet, 1000).unwrap());
+        let cfg = ProxyDhcpConfig {
+            server_ip: SERVER,
+            boot_url_base: "http://192.0.2.10:8080".into(),
+            per_mac_burst: 0,
+            ..ProxyDhcpConfig::default()
+        };
+        let stats = Arc::new(DhcpStats::default());
+        (
+            FullResponder::new(cfg, leases, Arc::new(policy), stats),
+            tree,
+        )
+    }
+
+    fn msg(kind: MessageType, mac: [u8; 6], opts: Vec<DhcpOption>) -> Message {
+        let mut m = Message::new_with_id(
+            7,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            Ipv4Addr::UNSPECIFIED,
+            &mac,
+        );
+        m.set_opcode(Opcode::BootRequest).set_htype(HType::Eth);
+        m.opts_mut().insert(DhcpOption::MessageType(kind));
+        for o in opts {
+            m.opts_mut().insert(o);
+        }
+        m
+    }
+
+    async fn send(r: &FullResponder, m: &Message, now: u64) -> Option<(FullReply, Message)> {
+        let out = r
+            .handle(
+                &m.to_vec().unwrap(),
+                "0.0.0.0:68".parse().unwrap(),
+                true,
+                Instant::now(),
+                now,
+            )
+            .await?;
+        let decoded = Message::from_bytes(&out.bytes).unwrap();
+        Some((out, decoded))
+    }
+
+    fn opt(m: &Message, code: OptionCode) -> Option<&DhcpOption> {
+        m.opts().get(code)
+    }
+
+    const MAC: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+    #[tokio::test]
+    async fn dora_with_options_then_renew_nak_and_no_write_on_offer() {
+        let (r, tree) = responder(Policy::default());
+        let (out, offer) = send(&r, &msg(MessageType::Discover, MAC, vec![]), 1000)
+            .await
+            .unwrap();
+        assert_eq!(offer.opts().msg_type(), Some(MessageType::Offer));
+        assert_eq!(offer.yiaddr(), Ipv4Addr::new(192, 0, 2, 100));
+        assert_eq!(out.dest, "255.255.255.255:68".parse().unwrap());
+        assert_eq!(
+            opt(&offer, OptionCode::ServerIdentifier),
+            Some(&DhcpOption::ServerIdentifier(SERVER))
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::SubnetMask),
+            Some(&DhcpOption::SubnetMask(Ipv4Addr::new(255, 255, 255, 0)))
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::Router),
+            Some(&DhcpOption::Router(vec![Ipv4Addr::new(192, 0, 2, 1)]))
+        );
+        assert!(
+            matches!(opt(&offer, OptionCode::DomainNameServer), Some(DhcpOption::DomainNameServer(d)) if d.len() == 2)
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::DomainName),
+            Some(&DhcpOption::DomainName("lab.example".into()))
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::AddressLeaseTime),
+            Some(&DhcpOption::AddressLeaseTime(3600))
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::Renewal),
+            Some(&DhcpOption::Renewal(1800))
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::Rebinding),
+            Some(&DhcpOption::Rebinding(3150))
+        );
+        assert_eq!(
+            opt(&offer, OptionCode::ClassIdentifier),
+            None,
+            "plain client: no boot options"
+        );
+        assert_eq!(tree.len(), 0, "an OFFER never writes");
+
+        // REQUEST for another server's offer: ours is withdrawn, no reply.
+        let other = msg(
+            MessageType::Request,
+            MAC,
+            vec![
+                DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 1)),
+                DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 0, 2, 100)),
+            ],
+        );
+        assert!(send(&r, &other, 1001).await.is_none());
+        assert!(r.leases.list(1001).is_empty());
+        // Again, and this time it takes ours.
+        // (Round robin: the next free address.)
+        let (_, offer) = send(&r, &msg(MessageType::Discover, MAC, vec![]), 1002)
+            .await
+            .unwrap();
+        let ip = offer.yiaddr();
+        assert_eq!(ip, Ipv4Addr::new(192, 0, 2, 101));
+        let select = msg(
+            MessageType::Request,
+            MAC,
+            vec![
+                DhcpOption::ServerIdentifier(SERVER),
+                DhcpOption::RequestedIpAddress(ip),
+            ],
+        );
+        let (_, ack) = send(&r, &select, 1003).await.unwrap();
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(ack.yiaddr(), ip);
+        assert_eq!(tree.len(), 1, "the ACK wrote the lease");
+
+        // INIT-REBOOT asking for someone else's address: NAK, broadcast, no lease options.
+        let stranger = msg(
+            MessageType::Request,
+            [2, 0, 0, 0, 0, 9],
+            vec![DhcpOption::RequestedIpAddress(ip)],
+        );
+        let res = send(&r, &stranger, 1004).await;
+        let (out, nak) =
+            res.unwrap_or_else(|| panic!("{:?} {:?}", r.stats.snapshot(), r.leases.list(1004)));
+        assert_eq!(nak.opts().msg_type(), Some(MessageType::Nak));
+        assert_eq!(nak.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(opt(&nak, OptionCode::AddressLeaseTime), None);
+        assert_eq!(out.dest, "255.255.255.255:68".parse().unwrap());
+        // Unknown INIT-REBOOT client for a free address: silence.
+        let unknown = msg(
+            MessageType::Request,
+            [2, 0, 0, 0, 0, 9],
+            vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(
+                192, 0, 2, 100,
+            ))],
+        );
+        assert!(send(&r, &unknown, 1005).await.is_none());
+        // RENEWING: unicast to ciaddr, ACKed.
+        let mut renew = msg(MessageType::Request, MAC, vec![]);
+        renew.set_ciaddr(ip);
+        let (out, ack) = send(&r, &renew, 2000).await.unwrap();
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(out.dest, "192.0.2.101:68".parse().unwrap());
+        assert_eq!(r.leases.list(2000)[0].expires, 2000 + 3600);
+        let s = r.stats.snapshot();
+        assert_eq!((s.discover, s.request, s.naks), (2, 5, 1));
+    }
+
+    #[tokio::test]
+    async fn reservation_inform_pool_exhaustion() {
+        let (r, _) = responder(Policy::default());
+        // The reserved machine gets its address (outside the range) and host name.
+        let (_, offer) = send(&r, &msg(MessageType::Discover, RESERVED_MAC, vec![]), 1000)
+            .await
+            .unwrap();
+        assert_eq!(offer.yiaddr(), Ipv4Addr::new(192, 0, 2, 50));
+        assert_eq!(
+            opt(&offer, OptionCode::Hostname),
+            Some(&DhcpOption::Hostname("node-50".into()))
+        );
+        // Another client asking for the reserved address never gets it.
+        let (_, o) = send(
+            &r,
+            &msg(
+                MessageType::Discover,
+                MAC,
+                vec![DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 0, 2, 50))],
+            ),
+            1000,
+        )
+        .await
+        .unwrap();
+        assert_eq!(o.yiaddr(), Ipv4Addr::new(192, 0, 2, 100));
+        // Two addresses in the pool: the third client gets nothing, counted.
+        send(
+            &r,
+            &msg(MessageType::Discover, [2, 0, 0, 0, 0, 2], vec![]),
+            1000,
+        )
+        .await
+        .unwrap();
+        assert!(
+            send(
+                &r,
+                &msg(MessageType::Discover, [2, 0, 0, 0, 0, 3], vec![]),
+                1000
+            )
+            .await
+            .is_none()
+        );
+        assert_eq!(r.stats.snapshot().pool_exhausted, 1);
+        // ... until the offers end.
+        assert!(
+            send(
+                &r,
+                &msg(MessageType::Discover, [2, 0, 0, 0, 0, 3], vec![]),
+                1031
+            )
+            .await
+            .is_some()
+        );
+        // INFORM: options, no yiaddr, no lease times, unicast to ciaddr.
+        let mut inform = msg(MessageType::Inform, [2, 0, 0, 0, 0, 4], vec![]);
+        inform.set_ciaddr(Ipv4Addr::new(192, 0, 2, 7));
+        let (out, ack) = send(&r, &inform, 1031).await.unwrap();
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert_eq!(ack.ciaddr(), Ipv4Addr::new(192, 0, 2, 7));
+        assert!(opt(&ack, OptionCode::AddressLeaseTime).is_none());
+        assert!(
+            opt(&ack, OptionCode::Renewal).is_none() && opt(&ack, OptionCode::Rebinding).is_none()
+        );
+        assert!(opt(&ack, OptionCode::SubnetMask).is_some());
+        assert_eq!(out.dest, "192.0.2.7:68".parse().unwrap());
+    }
+
+    #[tokio::test]
+    async fn pxe_clients_get_the_proxy_boot_answer_folded_in() {
+        let (r, _) = responder(Policy {
+            silent: Some([2, 0, 0, 0, 0, 0x66]),
+        });
+        let pxe = PxeRequest::discover(MAC, 0).encode();
+        let out = r
+            .handle(
+                &pxe,
+                "0.0.0.0:68".parse().unwrap(),
+                true,
+                Instant::now(),
+                1000,
+            )
+            .await
+            .unwrap();
+        let m = Message::from_bytes(&out.bytes).unwrap();
+        assert_eq!(m.yiaddr(), Ipv4Addr::new(192, 0, 2, 100));
+        assert_eq!(m.siaddr(), SERVER);
+        assert_eq!(
+            opt(&m, OptionCode::ClassIdentifier),
+            Some(&DhcpOption::ClassIdentifier(b"PXEClient".to_vec()))
+        );
+        assert_eq!(
+            opt(&m, OptionCode::BootfileName),
+            Some(&DhcpOption::BootfileName(b"undionly.kpxe".to_vec()))
+        );
+        assert_eq!(
+            opt(&m, OptionCode::VendorExtensions),
+            Some(&DhcpOption::VendorExtensions(vec![6, 1, 8, 255]))
+        );
+        assert_eq!(out.served, Some(Served::Binary("undionly.kpxe".into())));
+        // iPXE: the script URL.
+        let ipxe = PxeRequest::ipxe_discover([2, 0, 0, 0, 0, 2], 7, &[0x13, 0x14]).encode();
+        let out = r
+            .handle(
+                &ipxe,
+                "0.0.0.0:68".parse().unwrap(),
+                true,
+                Instant::now(),
+                1000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            out.served,
+            Some(Served::Script(
+                "http://192.0.2.10:8080/boot/02:00:00:00:00:02.ipxe".into()
+            ))
+        );
+        // Policy ignore: an address, but no boot answer.
+        let quiet = PxeRequest::discover([2, 0, 0, 0, 0, 0x66], 7).encode();
+        let out = r
+            .handle(
+                &quiet,
+                "0.0.0.0:68".parse().unwrap(),
+                true,
+                Instant::now(),
+                1031,
+            )
+            .await
+            .unwrap();
+        let m = Message::from_bytes(&out.bytes).unwrap();
+        assert!(!m.yiaddr().is_unspecified());
+        assert_eq!(opt(&m, OptionCode::BootfileName), None);
+        assert_eq!(r.stats.snapshot().silenced, 1);
+    }
+
+    #[tokio::test]
+    async fn relays_in_and_out_of_the_subnet_and_option_82() {
+        let (r, _) = responder(Policy::default());
+        let mut relayed = msg(MessageType::Discover, MAC, vec![]);
+        relayed.set_giaddr(Ipv4Addr::new(192, 0, 2, 1));
+        let mut raw = relayed.to_vec().unwrap();
+        assert!(reply::insert_last(&mut raw, 82, &[1, 3, b'p', b'1', b'0']));
+        let out = r
+            .handle(
+                &raw,
+                "192.0.2.1:67".parse().unwrap(),
+                false,
+                Instant::now(),
+                1000,
+            )
+            .await
+            .unwrap();
+        Message::from_bytes(&out.bytes).unwrap();
+        assert_eq!(out.dest, "192.0.2.1:67".parse().unwrap());
+        assert!(
+            out.bytes
+                .windows(7)
+                .any(|w| w == [82, 5, 1, 3, b'p', b'1', b'0']),
+            "option 82 echoed unchanged, once: {:?}",
+            &out.bytes[240..]
+        );
+        assert_eq!(out.bytes.iter().filter(|b| **b == 82).count(), 1);
+        raw[24..28].copy_from_slice(&[10, 0, 0, 1]);
+        assert!(
+            r.handle(
+                &raw,
+                "10.0.0.1:67".parse().unwrap(),
+                true,
+                Instant::now(),
+                1000
+            )
+            .await
+            .is_none()
+        );
+        assert_eq!(r.stats.snapshot().relay_refused, 1);
+        // Unrelayed on an interface outside the subnet: ignored.
+        let d = msg(MessageType::Discover, MAC, vec![]).to_vec().unwrap();
+        assert!(
+            r.handle(
+                &d,
+                "0.0.0.0:68".parse().unwrap(),
+                false,
+                Instant::now(),
+                1000
+            )
+            .await
+            .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn decline_and_release_only_from_the_holder() {
+        let (r, tree) = responder(Policy::default());
+        send(&r, &msg(MessageType::Discover, MAC, vec![]), 1000)
+            .await
+            .unwrap();
+        let ip = Ipv4Addr::new(192, 0, 2, 100);
+        let select = msg(
+            MessageType::Request,
+            MAC,
+            vec![
+                DhcpOption::ServerIdentifier(SERVER),
+                DhcpOption::RequestedIpAddress(ip),
+            ],
+        );
+        send(&r, &select, 1000).await.unwrap();
+        let mut release = msg(MessageType::Release, [2, 0, 0, 0, 0, 9], vec![]);
+        release.set_ciaddr(ip);
+        assert!(send(&r, &release, 1001).await.is_none());
+        assert_eq!(r.leases.list(1001).len(), 1, "a stranger cannot release it");
+        let decline = msg(
+            MessageType::Decline,
+            MAC,
+            vec![DhcpOption::RequestedIpAddress(ip)],
+        );
+        assert!(send(&r, &decline, 1002).await.is_none());
+        let l = &r.leases.list(1002)[0];
+        assert_eq!((l.ip, l.state), (ip, crate::dhcp::LeaseState::Declined));
+        assert_eq!(tree.len(), 1, "declined addresses are stored");
+        let (_, o) = send(&r, &msg(MessageType::Discover, MAC, vec![]), 1003)
+            .await
+            .unwrap();
+        assert_ne!(o.yiaddr(), ip);
+    }
+
+    /// Random, truncated and bit-flipped packets on the full path never panic, every one is
+    /// counted, and whatever is sent decodes; the pool stays bounded.
+    #[tokio::test]
+    async fn fuzzish_inputs_never_panic_in_full_mode() {
+        use rand::{Rng, SeedableRng};
+        let (r, _) = responder(Policy::default());
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0xf0117);
+        let mut templates = vec![PxeRequest::discover(MAC, 7).encode()];
+        for kind in [
+            MessageType::Discover,
+            MessageType::Request,
+            MessageType::Decline,
+            MessageType::Release,
+            MessageType::Inform,
+        ] {
+            let mut m = msg(
+                kind,
+                MAC,
+                vec![
+                    DhcpOption::ServerIdentifier(SERVER),
+                    DhcpOption::RequestedIpAddress(Ipv4Addr::new(192, 0, 2, 100)),
+                    DhcpOption::ClientIdentifier(vec![1, 2, 3]),
+                    DhcpOption::MaxMessageSize(576),
+                    DhcpOption::ParameterRequestList(vec![OptionCode::SubnetMask]),
+                ],
+            );
+            m.set_flags(Flags::default().set_broadcast());
+            templates.push(m.to_vec().unwrap());
+        }
+        let mut total = 0u64;
+        for i in 0..10_000 {
+            let t = &templates[i % templates.len()];
+            let pkt: Vec<u8> = match i % 4 {
+                0 => (0..rng.random_range(0..700))
+                    .map(|_| rng.random())
+                    .collect(),
+                1 => t[..rng.random_range(0..=t.len())].to_vec(),
+                2 => {
+                    let mut p = t.clone();
+                    for _ in 0..rng.random_range(1..6) {
+                        let at = rng.random_range(0..p.len());
+                        p[at] ^= 1 << rng.random_range(0..8);
+                    }
+                    p
+                }
+                _ => {
+                    let mut p = t[..240].to_vec();
+                    p.extend((0..rng.random_range(0..300)).map(|_| rng.random::<u8>()));
+                    p
+                }
+            };
+            if let Some(out) = r
+                .handle(
+                    &pkt,
+                    "0.0.0.0:68".parse().unwrap(),
+                    rng.random(),
+                    Instant::now(),
+                    1000 + i as u64 / 100,
+                )
+                .await
+            {
+                let m = Message::from_bytes(&out.bytes).unwrap();
+                assert!(
+                    out.bytes.len() <= 576 - IP_UDP_HEADERS
+                        || m.opts().get(OptionCode::BootfileName).is_some()
+                        || out.bytes.len() < 1500
+                );
+            }
+            total += 1;
+        }
+        let s = r.stats.snapshot();
+        assert_eq!(s.received, total);
+        assert!(s.dropped_malformed > 2_000, "{s:?}");
+        assert!(
+            r.leases.list(2000).len() <= 3,
+            "bounded by the pool (+ reservation)"
+        );
+    }
 }

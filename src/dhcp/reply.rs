@@ -91,6 +91,30 @@ pub(crate) fn encode(msg: &Message) -> Vec<u8> {
     bytes
 }
 
+/// Inserts option `code` with raw `data` (split in 255-byte pieces, RFC 3396) before the End
+/// option of an encoded message, so it comes last (option 82 must, RFC 3046 §2.1). Returns
+/// `false`, changing nothing, if the options area has no End option.
+pub(crate) fn insert_last(bytes: &mut Vec<u8>, code: u8, data: &[u8]) -> bool {
+    let mut i = super::client::OPTIONS_START;
+    while i < bytes.len() {
+        match bytes[i] {
+            0 => i += 1,
+            255 => {
+                let mut raw = Vec::with_capacity(data.len() + 4);
+                for chunk in data.chunks(255) {
+                    raw.push(code);
+                    raw.push(chunk.len() as u8);
+                    raw.extend_from_slice(chunk);
+                }
+                bytes.splice(i..i, raw);
+                return true;
+            }
+            _ => i += 2 + usize::from(*bytes.get(i + 1).unwrap_or(&0)),
+        }
+    }
+    false
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
