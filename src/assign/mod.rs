@@ -578,6 +578,41 @@ fn empty_view(mac: MacAddr) -> MachineView {
 mod tests {
     use super::*;
 
+    #[test]
+    fn fixed_addresses_are_unique_in_the_subnet_and_not_for_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let a = Assignments::open(&store, UnassignedPolicy::BootDefault).unwrap();
+        let (m1, m2) = (MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]));
+        let mut fixed = assignment("v1.9.0");
+        fixed.ip = Some(std::net::Ipv4Addr::new(192, 0, 2, 50));
+        fixed.hostname = Some("node-1".into());
+        a.set(m1, &fixed).unwrap();
+        a.set(m1, &fixed).unwrap(); // the same machine again: fine
+        match a.set(m2, &fixed) {
+            Err(AssignError::IpTaken { ip, other }) => {
+                assert_eq!((ip, other), (fixed.ip.unwrap(), m1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let subnet = crate::dhcp::Subnet::of(
+            std::net::Ipv4Addr::new(198, 51, 100, 1),
+            std::net::Ipv4Addr::new(255, 255, 255, 0),
+        );
+        a.set_reservation_subnet(subnet);
+        assert!(matches!(
+            a.set(m1, &fixed),
+            Err(AssignError::IpOutsideSubnet { .. })
+        ));
+        assert!(matches!(
+            a.set_default(Some(&fixed)),
+            Err(AssignError::DefaultReservation)
+        ));
+        let r = a.reservations().unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].1.hostname.as_deref(), Some("node-1"));
+    }
+
     fn assignment(version: &str) -> Assignment {
         Assignment {
             schematic: "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba".into(),

@@ -1453,6 +1453,49 @@ mod tests {
         assert_eq!(c.external_pxe_url(), "https://factory.example");
     }
 
+    #[test]
+    fn full_dhcp_mode_needs_interfaces_and_a_valid_range() {
+        let full = |extra: &[Override]| {
+            let mut o = vec![ov("pxe.dhcpMode", "full")];
+            o.extend_from_slice(extra);
+            Config::load(None, &o)
+        };
+        let e = full(&[ov("pxe.dhcp.range", "192.0.2.100-192.0.2.199")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pxe.interfaces"), "{e}");
+        let e = full(&[ov("pxe.interfaces", "b0")]).unwrap_err().to_string();
+        assert!(e.contains("pxe.dhcp.range"), "{e}");
+        let ok = full(&[
+            ov("pxe.interfaces", "b0"),
+            ov("pxe.dhcp.range", "192.0.2.100-192.0.2.199"),
+            ov("pxe.dhcp.dns", "192.0.2.1,192.0.2.2"),
+            ov("pxe.dhcp.netmask", "255.255.255.0"),
+        ])
+        .unwrap();
+        assert_eq!(ok.pxe.dhcp_mode, DhcpMode::Full);
+        assert_eq!(ok.pxe.dhcp.dns.len(), 2);
+        for (key, value, named) in [
+            ("pxe.dhcp.router", "198.51.100.1", "pxe.dhcp.router"),
+            (
+                "pxe.dhcp.range",
+                "192.0.2.199-192.0.2.100",
+                "pxe.dhcp.range",
+            ),
+            ("pxe.dhcp.range", "192.0.2.100", "pxe.dhcp.range"),
+        ] {
+            let e = full(&[
+                ov("pxe.interfaces", "b0"),
+                ov("pxe.dhcp.range", "192.0.2.100-192.0.2.199"),
+                ov("pxe.dhcp.netmask", "255.255.255.0"),
+                ov(key, value),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
+    }
+
     fn load_err(overrides: &[Override]) -> String {
         Config::load(None, overrides).unwrap_err().to_string()
     }
