@@ -73,6 +73,7 @@ impl App {
         };
         let assignments = Assignments::open_with_limits(&store, config.pxe.unassigned, limits)
             .context("cannot open the assignment table")?;
+        let leases = crate::netboot::open_leases(&config, &store, &assignments)?;
         let admin_token: Arc<str> = crate::assign::token::load_or_create(
             config.api.admin_token.as_deref(),
             &config.admin_token_path(),
@@ -105,6 +106,7 @@ impl App {
             assignments,
             admin_token,
             retention,
+            leases,
         };
         // The schematics directory and the assignments file, exactly as SIGHUP reloads them.
         reload(&state).await?;
@@ -145,6 +147,7 @@ impl App {
                     self.state.assignments.clone(),
                     &self.state.ipxe,
                     &self.state.metrics,
+                    self.state.leases.clone(),
                 )
                 .await?,
             )

@@ -249,7 +249,10 @@ pub fn machines_table(list: &Value) -> String {
             arch,
             schematic,
             s(&a, "version"),
-            s(&seen, "ip"),
+            // The full DHCP server's bound lease, else the address the machine last asked from.
+            m.get("leaseIp")
+                .and_then(Value::as_str)
+                .map_or_else(|| s(&seen, "ip"), str::to_string),
             s(&seen, "lastSeen"),
             s(&seen, "lastServed"),
         ));

@@ -154,6 +154,81 @@ pub struct PxeConfig {
     /// boot. Unset (empty) = `http(s)://<advertiseAddress>:<http port>`.
     #[serde(rename = "bootURL", with = "value::optional")]
     pub boot_url: Option<HttpUrl>,
+    /// `proxy` (answer PXE clients next to the network's DHCP server) or `full` (be the DHCP
+    /// server of an isolated lab: addresses from `dhcp.range`).
+    pub dhcp_mode: DhcpMode,
+    /// The full DHCP server's pool and options (`dhcpMode: full` only).
+    pub dhcp: DhcpServerConfig,
+}
+
+/// How bootfactory takes part in DHCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Proxy-DHCP: boot options only, another server hands out addresses.
+    Proxy,
+    /// A full DHCPv4 server (RFC 2131) with the boot options folded in.
+    Full,
+}
+
+/// `pxe.dhcp.*`: the pool of the full DHCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct DhcpServerConfig {
+    /// Addresses handed out, `START-END` inclusive; required in full mode.
+    #[serde(with = "value::optional")]
+    pub range: Option<crate::dhcp::AddressRange>,
+    /// Option 1; unset = the prefix of the configured interface's address in the range's
+    /// subnet.
+    #[serde(with = "value::optional")]
+    pub netmask: Option<Ipv4Addr>,
+    /// Option 3 (default gateway); unset = none.
+    #[serde(with = "value::optional")]
+    pub router: Option<Ipv4Addr>,
+    /// Option 6 (DNS servers); empty = none.
+    #[serde(with = "value::list")]
+    pub dns: Vec<Ipv4Addr>,
+    /// Option 15 (domain name); unset = none.
+    #[serde(with = "value::optional")]
+    pub domain: Option<String>,
+    /// Option 51, lease time in seconds (T1 = 50 %, T2 = 87.5 %).
+    pub lease_seconds: u32,
+    /// How long an offered but unrequested address is held before it returns to the pool.
+    pub offer_seconds: u32,
+    /// ICMP-probe an address before offering it (false only for tests and benchmarks).
+    pub probe: bool,
+}
+
+impl Default for DhcpServerConfig {
+    fn default() -> Self {
+        DhcpServerConfig {
+            range: None,
+            netmask: None,
+            router: None,
+            dns: Vec::new(),
+            domain: None,
+            lease_seconds: 3600,
+            offer_seconds: 30,
+            probe: true,
+        }
+    }
+}
+
+impl DhcpServerConfig {
+    /// The pool with `netmask` (this config's, or the one derived from the interface).
+    /// `None` without a range.
+    pub fn pool(&self, netmask: Ipv4Addr) -> Option<crate::dhcp::PoolConfig> {
+        Some(crate::dhcp::PoolConfig {
+            range: self.range?,
+            netmask,
+            router: self.router,
+            dns: self.dns.clone(),
+            domain: self.domain.clone(),
+            lease_secs: self.lease_seconds,
+            offer_secs: self.offer_seconds,
+            probe: self.probe,
+        })
+    }
 }
 
 /// What a machine without an assignment gets.
@@ -208,6 +283,8 @@ impl Default for PxeConfig {
             ipxe_trust: IpxeTrust::BootCa,
             efi_binary: EfiBinary::IpxeEfi,
             boot_url: None,
+            dhcp_mode: DhcpMode::Proxy,
+            dhcp: DhcpServerConfig::default(),
         }
     }
 }
@@ -1011,6 +1088,25 @@ impl Config {
                 ),
             ));
         }
+        if self.pxe.dhcp_mode == DhcpMode::Full {
+            if self.pxe.interfaces.is_empty() {
+                return Err(invalid(
+                    "pxe.interfaces",
+                    "pxe.dhcpMode: full needs the interfaces to serve (a full DHCP server never answers on an interface it was not given)".into(),
+                ));
+            }
+            let dhcp = &self.pxe.dhcp;
+            if dhcp.range.is_none() {
+                return Err(invalid(
+                    "pxe.dhcp.range",
+                    "pxe.dhcpMode: full needs the address range to hand out (START-END)".into(),
+                ));
+            }
+            if let Some(pool) = dhcp.netmask.and_then(|mask| dhcp.pool(mask)) {
+                pool.validate(self.pxe.advertise_address)
+                    .map_err(|e| invalid(e.key, e.message))?;
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(
                 "log.level",
@@ -1377,6 +1473,49 @@ mod tests {
         let c = Config::load(None, &[ov("http.externalURL", "https://factory.example/")]).unwrap();
         assert_eq!(c.external_url(), "https://factory.example");
         assert_eq!(c.external_pxe_url(), "https://factory.example");
+    }
+
+    #[test]
+    fn full_dhcp_mode_needs_interfaces_and_a_valid_range() {
+        let full = |extra: &[Override]| {
+            let mut o = vec![ov("pxe.dhcpMode", "full")];
+            o.extend_from_slice(extra);
+            Config::load(None, &o)
+        };
+        let e = full(&[ov("pxe.dhcp.range", "192.0.2.100-192.0.2.199")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("pxe.interfaces"), "{e}");
+        let e = full(&[ov("pxe.interfaces", "b0")]).unwrap_err().to_string();
+        assert!(e.contains("pxe.dhcp.range"), "{e}");
+        let ok = full(&[
+            ov("pxe.interfaces", "b0"),
+            ov("pxe.dhcp.range", "192.0.2.100-192.0.2.199"),
+            ov("pxe.dhcp.dns", "192.0.2.1,192.0.2.2"),
+            ov("pxe.dhcp.netmask", "255.255.255.0"),
+        ])
+        .unwrap();
+        assert_eq!(ok.pxe.dhcp_mode, DhcpMode::Full);
+        assert_eq!(ok.pxe.dhcp.dns.len(), 2);
+        for (key, value, named) in [
+            ("pxe.dhcp.router", "198.51.100.1", "pxe.dhcp.router"),
+            (
+                "pxe.dhcp.range",
+                "192.0.2.199-192.0.2.100",
+                "pxe.dhcp.range",
+            ),
+            ("pxe.dhcp.range", "192.0.2.100", "pxe.dhcp.range"),
+        ] {
+            let e = full(&[
+                ov("pxe.interfaces", "b0"),
+                ov("pxe.dhcp.range", "192.0.2.100-192.0.2.199"),
+                ov("pxe.dhcp.netmask", "255.255.255.0"),
+                ov(key, value),
+            ])
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(named), "{key}={value}: {e}");
+        }
     }
 
     fn load_err(overrides: &[Override]) -> String {

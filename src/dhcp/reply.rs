@@ -24,33 +24,50 @@ pub(crate) fn build(cfg: &ProxyDhcpConfig, req: &Request, plan: &Plan) -> Messag
         ReplyKind::Offer => Ipv4Addr::UNSPECIFIED,
         ReplyKind::Ack => req.ciaddr,
     };
+    let mut m = header(req, ciaddr, Ipv4Addr::UNSPECIFIED);
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(match plan.kind {
+            ReplyKind::Offer => MessageType::Offer,
+            ReplyKind::Ack => MessageType::Ack,
+        }));
+    m.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(cfg.server_ip));
+    apply_boot(&mut m, cfg, req, plan);
+    m
+}
+
+/// A BOOTREPLY header for `req`: its xid, `chaddr` and `giaddr`, the given `ciaddr` and
+/// `yiaddr`, and the broadcast flag when the client has no address yet (a relay can only
+/// reach such a client by broadcasting).
+pub(crate) fn header(req: &Request, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr) -> Message {
     let mut m = Message::new_with_id(
         req.xid,
         ciaddr,
+        yiaddr,
         Ipv4Addr::UNSPECIFIED,
-        cfg.server_ip,
         req.giaddr,
         &req.chaddr[..6],
     );
     m.set_opcode(Opcode::BootReply).set_htype(HType::Eth);
     let mut flags = Flags::new(req.flags);
     if req.ciaddr.is_unspecified() {
-        // A relay can only reach a client without an address by broadcasting.
         flags = flags.set_broadcast();
     }
     m.set_flags(flags);
+    m
+}
+
+/// Puts the boot answer of `plan` into a reply: `siaddr` and `sname` (us), the boot file in
+/// the `file` header (when it fits) and option 67, option 60 (`PXEClient`/`HTTPClient`),
+/// option 97 echoed, and option 43 for BIOS. Shared by proxy and full mode.
+pub(crate) fn apply_boot(m: &mut Message, cfg: &ProxyDhcpConfig, req: &Request, plan: &Plan) {
+    m.set_siaddr(cfg.server_ip);
     m.set_sname_str(cfg.server_ip.to_string());
     let file = plan.served.as_str();
     if file.len() <= MAX_FILE_HEADER {
         m.set_fname_str(file);
     }
-
     let o = m.opts_mut();
-    o.insert(DhcpOption::MessageType(match plan.kind {
-        ReplyKind::Offer => MessageType::Offer,
-        ReplyKind::Ack => MessageType::Ack,
-    }));
-    o.insert(DhcpOption::ServerIdentifier(cfg.server_ip));
     o.insert(DhcpOption::ClassIdentifier(plan.vendor_class().to_vec()));
     o.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
     if let Some(id) = &req.machine_id {
@@ -61,7 +78,6 @@ pub(crate) fn build(cfg: &ProxyDhcpConfig, req: &Request, plan: &Plan) -> Messag
             PXE_DISCOVERY_CONTROL_FILE_ONLY.to_vec(),
         ));
     }
-    m
 }
 
 /// The reply on the wire, padded to [`MIN_BOOTP_LEN`].
@@ -73,6 +89,30 @@ pub(crate) fn encode(msg: &Message) -> Vec<u8> {
         bytes.resize(MIN_BOOTP_LEN, 0);
     }
     bytes
+}
+
+/// Inserts option `code` with raw `data` (split in 255-byte pieces, RFC 3396) before the End
+/// option of an encoded message, so it comes last (option 82 must, RFC 3046 §2.1). Returns
+/// `false`, changing nothing, if the options area has no End option.
+pub(crate) fn insert_last(bytes: &mut Vec<u8>, code: u8, data: &[u8]) -> bool {
+    let mut i = super::client::OPTIONS_START;
+    while i < bytes.len() {
+        match bytes[i] {
+            0 => i += 1,
+            255 => {
+                let mut raw = Vec::with_capacity(data.len() + 4);
+                for chunk in data.chunks(255) {
+                    raw.push(code);
+                    raw.push(chunk.len() as u8);
+                    raw.extend_from_slice(chunk);
+                }
+                bytes.splice(i..i, raw);
+                return true;
+            }
+            _ => i += 2 + usize::from(*bytes.get(i + 1).unwrap_or(&0)),
+        }
+    }
+    false
 }
 
 #[cfg(test)]

@@ -56,6 +56,8 @@ pub struct AppState {
     pub ui: Arc<crate::ui::Ui>,
     /// The iPXE binaries served (patched to trust the boot CA when TLS is on).
     pub ipxe: Arc<crate::ipxe::trust::ServedIpxe>,
+    /// The full DHCP server's leases (`pxe.dhcpMode: full`); `None` in proxy mode.
+    pub leases: Option<Arc<crate::dhcp::Leases>>,
 }
 
 /// The admin API and the admin pages are only for HTTPS from other hosts once TLS is on
@@ -156,6 +158,7 @@ fn routes(state: AppState) -> Router {
                 .delete(machines::delete_machine),
         )
         .route("/api/v1/warm", post(machines::warm))
+        .route("/api/v1/leases", get(machines::leases))
         .route(
             "/api/v1/default",
             get(machines::get_default)

@@ -75,6 +75,24 @@ impl Lab {
         self.namespaces.push(ns.to_string());
     }
 
+    /// Adds namespace `<p>-<name>` joined to the LAN bridge by `dev` with MAC `mac` and no
+    /// address (a DHCP client's host); returns the namespace's full name.
+    pub fn add_host(&mut self, name: &str, dev: &str, mac: &str) -> String {
+        let (lan, ns) = (self.ns("lan"), self.ns(name));
+        self.add_ns(&ns);
+        let peer = format!("{dev}{name}");
+        let peer = &peer[..peer.len().min(15)];
+        run(&[
+            "ip", "-n", &lan, "link", "add", peer, "type", "veth", "peer", "name", dev, "netns",
+            &ns,
+        ]);
+        run(&["ip", "-n", &lan, "link", "set", peer, "master", "br0", "up"]);
+        run(&["ip", "-n", &ns, "link", "set", dev, "address", mac]);
+        run(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
     /// Adds a tap device on the LAN bridge for a VM; returns its name.
     pub fn add_tap(&mut self) -> String {
         let lan = self.ns("lan");
