@@ -6,6 +6,8 @@
 //! One test binary, one module per scenario, so the slow TCG machines of all scenarios run at
 //! once (cargo runs the tests of one binary in parallel):
 //! - `proxy.rs`: proxy-DHCP next to an office DHCP server (UEFI, BIOS, an ignored stranger).
+//! - `full.rs`: full DHCP (`pxe.dhcpMode: full`) with no other DHCP server (UEFI from the pool,
+//!   BIOS with a static reservation, the leases API).
 //!
 //! Needs root, `ip`, `dnsmasq`, `qemu-system-x86_64`, OVMF, a static busybox and a Debian
 //! kernel (`tests/run-all.sh` prepares `~/.cache/bootfactory/lab/vmlinuz`).
@@ -13,6 +15,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod full;
 mod proxy;
 
 use std::process::Command;
