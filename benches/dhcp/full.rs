@@ -29,9 +29,13 @@
 //!    time (a new client starts as one finishes); leases per second = acknowledged ÷ (last ACK
 //!    − first DISCOVER).
 //!
-//! Clients do not retransmit: an exchange not acknowledged within 3 s counts as not completed
-//! (a NAK too). Every ACK is checked: the address is the one offered, inside the pool, and no
-//! other client of the round holds it; a violation fails the bench.
+//! Clients do not retransmit or start over: an exchange not acknowledged within 3 s counts as
+//! not completed, and so does one answered with a NAK (counted apart: a NAK means the address
+//! offered was not the server's to give — dnsmasq does not hold an offered address, so two
+//! clients discovering at once can be offered the same one, and the second REQUEST gets
+//! "address in use"; see `benches/README.md` for why clients do not restart here). Every ACK
+//! is checked: the address is the one offered, inside the pool, and no other client of the
+//! round holds it; a violation fails the bench.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Write as _;
