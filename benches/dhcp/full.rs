@@ -98,12 +98,16 @@ pub fn run(rounds: usize, dnsmasq_version: &str) {
     let inflight = env_number("BENCH_DHCP_INFLIGHT", 200);
     let pool = u32::from(POOL_LAST) - u32::from(POOL_FIRST) + 1;
     assert!(
-        2 * clients + 1 <= pool as usize,
+        2 * clients < pool as usize,
         "BENCH_DHCP_CLIENTS={clients}: a round needs 2 × clients + 1 addresses, the pool has {pool}"
     );
     let pid = std::process::id();
     let ns = match NetnsPair::create(
-        (&format!("bfdhcpf-{pid}-srv"), SERVER_IF, &["198.18.0.10/16"]),
+        (
+            &format!("bfdhcpf-{pid}-srv"),
+            SERVER_IF,
+            &["198.18.0.10/16"],
+        ),
         (&format!("bfdhcpf-{pid}-cli"), CLIENT_IF, &["198.18.0.1/16"]),
     ) {
         Ok(ns) => ns,
@@ -359,7 +363,14 @@ fn message(
     selecting: Option<(Ipv4Addr, Ipv4Addr)>,
 ) -> Vec<u8> {
     let unspecified = Ipv4Addr::UNSPECIFIED;
-    let mut m = Message::new_with_id(xid, unspecified, unspecified, unspecified, unspecified, &mac);
+    let mut m = Message::new_with_id(
+        xid,
+        unspecified,
+        unspecified,
+        unspecified,
+        unspecified,
+        &mac,
+    );
     m.set_htype(HType::Eth);
     m.set_flags(Flags::default().set_broadcast());
     let o = m.opts_mut();
@@ -496,10 +507,7 @@ impl Phase {
                     || !(POOL_FIRST..=POOL_LAST).contains(&r.yiaddr)
                     || !held.insert(r.yiaddr)
                 {
-                    eprintln!(
-                        "wrong ACK for client {i}: {} (offered {offered})",
-                        r.yiaddr
-                    );
+                    eprintln!("wrong ACK for client {i}: {} (offered {offered})", r.yiaddr);
                     self.wrong += 1;
                 }
                 self.states[i] = Exchange::Acked {
@@ -674,4 +682,3 @@ pub fn child_generator() {
     );
     std::io::stdout().flush().unwrap();
 }
-

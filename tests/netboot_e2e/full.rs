@@ -217,7 +217,9 @@ fn full_dhcp_gives_addresses_and_boots_machines() {
         POOL.1
     );
     assert!(
-        uefi_lease["expires"].as_str().is_some_and(|s| !s.is_empty()),
+        uefi_lease["expires"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
         "{uefi_lease}"
     );
     let bios_lease = lease_of(BIOS_MAC);
@@ -233,7 +235,10 @@ fn full_dhcp_gives_addresses_and_boots_machines() {
     // of the last `/boot` request (the last thing recorded: `lastServed` is a boot script).
     let machines = api(&lab, "/api/v1/machines");
     let list: serde_json::Value = serde_json::from_str(&machines).unwrap_or_default();
-    for (mac, ip) in [(UEFI_MAC, uefi_ip.to_string()), (BIOS_MAC, BIOS_IP.to_string())] {
+    for (mac, ip) in [
+        (UEFI_MAC, uefi_ip.to_string()),
+        (BIOS_MAC, BIOS_IP.to_string()),
+    ] {
         let m = list["machines"]
             .as_array()
             .into_iter()
