@@ -11,21 +11,69 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use std::collections::HashMap;
+
 use crate::assign::{Assignments, BootAnswer, Sighting};
-use crate::config::{Config, IpxeVariant};
-use crate::dhcp::{BootFiles, ClientInfo, ClientPolicy, ProxyDhcp, ProxyDhcpConfig, Served};
+use crate::config::{Config, DhcpMode, IpxeVariant};
+use crate::dhcp::{
+    BootFiles, ClientInfo, ClientPolicy, FullDhcpConfig, Leases, PoolConfig, ProxyDhcp,
+    ProxyDhcpConfig, Reservation, Served, Subnet,
+};
 use crate::mac::MacAddr;
 use crate::tftp::{TftpConfig, TftpFiles, TftpService};
 
 /// The DHCP [`ClientPolicy`] backed by the assignment table.
 pub struct AssignmentPolicy {
     assignments: Assignments,
+    /// Static reservations by MAC and by address, rebuilt when the table changed.
+    reservations: std::sync::Mutex<ReservationCache>,
+}
+
+struct ReservationCache {
+    changes: tokio::sync::watch::Receiver<u64>,
+    by_mac: HashMap<MacAddr, Reservation>,
+    by_ip: HashMap<Ipv4Addr, MacAddr>,
+    loaded: bool,
 }
 
 impl AssignmentPolicy {
     /// Wraps the assignment table.
     pub fn new(assignments: Assignments) -> AssignmentPolicy {
-        AssignmentPolicy { assignments }
+        let changes = assignments.subscribe();
+        AssignmentPolicy {
+            assignments,
+            reservations: std::sync::Mutex::new(ReservationCache {
+                changes,
+                by_mac: HashMap::new(),
+                by_ip: HashMap::new(),
+                loaded: false,
+            }),
+        }
+    }
+
+    /// Runs `f` on the reservations, reloading them first if assignments changed.
+    fn with_reservations<R>(&self, f: impl FnOnce(&ReservationCache) -> R) -> R {
+        let mut cache = self
+            .reservations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !cache.loaded || cache.changes.has_changed().unwrap_or(false) {
+            cache.changes.borrow_and_update();
+            match self.assignments.reservations() {
+                Ok(list) => {
+                    cache.by_ip = list
+                        .iter()
+                        .filter_map(|(mac, r)| r.ip.map(|ip| (ip, *mac)))
+                        .collect();
+                    cache.by_mac = list.into_iter().collect();
+                    cache.loaded = true;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %crate::errors::chain(&e), "cannot read the static DHCP reservations");
+                }
+            }
+        }
+        f(&cache)
     }
 }
 
@@ -59,6 +107,109 @@ impl ClientPolicy for AssignmentPolicy {
             tracing::warn!(mac = %MacAddr(client.mac), error = %crate::errors::chain(&e), "cannot record the machine in the inventory");
         }
     }
+
+    fn reservation(&self, mac: [u8; 6]) -> Reservation {
+        self.with_reservations(|c| c.by_mac.get(&MacAddr(mac)).cloned().unwrap_or_default())
+    }
+
+    fn reserved_by_other(&self, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
+        self.with_reservations(|c| c.by_ip.get(&ip).is_some_and(|owner| owner.0 != mac))
+    }
+}
+
+/// The IPv4 addresses and prefix lengths of interface `name`.
+fn interface_addresses(name: &str) -> anyhow::Result<Vec<(Ipv4Addr, Ipv4Addr)>> {
+    let addrs = nix::ifaddrs::getifaddrs().context("cannot list network interfaces")?;
+    Ok(addrs
+        .filter(|a| a.interface_name == name)
+        .filter_map(|a| {
+            let ip = a.address.as_ref()?.as_sockaddr_in()?.ip();
+            let mask = a.netmask.as_ref()?.as_sockaddr_in()?.ip();
+            Some((ip, mask))
+        })
+        .collect())
+}
+
+/// Full DHCP's pool as configured, the netmask derived when unset, and checked.
+#[derive(Debug, Clone)]
+pub struct FullPool {
+    /// The pool.
+    pub pool: PoolConfig,
+    /// Its subnet.
+    pub subnet: Subnet,
+    /// The configured interfaces with an address in the subnet (unrelayed clients are
+    /// answered there only).
+    pub direct_interfaces: Vec<String>,
+}
+
+/// Resolves `pxe.dhcp.*` for full mode: the netmask is `pxe.dhcp.netmask`, else the prefix of
+/// the configured interface address whose subnet holds the range. The pool is checked
+/// ([`PoolConfig::validate`]) with the advertised address.
+pub fn full_pool(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<FullPool> {
+    let dhcp = &config.pxe.dhcp;
+    let range = dhcp
+        .range
+        .context("pxe.dhcpMode: full needs pxe.dhcp.range")?;
+    let mut per_iface = Vec::new();
+    for iface in &config.pxe.interfaces {
+        per_iface.push((iface.clone(), interface_addresses(iface)?));
+    }
+    let netmask = match dhcp.netmask {
+        Some(m) => m,
+        None => per_iface
+            .iter()
+            .flat_map(|(_, addrs)| addrs.iter())
+            .find(|(ip, mask)| {
+                Subnet::of(*ip, *mask).is_some_and(|s| s.contains_host(range.start))
+            })
+            .map(|(_, mask)| *mask)
+            .with_context(|| {
+                format!(
+                    "pxe.dhcp.netmask is unset and no interface of pxe.interfaces ({}) has an address in the subnet of {range}: set pxe.dhcp.netmask, or give the interface an address there",
+                    config.pxe.interfaces.join(", ")
+                )
+            })?,
+    };
+    let pool = dhcp.pool(netmask).context("pxe.dhcp.range is unset")?;
+    let subnet = pool
+        .validate(Some(advertise))
+        .context("invalid full DHCP pool")?;
+    let direct_interfaces = per_iface
+        .into_iter()
+        .filter(|(_, addrs)| addrs.iter().any(|(ip, _)| subnet.contains_host(*ip)))
+        .map(|(name, _)| name)
+        .collect::<Vec<_>>();
+    if direct_interfaces.is_empty() {
+        tracing::warn!(%subnet, "full DHCP: no configured interface has an address in the pool's subnet: only relayed requests will be answered");
+    }
+    Ok(FullPool {
+        pool,
+        subnet,
+        direct_interfaces,
+    })
+}
+
+/// Opens the full DHCP server's leases in the store (`pxe.dhcpMode: full` with `pxe.enabled`;
+/// `None` otherwise) and makes the assignment table check fixed addresses against the
+/// pool's subnet.
+pub fn open_leases(
+    config: &Config,
+    store: &crate::store::Store,
+    assignments: &Assignments,
+) -> anyhow::Result<Option<Arc<Leases>>> {
+    if !config.pxe.enabled || config.pxe.dhcp_mode != DhcpMode::Full {
+        return Ok(None);
+    }
+    let advertise = advertise_address(config)?;
+    let full = full_pool(config, advertise)?;
+    let tree = store
+        .db()
+        .open_tree(crate::dhcp::LEASES_TREE)
+        .context("cannot open the DHCP lease database")?;
+    let leases = Leases::open(tree, full.pool, full.subnet, crate::dhcp::leases::unix_now())
+        .context("cannot load the DHCP leases")?;
+    assignments.set_reservation_subnet(Some(full.subnet));
+    Ok(Some(Arc::new(leases)))
 }
 
 /// The address PXE clients reach us at: `pxe.advertiseAddress`, else the first IPv4 address
@@ -110,10 +261,10 @@ pub fn boot_url(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<String> 
 }
 
 /// Name, help and labels of the network-boot metrics.
-const NETBOOT_METRICS: [(&str, &str, &[&str]); 5] = [
+const NETBOOT_METRICS: [(&str, &str, &[&str]); 6] = [
     (
         "bootfactory_dhcp_packets_total",
-        "DHCP packets received by the proxy-DHCP responder, and what became of them",
+        "DHCP packets received by the DHCP server (proxy or full mode), and what became of them",
         &["outcome"],
     ),
     (
@@ -137,6 +288,11 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 5] = [
         "Cap on TFTP transfers in progress (pxe.tftpMaxSessions, held to 1/8 of the fd limit)",
         &[],
     ),
+    (
+        "bootfactory_dhcp_leases",
+        "Full DHCP mode: leases by state (offered, bound, declined)",
+        &["state"],
+    ),
 ];
 
 /// Exposes the proxy-DHCP and TFTP counters as `bootfactory_dhcp_packets_total{outcome}` and
@@ -145,6 +301,7 @@ struct NetbootCollector {
     dhcp: Arc<crate::dhcp::DhcpStats>,
     tftp: Arc<crate::tftp::TftpStats>,
     tftp_max_sessions: usize,
+    leases: Option<Arc<Leases>>,
     descs: Vec<prometheus::core::Desc>,
 }
 
@@ -169,6 +326,16 @@ impl NetbootCollector {
             ("no_binary_for_arch", d.no_binary_for_arch),
             ("unknown_arch", d.unknown_arch),
             ("send_error", d.send_errors),
+            ("discover", d.discover),
+            ("request", d.request),
+            ("decline", d.decline),
+            ("release", d.release),
+            ("inform", d.inform),
+            ("nak", d.naks),
+            ("pool_exhausted", d.pool_exhausted),
+            ("relay_refused", d.relay_refused),
+            ("probe_conflict", d.probe_conflict),
+            ("probe_busy", d.probe_busy),
         ] {
             dhcp.with_label_values(&[outcome]).inc_by(n);
         }
@@ -197,6 +364,19 @@ impl NetbootCollector {
             .expect("valid metric");
         sessions_max.set(i64::try_from(self.tftp_max_sessions).unwrap_or(i64::MAX));
         let mut out = dhcp.collect();
+        if let Some(leases) = &self.leases {
+            let gauge = prometheus::IntGaugeVec::new(
+                prometheus::Opts::new(NETBOOT_METRICS[5].0, NETBOOT_METRICS[5].1),
+                &["state"],
+            )
+            .expect("valid metric");
+            for (state, n) in leases.counts(crate::dhcp::leases::unix_now()) {
+                gauge
+                    .with_label_values(&[state.as_str()])
+                    .set(i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            out.extend(gauge.collect());
+        }
         out.extend(tftp.collect());
         out.extend(bytes.collect());
         out.extend(sessions.collect());
@@ -223,10 +403,13 @@ pub struct Netboot {
 
 impl Netboot {
     /// Binds proxy-DHCP and TFTP as `config.pxe` says.
+    ///
+    /// With `leases` (from [`open_leases`]) the DHCP side is the full server.
     pub async fn bind(
         config: &Config,
         assignments: Assignments,
         metrics: &crate::metrics::Metrics,
+        leases: Option<Arc<Leases>>,
     ) -> anyhow::Result<Netboot> {
         let advertise = advertise_address(config)?;
         let boot_url = boot_url(config, advertise)?;
@@ -246,9 +429,23 @@ impl Netboot {
             },
             ..ProxyDhcpConfig::default()
         };
-        let dhcp = ProxyDhcp::bind(dhcp_config, Arc::new(AssignmentPolicy::new(assignments)))
-            .await
-            .context("cannot start the proxy-DHCP server (pxe.*)")?;
+        let policy = Arc::new(AssignmentPolicy::new(assignments));
+        let dhcp = match &leases {
+            None => ProxyDhcp::bind(dhcp_config, policy)
+                .await
+                .context("cannot start the proxy-DHCP server (pxe.*)")?,
+            Some(leases) => {
+                let full = full_pool(config, advertise)?;
+                let full = FullDhcpConfig {
+                    leases: leases.clone(),
+                    direct_interfaces: full.direct_interfaces,
+                    server_check: crate::dhcp::probe::SERVER_CHECK,
+                };
+                ProxyDhcp::bind_full(dhcp_config, full, policy)
+                    .await
+                    .context("cannot start the full DHCP server (pxe.dhcpMode: full)")?
+            }
+        };
         let mut files = TftpFiles::new();
         for b in crate::ipxe::BINARIES {
             files.insert(b.name, bytes::Bytes::from_static(b.data));
@@ -271,6 +468,7 @@ impl Netboot {
             dhcp: dhcp.stats(),
             tftp: tftp.stats(),
             tftp_max_sessions: tftp.max_sessions(),
+            leases,
             descs: NETBOOT_METRICS
                 .iter()
                 .map(|(name, help, labels)| {
@@ -292,6 +490,7 @@ impl Netboot {
             dhcp = ?dhcp.local_addrs(),
             tftp = %tftp.local_addr(),
             unassigned = ?config.pxe.unassigned,
+            dhcp_mode = ?config.pxe.dhcp_mode,
             "network boot ready"
         );
         Ok(Netboot { dhcp, tftp })
@@ -307,7 +506,7 @@ impl Netboot {
             let _ = s2.wait_for(|s| *s).await;
         });
         let (d, t) = tokio::join!(dhcp, tftp);
-        d.context("proxy-DHCP server")?;
+        d.context("DHCP server")?;
         t.context("TFTP server")?;
         Ok(())
     }

@@ -71,6 +71,7 @@ impl App {
         };
         let assignments = Assignments::open_with_limits(&store, config.pxe.unassigned, limits)
             .context("cannot open the assignment table")?;
+        let leases = crate::netboot::open_leases(&config, &store, &assignments)?;
         let admin_token: Arc<str> = crate::assign::token::load_or_create(
             config.api.admin_token.as_deref(),
             &config.admin_token_path(),
@@ -92,6 +93,7 @@ impl App {
             assignments,
             admin_token,
             retention,
+            leases,
         };
         // The schematics directory and the assignments file, exactly as SIGHUP reloads them.
         reload(&state).await?;
@@ -133,6 +135,7 @@ impl App {
                     &self.state.config,
                     self.state.assignments.clone(),
                     &self.state.metrics,
+                    self.state.leases.clone(),
                 )
                 .await?,
             )

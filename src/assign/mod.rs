@@ -29,6 +29,7 @@ use crate::config::UnassignedPolicy;
 use crate::mac::MacAddr;
 use crate::store::Store;
 
+pub use crate::dhcp::Reservation;
 pub use model::{Assignment, MachineRecord, MachineView, talos_arch_for_client_arch};
 
 const MACHINES_TREE: &str = "assign/machines";
@@ -49,6 +50,25 @@ pub enum AssignError {
     /// The inventory is full of assigned machines: nothing can be evicted for a new one.
     #[error("inventory full: {0} machines, all assigned (raise assignments.inventoryMaxMachines)")]
     InventoryFull(usize),
+    /// Another machine already reserves this address (`ip` is unique across assignments).
+    #[error("{ip} is already reserved for {other}")]
+    IpTaken {
+        /// The address.
+        ip: std::net::Ipv4Addr,
+        /// The machine that has it.
+        other: MacAddr,
+    },
+    /// The address cannot be handed out by the full DHCP server's pool.
+    #[error("ip {ip} is not in the DHCP pool's subnet {subnet}")]
+    IpOutsideSubnet {
+        /// The address.
+        ip: std::net::Ipv4Addr,
+        /// The pool's subnet.
+        subnet: crate::dhcp::Subnet,
+    },
+    /// The default assignment cannot reserve an address or name.
+    #[error("the default assignment cannot have ip or hostname (they belong to one machine)")]
+    DefaultReservation,
     /// A stored record could not be decoded (a damaged database).
     #[error("stored record for {key} is damaged: {message}")]
     Corrupt {
@@ -137,6 +157,8 @@ pub struct Assignments {
     inventory_lock: Arc<std::sync::Mutex<InventoryState>>,
     /// Bumped on every change (assignment, default, sighting): [`Assignments::subscribe`].
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The full DHCP server's subnet, when it runs: fixed addresses must lie in it.
+    subnet: Arc<std::sync::RwLock<Option<crate::dhcp::Subnet>>>,
 }
 
 impl Assignments {
@@ -181,7 +203,31 @@ impl Assignments {
                 last_prune: 0,
             })),
             changed: Arc::new(tokio::sync::watch::channel(0).0),
+            subnet: Arc::new(std::sync::RwLock::new(None)),
         })
+    }
+
+    /// The full DHCP server's subnet: from now on a machine's fixed `ip` must lie in it.
+    pub fn set_reservation_subnet(&self, subnet: Option<crate::dhcp::Subnet>) {
+        *self.subnet.write().unwrap_or_else(|e| e.into_inner()) = subnet;
+    }
+
+    /// Every fixed address and host name by MAC (the full DHCP server's static reservations).
+    pub fn reservations(&self) -> Result<Vec<(MacAddr, Reservation)>, AssignError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .filter(|(_, a)| a.ip.is_some() || a.hostname.is_some())
+            .map(|(mac, a)| {
+                (
+                    mac,
+                    Reservation {
+                        ip: a.ip,
+                        hostname: a.hostname,
+                    },
+                )
+            })
+            .collect())
     }
 
     /// Forgets unassigned machines last seen before `cutoff` (Unix seconds); returns how many.
@@ -247,8 +293,24 @@ impl Assignments {
     }
 
     /// Sets (or replaces) a machine's assignment. The caller validated it.
+    ///
+    /// A fixed `ip` must not be another machine's ([`AssignError::IpTaken`]) and, when the
+    /// full DHCP server's subnet is known ([`Assignments::set_reservation_subnet`]), must be
+    /// in it ([`AssignError::IpOutsideSubnet`]).
     pub fn set(&self, mac: MacAddr, assignment: &Assignment) -> Result<(), AssignError> {
         let _state = self.lock_inventory();
+        if let Some(ip) = assignment.ip {
+            if let Some(subnet) = *self.subnet.read().unwrap_or_else(|e| e.into_inner())
+                && !subnet.contains_host(ip)
+            {
+                return Err(AssignError::IpOutsideSubnet { ip, subnet });
+            }
+            for (other, a) in self.list()? {
+                if other != mac && a.ip == Some(ip) {
+                    return Err(AssignError::IpTaken { ip, other });
+                }
+            }
+        }
         self.machines.insert(mac.0, encode(assignment))?;
         // Assigned machines are never evicted: keep them out of the eviction index, so
         // making room never walks past them.
@@ -305,6 +367,9 @@ impl Assignments {
 
     /// Sets or clears the default assignment.
     pub fn set_default(&self, assignment: Option<&Assignment>) -> Result<(), AssignError> {
+        if assignment.is_some_and(|a| a.ip.is_some() || a.hostname.is_some()) {
+            return Err(AssignError::DefaultReservation);
+        }
         match assignment {
             Some(a) => {
                 self.settings.insert(DEFAULT_KEY, encode(a))?;
@@ -445,6 +510,7 @@ impl Assignments {
             mac,
             assignment: self.get(mac)?,
             seen: self.machine(mac)?,
+            lease_ip: None,
         };
         Ok((view.assignment.is_some() || view.seen.is_some()).then_some(view))
     }
@@ -504,6 +570,7 @@ fn empty_view(mac: MacAddr) -> MachineView {
         mac,
         assignment: None,
         seen: None,
+        lease_ip: None,
     }
 }
 
@@ -519,6 +586,8 @@ mod tests {
             arch: None,
             extra_kernel_args: vec![],
             labels: Default::default(),
+            ip: None,
+            hostname: None,
         }
     }
 

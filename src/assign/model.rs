@@ -27,6 +27,14 @@ pub struct Assignment {
     /// Free-form labels (`role: controlplane`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// Fixed IPv4 address: with `pxe.dhcpMode: full` the machine always gets it (a static
+    /// reservation, never offered to another MAC). Stored but unused in proxy mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::Ipv4Addr>,
+    /// Host name sent as DHCP option 12 in full mode (RFC 1123 labels). Stored but unused in
+    /// proxy mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
 }
 
 fn default_platform() -> String {
@@ -122,6 +130,25 @@ impl Assignment {
                 ));
             }
         }
+        if let Some(ip) = self.ip
+            && (ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
+        {
+            return Err(invalid(
+                "ip",
+                format!("{ip} cannot be a machine's address"),
+            ));
+        }
+        if let Some(h) = &self.hostname
+            && !crate::dhcp::pool::valid_dns_name(h)
+        {
+            return Err(invalid(
+                "hostname",
+                format!(
+                    "{:?} is not a host name (RFC 1123: labels of letters, digits and hyphens, at most 63 each)",
+                    truncate(h)
+                ),
+            ));
+        }
         if self.labels.len() > MAX_LABELS {
             return Err(invalid("labels", format!("at most {MAX_LABELS} labels")));
         }
@@ -182,6 +209,9 @@ pub struct MachineView {
     /// What the inventory knows.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub seen: Option<MachineRecord>,
+    /// Its bound lease's address (full DHCP mode), filled in by the admin API.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_ip: Option<std::net::Ipv4Addr>,
 }
 
 /// What the inventory knows about a machine that asked to boot.
@@ -241,6 +271,8 @@ mod tests {
             arch: None,
             extra_kernel_args: vec!["console=ttyS0".into()],
             labels: BTreeMap::from([("role".into(), "worker".into())]),
+            ip: None,
+            hostname: None,
         }
     }
 

@@ -62,6 +62,13 @@ pub(super) struct AssignArgs {
     /// A label KEY=VALUE (repeatable).
     #[arg(long = "label", value_name = "KEY=VALUE")]
     labels: Vec<String>,
+    /// Fixed IPv4 address (full DHCP mode: a static reservation; stored but unused in proxy
+    /// mode).
+    #[arg(long, value_name = "A.B.C.D")]
+    ip: Option<std::net::Ipv4Addr>,
+    /// Host name sent as DHCP option 12 (full DHCP mode).
+    #[arg(long, value_name = "NAME")]
+    hostname: Option<String>,
     #[command(flatten)]
     server: ServerArgs,
 }
@@ -129,6 +136,8 @@ pub(super) fn assign(cx: &Context, args: &AssignArgs) -> anyhow::Result<ExitCode
             arch: args.arch.clone(),
             extra_kernel_args: args.extra_kernel_args.clone(),
             labels,
+            ip: args.ip,
+            hostname: args.hostname.clone(),
         };
         assignment.validate()?;
         let answer = if args.mac == "default" {

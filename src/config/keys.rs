@@ -363,6 +363,51 @@ pub const KEYS: &[KeySpec] = &[
         help: "IP-literal base URL for iPXE and UEFI HTTP boot (default http://<advertise>:<http port>)",
     },
     KeySpec {
+        key: "pxe.dhcpMode",
+        flag: "pxe-dhcp-mode",
+        help: "proxy (boot options next to the network's DHCP server) or full (be the DHCP server of an isolated lab)",
+    },
+    KeySpec {
+        key: "pxe.dhcp.range",
+        flag: "pxe-dhcp-range",
+        help: "Full DHCP: addresses handed out, START-END inclusive (required in full mode)",
+    },
+    KeySpec {
+        key: "pxe.dhcp.netmask",
+        flag: "pxe-dhcp-netmask",
+        help: "Full DHCP: option 1 (default: the prefix of the interface address in the range's subnet)",
+    },
+    KeySpec {
+        key: "pxe.dhcp.router",
+        flag: "pxe-dhcp-router",
+        help: "Full DHCP: option 3, default gateway (default none)",
+    },
+    KeySpec {
+        key: "pxe.dhcp.dns",
+        flag: "pxe-dhcp-dns",
+        help: "Full DHCP: option 6, DNS servers (comma-separated; default none)",
+    },
+    KeySpec {
+        key: "pxe.dhcp.domain",
+        flag: "pxe-dhcp-domain",
+        help: "Full DHCP: option 15, domain name (default none)",
+    },
+    KeySpec {
+        key: "pxe.dhcp.leaseSeconds",
+        flag: "pxe-dhcp-lease-seconds",
+        help: "Full DHCP: lease time, option 51 (T1 50 %, T2 87.5 %)",
+    },
+    KeySpec {
+        key: "pxe.dhcp.offerSeconds",
+        flag: "pxe-dhcp-offer-seconds",
+        help: "Full DHCP: an offered, unrequested address returns to the pool after this long",
+    },
+    KeySpec {
+        key: "pxe.dhcp.probe",
+        flag: "pxe-dhcp-probe",
+        help: "Full DHCP: ICMP-probe an address before offering it (false only for tests/benchmarks)",
+    },
+    KeySpec {
         key: "api.adminToken",
         flag: "api-admin-token",
         help: "Bearer token for /api/v1 (default: generated into <data-dir>/admin-token)",

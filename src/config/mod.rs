@@ -151,6 +151,81 @@ pub struct PxeConfig {
     /// boot. Unset (empty) = `http(s)://<advertiseAddress>:<http port>`.
     #[serde(rename = "bootURL", with = "value::optional")]
     pub boot_url: Option<HttpUrl>,
+    /// `proxy` (answer PXE clients next to the network's DHCP server) or `full` (be the DHCP
+    /// server of an isolated lab: addresses from `dhcp.range`).
+    pub dhcp_mode: DhcpMode,
+    /// The full DHCP server's pool and options (`dhcpMode: full` only).
+    pub dhcp: DhcpServerConfig,
+}
+
+/// How bootfactory takes part in DHCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DhcpMode {
+    /// Proxy-DHCP: boot options only, another server hands out addresses.
+    Proxy,
+    /// A full DHCPv4 server (RFC 2131) with the boot options folded in.
+    Full,
+}
+
+/// `pxe.dhcp.*`: the pool of the full DHCP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields, rename_all = "camelCase")]
+pub struct DhcpServerConfig {
+    /// Addresses handed out, `START-END` inclusive; required in full mode.
+    #[serde(with = "value::optional")]
+    pub range: Option<crate::dhcp::AddressRange>,
+    /// Option 1; unset = the prefix of the configured interface's address in the range's
+    /// subnet.
+    #[serde(with = "value::optional")]
+    pub netmask: Option<Ipv4Addr>,
+    /// Option 3 (default gateway); unset = none.
+    #[serde(with = "value::optional")]
+    pub router: Option<Ipv4Addr>,
+    /// Option 6 (DNS servers); empty = none.
+    #[serde(with = "value::list")]
+    pub dns: Vec<Ipv4Addr>,
+    /// Option 15 (domain name); unset = none.
+    #[serde(with = "value::optional")]
+    pub domain: Option<String>,
+    /// Option 51, lease time in seconds (T1 = 50 %, T2 = 87.5 %).
+    pub lease_seconds: u32,
+    /// How long an offered but unrequested address is held before it returns to the pool.
+    pub offer_seconds: u32,
+    /// ICMP-probe an address before offering it (false only for tests and benchmarks).
+    pub probe: bool,
+}
+
+impl Default for DhcpServerConfig {
+    fn default() -> Self {
+        DhcpServerConfig {
+            range: None,
+            netmask: None,
+            router: None,
+            dns: Vec::new(),
+            domain: None,
+            lease_seconds: 3600,
+            offer_seconds: 30,
+            probe: true,
+        }
+    }
+}
+
+impl DhcpServerConfig {
+    /// The pool with `netmask` (this config's, or the one derived from the interface).
+    /// `None` without a range.
+    pub fn pool(&self, netmask: Ipv4Addr) -> Option<crate::dhcp::PoolConfig> {
+        Some(crate::dhcp::PoolConfig {
+            range: self.range?,
+            netmask,
+            router: self.router,
+            dns: self.dns.clone(),
+            domain: self.domain.clone(),
+            lease_secs: self.lease_seconds,
+            offer_secs: self.offer_seconds,
+            probe: self.probe,
+        })
+    }
 }
 
 /// What a machine without an assignment gets.
@@ -193,6 +268,8 @@ impl Default for PxeConfig {
             ipxe_variant: IpxeVariant::Http,
             efi_binary: EfiBinary::IpxeEfi,
             boot_url: None,
+            dhcp_mode: DhcpMode::Proxy,
+            dhcp: DhcpServerConfig::default(),
         }
     }
 }
@@ -995,6 +1072,25 @@ impl Config {
                     self.pxe.tftp_timeout_seconds
                 ),
             ));
+        }
+        if self.pxe.dhcp_mode == DhcpMode::Full {
+            if self.pxe.interfaces.is_empty() {
+                return Err(invalid(
+                    "pxe.interfaces",
+                    "pxe.dhcpMode: full needs the interfaces to serve (a full DHCP server never answers on an interface it was not given)".into(),
+                ));
+            }
+            let dhcp = &self.pxe.dhcp;
+            if dhcp.range.is_none() {
+                return Err(invalid(
+                    "pxe.dhcp.range",
+                    "pxe.dhcpMode: full needs the address range to hand out (START-END)".into(),
+                ));
+            }
+            if let Some(pool) = dhcp.netmask.and_then(|mask| dhcp.pool(mask)) {
+                pool.validate(self.pxe.advertise_address)
+                    .map_err(|e| invalid(e.key, e.message))?;
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.level).is_err() {
             return Err(invalid(

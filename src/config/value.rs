@@ -43,6 +43,15 @@ impl ConfigValue for Ipv4Addr {
     }
 }
 
+impl ConfigValue for crate::dhcp::AddressRange {
+    fn parse_value(text: &str) -> Result<Self, String> {
+        text.parse()
+    }
+    fn show(&self) -> String {
+        self.to_string()
+    }
+}
+
 impl ConfigValue for PathBuf {
     fn parse_value(text: &str) -> Result<Self, String> {
         Ok(PathBuf::from(text))

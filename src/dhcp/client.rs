@@ -15,7 +15,13 @@ pub(crate) const OPTIONS_START: usize = 240;
 
 const OPT_PAD: u8 = 0;
 const OPT_END: u8 = 255;
+const OPT_REQUESTED_IP: u8 = 50;
 const OPT_OVERLOAD: u8 = 52;
+const OPT_SERVER_ID: u8 = 54;
+const OPT_PARAMETER_LIST: u8 = 55;
+const OPT_MAX_SIZE: u8 = 57;
+const OPT_CLIENT_ID: u8 = 61;
+const OPT_RELAY_INFO: u8 = 82;
 const OPT_MESSAGE_TYPE: u8 = 53;
 const OPT_VENDOR_CLASS: u8 = 60;
 const OPT_USER_CLASS: u8 = 77;
@@ -24,7 +30,13 @@ const OPT_MACHINE_ID: u8 = 97;
 const OPT_ETHERBOOT: u8 = 175;
 
 /// The options kept from a request; everything else is length-checked and skipped.
-const KEPT: [u8; 7] = [
+const KEPT: [u8; 13] = [
+    OPT_REQUESTED_IP,
+    OPT_SERVER_ID,
+    OPT_PARAMETER_LIST,
+    OPT_MAX_SIZE,
+    OPT_CLIENT_ID,
+    OPT_RELAY_INFO,
     OPT_OVERLOAD,
     OPT_MESSAGE_TYPE,
     OPT_VENDOR_CLASS,
@@ -38,6 +50,10 @@ const KEPT: [u8; 7] = [
 pub(crate) const DHCPDISCOVER: u8 = 1;
 /// DHCPREQUEST.
 pub(crate) const DHCPREQUEST: u8 = 3;
+/// DHCPDECLINE.
+pub(crate) const DHCPDECLINE: u8 = 4;
+/// DHCPRELEASE.
+pub(crate) const DHCPRELEASE: u8 = 7;
 /// DHCPINFORM.
 pub(crate) const DHCPINFORM: u8 = 8;
 
@@ -169,6 +185,18 @@ pub(crate) struct Request {
     pub machine_id: Option<Vec<u8>>,
     /// Option 175's feature set, when present.
     pub ipxe_features: Option<IpxeFeatures>,
+    /// Option 50 (requested IP address).
+    pub requested_ip: Option<Ipv4Addr>,
+    /// Option 54 (server identifier).
+    pub server_id: Option<Ipv4Addr>,
+    /// Option 55 (parameter request list), raw codes.
+    pub parameter_list: Option<Vec<u8>>,
+    /// Option 57 (maximum DHCP message size).
+    pub max_size: Option<u16>,
+    /// Option 61 (client identifier), raw.
+    pub client_id: Option<Vec<u8>>,
+    /// Option 82 (relay agent information), raw: echoed unchanged (RFC 3046).
+    pub relay_info: Option<Vec<u8>>,
 }
 
 impl Request {
@@ -390,7 +418,45 @@ pub(crate) fn parse(buf: &[u8]) -> Result<Request, Malformed> {
         .map(IpxeFeatures::parse)
         .transpose()?;
 
+    let addr = |opts: &Collected, code: u8| -> Result<Option<Ipv4Addr>, Malformed> {
+        match opts.get(code) {
+            None => Ok(None),
+            Some(&[a, b, c, d]) => Ok(Some(Ipv4Addr::new(a, b, c, d))),
+            Some(other) => Err(Malformed::BadOptionLength {
+                code,
+                len: other.len(),
+            }),
+        }
+    };
+    let requested_ip = addr(&opts, OPT_REQUESTED_IP)?;
+    let server_id = addr(&opts, OPT_SERVER_ID)?;
+    let max_size = match opts.get(OPT_MAX_SIZE) {
+        None => None,
+        Some(&[a, b]) => Some(u16::from_be_bytes([a, b])),
+        Some(other) => {
+            return Err(Malformed::BadOptionLength {
+                code: OPT_MAX_SIZE,
+                len: other.len(),
+            });
+        }
+    };
+    // RFC 2132 §9.14: at least two bytes (a type and one byte of identifier).
+    if let Some(id) = opts.get(OPT_CLIENT_ID)
+        && id.len() < 2
+    {
+        return Err(Malformed::BadOptionLength {
+            code: OPT_CLIENT_ID,
+            len: id.len(),
+        });
+    }
+
     Ok(Request {
+        requested_ip,
+        server_id,
+        max_size,
+        parameter_list: opts.take(OPT_PARAMETER_LIST),
+        client_id: opts.take(OPT_CLIENT_ID),
+        relay_info: opts.take(OPT_RELAY_INFO),
         xid: u32_at(4),
         flags: u16::from_be_bytes([buf[10], buf[11]]),
         ciaddr: Ipv4Addr::from(u32_at(12)),

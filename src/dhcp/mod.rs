@@ -85,6 +85,11 @@
 
 pub(crate) mod client;
 pub(crate) mod decide;
+pub(crate) mod full;
+pub mod lease;
+pub mod leases;
+pub mod pool;
+pub mod probe;
 pub(crate) mod reply;
 mod server;
 #[cfg(feature = "testkit")]
@@ -96,7 +101,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::mac::MacAddr;
 
 pub use client::ClientInfo;
-pub use server::ProxyDhcp;
+pub use lease::{Lease, LeaseState};
+pub use leases::{LEASES_TREE, LeaseStoreError, Leases};
+pub use pool::{AddressRange, PoolConfig, Subnet};
+pub use server::{FullDhcpConfig, ProxyDhcp};
 
 /// Configuration of the proxy-DHCP responder.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -210,6 +218,23 @@ pub trait ClientPolicy: Send + Sync + 'static {
     /// Called for every PXE/HTTP-boot client that asks (also silenced ones, with `None`, and
     /// ones whose architecture has no binary), after the decision: feeds the inventory.
     fn observed(&self, client: &ClientInfo, served: Option<&Served>);
+    /// Full mode: the machine's fixed address and host name (none by default).
+    fn reservation(&self, _mac: [u8; 6]) -> Reservation {
+        Reservation::default()
+    }
+    /// Full mode: whether `ip` is the fixed address of a machine other than `mac`.
+    fn reserved_by_other(&self, _ip: Ipv4Addr, _mac: [u8; 6]) -> bool {
+        false
+    }
+}
+
+/// A machine's static reservation for the full DHCP server (from its assignment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reservation {
+    /// Fixed address: always this machine's, never offered to another.
+    pub ip: Option<Ipv4Addr>,
+    /// Host name sent as option 12.
+    pub hostname: Option<String>,
 }
 
 /// A [`ClientPolicy`] that answers every client and records nothing.
@@ -247,6 +272,26 @@ pub struct DhcpStats {
     pub unknown_arch: AtomicU64,
     /// Replies the kernel refused to send.
     pub send_errors: AtomicU64,
+    /// Full mode: DHCPDISCOVERs received.
+    pub discover: AtomicU64,
+    /// Full mode: DHCPREQUESTs received.
+    pub request: AtomicU64,
+    /// Full mode: DHCPDECLINEs received.
+    pub decline: AtomicU64,
+    /// Full mode: DHCPRELEASEs received.
+    pub release: AtomicU64,
+    /// Full mode: DHCPINFORMs received.
+    pub inform: AtomicU64,
+    /// Full mode: DHCPNAKs sent.
+    pub naks: AtomicU64,
+    /// Full mode: DISCOVERs left unanswered because no address was free.
+    pub pool_exhausted: AtomicU64,
+    /// Full mode: relayed packets whose `giaddr` is outside the pool's subnet.
+    pub relay_refused: AtomicU64,
+    /// Full mode: candidate addresses that answered the ICMP probe.
+    pub probe_conflict: AtomicU64,
+    /// Full mode: DISCOVERs left unanswered because every probe slot was busy.
+    pub probe_busy: AtomicU64,
 }
 
 /// A plain copy of [`DhcpStats`] at one moment.
@@ -272,6 +317,26 @@ pub struct DhcpStatsSnapshot {
     pub unknown_arch: u64,
     /// See [`DhcpStats::send_errors`].
     pub send_errors: u64,
+    /// See [`DhcpStats::discover`].
+    pub discover: u64,
+    /// See [`DhcpStats::request`].
+    pub request: u64,
+    /// See [`DhcpStats::decline`].
+    pub decline: u64,
+    /// See [`DhcpStats::release`].
+    pub release: u64,
+    /// See [`DhcpStats::inform`].
+    pub inform: u64,
+    /// See [`DhcpStats::naks`].
+    pub naks: u64,
+    /// See [`DhcpStats::pool_exhausted`].
+    pub pool_exhausted: u64,
+    /// See [`DhcpStats::relay_refused`].
+    pub relay_refused: u64,
+    /// See [`DhcpStats::probe_conflict`].
+    pub probe_conflict: u64,
+    /// See [`DhcpStats::probe_busy`].
+    pub probe_busy: u64,
 }
 
 impl DhcpStats {
@@ -289,6 +354,16 @@ impl DhcpStats {
             no_binary_for_arch: r(&self.no_binary_for_arch),
             unknown_arch: r(&self.unknown_arch),
             send_errors: r(&self.send_errors),
+            discover: r(&self.discover),
+            request: r(&self.request),
+            decline: r(&self.decline),
+            release: r(&self.release),
+            inform: r(&self.inform),
+            naks: r(&self.naks),
+            pool_exhausted: r(&self.pool_exhausted),
+            relay_refused: r(&self.relay_refused),
+            probe_conflict: r(&self.probe_conflict),
+            probe_busy: r(&self.probe_busy),
         }
     }
 

@@ -24,33 +24,49 @@ pub(crate) fn build(cfg: &ProxyDhcpConfig, req: &Request, plan: &Plan) -> Messag
         ReplyKind::Offer => Ipv4Addr::UNSPECIFIED,
         ReplyKind::Ack => req.ciaddr,
     };
+    let mut m = header(req, ciaddr, Ipv4Addr::UNSPECIFIED);
+    m.opts_mut().insert(DhcpOption::MessageType(match plan.kind {
+        ReplyKind::Offer => MessageType::Offer,
+        ReplyKind::Ack => MessageType::Ack,
+    }));
+    m.opts_mut()
+        .insert(DhcpOption::ServerIdentifier(cfg.server_ip));
+    apply_boot(&mut m, cfg, req, plan);
+    m
+}
+
+/// A BOOTREPLY header for `req`: its xid, `chaddr` and `giaddr`, the given `ciaddr` and
+/// `yiaddr`, and the broadcast flag when the client has no address yet (a relay can only
+/// reach such a client by broadcasting).
+pub(crate) fn header(req: &Request, ciaddr: Ipv4Addr, yiaddr: Ipv4Addr) -> Message {
     let mut m = Message::new_with_id(
         req.xid,
         ciaddr,
+        yiaddr,
         Ipv4Addr::UNSPECIFIED,
-        cfg.server_ip,
         req.giaddr,
         &req.chaddr[..6],
     );
     m.set_opcode(Opcode::BootReply).set_htype(HType::Eth);
     let mut flags = Flags::new(req.flags);
     if req.ciaddr.is_unspecified() {
-        // A relay can only reach a client without an address by broadcasting.
         flags = flags.set_broadcast();
     }
     m.set_flags(flags);
+    m
+}
+
+/// Puts the boot answer of `plan` into a reply: `siaddr` and `sname` (us), the boot file in
+/// the `file` header (when it fits) and option 67, option 60 (`PXEClient`/`HTTPClient`),
+/// option 97 echoed, and option 43 for BIOS. Shared by proxy and full mode.
+pub(crate) fn apply_boot(m: &mut Message, cfg: &ProxyDhcpConfig, req: &Request, plan: &Plan) {
+    m.set_siaddr(cfg.server_ip);
     m.set_sname_str(cfg.server_ip.to_string());
     let file = plan.served.as_str();
     if file.len() <= MAX_FILE_HEADER {
         m.set_fname_str(file);
     }
-
     let o = m.opts_mut();
-    o.insert(DhcpOption::MessageType(match plan.kind {
-        ReplyKind::Offer => MessageType::Offer,
-        ReplyKind::Ack => MessageType::Ack,
-    }));
-    o.insert(DhcpOption::ServerIdentifier(cfg.server_ip));
     o.insert(DhcpOption::ClassIdentifier(plan.vendor_class().to_vec()));
     o.insert(DhcpOption::BootfileName(file.as_bytes().to_vec()));
     if let Some(id) = &req.machine_id {
@@ -61,7 +77,6 @@ pub(crate) fn build(cfg: &ProxyDhcpConfig, req: &Request, plan: &Plan) -> Messag
             PXE_DISCOVERY_CONTROL_FILE_ONLY.to_vec(),
         ));
     }
-    m
 }
 
 /// The reply on the wire, padded to [`MIN_BOOTP_LEN`].

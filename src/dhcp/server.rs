@@ -12,8 +12,12 @@ use tokio::net::UdpSocket;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
+use dhcproto::v4::MessageType;
+
 use super::client;
 use super::decide::{self, NoAnswer, Port, ReplyKind};
+use super::full::FullResponder;
+use super::leases::Leases;
 use super::reply;
 use super::{ClientPolicy, DhcpStats, MacAddr, ProxyDhcpConfig, Served};
 use crate::ratelimit::RateLimiter;
@@ -138,13 +142,36 @@ struct Listener {
     port: Port,
     /// Interface name, or `*` for all.
     iface: String,
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
+    /// Full mode: this interface has an address in the pool's subnet, so unrelayed clients
+    /// are served here.
+    direct: bool,
 }
 
-/// The proxy-DHCP responder with its sockets bound; [`ProxyDhcp::run`] serves.
+/// What full mode needs besides the proxy configuration.
+#[derive(Debug, Clone)]
+pub struct FullDhcpConfig {
+    /// The leases (and the pool they are for).
+    pub leases: Arc<Leases>,
+    /// The configured interfaces that have an address in the pool's subnet: unrelayed clients
+    /// are answered only there.
+    pub direct_interfaces: Vec<String>,
+    /// How long the start-up check listens for another DHCP server
+    /// ([`super::probe::SERVER_CHECK`]).
+    pub server_check: Duration,
+}
+
+/// Full mode: packets handled at once at most; more are dropped (and counted as rate
+/// limited) until some finish.
+const MAX_IN_FLIGHT: usize = 256;
+
+/// The DHCP server with its sockets bound; [`ProxyDhcp::run`] serves. In proxy mode both
+/// ports run the proxy responder; in full mode ([`ProxyDhcp::bind_full`]) port 67 runs the
+/// full server ([`super::full`]) and port 4011 the proxy responder.
 pub struct ProxyDhcp {
     listeners: Vec<Listener>,
     responder: Arc<Responder>,
+    full: Option<Arc<FullResponder>>,
 }
 
 impl std::fmt::Debug for ProxyDhcp {
@@ -175,21 +202,70 @@ impl ProxyDhcp {
                 listeners.push(Listener {
                     port,
                     iface: "*".into(),
-                    socket: open(None, number)?,
+                    socket: Arc::new(open(None, number)?),
+                    direct: true,
                 });
             }
             for iface in &config.interfaces {
                 listeners.push(Listener {
                     port,
                     iface: iface.clone(),
-                    socket: open(Some(iface), number)?,
+                    socket: Arc::new(open(Some(iface), number)?),
+                    direct: true,
                 });
             }
         }
         Ok(ProxyDhcp {
             listeners,
             responder: Arc::new(Responder::new(config, policy)),
+            full: None,
         })
+    }
+
+    /// Full mode: first checks every configured interface for another DHCP server
+    /// ([`super::probe::detect_other_server`]) and refuses to start when one answers, then
+    /// binds like [`ProxyDhcp::bind`] with port 67 served by the full server. Needs
+    /// `config.interfaces` (never answers on an interface it was not given).
+    pub async fn bind_full(
+        config: ProxyDhcpConfig,
+        full: FullDhcpConfig,
+        policy: Arc<dyn ClientPolicy>,
+    ) -> anyhow::Result<ProxyDhcp> {
+        validate(&config)?;
+        if config.interfaces.is_empty() {
+            bail!("full DHCP needs pxe.interfaces: it never answers on an interface it was not given");
+        }
+        let checks = config.interfaces.iter().map(|iface| async {
+            let found = super::probe::detect_other_server(
+                iface,
+                config.client_port,
+                config.dhcp_port,
+                full.server_check,
+            )
+            .await?;
+            Ok::<_, anyhow::Error>((iface.clone(), found))
+        });
+        for result in futures_util::future::join_all(checks).await {
+            let (iface, found) = result?;
+            if let Some(other) = found {
+                bail!(
+                    "full DHCP refused: another DHCP server answers on {iface}: {} (offered {}); use pxe.dhcpMode: proxy next to it",
+                    other.server,
+                    other.offered
+                );
+            }
+        }
+        let mut server = ProxyDhcp::bind(config.clone(), policy.clone()).await?;
+        for l in &mut server.listeners {
+            l.direct = full.direct_interfaces.contains(&l.iface);
+        }
+        server.full = Some(Arc::new(FullResponder::new(
+            config,
+            full.leases,
+            policy,
+            server.responder.stats().clone(),
+        )));
+        Ok(server)
     }
 
     /// The bound local addresses (DHCP port sockets first).
@@ -209,7 +285,12 @@ impl ProxyDhcp {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
         let mut tasks = JoinSet::new();
         for l in self.listeners {
-            tasks.spawn(serve(l, self.responder.clone()));
+            match &self.full {
+                Some(full) if l.port == Port::Dhcp => {
+                    tasks.spawn(serve_full(l, full.clone(), self.responder.stats().clone()))
+                }
+                _ => tasks.spawn(serve(l, self.responder.clone())),
+            };
         }
         tokio::pin!(shutdown);
         let result = tokio::select! {
@@ -250,7 +331,7 @@ fn validate(cfg: &ProxyDhcpConfig) -> anyhow::Result<()> {
 }
 
 /// One UDP socket on `0.0.0.0:port`, bound to `iface` if given.
-fn open(iface: Option<&str>, port: u16) -> anyhow::Result<UdpSocket> {
+pub(crate) fn open(iface: Option<&str>, port: u16) -> anyhow::Result<UdpSocket> {
     let on = iface.map_or_else(
         || "all interfaces".to_string(),
         |i| format!("interface {i}"),
@@ -297,6 +378,70 @@ fn open(iface: Option<&str>, port: u16) -> anyhow::Result<UdpSocket> {
         .context("proxy-DHCP: making the socket non-blocking")?;
     UdpSocket::from_std(socket.into())
         .with_context(|| format!("proxy-DHCP: registering UDP port {port} on {on} with tokio"))
+}
+
+/// The receive loop of a full-mode port-67 socket: each packet is handled in a task of its
+/// own (a DISCOVER may wait for an ICMP probe), at most [`MAX_IN_FLIGHT`] at once.
+async fn serve_full(
+    l: Listener,
+    full: Arc<FullResponder>,
+    stats: Arc<DhcpStats>,
+) -> anyhow::Result<()> {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT));
+    let mut buf = vec![0u8; RECV_BUFFER];
+    let mut consecutive_errors = 0u32;
+    loop {
+        let (n, src) = match l.socket.recv_from(&mut buf).await {
+            Ok(x) => {
+                consecutive_errors = 0;
+                x
+            }
+            Err(e) => {
+                consecutive_errors += 1;
+                warn!(iface = %l.iface, error = %e, "full DHCP: receive error");
+                if consecutive_errors >= 10 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                continue;
+            }
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            DhcpStats::bump(&stats.received);
+            DhcpStats::bump(&stats.rate_limited);
+            continue;
+        };
+        let packet = buf[..n].to_vec();
+        let (full, socket, iface, stats) = (full.clone(), l.socket.clone(), l.iface.clone(), stats.clone());
+        let direct = l.direct;
+        tokio::spawn(async move {
+            let _permit = permit;
+            let now = super::leases::unix_now();
+            let Some(out) = full.handle(&packet, src, direct, Instant::now(), now).await else {
+                return;
+            };
+            match socket.send_to(&out.bytes, out.dest).await {
+                Ok(_) => {
+                    match out.kind {
+                        MessageType::Offer => DhcpStats::bump(&stats.offers),
+                        MessageType::Ack => DhcpStats::bump(&stats.acks),
+                        _ => {}
+                    }
+                    info!(
+                        mac = %MacAddr(out.mac),
+                        ip = %out.ip,
+                        served = out.served.as_ref().map(ToString::to_string).unwrap_or_default(),
+                        dest = %out.dest,
+                        iface = %iface,
+                        "full DHCP {:?}", out.kind
+                    );
+                }
+                Err(e) => {
+                    DhcpStats::bump(&stats.send_errors);
+                    warn!(dest = %out.dest, iface = %iface, error = %e, "full DHCP: sending a reply failed");
+                }
+            }
+        });
+    }
 }
 
 /// The receive loop of one socket.

@@ -25,7 +25,15 @@ use crate::mac::MacAddr;
 
 impl From<AssignError> for ApiError {
     fn from(e: AssignError) -> Self {
-        ApiError::internal(e)
+        match e {
+            AssignError::IpTaken { .. } => {
+                ApiError::new(StatusCode::CONFLICT, format!("assignment refused: {e}"))
+            }
+            AssignError::IpOutsideSubnet { .. } | AssignError::DefaultReservation => {
+                ApiError::bad_request(format!("invalid assignment: {e}"))
+            }
+            e => ApiError::internal(e),
+        }
     }
 }
 
@@ -149,8 +157,13 @@ pub async fn list(State(state): State<AppState>) -> Result<Response, ApiError> {
         default: Option<Assignment>,
         unassigned: crate::config::UnassignedPolicy,
     }
+    let mut machines = a.machines()?;
+    let mut ips = lease_ips(&state);
+    for m in &mut machines {
+        m.lease_ip = ips.remove(&m.mac);
+    }
     Ok(Json(ListBody {
-        machines: a.machines()?,
+        machines,
         default: a.default_assignment()?,
         unassigned: a.policy(),
     })
@@ -164,7 +177,10 @@ pub async fn get_machine(
 ) -> Result<Response, ApiError> {
     let mac = parse_mac(&raw)?;
     match state.assignments.machine_view(mac)? {
-        Some(view) => Ok(Json(view).into_response()),
+        Some(mut view) => {
+            view.lease_ip = lease_ips(&state).remove(&mac);
+            Ok(Json(view).into_response())
+        }
         None => Err(ApiError::not_found(format!(
             "{mac} is neither assigned nor seen"
         ))),
@@ -193,8 +209,56 @@ pub async fn put_machine(
         mac,
         assignment: Some(assignment),
         seen,
+        lease_ip: lease_ips(&state).remove(&mac),
     })
     .into_response())
+}
+
+/// The bound lease address of each MAC (full DHCP mode; empty in proxy mode).
+fn lease_ips(state: &AppState) -> HashMap<MacAddr, std::net::Ipv4Addr> {
+    state.leases.as_ref().map_or_else(HashMap::new, |l| {
+        l.bound_by_mac(crate::dhcp::leases::unix_now())
+    })
+}
+
+/// `GET /api/v1/leases`: the full DHCP server's leases by address (empty in proxy mode).
+pub async fn leases(State(state): State<AppState>) -> Result<Response, ApiError> {
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct LeaseBody {
+        ip: std::net::Ipv4Addr,
+        mac: String,
+        state: &'static str,
+        expires: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hostname: Option<String>,
+        #[serde(rename = "static")]
+        is_static: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        client_id: Option<String>,
+    }
+    #[derive(Serialize)]
+    struct Body {
+        leases: Vec<LeaseBody>,
+    }
+    let list = state.leases.as_ref().map_or_else(Vec::new, |l| {
+        l.list(crate::dhcp::leases::unix_now())
+    });
+    let leases = list
+        .into_iter()
+        .map(|l| LeaseBody {
+            ip: l.ip,
+            mac: MacAddr(l.mac).to_string(),
+            state: l.state.as_str(),
+            expires: chrono::DateTime::from_timestamp(i64::try_from(l.expires).unwrap_or(i64::MAX), 0)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            hostname: l.hostname,
+            is_static: l.is_static,
+            client_id: l.client_id.map(hex::encode),
+        })
+        .collect();
+    Ok(Json(Body { leases }).into_response())
 }
 
 /// `DELETE /api/v1/machines/{mac}`: removes the machine's assignment.

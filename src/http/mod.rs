@@ -54,6 +54,8 @@ pub struct AppState {
     pub retention: Arc<crate::retention::Retention>,
     /// The web UI: its site and admin sessions.
     pub ui: Arc<crate::ui::Ui>,
+    /// The full DHCP server's leases (`pxe.dhcpMode: full`); `None` in proxy mode.
+    pub leases: Option<Arc<crate::dhcp::Leases>>,
 }
 
 /// The admin API and the admin pages are only for HTTPS from other hosts once TLS is on
@@ -154,6 +156,7 @@ fn routes(state: AppState) -> Router {
                 .delete(machines::delete_machine),
         )
         .route("/api/v1/warm", post(machines::warm))
+        .route("/api/v1/leases", get(machines::leases))
         .route(
             "/api/v1/default",
             get(machines::get_default)

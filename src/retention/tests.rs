@@ -414,6 +414,8 @@ async fn the_periodic_gc_applies_the_policy_with_the_assignments_and_waits_for_a
                 arch: None,
                 extra_kernel_args: Vec::new(),
                 labels: Default::default(),
+                ip: None,
+                hostname: None,
             },
         )
         .unwrap();

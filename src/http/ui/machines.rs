@@ -135,6 +135,9 @@ impl AssignForm {
                 .map(str::to_string)
                 .collect(),
             labels,
+            // The form has no address fields: `assign` keeps the machine's (API/CLI-set) ones.
+            ip: None,
+            hostname: None,
         })
     }
 
@@ -321,7 +324,11 @@ async fn assign(
 ) -> Result<Response, ApiError> {
     let result = async {
         let mac = parse_mac(form.mac.trim())?;
-        let assignment = form.assignment()?;
+        let mut assignment = form.assignment()?;
+        if let Some(old) = state.assignments.get(mac)? {
+            assignment.ip = old.ip;
+            assignment.hostname = old.hostname;
+        }
         assign_checked(
             &state.assignments,
             &state.factory,
