@@ -53,10 +53,7 @@ impl AssignmentPolicy {
 
     /// Runs `f` on the reservations, reloading them first if assignments changed.
     fn with_reservations<R>(&self, f: impl FnOnce(&ReservationCache) -> R) -> R {
-        let mut cache = self
-            .reservations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut cache = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
         if !cache.loaded || cache.changes.has_changed().unwrap_or(false) {
             cache.changes.borrow_and_update();
             match self.assignments.reservations() {
@@ -206,8 +203,13 @@ pub fn open_leases(
         .db()
         .open_tree(crate::dhcp::LEASES_TREE)
         .context("cannot open the DHCP lease database")?;
-    let leases = Leases::open(tree, full.pool, full.subnet, crate::dhcp::leases::unix_now())
-        .context("cannot load the DHCP leases")?;
+    let leases = Leases::open(
+        tree,
+        full.pool,
+        full.subnet,
+        crate::dhcp::leases::unix_now(),
+    )
+    .context("cannot load the DHCP leases")?;
     assignments.set_reservation_subnet(Some(full.subnet));
     Ok(Some(Arc::new(leases)))
 }

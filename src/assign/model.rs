@@ -133,10 +133,7 @@ impl Assignment {
         if let Some(ip) = self.ip
             && (ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback())
         {
-            return Err(invalid(
-                "ip",
-                format!("{ip} cannot be a machine's address"),
-            ));
+            return Err(invalid("ip", format!("{ip} cannot be a machine's address")));
         }
         if let Some(h) = &self.hostname
             && !crate::dhcp::pool::valid_dns_name(h)

@@ -47,7 +47,9 @@ use std::time::Instant;
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode, UnknownOption};
 use tracing::{debug, info, warn};
 
-use super::client::{self, DHCPDECLINE, DHCPDISCOVER, DHCPINFORM, DHCPRELEASE, DHCPREQUEST, Request};
+use super::client::{
+    self, DHCPDECLINE, DHCPDISCOVER, DHCPINFORM, DHCPRELEASE, DHCPREQUEST, Request,
+};
 use super::decide::{self, NoAnswer, Plan, ReplyKind};
 use super::lease::{Client, RequestKind, Verdict};
 use super::leases::Leases;
@@ -180,7 +182,14 @@ impl FullResponder {
             Some(DHCPINFORM) => {
                 DhcpStats::bump(&stats.inform);
                 let boot = self.boot(&req, ReplyKind::Ack);
-                let msg = self.build(&req, MessageType::Ack, Ipv4Addr::UNSPECIFIED, None, &client, boot.as_ref());
+                let msg = self.build(
+                    &req,
+                    MessageType::Ack,
+                    Ipv4Addr::UNSPECIFIED,
+                    None,
+                    &client,
+                    boot.as_ref(),
+                );
                 Some(self.finish(&req, msg, MessageType::Ack, req.ciaddr, boot))
             }
             other => {
@@ -225,8 +234,9 @@ impl FullResponder {
                 Probe::InUse => {
                     DhcpStats::bump(&self.stats.probe_conflict);
                     warn!(ip = %choice.ip, mac = %MacAddr(client.mac), "full DHCP: address answers ICMP echo (in use by a host we did not give it to); not offered");
-                    self.leases
-                        .with(now, |t| t.mark_conflict(choice.ip, now + CONFLICT_HOLD_SECS));
+                    self.leases.with(now, |t| {
+                        t.mark_conflict(choice.ip, now + CONFLICT_HOLD_SECS)
+                    });
                 }
                 Probe::Busy => {
                     DhcpStats::bump(&self.stats.probe_busy);
@@ -240,7 +250,14 @@ impl FullResponder {
             return None;
         };
         let boot = self.boot(req, ReplyKind::Offer);
-        let msg = self.build(req, MessageType::Offer, ip, Some(pool.lease_secs), client, boot.as_ref());
+        let msg = self.build(
+            req,
+            MessageType::Offer,
+            ip,
+            Some(pool.lease_secs),
+            client,
+            boot.as_ref(),
+        );
         Some(self.finish(req, msg, MessageType::Offer, ip, boot))
     }
 
@@ -259,9 +276,7 @@ impl FullResponder {
                 }
                 return None;
             }
-            (Some(_), requested) => {
-                RequestKind::Selecting(requested.unwrap_or(req.ciaddr))
-            }
+            (Some(_), requested) => RequestKind::Selecting(requested.unwrap_or(req.ciaddr)),
             (None, Some(requested)) if req.ciaddr.is_unspecified() => {
                 RequestKind::InitReboot(requested)
             }
@@ -272,7 +287,9 @@ impl FullResponder {
             }
         };
         let lease_secs = self.leases.pool().lease_secs;
-        let verdict = self.leases.with(now, |t| t.judge(client, kind, reserved_by_other));
+        let verdict = self
+            .leases
+            .with(now, |t| t.judge(client, kind, reserved_by_other));
         match verdict {
             Verdict::Silent => {
                 debug!(mac = %MacAddr(client.mac), ?kind, "full DHCP: INIT-REBOOT from a client we have no record of: silent");
@@ -300,7 +317,14 @@ impl FullResponder {
                     warn!(%ip, error = %e, "full DHCP: cannot flush the lease database");
                 }
                 let boot = self.boot(req, ReplyKind::Ack);
-                let msg = self.build(req, MessageType::Ack, ip, Some(lease_secs), client, boot.as_ref());
+                let msg = self.build(
+                    req,
+                    MessageType::Ack,
+                    ip,
+                    Some(lease_secs),
+                    client,
+                    boot.as_ref(),
+                );
                 Some(self.finish(req, msg, MessageType::Ack, ip, boot))
             }
         }
@@ -329,7 +353,9 @@ impl FullResponder {
     }
 
     async fn release(&self, req: &Request, client: &Client, now: u64) {
-        let released = self.leases.with(now, |t| t.release(&client.key, req.ciaddr));
+        let released = self
+            .leases
+            .with(now, |t| t.release(&client.key, req.ciaddr));
         match released {
             Some(lease) => {
                 info!(ip = %lease.ip, mac = %MacAddr(client.mac), "full DHCP RELEASE");
@@ -380,7 +406,11 @@ impl FullResponder {
         boot: Option<&Plan>,
     ) -> Message {
         let pool = self.leases.pool();
-        let ciaddr = if kind == MessageType::Ack { req.ciaddr } else { Ipv4Addr::UNSPECIFIED };
+        let ciaddr = if kind == MessageType::Ack {
+            req.ciaddr
+        } else {
+            Ipv4Addr::UNSPECIFIED
+        };
         let mut m = reply::header(req, ciaddr, yiaddr);
         {
             let o = m.opts_mut();
@@ -417,7 +447,8 @@ impl FullResponder {
     fn nak(&self, req: &Request) -> Message {
         let mut m = reply::header(req, Ipv4Addr::UNSPECIFIED, Ipv4Addr::UNSPECIFIED);
         m.set_flags(dhcproto::v4::Flags::default().set_broadcast());
-        m.opts_mut().insert(DhcpOption::MessageType(MessageType::Nak));
+        m.opts_mut()
+            .insert(DhcpOption::MessageType(MessageType::Nak));
         m.opts_mut()
             .insert(DhcpOption::ServerIdentifier(self.cfg.server_ip));
         self.echo_relay_info(req, &mut m);
@@ -448,9 +479,8 @@ impl FullResponder {
         let limit = usize::from(req.max_size.unwrap_or(576).max(576)) - IP_UDP_HEADERS;
         if bytes.len() > limit {
             let asked = req.parameter_list.clone().unwrap_or_default();
-            let keep = |code: u8| {
-                matches!(code, 1 | 51 | 53 | 54 | 58 | 59 | 82) || asked.contains(&code)
-            };
+            let keep =
+                |code: u8| matches!(code, 1 | 51 | 53 | 54 | 58 | 59 | 82) || asked.contains(&code);
             let drop: Vec<OptionCode> = msg
                 .opts()
                 .iter()

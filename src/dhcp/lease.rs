@@ -253,9 +253,7 @@ impl LeaseTable {
 
     /// The client's current (offered or bound) lease.
     pub fn of(&self, key: &ClientKey) -> Option<&Lease> {
-        self.by_client
-            .get(key)
-            .and_then(|ip| self.leases.get(ip))
+        self.by_client.get(key).and_then(|ip| self.leases.get(ip))
     }
 
     /// Whether nobody else holds `ip` (no lease, or one of `key`'s; no conflict).
@@ -280,7 +278,10 @@ impl LeaseTable {
         reserved_by_other: &dyn Fn(Ipv4Addr) -> bool,
     ) -> Option<Choice> {
         if let Some(ip) = client.reserved {
-            return self.subnet.contains_host(ip).then_some(Choice { ip, known: true });
+            return self
+                .subnet
+                .contains_host(ip)
+                .then_some(Choice { ip, known: true });
         }
         let usable = |ip: Ipv4Addr| {
             self.range.contains(ip) && self.free_for(ip, &client.key) && !reserved_by_other(ip)
@@ -338,10 +339,7 @@ impl LeaseTable {
 
     /// `ip` answered an ICMP probe: never offered until `until`; an offer on it is dropped.
     pub fn mark_conflict(&mut self, ip: Ipv4Addr, until: u64) {
-        if self
-            .at(ip)
-            .is_some_and(|l| l.state == LeaseState::Offered)
-        {
+        if self.at(ip).is_some_and(|l| l.state == LeaseState::Offered) {
             self.remove_at(ip);
         }
         if self.conflicts.len() < self.range.size() as usize + 1 {
@@ -368,9 +366,9 @@ impl LeaseTable {
         reserved_by_other: &dyn Fn(Ipv4Addr) -> bool,
     ) -> Verdict {
         let ip = match kind {
-            RequestKind::Selecting(ip) | RequestKind::InitReboot(ip) | RequestKind::Renewing(ip) => {
-                ip
-            }
+            RequestKind::Selecting(ip)
+            | RequestKind::InitReboot(ip)
+            | RequestKind::Renewing(ip) => ip,
         };
         if !self.subnet.contains_host(ip) {
             return Verdict::Nak;
@@ -400,7 +398,9 @@ impl LeaseTable {
                 if self.of(&client.key).is_some() {
                     // It holds another address with us.
                     Verdict::Nak
-                } else if self.previous.get(&client.key) == Some(&ip) && self.free_for(ip, &client.key) {
+                } else if self.previous.get(&client.key) == Some(&ip)
+                    && self.free_for(ip, &client.key)
+                {
                     Verdict::Ack(ip)
                 } else {
                     // No record of this client: another server may know it (RFC 2131 §4.3.2).
@@ -545,14 +545,22 @@ mod tests {
     #[test]
     fn requested_address_reservations_and_conflicts() {
         let mut t = table(100, 110);
-        assert_eq!(t.choose(&client(1), Some(ip(105)), NONE).unwrap().ip, ip(105));
+        assert_eq!(
+            t.choose(&client(1), Some(ip(105)), NONE).unwrap().ip,
+            ip(105)
+        );
         assert_eq!(
             t.choose(&client(1), Some(ip(50)), NONE).unwrap().ip,
             ip(100),
             "outside the range: ignored"
         );
         let other_has_105 = |a: Ipv4Addr| a == ip(105);
-        assert_eq!(t.choose(&client(1), Some(ip(105)), &other_has_105).unwrap().ip, ip(100));
+        assert_eq!(
+            t.choose(&client(1), Some(ip(105)), &other_has_105)
+                .unwrap()
+                .ip,
+            ip(100)
+        );
         t.mark_conflict(ip(100), 60);
         assert_eq!(t.choose(&client(1), None, NONE).unwrap().ip, ip(101));
         t.expire(60);
@@ -560,7 +568,13 @@ mod tests {
         // A reservation outside the range (in the subnet) is chosen, known.
         let mut r = client(9);
         r.reserved = Some(ip(20));
-        assert_eq!(t.choose(&r, None, NONE), Some(Choice { ip: ip(20), known: true }));
+        assert_eq!(
+            t.choose(&r, None, NONE),
+            Some(Choice {
+                ip: ip(20),
+                known: true
+            })
+        );
     }
 
     #[test]
@@ -569,33 +583,84 @@ mod tests {
         let c = client(1);
         let c2 = client(2);
         // SELECTING without an offer: NAK; with one: ACK.
-        assert_eq!(t.judge(&c, RequestKind::Selecting(ip(100)), NONE), Verdict::Nak);
+        assert_eq!(
+            t.judge(&c, RequestKind::Selecting(ip(100)), NONE),
+            Verdict::Nak
+        );
         t.hold_offer(&c, ip(100), 30);
-        assert_eq!(t.judge(&c, RequestKind::Selecting(ip(100)), NONE), Verdict::Ack(ip(100)));
-        assert_eq!(t.judge(&c2, RequestKind::Selecting(ip(100)), NONE), Verdict::Nak);
+        assert_eq!(
+            t.judge(&c, RequestKind::Selecting(ip(100)), NONE),
+            Verdict::Ack(ip(100))
+        );
+        assert_eq!(
+            t.judge(&c2, RequestKind::Selecting(ip(100)), NONE),
+            Verdict::Nak
+        );
         let (lease, replaced) = t.bind(&c, ip(100), 3600);
         assert_eq!((lease.state, replaced), (LeaseState::Bound, None));
         // INIT-REBOOT: own address ACK, another's NAK, wrong subnet NAK, unknown silent.
-        assert_eq!(t.judge(&c, RequestKind::InitReboot(ip(100)), NONE), Verdict::Ack(ip(100)));
-        assert_eq!(t.judge(&c2, RequestKind::InitReboot(ip(100)), NONE), Verdict::Nak);
-        assert_eq!(t.judge(&c, RequestKind::InitReboot(ip(105)), NONE), Verdict::Nak, "it holds .100");
         assert_eq!(
-            t.judge(&c, RequestKind::InitReboot(Ipv4Addr::new(10, 0, 0, 5)), NONE),
+            t.judge(&c, RequestKind::InitReboot(ip(100)), NONE),
+            Verdict::Ack(ip(100))
+        );
+        assert_eq!(
+            t.judge(&c2, RequestKind::InitReboot(ip(100)), NONE),
             Verdict::Nak
         );
-        assert_eq!(t.judge(&c2, RequestKind::InitReboot(ip(105)), NONE), Verdict::Silent);
+        assert_eq!(
+            t.judge(&c, RequestKind::InitReboot(ip(105)), NONE),
+            Verdict::Nak,
+            "it holds .100"
+        );
+        assert_eq!(
+            t.judge(
+                &c,
+                RequestKind::InitReboot(Ipv4Addr::new(10, 0, 0, 5)),
+                NONE
+            ),
+            Verdict::Nak
+        );
+        assert_eq!(
+            t.judge(&c2, RequestKind::InitReboot(ip(105)), NONE),
+            Verdict::Silent
+        );
         // RENEWING: own ACK, another's NAK, a free pool address after data loss ACK.
-        assert_eq!(t.judge(&c, RequestKind::Renewing(ip(100)), NONE), Verdict::Ack(ip(100)));
-        assert_eq!(t.judge(&c2, RequestKind::Renewing(ip(100)), NONE), Verdict::Nak);
-        assert_eq!(t.judge(&c2, RequestKind::Renewing(ip(107)), NONE), Verdict::Ack(ip(107)));
-        assert_eq!(t.judge(&c2, RequestKind::Renewing(ip(50)), NONE), Verdict::Nak, "outside range");
+        assert_eq!(
+            t.judge(&c, RequestKind::Renewing(ip(100)), NONE),
+            Verdict::Ack(ip(100))
+        );
+        assert_eq!(
+            t.judge(&c2, RequestKind::Renewing(ip(100)), NONE),
+            Verdict::Nak
+        );
+        assert_eq!(
+            t.judge(&c2, RequestKind::Renewing(ip(107)), NONE),
+            Verdict::Ack(ip(107))
+        );
+        assert_eq!(
+            t.judge(&c2, RequestKind::Renewing(ip(50)), NONE),
+            Verdict::Nak,
+            "outside range"
+        );
         // Expired: remembered, the client gets it back on INIT-REBOOT and DISCOVER.
         assert_eq!(t.expire(3600).len(), 1);
-        assert_eq!(t.judge(&c, RequestKind::InitReboot(ip(100)), NONE), Verdict::Ack(ip(100)));
-        assert_eq!(t.choose(&c, None, NONE), Some(Choice { ip: ip(100), known: true }));
+        assert_eq!(
+            t.judge(&c, RequestKind::InitReboot(ip(100)), NONE),
+            Verdict::Ack(ip(100))
+        );
+        assert_eq!(
+            t.choose(&c, None, NONE),
+            Some(Choice {
+                ip: ip(100),
+                known: true
+            })
+        );
         // Reserved for someone else: NAK.
         let reserved = |a: Ipv4Addr| a == ip(100);
-        assert_eq!(t.judge(&c, RequestKind::InitReboot(ip(100)), &reserved), Verdict::Nak);
+        assert_eq!(
+            t.judge(&c, RequestKind::InitReboot(ip(100)), &reserved),
+            Verdict::Nak
+        );
     }
 
     #[test]
@@ -603,7 +668,10 @@ mod tests {
         let mut t = table(100, 101);
         let c = client(1);
         t.bind(&c, ip(100), 3600);
-        assert!(t.release(&client(2).key, ip(100)).is_none(), "not its lease");
+        assert!(
+            t.release(&client(2).key, ip(100)).is_none(),
+            "not its lease"
+        );
         assert_eq!(t.release(&c.key, ip(100)).unwrap().ip, ip(100));
         assert!(t.at(ip(100)).is_none());
         t.hold_offer(&c, ip(101), 30);
@@ -615,7 +683,10 @@ mod tests {
         assert_eq!(d.state, LeaseState::Declined);
         // Quarantined for everyone, the decliner too.
         assert_eq!(t.choose(&c, None, NONE).unwrap().ip, ip(101));
-        assert_eq!(t.judge(&c, RequestKind::InitReboot(ip(100)), NONE), Verdict::Nak);
+        assert_eq!(
+            t.judge(&c, RequestKind::InitReboot(ip(100)), NONE),
+            Verdict::Nak
+        );
         assert_eq!(t.counts()[2], (LeaseState::Declined, 1));
         assert_eq!(t.expire(600).len(), 1);
         assert!(t.at(ip(100)).is_none());

@@ -30,7 +30,10 @@ impl AddressRange {
 
     /// Number of addresses (0 when `start` > `end`).
     pub fn size(&self) -> u64 {
-        let (s, e) = (u64::from(u32::from(self.start)), u64::from(u32::from(self.end)));
+        let (s, e) = (
+            u64::from(u32::from(self.start)),
+            u64::from(u32::from(self.end)),
+        );
         if e < s { 0 } else { e - s + 1 }
     }
 }
@@ -184,10 +187,7 @@ impl PoolConfig {
         if r.size() > u64::from(MAX_POOL_SIZE) {
             return Err(pool_error(
                 "pxe.dhcp.range",
-                format!(
-                    "{r} holds {} addresses; at most {MAX_POOL_SIZE}",
-                    r.size()
-                ),
+                format!("{r} holds {} addresses; at most {MAX_POOL_SIZE}", r.size()),
             ));
         }
         if let Some(router) = self.router
@@ -282,7 +282,13 @@ mod tests {
         assert_eq!(r.to_string(), "192.0.2.100-192.0.2.199");
         assert_eq!(r.size(), 100);
         assert!(r.contains(ip("192.0.2.150")) && !r.contains(ip("192.0.2.200")));
-        for bad in ["", "192.0.2.1", "192.0.2.1-", "a-b", "192.0.2.1-192.0.2.300"] {
+        for bad in [
+            "",
+            "192.0.2.1",
+            "192.0.2.1-",
+            "a-b",
+            "192.0.2.1-192.0.2.300",
+        ] {
             assert!(bad.parse::<AddressRange>().is_err(), "{bad}");
         }
     }
@@ -298,7 +304,10 @@ mod tests {
         assert!(!s.contains_host(ip("192.0.3.1")));
         assert!(Subnet::of(ip("192.0.2.1"), ip("255.0.255.0")).is_none());
         assert!(Subnet::of(ip("192.0.2.1"), ip("255.255.255.254")).is_none());
-        assert_eq!(Subnet::from_prefix(ip("10.1.2.3"), 16).unwrap().network, ip("10.1.0.0"));
+        assert_eq!(
+            Subnet::from_prefix(ip("10.1.2.3"), 16).unwrap().network,
+            ip("10.1.0.0")
+        );
     }
 
     #[test]

@@ -51,8 +51,9 @@ pub async fn detect_other_server(
     dhcp_port: u16,
     wait: Duration,
 ) -> anyhow::Result<Option<OtherServer>> {
-    let socket = super::server::open(Some(iface), client_port)
-        .with_context(|| format!("full DHCP: the start-up check for other DHCP servers on {iface}"))?;
+    let socket = super::server::open(Some(iface), client_port).with_context(|| {
+        format!("full DHCP: the start-up check for other DHCP servers on {iface}")
+    })?;
     let mut mac: [u8; 6] = rand::random();
     mac[0] = (mac[0] & 0xfc) | 0x02; // locally administered, unicast
     let xid: u32 = rand::random();
@@ -148,7 +149,11 @@ impl Prober {
     /// Whether `ip` answers an ICMP echo.
     pub async fn probe(&self, ip: Ipv4Addr) -> Probe {
         let now = Instant::now();
-        if let Some((at, in_use)) = self.cache.lock().unwrap_or_else(|e| e.into_inner()).get(&ip)
+        if let Some((at, in_use)) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
             && now.duration_since(*at) < PROBE_CACHE
         {
             return if *in_use { Probe::InUse } else { Probe::Free };
@@ -264,7 +269,9 @@ mod tests {
     fn echo_request_checksums_to_zero_and_replies_are_matched() {
         let req = echo_request(0x1234, 7);
         assert_eq!(checksum(&req), 0);
-        let mut reply = vec![0x45, 0, 0, 44, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 5, 192, 0, 2, 1];
+        let mut reply = vec![
+            0x45, 0, 0, 44, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 5, 192, 0, 2, 1,
+        ];
         let mut icmp = req.clone();
         icmp[0] = 0;
         reply.extend_from_slice(&icmp);

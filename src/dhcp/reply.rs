@@ -25,10 +25,11 @@ pub(crate) fn build(cfg: &ProxyDhcpConfig, req: &Request, plan: &Plan) -> Messag
         ReplyKind::Ack => req.ciaddr,
     };
     let mut m = header(req, ciaddr, Ipv4Addr::UNSPECIFIED);
-    m.opts_mut().insert(DhcpOption::MessageType(match plan.kind {
-        ReplyKind::Offer => MessageType::Offer,
-        ReplyKind::Ack => MessageType::Ack,
-    }));
+    m.opts_mut()
+        .insert(DhcpOption::MessageType(match plan.kind {
+            ReplyKind::Offer => MessageType::Offer,
+            ReplyKind::Ack => MessageType::Ack,
+        }));
     m.opts_mut()
         .insert(DhcpOption::ServerIdentifier(cfg.server_ip));
     apply_boot(&mut m, cfg, req, plan);

@@ -233,7 +233,9 @@ impl ProxyDhcp {
     ) -> anyhow::Result<ProxyDhcp> {
         validate(&config)?;
         if config.interfaces.is_empty() {
-            bail!("full DHCP needs pxe.interfaces: it never answers on an interface it was not given");
+            bail!(
+                "full DHCP needs pxe.interfaces: it never answers on an interface it was not given"
+            );
         }
         let checks = config.interfaces.iter().map(|iface| async {
             let found = super::probe::detect_other_server(
@@ -411,7 +413,12 @@ async fn serve_full(
             continue;
         };
         let packet = buf[..n].to_vec();
-        let (full, socket, iface, stats) = (full.clone(), l.socket.clone(), l.iface.clone(), stats.clone());
+        let (full, socket, iface, stats) = (
+            full.clone(),
+            l.socket.clone(),
+            l.iface.clone(),
+            stats.clone(),
+        );
         let direct = l.direct;
         tokio::spawn(async move {
             let _permit = permit;

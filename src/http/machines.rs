@@ -241,18 +241,22 @@ pub async fn leases(State(state): State<AppState>) -> Result<Response, ApiError>
     struct Body {
         leases: Vec<LeaseBody>,
     }
-    let list = state.leases.as_ref().map_or_else(Vec::new, |l| {
-        l.list(crate::dhcp::leases::unix_now())
-    });
+    let list = state
+        .leases
+        .as_ref()
+        .map_or_else(Vec::new, |l| l.list(crate::dhcp::leases::unix_now()));
     let leases = list
         .into_iter()
         .map(|l| LeaseBody {
             ip: l.ip,
             mac: MacAddr(l.mac).to_string(),
             state: l.state.as_str(),
-            expires: chrono::DateTime::from_timestamp(i64::try_from(l.expires).unwrap_or(i64::MAX), 0)
-                .unwrap_or_default()
-                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            expires: chrono::DateTime::from_timestamp(
+                i64::try_from(l.expires).unwrap_or(i64::MAX),
+                0,
+            )
+            .unwrap_or_default()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             hostname: l.hostname,
             is_static: l.is_static,
             client_id: l.client_id.map(hex::encode),

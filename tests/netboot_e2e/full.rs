@@ -189,56 +189,11 @@ fn full_dhcp_gives_addresses_and_boots_machines() {
     assert!(exts.iter().any(|l| l.contains("i915")), "{exts:?}");
     assert!(!exts.iter().any(|l| l.contains("gvisor")), "{exts:?}");
 
-    // The leases: both bound, the UEFI machine's from the pool, the BIOS machine's its
-    // reservation with its hostname.
-    let leases_text = api(&lab, "/api/v1/leases");
-    let leases: serde_json::Value = serde_json::from_str(&leases_text)
-        .unwrap_or_else(|e| panic!("/api/v1/leases: {e}: {leases_text:?}\n{}", report(&lab)));
-    let lease_of = |mac: &str| -> serde_json::Value {
-        leases["leases"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|l| l["mac"] == mac)
-            .cloned()
-            .unwrap_or_else(|| panic!("no lease for {mac}: {leases_text}\n{}", report(&lab)))
-    };
-    let uefi_lease = lease_of(UEFI_MAC);
-    assert_eq!(uefi_lease["state"], "bound", "{uefi_lease}");
-    assert_eq!(uefi_lease["static"], false, "{uefi_lease}");
-    let uefi_ip: Ipv4Addr = uefi_lease["ip"]
-        .as_str()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("lease without an IPv4 address: {uefi_lease}"));
-    assert!(
-        (POOL.0..=POOL.1).contains(&uefi_ip),
-        "{uefi_ip} is outside the pool {}-{}",
-        POOL.0,
-        POOL.1
-    );
-    assert!(
-        uefi_lease["expires"]
-            .as_str()
-            .is_some_and(|s| !s.is_empty()),
-        "{uefi_lease}"
-    );
-    let bios_lease = lease_of(BIOS_MAC);
-    assert_eq!(bios_lease["state"], "bound", "{bios_lease}");
-    assert_eq!(bios_lease["static"], true, "{bios_lease}");
-    assert_eq!(bios_lease["ip"], BIOS_IP, "{bios_lease}");
-    assert_eq!(bios_lease["hostname"], BIOS_HOSTNAME, "{bios_lease}");
-    // Only these two machines asked, and no address is handed out twice.
-    let all: Vec<&serde_json::Value> = leases["leases"].as_array().into_iter().flatten().collect();
-    assert_eq!(all.len(), 2, "{leases_text}");
-
-    // The machines' HTTP requests came from those addresses: the inventory's IP is the peer
-    // of the last `/boot` request (the last thing recorded: `lastServed` is a boot script).
+    // The machines' HTTP requests came from their leased addresses: the inventory's IP is the
+    // peer of the last `/boot` request (the last thing recorded: `lastServed` is a boot script).
     let machines = api(&lab, "/api/v1/machines");
     let list: serde_json::Value = serde_json::from_str(&machines).unwrap_or_default();
-    for (mac, ip) in [
-        (UEFI_MAC, uefi_ip.to_string()),
-        (BIOS_MAC, BIOS_IP.to_string()),
-    ] {
+    let boot_ip = |mac: &str| -> String {
         let m = list["machines"]
             .as_array()
             .into_iter()
@@ -251,6 +206,64 @@ fn full_dhcp_gives_addresses_and_boots_machines() {
                 .is_some_and(|s| s.starts_with("boot script")),
             "{m}"
         );
-        assert_eq!(m["seen"]["ip"], ip.as_str(), "{m}");
-    }
+        m["seen"]["ip"].as_str().unwrap_or_default().to_string()
+    };
+
+    // The leases: the BIOS machine's is its reservation with its hostname; the UEFI machine
+    // booted from a bound lease of the pool.
+    let leases_text = api(&lab, "/api/v1/leases");
+    let leases: serde_json::Value = serde_json::from_str(&leases_text)
+        .unwrap_or_else(|e| panic!("/api/v1/leases: {e}: {leases_text:?}\n{}", report(&lab)));
+    let leases_of = |mac: &str| -> Vec<serde_json::Value> {
+        leases["leases"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|l| l["mac"] == mac)
+            .cloned()
+            .collect()
+    };
+    let bios_leases = leases_of(BIOS_MAC);
+    assert_eq!(bios_leases.len(), 1, "{leases_text}");
+    let bios_lease = &bios_leases[0];
+    assert_eq!(bios_lease["state"], "bound", "{bios_lease}");
+    assert_eq!(bios_lease["static"], true, "{bios_lease}");
+    assert_eq!(bios_lease["ip"], BIOS_IP, "{bios_lease}");
+    assert_eq!(bios_lease["hostname"], BIOS_HOSTNAME, "{bios_lease}");
+    assert_eq!(boot_ip(BIOS_MAC), BIOS_IP, "{machines}");
+
+    let uefi_ip = boot_ip(UEFI_MAC);
+    let uefi_leases = leases_of(UEFI_MAC);
+    let uefi_lease = uefi_leases
+        .iter()
+        .find(|l| l["ip"] == uefi_ip.as_str())
+        .unwrap_or_else(|| panic!("no lease for {UEFI_MAC} at {uefi_ip}, the address its /boot request came from: {leases_text}\n{machines}"));
+    assert_eq!(uefi_lease["state"], "bound", "{uefi_lease}");
+    assert_eq!(uefi_lease["static"], false, "{uefi_lease}");
+    assert!(
+        uefi_lease["expires"]
+            .as_str()
+            .is_some_and(|s| !s.is_empty()),
+        "{uefi_lease}"
+    );
+    let ip: Ipv4Addr = uefi_ip.parse().expect("an IPv4 address");
+    assert!(
+        (POOL.0..=POOL.1).contains(&ip),
+        "{ip} is outside the pool {}-{}",
+        POOL.0,
+        POOL.1
+    );
+    // One machine, one address: the UEFI firmware's PXE client (no option 61) and the iPXE it
+    // loads (option 61 = 01 + MAC) are the same machine on the same NIC.
+    assert_eq!(
+        uefi_leases.len(),
+        1,
+        "the UEFI machine holds {} addresses (firmware and iPXE leased separately): {leases_text}",
+        uefi_leases.len()
+    );
+    assert_eq!(
+        leases["leases"].as_array().map(Vec::len),
+        Some(2),
+        "{leases_text}"
+    );
 }
