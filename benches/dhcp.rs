@@ -1,6 +1,14 @@
-//! Proxy-DHCP benchmark: offer latency (p50/p99) and offers per second under a burst of
-//! DISCOVERs, bootfactory's responder against dnsmasq in proxy mode, same generator, same run.
+//! DHCP benchmarks, each against dnsmasq with the same generator in the same run:
 //!
+//! - **proxy-DHCP** (this file): offer latency (p50/p99) and offers per second under a burst of
+//!   DISCOVERs, bootfactory's responder against dnsmasq in proxy mode;
+//! - **full DHCP** (`dhcp/full.rs`): whole DISCOVER → OFFER → REQUEST → ACK exchanges, one at a
+//!   time (latency) and many in flight (leases per second), bootfactory's `pxe.dhcpMode: full`
+//!   against dnsmasq in plain DHCP mode.
+//!
+//! `BENCH_DHCP_PART=proxy` or `full` runs one part (default both).
+//!
+//! Proxy-DHCP:
 //! Two network namespaces (`bfdhcp-<pid>-bsrv`, `bfdhcp-<pid>-bcli`) joined by a veth pair,
 //! 192.0.2.10/24 (server) and 192.0.2.1/24 (generator). Each round runs each server in turn in
 //! the server namespace on ports 67/4011 of the veth:
@@ -25,6 +33,9 @@
 
 #[path = "support/mod.rs"]
 mod support;
+
+#[path = "dhcp/full.rs"]
+mod full;
 
 use std::collections::HashMap;
 use std::io::{Read as _, Write as _};
@@ -56,6 +67,7 @@ fn main() {
     match std::env::var(ROLE_ENV).as_deref() {
         Ok("server") => return child_server(),
         Ok("gen") => return child_generator(),
+        Ok("fullgen") => return full::child_generator(),
         _ => {}
     }
     let burst: usize = env_number("BENCH_DHCP_BURST", 1000);
@@ -65,15 +77,23 @@ fn main() {
         return;
     }
     spawn_signal_watcher();
-    let ns = match Lab::create() {
-        Ok(ns) => ns,
-        Err(e) => {
-            println!("dhcp benchmark skipped: cannot create network namespaces: {e}");
-            return;
-        }
-    };
-    // "Dnsmasq version 2.90  Copyright …" → "2.90".
-    let dnsmasq_version = Command::new("dnsmasq")
+    let part = std::env::var("BENCH_DHCP_PART").unwrap_or_default();
+    assert!(
+        matches!(part.as_str(), "" | "proxy" | "full"),
+        "BENCH_DHCP_PART must be proxy or full, got {part:?}"
+    );
+    let dnsmasq_version = dnsmasq_version();
+    if part != "full" {
+        proxy(burst, rounds, &dnsmasq_version);
+    }
+    if part != "proxy" {
+        full::run(rounds, &dnsmasq_version);
+    }
+}
+
+/// "Dnsmasq version 2.90  Copyright …" → "2.90".
+fn dnsmasq_version() -> String {
+    Command::new("dnsmasq")
         .arg("--version")
         .output()
         .ok()
@@ -83,8 +103,18 @@ fn main() {
                 .nth(2)
                 .map(str::to_string)
         })
-        .unwrap_or_else(|| "?".into());
+        .unwrap_or_else(|| "?".into())
+}
 
+/// The proxy-DHCP rounds and their table.
+fn proxy(burst: usize, rounds: usize, dnsmasq_version: &str) {
+    let ns = match Lab::create() {
+        Ok(ns) => ns,
+        Err(e) => {
+            println!("dhcp benchmark skipped: cannot create network namespaces: {e}");
+            return;
+        }
+    };
     println!(
         "proxy-DHCP: {burst} broadcast DISCOVERs (x86-64 UEFI, distinct MACs) per round, \
          {rounds} rounds, veth between two namespaces"

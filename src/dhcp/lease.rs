@@ -47,6 +47,11 @@ impl LeaseState {
 }
 
 /// Who a lease belongs to: the client identifier (option 61) when sent, else the MAC.
+///
+/// A client identifier that is only hardware type 1 (Ethernet) followed by the packet's own
+/// `chaddr` names exactly what `chaddr` names (RFC 2132 §9.14's recommended form), so it keys
+/// by MAC: a network-booting machine's firmware asks without option 61 and the iPXE it loads
+/// asks with `01:<mac>`, and both are one machine that must keep one address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ClientKey {
     /// Option 61, raw.
@@ -59,6 +64,7 @@ impl ClientKey {
     /// The key of a client with this MAC and optional client identifier.
     pub fn new(mac: [u8; 6], client_id: Option<&[u8]>) -> ClientKey {
         match client_id {
+            Some(id) if id.len() == 7 && id[0] == 1 && id[1..] == mac => ClientKey::Mac(mac),
             Some(id) if !id.is_empty() => ClientKey::Id(id.to_vec()),
             _ => ClientKey::Mac(mac),
         }
@@ -713,5 +719,30 @@ mod tests {
         let (_, replaced) = t.bind(&a, ip(104), 3600);
         assert_eq!(replaced.unwrap().ip, ip(103));
         assert_eq!(t.list().len(), 1);
+    }
+
+    /// The firmware's PXE DHCP (no option 61) and then iPXE's (`01:<mac>`): one machine, one
+    /// address. Another MAC's `01:<mac>` form stays a client identifier of its own.
+    #[test]
+    fn an_ethernet_client_identifier_of_the_own_mac_is_the_mac() {
+        let mut t = table(100, 110);
+        let mac = [0x52, 0x54, 0, 0xe2, 0xe0, 1];
+        let firmware = Client::new(mac, None);
+        t.bind(&firmware, ip(100), 3600);
+        let mut id = vec![1];
+        id.extend_from_slice(&mac);
+        let ipxe = Client::new(mac, Some(&id));
+        assert_eq!(ipxe.key, firmware.key);
+        let choice = t.choose(&ipxe, None, NONE).unwrap();
+        assert_eq!((choice.ip, choice.known), (ip(100), true));
+        let (_, replaced) = t.bind(&ipxe, ip(100), 3600);
+        assert_eq!(replaced, None);
+        assert_eq!(t.list().len(), 1);
+        // The same form naming another MAC, or another hardware type, is an identifier.
+        let other = Client::new([2, 0, 0, 0, 0, 9], Some(&id));
+        assert_eq!(other.key, ClientKey::Id(id.clone()));
+        let mut typed = id.clone();
+        typed[0] = 0xff;
+        assert_eq!(Client::new(mac, Some(&typed)).key, ClientKey::Id(typed));
     }
 }

@@ -50,6 +50,9 @@ pub enum LeaseStoreError {
     /// The database failed (shown, not exposed as a source: it is the root cause).
     #[error("lease database: {0}")]
     Db(sled::Error),
+    /// The runtime shut down before the write was durable.
+    #[error("lease database: the runtime stopped before the leases were written to disk")]
+    FlushCancelled,
 }
 
 impl From<sled::Error> for LeaseStoreError {
@@ -153,9 +156,21 @@ impl Leases {
     }
 
     /// Makes the writes so far durable.
+    ///
+    /// sled's blocking `flush` on tokio's blocking pool, not sled's `flush_async`: in sled
+    /// 0.34, several `flush_async` at once never wake some of their waiters
+    /// (spacejam/sled#1308), which stopped every ACK once a few hundred clients asked at once.
+    /// Concurrent `flush` calls share sled's one write of its log.
     pub(crate) async fn flush(&self) -> Result<(), LeaseStoreError> {
-        self.tree.flush_async().await?;
-        Ok(())
+        let tree = self.tree.clone();
+        match tokio::task::spawn_blocking(move || tree.flush()).await {
+            Ok(result) => {
+                result?;
+                Ok(())
+            }
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(LeaseStoreError::FlushCancelled),
+        }
     }
 
     /// Every lease at `now`, by address.
@@ -269,5 +284,51 @@ mod tests {
         let third = Leases::open(tree.clone(), pool(), subnet, 2000).unwrap();
         assert_eq!(third.list(2000).len(), 1);
         assert_eq!(tree.len(), 1);
+    }
+
+    /// Many ACKs at once each wait for their lease to be durable. sled 0.34's own
+    /// `flush_async` never wakes some of its waiters when several run at once
+    /// (spacejam/sled#1308): the server then stops acknowledging anything.
+    #[test]
+    fn concurrent_flushes_all_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path().join("db")).unwrap();
+        let tree = db.open_tree(LEASES_TREE).unwrap();
+        let p = PoolConfig {
+            range: "192.0.2.1-192.0.2.254".parse().unwrap(),
+            ..pool()
+        };
+        let subnet = p.validate(None).unwrap();
+        let leases = std::sync::Arc::new(Leases::open(tree.clone(), p, subnet, 1000).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(4)
+            .enable_all()
+            .build()
+            .unwrap();
+        let done = rt.block_on(async {
+            let mut tasks = tokio::task::JoinSet::new();
+            for n in 1..=250u8 {
+                let leases = leases.clone();
+                tasks.spawn(async move {
+                    let client = Client::new([2, 0, 0, 0, 1, n], None);
+                    let ip = Ipv4Addr::new(192, 0, 2, n);
+                    let (lease, _) = leases.with(1000, |t| t.bind(&client, ip, 5000));
+                    leases.store(&lease).unwrap();
+                    leases.flush().await.unwrap();
+                });
+            }
+            tokio::time::timeout(std::time::Duration::from_secs(60), async {
+                let mut done = 0;
+                while let Some(r) = tasks.join_next().await {
+                    r.unwrap();
+                    done += 1;
+                }
+                done
+            })
+            .await
+        });
+        assert_eq!(done.ok(), Some(250), "flushes still waiting after 60 s");
+        assert_eq!(tree.len(), 250);
+        rt.shutdown_background();
     }
 }

@@ -9,6 +9,8 @@
 //! - `arm64.rs`: an arm64 UEFI machine (AAVMF) boots an arm64 Debian kernel through
 //!   `ipxe-arm64.efi`.
 //! - `https.rs`: HTTPS boot verified against the appliance CA, and an impostor refused.
+//! - `full.rs`: full DHCP (`pxe.dhcpMode: full`) with no other DHCP server (UEFI from the pool,
+//!   BIOS with a static reservation, the leases API).
 //!
 //! Needs root, `ip`, `dnsmasq`, `qemu-system-x86_64`, OVMF, a static busybox and a Debian
 //! kernel (`tests/run-all.sh` prepares `~/.cache/bootfactory/lab/vmlinuz`); for arm64
@@ -19,6 +21,7 @@
 mod support;
 
 mod arm64;
+mod full;
 mod https;
 mod proxy;
 
