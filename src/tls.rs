@@ -509,10 +509,25 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca-key.pem");
+    // Present while a CA is being generated: `ca.pem`/`ca-key.pem` found next to it are
+    // leftovers of an interrupted generation (never an operator's files) and are made anew.
+    let generating = dir.join("ca.generating");
     let now = time::OffsetDateTime::now_utc();
+    if generating.exists() {
+        tracing::warn!(dir = %dir.display(), "an earlier CA generation was interrupted: generating the CA anew");
+        for f in [&ca_cert, &ca_key] {
+            match std::fs::remove_file(f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(f)(e));
+                }
+                _ => {}
+            }
+        }
+    }
     match (ca_cert.exists(), ca_key.exists()) {
-        (true, true) => {}
+        (true, true) => check_ca_pair(&ca_cert, &ca_key)?,
         (false, false) => {
+            write_file(&generating, b"", 0o600)?;
             let key = generate_rsa(CA_RSA_BITS)?;
             let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -538,6 +553,7 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
             write_file(&ca_cert, cert.pem().as_bytes(), 0o644)?;
             // A new CA invalidates any server certificate left from an older one.
             let _ = std::fs::remove_file(dir.join("server.pem"));
+            std::fs::remove_file(&generating).map_err(io_err(&generating))?;
             tracing::info!(ca = %ca_cert.display(), "generated the appliance TLS CA (RSA)");
         }
         (true, false) | (false, true) => {
@@ -612,6 +628,64 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     )?;
     write_file(&names_file, wanted.as_bytes(), 0o644)?;
     tracing::info!(names = ?names, cert = %server_cert.display(), "issued the TLS server certificate");
+    Ok(())
+}
+
+/// Checks an existing `ca.pem`/`ca-key.pem` pair (an operator's, typically) before anything is
+/// issued from it: the key must be the private half of the first certificate's public key,
+/// and that certificate a CA (basicConstraints CA=true; keyCertSign when keyUsage is present).
+/// Warns when the key file is readable by group or others.
+fn check_ca_pair(ca_cert: &Path, ca_key: &Path) -> Result<(), TlsError> {
+    use rcgen::PublicKeyData as _;
+    let pair = |message: String| TlsError::Pair {
+        cert: ca_cert.to_path_buf(),
+        key: ca_key.to_path_buf(),
+        message,
+    };
+    let chain = pem_certs(ca_cert)?;
+    let first = chain.first().ok_or_else(|| TlsError::Pem {
+        path: ca_cert.to_path_buf(),
+        message: "no certificate".into(),
+    })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| TlsError::Pem {
+            path: ca_cert.to_path_buf(),
+            message: format!("cannot parse the CA certificate: {e}"),
+        })?;
+    let key = load_ca_key(ca_key)?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+        return Err(pair(
+            "the CA key is not the key of the CA certificate (the first certificate of the file): supply the matching pair".into(),
+        ));
+    }
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca);
+    if !is_ca {
+        return Err(pair(
+            "the certificate is not a CA (basicConstraints CA=true is missing)".into(),
+        ));
+    }
+    if let Ok(Some(ku)) = cert.key_usage()
+        && !ku.value.key_cert_sign()
+    {
+        return Err(pair(
+            "the CA certificate's keyUsage does not allow signing certificates (keyCertSign)"
+                .into(),
+        ));
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(ca_key)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            key = %ca_key.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the CA private key is readable by group or others: chmod 600 it"
+        );
+    }
     Ok(())
 }
 
@@ -706,6 +780,53 @@ mod tests {
             std::fs::read_to_string(tls.join("ca.pem")).unwrap(),
             "operator's CA"
         );
+    }
+
+    #[test]
+    fn an_interrupted_generation_is_redone_but_a_lone_operator_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        // Placed by hand, without the generation marker: refused, left alone.
+        std::fs::write(tls.join("ca-key.pem"), "operator's key").unwrap();
+        let e = ensure_self_signed(&tls, &["a.example".to_string()]).unwrap_err();
+        assert!(e.to_string().contains("ca.pem"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(tls.join("ca-key.pem")).unwrap(),
+            "operator's key"
+        );
+        // The same key-only state left by a crash between the two renames of a generation.
+        std::fs::write(tls.join("ca.generating"), "").unwrap();
+        ensure_self_signed(&tls, &["a.example".to_string()]).unwrap();
+        assert!(!tls.join("ca.generating").exists());
+        check_ca_pair(&tls.join("ca.pem"), &tls.join("ca-key.pem")).unwrap();
+        load_pair(&tls.join("server.pem"), &tls.join("server-key.pem")).unwrap();
+    }
+
+    #[test]
+    fn an_operator_ca_key_must_match_its_certificate_which_must_be_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        ensure_self_signed(&a, &["a.example".to_string()]).unwrap();
+        ensure_self_signed(&b, &["b.example".to_string()]).unwrap();
+        // Another CA's key next to a's certificate.
+        std::fs::copy(b.join("ca-key.pem"), a.join("ca-key.pem")).unwrap();
+        std::fs::remove_file(a.join("server.pem")).unwrap();
+        let e = ensure_self_signed(&a, &["a.example".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not the key of the CA certificate"), "{e}");
+        assert!(e.contains("ca.pem") && e.contains("ca-key.pem"), "{e}");
+        assert!(!a.join("server.pem").exists(), "nothing issued");
+        // A matching pair that is not a CA: b's server certificate and key.
+        let leaf = pem_certs(&b.join("server.pem")).unwrap();
+        std::fs::write(a.join("ca.pem"), pem_of(&leaf[0])).unwrap();
+        std::fs::copy(b.join("server-key.pem"), a.join("ca-key.pem")).unwrap();
+        let e = ensure_self_signed(&a, &["a.example".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a CA"), "{e}");
     }
 
     #[test]
