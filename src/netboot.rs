@@ -174,6 +174,7 @@ pub fn served_ipxe(config: &Config, tls: Option<&crate::tls::Tls>) -> anyhow::Re
     };
     let served = ServedIpxe::trusting(&anchor.fingerprint)
         .context("cannot make the served iPXE binaries trust the boot CA")?;
+    tls.note_served_trust(anchor.fingerprint);
     tracing::info!(
         ca = %anchor.subject,
         sha256 = %hex::encode(anchor.fingerprint),

@@ -97,8 +97,9 @@ pub struct Tls {
     source: Source,
     /// (mtime, size, inode) of the certificate and key files at the last (attempted) load.
     stamp: std::sync::Mutex<Option<FileStamps>>,
-    /// Fingerprint of the chain's root at start (what the served iPXE binaries trust).
-    anchor_at_start: Option<[u8; 32]>,
+    /// The root the served iPXE binaries were patched to trust; unset when they are served
+    /// as built (then a reload changes nothing they rely on).
+    served_trust: std::sync::OnceLock<[u8; 32]>,
 }
 
 type FileStamps = [(i64, i64, u64, u64); 2];
@@ -137,7 +138,6 @@ impl Tls {
         let (cert, key) = source.paths();
         let stamp = stamps(&cert, &key);
         let certified = load_pair(&cert, &key)?;
-        let anchor_at_start = boot_anchor_of(&certified.cert).ok().map(|a| a.fingerprint);
         let resolver = Arc::new(Resolver {
             current: RwLock::new(Arc::new(certified)),
         });
@@ -153,7 +153,7 @@ impl Tls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             source,
             stamp: std::sync::Mutex::new(stamp),
-            anchor_at_start,
+            served_trust: std::sync::OnceLock::new(),
         }))
     }
 
@@ -181,6 +181,21 @@ impl Tls {
         boot_anchor_of(&current.cert)
     }
 
+    /// Records the fingerprint the served iPXE binaries were patched to trust (set once, by
+    /// `netboot::served_ipxe`), so a reload whose chain ends elsewhere is logged at WARN.
+    pub fn note_served_trust(&self, fingerprint: [u8; 32]) {
+        let _ = self.served_trust.set(fingerprint);
+    }
+
+    /// Whether `chain` ends with another root than the served iPXE binaries trust (false when
+    /// they are served as built).
+    fn served_root_changed(&self, chain: &[CertificateDer<'_>]) -> bool {
+        let anchor = boot_anchor_of(chain).ok().map(|a| a.fingerprint);
+        self.served_trust
+            .get()
+            .is_some_and(|served| anchor.as_ref() != Some(served))
+    }
+
     /// The certificate and key files in use.
     pub fn files(&self) -> (PathBuf, PathBuf) {
         self.source.paths()
@@ -192,8 +207,7 @@ impl Tls {
         let (cert, key) = self.source.paths();
         *self.stamp.lock().expect("stamp lock") = stamps(&cert, &key);
         let certified = load_pair(&cert, &key)?;
-        let anchor = boot_anchor_of(&certified.cert).ok().map(|a| a.fingerprint);
-        if anchor != self.anchor_at_start {
+        if self.served_root_changed(&certified.cert) {
             tracing::warn!(
                 cert = %cert.display(),
                 "the reloaded certificate chain ends with another root than at start: the served iPXE binaries still trust the root they were patched for; restart bootfactory so HTTPS boot trusts the new one"
@@ -827,6 +841,28 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a CA"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_warns_only_against_what_the_served_binaries_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        ensure_self_signed(&a, &["a.example".to_string()]).unwrap();
+        ensure_self_signed(&b, &["b.example".to_string()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::copy(a.join("server.pem"), &cert).unwrap();
+        std::fs::copy(a.join("server-key.pem"), &key).unwrap();
+        let mut c = crate::config::Config::default();
+        c.http.tls.cert_file = Some(cert.clone());
+        c.http.tls.key_file = Some(key.clone());
+        let tls = Tls::from_config(&c, None).unwrap().unwrap();
+        let chain_a = pem_certs(&a.join("server.pem")).unwrap();
+        let chain_b = pem_certs(&b.join("server.pem")).unwrap();
+        // Served as built: nothing to warn about.
+        assert!(!tls.served_root_changed(&chain_b));
+        tls.note_served_trust(boot_anchor_of(&chain_a).unwrap().fingerprint);
+        assert!(!tls.served_root_changed(&chain_a));
+        assert!(tls.served_root_changed(&chain_b));
     }
 
     #[test]
