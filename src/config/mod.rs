@@ -1623,7 +1623,7 @@ mod tests {
         assert_eq!(c.pxe.ipxe_trust, IpxeTrust::Auto);
         assert_eq!(c.pxe.effective_ipxe_trust(), IpxeTrust::BootCa);
         let proxy = ov("pxe.bootURL", "https://192.0.2.20");
-        let c = Config::load(None, &[proxy.clone()]).unwrap();
+        let c = Config::load(None, std::slice::from_ref(&proxy)).unwrap();
         assert_eq!(c.pxe.effective_ipxe_trust(), IpxeTrust::IpxeRoot);
         let c = Config::load(None, &[proxy, ov("pxe.ipxeTrust", "boot-ca")]).unwrap();
         assert_eq!(c.pxe.effective_ipxe_trust(), IpxeTrust::BootCa);
