@@ -284,40 +284,48 @@ pub fn boot_url(config: &Config, advertise: Ipv4Addr) -> anyhow::Result<String> 
 
 /// The iPXE binaries to serve over TFTP and `GET /ipxe/{name}`, built once at start.
 ///
-/// Without TLS, or with `pxe.ipxeTrust: ipxe-root`, Debian's builds as they are. With TLS and
-/// `pxe.ipxeTrust: boot-ca` (the default), the EFI builds patched to trust the root the
+/// Without TLS, or when [`crate::config::PxeConfig::effective_ipxe_trust`] is `ipxe-root`
+/// (explicitly, or `auto` with `pxe.bootURL` set: a proxy presents its own certificate),
+/// Debian's builds as they are. Otherwise the EFI builds patched to trust the root the
 /// server's chain ends with. Refused (an error naming the binary) when a build's trust table
-/// is not found exactly once; refused when network boot is on and the chain has no
-/// self-signed root, or, with `pxe.ipxeVariant: https` on our own listener, when iPXE cannot
-/// verify the chain (not RSA).
+/// is not found exactly once. When the chain has no self-signed root (a `fullchain.pem` from a
+/// public or corporate CA) or, on our own `https://` boot URL, iPXE cannot verify it (not
+/// RSA): refused only when machines are sent to an `https://` boot URL this server answers
+/// (`pxe.ipxeVariant: https` without `pxe.bootURL`), else logged and served as built.
 pub fn served_ipxe(config: &Config, tls: Option<&crate::tls::Tls>) -> anyhow::Result<ServedIpxe> {
     let Some(tls) = tls else {
         tracing::debug!("no TLS: the iPXE binaries are served as built (trusting iPXE's root CA)");
         return Ok(ServedIpxe::unpatched());
     };
-    if config.pxe.ipxe_trust == IpxeTrust::IpxeRoot {
+    if config.pxe.effective_ipxe_trust() == IpxeTrust::IpxeRoot {
         tracing::info!(
-            "pxe.ipxeTrust ipxe-root: the iPXE binaries are served as built (trusting iPXE's root CA, not this server's)"
+            "pxe.ipxeTrust {}: the iPXE binaries are served as built (trusting iPXE's root CA, not this server's)",
+            if config.pxe.ipxe_trust == IpxeTrust::Auto {
+                "auto (pxe.bootURL is set)"
+            } else {
+                "ipxe-root"
+            }
         );
         return Ok(ServedIpxe::unpatched());
     }
     let anchor = match tls.boot_anchor() {
         Ok(anchor) => anchor,
-        Err(e) if config.pxe.enabled => {
+        Err(e) if config.pxe.serves_https_boot() => {
             return Err(anyhow::Error::new(e).context(
-                "HTTPS boot (pxe.ipxeTrust: boot-ca) has no certificate for iPXE to trust",
+                "HTTPS boot from this server (pxe.ipxeVariant: https) has no certificate for iPXE to trust: append the root CA to http.tls.certFile, or set pxe.ipxeTrust: ipxe-root to serve iPXE as built (trusting iPXE's root CA, e.g. for a public certificate)",
             ));
         }
         Err(e) => {
             tracing::warn!(
                 error = %e,
-                "the iPXE binaries are served as built (trusting iPXE's root CA): the TLS chain has no root to trust"
+                "the iPXE binaries are served as built (trusting iPXE's root CA): the TLS chain has no root to trust (set pxe.ipxeTrust: ipxe-root to silence this)"
             );
             return Ok(ServedIpxe::unpatched());
         }
     };
     let served = ServedIpxe::trusting(&anchor.fingerprint)
         .context("cannot make the served iPXE binaries trust the boot CA")?;
+    tls.note_served_trust(anchor.fingerprint);
     tracing::info!(
         ca = %anchor.subject,
         sha256 = %hex::encode(anchor.fingerprint),
@@ -334,10 +342,7 @@ pub fn served_ipxe(config: &Config, tls: Option<&crate::tls::Tls>) -> anyhow::Re
             ),
             None => "use an RSA certificate chain (http.tls.certFile)".to_string(),
         };
-        if config.pxe.enabled
-            && config.pxe.ipxe_variant == IpxeVariant::Https
-            && config.pxe.boot_url.is_none()
-        {
+        if config.pxe.serves_https_boot() {
             bail!(
                 "pxe.ipxeVariant https: iPXE cannot verify this server's certificate: {why}; {hint}"
             );
@@ -743,6 +748,21 @@ mod tests {
         // pxe.ipxeTrust: ipxe-root serves them as built.
         c.pxe.ipxe_trust = IpxeTrust::IpxeRoot;
         assert!(!served_ipxe(&c, Some(&tls)).unwrap().patched());
+        // A TLS proxy in front (pxe.bootURL) presents its own certificate: by default
+        // (auto) the binaries are served as built and BIOS machines are still answered.
+        c.pxe.ipxe_trust = IpxeTrust::Auto;
+        c.pxe.boot_url = Some("https://192.0.2.20".parse().unwrap());
+        let served = served_ipxe(&c, Some(&tls)).unwrap();
+        assert!(!served.patched());
+        let url = boot_url(&c, Ipv4Addr::new(192, 0, 2, 10)).unwrap();
+        assert!(url.starts_with("https://"), "{url}");
+        assert_eq!(
+            bios_binary(&url, &served),
+            Some(crate::ipxe::BIOS.to_string())
+        );
+        // ... unless boot-ca is asked for explicitly.
+        c.pxe.ipxe_trust = IpxeTrust::BootCa;
+        assert!(served_ipxe(&c, Some(&tls)).unwrap().patched());
     }
 
     #[test]
@@ -789,7 +809,7 @@ mod tests {
     }
 
     #[test]
-    fn a_chain_without_a_root_stops_https_boot_but_not_a_server_without_pxe() {
+    fn a_chain_without_a_root_stops_only_https_boot_from_this_server() {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
         let dir = tempfile::tempdir().unwrap();
         // root → leaf, but the file holds only the leaf.
@@ -815,11 +835,27 @@ mod tests {
             ..TlsConfig::default()
         };
         let tls = crate::tls::Tls::from_config(&c, None).unwrap().unwrap();
+        // Boot over plain http (ipxeVariant http + plainListen): served as built.
+        assert_eq!(c.pxe.ipxe_variant, IpxeVariant::Http);
+        assert!(!served_ipxe(&c, Some(&tls)).unwrap().patched());
+        // Our own https:// boot URL: refused, naming the way out.
+        c.pxe.ipxe_variant = IpxeVariant::Https;
         let e = format!("{:#}", served_ipxe(&c, Some(&tls)).unwrap_err());
         assert!(e.contains("not a self-signed root"), "{e}");
+        assert!(e.contains("pxe.ipxeTrust: ipxe-root"), "{e}");
+        // ... which works.
+        c.pxe.ipxe_trust = IpxeTrust::IpxeRoot;
+        assert!(!served_ipxe(&c, Some(&tls)).unwrap().patched());
+        c.pxe.ipxe_trust = IpxeTrust::Auto;
+        // A proxy in front (pxe.bootURL): served as built, as is a server without pxe.
+        c.pxe.boot_url = Some("https://192.0.2.20".parse().unwrap());
+        assert!(!served_ipxe(&c, Some(&tls)).unwrap().patched());
+        c.pxe.boot_url = None;
         c.pxe.enabled = false;
         assert!(!served_ipxe(&c, Some(&tls)).unwrap().patched());
-        // With the root appended, it is the boot anchor.
+        // With the root appended, it is the boot anchor (an ECDSA chain: only patched for
+        // plain-http boot, iPXE could not verify it over https).
+        c.pxe.ipxe_variant = IpxeVariant::Http;
         std::fs::write(&cert, leaf.pem() + &root_cert.pem()).unwrap();
         tls.reload().unwrap();
         c.pxe.enabled = true;

@@ -97,8 +97,9 @@ pub struct Tls {
     source: Source,
     /// (mtime, size, inode) of the certificate and key files at the last (attempted) load.
     stamp: std::sync::Mutex<Option<FileStamps>>,
-    /// Fingerprint of the chain's root at start (what the served iPXE binaries trust).
-    anchor_at_start: Option<[u8; 32]>,
+    /// The root the served iPXE binaries were patched to trust; unset when they are served
+    /// as built (then a reload changes nothing they rely on).
+    served_trust: std::sync::OnceLock<[u8; 32]>,
 }
 
 type FileStamps = [(i64, i64, u64, u64); 2];
@@ -137,7 +138,6 @@ impl Tls {
         let (cert, key) = source.paths();
         let stamp = stamps(&cert, &key);
         let certified = load_pair(&cert, &key)?;
-        let anchor_at_start = boot_anchor_of(&certified.cert).ok().map(|a| a.fingerprint);
         let resolver = Arc::new(Resolver {
             current: RwLock::new(Arc::new(certified)),
         });
@@ -153,7 +153,7 @@ impl Tls {
             acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
             source,
             stamp: std::sync::Mutex::new(stamp),
-            anchor_at_start,
+            served_trust: std::sync::OnceLock::new(),
         }))
     }
 
@@ -181,6 +181,21 @@ impl Tls {
         boot_anchor_of(&current.cert)
     }
 
+    /// Records the fingerprint the served iPXE binaries were patched to trust (set once, by
+    /// `netboot::served_ipxe`), so a reload whose chain ends elsewhere is logged at WARN.
+    pub fn note_served_trust(&self, fingerprint: [u8; 32]) {
+        let _ = self.served_trust.set(fingerprint);
+    }
+
+    /// Whether `chain` ends with another root than the served iPXE binaries trust (false when
+    /// they are served as built).
+    fn served_root_changed(&self, chain: &[CertificateDer<'_>]) -> bool {
+        let anchor = boot_anchor_of(chain).ok().map(|a| a.fingerprint);
+        self.served_trust
+            .get()
+            .is_some_and(|served| anchor.as_ref() != Some(served))
+    }
+
     /// The certificate and key files in use.
     pub fn files(&self) -> (PathBuf, PathBuf) {
         self.source.paths()
@@ -192,8 +207,7 @@ impl Tls {
         let (cert, key) = self.source.paths();
         *self.stamp.lock().expect("stamp lock") = stamps(&cert, &key);
         let certified = load_pair(&cert, &key)?;
-        let anchor = boot_anchor_of(&certified.cert).ok().map(|a| a.fingerprint);
-        if anchor != self.anchor_at_start {
+        if self.served_root_changed(&certified.cert) {
             tracing::warn!(
                 cert = %cert.display(),
                 "the reloaded certificate chain ends with another root than at start: the served iPXE binaries still trust the root they were patched for; restart bootfactory so HTTPS boot trusts the new one"
@@ -509,10 +523,25 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let ca_cert = dir.join("ca.pem");
     let ca_key = dir.join("ca-key.pem");
+    // Present while a CA is being generated: `ca.pem`/`ca-key.pem` found next to it are
+    // leftovers of an interrupted generation (never an operator's files) and are made anew.
+    let generating = dir.join("ca.generating");
     let now = time::OffsetDateTime::now_utc();
+    if generating.exists() {
+        tracing::warn!(dir = %dir.display(), "an earlier CA generation was interrupted: generating the CA anew");
+        for f in [&ca_cert, &ca_key] {
+            match std::fs::remove_file(f) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(io_err(f)(e));
+                }
+                _ => {}
+            }
+        }
+    }
     match (ca_cert.exists(), ca_key.exists()) {
-        (true, true) => {}
+        (true, true) => check_ca_pair(&ca_cert, &ca_key)?,
         (false, false) => {
+            write_file(&generating, b"", 0o600)?;
             let key = generate_rsa(CA_RSA_BITS)?;
             let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
             params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -538,6 +567,7 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
             write_file(&ca_cert, cert.pem().as_bytes(), 0o644)?;
             // A new CA invalidates any server certificate left from an older one.
             let _ = std::fs::remove_file(dir.join("server.pem"));
+            std::fs::remove_file(&generating).map_err(io_err(&generating))?;
             tracing::info!(ca = %ca_cert.display(), "generated the appliance TLS CA (RSA)");
         }
         (true, false) | (false, true) => {
@@ -612,6 +642,64 @@ fn ensure_self_signed(dir: &Path, names: &[String]) -> Result<(), TlsError> {
     )?;
     write_file(&names_file, wanted.as_bytes(), 0o644)?;
     tracing::info!(names = ?names, cert = %server_cert.display(), "issued the TLS server certificate");
+    Ok(())
+}
+
+/// Checks an existing `ca.pem`/`ca-key.pem` pair (an operator's, typically) before anything is
+/// issued from it: the key must be the private half of the first certificate's public key,
+/// and that certificate a CA (basicConstraints CA=true; keyCertSign when keyUsage is present).
+/// Warns when the key file is readable by group or others.
+fn check_ca_pair(ca_cert: &Path, ca_key: &Path) -> Result<(), TlsError> {
+    use rcgen::PublicKeyData as _;
+    let pair = |message: String| TlsError::Pair {
+        cert: ca_cert.to_path_buf(),
+        key: ca_key.to_path_buf(),
+        message,
+    };
+    let chain = pem_certs(ca_cert)?;
+    let first = chain.first().ok_or_else(|| TlsError::Pem {
+        path: ca_cert.to_path_buf(),
+        message: "no certificate".into(),
+    })?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(first.as_ref()).map_err(|e| TlsError::Pem {
+            path: ca_cert.to_path_buf(),
+            message: format!("cannot parse the CA certificate: {e}"),
+        })?;
+    let key = load_ca_key(ca_key)?;
+    if cert.public_key().subject_public_key.data.as_ref() != key.der_bytes() {
+        return Err(pair(
+            "the CA key is not the key of the CA certificate (the first certificate of the file): supply the matching pair".into(),
+        ));
+    }
+    let is_ca = cert
+        .basic_constraints()
+        .ok()
+        .flatten()
+        .is_some_and(|bc| bc.value.ca);
+    if !is_ca {
+        return Err(pair(
+            "the certificate is not a CA (basicConstraints CA=true is missing)".into(),
+        ));
+    }
+    if let Ok(Some(ku)) = cert.key_usage()
+        && !ku.value.key_cert_sign()
+    {
+        return Err(pair(
+            "the CA certificate's keyUsage does not allow signing certificates (keyCertSign)"
+                .into(),
+        ));
+    }
+    use std::os::unix::fs::PermissionsExt as _;
+    if let Ok(meta) = std::fs::metadata(ca_key)
+        && meta.permissions().mode() & 0o077 != 0
+    {
+        tracing::warn!(
+            key = %ca_key.display(),
+            mode = format!("{:o}", meta.permissions().mode() & 0o777),
+            "the CA private key is readable by group or others: chmod 600 it"
+        );
+    }
     Ok(())
 }
 
@@ -706,6 +794,75 @@ mod tests {
             std::fs::read_to_string(tls.join("ca.pem")).unwrap(),
             "operator's CA"
         );
+    }
+
+    #[test]
+    fn an_interrupted_generation_is_redone_but_a_lone_operator_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tls = dir.path().join("tls");
+        std::fs::create_dir_all(&tls).unwrap();
+        // Placed by hand, without the generation marker: refused, left alone.
+        std::fs::write(tls.join("ca-key.pem"), "operator's key").unwrap();
+        let e = ensure_self_signed(&tls, &["a.example".to_string()]).unwrap_err();
+        assert!(e.to_string().contains("ca.pem"), "{e}");
+        assert_eq!(
+            std::fs::read_to_string(tls.join("ca-key.pem")).unwrap(),
+            "operator's key"
+        );
+        // The same key-only state left by a crash between the two renames of a generation.
+        std::fs::write(tls.join("ca.generating"), "").unwrap();
+        ensure_self_signed(&tls, &["a.example".to_string()]).unwrap();
+        assert!(!tls.join("ca.generating").exists());
+        check_ca_pair(&tls.join("ca.pem"), &tls.join("ca-key.pem")).unwrap();
+        load_pair(&tls.join("server.pem"), &tls.join("server-key.pem")).unwrap();
+    }
+
+    #[test]
+    fn an_operator_ca_key_must_match_its_certificate_which_must_be_a_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = dir.path().join("a");
+        let b = dir.path().join("b");
+        ensure_self_signed(&a, &["a.example".to_string()]).unwrap();
+        ensure_self_signed(&b, &["b.example".to_string()]).unwrap();
+        // Another CA's key next to a's certificate.
+        std::fs::copy(b.join("ca-key.pem"), a.join("ca-key.pem")).unwrap();
+        std::fs::remove_file(a.join("server.pem")).unwrap();
+        let e = ensure_self_signed(&a, &["a.example".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not the key of the CA certificate"), "{e}");
+        assert!(e.contains("ca.pem") && e.contains("ca-key.pem"), "{e}");
+        assert!(!a.join("server.pem").exists(), "nothing issued");
+        // A matching pair that is not a CA: b's server certificate and key.
+        let leaf = pem_certs(&b.join("server.pem")).unwrap();
+        std::fs::write(a.join("ca.pem"), pem_of(&leaf[0])).unwrap();
+        std::fs::copy(b.join("server-key.pem"), a.join("ca-key.pem")).unwrap();
+        let e = ensure_self_signed(&a, &["a.example".to_string()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("not a CA"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_warns_only_against_what_the_served_binaries_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        ensure_self_signed(&a, &["a.example".to_string()]).unwrap();
+        ensure_self_signed(&b, &["b.example".to_string()]).unwrap();
+        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+        std::fs::copy(a.join("server.pem"), &cert).unwrap();
+        std::fs::copy(a.join("server-key.pem"), &key).unwrap();
+        let mut c = crate::config::Config::default();
+        c.http.tls.cert_file = Some(cert.clone());
+        c.http.tls.key_file = Some(key.clone());
+        let tls = Tls::from_config(&c, None).unwrap().unwrap();
+        let chain_a = pem_certs(&a.join("server.pem")).unwrap();
+        let chain_b = pem_certs(&b.join("server.pem")).unwrap();
+        // Served as built: nothing to warn about.
+        assert!(!tls.served_root_changed(&chain_b));
+        tls.note_served_trust(boot_anchor_of(&chain_a).unwrap().fingerprint);
+        assert!(!tls.served_root_changed(&chain_a));
+        assert!(tls.served_root_changed(&chain_b));
     }
 
     #[test]

@@ -355,7 +355,7 @@ pub const KEYS: &[KeySpec] = &[
     KeySpec {
         key: "pxe.ipxeTrust",
         flag: "pxe-ipxe-trust",
-        help: "With http.tls: what the served EFI iPXE binaries trust: boot-ca (the root the HTTPS chain ends with) or ipxe-root (as built)",
+        help: "With http.tls: what the served EFI iPXE binaries trust: auto (boot-ca, or ipxe-root when pxe.bootURL is set), boot-ca (the root the HTTPS chain ends with) or ipxe-root (as built)",
     },
     KeySpec {
         key: "pxe.efiBinary",

@@ -145,8 +145,9 @@ pub struct PxeConfig {
     pub unassigned: UnassignedPolicy,
     /// iPXE variant: `http` (boot URLs over HTTP) or `https` (require an iPXE with HTTPS).
     pub ipxe_variant: IpxeVariant,
-    /// What the served EFI iPXE binaries trust when `http.tls` is on: `boot-ca` (the root
-    /// the HTTPS chain ends with, patched in) or `ipxe-root` (as built: iPXE's root CA).
+    /// What the served EFI iPXE binaries trust when `http.tls` is on: `auto` (the default:
+    /// `boot-ca` unless `pxe.bootURL` is set, then `ipxe-root`), `boot-ca` (the root the
+    /// HTTPS chain ends with, patched in) or `ipxe-root` (as built: iPXE's root CA).
     pub ipxe_trust: IpxeTrust,
     /// The x86-64 UEFI binary sent to firmware: `ipxe.efi` (all drivers) or `snponly.efi`.
     pub efi_binary: EfiBinary,
@@ -257,11 +258,34 @@ pub enum IpxeVariant {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum IpxeTrust {
+    /// `BootCa` when we serve the boot URL ourselves, `IpxeRoot` when `pxe.bootURL` points
+    /// at something else (a TLS proxy with its own certificate): see
+    /// [`PxeConfig::effective_ipxe_trust`].
+    Auto,
     /// The boot CA: the self-signed root the HTTPS chain ends with (`crate::ipxe::trust`).
     BootCa,
     /// Debian's build unchanged: iPXE's root CA (public CAs through cross-signed
     /// certificates iPXE downloads from ca.ipxe.org).
     IpxeRoot,
+}
+
+impl PxeConfig {
+    /// What the served EFI iPXE binaries trust: `pxe.ipxeTrust` when set explicitly; for
+    /// `auto`, the boot CA when the boot URL is ours, iPXE's root when `pxe.bootURL` is set
+    /// (whatever answers there presents its own certificate, which the boot CA did not sign).
+    pub fn effective_ipxe_trust(&self) -> IpxeTrust {
+        match self.ipxe_trust {
+            IpxeTrust::Auto if self.boot_url.is_some() => IpxeTrust::IpxeRoot,
+            IpxeTrust::Auto => IpxeTrust::BootCa,
+            explicit => explicit,
+        }
+    }
+
+    /// Whether machines are sent to an `https://` boot URL that this server's own TLS
+    /// listener answers (`pxe.ipxeVariant: https` without `pxe.bootURL`).
+    pub fn serves_https_boot(&self) -> bool {
+        self.enabled && self.ipxe_variant == IpxeVariant::Https && self.boot_url.is_none()
+    }
 }
 
 impl Default for PxeConfig {
@@ -280,7 +304,7 @@ impl Default for PxeConfig {
             tftp_timeout_seconds: 2,
             unassigned: UnassignedPolicy::BootDefault,
             ipxe_variant: IpxeVariant::Http,
-            ipxe_trust: IpxeTrust::BootCa,
+            ipxe_trust: IpxeTrust::Auto,
             efi_binary: EfiBinary::IpxeEfi,
             boot_url: None,
             dhcp_mode: DhcpMode::Proxy,
@@ -1733,6 +1757,15 @@ mod tests {
         assert_eq!(c.boot_scheme_port(), ("http", 8080));
         let c = Config::load(None, &[ov("pxe.ipxeTrust", "ipxe-root")]).unwrap();
         assert_eq!(c.pxe.ipxe_trust, IpxeTrust::IpxeRoot);
+        // auto: the boot CA for our own boot URL, iPXE's root behind a proxy; explicit wins.
+        let c = Config::load(None, &[]).unwrap();
+        assert_eq!(c.pxe.ipxe_trust, IpxeTrust::Auto);
+        assert_eq!(c.pxe.effective_ipxe_trust(), IpxeTrust::BootCa);
+        let proxy = ov("pxe.bootURL", "https://192.0.2.20");
+        let c = Config::load(None, std::slice::from_ref(&proxy)).unwrap();
+        assert_eq!(c.pxe.effective_ipxe_trust(), IpxeTrust::IpxeRoot);
+        let c = Config::load(None, &[proxy, ov("pxe.ipxeTrust", "boot-ca")]).unwrap();
+        assert_eq!(c.pxe.effective_ipxe_trust(), IpxeTrust::BootCa);
         assert!(load_err(&[ov("pxe.ipxeTrust", "anything")]).contains("pxe.ipxeTrust"));
     }
 
