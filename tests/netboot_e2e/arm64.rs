@@ -9,13 +9,16 @@
 
 use std::time::{Duration, Instant};
 
-use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile, write_release};
+use bootfactory::fixture::FixtureOptions;
 
 use crate::support::lab::{
     AAVMF_CODE, AAVMF_VARS, BOOTFACTORY_IP, Firmware, Lab, lab_busybox_arm64, lab_kernel_arm64,
     present, serial, start_vm,
 };
-use crate::{DONE, MARKER, bootfactory, init_on, line_after, lines_after, schematic_id, tail};
+use crate::{
+    Appliance, DONE, MARKER, admin_get, bootable, init_on, line_after, lines_after, plain_http,
+    start_bootfactory, tail,
+};
 
 const TOKEN: &str = "e2e-admin-token";
 const ARM64_MAC: &str = "52:54:00:e2:e0:40";
@@ -39,89 +42,29 @@ fn an_arm64_machine_pxe_boots_its_assignment() {
 
     // The fixture release with a bootable arm64 kernel and base initramfs (amd64 stays
     // synthetic: a machine served amd64 assets would not boot).
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    let options = FixtureOptions {
-        versions: vec!["v1.11.6".into()],
-        arm64: BootOptions {
-            kernel: Some(FileSource::Path(kernel)),
-            init: Some(FileSource::Bytes(init_on("/dev/ttyAMA0").into_bytes())),
-            initramfs_files: vec![InitramfsFile {
-                dest: "bin/busybox".into(),
-                source: FileSource::Path(busybox),
-                mode: Some(0o755),
-            }],
-            ..BootOptions::default()
+    let appliance = Appliance::new(
+        FixtureOptions {
+            arm64: bootable(kernel, init_on("/dev/ttyAMA0"), busybox),
+            ..FixtureOptions::default()
         },
-        ..FixtureOptions::default()
-    };
-    write_release(&layout, &options).expect("fixture release");
-    let data = work.path().join("data");
-    let data_s = data.to_string_lossy().to_string();
-    bootfactory(&[
-        "mirror",
-        "import",
-        &layout.to_string_lossy(),
-        "--data-dir",
-        &data_s,
-    ]);
-
-    let schematics = work.path().join("schematics");
-    std::fs::create_dir_all(&schematics).unwrap();
-    let yaml = "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor]\n";
-    std::fs::write(schematics.join("arm.yaml"), yaml).unwrap();
-    let id = schematic_id(yaml);
-    let seed = work.path().join("assignments.yaml");
-    std::fs::write(
-        &seed,
-        format!(
-            "machines:\n  \"{ARM64_MAC}\":\n    schematic: {id}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyAMA0, bf.vm=arm64]\n"
+        &["customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor]\n"],
+    );
+    let id = &appliance.ids[0];
+    let config = appliance.config(
+        TOKEN,
+        &format!(
+            "  \"{ARM64_MAC}\":\n    schematic: {id}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyAMA0, bf.vm=arm64]\n"
         ),
-    )
-    .unwrap();
-    let config = work.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "dataDir: {data_s}\noffline: true\nlog:\n  level: info,bootfactory=debug\nhttp:\n  listen: {BOOTFACTORY_IP}:8080\n  externalURL: http://{BOOTFACTORY_IP}:8080\nschematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: {TOKEN}\npxe:\n  enabled: true\n  interfaces: [b0]\n  unassigned: ignore\n",
-            schematics.display(),
-            seed.display()
-        ),
-    )
-    .unwrap();
+        &plain_http(),
+        "  unassigned: ignore\n",
+    );
 
     let mut lab = Lab::new("a");
     lab.start_office_dhcp();
-    lab.spawn(
-        "bf",
-        "bootfactory.log",
-        &[
-            env!("CARGO_BIN_EXE_bootfactory"),
-            "serve",
-            "--config",
-            &config.to_string_lossy(),
-        ],
-    );
-    let api = |lab: &Lab, path: &str| -> String {
-        let out = lab.exec(
-            "bf",
-            &[
-                "curl",
-                "-sf",
-                "-H",
-                &format!("Authorization: Bearer {TOKEN}"),
-                &format!("http://{BOOTFACTORY_IP}:8080{path}"),
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+    start_bootfactory(&mut lab, &config);
+    let api = |lab: &Lab, path: &str| {
+        admin_get(lab, TOKEN, &format!("http://{BOOTFACTORY_IP}:8080{path}"))
     };
-    assert!(
-        lab.wait_for(Duration::from_secs(60), |lab| lab
-            .log("bootfactory.log")
-            .contains("network boot ready")),
-        "network boot did not start:\n{}",
-        lab.log("bootfactory.log")
-    );
 
     let started = Instant::now();
     let vm = start_vm(&mut lab, "arm64", Firmware::Arm64Uefi, ARM64_MAC);

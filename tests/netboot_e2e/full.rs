@@ -14,10 +14,15 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile, write_release};
+use bootfactory::fixture::FixtureOptions;
 
-use crate::support::lab::{BOOTFACTORY_IP, Firmware, Lab, lab_kernel, ovmf_code, serial, start_vm};
-use crate::{INIT, MARKER, bootfactory, line_after, lines_after, schematic_id, tail};
+use crate::support::lab::{
+    BOOTFACTORY_IP, BUSYBOX, Firmware, Lab, lab_kernel, ovmf_code, serial, start_vm,
+};
+use crate::{
+    Appliance, INIT, MARKER, admin_get, bootable, line_after, lines_after, plain_http,
+    start_bootfactory, tail,
+};
 
 const TOKEN: &str = "e2e-full-admin-token";
 const UEFI_MAC: &str = "52:54:00:e2:f0:01";
@@ -34,104 +39,42 @@ fn full_dhcp_gives_addresses_and_boots_machines() {
         return;
     }
     let Some(kernel) = lab_kernel() else { return };
-    let busybox = PathBuf::from("/bin/busybox");
     assert!(
         ovmf_code().is_some(),
         "OVMF is required (apt-get install ovmf)"
     );
 
-    // The fixture release with a bootable amd64 kernel and base initramfs.
-    let work = tempfile::tempdir().unwrap();
-    let layout = work.path().join("layout");
-    let options = FixtureOptions {
-        versions: vec!["v1.11.6".into()],
-        amd64: BootOptions {
-            kernel: Some(FileSource::Path(kernel)),
-            init: Some(FileSource::Bytes(INIT.as_bytes().to_vec())),
-            initramfs_files: vec![InitramfsFile {
-                dest: "bin/busybox".into(),
-                source: FileSource::Path(busybox),
-                mode: Some(0o755),
-            }],
-            ..BootOptions::default()
-        },
-        ..FixtureOptions::default()
-    };
-    write_release(&layout, &options).expect("fixture release");
-    let data = work.path().join("data");
-    let data_s = data.to_string_lossy().to_string();
-    bootfactory(&[
-        "mirror",
-        "import",
-        &layout.to_string_lossy(),
-        "--data-dir",
-        &data_s,
-    ]);
-
     // Two schematics, one per machine, told apart by their extensions.
-    let schematics = work.path().join("schematics");
-    std::fs::create_dir_all(&schematics).unwrap();
-    let a = "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor]\n";
-    let b =
-        "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/i915-ucode]\n";
-    std::fs::write(schematics.join("a.yaml"), a).unwrap();
-    std::fs::write(schematics.join("b.yaml"), b).unwrap();
-    let (id_a, id_b) = (schematic_id(a), schematic_id(b));
-    let seed = work.path().join("assignments.yaml");
-    std::fs::write(
-        &seed,
-        format!(
-            "machines:\n  \"{UEFI_MAC}\":\n    schematic: {id_a}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyS0, bf.vm=uefi]\n  \"{BIOS_MAC}\":\n    schematic: {id_b}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyS0, bf.vm=bios]\n    ip: {BIOS_IP}\n    hostname: {BIOS_HOSTNAME}\n"
+    let appliance = Appliance::new(
+        FixtureOptions {
+            amd64: bootable(kernel, INIT.into(), PathBuf::from(BUSYBOX)),
+            ..FixtureOptions::default()
+        },
+        &[
+            "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor]\n",
+            "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/i915-ucode]\n",
+        ],
+    );
+    let (id_a, id_b) = (&appliance.ids[0], &appliance.ids[1]);
+    let config = appliance.config(
+        TOKEN,
+        &format!(
+            "  \"{UEFI_MAC}\":\n    schematic: {id_a}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyS0, bf.vm=uefi]\n  \"{BIOS_MAC}\":\n    schematic: {id_b}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyS0, bf.vm=bios]\n    ip: {BIOS_IP}\n    hostname: {BIOS_HOSTNAME}\n"
         ),
-    )
-    .unwrap();
-    let config = work.path().join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "dataDir: {data_s}\noffline: true\nlog:\n  level: info,bootfactory=debug\nhttp:\n  listen: {BOOTFACTORY_IP}:8080\n  externalURL: http://{BOOTFACTORY_IP}:8080\nschematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: {TOKEN}\npxe:\n  enabled: true\n  dhcpMode: full\n  interfaces: [b0]\n  dhcp:\n    range: {}-{}\n    netmask: 255.255.255.0\n    leaseSeconds: 3600\n    offerSeconds: 30\n    probe: true\n",
-            schematics.display(),
-            seed.display(),
-            POOL.0,
-            POOL.1,
+        &plain_http(),
+        &format!(
+            "  dhcpMode: full\n  dhcp:\n    range: {}-{}\n    netmask: 255.255.255.0\n    leaseSeconds: 3600\n    offerSeconds: 30\n    probe: true\n",
+            POOL.0, POOL.1
         ),
-    )
-    .unwrap();
+    );
 
     // No office DHCP server: bootfactory is the only one on this LAN (full mode refuses to
     // start next to another).
     let mut lab = Lab::new("f");
-    lab.spawn(
-        "bf",
-        "bootfactory.log",
-        &[
-            env!("CARGO_BIN_EXE_bootfactory"),
-            "serve",
-            "--config",
-            &config.to_string_lossy(),
-        ],
-    );
-    let api = |lab: &Lab, path: &str| -> String {
-        let out = lab.exec(
-            "bf",
-            &[
-                "curl",
-                "-sf",
-                "-H",
-                &format!("Authorization: Bearer {TOKEN}"),
-                &format!("http://{BOOTFACTORY_IP}:8080{path}"),
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+    start_bootfactory(&mut lab, &config);
+    let api = |lab: &Lab, path: &str| {
+        admin_get(lab, TOKEN, &format!("http://{BOOTFACTORY_IP}:8080{path}"))
     };
-    let ready = lab.wait_for(Duration::from_secs(60), |lab| {
-        lab.log("bootfactory.log").contains("network boot ready") || !lab.running("bootfactory.log")
-    });
-    assert!(
-        ready && lab.running("bootfactory.log"),
-        "network boot did not start:\n{}",
-        lab.log("bootfactory.log")
-    );
 
     let uefi = start_vm(&mut lab, "uefi", Firmware::Uefi, UEFI_MAC);
     let bios = start_vm(&mut lab, "bios", Firmware::Bios, BIOS_MAC);

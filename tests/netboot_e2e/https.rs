@@ -7,98 +7,48 @@
 //!   `openssl s_server` answers with another self-signed certificate (same address, different
 //!   certificate): iPXE refuses it, so the machine never gets a script or the marker.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile, write_release};
+use bootfactory::fixture::FixtureOptions;
 
-use crate::support::lab::{BOOTFACTORY_IP, Firmware, Lab, lab_kernel, ovmf_code, serial, start_vm};
-use crate::{INIT, MARKER, bootfactory, line_after, schematic_id, tail};
+use crate::support::lab::{
+    BOOTFACTORY_IP, BUSYBOX, Firmware, Lab, lab_kernel, ovmf_code, serial, start_vm,
+};
+use crate::{Appliance, INIT, MARKER, bootable, line_after, start_bootfactory, tail};
 
 const TOKEN: &str = "e2e-admin-token";
 const MAC: &str = "52:54:00:e2:e1:01";
 const MITM_PORT: u16 = 9443;
 
-/// A data directory with the fixture release imported and a config file for bootfactory with
-/// TLS (self-signed) on 192.0.2.10:8443, `pxe.ipxeVariant: https` and `extra` appended under
-/// `pxe:`. Returns the config file.
-fn prepare(work: &Path, extra_pxe: &str) -> Option<PathBuf> {
+/// The appliance of both labs: the fixture release imported, and a configuration with TLS
+/// (self-signed) on 192.0.2.10:8443, `pxe.ipxeVariant: https` and `extra_pxe` appended under
+/// `pxe:`. Returns the appliance and its config file.
+fn prepare(extra_pxe: &str) -> Option<(Appliance, PathBuf)> {
     let kernel = lab_kernel()?;
     assert!(
         ovmf_code().is_some(),
         "OVMF is required (apt-get install ovmf)"
     );
-    let layout = work.join("layout");
-    let options = FixtureOptions {
-        versions: vec!["v1.11.6".into()],
-        amd64: BootOptions {
-            kernel: Some(FileSource::Path(kernel)),
-            init: Some(FileSource::Bytes(INIT.as_bytes().to_vec())),
-            initramfs_files: vec![InitramfsFile {
-                dest: "bin/busybox".into(),
-                source: FileSource::Path(PathBuf::from("/bin/busybox")),
-                mode: Some(0o755),
-            }],
-            ..BootOptions::default()
+    let appliance = Appliance::new(
+        FixtureOptions {
+            amd64: bootable(kernel, INIT.into(), PathBuf::from(BUSYBOX)),
+            ..FixtureOptions::default()
         },
-        ..FixtureOptions::default()
-    };
-    write_release(&layout, &options).expect("fixture release");
-    let data = work.join("data");
-    let data_s = data.to_string_lossy().to_string();
-    bootfactory(&[
-        "mirror",
-        "import",
-        &layout.to_string_lossy(),
-        "--data-dir",
-        &data_s,
-    ]);
-    let schematics = work.join("schematics");
-    std::fs::create_dir_all(&schematics).unwrap();
-    let yaml = "customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor]\n";
-    std::fs::write(schematics.join("a.yaml"), yaml).unwrap();
-    let seed = work.join("assignments.yaml");
-    std::fs::write(
-        &seed,
-        format!(
-            "machines:\n  \"{MAC}\":\n    schematic: {}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyS0, bf.vm=https]\n",
-            schematic_id(yaml)
-        ),
-    )
-    .unwrap();
-    let config = work.join("config.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "dataDir: {data_s}\noffline: true\nlog:\n  level: info,bootfactory=debug\nhttp:\n  listen: {BOOTFACTORY_IP}:8443\n  externalURL: https://{BOOTFACTORY_IP}:8443\n  tls:\n    selfSigned: true\nschematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: {TOKEN}\npxe:\n  enabled: true\n  interfaces: [b0]\n  unassigned: ignore\n  ipxeVariant: https\n{extra_pxe}",
-            schematics.display(),
-            seed.display()
-        ),
-    )
-    .unwrap();
-    Some(config)
-}
-
-/// Starts bootfactory in the lab and waits until network boot is ready.
-fn start_bootfactory(lab: &mut Lab, config: &Path) {
-    lab.spawn(
-        "bf",
-        "bootfactory.log",
-        &[
-            env!("CARGO_BIN_EXE_bootfactory"),
-            "serve",
-            "--config",
-            &config.to_string_lossy(),
-        ],
+        &["customization:\n  systemExtensions:\n    officialExtensions: [siderolabs/gvisor]\n"],
     );
-    let ready = lab.wait_for(Duration::from_secs(90), |lab| {
-        lab.log("bootfactory.log").contains("network boot ready") || !lab.running("bootfactory.log")
-    });
-    assert!(
-        ready && lab.running("bootfactory.log"),
-        "bootfactory did not start:\n{}",
-        lab.log("bootfactory.log")
+    let config = appliance.config(
+        TOKEN,
+        &format!(
+            "  \"{MAC}\":\n    schematic: {}\n    version: v1.11.6\n    extraKernelArgs: [console=ttyS0, bf.vm=https]\n",
+            appliance.ids[0]
+        ),
+        &format!(
+            "  listen: {BOOTFACTORY_IP}:8443\n  externalURL: https://{BOOTFACTORY_IP}:8443\n  tls:\n    selfSigned: true\n"
+        ),
+        &format!("  unassigned: ignore\n  ipxeVariant: https\n{extra_pxe}"),
     );
+    Some((appliance, config))
 }
 
 fn report(lab: &Lab) -> String {
@@ -140,8 +90,7 @@ fn uefi_machine_boots_over_https_trusting_the_appliance_ca() {
     if !crate::lab_ready(&["dnsmasq", "qemu-system-x86_64"]) {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let Some(config) = prepare(work.path(), "") else {
+    let Some((_appliance, config)) = prepare("") else {
         return;
     };
     let mut lab = Lab::new("h");
@@ -201,9 +150,7 @@ fn ipxe_refuses_a_server_with_another_certificate_at_the_boot_address() {
     if !crate::lab_ready(&["dnsmasq", "qemu-system-x86_64", "openssl"]) {
         return;
     }
-    let work = tempfile::tempdir().unwrap();
-    let Some(config) = prepare(
-        work.path(),
+    let Some((appliance, config)) = prepare(
         // The binaries trust the boot CA explicitly: with pxe.bootURL set, `auto` would
         // serve them as built.
         &format!("  bootURL: https://{BOOTFACTORY_IP}:{MITM_PORT}\n  ipxeTrust: boot-ca\n"),
@@ -212,7 +159,7 @@ fn ipxe_refuses_a_server_with_another_certificate_at_the_boot_address() {
     };
     // The impostor: a self-signed RSA certificate for the same address, and the script a
     // machine would run if it believed it.
-    let mitm = work.path().join("mitm");
+    let mitm = appliance.work.path().join("mitm");
     let www = mitm.join("www");
     std::fs::create_dir_all(www.join("boot")).unwrap();
     std::fs::write(

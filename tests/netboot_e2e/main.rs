@@ -25,9 +25,12 @@ mod full;
 mod https;
 mod proxy;
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
-use support::lab::can_make_namespaces;
+use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, InitramfsFile, write_release};
+use support::lab::{BOOTFACTORY_IP, Lab, can_make_namespaces};
 use support::tools::have;
 
 /// Printed by the fixture's `/init` first.
@@ -88,6 +91,125 @@ pub fn bootfactory(args: &[&str]) -> String {
         out.status.success(),
         "bootfactory {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Boot assets for one architecture of the fixture release: a real `kernel`, the fixture's
+/// `/init` script `init` and a static `busybox` as `/bin/busybox` in the base initramfs.
+pub fn bootable(kernel: PathBuf, init: String, busybox: PathBuf) -> BootOptions {
+    BootOptions {
+        kernel: Some(FileSource::Path(kernel)),
+        init: Some(FileSource::Bytes(init.into_bytes())),
+        initramfs_files: vec![InitramfsFile {
+            dest: "bin/busybox".into(),
+            source: FileSource::Path(busybox),
+            mode: Some(0o755),
+        }],
+        ..BootOptions::default()
+    }
+}
+
+/// One appliance of a scenario: a scratch directory holding its data directory (the fixture
+/// release v1.11.6 imported offline), its schematics directory, assignments seed and config.
+pub struct Appliance {
+    /// Scratch directory (removed on drop).
+    pub work: tempfile::TempDir,
+    /// The schematic IDs, in the order given to [`Appliance::new`].
+    pub ids: Vec<String>,
+}
+
+impl Appliance {
+    /// The fixture release as `options` say (v1.11.6 unless they name versions) imported into
+    /// a new data directory, and `schematics` written where `schematics.dir` will point.
+    pub fn new(mut options: FixtureOptions, schematics: &[&str]) -> Appliance {
+        if options.versions.is_empty() {
+            options.versions = vec!["v1.11.6".into()];
+        }
+        let work = tempfile::tempdir().unwrap();
+        let layout = work.path().join("layout");
+        write_release(&layout, &options).expect("fixture release");
+        let data = work.path().join("data");
+        bootfactory(&[
+            "mirror",
+            "import",
+            &layout.to_string_lossy(),
+            "--data-dir",
+            &data.to_string_lossy(),
+        ]);
+        let dir = work.path().join("schematics");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut ids = Vec::new();
+        for (i, yaml) in schematics.iter().enumerate() {
+            std::fs::write(dir.join(format!("s{i}.yaml")), yaml).unwrap();
+            ids.push(schematic_id(yaml));
+        }
+        Appliance { work, ids }
+    }
+
+    /// Writes the assignments seed file (`machines:` entries, YAML) and a configuration for
+    /// an offline bootfactory with this data directory, the admin token `token`, network boot
+    /// on `b0`, the `http` section's lines (indented, without the `http:` line) and more
+    /// `pxe` lines (indented); returns the configuration file.
+    pub fn config(&self, token: &str, machines: &str, http: &str, pxe: &str) -> PathBuf {
+        let dir = self.work.path();
+        let seed = dir.join("assignments.yaml");
+        std::fs::write(&seed, format!("machines:\n{machines}")).unwrap();
+        let config = dir.join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "dataDir: {}\noffline: true\nlog:\n  level: info,bootfactory=debug\nhttp:\n{http}schematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: {token}\npxe:\n  enabled: true\n  interfaces: [b0]\n{pxe}",
+                dir.join("data").display(),
+                dir.join("schematics").display(),
+                seed.display(),
+            ),
+        )
+        .unwrap();
+        config
+    }
+}
+
+/// The `http` lines of a plain-HTTP appliance on 192.0.2.10:8080.
+pub fn plain_http() -> String {
+    format!("  listen: {BOOTFACTORY_IP}:8080\n  externalURL: http://{BOOTFACTORY_IP}:8080\n")
+}
+
+/// Starts bootfactory with `config` in the lab's `bf` namespace and waits up to 90 s until
+/// network boot is ready; fails with its log if it stopped or never got there.
+pub fn start_bootfactory(lab: &mut Lab, config: &Path) {
+    lab.spawn(
+        "bf",
+        "bootfactory.log",
+        &[
+            env!("CARGO_BIN_EXE_bootfactory"),
+            "serve",
+            "--config",
+            &config.to_string_lossy(),
+        ],
+    );
+    let ready = lab.wait_for(Duration::from_secs(90), |lab| {
+        lab.log("bootfactory.log").contains("network boot ready") || !lab.running("bootfactory.log")
+    });
+    assert!(
+        ready && lab.running("bootfactory.log"),
+        "bootfactory did not start network boot:\n{}",
+        lab.log("bootfactory.log")
+    );
+}
+
+/// `GET url` with the admin token `token`, from inside the lab's `bf` namespace (curl): the
+/// body, or empty on any failure.
+pub fn admin_get(lab: &Lab, token: &str, url: &str) -> String {
+    let out = lab.exec(
+        "bf",
+        &[
+            "curl",
+            "-sf",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            url,
+        ],
     );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
