@@ -17,7 +17,8 @@
     let everRunning = Number(initial.dataset.running) > 0;
     let idleSince = null;
     // The newest finished build the shown cached assets already include.
-    let cachedAt = initial.dataset.newest || "";
+    const loadedNewest = initial.dataset.newest || "";
+    let cachedAt = loadedNewest;
     // A warm-up was just started in the background: its first build may not be listed yet.
     const expectUntil = document.getElementById("warm-continuing") ? Date.now() + 60000 : 0;
     const live = () => document.getElementById("live");
@@ -52,13 +53,18 @@
     const schedule = () => {
       if (timer !== null) return;
       const now = running();
-      everRunning = everRunning || now;
-      if (now || pending || (!everRunning && Date.now() < expectUntil)) {
+      // A build that finished since the page was loaded counts as seen running: a fast
+      // warm-up's builds can start and end between two polls.
+      everRunning = everRunning || now || newest() !== loadedNewest;
+      if (now || pending) {
         idleSince = null;
         timer = setTimeout(() => poll(false), INTERVAL_MS);
       } else if (newest() !== cachedAt) {
         // Builds finished since the cached assets were fetched: fetch them with the rest.
         timer = setTimeout(() => poll(true), 0);
+      } else if (!everRunning && Date.now() < expectUntil) {
+        // A background warm-up whose first build is not listed yet.
+        timer = setTimeout(() => poll(false), INTERVAL_MS);
       } else if (everRunning) {
         if (idleSince === null) idleSince = Date.now();
         if (Date.now() - idleSince < SETTLE_MS) timer = setTimeout(() => poll(false), INTERVAL_MS);
