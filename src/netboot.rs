@@ -447,6 +447,8 @@ impl NetbootCollector {
             ("relay_refused", d.relay_refused),
             ("probe_conflict", d.probe_conflict),
             ("probe_busy", d.probe_busy),
+            ("lease_write_failed", d.lease_write_failed),
+            ("decline_refused", d.decline_refused),
         ] {
             dhcp.with_label_values(&[outcome]).inc_by(n);
         }

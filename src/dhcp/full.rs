@@ -45,7 +45,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::client::{
     self, DHCPDECLINE, DHCPDISCOVER, DHCPINFORM, DHCPRELEASE, DHCPREQUEST, Request,
@@ -308,13 +308,21 @@ impl FullResponder {
                 let written = replaced
                     .map_or(Ok(()), |old| self.leases.delete(old.ip))
                     .and_then(|()| self.leases.store(&lease));
-                if let Err(e) = written {
-                    // Without the lease on disk a restart could hand the address out twice.
-                    warn!(%ip, error = %e, "full DHCP: cannot store the lease; not acknowledging");
+                // A lease is on disk before its ACK: without it a restart could hand the
+                // address out twice. On failure no ACK; the client retries its REQUEST.
+                // The in-memory bind stays: undoing it would mean restoring the offer or the
+                // previous expiry and the replaced lease, on disk too, which can fail the same
+                // way. Keeping it only holds the address for this client (never gives it to
+                // another), and its retried REQUEST is judged `Ack`, binds again and rewrites
+                // and re-flushes the lease.
+                let durable = match written {
+                    Ok(()) => self.leases.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = durable {
+                    DhcpStats::bump(&self.stats.lease_write_failed);
+                    error!(%ip, mac = %MacAddr(client.mac), error = %e, "full DHCP: cannot write the lease to disk; not acknowledging");
                     return None;
-                }
-                if let Err(e) = self.leases.flush().await {
-                    warn!(%ip, error = %e, "full DHCP: cannot flush the lease database");
                 }
                 let boot = self.boot(req, ReplyKind::Ack);
                 let msg = self.build(
@@ -915,6 +923,47 @@ mod tests {
             .await
             .is_none()
         );
+    }
+
+    #[tokio::test]
+    async fn no_ack_until_the_lease_is_flushed_and_the_retry_acks() {
+        use std::sync::atomic::Ordering;
+        let (r, tree) = responder(Policy::default());
+        let (_, offer) = send(&r, &msg(MessageType::Discover, MAC, vec![]), 1000)
+            .await
+            .unwrap();
+        let ip = offer.yiaddr();
+        let select = msg(
+            MessageType::Request,
+            MAC,
+            vec![
+                DhcpOption::ServerIdentifier(SERVER),
+                DhcpOption::RequestedIpAddress(ip),
+            ],
+        );
+        r.leases.fail_flush.store(true, Ordering::Relaxed);
+        assert!(
+            send(&r, &select, 1001).await.is_none(),
+            "no ACK while the lease is not durable"
+        );
+        assert_eq!(r.stats.snapshot().lease_write_failed, 1);
+        assert_eq!(r.stats.snapshot().acks, 0);
+        // The address stays the client's meanwhile: nobody else is offered it.
+        let (_, other) = send(
+            &r,
+            &msg(MessageType::Discover, [2, 0, 0, 0, 0, 2], vec![]),
+            1001,
+        )
+        .await
+        .unwrap();
+        assert_ne!(other.yiaddr(), ip);
+        // The client retries; the disk works again: ACK, lease written.
+        r.leases.fail_flush.store(false, Ordering::Relaxed);
+        let (_, ack) = send(&r, &select, 1002).await.unwrap();
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(ack.yiaddr(), ip);
+        assert_eq!(tree.len(), 1);
+        assert_eq!(r.stats.snapshot().lease_write_failed, 1);
     }
 
     #[tokio::test]

@@ -69,6 +69,9 @@ pub struct Leases {
     tree: sled::Tree,
     pool: PoolConfig,
     subnet: Subnet,
+    /// Test hook: make [`Leases::flush`] fail.
+    #[cfg(test)]
+    pub(crate) fail_flush: std::sync::atomic::AtomicBool,
 }
 
 /// The current time in Unix seconds.
@@ -112,6 +115,8 @@ impl Leases {
             tree,
             pool,
             subnet,
+            #[cfg(test)]
+            fail_flush: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -162,6 +167,12 @@ impl Leases {
     /// (spacejam/sled#1308), which stopped every ACK once a few hundred clients asked at once.
     /// Concurrent `flush` calls share sled's one write of its log.
     pub(crate) async fn flush(&self) -> Result<(), LeaseStoreError> {
+        #[cfg(test)]
+        if self.fail_flush.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(LeaseStoreError::Db(sled::Error::Io(std::io::Error::other(
+                "injected flush failure",
+            ))));
+        }
         let tree = self.tree.clone();
         match tokio::task::spawn_blocking(move || tree.flush()).await {
             Ok(result) => {

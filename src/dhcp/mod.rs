@@ -293,6 +293,10 @@ pub struct DhcpStats {
     pub probe_conflict: AtomicU64,
     /// Full mode: DISCOVERs left unanswered because every probe slot was busy.
     pub probe_busy: AtomicU64,
+    /// Full mode: REQUESTs left unacknowledged because the lease could not be written to disk.
+    pub lease_write_failed: AtomicU64,
+    /// Full mode: DECLINEs dropped (no option 54 of ours, or not for the client's bound lease).
+    pub decline_refused: AtomicU64,
 }
 
 /// A plain copy of [`DhcpStats`] at one moment.
@@ -338,6 +342,10 @@ pub struct DhcpStatsSnapshot {
     pub probe_conflict: u64,
     /// See [`DhcpStats::probe_busy`].
     pub probe_busy: u64,
+    /// See [`DhcpStats::lease_write_failed`].
+    pub lease_write_failed: u64,
+    /// See [`DhcpStats::decline_refused`].
+    pub decline_refused: u64,
 }
 
 impl DhcpStats {
@@ -365,6 +373,8 @@ impl DhcpStats {
             relay_refused: r(&self.relay_refused),
             probe_conflict: r(&self.probe_conflict),
             probe_busy: r(&self.probe_busy),
+            lease_write_failed: r(&self.lease_write_failed),
+            decline_refused: r(&self.decline_refused),
         }
     }
 
