@@ -14,8 +14,10 @@
 //!   (option 50, no server identifier) and RENEWING/REBINDING (`ciaddr`) → ACK if the address
 //!   is the client's, NAK if it is wrong for the subnet or someone else's, silence for an
 //!   INIT-REBOOT client we have no record of.
-//! - **DECLINE**: the address (option 50) is quarantined for [`DECLINE_HOLD_SECS`]; logged
-//!   with the client's MAC. **RELEASE**: the lease of `ciaddr` ends. **INFORM** → ACK with
+//! - **DECLINE**: accepted only with our option 54 and for an address bound to the client
+//!   (RFC 2131 Table 5, §3.1.5), else dropped and counted (`decline_refused`): the address
+//!   (option 50) is quarantined for [`DECLINE_HOLD_SECS`]; logged with the client's MAC.
+//!   **RELEASE**: the lease of `ciaddr` ends. **INFORM** → ACK with
 //!   the options, no `yiaddr`, no lease times.
 //!
 //! Bound, declined and released leases are written to disk ([`super::leases`]) before the
@@ -339,10 +341,18 @@ impl FullResponder {
     }
 
     async fn decline(&self, req: &Request, client: &Client, now: u64) {
-        let Some(ip) = req.requested_ip else {
-            DhcpStats::bump(&self.stats.ignored);
+        // Option 50 and option 54 MUST be in a DECLINE (RFC 2131 Table 5); one for another
+        // server is not ours to act on.
+        let (Some(ip), Some(sid)) = (req.requested_ip, req.server_id) else {
+            DhcpStats::bump(&self.stats.decline_refused);
+            debug!(mac = %MacAddr(client.mac), "full DHCP: DECLINE without option 50 or 54: dropped");
             return;
         };
+        if sid != self.cfg.server_ip {
+            DhcpStats::bump(&self.stats.decline_refused);
+            debug!(%ip, mac = %MacAddr(client.mac), server = %sid, "full DHCP: DECLINE for another server: dropped");
+            return;
+        }
         let declined = self
             .leases
             .with(now, |t| t.decline(&client.key, ip, now + DECLINE_HOLD_SECS));
@@ -355,7 +365,8 @@ impl FullResponder {
                 let _ = self.leases.flush().await;
             }
             None => {
-                debug!(%ip, mac = %MacAddr(client.mac), "full DHCP: DECLINE for an address that is not the client's: ignored");
+                DhcpStats::bump(&self.stats.decline_refused);
+                debug!(%ip, mac = %MacAddr(client.mac), "full DHCP: DECLINE for an address not bound to the client: dropped");
             }
         }
     }
@@ -966,6 +977,36 @@ mod tests {
         assert_eq!(r.stats.snapshot().lease_write_failed, 1);
     }
 
+    /// A DECLINE is for an address the client got in an ACK: a flood of DISCOVER + DECLINE
+    /// from random MACs quarantines nothing and writes nothing.
+    #[tokio::test]
+    async fn decline_of_a_mere_offer_is_dropped_and_writes_nothing() {
+        let (r, tree) = responder(Policy::default());
+        for n in 1..=2u8 {
+            let mac = [2, 0, 0, 0, 7, n];
+            let (_, offer) = send(&r, &msg(MessageType::Discover, mac, vec![]), 1000)
+                .await
+                .unwrap();
+            let decline = msg(
+                MessageType::Decline,
+                mac,
+                vec![
+                    DhcpOption::RequestedIpAddress(offer.yiaddr()),
+                    DhcpOption::ServerIdentifier(SERVER),
+                ],
+            );
+            assert!(send(&r, &decline, 1000).await.is_none());
+        }
+        assert_eq!(tree.len(), 0, "nothing written");
+        assert_eq!(r.stats.snapshot().decline_refused, 2);
+        assert!(
+            r.leases
+                .list(1000)
+                .iter()
+                .all(|l| l.state == crate::dhcp::LeaseState::Offered)
+        );
+    }
+
     #[tokio::test]
     async fn decline_and_release_only_from_the_holder() {
         let (r, tree) = responder(Policy::default());
@@ -986,10 +1027,29 @@ mod tests {
         release.set_ciaddr(ip);
         assert!(send(&r, &release, 1001).await.is_none());
         assert_eq!(r.leases.list(1001).len(), 1, "a stranger cannot release it");
+        // Without option 54, or with another server's: dropped, counted.
+        for opts in [
+            vec![DhcpOption::RequestedIpAddress(ip)],
+            vec![
+                DhcpOption::RequestedIpAddress(ip),
+                DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 1)),
+            ],
+        ] {
+            assert!(
+                send(&r, &msg(MessageType::Decline, MAC, opts), 1002)
+                    .await
+                    .is_none()
+            );
+        }
+        assert_eq!(r.stats.snapshot().decline_refused, 2);
+        assert_eq!(r.leases.list(1002)[0].state, crate::dhcp::LeaseState::Bound);
         let decline = msg(
             MessageType::Decline,
             MAC,
-            vec![DhcpOption::RequestedIpAddress(ip)],
+            vec![
+                DhcpOption::RequestedIpAddress(ip),
+                DhcpOption::ServerIdentifier(SERVER),
+            ],
         );
         assert!(send(&r, &decline, 1002).await.is_none());
         let l = &r.leases.list(1002)[0];

@@ -470,10 +470,13 @@ impl LeaseTable {
     }
 
     /// A DECLINE of `ip` by `key`: the address is quarantined until `until`; returns the
-    /// declined lease. Only the client the address was offered or bound to can decline it.
+    /// declined lease. Only the client the address is bound to can decline it: a DECLINE is
+    /// for an address the client got in a DHCPACK (RFC 2131 §3.1.5), so a merely offered
+    /// address cannot be declined (else a flood of DISCOVER + DECLINE from random MACs would
+    /// quarantine the pool and write every quarantine to disk).
     pub fn decline(&mut self, key: &ClientKey, ip: Ipv4Addr, until: u64) -> Option<Lease> {
         let l = self.at(ip)?;
-        if !Self::owns(l, key) || l.state == LeaseState::Declined {
+        if !Self::owns(l, key) || l.state != LeaseState::Bound {
             return None;
         }
         let mut lease = self.remove_at(ip)?;
@@ -687,6 +690,10 @@ mod tests {
         assert_eq!(t.release(&c.key, ip(100)).unwrap().ip, ip(100));
         assert!(t.at(ip(100)).is_none());
         t.hold_offer(&c, ip(101), 30);
+        assert!(
+            t.decline(&c.key, ip(101), 600).is_none(),
+            "an offer is not declinable"
+        );
         assert_eq!(t.drop_offer(&c.key), Some(ip(101)));
         assert!(t.list().is_empty());
         t.bind(&c, ip(100), 3600);
