@@ -69,7 +69,7 @@ impl AssignmentPolicy {
         let mut cache = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
         if !cache.loaded || cache.changes.has_changed().unwrap_or(false) {
             cache.changes.borrow_and_update();
-            match self.assignments.reservations() {
+            match self.assignments.usable_reservations() {
                 Ok(list) => {
                     cache.by_ip = list
                         .iter()
@@ -222,6 +222,7 @@ pub fn open_leases(
         .db()
         .open_tree(crate::dhcp::LEASES_TREE)
         .context("cannot open the DHCP lease database")?;
+    let rules = crate::dhcp::ReservationRules::new(&full.pool, full.subnet, advertise);
     let leases = Leases::open(
         tree,
         full.pool,
@@ -229,7 +230,12 @@ pub fn open_leases(
         crate::dhcp::leases::unix_now(),
     )
     .context("cannot load the DHCP leases")?;
-    assignments.set_reservation_subnet(Some(full.subnet));
+    assignments.set_reservation_rules(Some(rules));
+    // Reservations stored before these rules (another subnet, router or address): warned
+    // about now, skipped by the DHCP server.
+    if let Err(e) = assignments.usable_reservations() {
+        tracing::warn!(error = %crate::errors::chain(&e), "cannot read the static DHCP reservations");
+    }
     Ok(Some(Arc::new(leases)))
 }
 

@@ -215,14 +215,23 @@ impl FullResponder {
         for _ in 0..MAX_PROBE_TRIES {
             // Choose and hold at once, so two DISCOVERs never get the same candidate.
             let choice = self.leases.with(now, |t| {
-                let c = t.choose(client, req.requested_ip, reserved_by_other)?;
+                let Some(c) = t.choose(client, req.requested_ip, reserved_by_other) else {
+                    return Err(t.reserved_withheld(client));
+                };
                 t.hold_offer(client, c.ip, hold);
-                Some(c)
+                Ok(c)
             });
-            let Some(choice) = choice else {
-                DhcpStats::bump(&self.stats.pool_exhausted);
-                warn!(mac = %MacAddr(client.mac), "full DHCP: address pool exhausted; no offer");
-                return None;
+            let choice = match choice {
+                Ok(c) => c,
+                Err(Some(why)) => {
+                    warn!(ip = ?client.reserved, mac = %MacAddr(client.mac), reason = why, "full DHCP: the machine's reserved address is withheld; no offer until it is free");
+                    return None;
+                }
+                Err(None) => {
+                    DhcpStats::bump(&self.stats.pool_exhausted);
+                    warn!(mac = %MacAddr(client.mac), "full DHCP: address pool exhausted; no offer");
+                    return None;
+                }
             };
             let Some(prober) = self.prober.as_ref().filter(|_| !choice.known) else {
                 chosen = Some(choice.ip);

@@ -273,10 +273,31 @@ impl LeaseTable {
         }
     }
 
-    /// The address to offer `client`: its reservation; else its current lease; else its
-    /// previous one if still free; else the requested address (option 50) if free in the
-    /// range; else the next free range address (round robin). `reserved_by_other` says
-    /// whether an address is another machine's fixed one. `None`: the pool is exhausted.
+    /// Why `client`'s fixed address cannot be its now, if it cannot: another host answered
+    /// an ICMP probe on it (a conflict hold), or it is quarantined after a DECLINE.
+    ///
+    /// The reservation still stands: the machine is neither offered nor acknowledged its
+    /// address until the hold ends, and gets no other address meanwhile (a reserved machine
+    /// only ever holds its fixed address), so two hosts never share it. The server logs it.
+    pub fn reserved_withheld(&self, client: &Client) -> Option<&'static str> {
+        let ip = client.reserved?;
+        if self.conflicts.contains_key(&u32::from(ip)) {
+            return Some("another host answered an ICMP probe on it");
+        }
+        match self.at(ip) {
+            Some(l) if l.state == LeaseState::Declined => {
+                Some("it is quarantined after a DHCPDECLINE")
+            }
+            _ => None,
+        }
+    }
+
+    /// The address to offer `client`: its reservation (unless withheld:
+    /// [`LeaseTable::reserved_withheld`]); else its current lease; else its previous one if
+    /// still free; else the requested address (option 50) if free in the range; else the
+    /// next free range address (round robin). `reserved_by_other` says whether an address is
+    /// another machine's fixed one. `None`: the pool is exhausted, or the reservation is
+    /// withheld.
     pub fn choose(
         &self,
         client: &Client,
@@ -284,9 +305,7 @@ impl LeaseTable {
         reserved_by_other: &dyn Fn(Ipv4Addr) -> bool,
     ) -> Option<Choice> {
         if let Some(ip) = client.reserved {
-            return self
-                .subnet
-                .contains_host(ip)
+            return (self.subnet.contains_host(ip) && self.reserved_withheld(client).is_none())
                 .then_some(Choice { ip, known: true });
         }
         let usable = |ip: Ipv4Addr| {
@@ -380,7 +399,7 @@ impl LeaseTable {
             return Verdict::Nak;
         }
         if let Some(reserved) = client.reserved {
-            return if reserved == ip {
+            return if reserved == ip && self.reserved_withheld(client).is_none() {
                 Verdict::Ack(ip)
             } else {
                 Verdict::Nak
@@ -709,6 +728,33 @@ mod tests {
         assert_eq!(t.counts()[2], (LeaseState::Declined, 1));
         assert_eq!(t.expire(600).len(), 1);
         assert!(t.at(ip(100)).is_none());
+    }
+
+    #[test]
+    fn a_reserved_address_in_conflict_or_declined_is_withheld() {
+        let mut t = table(100, 110);
+        let mut r = client(1);
+        r.reserved = Some(ip(105));
+        assert_eq!(t.choose(&r, None, NONE).unwrap().ip, ip(105));
+        // Another host answered a probe on it (it was a pool candidate before the
+        // reservation): not offered, not acknowledged, until the hold ends.
+        t.mark_conflict(ip(105), 600);
+        assert!(t.reserved_withheld(&r).is_some());
+        assert_eq!(t.choose(&r, None, NONE), None);
+        assert_eq!(
+            t.judge(&r, RequestKind::InitReboot(ip(105)), NONE),
+            Verdict::Nak
+        );
+        t.expire(600);
+        assert_eq!(t.choose(&r, None, NONE).unwrap().ip, ip(105));
+        // The machine declined it: quarantined for it too.
+        t.bind(&r, ip(105), 3600);
+        t.decline(&r.key, ip(105), 1200).unwrap();
+        assert_eq!(t.choose(&r, None, NONE), None);
+        assert_eq!(
+            t.judge(&r, RequestKind::InitReboot(ip(105)), NONE),
+            Verdict::Nak
+        );
     }
 
     #[test]

@@ -103,7 +103,7 @@ use crate::mac::MacAddr;
 pub use client::ClientInfo;
 pub use lease::{Lease, LeaseState};
 pub use leases::{LEASES_TREE, LeaseStoreError, Leases};
-pub use pool::{AddressRange, PoolConfig, Subnet};
+pub use pool::{AddressRange, PoolConfig, ReservationRules, Subnet};
 pub use server::{FullDhcpConfig, ProxyDhcp};
 
 /// Configuration of the proxy-DHCP responder.
