@@ -165,6 +165,9 @@ pub struct Assignments {
     inventory_lock: Arc<std::sync::Mutex<InventoryState>>,
     /// Bumped on every change (assignment, default, sighting): [`Assignments::subscribe`].
     changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bumped when the reservations may have changed (assignment, default, rules), never on
+    /// a sighting: [`Assignments::subscribe_reservations`].
+    reservations_changed: Arc<tokio::sync::watch::Sender<u64>>,
     /// The full DHCP server's reservation rules, when it runs: fixed addresses must lie in
     /// its subnet and not be an address the network already uses.
     rules: Arc<std::sync::RwLock<Option<crate::dhcp::ReservationRules>>>,
@@ -212,6 +215,7 @@ impl Assignments {
                 last_prune: 0,
             })),
             changed: Arc::new(tokio::sync::watch::channel(0).0),
+            reservations_changed: Arc::new(tokio::sync::watch::channel(0).0),
             rules: Arc::new(std::sync::RwLock::new(None)),
         })
     }
@@ -220,6 +224,8 @@ impl Assignments {
     /// in its subnet and not be an address in use ([`crate::dhcp::ReservationRules`]).
     pub fn set_reservation_rules(&self, rules: Option<crate::dhcp::ReservationRules>) {
         *self.rules.write().unwrap_or_else(|e| e.into_inner()) = rules;
+        self.reservations_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
     }
 
     /// Whether `ip` may be a machine's fixed address under the current rules (any address
@@ -322,8 +328,22 @@ impl Assignments {
         self.changed.subscribe()
     }
 
+    /// A receiver that sees a new value whenever the reservations may have changed: an
+    /// assignment or the default was set or removed, or the reservation rules changed. Not on
+    /// sightings, so the DHCP server's reservation snapshot is not rebuilt per packet.
+    pub fn subscribe_reservations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reservations_changed.subscribe()
+    }
+
     fn notify(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// [`Assignments::notify`] for an assignment or default change.
+    fn notify_assignment(&self) {
+        self.reservations_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
+        self.notify();
     }
 
     /// The policy for machines without an assignment.
@@ -380,7 +400,7 @@ impl Assignments {
             self.seen.remove(seen_key(&record))?;
         }
         self.machines.flush()?;
-        self.notify();
+        self.notify_assignment();
         Ok(())
     }
 
@@ -392,7 +412,7 @@ impl Assignments {
             self.seen.insert(seen_key(&record), &[])?;
         }
         self.machines.flush()?;
-        self.notify();
+        self.notify_assignment();
         Ok(had)
     }
 
@@ -423,7 +443,7 @@ impl Assignments {
     pub fn remove_default(&self) -> Result<bool, AssignError> {
         let had = self.settings.remove(DEFAULT_KEY)?.is_some();
         self.settings.flush()?;
-        self.notify();
+        self.notify_assignment();
         Ok(had)
     }
 
@@ -441,7 +461,7 @@ impl Assignments {
             }
         }
         self.settings.flush()?;
-        self.notify();
+        self.notify_assignment();
         Ok(())
     }
 

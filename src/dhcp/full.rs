@@ -156,12 +156,13 @@ impl FullResponder {
             DhcpStats::bump(&stats.rate_limited);
             return None;
         }
-        let reservation = self.policy.reservation(mac);
+        // The snapshot is taken here, outside the lease lock: inside it, lookups are map reads.
+        let reservations = self.policy.reservations();
+        let reservation = reservations.of(mac);
         let mut client = Client::new(mac, req.client_id.as_deref());
         client.reserved = reservation.ip;
         client.hostname = reservation.hostname;
-        let policy = self.policy.clone();
-        let reserved_by_other = move |ip: Ipv4Addr| policy.reserved_by_other(ip, mac);
+        let reserved_by_other = move |ip: Ipv4Addr| reservations.reserved_by_other(ip, mac);
         match req.msg_type {
             Some(DHCPDISCOVER) => {
                 DhcpStats::bump(&stats.discover);
@@ -544,7 +545,7 @@ pub(crate) fn destination(cfg: &ProxyDhcpConfig, req: &Request, nak: bool) -> So
 mod tests {
     use super::*;
     use crate::dhcp::testkit::PxeRequest;
-    use crate::dhcp::{ClientInfo, PoolConfig, Reservation};
+    use crate::dhcp::{ClientInfo, PoolConfig, Reservation, Reservations};
     use dhcproto::Decodable;
     use dhcproto::Encodable;
     use dhcproto::v4::{Flags, HType, Opcode};
@@ -563,18 +564,14 @@ mod tests {
             Some(c.mac) != self.silent
         }
         fn observed(&self, _: &ClientInfo, _: Option<&Served>) {}
-        fn reservation(&self, mac: [u8; 6]) -> Reservation {
-            if mac == RESERVED_MAC {
+        fn reservations(&self) -> Arc<Reservations> {
+            Arc::new(Reservations::new([(
+                RESERVED_MAC,
                 Reservation {
                     ip: Some(Ipv4Addr::new(192, 0, 2, 50)),
                     hostname: Some("node-50".into()),
-                }
-            } else {
-                Reservation::default()
-            }
-        }
-        fn reserved_by_other(&self, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
-            ip == Ipv4Addr::new(192, 0, 2, 50) && mac != RESERVED_MAC
+                },
+            )]))
         }
     }
 
