@@ -219,11 +219,20 @@ impl FullResponder {
                 let Some(c) = t.choose(client, req.requested_ip, reserved_by_other) else {
                     return Err(t.reserved_withheld(client));
                 };
-                t.hold_offer(client, c.ip, hold);
-                Ok(c)
+                Ok((c, t.hold_offer(client, c.ip, hold)))
             });
             let choice = match choice {
-                Ok(c) => c,
+                Ok((c, dropped)) => {
+                    // The client's bound lease it gave up by asking anew: off the disk too.
+                    // Not flushed: should it come back after a crash, it is still this
+                    // client's, and ends in time.
+                    for old in dropped {
+                        if let Err(e) = self.leases.delete(old.ip) {
+                            warn!(ip = %old.ip, error = %e, "full DHCP: cannot delete a replaced lease");
+                        }
+                    }
+                    c
+                }
                 Err(Some(why)) => {
                     warn!(ip = ?client.reserved, mac = %MacAddr(client.mac), reason = why, "full DHCP: the machine's reserved address is withheld; no offer until it is free");
                     return None;
@@ -318,7 +327,8 @@ impl FullResponder {
                     .leases
                     .with(now, |t| t.bind(client, ip, now + u64::from(lease_secs)));
                 let written = replaced
-                    .map_or(Ok(()), |old| self.leases.delete(old.ip))
+                    .iter()
+                    .try_for_each(|old| self.leases.delete(old.ip))
                     .and_then(|()| self.leases.store(&lease));
                 // A lease is on disk before its ACK: without it a restart could hand the
                 // address out twice. On failure no ACK; the client retries its REQUEST.
