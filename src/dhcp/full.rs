@@ -4,7 +4,8 @@
 //! # Messages
 //!
 //! - **DISCOVER** → OFFER. `yiaddr` is, in this order: the machine's static reservation (its
-//!   assignment's `ip`), the client's current or previous lease, the requested address
+//!   assignment's `ip`; no offer at all while another host holds it:
+//!   [`super::lease::LeaseTable::reserved_withheld`]), the client's current or previous lease, the requested address
 //!   (option 50) if free in the range, else the next free range address
 //!   ([`LeaseTable::choose`]). A new candidate is ICMP-probed first when `probe` is on
 //!   ([`super::probe::Prober`]); an answering address is a conflict and the next one is tried
