@@ -20,13 +20,11 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use std::collections::HashMap;
-
 use crate::assign::{Assignments, BootAnswer, Sighting};
 use crate::config::{Config, DhcpMode, IpxeTrust, IpxeVariant};
 use crate::dhcp::{
     BootFiles, ClientInfo, ClientPolicy, FullDhcpConfig, Leases, PoolConfig, ProxyDhcp,
-    ProxyDhcpConfig, Reservation, Served, Subnet,
+    ProxyDhcpConfig, Reservations, Served, Subnet,
 };
 use crate::ipxe::trust::ServedIpxe;
 use crate::mac::MacAddr;
@@ -37,53 +35,28 @@ pub struct AssignmentPolicy {
     assignments: Assignments,
     /// BIOS machines get no binary ([`bios_binary`]): say why in the inventory.
     bios_refused: bool,
-    /// Static reservations by MAC and by address, rebuilt when the table changed.
+    /// Static reservations, rebuilt when an assignment, the default or the reservation rules
+    /// changed (never on a mere sighting).
     reservations: std::sync::Mutex<ReservationCache>,
 }
 
 struct ReservationCache {
     changes: tokio::sync::watch::Receiver<u64>,
-    by_mac: HashMap<MacAddr, Reservation>,
-    by_ip: HashMap<Ipv4Addr, MacAddr>,
-    loaded: bool,
+    snapshot: Option<Arc<Reservations>>,
 }
 
 impl AssignmentPolicy {
     /// Wraps the assignment table.
     pub fn new(assignments: Assignments) -> AssignmentPolicy {
-        let changes = assignments.subscribe();
+        let changes = assignments.subscribe_reservations();
         AssignmentPolicy {
             assignments,
             bios_refused: false,
             reservations: std::sync::Mutex::new(ReservationCache {
                 changes,
-                by_mac: HashMap::new(),
-                by_ip: HashMap::new(),
-                loaded: false,
+                snapshot: None,
             }),
         }
-    }
-
-    /// Runs `f` on the reservations, reloading them first if assignments changed.
-    fn with_reservations<R>(&self, f: impl FnOnce(&ReservationCache) -> R) -> R {
-        let mut cache = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
-        if !cache.loaded || cache.changes.has_changed().unwrap_or(false) {
-            cache.changes.borrow_and_update();
-            match self.assignments.reservations() {
-                Ok(list) => {
-                    cache.by_ip = list
-                        .iter()
-                        .filter_map(|(mac, r)| r.ip.map(|ip| (ip, *mac)))
-                        .collect();
-                    cache.by_mac = list.into_iter().collect();
-                    cache.loaded = true;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %crate::errors::chain(&e), "cannot read the static DHCP reservations");
-                }
-            }
-        }
-        f(&cache)
     }
 }
 
@@ -124,12 +97,29 @@ impl ClientPolicy for AssignmentPolicy {
         }
     }
 
-    fn reservation(&self, mac: [u8; 6]) -> Reservation {
-        self.with_reservations(|c| c.by_mac.get(&MacAddr(mac)).cloned().unwrap_or_default())
-    }
-
-    fn reserved_by_other(&self, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
-        self.with_reservations(|c| c.by_ip.get(&ip).is_some_and(|owner| owner.0 != mac))
+    fn reservations(&self) -> Arc<Reservations> {
+        let mut cache = self.reservations.lock().unwrap_or_else(|e| e.into_inner());
+        let stale = cache.changes.has_changed().unwrap_or(false);
+        match &cache.snapshot {
+            Some(snapshot) if !stale => return snapshot.clone(),
+            _ => {}
+        }
+        cache.changes.borrow_and_update();
+        match self.assignments.usable_reservations() {
+            Ok(list) => {
+                let snapshot = Arc::new(Reservations::new(
+                    list.into_iter().map(|(mac, r)| (mac.0, r)),
+                ));
+                cache.snapshot = Some(snapshot.clone());
+                snapshot
+            }
+            Err(e) => {
+                tracing::warn!(error = %crate::errors::chain(&e), "cannot read the static DHCP reservations");
+                // The last good snapshot, retried on the next packet.
+                cache.changes.mark_changed();
+                cache.snapshot.clone().unwrap_or_default()
+            }
+        }
     }
 }
 
@@ -222,6 +212,7 @@ pub fn open_leases(
         .db()
         .open_tree(crate::dhcp::LEASES_TREE)
         .context("cannot open the DHCP lease database")?;
+    let rules = crate::dhcp::ReservationRules::new(&full.pool, full.subnet, advertise);
     let leases = Leases::open(
         tree,
         full.pool,
@@ -229,7 +220,12 @@ pub fn open_leases(
         crate::dhcp::leases::unix_now(),
     )
     .context("cannot load the DHCP leases")?;
-    assignments.set_reservation_subnet(Some(full.subnet));
+    assignments.set_reservation_rules(Some(rules));
+    // Reservations stored before these rules (another subnet, router or address): warned
+    // about now, skipped by the DHCP server.
+    if let Err(e) = assignments.usable_reservations() {
+        tracing::warn!(error = %crate::errors::chain(&e), "cannot read the static DHCP reservations");
+    }
     Ok(Some(Arc::new(leases)))
 }
 
@@ -447,6 +443,8 @@ impl NetbootCollector {
             ("relay_refused", d.relay_refused),
             ("probe_conflict", d.probe_conflict),
             ("probe_busy", d.probe_busy),
+            ("lease_write_failed", d.lease_write_failed),
+            ("decline_refused", d.decline_refused),
         ] {
             dhcp.with_label_values(&[outcome]).inc_by(n);
         }
@@ -638,6 +636,7 @@ impl Netboot {
 mod tests {
     use super::*;
     use crate::config::TlsConfig;
+    use crate::dhcp::Reservation;
 
     fn config_in(dir: &std::path::Path) -> Config {
         let mut c = Config {
@@ -684,6 +683,52 @@ mod tests {
         assert_eq!(bios_binary("http://192.0.2.10:8081", &patched), bios);
         assert_eq!(bios_binary("https://192.0.2.10:8443", &plain), bios);
         assert_eq!(bios_binary("http://192.0.2.10:8080", &plain), bios);
+    }
+
+    /// Every PXE sighting writes the inventory; it must not rebuild the reservation snapshot
+    /// (a full read of the assignment table) on the next DHCP packet.
+    #[test]
+    fn reservations_are_rebuilt_on_assignment_changes_not_on_sightings() {
+        use crate::config::UnassignedPolicy;
+        use crate::dhcp::ClientPolicy as _;
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(dir.path()).unwrap();
+        let assignments = Assignments::open(&store, UnassignedPolicy::BootDefault).unwrap();
+        let policy = AssignmentPolicy::new(assignments.clone());
+        let mac = MacAddr([0x52, 0x54, 0, 0, 0, 0x21]);
+        let first = policy.reservations();
+        assert_eq!(first.of(mac.0), Reservation::default());
+        let client = crate::dhcp::ClientInfo {
+            mac: mac.0,
+            arch: 7,
+            ..Default::default()
+        };
+        for _ in 0..3 {
+            policy.observed(&client, None);
+        }
+        assert!(
+            Arc::ptr_eq(&first, &policy.reservations()),
+            "a sighting rebuilt the reservations"
+        );
+        let a = crate::assign::Assignment {
+            schematic: "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba".into(),
+            version: "v1.9.0".into(),
+            platform: "metal".into(),
+            arch: None,
+            extra_kernel_args: vec![],
+            labels: Default::default(),
+            ip: Some(Ipv4Addr::new(192, 0, 2, 70)),
+            hostname: Some("node-70".into()),
+        };
+        assignments.set(mac, &a).unwrap();
+        let second = policy.reservations();
+        assert!(!Arc::ptr_eq(&first, &second));
+        assert_eq!(second.of(mac.0).ip, a.ip);
+        assert!(second.reserved_by_other(Ipv4Addr::new(192, 0, 2, 70), [2, 0, 0, 0, 0, 1]));
+        assert!(!second.reserved_by_other(Ipv4Addr::new(192, 0, 2, 70), mac.0));
+        assert!(Arc::ptr_eq(&second, &policy.reservations()));
+        assignments.remove(mac).unwrap();
+        assert_eq!(policy.reservations().of(mac.0), Reservation::default());
     }
 
     #[test]

@@ -163,8 +163,9 @@ fn udhcpc_gets_pool_and_reserved_addresses_leases_survive_a_restart_release_free
         return;
     }
     let mut lab = Lab::new("fm");
+    // 02:..:03's fixed address is the router's: the start goes on, the reservation is skipped.
     let seed = format!(
-        "machines:\n  \"02:00:00:00:00:02\":\n    schematic: {VANILLA}\n    version: v1.11.6\n    ip: 192.0.2.50\n    hostname: node-2\n"
+        "machines:\n  \"02:00:00:00:00:02\":\n    schematic: {VANILLA}\n    version: v1.11.6\n    ip: 192.0.2.50\n    hostname: node-2\n  \"02:00:00:00:00:03\":\n    schematic: {VANILLA}\n    version: v1.11.6\n    ip: 192.0.2.1\n"
     );
     let config = write_config(
         &lab,
@@ -208,6 +209,37 @@ fn udhcpc_gets_pool_and_reserved_addresses_leases_survive_a_restart_release_free
     assert_eq!(list[1]["mac"], "02:00:00:00:00:01");
     assert_eq!(list[1]["state"], "bound");
     assert_eq!(list[1]["static"], false);
+    let log = lab.log("bf1.log");
+    assert!(
+        log.contains("static DHCP reservation skipped")
+            && log.contains("ip 192.0.2.1 is the router"),
+        "{log}"
+    );
+    // The API refuses bootfactory's own address as a machine's ip, naming the clash.
+    let body = format!(r#"{{"schematic":"{VANILLA}","version":"v1.11.6","ip":"192.0.2.10"}}"#);
+    let out = lab.exec(
+        "bf",
+        &[
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Authorization: Bearer {TOKEN}"),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &body,
+            &format!("http://{BOOTFACTORY_IP}:8080/api/v1/machines/02:00:00:00:00:04"),
+        ],
+    );
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        answer.ends_with("\n400") && answer.contains("ip 192.0.2.10 is bootfactory's own address"),
+        "{answer}"
+    );
     let machines = api(&lab, "/api/v1/machines/02:00:00:00:00:02");
     assert!(
         machines.contains("\"leaseIp\":\"192.0.2.50\""),

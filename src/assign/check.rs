@@ -134,6 +134,11 @@ pub async fn assign_checked(
     a: &Assignment,
     warm: bool,
 ) -> Result<Option<super::MachineRecord>, SetError> {
+    // A fixed address the network already uses is refused first (400), before the factory
+    // is asked about the schematic; `set` checks it again under its lock.
+    if let Some(ip) = a.ip {
+        assignments.check_fixed_ip(ip)?;
+    }
     check(factory, a).await?;
     assignments.set(mac, a)?;
     tracing::info!(%mac, schematic = %a.schematic, version = %a.version, "machine assigned");

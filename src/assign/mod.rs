@@ -66,6 +66,14 @@ pub enum AssignError {
         /// The pool's subnet.
         subnet: crate::dhcp::Subnet,
     },
+    /// The address is already used by the appliance, the router or a DNS server.
+    #[error("ip {ip} is {role}")]
+    IpInUse {
+        /// The address.
+        ip: std::net::Ipv4Addr,
+        /// What uses it (`bootfactory's own address`, ...).
+        role: &'static str,
+    },
     /// The default assignment cannot reserve an address or name.
     #[error("the default assignment cannot have ip or hostname (they belong to one machine)")]
     DefaultReservation,
@@ -157,8 +165,12 @@ pub struct Assignments {
     inventory_lock: Arc<std::sync::Mutex<InventoryState>>,
     /// Bumped on every change (assignment, default, sighting): [`Assignments::subscribe`].
     changed: Arc<tokio::sync::watch::Sender<u64>>,
-    /// The full DHCP server's subnet, when it runs: fixed addresses must lie in it.
-    subnet: Arc<std::sync::RwLock<Option<crate::dhcp::Subnet>>>,
+    /// Bumped when the reservations may have changed (assignment, default, rules), never on
+    /// a sighting: [`Assignments::subscribe_reservations`].
+    reservations_changed: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The full DHCP server's reservation rules, when it runs: fixed addresses must lie in
+    /// its subnet and not be an address the network already uses.
+    rules: Arc<std::sync::RwLock<Option<crate::dhcp::ReservationRules>>>,
 }
 
 impl Assignments {
@@ -203,13 +215,51 @@ impl Assignments {
                 last_prune: 0,
             })),
             changed: Arc::new(tokio::sync::watch::channel(0).0),
-            subnet: Arc::new(std::sync::RwLock::new(None)),
+            reservations_changed: Arc::new(tokio::sync::watch::channel(0).0),
+            rules: Arc::new(std::sync::RwLock::new(None)),
         })
     }
 
-    /// The full DHCP server's subnet: from now on a machine's fixed `ip` must lie in it.
-    pub fn set_reservation_subnet(&self, subnet: Option<crate::dhcp::Subnet>) {
-        *self.subnet.write().unwrap_or_else(|e| e.into_inner()) = subnet;
+    /// The full DHCP server's reservation rules: from now on a machine's fixed `ip` must lie
+    /// in its subnet and not be an address in use ([`crate::dhcp::ReservationRules`]).
+    pub fn set_reservation_rules(&self, rules: Option<crate::dhcp::ReservationRules>) {
+        *self.rules.write().unwrap_or_else(|e| e.into_inner()) = rules;
+        self.reservations_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Whether `ip` may be a machine's fixed address under the current rules (any address
+    /// while the full DHCP server does not run).
+    pub fn check_fixed_ip(&self, ip: std::net::Ipv4Addr) -> Result<(), AssignError> {
+        if let Some(rules) = &*self.rules.read().unwrap_or_else(|e| e.into_inner()) {
+            if !rules.subnet.contains_host(ip) {
+                return Err(AssignError::IpOutsideSubnet {
+                    ip,
+                    subnet: rules.subnet,
+                });
+            }
+            if let Some(role) = rules.taken_by(ip) {
+                return Err(AssignError::IpInUse { ip, role });
+            }
+        }
+        Ok(())
+    }
+
+    /// The reservations the full DHCP server may hand out: [`Assignments::reservations`]
+    /// without the fixed addresses the rules refuse (stored before the rules applied, or
+    /// seeded from the assignments file), each skipped with a warning. Its host name stays.
+    pub fn usable_reservations(&self) -> Result<Vec<(MacAddr, Reservation)>, AssignError> {
+        let mut list = self.reservations()?;
+        for (mac, r) in &mut list {
+            if let Some(ip) = r.ip
+                && let Err(e) = self.check_fixed_ip(ip)
+            {
+                tracing::warn!(%mac, error = %e, "static DHCP reservation skipped: fix the machine's assignment");
+                r.ip = None;
+            }
+        }
+        list.retain(|(_, r)| r.ip.is_some() || r.hostname.is_some());
+        Ok(list)
     }
 
     /// Every fixed address and host name by MAC (the full DHCP server's static reservations).
@@ -278,8 +328,22 @@ impl Assignments {
         self.changed.subscribe()
     }
 
+    /// A receiver that sees a new value whenever the reservations may have changed: an
+    /// assignment or the default was set or removed, or the reservation rules changed. Not on
+    /// sightings, so the DHCP server's reservation snapshot is not rebuilt per packet.
+    pub fn subscribe_reservations(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.reservations_changed.subscribe()
+    }
+
     fn notify(&self) {
         self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// [`Assignments::notify`] for an assignment or default change.
+    fn notify_assignment(&self) {
+        self.reservations_changed
+            .send_modify(|n| *n = n.wrapping_add(1));
+        self.notify();
     }
 
     /// The policy for machines without an assignment.
@@ -295,15 +359,33 @@ impl Assignments {
     /// Sets (or replaces) a machine's assignment. The caller validated it.
     ///
     /// A fixed `ip` must not be another machine's ([`AssignError::IpTaken`]) and, when the
-    /// full DHCP server's subnet is known ([`Assignments::set_reservation_subnet`]), must be
-    /// in it ([`AssignError::IpOutsideSubnet`]).
+    /// full DHCP server's rules are known ([`Assignments::set_reservation_rules`]), must be in
+    /// its subnet ([`AssignError::IpOutsideSubnet`]) and not an address in use
+    /// ([`AssignError::IpInUse`]).
     pub fn set(&self, mac: MacAddr, assignment: &Assignment) -> Result<(), AssignError> {
+        self.set_inner(mac, assignment, true)
+    }
+
+    /// [`Assignments::set`] for the assignments file: a fixed `ip` the network already uses
+    /// ([`AssignError::IpInUse`]) is stored with a warning rather than refused (a start must
+    /// not fail on it); the DHCP server skips it ([`Assignments::usable_reservations`]).
+    pub fn set_seeded(&self, mac: MacAddr, assignment: &Assignment) -> Result<(), AssignError> {
+        self.set_inner(mac, assignment, false)
+    }
+
+    fn set_inner(
+        &self,
+        mac: MacAddr,
+        assignment: &Assignment,
+        strict: bool,
+    ) -> Result<(), AssignError> {
         let _state = self.lock_inventory();
         if let Some(ip) = assignment.ip {
-            if let Some(subnet) = *self.subnet.read().unwrap_or_else(|e| e.into_inner())
-                && !subnet.contains_host(ip)
-            {
-                return Err(AssignError::IpOutsideSubnet { ip, subnet });
+            match self.check_fixed_ip(ip) {
+                Err(e @ AssignError::IpInUse { .. }) if !strict => {
+                    tracing::warn!(%mac, error = %e, "assignments file: fixed address stored but not handed out by DHCP");
+                }
+                r => r?,
             }
             for (other, a) in self.list()? {
                 if other != mac && a.ip == Some(ip) {
@@ -318,7 +400,7 @@ impl Assignments {
             self.seen.remove(seen_key(&record))?;
         }
         self.machines.flush()?;
-        self.notify();
+        self.notify_assignment();
         Ok(())
     }
 
@@ -330,7 +412,7 @@ impl Assignments {
             self.seen.insert(seen_key(&record), &[])?;
         }
         self.machines.flush()?;
-        self.notify();
+        self.notify_assignment();
         Ok(had)
     }
 
@@ -361,7 +443,7 @@ impl Assignments {
     pub fn remove_default(&self) -> Result<bool, AssignError> {
         let had = self.settings.remove(DEFAULT_KEY)?.is_some();
         self.settings.flush()?;
-        self.notify();
+        self.notify_assignment();
         Ok(had)
     }
 
@@ -379,7 +461,7 @@ impl Assignments {
             }
         }
         self.settings.flush()?;
-        self.notify();
+        self.notify_assignment();
         Ok(())
     }
 
@@ -599,7 +681,10 @@ mod tests {
             std::net::Ipv4Addr::new(198, 51, 100, 1),
             std::net::Ipv4Addr::new(255, 255, 255, 0),
         );
-        a.set_reservation_subnet(subnet);
+        a.set_reservation_rules(subnet.map(|subnet| crate::dhcp::ReservationRules {
+            subnet,
+            taken: vec![],
+        }));
         assert!(matches!(
             a.set(m1, &fixed),
             Err(AssignError::IpOutsideSubnet { .. })
@@ -611,6 +696,62 @@ mod tests {
         let r = a.reservations().unwrap();
         assert_eq!(r.len(), 1);
         assert_eq!(r[0].1.hostname.as_deref(), Some("node-1"));
+    }
+
+    #[test]
+    fn fixed_addresses_the_network_uses_are_refused_and_stored_ones_skipped() {
+        use crate::dhcp::{PoolConfig, ReservationRules};
+        use std::net::Ipv4Addr;
+        let (_d, a) = open(UnassignedPolicy::Ignore);
+        let v4 = |n| Ipv4Addr::new(192, 0, 2, n);
+        let pool = PoolConfig {
+            range: "192.0.2.100-192.0.2.110".parse().unwrap(),
+            netmask: Ipv4Addr::new(255, 255, 255, 0),
+            router: Some(v4(1)),
+            dns: vec![v4(53), v4(54)],
+            domain: None,
+            lease_secs: 3600,
+            offer_secs: 30,
+            probe: false,
+        };
+        let subnet = pool.validate(Some(v4(10))).unwrap();
+        let with_ip = |n| Assignment {
+            ip: Some(v4(n)),
+            hostname: Some(format!("node-{n}")),
+            ..assignment("v1.9.0")
+        };
+        // Stored before the rules (or by the assignments file): kept, then skipped.
+        a.set(M1, &with_ip(10)).unwrap();
+        a.set(M2, &with_ip(60)).unwrap();
+        a.set_reservation_rules(Some(ReservationRules::new(&pool, subnet, v4(10))));
+        for (n, what) in [
+            (10, "bootfactory's own address"),
+            (1, "the router"),
+            (54, "a DNS server"),
+        ] {
+            let e = a.set(MacAddr([2, 0, 0, 0, 0, n]), &with_ip(n)).unwrap_err();
+            assert!(matches!(e, AssignError::IpInUse { .. }), "{e:?}");
+            let text = e.to_string();
+            assert!(
+                text.starts_with(&format!("ip 192.0.2.{n} is {what}")),
+                "{text}"
+            );
+        }
+        let usable = a.usable_reservations().unwrap();
+        let m1 = usable.iter().find(|(m, _)| *m == M1).unwrap();
+        assert_eq!(m1.1.ip, None, "the appliance's address is skipped");
+        assert_eq!(m1.1.hostname.as_deref(), Some("node-10"));
+        let m2 = usable.iter().find(|(m, _)| *m == M2).unwrap();
+        assert_eq!(m2.1.ip, Some(v4(60)));
+        // The assignments file stores it (the start must not fail) but DHCP skips it.
+        let m3 = MacAddr([2, 0, 0, 0, 0, 3]);
+        a.set_seeded(m3, &with_ip(1)).unwrap();
+        assert!(
+            a.usable_reservations()
+                .unwrap()
+                .iter()
+                .all(|(_, r)| r.ip != Some(v4(1)))
+        );
     }
 
     fn assignment(version: &str) -> Assignment {

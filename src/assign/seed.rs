@@ -132,7 +132,7 @@ pub async fn apply(
     let n = entries.len();
     for (mac, a) in &entries {
         let result = match mac {
-            Some(mac) => assignments.set(*mac, a),
+            Some(mac) => assignments.set_seeded(*mac, a),
             None => assignments.set_default(Some(a)),
         };
         result.map_err(|e| err(crate::errors::chain(&e)))?;

@@ -4,7 +4,8 @@
 //! # Messages
 //!
 //! - **DISCOVER** → OFFER. `yiaddr` is, in this order: the machine's static reservation (its
-//!   assignment's `ip`), the client's current or previous lease, the requested address
+//!   assignment's `ip`; no offer at all while another host holds it:
+//!   [`super::lease::LeaseTable::reserved_withheld`]), the client's current or previous lease, the requested address
 //!   (option 50) if free in the range, else the next free range address
 //!   ([`LeaseTable::choose`]). A new candidate is ICMP-probed first when `probe` is on
 //!   ([`super::probe::Prober`]); an answering address is a conflict and the next one is tried
@@ -14,8 +15,10 @@
 //!   (option 50, no server identifier) and RENEWING/REBINDING (`ciaddr`) → ACK if the address
 //!   is the client's, NAK if it is wrong for the subnet or someone else's, silence for an
 //!   INIT-REBOOT client we have no record of.
-//! - **DECLINE**: the address (option 50) is quarantined for [`DECLINE_HOLD_SECS`]; logged
-//!   with the client's MAC. **RELEASE**: the lease of `ciaddr` ends. **INFORM** → ACK with
+//! - **DECLINE**: accepted only with our option 54 and for an address bound to the client
+//!   (RFC 2131 Table 5, §3.1.5), else dropped and counted (`decline_refused`): the address
+//!   (option 50) is quarantined for [`DECLINE_HOLD_SECS`]; logged with the client's MAC.
+//!   **RELEASE**: the lease of `ciaddr` ends. **INFORM** → ACK with
 //!   the options, no `yiaddr`, no lease times.
 //!
 //! Bound, declined and released leases are written to disk ([`super::leases`]) before the
@@ -45,7 +48,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use dhcproto::v4::{DhcpOption, Message, MessageType, OptionCode};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::client::{
     self, DHCPDECLINE, DHCPDISCOVER, DHCPINFORM, DHCPRELEASE, DHCPREQUEST, Request,
@@ -154,12 +157,13 @@ impl FullResponder {
             DhcpStats::bump(&stats.rate_limited);
             return None;
         }
-        let reservation = self.policy.reservation(mac);
+        // The snapshot is taken here, outside the lease lock: inside it, lookups are map reads.
+        let reservations = self.policy.reservations();
+        let reservation = reservations.of(mac);
         let mut client = Client::new(mac, req.client_id.as_deref());
         client.reserved = reservation.ip;
         client.hostname = reservation.hostname;
-        let policy = self.policy.clone();
-        let reserved_by_other = move |ip: Ipv4Addr| policy.reserved_by_other(ip, mac);
+        let reserved_by_other = move |ip: Ipv4Addr| reservations.reserved_by_other(ip, mac);
         match req.msg_type {
             Some(DHCPDISCOVER) => {
                 DhcpStats::bump(&stats.discover);
@@ -213,14 +217,32 @@ impl FullResponder {
         for _ in 0..MAX_PROBE_TRIES {
             // Choose and hold at once, so two DISCOVERs never get the same candidate.
             let choice = self.leases.with(now, |t| {
-                let c = t.choose(client, req.requested_ip, reserved_by_other)?;
-                t.hold_offer(client, c.ip, hold);
-                Some(c)
+                let Some(c) = t.choose(client, req.requested_ip, reserved_by_other) else {
+                    return Err(t.reserved_withheld(client));
+                };
+                Ok((c, t.hold_offer(client, c.ip, hold)))
             });
-            let Some(choice) = choice else {
-                DhcpStats::bump(&self.stats.pool_exhausted);
-                warn!(mac = %MacAddr(client.mac), "full DHCP: address pool exhausted; no offer");
-                return None;
+            let choice = match choice {
+                Ok((c, dropped)) => {
+                    // The client's bound lease it gave up by asking anew: off the disk too.
+                    // Not flushed: should it come back after a crash, it is still this
+                    // client's, and ends in time.
+                    for old in dropped {
+                        if let Err(e) = self.leases.delete(old.ip) {
+                            warn!(ip = %old.ip, error = %e, "full DHCP: cannot delete a replaced lease");
+                        }
+                    }
+                    c
+                }
+                Err(Some(why)) => {
+                    warn!(ip = ?client.reserved, mac = %MacAddr(client.mac), reason = why, "full DHCP: the machine's reserved address is withheld; no offer until it is free");
+                    return None;
+                }
+                Err(None) => {
+                    DhcpStats::bump(&self.stats.pool_exhausted);
+                    warn!(mac = %MacAddr(client.mac), "full DHCP: address pool exhausted; no offer");
+                    return None;
+                }
             };
             let Some(prober) = self.prober.as_ref().filter(|_| !choice.known) else {
                 chosen = Some(choice.ip);
@@ -306,15 +328,24 @@ impl FullResponder {
                     .leases
                     .with(now, |t| t.bind(client, ip, now + u64::from(lease_secs)));
                 let written = replaced
-                    .map_or(Ok(()), |old| self.leases.delete(old.ip))
+                    .iter()
+                    .try_for_each(|old| self.leases.delete(old.ip))
                     .and_then(|()| self.leases.store(&lease));
-                if let Err(e) = written {
-                    // Without the lease on disk a restart could hand the address out twice.
-                    warn!(%ip, error = %e, "full DHCP: cannot store the lease; not acknowledging");
+                // A lease is on disk before its ACK: without it a restart could hand the
+                // address out twice. On failure no ACK; the client retries its REQUEST.
+                // The in-memory bind stays: undoing it would mean restoring the offer or the
+                // previous expiry and the replaced lease, on disk too, which can fail the same
+                // way. Keeping it only holds the address for this client (never gives it to
+                // another), and its retried REQUEST is judged `Ack`, binds again and rewrites
+                // and re-flushes the lease.
+                let durable = match written {
+                    Ok(()) => self.leases.flush().await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = durable {
+                    DhcpStats::bump(&self.stats.lease_write_failed);
+                    error!(%ip, mac = %MacAddr(client.mac), error = %e, "full DHCP: cannot write the lease to disk; not acknowledging");
                     return None;
-                }
-                if let Err(e) = self.leases.flush().await {
-                    warn!(%ip, error = %e, "full DHCP: cannot flush the lease database");
                 }
                 let boot = self.boot(req, ReplyKind::Ack);
                 let msg = self.build(
@@ -331,10 +362,18 @@ impl FullResponder {
     }
 
     async fn decline(&self, req: &Request, client: &Client, now: u64) {
-        let Some(ip) = req.requested_ip else {
-            DhcpStats::bump(&self.stats.ignored);
+        // Option 50 and option 54 MUST be in a DECLINE (RFC 2131 Table 5); one for another
+        // server is not ours to act on.
+        let (Some(ip), Some(sid)) = (req.requested_ip, req.server_id) else {
+            DhcpStats::bump(&self.stats.decline_refused);
+            debug!(mac = %MacAddr(client.mac), "full DHCP: DECLINE without option 50 or 54: dropped");
             return;
         };
+        if sid != self.cfg.server_ip {
+            DhcpStats::bump(&self.stats.decline_refused);
+            debug!(%ip, mac = %MacAddr(client.mac), server = %sid, "full DHCP: DECLINE for another server: dropped");
+            return;
+        }
         let declined = self
             .leases
             .with(now, |t| t.decline(&client.key, ip, now + DECLINE_HOLD_SECS));
@@ -347,7 +386,8 @@ impl FullResponder {
                 let _ = self.leases.flush().await;
             }
             None => {
-                debug!(%ip, mac = %MacAddr(client.mac), "full DHCP: DECLINE for an address that is not the client's: ignored");
+                DhcpStats::bump(&self.stats.decline_refused);
+                debug!(%ip, mac = %MacAddr(client.mac), "full DHCP: DECLINE for an address not bound to the client: dropped");
             }
         }
     }
@@ -516,7 +556,7 @@ pub(crate) fn destination(cfg: &ProxyDhcpConfig, req: &Request, nak: bool) -> So
 mod tests {
     use super::*;
     use crate::dhcp::testkit::PxeRequest;
-    use crate::dhcp::{ClientInfo, PoolConfig, Reservation};
+    use crate::dhcp::{ClientInfo, PoolConfig, Reservation, Reservations};
     use dhcproto::Decodable;
     use dhcproto::Encodable;
     use dhcproto::v4::{Flags, HType, Opcode};
@@ -535,18 +575,14 @@ mod tests {
             Some(c.mac) != self.silent
         }
         fn observed(&self, _: &ClientInfo, _: Option<&Served>) {}
-        fn reservation(&self, mac: [u8; 6]) -> Reservation {
-            if mac == RESERVED_MAC {
+        fn reservations(&self) -> Arc<Reservations> {
+            Arc::new(Reservations::new([(
+                RESERVED_MAC,
                 Reservation {
                     ip: Some(Ipv4Addr::new(192, 0, 2, 50)),
                     hostname: Some("node-50".into()),
-                }
-            } else {
-                Reservation::default()
-            }
-        }
-        fn reserved_by_other(&self, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
-            ip == Ipv4Addr::new(192, 0, 2, 50) && mac != RESERVED_MAC
+                },
+            )]))
         }
     }
 
@@ -918,6 +954,77 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn no_ack_until_the_lease_is_flushed_and_the_retry_acks() {
+        use std::sync::atomic::Ordering;
+        let (r, tree) = responder(Policy::default());
+        let (_, offer) = send(&r, &msg(MessageType::Discover, MAC, vec![]), 1000)
+            .await
+            .unwrap();
+        let ip = offer.yiaddr();
+        let select = msg(
+            MessageType::Request,
+            MAC,
+            vec![
+                DhcpOption::ServerIdentifier(SERVER),
+                DhcpOption::RequestedIpAddress(ip),
+            ],
+        );
+        r.leases.fail_flush.store(true, Ordering::Relaxed);
+        assert!(
+            send(&r, &select, 1001).await.is_none(),
+            "no ACK while the lease is not durable"
+        );
+        assert_eq!(r.stats.snapshot().lease_write_failed, 1);
+        assert_eq!(r.stats.snapshot().acks, 0);
+        // The address stays the client's meanwhile: nobody else is offered it.
+        let (_, other) = send(
+            &r,
+            &msg(MessageType::Discover, [2, 0, 0, 0, 0, 2], vec![]),
+            1001,
+        )
+        .await
+        .unwrap();
+        assert_ne!(other.yiaddr(), ip);
+        // The client retries; the disk works again: ACK, lease written.
+        r.leases.fail_flush.store(false, Ordering::Relaxed);
+        let (_, ack) = send(&r, &select, 1002).await.unwrap();
+        assert_eq!(ack.opts().msg_type(), Some(MessageType::Ack));
+        assert_eq!(ack.yiaddr(), ip);
+        assert_eq!(tree.len(), 1);
+        assert_eq!(r.stats.snapshot().lease_write_failed, 1);
+    }
+
+    /// A DECLINE is for an address the client got in an ACK: a flood of DISCOVER + DECLINE
+    /// from random MACs quarantines nothing and writes nothing.
+    #[tokio::test]
+    async fn decline_of_a_mere_offer_is_dropped_and_writes_nothing() {
+        let (r, tree) = responder(Policy::default());
+        for n in 1..=2u8 {
+            let mac = [2, 0, 0, 0, 7, n];
+            let (_, offer) = send(&r, &msg(MessageType::Discover, mac, vec![]), 1000)
+                .await
+                .unwrap();
+            let decline = msg(
+                MessageType::Decline,
+                mac,
+                vec![
+                    DhcpOption::RequestedIpAddress(offer.yiaddr()),
+                    DhcpOption::ServerIdentifier(SERVER),
+                ],
+            );
+            assert!(send(&r, &decline, 1000).await.is_none());
+        }
+        assert_eq!(tree.len(), 0, "nothing written");
+        assert_eq!(r.stats.snapshot().decline_refused, 2);
+        assert!(
+            r.leases
+                .list(1000)
+                .iter()
+                .all(|l| l.state == crate::dhcp::LeaseState::Offered)
+        );
+    }
+
+    #[tokio::test]
     async fn decline_and_release_only_from_the_holder() {
         let (r, tree) = responder(Policy::default());
         send(&r, &msg(MessageType::Discover, MAC, vec![]), 1000)
@@ -937,10 +1044,29 @@ mod tests {
         release.set_ciaddr(ip);
         assert!(send(&r, &release, 1001).await.is_none());
         assert_eq!(r.leases.list(1001).len(), 1, "a stranger cannot release it");
+        // Without option 54, or with another server's: dropped, counted.
+        for opts in [
+            vec![DhcpOption::RequestedIpAddress(ip)],
+            vec![
+                DhcpOption::RequestedIpAddress(ip),
+                DhcpOption::ServerIdentifier(Ipv4Addr::new(192, 0, 2, 1)),
+            ],
+        ] {
+            assert!(
+                send(&r, &msg(MessageType::Decline, MAC, opts), 1002)
+                    .await
+                    .is_none()
+            );
+        }
+        assert_eq!(r.stats.snapshot().decline_refused, 2);
+        assert_eq!(r.leases.list(1002)[0].state, crate::dhcp::LeaseState::Bound);
         let decline = msg(
             MessageType::Decline,
             MAC,
-            vec![DhcpOption::RequestedIpAddress(ip)],
+            vec![
+                DhcpOption::RequestedIpAddress(ip),
+                DhcpOption::ServerIdentifier(SERVER),
+            ],
         );
         assert!(send(&r, &decline, 1002).await.is_none());
         let l = &r.leases.list(1002)[0];

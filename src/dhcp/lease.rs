@@ -199,21 +199,24 @@ impl LeaseTable {
         self.previous.insert(key, ip);
     }
 
-    /// Puts a lease in (loading the persisted table); an address outside the subnet is
-    /// refused (`false`).
-    pub fn insert(&mut self, lease: Lease) -> bool {
+    /// Puts a lease in (loading the persisted table), replacing any lease on its address and
+    /// the client's other lease. Returns the bound and declined leases it replaced — the
+    /// caller deletes them from disk, or disk and memory drift apart (and the next start
+    /// loads whichever record comes last); `None`: an address outside the subnet, refused.
+    pub fn insert(&mut self, lease: Lease) -> Option<Vec<Lease>> {
         if !self.subnet.contains_host(lease.ip) {
-            return false;
+            return None;
         }
-        self.remove_at(lease.ip);
+        let mut evicted: Vec<Lease> = self.remove_at(lease.ip).into_iter().collect();
         if lease.state != LeaseState::Declined {
             if let Some(old) = self.by_client.get(&lease.key()).copied() {
-                self.remove_at(Ipv4Addr::from(old));
+                evicted.extend(self.remove_at(Ipv4Addr::from(old)));
             }
             self.by_client.insert(lease.key(), u32::from(lease.ip));
         }
         self.leases.insert(u32::from(lease.ip), lease);
-        true
+        evicted.retain(|l| l.state != LeaseState::Offered);
+        Some(evicted)
     }
 
     fn remove_at(&mut self, ip: Ipv4Addr) -> Option<Lease> {
@@ -273,10 +276,37 @@ impl LeaseTable {
         }
     }
 
-    /// The address to offer `client`: its reservation; else its current lease; else its
-    /// previous one if still free; else the requested address (option 50) if free in the
-    /// range; else the next free range address (round robin). `reserved_by_other` says
-    /// whether an address is another machine's fixed one. `None`: the pool is exhausted.
+    /// Why `client`'s fixed address cannot be its now, if it cannot: another host answered
+    /// an ICMP probe on it (a conflict hold), it is quarantined after a DECLINE, or another
+    /// client's lease on it is bound and unexpired (the reservation is newer than the lease).
+    ///
+    /// The reservation still stands: the machine is neither offered nor acknowledged its
+    /// address until the hold ends, and gets no other address meanwhile (a reserved machine
+    /// only ever holds its fixed address), so two live hosts never share it. A holder's lease
+    /// ends at its next renewal at the latest (T1, half the lease: renewing another machine's
+    /// fixed address is NAKed), or when it expires. The server logs it.
+    pub fn reserved_withheld(&self, client: &Client) -> Option<&'static str> {
+        let ip = client.reserved?;
+        if self.conflicts.contains_key(&u32::from(ip)) {
+            return Some("another host answered an ICMP probe on it");
+        }
+        match self.at(ip) {
+            Some(l) if l.state == LeaseState::Declined => {
+                Some("it is quarantined after a DHCPDECLINE")
+            }
+            Some(l) if l.state == LeaseState::Bound && !Self::owns(l, &client.key) => Some(
+                "another client's lease on it is still bound (until its renewal is NAKed or it expires)",
+            ),
+            _ => None,
+        }
+    }
+
+    /// The address to offer `client`: its reservation (unless withheld:
+    /// [`LeaseTable::reserved_withheld`]); else its current lease; else its previous one if
+    /// still free; else the requested address (option 50) if free in the range; else the
+    /// next free range address (round robin). `reserved_by_other` says whether an address is
+    /// another machine's fixed one. `None`: the pool is exhausted, or the reservation is
+    /// withheld.
     pub fn choose(
         &self,
         client: &Client,
@@ -284,9 +314,7 @@ impl LeaseTable {
         reserved_by_other: &dyn Fn(Ipv4Addr) -> bool,
     ) -> Option<Choice> {
         if let Some(ip) = client.reserved {
-            return self
-                .subnet
-                .contains_host(ip)
+            return (self.subnet.contains_host(ip) && self.reserved_withheld(client).is_none())
                 .then_some(Choice { ip, known: true });
         }
         let usable = |ip: Ipv4Addr| {
@@ -320,13 +348,14 @@ impl LeaseTable {
     }
 
     /// Holds `ip` for `client` until `until` (an OFFER). A bound lease of the client on the
-    /// same address stays bound; another lease of the client is dropped.
-    pub fn hold_offer(&mut self, client: &Client, ip: Ipv4Addr, until: u64) {
+    /// same address stays bound; another lease of the client is dropped and returned if it
+    /// was bound (the caller deletes it from disk).
+    pub fn hold_offer(&mut self, client: &Client, ip: Ipv4Addr, until: u64) -> Vec<Lease> {
         if let Some(l) = self.at(ip)
             && l.key() == client.key
             && l.state == LeaseState::Bound
         {
-            return;
+            return Vec::new();
         }
         if self.range.contains(ip) {
             let size = self.range.size() as u32;
@@ -340,7 +369,8 @@ impl LeaseTable {
             expires: until,
             hostname: client.hostname.clone(),
             is_static: client.reserved == Some(ip),
-        });
+        })
+        .unwrap_or_default()
     }
 
     /// `ip` answered an ICMP probe: never offered until `until`; an offer on it is dropped.
@@ -380,7 +410,7 @@ impl LeaseTable {
             return Verdict::Nak;
         }
         if let Some(reserved) = client.reserved {
-            return if reserved == ip {
+            return if reserved == ip && self.reserved_withheld(client).is_none() {
                 Verdict::Ack(ip)
             } else {
                 Verdict::Nak
@@ -428,16 +458,10 @@ impl LeaseTable {
         }
     }
 
-    /// Binds `ip` to `client` until `until` (an ACK). Returns the new lease and any other
-    /// lease of the client it replaced (to delete from disk).
-    pub fn bind(&mut self, client: &Client, ip: Ipv4Addr, until: u64) -> (Lease, Option<Lease>) {
-        let replaced = match self.of(&client.key) {
-            Some(l) if l.ip != ip => {
-                let old = l.ip;
-                self.remove_at(old).filter(|l| l.state == LeaseState::Bound)
-            }
-            _ => None,
-        };
+    /// Binds `ip` to `client` until `until` (an ACK). Returns the new lease and the bound or
+    /// declined leases on other addresses it replaced (the client's previous one; to delete
+    /// from disk before the new one is written).
+    pub fn bind(&mut self, client: &Client, ip: Ipv4Addr, until: u64) -> (Lease, Vec<Lease>) {
         let lease = Lease {
             ip,
             mac: client.mac,
@@ -447,8 +471,11 @@ impl LeaseTable {
             hostname: client.hostname.clone(),
             is_static: client.reserved == Some(ip),
         };
-        // A dynamic lease of another client on a (new) reservation loses it.
-        self.insert(lease.clone());
+        // Another client's offer on a (new) reservation loses it (its bound lease cannot be
+        // here: `judge` withholds the address, see `reserved_withheld`).
+        let mut replaced = self.insert(lease.clone()).unwrap_or_default();
+        // The record on `ip` itself is overwritten by the new one.
+        replaced.retain(|l| l.ip != ip);
         (lease, replaced)
     }
 
@@ -470,10 +497,13 @@ impl LeaseTable {
     }
 
     /// A DECLINE of `ip` by `key`: the address is quarantined until `until`; returns the
-    /// declined lease. Only the client the address was offered or bound to can decline it.
+    /// declined lease. Only the client the address is bound to can decline it: a DECLINE is
+    /// for an address the client got in a DHCPACK (RFC 2131 §3.1.5), so a merely offered
+    /// address cannot be declined (else a flood of DISCOVER + DECLINE from random MACs would
+    /// quarantine the pool and write every quarantine to disk).
     pub fn decline(&mut self, key: &ClientKey, ip: Ipv4Addr, until: u64) -> Option<Lease> {
         let l = self.at(ip)?;
-        if !Self::owns(l, key) || l.state == LeaseState::Declined {
+        if !Self::owns(l, key) || l.state != LeaseState::Bound {
             return None;
         }
         let mut lease = self.remove_at(ip)?;
@@ -609,7 +639,7 @@ mod tests {
             Verdict::Nak
         );
         let (lease, replaced) = t.bind(&c, ip(100), 3600);
-        assert_eq!((lease.state, replaced), (LeaseState::Bound, None));
+        assert_eq!((lease.state, replaced), (LeaseState::Bound, vec![]));
         // INIT-REBOOT: own address ACK, another's NAK, wrong subnet NAK, unknown silent.
         assert_eq!(
             t.judge(&c, RequestKind::InitReboot(ip(100)), NONE),
@@ -687,6 +717,10 @@ mod tests {
         assert_eq!(t.release(&c.key, ip(100)).unwrap().ip, ip(100));
         assert!(t.at(ip(100)).is_none());
         t.hold_offer(&c, ip(101), 30);
+        assert!(
+            t.decline(&c.key, ip(101), 600).is_none(),
+            "an offer is not declinable"
+        );
         assert_eq!(t.drop_offer(&c.key), Some(ip(101)));
         assert!(t.list().is_empty());
         t.bind(&c, ip(100), 3600);
@@ -705,6 +739,101 @@ mod tests {
     }
 
     #[test]
+    fn a_reserved_address_in_conflict_or_declined_is_withheld() {
+        let mut t = table(100, 110);
+        let mut r = client(1);
+        r.reserved = Some(ip(105));
+        assert_eq!(t.choose(&r, None, NONE).unwrap().ip, ip(105));
+        // Another host answered a probe on it (it was a pool candidate before the
+        // reservation): not offered, not acknowledged, until the hold ends.
+        t.mark_conflict(ip(105), 600);
+        assert!(t.reserved_withheld(&r).is_some());
+        assert_eq!(t.choose(&r, None, NONE), None);
+        assert_eq!(
+            t.judge(&r, RequestKind::InitReboot(ip(105)), NONE),
+            Verdict::Nak
+        );
+        t.expire(600);
+        assert_eq!(t.choose(&r, None, NONE).unwrap().ip, ip(105));
+        // The machine declined it: quarantined for it too.
+        t.bind(&r, ip(105), 3600);
+        t.decline(&r.key, ip(105), 1200).unwrap();
+        assert_eq!(t.choose(&r, None, NONE), None);
+        assert_eq!(
+            t.judge(&r, RequestKind::InitReboot(ip(105)), NONE),
+            Verdict::Nak
+        );
+    }
+
+    /// A reservation made for an address another client holds bound: the reserved machine
+    /// waits (no offer, NAK) until the holder's lease ends; the holder's renewal is NAKed.
+    #[test]
+    fn a_new_reservation_does_not_take_a_bound_address_from_its_holder() {
+        let mut t = table(100, 110);
+        let holder = client(1);
+        t.bind(&holder, ip(104), 3600);
+        let mut r = client(2);
+        r.reserved = Some(ip(104));
+        let is_104 = |a: Ipv4Addr| a == ip(104);
+        assert!(t.reserved_withheld(&r).is_some());
+        assert_eq!(t.choose(&r, None, NONE), None);
+        assert_eq!(
+            t.judge(&r, RequestKind::InitReboot(ip(104)), NONE),
+            Verdict::Nak
+        );
+        assert_eq!(
+            t.judge(&r, RequestKind::Renewing(ip(104)), NONE),
+            Verdict::Nak
+        );
+        assert_eq!(t.at(ip(104)).unwrap().mac, holder.mac, "still the holder's");
+        // The holder renews: NAKed (the address is now another machine's), it moves on.
+        assert_eq!(
+            t.judge(&holder, RequestKind::Renewing(ip(104)), &is_104),
+            Verdict::Nak
+        );
+        let moved = t.choose(&holder, None, &is_104).unwrap();
+        assert_ne!(moved.ip, ip(104));
+        let (_, replaced) = t.bind(&holder, moved.ip, 3600);
+        assert_eq!(replaced.len(), 1, "its old lease is deleted from disk too");
+        assert_eq!(replaced[0].ip, ip(104));
+        // Now the reserved machine gets it.
+        assert_eq!(t.choose(&r, None, NONE).unwrap().ip, ip(104));
+    }
+
+    /// Whatever `insert` drops is returned, so the caller deletes it from disk.
+    #[test]
+    fn evicted_bound_leases_are_returned_for_deletion() {
+        let mut t = table(100, 110);
+        let c = client(1);
+        t.bind(&c, ip(100), 3600);
+        // The client DISCOVERs again and is offered another address: its bound one goes.
+        let dropped = t.hold_offer(&c, ip(101), 30);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].ip, ip(100));
+        assert!(t.at(ip(100)).is_none());
+        // Loading two records of one client: the first is returned.
+        let mut t = table(100, 110);
+        let lease = |n, expires| Lease {
+            ip: ip(n),
+            mac: c.mac,
+            client_id: None,
+            state: LeaseState::Bound,
+            expires,
+            hostname: None,
+            is_static: false,
+        };
+        assert_eq!(t.insert(lease(102, 5000)), Some(vec![]));
+        assert_eq!(t.insert(lease(103, 6000)), Some(vec![lease(102, 5000)]));
+        assert_eq!(
+            t.insert(Lease {
+                ip: Ipv4Addr::new(10, 0, 0, 1),
+                ..lease(1, 1)
+            }),
+            None
+        );
+    }
+
+    #[test]
     fn client_identifier_wins_over_mac() {
         let mut t = table(100, 110);
         let a = Client::new([2, 0, 0, 0, 0, 1], Some(b"\x01host-a"));
@@ -717,7 +846,8 @@ mod tests {
         assert_ne!(t.choose(&bare, None, NONE).unwrap().ip, ip(103));
         // Rebinding elsewhere replaces the old binding.
         let (_, replaced) = t.bind(&a, ip(104), 3600);
-        assert_eq!(replaced.unwrap().ip, ip(103));
+        assert_eq!(replaced.len(), 1);
+        assert_eq!(replaced[0].ip, ip(103));
         assert_eq!(t.list().len(), 1);
     }
 
@@ -736,7 +866,7 @@ mod tests {
         let choice = t.choose(&ipxe, None, NONE).unwrap();
         assert_eq!((choice.ip, choice.known), (ip(100), true));
         let (_, replaced) = t.bind(&ipxe, ip(100), 3600);
-        assert_eq!(replaced, None);
+        assert_eq!(replaced, vec![]);
         assert_eq!(t.list().len(), 1);
         // The same form naming another MAC, or another hardware type, is an identifier.
         let other = Client::new([2, 0, 0, 0, 0, 9], Some(&id));

@@ -69,6 +69,9 @@ pub struct Leases {
     tree: sled::Tree,
     pool: PoolConfig,
     subnet: Subnet,
+    /// Test hook: make [`Leases::flush`] fail.
+    #[cfg(test)]
+    pub(crate) fail_flush: std::sync::atomic::AtomicBool,
 }
 
 /// The current time in Unix seconds.
@@ -92,7 +95,29 @@ impl Leases {
         for item in tree.iter() {
             let (k, v) = item?;
             match decode(&k, &v) {
-                Some(lease) if lease.expires > now && table.insert(lease.clone()) => {}
+                // Two records of one client (a crash between a write and the deletion of the
+                // lease it replaced): the one that lasts longer is kept, the other deleted.
+                Some(lease)
+                    if lease.state == LeaseState::Bound
+                        && table
+                            .of(&lease.key())
+                            .is_some_and(|kept| kept.expires >= lease.expires) =>
+                {
+                    tracing::info!(ip = %lease.ip, mac = %MacAddr(lease.mac), "DHCP lease superseded by the client's newer one: dropped");
+                    stale.push(k);
+                }
+                Some(lease) if lease.expires > now => match table.insert(lease.clone()) {
+                    Some(evicted) => {
+                        for old in evicted.into_iter().filter(|old| old.ip != lease.ip) {
+                            tracing::info!(ip = %old.ip, mac = %MacAddr(old.mac), "DHCP lease superseded by the client's newer one: dropped");
+                            stale.push(sled::IVec::from(&old.ip.octets()[..]));
+                        }
+                    }
+                    None => {
+                        tracing::info!(ip = %lease.ip, mac = %MacAddr(lease.mac), "DHCP lease outside the pool's subnet: reclaimed");
+                        stale.push(k);
+                    }
+                },
                 Some(lease) => {
                     tracing::info!(ip = %lease.ip, mac = %MacAddr(lease.mac), "DHCP lease ended while stopped (or left the subnet): reclaimed");
                     stale.push(k);
@@ -112,6 +137,8 @@ impl Leases {
             tree,
             pool,
             subnet,
+            #[cfg(test)]
+            fail_flush: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -162,6 +189,12 @@ impl Leases {
     /// (spacejam/sled#1308), which stopped every ACK once a few hundred clients asked at once.
     /// Concurrent `flush` calls share sled's one write of its log.
     pub(crate) async fn flush(&self) -> Result<(), LeaseStoreError> {
+        #[cfg(test)]
+        if self.fail_flush.load(std::sync::atomic::Ordering::Relaxed) {
+            return Err(LeaseStoreError::Db(sled::Error::Io(std::io::Error::other(
+                "injected flush failure",
+            ))));
+        }
         let tree = self.tree.clone();
         match tokio::task::spawn_blocking(move || tree.flush()).await {
             Ok(result) => {
@@ -284,6 +317,33 @@ mod tests {
         let third = Leases::open(tree.clone(), pool(), subnet, 2000).unwrap();
         assert_eq!(third.list(2000).len(), 1);
         assert_eq!(tree.len(), 1);
+    }
+
+    /// Two records of one client on disk (a crash between writing a new lease and deleting
+    /// the one it replaced): the longer one is kept in memory and on disk, in either order.
+    #[test]
+    fn a_clients_duplicate_records_leave_one_on_disk() {
+        for (first, second) in [(5000, 6000), (6000, 5000)] {
+            let db = sled::Config::new().temporary(true).open().unwrap();
+            let tree = db.open_tree(LEASES_TREE).unwrap();
+            let p = pool();
+            let subnet = p.validate(None).unwrap();
+            let leases = Leases::open(tree.clone(), p.clone(), subnet, 1000).unwrap();
+            let c = Client::new([2, 0, 0, 0, 0, 1], None);
+            let ip = |n| Ipv4Addr::new(192, 0, 2, n);
+            let (a, _) = leases.with(1000, |t| t.bind(&c, ip(100), first));
+            let (b, _) = leases.with(1000, |t| t.bind(&c, ip(101), second));
+            leases.store(&a).unwrap();
+            leases.store(&b).unwrap();
+            assert_eq!(tree.len(), 2);
+            drop(leases);
+            let again = Leases::open(tree.clone(), p, subnet, 2000).unwrap();
+            let list = again.list(2000);
+            assert_eq!(list.len(), 1);
+            assert_eq!(list[0].expires, 6000);
+            assert_eq!(tree.len(), 1, "the superseded record is deleted");
+            assert!(tree.get(list[0].ip.octets()).unwrap().is_some());
+        }
     }
 
     /// Many ACKs at once each wait for their lease to be durable. sled 0.34's own

@@ -103,7 +103,7 @@ use crate::mac::MacAddr;
 pub use client::ClientInfo;
 pub use lease::{Lease, LeaseState};
 pub use leases::{LEASES_TREE, LeaseStoreError, Leases};
-pub use pool::{AddressRange, PoolConfig, Subnet};
+pub use pool::{AddressRange, PoolConfig, ReservationRules, Subnet};
 pub use server::{FullDhcpConfig, ProxyDhcp};
 
 /// Configuration of the proxy-DHCP responder.
@@ -219,13 +219,41 @@ pub trait ClientPolicy: Send + Sync + 'static {
     /// Called for every PXE/HTTP-boot client that asks (also silenced ones, with `None`, and
     /// ones whose architecture has no binary), after the decision: feeds the inventory.
     fn observed(&self, client: &ClientInfo, served: Option<&Served>);
-    /// Full mode: the machine's fixed address and host name (none by default).
-    fn reservation(&self, _mac: [u8; 6]) -> Reservation {
-        Reservation::default()
+    /// Full mode: every machine's fixed address and host name (none by default). Called once
+    /// per packet, before the lease table is locked: a cheap snapshot, rebuilt only when
+    /// reservations change, so lookups under the lease lock are plain map reads.
+    fn reservations(&self) -> std::sync::Arc<Reservations> {
+        std::sync::Arc::default()
     }
-    /// Full mode: whether `ip` is the fixed address of a machine other than `mac`.
-    fn reserved_by_other(&self, _ip: Ipv4Addr, _mac: [u8; 6]) -> bool {
-        false
+}
+
+/// A snapshot of the static reservations, by MAC and by address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Reservations {
+    by_mac: std::collections::HashMap<[u8; 6], Reservation>,
+    by_ip: std::collections::HashMap<Ipv4Addr, [u8; 6]>,
+}
+
+impl Reservations {
+    /// The snapshot of these reservations (fixed addresses unique, as the assignment table
+    /// keeps them).
+    pub fn new(list: impl IntoIterator<Item = ([u8; 6], Reservation)>) -> Reservations {
+        let by_mac: std::collections::HashMap<_, _> = list.into_iter().collect();
+        let by_ip = by_mac
+            .iter()
+            .filter_map(|(mac, r)| r.ip.map(|ip| (ip, *mac)))
+            .collect();
+        Reservations { by_mac, by_ip }
+    }
+
+    /// The machine's fixed address and host name.
+    pub fn of(&self, mac: [u8; 6]) -> Reservation {
+        self.by_mac.get(&mac).cloned().unwrap_or_default()
+    }
+
+    /// Whether `ip` is the fixed address of a machine other than `mac`.
+    pub fn reserved_by_other(&self, ip: Ipv4Addr, mac: [u8; 6]) -> bool {
+        self.by_ip.get(&ip).is_some_and(|owner| *owner != mac)
     }
 }
 
@@ -293,6 +321,10 @@ pub struct DhcpStats {
     pub probe_conflict: AtomicU64,
     /// Full mode: DISCOVERs left unanswered because every probe slot was busy.
     pub probe_busy: AtomicU64,
+    /// Full mode: REQUESTs left unacknowledged because the lease could not be written to disk.
+    pub lease_write_failed: AtomicU64,
+    /// Full mode: DECLINEs dropped (no option 54 of ours, or not for the client's bound lease).
+    pub decline_refused: AtomicU64,
 }
 
 /// A plain copy of [`DhcpStats`] at one moment.
@@ -338,6 +370,10 @@ pub struct DhcpStatsSnapshot {
     pub probe_conflict: u64,
     /// See [`DhcpStats::probe_busy`].
     pub probe_busy: u64,
+    /// See [`DhcpStats::lease_write_failed`].
+    pub lease_write_failed: u64,
+    /// See [`DhcpStats::decline_refused`].
+    pub decline_refused: u64,
 }
 
 impl DhcpStats {
@@ -365,6 +401,8 @@ impl DhcpStats {
             relay_refused: r(&self.relay_refused),
             probe_conflict: r(&self.probe_conflict),
             probe_busy: r(&self.probe_busy),
+            lease_write_failed: r(&self.lease_write_failed),
+            decline_refused: r(&self.decline_refused),
         }
     }
 

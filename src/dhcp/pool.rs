@@ -255,6 +255,41 @@ pub fn valid_dns_name(name: &str) -> bool {
     name.len() <= 253 && name.split('.').all(valid_label)
 }
 
+/// Which addresses of the full DHCP server's subnet a machine may reserve (its assignment's
+/// `ip`): host addresses of the subnet, except those the network already uses — bootfactory's
+/// own (advertised) address, the router (`pxe.dhcp.router`) and the DNS servers
+/// (`pxe.dhcp.dns`). A reservation is handed out without an ICMP probe, so one of these would
+/// put a machine on the address of the appliance or of the gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationRules {
+    /// The pool's subnet.
+    pub subnet: Subnet,
+    /// Addresses in use, each with what uses it.
+    pub taken: Vec<(Ipv4Addr, &'static str)>,
+}
+
+impl ReservationRules {
+    /// The rules of `pool` (validated: `subnet` is its subnet) served from `server`.
+    pub fn new(pool: &PoolConfig, subnet: Subnet, server: Ipv4Addr) -> ReservationRules {
+        let mut taken = vec![(server, "bootfactory's own address")];
+        if let Some(router) = pool.router {
+            taken.push((router, "the router (pxe.dhcp.router)"));
+        }
+        for dns in &pool.dns {
+            taken.push((*dns, "a DNS server (pxe.dhcp.dns)"));
+        }
+        ReservationRules { subnet, taken }
+    }
+
+    /// What already uses `ip`, if anything.
+    pub fn taken_by(&self, ip: Ipv4Addr) -> Option<&'static str> {
+        self.taken
+            .iter()
+            .find(|(t, _)| *t == ip)
+            .map(|(_, role)| *role)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

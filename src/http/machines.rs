@@ -29,7 +29,9 @@ impl From<AssignError> for ApiError {
             AssignError::IpTaken { .. } => {
                 ApiError::new(StatusCode::CONFLICT, format!("assignment refused: {e}"))
             }
-            AssignError::IpOutsideSubnet { .. } | AssignError::DefaultReservation => {
+            AssignError::IpOutsideSubnet { .. }
+            | AssignError::IpInUse { .. }
+            | AssignError::DefaultReservation => {
                 ApiError::bad_request(format!("invalid assignment: {e}"))
             }
             e => ApiError::internal(e),
