@@ -58,6 +58,16 @@ async fn a_wrong_token_is_refused_and_the_right_one_opens_a_session() {
     assert_eq!(b.url().await.path(), "/ui/machines");
     // Log out: the admin pages need the login again.
     b.find("nav form button").await.click().await.unwrap();
+    // The logout form's answer is a redirect away from the page: wait for it, or the next
+    // navigation races with it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while b.url().await.path() == "/ui/machines" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logout never left the page"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     b.goto(&format!("{}/ui/machines", s.url)).await;
     assert_eq!(b.url().await.path(), "/ui/login");
     b.close().await;
