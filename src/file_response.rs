@@ -2,6 +2,12 @@
 //! requests (206 / 416), `HEAD`, and `ETag` / `If-None-Match`. Used for registry blobs and
 //! factory assets alike, so it sits beside both (`http` routes the factory, `registry` the
 //! OCI API) and depends on neither.
+//!
+//! On a plain-HTTP/1 connection the body is sent with `sendfile(2)` ([`sendfile`]: the request
+//! carries the connection's [`sendfile::Jobs`]); elsewhere (TLS, the admin socket) it is read
+//! into a small buffer and streamed.
+
+pub mod sendfile;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -9,8 +15,9 @@ use axum::response::Response;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio_util::io::ReaderStream;
 
-/// Read buffer for streaming files (large buffers keep syscalls per byte low).
-const STREAM_BUFFER: usize = 256 * 1024;
+/// Read buffer for streaming files where `sendfile` cannot be used (TLS, Unix sockets). hyper
+/// queues up to ~400 KiB of frames per connection on top of it, so it is kept small.
+const STREAM_BUFFER: usize = 64 * 1024;
 
 /// A byte range resolved against a file size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,10 +84,13 @@ pub fn parse_range(value: Option<&HeaderValue>, size: u64) -> RangeRequest {
 
 /// Builds the response for a file of `size` bytes: status, length and range headers from the
 /// request, body streamed from `file` (none for `HEAD`). `headers` are added as given (content
-/// type, digest, disposition, …); `etag` enables `If-None-Match`.
+/// type, digest, disposition, …); `etag` enables `If-None-Match`. `zero_copy` is the request's
+/// [`sendfile::Jobs`] extension, present on plain-HTTP/1 connections only: the body is then
+/// sent with `sendfile`.
 pub async fn file_response(
     method: &Method,
     request_headers: &HeaderMap,
+    zero_copy: Option<&sendfile::Jobs>,
     mut file: tokio::fs::File,
     size: u64,
     etag: Option<&str>,
@@ -134,6 +144,11 @@ pub async fn file_response(
     builder = builder.status(status).header(header::CONTENT_LENGTH, len);
     if method == Method::HEAD {
         return Ok(builder.body(Body::empty()).expect("valid response"));
+    }
+    if let Some(jobs) = zero_copy {
+        let file = file.into_std().await;
+        let body = sendfile::SendfileBody::new(jobs.clone(), file, start, len);
+        return Ok(builder.body(Body::new(body)).expect("valid response"));
     }
     if start > 0 {
         file.seek(std::io::SeekFrom::Start(start)).await?;

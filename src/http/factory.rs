@@ -15,6 +15,7 @@ use super::error::ApiError;
 use crate::factory::delivery::Delivery;
 use crate::factory::service::FactoryError;
 use crate::file_response::file_response;
+use crate::file_response::sendfile::Jobs;
 
 impl From<FactoryError> for ApiError {
     fn from(e: FactoryError) -> Self {
@@ -120,6 +121,7 @@ pub async fn image(
     method: Method,
     headers: HeaderMap,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    zero_copy: Option<axum::Extension<Jobs>>,
 ) -> Result<Response, ApiError> {
     let filename = query
         .get("filename")
@@ -153,9 +155,17 @@ pub async fn image(
                 header::CONTENT_DISPOSITION,
                 crate::file_response::content_disposition(&filename),
             );
-            file_response(&method, &headers, blob.file, blob.size, Some(&etag), extra)
-                .await
-                .map_err(ApiError::internal)
+            file_response(
+                &method,
+                &headers,
+                zero_copy.as_ref().map(|e| &e.0),
+                blob.file,
+                blob.size,
+                Some(&etag),
+                extra,
+            )
+            .await
+            .map_err(ApiError::internal)
         }
     }
 }
@@ -202,6 +212,7 @@ pub async fn talosctl_file(
     Path((version, path)): Path<(String, String)>,
     method: Method,
     headers: HeaderMap,
+    zero_copy: Option<axum::Extension<Jobs>>,
 ) -> Result<Response, ApiError> {
     let file = state.factory.talosctl_file(&version, &path).await?;
     let mut extra = HeaderMap::new();
@@ -216,6 +227,7 @@ pub async fn talosctl_file(
     file_response(
         &method,
         &headers,
+        zero_copy.as_ref().map(|e| &e.0),
         file.file,
         file.size,
         Some(&file.etag),

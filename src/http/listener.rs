@@ -50,6 +50,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use crate::config::HttpConfig;
+use crate::file_response::sendfile::{Jobs, SendfileIo};
 use crate::metrics::Metrics;
 
 /// At most this much of an unread request body is read and discarded before closing.
@@ -462,11 +463,16 @@ async fn accept_loop(endpoint: Endpoint, mut ctx: AcceptCtx) {
         let tls = tls.clone();
         ctx.tracker.spawn(async move {
             let tcp = match accepted {
-                Accepted::Unix(stream, _) => return conn.run(stream, false, admitted).await,
+                Accepted::Unix(stream, _) => return conn.run(stream, false, None, admitted).await,
                 Accepted::Tcp(tcp, _) => tcp,
             };
             match tls {
-                None => conn.run(tcp, false, admitted).await,
+                None => {
+                    // Plain TCP: file bodies go out with sendfile (see `file_response::sendfile`).
+                    let jobs = Jobs::new();
+                    let io = SendfileIo::new(tcp, jobs.clone());
+                    conn.run(io, false, Some(jobs), admitted).await
+                }
                 Some(acceptor) => {
                     let state = admitted.state.clone();
                     let handshake = WatchedIo {
@@ -476,7 +482,7 @@ async fn accept_loop(endpoint: Endpoint, mut ctx: AcceptCtx) {
                     let deadline = ctx_header_deadline(&state, conn.limits);
                     tokio::select! {
                         r = acceptor.accept(handshake) => match r {
-                            Ok(stream) => conn.run(stream, true, admitted).await,
+                            Ok(stream) => conn.run(stream, true, None, admitted).await,
                             Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         },
                         () = tokio::time::sleep_until(deadline) => {
@@ -561,7 +567,9 @@ struct Conn {
 }
 
 impl Conn {
-    async fn run<T>(mut self, io: T, tls: bool, admitted: Admitted)
+    /// Serves the connection. `zero_copy` is the queue of `io` when it is a [`SendfileIo`]
+    /// (plain TCP): its HTTP/1 requests carry it, so file bodies are sent with `sendfile`.
+    async fn run<T>(mut self, io: T, tls: bool, zero_copy: Option<Jobs>, admitted: Admitted)
     where
         T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -577,6 +585,7 @@ impl Conn {
             info,
             body_read: self.limits.body_read,
             metrics: self.metrics.clone(),
+            zero_copy: zero_copy.clone(),
         };
         let service = hyper::service::service_fn(move |req| service.call(req));
         let io = TokioIo::new(WatchedIo {
@@ -590,6 +599,11 @@ impl Conn {
             .timer(TokioTimer::new())
             .header_read_timeout(None)
             .keep_alive(true);
+        if zero_copy.is_some() {
+            // Body frames must reach the socket wrapper as queued slices, never copied into
+            // hyper's own buffer (which `pipeline_flush` or a non-vectored socket would do).
+            builder.writev(true).pipeline_flush(false);
+        }
         let mut conn = builder.serve_connection(io, service);
         let watchdog = watchdog(&state, self.limits);
         tokio::pin!(watchdog);
@@ -810,6 +824,8 @@ struct RequestService {
     info: ConnInfo,
     body_read: Duration,
     metrics: ConnMetrics,
+    /// The connection's `sendfile` queue (plain TCP only).
+    zero_copy: Option<Jobs>,
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<axum::response::Response, io::Error>> + Send>>;
@@ -841,6 +857,14 @@ impl RequestService {
         request.extensions_mut().insert(ConnectInfo(self.info.peer));
         request.extensions_mut().insert(self.info);
         request.extensions_mut().insert(allowed);
+        if let Some(jobs) = &self.zero_copy
+            && matches!(
+                request.version(),
+                axum::http::Version::HTTP_10 | axum::http::Version::HTTP_11
+            )
+        {
+            request.extensions_mut().insert(jobs.clone());
+        }
         let router = self.router.clone();
         Box::pin(async move {
             let response = match router.oneshot(request).await {

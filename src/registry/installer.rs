@@ -15,6 +15,7 @@ use super::{
 };
 use crate::factory::installer::InstallerManifest;
 use crate::file_response::file_response;
+use crate::file_response::sendfile::Jobs;
 use crate::oci::{ManifestKind, parse_manifest};
 
 /// Serves one installer route (`route` names an installer repository).
@@ -23,6 +24,7 @@ pub(super) async fn dispatch(
     route: Route<'_>,
     method: &Method,
     headers: &HeaderMap,
+    zero_copy: Option<&Jobs>,
     query: &HashMap<String, String>,
     client: Option<IpAddr>,
 ) -> Result<Response, RegistryError> {
@@ -71,6 +73,7 @@ pub(super) async fn dispatch(
             file_response(
                 method,
                 headers,
+                zero_copy,
                 blob.file,
                 blob.size,
                 Some(&digest_text),

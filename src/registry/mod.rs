@@ -26,6 +26,7 @@ pub use errors::RegistryError;
 
 use crate::factory::service::Factory;
 use crate::file_response::file_response;
+use crate::file_response::sendfile::Jobs;
 use crate::oci::{ImageName, Manifest, ManifestKind, TagOrDigest, media, parse_manifest};
 use crate::store::Digest;
 use crate::upstream::mirror::Requester;
@@ -168,7 +169,9 @@ async fn dispatch(
     method: Method,
     headers: HeaderMap,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
+    zero_copy: Option<axum::Extension<Jobs>>,
 ) -> Response {
+    let zero_copy = zero_copy.as_ref().map(|e| &e.0);
     let ns = query
         .get("ns")
         .map(String::as_str)
@@ -181,7 +184,7 @@ async fn dispatch(
             Err(RegistryError::unsupported())
         }
         Some(route) if route_installer(&route).is_some() => {
-            installer::dispatch(&state, route, &method, &headers, &query, client).await
+            installer::dispatch(&state, route, &method, &headers, zero_copy, &query, client).await
         }
         // Referrers are served for installer images only (upstream's rule).
         Some(Route::Referrers { .. }) => Err(RegistryError::not_found_route(&path)),
@@ -199,7 +202,7 @@ async fn dispatch(
                         manifest(&state, &name, reference, &method, &headers).await
                     }
                     Route::Blob { digest, .. } => {
-                        blob(&state, &name, digest, &method, &headers).await
+                        blob(&state, &name, digest, &method, &headers, zero_copy).await
                     }
                     Route::Tags { .. } => tags(&state, &name, repo, &query).await,
                     Route::Upload | Route::Referrers { .. } => unreachable!(),
@@ -329,6 +332,7 @@ async fn blob(
     digest: &str,
     method: &Method,
     headers: &HeaderMap,
+    zero_copy: Option<&Jobs>,
 ) -> Result<Response, RegistryError> {
     let digest: Digest = digest
         .parse()
@@ -344,6 +348,7 @@ async fn blob(
         BlobHit::Local(blob) => file_response(
             method,
             headers,
+            zero_copy,
             blob.file,
             blob.size,
             Some(&digest_text),

@@ -1,0 +1,465 @@
+//! Zero-copy file bodies for plain-HTTP/1.x connections: the bytes of a stored file go from the
+//! page cache to the socket with `sendfile(2)` and never through user space.
+//!
+//! hyper owns the HTTP/1 framing (status line, headers, `Content-Length`, keep-alive,
+//! pipelining), and it only ever hands the socket byte slices. So the file travels past hyper
+//! as *placeholders*, and the socket wrapper swaps them for `sendfile`:
+//!
+//! 1. Every plain-TCP HTTP/1 connection owns a [`Jobs`] queue, shared by its socket wrapper
+//!    ([`SendfileIo`]) and, through a request extension, by the handlers of its requests.
+//! 2. [`file_response`](super::file_response) answers such a request with a [`SendfileBody`].
+//!    Each frame that body yields is a slice of the *marker region*: a zero-filled allocation
+//!    that is never written or read, so its untouched pages cost no memory. Together the
+//!    frames are exactly as long as the response, so hyper's `Content-Length` accounting is
+//!    exact. With each frame the body pushes a job (file, offset, length) onto the queue.
+//! 3. hyper queues body frames without copying them when the socket does vectored writes
+//!    (its `WriteStrategy::Queue`; [`SendfileIo::is_write_vectored`] is `true`), and writes
+//!    them in order with `writev`. [`SendfileIo`] passes ordinary slices (the response head)
+//!    to the socket; a marker slice is replaced by `sendfile` from the front job's file at its
+//!    offset, for at most the slice's length. What was sent is what hyper advances by.
+//!
+//! Jobs and marker frames correspond one to one and in order, across responses on a kept-alive
+//! or pipelined connection. A frame that hyper drops without writing it (the response was
+//! abandoned) releases its job: a job whose frame is gone is skipped.
+//!
+//! Failure is loud, never silent: a file shorter than its response (`sendfile` returns 0 before
+//! the end), a marker slice without a job, or a marker slice longer than its job are I/O errors
+//! that close the connection. The client sees a short body, never placeholder bytes; the file is
+//! never mapped, so a file truncated under us cannot raise `SIGBUS` either.
+//!
+//! `sendfile` reads the file on the calling thread: a page-cache hit costs nothing, a miss
+//! blocks the runtime worker for the disk read of one socket buffer's worth, as nginx without
+//! `aio threads` does. TLS connections cannot use this (the bytes must be encrypted in user
+//! space) and keep the streaming body.
+
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{self, IoSlice};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Size of the marker region, and so the longest body frame (virtual memory only).
+const MARKER_LEN: usize = 16 * 1024 * 1024;
+
+/// The marker region: zeroed memory from the allocator's zeroing path (fresh anonymous pages
+/// for a size like this), leaked, and never written, so it stays unbacked.
+fn marker() -> &'static [u8] {
+    static MARKER: OnceLock<&'static [u8]> = OnceLock::new();
+    MARKER.get_or_init(|| vec![0u8; MARKER_LEN].leak())
+}
+
+/// Whether `slice` lies in the marker region (placeholder bytes for a file job).
+fn is_marker(slice: &[u8]) -> bool {
+    if slice.is_empty() {
+        return false;
+    }
+    let region = marker().as_ptr_range();
+    let start = slice.as_ptr();
+    start >= region.start && start < region.end
+}
+
+/// One stretch of a file to send in place of one marker frame.
+struct Job {
+    /// Alive while hyper holds the frame.
+    frame: Weak<()>,
+    file: Arc<File>,
+    offset: u64,
+    remaining: usize,
+}
+
+/// A connection's queue of file stretches still to send, in the order of their marker frames.
+/// Requests on a plain-HTTP/1 connection carry a clone as an extension.
+#[derive(Clone, Default)]
+pub struct Jobs(Arc<Mutex<VecDeque<Job>>>);
+
+impl Jobs {
+    /// A fresh, empty queue (one per connection).
+    pub fn new() -> Jobs {
+        Jobs::default()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Job>> {
+        // A panic while holding the lock leaves the queue consistent (every update is one
+        // statement), so a poisoned lock is still usable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stretches queued (frames handed to hyper and not fully sent).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+impl std::fmt::Debug for Jobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Jobs").finish_non_exhaustive()
+    }
+}
+
+/// The placeholder bytes of one frame; owns the token that keeps its job alive.
+struct MarkerFrame {
+    len: usize,
+    _token: Arc<()>,
+}
+
+impl AsRef<[u8]> for MarkerFrame {
+    fn as_ref(&self) -> &[u8] {
+        &marker()[..self.len]
+    }
+}
+
+/// A response body of `len` bytes of `file` from `offset`, sent by the connection's
+/// [`SendfileIo`]. Only for requests that carry the connection's [`Jobs`].
+pub struct SendfileBody {
+    jobs: Jobs,
+    file: Arc<File>,
+    offset: u64,
+    remaining: u64,
+}
+
+impl SendfileBody {
+    /// The body for `len` bytes of `file` from `offset`.
+    pub fn new(jobs: Jobs, file: File, offset: u64, len: u64) -> SendfileBody {
+        SendfileBody {
+            jobs,
+            file: Arc::new(file),
+            offset,
+            remaining: len,
+        }
+    }
+}
+
+impl http_body::Body for SendfileBody {
+    type Data = Bytes;
+    type Error = io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        if self.remaining == 0 {
+            return Poll::Ready(None);
+        }
+        let len = self.remaining.min(MARKER_LEN as u64) as usize;
+        let token = Arc::new(());
+        self.jobs.lock().push_back(Job {
+            frame: Arc::downgrade(&token),
+            file: self.file.clone(),
+            offset: self.offset,
+            remaining: len,
+        });
+        self.offset += len as u64;
+        self.remaining -= len as u64;
+        let frame = Bytes::from_owner(MarkerFrame {
+            len,
+            _token: token,
+        });
+        Poll::Ready(Some(Ok(Frame::data(frame))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.remaining == 0
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::with_exact(self.remaining)
+    }
+}
+
+/// A plain TCP socket that sends marker slices with `sendfile` from its [`Jobs`].
+pub struct SendfileIo {
+    tcp: TcpStream,
+    jobs: Jobs,
+}
+
+impl SendfileIo {
+    /// Wraps an accepted socket; `jobs` is the queue its requests' bodies push to.
+    pub fn new(tcp: TcpStream, jobs: Jobs) -> SendfileIo {
+        SendfileIo { tcp, jobs }
+    }
+
+    /// Sends up to `want` bytes (a marker slice's length) of the front job.
+    fn poll_sendfile(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        let (file, offset, count) = {
+            let mut jobs = self.jobs.lock();
+            // Jobs whose frame hyper dropped unwritten (an abandoned response) are skipped;
+            // the frame being written is alive, as hyper holds it.
+            while jobs.front().is_some_and(|j| j.frame.strong_count() == 0) {
+                jobs.pop_front();
+            }
+            let Some(job) = jobs.front() else {
+                return Poll::Ready(Err(io::Error::other(
+                    "a file placeholder reached the socket without a file to send",
+                )));
+            };
+            if want > job.remaining {
+                return Poll::Ready(Err(io::Error::other(
+                    "a file placeholder is longer than its file stretch",
+                )));
+            }
+            (job.file.clone(), job.offset, want)
+        };
+        let Ok(mut off) = nix::libc::off_t::try_from(offset) else {
+            return Poll::Ready(Err(io::Error::other("file offset out of range")));
+        };
+        loop {
+            std::task::ready!(self.tcp.poll_write_ready(cx))?;
+            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+                nix::sys::sendfile::sendfile(self.tcp.as_fd(), file.as_fd(), Some(&mut off), count)
+                    .map_err(io::Error::from)
+            });
+            match sent {
+                Ok(0) => {
+                    return Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file ended before its response did",
+                    )));
+                }
+                Ok(n) => {
+                    let mut jobs = self.jobs.lock();
+                    if let Some(job) = jobs.front_mut() {
+                        job.offset += n as u64;
+                        job.remaining -= n;
+                        if job.remaining == 0 {
+                            jobs.pop_front();
+                        }
+                    }
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes ordinary slices; `more` (a marker follows) holds them back with `MSG_MORE` so
+    /// the head and the first file bytes leave in the same segment.
+    fn poll_plain(
+        &mut self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+        more: bool,
+    ) -> Poll<io::Result<usize>> {
+        if !more {
+            return Pin::new(&mut self.tcp).poll_write_vectored(cx, bufs);
+        }
+        use nix::sys::socket::{MsgFlags, sendmsg};
+        loop {
+            std::task::ready!(self.tcp.poll_write_ready(cx))?;
+            let sent = self.tcp.try_io(Interest::WRITABLE, || {
+                sendmsg::<()>(
+                    std::os::fd::AsRawFd::as_raw_fd(&self.tcp),
+                    bufs,
+                    &[],
+                    MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL,
+                    None,
+                )
+                .map_err(io::Error::from)
+            });
+            match sent {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendfileIo {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendfileIo {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        if is_marker(buf) {
+            return self.poll_sendfile(cx, buf.len());
+        }
+        Pin::new(&mut self.tcp).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        // Empty slices carry nothing; drop them from the front so the first one decides.
+        let skip = bufs.iter().take_while(|b| b.is_empty()).count();
+        let bufs = &bufs[skip..];
+        let Some(first) = bufs.first() else {
+            return Poll::Ready(Ok(0));
+        };
+        if is_marker(first) {
+            return self.poll_sendfile(cx, first.len());
+        }
+        // Ordinary slices up to the first marker (the next call sends the marker).
+        let plain = bufs.iter().take_while(|b| !is_marker(b)).count();
+        let more = plain < bufs.len();
+        self.poll_plain(cx, &bufs[..plain], more)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        // hyper must queue body frames as they are (its `WriteStrategy::Queue`), never
+        // flatten them into its own buffer: the marker slices must reach this wrapper.
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.tcp).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair() -> (SendfileIo, TcpStream, Jobs) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let jobs = Jobs::new();
+        (SendfileIo::new(server, jobs.clone()), client, jobs)
+    }
+
+    fn temp_file(content: &[u8]) -> File {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(content).unwrap();
+        f
+    }
+
+    /// Writes every slice the way hyper does: vectored, advancing by what was written.
+    async fn write_all_vectored(io: &mut SendfileIo, frames: &[Bytes]) -> io::Result<()> {
+        let mut frames: Vec<Bytes> = frames.to_vec();
+        while frames.iter().any(|f| !f.is_empty()) {
+            let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
+            let mut n = std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &slices))
+                .await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            for f in frames.iter_mut() {
+                let k = n.min(f.len());
+                bytes::Buf::advance(f, k);
+                n -= k;
+            }
+        }
+        io.flush().await
+    }
+
+    async fn frames_of(body: SendfileBody) -> Vec<Bytes> {
+        let mut body = body;
+        let mut out = Vec::new();
+        while let Some(frame) =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
+        {
+            out.push(frame.unwrap().into_data().unwrap());
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn head_then_file_then_head_reach_the_socket_in_order() {
+        let content: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        let (mut io, mut client, jobs) = pair().await;
+        let body = SendfileBody::new(jobs.clone(), temp_file(&content), 1000, 50_000);
+        assert_eq!(http_body::Body::size_hint(&body).exact(), Some(50_000));
+        let mut frames = vec![Bytes::from_static(b"HEAD1\r\n")];
+        frames.extend(frames_of(body).await);
+        assert!(frames[1..].iter().all(|f| is_marker(f)));
+        frames.push(Bytes::from_static(b"TAIL"));
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 7 + 50_000 + 4];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        });
+        write_all_vectored(&mut io, &frames).await.unwrap();
+        drop(frames);
+        let got = reader.await.unwrap();
+        assert_eq!(&got[..7], b"HEAD1\r\n");
+        assert_eq!(&got[7..50_007], &content[1000..51_000]);
+        assert_eq!(&got[50_007..], b"TAIL");
+        assert_eq!(jobs.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_marker_without_a_job_is_an_error() {
+        let (mut io, _client, _jobs) = pair().await;
+        let stray = Bytes::from_static(&marker()[..10]);
+        let err = write_all_vectored(&mut io, &[stray]).await.unwrap_err();
+        assert!(err.to_string().contains("without a file"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_short_file_is_an_error_not_zeros() {
+        let (mut io, mut client, jobs) = pair().await;
+        // The response promises 5000 bytes; the file has 3000.
+        let body = SendfileBody::new(jobs, temp_file(&[b'x'; 3000]), 0, 5000);
+        let frames = frames_of(body).await;
+        let err = write_all_vectored(&mut io, &frames).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        drop(io);
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, vec![b'x'; 3000]);
+    }
+
+    #[tokio::test]
+    async fn an_abandoned_frame_releases_its_job() {
+        let (mut io, mut client, jobs) = pair().await;
+        let first = SendfileBody::new(jobs.clone(), temp_file(b"abandoned"), 0, 9);
+        let abandoned = frames_of(first).await;
+        drop(abandoned);
+        let second = SendfileBody::new(jobs.clone(), temp_file(b"sent"), 0, 4);
+        let frames = frames_of(second).await;
+        write_all_vectored(&mut io, &frames).await.unwrap();
+        let mut got = [0u8; 4];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"sent");
+        assert_eq!(jobs.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_marker_longer_than_its_job_is_an_error() {
+        let (mut io, _client, jobs) = pair().await;
+        let body = SendfileBody::new(jobs, temp_file(b"0123456789"), 0, 4);
+        let frames = frames_of(body).await;
+        // A slice of the marker region longer than the job (not a frame the body made).
+        let longer = Bytes::from_static(&marker()[..8]);
+        let err = write_all_vectored(&mut io, &[longer]).await.unwrap_err();
+        assert!(err.to_string().contains("longer"), "{err}");
+        drop(frames);
+    }
+
+    #[test]
+    fn only_the_marker_region_is_a_marker() {
+        assert!(is_marker(&marker()[5..9]));
+        assert!(!is_marker(&marker()[..0]));
+        assert!(!is_marker(b"ordinary"));
+        let big = vec![0u8; 64];
+        assert!(!is_marker(&big));
+    }
+}
