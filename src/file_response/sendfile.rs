@@ -158,10 +158,7 @@ impl http_body::Body for SendfileBody {
         });
         self.offset += len as u64;
         self.remaining -= len as u64;
-        let frame = Bytes::from_owner(MarkerFrame {
-            len,
-            _token: token,
-        });
+        let frame = Bytes::from_owner(MarkerFrame { len, _token: token });
         Poll::Ready(Some(Ok(Frame::data(frame))))
     }
 
@@ -356,8 +353,9 @@ mod tests {
         let mut frames: Vec<Bytes> = frames.to_vec();
         while frames.iter().any(|f| !f.is_empty()) {
             let slices: Vec<IoSlice<'_>> = frames.iter().map(|f| IoSlice::new(f)).collect();
-            let mut n = std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &slices))
-                .await?;
+            let mut n =
+                std::future::poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, &slices))
+                    .await?;
             if n == 0 {
                 return Err(io::ErrorKind::WriteZero.into());
             }
