@@ -746,6 +746,10 @@ impl<T: AsyncWrite + Unpin> WatchedIo<T> {
             Poll::Pending => {
                 if s.write_blocked.load(Ordering::Relaxed) == 0 {
                     s.write_blocked.store(s.clock.now(), Ordering::Release);
+                    // The watchdog may be asleep until a deadline of another phase (the
+                    // header timeout, planned before this request began): the stall limit
+                    // runs from now.
+                    s.wake.notify_one();
                 }
             }
             Poll::Ready(_) => s.write_blocked.store(0, Ordering::Release),
@@ -874,7 +878,7 @@ impl RequestService {
             Ok(response.map(|body| {
                 Body::new(TrackedBody {
                     inner: body,
-                    _guard: guard,
+                    guard: Arc::new(guard),
                 })
             }))
         })
@@ -893,10 +897,26 @@ impl Drop for InflightGuard {
     }
 }
 
-/// A response body that holds its request's [`InflightGuard`].
+/// A response body that holds its request's [`InflightGuard`], and so does its last data
+/// frame: hyper drops the body once the last frame is queued, but the request is in flight
+/// (for the idle and write-stall limits) until that frame has left for the socket, which for a
+/// `sendfile` body is the whole file.
 struct TrackedBody {
     inner: Body,
-    _guard: InflightGuard,
+    guard: Arc<InflightGuard>,
+}
+
+/// The last frame of a response, with its request's guard.
+struct LastFrame {
+    data: Bytes,
+    _guard: Arc<InflightGuard>,
+}
+
+impl AsRef<[u8]> for LastFrame {
+    fn as_ref(&self) -> &[u8] {
+        // The very bytes of `data`: a `sendfile` placeholder stays one.
+        &self.data
+    }
 }
 
 impl http_body::Body for TrackedBody {
@@ -907,7 +927,20 @@ impl http_body::Body for TrackedBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx)
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let Poll::Ready(Some(Ok(frame))) = polled else {
+            return polled;
+        };
+        if !self.inner.is_end_stream() {
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        let frame = frame.map_data(|data| {
+            Bytes::from_owner(LastFrame {
+                data,
+                _guard: self.guard.clone(),
+            })
+        });
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {
