@@ -17,7 +17,7 @@ use tokio::sync::{Semaphore, watch};
 use super::running::{Outcome, Registration};
 use super::signing::CacheSigner;
 use crate::errors::{self, SharedError};
-use crate::store::{Digest, Store, StoreError};
+use crate::store::{Blob, BlobIdentity, Digest, Store, StoreError};
 
 /// The store ref kind under which built assets are named.
 pub const ASSET_KIND: &str = "asset";
@@ -261,7 +261,21 @@ pub struct Builder {
     inflight: Mutex<HashMap<String, Shared>>,
     on_built: Option<OnBuilt>,
     running: Arc<super::running::RunningBuilds>,
+    /// Signatures already verified, by asset key: (digest, signature, blob file identity).
+    verified: Mutex<HashMap<String, Verified>>,
 }
+
+/// A cache entry whose signature verified, for the blob file it was served from. The P-256
+/// verification (≈ 0.3 ms) runs again when the ref, the signature or the file change.
+#[derive(Debug, PartialEq, Eq)]
+struct Verified {
+    digest: Digest,
+    signature: Vec<u8>,
+    identity: BlobIdentity,
+}
+
+/// Most verified entries remembered (the map is emptied when full: a bound, not an LRU).
+const MAX_VERIFIED: usize = 4096;
 
 /// What the cache signing key signs for a stored asset (also the signature of a shared cache
 /// entry, `factory::remote::oci_cache`).
@@ -297,6 +311,7 @@ impl Builder {
             inflight: Mutex::new(HashMap::new()),
             on_built: None,
             running: Default::default(),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -318,31 +333,60 @@ impl Builder {
 
     /// The cached asset for `key`, if its signature and content verify.
     pub async fn cached(&self, key: &str) -> Option<BuiltAsset> {
+        self.cached_open(key).await.map(|(asset, _)| asset)
+    }
+
+    /// [`Builder::cached`], with the blob it opened and checked (so a caller serving it does
+    /// not open it again).
+    pub async fn cached_open(&self, key: &str) -> Option<(BuiltAsset, Blob)> {
         let digest = self.store.get_ref(ASSET_KIND, key).ok()??;
         let signature = self.signatures.get(key.as_bytes()).ok()??;
-        if !self
-            .signer
-            .verify(&signed_message(key, &digest), &signature)
-        {
-            tracing::warn!(asset = key, %digest, "cached asset signature does not verify; rebuilding");
-            return None;
-        }
-        match self.store.open_blob(&digest).await {
-            Ok(blob) => {
-                mark_used(&self.used, key);
-                Some(BuiltAsset {
-                    digest,
-                    size: blob.size,
-                    cached: true,
-                    shared: false,
-                    fetched: false,
-                })
-            }
+        // The store checks the file against its record (a changed file is re-hashed, and
+        // quarantined if its content changed) before handing it out.
+        let blob = match self.store.open_blob(&digest).await {
+            Ok(blob) => blob,
             Err(e) => {
                 tracing::warn!(asset = key, %digest, error = %crate::errors::chain(&e), "cached asset unusable; rebuilding");
-                None
+                return None;
             }
+        };
+        let seen = Verified {
+            digest,
+            signature: signature.to_vec(),
+            identity: blob.identity(),
+        };
+        let known = self.verified_lock().get(key) == Some(&seen);
+        if !known {
+            if !self
+                .signer
+                .verify(&signed_message(key, &digest), &signature)
+            {
+                self.verified_lock().remove(key);
+                tracing::warn!(asset = key, %digest, "cached asset signature does not verify; rebuilding");
+                return None;
+            }
+            let mut verified = self.verified_lock();
+            if verified.len() >= MAX_VERIFIED {
+                verified.clear();
+            }
+            verified.insert(key.to_string(), seen);
         }
+        mark_used(&self.used, key);
+        Some((
+            BuiltAsset {
+                digest,
+                size: blob.size,
+                cached: true,
+                shared: false,
+                fetched: false,
+            },
+            blob,
+        ))
+    }
+
+    fn verified_lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Verified>> {
+        // Every update is one map operation: a poisoned map is still consistent.
+        self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// True while a build of `key` is running (a request for it joins that build).
@@ -679,6 +723,51 @@ mod tests {
             std::fs::read_dir(dir.path().join("work")).unwrap().count(),
             0
         );
+    }
+
+    #[tokio::test]
+    async fn a_remembered_signature_does_not_cover_a_changed_blob_or_signature() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = builder(dir.path(), 1, Duration::from_secs(10));
+        let count = Arc::new(AtomicUsize::new(0));
+        let built = b
+            .get_or_build("k", writes(b"original", count.clone(), 0))
+            .await
+            .unwrap();
+        // Warm: verified once, then served from the memo.
+        let (hit, blob) = b.cached_open("k").await.unwrap();
+        assert_eq!(hit.digest, built.digest);
+        assert!(b.verified_lock().contains_key("k"));
+        assert_eq!(
+            b.cached_open("k").await.unwrap().1.identity(),
+            blob.identity()
+        );
+        // The blob modified in place, same length: the store refuses it, nothing is served.
+        {
+            use std::io::Write as _;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&blob.path)
+                .unwrap();
+            f.write_all(b"tampered").unwrap();
+        }
+        assert!(b.cached("k").await.is_none());
+        let rebuilt = b
+            .get_or_build("k", writes(b"original", count.clone(), 0))
+            .await
+            .unwrap();
+        assert!(!rebuilt.cached);
+        assert_eq!(rebuilt.digest, built.digest);
+        assert_eq!(
+            std::fs::read(&b.cached_open("k").await.unwrap().1.path).unwrap(),
+            b"original"
+        );
+        // A forged signature after the memo is warm is checked again and refused.
+        assert!(b.cached("k").await.is_some());
+        b.signatures.insert("k", b"forged".to_vec()).unwrap();
+        assert!(b.cached("k").await.is_none());
+        assert!(!b.verified_lock().contains_key("k"));
+        assert_eq!(count.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -96,7 +96,7 @@ impl Factory {
             _ => (path, false),
         };
         let resolved = self.resolve(schematic, version, path).await?;
-        let asset = self.asset(&resolved, client).await?;
+        let (asset, opened) = self.asset_open(&resolved, client).await?;
         if signature {
             use base64::Engine as _;
             let message = crate::factory::remote::asset_signature_message(
@@ -112,11 +112,14 @@ impl Factory {
             )));
         }
         record(self.metrics(), &resolved, &asset);
-        let blob = self
-            .store()
-            .open_blob(&asset.digest)
-            .await
-            .map_err(|e| FactoryError::Internal(Arc::new(e)))?;
+        let blob = match opened {
+            Some(blob) => blob,
+            None => self
+                .store()
+                .open_blob(&asset.digest)
+                .await
+                .map_err(|e| FactoryError::Internal(Arc::new(e)))?,
+        };
         let filename = filename.unwrap_or_else(|| path.to_string());
         if let Some(kind) = checksum {
             let bytes_path = blob.path.clone();

@@ -560,6 +560,23 @@ impl Factory {
         .render())
     }
 
+    /// [`Factory::asset`], with the blob already open when it was a cache hit (the hit's
+    /// check opened it; serving it needs no second open).
+    pub async fn asset_open(
+        &self,
+        r: &Resolved,
+        client: Option<IpAddr>,
+    ) -> Result<(BuiltAsset, Option<crate::store::Blob>), FactoryError> {
+        self.check_schematic(r)?;
+        if r.profile.kind == OutputKind::Image {
+            self.disk_image_plan(r)?;
+        }
+        if let Some((hit, blob)) = self.builder.cached_open(&self.asset_key(r)).await {
+            return Ok((hit, Some(blob)));
+        }
+        Ok((self.asset(r, client).await?, None))
+    }
+
     /// Produces (or finds) the asset for a resolved request. A request from `client` that
     /// would start a new build (not cached, not running) takes a token from the client's
     /// build budget first; `None` (the appliance itself) is not limited.

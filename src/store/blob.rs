@@ -36,6 +36,22 @@ pub struct Blob {
     pub path: PathBuf,
     /// The open file, positioned at the start.
     pub file: tokio::fs::File,
+    /// The identity of the open file when it was checked against the store's record.
+    identity: BlobIdentity,
+}
+
+/// Which file a [`Blob`] is, as its store record knows it (inode, size, modification and
+/// change times): equal identities mean the file was not replaced or modified in between.
+/// Lets callers remember facts about a blob (e.g. a verified signature) only as long as the
+/// file stays the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlobIdentity(FileStamp);
+
+impl Blob {
+    /// The identity of the file this handle was checked as.
+    pub fn identity(&self) -> BlobIdentity {
+        self.identity
+    }
 }
 
 /// A blob found corrupt by [`Store::verify_all`].
@@ -475,14 +491,17 @@ impl Store {
         for _ in 0..READ_ATTEMPTS {
             let rec = self.inner.record(d)?.ok_or(StoreError::NotFound(*d))?;
             let found = if open {
-                match tokio::fs::File::open(&path).await {
-                    Ok(f) => {
-                        let m = f
-                            .metadata()
-                            .await
-                            .map_err(|e| io_ctx("stat blob", &path, e))?;
-                        Some((FileStamp::of(&m), Some(f)))
-                    }
+                // Open and fstat the handle in one trip to the blocking pool.
+                let p = path.clone();
+                let opened = tokio::task::spawn_blocking(move || {
+                    let f = std::fs::File::open(&p)?;
+                    let m = f.metadata()?;
+                    Ok::<_, io::Error>((f, m))
+                })
+                .await
+                .map_err(join_err)?;
+                match opened {
+                    Ok((f, m)) => Some((FileStamp::of(&m), Some(tokio::fs::File::from_std(f)))),
                     Err(e) if e.kind() == io::ErrorKind::NotFound => None,
                     Err(e) => return Err(io_ctx("open blob", &path, e)),
                 }
@@ -515,6 +534,7 @@ impl Store {
             size: rec.size,
             path,
             file: file.expect("checked(open=true) returns the file"),
+            identity: BlobIdentity(rec.stamp),
         })
     }
 

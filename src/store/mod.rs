@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 use serde::Serialize;
 
-pub use blob::{Blob, BlobWriter, CorruptBlob, VerifyReport};
+pub use blob::{Blob, BlobIdentity, BlobWriter, CorruptBlob, VerifyReport};
 pub use digest::{ALGORITHM, Digest, ParseDigestError};
 pub use error::{Result, StoreError, caused_by_no_space, is_no_space};
 pub use gc::{BlobFacts, GcReport, RefEntry, StoreSnapshot};
