@@ -21,6 +21,12 @@
 //! whether the endpoint trusts that uid with the admin API; its `peer` address is the
 //! loopback address, port 0 (the client is on this host).
 //!
+//! A plain TCP connection's socket is a [`SendfileIo`] and its HTTP/1 requests carry the
+//! connection's [`Jobs`] queue, so stored files are sent with `sendfile(2)`
+//! ([`crate::file_response::sendfile`]); TLS and Unix-socket connections stream. A request
+//! counts as in flight until its response's last frame has left for the socket, not merely
+//! until hyper has queued it (a `sendfile` body is queued whole at once).
+//!
 //! When a response is sent before the request body was read (e.g. 413), the connection is
 //! half-closed and up to [`DRAIN_BYTES`] / [`DRAIN_TIME`] of the body is read and discarded
 //! before closing, so a client that uploads everything before reading (Python's urllib) gets
