@@ -1,7 +1,8 @@
 //! Stored files over plain HTTP/1.1, where the body goes out with `sendfile(2)`
 //! (`file_response::sendfile`), checked with real sockets and real curl: byte-exact full and
 //! range downloads, a keep-alive connection mixing range, full, HEAD, 304 and 416 answers,
-//! pipelined requests, a client that stops reading (the idle timeout still closes it) and a
+//! pipelined requests, a client that stops reading (the idle timeout still closes it), a slow
+//! download that outlives the idle timeout while making progress, and a
 //! blob truncated on disk while its response is being sent (the connection closes short; no
 //! byte that is not the file's reaches the wire). The TLS path is covered by `tests/tls.rs`.
 
@@ -360,4 +361,53 @@ async fn a_blob_truncated_while_it_is_sent_ends_the_connection_short_without_zer
             .await
             .unwrap();
     assert_ne!(String::from_utf8_lossy(&out.stdout), "200");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_but_steady_download_outlives_the_idle_timeout() {
+    // The whole body is queued in hyper at once (placeholders), so the request must count as
+    // in flight until its bytes have left, not until it was queued.
+    let (server, content, path) = serve_blob(8 << 20, &[("http.idleTimeoutSeconds", "1")]).await;
+    let addr = server.addr;
+    let len = content.len();
+    let body = tokio::task::spawn_blocking(move || {
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(64 << 10).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let mut s: TcpStream = socket.into();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut pending = Vec::new();
+        let started = Instant::now();
+        // ≈ 3 MB/s: the download takes ≈ 2.7 s, well past the 1 s idle limit, while every
+        // write makes progress.
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => pending.extend_from_slice(&buf[..n]),
+            }
+            if pending.len() >= len + 100 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n")
+                && pending.len() - i - 4 >= len
+            {
+                break;
+            }
+        }
+        assert!(
+            started.elapsed() > Duration::from_millis(1500),
+            "not slow enough to test"
+        );
+        pending
+    })
+    .await
+    .unwrap();
+    let start = body.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert_eq!(body.len() - start, content.len(), "the whole body arrived");
+    assert_eq!(sha256(&body[start..]), sha256(&content));
 }
