@@ -931,13 +931,20 @@ async fn ingest_hashes_once_and_commits_only_a_match() {
     let data = content(3 << 20, 21);
     let expected = Digest::of_bytes(&data);
 
-    let ingest = ingest_chunks(&store, &data).await;
-    assert_eq!(
-        ingest.digest(),
-        expected,
-        "the running digest is the content's"
-    );
+    let mut ingest = ingest_chunks(&store, &data).await;
     assert_eq!(ingest.size(), data.len() as u64);
+    assert_eq!(
+        ingest.finish().await.unwrap(),
+        expected,
+        "the content's digest"
+    );
+    assert_eq!(ingest.written(), data.len() as u64);
+    assert!(
+        ingest
+            .push(bytes::Bytes::from_static(b"late"))
+            .await
+            .is_err()
+    );
     let temp = ingest.temp_path().to_path_buf();
     let handle = ingest.read_handle();
     assert_eq!(ingest.commit_expect(&expected).await.unwrap(), expected);

@@ -2,9 +2,8 @@
 //! follow it, hashed once as it arrives, committed to the store only when the digest matched.
 //!
 //! One task per blob (see [`BlobFetch::start`]) reads the upstream body chunk by chunk. Each
-//! chunk is pushed into a [`store::Ingest`](crate::store::Ingest), which hashes it right away
-//! and queues the same bytes for a blocking writer thread, and is then handed to the readers at
-//! once: the last [`WINDOW`] bytes stay in memory (shared `Bytes`, no copy), and a reader that
+//! chunk is pushed into a [`store::Ingest`](crate::store::Ingest), which queues the same bytes
+//! for a blocking thread that hashes and writes them, and is handed to the readers at once: the last [`WINDOW`] bytes stay in memory (shared `Bytes`, no copy), and a reader that
 //! falls further behind reads them back from the temp file, which holds every byte that left
 //! the window. The download does not wait for readers, and a client that disconnects does not
 //! cancel it; concurrent requests for the same blob share it ([`super::Mirror::blob`] keeps one
@@ -13,8 +12,9 @@
 //! **What a client sees when the upstream lies.** Every byte is streamed as soon as it arrived
 //! and was hashed, except the end: a reader's stream ends successfully only after the whole
 //! blob hashed to the requested digest. When the upstream announced a length, the chunk that
-//! completes it is released only after that check (a hash finalisation, microseconds; the
-//! `fsync` and the index record come later and gate only the store commit, never the bytes);
+//! completes it is released only after that check (the ingest's thread hashing what it still
+//! had queued, at most 16 MiB, milliseconds; the `fsync` and the index record come later and
+//! gate only the store commit, never the bytes);
 //! without a length the response is chunked and its terminating chunk waits for the check. If
 //! the digest does not match, the body is cut short or the connection drops, every reader's
 //! stream ends with an error, so the server aborts the connection: the client sees fewer bytes
@@ -395,7 +395,7 @@ async fn download(
                         "upstream sent more than the announced {total} bytes"
                     )));
                 }
-                // Hashed here, written by the ingest's thread.
+                // Hashed and written by the ingest's thread.
                 if let Err(e) = ingest.push(chunk.clone()).await {
                     break Err(local(e));
                 }
@@ -403,9 +403,10 @@ async fn download(
                 // whole blob matches (see the module docs).
                 let verified = total == Some(received);
                 if verified {
-                    let actual = ingest.digest();
-                    if actual != *digest {
-                        break Err(corrupt(actual));
+                    match ingest.finish().await {
+                        Ok(actual) if actual == *digest => {}
+                        Ok(actual) => break Err(corrupt(actual)),
+                        Err(e) => break Err(local(e)),
                     }
                 }
                 let written = ingest.written();
@@ -428,9 +429,10 @@ async fn download(
                     break Err(failed(format!("upstream sent {received} of {total} bytes")));
                 }
                 if total.is_none() || received == 0 {
-                    let actual = ingest.digest();
-                    if actual != *digest {
-                        break Err(corrupt(actual));
+                    match ingest.finish().await {
+                        Ok(actual) if actual == *digest => {}
+                        Ok(actual) => break Err(corrupt(actual)),
+                        Err(e) => break Err(local(e)),
                     }
                     state.send_modify(|s| s.verified = true);
                 }
