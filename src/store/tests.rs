@@ -1016,7 +1016,7 @@ async fn ingest_stops_at_the_quota() {
     let mut ingest = store.ingest().unwrap();
     let chunk = bytes::Bytes::from(vec![5u8; 1 << 20]);
     let mut failure = None;
-    for _ in 0..(2 * super::quota::CHECK_EVERY >> 20) {
+    for _ in 0..((2 * super::quota::CHECK_EVERY) >> 20) {
         if let Err(e) = ingest.push(chunk.clone()).await {
             failure = Some(e);
             break;
