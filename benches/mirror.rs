@@ -802,9 +802,9 @@ impl Results {
         );
         println!(
             "Cold pull: distribution downloads a missed blob twice (one stream to the client, one into its \
-             storage in the background); bootfactory downloads it once into its store, streams it to the \
-             client from the file being written, and releases the last 256 KiB only after the digest \
-             verified and the file was fsynced."
+             storage in the background); bootfactory downloads it once, hashes each byte once, streams it \
+             to the client as it arrives while a writer thread stores it, and ends the response only after \
+             the digest matched (the fsync and the index entry follow and gate only the store commit)."
         );
         println!(
             "Reference: the same layer straight from the upstream docker-registry: {:.0} MB/s (the ceiling for a cold pull).",

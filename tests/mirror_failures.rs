@@ -160,6 +160,155 @@ async fn corrupt_upstream_blob_is_never_cached() {
     );
 }
 
+/// Reads a response body to its end or first error: (bytes received, whether it ended cleanly).
+async fn read_body(resp: reqwest::Response) -> (Vec<u8>, bool) {
+    use futures_util::StreamExt as _;
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        match chunk {
+            Ok(c) => body.extend_from_slice(&c),
+            Err(_) => return (body, false),
+        }
+    }
+    (body, true)
+}
+
+/// Waits until the server's `tmp/` holds no download any more.
+async fn wait_tmp_empty(server: &TestServer) {
+    let tmp = server.data_path("tmp");
+    for _ in 0..500 {
+        if std::fs::read_dir(&tmp).map_or(true, |mut d| d.next().is_none()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("a failed download left its temp file in {}", tmp.display());
+}
+
+#[tokio::test]
+async fn faulty_upstream_bodies_reach_the_client_cut_short_and_are_never_stored() {
+    let fake = FakeRegistry::start().await;
+    let layer: Vec<u8> = (0..(2 * 1024 * 1024u32))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let (_, layer_digest) = fake.add_image("siderolabs/test", "v1", &layer);
+    let server = mirror_of(&fake, &[]).await;
+    let url = format!("{}/v2/siderolabs/test/blobs/{layer_digest}", server.url);
+    let path = format!("/v2/siderolabs/test/blobs/{layer_digest}");
+    let digest: bootfactory::store::Digest = layer_digest.parse().unwrap();
+    let store_file = server.data_path(&format!("blobs/sha256/{}", digest.hex()));
+    let cut = 1024 * 1024 + 4321;
+
+    // Wrong bytes (the last one flipped), a connection dropped mid-body after the full length
+    // was announced, and a clean chunked body that stops early.
+    for fault in ["wrong bytes", "dropped mid-body", "short chunked body"] {
+        match fault {
+            "wrong bytes" => fake
+                .state
+                .corrupt
+                .lock()
+                .unwrap()
+                .push(layer_digest.clone()),
+            "dropped mid-body" => fake.state.blob_cut_after.store(cut, Ordering::SeqCst),
+            _ => fake.state.blob_truncate_to.store(cut, Ordering::SeqCst),
+        }
+        let before = fake.hits("GET", &path);
+        let resp = client().get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{fault}");
+        let announced = resp.content_length();
+        let (body, clean) = read_body(resp).await;
+        assert!(
+            !clean,
+            "{fault}: the response must not complete successfully"
+        );
+        assert!(body.len() < layer.len(), "{fault}: never delivered whole");
+        match fault {
+            "wrong bytes" => {
+                assert_eq!(announced, Some(layer.len() as u64));
+                // Everything but the chunk that would complete it (one read of the upstream
+                // connection, at most hyper's 400 KiB read buffer) was streamed as it came.
+                assert!(
+                    body.len() + 512 * 1024 > layer.len(),
+                    "{fault}: {}",
+                    body.len()
+                );
+                assert!(body[..] == layer[..body.len()]);
+            }
+            "dropped mid-body" => {
+                assert_eq!(announced, Some(layer.len() as u64));
+                // What arrived before the drop was passed on (the fake's server loses what it
+                // still buffered when it aborts, so not necessarily all `cut` bytes).
+                assert!(
+                    body.len() > 512 * 1024 && body.len() <= cut,
+                    "{}",
+                    body.len()
+                );
+                assert!(body[..] == layer[..body.len()]);
+            }
+            _ => {
+                assert_eq!(announced, None, "{fault}: chunked like the upstream");
+                assert_eq!(body.len(), cut, "{fault}");
+                assert!(body[..] == layer[..cut]);
+            }
+        }
+        assert_eq!(fake.hits("GET", &path), before + 1, "{fault}");
+        wait_tmp_empty(&server).await;
+        assert!(!store_file.exists(), "{fault}: nothing stored");
+        fake.state.corrupt.lock().unwrap().clear();
+        fake.state.blob_cut_after.store(0, Ordering::SeqCst);
+        fake.state.blob_truncate_to.store(0, Ordering::SeqCst);
+    }
+
+    // The upstream is sound again: fetched once more, whole, stored, then served locally.
+    let good = client().get(&url).send().await.unwrap();
+    assert_eq!(good.status(), 200);
+    assert!(good.bytes().await.unwrap() == layer);
+    assert_eq!(fake.hits("GET", &path), 4);
+    let again = client().get(&url).send().await.unwrap();
+    assert!(again.bytes().await.unwrap() == layer);
+    assert_eq!(fake.hits("GET", &path), 4);
+    assert!(store_file.exists());
+}
+
+#[tokio::test]
+async fn blobs_follow_a_redirect_to_storage_without_the_registry_token() {
+    let fake = FakeRegistry::start().await;
+    fake.state.require_token.store(true, Ordering::SeqCst);
+    fake.state.redirect_blobs.store(true, Ordering::SeqCst);
+    let layer = vec![42u8; 300 * 1024];
+    let (_, layer_digest) = fake.add_image("siderolabs/private", "v3", &layer);
+    let server = mirror_of(&fake, &[]).await;
+    for _ in 0..2 {
+        let b = client()
+            .get(format!(
+                "{}/v2/siderolabs/private/blobs/{layer_digest}",
+                server.url
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(b.status(), 200);
+        assert!(b.bytes().await.unwrap() == layer);
+    }
+    // Asked the registry with the token (a 401 first), then storage without it, once.
+    assert_eq!(fake.hits("GET", &format!("/storage/{layer_digest}")), 1);
+    assert_eq!(
+        fake.hits(
+            "GET",
+            &format!("/v2/siderolabs/private/blobs/{layer_digest}")
+        ),
+        2
+    );
+    let tokens = fake.state.token_requests.lock().unwrap().clone();
+    assert!(
+        tokens
+            .iter()
+            .any(|t| t.contains("scope=repository:siderolabs/private:pull")),
+        "{tokens:?}"
+    );
+}
+
 #[tokio::test]
 async fn concurrent_misses_share_one_download_that_outlives_the_client() {
     let fake = FakeRegistry::start().await;

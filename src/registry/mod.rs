@@ -358,7 +358,16 @@ async fn blob(
         .map_err(|e| RegistryError::internal(&e)),
         BlobHit::Remote { fetch, size } => {
             // A cache miss: the full blob as it arrives (Range is ignored, which RFC 9110
-            // allows); the next request is served from the store with ranges.
+            // allows); the next request is served from the store with ranges. The stream ends
+            // with an error, so the connection is aborted before the body is complete, unless
+            // the blob matched its digest (`upstream::fetch`, "what a client sees"). An empty
+            // body would be complete before any check: wait for the check first.
+            if size == Some(0) {
+                fetch
+                    .wait_verified()
+                    .await
+                    .map_err(|e| RegistryError::from_mirror(e.into(), "BLOB_UNKNOWN"))?;
+            }
             let mut builder = Response::builder().status(StatusCode::OK);
             builder.headers_mut().expect("fresh builder").extend(extra);
             if let Some(size) = size {
@@ -367,7 +376,7 @@ async fn blob(
             if method == Method::HEAD {
                 return Ok(builder.body(Body::empty()).expect("valid response"));
             }
-            let stream = fetch.reader(state.mirror.catalog().store().clone());
+            let stream = fetch.reader();
             Ok(builder
                 .body(Body::from_stream(stream))
                 .expect("valid response"))

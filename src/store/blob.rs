@@ -88,7 +88,7 @@ pub(crate) struct TempPath {
 
 impl TempPath {
     /// A fresh random name in `tmp_dir` (the file is not created).
-    fn new_in(tmp_dir: &Path) -> TempPath {
+    pub(crate) fn new_in(tmp_dir: &Path) -> TempPath {
         let name = format!("{:032x}.tmp", rand::random::<u128>());
         TempPath {
             path: tmp_dir.join(name),
@@ -98,6 +98,11 @@ impl TempPath {
 
     fn disarm(&mut self) {
         self.armed = false;
+    }
+
+    /// The temp file's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
     }
 }
 

@@ -31,6 +31,7 @@ mod error;
 mod gc;
 mod identity;
 mod index;
+mod ingest;
 mod quick;
 mod quota;
 #[cfg(test)]
@@ -49,6 +50,7 @@ pub use digest::{ALGORITHM, Digest, ParseDigestError};
 pub use error::{Result, StoreError, caused_by_no_space, is_no_space};
 pub use gc::{BlobFacts, GcReport, RefEntry, StoreSnapshot};
 pub use identity::{IndexProblem, RebuildReport, read_hex as read_identity};
+pub use ingest::Ingest;
 pub use quick::QuickCheck;
 pub use quota::Quota;
 

@@ -906,3 +906,140 @@ fn no_space_is_a_distinct_error_naming_the_data_dir() {
     assert!(!other.is_no_space());
     assert!(!caused_by_no_space(&other));
 }
+
+/// Pushes `data` into a fresh ingest in uneven chunks.
+async fn ingest_chunks(store: &Store, data: &[u8]) -> Ingest {
+    let mut ingest = store.ingest().unwrap();
+    let mut at = 0;
+    let mut step = 1;
+    while at < data.len() {
+        let end = (at + step).min(data.len());
+        ingest
+            .push(bytes::Bytes::copy_from_slice(&data[at..end]))
+            .await
+            .unwrap();
+        ingest.drain_to_limit().await.unwrap();
+        at = end;
+        step = step * 3 + 7;
+    }
+    ingest
+}
+
+#[tokio::test]
+async fn ingest_hashes_once_and_commits_only_a_match() {
+    let (dir, store) = new_store();
+    let data = content(3 << 20, 21);
+    let expected = Digest::of_bytes(&data);
+
+    let mut ingest = ingest_chunks(&store, &data).await;
+    assert_eq!(ingest.size(), data.len() as u64);
+    assert_eq!(
+        ingest.finish().await.unwrap(),
+        expected,
+        "the content's digest"
+    );
+    assert_eq!(ingest.written(), data.len() as u64);
+    assert!(
+        ingest
+            .push(bytes::Bytes::from_static(b"late"))
+            .await
+            .is_err()
+    );
+    let temp = ingest.temp_path().to_path_buf();
+    let handle = ingest.read_handle();
+    assert_eq!(ingest.commit_expect(&expected).await.unwrap(), expected);
+    assert!(!temp.exists(), "renamed into the store");
+    assert_eq!(store.read_bytes(&expected).await.unwrap(), data);
+    // The read handle follows the file into the store.
+    let mut first = [0u8; 16];
+    std::os::unix::fs::FileExt::read_exact_at(&*handle, &mut first, 0).unwrap();
+    assert_eq!(first, data[..16]);
+    assert!(entries(&dir.path().join("tmp")).is_empty());
+
+    // Other bytes than announced: refused, the temp file gone, nothing indexed.
+    let mut wrong = content(1 << 20, 22);
+    let wanted = Digest::of_bytes(&wrong);
+    wrong[1000] ^= 1;
+    let ingest = ingest_chunks(&store, &wrong).await;
+    match ingest.commit_expect(&wanted).await {
+        Err(StoreError::DigestMismatch { expected, actual }) => {
+            assert_eq!(expected, wanted);
+            assert_eq!(actual, Digest::of_bytes(&wrong));
+        }
+        other => panic!("expected a digest mismatch, got {other:?}"),
+    }
+    assert!(!store.contains(&wanted));
+    assert!(!store.contains(&Digest::of_bytes(&wrong)));
+    assert!(!blob_file(dir.path(), &wanted).exists());
+    assert!(entries(&dir.path().join("tmp")).is_empty());
+
+    // A truncated body (the prefix of the right content) is refused the same way.
+    let ingest = ingest_chunks(&store, &data[..data.len() - 1]).await;
+    assert!(matches!(
+        ingest.commit_expect(&expected).await,
+        Err(StoreError::DigestMismatch { .. })
+    ));
+    assert!(entries(&dir.path().join("tmp")).is_empty());
+}
+
+#[tokio::test]
+async fn abandoned_ingests_leave_nothing() {
+    let (dir, store) = new_store();
+    let data = content(1 << 20, 23);
+    let ingest = ingest_chunks(&store, &data).await;
+    ingest.abort().await;
+    assert!(entries(&dir.path().join("tmp")).is_empty());
+    assert!(!store.contains(&Digest::of_bytes(&data)));
+
+    // Dropped without a word (a cancelled download): the writer thread removes the file.
+    let ingest = ingest_chunks(&store, &data).await;
+    drop(ingest);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !entries(&dir.path().join("tmp")).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temp file left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!store.contains(&Digest::of_bytes(&data)));
+}
+
+#[tokio::test]
+async fn ingest_stops_at_the_quota() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    store.set_quota(Quota {
+        max_bytes: super::quota::CHECK_EVERY / 2,
+        min_free_bytes: 0,
+    });
+    let mut ingest = store.ingest().unwrap();
+    let chunk = bytes::Bytes::from(vec![5u8; 1 << 20]);
+    let mut failure = None;
+    for _ in 0..((2 * super::quota::CHECK_EVERY) >> 20) {
+        if let Err(e) = ingest.push(chunk.clone()).await {
+            failure = Some(e);
+            break;
+        }
+        if let Err(e) = ingest.drain_to_limit().await {
+            failure = Some(e);
+            break;
+        }
+    }
+    let e = match failure {
+        Some(e) => e,
+        None => ingest
+            .commit_expect(&Digest::of_bytes(b"x"))
+            .await
+            .unwrap_err(),
+    };
+    assert!(e.is_no_space(), "{e:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !entries(&dir.path().join("tmp")).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "temp file left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}

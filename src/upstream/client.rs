@@ -1,16 +1,27 @@
 //! One upstream registry, reached through `oci-client`: tag resolution (HEAD), manifests,
 //! streamed blobs and tag lists, with the anonymous bearer-token flow (what ghcr.io needs) or
 //! configured credentials, per-request timeouts, and retries with backoff for transient errors.
+//!
+//! Blobs are the exception to "through `oci-client`": its blob stream hashes every byte to
+//! verify it, and the store hashes them again while writing. [`RegistryClient::open_blob`]
+//! sends the blob GET itself, on a `reqwest` client configured like `oci-client`'s (timeouts,
+//! user agent, TLS roots, redirects followed with credentials dropped on a cross-host hop, as
+//! reqwest does: registries commonly redirect blobs to a storage URL), and the caller hashes the
+//! body once (`store::Ingest`). Authentication is the registry's challenge: the request goes
+//! out with the repository's remembered credential (none at first); on a `401` `oci-client`
+//! performs the challenge (anonymous or with the configured credentials, `Client::auth`) and
+//! the request is repeated once with the bearer token it got, or basic credentials.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::errors::OciDistributionError;
+use oci_client::errors::{OciDistributionError, OciEnvelope};
 use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
+use oci_client::{Client, Reference, RegistryOperation};
 
 use super::UpstreamError;
 use super::reason::Reason;
@@ -86,7 +97,23 @@ pub struct RegistryClient {
     /// so requests that can fall back to the store do not each wait for timeouts.
     /// The last failure's reason in words is kept with it, so a quick refusal still says why.
     down_until: Mutex<Option<(Instant, String)>>,
+    /// Blob downloads: a plain HTTP client configured like `oci-client`'s.
+    http: reqwest::Client,
+    /// The credential a blob GET was last accepted with, per repository.
+    blob_credentials: Mutex<HashMap<String, Credential>>,
 }
+
+/// A credential for a blob GET, as the registry's challenge asked for it.
+#[derive(Clone, PartialEq, Eq)]
+enum Credential {
+    Bearer(String),
+    Basic(String, String),
+}
+
+/// Repositories whose blob credential is remembered (the map is cleared beyond).
+const MAX_REMEMBERED_CREDENTIALS: usize = 256;
+/// Most bytes of an error answer's body read for its message.
+const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// How long a registry stays marked unreachable after requests to it kept failing.
 const DOWN_PERIOD: Duration = Duration::from_secs(30);
@@ -121,6 +148,8 @@ impl RegistryClient {
             retries: config.upstream.retries,
             client,
             down_until: Mutex::new(None),
+            http: build_http(timeout),
+            blob_credentials: Mutex::new(HashMap::new()),
         }
     }
 
@@ -152,6 +181,10 @@ impl RegistryClient {
     fn reset(&self) {
         *self.client.lock().expect("client lock") =
             Arc::new(build_client(&self.endpoint, self.timeout));
+        self.blob_credentials
+            .lock()
+            .expect("credentials lock")
+            .clear();
     }
 
     /// Runs `op` with a timeout per attempt, retrying transient failures with exponential
@@ -302,7 +335,9 @@ impl RegistryClient {
         Ok((bytes, digest))
     }
 
-    /// Opens a blob as a stream (the caller hashes and verifies it).
+    /// Opens a blob as a stream of unverified bytes: the caller hashes them once and checks
+    /// the digest (see the module docs). Only the request and the response headers are under
+    /// the per-request timeout and retries; the body is the caller's to time.
     pub async fn open_blob(
         &self,
         repository: &str,
@@ -310,22 +345,95 @@ impl RegistryClient {
     ) -> Result<BlobStream, UpstreamError> {
         let reference = self.reference(repository, &TagOrDigest::Digest(*digest));
         let what = format!("blob {}/{repository}@{digest}", self.endpoint.registry);
-        let digest_text = digest.to_string();
-        let sized = self
+        let url = format!("{}/v2/{repository}/blobs/{digest}", self.endpoint.url());
+        let response = self
             .call(&what, Attempts::Patient, |c| {
-                let r = reference.clone();
-                let auth = self.auth.clone();
-                let d = digest_text.clone();
-                async move {
-                    // Authenticate first (pull_blob_stream reuses stored credentials only).
-                    c.store_auth_if_needed(r.resolve_registry(), &auth).await;
-                    c.pull_blob_stream(&r, d.as_str()).await
-                }
+                let reference = reference.clone();
+                let url = url.clone();
+                async move { self.get_blob(&c, &reference, &url).await }
             })
             .await?;
+        use futures_util::TryStreamExt as _;
         Ok(BlobStream {
-            content_length: sized.content_length,
-            stream: sized.stream,
+            content_length: response.content_length(),
+            stream: Box::pin(response.bytes_stream().map_err(std::io::Error::other)),
+        })
+    }
+
+    /// One blob GET with the challenge flow (see the module docs); a non-2xx answer becomes
+    /// the error `oci-client` would have returned, so it is classified the same way.
+    async fn get_blob(
+        &self,
+        client: &Client,
+        reference: &Reference,
+        url: &str,
+    ) -> Result<reqwest::Response, OciDistributionError> {
+        let repository = reference.repository().to_string();
+        let send = |credential: Option<Credential>| {
+            let request = self.http.get(url);
+            let request = match credential {
+                Some(Credential::Bearer(token)) => request.bearer_auth(token),
+                Some(Credential::Basic(user, password)) => request.basic_auth(user, Some(password)),
+                None => request,
+            };
+            request.send()
+        };
+        let remembered = self
+            .blob_credentials
+            .lock()
+            .expect("credentials lock")
+            .get(&repository)
+            .cloned();
+        let mut response = send(remembered.clone()).await?;
+        if response.status() == reqwest::StatusCode::UNAUTHORIZED {
+            let fresh = match client
+                .auth(reference, &self.auth, RegistryOperation::Pull)
+                .await?
+            {
+                Some(token) => Some(Credential::Bearer(token)),
+                None => match &self.auth {
+                    RegistryAuth::Basic(user, password) => {
+                        Some(Credential::Basic(user.clone(), password.clone()))
+                    }
+                    _ => None,
+                },
+            };
+            if let Some(credential) = fresh
+                && Some(&credential) != remembered.as_ref()
+            {
+                response = send(Some(credential.clone())).await?;
+                if response.status().is_success() {
+                    let mut map = self.blob_credentials.lock().expect("credentials lock");
+                    if map.len() >= MAX_REMEMBERED_CREDENTIALS {
+                        map.clear();
+                    }
+                    map.insert(repository, credential);
+                }
+            }
+        }
+        let status = response.status();
+        if status == reqwest::StatusCode::OK {
+            return Ok(response);
+        }
+        let url = response.url().to_string();
+        if status == reqwest::StatusCode::UNAUTHORIZED {
+            return Err(OciDistributionError::UnauthorizedError { url });
+        }
+        if status.is_success() {
+            return Err(OciDistributionError::SpecViolationError(format!(
+                "Expected HTTP Status 200 OK, got {status} instead"
+            )));
+        }
+        let body = read_bounded(response, MAX_ERROR_BODY).await;
+        if status.is_client_error()
+            && let Ok(envelope) = serde_json::from_slice::<OciEnvelope>(&body)
+        {
+            return Err(OciDistributionError::RegistryError { envelope, url });
+        }
+        Err(OciDistributionError::ServerError {
+            code: status.as_u16(),
+            url,
+            message: String::from_utf8_lossy(&body).into_owned(),
         })
     }
 
@@ -368,6 +476,32 @@ pub(crate) fn build_client(endpoint: &Endpoint, timeout: Duration) -> Client {
         user_agent: concat!("bootfactory/", env!("CARGO_PKG_VERSION")),
         ..Default::default()
     })
+}
+
+/// The blob client: what `build_client` gives `oci-client` (timeouts, user agent, TLS with the
+/// default roots and reqwest's redirect policy), without its verifying blob stream.
+fn build_http(timeout: Duration) -> reqwest::Client {
+    reqwest::Client::builder()
+        .connect_timeout(timeout.min(Duration::from_secs(10)))
+        .read_timeout(timeout)
+        .user_agent(concat!("bootfactory/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// Up to `max` bytes of a (small, error) response body; what cannot be read is left out.
+async fn read_bounded(mut response: reqwest::Response, max: usize) -> Vec<u8> {
+    let mut body = Vec::new();
+    while body.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = max - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            _ => break,
+        }
+    }
+    body
 }
 
 pub(crate) fn auth_of(settings: &UpstreamRegistry) -> RegistryAuth {

@@ -1,29 +1,45 @@
-//! A blob download in flight: fetched once from the upstream into a store temp file while any
-//! number of readers follow it, verified against its digest before it is committed.
+//! A blob download in flight: fetched once from the upstream while any number of readers
+//! follow it, hashed once as it arrives, committed to the store only when the digest matched.
 //!
-//! Readers never receive the last [`HOLDBACK`] bytes before the digest has been verified, so a
-//! client can never receive a *complete* blob whose content is wrong: a corrupt upstream blob
-//! ends every reader's stream with an error and nothing is committed. The download runs in its
-//! own task: a client that disconnects does not cancel it.
+//! One task per blob (see [`BlobFetch::start`]) reads the upstream body chunk by chunk. Each
+//! chunk is pushed into a [`store::Ingest`](crate::store::Ingest), which queues the same bytes
+//! for a blocking thread that hashes and writes them, and is handed to the readers at once: the last [`WINDOW`] bytes stay in memory (shared `Bytes`, no copy), and a reader that
+//! falls further behind reads them back from the temp file, which holds every byte that left
+//! the window. The download does not wait for readers, and a client that disconnects does not
+//! cancel it; concurrent requests for the same blob share it ([`super::Mirror::blob`] keeps one
+//! `BlobFetch` per digest).
+//!
+//! **What a client sees when the upstream lies.** Every byte is streamed as soon as it arrived
+//! and was hashed, except the end: a reader's stream ends successfully only after the whole
+//! blob hashed to the requested digest. When the upstream announced a length, the chunk that
+//! completes it is released only after that check (the ingest's thread hashing what it still
+//! had queued, at most 16 MiB, milliseconds; the `fsync` and the index record come later and
+//! gate only the store commit, never the bytes);
+//! without a length the response is chunked and its terminating chunk waits for the check. If
+//! the digest does not match, the body is cut short or the connection drops, every reader's
+//! stream ends with an error, so the server aborts the connection: the client sees fewer bytes
+//! than `Content-Length` (or no final chunk) and fails, as with any registry whose connection
+//! breaks. What it already received was the upstream's bytes, which its own digest check
+//! rejects; nothing is committed to the store, and the next request fetches again. Registries
+//! behave the same way (they stream before they can know); the trade-off is that a client
+//! sees the failure only at the end instead of the mirror buffering the whole blob first.
 
-use std::io::Write;
-use std::path::PathBuf;
+use std::collections::VecDeque;
+use std::os::unix::fs::FileExt as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 use super::{RegistryClient, UpstreamError};
 use crate::store::{Digest, Store, StoreError};
 
-/// Bytes withheld from readers until the digest is verified.
-pub const HOLDBACK: u64 = 256 * 1024;
-/// Largest chunk handed to a reader at once.
-const READ_CHUNK: usize = 256 * 1024;
+/// Recent bytes kept in memory for readers; older ones are read back from the temp file.
+pub const WINDOW: u64 = 8 << 20;
+/// Largest read from the temp file for a reader that fell behind the window.
+const FILE_READ: usize = 1 << 20;
 
 /// [`BlobFetch::wait_done_reporting`] reports at least this many new bytes…
 pub const PROGRESS_BYTES: u64 = 1 << 20;
@@ -37,12 +53,17 @@ pub struct FetchState {
     pub started: bool,
     /// `Content-Length` from the upstream, if it sent one.
     pub total: Option<u64>,
-    /// Bytes written to the temp file (and flushed) so far.
-    pub written: u64,
-    /// The temp file being written.
-    pub temp_path: Option<PathBuf>,
+    /// Bytes received, hashed and handed to readers so far.
+    pub received: u64,
+    /// The whole blob arrived and hashed to its digest: readers may end their streams (the
+    /// store commit may still be running).
+    pub verified: bool,
     /// Set once the download ended: `Ok` means verified and committed.
     pub outcome: Option<Result<(), UpstreamError>>,
+    /// The most recent chunks (offset, bytes), in order, ending at `received`.
+    window: VecDeque<(u64, Bytes)>,
+    /// A read handle on the temp file: every byte before the window's first one is in it.
+    file: Option<Arc<std::fs::File>>,
 }
 
 /// A shared download of one blob.
@@ -105,7 +126,7 @@ impl BlobFetch {
                 }
                 if s.started || s.outcome.is_some() {
                     return Ok(s.total.or(if s.outcome.is_some() {
-                        Some(s.written)
+                        Some(s.received)
                     } else {
                         None
                     }));
@@ -146,12 +167,38 @@ impl BlobFetch {
                 if let Some(outcome) = &s.outcome {
                     return outcome.clone();
                 }
-                if s.written > reported
-                    && (s.written - reported >= PROGRESS_BYTES || at.elapsed() >= PROGRESS_INTERVAL)
+                if s.received > reported
+                    && (s.received - reported >= PROGRESS_BYTES
+                        || at.elapsed() >= PROGRESS_INTERVAL)
                 {
-                    reported = s.written;
+                    reported = s.received;
                     at = Instant::now();
                     on_progress(reported);
+                }
+            }
+            if rx.changed().await.is_err() {
+                return Err(self.vanished());
+            }
+        }
+    }
+
+    /// Whether the whole blob arrived and matched its digest (the commit may still run).
+    pub fn is_verified(&self) -> bool {
+        self.state.borrow().verified
+    }
+
+    /// Waits until the whole blob arrived and matched its digest (readers' streams may end);
+    /// the store commit may still be running.
+    pub async fn wait_verified(&self) -> Result<(), UpstreamError> {
+        let mut rx = self.state.clone();
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if s.verified {
+                    return Ok(());
+                }
+                if let Some(outcome) = &s.outcome {
+                    return outcome.clone();
                 }
             }
             if rx.changed().await.is_err() {
@@ -168,65 +215,92 @@ impl BlobFetch {
         }
     }
 
-    /// A stream of the blob's bytes that follows the download (see the module docs).
-    pub fn reader(
-        self: &Arc<Self>,
-        store: Store,
-    ) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
+    /// A stream of the blob's bytes that follows the download (see the module docs): chunks
+    /// from memory while the reader keeps up, from the temp file when it fell behind; it ends
+    /// with an error unless the blob was verified.
+    pub fn reader(self: &Arc<Self>) -> impl Stream<Item = std::io::Result<Bytes>> + Send + 'static {
         struct Reader {
             fetch: Arc<BlobFetch>,
             rx: watch::Receiver<FetchState>,
-            store: Store,
-            file: Option<tokio::fs::File>,
             pos: u64,
+            closed: bool,
             finished: bool,
+        }
+        enum Step {
+            Chunk(Bytes),
+            File(Arc<std::fs::File>, usize),
+            End,
+            Fail(UpstreamError),
+            Wait,
         }
         let reader = Reader {
             rx: self.state.clone(),
             fetch: self.clone(),
-            store,
-            file: None,
             pos: 0,
+            closed: false,
             finished: false,
         };
 
         impl Reader {
+            fn step(&mut self) -> Step {
+                let s = self.rx.borrow_and_update();
+                if self.pos < s.received {
+                    let i = s
+                        .window
+                        .partition_point(|(at, b)| at + b.len() as u64 <= self.pos);
+                    if let Some((at, b)) = s.window.get(i)
+                        && *at <= self.pos
+                    {
+                        return Step::Chunk(b.slice((self.pos - at) as usize..));
+                    }
+                    // Behind the window: everything before it is in the temp file.
+                    let until = s.window.front().map_or(s.received, |(at, _)| *at);
+                    let Some(file) = s.file.clone() else {
+                        return Step::Fail(self.fetch.vanished());
+                    };
+                    let len = (until - self.pos).min(FILE_READ as u64) as usize;
+                    return Step::File(file, len);
+                }
+                if s.verified {
+                    return Step::End;
+                }
+                match &s.outcome {
+                    Some(Err(e)) => Step::Fail(e.clone()),
+                    // Committed but not marked verified cannot happen; end rather than hang.
+                    Some(Ok(())) => Step::End,
+                    None => Step::Wait,
+                }
+            }
+
             async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
                 loop {
-                    let s = self.rx.borrow_and_update().clone();
-                    if let Some(Err(e)) = &s.outcome {
-                        return Err(std::io::Error::other(e.clone()));
-                    }
-                    let verified = matches!(s.outcome, Some(Ok(())));
-                    let allowed = if verified {
-                        s.written
-                    } else {
-                        s.written.saturating_sub(HOLDBACK)
-                    };
-                    if self.pos < allowed {
-                        if self.file.is_none() {
-                            self.file = Some(
-                                open_for_reading(
-                                    &self.store,
-                                    &self.fetch.digest,
-                                    s.temp_path.as_ref(),
-                                )
-                                .await?,
-                            );
+                    match self.step() {
+                        Step::Chunk(b) => {
+                            self.pos += b.len() as u64;
+                            return Ok(Some(b));
                         }
-                        let file = self.file.as_mut().expect("opened above");
-                        let want = ((allowed - self.pos) as usize).min(READ_CHUNK);
-                        let mut buf = vec![0u8; want];
-                        file.seek(std::io::SeekFrom::Start(self.pos)).await?;
-                        file.read_exact(&mut buf).await?;
-                        self.pos += want as u64;
-                        return Ok(Some(Bytes::from(buf)));
-                    }
-                    if verified {
-                        return Ok(None);
-                    }
-                    if self.rx.changed().await.is_err() && self.rx.borrow().outcome.is_none() {
-                        return Err(std::io::Error::other(self.fetch.vanished()));
+                        Step::File(file, len) => {
+                            let at = self.pos;
+                            let buf = tokio::task::spawn_blocking(move || {
+                                let mut buf = vec![0u8; len];
+                                file.read_exact_at(&mut buf, at).map(|()| buf)
+                            })
+                            .await
+                            .map_err(std::io::Error::other)??;
+                            self.pos += len as u64;
+                            return Ok(Some(Bytes::from(buf)));
+                        }
+                        Step::End => return Ok(None),
+                        Step::Fail(e) => return Err(std::io::Error::other(e)),
+                        Step::Wait if self.closed => {
+                            return Err(std::io::Error::other(self.fetch.vanished()));
+                        }
+                        Step::Wait => {
+                            if self.rx.changed().await.is_err() {
+                                // The download task is gone: look at its last state once more.
+                                self.closed = true;
+                            }
+                        }
                     }
                 }
             }
@@ -248,24 +322,16 @@ impl BlobFetch {
     }
 }
 
-/// Opens the temp file if it still exists, else the committed blob.
-async fn open_for_reading(
-    store: &Store,
-    digest: &Digest,
-    temp: Option<&PathBuf>,
-) -> std::io::Result<tokio::fs::File> {
-    if let Some(path) = temp {
-        match tokio::fs::File::open(path).await {
-            Ok(f) => return Ok(f),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
+/// Drops the oldest chunks that are on disk while at least [`WINDOW`] bytes stay in memory.
+fn trim_window(s: &mut FetchState, written: u64) {
+    while let Some((at, b)) = s.window.front() {
+        let end = at + b.len() as u64;
+        if end <= written && s.received - end >= WINDOW {
+            s.window.pop_front();
+        } else {
+            break;
         }
     }
-    let path = store
-        .blob_path(digest)
-        .await
-        .map_err(std::io::Error::other)?;
-    tokio::fs::File::open(path).await
 }
 
 async fn download(
@@ -292,114 +358,107 @@ async fn download(
             }
         }
     };
+    let failed = |message: String| UpstreamError::Unavailable {
+        registry: registry.clone(),
+        message: format!("{digest}: {message}"),
+        cause: None,
+    };
+    let corrupt = |actual: Digest| UpstreamError::Corrupt {
+        registry: registry.clone(),
+        message: format!(
+            "blob {repository}@{digest} from upstream hashes to {actual}: rejected, nothing cached"
+        ),
+        cause: None,
+    };
     let mut blob = client.open_blob(repository, digest).await?;
-    let mut writer = store.writer().map_err(local)?;
+    let mut ingest = store.ingest().map_err(local)?;
+    let total = blob.content_length;
     state.send_modify(|s| {
         s.started = true;
-        s.total = blob.content_length;
-        s.temp_path = Some(writer.temp_path().to_path_buf());
+        s.total = total;
+        s.file = Some(ingest.read_handle());
     });
 
-    // The writer lives on a blocking thread; chunks arrive through a small channel. Setting
-    // `abort` before closing the channel drops the writer uncommitted (deleting the temp file).
-    let (tx, mut rx) = mpsc::channel::<Bytes>(16);
-    let abort = Arc::new(AtomicBool::new(false));
-    let abort_for_writer = abort.clone();
-    let state_for_writer = state.clone();
-    let expected = *digest;
-    type Written = (u64, Result<Digest, StoreError>);
-    let writer_task =
-        tokio::task::spawn_blocking(move || -> Result<Option<Written>, StoreError> {
-            let mut written = 0u64;
-            while let Some(chunk) = rx.blocking_recv() {
-                writer
-                    .write_all(&chunk)
-                    .and_then(|()| writer.flush())
-                    .map_err(|e| writer.write_error(e))?;
-                written += chunk.len() as u64;
-                state_for_writer.send_modify(|s| s.written = written);
-            }
-            if abort_for_writer.load(Ordering::SeqCst) {
-                return Ok(None);
-            }
-            Ok(Some((written, writer.commit_expect(&expected))))
-        });
-
     let mut received = 0u64;
-    let mut failure = None;
-    loop {
+    let result = loop {
         match tokio::time::timeout(idle_timeout, blob.stream.next()).await {
             Ok(Some(Ok(chunk))) => {
+                if chunk.is_empty() {
+                    continue;
+                }
+                let at = received;
                 received += chunk.len() as u64;
-                if let Some(total) = blob.content_length
+                if let Some(total) = total
                     && received > total
                 {
-                    failure = Some(format!(
+                    break Err(failed(format!(
                         "upstream sent more than the announced {total} bytes"
-                    ));
-                    break;
+                    )));
                 }
-                if tx.send(chunk).await.is_err() {
-                    // The writer failed (e.g. the disk is full): its error is the cause.
-                    drop(tx);
-                    return match writer_task.await {
-                        Ok(Err(e)) => Err(local(e)),
-                        _ => Err(UpstreamError::Unavailable {
-                            registry,
-                            message: format!("{digest}: local writer stopped"),
-                            cause: None,
-                        }),
-                    };
+                // Hashed and written by the ingest's thread.
+                if let Err(e) = ingest.push(chunk.clone()).await {
+                    break Err(local(e));
+                }
+                // The chunk that completes the announced length is released only if the
+                // whole blob matches (see the module docs).
+                let verified = total == Some(received);
+                if verified {
+                    match ingest.finish().await {
+                        Ok(actual) if actual == *digest => {}
+                        Ok(actual) => break Err(corrupt(actual)),
+                        Err(e) => break Err(local(e)),
+                    }
+                }
+                let written = ingest.written();
+                state.send_modify(|s| {
+                    s.window.push_back((at, chunk));
+                    s.received = received;
+                    s.verified = verified;
+                    trim_window(s, written);
+                });
+                // Bounded memory: wait here (not before releasing) when the disk lags.
+                if let Err(e) = ingest.drain_to_limit().await {
+                    break Err(local(e));
                 }
             }
-            Ok(Some(Err(e))) => {
-                failure = Some(format!("download interrupted: {e}"));
-                break;
+            Ok(Some(Err(e))) => break Err(failed(format!("download interrupted: {e}"))),
+            Ok(None) => {
+                if let Some(total) = total
+                    && received != total
+                {
+                    break Err(failed(format!("upstream sent {received} of {total} bytes")));
+                }
+                if total.is_none() || received == 0 {
+                    match ingest.finish().await {
+                        Ok(actual) if actual == *digest => {}
+                        Ok(actual) => break Err(corrupt(actual)),
+                        Err(e) => break Err(local(e)),
+                    }
+                    state.send_modify(|s| s.verified = true);
+                }
+                break Ok(());
             }
-            Ok(None) => break,
             Err(_) => {
-                failure = Some(format!("no data from upstream for {idle_timeout:?}"));
-                break;
+                break Err(failed(format!(
+                    "no data from upstream for {idle_timeout:?}"
+                )));
             }
         }
+    };
+    if let Err(e) = result {
+        // Deletes the temp file; readers see the error (their connections are aborted).
+        ingest.abort().await;
+        return Err(e);
     }
-    if failure.is_none()
-        && let Some(total) = blob.content_length
-        && received != total
-    {
-        failure = Some(format!("upstream sent {received} of {total} bytes"));
-    }
-    if let Some(message) = failure {
-        // Dropping the sender ends the writer loop; aborting the task drops the writer, which
-        // deletes the temp file. Wait for it so nothing is left behind.
-        abort.store(true, Ordering::SeqCst);
-        drop(tx);
-        let _ = writer_task.await;
-        return Err(UpstreamError::Unavailable {
-            registry,
-            message: format!("{digest}: {message}"),
-            cause: None,
-        });
-    }
-    drop(tx);
-    let (written, committed) = writer_task
-        .await
-        .map_err(|e| UpstreamError::Unavailable {
-            registry: registry.clone(),
-            message: format!("writer task failed: {e}"),
-            cause: None,
-        })?
-        .map_err(local)?
-        .expect("not aborted");
-    match committed {
-        Ok(_) => Ok(written),
-        Err(StoreError::DigestMismatch { expected, actual }) => Err(UpstreamError::Corrupt {
-            registry,
-            message: format!(
-                "blob {repository}@{expected} from upstream hashes to {actual}: rejected, nothing cached"
-            ),
-            cause: None,
-        }),
+    // Readers have every byte and their streams have ended; what remains is making the blob
+    // durable and indexing it.
+    match ingest.commit_expect(digest).await {
+        Ok(_) => {
+            // Everything is in the committed file now: free the memory window.
+            state.send_modify(|s| s.window.clear());
+            Ok(received)
+        }
+        Err(StoreError::DigestMismatch { actual, .. }) => Err(corrupt(actual)),
         Err(e) => Err(local(e)),
     }
 }

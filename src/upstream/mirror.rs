@@ -382,6 +382,15 @@ impl Mirror {
                 }
             }
         };
+        if fetch.is_verified() && fetch.wait_done().await.is_ok() {
+            // Every byte is here and matched; only the commit was left (an fsync): serve the
+            // stored blob, with ranges, rather than a second stream of the download.
+            match store.open_blob(digest).await {
+                Ok(blob) => return Ok(BlobHit::Local(blob)),
+                Err(StoreError::NotFound(_)) | Err(StoreError::Corrupt { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
         let size = fetch
             .wait_started()
             .await

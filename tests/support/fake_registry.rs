@@ -34,6 +34,15 @@ pub struct FakeState {
     /// Die mid-blob: after this many body bytes, abort the connection (the full
     /// `Content-Length` having been announced). 0: off.
     pub blob_cut_after: AtomicUsize,
+    /// Send only this many bytes of a blob, as a chunked body (no `Content-Length`) that
+    /// ends cleanly: a truncated blob. 0: off.
+    pub blob_truncate_to: AtomicUsize,
+    /// Answer blob GETs with a `307` to the storage listener (`/blob/<digest>` on another
+    /// port, like a registry sending clients to object storage), which refuses requests that
+    /// carry an `Authorization` header (as signed storage URLs do).
+    pub redirect_blobs: AtomicBool,
+    /// The storage listener's address (set at start).
+    pub storage: Mutex<Option<SocketAddr>>,
     /// Requests per "METHOD path" (query dropped).
     pub hits: Mutex<HashMap<String, usize>>,
     /// Token requests received (with their query string).
@@ -71,8 +80,15 @@ impl FakeRegistry {
             .with_state(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let storage_app = Router::new()
+            .route("/blob/{digest}", get(storage_blob))
+            .with_state(state.clone());
+        let storage = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        *state.storage.lock().unwrap() = Some(storage.local_addr().unwrap());
         let task = tokio::spawn(async move {
-            axum::serve(listener, app).await.unwrap();
+            let storage = async { axum::serve(storage, storage_app).await.unwrap() };
+            let registry = async { axum::serve(listener, app).await.unwrap() };
+            tokio::join!(storage, registry);
         });
         FakeRegistry { addr, state, task }
     }
@@ -234,6 +250,30 @@ async fn v2(
             {
                 *b ^= 0xff;
             }
+            if s.redirect_blobs.load(Ordering::SeqCst) && method == Method::GET {
+                let storage = s.storage.lock().unwrap().expect("storage listener");
+                return Response::builder()
+                    .status(StatusCode::TEMPORARY_REDIRECT)
+                    .header(
+                        header::LOCATION,
+                        format!("http://{storage}/blob/{reference}"),
+                    )
+                    .body(Body::empty())
+                    .unwrap();
+            }
+            let truncate = s.blob_truncate_to.load(Ordering::SeqCst);
+            if truncate > 0 && method == Method::GET {
+                bytes.truncate(truncate);
+                let chunks: Vec<Result<bytes::Bytes, std::io::Error>> = bytes
+                    .chunks(16 * 1024)
+                    .map(|c| Ok(bytes::Bytes::copy_from_slice(c)))
+                    .collect();
+                return Response::builder()
+                    .status(StatusCode::OK)
+                    .header(header::CONTENT_TYPE, "application/octet-stream")
+                    .body(Body::from_stream(futures_util::stream::iter(chunks)))
+                    .unwrap();
+            }
             let builder = Response::builder()
                 .status(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/octet-stream")
@@ -270,6 +310,32 @@ async fn v2(
         }
         _ => not_found("NAME_UNKNOWN"),
     }
+}
+
+/// The storage listener: blobs by digest, no registry auth, and a `400` for a request that
+/// still carries an `Authorization` header (the registry's credential must not follow).
+async fn storage_blob(
+    State(s): State<Arc<FakeState>>,
+    Path(digest): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    *s.hits
+        .lock()
+        .unwrap()
+        .entry(format!("GET /storage/{digest}"))
+        .or_default() += 1;
+    if headers.contains_key(header::AUTHORIZATION) {
+        return (StatusCode::BAD_REQUEST, "credentials sent to storage").into_response();
+    }
+    let Some(bytes) = s.blobs.lock().unwrap().get(&digest).cloned() else {
+        return not_found("BLOB_UNKNOWN");
+    };
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "application/octet-stream")
+        .header(header::CONTENT_LENGTH, bytes.len())
+        .body(Body::from(bytes))
+        .unwrap()
 }
 
 /// A body sent in 64 KiB chunks, about `rate` bytes per second (0: unpaced), that fails (the
