@@ -78,6 +78,7 @@
 
 pub(crate) mod files;
 pub(crate) mod net;
+pub mod packet;
 mod server;
 pub(crate) mod sessions;
 
@@ -166,13 +167,14 @@ impl Default for TftpConfig {
 /// Counters of a running TFTP service (monotonic, relaxed atomics).
 #[derive(Debug, Default)]
 pub struct TftpStats {
-    /// Read and write requests that reached the server (duplicates of an in-progress request
-    /// from the same address and port are dropped by the engine and not counted).
+    /// Read and write requests that reached the server (a request repeated from the same client
+    /// address and port while its transfer is live is counted in
+    /// [`TftpStats::duplicate_requests`] instead).
     pub requests: AtomicU64,
-    /// Transfers that handed the whole file to the engine (the last block was sent).
+    /// Transfers whose last block the client acknowledged.
     pub served: AtomicU64,
-    /// Requests refused with an access violation: path policy, write requests, symlink
-    /// escapes, non-regular files.
+    /// Requests refused with an access violation (path policy, write requests, symlink escapes,
+    /// non-regular files) or an illegal operation (`mail` mode).
     pub refused: AtomicU64,
     /// Requests for names that are neither embedded nor in the extra directory.
     pub not_found: AtomicU64,
@@ -185,6 +187,32 @@ pub struct TftpStats {
     pub refused_client_busy: AtomicU64,
     /// Transfers in progress now (a gauge: admitted and not yet ended).
     pub in_progress: AtomicU64,
+    /// Transfers the client ended with an ERROR packet (EDK2's `tsize` probe ends this way);
+    /// each freed its slot at once.
+    pub client_aborted: AtomicU64,
+    /// Transfers given up after [`MAX_SEND_RETRIES`] retransmissions without an answer.
+    pub timed_out: AtomicU64,
+    /// Transfers ended by a server-side error (file read or socket send failed).
+    pub failed: AtomicU64,
+    /// Packets sent again (OACK or DATA) after a timeout or a client's gap ACK.
+    pub retransmitted: AtomicU64,
+    /// Datagrams on a transfer socket from another address or port (answered with error 5, at
+    /// most 16 per transfer).
+    pub unknown_tid: AtomicU64,
+    /// Datagrams dropped as malformed: unparsable, oversized, a non-request on the listening
+    /// port, or neither ACK nor ERROR from a transfer's client.
+    pub malformed: AtomicU64,
+    /// Requests repeated from the client address and port of a live transfer (ignored: the
+    /// transfer answers).
+    pub duplicate_requests: AtomicU64,
+    /// Transfers that started with an OACK (at least one option accepted).
+    pub negotiated: AtomicU64,
+    /// Transfers that negotiated `blksize` (RFC 2348).
+    pub opt_blksize: AtomicU64,
+    /// Transfers that negotiated `tsize` (RFC 2349).
+    pub opt_tsize: AtomicU64,
+    /// Transfers that negotiated `windowsize` (RFC 7440).
+    pub opt_windowsize: AtomicU64,
 }
 
 /// A point-in-time copy of [`TftpStats`].
@@ -206,6 +234,28 @@ pub struct TftpStatsSnapshot {
     pub refused_client_busy: u64,
     /// See [`TftpStats::in_progress`].
     pub in_progress: u64,
+    /// See [`TftpStats::client_aborted`].
+    pub client_aborted: u64,
+    /// See [`TftpStats::timed_out`].
+    pub timed_out: u64,
+    /// See [`TftpStats::failed`].
+    pub failed: u64,
+    /// See [`TftpStats::retransmitted`].
+    pub retransmitted: u64,
+    /// See [`TftpStats::unknown_tid`].
+    pub unknown_tid: u64,
+    /// See [`TftpStats::malformed`].
+    pub malformed: u64,
+    /// See [`TftpStats::duplicate_requests`].
+    pub duplicate_requests: u64,
+    /// See [`TftpStats::negotiated`].
+    pub negotiated: u64,
+    /// See [`TftpStats::opt_blksize`].
+    pub opt_blksize: u64,
+    /// See [`TftpStats::opt_tsize`].
+    pub opt_tsize: u64,
+    /// See [`TftpStats::opt_windowsize`].
+    pub opt_windowsize: u64,
 }
 
 impl TftpStats {
@@ -220,6 +270,17 @@ impl TftpStats {
             refused_busy: self.refused_busy.load(Ordering::Relaxed),
             refused_client_busy: self.refused_client_busy.load(Ordering::Relaxed),
             in_progress: self.in_progress.load(Ordering::Relaxed),
+            client_aborted: self.client_aborted.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retransmitted: self.retransmitted.load(Ordering::Relaxed),
+            unknown_tid: self.unknown_tid.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            duplicate_requests: self.duplicate_requests.load(Ordering::Relaxed),
+            negotiated: self.negotiated.load(Ordering::Relaxed),
+            opt_blksize: self.opt_blksize.load(Ordering::Relaxed),
+            opt_tsize: self.opt_tsize.load(Ordering::Relaxed),
+            opt_windowsize: self.opt_windowsize.load(Ordering::Relaxed),
         }
     }
 
