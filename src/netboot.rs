@@ -368,7 +368,7 @@ pub fn bios_binary(boot_url: &str, served: &ServedIpxe) -> Option<String> {
 }
 
 /// Name, help and labels of the network-boot metrics.
-const NETBOOT_METRICS: [(&str, &str, &[&str]); 6] = [
+const NETBOOT_METRICS: [(&str, &str, &[&str]); 9] = [
     (
         "bootfactory_dhcp_packets_total",
         "DHCP packets received by the DHCP server (proxy or full mode), and what became of them",
@@ -399,6 +399,23 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 6] = [
         "bootfactory_dhcp_leases",
         "Full DHCP mode: leases by state (offered, bound, declined)",
         &["state"],
+    ),
+    (
+        "bootfactory_tftp_transfers_total",
+        "TFTP transfers that ended, by how (complete; client_aborted: the client sent an ERROR, \
+         e.g. a tsize probe; timed_out: the client stopped answering; failed: server-side error)",
+        &["end"],
+    ),
+    (
+        "bootfactory_tftp_options_total",
+        "TFTP transfers by option negotiated (oack: any option, so the transfer began with an OACK)",
+        &["option"],
+    ),
+    (
+        "bootfactory_tftp_packets_total",
+        "TFTP packets of note: retransmitted (sent again), unknown_tid (from a foreign port, \
+         answered with error 5), malformed (dropped), duplicate_request (a repeated RRQ)",
+        &["kind"],
     ),
 ];
 
@@ -487,6 +504,48 @@ impl NetbootCollector {
             out.extend(gauge.collect());
         }
         out.extend(tftp.collect());
+        for (i, label, values) in [
+            (
+                6,
+                "end",
+                [
+                    ("complete", t.served),
+                    ("client_aborted", t.client_aborted),
+                    ("timed_out", t.timed_out),
+                    ("failed", t.failed),
+                ],
+            ),
+            (
+                7,
+                "option",
+                [
+                    ("oack", t.negotiated),
+                    ("blksize", t.opt_blksize),
+                    ("tsize", t.opt_tsize),
+                    ("windowsize", t.opt_windowsize),
+                ],
+            ),
+            (
+                8,
+                "kind",
+                [
+                    ("retransmitted", t.retransmitted),
+                    ("unknown_tid", t.unknown_tid),
+                    ("malformed", t.malformed),
+                    ("duplicate_request", t.duplicate_requests),
+                ],
+            ),
+        ] {
+            let family = prometheus::IntCounterVec::new(
+                prometheus::Opts::new(NETBOOT_METRICS[i].0, NETBOOT_METRICS[i].1),
+                &[label],
+            )
+            .expect("valid metric");
+            for (value, n) in values {
+                family.with_label_values(&[value]).inc_by(n);
+            }
+            out.extend(family.collect());
+        }
         out.extend(bytes.collect());
         out.extend(sessions.collect());
         out.extend(sessions_max.collect());

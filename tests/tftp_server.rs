@@ -1216,6 +1216,13 @@ fn rrq_flood_does_not_starve_http_under_a_low_fd_limit() {
     loop {
         let (_, body) = get("/metrics").expect("/metrics");
         if metric(&body, "bootfactory_tftp_sessions ") == 0 {
+            // Every admitted transfer of the flood was given up on, and says so.
+            let timed_out = metric(&body, "bootfactory_tftp_transfers_total{end=\"timed_out\"}");
+            assert!(timed_out > 0 && timed_out <= sent as u64, "{timed_out}");
+            assert_eq!(
+                metric(&body, "bootfactory_tftp_transfers_total{end=\"complete\"}"),
+                0
+            );
             break;
         }
         assert!(Instant::now() < deadline, "transfers still in progress");
@@ -1267,7 +1274,10 @@ fn scripted_fetch(
     let mut dropped: Option<u16> = None;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
-        assert!(Instant::now() < deadline, "scripted fetch of {name} too slow");
+        assert!(
+            Instant::now() < deadline,
+            "scripted fetch of {name} too slow"
+        );
         let (n, tid) = sock.recv_from(&mut buf).expect("server went silent");
         match client::parse(&buf[..n]) {
             client::Packet::Oack(o) => {
@@ -1334,7 +1344,9 @@ fn client_error_ends_the_transfer_and_frees_its_slot_at_once() {
     let mut buf = [0u8; 2048];
     // After the OACK.
     let probe = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
-    probe.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     probe
         .send_to(
             &client::request(client::RRQ, "ipxe.efi", "octet", &[("tsize", "0")]),
@@ -1347,26 +1359,47 @@ fn client_error_ends_the_transfer_and_frees_its_slot_at_once() {
     probe
         .send_to(&client::error(8, "User aborted the transfer"), tid)
         .unwrap();
-    server.wait_stats("probe aborted", |s| s.client_aborted == 1 && s.in_progress == 0);
-    assert!(aborted.elapsed() < Duration::from_secs(5), "{:?}", aborted.elapsed());
+    server.wait_stats("probe aborted", |s| {
+        s.client_aborted == 1 && s.in_progress == 0
+    });
+    assert!(
+        aborted.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        aborted.elapsed()
+    );
     // Mid-transfer, lock-step, after DATA 1.
     let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    sock.send_to(&client::request(client::RRQ, "ipxe.efi", "octet", &[]), server.addr)
-        .unwrap();
+    sock.send_to(
+        &client::request(client::RRQ, "ipxe.efi", "octet", &[]),
+        server.addr,
+    )
+    .unwrap();
     let (n, tid) = sock.recv_from(&mut buf).unwrap();
-    assert!(matches!(client::parse(&buf[..n]), client::Packet::Data(1, _)));
+    assert!(matches!(
+        client::parse(&buf[..n]),
+        client::Packet::Data(1, _)
+    ));
     sock.send_to(&client::ack(1), tid).unwrap();
     let (n, _) = sock.recv_from(&mut buf).unwrap();
-    assert!(matches!(client::parse(&buf[..n]), client::Packet::Data(2, _)));
+    assert!(matches!(
+        client::parse(&buf[..n]),
+        client::Packet::Data(2, _)
+    ));
     sock.send_to(&client::error(0, "disk full"), tid).unwrap();
-    server.wait_stats("mid-transfer abort", |s| s.client_aborted == 2 && s.in_progress == 0);
+    server.wait_stats("mid-transfer abort", |s| {
+        s.client_aborted == 2 && s.in_progress == 0
+    });
     // The only slot is free: a whole transfer goes through.
     let got = fetch(server.addr, "ipxe.efi", &[("blksize", "1468")]).unwrap();
     assert!(got.data == ipxe());
     let s = server.wait_stats("served", |s| s.served == 1);
     assert_eq!((s.timed_out, s.refused_busy, s.retransmitted), (0, 0, 0));
-    assert_eq!(s.bytes_sent, IPXE_SIZE as u64 + 1024, "two aborted blocks + the file");
+    assert_eq!(
+        s.bytes_sent,
+        IPXE_SIZE as u64 + 1024,
+        "two aborted blocks + the file"
+    );
 }
 
 /// A packet to a transfer's port from another port (or host) gets ERROR 5 (RFC 1350 §4) and
@@ -1376,7 +1409,8 @@ fn foreign_tid_gets_error_5_and_the_transfer_continues() {
     let server = Server::standard();
     let mut buf = [0u8; 2048];
     let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
     sock.send_to(
         &client::request(client::RRQ, "undionly.kpxe", "octet", &[]),
         server.addr,
@@ -1391,7 +1425,11 @@ fn foreign_tid_gets_error_5_and_the_transfer_continues() {
     stranger
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    for forged in [client::ack(1), client::error(0, "stop"), b"\x00\x09junk".to_vec()] {
+    for forged in [
+        client::ack(1),
+        client::error(0, "stop"),
+        b"\x00\x09junk".to_vec(),
+    ] {
         stranger.send_to(&forged, tid).unwrap();
     }
     let (n, from) = stranger.recv_from(&mut buf).unwrap();
@@ -1407,7 +1445,10 @@ fn foreign_tid_gets_error_5_and_the_transfer_continues() {
         .unwrap();
     assert!(stranger.recv_from(&mut buf).is_err(), "a second error-5");
     // The forged ACK did not advance the transfer: nothing came to the client.
-    assert!(sock.recv_from(&mut buf).is_err(), "the forged ACK was taken");
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "the forged ACK was taken"
+    );
     let s = server.wait_stats("strays counted", |s| s.unknown_tid == 3);
     assert_eq!(s.client_aborted, 0);
     // The real client finishes.
@@ -1511,7 +1552,12 @@ fn transfer_modes() {
     let server = Server::standard();
     let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
     let plan = Plan {
-        raw_request: Some(client::request(client::RRQ, "arm64/ipxe.efi", "NETASCII", &[])),
+        raw_request: Some(client::request(
+            client::RRQ,
+            "arm64/ipxe.efi",
+            "NETASCII",
+            &[],
+        )),
         ..Plan::default()
     };
     let got = fetch_on(&sock, server.addr, "arm64/ipxe.efi", &[], &plan).unwrap();

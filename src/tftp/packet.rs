@@ -386,7 +386,14 @@ mod tests {
         let p = req(
             RRQ,
             &[
-                b"a", b"mail", b"timeout", b"3", b"windowsize", b"8", b"x-unknown", b"1",
+                b"a",
+                b"mail",
+                b"timeout",
+                b"3",
+                b"windowsize",
+                b"8",
+                b"x-unknown",
+                b"1",
             ],
         );
         let Packet::Request(r) = parse(&p).unwrap() else {
@@ -432,7 +439,10 @@ mod tests {
         assert_eq!(opts(&[b"windowsize", b"0"]).windowsize, None);
         assert_eq!(opts(&[b"windowsize", b"65535"]).windowsize, Some(65535));
         assert_eq!(opts(&[b"windowsize", b"65536"]).windowsize, None);
-        assert_eq!(opts(&[b"tsize", b"18446744073709551615"]).tsize, Some(u64::MAX));
+        assert_eq!(
+            opts(&[b"tsize", b"18446744073709551615"]).tsize,
+            Some(u64::MAX)
+        );
         assert_eq!(opts(&[b"tsize", b"18446744073709551616"]).tsize, None);
         // The first of repeated options wins; an invalid first lets a valid second count.
         assert_eq!(
@@ -461,9 +471,15 @@ mod tests {
         assert_eq!(parse(b""), Err(ParseError::Truncated));
         assert_eq!(parse(b"\x00"), Err(ParseError::Truncated));
         assert_eq!(parse(b"\x00\x00"), Err(ParseError::UnknownOpcode(0)));
-        assert_eq!(parse(b"\x00\x07\x00\x01"), Err(ParseError::UnknownOpcode(7)));
+        assert_eq!(
+            parse(b"\x00\x07\x00\x01"),
+            Err(ParseError::UnknownOpcode(7))
+        );
         assert_eq!(parse(b"\x00\x01ipxe.efi"), Err(ParseError::Unterminated));
-        assert_eq!(parse(b"\x00\x01ipxe.efi\x00octet"), Err(ParseError::Unterminated));
+        assert_eq!(
+            parse(b"\x00\x01ipxe.efi\x00octet"),
+            Err(ParseError::Unterminated)
+        );
         assert_eq!(
             parse(b"\x00\x01ipxe.efi\x00binary\x00"),
             Err(ParseError::UnknownMode)

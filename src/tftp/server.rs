@@ -375,7 +375,12 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
             return;
         }
     };
-    let accepted = negotiate(&request.options, size, shared.max_block, shared.window_limit);
+    let accepted = negotiate(
+        &request.options,
+        size,
+        shared.max_block,
+        shared.window_limit,
+    );
     shared.lock_active().insert(peer);
     let transfer = Transfer {
         socket,
