@@ -336,7 +336,7 @@ fn raw_lockstep(server: SocketAddr, blksize: u16) -> Vec<u8> {
     let mut buf = vec![0u8; usize::from(blksize) + 4];
     let mut data = Vec::with_capacity(FILE_SIZE);
     let mut expected: u16 = 1;
-    let mut ack = |sock: &UdpSocket, n: u16, to: SocketAddr| {
+    let ack = |sock: &UdpSocket, n: u16, to: SocketAddr| {
         let [a, b] = n.to_be_bytes();
         sock.send_to(&[0, 4, a, b], to).unwrap();
     };

@@ -256,7 +256,7 @@ fn tftp_seeds() {
         b"\0\x06blksize\x001468\0",
     ];
     for (i, pkt) in others.iter().enumerate() {
-        s.put(&format!("{:02}", names.len() + i), pkt.to_vec());
+        s.put(&format!("{:02}", names.len() + i), pkt);
     }
 }
 

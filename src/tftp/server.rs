@@ -243,7 +243,7 @@ async fn listen(socket: UdpSocket, shared: Arc<Shared>) -> anyhow::Result<()> {
             }
             Err(e) if is_transient(&e) => {
                 failures += 1;
-                if failures == 1 || failures % 1000 == 0 {
+                if failures == 1 || failures.is_multiple_of(1000) {
                     warn!(error = %e, failures, "TFTP: receiving on the listening socket");
                 }
                 // A persistent error must not spin the thread.
