@@ -413,20 +413,25 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Ran {
     let log = fs::File::create(&log_path).expect("client log");
     cmd.stdout(log.try_clone().unwrap()).stderr(log);
     let mut child = cmd.spawn().expect("spawning a client");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let output = fs::read_to_string(&log_path).unwrap_or_default();
-                panic!("client timed out after {limit:?}: {output}");
-            }
-            Ok(None) => std::thread::sleep(Duration::from_micros(200)),
-            Err(e) => panic!("waiting for a client: {e}"),
+    // Wait blocked in `wait` and let a watchdog thread kill (by PID) a client that outlives
+    // `limit`: polling `try_wait` would wake this process thousands of times a second, and our
+    // server runs in this process, so the polling would tax only our side.
+    let pid = child.id().to_string();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(limit).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            true
+        } else {
+            false
         }
-    };
+    });
+    let status = child.wait().expect("waiting for a client");
+    let _ = done_tx.send(());
+    if watchdog.join().unwrap_or(false) {
+        let output = fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("client timed out after {limit:?}: {output}");
+    }
     let output = fs::read_to_string(&log_path).unwrap_or_default();
     let _ = fs::remove_file(&log_path);
     Ran {
