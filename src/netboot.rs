@@ -419,6 +419,23 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 9] = [
     ),
 ];
 
+/// The descriptions of [`NETBOOT_METRICS`].
+fn netboot_descs() -> Vec<prometheus::core::Desc> {
+    NETBOOT_METRICS
+        .iter()
+        .map(|(name, help, labels)| {
+            let labels = labels.iter().map(|l| l.to_string()).collect();
+            prometheus::core::Desc::new(
+                name.to_string(),
+                help.to_string(),
+                labels,
+                Default::default(),
+            )
+            .expect("valid metric description")
+        })
+        .collect()
+}
+
 /// Exposes the proxy-DHCP and TFTP counters as `bootfactory_dhcp_packets_total{outcome}` and
 /// `bootfactory_tftp_*_total`, read at scrape time.
 struct NetbootCollector {
@@ -648,19 +665,7 @@ impl Netboot {
             tftp: tftp.stats(),
             tftp_max_sessions: tftp.max_sessions(),
             leases,
-            descs: NETBOOT_METRICS
-                .iter()
-                .map(|(name, help, labels)| {
-                    let labels = labels.iter().map(|l| l.to_string()).collect();
-                    prometheus::core::Desc::new(
-                        name.to_string(),
-                        help.to_string(),
-                        labels,
-                        Default::default(),
-                    )
-                    .expect("valid metric description")
-                })
-                .collect(),
+            descs: netboot_descs(),
         };
         metrics.register_collector(Box::new(collector));
         tracing::info!(
@@ -696,6 +701,40 @@ mod tests {
     use super::*;
     use crate::config::TlsConfig;
     use crate::dhcp::Reservation;
+
+    #[test]
+    fn tftp_metrics_are_exposed() {
+        let tftp = Arc::new(crate::tftp::TftpStats::default());
+        crate::tftp::TftpStats::bump(&tftp.timed_out, 3);
+        crate::tftp::TftpStats::bump(&tftp.opt_windowsize, 2);
+        crate::tftp::TftpStats::bump(&tftp.unknown_tid, 1);
+        let collector = NetbootCollector {
+            dhcp: Arc::new(crate::dhcp::DhcpStats::default()),
+            tftp,
+            tftp_max_sessions: 7,
+            leases: None,
+            descs: netboot_descs(),
+        };
+        let registry = prometheus::Registry::new();
+        registry.register(Box::new(collector)).unwrap();
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut text,
+        )
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        for line in [
+            "bootfactory_tftp_transfers_total{end=\"timed_out\"} 3",
+            "bootfactory_tftp_transfers_total{end=\"client_aborted\"} 0",
+            "bootfactory_tftp_options_total{option=\"windowsize\"} 2",
+            "bootfactory_tftp_packets_total{kind=\"unknown_tid\"} 1",
+            "bootfactory_tftp_sessions_max 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
 
     fn config_in(dir: &std::path::Path) -> Config {
         let mut c = Config {
