@@ -382,6 +382,10 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
         shared.window_limit,
     );
     shared.lock_active().insert(peer);
+    let active = Active {
+        shared: Arc::clone(shared),
+        peer,
+    };
     let transfer = Transfer {
         socket,
         peer,
@@ -396,6 +400,7 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
         shared: Arc::clone(shared),
         retransmitted: 0,
         unknown_tid_replies: 0,
+        _active: active,
         _permit: permit,
     };
     tokio::spawn(transfer.run());
@@ -525,8 +530,23 @@ struct Transfer {
     /// Packets sent again (OACK or DATA).
     retransmitted: u64,
     unknown_tid_replies: u32,
+    /// The client TID's entry in [`Shared::active`], removed when the task ends (however).
+    _active: Active,
     /// The admission slot, freed when the task ends (after the socket is closed).
     _permit: Permit,
+}
+
+/// A live transfer's client address and port in [`Shared::active`]; removed on drop, so a
+/// transfer dropped at shutdown (or by a panic) never leaves its client locked out.
+struct Active {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.shared.lock_active().remove(&self.peer);
+    }
 }
 
 /// What one datagram on a transfer socket means to the transfer.
@@ -637,8 +657,7 @@ impl Transfer {
                 );
             }
         }
-        self.shared.lock_active().remove(&self.peer);
-        // `self` (socket, file, permit) is dropped here.
+        // `self` (socket, file, active entry, permit) is dropped here.
     }
 
     /// The lock-step (RFC 1350) or windowed (RFC 7440) exchange. `sent` counts the file bytes
