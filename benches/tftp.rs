@@ -5,6 +5,9 @@
 //! The file is 996,864 random bytes (the size of Debian's `ipxe-amd64.efi`). Each client
 //! (`atftp`, `curl`) fetches it with blksize 1468, and with blksize 1468 + windowsize 8 where
 //! the client supports it (atftp), alternating between the servers; the table shows medians.
+//! The `raw lock-step` rows are an in-process client (one block per ACK, like firmware; no
+//! process start, no file writes): they show the servers' per-ACK cost alone. Its ACK-to-ACK
+//! time per block is printed too.
 //!
 //! dnsmasq cannot be told to serve TFTP on another port, so everything runs on the loopback
 //! interface of a network namespace created for the run (`ip netns`, needs root): the bench
@@ -138,6 +141,8 @@ fn inside() {
     if have("curl") {
         cases.push(Case::Curl);
     }
+    cases.push(Case::Raw { blksize: 1468 });
+    cases.push(Case::Raw { blksize: 512 });
 
     println!(
         "TFTP fetch of {FILE_SIZE} random bytes over loopback in a network namespace; {runs} \
@@ -157,6 +162,7 @@ fn inside() {
         "| client / options | bootfactory ms | MB/s | dnsmasq ms | MB/s | throughput ours/dnsmasq |"
     );
     println!("|---|---:|---:|---:|---:|---:|");
+    let mut per_block = Vec::new();
     for case in &cases {
         let mut t_ours = Vec::new();
         let mut t_peer = Vec::new();
@@ -191,6 +197,15 @@ fn inside() {
         };
         let (m_ours, m_peer) = (median_time(&t_ours), median_time(&t_peer));
         let mbps = |d: Duration| FILE_SIZE as f64 / d.as_secs_f64() / 1e6;
+        if let Case::Raw { blksize } = case {
+            let blocks = (FILE_SIZE / usize::from(*blksize) + 1) as f64;
+            per_block.push(format!(
+                "{}: {:.1} µs per block (ACK to next ACK) from bootfactory, {:.1} µs from dnsmasq",
+                case.label(),
+                m_ours.as_secs_f64() * 1e6 / blocks,
+                m_peer.as_secs_f64() * 1e6 / blocks
+            ));
+        }
         println!(
             "| {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} |",
             case.label(),
@@ -201,7 +216,13 @@ fn inside() {
             mbps(m_ours) / mbps(m_peer)
         );
     }
-    println!("\nTimes are whole client runs (process start to exit), the same for both servers.");
+    println!(
+        "\nTimes are whole client runs (process start to exit) for atftp and curl, the transfer \
+         alone for the raw client; the same for both servers."
+    );
+    for line in per_block {
+        println!("{line}");
+    }
 
     drop(dnsmasq);
     let _ = stop_tx.send(());
@@ -210,8 +231,14 @@ fn inside() {
 
 /// One way of fetching the file.
 enum Case {
-    Atftp { windowsize: Option<u16> },
+    Atftp {
+        windowsize: Option<u16>,
+    },
     Curl,
+    /// The in-process lock-step client; blksize 512 means no options at all (RFC 1350).
+    Raw {
+        blksize: u16,
+    },
 }
 
 impl Case {
@@ -222,6 +249,8 @@ impl Case {
                 windowsize: Some(w),
             } => format!("atftp blksize 1468 windowsize {w}"),
             Case::Curl => "curl --tftp-blksize 1468".into(),
+            Case::Raw { blksize: 512 } => "raw lock-step, no options (blksize 512)".into(),
+            Case::Raw { blksize } => format!("raw lock-step blksize {blksize}"),
         }
     }
 
@@ -240,7 +269,7 @@ impl Case {
                 c.arg(addr.ip().to_string()).arg(addr.port().to_string());
                 c
             }
-            Case::Curl => {
+            Case::Curl | Case::Raw { .. } => {
                 let mut c = Command::new("curl");
                 c.args(["--silent", "--show-error", "--tftp-blksize", "1468", "-o"])
                     .arg(out)
@@ -250,9 +279,17 @@ impl Case {
         }
     }
 
-    /// Fetches once into `out`; returns the wall time of the client process.
+    /// Fetches once into `out`; returns the wall time of the client process (of the transfer
+    /// alone for the raw client).
     fn fetch(&self, addr: SocketAddr, out: &Path) -> Duration {
         let _ = fs::remove_file(out);
+        if let Case::Raw { blksize } = self {
+            let start = Instant::now();
+            let data = raw_lockstep(addr, *blksize);
+            let elapsed = start.elapsed();
+            fs::write(out, data).unwrap();
+            return elapsed;
+        }
         let cmd = self.command(addr, out, false);
         let start = Instant::now();
         let ran = run_bounded(cmd, FETCH_TIMEOUT);
@@ -280,6 +317,48 @@ impl Case {
                 }
             })
             .unwrap_or_else(|| "?".into())
+    }
+}
+
+/// Fetches the file one block per ACK from a fresh socket; blksize 512 sends no options.
+/// Panics on a timeout or an ERROR (the bench checks the content afterwards).
+fn raw_lockstep(server: SocketAddr, blksize: u16) -> Vec<u8> {
+    use std::net::UdpSocket;
+    let sock = UdpSocket::bind("127.0.0.1:0").expect("client socket");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut req = vec![0, 1];
+    req.extend_from_slice(FILE_NAME.as_bytes());
+    req.extend_from_slice(b"\0octet\0");
+    if blksize != 512 {
+        req.extend_from_slice(format!("blksize\0{blksize}\0").as_bytes());
+    }
+    sock.send_to(&req, server).unwrap();
+    let mut buf = vec![0u8; usize::from(blksize) + 4];
+    let mut data = Vec::with_capacity(FILE_SIZE);
+    let mut expected: u16 = 1;
+    let ack = |sock: &UdpSocket, n: u16, to: SocketAddr| {
+        let [a, b] = n.to_be_bytes();
+        sock.send_to(&[0, 4, a, b], to).unwrap();
+    };
+    loop {
+        let (n, from) = sock.recv_from(&mut buf).expect("raw client: no reply");
+        assert!(n >= 4, "raw client: short packet");
+        match u16::from_be_bytes([buf[0], buf[1]]) {
+            6 => ack(&sock, 0, from),
+            3 => {
+                let block = u16::from_be_bytes([buf[2], buf[3]]);
+                if block != expected {
+                    continue;
+                }
+                data.extend_from_slice(&buf[4..n]);
+                ack(&sock, block, from);
+                expected = expected.wrapping_add(1);
+                if n - 4 < usize::from(blksize) {
+                    return data;
+                }
+            }
+            op => panic!("raw client: opcode {op} from {from}"),
+        }
     }
 }
 
@@ -334,20 +413,25 @@ fn run_bounded(mut cmd: Command, limit: Duration) -> Ran {
     let log = fs::File::create(&log_path).expect("client log");
     cmd.stdout(log.try_clone().unwrap()).stderr(log);
     let mut child = cmd.spawn().expect("spawning a client");
-    let deadline = Instant::now() + limit;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break status,
-            Ok(None) if Instant::now() >= deadline => {
-                let _ = child.kill();
-                let _ = child.wait();
-                let output = fs::read_to_string(&log_path).unwrap_or_default();
-                panic!("client timed out after {limit:?}: {output}");
-            }
-            Ok(None) => std::thread::sleep(Duration::from_micros(200)),
-            Err(e) => panic!("waiting for a client: {e}"),
+    // Wait blocked in `wait` and let a watchdog thread kill (by PID) a client that outlives
+    // `limit`: polling `try_wait` would wake this process thousands of times a second, and our
+    // server runs in this process, so the polling would tax only our side.
+    let pid = child.id().to_string();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let watchdog = std::thread::spawn(move || {
+        if done_rx.recv_timeout(limit).is_err() {
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+            true
+        } else {
+            false
         }
-    };
+    });
+    let status = child.wait().expect("waiting for a client");
+    let _ = done_tx.send(());
+    if watchdog.join().unwrap_or(false) {
+        let output = fs::read_to_string(&log_path).unwrap_or_default();
+        panic!("client timed out after {limit:?}: {output}");
+    }
     let output = fs::read_to_string(&log_path).unwrap_or_default();
     let _ = fs::remove_file(&log_path);
     Ran {

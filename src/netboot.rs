@@ -368,7 +368,7 @@ pub fn bios_binary(boot_url: &str, served: &ServedIpxe) -> Option<String> {
 }
 
 /// Name, help and labels of the network-boot metrics.
-const NETBOOT_METRICS: [(&str, &str, &[&str]); 6] = [
+const NETBOOT_METRICS: [(&str, &str, &[&str]); 9] = [
     (
         "bootfactory_dhcp_packets_total",
         "DHCP packets received by the DHCP server (proxy or full mode), and what became of them",
@@ -400,7 +400,41 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 6] = [
         "Full DHCP mode: leases by state (offered, bound, declined)",
         &["state"],
     ),
+    (
+        "bootfactory_tftp_transfers_total",
+        "TFTP transfers that ended, by how (complete; client_aborted: the client sent an ERROR, \
+         e.g. a tsize probe; timed_out: the client stopped answering; failed: server-side error)",
+        &["end"],
+    ),
+    (
+        "bootfactory_tftp_options_total",
+        "TFTP transfers by option negotiated (oack: any option, so the transfer began with an OACK)",
+        &["option"],
+    ),
+    (
+        "bootfactory_tftp_packets_total",
+        "TFTP packets of note: retransmitted (sent again), unknown_tid (from a foreign port, \
+         answered with error 5), malformed (dropped), duplicate_request (a repeated RRQ)",
+        &["kind"],
+    ),
 ];
+
+/// The descriptions of [`NETBOOT_METRICS`].
+fn netboot_descs() -> Vec<prometheus::core::Desc> {
+    NETBOOT_METRICS
+        .iter()
+        .map(|(name, help, labels)| {
+            let labels = labels.iter().map(|l| l.to_string()).collect();
+            prometheus::core::Desc::new(
+                name.to_string(),
+                help.to_string(),
+                labels,
+                Default::default(),
+            )
+            .expect("valid metric description")
+        })
+        .collect()
+}
 
 /// Exposes the proxy-DHCP and TFTP counters as `bootfactory_dhcp_packets_total{outcome}` and
 /// `bootfactory_tftp_*_total`, read at scrape time.
@@ -487,6 +521,48 @@ impl NetbootCollector {
             out.extend(gauge.collect());
         }
         out.extend(tftp.collect());
+        for (i, label, values) in [
+            (
+                6,
+                "end",
+                [
+                    ("complete", t.served),
+                    ("client_aborted", t.client_aborted),
+                    ("timed_out", t.timed_out),
+                    ("failed", t.failed),
+                ],
+            ),
+            (
+                7,
+                "option",
+                [
+                    ("oack", t.negotiated),
+                    ("blksize", t.opt_blksize),
+                    ("tsize", t.opt_tsize),
+                    ("windowsize", t.opt_windowsize),
+                ],
+            ),
+            (
+                8,
+                "kind",
+                [
+                    ("retransmitted", t.retransmitted),
+                    ("unknown_tid", t.unknown_tid),
+                    ("malformed", t.malformed),
+                    ("duplicate_request", t.duplicate_requests),
+                ],
+            ),
+        ] {
+            let family = prometheus::IntCounterVec::new(
+                prometheus::Opts::new(NETBOOT_METRICS[i].0, NETBOOT_METRICS[i].1),
+                &[label],
+            )
+            .expect("valid metric");
+            for (value, n) in values {
+                family.with_label_values(&[value]).inc_by(n);
+            }
+            out.extend(family.collect());
+        }
         out.extend(bytes.collect());
         out.extend(sessions.collect());
         out.extend(sessions_max.collect());
@@ -589,19 +665,7 @@ impl Netboot {
             tftp: tftp.stats(),
             tftp_max_sessions: tftp.max_sessions(),
             leases,
-            descs: NETBOOT_METRICS
-                .iter()
-                .map(|(name, help, labels)| {
-                    let labels = labels.iter().map(|l| l.to_string()).collect();
-                    prometheus::core::Desc::new(
-                        name.to_string(),
-                        help.to_string(),
-                        labels,
-                        Default::default(),
-                    )
-                    .expect("valid metric description")
-                })
-                .collect(),
+            descs: netboot_descs(),
         };
         metrics.register_collector(Box::new(collector));
         tracing::info!(
@@ -637,6 +701,40 @@ mod tests {
     use super::*;
     use crate::config::TlsConfig;
     use crate::dhcp::Reservation;
+
+    #[test]
+    fn tftp_metrics_are_exposed() {
+        let tftp = Arc::new(crate::tftp::TftpStats::default());
+        crate::tftp::TftpStats::bump(&tftp.timed_out, 3);
+        crate::tftp::TftpStats::bump(&tftp.opt_windowsize, 2);
+        crate::tftp::TftpStats::bump(&tftp.unknown_tid, 1);
+        let collector = NetbootCollector {
+            dhcp: Arc::new(crate::dhcp::DhcpStats::default()),
+            tftp,
+            tftp_max_sessions: 7,
+            leases: None,
+            descs: netboot_descs(),
+        };
+        let registry = prometheus::Registry::new();
+        registry.register(Box::new(collector)).unwrap();
+        let mut text = Vec::new();
+        prometheus::Encoder::encode(
+            &prometheus::TextEncoder::new(),
+            &registry.gather(),
+            &mut text,
+        )
+        .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        for line in [
+            "bootfactory_tftp_transfers_total{end=\"timed_out\"} 3",
+            "bootfactory_tftp_transfers_total{end=\"client_aborted\"} 0",
+            "bootfactory_tftp_options_total{option=\"windowsize\"} 2",
+            "bootfactory_tftp_packets_total{kind=\"unknown_tid\"} 1",
+            "bootfactory_tftp_sessions_max 7",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
+        }
+    }
 
     fn config_in(dir: &std::path::Path) -> Config {
         let mut c = Config {

@@ -244,6 +244,20 @@ fn tftp_seeds() {
         pkt.extend_from_slice(b"\0octet\0blksize\x001468\0tsize\x000\0");
         s.put(&format!("{i:02}"), pkt);
     }
+    // The rest of what a client sends: every option, modes, padding, ACK, ERROR, a WRQ.
+    let others: [&[u8]; 8] = [
+        b"\0\x01ipxe.efi\0NetASCII\0BLKSIZE\x0065464\0timeout\x00255\0windowsize\x0016\0tsize\x000\0",
+        b"\0\x01ipxe.efi\0octet\0blksize\x001468\0\0\0\0",
+        b"\0\x01ipxe.efi\0mail\0blksize\x007\0windowsize\x000\0",
+        b"\0\x02ipxe.efi\0octet\0tsize\x0099\0",
+        b"\0\x04\xff\xff",
+        b"\0\x05\0\x08User aborted the transfer\0",
+        b"\0\x03\0\x01data",
+        b"\0\x06blksize\x001468\0",
+    ];
+    for (i, pkt) in others.iter().enumerate() {
+        s.put(&format!("{:02}", names.len() + i), pkt);
+    }
 }
 
 fn oci_seeds() {

@@ -817,20 +817,17 @@ fn tsize_probe_abort_then_fetch() {
 
     let got = fetch(server.addr, "ipxe.efi", &[("blksize", "1468")]).unwrap();
     assert!(got.data == ipxe());
-    // The probe's transfer ends on its own (async-tftp ignores the ERROR and gives up after
-    // its retransmissions); it does not count as served.
+    // The probe's transfer ended on the client's ERROR; it does not count as served.
     let s = server.wait_stats("probe ended", |s| s.served == 1 && s.requests == 2);
-    assert_eq!(s.served, 1);
+    assert_eq!((s.client_aborted, s.timed_out, s.in_progress), (1, 0, 0));
 }
 
-/// Characterises async-tftp 0.4 when a client re-uses its port after aborting a `tsize`
-/// probe: the engine ignores the client's ERROR and, while that transfer is alive, ignores a
-/// new request from the same address and port. The abandoned transfer's next OACK
-/// retransmission (one timeout later) reaches the client, which — accepting the first reply
-/// as RFC 1350 says — continues *that* transfer with the probe's options (no `blksize`: 512).
-/// The file arrives intact, one timeout late and at the probe's block size.
+/// A client that re-uses its port after aborting a `tsize` probe gets a new transfer with its
+/// new options: the probe's transfer ended on the ERROR. (If the new request overtakes the
+/// ERROR, it is taken for a repeat of the live probe's request and ignored; the client's own
+/// retransmission of the request then starts the new transfer.)
 #[test]
-fn same_port_rerequest_after_abort_continues_the_old_transfer() {
+fn same_port_rerequest_after_abort_is_a_new_transfer() {
     let server = Server::start(fast_retransmit_config(), embedded());
     let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -840,7 +837,6 @@ fn same_port_rerequest_after_abort_continues_the_old_transfer() {
     let (_, probe_tid) = sock.recv_from(&mut buf).unwrap();
     sock.send_to(&client::error(8, "abort"), probe_tid).unwrap();
 
-    let started = Instant::now();
     let got = fetch_on(
         &sock,
         server.addr,
@@ -849,19 +845,11 @@ fn same_port_rerequest_after_abort_continues_the_old_transfer() {
         &Plan::default(),
     )
     .unwrap();
-    let waited = started.elapsed();
     assert!(got.data == synthetic(UNDI_SIZE, 2));
-    if got.tid == probe_tid {
-        // The documented behaviour: the old transfer, with the probe's options.
-        assert_eq!(got.opt("blksize"), None, "{:?}", got.oack);
-        assert_eq!(got.opt("tsize"), Some(UNDI_SIZE.to_string().as_str()));
-        assert!(waited >= Duration::from_millis(250), "{waited:?}");
-    } else {
-        // A future engine that ends the transfer on the ERROR serves the new request.
-        eprintln!("note: same-port re-request served as a new transfer after {waited:?}");
-        assert_eq!(got.opt("blksize"), Some("1468"));
-    }
-    server.wait_stats("one transfer served", |s| s.served == 1);
+    assert_ne!(got.tid, probe_tid, "the aborted transfer answered");
+    assert_eq!(got.opt("blksize"), Some("1468"));
+    let s = server.wait_stats("one transfer served", |s| s.served == 1);
+    assert_eq!((s.client_aborted, s.in_progress), (1, 0));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1228,6 +1216,13 @@ fn rrq_flood_does_not_starve_http_under_a_low_fd_limit() {
     loop {
         let (_, body) = get("/metrics").expect("/metrics");
         if metric(&body, "bootfactory_tftp_sessions ") == 0 {
+            // Every admitted transfer of the flood was given up on, and says so.
+            let timed_out = metric(&body, "bootfactory_tftp_transfers_total{end=\"timed_out\"}");
+            assert!(timed_out > 0 && timed_out <= sent as u64, "{timed_out}");
+            assert_eq!(
+                metric(&body, "bootfactory_tftp_transfers_total{end=\"complete\"}"),
+                0
+            );
             break;
         }
         assert!(Instant::now() < deadline, "transfers still in progress");
@@ -1242,6 +1237,342 @@ fn rrq_flood_does_not_starve_http_under_a_low_fd_limit() {
     let want = bootfactory::ipxe::binary(bootfactory::ipxe::EFI_X64).unwrap();
     assert!(got.data == want.data, "ipxe.efi after the flood");
     drop(child);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Protocol details of the engine: client ERRORs, foreign TIDs, rollover, lost and repeated ACKs
+
+/// What a scripted receiver does with the ACK that completes a window (or a lock-step block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AckAction {
+    Send,
+    /// Lose it: the server times out and sends the window again.
+    Drop,
+    /// Send it twice: the copy must not make the server send anything twice.
+    Twice,
+}
+
+/// A raw receiver: requests `name` with `opts`, ACKs every `window` blocks (block numbers
+/// wrap at 65535) and asks `decide(n)` what to do with the n-th window ACK (0-based, the
+/// OACK's ACK 0 excluded). After a dropped ACK it re-ACKs when the server's retransmission
+/// of that window's last block arrives. Returns the file and the DATA packets received.
+fn scripted_fetch(
+    server: SocketAddr,
+    name: &str,
+    opts: &[(&str, &str)],
+    mut decide: impl FnMut(usize) -> AckAction,
+) -> (Vec<u8>, usize) {
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(&client::request(client::RRQ, name, "octet", opts), server)
+        .unwrap();
+    let mut buf = vec![0u8; 70_000];
+    let (mut blksize, mut window) = (512usize, 1usize);
+    let mut data = Vec::new();
+    let mut expected: u16 = 1;
+    let (mut in_window, mut acks, mut packets) = (0usize, 0usize, 0usize);
+    let mut dropped: Option<u16> = None;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "scripted fetch of {name} too slow"
+        );
+        let (n, tid) = sock.recv_from(&mut buf).expect("server went silent");
+        match client::parse(&buf[..n]) {
+            client::Packet::Oack(o) => {
+                for (k, v) in &o {
+                    match k.as_str() {
+                        "blksize" => blksize = v.parse().unwrap(),
+                        "windowsize" => window = v.parse().unwrap(),
+                        _ => {}
+                    }
+                }
+                sock.send_to(&client::ack(0), tid).unwrap();
+            }
+            client::Packet::Data(block, payload) => {
+                packets += 1;
+                if block != expected {
+                    // A retransmission of what we have: re-ACK a dropped window's end once.
+                    if dropped == Some(block) {
+                        sock.send_to(&client::ack(block), tid).unwrap();
+                        dropped = None;
+                    }
+                    continue;
+                }
+                let last = payload.len() < blksize;
+                data.extend_from_slice(&payload);
+                expected = expected.wrapping_add(1);
+                in_window += 1;
+                if last || in_window == window {
+                    in_window = 0;
+                    let action = decide(acks);
+                    acks += 1;
+                    match action {
+                        AckAction::Send => {
+                            sock.send_to(&client::ack(block), tid).unwrap();
+                        }
+                        AckAction::Twice => {
+                            sock.send_to(&client::ack(block), tid).unwrap();
+                            sock.send_to(&client::ack(block), tid).unwrap();
+                        }
+                        AckAction::Drop => dropped = Some(block),
+                    }
+                    if last && action != AckAction::Drop {
+                        return (data, packets);
+                    }
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+/// EDK2 reads `tsize` from the OACK and refuses it with an ERROR; any client may abort with an
+/// ERROR mid-transfer. Either ends the transfer at once: with a single slot and a 10 s timeout,
+/// the next request gets in right away instead of after the 60 s a timeout would take.
+#[test]
+fn client_error_ends_the_transfer_and_frees_its_slot_at_once() {
+    let server = Server::start(
+        TftpConfig {
+            max_sessions: 1,
+            timeout: Duration::from_secs(10),
+            ..test_config()
+        },
+        embedded(),
+    );
+    let mut buf = [0u8; 2048];
+    // After the OACK.
+    let probe = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    probe
+        .send_to(
+            &client::request(client::RRQ, "ipxe.efi", "octet", &[("tsize", "0")]),
+            server.addr,
+        )
+        .unwrap();
+    let (n, tid) = probe.recv_from(&mut buf).unwrap();
+    assert!(matches!(client::parse(&buf[..n]), client::Packet::Oack(_)));
+    let aborted = Instant::now();
+    probe
+        .send_to(&client::error(8, "User aborted the transfer"), tid)
+        .unwrap();
+    server.wait_stats("probe aborted", |s| {
+        s.client_aborted == 1 && s.in_progress == 0
+    });
+    assert!(
+        aborted.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        aborted.elapsed()
+    );
+    // Mid-transfer, lock-step, after DATA 1.
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(
+        &client::request(client::RRQ, "ipxe.efi", "octet", &[]),
+        server.addr,
+    )
+    .unwrap();
+    let (n, tid) = sock.recv_from(&mut buf).unwrap();
+    assert!(matches!(
+        client::parse(&buf[..n]),
+        client::Packet::Data(1, _)
+    ));
+    sock.send_to(&client::ack(1), tid).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).unwrap();
+    assert!(matches!(
+        client::parse(&buf[..n]),
+        client::Packet::Data(2, _)
+    ));
+    sock.send_to(&client::error(0, "disk full"), tid).unwrap();
+    server.wait_stats("mid-transfer abort", |s| {
+        s.client_aborted == 2 && s.in_progress == 0
+    });
+    // The only slot is free: a whole transfer goes through.
+    let got = fetch(server.addr, "ipxe.efi", &[("blksize", "1468")]).unwrap();
+    assert!(got.data == ipxe());
+    let s = server.wait_stats("served", |s| s.served == 1);
+    assert_eq!((s.timed_out, s.refused_busy, s.retransmitted), (0, 0, 0));
+    assert_eq!(
+        s.bytes_sent,
+        IPXE_SIZE as u64 + 1024,
+        "two aborted blocks + the file"
+    );
+}
+
+/// A packet to a transfer's port from another port (or host) gets ERROR 5 (RFC 1350 §4) and
+/// changes nothing: the transfer goes on with its client.
+#[test]
+fn foreign_tid_gets_error_5_and_the_transfer_continues() {
+    let server = Server::standard();
+    let mut buf = [0u8; 2048];
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    sock.send_to(
+        &client::request(client::RRQ, "undionly.kpxe", "octet", &[]),
+        server.addr,
+    )
+    .unwrap();
+    let (n, tid) = sock.recv_from(&mut buf).unwrap();
+    let mut data = match client::parse(&buf[..n]) {
+        client::Packet::Data(1, d) => d,
+        other => panic!("{other:?}"),
+    };
+    let stranger = UdpSocket::bind(("127.0.0.2", 0)).unwrap();
+    stranger
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    for forged in [
+        client::ack(1),
+        client::error(0, "stop"),
+        b"\x00\x09junk".to_vec(),
+    ] {
+        stranger.send_to(&forged, tid).unwrap();
+    }
+    let (n, from) = stranger.recv_from(&mut buf).unwrap();
+    assert_eq!(from, tid);
+    assert!(
+        matches!(client::parse(&buf[..n]), client::Packet::Error(5, _)),
+        "{:?}",
+        client::parse(&buf[..n])
+    );
+    // Only the ACK was answered (never an ERROR, nor garbage).
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(stranger.recv_from(&mut buf).is_err(), "a second error-5");
+    // The forged ACK did not advance the transfer: nothing came to the client.
+    assert!(
+        sock.recv_from(&mut buf).is_err(),
+        "the forged ACK was taken"
+    );
+    let s = server.wait_stats("strays counted", |s| s.unknown_tid == 3);
+    assert_eq!(s.client_aborted, 0);
+    // The real client finishes.
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut block = 1u16;
+    loop {
+        sock.send_to(&client::ack(block), tid).unwrap();
+        if data.len() % 512 != 0 || data.len() == UNDI_SIZE {
+            break;
+        }
+        let (n, _) = sock.recv_from(&mut buf).unwrap();
+        match client::parse(&buf[..n]) {
+            client::Packet::Data(b, d) if b == block + 1 => {
+                block = b;
+                data.extend_from_slice(&d);
+            }
+            other => panic!("after block {block}: {other:?}"),
+        }
+    }
+    assert!(data == synthetic(UNDI_SIZE, 2));
+    server.wait_stats("served", |s| s.served == 1);
+}
+
+/// More than 65535 blocks: block numbers wrap from 65535 to 0 and go on (blksize 8 keeps the
+/// file at half a megabyte). Lock-step, then windowed across the wrap.
+#[test]
+fn block_numbers_roll_over_past_65535() {
+    const SIZE: usize = 8 * 65_540 + 3; // 65,541 blocks
+    let mut files = embedded();
+    files.insert("rollover.bin", Bytes::from(synthetic(SIZE, 7)));
+    let server = Server::start(test_config(), files);
+    let want = synthetic(SIZE, 7);
+    let got = fetch(server.addr, "rollover.bin", &[("blksize", "8")]).unwrap();
+    assert_eq!(got.opt("blksize"), Some("8"));
+    assert_eq!(got.data.len(), SIZE);
+    assert!(got.data == want, "lock-step rollover: content differs");
+    assert_acks(got.acks, 65_542, "lock-step rollover");
+    let got = fetch(
+        server.addr,
+        "rollover.bin",
+        &[("blksize", "8"), ("windowsize", "7")],
+    )
+    .unwrap();
+    assert!(got.data == want, "windowed rollover: content differs");
+    let s = server.wait_stats("served 2", |s| s.served == 2);
+    assert_eq!(s.bytes_sent, 2 * SIZE as u64);
+}
+
+/// Windowsize 4: the ACK of the third window is lost, so the server times out and sends that
+/// window again (and nothing else twice); the ACK of the fifth is sent twice and the copy is
+/// ignored.
+#[test]
+fn windowed_transfer_recovers_a_lost_ack_and_ignores_a_repeated_one() {
+    let server = Server::start(fast_retransmit_config(), embedded());
+    let (data, packets) = scripted_fetch(
+        server.addr,
+        "undionly.kpxe",
+        &[("blksize", "512"), ("windowsize", "4")],
+        |n| match n {
+            2 => AckAction::Drop,
+            4 => AckAction::Twice,
+            _ => AckAction::Send,
+        },
+    );
+    assert!(data == synthetic(UNDI_SIZE, 2));
+    // 108847 bytes = 212 full blocks + 1: 213 blocks, plus the one window sent again; a few
+    // more only if this machine stalled past the 300 ms timeout.
+    let blocks = UNDI_SIZE / 512 + 1;
+    assert!(
+        (blocks + 4..=blocks + 12).contains(&packets),
+        "{packets} DATA packets for {blocks} blocks"
+    );
+    let s = server.wait_stats("served", |s| s.served == 1);
+    assert!(s.retransmitted >= 4, "{s:?}");
+    assert_eq!(s.bytes_sent, UNDI_SIZE as u64);
+}
+
+/// Lock-step with every ACK sent twice: a server that answered duplicate ACKs would send every
+/// block twice from then on (the Sorcerer's Apprentice, RFC 1123 §4.2.3.1).
+#[test]
+fn duplicate_acks_do_not_double_the_data() {
+    let server = Server::standard();
+    let (data, packets) =
+        scripted_fetch(server.addr, "undionly.kpxe", &[("blksize", "1468")], |_| {
+            AckAction::Twice
+        });
+    assert!(data == synthetic(UNDI_SIZE, 2));
+    let blocks = UNDI_SIZE / 1468 + 1;
+    assert!(
+        (blocks..=blocks + 4).contains(&packets),
+        "{packets} DATA packets for {blocks} blocks"
+    );
+    let s = server.wait_stats("served", |s| s.served == 1);
+    assert!(s.retransmitted <= 4, "{s:?}");
+}
+
+/// Modes: `netascii` is served like `octet` (the bytes as stored, like before the engine was
+/// replaced: boot files are binary), `mail` and unknown modes get error 4.
+#[test]
+fn transfer_modes() {
+    let server = Server::standard();
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    let plan = Plan {
+        raw_request: Some(client::request(
+            client::RRQ,
+            "arm64/ipxe.efi",
+            "NETASCII",
+            &[],
+        )),
+        ..Plan::default()
+    };
+    let got = fetch_on(&sock, server.addr, "arm64/ipxe.efi", &[], &plan).unwrap();
+    assert!(got.data == synthetic(4000, 4));
+    for mode in ["mail", "binary"] {
+        let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+        let plan = Plan {
+            raw_request: Some(client::request(client::RRQ, "ipxe.efi", mode, &[])),
+            ..Plan::default()
+        };
+        let err = fetch_on(&sock, server.addr, "ipxe.efi", &[], &plan).unwrap_err();
+        assert_eq!(err.code, 4, "{mode}: {err:?}");
+    }
+    let s = server.wait_stats("modes", |s| s.served == 1 && s.refused == 1);
+    assert_eq!(s.malformed, 1, "the unknown mode is a malformed request");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1590,8 +1921,8 @@ fn multihomed_reply_source() {
         assert_eq!(
             from.ip().to_string(),
             "192.0.2.1",
-            "wildcard listen (interface {iface:?}): async-tftp's reply source changed; \
-             update the docs in src/tftp/mod.rs"
+            "wildcard listen (interface {iface:?}): the reply source changed; update the docs \
+             in src/tftp/mod.rs"
         );
     }
 }

@@ -1,52 +1,87 @@
 //! Read-only TFTP server for the embedded iPXE binaries (and an optional extra directory).
 //!
-//! The protocol engine is [`async_tftp`] 0.4 (RFC 1350 plus the option extension RFC 2347,
-//! blksize RFC 2348, timeout/tsize RFC 2349 and windowsize RFC 7440). This module adds what a
-//! network-boot appliance needs around it:
+//! The engine is our own (`server.rs`, [`packet`]), on tokio's UDP sockets. It replaced
+//! async-tftp 0.4, which cost ~60 µs per ACK against dnsmasq's ~45 µs (firmware fetches one
+//! block per ACK, so that is the speed of a PXE boot), ignored a client's ERROR packet, did not
+//! tell the handler which options it had negotiated, and had to run on its own executor thread
+//! (README, "TFTP"; `benches/README.md`, "tftp").
 //!
+//! # The protocol, as served
+//!
+//! - **Requests** (RFC 1350): an RRQ starts a transfer from a new socket (a new transfer ID);
+//!   a WRQ gets error 2 (the server is read-only). Modes: `octet`; `netascii` is served as
+//!   `octet` — the bytes as stored, no CR LF translation, as async-tftp did (boot files are
+//!   binary); `mail` and unknown modes get error 4. A request repeated from the client address
+//!   and port of a live transfer is a retransmission and is ignored (the transfer answers).
 //! - **What is served** ([`TftpFiles`], [`files`]): the embedded files by name, then regular
 //!   files under [`TftpConfig::extra_dir`]. [`resolve_request`] is the path policy: one leading
-//!   `/` is tolerated, everything that could leave the served set is refused with TFTP error 2
-//!   (access violation). Unknown names get error 1 (file not found). Write requests get error 2.
-//! - **Options**: `blksize` is clamped to [`TftpConfig::max_block_size`] (by default derived
-//!   from the interface MTU: MTU − 20 IP − 8 UDP − 4 TFTP, and 1468 when the MTU is unknown or
-//!   the interface is loopback); `tsize` is answered with the real size; `windowsize` is
-//!   honoured up to [`TftpConfig::window_size_limit`]; a client `timeout` option is **not**
-//!   accepted (see below).
-//! - **Sockets** ([`net`]): `SO_BINDTODEVICE` when an interface is configured, a large receive
-//!   buffer for boot storms, and errors that name the missing capability.
+//!   `/` is tolerated, everything that could leave the served set is refused with error 2
+//!   (access violation). Unknown names get error 1 (file not found).
+//! - **Options** (RFC 2347): the OACK lists only the options granted, and is sent only when at
+//!   least one was; otherwise DATA 1 comes at once with 512-byte blocks. `blksize` (RFC 2348)
+//!   is clamped to [`TftpConfig::max_block_size`] (by default derived from the interface MTU:
+//!   MTU − 20 IP − 8 UDP − 4 TFTP, and 1468 when the MTU is unknown or the interface is
+//!   loopback); `tsize` (RFC 2349) is answered with the real size; `windowsize` (RFC 7440) is
+//!   granted up to [`TftpConfig::window_size_limit`]; `timeout` (RFC 2349) is never
+//!   acknowledged (see "Bounded lifetime"). Out-of-range values are not acknowledged.
+//! - **The transfer**: blocks `1..=n`, the last one shorter than `blksize` — empty when the
+//!   size is an exact multiple. Block numbers are 16 bits on the wire and roll over from 65535
+//!   to 0 (what iPXE, EDK2, curl and atftp expect); internally the position is a 64-bit
+//!   count, so an ACK is placed exactly within the window in flight.
+//! - **ACKs**: an ACK for a block in the window in flight moves the window to the block after
+//!   it and sends the next window at once (for a window of 1: the next block); with a window,
+//!   an ACK short of the window's end is the client reporting a gap, and the window restarts
+//!   after it (RFC 7440). An ACK for what is already acknowledged — a duplicate, or a late one —
+//!   is ignored: answering it would send every later block twice (the Sorcerer's Apprentice
+//!   bug, RFC 1123 §4.2.3.1). Losses are recovered by the retransmission timer only.
+//! - **Client ERROR**: ends the transfer at once and frees its slot — EDK2 asks for `tsize`,
+//!   reads it from the OACK and aborts with an ERROR before asking again
+//!   ([`TftpStats::client_aborted`]).
+//! - **Foreign packets**: a datagram on a transfer's socket from any other address or port gets
+//!   error 5 (unknown transfer ID, RFC 1350 §4; never in answer to an ERROR or to garbage, and
+//!   at most 16 per transfer) and the transfer goes on ([`TftpStats::unknown_tid`]).
 //! - **Admission** ([`sessions`]): at most [`TftpConfig::max_sessions`] transfers in progress,
 //!   and at most [`TftpConfig::max_sessions_per_client`] per client IP address. A request over
-//!   either cap gets TFTP error 0 with a "server busy"/"too many transfers from …" message,
-//!   before any file or socket is opened for it, and is counted in
-//!   [`TftpStats::refused_busy`] / [`TftpStats::refused_client_busy`]. The global cap is also
-//!   held to an eighth of the process's `RLIMIT_NOFILE` ([`fd_session_cap`]): a transfer holds at
-//!   most two descriptors (its socket and, for the extra directory, the file), so TFTP can never
-//!   take more than a quarter of the descriptors and starve the HTTP side.
-//! - **Accounting**: [`TftpStats`] counters and one `info` event per transfer.
+//!   either cap gets error 0 with a "server busy"/"too many transfers from …" message, before
+//!   any file or socket is opened for it, and is counted in [`TftpStats::refused_busy`] /
+//!   [`TftpStats::refused_client_busy`]. The global cap is also held to an eighth of the
+//!   process's `RLIMIT_NOFILE` ([`fd_session_cap`]): a transfer holds at most two descriptors
+//!   (its socket and, for the extra directory, the file), so TFTP can never take more than a
+//!   quarter of the descriptors and starve the HTTP side.
+//! - **Accounting**: [`TftpStats`] counters (exported as `bootfactory_tftp_*` metrics) and one
+//!   `info` event per transfer with the negotiated options (`options=blksize=1468 tsize=…`),
+//!   the block and window size in effect, bytes, retransmissions, duration and how it ended.
 //!
-//! # Bounded session lifetime
+//! # Bounded lifetime
 //!
-//! async-tftp keeps a transfer alive while it retransmits to a silent client: (retries + 1) ×
-//! timeout. RFC 2349 lets a client set that timeout to up to 255 s, and the engine would use the
-//! client's value for its own retransmissions — 1,000 requests with `timeout 255` would pin
-//! 1,000 descriptors for 25 minutes. The engine can only honour or ignore the option for every
-//! request (RFC 2349 has the server either echo the client's value in the OACK or leave the
-//! option out; it cannot answer a smaller one), so the service runs it with
-//! `ignore_client_timeout`: the option is left out of the OACK and the server's own
-//! [`TftpConfig::timeout`] (at most [`MAX_TIMEOUT`]) paces retransmissions. A client keeps its own
-//! timer for its own retransmissions, as RFC 2349 allows when the option is not acknowledged.
-//! An abandoned transfer (the client stopped answering, or sent an ERROR, which the engine
-//! ignores) therefore frees its slot and descriptors after at most
-//! `(MAX_SEND_RETRIES + 1) × timeout`: 12 s with the default 2 s, 60 s at the 10 s maximum.
+//! A transfer waits [`TftpConfig::timeout`] (at most [`MAX_TIMEOUT`]) for an answer, sends its
+//! OACK or window again, and gives up after [`MAX_SEND_RETRIES`] retransmissions without
+//! progress, sending a closing ERROR: a silent client holds a slot for at most
+//! `(MAX_SEND_RETRIES + 1) × timeout` — 12 s with the default 2 s, 60 s at the 10 s maximum.
+//! RFC 2349 lets a client ask for a `timeout` of up to 255 s, and the server can only echo the
+//! value or leave the option out; honouring it would let 1,000 requests with `timeout 255` pin
+//! 1,000 descriptors for 25 minutes. So the option is left out of the OACK and our own timer
+//! paces retransmissions; the client keeps its own timer for its own retransmissions, as
+//! RFC 2349 allows when the option is not acknowledged.
+//!
+//! # Cost per ACK
+//!
+//! The listener and every transfer run on one thread (`tftp`) under a single-threaded tokio
+//! runtime, like dnsmasq's single process: an ACK wakes that thread from `epoll`, which reads
+//! it (`recvfrom`), copies the next block from memory into the transfer's one reused buffer and
+//! sends it (`sendto`), then sleeps again. The retransmission timer is armed once and only
+//! moved when it fires early: an ACK just records a new deadline. Nothing is allocated per
+//! block. async-tftp, by contrast, ran its reactor on a second thread (async-io) and its
+//! transfers under `block_on` on a third, so every ACK crossed threads twice, and it allocated
+//! a block buffer and registered a fresh timer per block.
 //!
 //! # Per-transfer sockets and the reply source address
 //!
-//! Like every standard TFTP server, async-tftp answers each request from a new socket
-//! (a new TID). It binds that socket to **the listening socket's local IP** with port 0
-//! (`async-tftp-0.4.2/src/server/read_req.rs`, `ReadRequest::init`; errors use the same
-//! address, `server.rs`, `send_error`). Consequences, checked by `tests/tftp_server.rs`
-//! (`multihomed_reply_source`, in network namespaces):
+//! Like every standard TFTP server, each transfer gets a new socket (a new TID). It is bound
+//! to **the listening socket's local IP** with port 0; ERROR answers to requests are sent
+//! the same way. It is not `connect`ed: a connected socket would never see packets from other
+//! ports, which RFC 1350 wants answered with error 5. Consequences, checked by
+//! `tests/tftp_server.rs` (`multihomed_reply_source`, in network namespaces):
 //!
 //! - Listening on a **specific address** (e.g. `192.0.2.2:69`): every reply comes from exactly
 //!   that address. This is the configuration to use on multi-homed hosts — bind to the same
@@ -59,26 +94,11 @@
 //!   its UDP child with the server address as remote address) drops it.
 //! - The per-transfer sockets are **not** bound to the interface (`SO_BINDTODEVICE` applies to
 //!   the listening socket only); replies follow the routing table.
-//!
-//! # Other async-tftp behaviour worth knowing
-//!
-//! - It ignores a client's ERROR packet during a read: EDK2 asks for `tsize` and then aborts
-//!   with an ERROR, and the abandoned transfer retransmits its OACK until it gives up. We limit
-//!   that to [`MAX_SEND_RETRIES`] retransmissions (the library default is 100).
-//! - A request from a client address and port that already has a live transfer is ignored. A
-//!   client that re-uses its port after aborting a `tsize` probe therefore receives the
-//!   abandoned transfer's next OACK retransmission (one timeout later) and, accepting it,
-//!   continues *that* transfer with the probe's options — the file arrives intact, but late and
-//!   at the probe's block size (`same_port_rerequest_after_abort_continues_the_old_transfer`).
-//!   Clients that open a fresh socket per request (curl, atftp) are unaffected.
-//! - The negotiated options are not visible to the handler: the `blksize` in our transfer log is
-//!   observed from the engine's read size, and the window size is logged as the configured limit.
-//! - The TFTP error text for code 2 is the library's fixed "Permission denied" (the code is
-//!   what clients act on); code 1 reads "File not found".
 
 pub(crate) mod files;
 pub(crate) mod net;
-mod server;
+pub mod packet;
+pub(crate) mod server;
 pub(crate) mod sessions;
 
 use std::net::SocketAddr;
@@ -166,13 +186,14 @@ impl Default for TftpConfig {
 /// Counters of a running TFTP service (monotonic, relaxed atomics).
 #[derive(Debug, Default)]
 pub struct TftpStats {
-    /// Read and write requests that reached the server (duplicates of an in-progress request
-    /// from the same address and port are dropped by the engine and not counted).
+    /// Read and write requests that reached the server (a request repeated from the same client
+    /// address and port while its transfer is live is counted in
+    /// [`TftpStats::duplicate_requests`] instead).
     pub requests: AtomicU64,
-    /// Transfers that handed the whole file to the engine (the last block was sent).
+    /// Transfers whose last block the client acknowledged.
     pub served: AtomicU64,
-    /// Requests refused with an access violation: path policy, write requests, symlink
-    /// escapes, non-regular files.
+    /// Requests refused with an access violation (path policy, write requests, symlink escapes,
+    /// non-regular files) or an illegal operation (`mail` mode).
     pub refused: AtomicU64,
     /// Requests for names that are neither embedded nor in the extra directory.
     pub not_found: AtomicU64,
@@ -185,6 +206,32 @@ pub struct TftpStats {
     pub refused_client_busy: AtomicU64,
     /// Transfers in progress now (a gauge: admitted and not yet ended).
     pub in_progress: AtomicU64,
+    /// Transfers the client ended with an ERROR packet (EDK2's `tsize` probe ends this way);
+    /// each freed its slot at once.
+    pub client_aborted: AtomicU64,
+    /// Transfers given up after [`MAX_SEND_RETRIES`] retransmissions without an answer.
+    pub timed_out: AtomicU64,
+    /// Transfers ended by a server-side error (file read or socket send failed).
+    pub failed: AtomicU64,
+    /// Packets sent again (OACK or DATA) after a timeout or a client's gap ACK.
+    pub retransmitted: AtomicU64,
+    /// Datagrams on a transfer socket from another address or port (answered with error 5, at
+    /// most 16 per transfer).
+    pub unknown_tid: AtomicU64,
+    /// Datagrams dropped as malformed: unparsable, oversized, a non-request on the listening
+    /// port, or neither ACK nor ERROR from a transfer's client.
+    pub malformed: AtomicU64,
+    /// Requests repeated from the client address and port of a live transfer (ignored: the
+    /// transfer answers).
+    pub duplicate_requests: AtomicU64,
+    /// Transfers that started with an OACK (at least one option accepted).
+    pub negotiated: AtomicU64,
+    /// Transfers that negotiated `blksize` (RFC 2348).
+    pub opt_blksize: AtomicU64,
+    /// Transfers that negotiated `tsize` (RFC 2349).
+    pub opt_tsize: AtomicU64,
+    /// Transfers that negotiated `windowsize` (RFC 7440).
+    pub opt_windowsize: AtomicU64,
 }
 
 /// A point-in-time copy of [`TftpStats`].
@@ -206,6 +253,28 @@ pub struct TftpStatsSnapshot {
     pub refused_client_busy: u64,
     /// See [`TftpStats::in_progress`].
     pub in_progress: u64,
+    /// See [`TftpStats::client_aborted`].
+    pub client_aborted: u64,
+    /// See [`TftpStats::timed_out`].
+    pub timed_out: u64,
+    /// See [`TftpStats::failed`].
+    pub failed: u64,
+    /// See [`TftpStats::retransmitted`].
+    pub retransmitted: u64,
+    /// See [`TftpStats::unknown_tid`].
+    pub unknown_tid: u64,
+    /// See [`TftpStats::malformed`].
+    pub malformed: u64,
+    /// See [`TftpStats::duplicate_requests`].
+    pub duplicate_requests: u64,
+    /// See [`TftpStats::negotiated`].
+    pub negotiated: u64,
+    /// See [`TftpStats::opt_blksize`].
+    pub opt_blksize: u64,
+    /// See [`TftpStats::opt_tsize`].
+    pub opt_tsize: u64,
+    /// See [`TftpStats::opt_windowsize`].
+    pub opt_windowsize: u64,
 }
 
 impl TftpStats {
@@ -220,6 +289,17 @@ impl TftpStats {
             refused_busy: self.refused_busy.load(Ordering::Relaxed),
             refused_client_busy: self.refused_client_busy.load(Ordering::Relaxed),
             in_progress: self.in_progress.load(Ordering::Relaxed),
+            client_aborted: self.client_aborted.load(Ordering::Relaxed),
+            timed_out: self.timed_out.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            retransmitted: self.retransmitted.load(Ordering::Relaxed),
+            unknown_tid: self.unknown_tid.load(Ordering::Relaxed),
+            malformed: self.malformed.load(Ordering::Relaxed),
+            duplicate_requests: self.duplicate_requests.load(Ordering::Relaxed),
+            negotiated: self.negotiated.load(Ordering::Relaxed),
+            opt_blksize: self.opt_blksize.load(Ordering::Relaxed),
+            opt_tsize: self.opt_tsize.load(Ordering::Relaxed),
+            opt_windowsize: self.opt_windowsize.load(Ordering::Relaxed),
         }
     }
 
