@@ -80,13 +80,14 @@ pub(crate) async fn storm(
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let gate = gated.then(|| Gate::new(clients));
+    let limit = expect.machine_timeout;
     for idx in 0..clients {
         let (dhcp, expect) = (dhcp.clone(), expect.clone());
         let ticket = Ticket(gate.clone());
         tasks.spawn(async move {
-            let r = tokio::time::timeout(MACHINE_TIMEOUT, machine(run, idx, dhcp, expect, ticket))
+            let r = tokio::time::timeout(limit, machine(run, idx, dhcp, expect, ticket))
                 .await
-                .unwrap_or_else(|_| Err(format!("did not boot within {MACHINE_TIMEOUT:?}")));
+                .unwrap_or_else(|_| Err(format!("did not boot within {limit:?}")));
             (idx, r)
         });
     }
@@ -129,15 +130,27 @@ pub(crate) async fn storm(
     }
 }
 
-/// Joins the clients namespace on this thread, then runs both storms on a runtime whose
+/// What the storm thread runs.
+pub(crate) struct Plan {
+    pub(crate) clients: usize,
+    pub(crate) cold_gate: bool,
+    /// `cold` and/or `warm`, in order.
+    pub(crate) storms: Vec<&'static str>,
+}
+
+/// Joins the clients namespace on this thread, then runs the storms on a runtime whose
 /// threads (created here) inherit it.
 pub(crate) fn storms(
     ns: &str,
-    clients: usize,
-    cold_gate: bool,
+    plan: Plan,
     pid: u32,
     expect: Expect,
 ) -> Result<Vec<StormResult>, String> {
+    let Plan {
+        clients,
+        cold_gate,
+        storms,
+    } = plan;
     let fd = std::fs::File::open(format!("/var/run/netns/{ns}"))
         .map_err(|e| format!("open namespace {ns}: {e}"))?;
     nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
@@ -166,9 +179,9 @@ pub(crate) fn storms(
             DhcpMux::bind().map_err(|e| format!("binding 0.0.0.0:68 on {CLIENT_IF}: {e}"))?;
         let expect = Arc::new(expect);
         let mut results = Vec::new();
-        for (run, name) in ["cold", "warm"].into_iter().enumerate() {
+        for (run, name) in storms.into_iter().enumerate() {
             eprintln!("[bootstorm] {name} storm: {clients} machines");
-            let gated = run == 0 && cold_gate;
+            let gated = name == "cold" && cold_gate;
             let r = storm(
                 name,
                 run,
