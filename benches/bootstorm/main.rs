@@ -451,7 +451,8 @@ fn main() {
         let (results, setup) = bench(&mut lab, run);
         print_report(&results, run, &setup);
         failed += results.iter().map(|r| r.failures.len()).sum::<usize>();
-        rows.extend(results.iter().map(|r| ScaleRow::new(run, r)));
+        let baseline = results.first().map_or(0, |r| r.mem_before.rss);
+        rows.extend(results.iter().map(|r| ScaleRow::new(run, r, baseline)));
         // `lab` drops here: bootfactory stopped, namespaces deleted.
     }
     print_scaling(&rows);

@@ -133,6 +133,14 @@ pub(crate) fn print_report(results: &[StormResult], settings: &Settings, setup: 
             distinct(|m| m.initrd_bytes),
             r.strays
         );
+        println!(
+            "  UDP drops: bootfactory's namespace InErrors {} (receive buffer full {}, send buffer {}); machines' namespace InErrors {} (receive buffer full {})",
+            r.udp_server.in_errors,
+            r.udp_server.rcvbuf_errors,
+            r.udp_server.sndbuf_errors,
+            r.udp_clients.in_errors,
+            r.udp_clients.rcvbuf_errors,
+        );
         let get = |name: &str, kind: &str| {
             r.assets
                 .get(&(name.to_string(), kind.to_string()))
@@ -184,7 +192,7 @@ pub(crate) struct ScaleRow {
     busy: u32,
     wall: f64,
     bytes: u64,
-    /// VmHWM of the storm (reset before it) and VmRSS before it, KiB.
+    /// VmHWM of the storm (reset before it) and VmRSS before the run's first storm, KiB.
     hwm: u64,
     rss_before: u64,
     anon_max: u64,
@@ -192,7 +200,8 @@ pub(crate) struct ScaleRow {
 }
 
 impl ScaleRow {
-    pub(crate) fn new(run: &Settings, r: &StormResult) -> ScaleRow {
+    /// `baseline`: bootfactory's VmRSS before the run's first storm, KiB.
+    pub(crate) fn new(run: &Settings, r: &StormResult, baseline: u64) -> ScaleRow {
         ScaleRow {
             profile: run.profile,
             storm: r.name,
@@ -211,7 +220,7 @@ impl ScaleRow {
                 .map(|m| m.tftp_bytes + m.kernel_bytes + m.initrd_bytes)
                 .sum(),
             hwm: r.mem_after.hwm,
-            rss_before: r.mem_before.rss,
+            rss_before: baseline,
             anon_max: r.mem_sampled.anon,
             cpu: r.cpu,
         }
@@ -222,7 +231,8 @@ impl ScaleRow {
         self.wall * 1000.0 / self.clients as f64
     }
 
-    /// Peak RSS above the RSS before the storm, per machine, KiB.
+    /// Peak RSS above the RSS before the first storm, per machine, KiB (the allocator keeps
+    /// much of a storm's memory, so the RSS before a warm storm is no baseline).
     fn rss_per_machine(&self) -> f64 {
         self.hwm.saturating_sub(self.rss_before) as f64 / self.clients as f64
     }
@@ -234,7 +244,7 @@ impl ScaleRow {
 pub(crate) fn print_scaling(rows: &[ScaleRow]) {
     println!();
     println!(
-        "Scaling (per storm; RSS/machine = (VmHWM − VmRSS before the storm) / machines; \
+        "Scaling (per storm; RSS/machine = (VmHWM − VmRSS before the first storm of the run) / machines; \
          ×first = per-machine cost over that of the fewest machines of the same fixture and storm):"
     );
     println!();

@@ -22,6 +22,9 @@ pub(crate) struct StormResult {
     pub(crate) tftp_cpu: f64,
     /// `/metrics` asset counters added during the storm, by (counter, output kind).
     pub(crate) assets: BTreeMap<(String, String), u64>,
+    /// UDP drops during the storm in bootfactory's namespace and in the machines'.
+    pub(crate) udp_server: UdpCounters,
+    pub(crate) udp_clients: UdpCounters,
 }
 
 /// Sums `image_factory_assets_*_total` by counter and `output_kind`.
@@ -76,6 +79,11 @@ pub(crate) async fn storm(
     let cpu_before = cpu_seconds(pid);
     let tftp_cpu_before = thread_cpu_seconds(pid, "tftp");
     let strays_before = dhcp.strays.load(Ordering::Relaxed);
+    let server_snmp = format!("/proc/{pid}/net/snmp");
+    // The runtime's threads are all in the machines' namespace.
+    let client_snmp = "/proc/thread-self/net/snmp";
+    let udp_server_before = UdpCounters::read(&server_snmp);
+    let udp_clients_before = UdpCounters::read(client_snmp);
     let sampler = RssSampler::start(pid);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
@@ -101,6 +109,8 @@ pub(crate) async fn storm(
         }
     }
     let wall = started.elapsed();
+    let udp_server = UdpCounters::read(&server_snmp).since(udp_server_before);
+    let udp_clients = UdpCounters::read(client_snmp).since(udp_clients_before);
     let mem_sampled = sampler.finish();
     let mem_after = mem(pid).unwrap_or_default();
     let cpu = cpu_seconds(pid) - cpu_before;
@@ -127,6 +137,8 @@ pub(crate) async fn storm(
         cpu,
         tftp_cpu,
         assets,
+        udp_server,
+        udp_clients,
     }
 }
 
