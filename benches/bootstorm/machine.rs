@@ -239,6 +239,11 @@ pub(crate) async fn machine(
         .no_proxy()
         .user_agent(IPXE_USER_AGENT)
         .connect_timeout(Duration::from_secs(10))
+        // Below bootfactory's `http.idleTimeoutSeconds` (60 s): a machine held at the cold
+        // storm's gate longer than that must not send its initramfs request on a connection
+        // the server is closing (5 of 5,000 machines failed so); it opens a new one, as
+        // any client that keeps connections should.
+        .pool_idle_timeout(Duration::from_secs(30))
         .timeout(expect.machine_timeout)
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
