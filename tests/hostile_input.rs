@@ -196,6 +196,60 @@ async fn new_builds_are_rate_limited_per_client() {
     assert_eq!(pxe.status(), 429);
 }
 
+/// A boot storm asks for one new initramfs thousands of times at once, often from one address
+/// (NAT; the bootstorm bench): only the request that starts the build is charged; the ones that
+/// arrive while it prepares (before the builder lists it in flight) join it for free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_build_is_charged_once_however_many_requests_join_it() {
+    let data = tempfile::tempdir().unwrap();
+    let options = FixtureOptions {
+        versions: vec!["v1.11.6".into()],
+        ..FixtureOptions::default()
+    };
+    import_fixture(data.path(), &options).await;
+    let server = TestServer::start_in(
+        data,
+        &[
+            ("offline", "true"),
+            ("build.perClientBurst", "1"),
+            ("build.perClientPerMinute", "1"),
+        ],
+    )
+    .await;
+    let storm = post_schematic(
+        &server,
+        "customization: {systemExtensions: {officialExtensions: [siderolabs/amd-ucode, siderolabs/iscsi-tools]}}",
+    )
+    .await;
+    let other = post_schematic(&server, "customization: {extraKernelArgs: [\"x=1\"]}").await;
+    let url = |id: &str, file: &str| format!("{}/image/{id}/v1.11.6/{file}", server.url);
+    let mut requests = tokio::task::JoinSet::new();
+    for _ in 0..64 {
+        let url = url(&storm, "initramfs-amd64.xz");
+        requests.spawn(async move {
+            let resp = client().get(url).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.text().await.unwrap_or_default())
+        });
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(done) = requests.join_next().await {
+        let (status, body) = done.unwrap();
+        if status != 200 {
+            eprintln!("{status}: {}", body.trim());
+        }
+        *statuses.entry(status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses, [(200, 64)].into(), "all 64 requests served");
+    // The one token went to the one build: the next new build is refused.
+    let refused = client()
+        .get(url(&other, "cmdline-metal-amd64"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 429);
+}
+
 /// Defect 6: past the store quota, new content is refused with 507 naming the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_quota_answers_507() {

@@ -8,6 +8,8 @@ pub(crate) struct MachineReport {
     pub(crate) total: Duration,
     pub(crate) dhcp_resends: u32,
     pub(crate) tftp_resends: u32,
+    /// TFTP requests refused with "server busy" and asked again.
+    pub(crate) tftp_busy: u32,
     pub(crate) tftp_bytes: u64,
     pub(crate) tftp_blksize: usize,
     pub(crate) kernel_bytes: u64,
@@ -18,6 +20,9 @@ pub(crate) struct MachineReport {
 pub(crate) struct Expect {
     pub(crate) schematic: String,
     pub(crate) ipxe_size: u64,
+    /// Longest one machine may take for its whole boot, and one HTTP request (the cold
+    /// initramfs waits for a build, then streams while every other machine does).
+    pub(crate) machine_timeout: Duration,
 }
 
 /// Locally administered, unicast; the same machines boot in every storm.
@@ -183,7 +188,16 @@ pub(crate) async fn machine(
 
     // TFTP.
     let t = Instant::now();
-    let got = tftp_get(SocketAddr::V4(SocketAddrV4::new(next_server, 69)), ipxe).await?;
+    let got = loop {
+        match tftp_get(SocketAddr::V4(SocketAddrV4::new(next_server, 69)), ipxe).await {
+            Ok(got) => break got,
+            Err(TftpError::Busy(_)) if r.tftp_busy < TFTP_BUSY_RETRIES => {
+                r.tftp_busy += 1;
+                tokio::time::sleep(TFTP_BUSY_RETRY_AFTER).await;
+            }
+            Err(TftpError::Busy(e) | TftpError::Failed(e)) => return Err(e),
+        }
+    };
     if got.bytes != expect.ipxe_size || got.tsize.is_some_and(|s| s != got.bytes) {
         return Err(format!(
             "tftp {ipxe}: {} bytes (tsize {:?}), the embedded binary has {}",
@@ -225,7 +239,12 @@ pub(crate) async fn machine(
         .no_proxy()
         .user_agent(IPXE_USER_AGENT)
         .connect_timeout(Duration::from_secs(10))
-        .timeout(HTTP_TIMEOUT)
+        // Below bootfactory's `http.idleTimeoutSeconds` (60 s): a machine held at the cold
+        // storm's gate longer than that must not send its initramfs request on a connection
+        // the server is closing (5 of 5,000 machines failed so); it opens a new one, as
+        // any client that keeps connections should.
+        .pool_idle_timeout(Duration::from_secs(30))
+        .timeout(expect.machine_timeout)
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
     let t = Instant::now();

@@ -52,13 +52,29 @@
 //! initramfs requests built, were served from the cache, or (the rest) joined a build in
 //! flight. The WARN/ERROR lines of bootfactory's log are counted and the first ones shown.
 //!
-//! Knobs: `BENCH_CLIENTS` (default 200), `BENCH_PROFILE` (`realistic` | `small`),
-//! `BENCH_COLD_GATE` (default 1), `BENCH_LOG_LEVEL` (bootfactory's `log.level`, default
-//! `info`, the shipped default), `BENCH_DEADLINE_SECS` (default 290: past it everything is
-//! stopped and the bench exits with status 2). Namespaces, the server and the scratch
-//! directory are removed on every exit: normal, panic (drop guard), Ctrl-C / SIGTERM, and the
-//! deadline. A machine that does not boot makes the bench exit with status 1 after the
-//! report.
+//! Knobs: `BENCH_CLIENTS` (default 200, at most 10,000), `BENCH_PROFILE` (`realistic` |
+//! `small`), `BENCH_STORMS` (`cold,warm`, the default, or `cold`), `BENCH_COLD_GATE`
+//! (default 1), `BENCH_LOG_LEVEL` (bootfactory's `log.level`, default `info`, the shipped
+//! default), `BENCH_MACHINE_TIMEOUT_SECS` (longest boot of one machine; default scaled to the
+//! run: 60 s + 0.5 s per Realistic machine or 0.15 s per small one), `BENCH_DEADLINE_SECS`
+//! (default: per run 120 s + each storm's machine timeout + 30 s; past it everything is
+//! stopped and the bench exits with status 2), `BENCH_MAX_CONNECTIONS` (bootfactory's
+//! `http.maxConnections`, default machines + 64), `BENCH_BOOTFACTORY` (the bootfactory
+//! binary to run instead of cargo's), and `BENCH_SCALE`: `1` runs the scaling
+//! table (small at 200, 1,000 and 5,000 machines, Realistic at 200 and 1,000), each in a lab
+//! of its own, or a list such as `small:200,realistic:1000`; a table of wall time, peak RSS
+//! and CPU per machine ends every run.
+//!
+//! Scale: the bench raises its `RLIMIT_NOFILE` (soft and hard, to 8 × machines + 4,096, at
+//! least 65,536) before starting bootfactory, which inherits it as it would systemd's
+//! `LimitNOFILE` (it holds TFTP transfers to an eighth of it); where the hard limit cannot be
+//! raised (no `CAP_SYS_RESOURCE`) it says so and keeps the limit it has. A TFTP request that
+//! bootfactory refuses with "server busy" is asked again after 1 s from a new port (as
+//! firmware retries its boot option), counted apart from resends.
+//!
+//! Namespaces, the server and the scratch directory are removed on every exit: normal, panic
+//! (drop guard), Ctrl-C / SIGTERM, and the deadline. A machine that does not boot makes the
+//! bench exit with status 1 after the report.
 
 #[path = "../support/mod.rs"]
 mod support;
@@ -121,10 +137,11 @@ const DHCP_RESENDS: u32 = 4;
 const TFTP_BLKSIZE: u16 = 1468;
 const TFTP_RETRY_AFTER: Duration = Duration::from_secs(1);
 const TFTP_RESENDS: u32 = 5;
-/// Longest a single HTTP request may take (the cold initramfs waits for a build).
-const HTTP_TIMEOUT: Duration = Duration::from_secs(120);
-/// Longest one machine may take for the whole boot.
-const MACHINE_TIMEOUT: Duration = Duration::from_secs(150);
+/// A TFTP request refused with "server busy" (bootfactory's admission cap) is asked again
+/// after this long, from a new port, as firmware retries its boot option ...
+const TFTP_BUSY_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// ... at most this many times. Counted apart from resends.
+const TFTP_BUSY_RETRIES: u32 = 300;
 /// RSS sampling period.
 const SAMPLE_EVERY: Duration = Duration::from_millis(50);
 const STAGES: [&str; 7] = [
@@ -212,13 +229,34 @@ impl Lab {
 // ---------------------------------------------------------------------------------------------
 // Setup and main.
 
+#[derive(Clone)]
 struct Settings {
     clients: usize,
     profile: SizeProfile,
     log_level: String,
-    deadline: Duration,
+    /// `BENCH_DEADLINE_SECS`; `None`: scaled to the runs ([`Settings::deadline`]).
+    deadline: Option<Duration>,
     cold_gate: bool,
+    /// The storms to run, in order (`BENCH_STORMS`, default `cold,warm`).
+    storms: Vec<&'static str>,
+    /// `BENCH_MACHINE_TIMEOUT_SECS`; `None`: scaled to the run ([`Settings::machine_timeout`]).
+    machine_timeout: Option<Duration>,
+    /// `BENCH_SCALE`: the (profile, machines) runs of the scaling table, one lab each.
+    scale: Vec<(SizeProfile, usize)>,
 }
+
+/// Most simulated machines: MACs, UUIDs and xids carry the machine index in 16 bits.
+const MAX_CLIENTS: usize = 10_000;
+
+/// The runs of `BENCH_SCALE=1`: the small fixture at 200, 1,000 and 5,000 machines, then
+/// the Realistic one at 200 and 1,000.
+const SCALE_RUNS: [(SizeProfile, usize); 5] = [
+    (SizeProfile::Small, 200),
+    (SizeProfile::Small, 1000),
+    (SizeProfile::Small, 5000),
+    (SizeProfile::Realistic, 200),
+    (SizeProfile::Realistic, 1000),
+];
 
 impl Settings {
     fn from_env() -> Settings {
@@ -228,19 +266,135 @@ impl Settings {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(default)
         };
+        let secs = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map(Duration::from_secs)
+        };
+        let storms = std::env::var("BENCH_STORMS").unwrap_or_else(|_| "cold,warm".into());
+        let storms: Vec<&'static str> = storms
+            .split(',')
+            .map(str::trim)
+            .map(|s| match s {
+                "cold" => "cold",
+                "warm" => "warm",
+                other => panic!("BENCH_STORMS: unknown storm {other:?} (cold, warm)"),
+            })
+            .collect();
+        assert!(
+            storms.first() == Some(&"cold") && storms.iter().skip(1).all(|s| *s == "warm"),
+            "BENCH_STORMS: `cold` first (nothing is cached before it), then `warm`s"
+        );
         Settings {
             clients: usize::try_from(number("BENCH_CLIENTS", 200))
                 .unwrap_or(200)
-                .clamp(1, 4000),
+                .clamp(1, MAX_CLIENTS),
             profile: std::env::var("BENCH_PROFILE")
                 .ok()
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(SizeProfile::Realistic),
             log_level: std::env::var("BENCH_LOG_LEVEL").unwrap_or_else(|_| "info".into()),
-            deadline: Duration::from_secs(number("BENCH_DEADLINE_SECS", 290)),
+            deadline: secs("BENCH_DEADLINE_SECS"),
             cold_gate: number("BENCH_COLD_GATE", 1) != 0,
+            storms,
+            machine_timeout: secs("BENCH_MACHINE_TIMEOUT_SECS"),
+            scale: std::env::var("BENCH_SCALE")
+                .ok()
+                .map(|v| parse_scale(&v))
+                .unwrap_or_default(),
         }
     }
+
+    /// The runs: the `BENCH_SCALE` list, else one run of `BENCH_PROFILE` × `BENCH_CLIENTS`.
+    fn runs(&self) -> Vec<Settings> {
+        if self.scale.is_empty() {
+            return vec![self.clone()];
+        }
+        self.scale
+            .iter()
+            .map(|&(profile, clients)| Settings {
+                profile,
+                clients,
+                ..self.clone()
+            })
+            .collect()
+    }
+
+    /// Longest one machine may take for its whole boot (and one HTTP request): a minute plus
+    /// what a machine's share of the storm's bytes costs on a slow, busy host (Realistic:
+    /// 88 MB per machine, counted at 0.5 s; small: TFTP's 1 MB, counted at 0.15 s).
+    fn machine_timeout(&self) -> Duration {
+        self.machine_timeout.unwrap_or_else(|| {
+            let per_machine = match self.profile {
+                SizeProfile::Realistic => 0.5,
+                SizeProfile::Small => 0.15,
+            };
+            Duration::from_secs_f64(60.0 + per_machine * self.clients as f64)
+        })
+    }
+
+    /// The watchdog's deadline for all `runs`: per run, two minutes of setup and each storm's
+    /// machine timeout plus half a minute.
+    fn deadline(&self, runs: &[Settings]) -> Duration {
+        self.deadline.unwrap_or_else(|| {
+            runs.iter()
+                .map(|r| {
+                    Duration::from_secs(120)
+                        + (r.machine_timeout() + Duration::from_secs(30))
+                            * u32::try_from(r.storms.len()).unwrap_or(2)
+                })
+                .sum()
+        })
+    }
+}
+
+/// `BENCH_SCALE`: `1` for [`SCALE_RUNS`], or a list such as `small:200,realistic:1000`.
+fn parse_scale(v: &str) -> Vec<(SizeProfile, usize)> {
+    match v.trim() {
+        "" | "0" => Vec::new(),
+        "1" => SCALE_RUNS.to_vec(),
+        list => list
+            .split(',')
+            .map(|item| {
+                let (p, n) = item
+                    .trim()
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("BENCH_SCALE: {item:?} is not PROFILE:MACHINES"));
+                let profile: SizeProfile = p
+                    .parse()
+                    .unwrap_or_else(|e| panic!("BENCH_SCALE: {item:?}: {e}"));
+                let n: usize = n
+                    .parse()
+                    .unwrap_or_else(|e| panic!("BENCH_SCALE: {item:?}: {e}"));
+                (profile, n.clamp(1, MAX_CLIENTS))
+            })
+            .collect(),
+    }
+}
+
+/// Raises this process's `RLIMIT_NOFILE` (soft and hard; we are root) so that neither the
+/// simulated machines (a TFTP socket and an HTTP connection each) nor bootfactory, which
+/// inherits the limit as it would inherit systemd's `LimitNOFILE`, run out of descriptors:
+/// bootfactory holds its TFTP transfers to an eighth of the limit and its HTTP connections
+/// to half, so `clients` machines at once need at least 8 × `clients`. Returns the limit.
+fn raise_nofile(clients: usize) -> u64 {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let want = (8 * clients as u64 + 4096).max(65_536);
+    let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(1 << 20);
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap_or((1024, 1024));
+    let target = want.min(nr_open).max(soft);
+    if target > soft || target > hard {
+        let hard = hard.max(target);
+        if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, target, hard) {
+            eprintln!("[bootstorm] cannot raise RLIMIT_NOFILE to {target}: {e}");
+            return soft;
+        }
+    }
+    target
 }
 
 struct SetupInfo {
@@ -278,17 +432,30 @@ fn main() {
         return;
     }
     let settings = Settings::from_env();
+    let runs = settings.runs();
+    let most = runs.iter().map(|r| r.clients).max().unwrap_or(1);
+    let nofile = raise_nofile(most);
+    let deadline = settings.deadline(&runs);
+    eprintln!(
+        "[bootstorm] {} run(s); RLIMIT_NOFILE {nofile} (inherited by bootfactory); deadline {} s",
+        runs.len(),
+        deadline.as_secs()
+    );
     spawn_signal_watcher();
-    spawn_watchdog("bootstorm", settings.deadline);
+    spawn_watchdog("bootstorm", deadline);
     bootfactory::init_crypto();
-    let results = {
+    let mut rows = Vec::new();
+    let mut failed = 0;
+    for run in &runs {
         let mut lab = Lab::new();
-        let (results, setup) = bench(&mut lab, &settings);
-        print_report(&results, &settings, &setup);
-        results
+        let (results, setup) = bench(&mut lab, run);
+        print_report(&results, run, &setup);
+        failed += results.iter().map(|r| r.failures.len()).sum::<usize>();
+        let baseline = results.first().map_or(0, |r| r.mem_before.rss);
+        rows.extend(results.iter().map(|r| ScaleRow::new(run, r, baseline)));
         // `lab` drops here: bootfactory stopped, namespaces deleted.
-    };
-    let failed: usize = results.iter().map(|r| r.failures.len()).sum();
+    }
+    print_scaling(&rows);
     if failed > 0 {
         eprintln!("bootstorm: {failed} machine boots failed");
         std::process::exit(1);
@@ -297,7 +464,11 @@ fn main() {
 
 fn bench(lab: &mut Lab, settings: &Settings) -> (Vec<StormResult>, SetupInfo) {
     let root = lab.dir.path().to_path_buf();
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_bootfactory"));
+    // `BENCH_BOOTFACTORY`: another build of the binary (e.g. a copy kept while the shared
+    // target directory is rebuilt for another branch).
+    let binary = std::env::var_os("BENCH_BOOTFACTORY")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_bootfactory")));
 
     eprintln!(
         "[bootstorm] writing the {} fixture release {VERSION}",
@@ -354,9 +525,16 @@ fn bench(lab: &mut Lab, settings: &Settings) -> (Vec<StormResult>, SetupInfo) {
     std::fs::write(
         &config,
         format!(
-            "dataDir: {}\noffline: true\nlog:\n  level: {}\nhttp:\n  listen: {SERVER_IP}:{HTTP_PORT}\n  externalURL: http://{SERVER_IP}:{HTTP_PORT}\nschematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: bootstorm-admin-token\npxe:\n  enabled: true\n  interfaces: [{SERVER_IF}]\n  unassigned: boot-default\n  tftpMaxSessions: {}\n  tftpMaxSessionsPerClient: {}\n",
+            "dataDir: {}\noffline: true\nlog:\n  level: {}\nhttp:\n  listen: {SERVER_IP}:{HTTP_PORT}\n  externalURL: http://{SERVER_IP}:{HTTP_PORT}\n  maxConnections: {}\nschematics:\n  dir: {}\nassignments:\n  file: {}\napi:\n  adminToken: bootstorm-admin-token\npxe:\n  enabled: true\n  interfaces: [{SERVER_IF}]\n  unassigned: boot-default\n  tftpMaxSessions: {}\n  tftpMaxSessionsPerClient: {}\n",
             data.display(),
             settings.log_level,
+            // Every machine holds one kept-alive connection from its boot script to its
+            // initramfs (iPXE does too); at the cap bootfactory closes the oldest idle one,
+            // which a machine waiting at the gate is. Knob: http.maxConnections >= machines.
+            std::env::var("BENCH_MAX_CONNECTIONS")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(settings.clients.max(1024 - 64) + 64),
             schematics.display(),
             seed.display(),
             // All simulated machines share one client address (real machines each have
@@ -406,12 +584,17 @@ fn bench(lab: &mut Lab, settings: &Settings) -> (Vec<StormResult>, SetupInfo) {
             .expect("embedded ipxe.efi")
             .data
             .len() as u64,
+        machine_timeout: settings.machine_timeout(),
     };
     let ns = lab.ns("cl");
-    let (clients, cold_gate) = (settings.clients, settings.cold_gate);
+    let plan = Plan {
+        clients: settings.clients,
+        cold_gate: settings.cold_gate,
+        storms: settings.storms.clone(),
+    };
     let results = std::thread::Builder::new()
         .name("storm".into())
-        .spawn(move || storms(&ns, clients, cold_gate, pid, expect))
+        .spawn(move || storms(&ns, plan, pid, expect))
         .expect("storm thread")
         .join();
     let results = match results {

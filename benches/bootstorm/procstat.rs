@@ -117,3 +117,48 @@ impl RssSampler {
             .unwrap_or_default()
     }
 }
+
+/// UDP counters of a network namespace, from a `/proc/.../net/snmp` file.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct UdpCounters {
+    /// `InErrors`: datagrams not delivered (includes the two below).
+    pub(crate) in_errors: u64,
+    /// `RcvbufErrors`: dropped because the socket's receive buffer was full.
+    pub(crate) rcvbuf_errors: u64,
+    /// `SndbufErrors`: sends refused for want of send buffer.
+    pub(crate) sndbuf_errors: u64,
+}
+
+impl UdpCounters {
+    /// Reads `path` (`/proc/<pid>/net/snmp`: the namespace of that process;
+    /// `/proc/thread-self/net/snmp`: the calling thread's).
+    pub(crate) fn read(path: &str) -> UdpCounters {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let mut lines = text.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return UdpCounters::default();
+        };
+        let get = |name: &str| {
+            names
+                .split_whitespace()
+                .position(|n| n == name)
+                .and_then(|i| values.split_whitespace().nth(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        UdpCounters {
+            in_errors: get("InErrors"),
+            rcvbuf_errors: get("RcvbufErrors"),
+            sndbuf_errors: get("SndbufErrors"),
+        }
+    }
+
+    /// Counts since `before`.
+    pub(crate) fn since(self, before: UdpCounters) -> UdpCounters {
+        UdpCounters {
+            in_errors: self.in_errors.saturating_sub(before.in_errors),
+            rcvbuf_errors: self.rcvbuf_errors.saturating_sub(before.rcvbuf_errors),
+            sndbuf_errors: self.sndbuf_errors.saturating_sub(before.sndbuf_errors),
+        }
+    }
+}

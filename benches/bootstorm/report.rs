@@ -32,9 +32,9 @@ pub(crate) fn print_report(results: &[StormResult], settings: &Settings, setup: 
     );
     println!();
     println!(
-        "| storm | booted | total p50 (s) | p95 (s) | max (s) | wall (s) | MB moved | MB/s | DHCP resends | TFTP resends |"
+        "| storm | booted | total p50 (s) | p95 (s) | max (s) | wall (s) | MB moved | MB/s | DHCP resends | TFTP resends | TFTP busy, asked again |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for r in results {
         let totals: Vec<f64> = r.reports.iter().map(|m| m.total.as_secs_f64()).collect();
         let max = sorted(&totals).last().copied().unwrap_or(f64::NAN);
@@ -45,8 +45,9 @@ pub(crate) fn print_report(results: &[StormResult], settings: &Settings, setup: 
             .sum();
         let dhcp: u32 = r.reports.iter().map(|m| m.dhcp_resends).sum();
         let tftp: u32 = r.reports.iter().map(|m| m.tftp_resends).sum();
+        let busy: u32 = r.reports.iter().map(|m| m.tftp_busy).sum();
         println!(
-            "| {}{} | {}/{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {} |",
+            "| {}{} | {}/{} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {:.0} | {} | {} | {} |",
             r.name,
             if r.gated { " (gate)" } else { "" },
             r.reports.len(),
@@ -59,6 +60,7 @@ pub(crate) fn print_report(results: &[StormResult], settings: &Settings, setup: 
             bytes as f64 / 1e6 / r.wall.as_secs_f64(),
             dhcp,
             tftp,
+            busy,
         );
     }
     println!();
@@ -131,6 +133,14 @@ pub(crate) fn print_report(results: &[StormResult], settings: &Settings, setup: 
             distinct(|m| m.initrd_bytes),
             r.strays
         );
+        println!(
+            "  UDP drops: bootfactory's namespace InErrors {} (receive buffer full {}, send buffer {}); machines' namespace InErrors {} (receive buffer full {})",
+            r.udp_server.in_errors,
+            r.udp_server.rcvbuf_errors,
+            r.udp_server.sndbuf_errors,
+            r.udp_clients.in_errors,
+            r.udp_clients.rcvbuf_errors,
+        );
         let get = |name: &str, kind: &str| {
             r.assets
                 .get(&(name.to_string(), kind.to_string()))
@@ -147,7 +157,16 @@ pub(crate) fn print_report(results: &[StormResult], settings: &Settings, setup: 
             );
         }
         if !r.failures.is_empty() {
-            println!("  FAILED: {} machines; first failures:", r.failures.len());
+            // By kind: the message with its numbers (indices, sizes, digests) left out.
+            let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+            for (_, e) in &r.failures {
+                *kinds.entry(failure_kind(e)).or_default() += 1;
+            }
+            println!("  FAILED: {} machines, by kind:", r.failures.len());
+            for (kind, n) in &kinds {
+                println!("    {n} × {kind}");
+            }
+            println!("  first failures:");
             for (idx, e) in r.failures.iter().take(10) {
                 println!("    machine {idx}: {e}");
             }
@@ -161,4 +180,127 @@ pub(crate) fn print_report(results: &[StormResult], settings: &Settings, setup: 
     for l in setup.log_problems.iter().take(10) {
         println!("  {l}");
     }
+}
+
+/// One storm of one run, for the scaling table.
+pub(crate) struct ScaleRow {
+    profile: SizeProfile,
+    storm: &'static str,
+    clients: usize,
+    booted: usize,
+    resends: u32,
+    busy: u32,
+    wall: f64,
+    bytes: u64,
+    /// VmHWM of the storm (reset before it) and VmRSS before the run's first storm, KiB.
+    hwm: u64,
+    rss_before: u64,
+    anon_max: u64,
+    cpu: f64,
+}
+
+impl ScaleRow {
+    /// `baseline`: bootfactory's VmRSS before the run's first storm, KiB.
+    pub(crate) fn new(run: &Settings, r: &StormResult, baseline: u64) -> ScaleRow {
+        ScaleRow {
+            profile: run.profile,
+            storm: r.name,
+            clients: r.clients,
+            booted: r.reports.len(),
+            resends: r
+                .reports
+                .iter()
+                .map(|m| m.dhcp_resends + m.tftp_resends)
+                .sum(),
+            busy: r.reports.iter().map(|m| m.tftp_busy).sum(),
+            wall: r.wall.as_secs_f64(),
+            bytes: r
+                .reports
+                .iter()
+                .map(|m| m.tftp_bytes + m.kernel_bytes + m.initrd_bytes)
+                .sum(),
+            hwm: r.mem_after.hwm,
+            rss_before: baseline,
+            anon_max: r.mem_sampled.anon,
+            cpu: r.cpu,
+        }
+    }
+
+    /// Wall time per machine, ms.
+    fn wall_per_machine(&self) -> f64 {
+        self.wall * 1000.0 / self.clients as f64
+    }
+
+    /// Peak RSS above the RSS before the first storm, per machine, KiB (the allocator keeps
+    /// much of a storm's memory, so the RSS before a warm storm is no baseline).
+    fn rss_per_machine(&self) -> f64 {
+        self.hwm.saturating_sub(self.rss_before) as f64 / self.clients as f64
+    }
+}
+
+/// The scaling table: per storm, wall time and peak RSS against the number of machines, with
+/// the cost per machine, and how that cost compares with the smallest run of the same fixture
+/// and storm (≤ 1.0: linear or better).
+pub(crate) fn print_scaling(rows: &[ScaleRow]) {
+    println!();
+    println!(
+        "Scaling (per storm; RSS/machine = (VmHWM − VmRSS before the first storm of the run) / machines; \
+         ×first = per-machine cost over that of the fewest machines of the same fixture and storm):"
+    );
+    println!();
+    println!(
+        "| fixture | storm | machines | booted | resends | TFTP busy | wall (s) | wall/machine (ms) | ×first | MB/s | VmHWM (MiB) | RssAnon max (MiB) | RSS/machine (KiB) | ×first | bf CPU (s) | CPU/machine (ms) |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for row in rows {
+        let first = rows
+            .iter()
+            .filter(|o| o.profile == row.profile && o.storm == row.storm)
+            .min_by_key(|o| o.clients)
+            .unwrap_or(row);
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {:.1} | {:.2} | {:.0} | {:.1} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} |",
+            row.profile,
+            row.storm,
+            row.clients,
+            row.booted,
+            row.resends,
+            row.busy,
+            row.wall,
+            row.wall_per_machine(),
+            row.wall_per_machine() / first.wall_per_machine(),
+            row.bytes as f64 / 1e6 / row.wall,
+            mib(row.hwm),
+            mib(row.anon_max),
+            row.rss_per_machine(),
+            row.rss_per_machine() / first.rss_per_machine(),
+            row.cpu,
+            row.cpu * 1000.0 / row.clients as f64,
+        );
+    }
+}
+
+/// A failure message with every word that holds a digit replaced by `#`, so that failures of
+/// one kind (different machines, ports, byte counts) count together.
+pub(crate) fn failure_kind(e: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            out.push('#');
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in e.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
 }

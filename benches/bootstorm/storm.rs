@@ -22,6 +22,9 @@ pub(crate) struct StormResult {
     pub(crate) tftp_cpu: f64,
     /// `/metrics` asset counters added during the storm, by (counter, output kind).
     pub(crate) assets: BTreeMap<(String, String), u64>,
+    /// UDP drops during the storm in bootfactory's namespace and in the machines'.
+    pub(crate) udp_server: UdpCounters,
+    pub(crate) udp_clients: UdpCounters,
 }
 
 /// Sums `image_factory_assets_*_total` by counter and `output_kind`.
@@ -76,17 +79,23 @@ pub(crate) async fn storm(
     let cpu_before = cpu_seconds(pid);
     let tftp_cpu_before = thread_cpu_seconds(pid, "tftp");
     let strays_before = dhcp.strays.load(Ordering::Relaxed);
+    let server_snmp = format!("/proc/{pid}/net/snmp");
+    // The runtime's threads are all in the machines' namespace.
+    let client_snmp = "/proc/thread-self/net/snmp";
+    let udp_server_before = UdpCounters::read(&server_snmp);
+    let udp_clients_before = UdpCounters::read(client_snmp);
     let sampler = RssSampler::start(pid);
     let started = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     let gate = gated.then(|| Gate::new(clients));
+    let limit = expect.machine_timeout;
     for idx in 0..clients {
         let (dhcp, expect) = (dhcp.clone(), expect.clone());
         let ticket = Ticket(gate.clone());
         tasks.spawn(async move {
-            let r = tokio::time::timeout(MACHINE_TIMEOUT, machine(run, idx, dhcp, expect, ticket))
+            let r = tokio::time::timeout(limit, machine(run, idx, dhcp, expect, ticket))
                 .await
-                .unwrap_or_else(|_| Err(format!("did not boot within {MACHINE_TIMEOUT:?}")));
+                .unwrap_or_else(|_| Err(format!("did not boot within {limit:?}")));
             (idx, r)
         });
     }
@@ -100,6 +109,8 @@ pub(crate) async fn storm(
         }
     }
     let wall = started.elapsed();
+    let udp_server = UdpCounters::read(&server_snmp).since(udp_server_before);
+    let udp_clients = UdpCounters::read(client_snmp).since(udp_clients_before);
     let mem_sampled = sampler.finish();
     let mem_after = mem(pid).unwrap_or_default();
     let cpu = cpu_seconds(pid) - cpu_before;
@@ -126,18 +137,32 @@ pub(crate) async fn storm(
         cpu,
         tftp_cpu,
         assets,
+        udp_server,
+        udp_clients,
     }
 }
 
-/// Joins the clients namespace on this thread, then runs both storms on a runtime whose
+/// What the storm thread runs.
+pub(crate) struct Plan {
+    pub(crate) clients: usize,
+    pub(crate) cold_gate: bool,
+    /// `cold` and/or `warm`, in order.
+    pub(crate) storms: Vec<&'static str>,
+}
+
+/// Joins the clients namespace on this thread, then runs the storms on a runtime whose
 /// threads (created here) inherit it.
 pub(crate) fn storms(
     ns: &str,
-    clients: usize,
-    cold_gate: bool,
+    plan: Plan,
     pid: u32,
     expect: Expect,
 ) -> Result<Vec<StormResult>, String> {
+    let Plan {
+        clients,
+        cold_gate,
+        storms,
+    } = plan;
     let fd = std::fs::File::open(format!("/var/run/netns/{ns}"))
         .map_err(|e| format!("open namespace {ns}: {e}"))?;
     nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET)
@@ -166,9 +191,9 @@ pub(crate) fn storms(
             DhcpMux::bind().map_err(|e| format!("binding 0.0.0.0:68 on {CLIENT_IF}: {e}"))?;
         let expect = Arc::new(expect);
         let mut results = Vec::new();
-        for (run, name) in ["cold", "warm"].into_iter().enumerate() {
+        for (run, name) in storms.into_iter().enumerate() {
             eprintln!("[bootstorm] {name} storm: {clients} machines");
-            let gated = run == 0 && cold_gate;
+            let gated = name == "cold" && cold_gate;
             let r = storm(
                 name,
                 run,

@@ -27,7 +27,20 @@ pub(crate) fn parse_oack(body: &[u8]) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub(crate) async fn tftp_get(server: SocketAddr, file: &str) -> Result<TftpResult, String> {
+/// Why a transfer failed: refused by the server's admission cap ("server busy", TFTP error 0
+/// with that text: try again later), or anything else.
+pub(crate) enum TftpError {
+    Busy(String),
+    Failed(String),
+}
+
+impl From<String> for TftpError {
+    fn from(e: String) -> TftpError {
+        TftpError::Failed(e)
+    }
+}
+
+pub(crate) async fn tftp_get(server: SocketAddr, file: &str) -> Result<TftpResult, TftpError> {
     let sock = UdpSocket::bind("0.0.0.0:0")
         .await
         .map_err(|e| format!("tftp socket: {e}"))?;
@@ -55,9 +68,9 @@ pub(crate) async fn tftp_get(server: SocketAddr, file: &str) -> Result<TftpResul
             Err(_) => {
                 silent += 1;
                 if silent > TFTP_RESENDS {
-                    return Err(format!(
+                    return Err(TftpError::Failed(format!(
                         "tftp {file}: no answer after {TFTP_RESENDS} resends ({bytes} bytes in)"
-                    ));
+                    )));
                 }
                 resends += 1;
                 sock.send_to(&last, last_dest)
@@ -87,7 +100,7 @@ pub(crate) async fn tftp_get(server: SocketAddr, file: &str) -> Result<TftpResul
                     None => 512,
                 };
                 if blksize > usize::from(TFTP_BLKSIZE) {
-                    return Err(format!("tftp {file}: server granted blksize {blksize}"));
+                    return Err(format!("tftp {file}: server granted blksize {blksize}").into());
                 }
                 tsize = opts.get("tsize").and_then(|t| t.parse().ok());
                 peer = Some(from);
@@ -127,10 +140,12 @@ pub(crate) async fn tftp_get(server: SocketAddr, file: &str) -> Result<TftpResul
             5 => {
                 let code = u16::from_be_bytes([pkt[2], pkt[3]]);
                 let msg = String::from_utf8_lossy(&pkt[4..]);
-                return Err(format!(
-                    "tftp {file}: error {code} {}",
-                    msg.trim_end_matches('\0')
-                ));
+                let msg = format!("tftp {file}: error {code} {}", msg.trim_end_matches('\0'));
+                return Err(if code == 0 && msg.contains("busy") && expected == 1 {
+                    TftpError::Busy(msg)
+                } else {
+                    TftpError::Failed(msg)
+                });
             }
             _ => {}
         }

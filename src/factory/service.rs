@@ -155,6 +155,22 @@ pub struct Resolved {
     pub profile: AssetProfile,
 }
 
+/// A charged request's claim on the build of one key ([`Factory::charge_build`]); released
+/// when the request is done with the build (built, joined, failed or cancelled).
+struct BuildClaim {
+    claims: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    key: String,
+}
+
+impl Drop for BuildClaim {
+    fn drop(&mut self) {
+        self.claims
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
 /// The factory.
 pub struct Factory {
     config: Arc<Config>,
@@ -165,6 +181,9 @@ pub struct Factory {
     /// New builds per client address: an anonymous client cannot make the factory build (and
     /// store) one asset after another as fast as it can ask.
     build_limiter: RateLimiter<IpAddr>,
+    /// Keys whose new build a request has been charged for and is preparing, before the
+    /// builder lists it in flight ([`Factory::charge_build`]).
+    claims: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
     /// Upstream's asset metrics, counted where assets are delivered.
     metrics: Arc<Metrics>,
     /// Installer index builds in flight.
@@ -199,6 +218,7 @@ impl Factory {
             builder,
             store,
             build_limiter,
+            claims: Default::default(),
             metrics,
             index_builds: Default::default(),
             parent: None,
@@ -620,12 +640,11 @@ impl Factory {
         // A parent factory, before the build budget and the host's tools: an appliance fed
         // by a parent needs neither. The fetch is charged to the client like a build (it
         // fills the store); a fallback build is not charged again.
-        let mut charged = false;
+        let mut charged = None;
         if let Some(parent) = &self.parent
             && let Some(path) = super::remote::image_path(&r.profile, &r.version)
         {
-            self.charge_build(&key, client)?;
-            charged = true;
+            charged = Some(self.charge_build(&key, client)?);
             let req = FetchRequest {
                 schematic: r.schematic.id.to_string(),
                 canonical: r.schematic.canonical.clone(),
@@ -678,9 +697,10 @@ impl Factory {
             OutputKind::Iso => Some(self.iso_tools(r)?),
             _ => None,
         };
-        if !charged {
-            self.charge_build(&key, client)?;
-        }
+        let _claim = match charged {
+            Some(claim) => claim,
+            None => self.charge_build(&key, client)?,
+        };
         let built = self.build_asset(r, &key, disk_plan, iso_tools).await?;
         // A fresh local build (not a joiner's copy, not a fetch) goes to the shared cache.
         if let Some(cache) = &self.oci_cache
@@ -756,11 +776,29 @@ impl Factory {
 
     /// A request from `client` that would start the build of `key` (not cached, not running)
     /// takes a token from the client's build budget; `None` (the appliance itself) is free.
-    fn charge_build(&self, key: &str, client: Option<IpAddr>) -> Result<(), FactoryError> {
-        if self.builder.in_flight(key) {
-            return Ok(());
+    ///
+    /// A request that was charged keeps a [`BuildClaim`] on `key` while it prepares and runs
+    /// the build: between its charge and the moment the builder lists the build in flight
+    /// (an initramfs build first resolves its extensions), every other request for `key` —
+    /// a boot storm sends thousands at once, through one NAT address or, in the boot storm
+    /// bench, from one address — joins for free instead of being charged (and refused with
+    /// 429 once the burst is spent) for a build it does not start. The check and the claim
+    /// are made under one lock, so of the requests that race, exactly one is charged.
+    fn charge_build(
+        &self,
+        key: &str,
+        client: Option<IpAddr>,
+    ) -> Result<Option<BuildClaim>, FactoryError> {
+        let mut claims = self.claims.lock().unwrap_or_else(|e| e.into_inner());
+        if claims.contains(key) || self.builder.in_flight(key) {
+            return Ok(None);
         }
-        self.charge_client(client)
+        self.charge_client(client)?;
+        claims.insert(key.to_string());
+        Ok(Some(BuildClaim {
+            claims: self.claims.clone(),
+            key: key.to_string(),
+        }))
     }
 
     /// Takes one token from `client`'s build budget for a new build it starts (`None`, the
@@ -796,7 +834,7 @@ impl Factory {
         if let Some(hit) = self.builder.cached(&key).await {
             return Ok(hit);
         }
-        self.charge_build(&key, client)?;
+        let _claim = self.charge_build(&key, client)?;
         self.uki_with_reset_profile(r, &key).await
     }
 
