@@ -6,6 +6,9 @@
 //! the budget; services that open descriptors on behalf of unauthenticated clients size their
 //! caps from [`nofile_soft_limit`] so they can never use more than a fixed share of it: HTTP
 //! connections at most half ([`http_connection_budget`]), TFTP transfers at most a quarter.
+//!
+//! The boot-path UDP sockets (DHCP, TFTP) get large receive buffers the same way, best effort
+//! ([`grow_recv_buffer`]): a boot storm's burst of requests must be queued, not dropped.
 
 use std::io;
 
@@ -128,5 +131,64 @@ mod tests {
         // Idempotent.
         assert_eq!(raise_nofile_limit().unwrap().raised_from, None);
         assert!(open_fds().unwrap() >= 3);
+    }
+}
+
+/// Receive buffer the boot-path UDP services (proxy/full DHCP, TFTP) ask for: a storm of
+/// thousands of machines sends its DISCOVERs and read requests within milliseconds, and each
+/// small datagram costs the socket ≈ 1–2 KiB of buffer (the kernel's `truesize`), so 8 MiB
+/// (which the kernel doubles for bookkeeping) holds a burst of several thousand requests.
+pub const UDP_RECV_BUFFER: usize = 8 << 20;
+
+/// Asks for a `bytes` receive buffer on `socket`: `SO_RCVBUFFORCE` where the process may
+/// (`CAP_NET_ADMIN`, e.g. root), else `SO_RCVBUF`, which the kernel silently caps at
+/// `net.core.rmem_max` (208 KiB on a stock Debian kernel). Returns the size in force, as the
+/// kernel reports it (twice what it grants as payload), so callers can warn when it is small.
+pub fn grow_recv_buffer(socket: &socket2::Socket, bytes: usize) -> Option<usize> {
+    use nix::sys::socket::{setsockopt, sockopt::RcvBufForce};
+    if setsockopt(socket, RcvBufForce, &bytes).is_err() {
+        let _ = socket.set_recv_buffer_size(bytes);
+    }
+    socket.recv_buffer_size().ok()
+}
+
+/// Logs (once per process) when a receive buffer in force is below what was asked for, with
+/// the knob that raises it.
+pub fn warn_small_recv_buffer(service: &str, got: Option<usize>, wanted: usize) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    // The kernel reports twice the granted payload size: below `wanted` means under half.
+    if let Some(got) = got
+        && got < wanted
+        && !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed)
+    {
+        tracing::warn!(
+            service,
+            receive_buffer_kib = got / 1024,
+            wanted_kib = wanted * 2 / 1024,
+            "UDP receive buffer capped by net.core.rmem_max: a boot storm of thousands of machines \
+             may see drops (raise it: sysctl -w net.core.rmem_max=16777216)"
+        );
+    }
+}
+
+#[cfg(test)]
+mod recv_buffer_tests {
+    use super::*;
+
+    #[test]
+    fn asks_for_a_large_buffer_and_reports_what_it_got() {
+        let socket = socket2::Socket::new(
+            socket2::Domain::IPV4,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        let before = socket.recv_buffer_size().unwrap();
+        let got = grow_recv_buffer(&socket, UDP_RECV_BUFFER).unwrap();
+        assert!(got >= before, "{got} < {before}");
+        // As root (CAP_NET_ADMIN) the force option grants it all, doubled by the kernel.
+        if nix::unistd::geteuid().is_root() {
+            assert!(got >= 2 * UDP_RECV_BUFFER, "{got}");
+        }
     }
 }

@@ -25,9 +25,6 @@ use crate::ratelimit::RateLimiter;
 /// Largest datagram read; DHCP requests are far smaller (a longer one is truncated and then
 /// rejected by the parser).
 const RECV_BUFFER: usize = 4096;
-/// Kernel receive buffer asked for (best effort; capped by `net.core.rmem_max`), so a burst of
-/// DISCOVERs from many booting machines is queued rather than dropped.
-const SO_RCVBUF: usize = 1 << 20;
 /// ENODEV on Linux.
 const ENODEV: i32 = 19;
 
@@ -344,8 +341,10 @@ pub(crate) fn open(iface: Option<&str>, port: u16) -> anyhow::Result<UdpSocket> 
         .set_reuse_address(true)
         .and_then(|()| socket.set_broadcast(true))
         .with_context(|| format!("proxy-DHCP: socket options for UDP port {port} on {on}"))?;
-    // Best effort: the kernel caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(SO_RCVBUF);
+    // Best effort (capped by net.core.rmem_max without CAP_NET_ADMIN), so a burst of
+    // DISCOVERs from thousands of booting machines is queued rather than dropped.
+    let got = crate::limits::grow_recv_buffer(&socket, crate::limits::UDP_RECV_BUFFER);
+    crate::limits::warn_small_recv_buffer("dhcp", got, crate::limits::UDP_RECV_BUFFER);
     if let Some(i) = iface {
         socket.bind_device(Some(i.as_bytes())).map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {

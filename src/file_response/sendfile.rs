@@ -19,8 +19,10 @@
 //!    offset, for at most the slice's length. What was sent is what hyper advances by.
 //!
 //! Jobs and marker frames correspond one to one and in order, across responses on a kept-alive
-//! or pipelined connection. A frame that hyper drops without writing it (the response was
-//! abandoned) releases its job: a job whose frame is gone is skipped.
+//! or pipelined connection. hyper drops a frame unsent only when it tears the connection down;
+//! a job whose frame is gone with bytes unsent therefore ends the connection before anything
+//! else is written — it is also what a frame *copied* into hyper's own buffer would look like
+//! (the copy being placeholder zeros), so a hyper that stopped queueing frames fails closed.
 //!
 //! Failure is loud, never silent: a file shorter than its response (`sendfile` returns 0 before
 //! the end), a marker slice without a job, or a marker slice longer than its job are I/O errors
@@ -174,27 +176,51 @@ impl http_body::Body for SendfileBody {
     }
 }
 
+/// Most bytes one `sendfile` call may move: on a page-cache miss the call reads them from disk
+/// on the runtime worker, so one call must not hold it for long (1 MiB ≈ a few ms of disk).
+const MAX_SENDFILE: usize = 1024 * 1024;
+
+/// Read buffer of the copy fallback (files on a filesystem that refuses `sendfile`).
+const COPY_BUFFER: usize = 64 * 1024;
+
 /// A plain TCP socket that sends marker slices with `sendfile` from its [`Jobs`].
 pub struct SendfileIo {
     tcp: TcpStream,
     jobs: Jobs,
+    /// Set once `sendfile` was refused (`EINVAL`, `ENOSYS`, `EOPNOTSUPP`: some FUSE and
+    /// network filesystems): the connection then copies file bytes through this buffer.
+    copy: Option<Box<[u8]>>,
 }
 
 impl SendfileIo {
     /// Wraps an accepted socket; `jobs` is the queue its requests' bodies push to.
     pub fn new(tcp: TcpStream, jobs: Jobs) -> SendfileIo {
-        SendfileIo { tcp, jobs }
+        SendfileIo {
+            tcp,
+            jobs,
+            copy: None,
+        }
+    }
+
+    /// Fails when the front job's frame is gone although bytes of it are unsent. hyper drops a
+    /// frame unsent only when it tears the connection down — or when it copied the frame into
+    /// its own buffer instead of queueing it, and then the copy (placeholder zeros) is what
+    /// it is about to write. Either way the connection must end here.
+    fn check_front(&self) -> io::Result<()> {
+        let jobs = self.jobs.lock();
+        match jobs.front() {
+            Some(job) if job.frame.strong_count() == 0 => Err(io::Error::other(
+                "a file placeholder was dropped unsent (copied or abandoned by the HTTP layer)",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Sends up to `want` bytes (a marker slice's length) of the front job.
     fn poll_sendfile(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        self.check_front()?;
         let (file, offset, count) = {
-            let mut jobs = self.jobs.lock();
-            // Jobs whose frame hyper dropped unwritten (an abandoned response) are skipped;
-            // the frame being written is alive, as hyper holds it.
-            while jobs.front().is_some_and(|j| j.frame.strong_count() == 0) {
-                jobs.pop_front();
-            }
+            let jobs = self.jobs.lock();
             let Some(job) = jobs.front() else {
                 return Poll::Ready(Err(io::Error::other(
                     "a file placeholder reached the socket without a file to send",
@@ -205,18 +231,26 @@ impl SendfileIo {
                     "a file placeholder is longer than its file stretch",
                 )));
             }
-            (job.file.clone(), job.offset, want)
+            (job.file.clone(), job.offset, want.min(MAX_SENDFILE))
         };
         let Ok(mut off) = nix::libc::off_t::try_from(offset) else {
             return Poll::Ready(Err(io::Error::other("file offset out of range")));
         };
         loop {
+            if self.copy.is_some() {
+                return self.poll_copy(cx, &file, offset, count);
+            }
             std::task::ready!(self.tcp.poll_write_ready(cx))?;
             let sent = self.tcp.try_io(Interest::WRITABLE, || {
                 nix::sys::sendfile::sendfile(self.tcp.as_fd(), file.as_fd(), Some(&mut off), count)
                     .map_err(io::Error::from)
             });
             match sent {
+                Err(e) if refuses_sendfile(&e) => {
+                    tracing::debug!(error = %e, "sendfile refused for this file; copying instead");
+                    self.copy = Some(vec![0u8; COPY_BUFFER].into_boxed_slice());
+                    continue;
+                }
                 Ok(0) => {
                     return Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -224,17 +258,62 @@ impl SendfileIo {
                     )));
                 }
                 Ok(n) => {
-                    let mut jobs = self.jobs.lock();
-                    if let Some(job) = jobs.front_mut() {
-                        job.offset += n as u64;
-                        job.remaining -= n;
-                        if job.remaining == 0 {
-                            jobs.pop_front();
-                        }
-                    }
+                    self.advance_front(n);
                     return Poll::Ready(Ok(n));
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Records `n` bytes of the front job as sent.
+    fn advance_front(&self, n: usize) {
+        let mut jobs = self.jobs.lock();
+        if let Some(job) = jobs.front_mut() {
+            job.offset += n as u64;
+            job.remaining -= n;
+            if job.remaining == 0 {
+                jobs.pop_front();
+            }
+        }
+    }
+
+    /// The fallback when the file's filesystem refuses `sendfile`: read up to one buffer at
+    /// `offset` and write it. A partial write is re-read next time (the bytes are the file's,
+    /// so sending them again from the new offset is exact).
+    fn poll_copy(
+        &mut self,
+        cx: &mut Context<'_>,
+        file: &File,
+        offset: u64,
+        count: usize,
+    ) -> Poll<io::Result<usize>> {
+        use std::os::unix::fs::FileExt;
+        std::task::ready!(self.tcp.poll_write_ready(cx))?;
+        let Some(buf) = self.copy.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("copy buffer missing")));
+        };
+        let want = count.min(buf.len());
+        let read = file.read_at(&mut buf[..want], offset)?;
+        if read == 0 {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the file ended before its response did",
+            )));
+        }
+        loop {
+            let Some(buf) = self.copy.as_ref() else {
+                return Poll::Ready(Err(io::Error::other("copy buffer missing")));
+            };
+            match self.tcp.try_write(&buf[..read]) {
+                Ok(n) => {
+                    self.advance_front(n);
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::task::ready!(self.tcp.poll_write_ready(cx))?;
+                }
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
@@ -272,6 +351,14 @@ impl SendfileIo {
     }
 }
 
+/// Errors with which a filesystem refuses `sendfile` for a file (not a socket failure).
+fn refuses_sendfile(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EINVAL | nix::libc::ENOSYS | nix::libc::EOPNOTSUPP)
+    )
+}
+
 impl AsyncRead for SendfileIo {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -291,6 +378,9 @@ impl AsyncWrite for SendfileIo {
         if is_marker(buf) {
             return self.poll_sendfile(cx, buf.len());
         }
+        if let Err(e) = self.check_front() {
+            return Poll::Ready(Err(e));
+        }
         Pin::new(&mut self.tcp).poll_write(cx, buf)
     }
 
@@ -308,7 +398,11 @@ impl AsyncWrite for SendfileIo {
         if is_marker(first) {
             return self.poll_sendfile(cx, first.len());
         }
-        // Ordinary slices up to the first marker (the next call sends the marker).
+        // Ordinary slices up to the first marker (the next call sends the marker). Never after
+        // a placeholder that was dropped unsent: these slices could be its copy.
+        if let Err(e) = self.check_front() {
+            return Poll::Ready(Err(e));
+        }
         let plain = bufs.iter().take_while(|b| !is_marker(b)).count();
         let more = plain < bufs.len();
         self.poll_plain(cx, &bufs[..plain], more)
@@ -429,18 +523,45 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn an_abandoned_frame_releases_its_job() {
-        let (mut io, mut client, jobs) = pair().await;
+    async fn a_frame_dropped_unsent_ends_the_connection() {
+        let (mut io, _client, jobs) = pair().await;
         let first = SendfileBody::new(jobs.clone(), temp_file(b"abandoned"), 0, 9);
-        let abandoned = frames_of(first).await;
-        drop(abandoned);
+        drop(frames_of(first).await);
+        // Nothing may be written after it: not its copy, not the next response.
+        let err = write_all_vectored(&mut io, &[Bytes::from_static(b"\0\0\0")])
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("dropped unsent"), "{err}");
         let second = SendfileBody::new(jobs.clone(), temp_file(b"sent"), 0, 4);
         let frames = frames_of(second).await;
+        assert!(write_all_vectored(&mut io, &frames).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_file_sendfile_refuses_is_copied_exactly() {
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i * 13 % 251) as u8).collect();
+        let (mut io, mut client, jobs) = pair().await;
+        // As after `EINVAL` from a filesystem without `sendfile`.
+        io.copy = Some(vec![0u8; COPY_BUFFER].into_boxed_slice());
+        let body = SendfileBody::new(jobs.clone(), temp_file(&content), 10, 200_000);
+        let frames = frames_of(body).await;
+        let reader = tokio::spawn(async move {
+            let mut got = vec![0u8; 200_000];
+            client.read_exact(&mut got).await.unwrap();
+            got
+        });
         write_all_vectored(&mut io, &frames).await.unwrap();
-        let mut got = [0u8; 4];
-        client.read_exact(&mut got).await.unwrap();
-        assert_eq!(&got, b"sent");
+        drop(frames);
+        assert_eq!(reader.await.unwrap(), &content[10..200_010]);
         assert_eq!(jobs.len(), 0);
+    }
+
+    #[test]
+    fn sendfile_refusals_are_told_from_socket_errors() {
+        assert!(refuses_sendfile(&io::Error::from_raw_os_error(nix::libc::EINVAL)));
+        assert!(refuses_sendfile(&io::Error::from_raw_os_error(nix::libc::ENOSYS)));
+        assert!(!refuses_sendfile(&io::Error::from_raw_os_error(nix::libc::EPIPE)));
+        assert!(!refuses_sendfile(&io::ErrorKind::WouldBlock.into()));
     }
 
     #[tokio::test]

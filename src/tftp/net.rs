@@ -12,10 +12,6 @@ const OVERHEAD: u32 = 32;
 /// RFC 2348 bounds of `blksize`.
 const MIN_BLOCK: u16 = 8;
 const MAX_BLOCK: u16 = 65464;
-/// Receive buffer asked for on the listening socket (best effort; capped by
-/// `net.core.rmem_max` unless running with `CAP_NET_ADMIN`). A boot storm sends a burst of
-/// requests; a small buffer drops them.
-const RECV_BUFFER: usize = 1 << 20;
 /// `IFF_LOOPBACK` in `/sys/class/net/<if>/flags`.
 const IFF_LOOPBACK: u32 = 0x8;
 
@@ -98,8 +94,10 @@ pub(crate) fn listen_socket(
             .bind_device(Some(ifname.as_bytes()))
             .map_err(|e| bind_device_error(ifname, &e))?;
     }
-    // Best effort: the kernel silently caps it at net.core.rmem_max.
-    let _ = socket.set_recv_buffer_size(RECV_BUFFER);
+    // Best effort (capped by net.core.rmem_max without CAP_NET_ADMIN): a boot storm sends a
+    // burst of read requests; a small buffer drops them.
+    let got = crate::limits::grow_recv_buffer(&socket, crate::limits::UDP_RECV_BUFFER);
+    crate::limits::warn_small_recv_buffer("tftp", got, crate::limits::UDP_RECV_BUFFER);
     socket
         .bind(&listen.into())
         .map_err(|e| bind_error(listen, &e))?;
