@@ -509,3 +509,87 @@ async fn tags_list_pages_and_offline_mode() {
             .contains("offline")
     );
 }
+
+#[tokio::test]
+async fn client_started_downloads_are_capped_by_mirror_max_fetches() {
+    let fake = FakeRegistry::start().await;
+    let a = fake.add_blob(b"first blob, slow upstream");
+    let b = fake.add_blob(b"second blob");
+    fake.state.blob_delay_ms.store(1500, Ordering::SeqCst);
+    let server = mirror_of(&fake, &[("mirror.maxFetches", "1")]).await;
+    let url = |d: &str| format!("{}/v2/siderolabs/test/blobs/{d}", server.url);
+
+    // The first miss holds the only slot while its upstream answers slowly.
+    let first = tokio::spawn(client().get(url(&a)).send());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while fake.hits("GET", &format!("/v2/siderolabs/test/blobs/{a}")) == 0 {
+        assert!(std::time::Instant::now() < deadline, "first fetch never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Another blob: refused with the registry error for "slow down", nothing fetched.
+    let busy = client().get(url(&b)).send().await.unwrap();
+    assert_oci_error(&busy, 429);
+    assert_eq!(busy.headers()["retry-after"], "2");
+    let text = busy.text().await.unwrap();
+    assert!(
+        text.contains("TOOMANYREQUESTS") && text.contains("mirror.maxFetches"),
+        "{text}"
+    );
+    assert_eq!(fake.hits("GET", &format!("/v2/siderolabs/test/blobs/{b}")), 0);
+    // The same blob joins the running download instead of counting again.
+    let joined = client().get(url(&a)).send().await.unwrap();
+    assert_eq!(joined.status(), 200);
+    assert_eq!(
+        joined.bytes().await.unwrap().as_ref(),
+        b"first blob, slow upstream"
+    );
+    let first = first.await.unwrap().unwrap();
+    assert_eq!(first.bytes().await.unwrap().as_ref(), b"first blob, slow upstream");
+    // Once it is done, the slot is free again.
+    let later = client().get(url(&b)).send().await.unwrap();
+    assert_eq!(later.status(), 200);
+    assert_eq!(later.bytes().await.unwrap().as_ref(), b"second blob");
+}
+
+#[tokio::test]
+async fn an_http10_client_gets_a_length_delimited_blob_on_a_miss() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let fake = FakeRegistry::start().await;
+    let layer: Vec<u8> = (0..200_000u32).map(|i| (i * 11 % 251) as u8).collect();
+    let (_, digest) = fake.add_image("siderolabs/test", "v1", &layer);
+    let other: Vec<u8> = (0..150_000u32).map(|i| (i * 3 % 241) as u8).collect();
+    let bad = fake.add_blob(&other);
+    let server = mirror_of(&fake, &[]).await;
+    let addr = server.url.trim_start_matches("http://").to_string();
+    let get10 = |d: String| {
+        let addr = addr.clone();
+        async move {
+            let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            s.write_all(
+                format!("GET /v2/siderolabs/test/blobs/{d} HTTP/1.0\r\nHost: {addr}\r\n\r\n")
+                    .as_bytes(),
+            )
+            .await
+            .unwrap();
+            let mut raw = Vec::new();
+            s.read_to_end(&mut raw).await.unwrap();
+            let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+            let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+            (head, raw[split..].to_vec())
+        }
+    };
+    // The upstream sends the whole blob chunked, without a length.
+    fake.state
+        .blob_truncate_to
+        .store(layer.len(), Ordering::SeqCst);
+    let (head, body) = get10(digest).await;
+    // Verified before the answer, so it carries its length: a cut body is detectable.
+    assert!(head.starts_with("http/1.0 200"), "{head}");
+    assert!(head.contains(&format!("content-length: {}", layer.len())), "{head}");
+    assert_eq!(body, layer);
+    // A chunked upstream body that ends early: an error answer, never a 200 that a
+    // close-delimited body would make look complete.
+    fake.state.blob_truncate_to.store(100_000, Ordering::SeqCst);
+    let (head, _) = get10(bad).await;
+    assert!(!head.starts_with("http/1.0 200"), "{head}");
+}

@@ -158,6 +158,11 @@ pub const KEYS: &[KeySpec] = &[
         help: "Registry meant by /v2/<repo>/... requests that name none (no ?ns=, no host prefix)",
     },
     KeySpec {
+        key: "mirror.maxFetches",
+        flag: "mirror-max-fetches",
+        help: "Most upstream blob downloads registry clients may start at once (429 over it)",
+    },
+    KeySpec {
         key: "artifacts.core.registry",
         flag: "artifacts-registry",
         help: "Registry of the Talos artifacts (imager, extensions, installers, overlays)",

@@ -561,6 +561,11 @@ pub struct MirrorConfig {
     pub allow: Vec<String>,
     /// The registry a request means when it names none (`/v2/<repo>/…` without `?ns=`).
     pub default_registry: String,
+    /// Most upstream blob downloads registry clients may have running at once (concurrent
+    /// requests for the same blob share one). Each holds up to ≈ 24 MiB of buffers and a
+    /// blocking thread until its download ends, and a client that disconnects does not cancel
+    /// it, so this bounds what strangers can start. Over it: 429 with `Retry-After`.
+    pub max_fetches: usize,
 }
 
 /// Talos artifact sources, as upstream Image Factory's `artifacts.core`.
@@ -627,6 +632,7 @@ impl Default for MirrorConfig {
             .map(String::from)
             .to_vec(),
             default_registry: "ghcr.io".to_string(),
+            max_fetches: 32,
         }
     }
 }

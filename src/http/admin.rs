@@ -132,6 +132,7 @@ pub async fn export(
             images::ExportError::Image { source, .. } => match source {
                 MirrorError::NotFound(_) | MirrorError::Offline(_) => StatusCode::NOT_FOUND,
                 MirrorError::NotAllowed(_) => StatusCode::FORBIDDEN,
+                MirrorError::Busy(_) => StatusCode::TOO_MANY_REQUESTS,
                 MirrorError::Upstream(_) => StatusCode::BAD_GATEWAY,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             },

@@ -25,7 +25,7 @@ pub struct RegistryError {
 }
 
 impl RegistryError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> RegistryError {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> RegistryError {
         RegistryError {
             status,
             code,
@@ -110,6 +110,10 @@ impl RegistryError {
             e @ MirrorError::NotAllowed(_) => {
                 Self::new(StatusCode::FORBIDDEN, "DENIED", e.to_string())
             }
+            e @ MirrorError::Busy(_) => RegistryError {
+                retry_after: Some(2),
+                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", e.to_string())
+            },
             MirrorError::Upstream(u) => match u {
                 UpstreamError::NotFound { message, .. } => {
                     Self::new(StatusCode::NOT_FOUND, unknown_code, message.clone())

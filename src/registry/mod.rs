@@ -167,6 +167,7 @@ async fn dispatch(
     Path(path): Path<String>,
     Query(query): Query<HashMap<String, String>>,
     method: Method,
+    version: axum::http::Version,
     headers: HeaderMap,
     peer: Option<axum::Extension<ConnectInfo<SocketAddr>>>,
     zero_copy: Option<axum::Extension<Jobs>>,
@@ -202,7 +203,7 @@ async fn dispatch(
                         manifest(&state, &name, reference, &method, &headers).await
                     }
                     Route::Blob { digest, .. } => {
-                        blob(&state, &name, digest, &method, &headers, zero_copy).await
+                        blob(&state, &name, digest, &method, version, &headers, zero_copy).await
                     }
                     Route::Tags { .. } => tags(&state, &name, repo, &query).await,
                     Route::Upload | Route::Referrers { .. } => unreachable!(),
@@ -331,17 +332,46 @@ async fn blob(
     name: &ImageName,
     digest: &str,
     method: &Method,
+    version: axum::http::Version,
     headers: &HeaderMap,
     zero_copy: Option<&Jobs>,
 ) -> Result<Response, RegistryError> {
     let digest: Digest = digest
         .parse()
         .map_err(|_| RegistryError::digest_invalid(digest))?;
-    let hit = state
+    let mut hit = state
         .mirror
         .blob(name, &digest, Requester::Client)
         .await
         .map_err(|e| RegistryError::from_mirror(e, "BLOB_UNKNOWN"))?;
+    if let BlobHit::Remote { fetch, size: None } = &hit
+        && version == axum::http::Version::HTTP_10
+    {
+        // No length from the upstream and an HTTP/1.0 client: without chunked encoding the
+        // body would end with the connection, which such a client cannot tell from a complete
+        // body — a blob that failed its digest check would look whole. Wait for the check and
+        // serve the stored blob instead.
+        fetch
+            .wait_verified()
+            .await
+            .map_err(|e| RegistryError::from_mirror(e.into(), "BLOB_UNKNOWN"))?;
+        hit = state
+            .mirror
+            .blob(name, &digest, Requester::Client)
+            .await
+            .map_err(|e| RegistryError::from_mirror(e, "BLOB_UNKNOWN"))?;
+        if matches!(hit, BlobHit::Remote { .. }) {
+            // Verified, yet not in the store: its commit failed (logged by the fetch).
+            return Err(RegistryError {
+                retry_after: Some(2),
+                ..RegistryError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "UNAVAILABLE",
+                    format!("blob {name}@{digest} could not be stored; retry"),
+                )
+            });
+        }
+    }
     let digest_text = digest.to_string();
     let extra = blob_headers(&digest_text);
     match hit {

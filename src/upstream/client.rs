@@ -415,7 +415,11 @@ impl RegistryClient {
         if status == reqwest::StatusCode::OK {
             return Ok(response);
         }
-        let url = response.url().to_string();
+        // Without the query: after a redirect to blob storage it holds the URL's signature,
+        // which must not reach error texts and logs.
+        let mut shown = response.url().clone();
+        shown.set_query(None);
+        let url = shown.to_string();
         if status == reqwest::StatusCode::UNAUTHORIZED {
             return Err(OciDistributionError::UnauthorizedError { url });
         }

@@ -71,9 +71,16 @@ pub struct BlobFetch {
     digest: Digest,
     registry: String,
     state: watch::Receiver<FetchState>,
+    /// Started by a registry client (counted against `mirror.maxFetches`).
+    by_client: bool,
 }
 
 impl BlobFetch {
+    /// Whether a registry client started it (what `mirror.maxFetches` counts).
+    pub fn by_client(&self) -> bool {
+        self.by_client
+    }
+
     /// Starts downloading `digest` of `repository` into `store`; `on_done` runs when it ends
     /// (success or failure), e.g. to forget the in-flight entry.
     pub fn start(
@@ -82,6 +89,7 @@ impl BlobFetch {
         repository: String,
         digest: Digest,
         idle_timeout: Duration,
+        by_client: bool,
         on_done: impl FnOnce() + Send + 'static,
     ) -> Arc<BlobFetch> {
         let (tx, rx) = watch::channel(FetchState::default());
@@ -90,6 +98,7 @@ impl BlobFetch {
             digest,
             registry: registry.clone(),
             state: rx,
+            by_client,
         });
         tokio::spawn(async move {
             let started = Instant::now();

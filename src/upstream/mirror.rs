@@ -72,6 +72,11 @@ pub enum MirrorError {
     /// The registry is not in `mirror.allow`.
     #[error("registry {0} is not mirrored here (see mirror.allow)")]
     NotAllowed(String),
+    /// `mirror.maxFetches` upstream downloads started by registry clients are running.
+    #[error(
+        "{0} upstream downloads are in progress (mirror.maxFetches); retry when one has finished"
+    )]
+    Busy(usize),
     /// The upstream failed.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
@@ -364,6 +369,12 @@ impl Mirror {
             let mut fetches = self.fetches.lock().expect("fetches lock");
             match fetches.get(digest) {
                 Some(f) => f.clone(),
+                None if who == Requester::Client
+                    && fetches.values().filter(|f| f.by_client()).count()
+                        >= self.config.mirror.max_fetches.max(1) =>
+                {
+                    return Err(MirrorError::Busy(self.config.mirror.max_fetches));
+                }
                 None => {
                     let map = self.fetches.clone();
                     let key = *digest;
@@ -373,6 +384,7 @@ impl Mirror {
                         name.repository().to_string(),
                         *digest,
                         Duration::from_secs(self.config.upstream.timeout_seconds.max(1)),
+                        who == Requester::Client,
                         move || {
                             map.lock().expect("fetches lock").remove(&key);
                         },
