@@ -403,7 +403,8 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 9] = [
     (
         "bootfactory_tftp_transfers_total",
         "TFTP transfers that ended, by how (complete; client_aborted: the client sent an ERROR, \
-         e.g. a tsize probe; timed_out: the client stopped answering; failed: server-side error)",
+         e.g. a tsize probe; timed_out: the client stopped answering; evicted: cancelled before \
+         its first ACK to make room for a new request; failed: server-side error)",
         &["end"],
     ),
     (
@@ -525,17 +526,18 @@ impl NetbootCollector {
             (
                 6,
                 "end",
-                [
+                vec![
                     ("complete", t.served),
                     ("client_aborted", t.client_aborted),
                     ("timed_out", t.timed_out),
+                    ("evicted", t.evicted),
                     ("failed", t.failed),
                 ],
             ),
             (
                 7,
                 "option",
-                [
+                vec![
                     ("oack", t.negotiated),
                     ("blksize", t.opt_blksize),
                     ("tsize", t.opt_tsize),
@@ -545,7 +547,7 @@ impl NetbootCollector {
             (
                 8,
                 "kind",
-                [
+                vec![
                     ("retransmitted", t.retransmitted),
                     ("unknown_tid", t.unknown_tid),
                     ("malformed", t.malformed),

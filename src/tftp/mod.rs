@@ -41,10 +41,14 @@
 //!   error 5 (unknown transfer ID, RFC 1350 §4; never in answer to an ERROR or to garbage, and
 //!   at most 16 per transfer) and the transfer goes on ([`TftpStats::unknown_tid`]).
 //! - **Admission** ([`sessions`]): at most [`TftpConfig::max_sessions`] transfers in progress,
-//!   and at most [`TftpConfig::max_sessions_per_client`] per client IP address. A request over
-//!   either cap gets error 0 with a "server busy"/"too many transfers from …" message, before
-//!   any file or socket is opened for it, and is counted in [`TftpStats::refused_busy`] /
-//!   [`TftpStats::refused_client_busy`]. The global cap is also held to an eighth of the
+//!   and at most [`TftpConfig::max_sessions_per_client`] per client IP address. A transfer is
+//!   *half-open* until the client's first valid ACK (ACK 0 after an OACK, or ACK 1); a request
+//!   from a forged address never gets further. When a cap is full, a new request evicts the
+//!   oldest half-open transfer in its way, like a SYN queue ([`TftpStats::evicted`]), so
+//!   spoofed requests cannot keep real firmware out. Only when every transfer in the way is
+//!   established does the request get error 0 with a "server busy"/"too many transfers
+//!   from …" message, before any file or socket is opened for it, counted in
+//!   [`TftpStats::refused_busy`] / [`TftpStats::refused_client_busy`]. The global cap is also held to an eighth of the
 //!   process's `RLIMIT_NOFILE` ([`fd_session_cap`]): a transfer holds at most two descriptors
 //!   (its socket and, for the extra directory, the file), so TFTP can never take more than a
 //!   quarter of the descriptors and starve the HTTP side.
@@ -204,6 +208,9 @@ pub struct TftpStats {
     /// Requests refused because their client address had
     /// [`TftpConfig::max_sessions_per_client`] transfers in progress.
     pub refused_client_busy: AtomicU64,
+    /// Half-open transfers (no valid ACK yet) cancelled to make room for a new request when a
+    /// cap was full (forged source addresses never ACK; module `sessions`).
+    pub evicted: AtomicU64,
     /// Transfers in progress now (a gauge: admitted and not yet ended).
     pub in_progress: AtomicU64,
     /// Transfers the client ended with an ERROR packet (EDK2's `tsize` probe ends this way);
@@ -251,6 +258,8 @@ pub struct TftpStatsSnapshot {
     pub refused_busy: u64,
     /// See [`TftpStats::refused_client_busy`].
     pub refused_client_busy: u64,
+    /// See [`TftpStats::evicted`].
+    pub evicted: u64,
     /// See [`TftpStats::in_progress`].
     pub in_progress: u64,
     /// See [`TftpStats::client_aborted`].
@@ -288,6 +297,7 @@ impl TftpStats {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             refused_busy: self.refused_busy.load(Ordering::Relaxed),
             refused_client_busy: self.refused_client_busy.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
             in_progress: self.in_progress.load(Ordering::Relaxed),
             client_aborted: self.client_aborted.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
