@@ -670,7 +670,8 @@ impl Transfer {
                     size = self.size,
                     options = %options,
                     code,
-                    message = %message,
+                    // Debug-formatted: the client chose these bytes; `\n` or `\r` must not forge log lines.
+                    message = ?message,
                     duration_ms,
                     "TFTP transfer aborted by the client (e.g. a tsize probe)"
                 );
