@@ -403,7 +403,7 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 9] = [
     (
         "bootfactory_tftp_transfers_total",
         "TFTP transfers that ended, by how (complete; client_aborted: the client sent an ERROR, \
-         e.g. a tsize probe; timed_out: the client stopped answering; evicted: cancelled before \
+         e.g. a tsize probe; timed_out: the client stopped answering; expired: it outlived its total lifetime; evicted: cancelled before \
          its first ACK to make room for a new request; failed: server-side error)",
         &["end"],
     ),
@@ -531,6 +531,7 @@ impl NetbootCollector {
                     ("client_aborted", t.client_aborted),
                     ("timed_out", t.timed_out),
                     ("evicted", t.evicted),
+                    ("expired", t.expired),
                     ("failed", t.failed),
                 ],
             ),
@@ -658,6 +659,7 @@ impl Netboot {
             extra_dir: config.pxe.tftp_dir.clone(),
             max_sessions: config.pxe.tftp_max_sessions,
             max_sessions_per_client: config.pxe.tftp_max_sessions_per_client,
+            min_lifetime: crate::tftp::DEFAULT_MIN_LIFETIME,
         };
         let tftp = TftpService::bind(tftp_config, files)
             .await

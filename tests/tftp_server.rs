@@ -1021,6 +1021,71 @@ fn session_caps_refuse_with_busy_error_and_free_abandoned_slots() {
     assert_eq!((s.refused_busy, s.refused_client_busy), (1, 1));
 }
 
+/// A client that progresses, but too slowly (one ACK per 150 ms at `blksize` 8, well inside
+/// the 400 ms timeout, so retries never run out), and floods duplicate ACKs in between (ignored
+/// packets, which keep the biased `select!` busy) is still ended at its total lifetime: here
+/// the 1 s floor, as the 4,000-byte file's share (8 × 50 ms) is smaller.
+#[test]
+fn a_slow_client_is_ended_at_the_transfer_lifetime() {
+    let server = Server::start(
+        TftpConfig {
+            timeout: Duration::from_millis(400),
+            min_lifetime: Duration::from_secs(1),
+            ..test_config()
+        },
+        embedded(),
+    );
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    sock.send_to(
+        &client::request(client::RRQ, "arm64/ipxe.efi", "octet", &[("blksize", "8")]),
+        server.addr,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 2048];
+    let mut tid = None;
+    let mut acked: u16 = 0;
+    let mut last_progress = Instant::now() - Duration::from_secs(1);
+    let ended = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the slow transfer was never ended"
+        );
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            tid = Some(from);
+            match client::parse(&buf[..n]) {
+                client::Packet::Error(code, msg) => break (code, msg),
+                client::Packet::Oack(_) | client::Packet::Data(..) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let Some(tid) = tid else { continue };
+        if last_progress.elapsed() >= Duration::from_millis(150) {
+            // Progress: the next block (ACK 0 answers the OACK).
+            sock.send_to(&client::ack(acked), tid).unwrap();
+            acked += 1;
+            last_progress = Instant::now();
+        } else if acked > 0 {
+            // A flood of duplicates of the last ACK: ignored by the server.
+            for _ in 0..20 {
+                sock.send_to(&client::ack(acked - 1), tid).unwrap();
+            }
+        }
+    };
+    let took = started.elapsed();
+    assert_eq!(ended.0, 0);
+    assert!(ended.1.contains("lifetime"), "{ended:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "ended after {took:?}"
+    );
+    assert!(acked > 3, "the client made progress ({acked} ACKs)");
+    let s = server.wait_stats("expired", |s| s.expired == 1 && s.in_progress == 0);
+    assert_eq!((s.timed_out, s.served), (0, 0), "{s:?}");
+}
+
 /// A client asking for `timeout 255` does not get it: the OACK leaves the option out
 /// (RFC 2349: the server either echoes the value or omits the option), the server retransmits
 /// at its own 1 s, and the abandoned transfer ends after its 5 retransmissions instead of

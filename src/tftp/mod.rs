@@ -62,6 +62,12 @@
 //! OACK or window again, and gives up after [`MAX_SEND_RETRIES`] retransmissions without
 //! progress, sending a closing ERROR: a silent client holds a slot for at most
 //! `(MAX_SEND_RETRIES + 1) × timeout` — 12 s with the default 2 s, 60 s at the 10 s maximum.
+//! Retries restart whenever an ACK makes progress, so a client ACKing one block per timeout
+//! (at `blksize` 8) would hold its slot for days; every transfer also has a total lifetime,
+//! [`transfer_lifetime`]: `max(120 s, ⌈size / 512⌉ × 50 ms)`, checked on every turn of the
+//! transfer's loop — for ignored packets too, so a flood of them cannot starve it — and ended
+//! with an ERROR when exceeded ([`TftpStats::expired`]). Honest clients are far faster:
+//! 50 ms per 512 bytes is 10 KB/s.
 //! RFC 2349 lets a client ask for a `timeout` of up to 255 s, and the server can only echo the
 //! value or leave the option out; honouring it would let 1,000 requests with `timeout 255` pin
 //! 1,000 descriptors for 25 minutes. So the option is left out of the OACK and our own timer
@@ -118,6 +124,21 @@ pub use sessions::Busy;
 /// With the default 2 s timeout a dead client holds a transfer for about 12 s.
 pub const MAX_SEND_RETRIES: u32 = 5;
 
+/// Floor of a transfer's total lifetime: [`transfer_lifetime`].
+pub const DEFAULT_MIN_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Lifetime budget per 512-byte block of the file (whatever `blksize` the client chose).
+pub const LIFETIME_PER_BLOCK: Duration = Duration::from_millis(50);
+
+/// How long a transfer of `size` bytes may last in total, from its request to its last ACK:
+/// `max(min_lifetime, ⌈size / 512⌉ × 50 ms)` — 120 s for any iPXE binary, about 2.8 h for a
+/// 100 MB file. Counted in 512-byte blocks so a client choosing a tiny `blksize` gets no more
+/// time: it must average at least 10 KB/s (module docs, "Bounded lifetime").
+pub fn transfer_lifetime(size: u64, min_lifetime: Duration) -> Duration {
+    let blocks = u32::try_from(size.div_ceil(512)).unwrap_or(u32::MAX);
+    min_lifetime.max(LIFETIME_PER_BLOCK.saturating_mul(blocks))
+}
+
 /// Largest retransmission timeout the server uses: it bounds how long an abandoned transfer
 /// holds its slot, `(MAX_SEND_RETRIES + 1) × timeout` = 60 s.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
@@ -168,6 +189,9 @@ pub struct TftpConfig {
     /// Transfers in progress from one client IP address at most (at least 1, at most
     /// `max_sessions`).
     pub max_sessions_per_client: usize,
+    /// Floor of every transfer's total lifetime (module docs, "Bounded lifetime");
+    /// [`DEFAULT_MIN_LIFETIME`] in production, shorter in tests.
+    pub min_lifetime: Duration,
 }
 
 impl Default for TftpConfig {
@@ -183,6 +207,7 @@ impl Default for TftpConfig {
             extra_dir: None,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_client: DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            min_lifetime: DEFAULT_MIN_LIFETIME,
         }
     }
 }
@@ -218,6 +243,9 @@ pub struct TftpStats {
     pub client_aborted: AtomicU64,
     /// Transfers given up after [`MAX_SEND_RETRIES`] retransmissions without an answer.
     pub timed_out: AtomicU64,
+    /// Transfers ended because they outlived [`transfer_lifetime`] (a client progressing too
+    /// slowly, e.g. one ACK per timeout).
+    pub expired: AtomicU64,
     /// Transfers ended by a server-side error (file read or socket send failed).
     pub failed: AtomicU64,
     /// Packets sent again (OACK or DATA) after a timeout or a client's gap ACK.
@@ -266,6 +294,8 @@ pub struct TftpStatsSnapshot {
     pub client_aborted: u64,
     /// See [`TftpStats::timed_out`].
     pub timed_out: u64,
+    /// See [`TftpStats::expired`].
+    pub expired: u64,
     /// See [`TftpStats::failed`].
     pub failed: u64,
     /// See [`TftpStats::retransmitted`].
@@ -301,6 +331,7 @@ impl TftpStats {
             in_progress: self.in_progress.load(Ordering::Relaxed),
             client_aborted: self.client_aborted.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             retransmitted: self.retransmitted.load(Ordering::Relaxed),
             unknown_tid: self.unknown_tid.load(Ordering::Relaxed),
@@ -315,5 +346,29 @@ impl TftpStats {
 
     pub(crate) fn bump(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_is_the_floor_or_50_ms_per_512_bytes() {
+        let floor = DEFAULT_MIN_LIFETIME;
+        assert_eq!(transfer_lifetime(0, floor), floor);
+        // iPXE binaries (≈ 1 MB): the floor.
+        assert_eq!(transfer_lifetime(996_864, floor), floor);
+        // 100 MB: 204,800 blocks × 50 ms.
+        assert_eq!(
+            transfer_lifetime(100 << 20, floor),
+            Duration::from_millis(204_800 * 50)
+        );
+        assert_eq!(
+            transfer_lifetime(513, Duration::ZERO),
+            Duration::from_millis(100)
+        );
+        // Never overflows.
+        assert!(transfer_lifetime(u64::MAX, floor) > Duration::from_secs(86_400));
     }
 }

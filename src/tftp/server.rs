@@ -24,7 +24,9 @@ use super::packet::{
     RequestOptions,
 };
 use super::sessions::{Admitted, Busy, Permit, Sessions};
-use super::{MAX_SEND_RETRIES, MAX_TIMEOUT, TftpConfig, TftpStats, fd_session_cap};
+use super::{
+    MAX_SEND_RETRIES, MAX_TIMEOUT, TftpConfig, TftpStats, fd_session_cap, transfer_lifetime,
+};
 
 /// Largest request datagram read. RFC 1350 requests fit 512 bytes; options make them longer,
 /// but a name is at most 255 bytes and four options need far less than this. A datagram that
@@ -70,6 +72,8 @@ struct Shared {
     window_limit: u16,
     /// Retransmission timeout (at most [`MAX_TIMEOUT`]).
     timeout: Duration,
+    /// Floor of every transfer's total lifetime ([`transfer_lifetime`]).
+    min_lifetime: Duration,
     /// The listening address's IP: every transfer socket binds to it (module docs).
     local_ip: IpAddr,
     /// Client address and port of every live transfer: a repeated request from the same
@@ -155,6 +159,7 @@ impl TftpService {
             max_block,
             window_limit,
             timeout,
+            min_lifetime: config.min_lifetime,
             local_ip: local_addr.ip(),
             active: Mutex::new(HashSet::new()),
             busy_log: Mutex::new(RateLog::default()),
@@ -559,6 +564,8 @@ enum End {
     ClientError { code: u16, message: String },
     /// No answer after [`MAX_SEND_RETRIES`] retransmissions.
     TimedOut,
+    /// The transfer outlived [`transfer_lifetime`].
+    Expired,
     /// Cancelled before the client's first ACK to make room for a new request (module
     /// `sessions`); its slot already changed hands.
     Evicted,
@@ -697,6 +704,26 @@ impl Transfer {
                     "TFTP transfer given up: the client stopped answering"
                 );
             }
+            End::Expired => {
+                TftpStats::bump(&stats.expired, 1);
+                let _ = self
+                    .socket
+                    .try_send_to(
+                        &packet::encode_error(ErrorCode::NotDefined, "transfer lifetime exceeded"),
+                        self.peer,
+                    )
+                    .inspect_err(|e| debug!(error = %e, "TFTP: sending the closing ERROR"));
+                info!(
+                    peer = %self.peer,
+                    file = %self.name,
+                    source = self.origin,
+                    bytes = sent,
+                    size = self.size,
+                    options = %options,
+                    duration_ms,
+                    "TFTP transfer ended: it outlived its lifetime (the client progresses too slowly)"
+                );
+            }
             End::Evicted => {
                 // Counted in `evicted` at admission. No ERROR: the peer is most likely forged.
                 debug!(
@@ -731,6 +758,9 @@ impl Transfer {
     /// sent, each block once.
     async fn exchange(&mut self, sent: &mut u64) -> End {
         let timeout = self.shared.timeout;
+        // The total lifetime, checked at the top of every loop turn: a flood of ignored packets
+        // keeps the biased `select!` in its receive branch, but every packet passes here.
+        let expires = Instant::now() + transfer_lifetime(self.size, self.shared.min_lifetime);
         // The packet buffer, reused for every block: header + the largest block.
         let mut out = vec![0u8; DATA_HEADER_LEN + self.blksize];
         let mut inbuf = [0u8; MAX_CLIENT_PACKET];
@@ -751,6 +781,9 @@ impl Transfer {
             }
             deadline = Instant::now() + timeout;
             loop {
+                if Instant::now() >= expires {
+                    return End::Expired;
+                }
                 tokio::select! {
                     biased;
                     got = self.socket.recv_from(&mut inbuf) => {
@@ -807,6 +840,9 @@ impl Transfer {
         }
         deadline = Instant::now() + timeout;
         loop {
+            if Instant::now() >= expires {
+                return End::Expired;
+            }
             tokio::select! {
                 biased;
                 got = self.socket.recv_from(&mut inbuf) => {
