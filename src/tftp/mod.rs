@@ -177,7 +177,8 @@ pub struct TftpConfig {
     /// for 1500), or [`DEFAULT_MAX_BLOCK_SIZE`] for loopback, an unknown MTU or no interface.
     /// Values are clamped to the RFC 2348 range 8..=65464.
     pub max_block_size: Option<u16>,
-    /// Largest `windowsize` granted (RFC 7440), e.g. 16. 1 disables windowing; 0 counts as 1.
+    /// Largest `windowsize` granted (RFC 7440), e.g. 16. 1 disables windowing; 0 counts as 1;
+    /// held to 32767 (half the block-number space, so an ACK is never ambiguous).
     pub window_size_limit: u16,
     /// Retransmission timeout, clamped to [`MAX_TIMEOUT`]. A client's `timeout` option is not
     /// accepted (module docs).

@@ -28,6 +28,9 @@ use super::{
     MAX_SEND_RETRIES, MAX_TIMEOUT, TftpConfig, TftpStats, fd_session_cap, transfer_lifetime,
 };
 
+/// Largest `windowsize` ever granted, whatever [`TftpConfig::window_size_limit`] says.
+const MAX_WINDOW_LIMIT: u16 = 32767;
+
 /// Largest request datagram read. RFC 1350 requests fit 512 bytes; options make them longer,
 /// but a name is at most 255 bytes and four options need far less than this. A datagram that
 /// fills the buffer was cut short by the kernel and is dropped as malformed.
@@ -97,7 +100,9 @@ impl TftpService {
             None => None,
         };
         let max_block = effective_max_block_size(config.max_block_size, link);
-        let window_limit = config.window_size_limit.max(1);
+        // RFC 7440's range is 1..=65535, but a window beyond 32767 blocks would make an ACK
+        // ambiguous modulo 2^16 (half the block-number space): held below that.
+        let window_limit = config.window_size_limit.clamp(1, MAX_WINDOW_LIMIT);
         let extra = config.extra_dir.as_deref().map(ExtraDir::new).transpose()?;
         let timeout = config.timeout.min(MAX_TIMEOUT);
         if timeout < config.timeout {
