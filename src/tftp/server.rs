@@ -84,6 +84,8 @@ struct Shared {
     active: Mutex<HashSet<SocketAddr>>,
     busy_log: Mutex<RateLog>,
     evict_log: Mutex<RateLog>,
+    /// Access violations and not-found answers: one line per 10 s at most (flood-proof).
+    refusal_log: Mutex<RateLog>,
 }
 
 impl TftpService {
@@ -169,6 +171,7 @@ impl TftpService {
             active: Mutex::new(HashSet::new()),
             busy_log: Mutex::new(RateLog::default()),
             evict_log: Mutex::new(RateLog::default()),
+            refusal_log: Mutex::new(RateLog::default()),
         });
         Ok(TftpService {
             socket,
@@ -385,7 +388,19 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) -> bo
             }
             Some(DirLookup::NotFound) | None => {
                 TftpStats::bump(&stats.not_found, 1);
-                info!(%peer, file = %name, "TFTP file not found");
+                let allowed = shared
+                    .refusal_log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .allow();
+                if let Some(suppressed) = allowed {
+                    info!(
+                        %peer,
+                        file = %name,
+                        not_logged_since_last = suppressed,
+                        "TFTP file not found (refusals logged at most every 10 s)"
+                    );
+                }
                 send_error(shared, peer, ErrorCode::FileNotFound, "file not found");
                 return false;
             }
@@ -545,7 +560,20 @@ impl Shared {
     /// Counts, logs and answers an access violation (error 2).
     fn refuse(&self, client: SocketAddr, requested: &str, why: Refusal) {
         TftpStats::bump(&self.stats.refused, 1);
-        warn!(peer = %client, file = ?requested, reason = %why, "TFTP request refused");
+        let allowed = self
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow();
+        if let Some(suppressed) = allowed {
+            warn!(
+                peer = %client,
+                file = ?requested,
+                reason = %why,
+                not_logged_since_last = suppressed,
+                "TFTP request refused (refusals logged at most every 10 s)"
+            );
+        }
         send_error(self, client, ErrorCode::AccessViolation, &why.to_string());
     }
 }
