@@ -403,7 +403,8 @@ const NETBOOT_METRICS: [(&str, &str, &[&str]); 9] = [
     (
         "bootfactory_tftp_transfers_total",
         "TFTP transfers that ended, by how (complete; client_aborted: the client sent an ERROR, \
-         e.g. a tsize probe; timed_out: the client stopped answering; failed: server-side error)",
+         e.g. a tsize probe; timed_out: the client stopped answering; expired: it outlived its total lifetime; evicted: cancelled before \
+         its first ACK to make room for a new request; failed: server-side error)",
         &["end"],
     ),
     (
@@ -525,17 +526,19 @@ impl NetbootCollector {
             (
                 6,
                 "end",
-                [
+                vec![
                     ("complete", t.served),
                     ("client_aborted", t.client_aborted),
                     ("timed_out", t.timed_out),
+                    ("evicted", t.evicted),
+                    ("expired", t.expired),
                     ("failed", t.failed),
                 ],
             ),
             (
                 7,
                 "option",
-                [
+                vec![
                     ("oack", t.negotiated),
                     ("blksize", t.opt_blksize),
                     ("tsize", t.opt_tsize),
@@ -545,7 +548,7 @@ impl NetbootCollector {
             (
                 8,
                 "kind",
-                [
+                vec![
                     ("retransmitted", t.retransmitted),
                     ("unknown_tid", t.unknown_tid),
                     ("malformed", t.malformed),
@@ -656,6 +659,7 @@ impl Netboot {
             extra_dir: config.pxe.tftp_dir.clone(),
             max_sessions: config.pxe.tftp_max_sessions,
             max_sessions_per_client: config.pxe.tftp_max_sessions_per_client,
+            min_lifetime: crate::tftp::DEFAULT_MIN_LIFETIME,
         };
         let tftp = TftpService::bind(tftp_config, files)
             .await

@@ -855,9 +855,75 @@ fn same_port_rerequest_after_abort_is_a_new_transfer() {
 // ---------------------------------------------------------------------------------------------
 // Admission control and bounded session lifetime (issue 10, defect 3)
 
+/// Sends `n` RRQs for `ipxe.efi` from fresh sockets bound to `from` that never ACK (like
+/// requests from forged addresses), waits for each first reply, and returns the sockets.
+fn half_open_sessions(server: SocketAddr, from: &str, n: usize) -> Vec<UdpSocket> {
+    (0..n)
+        .map(|_| {
+            let sock = UdpSocket::bind((from, 0)).unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            sock.send_to(
+                &client::request(client::RRQ, "ipxe.efi", "octet", &[]),
+                server,
+            )
+            .unwrap();
+            let mut buf = [0u8; 2048];
+            let (n, _) = sock.recv_from(&mut buf).expect("no reply to the RRQ");
+            assert_data1(&client::parse(&buf[..n]), "half-open session");
+            sock
+        })
+        .collect()
+}
+
+/// Requests that never ACK (spoofed sources) fill every slot: a new request evicts the oldest
+/// half-open transfer instead of being refused, so real clients — from the flooding address
+/// (per-client cap) or another (global cap), with curl when installed — still get their file.
+#[test]
+fn half_open_transfers_are_evicted_for_real_clients() {
+    let server = Server::start(
+        TftpConfig {
+            max_sessions: 6,
+            max_sessions_per_client: 4,
+            timeout: Duration::from_secs(10),
+            ..test_config()
+        },
+        embedded(),
+    );
+    let mut held = half_open_sessions(server.addr, "127.0.0.2", 4);
+    held.extend(half_open_sessions(server.addr, "127.0.0.3", 2));
+    let s = server.stats();
+    assert_eq!((s.in_progress, s.evicted), (6, 0), "{s:?}");
+    // Both caps full for 127.0.0.2: it still gets in (its own oldest half-open goes).
+    let sock = UdpSocket::bind(("127.0.0.2", 0)).unwrap();
+    let got = fetch_on(&sock, server.addr, "ipxe.efi", &[], &Plan::default()).unwrap();
+    assert!(got.data == ipxe());
+    server.wait_stats("served 1", |s| s.served == 1 && s.in_progress == 5);
+    // Global cap full again: another client is served (the oldest half-open of anyone goes).
+    held.extend(half_open_sessions(server.addr, "127.0.0.3", 1));
+    let got = fetch(server.addr, "undionly.kpxe", &[("blksize", "1468")]).unwrap();
+    assert!(got.data == synthetic(UNDI_SIZE, 2));
+    let mut evictions = 2;
+    if have("curl") {
+        server.wait_stats("served 2", |s| s.served == 2 && s.in_progress == 5);
+        held.extend(half_open_sessions(server.addr, "127.0.0.4", 1));
+        let out = curl(&[&format!("tftp://{}/undionly.kpxe", server.addr)]);
+        assert!(out.status.success(), "curl: {out:?}");
+        assert!(out.stdout == synthetic(UNDI_SIZE, 2));
+        evictions += 1;
+    }
+    let s = server.wait_stats("served", |s| s.served == evictions);
+    assert_eq!(s.evicted, evictions, "{s:?}");
+    assert_eq!((s.refused_busy, s.refused_client_busy), (0, 0), "{s:?}");
+    // Evicted transfers are cancelled without an ERROR (the peer is most likely forged) and
+    // are not counted as timed out.
+    assert_eq!((s.timed_out, s.failed), (0, 0), "{s:?}");
+    drop(held);
+}
+
 /// Sends an RRQ for `ipxe.efi` (no options) from a fresh socket bound to `from` and returns
-/// the socket and the first reply; the caller never ACKs, so an admitted transfer stays alive
-/// until the server gives up on it.
+/// the socket and the first reply. If that is DATA 1, ACKs it once (the transfer is then
+/// established and cannot be evicted) and never again, so the transfer stays alive until the
+/// server gives up on it.
 fn start_session(server: SocketAddr, from: &str) -> (UdpSocket, client::Packet) {
     let sock = UdpSocket::bind((from, 0)).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -867,8 +933,17 @@ fn start_session(server: SocketAddr, from: &str) -> (UdpSocket, client::Packet) 
     )
     .unwrap();
     let mut buf = [0u8; 2048];
-    let (n, _) = sock.recv_from(&mut buf).expect("no reply to the RRQ");
-    (sock, client::parse(&buf[..n]))
+    let (n, tid) = sock.recv_from(&mut buf).expect("no reply to the RRQ");
+    let first = client::parse(&buf[..n]);
+    if matches!(first, client::Packet::Data(1, _)) {
+        sock.send_to(&client::ack(1), tid).unwrap();
+        let (n, _) = sock.recv_from(&mut buf).expect("no DATA 2 after ACK 1");
+        assert!(matches!(
+            client::parse(&buf[..n]),
+            client::Packet::Data(2, _)
+        ));
+    }
+    (sock, first)
 }
 
 fn assert_data1(p: &client::Packet, what: &str) {
@@ -878,9 +953,9 @@ fn assert_data1(p: &client::Packet, what: &str) {
     );
 }
 
-/// More abandoned transfers than the caps allow: the extra requests get TFTP error 0 with a
-/// clear message (per client first, then globally), are counted, and once the abandoned
-/// transfers time out (6 × the 1 s timeout) the slots are free again.
+/// More established, then abandoned, transfers than the caps allow: the extra requests get
+/// TFTP error 0 with a clear message (per client first, then globally), are counted, and once
+/// the abandoned transfers time out (6 × the 1 s timeout) the slots are free again.
 #[test]
 fn session_caps_refuse_with_busy_error_and_free_abandoned_slots() {
     let server = Server::start(
@@ -924,7 +999,7 @@ fn session_caps_refuse_with_busy_error_and_free_abandoned_slots() {
         (6, 1, 1),
         "{s:?}"
     );
-    assert_eq!(s.requests, 8);
+    assert_eq!((s.requests, s.evicted), (8, 0));
 
     // Nobody ACKs: each transfer is given up after 1 + 5 retransmissions, 1 s apart.
     let s = server.wait_stats("abandoned transfers released", |s| s.in_progress == 0);
@@ -944,6 +1019,71 @@ fn session_caps_refuse_with_busy_error_and_free_abandoned_slots() {
     assert!(got.data == ipxe());
     let s = server.wait_stats("served 2", |s| s.served == 2 && s.in_progress == 0);
     assert_eq!((s.refused_busy, s.refused_client_busy), (1, 1));
+}
+
+/// A client that progresses, but too slowly (one ACK per 150 ms at `blksize` 8, well inside
+/// the 400 ms timeout, so retries never run out), and floods duplicate ACKs in between (ignored
+/// packets, which keep the biased `select!` busy) is still ended at its total lifetime: here
+/// the 1 s floor, as the 4,000-byte file's share (8 × 50 ms) is smaller.
+#[test]
+fn a_slow_client_is_ended_at_the_transfer_lifetime() {
+    let server = Server::start(
+        TftpConfig {
+            timeout: Duration::from_millis(400),
+            min_lifetime: Duration::from_secs(1),
+            ..test_config()
+        },
+        embedded(),
+    );
+    let sock = UdpSocket::bind(("127.0.0.1", 0)).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    sock.send_to(
+        &client::request(client::RRQ, "arm64/ipxe.efi", "octet", &[("blksize", "8")]),
+        server.addr,
+    )
+    .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 2048];
+    let mut tid = None;
+    let mut acked: u16 = 0;
+    let mut last_progress = Instant::now() - Duration::from_secs(1);
+    let ended = loop {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the slow transfer was never ended"
+        );
+        if let Ok((n, from)) = sock.recv_from(&mut buf) {
+            tid = Some(from);
+            match client::parse(&buf[..n]) {
+                client::Packet::Error(code, msg) => break (code, msg),
+                client::Packet::Oack(_) | client::Packet::Data(..) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        let Some(tid) = tid else { continue };
+        if last_progress.elapsed() >= Duration::from_millis(150) {
+            // Progress: the next block (ACK 0 answers the OACK).
+            sock.send_to(&client::ack(acked), tid).unwrap();
+            acked += 1;
+            last_progress = Instant::now();
+        } else if acked > 0 {
+            // A flood of duplicates of the last ACK: ignored by the server.
+            for _ in 0..20 {
+                sock.send_to(&client::ack(acked - 1), tid).unwrap();
+            }
+        }
+    };
+    let took = started.elapsed();
+    assert_eq!(ended.0, 0);
+    assert!(ended.1.contains("lifetime"), "{ended:?}");
+    assert!(
+        took >= Duration::from_secs(1) && took < Duration::from_secs(4),
+        "ended after {took:?}"
+    );
+    assert!(acked > 3, "the client made progress ({acked} ACKs)");
+    let s = server.wait_stats("expired", |s| s.expired == 1 && s.in_progress == 0);
+    assert_eq!((s.timed_out, s.served), (0, 0), "{s:?}");
 }
 
 /// A client asking for `timeout 255` does not get it: the OACK leaves the option out
@@ -1193,7 +1333,13 @@ fn rrq_flood_does_not_starve_http_under_a_low_fd_limit() {
     );
     assert_eq!(cap, (NOFILE / 8) as u64, "cap held to 1/8 of the fd limit");
     assert!(in_progress <= cap);
-    assert!(busy + client_busy > 0, "the flood never reached a cap");
+    let evicted = metric(&body, "bootfactory_tftp_transfers_total{end=\"evicted\"}");
+    // The flood never ACKs: its half-open transfers are evicted for newer ones rather than
+    // refused (a refusal needs every slot in the way established).
+    assert!(
+        busy + client_busy + evicted > 0,
+        "the flood never reached a cap"
+    );
     // TFTP's share: one socket per admitted transfer, plus a transient socket per refusal.
     assert!(
         max_fds <= baseline + cap as usize + 16,
@@ -1207,8 +1353,16 @@ fn rrq_flood_does_not_starve_http_under_a_low_fd_limit() {
         .filter(|l| l.contains("TFTP request refused: busy"))
         .count();
     assert!(
-        (1..=2).contains(&busy_lines),
+        busy_lines <= 2 && (busy == 0 || busy_lines >= 1),
         "{busy_lines} busy log lines for {busy} refusals"
+    );
+    let evict_lines = log
+        .lines()
+        .filter(|l| l.contains("evicted the oldest transfer"))
+        .count();
+    assert!(
+        evict_lines <= 2 && (evicted == 0 || evict_lines >= 1),
+        "{evict_lines} eviction log lines for {evicted} evictions"
     );
 
     // The abandoned transfers end after 6 × 2 s; then a real download works.

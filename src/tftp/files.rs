@@ -215,16 +215,31 @@ impl ExtraDir {
             Err(e) if is_missing(&e) => return DirLookup::NotFound,
             Err(e) => return DirLookup::Error(e),
         }
-        let file = match File::open(&real) {
-            Ok(f) => f,
-            Err(e) if is_missing(&e) => return DirLookup::NotFound,
-            Err(e) => return DirLookup::Error(e),
-        };
-        match file.metadata() {
-            Ok(m) if m.is_file() => DirLookup::Found(file, m.len()),
-            Ok(_) => DirLookup::Refused(Refusal::NotRegularFile),
-            Err(e) => DirLookup::Error(e),
-        }
+        open_regular(&real)
+    }
+}
+
+/// Opens `path` for reading if it is a regular file, checked on the open descriptor (`fstat`).
+///
+/// The file is opened with `O_NONBLOCK` (std adds `O_CLOEXEC`): the type check before the open
+/// races with a rename, and opening a FIFO swapped in meanwhile would otherwise block the TFTP
+/// thread until a writer appears — forever. With `O_NONBLOCK` the open returns at once, `fstat`
+/// sees the FIFO and the request is refused. Reads of regular files ignore the flag.
+fn open_regular(path: &Path) -> DirLookup {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK | nix::libc::O_CLOEXEC)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if is_missing(&e) => return DirLookup::NotFound,
+        Err(e) => return DirLookup::Error(e),
+    };
+    match file.metadata() {
+        Ok(m) if m.is_file() => DirLookup::Found(file, m.len()),
+        Ok(_) => DirLookup::Refused(Refusal::NotRegularFile),
+        Err(e) => DirLookup::Error(e),
     }
 }
 
@@ -239,6 +254,26 @@ fn is_missing(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A FIFO reaching the open (swapped in after the type check) is refused at once instead of
+    /// blocking the TFTP thread until a writer appears.
+    #[test]
+    fn a_fifo_reaching_the_open_is_refused_without_blocking() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(matches!(
+            open_regular(&fifo),
+            DirLookup::Refused(Refusal::NotRegularFile)
+        ));
+        let file = dir.path().join("file");
+        std::fs::write(&file, b"abc").unwrap();
+        assert!(matches!(open_regular(&file), DirLookup::Found(_, 3)));
+    }
 
     #[test]
     fn accepts_and_normalises() {

@@ -41,10 +41,14 @@
 //!   error 5 (unknown transfer ID, RFC 1350 §4; never in answer to an ERROR or to garbage, and
 //!   at most 16 per transfer) and the transfer goes on ([`TftpStats::unknown_tid`]).
 //! - **Admission** ([`sessions`]): at most [`TftpConfig::max_sessions`] transfers in progress,
-//!   and at most [`TftpConfig::max_sessions_per_client`] per client IP address. A request over
-//!   either cap gets error 0 with a "server busy"/"too many transfers from …" message, before
-//!   any file or socket is opened for it, and is counted in [`TftpStats::refused_busy`] /
-//!   [`TftpStats::refused_client_busy`]. The global cap is also held to an eighth of the
+//!   and at most [`TftpConfig::max_sessions_per_client`] per client IP address. A transfer is
+//!   *half-open* until the client's first valid ACK (ACK 0 after an OACK, or ACK 1); a request
+//!   from a forged address never gets further. When a cap is full, a new request evicts the
+//!   oldest half-open transfer in its way, like a SYN queue ([`TftpStats::evicted`]), so
+//!   spoofed requests cannot keep real firmware out. Only when every transfer in the way is
+//!   established does the request get error 0 with a "server busy"/"too many transfers
+//!   from …" message, before any file or socket is opened for it, counted in
+//!   [`TftpStats::refused_busy`] / [`TftpStats::refused_client_busy`]. The global cap is also held to an eighth of the
 //!   process's `RLIMIT_NOFILE` ([`fd_session_cap`]): a transfer holds at most two descriptors
 //!   (its socket and, for the extra directory, the file), so TFTP can never take more than a
 //!   quarter of the descriptors and starve the HTTP side.
@@ -58,6 +62,12 @@
 //! OACK or window again, and gives up after [`MAX_SEND_RETRIES`] retransmissions without
 //! progress, sending a closing ERROR: a silent client holds a slot for at most
 //! `(MAX_SEND_RETRIES + 1) × timeout` — 12 s with the default 2 s, 60 s at the 10 s maximum.
+//! Retries restart whenever an ACK makes progress, so a client ACKing one block per timeout
+//! (at `blksize` 8) would hold its slot for days; every transfer also has a total lifetime,
+//! [`transfer_lifetime`]: `max(120 s, ⌈size / 512⌉ × 50 ms)`, checked on every turn of the
+//! transfer's loop — for ignored packets too, so a flood of them cannot starve it — and ended
+//! with an ERROR when exceeded ([`TftpStats::expired`]). Honest clients are far faster:
+//! 50 ms per 512 bytes is 10 KB/s.
 //! RFC 2349 lets a client ask for a `timeout` of up to 255 s, and the server can only echo the
 //! value or leave the option out; honouring it would let 1,000 requests with `timeout 255` pin
 //! 1,000 descriptors for 25 minutes. So the option is left out of the OACK and our own timer
@@ -114,6 +124,21 @@ pub use sessions::Busy;
 /// With the default 2 s timeout a dead client holds a transfer for about 12 s.
 pub const MAX_SEND_RETRIES: u32 = 5;
 
+/// Floor of a transfer's total lifetime: [`transfer_lifetime`].
+pub const DEFAULT_MIN_LIFETIME: Duration = Duration::from_secs(120);
+
+/// Lifetime budget per 512-byte block of the file (whatever `blksize` the client chose).
+pub const LIFETIME_PER_BLOCK: Duration = Duration::from_millis(50);
+
+/// How long a transfer of `size` bytes may last in total, from its request to its last ACK:
+/// `max(min_lifetime, ⌈size / 512⌉ × 50 ms)` — 120 s for any iPXE binary, about 2.8 h for a
+/// 100 MB file. Counted in 512-byte blocks so a client choosing a tiny `blksize` gets no more
+/// time: it must average at least 10 KB/s (module docs, "Bounded lifetime").
+pub fn transfer_lifetime(size: u64, min_lifetime: Duration) -> Duration {
+    let blocks = u32::try_from(size.div_ceil(512)).unwrap_or(u32::MAX);
+    min_lifetime.max(LIFETIME_PER_BLOCK.saturating_mul(blocks))
+}
+
 /// Largest retransmission timeout the server uses: it bounds how long an abandoned transfer
 /// holds its slot, `(MAX_SEND_RETRIES + 1) × timeout` = 60 s.
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(10);
@@ -152,7 +177,8 @@ pub struct TftpConfig {
     /// for 1500), or [`DEFAULT_MAX_BLOCK_SIZE`] for loopback, an unknown MTU or no interface.
     /// Values are clamped to the RFC 2348 range 8..=65464.
     pub max_block_size: Option<u16>,
-    /// Largest `windowsize` granted (RFC 7440), e.g. 16. 1 disables windowing; 0 counts as 1.
+    /// Largest `windowsize` granted (RFC 7440), e.g. 16. 1 disables windowing; 0 counts as 1;
+    /// held to 32767 (half the block-number space, so an ACK is never ambiguous).
     pub window_size_limit: u16,
     /// Retransmission timeout, clamped to [`MAX_TIMEOUT`]. A client's `timeout` option is not
     /// accepted (module docs).
@@ -164,6 +190,9 @@ pub struct TftpConfig {
     /// Transfers in progress from one client IP address at most (at least 1, at most
     /// `max_sessions`).
     pub max_sessions_per_client: usize,
+    /// Floor of every transfer's total lifetime (module docs, "Bounded lifetime");
+    /// [`DEFAULT_MIN_LIFETIME`] in production, shorter in tests.
+    pub min_lifetime: Duration,
 }
 
 impl Default for TftpConfig {
@@ -179,6 +208,7 @@ impl Default for TftpConfig {
             extra_dir: None,
             max_sessions: DEFAULT_MAX_SESSIONS,
             max_sessions_per_client: DEFAULT_MAX_SESSIONS_PER_CLIENT,
+            min_lifetime: DEFAULT_MIN_LIFETIME,
         }
     }
 }
@@ -204,6 +234,9 @@ pub struct TftpStats {
     /// Requests refused because their client address had
     /// [`TftpConfig::max_sessions_per_client`] transfers in progress.
     pub refused_client_busy: AtomicU64,
+    /// Half-open transfers (no valid ACK yet) cancelled to make room for a new request when a
+    /// cap was full (forged source addresses never ACK; module `sessions`).
+    pub evicted: AtomicU64,
     /// Transfers in progress now (a gauge: admitted and not yet ended).
     pub in_progress: AtomicU64,
     /// Transfers the client ended with an ERROR packet (EDK2's `tsize` probe ends this way);
@@ -211,6 +244,9 @@ pub struct TftpStats {
     pub client_aborted: AtomicU64,
     /// Transfers given up after [`MAX_SEND_RETRIES`] retransmissions without an answer.
     pub timed_out: AtomicU64,
+    /// Transfers ended because they outlived [`transfer_lifetime`] (a client progressing too
+    /// slowly, e.g. one ACK per timeout).
+    pub expired: AtomicU64,
     /// Transfers ended by a server-side error (file read or socket send failed).
     pub failed: AtomicU64,
     /// Packets sent again (OACK or DATA) after a timeout or a client's gap ACK.
@@ -251,12 +287,16 @@ pub struct TftpStatsSnapshot {
     pub refused_busy: u64,
     /// See [`TftpStats::refused_client_busy`].
     pub refused_client_busy: u64,
+    /// See [`TftpStats::evicted`].
+    pub evicted: u64,
     /// See [`TftpStats::in_progress`].
     pub in_progress: u64,
     /// See [`TftpStats::client_aborted`].
     pub client_aborted: u64,
     /// See [`TftpStats::timed_out`].
     pub timed_out: u64,
+    /// See [`TftpStats::expired`].
+    pub expired: u64,
     /// See [`TftpStats::failed`].
     pub failed: u64,
     /// See [`TftpStats::retransmitted`].
@@ -288,9 +328,11 @@ impl TftpStats {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             refused_busy: self.refused_busy.load(Ordering::Relaxed),
             refused_client_busy: self.refused_client_busy.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
             in_progress: self.in_progress.load(Ordering::Relaxed),
             client_aborted: self.client_aborted.load(Ordering::Relaxed),
             timed_out: self.timed_out.load(Ordering::Relaxed),
+            expired: self.expired.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             retransmitted: self.retransmitted.load(Ordering::Relaxed),
             unknown_tid: self.unknown_tid.load(Ordering::Relaxed),
@@ -305,5 +347,29 @@ impl TftpStats {
 
     pub(crate) fn bump(counter: &AtomicU64, by: u64) {
         counter.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifetime_is_the_floor_or_50_ms_per_512_bytes() {
+        let floor = DEFAULT_MIN_LIFETIME;
+        assert_eq!(transfer_lifetime(0, floor), floor);
+        // iPXE binaries (≈ 1 MB): the floor.
+        assert_eq!(transfer_lifetime(996_864, floor), floor);
+        // 100 MB: 204,800 blocks × 50 ms.
+        assert_eq!(
+            transfer_lifetime(100 << 20, floor),
+            Duration::from_millis(204_800 * 50)
+        );
+        assert_eq!(
+            transfer_lifetime(513, Duration::ZERO),
+            Duration::from_millis(100)
+        );
+        // Never overflows.
+        assert!(transfer_lifetime(u64::MAX, floor) > Duration::from_secs(86_400));
     }
 }

@@ -17,7 +17,9 @@
 //! header with an opcode a server has no use for (DATA, OACK). Option values are checked as
 //! the option's RFC says; an option whose value is out of range or not a number is left out of
 //! [`RequestOptions`] and therefore never acknowledged (RFC 2347: the server omits options it
-//! does not accept), unknown options are ignored, and a repeated option keeps its first value.
+//! does not accept) — except a `blksize` above 65464, which is capped to it (RFC 2348 allows
+//! either; tftp-hpa caps) — unknown options are ignored, and a repeated option keeps its first
+//! value.
 
 use std::fmt;
 
@@ -97,7 +99,7 @@ impl Mode {
 /// The options of a request this server understands, each already range-checked.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RequestOptions {
-    /// `blksize` (RFC 2348), 8..=65464.
+    /// `blksize` (RFC 2348), 8..=65464 (larger values capped to 65464).
     pub blksize: Option<u16>,
     /// `tsize` (RFC 2349); in a read request the client sends 0.
     pub tsize: Option<u64>,
@@ -221,8 +223,12 @@ fn parse_request(read: bool, b: &[u8]) -> Result<Request<'_>, ParseError> {
         };
         rest = after_value;
         if name.eq_ignore_ascii_case(b"blksize") {
+            // Above the RFC 2348 maximum: capped, as tftp-hpa does (the RFC allows capping or
+            // ignoring); the server then grants at most its own limit anyway.
             options.blksize = options.blksize.or_else(|| {
-                number::<u16>(value).filter(|v| (MIN_BLOCK_SIZE..=MAX_BLOCK_SIZE).contains(v))
+                number::<u128>(value)
+                    .filter(|v| *v >= u128::from(MIN_BLOCK_SIZE))
+                    .map(|v| v.min(u128::from(MAX_BLOCK_SIZE)) as u16)
             });
         } else if name.eq_ignore_ascii_case(b"tsize") {
             options.tsize = options.tsize.or_else(|| number::<u64>(value));
@@ -428,8 +434,13 @@ mod tests {
         assert_eq!(opts(&[b"blksize", b"7"]).blksize, None);
         assert_eq!(opts(&[b"blksize", b"8"]).blksize, Some(8));
         assert_eq!(opts(&[b"blksize", b"65464"]).blksize, Some(65464));
-        assert_eq!(opts(&[b"blksize", b"65465"]).blksize, None);
-        assert_eq!(opts(&[b"blksize", b"99999999999"]).blksize, None);
+        // Above the maximum: capped to it.
+        assert_eq!(opts(&[b"blksize", b"65465"]).blksize, Some(65464));
+        assert_eq!(opts(&[b"blksize", b"99999999999"]).blksize, Some(65464));
+        assert_eq!(
+            opts(&[b"blksize", b"99999999999999999999"]).blksize,
+            Some(65464)
+        );
         assert_eq!(opts(&[b"blksize", b"+512"]).blksize, None);
         assert_eq!(opts(&[b"blksize", b" 512"]).blksize, None);
         assert_eq!(opts(&[b"blksize", b""]).blksize, None);

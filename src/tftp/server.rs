@@ -23,8 +23,13 @@ use super::packet::{
     self, AcceptedOptions, DATA_HEADER_LEN, DEFAULT_BLOCK_SIZE, ErrorCode, Mode, Packet,
     RequestOptions,
 };
-use super::sessions::{Busy, Permit, Sessions};
-use super::{MAX_SEND_RETRIES, MAX_TIMEOUT, TftpConfig, TftpStats, fd_session_cap};
+use super::sessions::{Admitted, Busy, Permit, Sessions};
+use super::{
+    MAX_SEND_RETRIES, MAX_TIMEOUT, TftpConfig, TftpStats, fd_session_cap, transfer_lifetime,
+};
+
+/// Largest `windowsize` ever granted, whatever [`TftpConfig::window_size_limit`] says.
+const MAX_WINDOW_LIMIT: u16 = 32767;
 
 /// Largest request datagram read. RFC 1350 requests fit 512 bytes; options make them longer,
 /// but a name is at most 255 bytes and four options need far less than this. A datagram that
@@ -70,12 +75,17 @@ struct Shared {
     window_limit: u16,
     /// Retransmission timeout (at most [`MAX_TIMEOUT`]).
     timeout: Duration,
+    /// Floor of every transfer's total lifetime ([`transfer_lifetime`]).
+    min_lifetime: Duration,
     /// The listening address's IP: every transfer socket binds to it (module docs).
     local_ip: IpAddr,
     /// Client address and port of every live transfer: a repeated request from the same
     /// client TID is a retransmission of the RRQ, not a new transfer.
     active: Mutex<HashSet<SocketAddr>>,
-    busy_log: Mutex<BusyLog>,
+    busy_log: Mutex<RateLog>,
+    evict_log: Mutex<RateLog>,
+    /// Access violations and not-found answers: one line per 10 s at most (flood-proof).
+    refusal_log: Mutex<RateLog>,
 }
 
 impl TftpService {
@@ -92,7 +102,9 @@ impl TftpService {
             None => None,
         };
         let max_block = effective_max_block_size(config.max_block_size, link);
-        let window_limit = config.window_size_limit.max(1);
+        // RFC 7440's range is 1..=65535, but a window beyond 32767 blocks would make an ACK
+        // ambiguous modulo 2^16 (half the block-number space): held below that.
+        let window_limit = config.window_size_limit.clamp(1, MAX_WINDOW_LIMIT);
         let extra = config.extra_dir.as_deref().map(ExtraDir::new).transpose()?;
         let timeout = config.timeout.min(MAX_TIMEOUT);
         if timeout < config.timeout {
@@ -154,9 +166,12 @@ impl TftpService {
             max_block,
             window_limit,
             timeout,
+            min_lifetime: config.min_lifetime,
             local_ip: local_addr.ip(),
             active: Mutex::new(HashSet::new()),
-            busy_log: Mutex::new(BusyLog::default()),
+            busy_log: Mutex::new(RateLog::default()),
+            evict_log: Mutex::new(RateLog::default()),
+            refusal_log: Mutex::new(RateLog::default()),
         });
         Ok(TftpService {
             socket,
@@ -257,7 +272,9 @@ async fn listen(socket: UdpSocket, shared: Arc<Shared>) -> anyhow::Result<()> {
             debug!(%peer, "TFTP: oversized datagram on the listening port dropped");
             continue;
         }
-        handle_request(&shared, &buf[..n], peer);
+        if handle_request(&shared, &buf[..n], peer) {
+            tokio::task::yield_now().await;
+        }
     }
 }
 
@@ -277,8 +294,10 @@ mod libc_errno {
     pub const ENOTSOCK: i32 = 88;
 }
 
-/// One datagram on the listening port: refuse it, drop it, or start a transfer.
-fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
+/// One datagram on the listening port: refuse it, drop it, or start a transfer. Returns true
+/// if half-open transfers were evicted to admit it (the listener then lets their tasks end
+/// and close their sockets before reading more, so evictions never pile up descriptors).
+fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) -> bool {
     let stats = &shared.stats;
     let request = match packet::parse(datagram) {
         Ok(Packet::Request(r)) => r,
@@ -286,7 +305,7 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
             // ACK, ERROR, DATA or OACK on the well-known port: not part of any transfer.
             TftpStats::bump(&stats.malformed, 1);
             debug!(%peer, packet = ?other, "TFTP: non-request on the listening port dropped");
-            return;
+            return false;
         }
         Err(e) => {
             TftpStats::bump(&stats.malformed, 1);
@@ -299,30 +318,30 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
                     "unknown transfer mode (use octet)",
                 );
             }
-            return;
+            return false;
         }
     };
     if shared.lock_active().contains(&peer) {
         // The client repeated its request before our first reply reached it; the live
         // transfer answers (and retransmits) on its own.
         TftpStats::bump(&stats.duplicate_requests, 1);
-        return;
+        return false;
     }
     TftpStats::bump(&stats.requests, 1);
     let requested = String::from_utf8_lossy(request.filename);
     if !request.read {
         shared.refuse(peer, &requested, Refusal::Write);
-        return;
+        return false;
     }
     let Ok(name) = std::str::from_utf8(request.filename) else {
         shared.refuse(peer, &requested, Refusal::NotUtf8);
-        return;
+        return false;
     };
     let name = match resolve_request(name) {
         Ok(name) => name,
         Err(why) => {
             shared.refuse(peer, name, why);
-            return;
+            return false;
         }
     };
     if request.mode == Mode::Mail {
@@ -334,17 +353,25 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
             ErrorCode::IllegalOperation,
             "mail mode is not supported",
         );
-        return;
+        return false;
     }
     // Admission before anything is opened; the permit lives as long as the transfer task.
-    let permit = match shared.sessions.try_admit(peer.ip()) {
-        Ok(permit) => permit,
+    // A full cap evicts the oldest half-open transfer first (module `sessions`).
+    let Admitted {
+        permit,
+        cancelled,
+        evicted,
+    } = match shared.sessions.try_admit(peer.ip()) {
+        Ok(admitted) => admitted,
         Err(busy) => {
             shared.log_busy(peer, &name, &busy);
             send_error(shared, peer, ErrorCode::NotDefined, &busy.to_string());
-            return;
+            return false;
         }
     };
+    if evicted > 0 {
+        shared.log_evicted(peer, &name);
+    }
     let (source, origin, size) = if let Some(data) = shared.files.get(&name) {
         (Source::Memory(data.clone()), "embedded", data.len() as u64)
     } else {
@@ -352,18 +379,30 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
             Some(DirLookup::Found(file, size)) => (Source::File(file), "extra_dir", size),
             Some(DirLookup::Refused(why)) => {
                 shared.refuse(peer, &name, why);
-                return;
+                return false;
             }
             Some(DirLookup::Error(e)) => {
                 warn!(%peer, file = %name, error = %crate::errors::chain(&e), "TFTP: cannot open file");
                 send_error(shared, peer, ErrorCode::NotDefined, "cannot read file");
-                return;
+                return false;
             }
             Some(DirLookup::NotFound) | None => {
                 TftpStats::bump(&stats.not_found, 1);
-                info!(%peer, file = %name, "TFTP file not found");
+                let allowed = shared
+                    .refusal_log
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .allow();
+                if let Some(suppressed) = allowed {
+                    info!(
+                        %peer,
+                        file = %name,
+                        not_logged_since_last = suppressed,
+                        "TFTP file not found (refusals logged at most every 10 s)"
+                    );
+                }
                 send_error(shared, peer, ErrorCode::FileNotFound, "file not found");
-                return;
+                return false;
             }
         }
     };
@@ -372,7 +411,7 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
         Err(e) => {
             warn!(%peer, error = %e, "TFTP: cannot open a transfer socket");
             send_error(shared, peer, ErrorCode::NotDefined, "server error");
-            return;
+            return false;
         }
     };
     let accepted = negotiate(
@@ -401,9 +440,12 @@ fn handle_request(shared: &Arc<Shared>, datagram: &[u8], peer: SocketAddr) {
         retransmitted: 0,
         unknown_tid_replies: 0,
         _active: active,
-        _permit: permit,
+        permit,
+        cancelled,
+        half_open: true,
     };
     tokio::spawn(transfer.run());
+    evicted > 0
 }
 
 /// The options granted for a request (RFC 2347: only those listed are in effect).
@@ -443,12 +485,33 @@ fn send_error(shared: &Shared, peer: SocketAddr, code: ErrorCode, message: &str)
     }
 }
 
-/// Busy refusals come in floods: one log line per [`BUSY_LOG_INTERVAL`] at most, with the count
-/// of the ones not logged (the exact figures are in the metrics).
+/// Busy refusals and evictions come in floods: one log line per [`BUSY_LOG_INTERVAL`] at most,
+/// with the count of the ones not logged (the exact figures are in the metrics).
 #[derive(Debug, Default)]
-struct BusyLog {
+struct RateLog {
     last: Option<Instant>,
     suppressed: u64,
+}
+
+impl RateLog {
+    /// Some(lines not logged since the last one) if a line may be logged now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        match self.last {
+            Some(last) if now.duration_since(last) < BUSY_LOG_INTERVAL => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                let suppressed = self.suppressed;
+                *self = RateLog {
+                    last: Some(now),
+                    suppressed: 0,
+                };
+                Some(suppressed)
+            }
+        }
+    }
 }
 
 const BUSY_LOG_INTERVAL: Duration = Duration::from_secs(10);
@@ -459,33 +522,58 @@ impl Shared {
     }
 
     fn log_busy(&self, client: SocketAddr, name: &str, busy: &Busy) {
-        let now = Instant::now();
-        let mut log = self.busy_log.lock().unwrap_or_else(|e| e.into_inner());
-        match log.last {
-            Some(last) if now.duration_since(last) < BUSY_LOG_INTERVAL => {
-                log.suppressed += 1;
-            }
-            _ => {
-                warn!(
-                    peer = %client,
-                    file = %name,
-                    reason = %busy,
-                    not_logged_since_last = log.suppressed,
-                    "TFTP request refused: busy (logged at most every 10 s; see \
-                     bootfactory_tftp_requests_total)"
-                );
-                *log = BusyLog {
-                    last: Some(now),
-                    suppressed: 0,
-                };
-            }
+        let allowed = self
+            .busy_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow();
+        if let Some(suppressed) = allowed {
+            warn!(
+                peer = %client,
+                file = %name,
+                reason = %busy,
+                not_logged_since_last = suppressed,
+                "TFTP request refused: busy (logged at most every 10 s; see \
+                 bootfactory_tftp_requests_total)"
+            );
+        }
+    }
+
+    fn log_evicted(&self, client: SocketAddr, name: &str) {
+        let allowed = self
+            .evict_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow();
+        if let Some(suppressed) = allowed {
+            warn!(
+                peer = %client,
+                file = %name,
+                not_logged_since_last = suppressed,
+                "TFTP session cap full: evicted the oldest transfer not yet acknowledged (forged \
+                 requests?) to admit a new one (logged at most every 10 s; see \
+                 bootfactory_tftp_transfers_total{{end=\"evicted\"}})"
+            );
         }
     }
 
     /// Counts, logs and answers an access violation (error 2).
     fn refuse(&self, client: SocketAddr, requested: &str, why: Refusal) {
         TftpStats::bump(&self.stats.refused, 1);
-        warn!(peer = %client, file = ?requested, reason = %why, "TFTP request refused");
+        let allowed = self
+            .refusal_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .allow();
+        if let Some(suppressed) = allowed {
+            warn!(
+                peer = %client,
+                file = ?requested,
+                reason = %why,
+                not_logged_since_last = suppressed,
+                "TFTP request refused (refusals logged at most every 10 s)"
+            );
+        }
         send_error(self, client, ErrorCode::AccessViolation, &why.to_string());
     }
 }
@@ -509,6 +597,11 @@ enum End {
     ClientError { code: u16, message: String },
     /// No answer after [`MAX_SEND_RETRIES`] retransmissions.
     TimedOut,
+    /// The transfer outlived [`transfer_lifetime`].
+    Expired,
+    /// Cancelled before the client's first ACK to make room for a new request (module
+    /// `sessions`); its slot already changed hands.
+    Evicted,
     /// The file could not be read, or the socket failed.
     Failed(io::Error),
 }
@@ -533,7 +626,11 @@ struct Transfer {
     /// The client TID's entry in [`Shared::active`], removed when the task ends (however).
     _active: Active,
     /// The admission slot, freed when the task ends (after the socket is closed).
-    _permit: Permit,
+    permit: Permit,
+    /// Completes when the listener evicts this transfer while it is half-open.
+    cancelled: tokio::sync::oneshot::Receiver<()>,
+    /// No valid ACK yet (ACK 0 after an OACK, or ACK 1): the transfer can be evicted.
+    half_open: bool,
 }
 
 /// A live transfer's client address and port in [`Shared::active`]; removed on drop, so a
@@ -613,7 +710,8 @@ impl Transfer {
                     size = self.size,
                     options = %options,
                     code,
-                    message = %message,
+                    // Debug-formatted: the client chose these bytes; `\n` or `\r` must not forge log lines.
+                    message = ?message,
                     duration_ms,
                     "TFTP transfer aborted by the client (e.g. a tsize probe)"
                 );
@@ -637,6 +735,35 @@ impl Transfer {
                     retransmitted = self.retransmitted,
                     duration_ms,
                     "TFTP transfer given up: the client stopped answering"
+                );
+            }
+            End::Expired => {
+                TftpStats::bump(&stats.expired, 1);
+                let _ = self
+                    .socket
+                    .try_send_to(
+                        &packet::encode_error(ErrorCode::NotDefined, "transfer lifetime exceeded"),
+                        self.peer,
+                    )
+                    .inspect_err(|e| debug!(error = %e, "TFTP: sending the closing ERROR"));
+                info!(
+                    peer = %self.peer,
+                    file = %self.name,
+                    source = self.origin,
+                    bytes = sent,
+                    size = self.size,
+                    options = %options,
+                    duration_ms,
+                    "TFTP transfer ended: it outlived its lifetime (the client progresses too slowly)"
+                );
+            }
+            End::Evicted => {
+                // Counted in `evicted` at admission. No ERROR: the peer is most likely forged.
+                debug!(
+                    peer = %self.peer,
+                    file = %self.name,
+                    duration_ms,
+                    "TFTP transfer evicted before its first ACK to admit a new request"
                 );
             }
             End::Failed(e) => {
@@ -664,6 +791,9 @@ impl Transfer {
     /// sent, each block once.
     async fn exchange(&mut self, sent: &mut u64) -> End {
         let timeout = self.shared.timeout;
+        // The total lifetime, checked at the top of every loop turn: a flood of ignored packets
+        // keeps the biased `select!` in its receive branch, but every packet passes here.
+        let expires = Instant::now() + transfer_lifetime(self.size, self.shared.min_lifetime);
         // The packet buffer, reused for every block: header + the largest block.
         let mut out = vec![0u8; DATA_HEADER_LEN + self.blksize];
         let mut inbuf = [0u8; MAX_CLIENT_PACKET];
@@ -684,17 +814,30 @@ impl Transfer {
             }
             deadline = Instant::now() + timeout;
             loop {
+                if Instant::now() >= expires {
+                    return End::Expired;
+                }
                 tokio::select! {
                     biased;
                     got = self.socket.recv_from(&mut inbuf) => {
                         match self.classify(got, &inbuf).await {
-                            Ok(Incoming::Ack(0)) => break,
+                            Ok(Incoming::Ack(0)) => {
+                                self.establish();
+                                break;
+                            }
                             Ok(Incoming::Error(code, message)) => {
                                 return End::ClientError { code, message };
                             }
                             Ok(_) => {}
                             Err(e) => return End::Failed(e),
                         }
+                    }
+                    r = &mut self.cancelled, if self.half_open => {
+                        if r.is_ok() {
+                            return End::Evicted;
+                        }
+                        // The sender is gone without a word: never poll it again.
+                        self.half_open = false;
                     }
                     () = &mut sleep => {
                         if Instant::now() < deadline {
@@ -730,6 +873,9 @@ impl Transfer {
         }
         deadline = Instant::now() + timeout;
         loop {
+            if Instant::now() >= expires {
+                return End::Expired;
+            }
             tokio::select! {
                 biased;
                 got = self.socket.recv_from(&mut inbuf) => {
@@ -745,6 +891,7 @@ impl Transfer {
                             }
                             acked += ahead;
                             retries = 0;
+                            self.establish();
                             if acked == last {
                                 return End::Complete;
                             }
@@ -762,6 +909,13 @@ impl Transfer {
                         Err(e) => return End::Failed(e),
                     }
                 }
+                r = &mut self.cancelled, if self.half_open => {
+                    if r.is_ok() {
+                        return End::Evicted;
+                    }
+                    // The sender is gone without a word: never poll it again.
+                    self.half_open = false;
+                }
                 () = &mut sleep => {
                     if Instant::now() < deadline {
                         sleep.as_mut().reset(deadline.into());
@@ -778,6 +932,14 @@ impl Transfer {
                     sleep.as_mut().reset(deadline.into());
                 }
             }
+        }
+    }
+
+    /// The client's first valid ACK: from now on the transfer cannot be evicted.
+    fn establish(&mut self) {
+        if self.half_open {
+            self.half_open = false;
+            self.permit.established();
         }
     }
 
