@@ -523,7 +523,10 @@ async fn client_started_downloads_are_capped_by_mirror_max_fetches() {
     let first = tokio::spawn(client().get(url(&a)).send());
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
     while fake.hits("GET", &format!("/v2/siderolabs/test/blobs/{a}")) == 0 {
-        assert!(std::time::Instant::now() < deadline, "first fetch never started");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "first fetch never started"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Another blob: refused with the registry error for "slow down", nothing fetched.
@@ -535,7 +538,10 @@ async fn client_started_downloads_are_capped_by_mirror_max_fetches() {
         text.contains("TOOMANYREQUESTS") && text.contains("mirror.maxFetches"),
         "{text}"
     );
-    assert_eq!(fake.hits("GET", &format!("/v2/siderolabs/test/blobs/{b}")), 0);
+    assert_eq!(
+        fake.hits("GET", &format!("/v2/siderolabs/test/blobs/{b}")),
+        0
+    );
     // The same blob joins the running download instead of counting again.
     let joined = client().get(url(&a)).send().await.unwrap();
     assert_eq!(joined.status(), 200);
@@ -544,7 +550,10 @@ async fn client_started_downloads_are_capped_by_mirror_max_fetches() {
         b"first blob, slow upstream"
     );
     let first = first.await.unwrap().unwrap();
-    assert_eq!(first.bytes().await.unwrap().as_ref(), b"first blob, slow upstream");
+    assert_eq!(
+        first.bytes().await.unwrap().as_ref(),
+        b"first blob, slow upstream"
+    );
     // Once it is done, the slot is free again.
     let later = client().get(url(&b)).send().await.unwrap();
     assert_eq!(later.status(), 200);
@@ -585,7 +594,10 @@ async fn an_http10_client_gets_a_length_delimited_blob_on_a_miss() {
     let (head, body) = get10(digest).await;
     // Verified before the answer, so it carries its length: a cut body is detectable.
     assert!(head.starts_with("http/1.0 200"), "{head}");
-    assert!(head.contains(&format!("content-length: {}", layer.len())), "{head}");
+    assert!(
+        head.contains(&format!("content-length: {}", layer.len())),
+        "{head}"
+    );
     assert_eq!(body, layer);
     // A chunked upstream body that ends early: an error answer, never a 200 that a
     // close-delimited body would make look complete.

@@ -558,9 +558,15 @@ mod tests {
 
     #[test]
     fn sendfile_refusals_are_told_from_socket_errors() {
-        assert!(refuses_sendfile(&io::Error::from_raw_os_error(nix::libc::EINVAL)));
-        assert!(refuses_sendfile(&io::Error::from_raw_os_error(nix::libc::ENOSYS)));
-        assert!(!refuses_sendfile(&io::Error::from_raw_os_error(nix::libc::EPIPE)));
+        assert!(refuses_sendfile(&io::Error::from_raw_os_error(
+            nix::libc::EINVAL
+        )));
+        assert!(refuses_sendfile(&io::Error::from_raw_os_error(
+            nix::libc::ENOSYS
+        )));
+        assert!(!refuses_sendfile(&io::Error::from_raw_os_error(
+            nix::libc::EPIPE
+        )));
         assert!(!refuses_sendfile(&io::ErrorKind::WouldBlock.into()));
     }
 

@@ -25,7 +25,11 @@ pub struct RegistryError {
 }
 
 impl RegistryError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> RegistryError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> RegistryError {
         RegistryError {
             status,
             code,
@@ -112,7 +116,11 @@ impl RegistryError {
             }
             e @ MirrorError::Busy(_) => RegistryError {
                 retry_after: Some(2),
-                ..Self::new(StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS", e.to_string())
+                ..Self::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    e.to_string(),
+                )
             },
             MirrorError::Upstream(u) => match u {
                 UpstreamError::NotFound { message, .. } => {
