@@ -162,6 +162,8 @@ fn image_name(
     ImageName::new(&registry, &repository).map_err(|e| RegistryError::name_invalid(&e.to_string()))
 }
 
+// Each argument is an axum extractor of the one request.
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     State(state): State<RegistryState>,
     Path(path): Path<String>,
