@@ -183,6 +183,28 @@ const MAX_SENDFILE: usize = 1024 * 1024;
 /// Read buffer of the copy fallback (files on a filesystem that refuses `sendfile`).
 const COPY_BUFFER: usize = 64 * 1024;
 
+/// Plain-TCP connections open now (live [`SendfileIo`]s).
+static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Connections that may fill their send buffers freely; past this many, each new one is held
+/// to [`NOTSENT_LOWAT`].
+const UNBOUNDED_CONNECTIONS: usize = 16;
+
+/// Most bytes a socket may hold not yet sent once many connections are open
+/// (`TCP_NOTSENT_LOWAT`; bytes in flight come on top). `sendfile` fills a send buffer at once
+/// (auto-tuned up to `tcp_wmem`'s 4 MiB): a thousand downloads to slower readers would hold
+/// gigabytes of kernel memory and push TCP into memory pressure (`net.ipv4.tcp_mem`), where
+/// transfers stall for a minute (seen in the boot storm bench at 1,000 machines). A few
+/// connections keep the kernel's default, which a single fast download needs: the first
+/// [`UNBOUNDED_CONNECTIONS`] cost at most 4 MiB each.
+const NOTSENT_LOWAT: u32 = 256 * 1024;
+
+/// The `TCP_NOTSENT_LOWAT` for a connection opened when `live` connections (itself included)
+/// are open, or `None` to leave the kernel's default.
+fn notsent_lowat(live: usize) -> Option<u32> {
+    (live > UNBOUNDED_CONNECTIONS).then_some(NOTSENT_LOWAT)
+}
+
 /// A plain TCP socket that sends marker slices with `sendfile` from its [`Jobs`].
 pub struct SendfileIo {
     tcp: TcpStream,
@@ -195,6 +217,10 @@ pub struct SendfileIo {
 impl SendfileIo {
     /// Wraps an accepted socket; `jobs` is the queue its requests' bodies push to.
     pub fn new(tcp: TcpStream, jobs: Jobs) -> SendfileIo {
+        let live = LIVE.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if let Some(lowat) = notsent_lowat(live) {
+            let _ = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(lowat);
+        }
         SendfileIo {
             tcp,
             jobs,
@@ -348,6 +374,12 @@ impl SendfileIo {
                 r => return Poll::Ready(r),
             }
         }
+    }
+}
+
+impl Drop for SendfileIo {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -554,6 +586,14 @@ mod tests {
         drop(frames);
         assert_eq!(reader.await.unwrap(), &content[10..200_010]);
         assert_eq!(jobs.len(), 0);
+    }
+
+    #[test]
+    fn many_connections_are_held_to_a_small_unsent_queue() {
+        assert_eq!(notsent_lowat(1), None);
+        assert_eq!(notsent_lowat(UNBOUNDED_CONNECTIONS), None);
+        assert_eq!(notsent_lowat(UNBOUNDED_CONNECTIONS + 1), Some(NOTSENT_LOWAT));
+        assert_eq!(notsent_lowat(10_000), Some(NOTSENT_LOWAT));
     }
 
     #[test]

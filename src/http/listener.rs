@@ -59,10 +59,6 @@ use crate::config::HttpConfig;
 use crate::file_response::sendfile::{Jobs, SendfileIo};
 use crate::metrics::Metrics;
 
-/// Most bytes a connection's socket may hold not yet sent (`TCP_NOTSENT_LOWAT`); bytes in
-/// flight come on top. Measured with 1,000 concurrent downloads in the boot storm bench.
-const NOTSENT_LOWAT: u32 = 256 * 1024;
-
 /// At most this much of an unread request body is read and discarded before closing.
 pub const DRAIN_BYTES: u64 = 16 * 1024 * 1024;
 /// For at most this long.
@@ -172,11 +168,6 @@ impl Listener {
                 // Without TCP_NODELAY a response whose headers and body go out in two writes
                 // waits for the client's delayed ACK (40 ms stalls on kept-alive connections).
                 let _ = tcp.set_nodelay(true);
-                // Bound what waits unsent in each socket: `sendfile` fills a send buffer (auto-
-                // tuned up to `tcp_wmem`'s 4 MiB) at once, and a thousand downloads to slower
-                // readers would hold gigabytes of kernel memory and push TCP into memory
-                // pressure (`tcp_mem`), where transfers stall for tens of seconds.
-                let _ = socket2::SockRef::from(&tcp).set_tcp_notsent_lowat(NOTSENT_LOWAT);
                 Ok(Accepted::Tcp(tcp, peer))
             }
             Listener::Unix(u) => {
