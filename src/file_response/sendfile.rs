@@ -592,7 +592,10 @@ mod tests {
     fn many_connections_are_held_to_a_small_unsent_queue() {
         assert_eq!(notsent_lowat(1), None);
         assert_eq!(notsent_lowat(UNBOUNDED_CONNECTIONS), None);
-        assert_eq!(notsent_lowat(UNBOUNDED_CONNECTIONS + 1), Some(NOTSENT_LOWAT));
+        assert_eq!(
+            notsent_lowat(UNBOUNDED_CONNECTIONS + 1),
+            Some(NOTSENT_LOWAT)
+        );
         assert_eq!(notsent_lowat(10_000), Some(NOTSENT_LOWAT));
     }
 
