@@ -655,6 +655,17 @@ enum Incoming {
 }
 
 impl Transfer {
+    /// Tells the client why the server ends the transfer (best effort: it may be gone).
+    fn send_closing_error(&self, text: &str) {
+        let _ = self
+            .socket
+            .try_send_to(
+                &packet::encode_error(ErrorCode::NotDefined, text),
+                self.peer,
+            )
+            .inspect_err(|e| debug!(error = %e, "TFTP: sending the closing ERROR"));
+    }
+
     /// Runs the transfer to its end, then accounts for it and frees its slot.
     async fn run(mut self) {
         let started = Instant::now();
@@ -718,13 +729,7 @@ impl Transfer {
             }
             End::TimedOut => {
                 TftpStats::bump(&stats.timed_out, 1);
-                let _ = self
-                    .socket
-                    .try_send_to(
-                        &packet::encode_error(ErrorCode::NotDefined, "transfer timed out"),
-                        self.peer,
-                    )
-                    .inspect_err(|e| debug!(error = %e, "TFTP: sending the closing ERROR"));
+                self.send_closing_error("transfer timed out");
                 info!(
                     peer = %self.peer,
                     file = %self.name,
@@ -739,13 +744,7 @@ impl Transfer {
             }
             End::Expired => {
                 TftpStats::bump(&stats.expired, 1);
-                let _ = self
-                    .socket
-                    .try_send_to(
-                        &packet::encode_error(ErrorCode::NotDefined, "transfer lifetime exceeded"),
-                        self.peer,
-                    )
-                    .inspect_err(|e| debug!(error = %e, "TFTP: sending the closing ERROR"));
+                self.send_closing_error("transfer lifetime exceeded");
                 info!(
                     peer = %self.peer,
                     file = %self.name,
@@ -768,10 +767,7 @@ impl Transfer {
             }
             End::Failed(e) => {
                 TftpStats::bump(&stats.failed, 1);
-                let _ = self.socket.try_send_to(
-                    &packet::encode_error(ErrorCode::NotDefined, "server error"),
-                    self.peer,
-                );
+                self.send_closing_error("server error");
                 warn!(
                     peer = %self.peer,
                     file = %self.name,
