@@ -15,6 +15,29 @@ mkdir -p "$cache/apt-archives/partial"
 # Reuse one target directory across clones and runs (CI builds from a fresh clone each time).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Every run builds from a fresh clone, so incremental state is never reused: it only costs disk
+# (it grew to 16 GB in the shared target directory).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+
+# The cached target directories only grow: each feature set, profile tweak or dependency bump
+# leaves its own copy of ~45 test binaries (85-390 MB each) behind. A run that found the disk
+# nearly full failed mid-build ("No space left on device"); so, before building, a cache that
+# is too big or a disk that is too full gets the stale build products dropped (they are only a
+# cache: the run rebuilds what it needs, ~10 minutes more).
+prune_build_cache() {
+    local min_free_gb="${BOOTFACTORY_MIN_FREE_GB:-25}" max_cache_gb="${BOOTFACTORY_MAX_CACHE_GB:-40}"
+    local free_gb used_gb
+    free_gb="$(df -P -BG "$cache" | awk 'NR == 2 { sub("G", "", $4); print $4 }')"
+    used_gb="$(du -s -BG "$CARGO_TARGET_DIR" "$cache/fuzz-target" "$cache/release-target" 2>/dev/null \
+        | awk '{ sub("G", "", $1); n += $1 } END { print n + 0 }')"
+    rm -rf "$CARGO_TARGET_DIR/debug/incremental"
+    if [ "$free_gb" -lt "$min_free_gb" ] || [ "$used_gb" -gt "$max_cache_gb" ]; then
+        echo "==> build cache ${used_gb} GB, ${free_gb} GB free on its disk: dropping stale build products"
+        rm -rf "$CARGO_TARGET_DIR/debug" "$cache/fuzz-target" "$cache/release-target"
+        free_gb="$(df -P -BG "$cache" | awk 'NR == 2 { sub("G", "", $4); print $4 }')"
+        echo "    ${free_gb} GB free now"
+    fi
+}
 
 # Debian packages the tests use:
 #   golang-go, golang-gopkg-yaml.v3-dev  the schematic ID oracle (real go-yaml v3)
@@ -139,6 +162,8 @@ if ! command -v cargo >/dev/null; then
     echo "cargo not found: install Rust (https://rustup.rs) first" >&2
     exit 1
 fi
+
+prune_build_cache
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
