@@ -19,12 +19,18 @@
 //!   server); with every download in flight, the server's resident memory (`VmRSS`, `RssAnon`;
 //!   nginx: master and workers summed) minus the same figure just before, divided by N.
 //!
-//! Knobs: `BENCH_TTFB_REQUESTS` (default 300 per server and kind), `BENCH_DOWNLOADS` (default 7
+//! Knobs: `BENCH_TTFB_REQUESTS` (default 300 per server and kind), `BENCH_DOWNLOADS` (default 21
 //! per server and kind), `BENCH_CONCURRENT` (comma-separated download counts of the memory
 //! rows, default `100,200`), `BENCH_EXTENSIONS` (comma-separated official extensions of the
 //! schematic, default `tailscale`), `BENCH_LOG_LEVEL` (bootfactory's `--log-level`, default
-//! `info`, the shipped default). Needs `nginx` (Debian: `apt-get install -y nginx-light`);
+//! `info`, the shipped default), `BENCH_PIN` (`0`: leave CPU placement to the kernel; see
+//! below). Needs `nginx` (Debian: `apt-get install -y nginx-light`);
 //! without it the benchmark prints a message and exits 0.
+//!
+//! CPU placement: on a machine with two or more CPUs the client runs on the first one and both
+//! servers (every process and thread of each) on the others. Left to the kernel, whether a
+//! server's sending thread lands on the client's CPU decided the figure: on two cores an
+//! nginx-against-nginx run measured anywhere from 1.0× to 1.9× between two identical servers.
 
 #[path = "support/mod.rs"]
 mod support;
@@ -55,7 +61,7 @@ const TTFB_WARMUP: usize = 20;
 /// TTFB samples above this (µs) are counted as stalls in the report.
 const STALL_MICROS: f64 = 30_000.0;
 /// Full downloads per server and kind unless `BENCH_DOWNLOADS` says otherwise.
-const DEFAULT_DOWNLOADS: usize = 7;
+const DEFAULT_DOWNLOADS: usize = 21;
 /// Read/write timeout of every client socket.
 const IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// Client read buffer.
@@ -91,6 +97,7 @@ struct Settings {
     extensions: Vec<String>,
     log_level: String,
     concurrent: Vec<usize>,
+    pin: bool,
 }
 
 impl Settings {
@@ -113,6 +120,7 @@ impl Settings {
                 .filter_map(|s| s.trim().parse().ok())
                 .filter(|&n| n > 0)
                 .collect(),
+            pin: std::env::var("BENCH_PIN").map_or(true, |v| v != "0"),
         }
     }
 }
@@ -822,6 +830,8 @@ struct Results {
     memory: Vec<[(f64, f64); 2]>,
     cached_deliveries: Option<u64>,
     builds: Option<u64>,
+    /// Where the client and the servers ran.
+    placement: String,
     elapsed: f64,
 }
 
@@ -851,9 +861,65 @@ fn counter_sum(metrics: &str, name: &str, filter: &str) -> Option<u64> {
     found.then_some(sum as u64)
 }
 
+/// Where the client and the servers run (see the module documentation).
+struct Placement {
+    client: nix::sched::CpuSet,
+    servers: nix::sched::CpuSet,
+    described: String,
+}
+
+impl Placement {
+    /// The first allowed CPU for the client, the other allowed ones for the servers; `None`
+    /// with fewer than two CPUs or when pinning is off.
+    fn split(settings: &Settings) -> Option<Placement> {
+        use nix::sched::{CpuSet, sched_getaffinity};
+        if !settings.pin {
+            return None;
+        }
+        let allowed = sched_getaffinity(nix::unistd::Pid::from_raw(0)).ok()?;
+        let cpus: Vec<usize> = (0..CpuSet::count())
+            .filter(|&c| allowed.is_set(c).unwrap_or(false))
+            .collect();
+        let (&first, rest) = cpus.split_first()?;
+        if rest.is_empty() {
+            return None;
+        }
+        let mut client = CpuSet::new();
+        client.set(first).ok()?;
+        let mut servers = CpuSet::new();
+        for &c in rest {
+            servers.set(c).ok()?;
+        }
+        let list = rest
+            .iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        Some(Placement {
+            client,
+            servers,
+            described: format!("client on CPU {first}, both servers on CPU {list}"),
+        })
+    }
+
+    /// Pins the calling thread (and the processes it spawns from now on) to `set`.
+    fn pin(set: &nix::sched::CpuSet) {
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
+            .expect("sched_setaffinity");
+    }
+}
+
 fn bench(settings: &Settings) -> Results {
     let started = Instant::now();
+    // Servers are spawned by `setup` and inherit the affinity of the thread that spawns them.
+    let placement = Placement::split(settings);
+    if let Some(p) = &placement {
+        Placement::pin(&p.servers);
+    }
     let mut s = setup(settings);
+    if let Some(p) = &placement {
+        Placement::pin(&p.client);
+    }
     let targets = [&s.peer, &s.ours];
     let size = s.size;
     let mut buf = vec![0u8; READ_BUFFER];
@@ -966,6 +1032,7 @@ fn bench(settings: &Settings) -> Results {
         memory,
         cached_deliveries,
         builds,
+        placement: placement.map_or_else(|| "left to the kernel".to_string(), |p| p.described),
         elapsed: 0.0,
     };
     eprintln!("[teardown] stopping nginx and bootfactory, removing temporary files");
@@ -1115,9 +1182,10 @@ impl Results {
         println!(
             "nginx serves bootfactory's cached blob file itself ({}): worker_processes auto, sendfile on, tcp_nopush on, access_log off. \
              bootfactory: the release binary as a child process (`serve --offline`, log level {}, default runtime threads). \
-             Client: one blocking raw HTTP/1.1 client in this process, 1 MiB reads.",
+             Client: one blocking raw HTTP/1.1 client in this process, 1 MiB reads. CPUs: {}.",
             self.blob_path.display(),
             settings.log_level,
+            self.placement,
         );
         println!(
             "bootfactory initramfs builds during the run: {} (the setup request only); cached deliveries counted: {}.",
