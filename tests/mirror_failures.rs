@@ -554,10 +554,27 @@ async fn client_started_downloads_are_capped_by_mirror_max_fetches() {
         first.bytes().await.unwrap().as_ref(),
         b"first blob, slow upstream"
     );
-    // Once it is done, the slot is free again.
-    let later = client().get(url(&b)).send().await.unwrap();
+    // Once it is done, the slot is free again. "Done" is after the store commit (fsync and
+    // index record), which follows the client's last byte: a client retries as Retry-After
+    // says, so this one does too (briefly).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let later = loop {
+        let resp = client().get(url(&b)).send().await.unwrap();
+        if resp.status() != 429 {
+            break resp;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot of a finished download was never freed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(later.status(), 200);
     assert_eq!(later.bytes().await.unwrap().as_ref(), b"second blob");
+    assert_eq!(
+        fake.hits("GET", &format!("/v2/siderolabs/test/blobs/{b}")),
+        1
+    );
 }
 
 #[tokio::test]
