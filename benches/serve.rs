@@ -902,23 +902,32 @@ impl Placement {
         })
     }
 
-    /// Pins the calling thread (and the processes it spawns from now on) to `set`.
-    fn pin(set: &nix::sched::CpuSet) {
-        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set)
-            .expect("sched_setaffinity");
+    /// Pins the calling thread (and the processes it spawns from now on) to `set`; false if
+    /// the kernel refused (a seccomp filter, a cpuset changed meanwhile).
+    fn pin(set: &nix::sched::CpuSet) -> bool {
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), set).is_ok()
     }
 }
 
 fn bench(settings: &Settings) -> Results {
     let started = Instant::now();
     // Servers are spawned by `setup` and inherit the affinity of the thread that spawns them.
-    let placement = Placement::split(settings);
-    if let Some(p) = &placement {
-        Placement::pin(&p.servers);
+    let mut placement = Placement::split(settings);
+    if placement
+        .as_ref()
+        .is_some_and(|p| !Placement::pin(&p.servers))
+    {
+        placement = None;
     }
     let mut s = setup(settings);
-    if let Some(p) = &placement {
-        Placement::pin(&p.client);
+    if let Some(p) = &mut placement
+        && !Placement::pin(&p.client)
+    {
+        // The servers are pinned but the client is not: say so rather than claim a split.
+        p.described = format!(
+            "{} requested; the client's pinning was refused",
+            p.described
+        );
     }
     let targets = [&s.peer, &s.ours];
     let size = s.size;

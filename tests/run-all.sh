@@ -13,28 +13,41 @@ cd "$here"
 cache="${BOOTFACTORY_CACHE:-$HOME/.cache/bootfactory}"
 mkdir -p "$cache/apt-archives/partial"
 # Reuse one target directory across clones and runs (CI builds from a fresh clone each time).
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$cache/target}"
+# Only this default one is ever pruned (below): a CARGO_TARGET_DIR of the caller's is theirs.
+own_target=0
+if [ -z "${CARGO_TARGET_DIR:-}" ]; then
+    CARGO_TARGET_DIR="$cache/target"
+    own_target=1
+fi
+export CARGO_TARGET_DIR
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 # Every run builds from a fresh clone, so incremental state is never reused: it only costs disk
 # (it grew to 16 GB in the shared target directory).
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
-# The cached target directories only grow: each feature set, profile tweak or dependency bump
-# leaves its own copy of ~45 test binaries (85-390 MB each) behind. A run that found the disk
-# nearly full failed mid-build ("No space left on device"); so, before building, a cache that
-# is too big or a disk that is too full gets the stale build products dropped (they are only a
-# cache: the run rebuilds what it needs, ~10 minutes more).
+# The cached target directories only grow: each feature set, profile tweak, clone path or
+# dependency bump leaves its own copy of ~45 test binaries (85-390 MB each) behind. A run that
+# found the disk nearly full failed mid-build ("No space left on device"); so, before building,
+# when the cache's build directories hold more than BOOTFACTORY_MAX_CACHE_GB (40) or its disk
+# has less than BOOTFACTORY_MIN_FREE_GB (25) free, they are removed (they are only a cache: the
+# run rebuilds what it needs, ~10 minutes more). Directories that do not exist yet (a fresh
+# machine, no nightly toolchain) are skipped.
 prune_build_cache() {
+    [ "$own_target" = 1 ] || return 0
     local min_free_gb="${BOOTFACTORY_MIN_FREE_GB:-25}" max_cache_gb="${BOOTFACTORY_MAX_CACHE_GB:-40}"
-    local free_gb used_gb
-    free_gb="$(df -P -BG "$cache" | awk 'NR == 2 { sub("G", "", $4); print $4 }')"
-    used_gb="$(du -s -BG "$CARGO_TARGET_DIR" "$cache/fuzz-target" "$cache/release-target" 2>/dev/null \
+    local dirs=() d free_gb used_gb
+    for d in "$cache/target" "$cache/fuzz-target" "$cache/release-target"; do
+        [ -d "$d" ] && dirs+=("$d")
+    done
+    [ "${#dirs[@]}" -gt 0 ] || return 0
+    rm -rf "$cache/target/debug/incremental"
+    free_gb="$(df -P -BG "$cache" | awk 'NR == 2 { sub("G", "", $4); print $4 + 0 }')"
+    used_gb="$({ du -s -BG "${dirs[@]}" 2>/dev/null || true; } \
         | awk '{ sub("G", "", $1); n += $1 } END { print n + 0 }')"
-    rm -rf "$CARGO_TARGET_DIR/debug/incremental"
     if [ "$free_gb" -lt "$min_free_gb" ] || [ "$used_gb" -gt "$max_cache_gb" ]; then
-        echo "==> build cache ${used_gb} GB, ${free_gb} GB free on its disk: dropping stale build products"
-        rm -rf "$CARGO_TARGET_DIR/debug" "$cache/fuzz-target" "$cache/release-target"
-        free_gb="$(df -P -BG "$cache" | awk 'NR == 2 { sub("G", "", $4); print $4 }')"
+        echo "==> build cache ${used_gb} GB, ${free_gb} GB free on its disk: removing ${dirs[*]}"
+        rm -rf "${dirs[@]}"
+        free_gb="$(df -P -BG "$cache" | awk 'NR == 2 { sub("G", "", $4); print $4 + 0 }')"
         echo "    ${free_gb} GB free now"
     fi
 }

@@ -336,8 +336,8 @@ impl SendfileIo {
             }
         };
         if completed && self.corked {
-            // A failure leaves the cork on: the kernel still sends the tail within 200 ms,
-            // and the next stretch's uncork (or the close) pushes it anyway.
+            // A failure leaves the cork on (and the flag set, so the next stretch's completion
+            // tries again): the kernel sends held bytes within 200 ms, and a close pushes them.
             self.corked = socket2::SockRef::from(&self.tcp)
                 .set_tcp_cork(false)
                 .is_err();
