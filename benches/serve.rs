@@ -427,16 +427,8 @@ fn wait_ready(t: &Target, proc: &mut Proc, path: &str) {
 
 /// `VmRSS` and `RssAnon` of one process (KiB).
 fn rss_kib(pid: u32) -> (u64, u64) {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("RssAnon:"))
+    let [rss, anon] = support::procfs::status_fields(pid, ["VmRSS:", "RssAnon:"]);
+    (rss.unwrap_or(0), anon.unwrap_or(0))
 }
 
 /// `pid` and its direct children (nginx: the master and its workers).

@@ -16,19 +16,13 @@ pub(crate) struct Mem {
 }
 
 pub(crate) fn mem(pid: u32) -> Option<Mem> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse::<u64>().ok())
-    };
+    let [rss, hwm, anon, file] =
+        support::procfs::status_fields(pid, ["VmRSS:", "VmHWM:", "RssAnon:", "RssFile:"]);
     Some(Mem {
-        rss: field("VmRSS:")?,
-        hwm: field("VmHWM:")?,
-        anon: field("RssAnon:").unwrap_or(0),
-        file: field("RssFile:").unwrap_or(0),
+        rss: rss?,
+        hwm: hwm?,
+        anon: anon.unwrap_or(0),
+        file: file.unwrap_or(0),
     })
 }
 

@@ -1,4 +1,5 @@
-//! What the benchmarks share: statistics over samples ([`stats`]) and guards that make sure a
+//! What the benchmarks share: statistics over samples ([`stats`]), process figures from `/proc`
+//! ([`procfs`]) and guards that make sure a
 //! benchmark leaves nothing behind ([`guard`]): child processes, network namespaces and
 //! temporary directories are registered when created and removed by their drop guard, by the
 //! SIGINT/SIGTERM watcher or by a deadline watchdog, whichever comes first.
@@ -8,4 +9,5 @@
 #![allow(dead_code)]
 
 pub mod guard;
+pub mod procfs;
 pub mod stats;
