@@ -1165,6 +1165,27 @@ impl Results {
             runs(&self.keep_alive[1]),
             runs(&self.keep_alive[2]),
         );
+        // Per-download throughput on loopback in a VM is bimodal (see benches/README.md, "serve"):
+        // the quartiles show which mode each server's median fell in, and the aggregate (every
+        // byte over every download's time) weighs both modes as a fleet of clients would.
+        let spread = |v: &[f64]| {
+            format!(
+                "{:.0} / {:.0} / {:.0}",
+                percentile(v, 25.0),
+                percentile(v, 50.0),
+                percentile(v, 75.0)
+            )
+        };
+        let aggregate = |v: &[f64]| v.len() as f64 / v.iter().map(|mb_s| 1.0 / mb_s).sum::<f64>();
+        println!(
+            "Spread, new connection (p25 / p50 / p75 MB/s): nginx {}; bootfactory {}. Aggregate (all bytes / all download time): \
+             nginx {:.0} MB/s, bootfactory {:.0} MB/s, {:.2}x.",
+            spread(&self.new_connection[0]),
+            spread(&self.new_connection[1]),
+            aggregate(&self.new_connection[0]),
+            aggregate(&self.new_connection[1]),
+            aggregate(&self.new_connection[1]) / aggregate(&self.new_connection[0]),
+        );
         let stalls = |v: &[f64]| v.iter().filter(|&&us| us > STALL_MICROS).count();
         println!(
             "TTFB samples over {} ms: new connection nginx {}, bootfactory {}; keep-alive Range nginx {}, bootfactory {} \
