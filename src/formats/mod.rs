@@ -7,6 +7,7 @@
 //! Torito, appended EFI partition).
 
 pub mod adv;
+pub mod authenticode;
 pub mod compress;
 pub mod cpio;
 pub mod disk;
