@@ -1,18 +1,21 @@
 //! Authenticode signatures (`bootfactory::formats::authenticode`) checked by independent
-//! tools: `sbverify` (sbsigntool) must accept every image we sign with the certificate and
-//! refuse a one-byte-modified copy, and `sbsign` must have hashed each image exactly as we do
-//! (its signature embeds the same SHA-256). The images are Debian's systemd-boot and
-//! systemd-stub (`systemd-boot-efi`), which carry trailing bytes after their last section;
-//! keys and certificates come from `openssl`.
+//! implementations: `sbverify` (sbsigntool) — and `osslsigncode verify` where version 2.9 or
+//! later is installed (bookworm-backports; Debian 12's 2.5 calls even `sbsign`'s signatures
+//! "Invalid signature") — must accept every image we sign with the certificate and refuse a
+//! one-byte-modified copy, and `sbsign` must have
+//! hashed each image exactly as we do (its signature embeds the same SHA-256) and written the
+//! `CheckSum` we compute. The images are Debian's systemd-boot and systemd-stub
+//! (`systemd-boot-efi`), which carry trailing bytes after their last section; keys and
+//! certificates come from `openssl`. (An image with gaps between its sections is refused:
+//! the two verifiers hash such gaps differently; unit tests in the module.)
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use bootfactory::formats::authenticode::{self, AuthenticodeError};
-use der::Decode as _;
-use rsa::pkcs8::DecodePrivateKey as _;
+use support::keys::{key_pair, run};
 use support::tools::have;
 
 const IMAGES: [&str; 2] = [
@@ -20,61 +23,75 @@ const IMAGES: [&str; 2] = [
     "/usr/lib/systemd/boot/efi/linuxx64.efi.stub",
 ];
 
-fn run(cmd: &mut Command) -> std::process::Output {
+/// Runs a verifier: whether it succeeded, and what it printed.
+fn verdict(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out
-}
-
-/// An RSA-2048 key and a self-signed certificate: (key PEM path, cert PEM path, key, cert).
-fn key_and_cert(
-    dir: &Path,
-    name: &str,
-) -> (PathBuf, PathBuf, rsa::RsaPrivateKey, x509_cert::Certificate) {
-    let key_pem = dir.join(format!("{name}.key"));
-    let cert_pem = dir.join(format!("{name}.crt"));
-    run(Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .arg("-subj")
-        .arg(format!("/CN=bootfactory test {name}"))
-        .arg("-keyout")
-        .arg(&key_pem)
-        .arg("-out")
-        .arg(&cert_pem));
-    let key_der = run(Command::new("openssl")
-        .args(["pkcs8", "-topk8", "-nocrypt", "-outform", "DER", "-in"])
-        .arg(&key_pem))
-    .stdout;
-    let cert_der = run(Command::new("openssl")
-        .args(["x509", "-outform", "DER", "-in"])
-        .arg(&cert_pem))
-    .stdout;
-    let key = rsa::RsaPrivateKey::from_pkcs8_der(&key_der).expect("PKCS#8 key");
-    let cert = x509_cert::Certificate::from_der(&cert_der).expect("DER certificate");
-    (key_pem, cert_pem, key, cert)
+    (out.status.success(), text)
 }
 
 fn sbverify(cert: &Path, image: &Path) -> (bool, String) {
-    let out = Command::new("sbverify")
-        .arg("--cert")
-        .arg(cert)
-        .arg(image)
-        .output()
-        .expect("run sbverify");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+    verdict(Command::new("sbverify").arg("--cert").arg(cert).arg(image))
+}
+
+/// Whether an `osslsigncode` that verifies correctly (2.9 or later) is on PATH.
+fn osslsigncode_usable() -> bool {
+    let Ok(out) = Command::new("osslsigncode").arg("--version").output() else {
+        eprintln!("osslsigncode not installed: only sbverify checks the signatures");
+        return false;
+    };
+    let text = String::from_utf8_lossy(&out.stdout);
+    let version: Vec<u32> = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("")
+        .trim_end_matches(',')
+        .split('.')
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let usable = version.as_slice() >= [2, 9].as_slice();
+    if !usable {
+        eprintln!(
+            "osslsigncode {version:?} is older than 2.9: only sbverify checks the signatures"
+        );
+    }
+    usable
+}
+
+fn osslsigncode(cert: &Path, image: &Path) -> (bool, String) {
+    verdict(
+        Command::new("osslsigncode")
+            .args(["verify", "-CAfile"])
+            .arg(cert)
+            .arg("-in")
+            .arg(image),
     )
+}
+
+/// The optional header's `CheckSum` of a PE image.
+fn stored_checksum(image: &[u8]) -> u32 {
+    let pe = u32::from_le_bytes(image[0x3c..0x40].try_into().unwrap()) as usize;
+    let at = pe + 4 + 20 + 64;
+    u32::from_le_bytes(image[at..at + 4].try_into().unwrap())
+}
+
+/// Debian's two images: (name, bytes).
+fn images() -> Vec<(String, Vec<u8>)> {
+    IMAGES
+        .iter()
+        .map(|p| {
+            let name = Path::new(p)
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
+            (name, std::fs::read(p).unwrap())
+        })
+        .collect()
 }
 
 fn tools_present() -> bool {
@@ -95,26 +112,35 @@ fn tools_present() -> bool {
 }
 
 #[test]
-fn sbverify_accepts_our_signatures_and_refuses_modified_images() {
+fn verifiers_accept_our_signatures_and_refuse_modified_images() {
     if !tools_present() {
         return;
     }
+    let with_osslsigncode = osslsigncode_usable();
     let dir = tempfile::tempdir().unwrap();
-    let (_, cert_pem, key, cert) = key_and_cert(dir.path(), "signer");
-    let (_, other_pem, _, _) = key_and_cert(dir.path(), "other");
-    for source in IMAGES {
-        let image = std::fs::read(source).unwrap();
-        let name = Path::new(source).file_name().unwrap().to_string_lossy();
-        let signed = authenticode::sign(&image, &key, &cert).unwrap();
+    let signer = key_pair(dir.path(), "signer");
+    let (cert_pem, key, cert) = (&signer.cert_pem, &signer.key, &signer.cert);
+    let other_pem = key_pair(dir.path(), "other").cert_pem;
+    for (name, image) in images() {
+        let signed = authenticode::sign(&image, key, cert).unwrap();
         assert_eq!(
             signed,
-            authenticode::sign(&image, &key, &cert).unwrap(),
+            authenticode::sign(&image, key, cert).unwrap(),
             "{name}: signing is deterministic"
         );
         let path = dir.path().join(format!("{name}.signed"));
         std::fs::write(&path, &signed).unwrap();
-        let (ok, log) = sbverify(&cert_pem, &path);
+        let (ok, log) = sbverify(cert_pem, &path);
         assert!(ok, "{name}: sbverify refused our signature:\n{log}");
+        if with_osslsigncode {
+            let (ok, log) = osslsigncode(cert_pem, &path);
+            assert!(ok, "{name}: osslsigncode refused our signature:\n{log}");
+        }
+        assert_eq!(
+            stored_checksum(&signed),
+            authenticode::checksum(&signed).unwrap(),
+            "{name}: CheckSum"
+        );
         let (ok, _) = sbverify(&other_pem, &path);
         assert!(!ok, "{name}: sbverify accepted another certificate");
 
@@ -123,37 +149,50 @@ fn sbverify_accepts_our_signatures_and_refuses_modified_images() {
         tampered[image.len() / 2] ^= 0x01;
         let tampered_path = dir.path().join(format!("{name}.tampered"));
         std::fs::write(&tampered_path, &tampered).unwrap();
-        let (ok, log) = sbverify(&cert_pem, &tampered_path);
+        let (ok, log) = sbverify(cert_pem, &tampered_path);
         assert!(!ok, "{name}: sbverify accepted a modified image:\n{log}");
+        if with_osslsigncode {
+            let (ok, log) = osslsigncode(cert_pem, &tampered_path);
+            assert!(
+                !ok,
+                "{name}: osslsigncode accepted a modified image:\n{log}"
+            );
+        }
 
         // Signing a signed image is refused, not stacked.
         assert!(matches!(
-            authenticode::sign(&signed, &key, &cert),
+            authenticode::sign(&signed, key, cert),
             Err(AuthenticodeError::AlreadySigned)
         ));
     }
 }
 
 #[test]
-fn our_image_hash_is_the_one_sbsign_signs() {
+fn our_image_hash_and_checksum_are_the_ones_sbsign_writes() {
     if !tools_present() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (key_pem, cert_pem, _, _) = key_and_cert(dir.path(), "signer");
-    for source in IMAGES {
-        let image = std::fs::read(source).unwrap();
-        let name = Path::new(source).file_name().unwrap().to_string_lossy();
+    let signer = key_pair(dir.path(), "signer");
+    let (key_pem, cert_pem) = (&signer.key_pem, &signer.cert_pem);
+    for (name, image) in images() {
+        let source = dir.path().join(&name);
+        std::fs::write(&source, &image).unwrap();
         let out = dir.path().join(format!("{name}.sbsign"));
         run(Command::new("sbsign")
             .arg("--key")
-            .arg(&key_pem)
+            .arg(key_pem)
             .arg("--cert")
-            .arg(&cert_pem)
+            .arg(cert_pem)
             .arg("--output")
             .arg(&out)
-            .arg(source));
+            .arg(&source));
         let by_sbsign = std::fs::read(&out).unwrap();
+        assert_eq!(
+            authenticode::checksum(&by_sbsign).unwrap(),
+            stored_checksum(&by_sbsign),
+            "{name}: our PE checksum differs from the one sbsign wrote"
+        );
         let ours = authenticode::digest(&image).unwrap();
         // sbsign's SpcIndirectDataContent carries the image hash as a DigestInfo's OCTET
         // STRING: the 32 bytes appear in its signature if and only if the hashes agree.

@@ -70,6 +70,7 @@ prune_build_cache() {
 #   openssl, python3                     TLS tests (certificates, s_client); urllib's upload
 #   systemd-boot-efi, binutils           a real systemd-stub for UKIs; objdump/objcopy read them
 #   sbsigntool                           sbverify/sbsign: independent Authenticode checks
+#   efitools                             cert-to-efi-sig-list/sign-efi-sig-list: Secure Boot .auth files
 #   python3-cryptography                 an independent check of installer images' cosign signatures
 #   fdisk, gdisk, dosfstools, mtools     sfdisk/sgdisk/fsck.vfat/mtools read disk images back
 #   xfsprogs, grub-common, grub-pc-bin,  what GRUB and dual-boot disk images and ISOs are built with
@@ -81,7 +82,7 @@ prune_build_cache() {
 #                                        packages, downloaded and extracted (prepare_lab_arm64)
 packages=(golang-go golang-gopkg-yaml.v3-dev docker-registry skopeo podman cpio kmod squashfs-tools
     iproute2 dnsmasq-base qemu-system-x86 ovmf seabios ipxe-qemu busybox-static atftp tftp-hpa curl
-    rpm systemd adduser openssl python3 systemd-boot-efi binutils python3-cryptography sbsigntool
+    rpm systemd adduser openssl python3 systemd-boot-efi binutils python3-cryptography sbsigntool efitools
     fdisk gdisk dosfstools mtools xfsprogs grub-common grub-pc-bin grub-efi-amd64-bin xorriso genisoimage
     qemu-utils zstd xz-utils gzip pigz chromium chromium-driver qemu-system-arm qemu-efi-aarch64)
 

@@ -1,14 +1,19 @@
 //! Authenticode: the signature UEFI Secure Boot checks on a PE/COFF image.
 //!
 //! Firmware (and `sbverify`) hash an image in a fixed way and compare the hash with the one a
-//! signature vouches for. The hash covers every byte of the file except three: the optional
-//! header's `CheckSum`, the Security entry of the data directory (where the signature is
-//! found) and the signature itself, which sits at the end of the file:
+//! signature vouches for (Authenticode PE specification, "Calculating the PE Image Hash"):
 //!
-//! 1. the headers, from the start to `SizeOfHeaders`, skipping `CheckSum` (4 bytes) and the
-//!    Security directory entry (8 bytes);
+//! 1. the headers, from the start to `SizeOfHeaders`, skipping the optional header's
+//!    `CheckSum` (4 bytes) and the Security entry of the data directory (8 bytes, where the
+//!    signature is found);
 //! 2. each section's raw data, in file order (`PointerToRawData`, `SizeOfRawData` bytes);
-//! 3. whatever follows the last section (a symbol table, padding), up to the signature.
+//! 3. the file from `SizeOfHeaders` + the sum of those sizes to its end, less the signature:
+//!    what follows the last section (a symbol table, padding).
+//!
+//! That reads every byte once only when the sections follow the headers and each other
+//! without gaps. With a gap, verifiers disagree (sbsigntool follows the rule above and hashes
+//! part of the section data twice, osslsigncode hashes the file straight through), so such an
+//! image is refused rather than signed for one verifier and not another.
 //!
 //! To sign, [`sign`] pads the image with zeros to a multiple of 8 bytes (the padding is part
 //! of the hash, as `sbsign` does), hashes it with SHA-256 and wraps the hash in a PKCS#7
@@ -38,11 +43,8 @@
 //! release): offsets are checked against the file, the section count is bounded, and an image
 //! that is already signed is refused rather than re-signed around its old signature.
 
-use cms::cert::IssuerAndSerialNumber;
-use cms::content_info::{CmsVersion, ContentInfo};
-use cms::signed_data::{
-    CertificateSet, EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
-};
+use super::pkcs7;
+use cms::content_info::ContentInfo;
 use der::asn1::{Any, BitString, BmpString, ObjectIdentifier, OctetString, SetOfVec};
 use der::{Decode as _, Encode as _, Sequence};
 use rsa::RsaPrivateKey;
@@ -63,10 +65,6 @@ const CONTENT_TYPE: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113
 const MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 /// PKCS#7 `signedData` content type.
 const SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
-/// SHA-256 (NIST).
-const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
-/// `rsaEncryption`: PKCS#1 v1.5 signatures, the hash named by the digest algorithm.
-const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 
 /// `WIN_CERTIFICATE.wRevision` of current Authenticode signatures.
 const WIN_CERT_REVISION_2_0: u16 = 0x0200;
@@ -114,7 +112,8 @@ struct Geometry {
 }
 
 fn u16_at(b: &[u8], at: usize) -> Result<u16, AuthenticodeError> {
-    b.get(at..at + 2)
+    at.checked_add(2)
+        .and_then(|end| b.get(at..end))
         .map(|s| u16::from_le_bytes([s[0], s[1]]))
         .ok_or(AuthenticodeError::Malformed(
             "a header field lies past the end of the file",
@@ -122,15 +121,17 @@ fn u16_at(b: &[u8], at: usize) -> Result<u16, AuthenticodeError> {
 }
 
 fn u32_at(b: &[u8], at: usize) -> Result<u32, AuthenticodeError> {
-    b.get(at..at + 4)
+    at.checked_add(4)
+        .and_then(|end| b.get(at..end))
         .map(|s| u32::from_le_bytes([s[0], s[1], s[2], s[3]]))
         .ok_or(AuthenticodeError::Malformed(
             "a header field lies past the end of the file",
         ))
 }
 
-/// Reads the few header fields the hash needs, checking each offset against the file.
-fn geometry(image: &[u8]) -> Result<Geometry, AuthenticodeError> {
+/// Reads the few header fields the hash needs, checking each offset against the file; the
+/// sections must lie within the first `file_len` bytes (the file before any padding).
+fn geometry(image: &[u8], file_len: usize) -> Result<Geometry, AuthenticodeError> {
     use AuthenticodeError::Malformed;
     if image.get(..2) != Some(b"MZ") {
         return Err(Malformed("no MZ signature"));
@@ -177,14 +178,20 @@ fn geometry(image: &[u8]) -> Result<Geometry, AuthenticodeError> {
         if size == 0 {
             continue;
         }
-        if start < size_of_headers || start.checked_add(size).is_none_or(|end| end > image.len()) {
+        if start < size_of_headers || start.checked_add(size).is_none_or(|end| end > file_len) {
             return Err(Malformed("a section's raw data lies outside the file"));
         }
         ranges.push((start, size));
     }
     ranges.sort_unstable();
-    if ranges.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0) {
-        return Err(Malformed("sections overlap in the file"));
+    let mut next = size_of_headers;
+    for &(start, size) in &ranges {
+        if start != next {
+            return Err(Malformed(
+                "the sections do not follow the headers and each other without gaps",
+            ));
+        }
+        next = start + size;
     }
     Ok(Geometry {
         checksum: optional + 64,
@@ -196,9 +203,9 @@ fn geometry(image: &[u8]) -> Result<Geometry, AuthenticodeError> {
 }
 
 /// The Authenticode SHA-256 of an unsigned `image` whose length is a multiple of 8 (as
-/// [`sign`] pads it), together with its geometry.
-fn image_hash(image: &[u8]) -> Result<([u8; 32], Geometry), AuthenticodeError> {
-    let g = geometry(image)?;
+/// [`sign`] pads it; `file_len` is its length before), together with its geometry.
+fn image_hash(image: &[u8], file_len: usize) -> Result<([u8; 32], Geometry), AuthenticodeError> {
+    let g = geometry(image, file_len)?;
     if g.certificate_table != (0, 0) {
         return Err(AuthenticodeError::AlreadySigned);
     }
@@ -206,12 +213,14 @@ fn image_hash(image: &[u8]) -> Result<([u8; 32], Geometry), AuthenticodeError> {
     h.update(&image[..g.checksum]);
     h.update(&image[g.checksum + 4..g.security_entry]);
     h.update(&image[g.security_entry + 8..g.size_of_headers]);
-    let mut end = g.size_of_headers;
+    // SUM_OF_BYTES_HASHED: at most the file's length (the sections do not overlap each other
+    // or the headers).
+    let mut hashed = g.size_of_headers;
     for &(start, size) in &g.sections {
         h.update(&image[start..start + size]);
-        end = end.max(start + size);
+        hashed += size;
     }
-    h.update(&image[end..]);
+    h.update(&image[hashed.min(image.len())..]);
     Ok((h.finalize().into(), g))
 }
 
@@ -246,13 +255,6 @@ struct SpcIndirectDataContent {
     message_digest: DigestInfo,
 }
 
-fn algorithm(oid: ObjectIdentifier) -> AlgorithmIdentifierOwned {
-    AlgorithmIdentifierOwned {
-        oid,
-        parameters: Some(Any::null()),
-    }
-}
-
 fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, der::Error> {
     Ok(Attribute {
         oid,
@@ -284,7 +286,7 @@ fn signature(
             },
         },
         message_digest: DigestInfo {
-            digest_algorithm: algorithm(SHA256),
+            digest_algorithm: pkcs7::sha256(),
             digest: OctetString::new(digest.as_slice())?,
         },
     }
@@ -308,33 +310,15 @@ fn signature(
     // The signature covers the attributes encoded as a SET (tag 0x31), although they are
     // stored as `[0] IMPLICIT`.
     let to_sign = Sha256::digest(signed_attrs.to_der()?);
-    let signature = key.sign(rsa::Pkcs1v15Sign::new::<Sha256>(), &to_sign)?;
-
-    let signer = SignerInfo {
-        version: CmsVersion::V1,
-        sid: SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
-            issuer: cert.tbs_certificate.issuer.clone(),
-            serial_number: cert.tbs_certificate.serial_number.clone(),
-        }),
-        digest_alg: algorithm(SHA256),
-        signed_attrs: Some(signed_attrs),
-        signature_algorithm: algorithm(RSA_ENCRYPTION),
-        signature: OctetString::new(signature)?,
-        unsigned_attrs: None,
-    };
-    let signed_data = SignedData {
-        version: CmsVersion::V1,
-        digest_algorithms: SetOfVec::try_from(vec![algorithm(SHA256)])?,
-        encap_content_info: EncapsulatedContentInfo {
-            econtent_type: SPC_INDIRECT_DATA,
-            econtent: Some(Any::from_der(&content)?),
+    let signed_data = pkcs7::signed_data(
+        pkcs7::Signed {
+            content_type: SPC_INDIRECT_DATA,
+            content: Some(Any::from_der(&content)?),
+            signed_attrs: Some(signed_attrs),
+            signature: pkcs7::rsa_sign(key, &to_sign)?,
         },
-        certificates: Some(CertificateSet::try_from(vec![
-            cms::cert::CertificateChoices::Certificate(cert.clone()),
-        ])?),
-        crls: None,
-        signer_infos: SignerInfos::try_from(vec![signer])?,
-    };
+        cert,
+    )?;
     Ok(ContentInfo {
         content_type: SIGNED_DATA,
         content: Any::encode_from(&signed_data)?,
@@ -342,20 +326,30 @@ fn signature(
     .to_der()?)
 }
 
-/// The PE checksum of `image` (the `CheckSum` field at `checksum` counted as zero): the
-/// 16-bit one's-complement-style sum of the file's little-endian words plus its length.
-fn pe_checksum(image: &[u8], checksum: usize) -> u32 {
-    let mut sum: u64 = 0;
-    for (i, word) in image.chunks(2).enumerate() {
-        let at = i * 2;
-        if at == checksum || at == checksum + 2 {
-            continue;
+/// The PE checksum of `image` (the 4 bytes of the `CheckSum` field at `field` counted as
+/// zero, wherever they fall in a word): the 16-bit sum with end-around carry of the file's
+/// little-endian words (an odd last byte padded with zero), plus the file's length.
+fn pe_checksum(image: &[u8], field: usize) -> u32 {
+    let byte = |at: usize| {
+        if (field..field + 4).contains(&at) {
+            0
+        } else {
+            image.get(at).copied().unwrap_or(0)
         }
-        sum += u64::from(u16::from_le_bytes([word[0], *word.get(1).unwrap_or(&0)]));
+    };
+    let mut sum: u32 = 0;
+    for at in (0..image.len()).step_by(2) {
+        sum += u32::from(u16::from_le_bytes([byte(at), byte(at + 1)]));
         sum = (sum & 0xffff) + (sum >> 16);
     }
-    sum = (sum & 0xffff) + (sum >> 16);
-    (sum as u32).wrapping_add(image.len() as u32)
+    sum.wrapping_add(image.len() as u32)
+}
+
+/// The PE checksum `image` should carry in its optional header (`CheckSum`), computed as
+/// the loader and `sbsign` do.
+pub fn checksum(image: &[u8]) -> Result<u32, AuthenticodeError> {
+    let g = geometry(image, image.len())?;
+    Ok(pe_checksum(image, g.checksum))
 }
 
 /// Signs `image` with `key` and `cert` (the certificate of `key`, embedded in the signature
@@ -372,7 +366,7 @@ pub fn sign(
     let mut out = Vec::with_capacity(image.len() + 4096);
     out.extend_from_slice(image);
     out.resize(image.len().next_multiple_of(ALIGN), 0);
-    let (digest, g) = image_hash(&out)?;
+    let (digest, g) = image_hash(&out, image.len())?;
     let pkcs7 = signature(&digest, key, cert)?;
 
     let table_at = out.len();
@@ -403,9 +397,12 @@ pub fn sign(
 /// The Authenticode SHA-256 of an unsigned `image` as [`sign`] computes it (after padding
 /// the image to 8 bytes).
 pub fn digest(image: &[u8]) -> Result<[u8; 32], AuthenticodeError> {
+    if image.len() > MAX_IMAGE {
+        return Err(AuthenticodeError::Malformed("larger than 1 GiB"));
+    }
     let mut padded = image.to_vec();
     padded.resize(image.len().next_multiple_of(ALIGN), 0);
-    Ok(image_hash(&padded)?.0)
+    Ok(image_hash(&padded, image.len())?.0)
 }
 
 #[cfg(test)]
@@ -490,6 +487,76 @@ mod tests {
             digest(&signed),
             Err(AuthenticodeError::AlreadySigned)
         ));
+    }
+
+    /// `tiny_pe` turned into a PE32 image (magic 0x10b, 224-byte optional header, the data
+    /// directory 16 bytes earlier).
+    fn tiny_pe32(body: &[u8]) -> Vec<u8> {
+        let mut b = tiny_pe(body);
+        let opt = 0x84 + 20;
+        b[0x84 + 16..0x84 + 18].copy_from_slice(&224u16.to_le_bytes());
+        b[opt..opt + 2].copy_from_slice(&0x10bu16.to_le_bytes());
+        b[opt + 108..opt + 112].fill(0);
+        b[opt + 92..opt + 96].copy_from_slice(&16u32.to_le_bytes());
+        // The section header moves up with the shorter optional header.
+        let header: Vec<u8> = b[opt + 240..opt + 280].to_vec();
+        b[opt + 224..opt + 264].copy_from_slice(&header);
+        b[opt + 264..opt + 280].fill(0);
+        b
+    }
+
+    #[test]
+    fn pe32_images_skip_their_own_checksum_and_security_entry() {
+        let pe = tiny_pe32(b"thirty-two");
+        let d = digest(&pe).unwrap();
+        let opt = 0x84 + 20;
+        let mut changed = pe.clone();
+        changed[opt + 64] ^= 0xff; // CheckSum: same offset in PE32 and PE32+
+        assert_eq!(digest(&changed).unwrap(), d);
+        let mut signed = pe.clone();
+        signed[opt + 96 + 32..opt + 96 + 36].copy_from_slice(&0x400u32.to_le_bytes());
+        assert!(matches!(
+            digest(&signed),
+            Err(AuthenticodeError::AlreadySigned)
+        ));
+        let mut changed = pe.clone();
+        changed[opt + 200] ^= 1; // in the data directory, hashed
+        assert_ne!(digest(&changed).unwrap(), d);
+        assert_ne!(d, digest(&tiny_pe(b"thirty-two")).unwrap());
+    }
+
+    #[test]
+    fn gaps_between_sections_are_refused() {
+        // Two sections with 0x200 bytes between them.
+        let mut pe = tiny_pe(&[1u8; 0x200]);
+        let opt = 0x84 + 20;
+        pe[0x86..0x88].copy_from_slice(&2u16.to_le_bytes());
+        let sec2 = opt + 240 + 40;
+        pe[sec2..sec2 + 5].copy_from_slice(b".data");
+        pe[sec2 + 16..sec2 + 20].copy_from_slice(&0x200u32.to_le_bytes());
+        pe[sec2 + 20..sec2 + 24].copy_from_slice(&0x600u32.to_le_bytes());
+        pe.resize(0x600, 0xee); // the gap
+        pe.extend_from_slice(&[2u8; 0x200]);
+        assert!(matches!(digest(&pe), Err(AuthenticodeError::Malformed(_))));
+        // Without the gap, both sections are hashed and the image is signable.
+        let mut contiguous = pe.clone();
+        contiguous.drain(0x400..0x600);
+        contiguous[sec2 + 20..sec2 + 24].copy_from_slice(&0x400u32.to_le_bytes());
+        assert!(digest(&contiguous).is_ok());
+    }
+
+    #[test]
+    fn the_checksum_field_is_zero_wherever_it_falls() {
+        // A field at an odd offset straddles three words: each of its bytes counts as zero.
+        let data: Vec<u8> = (0..64u8).collect();
+        let mut zeroed = data.clone();
+        zeroed[9..13].fill(0);
+        assert_eq!(pe_checksum(&data, 9), pe_checksum(&zeroed, 9));
+        assert_ne!(pe_checksum(&data, 9), pe_checksum(&data, 10));
+        // Known answer: words 0x0100 + 0x0302 = 0x0402, plus the length 4.
+        assert_eq!(pe_checksum(&[0, 1, 2, 3], 100), 0x0402 + 4);
+        // End-around carry: 0xffff + 0x0002 = 0x1_0001 -> 0x0002, plus the length 4.
+        assert_eq!(pe_checksum(&[0xff, 0xff, 2, 0], 100), 0x0002 + 4);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod fake_registry;
 pub mod fault;
 #[path = "../../benches/support/guard.rs"]
 pub mod guard;
+pub mod keys;
 pub mod lab;
 pub mod netns;
 pub mod tools;
