@@ -8,7 +8,7 @@ mod support;
 use std::process::Command;
 
 use bootfactory::formats::efi_auth::{
-    EfiTime, Guid, Variable, authenticated_write, x509_signature_list,
+    EfiAuthError, EfiTime, Guid, Variable, authenticated_write, x509_signature_list,
 };
 use support::keys::{key_pair, run};
 use support::tools::have;
@@ -50,19 +50,20 @@ fn signature_lists_and_signed_updates_equal_efitools_output() {
         "sig-list-to-certs did not read our certificate back"
     );
 
+    // Every field distinct, so a swapped or off-by-one field cannot match by accident.
     let time = EfiTime {
         year: 2025,
-        month: 1,
-        day: 1,
-        hour: 0,
-        minute: 0,
-        second: 0,
+        month: 3,
+        day: 14,
+        hour: 15,
+        minute: 9,
+        second: 26,
     };
     for variable in [Variable::Pk, Variable::Kek, Variable::Db] {
         let name = variable.name();
         let out = d.join(format!("{name}.auth"));
         run(Command::new("sign-efi-sig-list")
-            .args(["-t", "2025-01-01 00:00:00", "-k"])
+            .args(["-t", "2025-03-14 15:09:26", "-k"])
             .arg(&signer.key_pem)
             .arg("-c")
             .arg(&signer.cert_pem)
@@ -105,4 +106,11 @@ fn another_time_or_variable_changes_the_signature() {
         pk.ends_with(&list),
         "the payload follows the authentication header"
     );
+
+    // A certificate of another key is refused, not signed into a file firmware would reject.
+    let other = key_pair(dir.path(), "other");
+    assert!(matches!(
+        authenticated_write(Variable::Db, &list, t, &signer.key, &other.cert),
+        Err(EfiAuthError::KeyMismatch)
+    ));
 }

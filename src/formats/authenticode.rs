@@ -11,9 +11,12 @@
 //!    what follows the last section (a symbol table, padding).
 //!
 //! That reads every byte once only when the sections follow the headers and each other
-//! without gaps. With a gap, verifiers disagree (sbsigntool follows the rule above and hashes
-//! part of the section data twice, osslsigncode hashes the file straight through), so such an
-//! image is refused rather than signed for one verifier and not another.
+//! without gaps. With a gap, the gap's bytes are covered by nothing (they could be changed
+//! under a valid signature) and verifiers disagree (EDK2 and sbsigntool follow the rule above
+//! and hash part of the section data twice, osslsigncode hashes the file straight through), so
+//! such an image is refused rather than signed. Every image checked so far has none: Debian's
+//! systemd-boot and systemd-stub, kernels, GRUB and iPXE images, and the UKIs `pe::Layout`
+//! writes.
 //!
 //! To sign, [`sign`] pads the image with zeros to a multiple of 8 bytes (the padding is part
 //! of the hash, as `sbsign` does), hashes it with SHA-256 and wraps the hash in a PKCS#7
@@ -76,6 +79,9 @@ const ALIGN: usize = 8;
 const SECURITY_DIRECTORY: usize = 4;
 /// More sections than this is not an image we built or ship (the PE loader limit is 96).
 const MAX_SECTIONS: usize = 96;
+/// Why an image with bytes between its headers and sections, or between two sections, is
+/// refused (see the module documentation).
+const GAP: &str = "the sections do not follow the headers and each other without gaps";
 /// Largest image signed in memory (UKIs are ~100 MB; the bound keeps a hostile input small).
 pub const MAX_IMAGE: usize = 1 << 30;
 
@@ -85,6 +91,9 @@ pub enum AuthenticodeError {
     /// Not a PE/COFF image this module can hash: the text says which field is wrong.
     #[error("not a signable PE image: {0}")]
     Malformed(&'static str),
+    /// The certificate is not the key's (its public key differs), or not an RSA one.
+    #[error("the signing certificate does not hold the signing key's public key")]
+    KeyMismatch,
     /// The image carries a signature already (its Security directory entry is set).
     #[error("the PE image is already signed (its certificate table is not empty)")]
     AlreadySigned,
@@ -129,18 +138,27 @@ fn u32_at(b: &[u8], at: usize) -> Result<u32, AuthenticodeError> {
         ))
 }
 
-/// Reads the few header fields the hash needs, checking each offset against the file; the
-/// sections must lie within the first `file_len` bytes (the file before any padding).
-fn geometry(image: &[u8], file_len: usize) -> Result<Geometry, AuthenticodeError> {
+/// The offset of the COFF file header (after `MZ` … `e_lfanew` → `PE\0\0`).
+fn coff_header(image: &[u8]) -> Result<usize, AuthenticodeError> {
     use AuthenticodeError::Malformed;
     if image.get(..2) != Some(b"MZ") {
         return Err(Malformed("no MZ signature"));
     }
     let pe = u32_at(image, 0x3c)? as usize;
-    if image.get(pe..pe + 4) != Some(b"PE\0\0") {
+    let coff = pe
+        .checked_add(4)
+        .ok_or(Malformed("no PE signature at e_lfanew"))?;
+    if image.get(pe..coff) != Some(b"PE\0\0") {
         return Err(Malformed("no PE signature at e_lfanew"));
     }
-    let coff = pe + 4;
+    Ok(coff)
+}
+
+/// Reads the few header fields the hash needs, checking each offset against the file; the
+/// sections must lie within the first `file_len` bytes (the file before any padding).
+fn geometry(image: &[u8], file_len: usize) -> Result<Geometry, AuthenticodeError> {
+    use AuthenticodeError::Malformed;
+    let coff = coff_header(image)?;
     let sections = u16_at(image, coff + 2)? as usize;
     let optional_len = u16_at(image, coff + 16)? as usize;
     let optional = coff + 20;
@@ -186,10 +204,11 @@ fn geometry(image: &[u8], file_len: usize) -> Result<Geometry, AuthenticodeError
     ranges.sort_unstable();
     let mut next = size_of_headers;
     for &(start, size) in &ranges {
-        if start != next {
-            return Err(Malformed(
-                "the sections do not follow the headers and each other without gaps",
-            ));
+        if start < next {
+            return Err(Malformed("sections overlap each other in the file"));
+        }
+        if start > next {
+            return Err(Malformed(GAP));
         }
         next = start + size;
     }
@@ -348,8 +367,12 @@ fn pe_checksum(image: &[u8], field: usize) -> u32 {
 /// The PE checksum `image` should carry in its optional header (`CheckSum`), computed as
 /// the loader and `sbsign` do.
 pub fn checksum(image: &[u8]) -> Result<u32, AuthenticodeError> {
-    let g = geometry(image, image.len())?;
-    Ok(pe_checksum(image, g.checksum))
+    if image.len() > MAX_IMAGE {
+        return Err(AuthenticodeError::Malformed("larger than 1 GiB"));
+    }
+    let field = coff_header(image)? + 20 + 64;
+    u32_at(image, field)?;
+    Ok(pe_checksum(image, field))
 }
 
 /// Signs `image` with `key` and `cert` (the certificate of `key`, embedded in the signature
@@ -362,6 +385,9 @@ pub fn sign(
 ) -> Result<Vec<u8>, AuthenticodeError> {
     if image.len() > MAX_IMAGE {
         return Err(AuthenticodeError::Malformed("larger than 1 GiB"));
+    }
+    if !pkcs7::certifies(cert, key) {
+        return Err(AuthenticodeError::KeyMismatch);
     }
     let mut out = Vec::with_capacity(image.len() + 4096);
     out.extend_from_slice(image);
@@ -537,7 +563,19 @@ mod tests {
         pe[sec2 + 20..sec2 + 24].copy_from_slice(&0x600u32.to_le_bytes());
         pe.resize(0x600, 0xee); // the gap
         pe.extend_from_slice(&[2u8; 0x200]);
-        assert!(matches!(digest(&pe), Err(AuthenticodeError::Malformed(_))));
+        assert!(matches!(
+            digest(&pe),
+            Err(AuthenticodeError::Malformed(GAP))
+        ));
+        // A gap between the headers and the first section is one too.
+        let mut late = tiny_pe(b"x");
+        let sec = opt + 240;
+        late[sec + 20..sec + 24].copy_from_slice(&0x400u32.to_le_bytes());
+        late.resize(0x600, 0);
+        assert!(matches!(
+            digest(&late),
+            Err(AuthenticodeError::Malformed(GAP))
+        ));
         // Without the gap, both sections are hashed and the image is signable.
         let mut contiguous = pe.clone();
         contiguous.drain(0x400..0x600);
@@ -561,13 +599,24 @@ mod tests {
 
     #[test]
     fn every_single_byte_change_to_the_headers_is_hashed_or_refused_without_panic() {
-        let pe = tiny_pe(b"body");
-        let reference = digest(&pe).unwrap();
         let opt = 0x84 + 20;
-        let skipped = [opt + 64..opt + 68, opt + 144..opt + 152];
+        // PE32+: CheckSum and the Security entry of the data directory at +112.
+        every_header_byte(
+            &tiny_pe(b"body"),
+            [opt + 64..opt + 68, opt + 144..opt + 152],
+        );
+        // PE32: the data directory starts at +96.
+        every_header_byte(
+            &tiny_pe32(b"body"),
+            [opt + 64..opt + 68, opt + 128..opt + 136],
+        );
+    }
+
+    fn every_header_byte(pe: &[u8], skipped: [std::ops::Range<usize>; 2]) {
+        let reference = digest(pe).unwrap();
         for at in 0..0x200 {
             for value in [0x00, 0x01, 0x7f, 0x80, 0xff] {
-                let mut changed = pe.clone();
+                let mut changed = pe.to_vec();
                 if changed[at] == value {
                     continue;
                 }

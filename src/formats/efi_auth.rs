@@ -151,9 +151,12 @@ impl EfiTime {
 /// Why a variable update could not be signed.
 #[derive(Debug, thiserror::Error)]
 pub enum EfiAuthError {
-    /// A certificate too large for a signature list (over 4 GiB).
-    #[error("a certificate is too large for an EFI signature list")]
+    /// A certificate or signature too large for its 32-bit length field.
+    #[error("a certificate or signature is too large for an EFI variable")]
     TooLarge,
+    /// The certificate is not the key's (its public key differs), or not an RSA one.
+    #[error("the signing certificate does not hold the signing key's public key")]
+    KeyMismatch,
     /// The signature could not be encoded.
     #[error("encoding the signature")]
     Der(#[from] der::Error),
@@ -188,6 +191,9 @@ pub fn authenticated_write(
     key: &RsaPrivateKey,
     cert: &Certificate,
 ) -> Result<Vec<u8>, EfiAuthError> {
+    if !pkcs7::certifies(cert, key) {
+        return Err(EfiAuthError::KeyMismatch);
+    }
     let timestamp = time.to_bytes();
     let mut h = Sha256::new();
     for unit in variable.name().encode_utf16() {

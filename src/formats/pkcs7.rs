@@ -33,15 +33,25 @@ pub(crate) fn sha256() -> AlgorithmIdentifierOwned {
     algorithm(SHA256)
 }
 
-/// An RSA PKCS#1 v1.5 signature of the SHA-256 `digest`, with a random blinding factor: the
-/// private-key operation's timing does not depend on the key (the signature itself is
-/// deterministic).
+/// An RSA PKCS#1 v1.5 signature of the SHA-256 `digest`, with a random blinding factor, which
+/// reduces what the private-key operation's timing tells about the key (the `rsa` crate's
+/// arithmetic is not constant-time: RUSTSEC-2023-0071, no fixed release; the keys sign local
+/// files, not data an attacker can time). The signature itself is deterministic.
 pub(crate) fn rsa_sign(key: &RsaPrivateKey, digest: &[u8]) -> rsa::Result<Vec<u8>> {
     key.sign_with_rng(
         &mut rand_core::OsRng,
         rsa::Pkcs1v15Sign::new::<Sha256>(),
         digest,
     )
+}
+
+/// Whether `cert` holds the public key of `key` (an RSA certificate of that key).
+pub(crate) fn certifies(cert: &Certificate, key: &RsaPrivateKey) -> bool {
+    use rsa::pkcs1::DecodeRsaPublicKey as _;
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    spki.algorithm.oid == RSA_ENCRYPTION
+        && rsa::RsaPublicKey::from_pkcs1_der(spki.subject_public_key.raw_bytes())
+            .is_ok_and(|public| public == key.to_public_key())
 }
 
 /// What was signed and how: the content (type and, unless detached, the content itself),
