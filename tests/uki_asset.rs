@@ -19,7 +19,7 @@ use std::process::Command;
 use bootfactory::fixture::{BootOptions, FileSource, FixtureOptions, FixtureRelease};
 use bootfactory::formats::pe::PeImage;
 use support::TestServer;
-use support::tools::have;
+use support::tools::{have, have_file};
 
 const EMPTY_ID: &str = "376567988ad370138ad8b2698212367b8edcb69b5fd68c80be1f2ec7d603b4ba";
 const DEBIAN_STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
@@ -36,15 +36,7 @@ fn example_schematic() -> String {
 }
 
 fn debian_stub_present() -> bool {
-    if Path::new(DEBIAN_STUB).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-        "{DEBIAN_STUB} is required (apt-get install systemd-boot-efi)"
-    );
-    eprintln!("skipping: {DEBIAN_STUB} is missing (apt-get install systemd-boot-efi)");
-    false
+    have_file(DEBIAN_STUB, "systemd-boot-efi")
 }
 
 async fn server(options: &FixtureOptions) -> (TestServer, FixtureRelease) {

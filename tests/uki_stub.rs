@@ -6,24 +6,15 @@
 
 mod support;
 
-use std::path::Path;
 use std::process::Command;
 
 use bootfactory::formats::pe::{Appended, Layout, PeImage};
-use support::tools::have;
+use support::tools::{have, have_file};
 
 const STUB: &str = "/usr/lib/systemd/boot/efi/linuxx64.efi.stub";
 
 fn stub_present() -> bool {
-    if Path::new(STUB).exists() {
-        return true;
-    }
-    assert!(
-        std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-        "{STUB} is required (apt-get install systemd-boot-efi; tests/run-all.sh installs it)"
-    );
-    eprintln!("skipping: {STUB} is missing (apt-get install systemd-boot-efi)");
-    false
+    have_file(STUB, "systemd-boot-efi")
 }
 
 #[test]

@@ -19,13 +19,31 @@ pub fn have(tool: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false);
     if !found {
-        assert!(
-            std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
-            "{tool} is required (tests/run-all.sh installs it)"
-        );
-        eprintln!("skipping: {tool} is not installed");
+        missing(tool, "tests/run-all.sh installs it");
     }
     found
+}
+
+/// True if the file at `path` exists (one a Debian package installs, named in `package`).
+/// Panics when it is missing and tools are required.
+pub fn have_file(path: &str, package: &str) -> bool {
+    let found = Path::new(path).exists();
+    if !found {
+        missing(
+            path,
+            &format!("apt-get install {package}; tests/run-all.sh installs it"),
+        );
+    }
+    found
+}
+
+/// Reports a missing tool or file: a failure under `BOOTFACTORY_REQUIRE_TOOLS=1`, else a skip.
+fn missing(what: &str, how: &str) {
+    assert!(
+        std::env::var("BOOTFACTORY_REQUIRE_TOOLS").as_deref() != Ok("1"),
+        "{what} is required ({how})"
+    );
+    eprintln!("skipping: {what} is not installed ({how})");
 }
 
 /// A free loopback port (bound and released).
